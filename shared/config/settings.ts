@@ -1,0 +1,134 @@
+/**
+ * Every top-level setting: its kind, default and help. The environment variable is the key in
+ * SCREAMING_SNAKE_CASE (SIA's names), the flag is the key in kebab-case, and a config file uses the
+ * key itself. Empty defaults that name a file are filled in under DATA_DIR by `load.ts`.
+ */
+export type Kind = 'string' | 'duration' | 'int' | 'bool' | 'address' | 'list' | 'path'
+
+export interface SettingSpec {
+  kind: Kind
+  default: string
+  help: string
+  /** Allowed values for a `string` setting. */
+  values?: readonly string[]
+  /** The environment variable, when it is not the key in SCREAMING_SNAKE_CASE. */
+  env?: string
+  /** Never echoed back in errors or logs. */
+  secret?: boolean
+}
+
+export const SETTINGS = {
+  mode: {
+    kind: 'string',
+    default: 'refresh',
+    values: ['refresh', 'init'],
+    help: 'refresh: run the daemons; init: fetch once and exit',
+  },
+  endpoint: {
+    kind: 'string',
+    default: '',
+    help: 'Athenz ZTS URL; empty selects the embedded local authority',
+  },
+  providerService: {
+    kind: 'string',
+    default: '',
+    help: 'Athenz provider service for instance register/refresh',
+  },
+  athenzDomain: { kind: 'string', default: 'sia.local', help: 'Athenz domain of this workload' },
+  serviceAccount: {
+    kind: 'string',
+    default: 'workload',
+    env: 'SERVICEACCOUNT',
+    help: 'Athenz service name of this workload',
+  },
+  dnsSuffix: {
+    kind: 'string',
+    default: 'athenz.cloud',
+    help: 'DNS suffix for the SAN of the service certificate',
+  },
+  podIp: { kind: 'string', default: '127.0.0.1', help: 'Pod IP, added to the certificate as a SAN IP' },
+  dataDir: { kind: 'path', default: '.local', help: 'directory for the local authority and default files' },
+  keyFile: { kind: 'path', default: '', help: 'service private key (default DATA_DIR/key.pem)' },
+  certFile: { kind: 'path', default: '', help: 'service certificate (default DATA_DIR/cert.pem)' },
+  caCertFile: { kind: 'path', default: '', help: 'CA certificate (default DATA_DIR/ca.pem)' },
+  roleCertDir: { kind: 'path', default: '', help: 'directory for role certificates (default DATA_DIR)' },
+  roleCertFilenameDelimiter: {
+    kind: 'string',
+    default: ':role.',
+    help: 'delimiter between domain and role in role cert file names',
+  },
+  refreshInterval: { kind: 'duration', default: '24h', help: 'certificate refresh interval' },
+  delayJitterSeconds: {
+    kind: 'int',
+    default: '0',
+    help: 'random delay before the first refresh, in seconds',
+  },
+  targetDomainRoles: {
+    kind: 'list',
+    default: '',
+    help: 'comma-separated <domain>:role.<role> for role certs and tokens',
+  },
+  tokenServerAddr: {
+    kind: 'address',
+    default: '127.0.0.1:8880',
+    help: 'token server address; empty disables the token service',
+  },
+  tokenRefreshInterval: { kind: 'duration', default: '30m', help: 'token cache refresh interval' },
+  tokenServerTimeout: { kind: 'duration', default: '10s', help: 'token server handler timeout' },
+  tokenExpiry: {
+    kind: 'duration',
+    default: '0',
+    help: 'token expiry requested upstream (0: server default)',
+  },
+  tokenDir: { kind: 'path', default: '', help: 'directory for token files (empty: none)' },
+  gatewayAddr: {
+    kind: 'address',
+    default: ':8080',
+    help: 'AlertManager webhook gateway address; empty disables it',
+  },
+  redisUrl: {
+    kind: 'string',
+    default: '',
+    secret: true,
+    help: 'Redis URL for gateway deduplication (empty: in memory)',
+  },
+  metricsServerAddr: {
+    kind: 'address',
+    default: ':9999',
+    help: 'Prometheus metrics address; empty disables it',
+  },
+  metricsScrapeTimeout: { kind: 'duration', default: '2s', help: 'how long a scrape waits for each worker' },
+  healthCheckAddr: { kind: 'address', default: ':9998', help: 'health check address; empty disables it' },
+  healthCheckEndpoint: {
+    kind: 'string',
+    default: '/healthz',
+    help: 'liveness path on the health check address',
+  },
+  memoryReportInterval: { kind: 'duration', default: '60s', help: 'interval between memory reports' },
+  shutdownTimeout: { kind: 'duration', default: '30s', help: 'default per-service shutdown deadline' },
+  shutdownDelay: { kind: 'duration', default: '0', help: 'wait after readiness drops, before services stop' },
+  startTimeout: { kind: 'duration', default: '30s', help: 'default per-service start deadline' },
+  logLevel: {
+    kind: 'string',
+    default: 'info',
+    values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal'],
+    help: 'log level',
+  },
+  failpoints: {
+    kind: 'string',
+    default: '',
+    env: 'SIA_FAILPOINTS',
+    help: 'fault injection, name=action[;…] (DESIGN.md §3)',
+  },
+} as const satisfies Record<string, SettingSpec>
+
+export type SettingKey = keyof typeof SETTINGS
+
+export function envName(key: SettingKey): string {
+  const spec: SettingSpec = SETTINGS[key]
+  return spec.env ?? key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()
+}
+
+export function flagName(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
+}

@@ -1,0 +1,152 @@
+import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { performance } from 'node:perf_hooks'
+import { getHeapStatistics } from 'node:v8'
+import { isMainThread, workerData } from 'node:worker_threads'
+import { Gauge, Registry } from 'prom-client'
+import type { Config } from './config/types.js'
+import { codedError } from './errors.js'
+import { createFailpoints, type HitFailpoint, parseFailpoints } from './failpoints.js'
+import { serveTask } from './http-server.js'
+import { createLogger, type Logger } from './logger.js'
+import type { SupervisorOps, WorkerInit, WorkerOps } from './protocol.js'
+import { createRpc, type Rpc } from './rpc.js'
+import type { ServiceName } from './services.js'
+import { createStatusBoard, type StatusBoard } from './status-board.js'
+import { createTaskGroup, type TaskBody } from './task-group.js'
+
+export const HEARTBEAT_MS = 1000
+/** Kept back from the supervisor's deadline so the ack still arrives before it terminates us. */
+const ACK_MARGIN_MS = 250
+
+export interface ServiceContext {
+  service: ServiceName
+  config: Config
+  log: Logger
+  /** This worker's registry; every series carries service="<name>". */
+  registry: Registry
+  board: StatusBoard
+  /** Aborted when shutdown begins. */
+  signal: AbortSignal
+  /** Creates a named task; only valid inside start(). */
+  go(task: string, body: TaskBody, opts?: { waitReady?: boolean }): Promise<void>
+  /** Creates a `task` that serves `server` on `address`; resolves once it is listening. */
+  serve(task: string, server: Server, address: string): Promise<AddressInfo>
+  /** Requests to the supervisor over the control channel. */
+  supervisor: Rpc<SupervisorOps, WorkerOps>
+  failpoint: HitFailpoint
+}
+
+export interface ServiceDefinition {
+  /** Creates every task of the service; resolves once each is up. */
+  start(ctx: ServiceContext): Promise<void> | void
+  /** Runs after every task has stopped: close clients (Redis, HTTP agents, pools). */
+  stop?(ctx: ServiceContext): Promise<void> | void
+}
+
+/** The entry of every worker file: `defineService({ start, stop })`. */
+export function defineService(def: ServiceDefinition): void {
+  if (isMainThread) throw codedError('ERR_NOT_A_WORKER', 'a service runs only inside its worker thread')
+  const init = workerData as WorkerInit
+  const { service, config } = init
+  const board = createStatusBoard(init.board)
+  const log = createLogger(service, config.logLevel)
+  const rpc = createRpc<SupervisorOps, WorkerOps>(init.control)
+
+  let acknowledged = false
+  const crashes: Error[] = []
+  const throwLater = (err: Error) =>
+    setTimeout(() => {
+      throw err
+    }, 0)
+  const failpoint = createFailpoints(parseFailpoints(config.failpoints), {
+    board,
+    counters: init.failpointCounters,
+    crash: (err) => (acknowledged ? throwLater(err) : crashes.push(err)),
+  })
+
+  const group = createTaskGroup({
+    log,
+    beforeTask: (task) => failpoint(`${service}.before-task:${task}`),
+    onFailure: (task, err) => throwLater(codedError('ERR_TASK_FAILED', `task ${task} failed`, err)),
+  })
+
+  const registry = new Registry()
+  registry.setDefaultLabels({ service })
+  new Gauge({
+    name: 'sia_worker_tasks',
+    help: 'Tasks running in the worker',
+    registers: [registry],
+    collect() {
+      this.set(group.size())
+    },
+  })
+
+  const ctx: ServiceContext = {
+    service,
+    config,
+    log,
+    registry,
+    board,
+    signal: group.signal,
+    go: group.go,
+    async serve(task, server, address) {
+      let info: AddressInfo | undefined
+      await group.go(
+        task,
+        serveTask(server, address, (i) => {
+          info = i
+          log.info(
+            { event: 'server.listening', task, address: i.address, port: i.port },
+            `listening on ${i.port}`,
+          )
+        }),
+        { waitReady: true },
+      )
+      if (!info) throw codedError('ERR_NOT_LISTENING', `${task} was shut down before it listened`)
+      return info
+    },
+    supervisor: rpc,
+    failpoint,
+  }
+
+  startHeartbeat(service, board)
+
+  rpc.handle('start', async () => {
+    try {
+      await failpoint(`${service}.start`)
+      await def.start(ctx)
+      return null
+    } finally {
+      group.seal()
+      acknowledged = true
+      for (const err of crashes.splice(0)) throwLater(err) // thrown after the ack is posted
+    }
+  })
+  rpc.handle('shutdown', async ({ deadlineMs }) => {
+    await failpoint(`${service}.shutdown`)
+    const timedOut = await group.shutdown(Date.now() + Math.max(0, deadlineMs - ACK_MARGIN_MS))
+    await def.stop?.(ctx)
+    log.flush()
+    return { timedOut }
+  })
+  rpc.handle('collect', () => registry.getMetricsAsJSON())
+}
+
+function startHeartbeat(service: ServiceName, board: StatusBoard): void {
+  let elu = performance.eventLoopUtilization()
+  const beat = () => {
+    const next = performance.eventLoopUtilization()
+    const heap = getHeapStatistics()
+    board.setVitals(
+      service,
+      heap.used_heap_size,
+      heap.heap_size_limit,
+      performance.eventLoopUtilization(next, elu).utilization,
+    )
+    elu = next
+    board.beat(service)
+  }
+  beat()
+  setInterval(beat, HEARTBEAT_MS).unref()
+}

@@ -1,0 +1,122 @@
+import { createPrivateKey, generateKeyPair, type KeyObject, X509Certificate } from 'node:crypto'
+import { link, mkdir, readFile, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import forge from 'node-forge'
+import { writeFileAtomic } from '../atomic-file.js'
+
+/**
+ * The embedded authority of the `local` provider (DESIGN.md §6): a CA created once under the
+ * data directory, which signs the service certificate, role certificates and tokens.
+ */
+export interface Authority {
+  certPem: string
+  key: KeyObject
+  cert: X509Certificate
+}
+
+const generate = promisify(generateKeyPair)
+const CA_VALIDITY_MS = 10 * 365 * 24 * 3600 * 1000
+
+export async function generateRsaKey(): Promise<{ privateKeyPem: string; publicKeyPem: string }> {
+  const { privateKey, publicKey } = await generate('rsa', { modulusLength: 2048 })
+  return {
+    privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+  }
+}
+
+export function authorityPaths(dataDir: string) {
+  const dir = join(dataDir, 'authority')
+  return { dir, key: join(dir, 'ca.key.pem'), cert: join(dir, 'ca.cert.pem') }
+}
+
+/** Loads the CA, creating it on first use. Safe when two workers race: one creation wins. */
+export async function loadOrCreateAuthority(dataDir: string): Promise<Authority> {
+  const paths = authorityPaths(dataDir)
+  try {
+    return await loadAuthority(paths)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  await mkdir(paths.dir, { recursive: true, mode: 0o700 })
+  const { privateKeyPem, publicKeyPem } = await generateRsaKey()
+  const cert = forge.pki.createCertificate()
+  cert.publicKey = forge.pki.publicKeyFromPem(publicKeyPem)
+  cert.serialNumber = serial()
+  cert.validity.notBefore = new Date(Date.now() - 60_000)
+  cert.validity.notAfter = new Date(Date.now() + CA_VALIDITY_MS)
+  const subject = [
+    { name: 'commonName', value: 'sia-supervisor local authority' },
+    { name: 'organizationName', value: 'sia-supervisor' },
+  ]
+  cert.setSubject(subject)
+  cert.setIssuer(subject)
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: true, critical: true },
+    { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
+    { name: 'subjectKeyIdentifier' },
+  ])
+  cert.sign(forge.pki.privateKeyFromPem(privateKeyPem), forge.md.sha256.create())
+  // Publish key and cert under temporary names, then link the key into place: link() fails if
+  // another worker got there first, and then we use theirs.
+  const suffix = `.${process.pid}.${Date.now()}.tmp`
+  await writeFileAtomic(paths.key + suffix, privateKeyPem, 0o600)
+  await writeFileAtomic(paths.cert + suffix, forge.pki.certificateToPem(cert), 0o644)
+  try {
+    await link(paths.cert + suffix, paths.cert)
+    await link(paths.key + suffix, paths.key)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+  } finally {
+    await rm(paths.key + suffix, { force: true })
+    await rm(paths.cert + suffix, { force: true })
+  }
+  return loadAuthority(paths)
+}
+
+async function loadAuthority(paths: { key: string; cert: string }): Promise<Authority> {
+  const [keyPem, certPem] = await Promise.all([readFile(paths.key, 'utf8'), readFile(paths.cert, 'utf8')])
+  return { certPem, key: createPrivateKey(keyPem), cert: new X509Certificate(certPem) }
+}
+
+export interface CertificateRequest {
+  publicKeyPem: string
+  commonName: string
+  dnsNames?: string[]
+  uris?: string[]
+  ips?: string[]
+  validityMs: number
+}
+
+/** Issues a leaf certificate signed by the authority. */
+export function issueCertificate(ca: Authority, req: CertificateRequest): string {
+  const cert = forge.pki.createCertificate()
+  cert.publicKey = forge.pki.publicKeyFromPem(req.publicKeyPem)
+  cert.serialNumber = serial()
+  cert.validity.notBefore = new Date(Date.now() - 60_000)
+  cert.validity.notAfter = new Date(Date.now() + req.validityMs)
+  cert.setSubject([{ name: 'commonName', value: req.commonName }])
+  cert.setIssuer(forge.pki.certificateFromPem(ca.certPem).subject.attributes)
+  const altNames = [
+    ...(req.dnsNames ?? []).map((value) => ({ type: 2, value })),
+    ...(req.uris ?? []).map((value) => ({ type: 6, value })),
+    ...(req.ips ?? []).map((ip) => ({ type: 7, ip })),
+  ]
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: false },
+    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+    { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
+    ...(altNames.length ? [{ name: 'subjectAltName', altNames }] : []),
+  ])
+  const caKeyPem = ca.key.export({ type: 'pkcs8', format: 'pem' }).toString()
+  cert.sign(forge.pki.privateKeyFromPem(caKeyPem), forge.md.sha256.create())
+  return forge.pki.certificateToPem(cert)
+}
+
+function serial(): string {
+  // Positive 64-bit serial: the leading nibble is kept below 8.
+  return (BigInt(Date.now()) * 1000n + BigInt(Math.floor(Math.random() * 1000)))
+    .toString(16)
+    .padStart(16, '0')
+}

@@ -1,0 +1,40 @@
+import type { MessagePort } from 'node:worker_threads'
+import type { MetricObjectWithValues, MetricValue } from 'prom-client'
+import type { Config } from './config/types.js'
+import type { ServiceName } from './services.js'
+
+/** What the supervisor hands each worker at spawn (structured-cloned, the port transferred). */
+export interface WorkerInit {
+  service: ServiceName
+  config: Config
+  board: SharedArrayBuffer
+  failpointCounters: SharedArrayBuffer
+  control: MessagePort
+}
+
+export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[]
+
+export interface ShutdownReport {
+  /** A task missed the deadline and was cut short: counts as a missed shutdown deadline. */
+  timedOut: boolean
+}
+
+export interface ScrapeResult {
+  source: ServiceName | 'supervisor'
+  up: boolean
+  metrics: MetricsJson
+}
+
+/** Requests the supervisor sends to a worker. */
+export interface WorkerOps {
+  [op: string]: { args: unknown; result: unknown }
+  start: { args: null; result: null }
+  shutdown: { args: { deadlineMs: number }; result: ShutdownReport }
+  collect: { args: null; result: MetricsJson }
+}
+
+/** Requests a worker sends to the supervisor. */
+export interface SupervisorOps {
+  [op: string]: { args: unknown; result: unknown }
+  scrape: { args: null; result: ScrapeResult[] }
+}

@@ -1,0 +1,36 @@
+import type { Config } from './config/types.js'
+import { SERVICES, type ServiceName } from './services.js'
+import type { ServiceState, StatusBoard } from './status-board.js'
+
+/** What the status board says about the process; read lock-free on every probe. */
+export interface Readiness {
+  ready: boolean
+  phase: string
+  notReady: { service: ServiceName; state: ServiceState }[]
+}
+
+export function readiness(board: StatusBoard, config: Config): Readiness {
+  const phase = board.phase()
+  const notReady = SERVICES.filter((s) => config.services[s].enabled)
+    .map((service) => ({ service, state: board.state(service) }))
+    .filter((s) => s.state !== 'running')
+  return { ready: phase === 'running' && notReady.length === 0, phase, notReady }
+}
+
+export interface Liveness {
+  alive: boolean
+  stale: string[]
+}
+
+const SUPERVISOR_STALE_MS = 10_000
+
+/** Alive while the supervisor beats and every running worker's heartbeat is fresh. */
+export function liveness(board: StatusBoard, config: Config, now = Date.now()): Liveness {
+  const stale: string[] = []
+  if (now - board.lastBeat('supervisor') > SUPERVISOR_STALE_MS) stale.push('supervisor')
+  for (const s of SERVICES) {
+    if (!config.services[s].enabled || board.state(s) !== 'running') continue
+    if (now - board.lastBeat(s) > config.services[s].watchdogTimeout) stale.push(s)
+  }
+  return { alive: stale.length === 0, stale }
+}

@@ -1,0 +1,100 @@
+import type { MessagePort } from 'node:worker_threads'
+import {
+  type CodedError,
+  codedError,
+  deserializeError,
+  type SerializedError,
+  serializeError,
+} from './errors.js'
+
+/**
+ * Typed request/response over one MessagePort, used for the control channel between the
+ * supervisor and each worker. Every request has an id and a deadline; `close()` rejects whatever is
+ * still pending, so nothing ever waits on a worker that has gone.
+ */
+export type OpMap = Record<string, { args: unknown; result: unknown }>
+
+type Message =
+  | { k: 'req'; id: number; op: string; args: unknown }
+  | { k: 'res'; id: number; ok: true; value: unknown }
+  | { k: 'res'; id: number; ok: false; error: SerializedError }
+
+export interface Rpc<Out extends OpMap, In extends OpMap> {
+  request<K extends keyof Out & string>(
+    op: K,
+    args: Out[K]['args'],
+    timeoutMs: number,
+  ): Promise<Out[K]['result']>
+  handle<K extends keyof In & string>(
+    op: K,
+    fn: (args: In[K]['args']) => Promise<In[K]['result']> | In[K]['result'],
+  ): void
+  /** Rejects every pending request with `reason` and refuses new ones. */
+  close(reason: CodedError): void
+}
+
+interface Pending {
+  resolve(v: unknown): void
+  reject(e: Error): void
+  timer: NodeJS.Timeout
+}
+
+export function createRpc<Out extends OpMap, In extends OpMap>(port: MessagePort): Rpc<Out, In> {
+  const pending = new Map<number, Pending>()
+  const handlers = new Map<string, (args: unknown) => unknown>()
+  let nextId = 1
+  let closed: CodedError | undefined
+
+  port.on('message', (msg: Message) => {
+    if (msg.k === 'res') {
+      const p = pending.get(msg.id)
+      if (!p) return // answered after its deadline: the caller has moved on
+      pending.delete(msg.id)
+      clearTimeout(p.timer)
+      if (msg.ok) p.resolve(msg.value)
+      else p.reject(deserializeError(msg.error))
+      return
+    }
+    const fn = handlers.get(msg.op)
+    const reply = (m: Message) => {
+      if (!closed) port.postMessage(m)
+    }
+    Promise.resolve()
+      .then(() => {
+        if (!fn) throw codedError('ERR_RPC_UNKNOWN_OP', `no handler for "${msg.op}"`)
+        return fn(msg.args)
+      })
+      .then(
+        (value) => reply({ k: 'res', id: msg.id, ok: true, value }),
+        (err) => reply({ k: 'res', id: msg.id, ok: false, error: serializeError(err) }),
+      )
+  })
+
+  return {
+    request(op, args, timeoutMs) {
+      if (closed) return Promise.reject(closed)
+      const id = nextId++
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          pending.delete(id)
+          reject(codedError('ERR_RPC_TIMEOUT', `"${op}" got no answer within ${timeoutMs}ms`))
+        }, timeoutMs)
+        pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer })
+        port.postMessage({ k: 'req', id, op, args } satisfies Message)
+      })
+    },
+    handle(op, fn) {
+      handlers.set(op, fn as (args: unknown) => unknown)
+    },
+    close(reason) {
+      if (closed) return
+      closed = reason
+      for (const p of pending.values()) {
+        clearTimeout(p.timer)
+        p.reject(reason)
+      }
+      pending.clear()
+      port.close()
+    },
+  }
+}

@@ -1,0 +1,109 @@
+import { SERVICES, type ServiceName } from './services.js'
+
+/**
+ * Lock-free shared state: written by the supervisor and the workers, read by the health check and
+ * the memory reporter without a message round trip. Int32 cells use Atomics; Float64 cells are
+ * single aligned 8-byte stores, never torn on the 64-bit platforms Node supports, and only ever
+ * written by one thread each (the worker that owns the row, or the supervisor for its own row).
+ */
+export const STATES = [
+  'idle',
+  'starting',
+  'running',
+  'stopping',
+  'stopped',
+  'failed',
+  'down',
+  'restarting',
+] as const
+export type ServiceState = (typeof STATES)[number]
+
+export const PHASES = ['starting', 'running', 'shutting-down'] as const
+export type Phase = (typeof PHASES)[number]
+
+export interface WorkerSample {
+  state: ServiceState
+  heartbeatMs: number
+  heapUsedBytes: number
+  heapLimitBytes: number
+  eventLoopUtilization: number
+}
+
+export interface StatusBoard {
+  readonly buffer: SharedArrayBuffer
+  phase(): Phase
+  setPhase(phase: Phase): void
+  /** Signals the supervisor has registered so far; failpoints wait for it to move. */
+  signalCount(): number
+  registerSignal(): void
+  /** Resolves true once the signal count moves past `seen`, false after `timeoutMs`. */
+  waitForSignal(seen: number, timeoutMs: number): Promise<boolean>
+  state(service: ServiceName): ServiceState
+  setState(service: ServiceName, state: ServiceState): void
+  beat(service: ServiceName | 'supervisor', now?: number): void
+  lastBeat(service: ServiceName | 'supervisor'): number
+  setVitals(service: ServiceName, heapUsed: number, heapLimit: number, elu: number): void
+  sample(service: ServiceName): WorkerSample
+}
+
+const I_PHASE = 0
+const I_SIGNALS = 1
+const I_SERVICES = 2
+const F_SUPERVISOR = 0
+const F_SERVICES = 1
+const F_PER_SERVICE = 4 // heartbeat, heap used, heap limit, event-loop utilisation
+
+const INT_BYTES = (I_SERVICES + SERVICES.length) * 4
+const FLOAT_OFFSET = Math.ceil(INT_BYTES / 8) * 8
+const BYTES = FLOAT_OFFSET + (F_SERVICES + SERVICES.length * F_PER_SERVICE) * 8
+
+export function createStatusBoard(buffer = new SharedArrayBuffer(BYTES)): StatusBoard {
+  const ints = new Int32Array(buffer, 0, INT_BYTES / 4)
+  const floats = new Float64Array(buffer, FLOAT_OFFSET)
+  const row = (service: ServiceName) => SERVICES.indexOf(service)
+  const beatCell = (s: ServiceName | 'supervisor') =>
+    s === 'supervisor' ? F_SUPERVISOR : F_SERVICES + row(s) * F_PER_SERVICE
+
+  return {
+    buffer,
+    phase: () => PHASES[Atomics.load(ints, I_PHASE)] as Phase,
+    setPhase: (phase) => void Atomics.store(ints, I_PHASE, PHASES.indexOf(phase)),
+    signalCount: () => Atomics.load(ints, I_SIGNALS),
+    registerSignal() {
+      Atomics.add(ints, I_SIGNALS, 1)
+      Atomics.notify(ints, I_SIGNALS)
+    },
+    async waitForSignal(seen, timeoutMs) {
+      const deadline = Date.now() + timeoutMs
+      while (Atomics.load(ints, I_SIGNALS) === seen) {
+        const left = deadline - Date.now()
+        if (left <= 0) return false
+        const w = Atomics.waitAsync(ints, I_SIGNALS, seen, left)
+        if (w.async) await w.value
+      }
+      return true
+    },
+    state: (s) => STATES[Atomics.load(ints, I_SERVICES + row(s))] as ServiceState,
+    setState: (s, state) => void Atomics.store(ints, I_SERVICES + row(s), STATES.indexOf(state)),
+    beat(s, now = Date.now()) {
+      floats[beatCell(s)] = now
+    },
+    lastBeat: (s) => floats[beatCell(s)] as number,
+    setVitals(s, heapUsed, heapLimit, elu) {
+      const base = beatCell(s)
+      floats[base + 1] = heapUsed
+      floats[base + 2] = heapLimit
+      floats[base + 3] = elu
+    },
+    sample(s) {
+      const base = beatCell(s)
+      return {
+        state: STATES[Atomics.load(ints, I_SERVICES + row(s))] as ServiceState,
+        heartbeatMs: floats[base] as number,
+        heapUsedBytes: floats[base + 1] as number,
+        heapLimitBytes: floats[base + 2] as number,
+        eventLoopUtilization: floats[base + 3] as number,
+      }
+    },
+  }
+}

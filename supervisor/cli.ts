@@ -1,0 +1,35 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs'
+import { loadConfig } from '../shared/config/load.js'
+import { createLogger } from '../shared/logger.js'
+import { helpText } from './help.js'
+import { run } from './run.js'
+
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string
+}
+
+function main(): void {
+  let invocation: ReturnType<typeof loadConfig>
+  try {
+    invocation = loadConfig(process.argv.slice(2), process.env)
+  } catch (err) {
+    // One clear line naming the setting; nothing has been started.
+    process.stderr.write(`sia-supervisor: ${(err as Error).message}\n`)
+    process.exit(2)
+  }
+  if (invocation.kind === 'help') return void process.stdout.write(`${helpText(version)}\n`)
+  if (invocation.kind === 'version') return void process.stdout.write(`${version}\n`)
+
+  const log = createLogger('supervisor', invocation.config.logLevel)
+  log.info({ event: 'supervisor.boot', version, pid: process.pid, mode: invocation.config.mode }, 'booting')
+  run(invocation.config, log).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      log.fatal({ event: 'supervisor.exit', code: 1, cause: 'internal-error', err }, 'supervisor failed')
+      process.exit(1)
+    },
+  )
+}
+
+main()

@@ -1,0 +1,78 @@
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+import type { ServiceName } from '../shared/services.js'
+import type { StatusBoard } from '../shared/status-board.js'
+
+/**
+ * The main thread's registry: process-wide default metrics (collected here only, once for the
+ * process) and the sia_* series about each worker, read from the status board at scrape time so
+ * they are there even when a worker is too busy to answer.
+ */
+export interface SupervisorMetrics {
+  registry: Registry
+  up: Gauge<'service'>
+  restarts: Counter<'service' | 'reason'>
+  startSeconds: Gauge<'service'>
+  shutdownSeconds: Gauge<'service'>
+}
+
+export function createSupervisorMetrics(
+  board: StatusBoard,
+  services: readonly ServiceName[],
+): SupervisorMetrics {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  const registers = [registry]
+  const fromBoard = (name: string, help: string, read: (s: ServiceName) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['service'],
+      registers,
+      collect() {
+        for (const s of services) this.set({ service: s }, read(s))
+      },
+    })
+  fromBoard('sia_worker_heap_used_bytes', 'V8 heap used by the worker', (s) => board.sample(s).heapUsedBytes)
+  fromBoard(
+    'sia_worker_heap_limit_bytes',
+    'V8 heap limit of the worker',
+    (s) => board.sample(s).heapLimitBytes,
+  )
+  fromBoard(
+    'sia_worker_event_loop_utilization',
+    'Event-loop utilisation of the worker over the last heartbeat',
+    (s) => board.sample(s).eventLoopUtilization,
+  )
+  fromBoard('sia_worker_heartbeat_age_seconds', 'Seconds since the worker last beat', (s) =>
+    board.sample(s).heartbeatMs ? (Date.now() - board.sample(s).heartbeatMs) / 1000 : Number.NaN,
+  )
+  const restarts = new Counter({
+    name: 'sia_worker_restarts_total',
+    help: 'Worker restarts by reason',
+    labelNames: ['service', 'reason'],
+    registers,
+  })
+  for (const s of services) restarts.inc({ service: s, reason: 'exception' }, 0)
+  return {
+    registry,
+    restarts,
+    up: new Gauge({
+      name: 'sia_worker_up',
+      help: '1 if the worker answered the last scrape in time',
+      labelNames: ['service'],
+      registers,
+    }),
+    startSeconds: new Gauge({
+      name: 'sia_service_start_duration_seconds',
+      help: 'Duration of the last start of the service',
+      labelNames: ['service'],
+      registers,
+    }),
+    shutdownSeconds: new Gauge({
+      name: 'sia_service_shutdown_duration_seconds',
+      help: 'Duration of the last shutdown of the service',
+      labelNames: ['service'],
+      registers,
+    }),
+  }
+}

@@ -1,0 +1,34 @@
+import type { ServiceName } from '../shared/services.js'
+
+/** The first reason the run was cancelled; later causes never replace it. */
+export type CancelCause =
+  | { cause: 'signal'; signal: NodeJS.Signals }
+  | { cause: 'start-failed'; service: ServiceName; err: unknown }
+  | { cause: 'crash-loop'; service: ServiceName }
+
+export interface RunContext {
+  readonly signal: AbortSignal
+  /** Cancels with `cause` if not cancelled yet. Returns false when an earlier cause already won. */
+  cancel(cause: CancelCause): boolean
+  /** Resolves with the first cause. */
+  readonly cancelled: Promise<CancelCause>
+}
+
+export function createRunContext(onCancel: (cause: CancelCause) => void): RunContext {
+  const controller = new AbortController()
+  let resolve!: (c: CancelCause) => void
+  const cancelled = new Promise<CancelCause>((r) => {
+    resolve = r
+  })
+  return {
+    signal: controller.signal,
+    cancelled,
+    cancel(cause) {
+      if (controller.signal.aborted) return false
+      controller.abort(cause)
+      onCancel(cause)
+      resolve(cause)
+      return true
+    },
+  }
+}

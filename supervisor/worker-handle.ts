@@ -1,0 +1,87 @@
+import { MessageChannel, Worker } from 'node:worker_threads'
+import type { Config } from '../shared/config/types.js'
+import { codedError } from '../shared/errors.js'
+import type { SupervisorOps, WorkerInit, WorkerOps } from '../shared/protocol.js'
+import { createRpc, type Rpc } from '../shared/rpc.js'
+import type { ServiceName } from '../shared/services.js'
+
+/** Why a worker thread ended, as `worker.crashed` reports it. */
+export type ExitReason = 'exception' | 'oom' | 'exit' | 'watchdog' | 'recycled' | 'terminated'
+
+export interface WorkerExit {
+  reason: ExitReason
+  exitCode: number
+  err?: Error
+}
+
+export interface WorkerHandle {
+  service: ServiceName
+  rpc: Rpc<WorkerOps, SupervisorOps>
+  /** Settles once the thread has ended; never rejects. */
+  exited: Promise<WorkerExit>
+  alive(): boolean
+  /** Ends the thread now; `reason` is what `exited` will report. */
+  terminate(reason: ExitReason): Promise<WorkerExit>
+}
+
+export interface SpawnOptions {
+  config: Config
+  board: SharedArrayBuffer
+  failpointCounters: SharedArrayBuffer
+}
+
+/** Spawns a service's worker by file path (the supervisor never imports a worker's code). */
+export function spawnWorker(service: ServiceName, opts: SpawnOptions): WorkerHandle {
+  const { port1, port2 } = new MessageChannel()
+  const init: WorkerInit = {
+    service,
+    config: opts.config,
+    board: opts.board,
+    failpointCounters: opts.failpointCounters,
+    control: port2,
+  }
+  const worker = new Worker(new URL(`../workers/${service}/main.js`, import.meta.url), {
+    name: service,
+    workerData: init,
+    transferList: [port2],
+    resourceLimits: opts.config.services[service].resourceLimits,
+  })
+  const rpc = createRpc<WorkerOps, SupervisorOps>(port1)
+  let error: Error | undefined
+  let requested: ExitReason | undefined
+  let alive = true
+
+  worker.on('error', (err) => {
+    error = err
+  })
+  const exited = new Promise<WorkerExit>((resolve) => {
+    worker.once('exit', (exitCode) => {
+      alive = false
+      const reason: ExitReason =
+        requested ??
+        ((error as { code?: string } | undefined)?.code === 'ERR_WORKER_OUT_OF_MEMORY'
+          ? 'oom'
+          : error
+            ? 'exception'
+            : 'exit')
+      rpc.close(
+        codedError('ERR_WORKER_EXITED', `${service} worker exited (${reason}, code ${exitCode})`, error),
+      )
+      resolve({ reason, exitCode, ...(error ? { err: error } : {}) })
+    })
+  })
+
+  return {
+    service,
+    rpc,
+    exited,
+    alive: () => alive,
+    async terminate(reason) {
+      if (alive) {
+        requested ??= reason
+        await worker.terminate()
+      }
+      return exited
+    },
+  }
+}
