@@ -1,0 +1,151 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+
+export const CLI = new URL('../../supervisor/cli.js', import.meta.url).pathname
+
+export interface LogRecord {
+  time: string
+  level: string
+  service: string
+  msg: string
+  event?: string
+  [field: string]: unknown
+}
+
+export interface Sidecar {
+  proc: ChildProcess
+  /** Every JSON line printed so far, in order. */
+  records: LogRecord[]
+  /** Lines on stdout that were not JSON (must stay empty). */
+  junk: string[]
+  dataDir: string
+  stderr(): string
+  /** Resolves with the first record (already seen or future) matching `pred`. */
+  waitFor(pred: (r: LogRecord) => boolean, timeoutMs?: number): Promise<LogRecord>
+  waitForEvent(event: string, fields?: Record<string, unknown>, timeoutMs?: number): Promise<LogRecord>
+  /** Base URL of a service's server, from its `server.listening` record. */
+  url(service: string, timeoutMs?: number): Promise<string>
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  kill(signal?: NodeJS.Signals): void
+  events(event: string): LogRecord[]
+}
+
+export interface SidecarOptions {
+  env?: Record<string, string>
+  args?: string[]
+  dataDir?: string
+}
+
+/** Every server on an ephemeral loopback port, so tests never race for a port. */
+const TEST_ENV = {
+  TOKEN_SERVER_ADDR: '127.0.0.1:0',
+  GATEWAY_ADDR: '127.0.0.1:0',
+  METRICS_SERVER_ADDR: '127.0.0.1:0',
+  HEALTH_CHECK_ADDR: '127.0.0.1:0',
+  SHUTDOWN_DELAY: '0',
+  LOG_LEVEL: 'info',
+}
+
+/** Runs the built CLI as a child process, the way an operator does. */
+export function startSidecar(opts: SidecarOptions = {}): Sidecar {
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'sia-test-'))
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? '',
+    ...TEST_ENV,
+    DATA_DIR: dataDir,
+    ...opts.env,
+  }
+  const proc = spawn(process.execPath, [CLI, ...(opts.args ?? [])], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const records: LogRecord[] = []
+  const junk: string[] = []
+  const waiters = new Set<{ pred: (r: LogRecord) => boolean; resolve: (r: LogRecord) => void }>()
+  let stderr = ''
+  proc.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString()
+  })
+  createInterface({ input: proc.stdout! }).on('line', (line) => {
+    let r: LogRecord
+    try {
+      r = JSON.parse(line) as LogRecord
+    } catch {
+      junk.push(line)
+      return
+    }
+    records.push(r)
+    for (const w of waiters) {
+      if (w.pred(r)) {
+        waiters.delete(w)
+        w.resolve(r)
+      }
+    }
+  })
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    proc.once('close', (code, signal) => resolve({ code, signal }))
+  })
+
+  const waitFor = (pred: (r: LogRecord) => boolean, timeoutMs = 15_000) => {
+    const seen = records.find(pred)
+    if (seen) return Promise.resolve(seen)
+    return new Promise<LogRecord>((resolve, reject) => {
+      const w = {
+        pred,
+        resolve: (r: LogRecord) => {
+          clearTimeout(timer)
+          resolve(r)
+        },
+      }
+      const timer = setTimeout(() => {
+        waiters.delete(w)
+        reject(new Error(`no matching log record within ${timeoutMs}ms; stderr: ${stderr.slice(-500)}`))
+      }, timeoutMs)
+      waiters.add(w)
+      void exited.then(() => {
+        if (!waiters.has(w)) return
+        waiters.delete(w)
+        clearTimeout(timer)
+        reject(new Error(`sidecar exited before a matching record; stderr: ${stderr.slice(-500)}`))
+      })
+    })
+  }
+  const matches = (r: LogRecord, event: string, fields: Record<string, unknown>) =>
+    r.event === event && Object.entries(fields).every(([k, v]) => r[k] === v)
+
+  return {
+    proc,
+    records,
+    junk,
+    dataDir,
+    stderr: () => stderr,
+    waitFor,
+    waitForEvent: (event, fields = {}, timeoutMs) => waitFor((r) => matches(r, event, fields), timeoutMs),
+    async url(service, timeoutMs) {
+      const r = await waitFor((x) => x.event === 'server.listening' && x.service === service, timeoutMs)
+      return `http://127.0.0.1:${r.port as number}`
+    },
+    exited,
+    kill(signal = 'SIGTERM') {
+      proc.kill(signal)
+    },
+    events: (event) => records.filter((r) => r.event === event),
+  }
+}
+
+/** Starts a sidecar and waits until every enabled service has started. */
+export async function startReady(opts: SidecarOptions = {}): Promise<Sidecar> {
+  const sc = startSidecar(opts)
+  await sc.waitForEvent('supervisor.ready', {}, 30_000)
+  return sc
+}
+
+/** Sends SIGTERM and resolves with the exit code. */
+export async function stop(sc: Sidecar, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+  if (sc.proc.exitCode === null) sc.kill(signal)
+  return (await sc.exited).code
+}
