@@ -1,0 +1,175 @@
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, test } from 'node:test'
+import { loadConfig } from '../shared/config/load.js'
+import type { Config } from '../shared/config/types.js'
+import { parseDuration } from '../shared/duration.js'
+import { CLI } from './support/sidecar.js'
+
+function file(name: string, text: string): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'sia-cfg-')), name)
+  writeFileSync(path, text)
+  return path
+}
+
+function config(argv: string[], env: Record<string, string> = {}): Config {
+  const inv = loadConfig(argv, env)
+  assert.equal(inv.kind, 'run')
+  return (inv as { config: Config }).config
+}
+
+function rejects(argv: string[], env: Record<string, string>, setting: RegExp): void {
+  assert.throws(
+    () => loadConfig(argv, env),
+    (err: Error & { code?: string }) => err.code === 'ERR_CONFIG' && setting.test(err.message),
+  )
+}
+
+describe('durations', () => {
+  test('Go syntax', () => {
+    assert.equal(parseDuration('24h'), 86_400_000)
+    assert.equal(parseDuration('1m30s'), 90_000)
+    assert.equal(parseDuration('1.5s'), 1500)
+    assert.equal(parseDuration('250ms'), 250)
+    assert.equal(parseDuration('1h2m3s4ms'), 3_723_004)
+    assert.equal(parseDuration('0'), 0)
+  })
+  test('rejects what Go rejects', () => {
+    for (const bad of ['', '30', '1x', 'm', '1m 30s', '-5s', 's1'])
+      assert.throws(() => parseDuration(bad), /ERR_DURATION|duration/)
+  })
+})
+
+describe('loadConfig', () => {
+  test('embedded defaults need nothing else', () => {
+    const c = config([])
+    assert.equal(c.mode, 'refresh')
+    assert.equal(c.tokenServerAddr, '127.0.0.1:8880', 'token server on loopback by default')
+    assert.equal(c.refreshInterval, 86_400_000)
+    assert.equal(c.keyFile, join('.local', 'key.pem'))
+    assert.equal(c.services.gateway.enabled, true)
+    assert.equal(c.services.gateway.shutdownTimeout, 30_000)
+  })
+
+  test('flags > environment > config file > defaults', () => {
+    const yaml = file('sia.yaml', 'refreshInterval: 2h\ntokenRefreshInterval: 10m\nshutdownDelay: 3s\n')
+    const c = config(['--config', yaml, '--refresh-interval', '4h'], {
+      REFRESH_INTERVAL: '3h',
+      TOKEN_REFRESH_INTERVAL: '20m',
+    })
+    assert.equal(c.refreshInterval, 4 * 3_600_000, 'flag wins')
+    assert.equal(c.tokenRefreshInterval, 20 * 60_000, 'env beats file')
+    assert.equal(c.shutdownDelay, 3000, 'file beats default')
+    assert.equal(c.tokenServerTimeout, 10_000, 'default')
+  })
+
+  test('per-service tuning from a JSON config file', () => {
+    const json = file(
+      'sia.json',
+      JSON.stringify({
+        shutdownTimeout: '20s',
+        services: {
+          gateway: {
+            shutdownTimeout: '45s',
+            resourceLimits: { maxOldGenerationSizeMb: 64 },
+            restart: 'transient',
+          },
+          metrics: { enabled: false },
+        },
+      }),
+    )
+    const c = config(['--config', json])
+    assert.equal(c.services.gateway.shutdownTimeout, 45_000)
+    assert.equal(c.services.token.shutdownTimeout, 20_000, 'the top-level default applies to the rest')
+    assert.deepEqual(c.services.gateway.resourceLimits, { maxOldGenerationSizeMb: 64 })
+    assert.equal(c.services.gateway.restart, 'transient')
+    assert.equal(c.services.metrics.enabled, false)
+  })
+
+  test('an empty address disables its service', () => {
+    const c = config([], { GATEWAY_ADDR: '', METRICS_SERVER_ADDR: '' })
+    assert.equal(c.services.gateway.enabled, false)
+    assert.equal(c.services.metrics.enabled, false)
+    assert.equal(c.services.healthcheck.enabled, true)
+  })
+
+  test('lists and booleans', () => {
+    const c = config([], { TARGET_DOMAIN_ROLES: 'a:role.x, b:role.y,' })
+    assert.deepEqual(c.targetDomainRoles, ['a:role.x', 'b:role.y'])
+  })
+
+  test('every invalid value names its setting', () => {
+    rejects([], { TOKEN_SERVER_ADDR: 'localhost' }, /TOKEN_SERVER_ADDR/)
+    rejects([], { GATEWAY_ADDR: ':99999' }, /GATEWAY_ADDR/)
+    rejects(['--refresh-interval', '5x'], {}, /--refresh-interval/)
+    rejects([], { SHUTDOWN_TIMEOUT: '30' }, /SHUTDOWN_TIMEOUT/)
+    rejects([], { DELAY_JITTER_SECONDS: '-1' }, /DELAY_JITTER_SECONDS/)
+    rejects([], { LOG_LEVEL: 'loud' }, /LOG_LEVEL/)
+    rejects([], { MODE: 'sometimes' }, /MODE/)
+    rejects([], { HEALTH_CHECK_ENDPOINT: 'healthz' }, /HEALTH_CHECK_ENDPOINT/)
+    rejects([], { SIA_FAILPOINTS: 'nosuch.thing=error' }, /SIA_FAILPOINTS.*nosuch/)
+    rejects([], { SIA_FAILPOINTS: 'gateway.start=explode' }, /SIA_FAILPOINTS.*explode/)
+    rejects([], { SIA_FAILPOINTS: 'supervisor.during-shutdown=crash' }, /SIA_FAILPOINTS/)
+    rejects(['--no-such-flag', 'x'], {}, /no-such-flag/)
+    rejects(['--config', file('c.yaml', 'tokenServerAdr: x\n')], {}, /tokenServerAdr.*unknown setting/)
+    rejects(
+      ['--config', file('c.json', '{"services":{"gateway":{"shutdownTimeout":"soon"}}}')],
+      {},
+      /services\.gateway\.shutdownTimeout/,
+    )
+    rejects(['--config', file('c.json', '{"services":{"nosuch":{}}}')], {}, /services/)
+    rejects(
+      ['--config', file('c.json', '{"services":{"token":{"restart":"always"}}}')],
+      {},
+      /services\.token\.restart/,
+    )
+    rejects(['--config', '/nonexistent/sia.yaml'], {}, /--config.*ENOENT/)
+    rejects(['--config', file('c.yaml', 'a: [')], {}, /--config/)
+  })
+
+  test('a secret is never echoed back', () => {
+    assert.throws(
+      () => loadConfig([], { REDIS_URL: 'redis://:hunter2@x:6379', LOG_LEVEL: 'loud' }),
+      (err: Error) => !err.message.includes('hunter2'),
+    )
+  })
+})
+
+describe('the CLI', () => {
+  const run = (args: string[], env: Record<string, string> = {}) =>
+    spawnSync(process.execPath, [CLI, ...args], {
+      env: { PATH: process.env.PATH ?? '', ...env },
+      encoding: 'utf8',
+    })
+
+  test('invalid configuration: one line naming the setting on stderr, exit 2, nothing started', () => {
+    const r = run([], { TOKEN_SERVER_ADDR: 'nonsense', DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')) })
+    assert.equal(r.status, 2)
+    assert.equal(r.stdout, '', 'no service was started, nothing was logged')
+    assert.match(r.stderr, /^sia-supervisor: invalid setting TOKEN_SERVER_ADDR: invalid address "nonsense"/)
+    assert.equal(r.stderr.trim().split('\n').length, 1)
+  })
+
+  test('--help lists every setting with its environment variable, exit 0', () => {
+    const r = run(['--help'])
+    assert.equal(r.status, 0)
+    for (const s of [
+      '--token-server-addr',
+      'TOKEN_SERVER_ADDR',
+      'SHUTDOWN_DELAY',
+      'SIA_FAILPOINTS',
+      '--config',
+    ]) {
+      assert.ok(r.stdout.includes(s), s)
+    }
+  })
+
+  test('--version prints the package version', () => {
+    const r = run(['--version'])
+    assert.equal(r.status, 0)
+    assert.match(r.stdout, /^\d+\.\d+\.\d+\n$/)
+  })
+})

@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { assertLifecycle, ORDER } from './support/lifecycle.js'
+import { type Sidecar, startReady, startSidecar, stop } from './support/sidecar.js'
+
+function configFile(doc: unknown): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'sia-cfg-')), 'sia.json')
+  writeFileSync(path, JSON.stringify(doc))
+  return path
+}
+
+async function get(url: string): Promise<{ status: number; body: string }> {
+  const res = await fetch(url)
+  return { status: res.status, body: await res.text() }
+}
+
+test('readiness drops to 503 at the first instant of shutdown, before any service stops', async () => {
+  const sc = await startReady({ env: { SHUTDOWN_DELAY: '1500ms' } })
+  const health = await sc.url('healthcheck')
+  assert.equal((await get(`${health}/readyz`)).status, 200)
+  sc.kill('SIGTERM')
+  await sc.waitForEvent('supervisor.cancelled')
+  const ready = await get(`${health}/readyz`)
+  assert.equal(ready.status, 503)
+  assert.equal(JSON.parse(ready.body).phase, 'shutting-down')
+  assert.equal(sc.events('service.shutdown.begin').length, 0, 'nothing has stopped yet')
+  assert.equal((await get(`${health}/healthz`)).status, 200, 'liveness stays 200 while shutting down')
+  assert.equal((await sc.exited).code, 0)
+  assertLifecycle(sc.records)
+})
+
+test('a service that hangs in shutdown is terminated at its deadline; the others still stop; exit 1', async () => {
+  const sc = await startReady({
+    env: { SIA_FAILPOINTS: 'gateway.shutdown=hang' },
+    args: ['--config', configFile({ services: { gateway: { shutdownTimeout: '400ms' } } })],
+  })
+  const t0 = Date.now()
+  assert.equal(await stop(sc), 1)
+  assert.ok(Date.now() - t0 < 10_000, 'the deadline bounded the shutdown')
+  assert.deepEqual(
+    sc.events('service.shutdown.timeout').map((r) => r.service),
+    ['gateway'],
+  )
+  // The terminated gateway never reported its server task stopped; every other task did.
+  const gatewayTask = (r: { service: string; event?: string }) =>
+    r.service === 'gateway' && r.event?.startsWith('service.task')
+  assert.deepEqual(
+    sc.records.filter(gatewayTask).map((r) => r.event),
+    ['service.task.started'],
+  )
+  assertLifecycle(sc.records.filter((r) => !gatewayTask(r)))
+  assert.deepEqual(sc.events('supervisor.exit')[0]?.code, 1)
+})
+
+test('a second SIGTERM during a slow shutdown is logged and does not cut it short', async () => {
+  const sc: Sidecar = await startReady({ env: { SIA_FAILPOINTS: 'gateway.shutdown=delay(1200)' } })
+  sc.kill('SIGTERM')
+  await sc.waitForEvent('service.shutdown.begin', { service: 'gateway' })
+  sc.kill('SIGTERM')
+  await sc.waitForEvent('supervisor.signal.ignored')
+  sc.kill('SIGINT')
+  assert.equal((await sc.exited).code, 0)
+  assert.deepEqual(
+    sc.events('supervisor.signal.ignored').map((r) => r.signal),
+    ['SIGTERM', 'SIGINT'],
+  )
+  assertLifecycle(sc.records)
+  const gatewayDone = sc.events('service.shutdown.done').find((r) => r.service === 'gateway')
+  assert.ok((gatewayDone?.ms as number) >= 1100, 'the gateway got its whole shutdown')
+})
+
+test('a start that never answers fails at startTimeout and cancels the run: exit 1', async () => {
+  const sc = startSidecar({
+    env: { SIA_FAILPOINTS: 'token.start=hang' },
+    args: [
+      '--config',
+      configFile({ services: { token: { startTimeout: '500ms', shutdownTimeout: '300ms' } } }),
+    ],
+  })
+  assert.equal((await sc.exited).code, 1)
+  const failed = sc.events('service.start.failed')[0]
+  assert.equal(failed?.service, 'token')
+  assert.match(JSON.stringify(failed?.err), /ERR_RPC_TIMEOUT/)
+  assert.deepEqual(
+    sc.events('service.start.skipped').map((r) => r.service),
+    ORDER.slice(2),
+  )
+  assert.deepEqual(
+    sc.events('service.shutdown.done').map((r) => r.service),
+    [...ORDER].reverse(),
+  )
+})
+
+test('SIGTERM while idle exits 0 promptly', async () => {
+  const sc = await startReady()
+  await sleep(100)
+  assert.equal(await stop(sc, 'SIGTERM'), 0)
+  assert.equal(sc.events('supervisor.cancelled')[0]?.signal, 'SIGTERM')
+})
