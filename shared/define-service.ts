@@ -131,6 +131,7 @@ export function defineService(def: ServiceDefinition): void {
     return { timedOut }
   })
   rpc.handle('collect', () => registry.getMetricsAsJSON())
+  rpc.handle('ping', () => null)
 }
 
 function startHeartbeat(service: ServiceName, board: StatusBoard): void {

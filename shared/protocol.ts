@@ -31,6 +31,8 @@ export interface WorkerOps {
   start: { args: null; result: null }
   shutdown: { args: { deadlineMs: number }; result: ShutdownReport }
   collect: { args: null; result: MetricsJson }
+  /** Round trip through the worker's event loop: the cheapest proof it is responsive. */
+  ping: { args: null; result: null }
 }
 
 /** Requests a worker sends to the supervisor. */

@@ -1,0 +1,77 @@
+import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { MessageChannel, Worker } from 'node:worker_threads'
+
+/** Small measuring tools shared by the bench's figures. */
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = s.length >> 1
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
+
+export function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!
+}
+
+export function rssBytes(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return m ? Number(m[1]) * 1024 : Number.NaN
+}
+
+/** Polls `url` until it answers 200; resolves with the time that took from `t0`. */
+export async function untilOk(url: string, t0: number, timeoutMs = 30_000): Promise<number> {
+  for (;;) {
+    try {
+      const res = await fetch(url)
+      await res.arrayBuffer()
+      if (res.status === 200) return performance.now() - t0
+    } catch {}
+    if (performance.now() - t0 > timeoutMs) throw new Error(`${url} not ready after ${timeoutMs}ms`)
+    await sleep(5)
+  }
+}
+
+const SIX_WORKERS = `
+const { Worker } = require('node:worker_threads')
+let ready = 0
+for (let i = 0; i < 6; i++) {
+  const w = new Worker("require('node:worker_threads').parentPort.postMessage(1); setInterval(() => {}, 1 << 30)", { eval: true })
+  w.once('message', () => { if (++ready === 6) console.log('ready') })
+}
+`
+
+/** The reference process: `node -e` that only starts six empty workers and stays idle. */
+export function startSixWorkers(): Promise<{ pid: number; ms: number; stop(): void }> {
+  const t0 = performance.now()
+  const child = spawn(process.execPath, ['-e', SIX_WORKERS], { stdio: ['ignore', 'pipe', 'inherit'] })
+  return new Promise((resolve, reject) => {
+    child.stdout.once('data', () =>
+      resolve({ pid: child.pid!, ms: performance.now() - t0, stop: () => void child.kill('SIGKILL') }),
+    )
+    child.once('error', reject)
+  })
+}
+
+/** Median and p99 of `n` sequential round trips through a bare MessagePort echo in a worker. */
+export async function bareEchoRoundTrips(n: number): Promise<number[]> {
+  const { port1, port2 } = new MessageChannel()
+  const worker = new Worker(
+    "require('node:worker_threads').workerData.port.on('message', function (m) { this.postMessage(m) })",
+    { eval: true, workerData: { port: port2 }, transferList: [port2] },
+  )
+  const times: number[] = []
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now()
+    await new Promise<void>((resolve) => {
+      port1.once('message', () => resolve())
+      port1.postMessage({ k: 'req', id: i, op: 'ping', args: null })
+    })
+    times.push(performance.now() - t0)
+  }
+  port1.close()
+  await worker.terminate()
+  return times
+}
