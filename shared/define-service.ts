@@ -12,10 +12,9 @@ import { createLogger, type Logger } from './logger.js'
 import type { SupervisorOps, WorkerInit, WorkerOps } from './protocol.js'
 import { createRpc, type Rpc } from './rpc.js'
 import type { ServiceName } from './services.js'
-import { createStatusBoard, type StatusBoard } from './status-board.js'
+import { createStatusBoard, HEARTBEAT_MS, type StatusBoard } from './status-board.js'
 import { createTaskGroup, type TaskBody } from './task-group.js'
 
-export const HEARTBEAT_MS = 1000
 /** Kept back from the supervisor's deadline so the ack still arrives before it terminates us. */
 const ACK_MARGIN_MS = 250
 

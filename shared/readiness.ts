@@ -1,6 +1,6 @@
 import type { Config } from './config/types.js'
 import { SERVICES, type ServiceName } from './services.js'
-import type { ServiceState, StatusBoard } from './status-board.js'
+import { HEARTBEAT_MS, type ServiceState, type StatusBoard } from './status-board.js'
 
 /** What the status board says about the process; read lock-free on every probe. */
 export interface Readiness {
@@ -22,15 +22,20 @@ export interface Liveness {
   stale: string[]
 }
 
-const SUPERVISOR_STALE_MS = 10_000
+/**
+ * Three missed heartbeats make a heartbeat stale. Liveness reports a stuck worker well before
+ * its watchdog (watchdogTimeout) restarts it, and recovers once it has: the kubelet's
+ * failureThreshold only kills the pod if the supervisor cannot heal the worker itself.
+ */
+const STALE_AFTER_MS = 3 * HEARTBEAT_MS
 
 /** Alive while the supervisor beats and every running worker's heartbeat is fresh. */
 export function liveness(board: StatusBoard, config: Config, now = Date.now()): Liveness {
   const stale: string[] = []
-  if (now - board.lastBeat('supervisor') > SUPERVISOR_STALE_MS) stale.push('supervisor')
+  if (now - board.lastBeat('supervisor') > STALE_AFTER_MS) stale.push('supervisor')
   for (const s of SERVICES) {
     if (!config.services[s].enabled || board.state(s) !== 'running') continue
-    if (now - board.lastBeat(s) > config.services[s].watchdogTimeout) stale.push(s)
+    if (now - board.lastBeat(s) > Math.min(STALE_AFTER_MS, config.services[s].watchdogTimeout)) stale.push(s)
   }
   return { alive: stale.length === 0, stale }
 }

@@ -6,6 +6,9 @@ import { SERVICES, type ServiceName } from './services.js'
  * single aligned 8-byte stores, never torn on the 64-bit platforms Node supports, and only ever
  * written by one thread each (the worker that owns the row, or the supervisor for its own row).
  */
+/** Every worker (and the supervisor) writes its heartbeat this often. */
+export const HEARTBEAT_MS = 1000
+
 export const STATES = [
   'idle',
   'starting',

@@ -4,13 +4,11 @@ import { createFailpointCounters, createFailpoints, parseFailpoints } from '../s
 import type { Logger } from '../shared/logger.js'
 import type { ScrapeResult } from '../shared/protocol.js'
 import { SERVICES } from '../shared/services.js'
-import { createStatusBoard } from '../shared/status-board.js'
+import { createStatusBoard, HEARTBEAT_MS } from '../shared/status-board.js'
 import { createSupervisorMetrics } from './metrics.js'
 import { type CancelCause, createRunContext } from './run-context.js'
 import { createServiceSlot, type ServiceSlot } from './service-slot.js'
 import { onSignals } from './signals.js'
-
-const TICK_MS = 1000
 
 /**
  * The supervisor's whole run, in the order of the seed's sequence diagram (DESIGN.md §1).
@@ -74,7 +72,7 @@ export async function run(config: Config, log: Logger): Promise<number> {
     for (const slot of slots.values()) slot.inspect(now)
   }
   tick()
-  const ticker = setInterval(tick, TICK_MS)
+  const ticker = setInterval(tick, HEARTBEAT_MS)
 
   // Start every service in order; once the run is cancelled, the rest are skipped.
   for (const service of services) {

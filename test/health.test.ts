@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { loadConfig } from '../shared/config/load.js'
+import type { Config } from '../shared/config/types.js'
+import { liveness, readiness } from '../shared/readiness.js'
+import { SERVICES } from '../shared/services.js'
+import { createStatusBoard } from '../shared/status-board.js'
+
+const config = (env: Record<string, string> = {}) => (loadConfig([], env) as { config: Config }).config
+
+function runningBoard(now: number) {
+  const board = createStatusBoard()
+  board.setPhase('running')
+  board.beat('supervisor', now)
+  for (const s of SERVICES) {
+    board.setState(s, 'running')
+    board.beat(s, now)
+  }
+  return board
+}
+
+test('ready only when the phase is running and every enabled service runs', () => {
+  const now = Date.now()
+  const board = runningBoard(now)
+  assert.deepEqual(readiness(board, config()), { ready: true, phase: 'running', notReady: [] })
+  board.setState('gateway', 'restarting')
+  assert.deepEqual(readiness(board, config()).notReady, [{ service: 'gateway', state: 'restarting' }])
+  assert.equal(
+    readiness(board, config({ GATEWAY_ADDR: '' })).ready,
+    true,
+    'a disabled service does not count',
+  )
+  board.setState('gateway', 'running')
+  board.setPhase('shutting-down')
+  assert.equal(readiness(board, config()).ready, false, 'not ready from the first instant of shutdown')
+})
+
+test('liveness: a heartbeat three beats old is stale; down or restarting workers do not count', () => {
+  const now = Date.now()
+  const board = runningBoard(now)
+  const c = config()
+  assert.deepEqual(liveness(board, c, now + 2500), { alive: true, stale: [] })
+  board.beat('token', now - 4000)
+  assert.deepEqual(liveness(board, c, now), { alive: false, stale: ['token'] })
+  board.setState('token', 'restarting')
+  assert.deepEqual(
+    liveness(board, c, now),
+    { alive: true, stale: [] },
+    'readiness reports it, liveness does not',
+  )
+  board.beat('supervisor', now - 5000)
+  assert.deepEqual(liveness(board, c, now).stale, ['supervisor'], 'a stuck supervisor fails liveness')
+})
