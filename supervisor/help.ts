@@ -4,8 +4,8 @@ import { formatDuration } from '../shared/duration.js'
 export function helpText(version: string): string {
   const rows = (Object.keys(SETTINGS) as SettingKey[]).map((key) => {
     const spec: SettingSpec = SETTINGS[key]
-    const def = spec.kind === 'duration' && spec.default !== '0' ? spec.default : spec.default || '""'
-    return `  --${flagName(key).padEnd(30)} ${envName(key).padEnd(30)} ${spec.help} (default ${def})`
+    const def = spec.default === '' ? '' : ` (default ${spec.default})`
+    return `  --${flagName(key).padEnd(30)} ${envName(key).padEnd(30)} ${spec.help}${def}`
   })
   return [
     `sia-supervisor ${version}: identity and alerting sidecar, one worker thread per service`,
