@@ -1,31 +1,22 @@
-import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { sendJson, sendProblem } from '../../shared/http/problem.js'
-import type { Logger } from '../../shared/logger.js'
 import { bearerChecker } from './auth.js'
 import { readBody } from './body.js'
-import type { DedupStore } from './dedup-store.js'
-import { fingerprintOf } from './fingerprint.js'
-import type { GatewayMetrics } from './metrics.js'
+import { createIngest, type IngestOptions } from './ingest.js'
 import { parseWebhook } from './payload.js'
-import { type Sink, toSinkRecord } from './sink.js'
 
 export const SIGNALS_PATH = '/api/v1/signals/prometheus'
 export const READY_PATH = '/ready'
 /** Seconds AlertManager (or any client) should wait before retrying a 503. */
 const RETRY_AFTER_STORE = '5'
 const RETRY_AFTER_BUSY = '1'
+/** As Go's net/http (rstAvoidanceDelay): long enough for the client to read the answer. */
+const LINGER_MS = 500
 
-export interface HandlerOptions {
+export interface HandlerOptions extends IngestOptions {
   maxBodyBytes: number
   maxInflight: number
   authToken: string
-  fingerprintLabels: readonly string[]
-  recordResolved: boolean
-  store: DedupStore
-  sink: Sink
-  metrics: GatewayMetrics
-  log: Logger
   /** Process readiness (the status board), mirrored on /ready. */
   ready(): { ready: boolean; body: unknown }
 }
@@ -34,12 +25,12 @@ type Handler = (req: IncomingMessage, res: ServerResponse) => void
 
 /** Routes the gateway port: the webhook, /ready, and RFC 7807 answers for everything else. */
 export function createHandler(opts: HandlerOptions): Handler {
-  const ingest = createIngest(opts)
+  const webhook = createWebhookHandler(opts)
   return (req, res) => {
     const path = (req.url ?? '/').split('?')[0]
     if (path === SIGNALS_PATH) {
       if (req.method !== 'POST') return methodNotAllowed(res, 'POST')
-      return ingest(req, res)
+      return webhook(req, res)
     }
     if (path === READY_PATH) {
       if (req.method !== 'GET' && req.method !== 'HEAD') return methodNotAllowed(res, 'GET, HEAD')
@@ -50,35 +41,14 @@ export function createHandler(opts: HandlerOptions): Handler {
   }
 }
 
-function methodNotAllowed(res: ServerResponse, allow: string): void {
-  sendProblem(res, { status: 405, title: 'Method Not Allowed', detail: `use ${allow}` }, { allow })
-}
-
-/** As Go's net/http (rstAvoidanceDelay): long enough for the client to read the answer. */
-const LINGER_MS = 500
-
 /**
- * After a 413 the rest of the body is never read. Node destroys a `connection: close` socket as
- * soon as the answer is flushed; with request bytes still unread that sends a TCP RST at once,
- * which can wipe the answer before the client reads it. So half-close after the answer and
- * destroy only LINGER_MS later, still without reading another byte.
+ * The checks that need no body come first (auth, media type, declared size, load, store), so a
+ * rejected request costs nothing. AlertManager retries only 5xx: every condition a retry could
+ * fix (store down, overload, sink failure) is a 503, never a 4xx.
  */
-function closeLingering(req: IncomingMessage): void {
-  const socket = req.socket
-  socket.destroySoon = () => {
-    socket.end()
-    const timer = setTimeout(() => socket.destroy(), LINGER_MS)
-    socket.once('close', () => clearTimeout(timer))
-  }
-}
-
-function isJson(contentType: string | undefined): boolean {
-  const type = (contentType ?? '').split(';')[0]!.trim().toLowerCase()
-  return type === 'application/json' || /^application\/[a-z0-9.+-]+\+json$/.test(type)
-}
-
-function createIngest(opts: HandlerOptions): Handler {
-  const { store, sink, metrics, log } = opts
+function createWebhookHandler(opts: HandlerOptions): Handler {
+  const { store, metrics, log } = opts
+  const ingest = createIngest(opts)
   const authorized = opts.authToken ? bearerChecker(opts.authToken) : () => true
   let inflight = 0
 
@@ -104,65 +74,17 @@ function createIngest(opts: HandlerOptions): Handler {
       const { detail, path, errors } = parsed
       return sendProblem(res, { status: 400, title: 'Bad Request', detail, path, errors })
     }
-    const { webhook } = parsed
-    const now = Date.now()
-    const receivedAt = new Date(now).toISOString()
-    const alerts = webhook.alerts.map((alert) => ({
-      alert,
-      fingerprint: fingerprintOf(alert, opts.fingerprintLabels),
-    }))
-    for (const a of alerts) metrics.received.inc({ status: a.alert.status })
-    const considered = alerts.filter((a) => opts.recordResolved || a.alert.status === 'firing')
-
-    const id = randomUUID()
-    let results: Awaited<ReturnType<DedupStore['record']>>
-    try {
-      results = await store.record(
-        considered.map((a) => ({ fingerprint: a.fingerprint, status: a.alert.status })),
-        id,
-        now,
-      )
-    } catch (err) {
-      log.warn({ event: 'gateway.dedup.failed', err: { message: (err as Error).message } }, 'dedup failed')
-      return unavailable(res, 'the deduplication store is unavailable', RETRY_AFTER_STORE)
-    }
-    const fresh = considered.filter((_, i) => results[i]!.isNew)
-    if (fresh.length > 0) {
-      try {
-        await sink.write(fresh.map((a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt)))
-      } catch (err) {
-        metrics.sinkErrors.inc({ sink: sink.name })
-        log.error({ event: 'gateway.sink.failed', sink: sink.name, err }, 'sink write failed')
-        try {
-          await store.rollback(
-            fresh.map((a) => a.fingerprint),
-            id,
-          )
-        } catch (rbErr) {
-          log.error({ event: 'gateway.rollback.failed', err: rbErr }, 'dedup rollback failed')
-        }
-        return unavailable(res, `the ${sink.name} sink failed`, RETRY_AFTER_STORE)
+    const outcome = await ingest(parsed.webhook)
+    switch (outcome.kind) {
+      case 'store-unavailable':
+        return unavailable(res, 'the deduplication store is unavailable', RETRY_AFTER_STORE)
+      case 'sink-failed':
+        return unavailable(res, `the ${outcome.sink} sink failed`, RETRY_AFTER_STORE)
+      case 'accepted': {
+        const { kind: _, ...body } = outcome
+        return sendJson(res, outcome.created > 0 ? 201 : 202, body)
       }
     }
-    const outcome = new Map(considered.map((a, i) => [a, results[i]!]))
-    const created = fresh.length
-    const duplicates = considered.length - created
-    metrics.created.inc(created)
-    metrics.deduplicated.inc(duplicates)
-    sendJson(res, created > 0 ? 201 : 202, {
-      created,
-      duplicates,
-      ignored: alerts.length - considered.length,
-      alerts: alerts.map((a) => {
-        const r = outcome.get(a)
-        return {
-          fingerprint: a.fingerprint,
-          alertStatus: a.alert.status,
-          status: r === undefined ? 'ignored' : r.isNew ? 'created' : 'duplicate',
-          ...(r ? { count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen } : {}),
-        }
-      }),
-    })
   }
 
   return (req, res) => {
@@ -201,5 +123,29 @@ function createIngest(opts: HandlerOptions): Handler {
         inflight--
         metrics.inflight.dec()
       })
+  }
+}
+
+function methodNotAllowed(res: ServerResponse, allow: string): void {
+  sendProblem(res, { status: 405, title: 'Method Not Allowed', detail: `use ${allow}` }, { allow })
+}
+
+function isJson(contentType: string | undefined): boolean {
+  const type = (contentType ?? '').split(';')[0]!.trim().toLowerCase()
+  return type === 'application/json' || /^application\/[a-z0-9.+-]+\+json$/.test(type)
+}
+
+/**
+ * After a 413 the rest of the body is never read. Node destroys a `connection: close` socket as
+ * soon as the answer is flushed; with request bytes still unread that sends a TCP RST at once,
+ * which can wipe the answer before the client reads it. So half-close after the answer and
+ * destroy only LINGER_MS later, still without reading another byte.
+ */
+function closeLingering(req: IncomingMessage): void {
+  const socket = req.socket
+  socket.destroySoon = () => {
+    socket.end()
+    const timer = setTimeout(() => socket.destroy(), LINGER_MS)
+    socket.once('close', () => clearTimeout(timer))
   }
 }
