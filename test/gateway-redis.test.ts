@@ -16,6 +16,7 @@ import {
   redisOnPort,
   webhook,
 } from './gateway-support.js'
+import { freePort } from './support/ports.js'
 import { type RedisServer, startRedis } from './support/redis.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
 
@@ -271,4 +272,29 @@ describe('two gateway processes on one Redis', () => {
     })
     assert.equal(r.status, 201, 'the alert that got 503 is new once Redis is back')
   })
+})
+
+test('Redis down at start: the gateway starts, answers 503, and accepts once Redis is up', async () => {
+  const port = await freePort()
+  const sc = await startReady({ env: gatewayEnv({ REDIS_URL: `redis://127.0.0.1:${port}` }) })
+  const late = await (async () => {
+    const base = await sc.url('gateway')
+    const down = await post(base, webhook([alert('Late')]))
+    assert.equal(down.status, 503)
+    assert.equal(down.headers.get('retry-after'), '5')
+    const redis = await redisOnPort(port)
+    try {
+      const up = await eventually(async () => {
+        const r = await post(base, webhook([alert('Late')]))
+        return r.status === 503 ? undefined : r
+      })
+      assert.equal(up.status, 201)
+      assert.equal(await stop(sc), 0)
+    } finally {
+      await stop(sc)
+      await redis.stop()
+    }
+    return sc.records.filter((r) => r.event?.startsWith('gateway.redis')).map((r) => r.event)
+  })()
+  assert.deepEqual(late, ['gateway.redis.down', 'gateway.redis.up', 'gateway.redis.closed'])
 })

@@ -50,6 +50,7 @@ export async function connectRedis(client: Redis, waitMs: number, log: Logger): 
 
 /** QUIT (graceful), bounded; an error here is logged and never changes the exit code. */
 export async function closeRedis(client: Redis, log: Logger): Promise<void> {
+  client.removeAllListeners('close') // our own QUIT is not an outage
   try {
     const quit = client.quit()
     const done = await Promise.race([quit.then(() => true), sleep(QUIT_WAIT_MS).then(() => false)])
