@@ -111,7 +111,7 @@ export const SETTINGS = {
     kind: 'string',
     default: 'file',
     values: ['file', 'redis-stream', 'kubernetes'],
-    help: 'where new alerts go',
+    help: 'where new alerts go: file, redis-stream or kubernetes',
   },
   gatewaySinkFile: {
     kind: 'path',
