@@ -1,3 +1,4 @@
+import { type CodedError, codedError } from '../../shared/errors.js'
 import type { AlertStatus } from './payload.js'
 
 export interface DedupEntry {
@@ -29,8 +30,7 @@ export interface DedupStore {
   up(): boolean
 }
 
-export function storeUnavailable(message: string, cause?: unknown): Error & { code: string } {
-  const err = new Error(message, cause === undefined ? undefined : { cause }) as Error & { code: string }
-  err.code = 'ERR_DEDUP_UNAVAILABLE'
-  return err
+/** The store could not answer: the request gets 503 and AlertManager retries. */
+export function storeUnavailable(message: string, cause?: unknown): CodedError {
+  return codedError('ERR_DEDUP_UNAVAILABLE', message, cause)
 }
