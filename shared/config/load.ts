@@ -75,6 +75,10 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   s.certFile ||= join(s.dataDir, 'cert.pem')
   s.caCertFile ||= join(s.dataDir, 'ca.pem')
   s.roleCertDir ||= s.dataDir
+  s.gatewaySinkFile ||= join(s.dataDir, 'alerts.jsonl')
+  if (s.gatewaySink === 'redis-stream' && s.redisUrl === '') {
+    throw configError(envName('gatewaySink'), 'redis-stream needs REDIS_URL')
+  }
 
   const parsed = servicesSchema.safeParse(file.services ?? {})
   if (!parsed.success) {

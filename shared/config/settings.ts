@@ -92,6 +92,82 @@ export const SETTINGS = {
     secret: true,
     help: 'Redis URL for gateway deduplication (empty: in memory)',
   },
+  gatewayMaxBodyBytes: {
+    kind: 'int',
+    default: '1048576',
+    help: 'largest webhook body the gateway reads; larger ones get 413',
+  },
+  gatewayDedupTtl: {
+    kind: 'duration',
+    default: '5m',
+    help: 'how long a fingerprint stays a duplicate after it was last seen (sliding)',
+  },
+  gatewayDedupTimeout: {
+    kind: 'duration',
+    default: '2s',
+    help: 'longest wait for the dedup store before a request gets 503',
+  },
+  gatewaySink: {
+    kind: 'string',
+    default: 'file',
+    values: ['file', 'redis-stream', 'kubernetes'],
+    help: 'where new alerts go: file, redis-stream or kubernetes',
+  },
+  gatewaySinkFile: {
+    kind: 'path',
+    default: '',
+    help: 'JSON-lines file of the file sink (default DATA_DIR/alerts.jsonl)',
+  },
+  gatewayAuthToken: {
+    kind: 'string',
+    default: '',
+    secret: true,
+    help: 'bearer token webhook senders must present (empty: no auth)',
+  },
+  gatewayMaxInflight: {
+    kind: 'int',
+    default: '256',
+    help: 'webhook requests processed at once; more get 503 (0: no limit)',
+  },
+  gatewayFingerprintLabels: {
+    kind: 'list',
+    default: '',
+    help: "labels hashed into the fingerprint (empty: AlertManager's fingerprint, else all labels)",
+  },
+  gatewayRecordResolved: {
+    kind: 'bool',
+    default: 'true',
+    help: 'record resolved alerts as the resolution of their fingerprint (false: ignore them)',
+  },
+  gatewayStreamKey: { kind: 'string', default: 'sia:alerts', help: 'Redis stream of the redis-stream sink' },
+  gatewayKubeApi: {
+    kind: 'string',
+    default: '',
+    help: 'API server URL of the kubernetes sink (empty: in-cluster KUBERNETES_SERVICE_HOST)',
+  },
+  gatewayKubeTokenFile: {
+    kind: 'path',
+    default: '/var/run/secrets/kubernetes.io/serviceaccount/token',
+    help: 'bearer token file for the API server (re-read on every write)',
+  },
+  gatewayKubeCaFile: {
+    kind: 'path',
+    default: '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt',
+    help: 'CA bundle that signed the API server certificate',
+  },
+  gatewayKubeNamespace: {
+    kind: 'string',
+    default: '',
+    help: "namespace of the custom resources (empty: the pod's own, else default)",
+  },
+  gatewayKubeGroup: { kind: 'string', default: 'sia.athenz.io', help: 'API group of the alert resource' },
+  gatewayKubeVersion: { kind: 'string', default: 'v1alpha1', help: 'API version of the alert resource' },
+  gatewayKubeKind: { kind: 'string', default: 'AlertSignal', help: 'kind of the alert resource' },
+  gatewayKubePlural: {
+    kind: 'string',
+    default: '',
+    help: 'resource plural in the REST path (empty: lower-case kind + "s")',
+  },
   metricsServerAddr: {
     kind: 'address',
     default: ':9999',

@@ -1,11 +1,64 @@
 import { createServer } from 'node:http'
+import type { Redis } from 'ioredis'
 import { defineService } from '../../shared/define-service.js'
-import { sendProblem } from '../../shared/http/problem.js'
+import { readiness } from '../../shared/readiness.js'
+import { createMemoryStore } from './dedup-memory.js'
+import { createRedisStore } from './dedup-redis.js'
+import type { DedupStore } from './dedup-store.js'
+import { createHandler } from './handler.js'
+import { createMetrics } from './metrics.js'
+import { closeRedis, connectRedis, createRedisClient } from './redis-client.js'
+import type { Sink } from './sink.js'
+import { createSinkFor } from './sinks.js'
 
-/** The AlertManager webhook gateway. */
+/** How long start() waits for Redis; a Redis that is down only means 503s until it returns. */
+const REDIS_START_WAIT_MS = 2000
+
+let redis: Redis | undefined
+let sink: Sink | undefined
+
+/**
+ * The AlertManager webhook gateway (DESIGN.md §7): dedup by fingerprint, every new alert to the
+ * sink before the answer. Shutdown drains in-flight requests (dedup and sink writes included)
+ * through serve(); only then does stop() close the sink and Redis.
+ */
 defineService({
-  async start({ config, serve }) {
-    const server = createServer((_req, res) => sendProblem(res, { status: 404, title: 'Not Found' }))
-    await serve('server', server, config.gatewayAddr)
+  async start({ config, log, registry, board, serve }) {
+    if (config.redisUrl) {
+      redis = createRedisClient(config.redisUrl, config.gatewayDedupTimeout, log)
+      await connectRedis(redis, Math.min(REDIS_START_WAIT_MS, config.services.gateway.startTimeout / 2), log)
+    }
+    const store: DedupStore = redis
+      ? createRedisStore(redis, config.gatewayDedupTtl)
+      : createMemoryStore(config.gatewayDedupTtl)
+    sink = await createSinkFor(config, redis)
+    const metrics = createMetrics(registry, store)
+    const server = createServer(
+      createHandler({
+        maxBodyBytes: config.gatewayMaxBodyBytes,
+        maxInflight: config.gatewayMaxInflight,
+        authToken: config.gatewayAuthToken,
+        fingerprintLabels: config.gatewayFingerprintLabels,
+        recordResolved: config.gatewayRecordResolved,
+        store,
+        sink,
+        metrics,
+        log,
+        ready() {
+          const r = readiness(board, config)
+          const status = r.ready ? 'ready' : 'not ready'
+          return { ready: r.ready, body: { status, phase: r.phase, notReady: r.notReady } }
+        },
+      }),
+    )
+    const { port } = await serve('server', server, config.gatewayAddr)
+    log.info(
+      { event: 'gateway.ready', port, store: store.kind, sink: sink.name },
+      `accepting alerts (${store.kind} dedup, ${sink.name} sink)`,
+    )
+  },
+  async stop({ log }) {
+    await sink?.close().catch((err: unknown) => log.error({ err }, 'closing the sink failed'))
+    if (redis) await closeRedis(redis, log)
   },
 })

@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { type KubeApiDouble, startKubeApi } from './doubles/kube-api.js'
+import { alert, FIXTURE, gatewayEnv, metric, post, webhook } from './gateway-support.js'
+import { type Sidecar, startReady, stop } from './support/sidecar.js'
+
+describe('gateway: kubernetes sink against an HTTPS API server', () => {
+  let api: KubeApiDouble
+  let sc: Sidecar
+  let base: string
+  let tokenFile: string
+
+  before(async () => {
+    api = await startKubeApi({ token: 'sa-token-1' })
+    const dir = mkdtempSync(join(tmpdir(), 'sa-'))
+    tokenFile = join(dir, 'token')
+    writeFileSync(tokenFile, 'sa-token-1\n')
+    writeFileSync(join(dir, 'ca.crt'), api.caPem)
+    sc = await startReady({
+      env: gatewayEnv({
+        GATEWAY_SINK: 'kubernetes',
+        GATEWAY_KUBE_API: api.url,
+        GATEWAY_KUBE_TOKEN_FILE: tokenFile,
+        GATEWAY_KUBE_CA_FILE: join(dir, 'ca.crt'),
+        GATEWAY_KUBE_NAMESPACE: 'monitoring',
+        GATEWAY_KUBE_GROUP: 'alerts.example.com',
+        GATEWAY_KUBE_VERSION: 'v1',
+        GATEWAY_KUBE_KIND: 'Signal',
+      }),
+    })
+    base = await sc.url('gateway')
+  })
+  after(async () => {
+    assert.equal(await stop(sc), 0)
+    await api.close()
+    assert.ok(!JSON.stringify(sc.records).includes('sa-token'), 'no service-account token in the logs')
+  })
+
+  test('one custom resource per new alert on the REST path, with the service-account token', async () => {
+    const r = await post(base, FIXTURE)
+    assert.equal(r.status, 201)
+    const created = [...api.objects.values()]
+    assert.equal(created.length, 2)
+    for (const o of created) {
+      assert.equal(o.apiVersion, 'alerts.example.com/v1')
+      assert.equal(o.kind, 'Signal')
+      assert.equal(o.metadata.namespace, 'monitoring')
+      assert.match(o.metadata.name, /^alert-[0-9a-f]{32}$/)
+    }
+    const firing = created.find((o) => o.spec?.fingerprint === '5f1e2c3d4b5a6978')!
+    assert.equal(firing.spec?.alertname, 'KubePodCrashLooping')
+    assert.equal(firing.spec?.status, 'firing')
+    assert.ok(
+      api.requests.every(
+        (q) => q.path === '/apis/alerts.example.com/v1/namespaces/monitoring/signals' && q.method === 'POST',
+      ),
+    )
+    assert.ok(api.requests.every((q) => q.authorization === 'Bearer sa-token-1'))
+  })
+
+  test('a failed create rolls back; the retry is new again and 409 AlreadyExists counts as success', async () => {
+    const before = api.objects.size
+    const batch = webhook([alert('KubeA'), alert('KubeB')])
+    api.failNext(1, 500)
+    const failed = await post(base, batch)
+    assert.equal(failed.status, 503)
+    assert.equal(failed.headers.get('retry-after'), '5')
+    assert.equal(api.objects.size, before + 1, 'one of the two was created before the other failed')
+
+    const retry = await post(base, batch)
+    assert.equal(retry.status, 201)
+    assert.equal(retry.body.created, 2)
+    assert.equal(api.objects.size, before + 2)
+    assert.equal(api.requests.filter((q) => q.status === 409).length, 1)
+    const metrics = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
+    assert.equal(metric(metrics, 'gateway_sink_errors_total', { sink: 'kubernetes' }), 1)
+  })
+
+  test('the token file is re-read: a rotated token is used on the next write', async () => {
+    writeFileSync(tokenFile, 'sa-token-2')
+    api.setToken('sa-token-2')
+    assert.equal((await post(base, webhook([alert('Rotated')]))).status, 201)
+    assert.equal(api.requests.at(-1)?.authorization, 'Bearer sa-token-2')
+  })
+
+  test('an API server refusing the token: 503, nothing is lost', async () => {
+    api.setToken('someone-else')
+    const r = await post(base, webhook([alert('Refused')]))
+    assert.equal(r.status, 503)
+    api.setToken('sa-token-2')
+    assert.equal((await post(base, webhook([alert('Refused')]))).status, 201)
+  })
+})

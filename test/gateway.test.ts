@@ -1,0 +1,345 @@
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { connect } from 'node:net'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import {
+  alert,
+  FIXTURE,
+  gatewayEnv,
+  metric,
+  post,
+  readJsonLines,
+  SIGNALS,
+  webhook,
+} from './gateway-support.js'
+import { type Sidecar, startReady, startSidecar, stop } from './support/sidecar.js'
+
+const TOKEN = 'gw-test-token-3f9a'
+const AUTH = { authorization: `Bearer ${TOKEN}` }
+
+/** Sends `total` bytes of an unterminated chunked body and returns what the server answered. */
+function sendUnterminated(
+  base: string,
+  total: number,
+): Promise<{ head: string; body: string; sent: number }> {
+  const { port } = new URL(base)
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), '127.0.0.1')
+    let answer = ''
+    let sent = 0
+    const chunk = Buffer.alloc(64 * 1024, 'x')
+    socket.on('error', () => {}) // EPIPE/ECONNRESET once the server closes: expected
+    socket.on('data', (d) => {
+      answer += d.toString()
+    })
+    socket.on('close', () => {
+      const [head = '', body = ''] = answer.split('\r\n\r\n')
+      if (!head) return reject(new Error('connection closed without an answer'))
+      resolve({ head, body, sent })
+    })
+    socket.on('connect', () => {
+      socket.write(
+        `POST ${SIGNALS} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n` +
+          `authorization: Bearer ${TOKEN}\r\ntransfer-encoding: chunked\r\n\r\n`,
+      )
+      // One chunk per turn of the event loop, as a client that reads while it sends.
+      const pump = () => {
+        if (sent >= total || answer || socket.destroyed || !socket.writable) return
+        sent += chunk.length
+        if (socket.write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`)) setImmediate(pump)
+        else socket.once('drain', pump)
+        // Never the terminating chunk: only a server that stops at its limit can answer.
+      }
+      pump()
+    })
+  })
+}
+
+describe('gateway: memory dedup, file sink, bearer auth', () => {
+  let sc: Sidecar
+  let base: string
+  let metricsUrl: string
+  let sinkFile: string
+
+  before(async () => {
+    sc = await startReady({ env: gatewayEnv({ GATEWAY_AUTH_TOKEN: TOKEN }) })
+    base = await sc.url('gateway')
+    metricsUrl = `${await sc.url('metrics')}/metrics`
+    sinkFile = join(sc.dataDir, 'alerts.jsonl')
+  })
+  after(async () => {
+    assert.equal(await stop(sc), 0)
+    assert.deepEqual(sc.junk, [])
+    assert.ok(!sc.records.some((r) => JSON.stringify(r).includes(TOKEN)), 'the token never appears in logs')
+  })
+
+  test('the AlertManager fixture: 201 with every alert, then 202 as duplicates', async () => {
+    const first = await post(base, FIXTURE, AUTH)
+    assert.equal(first.status, 201)
+    assert.equal(first.headers.get('content-type'), 'application/json')
+    assert.deepEqual(
+      { created: first.body.created, duplicates: first.body.duplicates },
+      { created: 2, duplicates: 0 },
+    )
+    assert.deepEqual(
+      (first.body.alerts as { fingerprint: string; status: string; alertStatus: string }[]).map((a) => [
+        a.fingerprint,
+        a.alertStatus,
+        a.status,
+      ]),
+      [
+        ['5f1e2c3d4b5a6978', 'firing', 'created'],
+        ['0a1b2c3d4e5f6071', 'resolved', 'created'],
+      ],
+    )
+    const lines = readJsonLines(sinkFile)
+    assert.equal(lines.length, 2)
+    assert.deepEqual(lines[0], {
+      fingerprint: '5f1e2c3d4b5a6978',
+      alertname: 'KubePodCrashLooping',
+      status: 'firing',
+      severity: 'warning',
+      namespace: 'payments',
+      labels: {
+        alertname: 'KubePodCrashLooping',
+        namespace: 'payments',
+        pod: 'api-7d9f8-abcde',
+        severity: 'warning',
+      },
+      annotations: { summary: 'Pod payments/api-7d9f8-abcde is crash looping' },
+      startsAt: '2025-10-30T10:00:00Z',
+      endsAt: '0001-01-01T00:00:00Z',
+      generatorURL:
+        'http://prometheus.monitoring:9090/graph?g0.expr=kube_pod_container_status_restarts_total',
+      receiver: 'sia-gateway',
+      receivedAt: lines[0]!.receivedAt,
+    })
+    assert.ok(!Number.isNaN(Date.parse(lines[0]!.receivedAt as string)))
+    assert.equal(lines[1]!.status, 'resolved')
+
+    const again = await post(base, FIXTURE, AUTH)
+    assert.equal(again.status, 202)
+    assert.deepEqual([again.body.created, again.body.duplicates], [0, 2])
+    const counts = (again.body.alerts as { count: number; firstSeen: number; lastSeen: number }[])[0]!
+    assert.equal(counts.count, 2)
+    assert.ok(counts.lastSeen >= counts.firstSeen)
+    assert.equal(readJsonLines(sinkFile).length, 2, 'duplicates are not written')
+  })
+
+  test('a batch of 50 with 10 repeats: 40 created, 10 duplicates, 40 lines', async () => {
+    const before = readJsonLines(sinkFile).length
+    const alerts = Array.from({ length: 50 }, (_, i) => alert(`Batch${i % 40}`))
+    const r = await post(base, webhook(alerts), AUTH)
+    assert.equal(r.status, 201)
+    assert.deepEqual([r.body.created, r.body.duplicates], [40, 10])
+    const statuses = (r.body.alerts as { status: string }[]).map((a) => a.status)
+    assert.deepEqual(statuses.slice(40), Array(10).fill('duplicate'))
+    assert.equal(readJsonLines(sinkFile).length - before, 40)
+  })
+
+  test('resolved is recorded as the resolution of the same fingerprint', async () => {
+    const firing = alert('Resolves', { fingerprint: 'ab12cd34ef56ab78' })
+    assert.equal((await post(base, webhook([firing]), AUTH)).status, 201)
+    const resolved = await post(base, webhook([{ ...firing, status: 'resolved' }]), AUTH)
+    assert.equal(resolved.status, 201)
+    assert.equal((await post(base, webhook([{ ...firing, status: 'resolved' }]), AUTH)).status, 202)
+    const mine = readJsonLines(sinkFile).filter((l) => l.fingerprint === 'ab12cd34ef56ab78')
+    assert.deepEqual(
+      mine.map((l) => l.status),
+      ['firing', 'resolved'],
+    )
+  })
+
+  test('without an AlertManager fingerprint: a hash of the sorted label set', async () => {
+    const a = alert('NoPrint', { labels: { pod: 'p1', zone: 'a' } })
+    const reordered = { ...a, labels: Object.fromEntries(Object.entries(a.labels).reverse()) }
+    const r1 = await post(base, webhook([a]), AUTH)
+    const r2 = await post(base, webhook([reordered]), AUTH)
+    const r3 = await post(base, webhook([alert('NoPrint', { labels: { pod: 'p2', zone: 'a' } })]), AUTH)
+    assert.deepEqual([r1.status, r2.status, r3.status], [201, 202, 201])
+    const fp = (r: typeof r1) => (r.body.alerts as { fingerprint: string }[])[0]!.fingerprint
+    assert.equal(fp(r1), fp(r2))
+    assert.notEqual(fp(r1), fp(r3))
+    assert.match(fp(r1), /^[0-9a-f]{32}$/)
+  })
+
+  test('400 problem+json names the JSON path of the problem', async () => {
+    const cases: [unknown, string][] = [
+      ['{"alerts": [', '$'],
+      [webhook([]), '$.alerts'],
+      [{ version: '4' }, '$.alerts'],
+      [webhook([alert('A'), { ...alert('B'), status: 'bogus' as 'firing' }]), '$.alerts[1].status'],
+      [
+        webhook([{ ...alert('C'), labels: { alertname: 'C', replicas: 3 as unknown as string } }]),
+        '$.alerts[0].labels.replicas',
+      ],
+      [{ ...webhook([alert('D')]), truncatedAlerts: 'many' }, '$.truncatedAlerts'],
+      ['[]', '$'],
+    ]
+    for (const [payload, path] of cases) {
+      const r = await post(base, payload, AUTH)
+      assert.equal(r.status, 400, JSON.stringify(payload))
+      assert.equal(r.headers.get('content-type'), 'application/problem+json')
+      assert.equal(r.body.title, 'Bad Request')
+      assert.equal(r.body.path, path, JSON.stringify(r.body))
+      assert.match(String(r.body.detail), /\S/)
+    }
+  })
+
+  test('413 for a declared 5 MiB body, answered at once', async () => {
+    const r = await post(base, Buffer.alloc(5 * 1024 * 1024, 'a'), AUTH)
+    assert.equal(r.status, 413)
+    assert.equal(r.headers.get('content-type'), 'application/problem+json')
+    assert.equal(r.body.status, 413)
+  })
+
+  test('413 for a chunked body past the limit: the server stops reading and closes', {
+    timeout: 10_000,
+  }, async () => {
+    const r = await sendUnterminated(base, 5 * 1024 * 1024)
+    assert.match(r.head, /^HTTP\/1\.1 413 /)
+    assert.match(r.head, /connection: close/i)
+    assert.equal(JSON.parse(r.body).title, 'Payload Too Large')
+    assert.ok(r.sent < 5 * 1024 * 1024, `answered before the body was sent (${r.sent} bytes)`)
+  })
+
+  test('415 when the body is not JSON', async () => {
+    const r = await post(base, 'hello', { ...AUTH, 'content-type': 'text/plain' })
+    assert.equal(r.status, 415)
+    assert.equal(r.headers.get('content-type'), 'application/problem+json')
+    const missing = await fetch(`${base}${SIGNALS}`, {
+      method: 'POST',
+      headers: AUTH,
+      body: new Uint8Array(2),
+    })
+    assert.equal(missing.status, 415)
+    const suffixed = await post(base, FIXTURE, {
+      ...AUTH,
+      'content-type': 'application/vnd.am+json; charset=utf-8',
+    })
+    assert.equal(suffixed.status, 202)
+  })
+
+  test('401 without the right bearer token', async () => {
+    for (const headers of [
+      {} as Record<string, string>,
+      { authorization: 'Bearer wrong' },
+      { authorization: TOKEN },
+      { authorization: 'Basic x' },
+    ]) {
+      const r = await post(base, FIXTURE, headers)
+      assert.equal(r.status, 401, JSON.stringify(headers))
+      assert.equal(r.headers.get('www-authenticate'), 'Bearer realm="sia-gateway"')
+      assert.equal(r.headers.get('content-type'), 'application/problem+json')
+    }
+    assert.equal((await post(base, FIXTURE, { authorization: `bearer ${TOKEN}` })).status, 202)
+  })
+
+  test('404 and 405', async () => {
+    const nf = await fetch(`${base}/api/v1/signals/other`, { method: 'POST' })
+    assert.equal(nf.status, 404)
+    assert.equal(nf.headers.get('content-type'), 'application/problem+json')
+    const get = await fetch(`${base}${SIGNALS}`)
+    assert.equal(get.status, 405)
+    assert.equal(get.headers.get('allow'), 'POST')
+    const postReady = await fetch(`${base}/ready`, { method: 'POST' })
+    assert.equal(postReady.status, 405)
+    assert.equal(postReady.headers.get('allow'), 'GET, HEAD')
+  })
+
+  test('/ready on the gateway port mirrors the process readiness', async () => {
+    const r = await fetch(`${base}/ready`)
+    assert.equal(r.status, 200)
+    const body = (await r.json()) as { status: string; phase: string }
+    assert.deepEqual([body.status, body.phase], ['ready', 'running'])
+  })
+
+  test('metrics: gateway_* series count what happened', async () => {
+    const scrape = async () => (await fetch(metricsUrl)).text()
+    const m0 = await scrape()
+    const fresh = alert('Metered', { status: 'resolved' })
+    assert.equal((await post(base, webhook([fresh, fresh]), AUTH)).status, 201)
+    assert.equal((await post(base, '{', AUTH)).status, 400)
+    const m1 = await scrape()
+    const delta = (name: string, labels?: Record<string, string>) =>
+      (metric(m1, name, labels) ?? 0) - (metric(m0, name, labels) ?? 0)
+    assert.equal(delta('gateway_signals_received_total', { status: 'resolved' }), 2)
+    assert.equal(delta('gateway_signals_created_total'), 1)
+    assert.equal(delta('gateway_signals_deduplicated_total'), 1)
+    assert.equal(delta('gateway_requests_total', { code: '201' }), 1)
+    assert.equal(delta('gateway_requests_total', { code: '400' }), 1)
+    assert.equal(delta('gateway_request_duration_seconds_count'), 2)
+    assert.equal(metric(m1, 'gateway_inflight_requests', { service: 'gateway' }), 0)
+    assert.equal(metric(m1, 'gateway_dedup_store_up', { service: 'gateway' }), 1)
+  })
+})
+
+describe('gateway: failing sink, fingerprint labels, resolved ignored', () => {
+  let sc: Sidecar
+  let base: string
+
+  before(async () => {
+    sc = await startReady({
+      env: gatewayEnv({
+        GATEWAY_SINK_FILE: '/dev/full', // every write fails with ENOSPC
+        GATEWAY_FINGERPRINT_LABELS: 'alertname,namespace',
+        GATEWAY_RECORD_RESOLVED: 'false',
+      }),
+    })
+    base = await sc.url('gateway')
+  })
+  after(async () => {
+    assert.equal(await stop(sc), 0)
+  })
+
+  test('a failed sink write is rolled back: 503 + Retry-After, and the retry is new again', async () => {
+    for (let i = 0; i < 2; i++) {
+      const r = await post(base, webhook([alert('Lost')]), {})
+      assert.equal(r.status, 503, 'a duplicate (202) here would mean the alert was lost')
+      assert.equal(r.headers.get('retry-after'), '5')
+      assert.equal(r.headers.get('content-type'), 'application/problem+json')
+    }
+    const failures = sc.events('gateway.sink.failed')
+    assert.equal(failures.length, 2)
+    const metrics = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
+    assert.equal(metric(metrics, 'gateway_sink_errors_total', { sink: 'file' }), 2)
+  })
+
+  test('GATEWAY_FINGERPRINT_LABELS hashes just those labels; resolved alerts are ignored', async () => {
+    const a = alert('Subset', { status: 'resolved', fingerprint: '1111', labels: { pod: 'a' } })
+    const b = alert('Subset', { status: 'resolved', fingerprint: '2222', labels: { pod: 'b' } })
+    const r = await post(base, webhook([a, b]), {})
+    assert.equal(r.status, 202)
+    assert.deepEqual([r.body.created, r.body.duplicates, r.body.ignored], [0, 0, 2])
+    const [fa, fb] = (r.body.alerts as { fingerprint: string; status: string }[]).map((x) => x)
+    assert.equal(fa!.status, 'ignored')
+    assert.equal(fa!.fingerprint, fb!.fingerprint)
+    const expected = createHash('sha256')
+      .update(
+        JSON.stringify([
+          ['alertname', 'Subset'],
+          ['namespace', 'payments'],
+        ]),
+      )
+      .digest('hex')
+      .slice(0, 32)
+    assert.equal(fa!.fingerprint, expected)
+  })
+})
+
+describe('gateway settings', () => {
+  for (const [env, setting] of [
+    [{ GATEWAY_SINK: 'kafka' }, 'GATEWAY_SINK'],
+    [{ GATEWAY_SINK: 'redis-stream' }, 'GATEWAY_SINK'],
+    [{ GATEWAY_MAX_BODY_BYTES: '1MiB' }, 'GATEWAY_MAX_BODY_BYTES'],
+    [{ GATEWAY_DEDUP_TTL: 'soon' }, 'GATEWAY_DEDUP_TTL'],
+  ] as const) {
+    test(`invalid ${setting} exits 2 naming it`, async () => {
+      const sc = startSidecar({ env: gatewayEnv(env) })
+      const { code } = await sc.exited
+      assert.equal(code, 2)
+      assert.match(sc.stderr() + sc.records.map((r) => r.msg).join('\n'), new RegExp(setting))
+    })
+  }
+})

@@ -1,0 +1,66 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import type { DedupStore } from './dedup-store.js'
+
+export interface GatewayMetrics {
+  received: Counter<'status'>
+  created: Counter
+  deduplicated: Counter
+  requests: Counter<'code'>
+  duration: Histogram
+  inflight: Gauge
+  sinkErrors: Counter<'sink'>
+}
+
+/** The gateway_* series of the issue, in the worker's registry (labelled service="gateway"). */
+export function createMetrics(registry: Registry, store: DedupStore): GatewayMetrics {
+  const registers = [registry]
+  new Gauge({
+    name: 'gateway_dedup_store_up',
+    help: 'Whether the dedup store (Redis, or the in-memory store) is reachable',
+    registers,
+    collect() {
+      this.set(store.up() ? 1 : 0)
+    },
+  })
+  return {
+    received: new Counter({
+      name: 'gateway_signals_received_total',
+      help: 'Alerts received, by alert status',
+      labelNames: ['status'],
+      registers,
+    }),
+    created: new Counter({
+      name: 'gateway_signals_created_total',
+      help: 'Alerts that were new and written to the sink',
+      registers,
+    }),
+    deduplicated: new Counter({
+      name: 'gateway_signals_deduplicated_total',
+      help: 'Alerts that were duplicates within the dedup TTL',
+      registers,
+    }),
+    requests: new Counter({
+      name: 'gateway_requests_total',
+      help: 'Webhook requests, by HTTP status code',
+      labelNames: ['code'],
+      registers,
+    }),
+    duration: new Histogram({
+      name: 'gateway_request_duration_seconds',
+      help: 'Webhook request duration',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    inflight: new Gauge({
+      name: 'gateway_inflight_requests',
+      help: 'Webhook requests being processed',
+      registers,
+    }),
+    sinkErrors: new Counter({
+      name: 'gateway_sink_errors_total',
+      help: 'Failed sink writes (the request got 503 and its records were rolled back)',
+      labelNames: ['sink'],
+      registers,
+    }),
+  }
+}

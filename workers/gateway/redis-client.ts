@@ -1,0 +1,67 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Redis } from 'ioredis'
+import type { Logger } from '../../shared/logger.js'
+
+const RECONNECT_MAX_MS = 1000
+const QUIT_WAIT_MS = 200
+
+/**
+ * One client for dedup and the stream sink. Commands never queue while Redis is unreachable
+ * (`enableOfflineQueue: false`): a request fails fast with 503 and AlertManager retries, rather
+ * than piling up behind a dead connection. The URL (which may carry a password) is never logged.
+ */
+export function createRedisClient(url: string, commandTimeoutMs: number, log: Logger): Redis {
+  const client = new Redis(url, {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: commandTimeoutMs,
+    retryStrategy: (times) => Math.min(times * 100, RECONNECT_MAX_MS),
+  })
+  let up = false
+  client.on('ready', () => {
+    up = true
+    log.info({ event: 'gateway.redis.up' }, 'redis connected')
+  })
+  client.on('error', (err: Error) => {
+    // Reconnect attempts repeat the error every few hundred ms: log the transition once.
+    if (!up) return log.debug({ err: { message: err.message } }, 'redis still unreachable')
+    up = false
+    log.warn({ event: 'gateway.redis.down', err: { message: err.message } }, 'redis unreachable')
+  })
+  client.on('close', () => {
+    if (up) log.warn({ event: 'gateway.redis.down' }, 'redis connection closed')
+    up = false
+  })
+  return client
+}
+
+/** Connects, but a Redis that is down at start only means 503s until it is back. */
+export async function connectRedis(client: Redis, waitMs: number, log: Logger): Promise<void> {
+  const connected = client.connect().then(
+    () => true,
+    (err: Error) => {
+      log.warn({ event: 'gateway.redis.down', err: { message: err.message } }, 'redis unreachable at start')
+      return false
+    },
+  )
+  await Promise.race([connected, sleep(waitMs)])
+}
+
+/** QUIT (graceful), bounded; an error here is logged and never changes the exit code. */
+export async function closeRedis(client: Redis, log: Logger): Promise<void> {
+  client.removeAllListeners('close') // our own QUIT is not an outage
+  try {
+    const quit = client.quit()
+    const done = await Promise.race([quit.then(() => true), sleep(QUIT_WAIT_MS).then(() => false)])
+    if (!done) throw new Error(`no reply to QUIT within ${QUIT_WAIT_MS}ms`)
+    log.info({ event: 'gateway.redis.closed' }, 'redis connection closed')
+  } catch (err) {
+    log.error(
+      { event: 'gateway.redis.close.failed', err: { message: (err as Error).message } },
+      'closing redis failed',
+    )
+  } finally {
+    client.disconnect()
+  }
+}

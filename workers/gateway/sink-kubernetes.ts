@@ -1,0 +1,138 @@
+import { createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { Agent, request } from 'node:https'
+import { codedError } from '../../shared/errors.js'
+import type { Sink, SinkRecord } from './sink.js'
+
+const SERVICE_ACCOUNT_NAMESPACE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace'
+const REQUEST_TIMEOUT_MS = 10_000
+
+export interface KubeSinkOptions {
+  /** API server base URL; empty: in-cluster (KUBERNETES_SERVICE_HOST/PORT). */
+  api: string
+  tokenFile: string
+  caFile: string
+  /** Empty: the pod's own namespace, else `default`. */
+  namespace: string
+  group: string
+  version: string
+  kind: string
+  /** Empty: lower-case kind + "s". */
+  plural: string
+}
+
+/**
+ * One custom resource per new alert, created with POST on the API server's REST path. The name is
+ * derived from the fingerprint, status and start, so AlertManager's retry after a failed request
+ * finds its own resource: 409 AlreadyExists counts as success.
+ */
+export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink> {
+  const api = opts.api || inClusterApi()
+  if (!api) {
+    throw codedError('ERR_CONFIG', 'GATEWAY_KUBE_API is empty and KUBERNETES_SERVICE_HOST is not set')
+  }
+  const namespace = opts.namespace || (await readOptional(SERVICE_ACCOUNT_NAMESPACE))?.trim() || 'default'
+  const ca = await readOptional(opts.caFile)
+  const agent = new Agent({ keepAlive: true, ...(ca ? { ca } : {}) })
+  const plural = opts.plural || `${opts.kind.toLowerCase()}s`
+  const url = new URL(
+    `/apis/${opts.group}/${opts.version}/namespaces/${encodeURIComponent(namespace)}/${plural}`,
+    api,
+  )
+
+  const create = async (r: SinkRecord) => {
+    // Projected service-account tokens rotate: read the file on every write.
+    const token = (await readOptional(opts.tokenFile))?.trim()
+    const body = JSON.stringify({
+      apiVersion: `${opts.group}/${opts.version}`,
+      kind: opts.kind,
+      metadata: {
+        name: resourceName(r),
+        namespace,
+        labels: { 'app.kubernetes.io/managed-by': 'sia-supervisor', 'sia.athenz.io/alert-status': r.status },
+      },
+      spec: r,
+    })
+    const { status, text } = await post(url, body, agent, token)
+    if (status >= 200 && status < 300) return
+    let reason = ''
+    let message = text.slice(0, 200)
+    try {
+      const s = JSON.parse(text) as { reason?: string; message?: string }
+      reason = s.reason ?? ''
+      message = s.message ?? message
+    } catch {}
+    if (status === 409 && reason === 'AlreadyExists') return
+    throw codedError('ERR_KUBE_API', `API server answered ${status} ${reason}: ${message}`)
+  }
+
+  return {
+    name: 'kubernetes',
+    async write(records) {
+      const results = await Promise.allSettled(records.map(create))
+      const failed = results.find((x) => x.status === 'rejected')
+      if (failed) throw failed.reason
+    },
+    async close() {
+      agent.destroy()
+    },
+  }
+}
+
+/** A valid DNS-1123 name, stable for one fingerprint, status and start. */
+export function resourceName(r: SinkRecord): string {
+  const h = createHash('sha256')
+    .update(`${r.fingerprint}\0${r.status}\0${r.startsAt ?? ''}`)
+    .digest('hex')
+  return `alert-${h.slice(0, 32)}`
+}
+
+function inClusterApi(): string {
+  const host = process.env.KUBERNETES_SERVICE_HOST
+  if (!host) return ''
+  const port = process.env.KUBERNETES_SERVICE_PORT ?? '443'
+  return `https://${host.includes(':') ? `[${host}]` : host}:${port}`
+}
+
+async function readOptional(path: string): Promise<string | undefined> {
+  if (!path) return undefined
+  try {
+    return await readFile(path, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
+}
+
+function post(
+  url: URL,
+  body: string,
+  agent: Agent,
+  token: string | undefined,
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method: 'POST',
+        agent,
+        timeout: REQUEST_TIMEOUT_MS,
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json',
+          'content-length': Buffer.byteLength(body),
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }))
+        res.on('error', reject)
+      },
+    )
+    req.on('timeout', () => req.destroy(codedError('ERR_KUBE_TIMEOUT', 'API server did not answer in time')))
+    req.on('error', reject)
+    req.end(body)
+  })
+}

@@ -1,0 +1,20 @@
+import type { Redis } from 'ioredis'
+import type { Sink, SinkRecord } from './sink.js'
+
+/** XADD per new alert, one pipeline per batch: consumers scale out behind several gateways. */
+export function createRedisStreamSink(client: Redis, key: string): Sink {
+  return {
+    name: 'redis-stream',
+    async write(records: readonly SinkRecord[]) {
+      const p = client.pipeline()
+      for (const r of records) {
+        p.xadd(key, '*', 'fingerprint', r.fingerprint, 'status', r.status, 'alert', JSON.stringify(r))
+      }
+      const replies = (await p.exec()) ?? []
+      const failed = replies.find(([err]) => err)
+      if (failed?.[0]) throw failed[0]
+      if (replies.length !== records.length) throw new Error('incomplete reply from redis')
+    },
+    async close() {}, // the client is shared with the dedup store and closed with it
+  }
+}

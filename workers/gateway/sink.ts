@@ -1,0 +1,46 @@
+import type { Alert, Webhook } from './payload.js'
+
+/** One new alert, as every sink writes it. */
+export interface SinkRecord {
+  fingerprint: string
+  alertname: string | null
+  status: Alert['status']
+  severity: string | null
+  namespace: string | null
+  labels: Record<string, string>
+  annotations: Record<string, string>
+  startsAt: string | null
+  endsAt: string | null
+  generatorURL: string | null
+  receiver: string | null
+  receivedAt: string
+}
+
+export interface Sink {
+  readonly name: 'file' | 'redis-stream' | 'kubernetes'
+  /** Resolves once every record is durably handed over; rejects if any was not. */
+  write(records: readonly SinkRecord[]): Promise<void>
+  close(): Promise<void>
+}
+
+export function toSinkRecord(
+  alert: Alert,
+  fingerprint: string,
+  webhook: Webhook,
+  receivedAt: string,
+): SinkRecord {
+  return {
+    fingerprint,
+    alertname: alert.labels.alertname ?? null,
+    status: alert.status,
+    severity: alert.labels.severity ?? null,
+    namespace: alert.labels.namespace ?? null,
+    labels: alert.labels,
+    annotations: alert.annotations ?? {},
+    startsAt: alert.startsAt ?? null,
+    endsAt: alert.endsAt ?? null,
+    generatorURL: alert.generatorURL ?? null,
+    receiver: webhook.receiver ?? null,
+    receivedAt,
+  }
+}

@@ -1,0 +1,29 @@
+import type { Redis } from 'ioredis'
+import type { Config } from '../../shared/config/types.js'
+import { codedError } from '../../shared/errors.js'
+import type { Sink } from './sink.js'
+import { createFileSink } from './sink-file.js'
+import { createKubernetesSink } from './sink-kubernetes.js'
+import { createRedisStreamSink } from './sink-redis-stream.js'
+
+/** The sink GATEWAY_SINK names, built from its settings. */
+export async function createSinkFor(config: Config, redis: Redis | undefined): Promise<Sink> {
+  switch (config.gatewaySink) {
+    case 'redis-stream':
+      if (!redis) throw codedError('ERR_CONFIG', 'GATEWAY_SINK=redis-stream needs REDIS_URL')
+      return createRedisStreamSink(redis, config.gatewayStreamKey)
+    case 'kubernetes':
+      return createKubernetesSink({
+        api: config.gatewayKubeApi,
+        tokenFile: config.gatewayKubeTokenFile,
+        caFile: config.gatewayKubeCaFile,
+        namespace: config.gatewayKubeNamespace,
+        group: config.gatewayKubeGroup,
+        version: config.gatewayKubeVersion,
+        kind: config.gatewayKubeKind,
+        plural: config.gatewayKubePlural,
+      })
+    default:
+      return createFileSink(config.gatewaySinkFile)
+  }
+}
