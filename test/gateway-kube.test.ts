@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { type KubeApiDouble, startKubeApi } from './doubles/kube-api.js'
-import { alert, FIXTURE, gatewayEnv, metric, post, webhook } from './gateway-support.js'
+import { alert, FIXTURE, gatewayEnv, metric, post, webhook } from './support/gateway.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
 
 describe('gateway: kubernetes sink against an HTTPS API server', () => {

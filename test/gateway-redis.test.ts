@@ -15,7 +15,7 @@ import {
   readJsonLines,
   redisOnPort,
   webhook,
-} from './gateway-support.js'
+} from './support/gateway.js'
 import { freePort } from './support/ports.js'
 import { type RedisServer, startRedis } from './support/redis.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'

@@ -3,7 +3,7 @@ import { connect } from 'node:net'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { Redis } from 'ioredis'
-import { alert, eventually, gatewayEnv, metric, post, readJsonLines, webhook } from './gateway-support.js'
+import { alert, eventually, gatewayEnv, metric, post, readJsonLines, webhook } from './support/gateway.js'
 import { type RedisServer, startRedis } from './support/redis.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
 

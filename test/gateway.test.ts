@@ -12,7 +12,7 @@ import {
   readJsonLines,
   SIGNALS,
   webhook,
-} from './gateway-support.js'
+} from './support/gateway.js'
 import { type Sidecar, startReady, startSidecar, stop } from './support/sidecar.js'
 
 const TOKEN = 'gw-test-token-3f9a'
