@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 
 export const SIGNALS = '/api/v1/signals/prometheus'
-export const FIXTURE = readFileSync(new URL('../../test/fixtures/alertmanager.json', import.meta.url))
+export const FIXTURE = readFileSync(new URL('../../../test/fixtures/alertmanager.json', import.meta.url))
 
 /**
  * Environment for a sidecar that runs only what the gateway tests look at (gateway, metrics):
