@@ -2,14 +2,23 @@ import { mkdir, open } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { Sink, SinkRecord } from './sink.js'
 
+interface Waiter {
+  buf: Buffer
+  resolve(): void
+  reject(err: unknown): void
+}
+
 /**
- * JSON lines appended to one file. Writes are serialised (a batch's lines stay together) and each
- * is fdatasync'ed before `write` resolves, so a 2xx means the alert is on disk.
+ * JSON lines appended to one file; `write` resolves only once its lines are fdatasync'ed, so a 2xx
+ * means the alert is on disk. Group commit: requests that arrive while a sync is in flight are
+ * written together and share the next sync, so the cost of durability is paid once per burst, not
+ * once per request. A batch's lines stay together.
  */
 export async function createFileSink(path: string): Promise<Sink> {
   await mkdir(dirname(path), { recursive: true })
   const file = await open(path, 'a', 0o640)
-  let tail: Promise<void> = Promise.resolve()
+  let queue: Waiter[] = []
+  let flushing: Promise<void> | undefined
 
   const append = async (buf: Buffer) => {
     let offset = 0
@@ -17,16 +26,31 @@ export async function createFileSink(path: string): Promise<Sink> {
     await file.datasync()
   }
 
+  const flush = async () => {
+    while (queue.length > 0) {
+      const group = queue
+      queue = []
+      try {
+        await append(Buffer.concat(group.map((w) => w.buf)))
+        for (const w of group) w.resolve()
+      } catch (err) {
+        for (const w of group) w.reject(err)
+      }
+    }
+    flushing = undefined
+  }
+
   return {
     name: 'file',
     write(records: readonly SinkRecord[]) {
       const buf = Buffer.from(records.map((r) => `${JSON.stringify(r)}\n`).join(''))
-      const job = tail.then(() => append(buf))
-      tail = job.catch(() => {})
-      return job
+      return new Promise<void>((resolve, reject) => {
+        queue.push({ buf, resolve, reject })
+        flushing ??= flush()
+      })
     },
     async close() {
-      await tail
+      await flushing
       await file.close()
     },
   }
