@@ -13,6 +13,8 @@ const QUIT_WAIT_MS = 200
 export function createRedisClient(url: string, commandTimeoutMs: number, log: Logger): Redis {
   const client = new Redis(url, {
     lazyConnect: true,
+    // Concurrent requests' commands share one write and one round trip.
+    enableAutoPipelining: true,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     commandTimeout: commandTimeoutMs,
