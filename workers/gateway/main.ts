@@ -7,15 +7,15 @@ import { createRedisStore } from './dedup-redis.js'
 import type { DedupStore } from './dedup-store.js'
 import { createHandler } from './handler.js'
 import { createMetrics } from './metrics.js'
-import { closeRedis, connectRedis, createRedisClient } from './redis-client.js'
 import type { Sink } from './sink.js'
 import { createSinkFor } from './sinks.js'
 
 /** How long start() waits for Redis; a Redis that is down only means 503s until it returns. */
 const REDIS_START_WAIT_MS = 2000
 
-let redis: Redis | undefined
 let sink: Sink | undefined
+/** Closes Redis (QUIT) after the sink; set only when Redis is configured. */
+let closeRedis: (() => Promise<void>) | undefined
 
 /**
  * The AlertManager webhook gateway (DESIGN.md §7): dedup by fingerprint, every new alert to the
@@ -24,9 +24,18 @@ let sink: Sink | undefined
  */
 defineService({
   async start({ config, log, registry, board, serve }) {
+    let redis: Redis | undefined
     if (config.redisUrl) {
-      redis = createRedisClient(config.redisUrl, config.gatewayDedupTimeout, log)
-      await connectRedis(redis, Math.min(REDIS_START_WAIT_MS, config.services.gateway.startTimeout / 2), log)
+      // ioredis costs ~12 MiB of heap per thread: loaded only when Redis is configured.
+      const client = await import('./redis-client.js')
+      const r = client.createRedisClient(config.redisUrl, config.gatewayDedupTimeout, log)
+      redis = r
+      closeRedis = () => client.closeRedis(r, log)
+      await client.connectRedis(
+        r,
+        Math.min(REDIS_START_WAIT_MS, config.services.gateway.startTimeout / 2),
+        log,
+      )
     }
     const store: DedupStore = redis
       ? createRedisStore(redis, config.gatewayDedupTtl)
@@ -59,6 +68,6 @@ defineService({
   },
   async stop({ log }) {
     await sink?.close().catch((err: unknown) => log.error({ err }, 'closing the sink failed'))
-    if (redis) await closeRedis(redis, log)
+    await closeRedis?.()
   },
 })
