@@ -54,7 +54,7 @@ export function defineService(def: ServiceDefinition): void {
   const rpc = createRpc<SupervisorOps, WorkerOps>(init.control)
 
   let acknowledged = false
-  const crashes: Error[] = []
+  const faults: (() => void)[] = []
   const throwLater = (err: Error) =>
     setTimeout(() => {
       throw err
@@ -62,7 +62,7 @@ export function defineService(def: ServiceDefinition): void {
   const failpoint = createFailpoints(parseFailpoints(config.failpoints), {
     board,
     counters: init.failpointCounters,
-    crash: (err) => (acknowledged ? throwLater(err) : crashes.push(err)),
+    afterStart: (fault) => (acknowledged ? setTimeout(fault, 0) : faults.push(fault)),
   })
 
   const group = createTaskGroup({
@@ -120,7 +120,7 @@ export function defineService(def: ServiceDefinition): void {
     } finally {
       group.seal()
       acknowledged = true
-      for (const err of crashes.splice(0)) throwLater(err) // thrown after the ack is posted
+      for (const fault of faults.splice(0)) setTimeout(fault, 0) // strikes after the ack is posted
     }
   })
   rpc.handle('shutdown', async ({ deadlineMs }) => {
