@@ -62,7 +62,9 @@ export function defineService(def: ServiceDefinition): void {
   const failpoint = createFailpoints(parseFailpoints(config.failpoints), {
     board,
     counters: init.failpointCounters,
-    afterStart: (fault) => (acknowledged ? setTimeout(fault, 0) : faults.push(fault)),
+    // After the ack (e.g. in shutdown) the fault strikes before the step goes on; during start,
+    // right after the ack is posted.
+    afterStart: (fault) => (acknowledged ? queueMicrotask(fault) : faults.push(fault)),
   })
 
   const group = createTaskGroup({

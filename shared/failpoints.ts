@@ -19,8 +19,8 @@ export type WorkerFault = { kind: 'crash' | 'reject' | 'block' | 'oom' } | { kin
  * Faults of a running worker, one per `worker.crashed` reason: `crash` (uncaught exception),
  * `reject` (unhandled rejection), `exit(<code>)` (process.exit() in the worker), `block` (the event
  * loop never turns again: the watchdog's case), `oom` (allocate until the heap limit). They strike
- * from a timer once the service's start has been acknowledged (at once when hit later, e.g. in
- * shutdown), so they exercise the restart policy rather than the start-failure path; they make
+ * from a timer once the service's start has been acknowledged (before the step goes on when hit
+ * later, e.g. in shutdown), so they exercise the restart policy rather than the start-failure path; they make
  * sense only inside a worker.
  */
 const WORKER_FAULTS: ReadonlySet<string> = new Set(['crash', 'reject', 'block', 'oom', 'exit'])
