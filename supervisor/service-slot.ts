@@ -174,7 +174,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   // A fresh thread with a fresh control channel; whoever talks to this service (the metrics
   // scrape, the board's readers) reaches the new worker through this slot without restarting.
   async function restart(): Promise<void> {
-    if (stopping) return
+    if (stopping || ctx.signal.aborted) return // the run is ending: its shutdown finds it down
     const h = spawn()
     try {
       await sendStart(h)

@@ -227,6 +227,28 @@ describe('crash isolation', () => {
     assert.equal(await stop(sc), 0)
   })
 
+  test('while a worker waits to restart: readiness 503 names it, liveness 200; SIGTERM then is clean', async (t) => {
+    const sc = launch(t, {
+      env: { SIA_FAILPOINTS: 'gateway.before-task:server=1*crash' },
+      // Back-off of 3s (jitter: 1.5s to 3s): long enough to look at the process in between.
+      args: withConfig({ gateway: { restartBackoff: '3s' } }),
+    })
+    await nth(sc, 'worker.restarting', 'gateway', 1)
+    await sc.waitForEvent('supervisor.ready')
+    const r = await readyz(sc, 503)
+    assert.equal(r.status, 503)
+    assert.deepEqual(JSON.parse(r.body).notReady, [{ service: 'gateway', state: 'restarting' }])
+    const live = await httpRequest(`${latestUrl(sc, 'healthcheck')}/healthz`)
+    assert.deepEqual([live.status, live.body], [200, 'OK'])
+    assert.equal((await roleToken(latestUrl(sc, 'token'))).status, 200)
+    assert.equal(eventsOf(sc, 'worker.restarted', 'gateway').length, 0, 'still waiting to restart')
+
+    // A signal during the back-off: no restart any more, every service stops, exit 0.
+    assert.equal(await stop(sc), 0)
+    assert.deepEqual(eventsOf(sc, 'worker.restarted', 'gateway'), [])
+    assertStoppedEverything(sc, 0, 'signal')
+  })
+
   test('crash loop: the 6th crash in the window escalates to a graceful shutdown, exit 1', async (t) => {
     const sc = launch(t, {
       env: { SIA_FAILPOINTS: 'gateway.before-task:server=6*crash' },
