@@ -300,17 +300,20 @@ describe('crash isolation', () => {
           'gateway.before-task:server=1*exit(3)',
           'memory-reporter.before-task:reporter=1*exit',
           'certificate.before-task:refresh-timer=1*reject',
+          'metrics.before-task:server=1*crash',
         ].join(';'),
       },
       args: withConfig({
         gateway: { ...FAST, restart: 'transient' },
         'memory-reporter': { ...FAST, restart: 'transient' },
         certificate: FAST,
+        metrics: FAST,
       }),
     })
     await nth(sc, 'worker.restarted', 'gateway', 1)
     await nth(sc, 'worker.restarted', 'certificate', 1)
     await nth(sc, 'worker.down', 'memory-reporter', 1)
+    await nth(sc, 'worker.restarted', 'metrics', 1)
     await sc.waitForEvent('supervisor.ready')
 
     // transient: an abnormal exit restarts, a normal one (code 0) stays down.
@@ -325,7 +328,14 @@ describe('crash isolation', () => {
 
     const r = await readyz(sc, 503)
     assert.deepEqual(JSON.parse(r.body).notReady, [{ service: 'memory-reporter', state: 'down' }])
+    // The restarted metrics service scrapes the supervisor over its new control channel, and
+    // through it every worker, the restarted ones included.
     const text = await metricsText(sc)
+    assert.equal(sample(text, 'sia_worker_restarts_total{service="metrics",reason="exception"}'), 1)
+    for (const s of ['gateway', 'certificate', 'metrics']) {
+      assert.equal(sample(text, `sia_worker_up{service="${s}"}`), 1, s)
+      assert.equal(sample(text, `sia_worker_tasks{service="${s}"}`), 1, s)
+    }
     assert.equal(sample(text, 'sia_worker_restarts_total{service="gateway",reason="exit"}'), 1)
     assert.equal(sample(text, 'sia_worker_restarts_total{service="certificate",reason="exception"}'), 1)
     assert.equal(await stop(sc), 0)
