@@ -53,7 +53,7 @@ export function defineService(def: ServiceDefinition): void {
   const rpc = createRpc<SupervisorOps, WorkerOps>(init.control)
 
   let acknowledged = false
-  const crashes: Error[] = []
+  const faults: (() => void)[] = []
   const throwLater = (err: Error) =>
     setTimeout(() => {
       throw err
@@ -61,7 +61,9 @@ export function defineService(def: ServiceDefinition): void {
   const failpoint = createFailpoints(parseFailpoints(config.failpoints), {
     board,
     counters: init.failpointCounters,
-    crash: (err) => (acknowledged ? throwLater(err) : crashes.push(err)),
+    // After the ack (e.g. in shutdown) the fault strikes before the step goes on; during start,
+    // right after the ack is posted.
+    afterStart: (fault) => (acknowledged ? queueMicrotask(fault) : faults.push(fault)),
   })
 
   const group = createTaskGroup({
@@ -119,7 +121,7 @@ export function defineService(def: ServiceDefinition): void {
     } finally {
       group.seal()
       acknowledged = true
-      for (const err of crashes.splice(0)) throwLater(err) // thrown after the ack is posted
+      for (const fault of faults.splice(0)) setTimeout(fault, 0) // strikes after the ack is posted
     }
   })
   rpc.handle('shutdown', async ({ deadlineMs }) => {

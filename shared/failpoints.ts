@@ -8,8 +8,22 @@ import type { StatusBoard } from './status-board.js'
  * Hit counts live in a SharedArrayBuffer, so "the first N hits" holds across worker restarts.
  */
 export type FailpointAction =
-  | { kind: 'sigint' | 'sigterm' | 'error' | 'crash' | 'hang' | 'oom' }
+  | { kind: 'sigint' | 'sigterm' | 'error' | 'hang' }
   | { kind: 'delay'; ms: number }
+  | WorkerFault
+
+/** `exit(<code>)` calls process.exit() in the worker; a bare `exit` means code 0. */
+export type WorkerFault = { kind: 'crash' | 'reject' | 'block' | 'oom' } | { kind: 'exit'; code: number }
+
+/**
+ * Faults of a running worker, one per `worker.crashed` reason: `crash` (uncaught exception),
+ * `reject` (unhandled rejection), `exit(<code>)` (process.exit() in the worker), `block` (the event
+ * loop never turns again: the watchdog's case), `oom` (allocate until the heap limit). They strike
+ * from a timer once the service's start has been acknowledged (before the step goes on when hit
+ * later, e.g. in shutdown), so they exercise the restart policy rather than the start-failure path; they make
+ * sense only inside a worker.
+ */
+const WORKER_FAULTS: ReadonlySet<string> = new Set(['crash', 'reject', 'block', 'oom', 'exit'])
 
 export interface FailpointSpec {
   name: string
@@ -20,7 +34,8 @@ export interface FailpointSpec {
 
 const NAME =
   /^(?:supervisor\.before-start:(?<svc1>[a-z-]+)|supervisor\.during-shutdown|(?<svc2>[a-z-]+)\.(?:start|shutdown|before-task:[a-z0-9-]+))$/
-const ACTION = /^(?:(?<times>\d+)\*)?(?<kind>sigint|sigterm|error|crash|hang|oom|delay\((?<ms>\d+)\))$/
+const ACTION =
+  /^(?:(?<times>\d+)\*)?(?<kind>sigint|sigterm|error|crash|reject|block|hang|oom|delay\((?<ms>\d+)\)|exit(?:\((?<code>\d+)\))?)$/
 
 export function parseFailpoints(text: string): FailpointSpec[] {
   const specs: FailpointSpec[] = []
@@ -37,14 +52,20 @@ export function parseFailpoints(text: string): FailpointSpec[] {
     const a = ACTION.exec(actionText)
     if (!a?.groups)
       throw codedError('ERR_FAILPOINT_SPEC', `unknown action "${actionText}" for failpoint "${name}"`)
-    const kind = a.groups.kind!.startsWith('delay') ? 'delay' : a.groups.kind!
-    if (name.startsWith('supervisor.') && (kind === 'crash' || kind === 'oom')) {
+    const kind = a.groups.kind!.replace(/\(.*$/, '')
+    if (name.startsWith('supervisor.') && WORKER_FAULTS.has(kind)) {
       throw codedError(
         'ERR_FAILPOINT_SPEC',
         `action "${kind}" applies only inside a worker, not to "${name}"`,
       )
     }
-    const action = (kind === 'delay' ? { kind, ms: Number(a.groups.ms) } : { kind }) as FailpointAction
+    const action = (
+      kind === 'delay'
+        ? { kind, ms: Number(a.groups.ms) }
+        : kind === 'exit'
+          ? { kind, code: Number(a.groups.code ?? 0) }
+          : { kind }
+    ) as FailpointAction
     specs.push({ name, action, times: a.groups.times === undefined ? undefined : Number(a.groups.times) })
   }
   return specs
@@ -57,8 +78,8 @@ export function createFailpointCounters(specs: readonly FailpointSpec[]): Shared
 export interface FailpointEnv {
   board: StatusBoard
   counters: SharedArrayBuffer
-  /** Throws `err` as an uncaught exception once the service's start has been acknowledged. */
-  crash?: (err: Error) => void
+  /** Runs `fault` from a timer once the service's start has been acknowledged (worker faults). */
+  afterStart?: (fault: () => void) => void
 }
 
 export type HitFailpoint = (name: string) => Promise<void>
@@ -86,18 +107,45 @@ export function createFailpoints(specs: readonly FailpointSpec[], env: Failpoint
       }
       case 'error':
         throw codedError('ERR_FAILPOINT', `failpoint ${name}: injected error`)
-      case 'crash':
-        env.crash?.(codedError('ERR_FAILPOINT_CRASH', `failpoint ${name}: injected crash`))
-        return
       case 'hang':
         return new Promise<void>(() => {})
       case 'delay':
         await sleep(action.ms)
         return
+      case 'crash':
+      case 'reject':
+      case 'block':
       case 'oom':
-        exhaustHeap()
+      case 'exit':
+        env.afterStart?.(workerFault(name, action))
     }
   }
+}
+
+function workerFault(name: string, action: WorkerFault): () => void {
+  switch (action.kind) {
+    case 'crash':
+      return () => {
+        throw codedError('ERR_FAILPOINT_CRASH', `failpoint ${name}: injected crash`)
+      }
+    case 'reject':
+      return () =>
+        void Promise.reject(codedError('ERR_FAILPOINT_REJECT', `failpoint ${name}: injected rejection`))
+    case 'exit':
+      return () => process.exit(action.code)
+    case 'block':
+      return blockEventLoop
+    case 'oom':
+      return exhaustHeap
+  }
+}
+
+function blockEventLoop(): never {
+  // Never yields to the event loop: no timer, heartbeat or message runs again in this thread, so
+  // only the supervisor's watchdog (worker.terminate()) ends it. Waiting in short slices instead
+  // of spinning spares the CPU and still lets a termination in between slices.
+  const cell = new Int32Array(new SharedArrayBuffer(4))
+  for (;;) Atomics.wait(cell, 0, 0, 100)
 }
 
 function exhaustHeap(): never {

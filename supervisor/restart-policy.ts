@@ -1,20 +1,25 @@
 import type { ServiceTuning } from '../shared/config/types.js'
 import type { WorkerExit } from './worker-handle.js'
 
-const BACKOFF_BASE_MS = 100
-const BACKOFF_CAP_MS = 15_000
-
 export type RestartDecision =
   | { action: 'restart'; attempt: number; delayMs: number }
   | { action: 'stay-down' }
   | { action: 'escalate' }
 
+export type RestartTuning = Pick<
+  ServiceTuning,
+  'restart' | 'maxRestarts' | 'restartWindow' | 'restartBackoff' | 'restartBackoffMax'
+>
+
 /**
- * OTP-style intensity with PM2-style back-off. `history` holds the times of earlier restarts that
- * count toward intensity (recycling does not: it is planned, not a fault).
+ * What to do when a running worker has ended on its own: OTP-style intensity (at most
+ * `maxRestarts` within `restartWindow`, then escalate) with PM2-style exponential back-off and
+ * jitter. `history` holds the times of earlier faults that count toward intensity; recycling is
+ * planned, not a fault, so it neither counts nor waits. The attempt number is the count of faults
+ * within the window, so the back-off starts over once the worker has stayed up a whole window.
  */
 export function decideRestart(
-  tuning: ServiceTuning,
+  tuning: RestartTuning,
   exit: WorkerExit,
   history: readonly number[],
   now: number,
@@ -26,7 +31,8 @@ export function decideRestart(
     return { action: 'stay-down' }
   const recent = history.filter((t) => now - t < tuning.restartWindow).length
   if (recent >= tuning.maxRestarts) return { action: 'escalate' }
-  const attempt = recent + 1 // a worker that stayed up a whole window starts again at attempt 1
-  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (attempt - 1))
+  const attempt = recent + 1
+  const ceiling = Math.min(tuning.restartBackoffMax, tuning.restartBackoff * 2 ** (attempt - 1))
+  // Full delay at most, half at least: workers crashing together do not restart in lockstep.
   return { action: 'restart', attempt, delayMs: Math.round(ceiling * (0.5 + random() / 2)) }
 }

@@ -23,7 +23,7 @@ export interface ServiceSlot {
   shutdown(): Promise<ShutdownOutcome>
   /** This worker's registry, or undefined when it is down or does not answer in time. */
   collect(timeoutMs: number): Promise<MetricsJson | undefined>
-  /** Called every heartbeat by the supervisor: watchdog and memory recycling. */
+  /** Called every supervisor tick: memory recycling. */
   inspect(now: number): void
 }
 
@@ -42,9 +42,16 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   const { config, board, log, ctx, metrics } = deps
   const tuning = config.services[service]
   let handle: WorkerHandle | undefined
-  let running = false // started and acknowledged: an exit now is a crash, not a start failure
+  /** Started and acknowledged, not being recycled: an exit now is a fault, not a start failure. */
+  let running = false
   let stopping = false
   let restartTimer: NodeJS.Timeout | undefined
+  let watchdogTimer: NodeJS.Timeout | undefined
+  /** A restart's start or a recycle in progress; shutdown waits for it (each has a deadline). */
+  let transition: Promise<void> | undefined
+  let lastRecycle = Number.NEGATIVE_INFINITY
+  let recycleHeldLogged = false
+  /** Times of the faults that count toward the restart intensity. */
   const history: number[] = []
 
   function spawn(): WorkerHandle {
@@ -61,59 +68,154 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     metrics.startSeconds.set({ service }, (performance.now() - t0) / 1000)
   }
 
-  function onExit(h: WorkerHandle, exit: WorkerExit): void {
-    if (h !== handle || stopping || !running) return // replaced, shutting down, or a start failure
-    running = false
-    metrics.up.set({ service }, 0)
-    metrics.restarts.inc({ service, reason: exit.reason })
+  function track(p: Promise<void>): void {
+    transition = p
+    void p.finally(() => {
+      if (transition === p) transition = undefined
+    })
+  }
+
+  function nowRunning(): void {
+    running = true
+    board.setState(service, 'running')
+    metrics.up.set({ service }, 1)
+    armWatchdog(tuning.watchdogTimeout)
+  }
+
+  // The watchdog reads the heartbeat the worker writes to the status board every second. It runs
+  // on its own timer, due the moment the last beat turns `watchdogTimeout` old, so a blocked
+  // worker is caught within watchdogTimeout of its last beat, not a supervisor tick later.
+  function armWatchdog(inMs: number): void {
+    clearTimeout(watchdogTimer)
+    watchdogTimer = setTimeout(checkHeartbeat, inMs)
+    watchdogTimer.unref()
+  }
+
+  function checkHeartbeat(): void {
+    const h = handle
+    if (!running || stopping || !h) return
+    const silentMs = Date.now() - board.sample(service).heartbeatMs
+    if (silentMs <= tuning.watchdogTimeout) {
+      armWatchdog(tuning.watchdogTimeout - silentMs + 1)
+      return
+    }
+    // No heap snapshot here: V8 takes one on the worker's own thread, which is the one blocked.
     log.error(
-      { event: 'worker.crashed', service, reason: exit.reason, exitCode: exit.exitCode, err: exit.err },
-      `${service} worker crashed (${exit.reason})`,
+      { event: 'worker.watchdog', service, silentMs, watchdogTimeoutMs: tuning.watchdogTimeout },
+      `${service} heartbeat silent for ${silentMs}ms; terminating`,
     )
-    const decision = decideRestart(tuning, exit, history, Date.now())
-    if (decision.action === 'stay-down' || ctx.signal.aborted) {
+    void h.terminate('watchdog') // its exit is handled as a fault by onExit
+  }
+
+  function onExit(h: WorkerHandle, exit: WorkerExit): void {
+    // Ignored when replaced, shutting down, being recycled (recycle() handles it) or not yet
+    // started (a start failure, reported by start()).
+    if (h !== handle || stopping || !running) return
+    running = false
+    afterExit(exit)
+  }
+
+  /** A running worker has ended on its own or been recycled: restart, stay down, or escalate. */
+  function afterExit(exit: WorkerExit): void {
+    clearTimeout(watchdogTimer)
+    metrics.up.set({ service }, 0)
+    const level = exit.reason === 'recycled' ? 'info' : 'error'
+    log[level](
+      { event: 'worker.crashed', service, reason: exit.reason, exitCode: exit.exitCode, err: exit.err },
+      `${service} worker ended (${exit.reason})`,
+    )
+    if (stopping || ctx.signal.aborted) {
       board.setState(service, 'down')
+      return
+    }
+    const now = Date.now()
+    const decision = decideRestart(tuning, exit, history, now)
+    if (decision.action === 'stay-down') {
+      board.setState(service, 'down')
+      log.warn(
+        { event: 'worker.down', service, reason: exit.reason, restart: tuning.restart },
+        `${service} stays down (restart: ${tuning.restart})`,
+      )
       return
     }
     if (decision.action === 'escalate') {
       board.setState(service, 'down')
+      log.error(
+        {
+          event: 'worker.crash-loop',
+          service,
+          maxRestarts: tuning.maxRestarts,
+          restartWindowMs: tuning.restartWindow,
+        },
+        `${service} crashed more than ${tuning.maxRestarts} times in ${tuning.restartWindow}ms`,
+      )
       ctx.cancel({ cause: 'crash-loop', service })
       return
     }
-    if (exit.reason !== 'recycled') history.push(Date.now())
+    if (exit.reason !== 'recycled') history.push(now)
     board.setState(service, 'restarting')
+    metrics.restarts.inc({ service, reason: exit.reason })
     log.warn(
       {
         event: 'worker.restarting',
         service,
+        reason: exit.reason,
         attempt: decision.attempt,
         delayMs: decision.delayMs,
-        reason: exit.reason,
       },
-      `restarting ${service} in ${decision.delayMs}ms`,
+      `restarting ${service} in ${decision.delayMs}ms (attempt ${decision.attempt})`,
     )
-    restartTimer = setTimeout(restart, decision.delayMs)
+    restartTimer = setTimeout(() => {
+      restartTimer = undefined
+      track(restart())
+    }, decision.delayMs)
   }
 
+  // A fresh thread with a fresh control channel; whoever talks to this service (the metrics
+  // scrape, the board's readers) reaches the new worker through this slot without restarting.
   async function restart(): Promise<void> {
-    restartTimer = undefined
-    if (stopping) return
+    if (stopping || ctx.signal.aborted) return // the run is ending: its shutdown finds it down
     const h = spawn()
     try {
       await sendStart(h)
-      if (stopping) return
-      running = true
-      board.setState(service, 'running')
-      log.info({ event: 'worker.restarted', service }, `${service} restarted`)
     } catch (err) {
       if (stopping || h !== handle) return
-      // A restart that cannot start is one more crash of the same worker.
+      // A restart that cannot start is one more fault of the same worker.
       log.error({ event: 'service.start.failed', service, err }, `${service} failed to restart`)
-      running = true
-      if (h.alive())
-        void h.terminate('exception') // its exit runs onExit
-      else onExit(h, await h.exited)
+      const exit = h.alive() ? await h.terminate('exception') : await h.exited
+      afterExit({ ...exit, err: exit.err ?? (err as Error) })
+      return
     }
+    if (stopping) return
+    nowRunning()
+    log.info({ event: 'worker.restarted', service }, `${service} restarted`)
+  }
+
+  // Planned, before V8 kills the worker: shutdown first, so in-flight work completes, then a
+  // fresh worker at once. At most once per restartWindow: a worker already over the threshold
+  // right after a recycle is left to its heap limit (oom), which the restart policy bounds.
+  async function recycle(h: WorkerHandle, usedBytes: number, limitBytes: number): Promise<void> {
+    running = false
+    lastRecycle = Date.now()
+    clearTimeout(watchdogTimer)
+    board.setState(service, 'restarting')
+    log.warn(
+      {
+        event: 'worker.recycling',
+        service,
+        heapUsedBytes: usedBytes,
+        heapLimitBytes: limitBytes,
+        recycleAtPercent: tuning.recycleAtPercent,
+      },
+      `${service} heap above ${tuning.recycleAtPercent}% of its limit: recycling`,
+    )
+    try {
+      await h.rpc.request('shutdown', { deadlineMs: tuning.shutdownTimeout }, tuning.shutdownTimeout)
+    } catch (err) {
+      log.error({ event: 'worker.recycle.failed', service, err }, `${service} did not shut down cleanly`)
+    }
+    // A worker that died during its shutdown reports that fault, not `recycled`.
+    afterExit(await h.terminate('recycled'))
   }
 
   return {
@@ -130,13 +232,13 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         board.setState(service, 'failed')
         throw err
       }
-      running = true
-      board.setState(service, 'running')
-      metrics.up.set({ service }, 1)
+      nowRunning()
     },
     async shutdown() {
       stopping = true
       clearTimeout(restartTimer)
+      clearTimeout(watchdogTimer)
+      await transition
       board.setState(service, 'stopping')
       const h = handle
       if (!h?.alive()) {
@@ -157,6 +259,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
           await h.terminate('terminated')
           return 'timeout'
         }
+        // It died before acknowledging: its shutdown is over, but not cleanly (exit code 1).
         const exit = await h.exited
         log.error(
           { event: 'worker.crashed', service, reason: exit.reason, exitCode: exit.exitCode, err: exit.err },
@@ -164,6 +267,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         )
         return 'crashed'
       } finally {
+        running = false
         board.setState(service, 'stopped')
         metrics.shutdownSeconds.set({ service }, (performance.now() - t0) / 1000)
       }
@@ -179,38 +283,19 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     inspect(now) {
       const h = handle
       if (!running || stopping || !h) return
-      const sample = board.sample(service)
-      if (now - sample.heartbeatMs > tuning.watchdogTimeout) {
-        log.error(
-          { event: 'worker.watchdog', service, silentMs: now - sample.heartbeatMs },
-          `${service} heartbeat stopped; terminating`,
-        )
-        void h.terminate('watchdog')
+      const { heapUsedBytes, heapLimitBytes } = board.sample(service)
+      if (heapLimitBytes <= 0 || heapUsedBytes / heapLimitBytes < tuning.recycleAtPercent / 100) return
+      if (now - lastRecycle < tuning.restartWindow) {
+        if (!recycleHeldLogged)
+          log.warn(
+            { event: 'worker.recycle.held', service, heapUsedBytes, heapLimitBytes },
+            `${service} is over its recycling threshold again within restartWindow; not recycling`,
+          )
+        recycleHeldLogged = true
         return
       }
-      if (
-        sample.heapLimitBytes > 0 &&
-        sample.heapUsedBytes / sample.heapLimitBytes >= tuning.recycleAtPercent / 100
-      ) {
-        log.warn(
-          {
-            event: 'worker.recycling',
-            service,
-            heapUsedBytes: sample.heapUsedBytes,
-            heapLimitBytes: sample.heapLimitBytes,
-          },
-          `${service} heap above ${tuning.recycleAtPercent}%: recycling`,
-        )
-        running = false
-        board.setState(service, 'restarting')
-        void h.rpc
-          .request('shutdown', { deadlineMs: tuning.shutdownTimeout }, tuning.shutdownTimeout)
-          .catch(() => undefined)
-          .then(() => {
-            running = true // so the exit below is handled as this worker's end
-            return h.terminate('recycled')
-          })
-      }
+      recycleHeldLogged = false
+      track(recycle(h, heapUsedBytes, heapLimitBytes))
     },
   }
 }

@@ -100,6 +100,8 @@ function tuningFor(name: ServiceName, s: Settings, t: TuningInput): ServiceTunin
     restart: t.restart ?? 'permanent',
     maxRestarts: t.maxRestarts ?? 5,
     restartWindow: t.restartWindow ?? 60_000,
+    restartBackoff: t.restartBackoff ?? 100,
+    restartBackoffMax: t.restartBackoffMax ?? 15_000,
     watchdogTimeout: t.watchdogTimeout ?? 10_000,
     recycleAtPercent: t.recycleAtPercent ?? 90,
   }

@@ -63,7 +63,10 @@ export const tuningSchema = z.strictObject({
   restart: z.enum(['permanent', 'transient', 'temporary']).optional(),
   maxRestarts: z.number().int().min(0).optional(),
   restartWindow: duration.optional(),
-  watchdogTimeout: duration.optional(),
+  restartBackoff: duration.optional(),
+  restartBackoffMax: duration.optional(),
+  // Workers beat once a second: anything shorter would kill healthy workers.
+  watchdogTimeout: duration.pipe(z.number().min(2000, 'must be at least 2s (two heartbeats)')).optional(),
   recycleAtPercent: z.number().min(1).max(100).optional(),
 })
 

@@ -30,6 +30,9 @@ export interface ServiceTuning {
   restart: RestartPolicy
   maxRestarts: number
   restartWindow: number
+  /** First delay before a restart; doubles per attempt (with jitter) up to restartBackoffMax. */
+  restartBackoff: number
+  restartBackoffMax: number
   watchdogTimeout: number
   recycleAtPercent: number
 }
