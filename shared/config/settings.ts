@@ -123,6 +123,11 @@ export const SETTINGS = {
     default: 'false',
     help: 'also write each role certificate key as <domain><delimiter><role>.key.pem',
   },
+  podUid: {
+    kind: 'string',
+    default: '',
+    help: 'instance id of this workload in the certificate (empty: the host name)',
+  },
   serverCaCert: { kind: 'path', default: '', help: 'CA bundle to verify the ZTS server (empty: system CAs)' },
   gatewayAddr: {
     kind: 'address',

@@ -1,53 +1,88 @@
-import { readFile } from 'node:fs/promises'
-import { writeFileAtomic } from '../../shared/atomic-file.js'
 import type { Config } from '../../shared/config/types.js'
 import { defineService } from '../../shared/define-service.js'
+import { backoffDelay, pause } from '../../shared/identity/backoff.js'
+import type { CertProvider } from '../../shared/identity/cert-provider.js'
+import { type CsrPool, createCsrPool } from '../../shared/identity/csr-pool.js'
 import {
-  generateRsaKey,
-  issueCertificate,
-  loadOrCreateAuthority,
-} from '../../shared/identity/local-authority.js'
-import type { Logger } from '../../shared/logger.js'
-import { timerTask } from '../../shared/timer-task.js'
+  createIdentityRefresher,
+  type Identity,
+  readIdentity,
+  roleCertPath,
+} from '../../shared/identity/identity.js'
+import { createLocalCertProvider } from '../../shared/identity/local-cert-provider.js'
+import { parseTargets } from '../../shared/identity/targets.js'
+import { registerX509Metrics } from './x509-metrics.js'
 
-/** Issues the service identity from the local authority and refreshes it every REFRESH_INTERVAL. */
-async function refreshIdentity(config: Config, log: Logger): Promise<void> {
-  const ca = await loadOrCreateAuthority(config.dataDir)
-  const { privateKeyPem, publicKeyPem } = await generateRsaKey()
-  const domainDashed = config.athenzDomain.replaceAll('.', '-')
-  const certPem = issueCertificate(ca, {
-    publicKeyPem,
-    commonName: `${config.athenzDomain}.${config.serviceAccount}`,
-    dnsNames: [`${config.serviceAccount}.${domainDashed}.${config.dnsSuffix}`],
-    uris: [`spiffe://${config.athenzDomain}/sa/${config.serviceAccount}`],
-    ips: config.podIp ? [config.podIp] : [],
-    validityMs: Math.max(2 * config.refreshInterval, 3600_000),
-  })
-  // Key first, then cert: a reader pairing them never sees a cert for a key that is not there.
-  await writeFileAtomic(config.keyFile, privateKeyPem, 0o600)
-  await writeFileAtomic(config.certFile, certPem, 0o644)
-  if ((await readFile(config.caCertFile, 'utf8').catch(() => '')) !== ca.certPem) {
-    await writeFileAtomic(config.caCertFile, ca.certPem, 0o644)
-  }
-  log.info(
-    { event: 'certificate.refreshed', certFile: config.certFile, keyFile: config.keyFile },
-    'identity refreshed',
-  )
+const INITIAL_BACKOFF_MS = 5_000
+
+function certProvider(config: Config, pool: CsrPool): CertProvider {
+  return createLocalCertProvider(config.dataDir, pool, config.refreshInterval)
 }
 
+let pool: CsrPool | undefined
+
+/**
+ * The certificate service: issues the service identity and role certificates at start, then
+ * every REFRESH_INTERVAL; a failed refresh is retried with backoff and never replaces good files.
+ */
 defineService({
-  async start({ config, log, go }) {
-    await refreshIdentity(config, log)
+  async start({ config, log, go, registry, signal }) {
+    pool = createCsrPool()
+    const provider = certProvider(config, pool)
+    const refresher = createIdentityRefresher({ config, log, provider, pool })
+    const targets = parseTargets(config.targetDomainRoles)
+    registerX509Metrics(registry, () => [
+      config.certFile,
+      config.caCertFile,
+      ...targets.map((t) => roleCertPath(config, t)),
+    ])
+
+    let identity: Identity | undefined
+    try {
+      identity = await refresher.refresh(signal)
+    } catch (err) {
+      identity = await readIdentity(config)
+      if (!identity) throw err
+      log.warn(
+        { event: 'certificate.refresh.failed', err, keeping: config.certFile },
+        'could not refresh the identity at start; using the valid one on disk',
+      )
+    }
+
     const jitterMs = Math.floor(Math.random() * config.delayJitterSeconds * 1000)
-    await go(
-      'refresh-timer',
-      timerTask(
-        (i) => config.refreshInterval + (i === 0 ? jitterMs : 0),
-        () =>
-          refreshIdentity(config, log).catch((err) =>
-            log.error({ err }, 'refresh failed; keeping the current identity'),
-          ),
-      ),
+    const maxBackoffMs = Math.max(1, Math.floor(config.refreshInterval / 4))
+    log.info(
+      {
+        event: 'certificate.refresh.scheduled',
+        keyFile: config.keyFile,
+        certFile: config.certFile,
+        roles: config.targetDomainRoles,
+        provider: provider.name,
+        everyMs: config.refreshInterval,
+      },
+      `will refresh key[${config.keyFile}], cert[${config.certFile}] and certificates for roles[${config.targetDomainRoles.join(',')}] with provider[${provider.name}] after ${config.refreshInterval}ms`,
     )
+    await go('refresh-timer', async (t) => {
+      let wait = config.refreshInterval + jitterMs
+      let failures = 0
+      while (await pause(wait, t.signal)) {
+        try {
+          identity = await refresher.refresh(t.signal)
+          failures = 0
+          wait = config.refreshInterval
+        } catch (err) {
+          if (t.signal.aborted) break
+          wait = backoffDelay(failures++, INITIAL_BACKOFF_MS, maxBackoffMs)
+          log.warn(
+            { event: 'certificate.refresh.failed', err, attempt: failures, retryInMs: wait },
+            `refresh failed; keeping the current certificates, retrying in ${wait}ms`,
+          )
+        }
+      }
+      return undefined
+    })
+  },
+  async stop() {
+    await pool?.close()
   },
 })
