@@ -128,6 +128,11 @@ export const SETTINGS = {
     default: '',
     help: 'instance id of this workload in the certificate (empty: the host name)',
   },
+  saTokenFile: {
+    kind: 'path',
+    default: '',
+    help: 'service account token sent to ZTS as attestation data at instance register',
+  },
   serverCaCert: { kind: 'path', default: '', help: 'CA bundle to verify the ZTS server (empty: system CAs)' },
   gatewayAddr: {
     kind: 'address',

@@ -6,6 +6,8 @@ export interface CertProvider {
   /** Issues the service (instance) certificate for `csrPem`; register or refresh is the provider's call. */
   instance(csrPem: string, signal: AbortSignal): Promise<{ certPem: string; caPem: string }>
   roleCert(csrPem: string, target: Target, signal: AbortSignal): Promise<string>
+  /** The identity that later calls authenticate with (mutual TLS to ZTS). */
+  useIdentity?(identity: { keyPem: string; certPem: string; caPem: string }): void
   /** On shutdown with DELETE_INSTANCE_ID. */
   deleteInstance?(signal: AbortSignal): Promise<void>
 }

@@ -73,6 +73,8 @@ export async function readIdentity(config: Config): Promise<Identity | undefined
 export interface IdentityRefresher {
   /** Fetches a new identity and role certs and writes them; throws if any part failed. */
   refresh(signal: AbortSignal): Promise<Identity>
+  /** Role certificates only, for an identity someone else provides (the `files` provider). */
+  refreshRoles(keyPem: string, signal: AbortSignal): Promise<void>
 }
 
 export function createIdentityRefresher(deps: {
@@ -137,15 +139,19 @@ export function createIdentityRefresher(deps: {
       const cert = checkIssued(certPem, keyPem, principal)
       const id = { keyPem, certPem, caPem }
       await writeIdentity(id)
+      provider.useIdentity?.(id)
       log.info(
         { event: 'certificate.issued', kind: 'instance', file: config.certFile, ...describeCert(cert) },
         'new instance certificate',
       )
+      await this.refreshRoles(keyPem, signal)
+      return id
+    },
+    async refreshRoles(keyPem, signal) {
       const failed = await roleCerts(keyPem, signal)
       if (failed.length) {
         throw codedError('ERR_ROLE_CERTS', `${failed.length} of ${targets.length} role certificates failed`)
       }
-      return id
     },
   }
 }

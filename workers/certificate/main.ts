@@ -1,35 +1,28 @@
-import type { Config } from '../../shared/config/types.js'
 import { defineService } from '../../shared/define-service.js'
+import { codedError } from '../../shared/errors.js'
+import { createIdentityPublisher, type IdentityPublisher } from '../../shared/identity/announce.js'
 import { backoffDelay, pause } from '../../shared/identity/backoff.js'
-import type { CertProvider } from '../../shared/identity/cert-provider.js'
-import { type CsrPool, createCsrPool } from '../../shared/identity/csr-pool.js'
-import {
-  createIdentityRefresher,
-  type Identity,
-  readIdentity,
-  roleCertPath,
-} from '../../shared/identity/identity.js'
-import { createLocalCertProvider } from '../../shared/identity/local-cert-provider.js'
+import { type Identity, readIdentity, roleCertPath } from '../../shared/identity/identity.js'
+import { type CertRuntime, createCertRuntime } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
+import { watchFiles } from '../../shared/identity/watch.js'
 import { registerX509Metrics } from './x509-metrics.js'
 
 const INITIAL_BACKOFF_MS = 5_000
+const DELETE_TIMEOUT_MS = 5_000
 
-function certProvider(config: Config, pool: CsrPool): CertProvider {
-  return createLocalCertProvider(config.dataDir, pool, config.refreshInterval)
-}
-
-let pool: CsrPool | undefined
+let runtime: CertRuntime | undefined
+let publisher: IdentityPublisher | undefined
 
 /**
- * The certificate service: issues the service identity and role certificates at start, then
+ * The certificate service: obtains the service identity and role certificates at start, then
  * every REFRESH_INTERVAL; a failed refresh is retried with backoff and never replaces good files.
+ * Each new identity is announced in-process (the token service's mutual TLS to ZTS).
  */
 defineService({
   async start({ config, log, go, registry, signal }) {
-    pool = createCsrPool()
-    const provider = certProvider(config, pool)
-    const refresher = createIdentityRefresher({ config, log, provider, pool })
+    const rt = await createCertRuntime(config, log)
+    runtime = rt
     const targets = parseTargets(config.targetDomainRoles)
     registerX509Metrics(registry, () => [
       config.certFile,
@@ -37,16 +30,68 @@ defineService({
       ...targets.map((t) => roleCertPath(config, t)),
     ])
 
-    let identity: Identity | undefined
+    let identity: Identity | undefined = await readIdentity(config)
+    publisher = createIdentityPublisher(() => identity)
+    const adopt = (id: Identity) => {
+      identity = id
+      rt.provider.useIdentity?.(id)
+      publisher?.publish(id)
+    }
+    // A valid identity on disk authenticates the first call (ZTS refresh rather than register).
+    if (identity) rt.provider.useIdentity?.(identity)
+
+    /** One refresh: the whole identity, or only the role certs of someone else's identity. */
+    const refreshOnce = async (s: AbortSignal) => {
+      if (rt.kind !== 'files') return adopt(await rt.refresher.refresh(s))
+      if (!identity)
+        throw codedError('ERR_NO_IDENTITY', `no valid key/cert in ${config.keyFile}, ${config.certFile}`)
+      await rt.refresher.refreshRoles(identity.keyPem, s)
+    }
+
+    if (rt.kind === 'files') {
+      if (!identity)
+        throw codedError('ERR_NO_IDENTITY', `no valid key/cert in ${config.keyFile}, ${config.certFile}`)
+      adopt(identity)
+      log.info({ event: 'certificate.files', certFile: config.certFile }, 'certificate provisioning by files')
+    }
     try {
-      identity = await refresher.refresh(signal)
+      await refreshOnce(signal)
     } catch (err) {
-      identity = await readIdentity(config)
       if (!identity) throw err
       log.warn(
         { event: 'certificate.refresh.failed', err, keeping: config.certFile },
-        'could not refresh the identity at start; using the valid one on disk',
+        'could not refresh at start; keeping the valid identity on disk',
       )
+      publisher.publish(identity)
+    }
+
+    if (rt.kind === 'files') {
+      await go('file-watcher', async (t) => {
+        let reloading = Promise.resolve()
+        const reload = async () => {
+          const next = await readIdentity(config)
+          // A half-written pair (key replaced, cert not yet) does not validate: wait for the next change.
+          if (!next || next.certPem === identity?.certPem) return
+          adopt(next)
+          log.info(
+            { event: 'certificate.reloaded', certFile: config.certFile },
+            'reloaded the identity from files',
+          )
+          await rt.refresher.refreshRoles(next.keyPem, t.signal).catch((err: unknown) => {
+            log.warn({ event: 'certificate.refresh.failed', err }, 'role certificates for the new key failed')
+          })
+        }
+        watchFiles(
+          [config.keyFile, config.certFile],
+          () => {
+            reloading = reloading.then(reload)
+          },
+          t.signal,
+        )
+        await new Promise((r) => t.signal.addEventListener('abort', r, { once: true }))
+        await reloading
+        return undefined
+      })
     }
 
     const jitterMs = Math.floor(Math.random() * config.delayJitterSeconds * 1000)
@@ -57,17 +102,17 @@ defineService({
         keyFile: config.keyFile,
         certFile: config.certFile,
         roles: config.targetDomainRoles,
-        provider: provider.name,
+        provider: rt.kind,
         everyMs: config.refreshInterval,
       },
-      `will refresh key[${config.keyFile}], cert[${config.certFile}] and certificates for roles[${config.targetDomainRoles.join(',')}] with provider[${provider.name}] after ${config.refreshInterval}ms`,
+      `will refresh key[${config.keyFile}], cert[${config.certFile}] and certificates for roles[${config.targetDomainRoles.join(',')}] with provider[${rt.kind}] after ${config.refreshInterval}ms`,
     )
     await go('refresh-timer', async (t) => {
       let wait = config.refreshInterval + jitterMs
       let failures = 0
       while (await pause(wait, t.signal)) {
         try {
-          identity = await refresher.refresh(t.signal)
+          await refreshOnce(t.signal)
           failures = 0
           wait = config.refreshInterval
         } catch (err) {
@@ -82,7 +127,19 @@ defineService({
       return undefined
     })
   },
-  async stop() {
-    await pool?.close()
+  async stop({ config, log }) {
+    if (config.deleteInstanceId && runtime?.provider.deleteInstance) {
+      try {
+        await runtime.provider.deleteInstance(AbortSignal.timeout(DELETE_TIMEOUT_MS))
+        log.info({ event: 'certificate.instance.deleted' }, 'deleted the instance record at ZTS')
+      } catch (err) {
+        log.error(
+          { event: 'certificate.instance.delete.failed', err },
+          'could not delete the instance record',
+        )
+      }
+    }
+    publisher?.close()
+    await runtime?.close()
   },
 })

@@ -2,26 +2,21 @@ import { readFile } from 'node:fs/promises'
 import { createServer as createHttpServer, type Server } from 'node:http'
 import type * as https from 'node:https'
 import { createServer as createHttpsServer } from 'node:https'
-import { join } from 'node:path'
 import { writeFileAtomic } from '../../shared/atomic-file.js'
 import type { Config } from '../../shared/config/types.js'
 import { defineService } from '../../shared/define-service.js'
-import { createLocalTokenSource } from '../../shared/identity/local-token-source.js'
+import { subscribeIdentity } from '../../shared/identity/announce.js'
+import { readIdentity } from '../../shared/identity/identity.js'
+import { tokenFilePath, tokenSourceFor, ztsClientFor } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
 import type { AccessToken, RoleToken, TokenSource } from '../../shared/identity/tokens.js'
+import { watchFiles } from '../../shared/identity/watch.js'
+import type { ZtsClient } from '../../shared/identity/zts-client.js'
 import type { Logger } from '../../shared/logger.js'
 import { timerTask } from '../../shared/timer-task.js'
 import { createTokenApi } from './api.js'
 import { type CacheKey, createTokenCache, describeKey, type TokenCache } from './cache.js'
 import { registerTokenMetrics, type TokenKind } from './metrics.js'
-
-function tokenSource(config: Config): TokenSource {
-  return createLocalTokenSource({
-    dataDir: config.dataDir,
-    principal: `${config.athenzDomain}.${config.serviceAccount}`,
-    defaultExpirySec: Math.floor(config.tokenExpiry / 1000),
-  })
-}
 
 async function tlsOptions(config: Config) {
   const [cert, key, ca] = await Promise.all([
@@ -65,13 +60,13 @@ async function writeTokenFiles(config: Config, caches: Caches, targets: CacheKey
   const writes: Promise<void>[] = []
   for (const e of caches.roleTokens?.entries() ?? []) {
     if (ids.has(describeKey(e.key))) {
-      const file = join(config.tokenDir, `${e.key.domain}:role.${e.key.role}.roletoken`)
+      const file = tokenFilePath(config, e.key.domain, e.key.role, 'roletoken')
       writes.push(writeFileAtomic(file, e.value.token, 0o600))
     }
   }
   for (const e of caches.accessTokens?.entries() ?? []) {
     if (ids.has(describeKey(e.key))) {
-      const file = join(config.tokenDir, `${e.key.domain}:role.${e.key.role}.accesstoken`)
+      const file = tokenFilePath(config, e.key.domain, e.key.role, 'accesstoken')
       writes.push(writeFileAtomic(file, e.value.access_token, 0o600))
     }
   }
@@ -107,9 +102,22 @@ async function updateTargets(
   return filesOk && rt.failed === 0 && at.failed === 0
 }
 
+let client: ZtsClient | undefined
+let subscription: { close(): void } | undefined
+
 defineService({
   async start({ config, log, serve, go, registry, signal }) {
-    const source = tokenSource(config)
+    // ZTS: mutual TLS with the identity the certificate service announces (the files at first).
+    if (config.endpoint) {
+      const c = await ztsClientFor(config)
+      client = c
+      c.setIdentity(await readIdentity(config))
+      subscription = subscribeIdentity((id) => {
+        c.setIdentity(id)
+        log.info({ event: 'token.identity.updated' }, 'using the new service identity for ZTS')
+      })
+    }
+    const source = tokenSourceFor(config, client)
     const caches = createCaches(config, source, signal)
     registerTokenMetrics(registry, {
       ...(caches.roleTokens ? { roletoken: caches.roleTokens } : {}),
@@ -141,6 +149,26 @@ defineService({
       : createHttpServer(handler)
     server.requestTimeout = config.tokenServerTimeout + 5_000
     await serve('server', server, config.tokenServerAddr)
+    if (tls) {
+      await go('tls-watcher', async (t) => {
+        // The token server's certificate is renewed on disk (often the service certificate itself).
+        watchFiles(
+          [config.tokenServerTlsCertPath, config.tokenServerTlsKeyPath],
+          () =>
+            void tlsOptions(config)
+              .then((o) => {
+                ;(server as unknown as https.Server).setSecureContext(o)
+                log.info({ event: 'token.tls.reloaded' }, 'token server certificate reloaded')
+              })
+              .catch((err: unknown) =>
+                log.warn({ err }, 'token server certificate reload failed; keeping the old one'),
+              ),
+          t.signal,
+        )
+        await new Promise((r) => t.signal.addEventListener('abort', r, { once: true }))
+        return undefined
+      })
+    }
     log.info(
       { event: 'token.refresh.scheduled', everyMs: config.tokenRefreshInterval },
       `will refresh tokens every ${config.tokenRefreshInterval}ms`,
@@ -151,8 +179,6 @@ defineService({
       if (evicted)
         log.info({ event: 'token.cache.evicted', count: evicted }, `evicted ${evicted} idle tokens`)
       await updateTargets(config, caches, targets, log, true)
-      // The token server's own certificate may have been renewed on disk.
-      if (tls) (server as unknown as https.Server).setSecureContext(await tlsOptions(config))
     }
     await go(
       'refresh-timer',
@@ -161,5 +187,9 @@ defineService({
         () => refreshTick().catch((err: unknown) => log.error({ err }, 'token refresh failed')),
       ),
     )
+  },
+  stop() {
+    subscription?.close()
+    client?.close()
   },
 })
