@@ -42,7 +42,7 @@ export interface ZtsDouble {
   delay(route: Route, ms: number): void
   /** The next call of `route` returns a certificate for another key. */
   wrongKeyNext(route: Route): void
-  /** A key and certificate issued by the double's CA (for the files provider). */
+  /** A key and certificate issued by the double's CA (for the files provider), valid for 127.0.0.1. */
   issue(commonName: string): Promise<{ keyPem: string; certPem: string }>
   close(): Promise<void>
 }
@@ -231,7 +231,12 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
       const k = await generateRsaKey()
       return {
         keyPem: k.privateKeyPem,
-        certPem: issueCertificate(ca, { publicKeyPem: k.publicKeyPem, commonName, validityMs: VALIDITY_MS }),
+        certPem: issueCertificate(ca, {
+          publicKeyPem: k.publicKeyPem,
+          commonName,
+          ips: ['127.0.0.1'],
+          validityMs: VALIDITY_MS,
+        }),
       }
     },
     close: () =>
