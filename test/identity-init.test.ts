@@ -70,3 +70,18 @@ describe('MODE=init', () => {
     assert.equal(await runInit(cfg, log), 1)
   })
 })
+
+describe('identity settings', () => {
+  it('rejects a malformed TARGET_DOMAIN_ROLES and half a TLS configuration, naming the setting', () => {
+    assert.throws(() => loadConfig([], { TARGET_DOMAIN_ROLES: 'demo:role.ok,nonsense' }), {
+      code: 'ERR_CONFIG',
+      message: /TARGET_DOMAIN_ROLES: invalid entry "nonsense"/,
+    })
+    assert.throws(() => loadConfig([], { TOKEN_SERVER_TLS_CERT_PATH: '/c.pem' }), {
+      message: /TOKEN_SERVER_TLS_KEY_PATH/,
+    })
+    assert.throws(() => loadConfig([], { TOKEN_SERVER_TLS_CA_PATH: '/ca.pem' }), {
+      message: /TOKEN_SERVER_TLS_CA_PATH/,
+    })
+  })
+})

@@ -12,10 +12,7 @@ export function parseTargets(list: readonly string[]): Target[] {
     const domain = entry.slice(0, at)
     const role = entry.slice(at + ':role.'.length)
     if (at <= 0 || role === '') {
-      throw codedError(
-        'ERR_CONFIG',
-        `invalid TARGET_DOMAIN_ROLES entry "${entry}": expected <domain>:role.<role>`,
-      )
+      throw codedError('ERR_CONFIG', `invalid entry "${entry}": expected <domain>:role.<role>`)
     }
     return { domain, role }
   })
