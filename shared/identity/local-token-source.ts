@@ -1,5 +1,5 @@
 import { codedError } from '../errors.js'
-import { loadOrCreateAuthority } from './local-authority.js'
+import { type Authority, loadOrCreateAuthority } from './local-authority.js'
 import { issueAccessToken, issueRoleToken, jwks } from './local-tokens.js'
 import type { TokenSource } from './tokens.js'
 
@@ -15,10 +15,15 @@ export interface LocalTokenSourceOptions {
 
 /** Tokens signed by the embedded authority (DESIGN.md §6 `local`). */
 export function createLocalTokenSource(opts: LocalTokenSourceOptions): TokenSource {
-  const authority = () =>
-    loadOrCreateAuthority(opts.dataDir).catch((err: unknown) => {
+  // The CA never changes once created: load it once, but retry after a failure.
+  let loaded: Promise<Authority> | undefined
+  const authority = () => {
+    loaded ??= loadOrCreateAuthority(opts.dataDir).catch((err: unknown) => {
+      loaded = undefined
       throw codedError('ERR_UPSTREAM', 'local authority unavailable', err)
     })
+    return loaded
+  }
   const fallback = opts.defaultExpirySec || DEFAULT_TTL_SEC
   return {
     async roleToken(req) {
