@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util'
 import { parse as parseYaml } from 'yaml'
 import { codedError } from '../errors.js'
 import { parseFailpoints } from '../failpoints.js'
+import { parseTargets } from '../identity/targets.js'
 import { SERVICES, type ServiceName } from '../services.js'
 import { servicesSchema, settingSchema, type TuningInput } from './schema.js'
 import { envName, flagName, SETTINGS, type SettingKey, type SettingSpec } from './settings.js'
@@ -70,6 +71,23 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     parseFailpoints(s.failpoints)
   } catch (err) {
     throw configError(envName('failpoints'), (err as Error).message)
+  }
+  try {
+    parseTargets(s.targetDomainRoles)
+  } catch (err) {
+    throw configError(envName('targetDomainRoles'), (err as Error).message)
+  }
+  if (Boolean(s.tokenServerTlsCertPath) !== Boolean(s.tokenServerTlsKeyPath)) {
+    throw configError(
+      envName('tokenServerTlsKeyPath'),
+      'TOKEN_SERVER_TLS_CERT_PATH and _KEY_PATH go together',
+    )
+  }
+  if (s.tokenServerTlsCaPath && !s.tokenServerTlsCertPath) {
+    throw configError(
+      envName('tokenServerTlsCaPath'),
+      'mutual TLS needs TOKEN_SERVER_TLS_CERT_PATH and _KEY_PATH',
+    )
   }
   s.keyFile ||= join(s.dataDir, 'key.pem')
   s.certFile ||= join(s.dataDir, 'cert.pem')

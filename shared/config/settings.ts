@@ -81,6 +81,59 @@ export const SETTINGS = {
     help: 'token expiry requested upstream (0: server default)',
   },
   tokenDir: { kind: 'path', default: '', help: 'directory for token files (empty: none)' },
+  tokenType: {
+    kind: 'string',
+    default: 'roletoken+accesstoken',
+    values: ['roletoken', 'accesstoken', 'roletoken+accesstoken', 'accesstoken+roletoken'],
+    help: 'token types the token service fetches and serves',
+  },
+  roleAuthHeader: {
+    kind: 'string',
+    default: 'Athenz-Role-Auth',
+    help: 'response header that carries the role token in header mode',
+  },
+  tokenCacheIdleEvict: {
+    kind: 'duration',
+    default: '2h',
+    help: 'drop a cached token unused for this long (0: never; targets are never dropped)',
+  },
+  tokenServerTlsCertPath: {
+    kind: 'path',
+    default: '',
+    help: 'token server TLS certificate (empty: plain HTTP)',
+  },
+  tokenServerTlsKeyPath: { kind: 'path', default: '', help: 'token server TLS private key' },
+  tokenServerTlsCaPath: {
+    kind: 'path',
+    default: '',
+    help: 'CA for token server client certificates (set: mutual TLS required)',
+  },
+  deleteInstanceId: {
+    kind: 'bool',
+    default: 'false',
+    help: 'delete the instance record at ZTS on shutdown',
+  },
+  intermediateCertBundle: {
+    kind: 'path',
+    default: '',
+    help: 'intermediate certificates appended to the service certificate',
+  },
+  roleCertKeyFileOutput: {
+    kind: 'bool',
+    default: 'false',
+    help: 'also write each role certificate key as <domain><delimiter><role>.key.pem',
+  },
+  podUid: {
+    kind: 'string',
+    default: '',
+    help: 'instance id of this workload in the certificate (empty: the host name)',
+  },
+  saTokenFile: {
+    kind: 'path',
+    default: '',
+    help: 'service account token sent to ZTS as attestation data at instance register',
+  },
+  serverCaCert: { kind: 'path', default: '', help: 'CA bundle to verify the ZTS server (empty: system CAs)' },
   gatewayAddr: {
     kind: 'address',
     default: ':8080',

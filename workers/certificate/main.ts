@@ -1,53 +1,145 @@
-import { readFile } from 'node:fs/promises'
-import { writeFileAtomic } from '../../shared/atomic-file.js'
-import type { Config } from '../../shared/config/types.js'
 import { defineService } from '../../shared/define-service.js'
-import {
-  generateRsaKey,
-  issueCertificate,
-  loadOrCreateAuthority,
-} from '../../shared/identity/local-authority.js'
-import type { Logger } from '../../shared/logger.js'
-import { timerTask } from '../../shared/timer-task.js'
+import { codedError } from '../../shared/errors.js'
+import { createIdentityPublisher, type IdentityPublisher } from '../../shared/identity/announce.js'
+import { backoffDelay, pause } from '../../shared/identity/backoff.js'
+import { type Identity, readIdentity, roleCertPath } from '../../shared/identity/identity.js'
+import { type CertRuntime, createCertRuntime } from '../../shared/identity/runtime.js'
+import { parseTargets } from '../../shared/identity/targets.js'
+import { watchFiles } from '../../shared/identity/watch.js'
+import { registerX509Metrics } from './x509-metrics.js'
 
-/** Issues the service identity from the local authority and refreshes it every REFRESH_INTERVAL. */
-async function refreshIdentity(config: Config, log: Logger): Promise<void> {
-  const ca = await loadOrCreateAuthority(config.dataDir)
-  const { privateKeyPem, publicKeyPem } = await generateRsaKey()
-  const domainDashed = config.athenzDomain.replaceAll('.', '-')
-  const certPem = issueCertificate(ca, {
-    publicKeyPem,
-    commonName: `${config.athenzDomain}.${config.serviceAccount}`,
-    dnsNames: [`${config.serviceAccount}.${domainDashed}.${config.dnsSuffix}`],
-    uris: [`spiffe://${config.athenzDomain}/sa/${config.serviceAccount}`],
-    ips: config.podIp ? [config.podIp] : [],
-    validityMs: Math.max(2 * config.refreshInterval, 3600_000),
-  })
-  // Key first, then cert: a reader pairing them never sees a cert for a key that is not there.
-  await writeFileAtomic(config.keyFile, privateKeyPem, 0o600)
-  await writeFileAtomic(config.certFile, certPem, 0o644)
-  if ((await readFile(config.caCertFile, 'utf8').catch(() => '')) !== ca.certPem) {
-    await writeFileAtomic(config.caCertFile, ca.certPem, 0o644)
-  }
-  log.info(
-    { event: 'certificate.refreshed', certFile: config.certFile, keyFile: config.keyFile },
-    'identity refreshed',
-  )
-}
+const INITIAL_BACKOFF_MS = 5_000
+const DELETE_TIMEOUT_MS = 5_000
 
+let runtime: CertRuntime | undefined
+let publisher: IdentityPublisher | undefined
+
+/**
+ * The certificate service: obtains the service identity and role certificates at start, then
+ * every REFRESH_INTERVAL; a failed refresh is retried with backoff and never replaces good files.
+ * Each new identity is announced in-process (the token service's mutual TLS to ZTS).
+ */
 defineService({
-  async start({ config, log, go }) {
-    await refreshIdentity(config, log)
+  async start({ config, log, go, registry, signal }) {
+    const rt = await createCertRuntime(config, log)
+    runtime = rt
+    const targets = parseTargets(config.targetDomainRoles)
+    registerX509Metrics(registry, () => [
+      config.certFile,
+      config.caCertFile,
+      ...targets.map((t) => roleCertPath(config, t)),
+    ])
+
+    let identity: Identity | undefined = await readIdentity(config)
+    publisher = createIdentityPublisher(() => identity)
+    const adopt = (id: Identity) => {
+      identity = id
+      rt.provider.useIdentity?.(id)
+      publisher?.publish(id)
+    }
+    // A valid identity on disk authenticates the first call (ZTS refresh rather than register).
+    if (identity) rt.provider.useIdentity?.(identity)
+
+    /** One refresh: the whole identity, or only the role certs of someone else's identity. */
+    const refreshOnce = async (s: AbortSignal) => {
+      if (rt.kind !== 'files') return adopt(await rt.refresher.refresh(s))
+      if (!identity)
+        throw codedError('ERR_NO_IDENTITY', `no valid key/cert in ${config.keyFile}, ${config.certFile}`)
+      await rt.refresher.refreshRoles(identity.keyPem, s)
+    }
+
+    if (rt.kind === 'files') {
+      if (!identity)
+        throw codedError('ERR_NO_IDENTITY', `no valid key/cert in ${config.keyFile}, ${config.certFile}`)
+      adopt(identity)
+      log.info({ event: 'certificate.files', certFile: config.certFile }, 'certificate provisioning by files')
+    }
+    try {
+      await refreshOnce(signal)
+    } catch (err) {
+      if (!identity) throw err
+      log.warn(
+        { event: 'certificate.refresh.failed', err, keeping: config.certFile },
+        'could not refresh at start; keeping the valid identity on disk',
+      )
+      publisher.publish(identity)
+    }
+
+    if (rt.kind === 'files') {
+      await go('file-watcher', async (t) => {
+        let reloading = Promise.resolve()
+        const reload = async () => {
+          const next = await readIdentity(config)
+          // A half-written pair (key replaced, cert not yet) does not validate: wait for the next change.
+          if (!next || next.certPem === identity?.certPem) return
+          adopt(next)
+          log.info(
+            { event: 'certificate.reloaded', certFile: config.certFile },
+            'reloaded the identity from files',
+          )
+          await rt.refresher.refreshRoles(next.keyPem, t.signal).catch((err: unknown) => {
+            log.warn({ event: 'certificate.refresh.failed', err }, 'role certificates for the new key failed')
+          })
+        }
+        watchFiles(
+          [config.keyFile, config.certFile],
+          () => {
+            reloading = reloading.then(reload)
+          },
+          t.signal,
+        )
+        await new Promise((r) => t.signal.addEventListener('abort', r, { once: true }))
+        await reloading
+        return undefined
+      })
+    }
+
     const jitterMs = Math.floor(Math.random() * config.delayJitterSeconds * 1000)
-    await go(
-      'refresh-timer',
-      timerTask(
-        (i) => config.refreshInterval + (i === 0 ? jitterMs : 0),
-        () =>
-          refreshIdentity(config, log).catch((err) =>
-            log.error({ err }, 'refresh failed; keeping the current identity'),
-          ),
-      ),
+    const maxBackoffMs = Math.max(1, Math.floor(config.refreshInterval / 4))
+    log.info(
+      {
+        event: 'certificate.refresh.scheduled',
+        keyFile: config.keyFile,
+        certFile: config.certFile,
+        roles: config.targetDomainRoles,
+        provider: rt.kind,
+        everyMs: config.refreshInterval,
+      },
+      `will refresh key[${config.keyFile}], cert[${config.certFile}] and certificates for roles[${config.targetDomainRoles.join(',')}] with provider[${rt.kind}] after ${config.refreshInterval}ms`,
     )
+    await go('refresh-timer', async (t) => {
+      let wait = config.refreshInterval + jitterMs
+      let failures = 0
+      while (await pause(wait, t.signal)) {
+        try {
+          await refreshOnce(t.signal)
+          failures = 0
+          wait = config.refreshInterval
+        } catch (err) {
+          if (t.signal.aborted) break
+          wait = backoffDelay(failures++, INITIAL_BACKOFF_MS, maxBackoffMs)
+          log.warn(
+            { event: 'certificate.refresh.failed', err, attempt: failures, retryInMs: wait },
+            `refresh failed; keeping the current certificates, retrying in ${wait}ms`,
+          )
+        }
+      }
+      return undefined
+    })
+  },
+  async stop({ config, log }) {
+    if (config.deleteInstanceId && runtime?.provider.deleteInstance) {
+      try {
+        await runtime.provider.deleteInstance(AbortSignal.timeout(DELETE_TIMEOUT_MS))
+        log.info({ event: 'certificate.instance.deleted' }, 'deleted the instance record at ZTS')
+      } catch (err) {
+        log.error(
+          { event: 'certificate.instance.delete.failed', err },
+          'could not delete the instance record',
+        )
+      }
+    }
+    publisher?.close()
+    await runtime?.close()
   },
 })

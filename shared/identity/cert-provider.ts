@@ -1,0 +1,13 @@
+import type { Target } from './targets.js'
+
+/** Where certificates come from (DESIGN.md §6): the local authority or Athenz ZTS. */
+export interface CertProvider {
+  readonly name: string
+  /** Issues the service (instance) certificate for `csrPem`; register or refresh is the provider's call. */
+  instance(csrPem: string, signal: AbortSignal): Promise<{ certPem: string; caPem: string }>
+  roleCert(csrPem: string, target: Target, signal: AbortSignal): Promise<string>
+  /** The identity that later calls authenticate with (mutual TLS to ZTS). */
+  useIdentity?(identity: { keyPem: string; certPem: string; caPem: string }): void
+  /** On shutdown with DELETE_INSTANCE_ID. */
+  deleteInstance?(signal: AbortSignal): Promise<void>
+}

@@ -1,0 +1,114 @@
+import forge from 'node-forge'
+
+/**
+ * CSRs as k8s-athenz-sia builds them, and a CA that signs them: pure node-forge functions over
+ * PEM strings, so they run on the piscina pool (and in the ZTS test double) unchanged.
+ */
+export interface CsrSpec {
+  keyPem: string
+  commonName: string
+  dnsNames: string[]
+  uris: string[]
+  ips: string[]
+  emails?: string[]
+}
+
+/** SIA's subject: CN, OU=Athenz, C=US (the Go original's defaults). */
+const OU = 'Athenz'
+const COUNTRY = 'US'
+
+export function buildCsr(spec: CsrSpec): string {
+  const key = forge.pki.privateKeyFromPem(spec.keyPem)
+  const csr = forge.pki.createCertificationRequest()
+  csr.publicKey = forge.pki.rsa.setPublicKey(key.n, key.e)
+  csr.setSubject([
+    { name: 'commonName', value: spec.commonName },
+    { name: 'organizationalUnitName', value: OU },
+    { name: 'countryName', value: COUNTRY },
+  ])
+  const altNames = [
+    ...spec.dnsNames.map((value) => ({ type: 2, value })),
+    ...(spec.emails ?? []).map((value) => ({ type: 1, value })),
+    ...spec.uris.map((value) => ({ type: 6, value })),
+    ...spec.ips.map((ip) => ({ type: 7, ip })),
+  ]
+  csr.setAttributes([{ name: 'extensionRequest', extensions: [{ name: 'subjectAltName', altNames }] }])
+  csr.sign(key, forge.md.sha256.create())
+  return forge.pki.certificationRequestToPem(csr)
+}
+
+/** What a CSR asks for, as a CA (or a test) reads it. */
+export interface CsrContents {
+  commonName: string
+  subject: Record<string, string>
+  dnsNames: string[]
+  uris: string[]
+  ips: string[]
+  emails: string[]
+  publicKeyPem: string
+}
+
+export function readCsr(csrPem: string): CsrContents {
+  const csr = forge.pki.certificationRequestFromPem(csrPem)
+  if (!csr.verify()) throw Object.assign(new Error('CSR signature does not verify'), { code: 'ERR_CSR' })
+  const subject: Record<string, string> = {}
+  for (const a of csr.subject.attributes) if (a.shortName) subject[a.shortName] = String(a.value)
+  const ext = (csr.getAttribute({ name: 'extensionRequest' }) as { extensions?: Extension[] } | null)
+    ?.extensions
+  const san =
+    (ext?.find((e) => e.name === 'subjectAltName') as { altNames?: AltName[] } | undefined)?.altNames ?? []
+  const pick = (type: number) =>
+    san.filter((n) => n.type === type).map((n) => (type === 7 ? n.ip! : n.value!))
+  return {
+    commonName: subject.CN ?? '',
+    subject,
+    dnsNames: pick(2),
+    uris: pick(6),
+    ips: pick(7),
+    emails: pick(1),
+    publicKeyPem: forge.pki.publicKeyToPem(csr.publicKey as forge.pki.PublicKey),
+  }
+}
+
+interface AltName {
+  type: number
+  value?: string
+  ip?: string
+}
+
+export interface SignRequest {
+  caKeyPem: string
+  caCertPem: string
+  csrPem: string
+  validityMs: number
+}
+
+/** Issues a certificate for the CSR's key, subject and SANs (the authority's whole policy). */
+export function signCsr(req: SignRequest): string {
+  const csr = forge.pki.certificationRequestFromPem(req.csrPem)
+  if (!csr.verify()) throw Object.assign(new Error('CSR signature does not verify'), { code: 'ERR_CSR' })
+  const ca = forge.pki.certificateFromPem(req.caCertPem)
+  const cert = forge.pki.createCertificate()
+  cert.publicKey = csr.publicKey as forge.pki.PublicKey
+  cert.serialNumber = `0${forge.util.bytesToHex(forge.random.getBytesSync(15))}`
+  cert.validity.notBefore = new Date(Date.now() - 60_000)
+  cert.validity.notAfter = new Date(Date.now() + req.validityMs)
+  cert.setSubject(csr.subject.attributes)
+  cert.setIssuer(ca.subject.attributes)
+  const ext = (csr.getAttribute({ name: 'extensionRequest' }) as { extensions?: Extension[] } | null)
+    ?.extensions
+  const san = ext?.find((e) => e.name === 'subjectAltName')
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: false },
+    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+    { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
+    ...(san ? [san] : []),
+  ])
+  cert.sign(forge.pki.privateKeyFromPem(req.caKeyPem), forge.md.sha256.create())
+  return forge.pki.certificateToPem(cert)
+}
+
+interface Extension {
+  name: string
+  [field: string]: unknown
+}

@@ -1,0 +1,157 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { writeFileAtomic } from '../atomic-file.js'
+import type { Config } from '../config/types.js'
+import { codedError } from '../errors.js'
+import type { Logger } from '../logger.js'
+import type { CertProvider } from './cert-provider.js'
+import type { CsrPool } from './csr-pool.js'
+import { roleCsrSpec, serviceCsrSpec } from './identity-spec.js'
+import { generateRsaKey } from './local-authority.js'
+import { parseTargets, type Target } from './targets.js'
+
+/** The service identity: what the token service needs for mutual TLS to ZTS. */
+export interface Identity {
+  keyPem: string
+  certPem: string
+  caPem: string
+}
+
+/** `<ROLE_CERT_DIR>/<domain><delimiter><role>.cert.pem`, as the original names it. */
+export function roleCertPath(config: Config, t: Target, ext: 'cert' | 'key' = 'cert'): string {
+  return join(config.roleCertDir, `${t.domain}${config.roleCertFilenameDelimiter}${t.role}.${ext}.pem`)
+}
+
+/**
+ * Refuses a certificate that would be worse than none: unparsable, for another key, another name,
+ * or already expired. Checked before anything is written, so a bad answer never replaces a good file.
+ */
+export function checkIssued(certPem: string, keyPem: string, commonName: string): X509Certificate {
+  let cert: X509Certificate
+  try {
+    cert = new X509Certificate(certPem)
+  } catch (err) {
+    throw codedError('ERR_BAD_CERT', 'the provider returned an unparsable certificate', err)
+  }
+  if (!cert.checkPrivateKey(createPrivateKey(keyPem))) {
+    throw codedError('ERR_BAD_CERT', 'the certificate is not for our key')
+  }
+  const cn = /^CN=(.*)$/m.exec(cert.subject)?.[1]
+  if (cn !== commonName)
+    throw codedError('ERR_BAD_CERT', `the certificate is for CN=${cn}, not ${commonName}`)
+  if (Date.parse(cert.validTo) <= Date.now()) throw codedError('ERR_BAD_CERT', 'the certificate has expired')
+  return cert
+}
+
+function describeCert(cert: X509Certificate) {
+  return {
+    subject: cert.subject.split('\n').join(','),
+    issuer: cert.issuer.split('\n').join(','),
+    notBefore: new Date(cert.validFrom).toISOString(),
+    notAfter: new Date(cert.validTo).toISOString(),
+    serial: cert.serialNumber,
+  }
+}
+
+/** Reads the identity on disk if it is usable (key and cert match, not expired). */
+export async function readIdentity(config: Config): Promise<Identity | undefined> {
+  try {
+    const [keyPem, certPem, caPem] = await Promise.all([
+      readFile(config.keyFile, 'utf8'),
+      readFile(config.certFile, 'utf8'),
+      readFile(config.caCertFile, 'utf8').catch(() => ''),
+    ])
+    const cn = /^CN=(.*)$/m.exec(new X509Certificate(certPem).subject)?.[1] ?? ''
+    checkIssued(certPem, keyPem, cn)
+    return { keyPem, certPem, caPem }
+  } catch {
+    return undefined
+  }
+}
+
+export interface IdentityRefresher {
+  /** Fetches a new identity and role certs and writes them; throws if any part failed. */
+  refresh(signal: AbortSignal): Promise<Identity>
+  /** Role certificates only, for an identity someone else provides (the `files` provider). */
+  refreshRoles(keyPem: string, signal: AbortSignal): Promise<void>
+}
+
+export function createIdentityRefresher(deps: {
+  config: Config
+  log: Logger
+  provider: CertProvider
+  pool: CsrPool
+}): IdentityRefresher {
+  const { config, log, provider, pool } = deps
+  const targets = parseTargets(config.targetDomainRoles)
+  const principal = `${config.athenzDomain}.${config.serviceAccount}`
+
+  async function writeIdentity(id: Identity): Promise<void> {
+    const bundle = config.intermediateCertBundle ? await readFile(config.intermediateCertBundle, 'utf8') : ''
+    // Key first, then cert: a reader pairing them never sees a cert for a key that is not there.
+    await writeFileAtomic(config.keyFile, id.keyPem, 0o600)
+    await writeFileAtomic(config.certFile, id.certPem + bundle, 0o644)
+    if (id.caPem && (await readFile(config.caCertFile, 'utf8').catch(() => '')) !== id.caPem) {
+      await writeFileAtomic(config.caCertFile, id.caPem, 0o644)
+    }
+  }
+
+  async function roleCerts(keyPem: string, signal: AbortSignal): Promise<unknown[]> {
+    if (targets.length === 0) return []
+    log.info(
+      { event: 'certificate.role.requesting', targets: config.targetDomainRoles, provider: provider.name },
+      `requesting role certificates for ${config.targetDomainRoles.join(',')}`,
+    )
+    const results = await Promise.allSettled(
+      targets.map(async (t) => {
+        const certPem = await provider.roleCert(await pool.csr(roleCsrSpec(config, keyPem, t)), t, signal)
+        const cert = checkIssued(certPem, keyPem, `${t.domain}:role.${t.role}`)
+        if (config.roleCertKeyFileOutput) await writeFileAtomic(roleCertPath(config, t, 'key'), keyPem, 0o600)
+        const file = roleCertPath(config, t)
+        await writeFileAtomic(file, certPem, 0o644)
+        log.info(
+          { event: 'certificate.issued', kind: 'role', file, ...describeCert(cert) },
+          `new role certificate for ${t.domain}:role.${t.role}`,
+        )
+      }),
+    )
+    return results.flatMap((r, i) => {
+      if (r.status === 'fulfilled') return []
+      log.error(
+        {
+          event: 'certificate.role.failed',
+          domain: targets[i]!.domain,
+          role: targets[i]!.role,
+          err: r.reason,
+        },
+        'role certificate failed',
+      )
+      return [r.reason]
+    })
+  }
+
+  return {
+    async refresh(signal) {
+      const { privateKeyPem: keyPem } = await generateRsaKey()
+      const csrPem = await pool.csr(serviceCsrSpec(config, keyPem))
+      const { certPem, caPem } = await provider.instance(csrPem, signal)
+      const cert = checkIssued(certPem, keyPem, principal)
+      const id = { keyPem, certPem, caPem }
+      await writeIdentity(id)
+      provider.useIdentity?.(id)
+      log.info(
+        { event: 'certificate.issued', kind: 'instance', file: config.certFile, ...describeCert(cert) },
+        'new instance certificate',
+      )
+      await this.refreshRoles(keyPem, signal)
+      return id
+    },
+    async refreshRoles(keyPem, signal) {
+      const failed = await roleCerts(keyPem, signal)
+      if (failed.length) {
+        throw codedError('ERR_ROLE_CERTS', `${failed.length} of ${targets.length} role certificates failed`)
+      }
+    },
+  }
+}

@@ -1,0 +1,48 @@
+/**
+ * Token requests and responses as the SIA token server API names them, and the `TokenSource`
+ * every provider implements (local authority, Athenz ZTS).
+ */
+export interface RoleTokenRequest {
+  domain: string
+  /** Comma-separated roles; empty: every role of the principal in the domain. */
+  role: string
+  proxyForPrincipal: string
+  /** Seconds; 0: the provider's default. */
+  minExpiry: number
+  maxExpiry: number
+}
+
+export interface AccessTokenRequest {
+  domain: string
+  role: string
+  proxyForPrincipal: string
+  /** Seconds; 0: the provider's default. */
+  expiry: number
+}
+
+/** Body of POST /roletoken, as ZTS returns it. */
+export interface RoleToken {
+  token: string
+  /** Epoch seconds. */
+  expiryTime: number
+}
+
+/** Body of POST /accesstoken, as ZTS /oauth2/token returns it. */
+export interface AccessToken {
+  access_token: string
+  token_type: 'Bearer'
+  expires_in: number
+  scope?: string
+}
+
+export interface TokenSource {
+  roleToken(req: RoleTokenRequest, signal: AbortSignal): Promise<RoleToken>
+  accessToken(req: AccessTokenRequest, signal: AbortSignal): Promise<AccessToken>
+  /** The JWKS that verifies access tokens, when this source can serve it. */
+  jwks?(): Promise<{ keys: Record<string, unknown>[] }>
+}
+
+/** A failure of the provider (ZTS down, signing failed): the token server answers 502. */
+export function isUpstreamError(err: unknown): boolean {
+  return (err as { code?: string }).code === 'ERR_UPSTREAM'
+}

@@ -1,0 +1,90 @@
+import { readFile } from 'node:fs/promises'
+import type { Config } from '../config/types.js'
+import type { CertProvider } from './cert-provider.js'
+import { instanceId } from './identity-spec.js'
+import type { ZtsClient } from './zts-client.js'
+
+/** ZTS InstanceIdentity, the answer to register and refresh. */
+interface InstanceIdentity {
+  provider: string
+  name: string
+  instanceId: string
+  x509Certificate: string
+  x509CertificateSigner?: string
+}
+
+/**
+ * Certificates from Athenz ZTS as k8s-athenz-sia gets them: register (POST /instance, 201) the
+ * first time, refresh (POST /instance/{provider}/{domain}/{service}/{id}) over mutual TLS with the
+ * current certificate afterwards, role certificates from POST /rolecert.
+ */
+export function createZtsCertProvider(config: Config, client: ZtsClient): CertProvider {
+  let id = instanceId(config)
+  const path = () =>
+    `/instance/${encodeURIComponent(config.providerService)}/${encodeURIComponent(config.athenzDomain)}/${encodeURIComponent(config.serviceAccount)}/${encodeURIComponent(id)}`
+
+  async function register(csr: string, signal: AbortSignal): Promise<InstanceIdentity> {
+    const attestationData = config.saTokenFile ? (await readFile(config.saTokenFile, 'utf8')).trim() : ''
+    const res = await client.call<InstanceIdentity>(
+      'POST',
+      '/instance',
+      {
+        json: {
+          provider: config.providerService,
+          domain: config.athenzDomain,
+          service: config.serviceAccount,
+          attestationData,
+          csr,
+        },
+      },
+      signal,
+    )
+    if (res.instanceId) id = res.instanceId
+    return res
+  }
+
+  return {
+    name: 'zts',
+    async instance(csr, signal) {
+      const res = client.hasIdentity()
+        ? await client.call<InstanceIdentity>('POST', path(), { json: { csr } }, signal)
+        : await register(csr, signal)
+      return { certPem: res.x509Certificate, caPem: res.x509CertificateSigner ?? '' }
+    },
+    async roleCert(csr, _target, signal) {
+      const res = await client.call<{ x509Certificate: string }>(
+        'POST',
+        '/rolecert',
+        { json: { csr } },
+        signal,
+      )
+      return res.x509Certificate
+    },
+    useIdentity: (identity) => client.setIdentity(identity),
+    async deleteInstance(signal) {
+      await client.call('DELETE', path(), undefined, signal)
+    },
+  }
+}
+
+/** Role certificates only: the identity is someone else's business (`files`). */
+export function createZtsRoleCertProvider(client: ZtsClient): CertProvider {
+  return {
+    name: 'files',
+    instance: async () => {
+      throw Object.assign(new Error('the files provider does not issue instance certificates'), {
+        code: 'ERR_PROVIDER',
+      })
+    },
+    async roleCert(csr, _target, signal) {
+      const res = await client.call<{ x509Certificate: string }>(
+        'POST',
+        '/rolecert',
+        { json: { csr } },
+        signal,
+      )
+      return res.x509Certificate
+    },
+    useIdentity: (identity) => client.setIdentity(identity),
+  }
+}

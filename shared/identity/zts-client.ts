@@ -1,0 +1,130 @@
+import { Agent, request } from 'node:https'
+import { codedError } from '../errors.js'
+import { backoffDelay, pause } from './backoff.js'
+import type { Identity } from './identity.js'
+
+/**
+ * A minimal Athenz ZTS client over mutual TLS: JSON or form bodies, `{code, message}` errors,
+ * retries with backoff on network errors and 5xx. The client certificate is the current service
+ * identity, swapped in when a new one is announced.
+ */
+export interface ZtsClient {
+  call<T>(method: string, path: string, body: ZtsBody | undefined, signal: AbortSignal): Promise<T>
+  setIdentity(identity: Identity | undefined): void
+  hasIdentity(): boolean
+  close(): void
+}
+
+export type ZtsBody = { json: unknown } | { form: Record<string, string> }
+
+export interface ZtsClientOptions {
+  /** e.g. https://zts.example:4443/zts/v1 */
+  endpoint: string
+  /** PEM of the CA that signs ZTS's server certificate; empty: the system CAs. */
+  serverCaPem: string
+  attempts?: number
+  initialBackoffMs?: number
+  timeoutMs?: number
+}
+
+const MAX_BACKOFF_MS = 2_000
+
+export function createZtsClient(opts: ZtsClientOptions): ZtsClient {
+  const base = opts.endpoint.replace(/\/+$/, '')
+  const attempts = opts.attempts ?? 3
+  let agent = makeAgent(undefined)
+  let identity: Identity | undefined
+
+  function makeAgent(id: Identity | undefined): Agent {
+    return new Agent({
+      keepAlive: true,
+      ...(opts.serverCaPem ? { ca: opts.serverCaPem } : {}),
+      ...(id ? { key: id.keyPem, cert: id.certPem } : {}),
+    })
+  }
+
+  function once<T>(method: string, path: string, body: ZtsBody | undefined, signal: AbortSignal): Promise<T> {
+    const payload =
+      body === undefined
+        ? undefined
+        : 'json' in body
+          ? { type: 'application/json', data: JSON.stringify(body.json) }
+          : { type: 'application/x-www-form-urlencoded', data: new URLSearchParams(body.form).toString() }
+    return new Promise<T>((resolve, reject) => {
+      const req = request(
+        `${base}${path}`,
+        {
+          method,
+          agent,
+          signal,
+          timeout: opts.timeoutMs ?? 10_000,
+          headers: {
+            accept: 'application/json',
+            ...(payload
+              ? { 'content-type': payload.type, 'content-length': Buffer.byteLength(payload.data) }
+              : {}),
+          },
+        },
+        (res) => {
+          let text = ''
+          res.setEncoding('utf8')
+          res.on('data', (d: string) => {
+            text += d
+          })
+          res.on('error', (err) =>
+            reject(codedError('ERR_UPSTREAM', `ZTS ${method} ${path}: ${err.message}`, err)),
+          )
+          res.on('end', () => {
+            const status = res.statusCode ?? 0
+            let json: unknown
+            try {
+              json = text ? JSON.parse(text) : undefined
+            } catch {
+              json = undefined
+            }
+            if (status >= 200 && status < 300) return resolve(json as T)
+            const message = (json as { message?: string } | undefined)?.message ?? text.slice(0, 200)
+            reject(
+              Object.assign(
+                codedError('ERR_UPSTREAM', `ZTS ${method} ${path} answered ${status}: ${message}`),
+                { status },
+              ),
+            )
+          })
+        },
+      )
+      req.on('timeout', () => req.destroy(new Error('timed out')))
+      req.on('error', (err) =>
+        reject(codedError('ERR_UPSTREAM', `ZTS ${method} ${path}: ${err.message}`, err)),
+      )
+      req.end(payload?.data)
+    })
+  }
+
+  const retryable = (err: unknown) => {
+    const status = (err as { status?: number }).status
+    return status === undefined || status >= 500
+  }
+
+  return {
+    async call<T>(method: string, path: string, body: ZtsBody | undefined, signal: AbortSignal) {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await once<T>(method, path, body, signal)
+        } catch (err) {
+          if (signal.aborted || attempt + 1 >= attempts || !retryable(err)) throw err
+          if (!(await pause(backoffDelay(attempt, opts.initialBackoffMs ?? 200, MAX_BACKOFF_MS), signal)))
+            throw err
+        }
+      }
+    },
+    setIdentity(id) {
+      if (id?.certPem === identity?.certPem) return
+      identity = id
+      agent.destroy()
+      agent = makeAgent(id)
+    },
+    hasIdentity: () => identity !== undefined,
+    close: () => agent.destroy(),
+  }
+}

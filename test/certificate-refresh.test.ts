@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, describe, it } from 'node:test'
+import { loadConfig } from '../shared/config/load.js'
+import type { Config } from '../shared/config/types.js'
+import { backoffDelay } from '../shared/identity/backoff.js'
+import type { CertProvider } from '../shared/identity/cert-provider.js'
+import { createCsrPool } from '../shared/identity/csr-pool.js'
+import { createIdentityRefresher, roleCertPath } from '../shared/identity/identity.js'
+import { createLocalCertProvider } from '../shared/identity/local-cert-provider.js'
+import { createLogger } from '../shared/logger.js'
+
+const pool = createCsrPool()
+after(() => pool.close())
+
+function config(env: Record<string, string> = {}): Config {
+  const inv = loadConfig([], { DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-refresh-')), ...env })
+  assert.equal(inv.kind, 'run')
+  return (inv as { config: Config }).config
+}
+
+const log = createLogger('certificate', 'silent')
+
+describe('identity refresh', () => {
+  it('never replaces good files with a certificate for another key, name or an expired one', async () => {
+    const cfg = config({ TARGET_DOMAIN_ROLES: 'demo:role.reader' })
+    const local = createLocalCertProvider(cfg.dataDir, pool, cfg.refreshInterval)
+    await createIdentityRefresher({ config: cfg, log, provider: local, pool }).refresh(
+      new AbortController().signal,
+    )
+    const files = [cfg.keyFile, cfg.certFile, roleCertPath(cfg, { domain: 'demo', role: 'reader' })]
+    const good = files.map((f) => readFileSync(f, 'utf8'))
+    const goodCert = good[1]!
+
+    const bad: Record<string, CertProvider> = {
+      garbage: {
+        name: 'bad',
+        instance: async () => ({ certPem: 'not a cert', caPem: '' }),
+        roleCert: local.roleCert,
+      },
+      'other key': {
+        name: 'bad',
+        instance: async () => ({ certPem: goodCert, caPem: '' }),
+        roleCert: local.roleCert,
+      },
+    }
+    for (const [why, provider] of Object.entries(bad)) {
+      await assert.rejects(
+        createIdentityRefresher({ config: cfg, log, provider, pool }).refresh(new AbortController().signal),
+        { code: 'ERR_BAD_CERT' },
+        why,
+      )
+      assert.deepEqual(
+        files.map((f) => readFileSync(f, 'utf8')),
+        good,
+        why,
+      )
+    }
+  })
+
+  it('names role certificate files with the configured delimiter', () => {
+    const cfg = config({ ROLE_CERT_FILENAME_DELIMITER: '_', ROLE_CERT_DIR: '/r' })
+    assert.equal(roleCertPath(cfg, { domain: 'a.b', role: 'c' }), '/r/a.b_c.cert.pem')
+    assert.equal(roleCertPath(cfg, { domain: 'a.b', role: 'c' }, 'key'), '/r/a.b_c.key.pem')
+  })
+
+  it('backs off 5s, doubling, capped at a quarter of the interval', () => {
+    const none = () => 1
+    assert.deepEqual(
+      [0, 1, 2, 3, 4, 5].map((n) => backoffDelay(n, 5_000, 60_000, none)),
+      [5_000, 10_000, 20_000, 40_000, 60_000, 60_000],
+    )
+    assert.equal(backoffDelay(0, 5_000, 500, none), 500)
+    assert.ok(backoffDelay(3, 5_000, 60_000, () => 0) >= 30_000) // jitter only shortens, by at most 25%
+  })
+})

@@ -1,0 +1,248 @@
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { createServer, type Server } from 'node:https'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { TLSSocket } from 'node:tls'
+import { type CsrContents, readCsr, signCsr } from '../../shared/identity/csr.js'
+import {
+  generateRsaKey,
+  issueCertificate,
+  loadOrCreateAuthority,
+} from '../../shared/identity/local-authority.js'
+import { issueAccessToken, issueRoleToken } from '../../shared/identity/local-tokens.js'
+
+/**
+ * An Athenz ZTS double on a real HTTPS socket: the real paths and bodies, client-certificate
+ * authentication for everything but register, `{code, message}` errors. Built on the project's
+ * forge authority. Counts calls per route and keeps every CSR it received.
+ */
+export type Route = 'register' | 'refresh' | 'delete' | 'rolecert' | 'roletoken' | 'oauth2'
+
+export interface Received {
+  route: Route
+  csr?: CsrContents
+  /** CN and serial of the client certificate, when one was presented. */
+  clientCN?: string
+  clientSerial?: string
+  body?: unknown
+}
+
+export interface ZtsDouble {
+  /** e.g. https://127.0.0.1:1234/zts/v1 */
+  url: string
+  caPem: string
+  caFile: string
+  counts: Record<Route, number>
+  received: Received[]
+  /** The next `times` calls of `route` answer `status`. */
+  failNext(route: Route, status: number, times: number): void
+  /** Calls of `route` wait `ms` before answering (0: no delay). */
+  delay(route: Route, ms: number): void
+  /** The next call of `route` returns a certificate for another key. */
+  wrongKeyNext(route: Route): void
+  /** A key and certificate issued by the double's CA (for the files provider), valid for 127.0.0.1. */
+  issue(commonName: string): Promise<{ keyPem: string; certPem: string }>
+  close(): Promise<void>
+}
+
+const VALIDITY_MS = 3600_000
+
+export async function startZtsDouble(): Promise<ZtsDouble> {
+  const dir = mkdtempSync(join(tmpdir(), 'zts-double-'))
+  const ca = await loadOrCreateAuthority(dir)
+  const caKeyPem = ca.key.export({ type: 'pkcs8', format: 'pem' }).toString()
+  const caFile = join(dir, 'zts-ca.pem')
+  writeFileSync(caFile, ca.certPem)
+  const serverKey = await generateRsaKey()
+  const serverCert = issueCertificate(ca, {
+    publicKeyPem: serverKey.publicKeyPem,
+    commonName: 'zts.double',
+    dnsNames: ['localhost'],
+    ips: ['127.0.0.1'],
+    validityMs: VALIDITY_MS,
+  })
+  const spareKey = await generateRsaKey()
+
+  const counts: Record<Route, number> = {
+    register: 0,
+    refresh: 0,
+    delete: 0,
+    rolecert: 0,
+    roletoken: 0,
+    oauth2: 0,
+  }
+  const received: Received[] = []
+  const failures = new Map<Route, { status: number; times: number }>()
+  const delays = new Map<Route, number>()
+  const wrongKey = new Set<Route>()
+
+  const send = (res: ServerResponse, status: number, body?: unknown) => {
+    const text = body === undefined ? '' : JSON.stringify(body)
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+    res.end(text)
+  }
+  const error = (res: ServerResponse, code: number, message: string) => send(res, code, { code, message })
+
+  const sign = (csrPem: string, route: Route) => {
+    if (wrongKey.delete(route)) {
+      const csr = readCsr(csrPem)
+      return issueCertificate(ca, {
+        publicKeyPem: spareKey.publicKeyPem,
+        commonName: csr.commonName,
+        validityMs: VALIDITY_MS,
+      })
+    }
+    return signCsr({ caKeyPem, caCertPem: ca.certPem, csrPem, validityMs: VALIDITY_MS })
+  }
+
+  async function readBody(req: IncomingMessage): Promise<string> {
+    let text = ''
+    for await (const chunk of req as AsyncIterable<Buffer>) text += chunk.toString('utf8')
+    return text
+  }
+
+  function routeOf(method: string, path: string): Route | undefined {
+    if (method === 'POST' && path === '/instance') return 'register'
+    if (/^\/instance\/[^/]+\/[^/]+\/[^/]+\/[^/]+$/.test(path)) {
+      return method === 'POST' ? 'refresh' : method === 'DELETE' ? 'delete' : undefined
+    }
+    if (method === 'POST' && path === '/rolecert') return 'rolecert'
+    if (method === 'GET' && /^\/domain\/[^/]+\/token$/.test(path)) return 'roletoken'
+    if (method === 'POST' && path === '/oauth2/token') return 'oauth2'
+    return undefined
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'https://zts')
+    if (!url.pathname.startsWith('/zts/v1/')) return error(res, 404, 'not found')
+    const path = url.pathname.slice('/zts/v1'.length)
+    const route = routeOf(req.method ?? '', path)
+    if (!route) return error(res, 404, `no route ${req.method} ${path}`)
+    counts[route]++
+    const socket = req.socket as TLSSocket
+    const peer = socket.authorized ? socket.getPeerCertificate() : undefined
+    const rec: Received = {
+      route,
+      ...(peer ? { clientCN: String(peer.subject.CN), clientSerial: peer.serialNumber } : {}),
+    }
+    received.push(rec)
+    const text = await readBody(req)
+    const wait = delays.get(route)
+    if (wait) await new Promise((r) => setTimeout(r, wait))
+    const fail = failures.get(route)
+    if (fail && fail.times > 0) {
+      fail.times--
+      return error(res, fail.status, `injected failure of ${route}`)
+    }
+    if (route !== 'register' && !peer) return error(res, 401, 'client certificate required')
+
+    switch (route) {
+      case 'register':
+      case 'refresh': {
+        const body = JSON.parse(text) as { csr: string; provider?: string; domain?: string; service?: string }
+        rec.body = body
+        rec.csr = readCsr(body.csr)
+        const [, provider, domain, service, id] =
+          route === 'refresh' ? path.split('/').slice(1) : ['', body.provider, body.domain, body.service]
+        if (route === 'refresh' && rec.clientCN !== `${domain}.${service}`) {
+          return error(res, 403, `client ${rec.clientCN} may not refresh ${domain}.${service}`)
+        }
+        const instanceId =
+          id ??
+          rec.csr.uris
+            .find((u) => u.startsWith('athenz://instanceid/'))
+            ?.split('/')
+            .pop() ??
+          'unknown'
+        return send(res, route === 'register' ? 201 : 200, {
+          provider,
+          name: `${domain}.${service}`,
+          instanceId,
+          x509Certificate: sign(body.csr, route),
+          x509CertificateSigner: ca.certPem,
+        })
+      }
+      case 'delete':
+        return send(res, 204)
+      case 'rolecert': {
+        const body = JSON.parse(text) as { csr: string }
+        rec.csr = readCsr(body.csr)
+        return send(res, 200, { x509Certificate: sign(body.csr, route) })
+      }
+      case 'roletoken': {
+        const domain = decodeURIComponent(path.split('/')[2]!)
+        const max = Number(url.searchParams.get('maxExpiryTime') ?? 0)
+        const req0 = {
+          domain,
+          role: url.searchParams.get('role') ?? '',
+          proxyForPrincipal: url.searchParams.get('proxyForPrincipal') ?? '',
+          minExpiry: 0,
+          maxExpiry: max,
+        }
+        return send(res, 200, issueRoleToken(ca, rec.clientCN!, req0, max || 3600))
+      }
+      case 'oauth2': {
+        const form = new URLSearchParams(text)
+        rec.body = Object.fromEntries(form)
+        if (form.get('grant_type') !== 'client_credentials') return error(res, 400, 'unsupported grant_type')
+        const scope = form.get('scope') ?? ''
+        const m = /^([^:\s]+):(?:role\.(.+)|domain)$/.exec(scope.split(' ')[0] ?? '')
+        if (!m) return error(res, 400, `invalid scope ${scope}`)
+        const roles = scope
+          .split(' ')
+          .map((s) => s.split(':role.')[1])
+          .filter(Boolean)
+        const ttl = Number(form.get('expires_in') ?? 0) || 3600
+        const req0 = { domain: m[1]!, role: roles.join(','), proxyForPrincipal: '', expiry: ttl }
+        return send(res, 200, issueAccessToken(ca, rec.clientCN!, req0, ttl))
+      }
+    }
+  }
+
+  const server: Server = createServer(
+    {
+      key: serverKey.privateKeyPem,
+      cert: serverCert,
+      ca: ca.certPem,
+      requestCert: true,
+      rejectUnauthorized: false,
+    },
+    (req, res) => {
+      handle(req, res).catch((err: Error) => {
+        if (!res.headersSent) error(res, 500, err.message)
+      })
+    },
+  )
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const port = (server.address() as AddressInfo).port
+
+  return {
+    url: `https://127.0.0.1:${port}/zts/v1`,
+    caPem: ca.certPem,
+    caFile,
+    counts,
+    received,
+    failNext: (route, status, times) => failures.set(route, { status, times }),
+    delay: (route, ms) => delays.set(route, ms),
+    wrongKeyNext: (route) => wrongKey.add(route),
+    async issue(commonName) {
+      const k = await generateRsaKey()
+      return {
+        keyPem: k.privateKeyPem,
+        certPem: issueCertificate(ca, {
+          publicKeyPem: k.publicKeyPem,
+          commonName,
+          ips: ['127.0.0.1'],
+          validityMs: VALIDITY_MS,
+        }),
+      }
+    },
+    close: () =>
+      new Promise((r) => {
+        server.closeAllConnections()
+        server.close(() => r())
+      }),
+  }
+}

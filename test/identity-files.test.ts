@@ -1,0 +1,99 @@
+import assert from 'node:assert/strict'
+import { createPublicKey, X509Certificate } from 'node:crypto'
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { connect } from 'node:tls'
+import { type Sidecar, startReady, stop } from '../test/support/sidecar.js'
+import { startZtsDouble, type ZtsDouble } from './doubles/zts.js'
+import { httpsRequest } from './doubles/zts-https.js'
+
+let zts: ZtsDouble
+let sc: Sidecar
+const dir = mkdtempSync(join(tmpdir(), 'sia-files-'))
+const ext = join(dir, 'external') // written by "someone else"
+const keyFile = join(ext, 'key.pem')
+const certFile = join(ext, 'cert.pem')
+
+/** Replaces both files the way kubelet or cert-manager does: rename over the old ones. */
+function install(pair: { keyPem: string; certPem: string }) {
+  writeFileSync(`${keyFile}.new`, pair.keyPem, { mode: 0o600 })
+  writeFileSync(`${certFile}.new`, pair.certPem)
+  renameSync(`${keyFile}.new`, keyFile)
+  renameSync(`${certFile}.new`, certFile)
+}
+
+/** Serial of the certificate the token server presents right now. */
+function presented(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port, ca: zts.caPem }, () => {
+      resolve(s.getPeerCertificate().serialNumber)
+      s.end()
+    })
+    s.on('error', reject)
+  })
+}
+
+before(async () => {
+  zts = await startZtsDouble()
+  mkdirSync(ext)
+  install(await zts.issue('my.team.api'))
+  sc = await startReady({
+    dataDir: dir,
+    env: {
+      ENDPOINT: zts.url,
+      SERVER_CA_CERT: zts.caFile,
+      ATHENZ_DOMAIN: 'my.team',
+      SERVICEACCOUNT: 'api',
+      KEY_FILE: keyFile,
+      CERT_FILE: certFile,
+      TARGET_DOMAIN_ROLES: 'demo:role.reader',
+      TOKEN_SERVER_TLS_CERT_PATH: certFile,
+      TOKEN_SERVER_TLS_KEY_PATH: keyFile,
+    },
+  })
+})
+
+after(async () => {
+  if (sc) assert.equal(await stop(sc), 0)
+  await zts?.close()
+})
+
+describe('files provider', () => {
+  it('uses the key and cert someone else wrote, without registering', () => {
+    assert.equal(zts.counts.register, 0)
+    const rc = zts.received.find((r) => r.route === 'rolecert')!
+    assert.equal(rc.clientSerial, new X509Certificate(readFileSync(certFile)).serialNumber)
+  })
+
+  it('reloads a replaced key and cert without a restart', async () => {
+    const port = (await sc.waitForEvent('server.listening', { service: 'token' })).port as number
+    const old = new X509Certificate(readFileSync(certFile)).serialNumber
+    assert.equal(await presented(port), old)
+    const next = await zts.issue('my.team.api')
+    install(next)
+    const serialNext = new X509Certificate(next.certPem).serialNumber
+    await sc.waitForEvent('certificate.reloaded')
+    // The role certificate is re-issued for the new key...
+    await sc.waitFor(() => {
+      const role = new X509Certificate(readFileSync(join(dir, 'demo:role.reader.cert.pem')))
+      return (
+        role.publicKey.export({ format: 'jwk' }).n ===
+        createPublicKey(next.keyPem).export({ format: 'jwk' }).n
+      )
+    })
+    // ...the token server presents the new certificate...
+    await sc.waitForEvent('token.tls.reloaded')
+    assert.equal(await presented(port), serialNext)
+    // ...and the token service authenticates to ZTS with it.
+    await sc.waitForEvent('token.identity.updated')
+    const res = await httpsRequest(
+      `https://127.0.0.1:${port}/accesstoken`,
+      { ca: zts.caPem },
+      { method: 'POST', body: JSON.stringify({ domain: 'demo', role: 'fresh' }) },
+    )
+    assert.equal(res.status, 200)
+    assert.equal(zts.received.filter((r) => r.route === 'oauth2').at(-1)!.clientSerial, serialNext)
+  })
+})

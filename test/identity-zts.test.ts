@@ -1,0 +1,162 @@
+import assert from 'node:assert/strict'
+import { X509Certificate } from 'node:crypto'
+import { mkdtempSync, readFileSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { type Sidecar, startReady, stop } from '../test/support/sidecar.js'
+import { startZtsDouble, type ZtsDouble } from './doubles/zts.js'
+
+let zts: ZtsDouble
+let sc: Sidecar
+let base: string
+const dir = mkdtempSync(join(tmpdir(), 'sia-zts-'))
+const serial = (f: string) => new X509Certificate(readFileSync(f)).serialNumber
+
+async function post(path: string, body: unknown) {
+  const res = await fetch(`${base}${path}`, { method: 'POST', body: JSON.stringify(body) })
+  return { status: res.status, json: (await res.json()) as Record<string, unknown> }
+}
+
+before(async () => {
+  zts = await startZtsDouble()
+  sc = await startReady({
+    dataDir: dir,
+    env: {
+      ENDPOINT: zts.url,
+      PROVIDER_SERVICE: 'athenz.k8s',
+      SERVER_CA_CERT: zts.caFile,
+      ATHENZ_DOMAIN: 'my.team',
+      SERVICEACCOUNT: 'api',
+      DNS_SUFFIX: 'zts.test',
+      POD_IP: '10.0.0.7',
+      POD_UID: 'pod-9',
+      TARGET_DOMAIN_ROLES: 'demo:role.reader',
+      TOKEN_DIR: join(dir, 'tokens'),
+      REFRESH_INTERVAL: '3s',
+      TOKEN_SERVER_TIMEOUT: '1s',
+      DELETE_INSTANCE_ID: 'true',
+    },
+  })
+  base = await sc.url('token')
+})
+
+after(async () => {
+  if (sc) await stop(sc)
+  await zts?.close()
+})
+
+describe('zts provider against the ZTS double', () => {
+  it('registers the instance with the CSR SIA builds', () => {
+    assert.equal(zts.counts.register, 1)
+    const reg = zts.received.find((r) => r.route === 'register')!
+    assert.equal(reg.clientCN, undefined) // register is authenticated by attestation, not a cert
+    assert.deepEqual(reg.body, {
+      ...(reg.body as object),
+      provider: 'athenz.k8s',
+      domain: 'my.team',
+      service: 'api',
+    })
+    assert.deepEqual(reg.csr!.subject, { CN: 'my.team.api', OU: 'Athenz', C: 'US' })
+    assert.deepEqual(reg.csr!.dnsNames, [
+      'api.my-team.zts.test',
+      '*.api.my-team.zts.test',
+      'pod-9.instanceid.athenz.zts.test',
+    ])
+    assert.deepEqual(reg.csr!.uris, ['spiffe://my.team/sa/api', 'athenz://instanceid/athenz.k8s/pod-9'])
+    assert.deepEqual(reg.csr!.ips, ['10.0.0.7'])
+  })
+
+  it('writes the identity and role certificate issued by ZTS with their modes', () => {
+    assert.equal(statSync(join(dir, 'key.pem')).mode & 0o777, 0o600)
+    assert.equal(statSync(join(dir, 'cert.pem')).mode & 0o777, 0o644)
+    assert.equal(readFileSync(join(dir, 'ca.pem'), 'utf8'), zts.caPem)
+    const role = new X509Certificate(readFileSync(join(dir, 'demo:role.reader.cert.pem')))
+    assert.ok(role.verify(new X509Certificate(zts.caPem).publicKey))
+    const rc = zts.received.find((r) => r.route === 'rolecert')!
+    assert.equal(rc.clientCN, 'my.team.api') // over mutual TLS with the new service cert
+    assert.equal(rc.csr!.commonName, 'demo:role.reader')
+    assert.deepEqual(rc.csr!.uris, ['spiffe://demo/ra/reader'])
+  })
+
+  it('fetches target tokens from ZTS over mutual TLS into TOKEN_DIR', () => {
+    const at = readFileSync(join(dir, 'tokens', 'demo:role.reader.accesstoken'), 'utf8')
+    assert.match(at, /^[\w-]+\.[\w-]+\.[\w-]+$/)
+    const oauth = zts.received.find((r) => r.route === 'oauth2')!
+    assert.equal(oauth.clientCN, 'my.team.api')
+    assert.deepEqual(oauth.body, { grant_type: 'client_credentials', scope: 'demo:role.reader' })
+    assert.match(
+      readFileSync(join(dir, 'tokens', 'demo:role.reader.roletoken'), 'utf8'),
+      /^v=Z1;d=demo;r=reader;/,
+    )
+  })
+
+  it('coalesces concurrent requests for one key into one ZTS call', async () => {
+    const before = zts.counts.oauth2
+    const replies = await Promise.all(
+      Array.from({ length: 10 }, () => post('/accesstoken', { domain: 'demo', role: 'burst' })),
+    )
+    assert.ok(replies.every((r) => r.status === 200))
+    assert.equal(new Set(replies.map((r) => r.json.access_token)).size, 1)
+    assert.equal(zts.counts.oauth2, before + 1)
+  })
+
+  it('answers 502 when ZTS fails and 503 when it is slower than TOKEN_SERVER_TIMEOUT', async () => {
+    zts.failNext('oauth2', 500, 3) // every retry of the client
+    const failed = await post('/accesstoken', { domain: 'demo', role: 'down' })
+    assert.equal(failed.status, 502)
+    assert.match(String(failed.json.detail), /answered 500/)
+    zts.delay('roletoken', 2_000)
+    const slow = await post('/roletoken', { domain: 'demo', role: 'slow' })
+    zts.delay('roletoken', 0)
+    assert.equal(slow.status, 503)
+  })
+
+  it('refreshes over mutual TLS, announcing the new identity to the token service', async () => {
+    await sc.waitFor(() => zts.counts.refresh >= 1)
+    const refresh = zts.received.find((r) => r.route === 'refresh')!
+    assert.equal(refresh.clientCN, 'my.team.api')
+    const n = sc.events('token.identity.updated').length
+    await sc.waitFor(() => sc.events('token.identity.updated').length > n)
+    const current = serial(join(dir, 'cert.pem'))
+    assert.equal((await post('/accesstoken', { domain: 'demo', role: 'after-refresh' })).status, 200)
+    const last = zts.received.filter((r) => r.route === 'oauth2').at(-1)!
+    // The certificate just announced, unless yet another refresh slipped in meanwhile.
+    assert.ok([current, serial(join(dir, 'cert.pem'))].includes(last.clientSerial!))
+    assert.notEqual(last.clientSerial, zts.received.find((r) => r.route === 'oauth2')!.clientSerial)
+  })
+
+  it('keeps the good certificate when ZTS fails or answers a certificate for another key, and backs off', async () => {
+    const good = readFileSync(join(dir, 'cert.pem'), 'utf8')
+    const n = sc.events('certificate.refresh.failed').length
+    zts.wrongKeyNext('refresh')
+    await sc.waitFor(() => sc.events('certificate.refresh.failed').length > n)
+    assert.equal(readFileSync(join(dir, 'cert.pem'), 'utf8'), good)
+    const failure = sc.events('certificate.refresh.failed').at(-1)!
+    assert.equal((failure.err as { code?: string }).code, 'ERR_BAD_CERT')
+    assert.ok((failure.retryInMs as number) <= 750) // capped at REFRESH_INTERVAL/4
+    zts.failNext('refresh', 503, 3)
+    await sc.waitFor(() => sc.events('certificate.refresh.failed').length > n + 1)
+    assert.equal(readFileSync(join(dir, 'cert.pem'), 'utf8'), good)
+    // After the failures a retry succeeds without waiting for the next interval.
+    await sc.waitFor(() => readFileSync(join(dir, 'cert.pem'), 'utf8') !== good, 3_000)
+  })
+
+  it('never logs a token', () => {
+    const tokens = [
+      readFileSync(join(dir, 'tokens', 'demo:role.reader.accesstoken'), 'utf8'),
+      readFileSync(join(dir, 'tokens', 'demo:role.reader.roletoken'), 'utf8'),
+    ]
+    for (const r of sc.records) {
+      const line = JSON.stringify(r)
+      for (const t of tokens) assert.ok(!line.includes(t.slice(-40)), `token in ${r.event}`)
+      assert.ok(!line.includes('PRIVATE KEY'), `key in ${r.event}`)
+    }
+  })
+
+  it('deletes the instance at ZTS on shutdown when DELETE_INSTANCE_ID is set', async () => {
+    assert.equal(await stop(sc), 0)
+    assert.equal(zts.counts.delete, 1)
+    assert.equal(zts.received.find((r) => r.route === 'delete')!.clientCN, 'my.team.api')
+  })
+})

@@ -1,0 +1,241 @@
+import assert from 'node:assert/strict'
+import { createPublicKey, type JsonWebKey, verify } from 'node:crypto'
+import { mkdtempSync, readFileSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { type Sidecar, startReady, stop } from '../test/support/sidecar.js'
+import { httpsRequest } from './doubles/zts-https.js'
+
+// Two sidecars for the whole file: A plain HTTP with a target and token files, B with mutual TLS
+// and a one-second refresh and idle eviction.
+// biome-ignore lint/suspicious/noExplicitAny: JSON bodies under test are probed field by field
+type Json = any
+
+let a: Sidecar
+let b: Sidecar
+let base: string
+const dirA = mkdtempSync(join(tmpdir(), 'sia-token-a-'))
+const dirB = mkdtempSync(join(tmpdir(), 'sia-token-b-'))
+// B's token server presents the service certificate the certificate service wrote (it starts first).
+const mtls = {
+  TOKEN_SERVER_TLS_CERT_PATH: join(dirB, 'cert.pem'),
+  TOKEN_SERVER_TLS_KEY_PATH: join(dirB, 'key.pem'),
+  TOKEN_SERVER_TLS_CA_PATH: join(dirB, 'ca.pem'),
+}
+const client = () => ({
+  cert: readFileSync(join(dirB, 'cert.pem')),
+  key: readFileSync(join(dirB, 'key.pem')),
+  ca: readFileSync(join(dirB, 'ca.pem')),
+})
+async function postB(path: string, body: unknown) {
+  const port = (await b.waitForEvent('server.listening', { service: 'token' })).port as number
+  const r = await httpsRequest(`https://127.0.0.1:${port}${path}`, client(), {
+    method: 'POST',
+    body: JSON.stringify(body),
+  })
+  return { status: r.status, json: JSON.parse(r.body) as Json }
+}
+const seen: string[] = [] // every token a test received: none may appear in a log line
+
+async function post(path: string, body: unknown) {
+  const res = await fetch(`${base}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  })
+  return { status: res.status, type: res.headers.get('content-type'), json: (await res.json()) as Json }
+}
+
+function decode(part: string): Json {
+  return JSON.parse(Buffer.from(part, 'base64url').toString('utf8'))
+}
+
+async function jwksKey(kid: string) {
+  const res = await fetch(`${base}/oauth2/keys`)
+  assert.equal(res.status, 200)
+  const { keys } = (await res.json()) as { keys: (JsonWebKey & { kid: string })[] }
+  const jwk = keys.find((k) => k.kid === kid)
+  assert.ok(jwk, `no key ${kid} in the JWKS`)
+  return createPublicKey({ key: jwk, format: 'jwk' })
+}
+
+before(async () => {
+  ;[a, b] = await Promise.all([
+    startReady({
+      dataDir: dirA,
+      env: { TARGET_DOMAIN_ROLES: 'demo:role.reader', TOKEN_DIR: join(dirA, 'tokens') },
+    }),
+    startReady({
+      dataDir: dirB,
+      env: {
+        ...mtls,
+        TOKEN_REFRESH_INTERVAL: '1s',
+        TOKEN_CACHE_IDLE_EVICT: '1s',
+        TARGET_DOMAIN_ROLES: 'demo:role.writer',
+      },
+    }),
+  ])
+  base = await a.url('token')
+})
+
+after(async () => {
+  await Promise.all([a && stop(a), b && stop(b)])
+})
+
+describe('token server, local provider', () => {
+  it('issues an access token that verifies against the JWKS', async () => {
+    const r = await post('/accesstoken', { domain: 'demo', role: 'reader' })
+    assert.equal(r.status, 200)
+    assert.equal(r.json.token_type, 'Bearer')
+    assert.equal(r.json.scope, 'demo:role.reader')
+    assert.ok(r.json.expires_in > 60)
+    const token: string = r.json.access_token
+    seen.push(token)
+    const [h, c, s] = token.split('.') as [string, string, string]
+    const header = decode(h)
+    assert.equal(header.alg, 'RS256')
+    const key = await jwksKey(header.kid)
+    assert.ok(verify('sha256', Buffer.from(`${h}.${c}`), key, Buffer.from(s, 'base64url')))
+    const claims = decode(c)
+    assert.equal(claims.aud, 'demo')
+    assert.equal(claims.scope, 'demo:role.reader')
+    assert.equal(claims.sub, 'sia.local.workload')
+    assert.ok(claims.exp > Date.now() / 1000 + 60)
+    // A tampered token does not verify.
+    const forged = Buffer.from(JSON.stringify({ ...claims, scope: 'demo:role.admin' })).toString('base64url')
+    assert.equal(verify('sha256', Buffer.from(`${h}.${forged}`), key, Buffer.from(s, 'base64url')), false)
+  })
+
+  it('serves a cached access token for the same key and a new one for another expiry', async () => {
+    const one = await post('/accesstoken', { domain: 'demo', role: 'cached' })
+    const two = await post('/accesstoken', { domain: 'demo', role: 'cached' })
+    const other = await post('/accesstoken', { domain: 'demo', role: 'cached', expiry: 600 })
+    seen.push(one.json.access_token, other.json.access_token)
+    assert.equal(one.json.access_token, two.json.access_token)
+    assert.notEqual(other.json.access_token, one.json.access_token)
+    assert.equal(other.json.expires_in, 600)
+  })
+
+  it('issues a signed role token in the Athenz form', async () => {
+    const r = await post('/roletoken', { domain: 'demo', role: 'reader', min_expiry: 100 })
+    assert.equal(r.status, 200)
+    const token: string = r.json.token
+    seen.push(token)
+    assert.match(
+      token,
+      /^v=Z1;d=demo;r=reader;p=sia\.local\.workload;a=[0-9a-f]+;t=\d+;e=\d+;k=[\w-]+;s=[\w-]+$/,
+    )
+    assert.equal(r.json.expiryTime, Number(/;e=(\d+)/.exec(token)![1]))
+    const unsigned = token.slice(0, token.lastIndexOf(';s='))
+    const kid = /;k=([\w-]+)/.exec(token)![1]!
+    const sig = Buffer.from(token.slice(token.lastIndexOf(';s=') + 3), 'base64url')
+    assert.ok(verify('sha256', Buffer.from(unsigned), await jwksKey(kid), sig))
+  })
+
+  it('answers header mode with Authorization and Athenz-Role-Auth', async () => {
+    const res = await fetch(`${base}/`, { headers: { 'X-Athenz-Domain': 'demo', 'X-Athenz-Role': 'reader' } })
+    assert.equal(res.status, 200)
+    const body = (await res.json()) as Json
+    const auth = res.headers.get('authorization')!
+    assert.match(auth, /^bearer [\w-]+\.[\w-]+\.[\w-]+$/)
+    assert.equal(auth.slice('bearer '.length), body.access_token)
+    assert.match(res.headers.get('athenz-role-auth')!, /^v=Z1;d=demo;r=reader;/)
+    assert.equal(res.headers.get('athenz-role-auth'), body.role_token)
+    seen.push(body.access_token, body.role_token)
+  })
+
+  it('answers client errors with 400 problem+json and unknown routes with 404', async () => {
+    for (const [path, body, detail] of [
+      ['/accesstoken', { role: 'reader' }, /domain is required/],
+      ['/accesstoken', 'not json', /invalid JSON body/],
+      ['/accesstoken', { domain: 'demo', expiry: -5 }, /expiry must be a whole number/],
+      ['/roletoken', { domain: 'bad domain!' }, /domain is not a valid Athenz name/],
+      ['/roletoken', { domain: 'demo', min_expiry: 'soon' }, /min_expiry/],
+    ] as const) {
+      const r = await post(path, body)
+      assert.equal(r.status, 400, `${path} ${JSON.stringify(body)}`)
+      assert.equal(r.type, 'application/problem+json')
+      assert.match(r.json.detail, detail)
+    }
+    const noHeaders = await fetch(`${base}/`)
+    assert.equal(noHeaders.status, 400)
+    assert.match(((await noHeaders.json()) as Json).detail, /http headers not set/)
+    const unknown = await fetch(`${base}/nope`)
+    assert.equal(unknown.status, 404)
+    assert.equal(unknown.headers.get('content-type'), 'application/problem+json')
+  })
+
+  it('writes token files of the targets under TOKEN_DIR with mode 0600', async () => {
+    const dir = join(dirA, 'tokens')
+    const at = join(dir, 'demo:role.reader.accesstoken')
+    const rt = join(dir, 'demo:role.reader.roletoken')
+    const fromApi = await post('/accesstoken', { domain: 'demo', role: 'reader' })
+    assert.equal(readFileSync(at, 'utf8'), fromApi.json.access_token)
+    assert.equal(statSync(at).mode & 0o777, 0o600)
+    assert.equal(statSync(rt).mode & 0o777, 0o600)
+    assert.match(readFileSync(rt, 'utf8'), /^v=Z1;d=demo;r=reader;/)
+  })
+
+  it('exports the cache metrics', async () => {
+    const text = await (await fetch(`${await a.url('metrics')}/metrics`)).text()
+    const value = (re: RegExp) => Number(re.exec(text)?.[1])
+    assert.ok(value(/^cached_token_entries\{type="accesstoken"[^}]*\} (\d+)$/m) >= 2)
+    assert.ok(value(/^cached_token_bytes\{type="roletoken"[^}]*\} (\d+)$/m) > 100)
+    const left = value(
+      /^token_expires_in_seconds\{type="accesstoken",domain="demo",role="reader"[^}]*\} (\d+)$/m,
+    )
+    assert.ok(left > 3000 && left <= 3600, `expires in ${left}`)
+  })
+})
+
+describe('token server, mutual TLS, refresh and eviction', () => {
+  it('requires a client certificate when TOKEN_SERVER_TLS_CA_PATH is set', async () => {
+    const ok = await postB('/accesstoken', { domain: 'demo', role: 'writer' })
+    assert.equal(ok.status, 200)
+    seen.push(ok.json.access_token)
+    const port = (await b.waitForEvent('server.listening', { service: 'token' })).port as number
+    await assert.rejects(
+      httpsRequest(
+        `https://127.0.0.1:${port}/accesstoken`,
+        { ca: client().ca },
+        { method: 'POST', body: '{}' },
+      ),
+    )
+    await assert.rejects(fetch(`http://127.0.0.1:${port}/`))
+  })
+
+  it('refreshes cached target tokens every TOKEN_REFRESH_INTERVAL', async () => {
+    const get = async () =>
+      (await postB('/roletoken', { domain: 'demo', role: 'writer' })).json.token as string
+    const first = await get()
+    const n = b.events('token.cache.updated').length
+    await b.waitFor(
+      (r) => r.event === 'token.cache.updated' && b.events('token.cache.updated').length > n + 1,
+    )
+    const second = await get()
+    seen.push(first, second)
+    assert.notEqual(second, first)
+  })
+
+  it('evicts tokens nobody asked for within TOKEN_CACHE_IDLE_EVICT, keeping targets', async () => {
+    seen.push((await postB('/accesstoken', { domain: 'demo', role: 'idle' })).json.access_token)
+    await b.waitForEvent('token.cache.evicted')
+    const text = await (await fetch(`${await b.url('metrics')}/metrics`)).text()
+    assert.doesNotMatch(text, /token_expires_in_seconds\{type="accesstoken",domain="demo",role="idle"/)
+    assert.match(text, /token_expires_in_seconds\{type="accesstoken",domain="demo",role="writer"/)
+  })
+})
+
+describe('token server logs', () => {
+  it('never logs a token', () => {
+    assert.ok(seen.length >= 8)
+    for (const sc of [a, b]) {
+      for (const r of sc.records) {
+        const line = JSON.stringify(r)
+        for (const t of seen) assert.ok(!line.includes(t.slice(-40)), `token in log: ${r.event}`)
+      }
+      assert.ok(sc.events('token.request').length > 0)
+    }
+  })
+})

@@ -1,0 +1,98 @@
+import { X509Certificate } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { basename } from 'node:path'
+import { Gauge, type Registry } from 'prom-client'
+
+/**
+ * The x509-certificate-exporter's series for our files, read at scrape time: one series per
+ * certificate in each file (a bundle holds several), labelled as the exporter labels them.
+ */
+const NAME_PARTS = ['C', 'ST', 'L', 'O', 'OU', 'CN'] as const
+const LABELS = [
+  'filepath',
+  'filename',
+  'serial_number',
+  ...NAME_PARTS.map((p) => `subject_${p}`),
+  ...NAME_PARTS.map((p) => `issuer_${p}`),
+]
+
+const PEM = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g
+
+function nameLabels(prefix: string, dn: string): Record<string, string> {
+  const parts = new Map(dn.split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
+  return Object.fromEntries(NAME_PARTS.map((p) => [`${prefix}_${p}`, parts.get(p) ?? '']))
+}
+
+interface Row {
+  labels: Record<string, string>
+  notAfter: number
+  notBefore: number
+}
+
+async function readRows(files: string[]): Promise<{ rows: Row[]; errors: number }> {
+  const rows: Row[] = []
+  let errors = 0
+  for (const filepath of files) {
+    try {
+      const pems = (await readFile(filepath, 'utf8')).match(PEM)
+      if (!pems) throw new Error('no certificate')
+      for (const pem of pems) {
+        const cert = new X509Certificate(pem)
+        rows.push({
+          labels: {
+            filepath,
+            filename: basename(filepath),
+            serial_number: cert.serialNumber,
+            ...nameLabels('subject', cert.subject),
+            ...nameLabels('issuer', cert.issuer),
+          },
+          notAfter: Date.parse(cert.validTo) / 1000,
+          notBefore: Date.parse(cert.validFrom) / 1000,
+        })
+      }
+    } catch {
+      errors++
+    }
+  }
+  return { rows, errors }
+}
+
+/** Every series of one scrape comes from one read of the files. */
+const SNAPSHOT_MS = 500
+
+export function registerX509Metrics(registry: Registry, files: () => string[]): void {
+  let snapshot: { at: number; data: Promise<{ rows: Row[]; errors: number }> } | undefined
+  const read = () => {
+    if (!snapshot || Date.now() - snapshot.at > SNAPSHOT_MS) {
+      snapshot = { at: Date.now(), data: readRows(files()) }
+    }
+    return snapshot.data
+  }
+  const gauge = (name: string, help: string, value: (r: Row, nowSec: number) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: LABELS,
+      registers: [registry],
+      async collect() {
+        const { rows } = await read()
+        this.reset()
+        const now = Date.now() / 1000
+        for (const r of rows) this.set(r.labels, value(r, now))
+      },
+    })
+  gauge('x509_cert_not_after', 'Certificate expiry, epoch seconds', (r) => r.notAfter)
+  gauge('x509_cert_not_before', 'Certificate start of validity, epoch seconds', (r) => r.notBefore)
+  gauge('x509_cert_expired', '1 if the certificate has expired', (r, now) => (r.notAfter <= now ? 1 : 0))
+  gauge('x509_cert_expires_in_seconds', 'Seconds until the certificate expires', (r, now) =>
+    Math.round(r.notAfter - now),
+  )
+  new Gauge({
+    name: 'x509_read_errors',
+    help: 'Certificate files that could not be read or parsed at this scrape',
+    registers: [registry],
+    async collect() {
+      this.set((await read()).errors)
+    },
+  })
+}

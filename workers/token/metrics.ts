@@ -1,0 +1,49 @@
+import { Gauge, type Registry } from 'prom-client'
+import type { TokenCache } from './cache.js'
+
+export type TokenKind = 'roletoken' | 'accesstoken'
+
+/** The original's cache metrics, read from the caches at scrape time. */
+export function registerTokenMetrics(
+  registry: Registry,
+  caches: Record<TokenKind, TokenCache<unknown>>,
+): void {
+  const kinds = Object.entries(caches) as [TokenKind, TokenCache<unknown>][]
+  new Gauge({
+    name: 'cached_token_bytes',
+    help: 'Bytes of tokens held in the cache',
+    labelNames: ['type'],
+    registers: [registry],
+    collect() {
+      for (const [type, cache] of kinds)
+        this.set(
+          { type },
+          cache.entries().reduce((n, e) => n + e.bytes, 0),
+        )
+    },
+  })
+  new Gauge({
+    name: 'cached_token_entries',
+    help: 'Tokens held in the cache',
+    labelNames: ['type'],
+    registers: [registry],
+    collect() {
+      for (const [type, cache] of kinds) this.set({ type }, cache.entries().length)
+    },
+  })
+  new Gauge({
+    name: 'token_expires_in_seconds',
+    help: 'Seconds until a cached token expires',
+    labelNames: ['type', 'domain', 'role'],
+    registers: [registry],
+    collect() {
+      this.reset()
+      const now = Date.now()
+      for (const [type, cache] of kinds) {
+        for (const e of cache.entries()) {
+          this.set({ type, domain: e.key.domain, role: e.key.role }, Math.round((e.expiresAt - now) / 1000))
+        }
+      }
+    },
+  })
+}
