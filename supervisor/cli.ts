@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs'
 import { loadConfig } from '../shared/config/load.js'
-import { createLogger } from '../shared/logger.js'
+import type { Config } from '../shared/config/types.js'
+import { runInit } from '../shared/identity/init-mode.js'
+import { createLogger, type Logger } from '../shared/logger.js'
 import { helpText } from './help.js'
 import { run } from './run.js'
 
@@ -23,13 +25,22 @@ function main(): void {
 
   const log = createLogger('supervisor', invocation.config.logLevel)
   log.info({ event: 'supervisor.boot', version, pid: process.pid, mode: invocation.config.mode }, 'booting')
-  run(invocation.config, log).then(
+  const { config } = invocation
+  const done = config.mode === 'init' ? init(config, log) : run(config, log)
+  done.then(
     (code) => process.exit(code),
     (err: unknown) => {
       log.fatal({ event: 'supervisor.exit', code: 1, cause: 'internal-error', err }, 'supervisor failed')
       process.exit(1)
     },
   )
+}
+
+/** MODE=init (an init container): fetch the identity once on this thread, spawn nothing. */
+async function init(config: Config, log: Logger): Promise<number> {
+  const code = await runInit(config, log)
+  log.info({ event: 'supervisor.exit', code, cause: 'init' }, `exiting with ${code}`)
+  return code
 }
 
 main()
