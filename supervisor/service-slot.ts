@@ -45,6 +45,8 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   /** Started and acknowledged, not being recycled: an exit now is a fault, not a start failure. */
   let running = false
   let stopping = false
+  /** It crashed after the run was cancelled, before its own turn to stop: shutdown was not clean. */
+  let crashedWhileEnding = false
   let restartTimer: NodeJS.Timeout | undefined
   let watchdogTimer: NodeJS.Timeout | undefined
   /** A restart's start or a recycle in progress; shutdown waits for it (each has a deadline). */
@@ -125,6 +127,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
       `${service} worker ended (${exit.reason})`,
     )
     if (stopping || ctx.signal.aborted) {
+      crashedWhileEnding ||= exit.reason !== 'recycled'
       board.setState(service, 'down')
       return
     }
@@ -243,7 +246,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
       const h = handle
       if (!h?.alive()) {
         board.setState(service, 'stopped')
-        return 'done'
+        return crashedWhileEnding ? 'crashed' : 'done'
       }
       const t0 = performance.now()
       try {

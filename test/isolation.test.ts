@@ -391,6 +391,21 @@ describe('crash isolation', () => {
     const done = sc.events('service.shutdown.done').map((r) => r.service)
     assert.deepEqual(done, [...SERVICES].reverse())
   })
+
+  test('a worker that dies after the run is cancelled, before its turn to stop, makes the exit code 1', async (t) => {
+    // The gateway blocks right after its start; SIGTERM at once; during SHUTDOWN_DELAY the
+    // watchdog ends it. Its turn finds it dead: logged, shut down, but not clean.
+    const sc = launch(t, {
+      env: { SIA_FAILPOINTS: 'gateway.before-task:server=block', SHUTDOWN_DELAY: '4s' },
+      args: withConfig({ gateway: { ...FAST, watchdogTimeout: '2s' } }),
+    })
+    await sc.waitForEvent('supervisor.ready')
+    sc.kill('SIGTERM')
+    assert.equal((await sc.exited).code, 1)
+    assert.equal(eventsOf(sc, 'worker.crashed', 'gateway')[0]?.reason, 'watchdog')
+    assert.deepEqual(eventsOf(sc, 'worker.restarting', 'gateway'), [], 'no restart once the run is cancelled')
+    assertStoppedEverything(sc, 1, 'signal')
+  })
 })
 
 /** A POST /roletoken whose body arrives in two parts: in flight until `finish()`. */
