@@ -300,8 +300,8 @@ describe('gateway: failing sink, fingerprint labels, resolved ignored', () => {
       assert.equal(r.headers.get('retry-after'), '5')
       assert.equal(r.headers.get('content-type'), 'application/problem+json')
     }
-    const failures = sc.events('gateway.sink.failed')
-    assert.equal(failures.length, 2)
+    await sc.waitForCount('gateway.sink.failed', 2)
+    assert.equal(sc.events('gateway.sink.failed').length, 2)
     const metrics = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
     assert.equal(metric(metrics, 'gateway_sink_errors_total', { sink: 'file' }), 2)
   })

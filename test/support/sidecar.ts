@@ -26,6 +26,16 @@ export interface Sidecar {
   /** Resolves with the first record (already seen or future) matching `pred`. */
   waitFor(pred: (r: LogRecord) => boolean, timeoutMs?: number): Promise<LogRecord>
   waitForEvent(event: string, fields?: Record<string, unknown>, timeoutMs?: number): Promise<LogRecord>
+  /**
+   * Resolves once `n` records of `event` (with `fields`) have arrived. Logs come over their own
+   * pipe: after an HTTP answer, the worker's record about it may not have been read yet.
+   */
+  waitForCount(
+    event: string,
+    n: number,
+    fields?: Record<string, unknown>,
+    timeoutMs?: number,
+  ): Promise<LogRecord>
   /** Base URL of a service's server, from its `server.listening` record. */
   url(service: string, timeoutMs?: number): Promise<string>
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
@@ -125,6 +135,10 @@ export function startSidecar(opts: SidecarOptions = {}): Sidecar {
     stderr: () => stderr,
     waitFor,
     waitForEvent: (event, fields = {}, timeoutMs) => waitFor((r) => matches(r, event, fields), timeoutMs),
+    waitForCount(event, n, fields = {}, timeoutMs) {
+      let seen = 0
+      return waitFor((r) => matches(r, event, fields) && ++seen === n, timeoutMs)
+    },
     async url(service, timeoutMs) {
       const r = await waitFor((x) => x.event === 'server.listening' && x.service === service, timeoutMs)
       return `http://127.0.0.1:${r.port as number}`
