@@ -155,3 +155,25 @@ export function createIdentityRefresher(deps: {
     },
   }
 }
+
+/**
+ * How long the identity on disk, and every role certificate, stays fresh: due for refresh
+ * REFRESH_INTERVAL after it was issued, or half-way through its validity if that comes first.
+ * 0 when anything is missing, unreadable or due: then start() refreshes at once.
+ */
+export async function freshForMs(identity: Identity, config: Config, now = Date.now()): Promise<number> {
+  const dueAt = (pem: string) => {
+    const cert = new X509Certificate(pem)
+    const from = Date.parse(cert.validFrom)
+    const to = Date.parse(cert.validTo)
+    return Math.min(from + config.refreshInterval, from + (to - from) / 2)
+  }
+  try {
+    const roles = await Promise.all(
+      parseTargets(config.targetDomainRoles).map((t) => readFile(roleCertPath(config, t), 'utf8')),
+    )
+    return Math.max(0, Math.min(dueAt(identity.certPem), ...roles.map(dueAt)) - now)
+  } catch {
+    return 0
+  }
+}

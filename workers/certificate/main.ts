@@ -2,7 +2,7 @@ import { defineService } from '../../shared/define-service.js'
 import { codedError } from '../../shared/errors.js'
 import { createIdentityPublisher, type IdentityPublisher } from '../../shared/identity/announce.js'
 import { backoffDelay, pause } from '../../shared/identity/backoff.js'
-import { type Identity, readIdentity, roleCertPath } from '../../shared/identity/identity.js'
+import { freshForMs, type Identity, readIdentity, roleCertPath } from '../../shared/identity/identity.js'
 import { type CertRuntime, createCertRuntime } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
 import { watchFiles } from '../../shared/identity/watch.js'
@@ -54,15 +54,26 @@ defineService({
       adopt(identity)
       log.info({ event: 'certificate.files', certFile: config.certFile }, 'certificate provisioning by files')
     }
-    try {
-      await refreshOnce(signal)
-    } catch (err) {
-      if (!identity) throw err
-      log.warn(
-        { event: 'certificate.refresh.failed', err, keeping: config.certFile },
-        'could not refresh at start; keeping the valid identity on disk',
+    // A restart (of the worker or the pod) within REFRESH_INTERVAL of the last issue reuses what
+    // is on disk: no new key and no round trip to the authority; the timer refreshes when due.
+    const freshMs = rt.kind !== 'files' && identity ? await freshForMs(identity, config) : 0
+    if (identity && freshMs > 0) {
+      adopt(identity)
+      log.info(
+        { event: 'certificate.reused', certFile: config.certFile, refreshInMs: freshMs },
+        'the identity on disk is fresh: reusing it',
       )
-      publisher.publish(identity)
+    } else {
+      try {
+        await refreshOnce(signal)
+      } catch (err) {
+        if (!identity) throw err
+        log.warn(
+          { event: 'certificate.refresh.failed', err, keeping: config.certFile },
+          'could not refresh at start; keeping the valid identity on disk',
+        )
+        publisher.publish(identity)
+      }
     }
 
     if (rt.kind === 'files') {
@@ -108,7 +119,7 @@ defineService({
       `will refresh key[${config.keyFile}], cert[${config.certFile}] and certificates for roles[${config.targetDomainRoles.join(',')}] with provider[${rt.kind}] after ${config.refreshInterval}ms`,
     )
     await go('refresh-timer', async (t) => {
-      let wait = config.refreshInterval + jitterMs
+      let wait = (freshMs || config.refreshInterval) + jitterMs
       let failures = 0
       while (await pause(wait, t.signal)) {
         try {

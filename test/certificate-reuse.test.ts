@@ -1,0 +1,41 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { startReady, stop } from './support/sidecar.js'
+
+const ROLES = 'demo:role.reader'
+
+async function boot(dataDir: string, refresh = '1h') {
+  const sc = await startReady({
+    dataDir,
+    env: { TARGET_DOMAIN_ROLES: ROLES, REFRESH_INTERVAL: refresh, GATEWAY_ADDR: '', METRICS_SERVER_ADDR: '' },
+  })
+  assert.equal(await stop(sc), 0)
+  return sc
+}
+
+test('a restart within REFRESH_INTERVAL reuses the fresh identity on disk; a stale or partial one is refreshed', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'sia-reuse-'))
+  const key = () => readFileSync(join(dataDir, 'key.pem'), 'utf8')
+  const roleCert = join(dataDir, `${ROLES}.cert.pem`)
+
+  const first = await boot(dataDir)
+  assert.equal(first.events('certificate.reused').length, 0, 'nothing to reuse on a first boot')
+  const firstKey = key()
+
+  const second = await boot(dataDir)
+  assert.equal(second.events('certificate.reused').length, 1)
+  assert.equal(second.events('certificate.issued').length, 0, 'no new certificate')
+  assert.equal(key(), firstKey, 'the key was not rotated')
+
+  rmSync(roleCert) // a role certificate missing: the identity is not complete, refresh at start
+  const third = await boot(dataDir)
+  assert.equal(third.events('certificate.reused').length, 0)
+  assert.notEqual(key(), firstKey)
+  assert.ok(readFileSync(roleCert, 'utf8').includes('BEGIN CERTIFICATE'))
+
+  const fourth = await boot(dataDir, '1s') // issued more than REFRESH_INTERVAL ago: due
+  assert.equal(fourth.events('certificate.reused').length, 0)
+})
