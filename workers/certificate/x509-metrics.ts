@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { basename } from 'node:path'
-import { Gauge, type Registry } from 'prom-client'
+import { Gauge, type Registry } from '../../shared/prom.js'
 
 /**
  * The x509-certificate-exporter's series for our files, read at scrape time: one series per

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import { Counter, Gauge, Histogram, type Registry } from '../../shared/prom.js'
 import type { DedupStore } from './dedup-store.js'
 
 export interface GatewayMetrics {

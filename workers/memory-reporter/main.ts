@@ -1,5 +1,5 @@
-import { Gauge } from 'prom-client'
 import { defineService } from '../../shared/define-service.js'
+import { Gauge } from '../../shared/prom.js'
 import { SERVICES } from '../../shared/services.js'
 import { timerTask } from '../../shared/timer-task.js'
 

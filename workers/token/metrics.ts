@@ -1,4 +1,4 @@
-import { Gauge, type Registry } from 'prom-client'
+import { Gauge, type Registry } from '../../shared/prom.js'
 import type { TokenCache } from './cache.js'
 
 export type TokenKind = 'roletoken' | 'accesstoken'
