@@ -189,7 +189,9 @@ export function createTokenApi(opts: TokenApiOptions) {
       }, fail)
       .finally(() => {
         clearTimeout(timer)
-        log.info(
+        // Applications fetch tokens on every call of their own: a success is a debug record (at
+        // info it halves the server's throughput and floods the pod log), a failure is not.
+        log[res.statusCode < 400 ? 'debug' : 'info'](
           {
             event: 'token.request',
             requestId,
