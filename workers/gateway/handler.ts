@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { readBody } from '../../shared/http/body.js'
 import { sendJson, sendProblem } from '../../shared/http/problem.js'
 import { bearerChecker } from './auth.js'
-import { readBody } from './body.js'
 import { createIngest, type IngestOptions } from './ingest.js'
 import { parseWebhook } from './payload.js'
 

@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { readBody } from '../../shared/http/body.js'
 import { sendJson, sendProblem } from '../../shared/http/problem.js'
 import type { AccessToken, RoleToken } from '../../shared/identity/tokens.js'
 import { isUpstreamError } from '../../shared/identity/tokens.js'
@@ -35,16 +35,15 @@ class ClientError extends Error {
 }
 
 async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
-  let size = 0
-  const chunks: Buffer[] = []
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length
-    if (size > MAX_BODY_BYTES) throw new ClientError('request body too large', 413)
-    chunks.push(chunk)
+  const read = await readBody(req, MAX_BODY_BYTES)
+  if (!read.ok) {
+    throw read.reason === 'too-large'
+      ? new ClientError('request body too large', 413)
+      : new ClientError('request body aborted')
   }
   let v: unknown
   try {
-    v = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}')
+    v = JSON.parse(read.body.toString('utf8') || '{}')
   } catch (err) {
     throw new ClientError(`invalid JSON body: ${(err as Error).message}`)
   }
@@ -79,11 +78,53 @@ function enabled<V>(cache: TokenCache<V> | undefined, type: string): TokenCache<
   return cache
 }
 
+/**
+ * A cached token object is answered many times until it is refreshed (a new object): serialise it
+ * once. Weak, so a refreshed or evicted token takes its text with it.
+ */
+const serialized = new WeakMap<object, string>()
+function json(token: object): string {
+  let text = serialized.get(token)
+  if (text === undefined) {
+    text = JSON.stringify(token)
+    serialized.set(token, text)
+  }
+  return text
+}
+
+function sendBody(res: ServerResponse, body: string): void {
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+  res.end(body)
+}
+
+/** TOKEN_SERVER_TIMEOUT passed while waiting for the provider. */
+class DeadlineError extends Error {}
+
 export function createTokenApi(opts: TokenApiOptions) {
   const { log } = opts
 
+  /**
+   * A cached token answers at once; only a miss waits for the provider, and only that wait is
+   * bounded by TOKEN_SERVER_TIMEOUT (the body read is bounded by the server's requestTimeout).
+   */
+  function token<V>(cache: TokenCache<V> | undefined, type: string, key: CacheKey): V | Promise<V> {
+    const c = enabled(cache, type)
+    const hit = c.peek(key)
+    if (hit !== undefined) return hit
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new DeadlineError(`no token within ${opts.timeoutMs}ms`)),
+        opts.timeoutMs,
+      )
+    })
+    return Promise.race([c.get(key), deadline]).finally(() => clearTimeout(timer))
+  }
+
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = new URL(req.url ?? '/', 'http://x').pathname
+    const url = req.url ?? '/'
+    const q = url.indexOf('?')
+    const path = q < 0 ? url : url.slice(0, q)
     if (req.method === 'POST' && path === '/roletoken') {
       const body = await readJson(req)
       const key = keyFrom(
@@ -93,7 +134,7 @@ export function createTokenApi(opts: TokenApiOptions) {
         seconds(body, 'min_expiry'),
         seconds(body, 'max_expiry'),
       )
-      return sendJson(res, 200, await enabled(opts.roleTokens, 'roletoken').get(key))
+      return sendBody(res, json(await token(opts.roleTokens, 'roletoken', key)))
     }
     if (req.method === 'POST' && path === '/accesstoken') {
       const body = await readJson(req)
@@ -104,7 +145,7 @@ export function createTokenApi(opts: TokenApiOptions) {
         0,
         seconds(body, 'expiry'),
       )
-      return sendJson(res, 200, await enabled(opts.accessTokens, 'accesstoken').get(key))
+      return sendBody(res, json(await token(opts.accessTokens, 'accesstoken', key)))
     }
     if (req.method === 'GET' && (path === '/oauth2/keys' || path === '/jwks')) {
       if (!opts.jwks) throw new ClientError('this provider does not publish a JWKS', 404)
@@ -126,7 +167,10 @@ export function createTokenApi(opts: TokenApiOptions) {
     if (!NAME.test(domain) || !ROLES.test(role))
       throw new ClientError('X-Athenz-Domain or X-Athenz-Role invalid')
     const key = keyFrom(domain, role, '', 0, 0)
-    const [at, rt] = await Promise.all([opts.accessTokens?.get(key), opts.roleTokens?.get(key)])
+    const [at, rt] = await Promise.all([
+      opts.accessTokens && token(opts.accessTokens, 'accesstoken', key),
+      opts.roleTokens && token(opts.roleTokens, 'roletoken', key),
+    ])
     const headers: Record<string, string> = {}
     if (at) headers.authorization = `bearer ${at.access_token}`
     if (rt) headers[opts.roleAuthHeader.toLowerCase()] = rt.token
@@ -146,62 +190,48 @@ export function createTokenApi(opts: TokenApiOptions) {
   }
 
   return (req: IncomingMessage, res: ServerResponse): void => {
-    const requestId = randomUUID()
     const t0 = performance.now()
-    let timer: NodeJS.Timeout | undefined
-    const timedOut = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), opts.timeoutMs)
-    })
     const fail = (err: unknown) => {
       if (res.headersSent) return void res.destroy()
       if (err instanceof ClientError) {
-        log.warn(
-          { event: 'token.request.rejected', requestId, status: err.status, reason: err.message },
-          'client error',
-        )
+        log.warn({ event: 'token.request.rejected', status: err.status, reason: err.message }, 'client error')
         return sendProblem(res, {
           status: err.status,
           title: err.status === 404 ? 'Not Found' : 'Bad Request',
           detail: err.message,
         })
       }
+      if (err instanceof DeadlineError) {
+        log.error({ event: 'token.request.timeout', ms: opts.timeoutMs }, 'token request timed out')
+        return sendProblem(res, { status: 503, title: 'Service Unavailable', detail: err.message })
+      }
       const upstream = isUpstreamError(err)
-      log.error({ event: 'token.request.failed', requestId, err }, 'token request failed')
+      log.error({ event: 'token.request.failed', err }, 'token request failed')
       sendProblem(res, {
         status: upstream ? 502 : 500,
         title: upstream ? 'Bad Gateway' : 'Internal Server Error',
         detail: upstream ? (err as Error).message : 'internal error',
       })
     }
-    Promise.race([route(req, res).then(() => 'done' as const), timedOut])
-      .then((outcome) => {
-        if (outcome === 'timeout' && !res.headersSent) {
-          log.error(
-            { event: 'token.request.timeout', requestId, ms: opts.timeoutMs },
-            'token request timed out',
-          )
-          sendProblem(res, {
-            status: 503,
-            title: 'Service Unavailable',
-            detail: `no token within ${opts.timeoutMs}ms`,
-          })
-        }
-      }, fail)
-      .finally(() => {
-        clearTimeout(timer)
-        // Applications fetch tokens on every call of their own: a success is a debug record (at
-        // info it halves the server's throughput and floods the pod log), a failure is not.
-        log[res.statusCode < 400 ? 'debug' : 'info'](
-          {
-            event: 'token.request',
-            requestId,
-            method: req.method,
-            path: req.url,
-            status: res.statusCode,
-            ms: Math.round((performance.now() - t0) * 10) / 10,
-          },
-          `${req.method} ${req.url} ${res.statusCode}`,
-        )
-      })
+    const done = () => {
+      // Applications fetch tokens on every call of their own: a success is a debug record (at
+      // info it halves the server's throughput and floods the pod log), a failure is not.
+      const level = res.statusCode < 400 ? 'debug' : 'info'
+      if (!log.isLevelEnabled(level)) return
+      log[level](
+        {
+          event: 'token.request',
+          method: req.method,
+          path: req.url,
+          status: res.statusCode,
+          ms: Math.round((performance.now() - t0) * 10) / 10,
+        },
+        `${req.method} ${req.url} ${res.statusCode}`,
+      )
+    }
+    route(req, res).then(done, (err: unknown) => {
+      fail(err)
+      done()
+    })
   }
 }

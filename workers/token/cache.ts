@@ -24,6 +24,8 @@ export interface CacheEntry<V> {
 }
 
 export interface TokenCache<V> {
+  /** A fresh cached token, or undefined: the synchronous path of every cache hit. */
+  peek(key: CacheKey): V | undefined
   /** A fresh cached token, or one fetched now (shared with concurrent callers of the same key). */
   get(key: CacheKey): Promise<V>
   /** Fetches every entry anew; a failure keeps the old token while it is still valid. */
@@ -79,16 +81,20 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
     return p
   }
 
+  function peek(key: CacheKey): V | undefined {
+    const t = now()
+    const hit = entries.get(describeKey(key))
+    if (!hit || hit.expiresAt - t < MIN_REMAINING_MS) return undefined
+    hit.lastUsed = t
+    return hit.value
+  }
+
   return {
+    peek,
     async get(key) {
-      const id = describeKey(key)
-      const t = now()
-      const hit = entries.get(id)
-      if (hit && hit.expiresAt - t >= MIN_REMAINING_MS) {
-        hit.lastUsed = t
-        return hit.value
-      }
-      const entry = await fetchShared(id, key)
+      const hit = peek(key)
+      if (hit !== undefined) return hit
+      const entry = await fetchShared(describeKey(key), key)
       entry.lastUsed = now()
       return entry.value
     },
