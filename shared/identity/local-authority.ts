@@ -2,7 +2,6 @@ import { createPrivateKey, generateKeyPair, type KeyObject, X509Certificate } fr
 import { link, mkdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import forge from 'node-forge'
 import { writeFileAtomic } from '../atomic-file.js'
 
 /**
@@ -41,6 +40,8 @@ export async function loadOrCreateAuthority(dataDir: string): Promise<Authority>
   }
   await mkdir(paths.dir, { recursive: true, mode: 0o700 })
   const { privateKeyPem, publicKeyPem } = await generateRsaKey()
+  // node-forge (~4 MiB of heap per thread) only on the first start, to create the CA.
+  const { default: forge } = await import('node-forge')
   const cert = forge.pki.createCertificate()
   cert.publicKey = forge.pki.publicKeyFromPem(publicKeyPem)
   cert.serialNumber = serial()
@@ -80,41 +81,7 @@ async function loadAuthority(paths: { key: string; cert: string }): Promise<Auth
   return { certPem, key: createPrivateKey(keyPem), cert: new X509Certificate(certPem) }
 }
 
-export interface CertificateRequest {
-  publicKeyPem: string
-  commonName: string
-  dnsNames?: string[]
-  uris?: string[]
-  ips?: string[]
-  validityMs: number
-}
-
-/** Issues a leaf certificate signed by the authority. */
-export function issueCertificate(ca: Authority, req: CertificateRequest): string {
-  const cert = forge.pki.createCertificate()
-  cert.publicKey = forge.pki.publicKeyFromPem(req.publicKeyPem)
-  cert.serialNumber = serial()
-  cert.validity.notBefore = new Date(Date.now() - 60_000)
-  cert.validity.notAfter = new Date(Date.now() + req.validityMs)
-  cert.setSubject([{ name: 'commonName', value: req.commonName }])
-  cert.setIssuer(forge.pki.certificateFromPem(ca.certPem).subject.attributes)
-  const altNames = [
-    ...(req.dnsNames ?? []).map((value) => ({ type: 2, value })),
-    ...(req.uris ?? []).map((value) => ({ type: 6, value })),
-    ...(req.ips ?? []).map((ip) => ({ type: 7, ip })),
-  ]
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: false },
-    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
-    { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
-    ...(altNames.length ? [{ name: 'subjectAltName', altNames }] : []),
-  ])
-  const caKeyPem = ca.key.export({ type: 'pkcs8', format: 'pem' }).toString()
-  cert.sign(forge.pki.privateKeyFromPem(caKeyPem), forge.md.sha256.create())
-  return forge.pki.certificateToPem(cert)
-}
-
-function serial(): string {
+export function serial(): string {
   // Positive 64-bit serial: the leading nibble is kept below 8.
   return (BigInt(Date.now()) * 1000n + BigInt(Math.floor(Math.random() * 1000)))
     .toString(16)

@@ -4,11 +4,8 @@ import { createServer, type Server } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import {
-  generateRsaKey,
-  issueCertificate,
-  loadOrCreateAuthority,
-} from '../../shared/identity/local-authority.js'
+import { generateRsaKey, loadOrCreateAuthority } from '../../shared/identity/local-authority.js'
+import { issueCertificate } from './issue-certificate.js'
 
 export interface KubeObject {
   apiVersion: string

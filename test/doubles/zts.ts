@@ -6,12 +6,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { TLSSocket } from 'node:tls'
 import { type CsrContents, readCsr, signCsr } from '../../shared/identity/csr.js'
-import {
-  generateRsaKey,
-  issueCertificate,
-  loadOrCreateAuthority,
-} from '../../shared/identity/local-authority.js'
+import { generateRsaKey, loadOrCreateAuthority } from '../../shared/identity/local-authority.js'
 import { issueAccessToken, issueRoleToken } from '../../shared/identity/local-tokens.js'
+import { issueCertificate } from './issue-certificate.js'
 
 /**
  * An Athenz ZTS double on a real HTTPS socket: the real paths and bodies, client-certificate
