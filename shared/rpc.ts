@@ -1,4 +1,4 @@
-import type { MessagePort } from 'node:worker_threads'
+import { type MessagePort, receiveMessageOnPort } from 'node:worker_threads'
 import {
   type CodedError,
   codedError,
@@ -45,7 +45,7 @@ export function createRpc<Out extends OpMap, In extends OpMap>(port: MessagePort
   let nextId = 1
   let closed: CodedError | undefined
 
-  port.on('message', (msg: Message) => {
+  const onMessage = (msg: Message) => {
     if (msg.k === 'res') {
       const p = pending.get(msg.id)
       if (!p) return // answered after its deadline: the caller has moved on
@@ -68,7 +68,8 @@ export function createRpc<Out extends OpMap, In extends OpMap>(port: MessagePort
         (value) => reply({ k: 'res', id: msg.id, ok: true, value }),
         (err) => reply({ k: 'res', id: msg.id, ok: false, error: serializeError(err) }),
       )
-  })
+  }
+  port.on('message', onMessage)
 
   return {
     request(op, args, timeoutMs) {
@@ -88,6 +89,11 @@ export function createRpc<Out extends OpMap, In extends OpMap>(port: MessagePort
     },
     close(reason) {
       if (closed) return
+      // A worker that posted its answer and then died: the answer may still sit in the port's
+      // queue, behind the thread's exit event. Take it before rejecting what is left.
+      for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
+        if ((m.message as Message).k === 'res') onMessage(m.message as Message)
+      }
       closed = reason
       for (const p of pending.values()) {
         clearTimeout(p.timer)

@@ -77,11 +77,14 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     })
   }
 
-  function nowRunning(): void {
+  function nowRunning(h: WorkerHandle): void {
     running = true
     board.setState(service, 'running')
     metrics.up.set({ service }, 1)
     armWatchdog(tuning.watchdogTimeout)
+    // It acknowledged and then died before we got here (its exit was ignored as not yet
+    // running): handle that exit now, as the crash it is.
+    if (!h.alive()) void h.exited.then((exit) => onExit(h, exit))
   }
 
   // The watchdog reads the heartbeat the worker writes to the status board every second. It runs
@@ -190,7 +193,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
       return
     }
     if (stopping) return
-    nowRunning()
+    nowRunning(h)
     log.info({ event: 'worker.restarted', service }, `${service} restarted`)
   }
 
@@ -235,7 +238,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         board.setState(service, 'failed')
         throw err
       }
-      nowRunning()
+      nowRunning(h)
     },
     async shutdown() {
       stopping = true

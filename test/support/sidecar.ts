@@ -116,11 +116,16 @@ export function startSidecar(opts: SidecarOptions = {}): Sidecar {
         reject(new Error(`no matching log record within ${timeoutMs}ms; stderr: ${stderr.slice(-500)}`))
       }, timeoutMs)
       waiters.add(w)
-      void exited.then(() => {
+      void exited.then(({ code, signal }) => {
         if (!waiters.has(w)) return
         waiters.delete(w)
         clearTimeout(timer)
-        reject(new Error(`sidecar exited before a matching record; stderr: ${stderr.slice(-500)}`))
+        const last = records.slice(-3).map((r) => JSON.stringify(r))
+        reject(
+          new Error(
+            `sidecar exited (code ${code}, signal ${signal}) before a matching record; last records: ${last.join(' ')}; stderr: ${stderr.slice(-500)}`,
+          ),
+        )
       })
     })
   }

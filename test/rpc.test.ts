@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads'
+import { codedError } from '../shared/errors.js'
+import { createRpc, type OpMap } from '../shared/rpc.js'
+
+interface Ops extends OpMap {
+  echo: { args: string; result: string }
+  fail: { args: null; result: null }
+  never: { args: null; result: null }
+}
+
+function pair() {
+  const { port1, port2 } = new MessageChannel()
+  const client = createRpc<Ops, OpMap>(port1)
+  const server = createRpc<OpMap, Ops>(port2)
+  return { client, server, port1, port2 }
+}
+
+test('requests get their answers by id; errors cross with name, message and code', async () => {
+  const { client, server } = pair()
+  server.handle('echo', (s) => s.toUpperCase())
+  server.handle('fail', () => {
+    throw codedError('ERR_BOOM', 'it broke')
+  })
+  assert.deepEqual(
+    await Promise.all([client.request('echo', 'a', 1000), client.request('echo', 'b', 1000)]),
+    ['A', 'B'],
+  )
+  await assert.rejects(client.request('fail', null, 1000), (err: Error & { code?: string }) => {
+    return err.code === 'ERR_BOOM' && err.message === 'it broke' && /rpc\.test/.test(err.stack ?? '')
+  })
+  await assert.rejects(client.request('nosuch' as 'echo', 'x', 1000), { code: 'ERR_RPC_UNKNOWN_OP' })
+  client.close(codedError('ERR_TEST_DONE', 'done'))
+  server.close(codedError('ERR_TEST_DONE', 'done'))
+})
+
+test('no request waits forever: the deadline rejects it', async () => {
+  const { client, server } = pair()
+  server.handle('never', () => new Promise<null>(() => {}))
+  await assert.rejects(client.request('never', null, 50), { code: 'ERR_RPC_TIMEOUT' })
+  client.close(codedError('ERR_TEST_DONE', 'done'))
+  server.close(codedError('ERR_TEST_DONE', 'done'))
+})
+
+test('close rejects every pending request with its reason, and refuses new ones', async () => {
+  const { client } = pair()
+  const pending = client.request('never', null, 10_000)
+  client.close(codedError('ERR_WORKER_EXITED', 'worker exited'))
+  await assert.rejects(pending, { code: 'ERR_WORKER_EXITED' })
+  await assert.rejects(client.request('echo', 'x', 1000), { code: 'ERR_WORKER_EXITED' })
+})
+
+test('an answer already queued when the worker exits is delivered, not dropped', async () => {
+  const { client, port2 } = pair()
+  const answered = client.request('echo', 'x', 10_000)
+  // The worker side: read the request, answer, and "die" before the main thread's event loop
+  // has looked at its port: close() comes first, as a thread's exit event can.
+  const req = receiveMessageOnPort(port2)?.message as { id: number }
+  port2.postMessage({ k: 'res', id: req.id, ok: true, value: 'X' })
+  client.close(codedError('ERR_WORKER_EXITED', 'worker exited'))
+  assert.equal(await answered, 'X')
+})
