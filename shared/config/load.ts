@@ -6,6 +6,7 @@ import { codedError } from '../errors.js'
 import { parseFailpoints } from '../failpoints.js'
 import { parseTargets } from '../identity/targets.js'
 import { SERVICES, type ServiceName } from '../services.js'
+import { parseRedisUrl } from './redis-url.js'
 import { servicesSchema, settingSchema, type TuningInput } from './schema.js'
 import { envName, flagName, SETTINGS, type SettingKey, type SettingSpec } from './settings.js'
 import type { Config, ServiceTuning, Settings } from './types.js'
@@ -94,6 +95,13 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   s.caCertFile ||= join(s.dataDir, 'ca.pem')
   s.roleCertDir ||= s.dataDir
   s.gatewaySinkFile ||= join(s.dataDir, 'alerts.jsonl')
+  if (s.redisUrl !== '') {
+    try {
+      parseRedisUrl(s.redisUrl)
+    } catch (err) {
+      throw configError(envName('redisUrl'), (err as Error).message)
+    }
+  }
   if (s.gatewaySink === 'redis-stream' && s.redisUrl === '') {
     throw configError(envName('gatewaySink'), 'redis-stream needs REDIS_URL')
   }

@@ -145,6 +145,12 @@ export const SETTINGS = {
     secret: true,
     help: 'Redis URL for gateway deduplication (empty: in memory)',
   },
+  redisSentinelPassword: {
+    kind: 'string',
+    default: '',
+    secret: true,
+    help: "password of the Sentinels of a redis+sentinel:// REDIS_URL (the URL password is the master's)",
+  },
   gatewayMaxBodyBytes: {
     kind: 'int',
     default: '1048576',

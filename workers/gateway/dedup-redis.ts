@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis'
 import { type DedupEntry, type DedupResult, type DedupStore, storeUnavailable } from './dedup-store.js'
+import type { RedisClient } from './redis-client.js'
 
 export const DEDUP_KEY_PREFIX = 'sia:gateway:dedup:'
 
@@ -31,23 +31,29 @@ return 0
 `
 
 interface ScriptCommands {
-  dedupRecord(key: string, status: string, now: number, ttl: number, id: string): unknown
-  dedupRollback(key: string, id: string): unknown
+  dedupRecord(key: string, status: string, now: number, ttl: number, id: string): Promise<Reply>
+  dedupRollback(key: string, id: string): Promise<number>
 }
 
 type Reply = [number, number, string, string]
 
-/** Check-and-record in one round trip per batch: a pipeline of atomic Lua calls, in order. */
-export function createRedisStore(client: Redis, ttlMs: number): DedupStore {
+/**
+ * Check-and-record: one atomic Lua call per alert, all issued at once, in order. The client's
+ * auto-pipelining sends them in one write and one round trip (per node of a cluster: an explicit
+ * pipeline would have to stay in one hash slot, the fingerprints of a batch do not). Calls on one
+ * key go to one node over one connection, so their order holds.
+ */
+export function createRedisStore(client: RedisClient, ttlMs: number): DedupStore {
   client.defineCommand('dedupRecord', { numberOfKeys: 1, lua: RECORD_LUA })
   client.defineCommand('dedupRollback', { numberOfKeys: 1, lua: ROLLBACK_LUA })
+  const cmds = client as unknown as ScriptCommands
 
   const rollback = async (fingerprints: readonly string[], id: string) => {
-    if (fingerprints.length === 0) return
-    const p = client.pipeline()
-    const cmds = p as unknown as ScriptCommands
-    for (const fp of fingerprints) cmds.dedupRollback(DEDUP_KEY_PREFIX + fp, id)
-    for (const [err] of (await p.exec()) ?? []) if (err) throw storeUnavailable(err.message, err)
+    const done = await Promise.allSettled(
+      fingerprints.map((fp) => cmds.dedupRollback(DEDUP_KEY_PREFIX + fp, id)),
+    )
+    for (const d of done)
+      if (d.status === 'rejected') throw storeUnavailable(errorOf(d.reason).message, d.reason)
   }
 
   return {
@@ -56,29 +62,30 @@ export function createRedisStore(client: Redis, ttlMs: number): DedupStore {
     rollback,
     async record(entries: readonly DedupEntry[], id: string, now: number): Promise<DedupResult[]> {
       if (client.status !== 'ready') throw storeUnavailable(`redis is ${client.status}`)
-      const p = client.pipeline()
-      const cmds = p as unknown as ScriptCommands
-      for (const e of entries) cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, now, ttlMs, id)
-      let replies: [Error | null, unknown][]
-      try {
-        replies = (await p.exec()) ?? []
-      } catch (err) {
-        throw storeUnavailable((err as Error).message, err)
-      }
-      const failed = replies.find(([err]) => err)
-      if (failed || replies.length !== entries.length) {
+      const replies = await Promise.allSettled(
+        entries.map((e) => cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, now, ttlMs, id)),
+      )
+      const failed = replies.find((r) => r.status === 'rejected')
+      if (failed) {
         // Whatever did get recorded as new must not turn AlertManager's retry into a duplicate.
-        const recorded = entries.filter((_, i) => (replies[i]?.[1] as Reply | undefined)?.[0] === 1)
+        const recorded = entries.filter((_, i) => {
+          const r = replies[i]
+          return r?.status === 'fulfilled' && r.value[0] === 1
+        })
         await rollback(
           recorded.map((e) => e.fingerprint),
           id,
         ).catch(() => {})
-        throw storeUnavailable(failed?.[0]?.message ?? 'incomplete reply from redis', failed?.[0])
+        throw storeUnavailable(errorOf(failed.reason).message, failed.reason)
       }
-      return replies.map(([, reply]) => {
-        const [isNew, count, first, last] = reply as Reply
+      return replies.map((r) => {
+        const [isNew, count, first, last] = (r as PromiseFulfilledResult<Reply>).value
         return { isNew: isNew === 1, count, firstSeen: Number(first), lastSeen: Number(last) }
       })
     },
   }
+}
+
+function errorOf(reason: unknown): Error {
+  return reason instanceof Error ? reason : new Error(String(reason))
 }

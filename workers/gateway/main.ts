@@ -1,5 +1,4 @@
 import { createServer } from 'node:http'
-import type { Redis } from 'ioredis'
 import { defineService } from '../../shared/define-service.js'
 import { readiness } from '../../shared/readiness.js'
 import { createMemoryStore } from './dedup-memory.js'
@@ -7,6 +6,7 @@ import { createRedisStore } from './dedup-redis.js'
 import type { DedupStore } from './dedup-store.js'
 import { createHandler } from './handler.js'
 import { createMetrics } from './metrics.js'
+import type { RedisClient } from './redis-client.js'
 import type { Sink } from './sink.js'
 import { createSinkFor } from './sinks.js'
 
@@ -24,11 +24,18 @@ let closeRedis: (() => Promise<void>) | undefined
  */
 defineService({
   async start({ config, log, registry, board, serve }) {
-    let redis: Redis | undefined
+    let redis: RedisClient | undefined
     if (config.redisUrl) {
       // ioredis costs ~12 MiB of heap per thread: loaded only when Redis is configured.
       const client = await import('./redis-client.js')
-      const r = client.createRedisClient(config.redisUrl, config.gatewayDedupTimeout, log)
+      const r = client.createRedisClient(
+        {
+          url: config.redisUrl,
+          sentinelPassword: config.redisSentinelPassword,
+          commandTimeoutMs: config.gatewayDedupTimeout,
+        },
+        log,
+      )
       redis = r
       closeRedis = () => client.closeRedis(r, log)
       await client.connectRedis(

@@ -1,29 +1,73 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { Redis } from 'ioredis'
+import { Cluster, Redis, type RedisOptions } from 'ioredis'
+import { parseRedisUrl } from '../../shared/config/redis-url.js'
 import type { Logger } from '../../shared/logger.js'
 
 const RECONNECT_MAX_MS = 1000
 const QUIT_WAIT_MS = 200
+
+/** A standalone or Sentinel-backed client, or a Cluster client: the same commands for the gateway. */
+export type RedisClient = Redis | Cluster
+
+export interface RedisClientOptions {
+  /** REDIS_URL: redis://, rediss://, redis+sentinel:// or redis+cluster:// (see shared/config/redis-url.ts). */
+  url: string
+  sentinelPassword: string
+  commandTimeoutMs: number
+}
 
 /**
  * One client for dedup and the stream sink. Commands never queue while Redis is unreachable
  * (`enableOfflineQueue: false`): a request fails fast with 503 and AlertManager retries, rather
  * than piling up behind a dead connection. The URL (which may carry a password) is never logged.
  */
-export function createRedisClient(url: string, commandTimeoutMs: number, log: Logger): Redis {
-  const client = new Redis(url, {
+export function createRedisClient(opts: RedisClientOptions, log: Logger): RedisClient {
+  const common = {
     lazyConnect: true,
-    // Concurrent requests' commands share one write and one round trip.
+    // Concurrent requests' commands share one write and one round trip (per node in a cluster).
     enableAutoPipelining: true,
     enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    commandTimeout: commandTimeoutMs,
-    retryStrategy: (times) => Math.min(times * 100, RECONNECT_MAX_MS),
-  })
+  } as const
+  const perConnection: RedisOptions = { maxRetriesPerRequest: 1, commandTimeout: opts.commandTimeoutMs }
+  const retry = (times: number) => Math.min(times * 100, RECONNECT_MAX_MS)
+  const target = parseRedisUrl(opts.url)
+  let client: RedisClient
+  switch (target.mode) {
+    case 'standalone':
+      client = new Redis(target.url, { ...common, ...perConnection, retryStrategy: retry })
+      break
+    case 'sentinel':
+      client = new Redis({
+        ...common,
+        ...perConnection,
+        retryStrategy: retry,
+        sentinels: target.sentinels,
+        name: target.name,
+        db: target.db,
+        username: target.username,
+        password: target.password,
+        sentinelPassword: opts.sentinelPassword || undefined,
+        sentinelRetryStrategy: retry,
+        ...(target.tls && { tls: {}, enableTLSForSentinelMode: true, sentinelTLS: {} }),
+      })
+      break
+    case 'cluster':
+      client = new Cluster(target.nodes, {
+        ...common,
+        clusterRetryStrategy: retry,
+        redisOptions: {
+          ...perConnection,
+          username: target.username,
+          password: target.password,
+          ...(target.tls && { tls: {} }),
+        },
+      })
+      break
+  }
   let up = false
   client.on('ready', () => {
     up = true
-    log.info({ event: 'gateway.redis.up' }, 'redis connected')
+    log.info({ event: 'gateway.redis.up', mode: target.mode }, 'redis connected')
   })
   client.on('error', (err: Error) => {
     // Reconnect attempts repeat the error every few hundred ms: log the transition once.
@@ -39,7 +83,7 @@ export function createRedisClient(url: string, commandTimeoutMs: number, log: Lo
 }
 
 /** Connects, but a Redis that is down at start only means 503s until it is back. */
-export async function connectRedis(client: Redis, waitMs: number, log: Logger): Promise<void> {
+export async function connectRedis(client: RedisClient, waitMs: number, log: Logger): Promise<void> {
   const connected = client.connect().then(
     () => true,
     (err: Error) => {
@@ -50,8 +94,8 @@ export async function connectRedis(client: Redis, waitMs: number, log: Logger): 
   await Promise.race([connected, sleep(waitMs)])
 }
 
-/** QUIT (graceful), bounded; an error here is logged and never changes the exit code. */
-export async function closeRedis(client: Redis, log: Logger): Promise<void> {
+/** QUIT (graceful; every node of a cluster), bounded; an error here is logged and never changes the exit code. */
+export async function closeRedis(client: RedisClient, log: Logger): Promise<void> {
   client.removeAllListeners('close') // our own QUIT is not an outage
   try {
     const quit = client.quit()

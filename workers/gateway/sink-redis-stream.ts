@@ -1,8 +1,11 @@
-import type { Redis } from 'ioredis'
+import type { RedisClient } from './redis-client.js'
 import type { Sink, SinkRecord } from './sink.js'
 
-/** XADD per new alert, one pipeline per batch: consumers scale out behind several gateways. */
-export function createRedisStreamSink(client: Redis, key: string): Sink {
+/**
+ * XADD per new alert, one pipeline per batch: consumers scale out behind several gateways. One key,
+ * so one hash slot: the pipeline is valid on a cluster too.
+ */
+export function createRedisStreamSink(client: RedisClient, key: string): Sink {
   return {
     name: 'redis-stream',
     async write(records: readonly SinkRecord[]) {

@@ -1,13 +1,13 @@
-import type { Redis } from 'ioredis'
 import type { Config } from '../../shared/config/types.js'
 import { codedError } from '../../shared/errors.js'
+import type { RedisClient } from './redis-client.js'
 import type { Sink } from './sink.js'
 import { createFileSink } from './sink-file.js'
 import { createKubernetesSink } from './sink-kubernetes.js'
 import { createRedisStreamSink } from './sink-redis-stream.js'
 
 /** The sink GATEWAY_SINK names, built from its settings. */
-export async function createSinkFor(config: Config, redis: Redis | undefined): Promise<Sink> {
+export async function createSinkFor(config: Config, redis: RedisClient | undefined): Promise<Sink> {
   switch (config.gatewaySink) {
     case 'redis-stream':
       if (!redis) throw codedError('ERR_CONFIG', 'GATEWAY_SINK=redis-stream needs REDIS_URL')

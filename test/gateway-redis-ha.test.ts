@@ -1,0 +1,181 @@
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
+import { describe, test } from 'node:test'
+import { Cluster } from 'ioredis'
+import { parseRedisUrl } from '../shared/config/redis-url.js'
+import { DEDUP_KEY_PREFIX } from '../workers/gateway/dedup-redis.js'
+import { alert, gatewayEnv, post, readJsonLines, webhook } from './support/gateway.js'
+import { startCluster, startSentinel } from './support/redis-ha.js'
+import { CLI, type Sidecar, startReady, stop } from './support/sidecar.js'
+
+const MASTER_PASSWORD = 'master-pw-7c1e'
+const SENTINEL_PASSWORD = 'sentinel-pw-3b9d'
+const CLUSTER_PASSWORD = 'cluster-pw-51aa'
+
+/** Neither the URL nor a password shows up in what the process printed. */
+function assertNoSecrets(sc: Sidecar, ...secrets: string[]) {
+  const printed = JSON.stringify(sc.records) + sc.stderr()
+  for (const s of ['redis+', ...secrets]) assert.ok(!printed.includes(s), `${s} was logged`)
+}
+
+describe('REDIS_URL forms', () => {
+  test('parsed into standalone, sentinel and cluster targets', () => {
+    assert.deepEqual(parseRedisUrl('rediss://:pw@r.example:6380/1'), {
+      mode: 'standalone',
+      url: 'rediss://:pw@r.example:6380/1',
+    })
+    assert.deepEqual(parseRedisUrl('redis+sentinel://:p%40ss@s1:26380,s2,[::1]:26381/mymaster/2'), {
+      mode: 'sentinel',
+      sentinels: [
+        { host: 's1', port: 26380 },
+        { host: 's2', port: 26379 },
+        { host: '::1', port: 26381 },
+      ],
+      name: 'mymaster',
+      db: 2,
+      password: 'p@ss',
+      tls: false,
+    })
+    assert.deepEqual(parseRedisUrl('rediss+cluster://app:pw@n1:7000,n2:7001'), {
+      mode: 'cluster',
+      nodes: [
+        { host: 'n1', port: 7000 },
+        { host: 'n2', port: 7001 },
+      ],
+      username: 'app',
+      password: 'pw',
+      tls: true,
+    })
+  })
+
+  const cases: [string, RegExp][] = [
+    ['localhost:6379', /scheme/],
+    ['http://x', /scheme/],
+    ['redis://', /not a valid URL|no host/],
+    ['redis+sentinel://:pw@s1:26379', /names the master/],
+    ['redis+sentinel://s1:26379/m/x', /path/],
+    ['redis+cluster://:pw@n1:7000,:7001', /host\[:port\]/],
+    ['redis+cluster://n1:99999', /port/],
+    ['redis+cluster://n1:7000/3', /no path/],
+  ]
+  for (const [url, reason] of cases) {
+    test(`${url}: exit 2 naming REDIS_URL, the password not echoed`, () => {
+      const r = spawnSync(process.execPath, [CLI], {
+        env: { PATH: process.env.PATH ?? '', ...gatewayEnv({ REDIS_URL: url }) },
+        encoding: 'utf8',
+      })
+      assert.equal(r.status, 2, r.stderr)
+      assert.match(r.stderr, /REDIS_URL/)
+      assert.match(r.stderr, reason)
+      assert.ok(!r.stderr.includes(':pw@'), r.stderr)
+    })
+  }
+})
+
+test('Sentinel: the gateway finds the master through a real Sentinel', async (t) => {
+  const redis = await startSentinel({
+    name: 'mymaster',
+    password: MASTER_PASSWORD,
+    sentinelPassword: SENTINEL_PASSWORD,
+  })
+  t.after(() => redis.stop())
+  const [masterPort, sentinelPort] = redis.ports as [number, number]
+  const sc = await startReady({
+    env: gatewayEnv({
+      // Only the Sentinel's address: the master's comes from it.
+      REDIS_URL: `redis+sentinel://:${MASTER_PASSWORD}@127.0.0.1:${sentinelPort}/mymaster`,
+      REDIS_SENTINEL_PASSWORD: SENTINEL_PASSWORD,
+    }),
+  })
+  t.after(() => stop(sc))
+
+  const base = await sc.url('gateway')
+  const first = await post(base, webhook([alert('ViaSentinel', { fingerprint: 'sentinel-1' })]))
+  assert.equal(first.status, 201)
+  const again = await post(base, webhook([alert('ViaSentinel', { fingerprint: 'sentinel-1' })]))
+  assert.equal(again.status, 202)
+  assert.equal(again.body.duplicates, 1)
+
+  const master = redis.client(masterPort)
+  assert.deepEqual(await master.hmget(`${DEDUP_KEY_PREFIX}sentinel-1`, 'status', 'count'), ['firing', '2'])
+  assert.deepEqual(
+    readJsonLines(join(sc.dataDir, 'alerts.jsonl')).map((r) => r.fingerprint),
+    ['sentinel-1'],
+  )
+
+  assert.equal(await stop(sc), 0)
+  assert.equal(sc.events('gateway.redis.closed').length, 1, 'closed with QUIT')
+  assert.equal(sc.events('gateway.redis.up')[0]?.mode, 'sentinel')
+  assertNoSecrets(sc, MASTER_PASSWORD, SENTINEL_PASSWORD)
+})
+
+test('Cluster: batches across slots, exactly-once "new" across two gateways, 503 when it is gone', async (t) => {
+  const cluster = await startCluster({ size: 3, password: CLUSTER_PASSWORD })
+  t.after(() => cluster.stop())
+  // Two of the three nodes: the client discovers the rest.
+  const url = `redis+cluster://:${CLUSTER_PASSWORD}@${cluster.ports
+    .slice(0, 2)
+    .map((p) => `127.0.0.1:${p}`)
+    .join(',')}`
+  const [a, b] = await Promise.all([
+    startReady({ env: gatewayEnv({ REDIS_URL: url, GATEWAY_DEDUP_TIMEOUT: '1s' }) }),
+    startReady({
+      env: gatewayEnv({ REDIS_URL: url, GATEWAY_SINK: 'redis-stream', GATEWAY_STREAM_KEY: 'alerts' }),
+    }),
+  ])
+  t.after(() => Promise.all([stop(a), stop(b)]))
+  const [baseA, baseB] = [await a.url('gateway'), await b.url('gateway')]
+
+  // 15 alerts, 12 fingerprints: 3 repeats inside the batch.
+  const batch = Array.from({ length: 15 }, (_, i) => alert(`C${i % 12}`, { fingerprint: `cl-${i % 12}` }))
+  const r1 = await post(baseA, webhook(batch))
+  assert.equal(r1.status, 201)
+  assert.deepEqual([r1.body.created, r1.body.duplicates], [12, 3])
+  for (const port of cluster.ports) {
+    const keys = await cluster.client(port).keys(`${DEDUP_KEY_PREFIX}*`)
+    assert.ok(keys.length > 0, `node ${port} holds some of the batch: it spans slots on every node`)
+  }
+  const r2 = await post(baseB, webhook(batch))
+  assert.equal(r2.status, 202)
+  assert.deepEqual([r2.body.created, r2.body.duplicates], [0, 15])
+
+  // The same 30 new fingerprints to both at once: each is new for exactly one of them.
+  const race = Array.from({ length: 30 }, (_, i) => alert(`R${i}`, { fingerprint: `race-${i}` }))
+  const [ra, rb] = await Promise.all([post(baseA, webhook(race)), post(baseB, webhook([...race].reverse()))])
+  assert.equal((ra.body.created as number) + (rb.body.created as number), 30)
+  const created = [ra, rb]
+    .flatMap((r) => r.body.alerts as { fingerprint: string; status: string }[])
+    .filter((x) => x.status === 'created')
+    .map((x) => x.fingerprint)
+  assert.equal(new Set(created).size, 30)
+  assert.equal(created.length, 30)
+
+  // b's redis-stream sink wrote its share to the cluster.
+  const reader = new Cluster([{ host: '127.0.0.1', port: cluster.ports[0]! }], {
+    redisOptions: { password: CLUSTER_PASSWORD },
+  })
+  t.after(() => reader.disconnect())
+  const streamed = (await reader.xrange('alerts', '-', '+')).map(([, f]) => f[f.indexOf('fingerprint') + 1])
+  const inFile = readJsonLines(join(a.dataDir, 'alerts.jsonl')).map((r) => r.fingerprint)
+  assert.equal(streamed.length, rb.body.created)
+  assert.deepEqual(
+    [...inFile, ...streamed].sort(),
+    [...created, ...batch.slice(0, 12).map((x) => x.fingerprint!)].sort(),
+  )
+
+  assert.equal(await stop(b), 0)
+  assert.equal(b.events('gateway.redis.closed').length, 1, 'every node closed with QUIT')
+  assertNoSecrets(b, CLUSTER_PASSWORD)
+
+  // The cluster gone: 503 with Retry-After, as for a standalone Redis.
+  reader.disconnect()
+  await cluster.stop()
+  const down = await post(baseA, webhook([alert('WhileDown', { fingerprint: 'down-1' })]))
+  assert.equal(down.status, 503)
+  assert.equal(down.headers.get('retry-after'), '5')
+  assert.equal(down.headers.get('content-type'), 'application/problem+json')
+  assert.equal(await stop(a), 0)
+  assert.equal(a.events('gateway.redis.up')[0]?.mode, 'cluster')
+  assertNoSecrets(a, CLUSTER_PASSWORD)
+})

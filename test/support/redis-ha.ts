@@ -1,0 +1,169 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { Redis } from 'ioredis'
+import { eventually } from './gateway.js'
+import { freePort } from './ports.js'
+
+const run = promisify(execFile)
+
+/** A group of redis-server processes (plain, Sentinel or Cluster nodes) stopped together. */
+export interface RedisGroup {
+  ports: number[]
+  /** A client on one server (with the group's password), closed by stop(). */
+  client(port: number): Redis
+  stop(): Promise<void>
+}
+
+interface Spawned {
+  port: number
+  proc: ChildProcess
+  exited: Promise<void>
+}
+
+function group(dir: string, password: string) {
+  const procs: Spawned[] = []
+  const clients: Redis[] = []
+  return {
+    procs,
+    async spawn(port: number, args: string[]): Promise<void> {
+      const proc = spawn('redis-server', args, { stdio: 'ignore', cwd: dir })
+      const exited = new Promise<void>((r) => proc.once('exit', () => r()))
+      procs.push({ port, proc, exited })
+      await eventually(async () => {
+        const c = new Redis(port, '127.0.0.1', { password, lazyConnect: true, retryStrategy: () => null })
+        c.on('error', () => {})
+        try {
+          await c.connect()
+          return await c.ping()
+        } catch {
+          return undefined
+        } finally {
+          c.disconnect()
+        }
+      })
+    },
+    client(port: number): Redis {
+      const c = new Redis(port, '127.0.0.1', { password, maxRetriesPerRequest: 1 })
+      c.on('error', () => {})
+      clients.push(c)
+      return c
+    },
+    async stop(): Promise<void> {
+      for (const c of clients) c.disconnect()
+      for (const p of procs)
+        if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGTERM')
+      await Promise.all(procs.map((p) => p.exited))
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+const NO_PERSISTENCE = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']
+
+/**
+ * A master with `password` and one Sentinel (the redis-server binary in sentinel mode) that
+ * monitors it as `name` and asks for `sentinelPassword` from its own clients. ports: [master, sentinel].
+ */
+export async function startSentinel(opts: {
+  name: string
+  password: string
+  sentinelPassword: string
+}): Promise<RedisGroup> {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-sentinel-'))
+  const g = group(dir, opts.password)
+  try {
+    const [master = 0, sentinel = 0] = await freePorts(2)
+    await g.spawn(master, ['--port', String(master), ...NO_PERSISTENCE, '--requirepass', opts.password])
+    const conf = join(dir, 'sentinel.conf')
+    writeFileSync(
+      conf,
+      [
+        `port ${sentinel}`,
+        'bind 127.0.0.1',
+        `dir ${dir}`,
+        'sentinel resolve-hostnames no',
+        `requirepass ${opts.sentinelPassword}`,
+        `sentinel monitor ${opts.name} 127.0.0.1 ${master} 1`,
+        `sentinel auth-pass ${opts.name} ${opts.password}`,
+        '',
+      ].join('\n'),
+    )
+    const sg = group(dir, opts.sentinelPassword)
+    await sg.spawn(sentinel, [conf, '--sentinel'])
+    g.procs.push(...sg.procs)
+    const s = sg.client(sentinel)
+    try {
+      await eventually(async () => {
+        const addr = (await s.call('SENTINEL', 'get-master-addr-by-name', opts.name)) as string[] | null
+        return addr?.[1] === String(master) ? addr : undefined
+      })
+    } finally {
+      s.disconnect()
+    }
+    return { ports: [master, sentinel], client: g.client, stop: g.stop }
+  } catch (err) {
+    await g.stop()
+    throw err
+  }
+}
+
+/** `size` masters (no replicas) forming a Redis Cluster with `password`, once cluster_state is ok. */
+export async function startCluster(opts: { size: number; password: string }): Promise<RedisGroup> {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-cluster-'))
+  const g = group(dir, opts.password)
+  try {
+    const all = await freePorts(2 * opts.size)
+    const [ports, busPorts] = [all.slice(0, opts.size), all.slice(opts.size)]
+    await Promise.all(
+      ports.map(async (port, i) =>
+        g.spawn(port, [
+          '--port',
+          String(port),
+          ...NO_PERSISTENCE,
+          '--requirepass',
+          opts.password,
+          '--masterauth',
+          opts.password,
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          join(dir, `nodes-${port}.conf`),
+          // The default bus port is port+10000, which may be taken or past 65535.
+          '--cluster-port',
+          String(busPorts[i]),
+        ]),
+      ),
+    )
+    await run('redis-cli', [
+      '-a',
+      opts.password,
+      '--no-auth-warning',
+      '--cluster',
+      'create',
+      ...ports.map((p) => `127.0.0.1:${p}`),
+      '--cluster-replicas',
+      '0',
+      '--cluster-yes',
+    ])
+    for (const port of ports) {
+      const c = g.client(port)
+      await eventually(async () =>
+        ((await c.call('CLUSTER', 'INFO')) as string).includes('cluster_state:ok') ? true : undefined,
+      )
+    }
+    return { ports, client: g.client, stop: g.stop }
+  } catch (err) {
+    await g.stop()
+    throw err
+  }
+}
+
+/** `n` distinct ports that were free a moment ago. */
+async function freePorts(n: number): Promise<number[]> {
+  const ports = new Set<number>()
+  while (ports.size < n) ports.add(await freePort())
+  return [...ports]
+}
