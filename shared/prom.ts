@@ -13,6 +13,7 @@ export const Registry: typeof Prom.Registry = require('prom-client/lib/registry'
 export const Gauge: typeof Prom.Gauge = require('prom-client/lib/gauge')
 export const Counter: typeof Prom.Counter = require('prom-client/lib/counter')
 export const Histogram: typeof Prom.Histogram = require('prom-client/lib/histogram')
+export const AggregatorRegistry: typeof Prom.AggregatorRegistry = require('prom-client/lib/cluster')
 export type Registry = Prom.Registry
 export type Gauge<T extends string = string> = Prom.Gauge<T>
 export type Counter<T extends string = string> = Prom.Counter<T>

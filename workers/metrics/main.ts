@@ -1,5 +1,5 @@
 import { createServer } from 'node:http'
-import { AggregatorRegistry } from 'prom-client'
+import { AggregatorRegistry } from '../../shared/prom.js'
 import { defineService } from '../../shared/define-service.js'
 import { sendProblem } from '../../shared/http/problem.js'
 
