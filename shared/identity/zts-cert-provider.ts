@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import type { Config } from '../config/types.js'
+import { codedError } from '../errors.js'
 import type { CertProvider } from './cert-provider.js'
 import { instanceId } from './identity-spec.js'
 import type { ZtsClient } from './zts-client.js'
@@ -51,19 +52,19 @@ export function createZtsCertProvider(config: Config, client: ZtsClient): CertPr
         : await register(csr, signal)
       return { certPem: res.x509Certificate, caPem: res.x509CertificateSigner ?? '' }
     },
-    async roleCert(csr, _target, signal) {
-      const res = await client.call<{ x509Certificate: string }>(
-        'POST',
-        '/rolecert',
-        { json: { csr } },
-        signal,
-      )
-      return res.x509Certificate
-    },
+    roleCert: roleCertFrom(client),
     useIdentity: (identity) => client.setIdentity(identity),
     async deleteInstance(signal) {
       await client.call('DELETE', path(), undefined, signal)
     },
+  }
+}
+
+/** POST /rolecert: the same for the zts and files providers. */
+function roleCertFrom(client: ZtsClient): CertProvider['roleCert'] {
+  return async (csr, _target, signal) => {
+    const res = await client.call<{ x509Certificate: string }>('POST', '/rolecert', { json: { csr } }, signal)
+    return res.x509Certificate
   }
 }
 
@@ -72,19 +73,9 @@ export function createZtsRoleCertProvider(client: ZtsClient): CertProvider {
   return {
     name: 'files',
     instance: async () => {
-      throw Object.assign(new Error('the files provider does not issue instance certificates'), {
-        code: 'ERR_PROVIDER',
-      })
+      throw codedError('ERR_PROVIDER', 'the files provider does not issue instance certificates')
     },
-    async roleCert(csr, _target, signal) {
-      const res = await client.call<{ x509Certificate: string }>(
-        'POST',
-        '/rolecert',
-        { json: { csr } },
-        signal,
-      )
-      return res.x509Certificate
-    },
+    roleCert: roleCertFrom(client),
     useIdentity: (identity) => client.setIdentity(identity),
   }
 }

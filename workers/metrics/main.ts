@@ -1,7 +1,7 @@
 import { createServer } from 'node:http'
-import { AggregatorRegistry } from '../../shared/prom.js'
 import { defineService } from '../../shared/define-service.js'
 import { sendProblem } from '../../shared/http/problem.js'
+import { AggregatorRegistry } from '../../shared/prom.js'
 
 const SCRAPE_MARGIN_MS = 1000
 

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { type CodedError, codedError } from '../../shared/errors.js'
 import { readBody } from '../../shared/http/body.js'
 import { sendJson, sendProblem } from '../../shared/http/problem.js'
 import type { AccessToken, RoleToken } from '../../shared/identity/tokens.js'
@@ -25,46 +26,48 @@ const MAX_BODY_BYTES = 64 * 1024
 const NAME = /^[a-zA-Z0-9_][a-zA-Z0-9_.-]*$/
 const ROLES = /^[a-zA-Z0-9_][a-zA-Z0-9_.,-]*$/
 
-class ClientError extends Error {
-  constructor(
-    message: string,
-    readonly status = 400,
-  ) {
-    super(message)
-  }
+/** A request the client must fix: 4xx with this status. */
+type ClientError = CodedError & { status: number }
+
+function clientError(message: string, status = 400): ClientError {
+  return Object.assign(codedError('ERR_TOKEN_CLIENT', message), { status })
+}
+
+function isClientError(err: unknown): err is ClientError {
+  return (err as Partial<CodedError>)?.code === 'ERR_TOKEN_CLIENT'
 }
 
 async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
   const read = await readBody(req, MAX_BODY_BYTES)
   if (!read.ok) {
     throw read.reason === 'too-large'
-      ? new ClientError('request body too large', 413)
-      : new ClientError('request body aborted')
+      ? clientError('request body too large', 413)
+      : clientError('request body aborted')
   }
   let v: unknown
   try {
     v = JSON.parse(read.body.toString('utf8') || '{}')
   } catch (err) {
-    throw new ClientError(`invalid JSON body: ${(err as Error).message}`)
+    throw clientError(`invalid JSON body: ${(err as Error).message}`)
   }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ClientError('expected a JSON object')
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw clientError('expected a JSON object')
   return v as Record<string, unknown>
 }
 
 function str(body: Record<string, unknown>, field: string, pattern: RegExp, required: boolean): string {
   const v = body[field]
   if (v === undefined || v === null || v === '') {
-    if (required) throw new ClientError(`${field} is required`)
+    if (required) throw clientError(`${field} is required`)
     return ''
   }
-  if (typeof v !== 'string' || !pattern.test(v)) throw new ClientError(`${field} is not a valid Athenz name`)
+  if (typeof v !== 'string' || !pattern.test(v)) throw clientError(`${field} is not a valid Athenz name`)
   return v
 }
 
 function seconds(body: Record<string, unknown>, field: string): number {
   const v = body[field] ?? 0
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
-    throw new ClientError(`${field} must be a whole number of seconds >= 0`)
+    throw clientError(`${field} must be a whole number of seconds >= 0`)
   }
   return v
 }
@@ -74,7 +77,7 @@ function keyFrom(domain: string, role: string, proxy: string, min: number, max: 
 }
 
 function enabled<V>(cache: TokenCache<V> | undefined, type: string): TokenCache<V> {
-  if (!cache) throw new ClientError(`${type} is disabled by TOKEN_TYPE`, 404)
+  if (!cache) throw clientError(`${type} is disabled by TOKEN_TYPE`, 404)
   return cache
 }
 
@@ -97,9 +100,6 @@ function sendBody(res: ServerResponse, body: string): void {
   res.end(body)
 }
 
-/** TOKEN_SERVER_TIMEOUT passed while waiting for the provider. */
-class DeadlineError extends Error {}
-
 export function createTokenApi(opts: TokenApiOptions) {
   const { log } = opts
 
@@ -114,7 +114,7 @@ export function createTokenApi(opts: TokenApiOptions) {
     let timer: NodeJS.Timeout | undefined
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new DeadlineError(`no token within ${opts.timeoutMs}ms`)),
+        () => reject(codedError('ERR_TOKEN_DEADLINE', `no token within ${opts.timeoutMs}ms`)),
         opts.timeoutMs,
       )
     })
@@ -148,11 +148,11 @@ export function createTokenApi(opts: TokenApiOptions) {
       return sendBody(res, json(await token(opts.accessTokens, 'accesstoken', key)))
     }
     if (req.method === 'GET' && (path === '/oauth2/keys' || path === '/jwks')) {
-      if (!opts.jwks) throw new ClientError('this provider does not publish a JWKS', 404)
+      if (!opts.jwks) throw clientError('this provider does not publish a JWKS', 404)
       return sendJson(res, 200, await opts.jwks())
     }
     if (req.method === 'GET' && path === '/') return headerMode(req, res)
-    throw new ClientError(`no route for ${req.method} ${path}`, 404)
+    throw clientError(`no route for ${req.method} ${path}`, 404)
   }
 
   /** Header mode: the tokens come back in response headers, for a proxy to forward as they are. */
@@ -160,12 +160,9 @@ export function createTokenApi(opts: TokenApiOptions) {
     const domain = req.headers['x-athenz-domain']
     const role = req.headers['x-athenz-role']
     if (typeof domain !== 'string' || typeof role !== 'string' || !domain || !role) {
-      throw new ClientError(
-        `http headers not set: X-Athenz-Domain[${domain ?? ''}] X-Athenz-Role[${role ?? ''}]`,
-      )
+      throw clientError(`http headers not set: X-Athenz-Domain[${domain ?? ''}] X-Athenz-Role[${role ?? ''}]`)
     }
-    if (!NAME.test(domain) || !ROLES.test(role))
-      throw new ClientError('X-Athenz-Domain or X-Athenz-Role invalid')
+    if (!NAME.test(domain) || !ROLES.test(role)) throw clientError('X-Athenz-Domain or X-Athenz-Role invalid')
     const key = keyFrom(domain, role, '', 0, 0)
     const [at, rt] = await Promise.all([
       opts.accessTokens && token(opts.accessTokens, 'accesstoken', key),
@@ -193,7 +190,7 @@ export function createTokenApi(opts: TokenApiOptions) {
     const t0 = performance.now()
     const fail = (err: unknown) => {
       if (res.headersSent) return void res.destroy()
-      if (err instanceof ClientError) {
+      if (isClientError(err)) {
         log.warn({ event: 'token.request.rejected', status: err.status, reason: err.message }, 'client error')
         return sendProblem(res, {
           status: err.status,
@@ -201,7 +198,7 @@ export function createTokenApi(opts: TokenApiOptions) {
           detail: err.message,
         })
       }
-      if (err instanceof DeadlineError) {
+      if ((err as Partial<CodedError>)?.code === 'ERR_TOKEN_DEADLINE') {
         log.error({ event: 'token.request.timeout', ms: opts.timeoutMs }, 'token request timed out')
         return sendProblem(res, { status: 503, title: 'Service Unavailable', detail: err.message })
       }
