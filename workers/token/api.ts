@@ -200,7 +200,7 @@ export function createTokenApi(opts: TokenApiOptions) {
       }
       if ((err as Partial<CodedError>)?.code === 'ERR_TOKEN_DEADLINE') {
         log.error({ event: 'token.request.timeout', ms: opts.timeoutMs }, 'token request timed out')
-        return sendProblem(res, { status: 503, title: 'Service Unavailable', detail: err.message })
+        return sendProblem(res, { status: 503, title: 'Service Unavailable', detail: (err as Error).message })
       }
       const upstream = isUpstreamError(err)
       log.error({ event: 'token.request.failed', err }, 'token request failed')
