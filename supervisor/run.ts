@@ -65,7 +65,8 @@ export async function run(config: Config, log: Logger): Promise<number> {
     slot.spawn()
   }
 
-  // Heartbeat of the supervisor itself, the workers' watchdog and memory recycling.
+  // The supervisor's own heartbeat (liveness) and memory recycling; each worker's watchdog runs
+  // on its own timer in its slot.
   const tick = () => {
     const now = Date.now()
     board.beat('supervisor', now)
@@ -107,7 +108,7 @@ export async function run(config: Config, log: Logger): Promise<number> {
   // Readiness is already 503. Let endpoint removal propagate, then stop every service, started
   // or not, in reverse order, each within its own deadline.
   await sleep(config.shutdownDelay)
-  let missedDeadline = false
+  let unclean = false // a deadline missed, or a worker that died instead of stopping
   for (const [i, service] of [...services].reverse().entries()) {
     log.info({ event: 'service.shutdown.begin', service }, `stopping ${service}`)
     if (i === 0) await failpoint('supervisor.during-shutdown').catch((err) => log.error({ err }, 'failpoint'))
@@ -116,12 +117,12 @@ export async function run(config: Config, log: Logger): Promise<number> {
     if (outcome === 'timeout') {
       log.error({ event: 'service.shutdown.timeout', service }, `${service} missed its shutdown deadline`)
     }
-    missedDeadline ||= outcome !== 'done'
+    unclean ||= outcome !== 'done'
     log.info({ event: 'service.shutdown.done', service, ms: elapsed(t0) }, `stopped ${service}`)
   }
   clearInterval(ticker)
 
-  const code = cause.cause === 'signal' && !missedDeadline ? 0 : 1
+  const code = cause.cause === 'signal' && !unclean ? 0 : 1
   log.info({ event: 'supervisor.exit', code, cause: cause.cause }, `exiting with ${code}`)
   return code
 }
