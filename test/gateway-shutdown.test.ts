@@ -96,8 +96,8 @@ describe('gateway graceful shutdown', () => {
       const t0 = Date.now()
       sc.kill('SIGTERM')
       assert.equal((await sc.exited).code, 1)
-      // Redis stays paused for 20s: exiting well before that means the request was cut.
-      assert.ok(Date.now() - t0 < 10_000, `exited after ${Date.now() - t0}ms`)
+      // Redis stays paused for 20s; the process is out within SHUTDOWN_TIMEOUT plus one second.
+      assert.ok(Date.now() - t0 < 1000 + 1000, `exited after ${Date.now() - t0}ms`)
       assert.equal(await request, 'cut')
       assert.equal(sc.events('service.shutdown.timeout').filter((r) => r.service === 'gateway').length, 1)
     } finally {
