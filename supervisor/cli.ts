@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs'
 import { loadConfig } from '../shared/config/load.js'
+import { unsupportedSiaSettings } from '../shared/config/sia-compat.js'
 import type { Config } from '../shared/config/types.js'
 import { runInit } from '../shared/identity/init-mode.js'
 import { createLogger, type Logger } from '../shared/logger.js'
@@ -25,6 +26,9 @@ function main(): void {
 
   const log = createLogger('supervisor', invocation.config.logLevel)
   log.info({ event: 'supervisor.boot', version, pid: process.pid, mode: invocation.config.mode }, 'booting')
+  for (const u of unsupportedSiaSettings(process.env)) {
+    log.warn({ event: 'config.unsupported', ...u }, `${u.setting} has no effect: ${u.reason}`)
+  }
   const { config } = invocation
   const done = config.mode === 'init' ? init(config, log) : run(config, log)
   done.then(

@@ -7,7 +7,7 @@ import { describe, test } from 'node:test'
 import { loadConfig } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
 import { parseDuration } from '../shared/duration.js'
-import { CLI } from './support/sidecar.js'
+import { CLI, startSidecar, stop } from './support/sidecar.js'
 
 function file(name: string, text: string): string {
   const path = join(mkdtempSync(join(tmpdir(), 'sia-cfg-')), name)
@@ -96,6 +96,14 @@ describe('loadConfig', () => {
     assert.equal(c.services.healthcheck.enabled, true)
   })
 
+  test("SIA's own names: ROLECERT_DIR, USE_TOKEN_SERVER, TOKEN_SERVER_REST_API", () => {
+    assert.equal(config([], { ROLECERT_DIR: '/var/run/athenz/roles' }).roleCertDir, '/var/run/athenz/roles')
+    assert.equal(config([], { USE_TOKEN_SERVER: 'false' }).services.token.enabled, false)
+    assert.equal(config([]).services.token.enabled, true)
+    assert.equal(config([], { TOKEN_SERVER_REST_API: 'false' }).tokenServerRestApi, false)
+    rejects([], { USE_TOKEN_SERVER: 'maybe' }, /USE_TOKEN_SERVER/)
+  })
+
   test('lists and booleans', () => {
     const c = config([], { TARGET_DOMAIN_ROLES: 'a:role.x, b:role.y,' })
     assert.deepEqual(c.targetDomainRoles, ['a:role.x', 'b:role.y'])
@@ -165,6 +173,18 @@ describe('the CLI', () => {
     ]) {
       assert.ok(r.stdout.includes(s), s)
     }
+  })
+
+  test('an SIA setting this sidecar does not implement is named in a warning, and the run goes on', async () => {
+    const sc = startSidecar({ env: { BACKUP: 'read+write', CERT_SECRET: 'sia-backup' } })
+    const warned = await sc.waitForCount('config.unsupported', 2)
+    assert.equal(warned.level, 'warn')
+    assert.deepEqual(
+      sc.events('config.unsupported').map((r) => r.setting),
+      ['BACKUP', 'CERT_SECRET'],
+    )
+    await sc.waitForEvent('supervisor.ready')
+    assert.equal(await stop(sc), 0)
   })
 
   test('--version prints the package version', () => {

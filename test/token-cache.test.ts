@@ -86,7 +86,7 @@ describe('token cache', () => {
 })
 
 describe('token API upstream failures', () => {
-  async function serve(upstream: () => Promise<AccessToken>) {
+  async function serve(upstream: () => Promise<AccessToken>, restApi = true) {
     const accessTokens = createTokenCache<AccessToken>({
       idleMs: 0,
       fetch: upstream,
@@ -98,6 +98,7 @@ describe('token API upstream failures', () => {
       accessTokens,
       jwks: undefined,
       roleAuthHeader: 'Athenz-Role-Auth',
+      restApi,
       timeoutMs: 200,
       log: createLogger('token', 'silent'),
     })
@@ -106,7 +107,8 @@ describe('token API upstream failures', () => {
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
     const post = (path: string) =>
       fetch(`${url}${path}`, { method: 'POST', body: '{"domain":"demo","role":"r"}' })
-    return { post, close: () => new Promise((r) => server.close(r)) }
+    const get = (path: string, headers: Record<string, string>) => fetch(`${url}${path}`, { headers })
+    return { post, get, close: () => new Promise((r) => server.close(r)) }
   }
 
   it('answers 502 when the provider fails', async () => {
@@ -131,6 +133,15 @@ describe('token API upstream failures', () => {
     const s = await serve(async () => ({ access_token: 'x', token_type: 'Bearer', expires_in: 3600 }))
     assert.equal((await s.post('/roletoken')).status, 404)
     assert.equal((await s.post('/accesstoken')).status, 200)
+    await s.close()
+  })
+
+  it('TOKEN_SERVER_REST_API=false: the POST API is gone, header mode stays', async () => {
+    const s = await serve(async () => ({ access_token: 'x', token_type: 'Bearer', expires_in: 3600 }), false)
+    assert.equal((await s.post('/accesstoken')).status, 404)
+    const res = await s.get('/', { 'x-athenz-domain': 'demo', 'x-athenz-role': 'r' })
+    assert.equal(res.status, 200)
+    assert.equal(res.headers.get('authorization'), 'bearer x')
     await s.close()
   })
 })

@@ -119,7 +119,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
 function tuningFor(name: ServiceName, s: Settings, t: TuningInput): ServiceTuning {
   const addressKey = ADDRESS_OF[name]
   return {
-    enabled: t.enabled ?? (addressKey === undefined || s[addressKey] !== ''),
+    enabled:
+      t.enabled ??
+      ((addressKey === undefined || s[addressKey] !== '') && (name !== 'token' || s.useTokenServer)),
     startTimeout: t.startTimeout ?? s.startTimeout,
     shutdownTimeout: t.shutdownTimeout ?? s.shutdownTimeout,
     resourceLimits: t.resourceLimits ?? {},

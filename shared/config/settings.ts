@@ -51,7 +51,12 @@ export const SETTINGS = {
   keyFile: { kind: 'path', default: '', help: 'service private key (default DATA_DIR/key.pem)' },
   certFile: { kind: 'path', default: '', help: 'service certificate (default DATA_DIR/cert.pem)' },
   caCertFile: { kind: 'path', default: '', help: 'CA certificate (default DATA_DIR/ca.pem)' },
-  roleCertDir: { kind: 'path', default: '', help: 'directory for role certificates (default DATA_DIR)' },
+  roleCertDir: {
+    kind: 'path',
+    default: '',
+    env: 'ROLECERT_DIR',
+    help: 'directory for role certificates (default DATA_DIR)',
+  },
   roleCertFilenameDelimiter: {
     kind: 'string',
     default: ':role.',
@@ -72,6 +77,12 @@ export const SETTINGS = {
     kind: 'address',
     default: '127.0.0.1:8880',
     help: 'token server address; empty disables the token service',
+  },
+  useTokenServer: { kind: 'bool', default: 'true', help: 'false disables the token service, as in SIA' },
+  tokenServerRestApi: {
+    kind: 'bool',
+    default: 'true',
+    help: 'serve POST /roletoken and /accesstoken (false: header mode only)',
   },
   tokenRefreshInterval: { kind: 'duration', default: '30m', help: 'token cache refresh interval' },
   tokenServerTimeout: { kind: 'duration', default: '10s', help: 'token server handler timeout' },

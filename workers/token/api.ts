@@ -17,6 +17,8 @@ export interface TokenApiOptions {
   accessTokens: TokenCache<AccessToken> | undefined
   jwks: (() => Promise<unknown>) | undefined
   roleAuthHeader: string
+  /** TOKEN_SERVER_REST_API: the POST endpoints; header mode is always served. */
+  restApi: boolean
   timeoutMs: number
   log: Logger
 }
@@ -125,7 +127,7 @@ export function createTokenApi(opts: TokenApiOptions) {
     const url = req.url ?? '/'
     const q = url.indexOf('?')
     const path = q < 0 ? url : url.slice(0, q)
-    if (req.method === 'POST' && path === '/roletoken') {
+    if (req.method === 'POST' && opts.restApi && path === '/roletoken') {
       const body = await readJson(req)
       const key = keyFrom(
         str(body, 'domain', NAME, true),
@@ -136,7 +138,7 @@ export function createTokenApi(opts: TokenApiOptions) {
       )
       return sendBody(res, json(await token(opts.roleTokens, 'roletoken', key)))
     }
-    if (req.method === 'POST' && path === '/accesstoken') {
+    if (req.method === 'POST' && opts.restApi && path === '/accesstoken') {
       const body = await readJson(req)
       const key = keyFrom(
         str(body, 'domain', NAME, true),

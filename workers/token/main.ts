@@ -140,6 +140,7 @@ defineService({
       ...caches,
       jwks: source.jwks?.bind(source),
       roleAuthHeader: config.roleAuthHeader,
+      restApi: config.tokenServerRestApi,
       timeoutMs: config.tokenServerTimeout,
       log,
     })
