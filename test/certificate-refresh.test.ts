@@ -61,7 +61,7 @@ describe('identity refresh', () => {
   })
 
   it('names role certificate files with the configured delimiter', () => {
-    const cfg = config({ ROLE_CERT_FILENAME_DELIMITER: '_', ROLE_CERT_DIR: '/r' })
+    const cfg = config({ ROLE_CERT_FILENAME_DELIMITER: '_', ROLECERT_DIR: '/r' })
     assert.equal(roleCertPath(cfg, { domain: 'a.b', role: 'c' }), '/r/a.b_c.cert.pem')
     assert.equal(roleCertPath(cfg, { domain: 'a.b', role: 'c' }, 'key'), '/r/a.b_c.key.pem')
   })

@@ -23,7 +23,7 @@ before(async () => {
       POD_IP: '10.1.2.3',
       POD_UID: 'pod-1234',
       TARGET_DOMAIN_ROLES: 'demo:role.reader,other.dom:role.writer',
-      ROLE_CERT_DIR: roles,
+      ROLECERT_DIR: roles,
       ROLE_CERT_KEY_FILE_OUTPUT: 'true',
       REFRESH_INTERVAL: '2s',
     },

@@ -18,7 +18,7 @@ export interface Identity {
   caPem: string
 }
 
-/** `<ROLE_CERT_DIR>/<domain><delimiter><role>.cert.pem`, as the original names it. */
+/** `<ROLECERT_DIR>/<domain><delimiter><role>.cert.pem`, as the original names it. */
 export function roleCertPath(config: Config, t: Target, ext: 'cert' | 'key' = 'cert'): string {
   return join(config.roleCertDir, `${t.domain}${config.roleCertFilenameDelimiter}${t.role}.${ext}.pem`)
 }
