@@ -31,16 +31,20 @@ export interface ServiceContext {
   go(task: string, body: TaskBody, opts?: { waitReady?: boolean }): Promise<void>
   /** Creates a `task` that serves `server` on `address`; resolves once it is listening. */
   serve(task: string, server: Server, address: string): Promise<AddressInfo>
+  /**
+   * Registers cleanup for something start() just created (a client, a pool, a subscription), as
+   * Go's `defer`: at shutdown, once every task has stopped, these run in reverse order. Registered
+   * as each resource appears, so a start that fails half-way still releases what it made.
+   */
+  onStop(fn: () => Promise<void> | void): void
   /** Requests to the supervisor over the control channel. */
   supervisor: Rpc<SupervisorOps, WorkerOps>
   failpoint: HitFailpoint
 }
 
 export interface ServiceDefinition {
-  /** Creates every task of the service; resolves once each is up. */
+  /** Creates every task of the service, and registers their cleanup; resolves once each is up. */
   start(ctx: ServiceContext): Promise<void> | void
-  /** Runs after every task has stopped: close clients (Redis, HTTP agents, pools). */
-  stop?(ctx: ServiceContext): Promise<void> | void
 }
 
 /** The entry of every worker file: `defineService({ start, stop })`. */
@@ -83,6 +87,7 @@ export function defineService(def: ServiceDefinition): void {
     },
   })
 
+  const cleanups: (() => Promise<void> | void)[] = []
   const ctx: ServiceContext = {
     service,
     config,
@@ -107,6 +112,7 @@ export function defineService(def: ServiceDefinition): void {
       if (!info) throw codedError('ERR_NOT_LISTENING', `${task} was shut down before it listened`)
       return info
     },
+    onStop: (fn) => void cleanups.push(fn),
     supervisor: rpc,
     failpoint,
   }
@@ -127,7 +133,13 @@ export function defineService(def: ServiceDefinition): void {
   rpc.handle('shutdown', async ({ deadlineMs }) => {
     await failpoint(`${service}.shutdown`)
     const timedOut = await group.shutdown(Date.now() + Math.max(0, deadlineMs - ACK_MARGIN_MS))
-    await def.stop?.(ctx)
+    for (const fn of cleanups.splice(0).reverse()) {
+      try {
+        await fn()
+      } catch (err) {
+        log.error({ event: 'service.stop.failed', err }, 'a cleanup failed; going on with the rest')
+      }
+    }
     log.flush()
     return { timedOut }
   })

@@ -1,9 +1,9 @@
 import { defineService } from '../../shared/define-service.js'
 import { codedError } from '../../shared/errors.js'
-import { createIdentityPublisher, type IdentityPublisher } from '../../shared/identity/announce.js'
+import { createIdentityPublisher } from '../../shared/identity/announce.js'
 import { backoffDelay, pause } from '../../shared/identity/backoff.js'
 import { freshForMs, type Identity, readIdentity, roleCertPath } from '../../shared/identity/identity.js'
-import { type CertRuntime, createCertRuntime } from '../../shared/identity/runtime.js'
+import { createCertRuntime } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
 import { watchFiles } from '../../shared/identity/watch.js'
 import { registerX509Metrics } from './x509-metrics.js'
@@ -11,18 +11,30 @@ import { registerX509Metrics } from './x509-metrics.js'
 const INITIAL_BACKOFF_MS = 5_000
 const DELETE_TIMEOUT_MS = 5_000
 
-let runtime: CertRuntime | undefined
-let publisher: IdentityPublisher | undefined
-
 /**
  * The certificate service: obtains the service identity and role certificates at start, then
  * every REFRESH_INTERVAL; a failed refresh is retried with backoff and never replaces good files.
  * Each new identity is announced in-process (the token service's mutual TLS to ZTS).
  */
 defineService({
-  async start({ config, log, go, registry, signal }) {
+  async start({ config, log, go, registry, signal, onStop }) {
     const rt = await createCertRuntime(config, log)
-    runtime = rt
+    onStop(() => rt.close())
+    const deleteInstance = rt.provider.deleteInstance
+    if (config.deleteInstanceId && deleteInstance) {
+      // Runs before rt.close() (cleanups run in reverse): the client is still open.
+      onStop(async () => {
+        try {
+          await deleteInstance(AbortSignal.timeout(DELETE_TIMEOUT_MS))
+          log.info({ event: 'certificate.instance.deleted' }, 'deleted the instance record at ZTS')
+        } catch (err) {
+          log.error(
+            { event: 'certificate.instance.delete.failed', err },
+            'could not delete the instance record',
+          )
+        }
+      })
+    }
     const targets = parseTargets(config.targetDomainRoles)
     registerX509Metrics(registry, () => [
       config.certFile,
@@ -31,11 +43,12 @@ defineService({
     ])
 
     let identity: Identity | undefined = await readIdentity(config)
-    publisher = createIdentityPublisher(() => identity)
+    const publisher = createIdentityPublisher(() => identity)
+    onStop(() => publisher.close())
     const adopt = (id: Identity) => {
       identity = id
       rt.provider.useIdentity?.(id)
-      publisher?.publish(id)
+      publisher.publish(id)
     }
     // A valid identity on disk authenticates the first call (ZTS refresh rather than register).
     if (identity) rt.provider.useIdentity?.(identity)
@@ -137,20 +150,5 @@ defineService({
       }
       return undefined
     })
-  },
-  async stop({ config, log }) {
-    if (config.deleteInstanceId && runtime?.provider.deleteInstance) {
-      try {
-        await runtime.provider.deleteInstance(AbortSignal.timeout(DELETE_TIMEOUT_MS))
-        log.info({ event: 'certificate.instance.deleted' }, 'deleted the instance record at ZTS')
-      } catch (err) {
-        log.error(
-          { event: 'certificate.instance.delete.failed', err },
-          'could not delete the instance record',
-        )
-      }
-    }
-    publisher?.close()
-    await runtime?.close()
   },
 })

@@ -7,23 +7,18 @@ import type { DedupStore } from './dedup-store.js'
 import { createHandler } from './handler.js'
 import { createMetrics } from './metrics.js'
 import type { RedisClient } from './redis-client.js'
-import type { Sink } from './sink.js'
 import { createSinkFor } from './sinks.js'
 
 /** How long start() waits for Redis; a Redis that is down only means 503s until it returns. */
 const REDIS_START_WAIT_MS = 2000
 
-let sink: Sink | undefined
-/** Closes Redis (QUIT) after the sink; set only when Redis is configured. */
-let closeRedis: (() => Promise<void>) | undefined
-
 /**
  * The AlertManager webhook gateway (DESIGN.md §7): dedup by fingerprint, every new alert to the
  * sink before the answer. Shutdown drains in-flight requests (dedup and sink writes included)
- * through serve(); only then does stop() close the sink and Redis.
+ * through serve(); only then are the sink and then Redis closed (onStop runs in reverse order).
  */
 defineService({
-  async start({ config, log, registry, board, serve }) {
+  async start({ config, log, registry, board, serve, onStop }) {
     let redis: RedisClient | undefined
     if (config.redisUrl) {
       // ioredis costs ~12 MiB of heap per thread: loaded only when Redis is configured.
@@ -37,7 +32,7 @@ defineService({
         log,
       )
       redis = r
-      closeRedis = () => client.closeRedis(r, log)
+      onStop(() => client.closeRedis(r, log))
       await client.connectRedis(
         r,
         Math.min(REDIS_START_WAIT_MS, config.services.gateway.startTimeout / 2),
@@ -47,7 +42,8 @@ defineService({
     const store: DedupStore = redis
       ? createRedisStore(redis, config.gatewayDedupTtl)
       : createMemoryStore(config.gatewayDedupTtl)
-    sink = await createSinkFor(config, redis)
+    const sink = await createSinkFor(config, redis)
+    onStop(() => sink.close())
     const metrics = createMetrics(registry, store)
     const server = createServer(
       createHandler({
@@ -72,9 +68,5 @@ defineService({
       { event: 'gateway.ready', port, store: store.kind, sink: sink.name },
       `accepting alerts (${store.kind} dedup, ${sink.name} sink)`,
     )
-  },
-  async stop({ log }) {
-    await sink?.close().catch((err: unknown) => log.error({ err }, 'closing the sink failed'))
-    await closeRedis?.()
   },
 })

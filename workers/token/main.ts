@@ -102,20 +102,20 @@ async function updateTargets(
   return filesOk && rt.failed === 0 && at.failed === 0
 }
 
-let client: ZtsClient | undefined
-let subscription: { close(): void } | undefined
-
 defineService({
-  async start({ config, log, serve, go, registry, signal }) {
+  async start({ config, log, serve, go, registry, signal, onStop }) {
     // ZTS: mutual TLS with the identity the certificate service announces (the files at first).
+    let client: ZtsClient | undefined
     if (config.endpoint) {
       const c = await ztsClientFor(config)
       client = c
+      onStop(() => c.close())
       c.setIdentity(await readIdentity(config))
-      subscription = subscribeIdentity((id) => {
+      const subscription = subscribeIdentity((id) => {
         c.setIdentity(id)
         log.info({ event: 'token.identity.updated' }, 'using the new service identity for ZTS')
       })
+      onStop(() => subscription.close())
     }
     const source = tokenSourceFor(config, client)
     const caches = createCaches(config, source, signal)
@@ -188,9 +188,5 @@ defineService({
         () => refreshTick().catch((err: unknown) => log.error({ err }, 'token refresh failed')),
       ),
     )
-  },
-  stop() {
-    subscription?.close()
-    client?.close()
   },
 })
