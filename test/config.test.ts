@@ -135,6 +135,11 @@ describe('loadConfig', () => {
       /services\.token\.restart/,
     )
     rejects(['--config', '/nonexistent/sia.yaml'], {}, /--config.*ENOENT/)
+    rejects(
+      ['--config', file('c.yaml', 'services:\n  gateway:\n    enabled: true\n')],
+      { GATEWAY_ADDR: '' },
+      /services\.gateway\.enabled.*GATEWAY_ADDR is empty/,
+    )
     rejects(['--config', file('c.yaml', 'a: [')], {}, /--config/)
   })
 

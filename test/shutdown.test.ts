@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { mkdtempSync, writeFileSync } from 'node:fs'
+import { type AddressInfo, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
@@ -93,6 +94,29 @@ test('a start that never answers fails at startTimeout and cancels the run: exit
     sc.events('service.shutdown.done').map((r) => r.service),
     [...ORDER].reverse(),
   )
+})
+
+test('a port already in use fails that start clearly; everything is shut down; exit 1', async () => {
+  const taken = createServer()
+  await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r))
+  const { port } = taken.address() as AddressInfo
+  try {
+    const sc = startSidecar({ env: { GATEWAY_ADDR: `127.0.0.1:${port}` } })
+    assert.equal((await sc.exited).code, 1)
+    const failed = sc.events('service.start.failed')
+    assert.deepEqual(
+      failed.map((r) => r.service),
+      ['gateway'],
+    )
+    assert.match(JSON.stringify(failed[0]?.err), /EADDRINUSE/)
+    assert.deepEqual(
+      sc.events('service.start.skipped').map((r) => r.service),
+      ['metrics', 'healthcheck'],
+    )
+    assertLifecycle(sc.records)
+  } finally {
+    taken.close()
+  }
 })
 
 test('SIGTERM while idle exits 0 promptly', async () => {

@@ -112,7 +112,16 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     throw configError(`services.${issue?.path.join('.')} (in ${configPath})`, issue?.message ?? 'invalid')
   }
   const services = {} as Record<ServiceName, ServiceTuning>
-  for (const name of SERVICES) services[name] = tuningFor(name, s, parsed.data[name] ?? {})
+  for (const name of SERVICES) {
+    const addressKey = ADDRESS_OF[name]
+    if (parsed.data[name]?.enabled === true && addressKey && s[addressKey] === '') {
+      throw configError(
+        `services.${name}.enabled (in ${configPath})`,
+        `true, but ${envName(addressKey)} is empty`,
+      )
+    }
+    services[name] = tuningFor(name, s, parsed.data[name] ?? {})
+  }
   return { kind: 'run', config: { ...s, services } }
 }
 
