@@ -10,24 +10,37 @@ const ROLES = 'demo:role.reader'
 async function boot(dataDir: string, refresh = '1h') {
   const sc = await startReady({
     dataDir,
-    env: { TARGET_DOMAIN_ROLES: ROLES, REFRESH_INTERVAL: refresh, GATEWAY_ADDR: '', METRICS_SERVER_ADDR: '' },
+    env: {
+      TARGET_DOMAIN_ROLES: ROLES,
+      REFRESH_INTERVAL: refresh,
+      DELAY_JITTER_SECONDS: '1',
+      GATEWAY_ADDR: '',
+      METRICS_SERVER_ADDR: '',
+    },
   })
   assert.equal(await stop(sc), 0)
   return sc
 }
 
-test('a restart within REFRESH_INTERVAL reuses the fresh identity on disk; a stale or partial one is refreshed', async () => {
+test('boot jitter before a fetch; a restart within REFRESH_INTERVAL reuses the fresh identity on disk; a stale or partial one is refreshed', async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'sia-reuse-'))
   const key = () => readFileSync(join(dataDir, 'key.pem'), 'utf8')
   const roleCert = join(dataDir, `${ROLES}.cert.pem`)
 
   const first = await boot(dataDir)
   assert.equal(first.events('certificate.reused').length, 0, 'nothing to reuse on a first boot')
+  // DELAY_JITTER_SECONDS, as SIA: a random delay before the boot fetch, then the fetch.
+  const delayed = first.events('certificate.boot.delayed')
+  assert.equal(delayed.length, 1)
+  assert.ok((delayed[0]!.ms as number) >= 0 && (delayed[0]!.ms as number) < 1000)
+  const at = (r: unknown) => first.records.indexOf(r as (typeof first.records)[number])
+  assert.ok(at(delayed[0]) < at(first.events('certificate.issued')[0]), 'the delay comes before the fetch')
   const firstKey = key()
 
   const second = await boot(dataDir)
   assert.equal(second.events('certificate.reused').length, 1)
   assert.equal(second.events('certificate.issued').length, 0, 'no new certificate')
+  assert.equal(second.events('certificate.boot.delayed').length, 0, 'no fetch, so no delay')
   assert.equal(key(), firstKey, 'the key was not rotated')
 
   rmSync(roleCert) // a role certificate missing: the identity is not complete, refresh at start

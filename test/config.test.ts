@@ -104,6 +104,12 @@ describe('loadConfig', () => {
     rejects([], { USE_TOKEN_SERVER: 'maybe' }, /USE_TOKEN_SERVER/)
   })
 
+  test("the certificate service's start deadline makes room for DELAY_JITTER_SECONDS", () => {
+    const c = config([], { DELAY_JITTER_SECONDS: '20', START_TIMEOUT: '30s' })
+    assert.equal(c.services.certificate.startTimeout, 50_000)
+    assert.equal(c.services.token.startTimeout, 30_000)
+  })
+
   test('lists and booleans', () => {
     const c = config([], { TARGET_DOMAIN_ROLES: 'a:role.x, b:role.y,' })
     assert.deepEqual(c.targetDomainRoles, ['a:role.x', 'b:role.y'])

@@ -131,7 +131,9 @@ function tuningFor(name: ServiceName, s: Settings, t: TuningInput): ServiceTunin
     enabled:
       t.enabled ??
       ((addressKey === undefined || s[addressKey] !== '') && (name !== 'token' || s.useTokenServer)),
-    startTimeout: t.startTimeout ?? s.startTimeout,
+    // The certificate service may wait up to DELAY_JITTER_SECONDS before its boot fetch.
+    startTimeout:
+      t.startTimeout ?? s.startTimeout + (name === 'certificate' ? s.delayJitterSeconds * 1000 : 0),
     shutdownTimeout: t.shutdownTimeout ?? s.shutdownTimeout,
     resourceLimits: t.resourceLimits ?? {},
     restart: t.restart ?? 'permanent',

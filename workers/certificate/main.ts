@@ -77,6 +77,16 @@ defineService({
         'the identity on disk is fresh: reusing it',
       )
     } else {
+      // As SIA: a random delay before the boot fetch (DELAY_JITTER_SECONDS), so a fleet of new
+      // pods rolling out at once does not reach the identity provider at once.
+      if (config.delayJitterSeconds > 0) {
+        const jitterMs = Math.floor(Math.random() * config.delayJitterSeconds * 1000)
+        log.info(
+          { event: 'certificate.boot.delayed', ms: jitterMs },
+          `delaying the boot fetch by ${jitterMs}ms`,
+        )
+        await pause(jitterMs, signal)
+      }
       try {
         await refreshOnce(signal)
       } catch (err) {
@@ -118,7 +128,6 @@ defineService({
       })
     }
 
-    const jitterMs = Math.floor(Math.random() * config.delayJitterSeconds * 1000)
     const maxBackoffMs = Math.max(1, Math.floor(config.refreshInterval / 4))
     log.info(
       {
@@ -132,7 +141,7 @@ defineService({
       `will refresh key[${config.keyFile}], cert[${config.certFile}] and certificates for roles[${config.targetDomainRoles.join(',')}] with provider[${rt.kind}] after ${config.refreshInterval}ms`,
     )
     await go('refresh-timer', async (t) => {
-      let wait = (freshMs || config.refreshInterval) + jitterMs
+      let wait = freshMs || config.refreshInterval
       let failures = 0
       while (await pause(wait, t.signal)) {
         try {
