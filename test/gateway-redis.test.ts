@@ -6,16 +6,8 @@ import { Redis } from 'ioredis'
 import { createMemoryStore } from '../workers/gateway/dedup-memory.js'
 import { createRedisStore, DEDUP_KEY_PREFIX } from '../workers/gateway/dedup-redis.js'
 import type { DedupStore } from '../workers/gateway/dedup-store.js'
-import {
-  alert,
-  eventually,
-  gatewayEnv,
-  metric,
-  post,
-  readJsonLines,
-  redisOnPort,
-  webhook,
-} from './support/gateway.js'
+import { eventually } from './support/eventually.js'
+import { alert, gatewayEnv, metric, post, readJsonLines, redisOnPort, webhook } from './support/gateway.js'
 import { freePort } from './support/ports.js'
 import { type RedisServer, startRedis } from './support/redis.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'

@@ -2,8 +2,7 @@ import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { Redis } from 'ioredis'
+import { waitForRedis } from './redis.js'
 
 export const SIGNALS = '/api/v1/signals/prometheus'
 export const FIXTURE = readFileSync(new URL('../../../test/fixtures/alertmanager.json', import.meta.url))
@@ -97,33 +96,11 @@ export async function redisOnPort(port: number): Promise<{ stop(): Promise<void>
     { stdio: 'ignore' },
   )
   const exited = new Promise<void>((r) => proc.once('exit', () => r()))
-  await eventually(async () => {
-    const client = new Redis(port, '127.0.0.1', { lazyConnect: true, retryStrategy: () => null })
-    client.on('error', () => {})
-    try {
-      await client.connect()
-      return await client.ping()
-    } catch {
-      return undefined
-    } finally {
-      client.disconnect()
-    }
-  })
+  await waitForRedis(port)
   return {
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM')
       await exited
     },
-  }
-}
-
-/** Polls until `check` returns a value (not undefined), at most `timeoutMs`. */
-export async function eventually<T>(check: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const end = Date.now() + timeoutMs
-  for (;;) {
-    const v = await check()
-    if (v !== undefined) return v
-    if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs}ms`)
-    await sleep(25)
   }
 }

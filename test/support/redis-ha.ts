@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
-import { eventually } from './gateway.js'
+import { eventually } from './eventually.js'
 import { freePort } from './ports.js'
+import { waitForRedis } from './redis.js'
 
 const run = promisify(execFile)
 
@@ -32,18 +33,7 @@ function group(dir: string, password: string) {
       const proc = spawn('redis-server', args, { stdio: 'ignore', cwd: dir })
       const exited = new Promise<void>((r) => proc.once('exit', () => r()))
       procs.push({ port, proc, exited })
-      await eventually(async () => {
-        const c = new Redis(port, '127.0.0.1', { password, lazyConnect: true, retryStrategy: () => null })
-        c.on('error', () => {})
-        try {
-          await c.connect()
-          return await c.ping()
-        } catch {
-          return undefined
-        } finally {
-          c.disconnect()
-        }
-      })
+      await waitForRedis(port, password)
     },
     client(port: number): Redis {
       const c = new Redis(port, '127.0.0.1', { password, maxRetriesPerRequest: 1 })

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { connect } from 'node:net'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { Redis } from 'ioredis'
+import { eventually } from './eventually.js'
 import { freePort } from './ports.js'
 
 export interface RedisServer {
@@ -21,32 +21,35 @@ export async function startRedis(): Promise<RedisServer> {
     },
   )
   const exited = new Promise<void>((r) => proc.once('exit', () => r()))
-  for (let i = 0; i < 100; i++) {
-    if (await ping(port)) {
-      return {
-        url: `redis://127.0.0.1:${port}`,
-        port,
-        proc,
-        async stop() {
-          if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM')
-          await exited
-        },
-      }
-    }
-    await sleep(50)
+  try {
+    await waitForRedis(port)
+  } catch (err) {
+    proc.kill('SIGKILL')
+    throw err
   }
-  proc.kill('SIGKILL')
-  throw new Error(`redis-server did not answer on port ${port}`)
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    proc,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM')
+      await exited
+    },
+  }
 }
 
-function ping(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1')
-    s.once('connect', () => s.write('PING\r\n'))
-    s.once('data', (d) => {
-      s.destroy()
-      resolve(d.toString().startsWith('+PONG'))
-    })
-    s.once('error', () => resolve(false))
-  })
+/** Resolves once the redis-server on `port` answers PING (a cluster node, a Sentinel, a master). */
+export function waitForRedis(port: number, password?: string): Promise<void> {
+  return eventually(async () => {
+    const client = new Redis(port, '127.0.0.1', { password, lazyConnect: true, retryStrategy: () => null })
+    client.on('error', () => {})
+    try {
+      await client.connect()
+      return (await client.ping()) === 'PONG' ? true : undefined
+    } catch {
+      return undefined
+    } finally {
+      client.disconnect()
+    }
+  }).then(() => undefined)
 }
