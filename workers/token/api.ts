@@ -166,26 +166,50 @@ export function createTokenApi(opts: TokenApiOptions) {
     }
     if (!NAME.test(domain) || !ROLES.test(role)) throw clientError('X-Athenz-Domain or X-Athenz-Role invalid')
     const key = keyFrom(domain, role, '', 0, 0)
-    const [at, rt] = await Promise.all([
-      opts.accessTokens && token(opts.accessTokens, 'accesstoken', key),
-      opts.roleTokens && token(opts.roleTokens, 'roletoken', key),
-    ])
-    const headers: Record<string, string> = {}
+    const atOrWait = opts.accessTokens && token(opts.accessTokens, 'accesstoken', key)
+    const rtOrWait = opts.roleTokens && token(opts.roleTokens, 'roletoken', key)
+    // Both cached (the common case): no await at all.
+    const [at, rt] =
+      atOrWait instanceof Promise || rtOrWait instanceof Promise
+        ? await Promise.all([atOrWait, rtOrWait])
+        : [atOrWait, rtOrWait]
+    const answer = headerAnswer(domain, role, at, rt)
+    res.writeHead(200, answer.headers)
+    res.end(answer.body)
+  }
+
+  /**
+   * The header-mode answer for one pair of cached tokens, built once: the same pair comes back for
+   * the same (domain, role) until the cache refreshes one of them (a new object).
+   */
+  const answers = new WeakMap<
+    object,
+    { partner: object | undefined; body: string; headers: Record<string, string> }
+  >()
+  function headerAnswer(
+    domain: string,
+    role: string,
+    at: AccessToken | undefined,
+    rt: RoleToken | undefined,
+  ) {
+    const anchor = at ?? rt
+    const cached = anchor && answers.get(anchor)
+    if (cached && cached.partner === (at ? rt : undefined)) return cached
+    const body = JSON.stringify({
+      domain,
+      role,
+      ...(at ? { access_token: at.access_token, token_type: at.token_type, expires_in: at.expires_in } : {}),
+      ...(rt ? { role_token: rt.token, expiryTime: rt.expiryTime } : {}),
+    })
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'content-length': String(Buffer.byteLength(body)),
+    }
     if (at) headers.authorization = `bearer ${at.access_token}`
     if (rt) headers[opts.roleAuthHeader.toLowerCase()] = rt.token
-    sendJson(
-      res,
-      200,
-      {
-        domain,
-        role,
-        ...(at
-          ? { access_token: at.access_token, token_type: at.token_type, expires_in: at.expires_in }
-          : {}),
-        ...(rt ? { role_token: rt.token, expiryTime: rt.expiryTime } : {}),
-      },
-      headers,
-    )
+    const built = { partner: at ? rt : undefined, body, headers }
+    if (anchor) answers.set(anchor, built)
+    return built
   }
 
   return (req: IncomingMessage, res: ServerResponse): void => {
