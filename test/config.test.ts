@@ -122,6 +122,11 @@ describe('loadConfig', () => {
     rejects([], { SHUTDOWN_TIMEOUT: '30' }, /SHUTDOWN_TIMEOUT/)
     rejects([], { DELAY_JITTER_SECONDS: '-1' }, /DELAY_JITTER_SECONDS/)
     rejects([], { LOG_LEVEL: 'loud' }, /LOG_LEVEL/)
+    rejects([], { GATEWAY_SINK: 'kubernetes' }, /GATEWAY_KUBE_API.*outside a cluster/)
+    assert.equal(
+      config([], { GATEWAY_SINK: 'kubernetes', KUBERNETES_SERVICE_HOST: '10.0.0.1' }).gatewaySink,
+      'kubernetes',
+    )
     rejects([], { MODE: 'sometimes' }, /MODE/)
     rejects([], { HEALTH_CHECK_ENDPOINT: 'healthz' }, /HEALTH_CHECK_ENDPOINT/)
     rejects([], { SIA_FAILPOINTS: 'nosuch.thing=error' }, /SIA_FAILPOINTS.*nosuch/)

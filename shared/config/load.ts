@@ -105,6 +105,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   if (s.gatewaySink === 'redis-stream' && s.redisUrl === '') {
     throw configError(envName('gatewaySink'), 'redis-stream needs REDIS_URL')
   }
+  if (s.gatewaySink === 'kubernetes' && s.gatewayKubeApi === '' && !env.KUBERNETES_SERVICE_HOST) {
+    throw configError(envName('gatewayKubeApi'), 'required with GATEWAY_SINK=kubernetes outside a cluster')
+  }
 
   const parsed = servicesSchema.safeParse(file.services ?? {})
   if (!parsed.success) {
