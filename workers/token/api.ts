@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { type CodedError, codedError } from '../../shared/errors.js'
 import { readBody } from '../../shared/http/body.js'
-import { sendJson, sendProblem } from '../../shared/http/problem.js'
+import { sendJson, sendJsonText, sendProblem } from '../../shared/http/problem.js'
 import type { AccessToken, RoleToken } from '../../shared/identity/tokens.js'
 import { isUpstreamError } from '../../shared/identity/tokens.js'
 import type { Logger } from '../../shared/logger.js'
@@ -97,11 +97,6 @@ function json(token: object): string {
   return text
 }
 
-function sendBody(res: ServerResponse, body: string): void {
-  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
-  res.end(body)
-}
-
 export function createTokenApi(opts: TokenApiOptions) {
   const { log } = opts
 
@@ -136,7 +131,7 @@ export function createTokenApi(opts: TokenApiOptions) {
         seconds(body, 'min_expiry'),
         seconds(body, 'max_expiry'),
       )
-      return sendBody(res, json(await token(opts.roleTokens, 'roletoken', key)))
+      return sendJsonText(res, 200, json(await token(opts.roleTokens, 'roletoken', key)))
     }
     if (req.method === 'POST' && opts.restApi && path === '/accesstoken') {
       const body = await readJson(req)
@@ -147,7 +142,7 @@ export function createTokenApi(opts: TokenApiOptions) {
         0,
         seconds(body, 'expiry'),
       )
-      return sendBody(res, json(await token(opts.accessTokens, 'accesstoken', key)))
+      return sendJsonText(res, 200, json(await token(opts.accessTokens, 'accesstoken', key)))
     }
     if (req.method === 'GET' && (path === '/oauth2/keys' || path === '/jwks')) {
       if (!opts.jwks) throw clientError('this provider does not publish a JWKS', 404)
