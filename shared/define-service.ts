@@ -1,6 +1,7 @@
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { getHeapStatistics } from 'node:v8'
 import { isMainThread, workerData } from 'node:worker_threads'
 import type { Config } from './config/types.js'
@@ -25,7 +26,10 @@ export interface ServiceContext {
   /** This worker's registry; every series carries service="<name>". */
   registry: Registry
   board: StatusBoard
-  /** Aborted when shutdown begins. */
+  /**
+   * Aborted when shutdown begins, or when the run is cancelled while this start is in flight: a
+   * start's long waits (a boot fetch, a back-off) end early; tasks are still created.
+   */
   signal: AbortSignal
   /** Creates a named task; only valid inside start(). */
   go(task: string, body: TaskBody, opts?: { waitReady?: boolean }): Promise<void>
@@ -88,13 +92,14 @@ export function defineService(def: ServiceDefinition): void {
   })
 
   const cleanups: (() => Promise<void> | void)[] = []
+  const startCancel = new AbortController()
   const ctx: ServiceContext = {
     service,
     config,
     log,
     registry,
     board,
-    signal: group.signal,
+    signal: AbortSignal.any([group.signal, startCancel.signal]),
     go: group.go,
     async serve(task, server, address) {
       let info: AddressInfo | undefined
@@ -119,20 +124,34 @@ export function defineService(def: ServiceDefinition): void {
 
   startHeartbeat(service, board)
 
-  rpc.handle('start', async () => {
-    try {
-      await failpoint(`${service}.start`)
-      await def.start(ctx)
-      return null
-    } finally {
-      group.seal()
-      acknowledged = true
-      for (const fault of faults.splice(0)) setTimeout(fault, 0) // strikes after the ack is posted
-    }
+  let starting: Promise<unknown> = Promise.resolve()
+  rpc.handle('start', () => {
+    const run = (async () => {
+      try {
+        await failpoint(`${service}.start`)
+        await def.start(ctx)
+        return null
+      } finally {
+        group.seal()
+        acknowledged = true
+        for (const fault of faults.splice(0)) setTimeout(fault, 0) // strikes after the ack is posted
+      }
+    })()
+    starting = run.catch(() => {})
+    return run
+  })
+  rpc.handle('cancel', () => {
+    startCancel.abort()
+    return null
   })
   rpc.handle('shutdown', async ({ deadlineMs }) => {
+    const deadline = Date.now() + Math.max(0, deadlineMs - ACK_MARGIN_MS)
     await failpoint(`${service}.shutdown`)
-    const timedOut = await group.shutdown(Date.now() + Math.max(0, deadlineMs - ACK_MARGIN_MS))
+    // A start still in flight winds down first (its waits abort), so nothing is created after
+    // the tasks are stopped; a start that ignores the abort is not waited for past the deadline.
+    startCancel.abort()
+    await Promise.race([starting, sleep(Math.max(0, deadline - Date.now()), undefined, { ref: false })])
+    const timedOut = await group.shutdown(deadline)
     for (const fn of cleanups.splice(0).reverse()) {
       try {
         await fn()

@@ -29,6 +29,9 @@ export interface ScrapeResult {
 export interface WorkerOps {
   [op: string]: { args: unknown; result: unknown }
   start: { args: null; result: null }
+  /** The run was cancelled while this worker starts: abort the start's waits (no reply needed). */
+  cancel: { args: null; result: null }
+  /** Aborts a start in flight, waits for it, then stops every task and runs the cleanups. */
   shutdown: { args: { deadlineMs: number }; result: ShutdownReport }
   collect: { args: null; result: MetricsJson }
   /** Round trip through the worker's event loop: the cheapest proof it is responsive. */

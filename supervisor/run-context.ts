@@ -12,19 +12,27 @@ export interface RunContext {
   cancel(cause: CancelCause): boolean
   /** Resolves with the first cause. */
   readonly cancelled: Promise<CancelCause>
+  /**
+   * Epoch ms by which the whole shutdown must be over: the first cancel plus the budget
+   * (SHUTDOWN_DELAY + SHUTDOWN_TIMEOUT). Infinity while the run goes on.
+   */
+  budgetEnd(): number
 }
 
-export function createRunContext(onCancel: (cause: CancelCause) => void): RunContext {
+export function createRunContext(budgetMs: number, onCancel: (cause: CancelCause) => void): RunContext {
   const controller = new AbortController()
   let resolve!: (c: CancelCause) => void
   const cancelled = new Promise<CancelCause>((r) => {
     resolve = r
   })
+  let end = Number.POSITIVE_INFINITY
   return {
     signal: controller.signal,
     cancelled,
+    budgetEnd: () => end,
     cancel(cause) {
       if (controller.signal.aborted) return false
+      end = Date.now() + budgetMs
       controller.abort(cause)
       onCancel(cause)
       resolve(cause)

@@ -3,41 +3,57 @@ import type { Config } from '../shared/config/types.js'
 import { createFailpointCounters, createFailpoints, parseFailpoints } from '../shared/failpoints.js'
 import type { Logger } from '../shared/logger.js'
 import type { ScrapeResult } from '../shared/protocol.js'
-import { SERVICES } from '../shared/services.js'
+import { SERVICES, type ServiceName } from '../shared/services.js'
 import { createStatusBoard, HEARTBEAT_MS } from '../shared/status-board.js'
+import { hardExit } from './hard-exit.js'
 import { createSupervisorMetrics } from './metrics.js'
 import { type CancelCause, createRunContext } from './run-context.js'
 import { createServiceSlot, type ServiceSlot } from './service-slot.js'
-import { onSignals } from './signals.js'
+import type { SignalRouter } from './signals.js'
+import { TERMINATE_MS } from './slot-machine.js'
+import { spawnWorker } from './worker-handle.js'
+
+export interface RunResult {
+  code: number
+  /** Some thread could not be terminated: exit without waiting for it. */
+  stuck: boolean
+}
 
 /**
  * The supervisor's whole run, in the order of the seed's sequence diagram (DESIGN.md §1).
- * This is the file that answers "what happens on SIGTERM". Resolves with the exit code.
+ * This is the file that answers "what happens on SIGTERM".
  */
-export async function run(config: Config, log: Logger): Promise<number> {
+export async function run(config: Config, log: Logger, signals: SignalRouter): Promise<RunResult> {
   const board = createStatusBoard()
   const services = SERVICES.filter((s) => config.services[s].enabled)
   const metrics = createSupervisorMetrics(board, services)
   const failpointSpecs = parseFailpoints(config.failpoints)
   const failpointCounters = createFailpointCounters(failpointSpecs)
   const failpoint = createFailpoints(failpointSpecs, { board, counters: failpointCounters })
+  const slots = new Map<ServiceName, ServiceSlot>()
 
-  // The run context: the first cause wins. Readiness drops at that very instant, before anything
-  // stops, so the health check answers 503 for the whole of shutdown.
-  const ctx = createRunContext((cause) => {
+  // The run context: the first cause wins. At that instant readiness drops (503 for the whole of
+  // shutdown), the one shutdown budget starts, every start in flight is told to wind down, and
+  // no restart begins any more.
+  const budgetMs = config.shutdownDelay + config.shutdownTimeout
+  const ctx = createRunContext(budgetMs, (cause) => {
     board.setPhase('shutting-down')
     log.info({ event: 'supervisor.cancelled', ...describe(cause) }, `shutting down: ${cause.cause}`)
+    for (const slot of slots.values()) slot.cancel()
+    armBudgetWatchdog(budgetMs, log)
   })
 
-  // SIGINT/SIGTERM cancel the run; any later signal is logged and changes nothing.
-  onSignals((signal) => {
-    if (!ctx.cancel({ cause: 'signal', signal })) {
-      log.info({ event: 'supervisor.signal.ignored', signal }, `ignoring ${signal}: already shutting down`)
-    }
-    board.registerSignal() // after the cancel: a failpoint waiting on it sees the cancelled context
+  // SIGINT/SIGTERM cancel the run; any later one, and any other signal, is logged and changes nothing.
+  signals.attach({
+    stop(signal) {
+      if (!ctx.cancel({ cause: 'signal', signal })) {
+        log.info({ event: 'supervisor.signal.ignored', signal }, `ignoring ${signal}: already shutting down`)
+      }
+      board.registerSignal() // after the cancel: a failpoint waiting on it sees the cancelled context
+    },
+    other: (signal) => log.info({ event: 'supervisor.signal.ignored', signal }, `ignoring ${signal}`),
   })
 
-  const slots = new Map<string, ServiceSlot>()
   const scrape = async (): Promise<ScrapeResult[]> => {
     const workers = await Promise.all(
       services.map(async (source): Promise<ScrapeResult> => {
@@ -55,30 +71,33 @@ export async function run(config: Config, log: Logger): Promise<number> {
     const slot = createServiceSlot(service, {
       config,
       board,
-      failpointCounters,
       log,
       ctx,
       metrics,
-      wire: (h) => h.rpc.handle('scrape', scrape),
+      spawnWorker(s) {
+        const h = spawnWorker(s, { config, board: board.buffer, failpointCounters })
+        h.rpc.handle('scrape', scrape)
+        return h
+      },
     })
     slots.set(service, slot)
     slot.spawn()
   }
 
   // The supervisor's own heartbeat (liveness) and memory recycling; each worker's watchdog runs
-  // on its own timer in its slot.
+  // on its own deadline in its slot.
   const tick = () => {
-    const now = Date.now()
-    board.beat('supervisor', now)
-    for (const slot of slots.values()) slot.inspect(now)
+    board.beat('supervisor')
+    for (const slot of slots.values()) slot.tick()
   }
   tick()
   const ticker = setInterval(tick, HEARTBEAT_MS)
 
-  // Start every service in order; once the run is cancelled, the rest are skipped.
+  // Start every service in order; once the run is cancelled, the rest are skipped. A start in
+  // flight at that moment finishes (or is cut at its deadline): "finish the whole code block".
   for (const service of services) {
     try {
-      await failpoint(`supervisor.before-start:${service}`)
+      await untilCancelled(failpoint(`supervisor.before-start:${service}`), ctx.cancelled)
     } catch (err) {
       log.error({ event: 'service.start.failed', service, err }, `${service} failed to start`)
       ctx.cancel({ cause: 'start-failed', service, err })
@@ -89,12 +108,17 @@ export async function run(config: Config, log: Logger): Promise<number> {
     }
     log.info({ event: 'service.start.begin', service }, `starting ${service}`)
     const t0 = performance.now()
-    try {
-      await slots.get(service)!.start()
+    const started = await slots.get(service)!.start()
+    if (started.result === 'started') {
       log.info({ event: 'service.start.done', service, ms: elapsed(t0) }, `started ${service}`)
-    } catch (err) {
-      log.error({ event: 'service.start.failed', service, err }, `${service} failed to start`)
-      ctx.cancel({ cause: 'start-failed', service, err })
+    } else if (started.result === 'cancelled') {
+      log.info(
+        { event: 'service.start.cancelled', service, err: started.err },
+        `${service} start ended by the shutdown`,
+      )
+    } else {
+      log.error({ event: 'service.start.failed', service, err: started.err }, `${service} failed to start`)
+      ctx.cancel({ cause: 'start-failed', service, err: started.err })
     }
   }
   if (!ctx.signal.aborted) {
@@ -106,25 +130,56 @@ export async function run(config: Config, log: Logger): Promise<number> {
   const cause = await ctx.cancelled
 
   // Readiness is already 503. Let endpoint removal propagate, then stop every service, started
-  // or not, in reverse order, each within its own deadline.
-  await sleep(config.shutdownDelay)
-  let unclean = false // a deadline missed, or a worker that died instead of stopping
+  // or not, in reverse order, each by min(its own deadline, what is left of the budget).
+  await sleep(Math.max(0, ctx.budgetEnd() - config.shutdownTimeout - Date.now()))
+  let unclean = false
   for (const [i, service] of [...services].reverse().entries()) {
     log.info({ event: 'service.shutdown.begin', service }, `stopping ${service}`)
-    if (i === 0) await failpoint('supervisor.during-shutdown').catch((err) => log.error({ err }, 'failpoint'))
-    const t0 = performance.now()
-    const outcome = await slots.get(service)!.shutdown()
-    if (outcome === 'timeout') {
-      log.error({ event: 'service.shutdown.timeout', service }, `${service} missed its shutdown deadline`)
+    if (i === 0) {
+      await untilBudgetEnds(failpoint('supervisor.during-shutdown'), ctx.budgetEnd()).catch((err: unknown) =>
+        log.error({ event: 'failpoint.error', err }, 'failpoint'),
+      )
     }
-    unclean ||= outcome !== 'done'
-    log.info({ event: 'service.shutdown.done', service, ms: elapsed(t0) }, `stopped ${service}`)
+    const t0 = performance.now()
+    const deadline = Math.min(Date.now() + config.services[service].shutdownTimeout, ctx.budgetEnd())
+    const outcome = await slots.get(service)!.stop(deadline)
+    unclean ||= outcome !== 'clean'
+    log.info({ event: 'service.shutdown.done', service, outcome, ms: elapsed(t0) }, `stopped ${service}`)
   }
   clearInterval(ticker)
 
   const code = cause.cause === 'signal' && !unclean ? 0 : 1
-  log.info({ event: 'supervisor.exit', code, cause: cause.cause }, `exiting with ${code}`)
-  return code
+  const stuck = [...slots.values()].filter((s) => s.stuck() > 0).map((s) => s.service)
+  log.info(
+    { event: 'supervisor.exit', code, cause: cause.cause, ...(stuck.length ? { stuck } : {}) },
+    `exiting with ${code}`,
+  )
+  return { code, stuck: stuck.length > 0 }
+}
+
+/**
+ * The last line of defence of the budget: whatever is still waiting (a bug, a failpoint that never
+ * returns), the process is out by the budget plus the second it has to end threads.
+ */
+function armBudgetWatchdog(budgetMs: number, log: Logger): void {
+  const at = Math.min(2 ** 31 - 1, budgetMs + TERMINATE_MS - 50)
+  setTimeout(() => {
+    log.error({ event: 'supervisor.exit', code: 1, cause: 'budget-exceeded' }, 'shutdown budget exceeded')
+    hardExit(1)
+  }, at)
+}
+
+/** A supervisor-side failpoint that hangs must not hold the start loop once the run is cancelled. */
+function untilCancelled(p: Promise<void>, cancelled: Promise<unknown>): Promise<void> {
+  return Promise.race([p, cancelled.then(() => {})])
+}
+
+function untilBudgetEnds(p: Promise<void>, end: number): Promise<void> {
+  const ac = new AbortController()
+  return Promise.race([
+    p,
+    sleep(Math.max(0, end - Date.now()), undefined, { signal: ac.signal }).catch(() => {}),
+  ]).finally(() => ac.abort())
 }
 
 function describe(cause: CancelCause): Record<string, unknown> {

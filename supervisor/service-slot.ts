@@ -4,304 +4,208 @@ import type { MetricsJson } from '../shared/protocol.js'
 import type { ServiceName } from '../shared/services.js'
 import type { StatusBoard } from '../shared/status-board.js'
 import type { SupervisorMetrics } from './metrics.js'
-import { decideRestart } from './restart-policy.js'
 import type { RunContext } from './run-context.js'
-import { spawnWorker, type WorkerExit, type WorkerHandle } from './worker-handle.js'
-
-export type ShutdownOutcome = 'done' | 'timeout' | 'crashed'
+import {
+  initialModel,
+  type SlotEffect,
+  type SlotEvent,
+  type SlotModel,
+  type StartOutcome,
+  type StopOutcome,
+  step,
+} from './slot-machine.js'
+import type { WorkerHandle } from './worker-handle.js'
 
 /**
- * One service's place in the supervisor: the current worker thread, its start and shutdown with
- * deadlines, and what happens when it dies on its own (restart, stay down, or escalate).
+ * One service's place in the supervisor: runs the effects `slot-machine.ts` decides on against the
+ * real worker thread, and turns what the thread does (answers, exit, deadlines) into its events.
  */
 export interface ServiceSlot {
   readonly service: ServiceName
   /** Spawns the thread ahead of start, so module loading overlaps earlier services' starts. */
   spawn(): void
-  /** Sends `start`; rejects on error, crash or deadline. */
-  start(): Promise<void>
-  shutdown(): Promise<ShutdownOutcome>
+  /** Sends `start`; settles on the ack, an error, the thread's exit or the deadline. */
+  start(): Promise<StartOutcome>
+  /** Shuts the service down by `deadline` (epoch ms), whatever state it is in. */
+  stop(deadline: number): Promise<StopOutcome>
+  /** The run context was cancelled: a start in flight winds down; no restart begins. */
+  cancel(): void
+  /** The supervisor's tick: memory recycling. */
+  tick(): void
   /** This worker's registry, or undefined when it is down or does not answer in time. */
   collect(timeoutMs: number): Promise<MetricsJson | undefined>
-  /** Called every supervisor tick: memory recycling. */
-  inspect(now: number): void
+  /** Threads of this service that could not be terminated. */
+  stuck(): number
 }
 
 export interface SlotDeps {
   config: Config
   board: StatusBoard
-  failpointCounters: SharedArrayBuffer
   log: Logger
   ctx: RunContext
   metrics: SupervisorMetrics
-  /** Installs the supervisor's request handlers on a new worker's control channel. */
-  wire(handle: WorkerHandle): void
+  /** Spawns a new worker thread for this service, its supervisor handlers installed. */
+  spawnWorker(service: ServiceName): WorkerHandle
 }
+
+/** The longest a Node timer can wait; control requests are bounded by the slot's own deadline. */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 export function createServiceSlot(service: ServiceName, deps: SlotDeps): ServiceSlot {
   const { config, board, log, ctx, metrics } = deps
   const tuning = config.services[service]
+  let model: SlotModel = initialModel()
   let handle: WorkerHandle | undefined
-  /** Started and acknowledged, not being recycled: an exit now is a fault, not a start failure. */
-  let running = false
-  let stopping = false
-  /** It crashed after the run was cancelled, before its own turn to stop: shutdown was not clean. */
-  let crashedWhileEnding = false
-  let restartTimer: NodeJS.Timeout | undefined
-  let watchdogTimer: NodeJS.Timeout | undefined
-  /** A restart's start or a recycle in progress; shutdown waits for it (each has a deadline). */
-  let transition: Promise<void> | undefined
-  let lastRecycle = Number.NEGATIVE_INFINITY
-  let recycleHeldLogged = false
-  /** Times of the faults that count toward the restart intensity. */
-  const history: number[] = []
+  let timer: NodeJS.Timeout | undefined
+  let startedAt = 0
+  let stopStartedAt = 0
+  let settleStart: ((o: StartOutcome) => void) | undefined
+  const stopWaiters: ((o: StopOutcome) => void)[] = []
 
-  function spawn(): WorkerHandle {
-    const h = spawnWorker(service, { config, board: board.buffer, failpointCounters: deps.failpointCounters })
-    deps.wire(h)
-    void h.exited.then((exit) => onExit(h, exit))
-    handle = h
-    return h
-  }
-
-  async function sendStart(h: WorkerHandle): Promise<void> {
-    const t0 = performance.now()
-    await h.rpc.request('start', null, tuning.startTimeout)
-    metrics.startSeconds.set({ service }, (performance.now() - t0) / 1000)
-  }
-
-  function track(p: Promise<void>): void {
-    transition = p
-    void p.finally(() => {
-      if (transition === p) transition = undefined
+  function dispatch(ev: SlotEvent): void {
+    const sample = board.sample(service)
+    const before = model.state
+    const result = step(model, ev, {
+      now: Date.now(),
+      service,
+      tuning,
+      cancelled: ctx.signal.aborted,
+      budgetEnd: ctx.budgetEnd(),
+      heartbeatMs: sample.heartbeatMs,
+      heapUsedBytes: sample.heapUsedBytes,
+      heapLimitBytes: sample.heapLimitBytes,
     })
+    model = result.model
+    for (const effect of result.effects) run(effect)
+    if (model.state !== before) arm()
   }
 
-  function nowRunning(h: WorkerHandle): void {
-    running = true
-    board.setState(service, 'running')
-    metrics.up.set({ service }, 1)
-    armWatchdog(tuning.watchdogTimeout)
-    // It acknowledged and then died before we got here (its exit was ignored as not yet
-    // running): handle that exit now, as the crash it is.
-    if (!h.alive()) void h.exited.then((exit) => onExit(h, exit))
+  /** One timer per slot: the current state's deadline. */
+  function arm(): void {
+    clearTimeout(timer)
+    timer = undefined
+    const s = model.state
+    if (!('until' in s)) return
+    timer = setTimeout(
+      () => dispatch({ type: 'deadline' }),
+      Math.min(MAX_TIMER_MS, Math.max(0, s.until - Date.now())),
+    )
+    // The watchdog alone never keeps the process up.
+    if (s.tag === 'running') timer.unref()
   }
 
-  // The watchdog reads the heartbeat the worker writes to the status board every second. It runs
-  // on its own timer, due the moment the last beat turns `watchdogTimeout` old, so a blocked
-  // worker is caught within watchdogTimeout of its last beat, not a supervisor tick later.
-  function armWatchdog(inMs: number): void {
-    clearTimeout(watchdogTimer)
-    watchdogTimer = setTimeout(checkHeartbeat, inMs)
-    watchdogTimer.unref()
+  /** Answers from `h` count only while `h` is the current worker; its exit is its own event. */
+  function fromWorker<T>(
+    h: WorkerHandle,
+    p: Promise<T>,
+    ok: (v: T) => SlotEvent,
+    fail: (e: Error) => SlotEvent,
+  ) {
+    p.then(
+      (v) => h === handle && dispatch(ok(v)),
+      (err: Error & { code?: string }) =>
+        h === handle && err.code !== 'ERR_WORKER_EXITED' && dispatch(fail(err)),
+    )
   }
 
-  function checkHeartbeat(): void {
+  function spawn(): void {
+    const h = deps.spawnWorker(service)
+    handle = h
+    void h.exited.then((exit) => h === handle && dispatch({ type: 'exit', exit }))
+  }
+
+  function run(e: SlotEffect): void {
     const h = handle
-    if (!running || stopping || !h) return
-    const silentMs = Date.now() - board.sample(service).heartbeatMs
-    if (silentMs <= tuning.watchdogTimeout) {
-      armWatchdog(tuning.watchdogTimeout - silentMs + 1)
-      return
+    switch (e.do) {
+      case 'spawn':
+        spawn()
+        break
+      case 'send-start':
+        if (!h) break
+        startedAt = performance.now()
+        fromWorker(
+          h,
+          h.rpc.request('start', null, MAX_TIMER_MS).then(() => {
+            metrics.startSeconds.set({ service }, (performance.now() - startedAt) / 1000)
+          }),
+          () => ({ type: 'start-ack' }),
+          (err) => ({ type: 'start-error', err }),
+        )
+        break
+      case 'send-cancel':
+        h?.rpc.request('cancel', null, MAX_TIMER_MS).catch(() => {})
+        break
+      case 'send-shutdown':
+        if (!h) break
+        stopStartedAt = performance.now()
+        fromWorker(
+          h,
+          h.rpc.request('shutdown', { deadlineMs: e.deadlineMs }, MAX_TIMER_MS),
+          (report) => ({ type: 'shutdown-ack', timedOut: report.timedOut }),
+          (err) => ({ type: 'shutdown-error', err }),
+        )
+        break
+      case 'terminate':
+        void h?.terminate(e.reason)
+        break
+      case 'log':
+        log[e.level]({ event: e.event, service, ...e.fields }, e.msg)
+        break
+      case 'board':
+        board.setState(service, e.state)
+        break
+      case 'up':
+        metrics.up.set({ service }, e.value)
+        break
+      case 'count-restart':
+        metrics.restarts.inc({ service, reason: e.reason })
+        break
+      case 'settle-start': {
+        const settle = settleStart
+        settleStart = undefined
+        settle?.(e.outcome)
+        break
+      }
+      case 'settle-stop':
+        if (stopStartedAt)
+          metrics.shutdownSeconds.set({ service }, (performance.now() - stopStartedAt) / 1000)
+        for (const w of stopWaiters.splice(0)) w(e.outcome)
+        break
+      case 'escalate':
+        ctx.cancel({ cause: 'crash-loop', service })
+        break
     }
-    // No heap snapshot here: V8 takes one on the worker's own thread, which is the one blocked.
-    log.error(
-      { event: 'worker.watchdog', service, silentMs, watchdogTimeoutMs: tuning.watchdogTimeout },
-      `${service} heartbeat silent for ${silentMs}ms; terminating`,
-    )
-    void h.terminate('watchdog') // its exit is handled as a fault by onExit
-  }
-
-  function onExit(h: WorkerHandle, exit: WorkerExit): void {
-    // Ignored when replaced, shutting down, being recycled (recycle() handles it) or not yet
-    // started (a start failure, reported by start()).
-    if (h !== handle || stopping || !running) return
-    running = false
-    afterExit(exit)
-  }
-
-  /** A running worker has ended on its own or been recycled: restart, stay down, or escalate. */
-  function afterExit(exit: WorkerExit): void {
-    clearTimeout(watchdogTimer)
-    metrics.up.set({ service }, 0)
-    const level = exit.reason === 'recycled' ? 'info' : 'error'
-    log[level](
-      { event: 'worker.crashed', service, reason: exit.reason, exitCode: exit.exitCode, err: exit.err },
-      `${service} worker ended (${exit.reason})`,
-    )
-    if (stopping || ctx.signal.aborted) {
-      crashedWhileEnding ||= exit.reason !== 'recycled'
-      board.setState(service, 'down')
-      return
-    }
-    const now = Date.now()
-    const decision = decideRestart(tuning, exit, history, now)
-    if (decision.action === 'stay-down') {
-      board.setState(service, 'down')
-      log.warn(
-        { event: 'worker.down', service, reason: exit.reason, restart: tuning.restart },
-        `${service} stays down (restart: ${tuning.restart})`,
-      )
-      return
-    }
-    if (decision.action === 'escalate') {
-      board.setState(service, 'down')
-      log.error(
-        {
-          event: 'worker.crash-loop',
-          service,
-          maxRestarts: tuning.maxRestarts,
-          restartWindowMs: tuning.restartWindow,
-        },
-        `${service} crashed more than ${tuning.maxRestarts} times in ${tuning.restartWindow}ms`,
-      )
-      ctx.cancel({ cause: 'crash-loop', service })
-      return
-    }
-    if (exit.reason !== 'recycled') history.push(now)
-    board.setState(service, 'restarting')
-    metrics.restarts.inc({ service, reason: exit.reason })
-    log.warn(
-      {
-        event: 'worker.restarting',
-        service,
-        reason: exit.reason,
-        attempt: decision.attempt,
-        delayMs: decision.delayMs,
-      },
-      `restarting ${service} in ${decision.delayMs}ms (attempt ${decision.attempt})`,
-    )
-    restartTimer = setTimeout(() => {
-      restartTimer = undefined
-      track(restart())
-    }, decision.delayMs)
-  }
-
-  // A fresh thread with a fresh control channel; whoever talks to this service (the metrics
-  // scrape, the board's readers) reaches the new worker through this slot without restarting.
-  async function restart(): Promise<void> {
-    if (stopping || ctx.signal.aborted) return // the run is ending: its shutdown finds it down
-    const h = spawn()
-    try {
-      await sendStart(h)
-    } catch (err) {
-      if (stopping || h !== handle) return
-      // A restart that cannot start is one more fault of the same worker.
-      log.error({ event: 'service.start.failed', service, err }, `${service} failed to restart`)
-      const exit = h.alive() ? await h.terminate('exception') : await h.exited
-      afterExit({ ...exit, err: exit.err ?? (err as Error) })
-      return
-    }
-    if (stopping) return
-    nowRunning(h)
-    log.info({ event: 'worker.restarted', service }, `${service} restarted`)
-  }
-
-  // Planned, before V8 kills the worker: shutdown first, so in-flight work completes, then a
-  // fresh worker at once. At most once per restartWindow: a worker already over the threshold
-  // right after a recycle is left to its heap limit (oom), which the restart policy bounds.
-  async function recycle(h: WorkerHandle, usedBytes: number, limitBytes: number): Promise<void> {
-    running = false
-    lastRecycle = Date.now()
-    clearTimeout(watchdogTimer)
-    board.setState(service, 'restarting')
-    log.warn(
-      {
-        event: 'worker.recycling',
-        service,
-        heapUsedBytes: usedBytes,
-        heapLimitBytes: limitBytes,
-        recycleAtPercent: tuning.recycleAtPercent,
-      },
-      `${service} heap above ${tuning.recycleAtPercent}% of its limit: recycling`,
-    )
-    try {
-      await h.rpc.request('shutdown', { deadlineMs: tuning.shutdownTimeout }, tuning.shutdownTimeout)
-    } catch (err) {
-      log.error({ event: 'worker.recycle.failed', service, err }, `${service} did not shut down cleanly`)
-    }
-    // A worker that died during its shutdown reports that fault, not `recycled`.
-    afterExit(await h.terminate('recycled'))
   }
 
   return {
     service,
     spawn() {
-      handle ??= spawn()
+      if (!handle) spawn()
     },
-    async start() {
-      board.setState(service, 'starting')
-      const h = handle ?? spawn()
-      try {
-        await sendStart(h)
-      } catch (err) {
-        board.setState(service, 'failed')
-        throw err
-      }
-      nowRunning(h)
+    start() {
+      if (!handle) spawn()
+      return new Promise((resolve) => {
+        settleStart = resolve
+        dispatch({ type: 'start' })
+      })
     },
-    async shutdown() {
-      stopping = true
-      clearTimeout(restartTimer)
-      clearTimeout(watchdogTimer)
-      await transition
-      board.setState(service, 'stopping')
-      const h = handle
-      if (!h?.alive()) {
-        board.setState(service, 'stopped')
-        return crashedWhileEnding ? 'crashed' : 'done'
-      }
-      const t0 = performance.now()
-      try {
-        const report = await h.rpc.request(
-          'shutdown',
-          { deadlineMs: tuning.shutdownTimeout },
-          tuning.shutdownTimeout,
-        )
-        await h.terminate('terminated') // acknowledged: nothing is left running in it
-        return report.timedOut ? 'timeout' : 'done'
-      } catch (err) {
-        if ((err as { code?: string }).code === 'ERR_RPC_TIMEOUT') {
-          await h.terminate('terminated')
-          return 'timeout'
-        }
-        // It died before acknowledging: its shutdown is over, but not cleanly (exit code 1).
-        const exit = await h.exited
-        log.error(
-          { event: 'worker.crashed', service, reason: exit.reason, exitCode: exit.exitCode, err: exit.err },
-          `${service} worker crashed during shutdown`,
-        )
-        return 'crashed'
-      } finally {
-        running = false
-        board.setState(service, 'stopped')
-        metrics.shutdownSeconds.set({ service }, (performance.now() - t0) / 1000)
-      }
+    stop(deadline) {
+      return new Promise((resolve) => {
+        stopWaiters.push(resolve)
+        dispatch({ type: 'stop', deadline })
+      })
     },
+    cancel: () => dispatch({ type: 'cancel' }),
+    tick: () => dispatch({ type: 'tick' }),
     async collect(timeoutMs) {
-      if (!running || !handle?.alive()) return undefined
+      const h = handle
+      if (model.state.tag !== 'running' || !h?.alive()) return undefined
       try {
-        return await handle.rpc.request('collect', null, timeoutMs)
+        return await h.rpc.request('collect', null, timeoutMs)
       } catch {
         return undefined
       }
     },
-    inspect(now) {
-      const h = handle
-      if (!running || stopping || !h) return
-      const { heapUsedBytes, heapLimitBytes } = board.sample(service)
-      if (heapLimitBytes <= 0 || heapUsedBytes / heapLimitBytes < tuning.recycleAtPercent / 100) return
-      if (now - lastRecycle < tuning.restartWindow) {
-        if (!recycleHeldLogged)
-          log.warn(
-            { event: 'worker.recycle.held', service, heapUsedBytes, heapLimitBytes },
-            `${service} is over its recycling threshold again within restartWindow; not recycling`,
-          )
-        recycleHeldLogged = true
-        return
-      }
-      recycleHeldLogged = false
-      track(recycle(h, heapUsedBytes, heapLimitBytes))
-    },
+    stuck: () => model.stuck,
   }
 }

@@ -85,7 +85,7 @@ test('a start that never answers fails at startTimeout and cancels the run: exit
   assert.equal((await sc.exited).code, 1)
   const failed = sc.events('service.start.failed')[0]
   assert.equal(failed?.service, 'token')
-  assert.match(JSON.stringify(failed?.err), /ERR_RPC_TIMEOUT/)
+  assert.match(JSON.stringify(failed?.err), /ERR_START_TIMEOUT/)
   assert.deepEqual(
     sc.events('service.start.skipped').map((r) => r.service),
     ORDER.slice(2),

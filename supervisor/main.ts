@@ -1,0 +1,61 @@
+import { readFileSync } from 'node:fs'
+import { loadConfig } from '../shared/config/load.js'
+import { unsupportedSiaSettings } from '../shared/config/sia-compat.js'
+import type { Config } from '../shared/config/types.js'
+import { runInit } from '../shared/identity/init-mode.js'
+import { createLogger, type Logger } from '../shared/logger.js'
+import { hardExit } from './hard-exit.js'
+import { helpText } from './help.js'
+import { run } from './run.js'
+import type { SignalRouter } from './signals.js'
+
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string
+}
+
+/** The CLI once its signal handlers are in place: configuration, then the run or the init. */
+export function main(signals: SignalRouter): void {
+  let invocation: ReturnType<typeof loadConfig>
+  try {
+    invocation = loadConfig(process.argv.slice(2), process.env)
+  } catch (err) {
+    // One clear line naming the setting; nothing has been started.
+    process.stderr.write(`sia-supervisor: ${(err as Error).message}\n`)
+    process.exit(2)
+  }
+  if (invocation.kind === 'help') return void process.stdout.write(`${helpText(version)}\n`)
+  if (invocation.kind === 'version') return void process.stdout.write(`${version}\n`)
+
+  const log = createLogger('supervisor', invocation.config.logLevel)
+  log.info({ event: 'supervisor.boot', version, pid: process.pid, mode: invocation.config.mode }, 'booting')
+  for (const u of unsupportedSiaSettings(process.env)) {
+    log.warn({ event: 'config.unsupported', ...u }, `${u.setting} has no effect: ${u.reason}`)
+  }
+  const { config } = invocation
+  const done = config.mode === 'init' ? init(config, log, signals) : run(config, log, signals)
+  done.then(
+    ({ code, stuck }) => (stuck ? hardExit(code) : process.exit(code)),
+    (err: unknown) => {
+      log.fatal({ event: 'supervisor.exit', code: 1, cause: 'internal-error', err }, 'supervisor failed')
+      process.exit(1)
+    },
+  )
+}
+
+/** MODE=init (an init container): fetch the identity once on this thread, spawn nothing. */
+async function init(config: Config, log: Logger, signals: SignalRouter) {
+  signals.attach({
+    stop(signal) {
+      // An init container told to stop has not fetched its identity: that is a failure.
+      log.info(
+        { event: 'supervisor.exit', code: 1, cause: 'signal', signal },
+        'stopped before the identity was fetched',
+      )
+      process.exit(1)
+    },
+    other: (signal) => log.info({ event: 'supervisor.signal.ignored', signal }, `ignoring ${signal}`),
+  })
+  const code = await runInit(config, log)
+  log.info({ event: 'supervisor.exit', code, cause: 'init' }, `exiting with ${code}`)
+  return { code, stuck: false }
+}

@@ -1,0 +1,483 @@
+import type { ServiceTuning } from '../shared/config/types.js'
+import { codedError } from '../shared/errors.js'
+import type { ServiceState } from '../shared/status-board.js'
+import { decideRestart } from './restart-policy.js'
+import type { ExitReason, WorkerExit } from './worker-handle.js'
+
+/**
+ * One service's life as a single value moved by one pure function: `step(model, event, env)`
+ * returns the next model and the effects to carry out (send, terminate, log…). Every state names
+ * what it waits for, and `until` is the one deadline that ends the wait (a `deadline` event).
+ * `service-slot.ts` runs the effects against a real worker; the tests run this without threads.
+ */
+
+/** How a service's shutdown ended; anything but `clean` makes the exit code 1. */
+export type StopOutcome = 'clean' | 'timeout' | 'error' | 'crashed' | 'stuck'
+
+/** How the boot start ended, for the run loop. */
+export type StartOutcome =
+  | { result: 'started' }
+  | { result: 'failed'; err: Error }
+  /** The run was cancelled while it started, and the start did not complete. */
+  | { result: 'cancelled'; err: Error }
+
+export type SlotState =
+  /** A thread is up (loading modules or done with a failed start); waits for start or stop. */
+  | { tag: 'idle'; board: 'idle' | 'failed' }
+  /** `start` sent; waits for its answer, the thread's exit, or `until`. */
+  | { tag: 'starting'; boot: boolean; until: number }
+  /** Acknowledged; `until` is when the watchdog next reads the heartbeat. */
+  | { tag: 'running'; until: number }
+  /** No thread; a restart is due at `until`. */
+  | { tag: 'backoff'; until: number }
+  /** `shutdown` sent to recycle a worker over its heap threshold; a new one follows. */
+  | { tag: 'recycling'; until: number }
+  /** `shutdown` sent for the run's end; waits for the ack, the exit, or `until`. */
+  | { tag: 'stopping'; until: number }
+  /**
+   * `terminate()` called; waits for the exit or `until` (a thread that cannot be ended). Then:
+   * `stop` ends the slot with `outcome`; `fault` goes to the restart policy.
+   */
+  | {
+      tag: 'terminating'
+      after: 'stop' | 'fault'
+      outcome: StopOutcome
+      until: number
+      faultAfterCancel: boolean
+    }
+  /** No thread, none coming until the run ends; `outcome` is what its stop will report. */
+  | { tag: 'down'; outcome: StopOutcome; exit?: WorkerExit }
+  | { tag: 'stopped'; outcome: StopOutcome }
+
+export interface SlotModel {
+  state: SlotState
+  /** Times of the faults that count toward the restart intensity. */
+  faults: readonly number[]
+  lastRecycleAt: number
+  /** `worker.recycle.held` was logged for the current episode. */
+  recycleHeld: boolean
+  /** Threads that could not be terminated: the process must not wait for them at exit. */
+  stuck: number
+}
+
+export type SlotEvent =
+  | { type: 'start' }
+  | { type: 'start-ack' }
+  | { type: 'start-error'; err: Error }
+  | { type: 'shutdown-ack'; timedOut: boolean }
+  | { type: 'shutdown-error'; err: Error }
+  | { type: 'exit'; exit: WorkerExit }
+  | { type: 'deadline' }
+  /** The run context was cancelled. */
+  | { type: 'cancel' }
+  /** The run loop stops this service; it must be over by `deadline` (epoch ms). */
+  | { type: 'stop'; deadline: number }
+  /** The supervisor's heartbeat tick: memory recycling. */
+  | { type: 'tick' }
+
+export type LogLevel = 'info' | 'warn' | 'error'
+
+export type SlotEffect =
+  | { do: 'spawn' }
+  | { do: 'send-start' }
+  | { do: 'send-cancel' }
+  | { do: 'send-shutdown'; deadlineMs: number }
+  | { do: 'terminate'; reason: ExitReason }
+  | { do: 'log'; level: LogLevel; event: string; msg: string; fields?: Record<string, unknown> }
+  | { do: 'board'; state: ServiceState }
+  | { do: 'up'; value: 0 | 1 }
+  | { do: 'count-restart'; reason: ExitReason }
+  | { do: 'settle-start'; outcome: StartOutcome }
+  | { do: 'settle-stop'; outcome: StopOutcome }
+  | { do: 'escalate' }
+
+/** What the slot reads from outside at each step. */
+export interface SlotEnv {
+  now: number
+  service: string
+  tuning: ServiceTuning
+  /** The run context is cancelled. */
+  cancelled: boolean
+  /** Epoch ms by which the whole shutdown must be over (Infinity until cancelled). */
+  budgetEnd: number
+  /** From the status board. */
+  heartbeatMs: number
+  heapUsedBytes: number
+  heapLimitBytes: number
+  random?: () => number
+}
+
+/** How long `terminate()` may take before the thread is declared stuck. */
+export const TERMINATE_MS = 1000
+
+export function initialModel(): SlotModel {
+  return {
+    state: { tag: 'idle', board: 'idle' },
+    faults: [],
+    lastRecycleAt: Number.NEGATIVE_INFINITY,
+    recycleHeld: false,
+    stuck: 0,
+  }
+}
+
+export interface Step {
+  model: SlotModel
+  effects: SlotEffect[]
+}
+
+export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
+  const fx: SlotEffect[] = []
+  const next = (state: SlotState, patch: Partial<SlotModel> = {}): Step => ({
+    model: { ...model, ...patch, state },
+    effects: fx,
+  })
+  const same = (): Step => ({ model, effects: fx })
+  const { now, tuning, service } = env
+  const s = model.state
+
+  const log = (level: LogLevel, event: string, msg: string, fields?: Record<string, unknown>) =>
+    fx.push({ do: 'log', level, event, msg, ...(fields ? { fields } : {}) })
+  const terminate = (reason: ExitReason, after: 'stop' | 'fault', outcome: StopOutcome): SlotState => {
+    fx.push({ do: 'terminate', reason })
+    return {
+      tag: 'terminating',
+      after,
+      outcome,
+      until: Math.max(now, Math.min(now + TERMINATE_MS, env.budgetEnd + TERMINATE_MS)),
+      faultAfterCancel: env.cancelled,
+    }
+  }
+  /** Sends `shutdown` with what is left until `deadline`, and waits for it. */
+  const beginStop = (deadline: number): SlotState => {
+    fx.push(
+      { do: 'board', state: 'stopping' },
+      { do: 'send-shutdown', deadlineMs: Math.max(0, deadline - now) },
+    )
+    return { tag: 'stopping', until: deadline }
+  }
+  const stopped = (outcome: StopOutcome): SlotState => {
+    fx.push({ do: 'board', state: 'stopped' }, { do: 'up', value: 0 }, { do: 'settle-stop', outcome })
+    return { tag: 'stopped', outcome }
+  }
+  /** A worker that was up has ended on its own (or was recycled): restart, stay down, or escalate. */
+  const afterFault = (exit: WorkerExit, afterCancel: boolean): Step => {
+    fx.push({ do: 'up', value: 0 })
+    log(
+      exit.reason === 'recycled' ? 'info' : 'error',
+      'worker.crashed',
+      `${service} worker ended (${exit.reason})`,
+      { reason: exit.reason, exitCode: exit.exitCode, err: exit.err },
+    )
+    if (afterCancel || env.cancelled) {
+      // The run is ending: no restart; its stop reports whether this was a fault.
+      fx.push({ do: 'board', state: 'down' })
+      return next({
+        tag: 'down',
+        outcome: exit.reason === 'recycled' || !afterCancel ? 'clean' : 'crashed',
+        exit,
+      })
+    }
+    const decision = decideRestart(tuning, exit, model.faults, now, env.random)
+    if (decision.action === 'stay-down') {
+      fx.push({ do: 'board', state: 'down' })
+      log('warn', 'worker.down', `${service} stays down (restart: ${tuning.restart})`, {
+        reason: exit.reason,
+        restart: tuning.restart,
+      })
+      return next({ tag: 'down', outcome: 'clean', exit })
+    }
+    if (decision.action === 'escalate') {
+      fx.push({ do: 'board', state: 'down' }, { do: 'escalate' })
+      log(
+        'error',
+        'worker.crash-loop',
+        `${service} crashed more than ${tuning.maxRestarts} times in ${tuning.restartWindow}ms`,
+        {
+          maxRestarts: tuning.maxRestarts,
+          restartWindowMs: tuning.restartWindow,
+        },
+      )
+      return next({ tag: 'down', outcome: 'clean', exit })
+    }
+    fx.push({ do: 'board', state: 'restarting' }, { do: 'count-restart', reason: exit.reason })
+    log(
+      'warn',
+      'worker.restarting',
+      `restarting ${service} in ${decision.delayMs}ms (attempt ${decision.attempt})`,
+      {
+        reason: exit.reason,
+        attempt: decision.attempt,
+        delayMs: decision.delayMs,
+      },
+    )
+    const faults = exit.reason === 'recycled' ? model.faults : [...model.faults, now]
+    return next({ tag: 'backoff', until: now + decision.delayMs }, { faults })
+  }
+
+  // A stop for a slot that has no thread, or whose thread is already ending.
+  if (ev.type === 'stop') {
+    switch (s.tag) {
+      case 'idle':
+      case 'running':
+        return next(beginStop(ev.deadline))
+      case 'starting':
+        // The worker's shutdown waits for its start to settle (and aborts its waits).
+        if (s.boot) fx.push({ do: 'settle-start', outcome: { result: 'cancelled', err: stopErr(service) } })
+        return next(beginStop(ev.deadline))
+      case 'recycling':
+        // Its shutdown is already under way: wait for that one.
+        fx.push({ do: 'board', state: 'stopping' })
+        return next({ tag: 'stopping', until: Math.min(s.until, ev.deadline) })
+      case 'backoff':
+        return next(stopped('clean'))
+      case 'down':
+        return next(stopped(s.outcome))
+      case 'terminating':
+        if (s.after === 'stop') return same()
+        return next({ ...s, after: 'stop', outcome: s.faultAfterCancel ? 'crashed' : 'clean' })
+      case 'stopping':
+        return same()
+      case 'stopped':
+        fx.push({ do: 'settle-stop', outcome: s.outcome })
+        return same()
+    }
+  }
+
+  switch (s.tag) {
+    case 'idle':
+      if (ev.type === 'start') {
+        fx.push({ do: 'board', state: 'starting' }, { do: 'send-start' })
+        return next({ tag: 'starting', boot: true, until: now + tuning.startTimeout })
+      }
+      if (ev.type === 'exit') {
+        log('error', 'worker.crashed', `${service} worker ended before it started (${ev.exit.reason})`, {
+          reason: ev.exit.reason,
+          exitCode: ev.exit.exitCode,
+          err: ev.exit.err,
+        })
+        fx.push({ do: 'board', state: 'failed' })
+        return next({ tag: 'down', outcome: env.cancelled ? 'crashed' : 'clean', exit: ev.exit })
+      }
+      return same()
+
+    case 'starting':
+      switch (ev.type) {
+        case 'start-ack':
+          fx.push({ do: 'board', state: 'running' }, { do: 'up', value: 1 })
+          if (s.boot) fx.push({ do: 'settle-start', outcome: { result: 'started' } })
+          else log('info', 'worker.restarted', `${service} restarted`)
+          return next({ tag: 'running', until: now + tuning.watchdogTimeout })
+        case 'start-error':
+          if (s.boot || env.cancelled) {
+            // The thread stays up: its stop (at its turn) ends whatever the start created.
+            if (s.boot) fx.push({ do: 'settle-start', outcome: startFailure(ev.err, env.cancelled) })
+            else
+              log('warn', 'service.start.cancelled', `${service} restart ended by the shutdown`, {
+                err: ev.err,
+              })
+            fx.push({ do: 'board', state: 'failed' })
+            return next({ tag: 'idle', board: 'failed' })
+          }
+          // A restart that cannot start is one more fault of the same worker.
+          log('error', 'service.start.failed', `${service} failed to restart`, { err: ev.err })
+          return next(terminate('exception', 'fault', 'clean'))
+        case 'exit':
+          if (s.boot) {
+            fx.push(
+              { do: 'settle-start', outcome: startFailure(exitErr(service, ev.exit), env.cancelled) },
+              { do: 'board', state: 'failed' },
+            )
+            return next({ tag: 'down', outcome: env.cancelled ? 'crashed' : 'clean', exit: ev.exit })
+          }
+          return afterFault(ev.exit, env.cancelled)
+        case 'deadline': {
+          const err = codedError(
+            'ERR_START_TIMEOUT',
+            env.cancelled
+              ? `"start" did not wind down within the shutdown budget`
+              : `"start" got no answer within ${tuning.startTimeout}ms`,
+          )
+          log('error', 'service.start.timeout', `${service} start missed its deadline; terminating`, { err })
+          if (s.boot) {
+            fx.push(
+              { do: 'settle-start', outcome: startFailure(err, env.cancelled) },
+              { do: 'board', state: 'failed' },
+            )
+            // A hung start ends the thread now; its stop then finds it down. After a cancel the
+            // start was asked to wind down and did not: that is an unclean end.
+            return next(terminate('exception', 'stop', env.cancelled ? 'timeout' : 'clean'))
+          }
+          return next(terminate('exception', 'fault', 'clean'))
+        }
+        case 'cancel':
+          // Wind the start down: the worker aborts its waits; it gets what a stop would get.
+          fx.push({ do: 'send-cancel' })
+          return next({ ...s, until: Math.min(s.until, now + tuning.shutdownTimeout, env.budgetEnd) })
+        default:
+          return same()
+      }
+
+    case 'running':
+      switch (ev.type) {
+        case 'exit':
+          return afterFault(ev.exit, env.cancelled)
+        case 'deadline': {
+          const silentMs = now - env.heartbeatMs
+          if (silentMs <= tuning.watchdogTimeout) {
+            return next({ tag: 'running', until: env.heartbeatMs + tuning.watchdogTimeout + 1 })
+          }
+          // No heap snapshot here: V8 takes one on the worker's own thread, which is the one blocked.
+          log('error', 'worker.watchdog', `${service} heartbeat silent for ${silentMs}ms; terminating`, {
+            silentMs,
+            watchdogTimeoutMs: tuning.watchdogTimeout,
+          })
+          return next(terminate('watchdog', 'fault', 'clean'))
+        }
+        case 'tick':
+          return recycleCheck(model, env, fx, log, next, same)
+        default:
+          return same()
+      }
+
+    case 'backoff':
+      if (ev.type === 'deadline') {
+        if (env.cancelled) return same() // its stop ends it
+        fx.push({ do: 'spawn' }, { do: 'send-start' })
+        return next({ tag: 'starting', boot: false, until: now + tuning.startTimeout })
+      }
+      if (ev.type === 'cancel') {
+        fx.push({ do: 'board', state: 'down' })
+        return next({ tag: 'down', outcome: 'clean' })
+      }
+      return same()
+
+    case 'recycling':
+      switch (ev.type) {
+        case 'shutdown-ack':
+          return next(terminate('recycled', 'fault', 'clean'))
+        case 'shutdown-error':
+          log('error', 'worker.recycle.failed', `${service} did not shut down cleanly`, { err: ev.err })
+          return next(terminate('recycled', 'fault', 'clean'))
+        case 'deadline':
+          log('error', 'worker.recycle.failed', `${service} missed its shutdown deadline while recycling`)
+          return next(terminate('recycled', 'fault', 'clean'))
+        case 'exit':
+          // It died during its shutdown: that fault, not `recycled`.
+          return afterFault(ev.exit, env.cancelled)
+        default:
+          return same()
+      }
+
+    case 'stopping':
+      switch (ev.type) {
+        case 'shutdown-ack':
+          if (ev.timedOut)
+            log('error', 'service.shutdown.timeout', `${service} cut tasks short at its deadline`)
+          return next(terminate('terminated', 'stop', ev.timedOut ? 'timeout' : 'clean'))
+        case 'shutdown-error':
+          log('error', 'service.shutdown.failed', `${service} answered its shutdown with an error`, {
+            err: ev.err,
+          })
+          return next(terminate('terminated', 'stop', 'error'))
+        case 'deadline':
+          log('error', 'service.shutdown.timeout', `${service} missed its shutdown deadline; terminating`)
+          return next(terminate('terminated', 'stop', 'timeout'))
+        case 'exit':
+          log('error', 'worker.crashed', `${service} worker died during shutdown (${ev.exit.reason})`, {
+            reason: ev.exit.reason,
+            exitCode: ev.exit.exitCode,
+            err: ev.exit.err,
+          })
+          return next(stopped('crashed'))
+        default:
+          return same()
+      }
+
+    case 'terminating':
+      if (ev.type === 'exit') {
+        if (s.after === 'stop') return next(stopped(s.outcome))
+        return afterFault(ev.exit, s.faultAfterCancel)
+      }
+      if (ev.type === 'deadline') {
+        log('error', 'worker.stuck', `${service} thread could not be terminated within ${TERMINATE_MS}ms`)
+        const stuck = model.stuck + 1
+        if (s.after === 'stop') return next(stopped('stuck'), { stuck })
+        const r = afterFault(
+          { reason: 'exception', exitCode: 1, err: codedError('ERR_WORKER_STUCK', 'stuck') },
+          s.faultAfterCancel,
+        )
+        return { model: { ...r.model, stuck }, effects: r.effects }
+      }
+      return same()
+
+    case 'down':
+      if (ev.type === 'start') {
+        fx.push(
+          { do: 'board', state: 'failed' },
+          { do: 'settle-start', outcome: { result: 'failed', err: exitErr(service, s.exit) } },
+        )
+      }
+      return same()
+
+    case 'stopped':
+      return same()
+  }
+}
+
+function recycleCheck(
+  model: SlotModel,
+  env: SlotEnv,
+  fx: SlotEffect[],
+  log: (level: LogLevel, event: string, msg: string, fields?: Record<string, unknown>) => void,
+  next: (state: SlotState, patch?: Partial<SlotModel>) => Step,
+  same: () => Step,
+): Step {
+  const { tuning, service, now, heapUsedBytes, heapLimitBytes } = env
+  if (
+    env.cancelled ||
+    heapLimitBytes <= 0 ||
+    heapUsedBytes / heapLimitBytes < tuning.recycleAtPercent / 100
+  ) {
+    return same()
+  }
+  const fields = { heapUsedBytes, heapLimitBytes, recycleAtPercent: tuning.recycleAtPercent }
+  // At most once per restartWindow: a worker over the threshold right after a recycle is left to
+  // its heap limit (oom), which the restart policy bounds.
+  if (now - model.lastRecycleAt < tuning.restartWindow) {
+    if (model.recycleHeld) return same()
+    log(
+      'warn',
+      'worker.recycle.held',
+      `${service} is over its recycling threshold again within restartWindow; not recycling`,
+      fields,
+    )
+    return next(model.state, { recycleHeld: true })
+  }
+  log(
+    'warn',
+    'worker.recycling',
+    `${service} heap above ${tuning.recycleAtPercent}% of its limit: recycling`,
+    fields,
+  )
+  fx.push({ do: 'board', state: 'restarting' }, { do: 'send-shutdown', deadlineMs: tuning.shutdownTimeout })
+  return next(
+    { tag: 'recycling', until: now + tuning.shutdownTimeout },
+    { lastRecycleAt: now, recycleHeld: false },
+  )
+}
+
+function startFailure(err: Error, cancelled: boolean): StartOutcome {
+  return cancelled ? { result: 'cancelled', err } : { result: 'failed', err }
+}
+
+function exitErr(service: string, exit: WorkerExit | undefined): Error {
+  return codedError(
+    'ERR_WORKER_EXITED',
+    `${service} worker exited before its start was acknowledged (${exit?.reason ?? 'unknown'}, code ${exit?.exitCode ?? '?'})`,
+    exit?.err,
+  )
+}
+
+function stopErr(service: string): Error {
+  return codedError('ERR_START_CANCELLED', `${service} was stopped before its start completed`)
+}

@@ -1,0 +1,336 @@
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import type { ServiceTuning } from '../shared/config/types.js'
+import {
+  initialModel,
+  type SlotEffect,
+  type SlotEnv,
+  type SlotEvent,
+  type SlotModel,
+  type SlotState,
+  step,
+  TERMINATE_MS,
+} from '../supervisor/slot-machine.js'
+import type { WorkerExit } from '../supervisor/worker-handle.js'
+
+/** Every transition of a service slot, without a thread: state in, event in, state and effects out. */
+
+const tuning: ServiceTuning = {
+  enabled: true,
+  startTimeout: 30_000,
+  shutdownTimeout: 10_000,
+  resourceLimits: {},
+  restart: 'permanent',
+  maxRestarts: 2,
+  restartWindow: 60_000,
+  restartBackoff: 100,
+  restartBackoffMax: 1000,
+  watchdogTimeout: 5000,
+  recycleAtPercent: 90,
+}
+const NOW = 1_000_000
+
+function env(over: Partial<SlotEnv> = {}): SlotEnv {
+  return {
+    now: NOW,
+    service: 'gateway',
+    tuning,
+    cancelled: false,
+    budgetEnd: Number.POSITIVE_INFINITY,
+    heartbeatMs: NOW,
+    heapUsedBytes: 0,
+    heapLimitBytes: 100,
+    random: () => 1,
+    ...over,
+  }
+}
+
+const at = (state: SlotState, over: Partial<SlotModel> = {}): SlotModel => ({
+  ...initialModel(),
+  state,
+  ...over,
+})
+const crash: WorkerExit = { reason: 'exception', exitCode: 1, err: new Error('boom') }
+const does = (effects: SlotEffect[]) => effects.map((e) => (e.do === 'log' ? `log:${e.event}` : e.do))
+const settled = (effects: SlotEffect[], kind: 'settle-start' | 'settle-stop') =>
+  effects.find((e) => e.do === kind) as
+    | { do: 'settle-start'; outcome: { result: string } }
+    | { do: 'settle-stop'; outcome: string }
+    | undefined
+
+function run(model: SlotModel, ev: SlotEvent, e: Partial<SlotEnv> = {}) {
+  return step(model, ev, env(e))
+}
+
+describe('idle (thread up, not started)', () => {
+  test('start sends start and waits until startTimeout', () => {
+    const r = run(initialModel(), { type: 'start' })
+    assert.deepEqual(r.model.state, { tag: 'starting', boot: true, until: NOW + tuning.startTimeout })
+    assert.deepEqual(does(r.effects), ['board', 'send-start'])
+  })
+  test('stop sends shutdown with what is left until the deadline', () => {
+    const r = run(initialModel(), { type: 'stop', deadline: NOW + 700 })
+    assert.deepEqual(r.model.state, { tag: 'stopping', until: NOW + 700 })
+    assert.deepEqual(r.effects[1], { do: 'send-shutdown', deadlineMs: 700 })
+  })
+  test('a thread that dies before its start: the start then fails, its stop is clean', () => {
+    const r = run(initialModel(), { type: 'exit', exit: crash })
+    assert.equal(r.model.state.tag, 'down')
+    const s = run(r.model, { type: 'start' })
+    assert.equal((settled(s.effects, 'settle-start')?.outcome as { result: string }).result, 'failed')
+    assert.equal(
+      settled(run(r.model, { type: 'stop', deadline: NOW }).effects, 'settle-stop')?.outcome,
+      'clean',
+    )
+  })
+  test('…and after the run was cancelled, that death is an unclean end', () => {
+    const r = run(initialModel(), { type: 'exit', exit: crash }, { cancelled: true })
+    assert.equal(
+      settled(run(r.model, { type: 'stop', deadline: NOW }).effects, 'settle-stop')?.outcome,
+      'crashed',
+    )
+  })
+})
+
+describe('starting', () => {
+  const boot = at({ tag: 'starting', boot: true, until: NOW + 30_000 })
+  const restart = at({ tag: 'starting', boot: false, until: NOW + 30_000 })
+
+  test('ack: running, the boot start settles started, the watchdog is armed', () => {
+    const r = run(boot, { type: 'start-ack' })
+    assert.deepEqual(r.model.state, { tag: 'running', until: NOW + tuning.watchdogTimeout })
+    assert.deepEqual(settled(r.effects, 'settle-start')?.outcome, { result: 'started' })
+  })
+  test('a restart acknowledged logs worker.restarted and settles nothing', () => {
+    const r = run(restart, { type: 'start-ack' })
+    assert.equal(r.model.state.tag, 'running')
+    assert.ok(does(r.effects).includes('log:worker.restarted'))
+    assert.equal(settled(r.effects, 'settle-start'), undefined)
+  })
+  test('error reply at boot: failed, the thread stays up for its graceful stop', () => {
+    const r = run(boot, { type: 'start-error', err: new Error('no') })
+    assert.deepEqual(r.model.state, { tag: 'idle', board: 'failed' })
+    assert.equal((settled(r.effects, 'settle-start')?.outcome as { result: string }).result, 'failed')
+    assert.ok(!does(r.effects).includes('terminate'))
+  })
+  test('error reply after the cancel: the start is reported cancelled, not failed', () => {
+    const r = run(boot, { type: 'start-error', err: new Error('aborted') }, { cancelled: true })
+    assert.equal((settled(r.effects, 'settle-start')?.outcome as { result: string }).result, 'cancelled')
+  })
+  test('a restart that answers with an error is one more fault: terminated, then the policy', () => {
+    const r = run(restart, { type: 'start-error', err: new Error('no') })
+    assert.equal(r.model.state.tag, 'terminating')
+    assert.deepEqual(r.effects.at(-1), { do: 'terminate', reason: 'exception' })
+    const e = run(r.model, { type: 'exit', exit: { reason: 'exception', exitCode: 1 } })
+    assert.equal(e.model.state.tag, 'backoff')
+  })
+  test('deadline at boot: the start fails with ERR_START_TIMEOUT and the hung thread is terminated', () => {
+    const r = run(boot, { type: 'deadline' })
+    const outcome = settled(r.effects, 'settle-start')?.outcome as { result: string; err: { code: string } }
+    assert.deepEqual([outcome.result, outcome.err.code], ['failed', 'ERR_START_TIMEOUT'])
+    assert.deepEqual(r.effects.at(-1), { do: 'terminate', reason: 'exception' })
+    const stopped = run(r.model, { type: 'exit', exit: { reason: 'exception', exitCode: 1 } })
+    assert.equal(stopped.model.state.tag, 'stopped')
+  })
+  test('cancel: the worker is told to wind down and the wait shrinks to the shutdown share and the budget', () => {
+    const r = run(boot, { type: 'cancel' }, { budgetEnd: NOW + 3000 })
+    assert.deepEqual(does(r.effects), ['send-cancel'])
+    assert.deepEqual(r.model.state, { tag: 'starting', boot: true, until: NOW + 3000 })
+    const late = run(r.model, { type: 'deadline' }, { cancelled: true, budgetEnd: NOW + 3000 })
+    assert.equal((settled(late.effects, 'settle-start')?.outcome as { result: string }).result, 'cancelled')
+    const gone = run(late.model, { type: 'exit', exit: crash }, { cancelled: true })
+    assert.equal(
+      settled(gone.effects, 'settle-stop')?.outcome,
+      'timeout',
+      'a start that ignored the cancel is unclean',
+    )
+  })
+  test('the thread dies during its boot start: failed', () => {
+    const r = run(boot, { type: 'exit', exit: crash })
+    assert.equal(r.model.state.tag, 'down')
+    assert.equal((settled(r.effects, 'settle-start')?.outcome as { result: string }).result, 'failed')
+  })
+  test('stop during a restart start: shutdown is sent (the worker winds its start down first)', () => {
+    const r = run(restart, { type: 'stop', deadline: NOW + 500 })
+    assert.deepEqual(r.model.state, { tag: 'stopping', until: NOW + 500 })
+  })
+})
+
+describe('running', () => {
+  const running = at({ tag: 'running', until: NOW })
+
+  test('exit: the policy restarts with back-off and counts the fault', () => {
+    const r = run(running, { type: 'exit', exit: crash })
+    assert.deepEqual(r.model.state, { tag: 'backoff', until: NOW + 100 })
+    assert.deepEqual(r.model.faults, [NOW])
+    assert.ok(does(r.effects).includes('count-restart'))
+  })
+  test('exit past maxRestarts in the window: escalate (crash-loop)', () => {
+    const r = run({ ...running, faults: [NOW - 2000, NOW - 1000] }, { type: 'exit', exit: crash })
+    assert.equal(r.model.state.tag, 'down')
+    assert.ok(does(r.effects).includes('escalate'))
+  })
+  test('temporary: stays down', () => {
+    const r = step(
+      running,
+      { type: 'exit', exit: crash },
+      env({ tuning: { ...tuning, restart: 'temporary' } }),
+    )
+    assert.equal(r.model.state.tag, 'down')
+    assert.ok(does(r.effects).includes('log:worker.down'))
+  })
+  test('exit after the cancel: no restart, and its stop reports the crash', () => {
+    const r = run(running, { type: 'exit', exit: crash }, { cancelled: true })
+    assert.equal(r.model.state.tag, 'down')
+    assert.equal(
+      settled(run(r.model, { type: 'stop', deadline: NOW }).effects, 'settle-stop')?.outcome,
+      'crashed',
+    )
+  })
+  test('watchdog: a fresh heartbeat re-arms; a silent one terminates (reason watchdog)', () => {
+    const fresh = run(running, { type: 'deadline' }, { heartbeatMs: NOW - 1000 })
+    assert.deepEqual(fresh.model.state, { tag: 'running', until: NOW - 1000 + tuning.watchdogTimeout + 1 })
+    const silent = run(running, { type: 'deadline' }, { heartbeatMs: NOW - 6000 })
+    assert.equal(silent.model.state.tag, 'terminating')
+    assert.deepEqual(silent.effects.at(-1), { do: 'terminate', reason: 'watchdog' })
+  })
+  test('tick over the heap threshold recycles, at most once per restartWindow', () => {
+    const r = run(running, { type: 'tick' }, { heapUsedBytes: 95 })
+    assert.deepEqual(r.model.state, { tag: 'recycling', until: NOW + tuning.shutdownTimeout })
+    const again = run(
+      at({ tag: 'running', until: NOW }, { lastRecycleAt: NOW - 1000 }),
+      { type: 'tick' },
+      { heapUsedBytes: 95 },
+    )
+    assert.equal(again.model.state.tag, 'running')
+    assert.ok(again.model.recycleHeld)
+    assert.deepEqual(
+      does(run(again.model, { type: 'tick' }, { heapUsedBytes: 95 }).effects),
+      [],
+      'held is logged once',
+    )
+    assert.deepEqual(does(run(running, { type: 'tick' }, { heapUsedBytes: 50 }).effects), [])
+  })
+  test('stop: shutdown with the deadline', () => {
+    const r = run(running, { type: 'stop', deadline: NOW + 10 })
+    assert.deepEqual(r.model.state, { tag: 'stopping', until: NOW + 10 })
+  })
+})
+
+describe('backoff', () => {
+  const backoff = at({ tag: 'backoff', until: NOW })
+  test('due: a new thread and a restart start', () => {
+    const r = run(backoff, { type: 'deadline' })
+    assert.deepEqual(does(r.effects), ['spawn', 'send-start'])
+    assert.deepEqual(r.model.state, { tag: 'starting', boot: false, until: NOW + tuning.startTimeout })
+  })
+  test('cancel: no restart will begin', () => {
+    assert.equal(run(backoff, { type: 'cancel' }).model.state.tag, 'down')
+  })
+  test('stop: nothing to stop, clean', () => {
+    assert.equal(
+      settled(run(backoff, { type: 'stop', deadline: NOW }).effects, 'settle-stop')?.outcome,
+      'clean',
+    )
+  })
+})
+
+describe('recycling', () => {
+  const recycling = at({ tag: 'recycling', until: NOW + 10_000 })
+  test('ack, error or deadline: terminated as recycled, then restarted at once', () => {
+    for (const ev of [
+      { type: 'shutdown-ack', timedOut: false },
+      { type: 'shutdown-error', err: new Error('x') },
+      { type: 'deadline' },
+    ] satisfies SlotEvent[]) {
+      const r = run(recycling, ev)
+      assert.deepEqual(r.effects.at(-1), { do: 'terminate', reason: 'recycled' }, ev.type)
+      const e = run(r.model, { type: 'exit', exit: { reason: 'recycled', exitCode: 1 } })
+      assert.deepEqual(e.model.state, { tag: 'backoff', until: NOW }, ev.type)
+      assert.deepEqual(e.model.faults, [], 'a recycle is not a fault')
+    }
+  })
+  test('stop while recycling waits for the shutdown already sent', () => {
+    const r = run(recycling, { type: 'stop', deadline: NOW + 500 })
+    assert.deepEqual(r.model.state, { tag: 'stopping', until: NOW + 500 })
+    assert.ok(!does(r.effects).includes('send-shutdown'))
+  })
+})
+
+describe('stopping', () => {
+  const stopping = at({ tag: 'stopping', until: NOW + 1000 })
+  const outcomeOf = (ev: SlotEvent, e: Partial<SlotEnv> = {}) => {
+    const r = run(stopping, ev, e)
+    if (r.model.state.tag === 'stopped') return settled(r.effects, 'settle-stop')?.outcome
+    assert.equal(r.model.state.tag, 'terminating')
+    assert.equal(r.effects.at(-1)?.do, 'terminate', 'whatever the answer, the thread is ended')
+    return settled(
+      run(r.model, { type: 'exit', exit: { reason: 'terminated', exitCode: 1 } }).effects,
+      'settle-stop',
+    )?.outcome
+  }
+  test('a clean ack is the only clean end', () => {
+    assert.equal(outcomeOf({ type: 'shutdown-ack', timedOut: false }), 'clean')
+  })
+  test('an ack that cut tasks short is a timeout', () => {
+    assert.equal(outcomeOf({ type: 'shutdown-ack', timedOut: true }), 'timeout')
+  })
+  test('an error reply is unclean, and the worker is terminated (it used to wait forever)', () => {
+    assert.equal(outcomeOf({ type: 'shutdown-error', err: new Error('x') }), 'error')
+  })
+  test('the deadline terminates', () => {
+    assert.equal(outcomeOf({ type: 'deadline' }), 'timeout')
+  })
+  test('the worker dying instead of answering is a crash', () => {
+    assert.equal(outcomeOf({ type: 'exit', exit: crash }), 'crashed')
+  })
+  test('late start answers are ignored', () => {
+    assert.equal(run(stopping, { type: 'start-ack' }).model, stopping)
+  })
+})
+
+describe('terminating', () => {
+  test('a thread that does not end within TERMINATE_MS is stuck: the stop ends, the slot counts it', () => {
+    const r = run(at({ tag: 'stopping', until: NOW }), { type: 'deadline' }, { budgetEnd: NOW + 60_000 })
+    assert.deepEqual(r.model.state, {
+      tag: 'terminating',
+      after: 'stop',
+      outcome: 'timeout',
+      until: NOW + TERMINATE_MS,
+      faultAfterCancel: false,
+    })
+    const stuck = run(r.model, { type: 'deadline' })
+    assert.equal(settled(stuck.effects, 'settle-stop')?.outcome, 'stuck')
+    assert.equal(stuck.model.stuck, 1)
+  })
+  test('the terminate deadline never passes the budget by more than TERMINATE_MS', () => {
+    const r = run(at({ tag: 'stopping', until: NOW }), { type: 'deadline' }, { budgetEnd: NOW - 800 })
+    assert.equal((r.model.state as { until: number }).until, NOW + TERMINATE_MS - 800)
+  })
+  test('a fault being terminated when the stop comes: the stop waits for the exit, clean if the fault came first', () => {
+    const watchdog = run(at({ tag: 'running', until: NOW }), { type: 'deadline' }, { heartbeatMs: 0 })
+    const stop = run(watchdog.model, { type: 'stop', deadline: NOW + 100 }, { cancelled: true })
+    assert.equal(
+      settled(run(stop.model, { type: 'exit', exit: crash }).effects, 'settle-stop')?.outcome,
+      'clean',
+    )
+  })
+})
+
+describe('stopped', () => {
+  test('a second stop settles with the same outcome', () => {
+    const r = run(at({ tag: 'stopped', outcome: 'timeout' }), { type: 'stop', deadline: NOW })
+    assert.equal(settled(r.effects, 'settle-stop')?.outcome, 'timeout')
+  })
+  test('nothing else moves it', () => {
+    const s = at({ tag: 'stopped', outcome: 'clean' })
+    for (const ev of [
+      { type: 'exit', exit: crash },
+      { type: 'deadline' },
+      { type: 'cancel' },
+      { type: 'tick' },
+    ] satisfies SlotEvent[]) {
+      assert.equal(run(s, ev).model, s)
+    }
+  })
+})
