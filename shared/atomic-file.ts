@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
-import { mkdir, open, rename, rm } from 'node:fs/promises'
+import { open, rename, rm } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { ensureDir } from './ensure-dir.js'
 
 /**
  * Writes `data` to `path` so that a reader sees the old file or the new one, never a torn one:
@@ -8,7 +9,7 @@ import { dirname } from 'node:path'
  * even for an instant), fsync, rename.
  */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode: number): Promise<void> {
-  await mkdir(dirname(path), { recursive: true })
+  await ensureDir(dirname(path))
   const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`
   const fh = await open(tmp, 'wx', mode)
   try {

@@ -12,9 +12,17 @@ const UNITS: Record<string, number> = {
 }
 const PART = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/y
 
-/** Parses a Go duration ("24h", "1m30s", "250ms") to milliseconds, as `time.ParseDuration` does. */
+/** The longest wait a Node timer can hold (~24.8 days); a longer one would fire at once. */
+export const MAX_DURATION_MS = 2 ** 31 - 1
+
+/**
+ * Parses a Go duration ("24h", "1m30s", "-1s", "250ms") to milliseconds, as `time.ParseDuration`
+ * does, and refuses one that no timer can hold.
+ */
 export function parseDuration(text: string): number {
-  const s = text.trim()
+  const trimmed = text.trim()
+  const sign = trimmed.startsWith('-') ? -1 : 1
+  const s = trimmed.replace(/^[-+]/, '')
   if (s === '0') return 0
   if (s === '') throw codedError('ERR_DURATION', 'empty duration')
   let total = 0
@@ -27,7 +35,13 @@ export function parseDuration(text: string): number {
     }
     total += Number(m[1]) * (UNITS[m[2]!] as number)
   }
-  return Math.round(total)
+  if (Math.round(total) > MAX_DURATION_MS) {
+    throw codedError(
+      'ERR_DURATION',
+      `"${text}" is longer than a timer can hold (at most ${formatDuration(MAX_DURATION_MS)})`,
+    )
+  }
+  return sign * Math.round(total)
 }
 
 export function formatDuration(ms: number): string {

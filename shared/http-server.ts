@@ -1,5 +1,5 @@
-import type { Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { IncomingMessage, Server } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAddress } from './address.js'
 import type { TaskBody } from './task-group.js'
@@ -20,21 +20,57 @@ export function listen(server: Server, address: string): Promise<AddressInfo> {
 const IDLE_SWEEP_MS = 25
 
 /**
- * Graceful close: stop accepting, let in-flight requests finish (closing each keep-alive
- * connection as soon as it goes idle), and at `deadline` destroy what is left.
- * Resolves true when it had to destroy connections.
+ * The server's connections, and the request each one is answering. A connection whose request is
+ * whole (headers and body received) holds work; any other (idle keep-alive, headers half sent, a
+ * body still trickling in) holds none, and a slow client must not hold a shutdown.
  */
-export async function drain(server: Server, deadline: number): Promise<boolean> {
+export interface ConnectionTracker {
+  /** Destroys every connection that has not delivered a whole request. */
+  shedIncomplete(): void
+}
+
+export function trackConnections(server: Server): ConnectionTracker {
+  const open = new Set<Socket>()
+  const answering = new Map<Socket, IncomingMessage>()
+  // For TLS the request's socket is the TLSSocket; `connection` gives the TCP socket under it.
+  const raw = (s: Socket) => ((s as Socket & { _parent?: Socket })._parent ?? s) as Socket
+  server.on('connection', (s: Socket) => {
+    open.add(s)
+    s.once('close', () => {
+      open.delete(s)
+      answering.delete(s)
+    })
+  })
+  server.on('request', (req: IncomingMessage, res) => {
+    const s = raw(req.socket)
+    answering.set(s, req)
+    res.once('close', () => {
+      if (answering.get(s) === req) answering.delete(s)
+    })
+  })
+  return {
+    shedIncomplete() {
+      for (const s of open) if (!answering.get(s)?.complete) s.destroy()
+    },
+  }
+}
+
+/**
+ * Graceful close: stop accepting, drop the connections that hold no whole request, let in-flight
+ * requests finish (closing each connection as soon as it no longer holds one), and at `deadline`
+ * destroy what is left. Resolves true when it had to destroy connections holding work.
+ */
+export async function drain(server: Server, deadline: number, conns: ConnectionTracker): Promise<boolean> {
   if (!server.listening) return false
   const closed = new Promise<void>((resolve) => server.close(() => resolve()))
   let finished = false
   void closed.then(() => {
     finished = true
   })
-  // server.close() closes the connections idle right now; ones that finish a request later
-  // go idle afterwards, so sweep until the server has closed or the deadline has passed.
+  // A connection that finishes its answer may start sending another request: sweep until the
+  // server has closed or the deadline has passed.
   while (!finished && Date.now() < deadline) {
-    server.closeIdleConnections()
+    conns.shedIncomplete()
     await Promise.race([closed, sleep(Math.min(IDLE_SWEEP_MS, Math.max(0, deadline - Date.now())))])
   }
   if (finished) return false
@@ -50,9 +86,10 @@ export function serveTask(
   onListening: (info: AddressInfo) => void,
 ): TaskBody {
   return async (t) => {
+    const conns = trackConnections(server)
     onListening(await listen(server, address))
     t.ready()
     if (!t.signal.aborted) await new Promise((r) => t.signal.addEventListener('abort', r, { once: true }))
-    return (await drain(server, t.deadline())) ? 'timed-out' : undefined
+    return (await drain(server, t.deadline(), conns)) ? 'timed-out' : undefined
   }
 }

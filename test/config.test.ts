@@ -36,10 +36,42 @@ describe('durations', () => {
     assert.equal(parseDuration('250ms'), 250)
     assert.equal(parseDuration('1h2m3s4ms'), 3_723_004)
     assert.equal(parseDuration('0'), 0)
+    assert.equal(parseDuration('-5s'), -5000)
+    assert.equal(parseDuration('+1m'), 60_000)
   })
   test('rejects what Go rejects', () => {
-    for (const bad of ['', '30', '1x', 'm', '1m 30s', '-5s', 's1'])
+    for (const bad of ['', '30', '1x', 'm', '1m 30s', '--5s', 's1'])
       assert.throws(() => parseDuration(bad), /ERR_DURATION|duration/)
+  })
+  test('rejects what no timer can hold (it used to overflow to 1ms)', () => {
+    assert.equal(parseDuration('596h'), 2_145_600_000)
+    assert.throws(() => parseDuration('597h'), /longer than a timer can hold/)
+    assert.throws(() => parseDuration('99999999999h'), /longer than a timer can hold/)
+  })
+})
+
+describe('configuration edges', () => {
+  test('a timer period of 0 or less disables that timer, as in SIA', () => {
+    const c = config([], {
+      REFRESH_INTERVAL: '0',
+      TOKEN_REFRESH_INTERVAL: '-1s',
+      MEMORY_REPORT_INTERVAL: '0s',
+    })
+    assert.deepEqual([c.refreshInterval, c.tokenRefreshInterval, c.memoryReportInterval], [0, 0, 0])
+  })
+  test('a negative timeout is a config error naming the setting', () => {
+    rejects([], { SHUTDOWN_TIMEOUT: '-1s' }, /SHUTDOWN_TIMEOUT: must not be negative/)
+    rejects([], { START_TIMEOUT: '-5m' }, /START_TIMEOUT/)
+  })
+  test('a duration beyond what a timer can hold is a config error naming the setting', () => {
+    rejects(
+      [],
+      { SHUTDOWN_TIMEOUT: '99999999999h' },
+      /SHUTDOWN_TIMEOUT: "99999999999h" is longer than a timer can hold/,
+    )
+    rejects([], { REFRESH_INTERVAL: '1000h' }, /REFRESH_INTERVAL/)
+    const path = file('sia.json', JSON.stringify({ services: { gateway: { restartWindow: '9000h' } } }))
+    rejects(['--config', path], {}, /services\.gateway\.restartWindow/)
   })
 })
 
@@ -200,6 +232,38 @@ describe('the CLI', () => {
       ['BACKUP', 'CERT_SECRET'],
     )
     await sc.waitForEvent('supervisor.ready')
+    assert.equal(await stop(sc), 0)
+  })
+
+  test('SHUTDOWN_TIMEOUT=99999999999h: exit 2 naming it, nothing started', () => {
+    const r = run([], { SHUTDOWN_TIMEOUT: '99999999999h' })
+    assert.equal(r.status, 2)
+    assert.equal(r.stdout, '')
+    assert.match(
+      r.stderr,
+      /^sia-supervisor: invalid setting SHUTDOWN_TIMEOUT: .*longer than a timer can hold/,
+    )
+  })
+
+  test('intervals of 0 do not spin: the timers wait for shutdown, with no tick logged', async () => {
+    const sc = startSidecar({
+      env: {
+        REFRESH_INTERVAL: '0',
+        TOKEN_REFRESH_INTERVAL: '0',
+        MEMORY_REPORT_INTERVAL: '0',
+        LOG_LEVEL: 'debug',
+      },
+    })
+    await sc.waitForEvent('supervisor.ready')
+    const before = sc.records.length
+    // Two heartbeats' worth of time: a spinning timer logs thousands of records in it.
+    await new Promise((r) => setTimeout(r, 2000))
+    const during = sc.records.slice(before)
+    assert.deepEqual(
+      during.filter((r) => r.event === 'memory.report' || /refresh/.test(r.event ?? '')).map((r) => r.event),
+      [],
+    )
+    assert.ok(during.length < 20, `${during.length} records in 2s`)
     assert.equal(await stop(sc), 0)
   })
 

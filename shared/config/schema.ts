@@ -16,12 +16,19 @@ function fromString<T>(parse: (s: string) => T) {
   })
 }
 
-const duration = fromString(parseDuration)
+const duration = fromString((s) => {
+  const ms = parseDuration(s)
+  if (ms < 0) throw new Error(`must not be negative, got "${s}"`)
+  return ms
+})
+/** A timer's period: 0 or negative disables the timer, as in SIA. */
+const interval = fromString((s) => Math.max(0, parseDuration(s)))
 
 const PARSERS: Record<Kind, z.ZodType> = {
   string: z.string(),
   path: z.string(),
   duration,
+  interval,
   int: fromString((s) => {
     if (!/^\d+$/.test(s.trim())) throw new Error(`expected a whole number >= 0, got "${s}"`)
     return Number(s)

@@ -3,7 +3,7 @@
  * SCREAMING_SNAKE_CASE (SIA's names), the flag is the key in kebab-case, and a config file uses the
  * key itself. Empty defaults that name a file are filled in under DATA_DIR by `load.ts`.
  */
-export type Kind = 'string' | 'duration' | 'int' | 'bool' | 'address' | 'list' | 'path'
+export type Kind = 'string' | 'duration' | 'interval' | 'int' | 'bool' | 'address' | 'list' | 'path'
 
 export interface SettingSpec {
   kind: Kind
@@ -62,7 +62,7 @@ export const SETTINGS = {
     default: ':role.',
     help: 'delimiter between domain and role in role cert file names',
   },
-  refreshInterval: { kind: 'duration', default: '24h', help: 'certificate refresh interval' },
+  refreshInterval: { kind: 'interval', default: '24h', help: 'certificate refresh interval (0: no refresh)' },
   delayJitterSeconds: {
     kind: 'int',
     default: '0',
@@ -84,7 +84,11 @@ export const SETTINGS = {
     default: 'true',
     help: 'serve POST /roletoken and /accesstoken (false: header mode only)',
   },
-  tokenRefreshInterval: { kind: 'duration', default: '30m', help: 'token cache refresh interval' },
+  tokenRefreshInterval: {
+    kind: 'interval',
+    default: '30m',
+    help: 'token cache refresh interval (0: no refresh)',
+  },
   tokenServerTimeout: { kind: 'duration', default: '10s', help: 'token server handler timeout' },
   tokenExpiry: {
     kind: 'duration',
@@ -104,7 +108,7 @@ export const SETTINGS = {
     help: 'response header that carries the role token in header mode',
   },
   tokenCacheIdleEvict: {
-    kind: 'duration',
+    kind: 'interval',
     default: '2h',
     help: 'drop a cached token unused for this long (0: never; targets are never dropped)',
   },
@@ -250,7 +254,11 @@ export const SETTINGS = {
     default: '/healthz',
     help: 'liveness path on the health check address',
   },
-  memoryReportInterval: { kind: 'duration', default: '60s', help: 'interval between memory reports' },
+  memoryReportInterval: {
+    kind: 'interval',
+    default: '60s',
+    help: 'interval between memory reports (0: no reports)',
+  },
   shutdownTimeout: { kind: 'duration', default: '30s', help: 'default per-service shutdown deadline' },
   shutdownDelay: { kind: 'duration', default: '0', help: 'wait after readiness drops, before services stop' },
   startTimeout: { kind: 'duration', default: '30s', help: 'default per-service start deadline' },

@@ -5,6 +5,7 @@ interface KindTypes {
   string: string
   path: string
   duration: number
+  interval: number
   int: number
   bool: boolean
   address: string

@@ -1,8 +1,9 @@
 import { createPrivateKey, generateKeyPair, type KeyObject, X509Certificate } from 'node:crypto'
-import { link, mkdir, readFile, rm } from 'node:fs/promises'
+import { link, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { writeFileAtomic } from '../atomic-file.js'
+import { ensureDir } from '../ensure-dir.js'
 
 /**
  * The embedded authority of the `local` provider (DESIGN.md §6): a CA created once under the
@@ -38,7 +39,7 @@ export async function loadOrCreateAuthority(dataDir: string): Promise<Authority>
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
-  await mkdir(paths.dir, { recursive: true, mode: 0o700 })
+  await ensureDir(paths.dir, 0o700)
   const { privateKeyPem, publicKeyPem } = await generateRsaKey()
   // node-forge (~4 MiB of heap per thread) only on the first start, to create the CA.
   const { default: forge } = await import('node-forge')

@@ -6,6 +6,7 @@ import { freshForMs, type Identity, readIdentity, roleCertPath } from '../../sha
 import { createCertRuntime } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
 import { watchFiles } from '../../shared/identity/watch.js'
+import { aborted } from '../../shared/timer-task.js'
 import { registerX509Metrics } from './x509-metrics.js'
 
 const INITIAL_BACKOFF_MS = 5_000
@@ -141,6 +142,11 @@ defineService({
       `will refresh key[${config.keyFile}], cert[${config.certFile}] and certificates for roles[${config.targetDomainRoles.join(',')}] with provider[${rt.kind}] after ${config.refreshInterval}ms`,
     )
     await go('refresh-timer', async (t) => {
+      if (config.refreshInterval <= 0) {
+        // REFRESH_INTERVAL=0 disables the refresh, as in SIA (rather than refreshing in a loop).
+        await aborted(t.signal)
+        return undefined
+      }
       let wait = freshMs || config.refreshInterval
       let failures = 0
       while (await pause(wait, t.signal)) {

@@ -1,5 +1,6 @@
-import { mkdir, open } from 'node:fs/promises'
+import { open } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { ensureDir } from '../../shared/ensure-dir.js'
 import type { Sink, SinkRecord } from './sink.js'
 
 interface Waiter {
@@ -15,7 +16,7 @@ interface Waiter {
  * once per request. A batch's lines stay together.
  */
 export async function createFileSink(path: string): Promise<Sink> {
-  await mkdir(dirname(path), { recursive: true })
+  await ensureDir(dirname(path))
   const file = await open(path, 'a', 0o640)
   let queue: Waiter[] = []
   let flushing: Promise<void> | undefined
