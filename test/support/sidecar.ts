@@ -59,6 +59,15 @@ const TEST_ENV = {
   LOG_LEVEL: 'info',
 }
 
+/**
+ * Every sidecar this test process started. Whatever a test does (an assertion that throws before
+ * its stop, a timeout), none outlives the test file: the ones still running are SIGKILLed as it exits.
+ */
+const running = new Set<ChildProcess>()
+process.once('exit', () => {
+  for (const p of running) p.kill('SIGKILL')
+})
+
 /** Runs the built CLI as a child process, the way an operator does. */
 export function startSidecar(opts: SidecarOptions = {}): Sidecar {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'sia-test-'))
@@ -73,6 +82,8 @@ export function startSidecar(opts: SidecarOptions = {}): Sidecar {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   })
+  running.add(proc)
+  proc.once('exit', () => running.delete(proc))
   const records: LogRecord[] = []
   const junk: string[] = []
   const waiters = new Set<{ pred: (r: LogRecord) => boolean; resolve: (r: LogRecord) => void }>()
