@@ -11,7 +11,7 @@ import { type CancelCause, createRunContext } from './run-context.js'
 import { createServiceSlot, type ServiceSlot } from './service-slot.js'
 import type { SignalRouter } from './signals.js'
 import { TERMINATE_MS } from './slot-machine.js'
-import { spawnWorker } from './worker-handle.js'
+import { spawnWorker, type WorkerHandle } from './worker-handle.js'
 
 export interface RunResult {
   code: number
@@ -31,6 +31,8 @@ export async function run(config: Config, log: Logger, signals: SignalRouter): P
   const failpointCounters = createFailpointCounters(failpointSpecs)
   const failpoint = createFailpoints(failpointSpecs, { board, counters: failpointCounters })
   const slots = new Map<ServiceName, ServiceSlot>()
+  /** Every thread that has not exited yet, whatever its slot thinks of it. */
+  const threads = new Set<WorkerHandle>()
 
   // The run context: the first cause wins. At that instant readiness drops (503 for the whole of
   // shutdown), the one shutdown budget starts, every start in flight is told to wind down, and
@@ -40,7 +42,7 @@ export async function run(config: Config, log: Logger, signals: SignalRouter): P
     board.setPhase('shutting-down')
     log.info({ event: 'supervisor.cancelled', ...describe(cause) }, `shutting down: ${cause.cause}`)
     for (const slot of slots.values()) slot.cancel()
-    armBudgetWatchdog(budgetMs, log)
+    armBudgetWatchdog(budgetMs, log, threads)
   })
 
   // SIGINT/SIGTERM cancel the run; any later one, and any other signal, is logged and changes nothing.
@@ -77,6 +79,8 @@ export async function run(config: Config, log: Logger, signals: SignalRouter): P
       spawnWorker(s) {
         const h = spawnWorker(s, { config, board: board.buffer, failpointCounters })
         h.rpc.handle('scrape', scrape)
+        threads.add(h)
+        void h.exited.then(() => threads.delete(h))
         return h
       },
     })
@@ -154,17 +158,31 @@ export async function run(config: Config, log: Logger, signals: SignalRouter): P
     { event: 'supervisor.exit', code, cause: cause.cause, ...(stuck.length ? { stuck } : {}) },
     `exiting with ${code}`,
   )
-  return { code, stuck: stuck.length > 0 }
+  return { code, stuck: !(await endThreads(threads, END_THREADS_MS)) }
+}
+
+/** What terminating every thread still up may take at the very end. */
+const END_THREADS_MS = 250
+
+/**
+ * Terminates every thread still up; true once all have exited, false if one would not within
+ * `ms`. `process.exit()` joins every thread: one stuck in native code would hold it forever.
+ */
+async function endThreads(threads: Set<WorkerHandle>, ms: number): Promise<boolean> {
+  const all = Promise.all([...threads].map((h) => h.terminate('terminated')))
+  await Promise.race([all, sleep(ms, undefined, { ref: false })])
+  return threads.size === 0
 }
 
 /**
  * The last line of defence of the budget: whatever is still waiting (a bug, a failpoint that never
  * returns), the process is out by the budget plus the second it has to end threads.
  */
-function armBudgetWatchdog(budgetMs: number, log: Logger): void {
-  const at = Math.min(2 ** 31 - 1, budgetMs + TERMINATE_MS - 50)
-  setTimeout(() => {
+function armBudgetWatchdog(budgetMs: number, log: Logger, threads: Set<WorkerHandle>): void {
+  const at = Math.min(2 ** 31 - 1, budgetMs + TERMINATE_MS - 2 * END_THREADS_MS)
+  setTimeout(async () => {
     log.error({ event: 'supervisor.exit', code: 1, cause: 'budget-exceeded' }, 'shutdown budget exceeded')
+    if (await endThreads(threads, END_THREADS_MS)) process.exit(1)
     hardExit(1)
   }, at)
 }

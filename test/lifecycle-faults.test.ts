@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { assertLifecycle, ORDER } from './support/lifecycle.js'
@@ -188,4 +190,30 @@ test('SIGTERM in the first instants of boot ends in a logged exit 0 (it died by 
   assert.deepEqual(sc.events('service.start.done'), [], 'no service had started')
   assert.equal(sc.records.at(-1)?.event, 'supervisor.exit')
   assert.deepEqual(sc.junk, [])
+})
+
+test('a thread that cannot be terminated does not hold the process: exit 1 naming it', async () => {
+  // A preload that wedges the gateway's threadpool in Node's endless recursive mkdir under /proc:
+  // its thread can then never be terminated, and process.exit() would wait for it forever.
+  const dir = mkdtempSync(join(tmpdir(), 'sia-wedge-'))
+  const wedge = join(dir, 'wedge.mjs')
+  writeFileSync(
+    wedge,
+    `import { workerData } from 'node:worker_threads'
+import { mkdir } from 'node:fs/promises'
+if (workerData?.service === 'gateway') mkdir('/proc/sia-wedge/x', { recursive: true }).catch(() => {})
+`,
+  )
+  const sc = await startReady({ env: { NODE_OPTIONS: `--import=${wedge}`, SHUTDOWN_TIMEOUT: '3s' } })
+  const t0 = Date.now()
+  sc.kill('SIGTERM')
+  const { code, ms } = await exitAfter(sc, t0)
+  assert.equal(code, 1)
+  assert.ok(ms < 3000 + 1000 + 500, `out in ${ms}ms`)
+  assert.deepEqual(
+    sc.events('worker.stuck').map((r) => r.service),
+    ['gateway'],
+  )
+  assert.deepEqual(exitRecord(sc).stuck, ['gateway'])
+  assert.equal(sc.events('service.shutdown.done').find((r) => r.service === 'gateway')?.outcome, 'stuck')
 })

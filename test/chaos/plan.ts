@@ -1,0 +1,87 @@
+import { SERVICES } from '../../shared/services.js'
+
+/**
+ * One run of the fault campaign, derived from its seed alone: 1–3 failpoints of DESIGN.md §3 (every
+ * name and action, with `N*` counts), the per-service limits that make `oom` and `block` quick,
+ * and the moment SIGTERM is sent. The same seed always gives the same plan.
+ */
+export interface Plan {
+  seed: number
+  failpoints: string
+  /** After the CLI's signal handlers are in: ms until SIGTERM. */
+  sigtermAfterMs: number
+  shutdownDelayMs: number
+  shutdownTimeoutMs: number
+  config: { services: Record<string, Record<string, unknown>> }
+}
+
+const TASKS: Record<string, string[]> = {
+  certificate: ['refresh-timer'],
+  token: ['server', 'refresh-timer'],
+  'memory-reporter': ['reporter'],
+  gateway: ['server'],
+  metrics: ['server'],
+  healthcheck: ['server'],
+}
+
+const SUPERVISOR_ACTIONS = ['sigint', 'sigterm', 'error', 'hang', 'delay'] as const
+const WORKER_ACTIONS = [...SUPERVISOR_ACTIONS, 'crash', 'reject', 'block', 'oom', 'exit'] as const
+
+/** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+export function planFor(seed: number): Plan {
+  const rnd = prng(seed)
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T
+  const names = new Set<string>()
+  const count = 1 + Math.floor(rnd() * 3)
+  const specs: string[] = []
+  while (specs.length < count) {
+    const service = pick(SERVICES)
+    const kind = pick(['before-start', 'start', 'before-task', 'shutdown', 'during-shutdown'] as const)
+    const name =
+      kind === 'before-start'
+        ? `supervisor.before-start:${service}`
+        : kind === 'during-shutdown'
+          ? 'supervisor.during-shutdown'
+          : kind === 'before-task'
+            ? `${service}.before-task:${pick(TASKS[service]!)}`
+            : `${service}.${kind}`
+    if (names.has(name)) continue
+    names.add(name)
+    const action = pick(name.startsWith('supervisor.') ? SUPERVISOR_ACTIONS : WORKER_ACTIONS)
+    const text =
+      action === 'delay'
+        ? `delay(${Math.floor(rnd() * 1500)})`
+        : action === 'exit'
+          ? `exit(${pick([0, 1, 3])})`
+          : action
+    const times = rnd() < 0.5 ? `${1 + Math.floor(rnd() * 3)}*` : ''
+    specs.push(`${name}=${times}${text}`)
+  }
+  const tuning = {
+    startTimeout: '2s',
+    // Small heaps: `oom` is reached in well under a second; `block` meets the shortest watchdog.
+    resourceLimits: { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 8 },
+    watchdogTimeout: '2s',
+    restartBackoff: '20ms',
+    restartBackoffMax: '200ms',
+  }
+  return {
+    seed,
+    failpoints: specs.join(';'),
+    sigtermAfterMs: Math.floor(rnd() * 3000),
+    shutdownDelayMs: pick([0, 0, 200]),
+    shutdownTimeoutMs: pick([1000, 1500, 2500]),
+    config: { services: Object.fromEntries(SERVICES.map((s) => [s, tuning])) },
+  }
+}

@@ -1,0 +1,157 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { SERVICES } from '../../shared/services.js'
+import { type LogRecord, startSidecar } from '../support/sidecar.js'
+import type { Plan } from './plan.js'
+
+/** What one run did, and every invariant it broke (empty: it held them all). */
+export interface RunReport {
+  seed: number
+  failpoints: string
+  code: number | null
+  signal: NodeJS.Signals | null
+  cause: string | undefined
+  /** From the first cancel cause to the process's exit. */
+  exitMs: number | undefined
+  budgetMs: number
+  violations: string[]
+}
+
+/** The contract: out within the budget plus the second to end threads (DESIGN.md §1). */
+const END_THREADS_MS = 1000
+/** What the measurement itself costs: the exit seen through the child process's pipes. */
+const MEASURE_SLACK_MS = 250
+/** A run that has not exited by then is a violation (and is SIGKILLed). */
+const HARD_LIMIT_MS = 60_000
+/** Events that say why a worker's tasks did not all report `task.stopped`. */
+const ENDED_HARD = new Set([
+  'worker.crashed',
+  'worker.watchdog',
+  'worker.stuck',
+  'service.shutdown.timeout',
+  'service.shutdown.failed',
+  'service.start.timeout',
+])
+
+export async function runPlan(plan: Plan): Promise<RunReport> {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-chaos-'))
+  const configPath = join(dir, 'config.json')
+  writeFileSync(configPath, JSON.stringify(plan.config))
+  const sc = startSidecar({
+    dataDir: join(dir, 'data'),
+    args: ['--config', configPath],
+    env: {
+      SIA_FAILPOINTS: plan.failpoints,
+      SHUTDOWN_DELAY: `${plan.shutdownDelayMs}ms`,
+      SHUTDOWN_TIMEOUT: `${plan.shutdownTimeoutMs}ms`,
+    },
+  })
+  const budgetMs = plan.shutdownDelayMs + plan.shutdownTimeoutMs
+  let exitedAt = 0
+  void sc.exited.then(() => {
+    exitedAt = Date.now()
+  })
+  const hardLimit = setTimeout(() => sc.kill('SIGKILL'), HARD_LIMIT_MS)
+  try {
+    // SIGTERM at a random moment once the CLI catches it (before that, Node's default applies).
+    while (!catchesSignals(sc.proc.pid) && sc.proc.exitCode === null) await sleep(2)
+    await Promise.race([sleep(plan.sigtermAfterMs), sc.exited])
+    if (sc.proc.exitCode === null && sc.proc.signalCode === null) sc.kill('SIGTERM')
+    const { code, signal } = await sc.exited
+    if (process.env.CHAOS_DUMP)
+      for (const r of sc.records) process.stderr.write(`${JSON.stringify(r).slice(0, 300)}\n`)
+    return check(plan, sc.records, sc.junk, { code, signal, exitedAt, budgetMs })
+  } finally {
+    clearTimeout(hardLimit)
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+function catchesSignals(pid: number | undefined): boolean {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+    // SIGUSR2 is caught by the CLI's handlers alone, installed right after SIGINT's and SIGTERM's.
+    return (BigInt(`0x${/SigCgt:\s*([0-9a-f]+)/.exec(status)?.[1] ?? '0'}`) & (1n << 11n)) !== 0n
+  } catch {
+    return false
+  }
+}
+
+interface Ending {
+  code: number | null
+  signal: NodeJS.Signals | null
+  exitedAt: number
+  budgetMs: number
+}
+
+export function check(plan: Plan, records: LogRecord[], junk: string[], end: Ending): RunReport {
+  const violations: string[] = []
+  const fail = (v: string) => violations.push(v)
+  const events = (event: string) => records.filter((r) => r.event === event)
+
+  if (junk.length > 0) fail(`stdout holds ${junk.length} non-JSON lines, first: ${junk[0]?.slice(0, 80)}`)
+
+  // The code is 0 or 1, and the one supervisor.exit says the same, last.
+  const exits = events('supervisor.exit')
+  if (end.signal) fail(`killed by ${end.signal}`)
+  if (end.code !== 0 && end.code !== 1) fail(`exit code ${end.code}`)
+  if (exits.length !== 1) fail(`${exits.length} supervisor.exit records`)
+  else if (exits[0]!.code !== end.code)
+    fail(`supervisor.exit says ${exits[0]!.code}, the process exited ${end.code}`)
+  if (records.at(-1)?.event !== 'supervisor.exit') fail('supervisor.exit is not the last record')
+
+  // Cancelled once; out within the budget from that instant.
+  const cancelled = events('supervisor.cancelled')
+  if (cancelled.length !== 1) fail(`${cancelled.length} supervisor.cancelled records`)
+  const cancelAt = cancelled[0] ? Date.parse(cancelled[0].time) : undefined
+  const exitMs = cancelAt === undefined ? undefined : end.exitedAt - cancelAt
+  if (exitMs !== undefined && exitMs > end.budgetMs + END_THREADS_MS + MEASURE_SLACK_MS) {
+    fail(`exit ${exitMs}ms after the cancel, budget ${end.budgetMs}ms + ${END_THREADS_MS}ms`)
+  }
+
+  // 0 only for a signal with every shutdown clean; any unclean shutdown is 1.
+  const cause = cancelled[0]?.cause as string | undefined
+  const done = events('service.shutdown.done')
+  const unclean = done.filter((r) => r.outcome !== 'clean').map((r) => `${r.service}:${r.outcome}`)
+  if (end.code === 0 && cause !== 'signal') fail(`exit 0 with cause ${cause}`)
+  if (end.code === 0 && unclean.length > 0) fail(`exit 0 with unclean shutdowns ${unclean.join(',')}`)
+  if (end.code === 1 && cause === 'signal' && unclean.length === 0)
+    fail('exit 1 with a signal and every shutdown clean')
+
+  // Every service: shutdown.begin then shutdown.done, one at a time, in reverse order.
+  const reversed = [...SERVICES].reverse()
+  const steps = records.filter(
+    (r) => r.event === 'service.shutdown.begin' || r.event === 'service.shutdown.done',
+  )
+  const expected = reversed.flatMap((s) => [`begin:${s}`, `done:${s}`])
+  const seen = steps.map((r) => `${r.event === 'service.shutdown.begin' ? 'begin' : 'done'}:${r.service}`)
+  if (seen.join() !== expected.join()) fail(`shutdown steps ${seen.join(' ')}`)
+
+  // Every task.started has its task.stopped, unless an event says the worker ended hard.
+  for (const s of SERVICES) {
+    const tasks = (event: string) =>
+      records
+        .filter((r) => r.service === s && r.event === event)
+        .map((r) => r.task as string)
+        .sort()
+    const started = tasks('service.task.started')
+    const stopped = tasks('service.task.stopped')
+    if (started.join() === stopped.join()) continue
+    if (!records.some((r) => r.service === s && ENDED_HARD.has(r.event ?? ''))) {
+      fail(`${s}: tasks started [${started}] stopped [${stopped}] with no event saying why`)
+    }
+  }
+
+  return {
+    seed: plan.seed,
+    failpoints: plan.failpoints,
+    code: end.code,
+    signal: end.signal,
+    cause,
+    exitMs,
+    budgetMs: end.budgetMs,
+    violations,
+  }
+}
