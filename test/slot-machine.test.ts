@@ -52,6 +52,10 @@ const at = (state: SlotState, over: Partial<SlotModel> = {}): SlotModel => ({
 })
 const crash: WorkerExit = { reason: 'exception', exitCode: 1, err: new Error('boom') }
 const does = (effects: SlotEffect[]) => effects.map((e) => (e.do === 'log' ? `log:${e.event}` : e.do))
+const startResult = (effects: SlotEffect[]) => {
+  const e = effects.find((x) => x.do === 'settle-start')
+  return e?.do === 'settle-start' ? e.outcome.result : undefined
+}
 const settled = (effects: SlotEffect[], kind: 'settle-start' | 'settle-stop') =>
   effects.find((e) => e.do === kind) as
     | { do: 'settle-start'; outcome: { result: string } }
@@ -77,7 +81,7 @@ describe('idle (thread up, not started)', () => {
     const r = run(initialModel(), { type: 'exit', exit: crash })
     assert.equal(r.model.state.tag, 'down')
     const s = run(r.model, { type: 'start' })
-    assert.equal((settled(s.effects, 'settle-start')?.outcome as { result: string }).result, 'failed')
+    assert.equal(startResult(s.effects), 'failed')
     assert.equal(
       settled(run(r.model, { type: 'stop', deadline: NOW }).effects, 'settle-stop')?.outcome,
       'clean',
@@ -99,7 +103,7 @@ describe('starting', () => {
   test('ack: running, the boot start settles started, the watchdog is armed', () => {
     const r = run(boot, { type: 'start-ack' })
     assert.deepEqual(r.model.state, { tag: 'running', until: NOW + tuning.watchdogTimeout })
-    assert.deepEqual(settled(r.effects, 'settle-start')?.outcome, { result: 'started' })
+    assert.equal(startResult(r.effects), 'started')
   })
   test('a restart acknowledged logs worker.restarted and settles nothing', () => {
     const r = run(restart, { type: 'start-ack' })
@@ -110,12 +114,12 @@ describe('starting', () => {
   test('error reply at boot: failed, the thread stays up for its graceful stop', () => {
     const r = run(boot, { type: 'start-error', err: new Error('no') })
     assert.deepEqual(r.model.state, { tag: 'idle', board: 'failed' })
-    assert.equal((settled(r.effects, 'settle-start')?.outcome as { result: string }).result, 'failed')
+    assert.equal(startResult(r.effects), 'failed')
     assert.ok(!does(r.effects).includes('terminate'))
   })
   test('error reply after the cancel: the start is reported cancelled, not failed', () => {
     const r = run(boot, { type: 'start-error', err: new Error('aborted') }, { cancelled: true })
-    assert.equal((settled(r.effects, 'settle-start')?.outcome as { result: string }).result, 'cancelled')
+    assert.equal(startResult(r.effects), 'cancelled')
   })
   test('a restart that answers with an error is one more fault: terminated, then the policy', () => {
     const r = run(restart, { type: 'start-error', err: new Error('no') })
@@ -137,7 +141,7 @@ describe('starting', () => {
     assert.deepEqual(does(r.effects), ['send-cancel'])
     assert.deepEqual(r.model.state, { tag: 'starting', boot: true, until: NOW + 3000 })
     const late = run(r.model, { type: 'deadline' }, { cancelled: true, budgetEnd: NOW + 3000 })
-    assert.equal((settled(late.effects, 'settle-start')?.outcome as { result: string }).result, 'cancelled')
+    assert.equal(startResult(late.effects), 'cancelled')
     const gone = run(late.model, { type: 'exit', exit: crash }, { cancelled: true })
     assert.equal(
       settled(gone.effects, 'settle-stop')?.outcome,
@@ -148,7 +152,7 @@ describe('starting', () => {
   test('the thread dies during its boot start: failed', () => {
     const r = run(boot, { type: 'exit', exit: crash })
     assert.equal(r.model.state.tag, 'down')
-    assert.equal((settled(r.effects, 'settle-start')?.outcome as { result: string }).result, 'failed')
+    assert.equal(startResult(r.effects), 'failed')
   })
   test('stop during a restart start: shutdown is sent (the worker winds its start down first)', () => {
     const r = run(restart, { type: 'stop', deadline: NOW + 500 })
