@@ -4,7 +4,6 @@ import { unsupportedSiaSettings } from '../shared/config/sia-compat.js'
 import type { Config } from '../shared/config/types.js'
 import { runInit } from '../shared/identity/init-mode.js'
 import { createLogger, type Logger } from '../shared/logger.js'
-import { hardExit } from './hard-exit.js'
 import { helpText } from './help.js'
 import { run } from './run.js'
 import type { SignalRouter } from './signals.js'
@@ -32,14 +31,14 @@ export function main(signals: SignalRouter): void {
     log.warn({ event: 'config.unsupported', ...u }, `${u.setting} has no effect: ${u.reason}`)
   }
   const { config } = invocation
-  const done = config.mode === 'init' ? init(config, log, signals) : run(config, log, signals)
-  done.then(
-    ({ code, stuck }) => (stuck ? hardExit(code) : process.exit(code)),
-    (err: unknown) => {
-      log.fatal({ event: 'supervisor.exit', code: 1, cause: 'internal-error', err }, 'supervisor failed')
-      process.exit(1)
-    },
-  )
+  const done =
+    config.mode === 'init'
+      ? init(config, log, signals).then((code) => process.exit(code))
+      : run(config, log, signals)
+  done.catch((err: unknown) => {
+    log.fatal({ event: 'supervisor.exit', code: 1, cause: 'internal-error', err }, 'supervisor failed')
+    process.exit(1)
+  })
 }
 
 /** MODE=init (an init container): fetch the identity once on this thread, spawn nothing. */
@@ -57,5 +56,5 @@ async function init(config: Config, log: Logger, signals: SignalRouter) {
   })
   const code = await runInit(config, log)
   log.info({ event: 'supervisor.exit', code, cause: 'init' }, `exiting with ${code}`)
-  return { code, stuck: false }
+  return code
 }

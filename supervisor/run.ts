@@ -5,25 +5,19 @@ import type { Logger } from '../shared/logger.js'
 import type { ScrapeResult } from '../shared/protocol.js'
 import { SERVICES, type ServiceName } from '../shared/services.js'
 import { createStatusBoard, HEARTBEAT_MS } from '../shared/status-board.js'
-import { hardExit } from './hard-exit.js'
+import { createProcessExit, type ProcessExit } from './exit.js'
 import { createSupervisorMetrics } from './metrics.js'
 import { type CancelCause, createRunContext } from './run-context.js'
 import { createServiceSlot, type ServiceSlot } from './service-slot.js'
 import type { SignalRouter } from './signals.js'
-import { TERMINATE_MS } from './slot-machine.js'
-import { spawnWorker, type WorkerHandle } from './worker-handle.js'
-
-export interface RunResult {
-  code: number
-  /** Some thread could not be terminated: exit without waiting for it. */
-  stuck: boolean
-}
+import { TERMINATE_PAST_BUDGET_MS } from './slot-machine.js'
+import { spawnWorker } from './worker-handle.js'
 
 /**
  * The supervisor's whole run, in the order of the seed's sequence diagram (DESIGN.md §1).
  * This is the file that answers "what happens on SIGTERM".
  */
-export async function run(config: Config, log: Logger, signals: SignalRouter): Promise<RunResult> {
+export async function run(config: Config, log: Logger, signals: SignalRouter): Promise<never> {
   const board = createStatusBoard()
   const services = SERVICES.filter((s) => config.services[s].enabled)
   const metrics = createSupervisorMetrics(board, services)
@@ -31,8 +25,7 @@ export async function run(config: Config, log: Logger, signals: SignalRouter): P
   const failpointCounters = createFailpointCounters(failpointSpecs)
   const failpoint = createFailpoints(failpointSpecs, { board, counters: failpointCounters })
   const slots = new Map<ServiceName, ServiceSlot>()
-  /** Every thread that has not exited yet, whatever its slot thinks of it. */
-  const threads = new Set<WorkerHandle>()
+  const exit = createProcessExit(log)
 
   // The run context: the first cause wins. At that instant readiness drops (503 for the whole of
   // shutdown), the one shutdown budget starts, every start in flight is told to wind down, and
@@ -42,7 +35,7 @@ export async function run(config: Config, log: Logger, signals: SignalRouter): P
     board.setPhase('shutting-down')
     log.info({ event: 'supervisor.cancelled', ...describe(cause) }, `shutting down: ${cause.cause}`)
     for (const slot of slots.values()) slot.cancel()
-    armBudgetWatchdog(budgetMs, log, threads)
+    armBudgetWatchdog(budgetMs, exit)
   })
 
   // SIGINT/SIGTERM cancel the run; any later one, and any other signal, is logged and changes nothing.
@@ -79,10 +72,11 @@ export async function run(config: Config, log: Logger, signals: SignalRouter): P
       spawnWorker(s) {
         const h = spawnWorker(s, { config, board: board.buffer, failpointCounters })
         h.rpc.handle('scrape', scrape)
-        threads.add(h)
-        void h.exited.then(() => threads.delete(h))
+        exit.threads.add(h)
+        void h.exited.then(() => exit.threads.delete(h))
         return h
       },
+      onStuck: exit.stuck,
     })
     slots.set(service, slot)
     slot.spawn()
@@ -152,39 +146,18 @@ export async function run(config: Config, log: Logger, signals: SignalRouter): P
   }
   clearInterval(ticker)
 
-  const code = cause.cause === 'signal' && !unclean ? 0 : 1
-  const stuck = [...slots.values()].filter((s) => s.stuck() > 0).map((s) => s.service)
-  log.info(
-    { event: 'supervisor.exit', code, cause: cause.cause, ...(stuck.length ? { stuck } : {}) },
-    `exiting with ${code}`,
-  )
-  return { code, stuck: !(await endThreads(threads, END_THREADS_MS)) }
-}
-
-/** What terminating every thread still up may take at the very end. */
-const END_THREADS_MS = 250
-
-/**
- * Terminates every thread still up; true once all have exited, false if one would not within
- * `ms`. `process.exit()` joins every thread: one stuck in native code would hold it forever.
- */
-async function endThreads(threads: Set<WorkerHandle>, ms: number): Promise<boolean> {
-  const all = Promise.all([...threads].map((h) => h.terminate('terminated')))
-  await Promise.race([all, sleep(ms, undefined, { ref: false })])
-  return threads.size === 0
+  return exit.leave(cause.cause === 'signal' && !unclean ? 0 : 1, { cause: cause.cause })
 }
 
 /**
  * The last line of defence of the budget: whatever is still waiting (a bug, a failpoint that never
  * returns), the process is out by the budget plus the second it has to end threads.
  */
-function armBudgetWatchdog(budgetMs: number, log: Logger, threads: Set<WorkerHandle>): void {
-  const at = Math.min(2 ** 31 - 1, budgetMs + TERMINATE_MS - 2 * END_THREADS_MS)
-  setTimeout(async () => {
-    log.error({ event: 'supervisor.exit', code: 1, cause: 'budget-exceeded' }, 'shutdown budget exceeded')
-    if (await endThreads(threads, END_THREADS_MS)) process.exit(1)
-    hardExit(1)
-  }, at)
+function armBudgetWatchdog(budgetMs: number, exit: ProcessExit): void {
+  setTimeout(
+    () => void exit.leave(1, { cause: 'budget-exceeded' }),
+    Math.min(2 ** 31 - 1, budgetMs + TERMINATE_PAST_BUDGET_MS + 100),
+  )
 }
 
 /** A supervisor-side failpoint that hangs must not hold the start loop once the run is cancelled. */

@@ -34,8 +34,6 @@ export interface ServiceSlot {
   tick(): void
   /** This worker's registry, or undefined when it is down or does not answer in time. */
   collect(timeoutMs: number): Promise<MetricsJson | undefined>
-  /** Threads of this service that could not be terminated. */
-  stuck(): number
 }
 
 export interface SlotDeps {
@@ -46,6 +44,8 @@ export interface SlotDeps {
   metrics: SupervisorMetrics
   /** Spawns a new worker thread for this service, its supervisor handlers installed. */
   spawnWorker(service: ServiceName): WorkerHandle
+  /** A thread of this service could not be terminated. */
+  onStuck(handle: WorkerHandle): void
 }
 
 /** The longest a Node timer can wait; control requests are bounded by the slot's own deadline. */
@@ -174,6 +174,9 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
       case 'escalate':
         ctx.cancel({ cause: 'crash-loop', service })
         break
+      case 'stuck':
+        if (h) deps.onStuck(h)
+        break
     }
   }
 
@@ -206,6 +209,5 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         return undefined
       }
     },
-    stuck: () => model.stuck,
   }
 }

@@ -56,8 +56,6 @@ export interface SlotModel {
   lastRecycleAt: number
   /** `worker.recycle.held` was logged for the current episode. */
   recycleHeld: boolean
-  /** Threads that could not be terminated: the process must not wait for them at exit. */
-  stuck: number
 }
 
 export type SlotEvent =
@@ -90,6 +88,8 @@ export type SlotEffect =
   | { do: 'settle-start'; outcome: StartOutcome }
   | { do: 'settle-stop'; outcome: StopOutcome }
   | { do: 'escalate' }
+  /** The current thread could not be terminated: nothing may wait for it any more. */
+  | { do: 'stuck' }
 
 /** What the slot reads from outside at each step. */
 export interface SlotEnv {
@@ -109,6 +109,11 @@ export interface SlotEnv {
 
 /** How long `terminate()` may take before the thread is declared stuck. */
 export const TERMINATE_MS = 1000
+/**
+ * How far past the budget a terminate may run: the contract gives 1s past the budget to end
+ * threads, and the exit itself needs some of it.
+ */
+export const TERMINATE_PAST_BUDGET_MS = 500
 
 export function initialModel(): SlotModel {
   return {
@@ -116,7 +121,6 @@ export function initialModel(): SlotModel {
     faults: [],
     lastRecycleAt: Number.NEGATIVE_INFINITY,
     recycleHeld: false,
-    stuck: 0,
   }
 }
 
@@ -143,7 +147,7 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
       tag: 'terminating',
       after,
       outcome,
-      until: Math.max(now, Math.min(now + TERMINATE_MS, env.budgetEnd + TERMINATE_MS)),
+      until: Math.max(now, Math.min(now + TERMINATE_MS, env.budgetEnd + TERMINATE_PAST_BUDGET_MS)),
       faultAfterCancel: env.cancelled,
     }
   }
@@ -400,13 +404,12 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
       }
       if (ev.type === 'deadline') {
         log('error', 'worker.stuck', `${service} thread could not be terminated within ${TERMINATE_MS}ms`)
-        const stuck = model.stuck + 1
-        if (s.after === 'stop') return next(stopped('stuck'), { stuck })
-        const r = afterFault(
+        fx.push({ do: 'stuck' })
+        if (s.after === 'stop') return next(stopped('stuck'))
+        return afterFault(
           { reason: 'exception', exitCode: 1, err: codedError('ERR_WORKER_STUCK', 'stuck') },
           s.faultAfterCancel,
         )
-        return { model: { ...r.model, stuck }, effects: r.effects }
       }
       return same()
 

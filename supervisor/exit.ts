@@ -1,0 +1,47 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Logger } from '../shared/logger.js'
+import { hardExit } from './hard-exit.js'
+import type { WorkerHandle } from './worker-handle.js'
+
+/** What ending the threads still up may take once the exit is decided. */
+const END_THREADS_MS = 300
+
+export interface ProcessExit {
+  /** Threads not yet exited; the supervisor adds each one it spawns. */
+  readonly threads: Set<WorkerHandle>
+  /** A thread that `terminate()` could not end: the exit must not wait for it. */
+  stuck(handle: WorkerHandle): void
+  /**
+   * The one way out: logs `supervisor.exit` (once, whoever calls first), ends the threads still
+   * up, and exits with `code`. `process.exit()` joins every thread, so when one is stuck in
+   * native code the exit skips the join instead of waiting for it forever.
+   */
+  leave(code: number, fields: Record<string, unknown>): Promise<never>
+}
+
+export function createProcessExit(log: Logger): ProcessExit {
+  const threads = new Set<WorkerHandle>()
+  const stuck = new Set<WorkerHandle>()
+  let leaving = false
+  return {
+    threads,
+    stuck: (h) => void stuck.add(h),
+    async leave(code, fields) {
+      if (leaving) return new Promise<never>(() => {})
+      leaving = true
+      const stuckServices = [...stuck].map((h) => h.service)
+      log.info(
+        { event: 'supervisor.exit', code, ...fields, ...(stuck.size ? { stuck: stuckServices } : {}) },
+        `exiting with ${code}`,
+      )
+      const live = [...threads].filter((h) => !stuck.has(h))
+      await Promise.race([
+        Promise.all(live.map((h) => h.terminate('terminated'))),
+        sleep(END_THREADS_MS, undefined, { ref: false }),
+      ])
+      // A thread that only ends slowly is joined; only one that is stuck is left behind.
+      if ([...threads].some((h) => stuck.has(h))) hardExit(code)
+      process.exit(code)
+    },
+  }
+}
