@@ -1,6 +1,13 @@
 # syntax=docker/dockerfile:1
-# Build stage: compile TypeScript, then drop dev dependencies.
-FROM node:20-bookworm-slim AS build
+# docker build \
+#   --build-arg VERSION="$(node -p 'require("./package.json").version')" \
+#   --build-arg REVISION="$(git rev-parse HEAD)" \
+#   --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" -t sia-supervisor .
+ARG NODE_IMAGE=node:26-trixie-slim
+
+# Build stage: every dependency, the product compiled (the tests are not even copied in), then the
+# dev dependencies dropped.
+FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -8,22 +15,52 @@ COPY tsconfig.json ./
 COPY shared ./shared
 COPY supervisor ./supervisor
 COPY workers ./workers
-COPY test ./test
-RUN npx tsc -p tsconfig.json && npm prune --omit=dev
+RUN npx tsc -p tsconfig.json && npm prune --omit=dev --no-audit --no-fund
 
 # Runtime stage: compiled JS and production dependencies only, as a non-root user.
-FROM node:20-bookworm-slim
+FROM ${NODE_IMAGE}
+ARG NODE_IMAGE
+ARG VERSION=""
+ARG REVISION=""
+ARG CREATED=""
+LABEL org.opencontainers.image.title="sia-supervisor" \
+      org.opencontainers.image.description="Identity and alerting sidecar: SIA refresh mode and an AlertManager gateway, one worker thread per service" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.base.name="docker.io/library/${NODE_IMAGE}"
 ENV NODE_ENV=production \
-    DATA_DIR=/var/lib/sia
+    DATA_DIR=/var/lib/sia \
+    NODE_COMPILE_CACHE=/app/.compile-cache
 WORKDIR /app
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
-COPY --from=build /app/dist/shared ./dist/shared
-COPY --from=build /app/dist/supervisor ./dist/supervisor
-COPY --from=build /app/dist/workers ./dist/workers
-RUN mkdir -p /var/lib/sia && chown node:node /var/lib/sia
-USER node
+COPY --from=build /app/dist ./dist
+# The image's `node` user, by number, so that runAsNonRoot can verify it. Only DATA_DIR is written.
+RUN mkdir -p /var/lib/sia /app/.compile-cache && chown 1000:1000 /var/lib/sia /app/.compile-cache
+USER 1000:1000
+# Node's compile cache, filled here: boot once (to ready, then SIGTERM) as the user the image runs
+# as (the cache is per uid), so that every start of the image loads its modules compiled already,
+# also from a read-only root file system (time to ready -14% measured; an empty cache costs more
+# than none).
+RUN set -eu; \
+    DATA_DIR=/tmp/warm-up TOKEN_SERVER_ADDR=127.0.0.1:0 GATEWAY_ADDR=127.0.0.1:0 \
+      METRICS_SERVER_ADDR=127.0.0.1:0 HEALTH_CHECK_ADDR=127.0.0.1:0 \
+      node --disable-sigusr1 dist/supervisor/cli.js > /tmp/warm-up.log & \
+    pid=$!; ready=; \
+    for _ in $(seq 600); do \
+      if grep -q '"event":"supervisor.ready"' /tmp/warm-up.log; then ready=1; break; fi; \
+      kill -0 "$pid" 2>/dev/null || break; sleep 0.1; \
+    done; \
+    kill -TERM "$pid" 2>/dev/null || true; code=0; wait "$pid" || code=$?; \
+    [ -n "$ready" ] && [ "$code" = 0 ] || { cat /tmp/warm-up.log; exit 1; }; \
+    rm -rf /tmp/warm-up /tmp/warm-up.log
 EXPOSE 8080 9998 9999
-# Exec form, node as PID 1's only process: SIGTERM from the kubelet reaches the supervisor directly.
+# Exec form, node as PID 1 with nothing in front: the kubelet's SIGTERM reaches the supervisor,
+# which handles it (PID 1 gets no signal it has no handler for). --disable-sigusr1: SIGUSR1 never
+# opens the inspector.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["node", "dist/supervisor/cli.js"]
+ENTRYPOINT ["node", "--disable-sigusr1", "dist/supervisor/cli.js"]
+# Flags given to `docker run IMAGE …` or the pod's args are the CLI's (--help lists them).
+CMD []

@@ -47,6 +47,11 @@ export interface SidecarOptions {
   env?: Record<string, string>
   args?: string[]
   dataDir?: string
+  /**
+   * What to spawn instead of `node CLI ...args`: a wrapper (a sandbox, another user), given the
+   * Node binary and the CLI's argv; `cwd` is the working directory.
+   */
+  command?: (node: string, argv: string[]) => { file: string; args: string[]; cwd?: string }
 }
 
 /** Every server on an ephemeral loopback port, so tests never race for a port. */
@@ -78,10 +83,9 @@ export function startSidecar(opts: SidecarOptions = {}): Sidecar {
     DATA_DIR: dataDir,
     ...opts.env,
   }
-  const proc = spawn(process.execPath, [CLI, ...(opts.args ?? [])], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
+  const argv = [CLI, ...(opts.args ?? [])]
+  const cmd = opts.command?.(process.execPath, argv) ?? { file: process.execPath, args: argv }
+  const proc = spawn(cmd.file, cmd.args, { env, cwd: cmd.cwd, stdio: ['ignore', 'pipe', 'pipe'] })
   running.add(proc)
   proc.once('exit', () => running.delete(proc))
   const records: LogRecord[] = []
