@@ -172,6 +172,16 @@ export const SETTINGS = {
     default: '5m',
     help: 'how long a fingerprint stays a duplicate after it was last seen (sliding)',
   },
+  gatewayDedupLease: {
+    kind: 'duration',
+    default: '15s',
+    help: 'lease on a new alert until its sink write commits; a dead writer blocks retries this long',
+  },
+  gatewayDedupMaxEntries: {
+    kind: 'int',
+    default: '100000',
+    help: 'fingerprints the in-memory dedup store keeps; the least recently seen go first (0: no cap)',
+  },
   gatewayDedupTimeout: {
     kind: 'duration',
     default: '2s',
