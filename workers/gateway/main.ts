@@ -49,7 +49,7 @@ defineService({
           leaseMs,
           maxEntries: config.gatewayDedupMaxEntries,
         })
-    const sink = await createSinkFor(config, redis)
+    const sink = await createSinkFor(config, redis, log)
     onStop(() => sink.close())
     const metrics = createMetrics(registry, store)
     const server = createServer(
