@@ -174,6 +174,24 @@ describe('gateway: memory dedup, file sink, bearer auth', () => {
     assert.match(fp(r1), /^[0-9a-f]{32}$/)
   })
 
+  test('labels named __proto__ and constructor are kept, stored and fingerprinted', async () => {
+    // Written as JSON text: a JS object literal would turn "__proto__" into a prototype.
+    const labels = '{"alertname":"Proto","__proto__":"polluted","constructor":"ctor"}'
+    const payload = `{"version":"4","receiver":"sia","alerts":[{"status":"firing","labels":${labels}}]}`
+    const r = await post(base, payload, AUTH, DETAIL)
+    assert.equal(r.status, 201)
+    const pairs = Object.entries(JSON.parse(labels) as Record<string, string>)
+    assert.equal(pairs.length, 3)
+    const sorted = [...pairs].sort(([a], [b]) => (a < b ? -1 : 1))
+    const expected = createHash('sha256').update(JSON.stringify(sorted)).digest('hex').slice(0, 32)
+    assert.equal((r.body.alerts as { fingerprint: string }[])[0]!.fingerprint, expected)
+    const stored = readJsonLines(sinkFile).find((l) => l.alertname === 'Proto')!
+    assert.deepEqual(Object.entries(stored.labels as object), pairs, 'every label, as sent')
+    // The same alert without those labels is another alert, not a duplicate of this one.
+    const plain = await post(base, webhook([{ status: 'firing', labels: { alertname: 'Proto' } }]), AUTH)
+    assert.equal(plain.status, 201)
+  })
+
   test('400 problem+json names the JSON path of the problem', async () => {
     const cases: [unknown, string][] = [
       ['{"alerts": [', '$'],
@@ -186,6 +204,13 @@ describe('gateway: memory dedup, file sink, bearer auth', () => {
       ],
       [{ ...webhook([alert('D')]), truncatedAlerts: 'many' }, '$.truncatedAlerts'],
       ['[]', '$'],
+      [{ ...webhook([alert('E')]), version: '3' }, '$.version'],
+      [{ ...webhook([alert('F')]), version: 4 }, '$.version'],
+      [{ ...webhook([alert('G')]), version: undefined }, '$.version'],
+      [
+        webhook([{ ...alert('H'), labels: 'alertname=H' as unknown as Record<string, string> }]),
+        '$.alerts[0].labels',
+      ],
     ]
     for (const [payload, path] of cases) {
       const r = await post(base, payload, AUTH)
