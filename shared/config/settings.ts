@@ -91,6 +91,11 @@ export const SETTINGS = {
     default: '0',
     help: 'token expiry requested upstream (0: server default)',
   },
+  tokenAllowProxyForPrincipal: {
+    kind: 'bool',
+    default: 'false',
+    help: 'local authority: honour proxy_for_principal (then any caller gets tokens for any principal)',
+  },
   tokenDir: { kind: 'path', default: '', help: 'directory for token files (empty: none)' },
   tokenType: {
     kind: 'string',
