@@ -33,7 +33,7 @@ export interface FailpointSpec {
 }
 
 const NAME =
-  /^(?:supervisor\.before-start:(?<svc1>[a-z-]+)|supervisor\.during-shutdown|(?<svc2>[a-z-]+)\.(?:start|shutdown|before-task:[a-z0-9-]+))$/
+  /^(?:supervisor\.before-start:(?<svc1>[a-z-]+)|supervisor\.during-shutdown|gateway\.before-sink|(?<svc2>[a-z-]+)\.(?:start|shutdown|before-task:[a-z0-9-]+))$/
 const ACTION =
   /^(?:(?<times>\d+)\*)?(?<kind>sigint|sigterm|error|crash|reject|block|hang|oom|delay\((?<ms>\d+)\)|exit(?:\((?<code>\d+)\))?)$/
 
@@ -118,6 +118,9 @@ export function createFailpoints(specs: readonly FailpointSpec[], env: Failpoint
       case 'oom':
       case 'exit':
         env.afterStart?.(workerFault(name, action))
+        // Once started, the fault is a microtask, but process.exit() in a worker lets the queued
+        // microtasks (the step's continuation) run: one turn of the loop ends it before the step goes on.
+        await new Promise<void>((resolve) => setImmediate(resolve))
     }
   }
 }

@@ -209,6 +209,39 @@ describe('the CLI', () => {
     assert.equal(r.stderr.trim().split('\n').length, 1)
   })
 
+  test('TARGET_DOMAIN_ROLES and REDIS_URL are validated at load: exit 2 naming the setting', () => {
+    const cases: [Record<string, string>, RegExp][] = [
+      [
+        { TARGET_DOMAIN_ROLES: '../../escape/pwn:role.x' },
+        /TARGET_DOMAIN_ROLES: .*domain is not an Athenz name/,
+      ],
+      [{ TARGET_DOMAIN_ROLES: 'demo:role.reader,demo:role.../../x' }, /TARGET_DOMAIN_ROLES: .*role is not/],
+      [{ TARGET_DOMAIN_ROLES: 'a..b:role.r' }, /TARGET_DOMAIN_ROLES: .*domain/],
+      [{ TARGET_DOMAIN_ROLES: '-a:role.r' }, /TARGET_DOMAIN_ROLES: .*domain/],
+      [{ TARGET_DOMAIN_ROLES: 'a:role.r/x' }, /TARGET_DOMAIN_ROLES: .*role/],
+      [{ REDIS_URL: 'redis://:pw%zz@h:6379' }, /REDIS_URL: bad percent-encoding/],
+      [{ REDIS_URL: 'redis://us%zz:hunter2@h:6379' }, /REDIS_URL: bad percent-encoding/],
+      [{ REDIS_URL: 'redis://:hunter2@h:6379/abc' }, /REDIS_URL: the path is \/<db number>/],
+      [{ REDIS_URL: 'rediss://h:6379/0/extra' }, /REDIS_URL: the path/],
+    ]
+    for (const [env, reason] of cases) {
+      const r = run([], { ...env, DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')) })
+      assert.equal(r.status, 2, JSON.stringify(env))
+      assert.equal(r.stdout, '', 'nothing was started')
+      assert.match(r.stderr, /^sia-supervisor: invalid setting /)
+      assert.match(r.stderr, reason)
+      for (const secret of ['pw%zz', 'hunter2', 'us%zz']) assert.ok(!r.stderr.includes(secret), r.stderr)
+    }
+    // Valid names and URLs still load.
+    const c = config([], {
+      TARGET_DOMAIN_ROLES: 'other.dom:role.writer,a_b-c.d:role.r.x_1',
+      REDIS_URL: 'redis://:p%40ss@h:6379/2',
+    })
+    assert.deepEqual(c.targetDomainRoles, ['other.dom:role.writer', 'a_b-c.d:role.r.x_1'])
+    for (const url of ['redis://h', 'redis://h:6379/', 'rediss://u:p@h:6380/15?tls=true'])
+      assert.equal(config([], { REDIS_URL: url }).redisUrl, url)
+  })
+
   test('--help lists every setting with its environment variable, exit 0', () => {
     const r = run(['--help'])
     assert.equal(r.status, 0)

@@ -5,7 +5,7 @@ import { describe, test } from 'node:test'
 import { Cluster } from 'ioredis'
 import { parseRedisUrl } from '../shared/config/redis-url.js'
 import { DEDUP_KEY_PREFIX } from '../workers/gateway/dedup-redis.js'
-import { alert, gatewayEnv, post, readJsonLines, webhook } from './support/gateway.js'
+import { alert, gatewayEnv, post, readJsonLines, SIGNALS, webhook } from './support/gateway.js'
 import { startCluster, startSentinel } from './support/redis-ha.js'
 import { CLI, type Sidecar, startReady, stop } from './support/sidecar.js'
 
@@ -142,7 +142,12 @@ test('Cluster: batches across slots, exactly-once "new" across two gateways, 503
 
   // The same 30 new fingerprints to both at once: each is new for exactly one of them.
   const race = Array.from({ length: 30 }, (_, i) => alert(`R${i}`, { fingerprint: `race-${i}` }))
-  const [ra, rb] = await Promise.all([post(baseA, webhook(race)), post(baseB, webhook([...race].reverse()))])
+  const detail = `${SIGNALS}?detail=1`
+  const [ra, rb] = await Promise.all([
+    post(baseA, webhook(race), {}, detail),
+    post(baseB, webhook([...race].reverse()), {}, detail),
+  ])
+  assert.deepEqual([ra.status < 300, rb.status < 300], [true, true], 'the loser waits for the commit')
   assert.equal((ra.body.created as number) + (rb.body.created as number), 30)
   const created = [ra, rb]
     .flatMap((r) => r.body.alerts as { fingerprint: string; status: string }[])

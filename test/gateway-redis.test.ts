@@ -30,33 +30,37 @@ describe('dedup store semantics (memory and a real Redis)', () => {
     await redis.stop()
   })
 
-  const stores: [string, () => Promise<DedupStore>][] = [
-    ['memory', async () => createMemoryStore(TTL)],
+  const LEASE = 150
+  const stores: [string, (leaseMs?: number) => Promise<DedupStore>][] = [
+    ['memory', async (leaseMs = TTL) => createMemoryStore({ ttlMs: TTL, leaseMs, maxEntries: 0 })],
     [
       'redis',
-      async () => {
+      async (leaseMs = TTL) => {
         const c = client()
         await c.ping()
-        return createRedisStore(c, TTL)
+        return createRedisStore(c, TTL, leaseMs)
       },
     ],
   ]
+  const firing = (fingerprint: string) => ({ fingerprint, status: 'firing' as const })
+  const states = (rs: { state: string }[]) => rs.map((r) => r.state)
+
   for (const [kind, make] of stores) {
-    test(`${kind}: new, then duplicates with count, first-seen and last-seen`, async () => {
+    // The memory store is driven by the `now` it is given; Redis expires leases by its own clock.
+    const later = async (ms: number, now: number) => {
+      if (kind === 'redis') await sleep(ms)
+      return now + ms
+    }
+
+    test(`${kind}: new, committed, then duplicates with count, first-seen and last-seen`, async () => {
       const store = await make()
       const fp = `${kind}-count`
-      const [a] = await store.record([{ fingerprint: fp, status: 'firing' }], 'r1', 1000)
-      assert.deepEqual(a, { isNew: true, count: 1, firstSeen: 1000, lastSeen: 1000 })
-      const [b, c] = await store.record(
-        [
-          { fingerprint: fp, status: 'firing' },
-          { fingerprint: fp, status: 'firing' },
-        ],
-        'r2',
-        2500,
-      )
-      assert.deepEqual(b, { isNew: false, count: 2, firstSeen: 1000, lastSeen: 2500 })
-      assert.deepEqual(c, { isNew: false, count: 3, firstSeen: 1000, lastSeen: 2500 })
+      const [a] = await store.record([firing(fp)], 'r1', 1000)
+      assert.deepEqual(a, { state: 'new', count: 1, firstSeen: 1000, lastSeen: 1000 })
+      assert.deepEqual(await store.commit([firing(fp)], 'r1', 1001), [])
+      const [b, c] = await store.record([firing(fp), firing(fp)], 'r2', 2500)
+      assert.deepEqual(b, { state: 'duplicate', count: 2, firstSeen: 1000, lastSeen: 2500 })
+      assert.deepEqual(c, { state: 'duplicate', count: 3, firstSeen: 1000, lastSeen: 2500 })
     })
 
     test(`${kind}: a status change is new (the resolution), a repeat of it is not`, async () => {
@@ -72,59 +76,132 @@ describe('dedup store semantics (memory and a real Redis)', () => {
         'r1',
         1000,
       )
-      assert.deepEqual(
-        results.map((r) => r.isNew),
-        [true, true, false, true],
-      )
+      assert.deepEqual(states(results), ['new', 'new', 'duplicate', 'new'])
     })
 
-    test(`${kind}: rollback forgets only what that request created`, async () => {
+    test(`${kind}: a live lease of another request is pending, untouched, until its commit`, async () => {
       const store = await make()
-      const fp = `${kind}-rollback`
-      await store.record([{ fingerprint: fp, status: 'firing' }], 'owner', 1000)
-      await store.rollback([fp], 'someone-else')
-      assert.equal((await store.record([{ fingerprint: fp, status: 'firing' }], 'r2', 1001))[0]!.isNew, false)
-      await store.rollback([fp], 'owner')
-      assert.equal((await store.record([{ fingerprint: fp, status: 'firing' }], 'r3', 1002))[0]!.isNew, true)
+      const fp = `${kind}-lease`
+      assert.deepEqual(states(await store.record([firing(fp)], 'writer', 1000)), ['new'])
+      const [busy] = await store.record([firing(fp)], 'ha-peer', 1001)
+      assert.equal(busy!.state, 'pending', 'a concurrent request must not write it a second time')
+      assert.equal(busy!.count, 1, 'and it is not counted')
+      const [resolved] = await store.record([{ fingerprint: fp, status: 'resolved' }], 'other', 1002)
+      assert.equal(resolved!.state, 'pending', 'whatever the status')
+      assert.deepEqual(await store.commit([firing(fp)], 'writer', 1003), [])
+      assert.deepEqual(states(await store.record([firing(fp)], 'ha-peer', 1004)), ['duplicate'])
+    })
+
+    test(`${kind}: release drops only that request's pending lease, never a committed record`, async () => {
+      const store = await make()
+      const fp = `${kind}-release`
+      await store.record([firing(fp)], 'owner', 1000)
+      await store.release([fp], 'someone-else')
+      assert.deepEqual(states(await store.record([firing(fp)], 'r2', 1001)), ['pending'])
+      await store.release([fp], 'owner')
+      assert.deepEqual(states(await store.record([firing(fp)], 'r3', 1002)), ['new'], 'the retry is new')
+      await store.commit([firing(fp)], 'r3', 1003)
+      await store.release([fp], 'r3')
+      assert.deepEqual(states(await store.record([firing(fp)], 'r4', 1004)), ['duplicate'])
+    })
+
+    test(`${kind}: a lease whose owner died expires: the retry is new`, async () => {
+      const store = await make(LEASE)
+      const fp = `${kind}-dead-owner`
+      let now = 1000
+      assert.deepEqual(states(await store.record([firing(fp)], 'died', now)), ['new'])
+      now = await later(LEASE / 3, now)
+      assert.deepEqual(states(await store.record([firing(fp)], 'retry-1', now)), ['pending'])
+      now = await later(LEASE + 50, now)
+      assert.deepEqual(states(await store.record([firing(fp)], 'retry-2', now)), ['new'])
+      // The dead owner's commit, had it come back, would not take the record from retry-2.
+      assert.deepEqual(await store.commit([firing(fp)], 'died', now), [fp])
+      assert.deepEqual(await store.commit([firing(fp)], 'retry-2', now), [])
+      assert.deepEqual(states(await store.record([firing(fp)], 'r', now + 1)), ['duplicate'])
+    })
+
+    test(`${kind}: a commit after the lease ran out unclaimed still records the alert`, async () => {
+      const store = await make(LEASE)
+      const fp = `${kind}-late-commit`
+      let now = 1000
+      await store.record([firing(fp)], 'slow', now)
+      now = await later(LEASE + 50, now)
+      assert.deepEqual(await store.commit([firing(fp)], 'slow', now), [])
+      assert.deepEqual(states(await store.record([firing(fp)], 'r', now + 1)), ['duplicate'])
     })
   }
 
   test('memory: the TTL slides with every arrival and then expires', async () => {
-    const store = createMemoryStore(1000)
-    const rec = async (now: number) =>
-      (await store.record([{ fingerprint: 'm', status: 'firing' }], 'x', now))[0]!
-    assert.equal((await rec(0)).isNew, true)
-    assert.equal((await rec(900)).isNew, false)
-    assert.equal((await rec(1800)).isNew, false, 'still a duplicate: the TTL slid at 900')
-    assert.equal((await rec(2800)).isNew, true, '1000ms after the last arrival it is new again')
+    const store = createMemoryStore({ ttlMs: 1000, leaseMs: 100, maxEntries: 0 })
+    const rec = async (now: number) => (await store.record([firing('m')], `x${now}`, now))[0]!.state
+    assert.equal(await rec(0), 'new')
+    await store.commit([firing('m')], 'x0', 0)
+    assert.equal(await rec(900), 'duplicate')
+    assert.equal(await rec(1800), 'duplicate', 'still a duplicate: the TTL slid at 900')
+    assert.equal(await rec(2800), 'new', '1000ms after the last arrival it is new again')
   })
 
-  test('redis: the TTL slides with every arrival and then expires', async () => {
+  test('memory: GATEWAY_DEDUP_MAX_ENTRIES evicts the least recently seen first', async () => {
+    const store = createMemoryStore({ ttlMs: TTL, leaseMs: TTL, maxEntries: 3 })
+    for (const [i, fp] of ['a', 'b', 'c'].entries()) {
+      await store.record([firing(fp)], 'w', i)
+      await store.commit([firing(fp)], 'w', i)
+    }
+    assert.deepEqual(states(await store.record([firing('a')], 'r', 10)), ['duplicate'], 'a is seen again')
+    // A fourth fingerprint: b is now the least recently seen and goes.
+    assert.deepEqual(states(await store.record([firing('d')], 'w', 11)), ['new'])
+    await store.commit([firing('d')], 'w', 11)
+    assert.deepEqual(states(await store.record([firing('a'), firing('c'), firing('d')], 'r', 12)), [
+      'duplicate',
+      'duplicate',
+      'duplicate',
+    ])
+    assert.deepEqual(states(await store.record([firing('b')], 'r', 13)), ['new'], 'b was evicted')
+    assert.deepEqual(
+      states(await store.record([firing('a')], 'r2', 14)),
+      ['new'],
+      'taking b back in evicted a, the least recently seen then',
+    )
+  })
+
+  test('redis: a pending lease lives GATEWAY_DEDUP_LEASE, a committed record the sliding TTL', async () => {
     const c = client()
     await c.ping()
-    const store = createRedisStore(c, TTL)
+    const store = createRedisStore(c, TTL, 5000)
     const key = `${DEDUP_KEY_PREFIX}redis-ttl`
-    const rec = async () =>
-      (await store.record([{ fingerprint: 'redis-ttl', status: 'firing' }], 'x', Date.now()))[0]!
-    assert.equal((await rec()).isNew, true)
+    const rec = async (owner: string) => (await store.record([firing('redis-ttl')], owner, Date.now()))[0]!
+    assert.equal((await rec('w')).state, 'new')
+    const leasePttl = await c.pttl(key)
+    assert.ok(leasePttl > 4000 && leasePttl <= 5000, `lease pttl ${leasePttl}`)
+    assert.equal(await c.hget(key, 'pending'), '1')
+    await store.commit([firing('redis-ttl')], 'w', Date.now())
+    assert.equal(await c.hget(key, 'pending'), null)
     const pttl = await c.pttl(key)
     assert.ok(pttl > TTL - 5000 && pttl <= TTL, `pttl ${pttl}`)
     await c.pexpire(key, 5000)
-    assert.equal((await rec()).isNew, false)
+    assert.equal((await rec('r')).state, 'duplicate')
     assert.ok((await c.pttl(key)) > 5000, 'a duplicate extends the TTL')
     await c.pexpire(key, 1)
     await sleep(20)
-    assert.equal((await rec()).isNew, true, 'expired: new again')
+    assert.equal((await rec('r2')).state, 'new', 'expired: new again')
+  })
+
+  test('redis: a record of the previous version (no pending field) counts as committed', async () => {
+    const c = client()
+    await c.ping()
+    const store = createRedisStore(c, TTL, TTL)
+    const key = `${DEDUP_KEY_PREFIX}legacy`
+    await c.hset(key, 'status', 'firing', 'count', 1, 'first', 5, 'last', 5, 'id', 'old')
+    assert.deepEqual(await store.record([firing('legacy')], 'r', 10), [
+      { state: 'duplicate', count: 2, firstSeen: 5, lastSeen: 10 },
+    ])
   })
 
   test('redis: two gateways racing on the same fingerprints, exactly one gets "new"', async () => {
     const [c1, c2] = [client(), client()]
     await Promise.all([c1.ping(), c2.ping()])
-    const [s1, s2] = [createRedisStore(c1, TTL), createRedisStore(c2, TTL)]
-    const entries = Array.from({ length: 200 }, (_, i) => ({
-      fingerprint: `race-${i}`,
-      status: 'firing' as const,
-    }))
+    const [s1, s2] = [createRedisStore(c1, TTL, TTL), createRedisStore(c2, TTL, TTL)]
+    const entries = Array.from({ length: 200 }, (_, i) => firing(`race-${i}`))
     for (let round = 0; round < 5; round++) {
       const batch = entries.map((e) => ({ ...e, fingerprint: `${e.fingerprint}-${round}` }))
       const [r1, r2] = await Promise.all([
@@ -132,10 +209,11 @@ describe('dedup store semantics (memory and a real Redis)', () => {
         s2.record([...batch].reverse(), 'b', Date.now()),
       ])
       const news = new Map<string, number>()
-      for (const [i, r] of r1.entries()) if (r.isNew) news.set(batch[i]!.fingerprint, 1)
+      for (const [i, r] of r1.entries()) if (r.state === 'new') news.set(batch[i]!.fingerprint, 1)
       for (const [i, r] of r2.entries()) {
         const fp = batch[batch.length - 1 - i]!.fingerprint
-        if (r.isNew) news.set(fp, (news.get(fp) ?? 0) + 1)
+        if (r.state === 'new') news.set(fp, (news.get(fp) ?? 0) + 1)
+        else assert.equal(r.state, 'pending', "the loser sees the winner's live lease")
       }
       assert.equal(news.size, batch.length, 'every fingerprint was new for someone')
       assert.ok(
@@ -152,7 +230,7 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       retryStrategy: () => null,
     })
     c.on('error', () => {})
-    const store = createRedisStore(c, TTL)
+    const store = createRedisStore(c, TTL, TTL)
     assert.equal(store.up(), false)
     await assert.rejects(store.record([{ fingerprint: 'x', status: 'firing' }], 'r', 1), {
       code: 'ERR_DEDUP_UNAVAILABLE',

@@ -17,6 +17,8 @@ import { type Sidecar, startReady, startSidecar, stop } from './support/sidecar.
 
 const TOKEN = 'gw-test-token-3f9a'
 const AUTH = { authorization: `Bearer ${TOKEN}` }
+/** Asks for one entry per alert in the answer. */
+const DETAIL = `${SIGNALS}?detail=1`
 
 /** Sends `total` bytes of an unterminated chunked body and returns what the server answered. */
 function sendUnterminated(
@@ -75,7 +77,7 @@ describe('gateway: memory dedup, file sink, bearer auth', () => {
   })
 
   test('the AlertManager fixture: 201 with every alert, then 202 as duplicates', async () => {
-    const first = await post(base, FIXTURE, AUTH)
+    const first = await post(base, FIXTURE, AUTH, DETAIL)
     assert.equal(first.status, 201)
     assert.equal(first.headers.get('content-type'), 'application/json')
     assert.deepEqual(
@@ -118,11 +120,14 @@ describe('gateway: memory dedup, file sink, bearer auth', () => {
     assert.ok(!Number.isNaN(Date.parse(lines[0]!.receivedAt as string)))
     assert.equal(lines[1]!.status, 'resolved')
 
-    const again = await post(base, FIXTURE, AUTH)
+    const compact = await post(base, FIXTURE, AUTH)
+    assert.equal(compact.status, 202)
+    assert.deepEqual(compact.body, { created: 0, duplicates: 2, ignored: 0 }, 'no per-alert detail unasked')
+    const again = await post(base, FIXTURE, AUTH, DETAIL)
     assert.equal(again.status, 202)
     assert.deepEqual([again.body.created, again.body.duplicates], [0, 2])
     const counts = (again.body.alerts as { count: number; firstSeen: number; lastSeen: number }[])[0]!
-    assert.equal(counts.count, 2)
+    assert.equal(counts.count, 3)
     assert.ok(counts.lastSeen >= counts.firstSeen)
     assert.equal(readJsonLines(sinkFile).length, 2, 'duplicates are not written')
   })
@@ -130,7 +135,7 @@ describe('gateway: memory dedup, file sink, bearer auth', () => {
   test('a batch of 50 with 10 repeats: 40 created, 10 duplicates, 40 lines', async () => {
     const before = readJsonLines(sinkFile).length
     const alerts = Array.from({ length: 50 }, (_, i) => alert(`Batch${i % 40}`))
-    const r = await post(base, webhook(alerts), AUTH)
+    const r = await post(base, webhook(alerts), AUTH, DETAIL)
     assert.equal(r.status, 201)
     assert.deepEqual([r.body.created, r.body.duplicates], [40, 10])
     const statuses = (r.body.alerts as { status: string }[]).map((a) => a.status)
@@ -154,14 +159,37 @@ describe('gateway: memory dedup, file sink, bearer auth', () => {
   test('without an AlertManager fingerprint: a hash of the sorted label set', async () => {
     const a = alert('NoPrint', { labels: { pod: 'p1', zone: 'a' } })
     const reordered = { ...a, labels: Object.fromEntries(Object.entries(a.labels).reverse()) }
-    const r1 = await post(base, webhook([a]), AUTH)
-    const r2 = await post(base, webhook([reordered]), AUTH)
-    const r3 = await post(base, webhook([alert('NoPrint', { labels: { pod: 'p2', zone: 'a' } })]), AUTH)
+    const r1 = await post(base, webhook([a]), AUTH, DETAIL)
+    const r2 = await post(base, webhook([reordered]), AUTH, DETAIL)
+    const r3 = await post(
+      base,
+      webhook([alert('NoPrint', { labels: { pod: 'p2', zone: 'a' } })]),
+      AUTH,
+      DETAIL,
+    )
     assert.deepEqual([r1.status, r2.status, r3.status], [201, 202, 201])
     const fp = (r: typeof r1) => (r.body.alerts as { fingerprint: string }[])[0]!.fingerprint
     assert.equal(fp(r1), fp(r2))
     assert.notEqual(fp(r1), fp(r3))
     assert.match(fp(r1), /^[0-9a-f]{32}$/)
+  })
+
+  test('labels named __proto__ and constructor are kept, stored and fingerprinted', async () => {
+    // Written as JSON text: a JS object literal would turn "__proto__" into a prototype.
+    const labels = '{"alertname":"Proto","__proto__":"polluted","constructor":"ctor"}'
+    const payload = `{"version":"4","receiver":"sia","alerts":[{"status":"firing","labels":${labels}}]}`
+    const r = await post(base, payload, AUTH, DETAIL)
+    assert.equal(r.status, 201)
+    const pairs = Object.entries(JSON.parse(labels) as Record<string, string>)
+    assert.equal(pairs.length, 3)
+    const sorted = [...pairs].sort(([a], [b]) => (a < b ? -1 : 1))
+    const expected = createHash('sha256').update(JSON.stringify(sorted)).digest('hex').slice(0, 32)
+    assert.equal((r.body.alerts as { fingerprint: string }[])[0]!.fingerprint, expected)
+    const stored = readJsonLines(sinkFile).find((l) => l.alertname === 'Proto')!
+    assert.deepEqual(Object.entries(stored.labels as object), pairs, 'every label, as sent')
+    // The same alert without those labels is another alert, not a duplicate of this one.
+    const plain = await post(base, webhook([{ status: 'firing', labels: { alertname: 'Proto' } }]), AUTH)
+    assert.equal(plain.status, 201)
   })
 
   test('400 problem+json names the JSON path of the problem', async () => {
@@ -176,6 +204,13 @@ describe('gateway: memory dedup, file sink, bearer auth', () => {
       ],
       [{ ...webhook([alert('D')]), truncatedAlerts: 'many' }, '$.truncatedAlerts'],
       ['[]', '$'],
+      [{ ...webhook([alert('E')]), version: '3' }, '$.version'],
+      [{ ...webhook([alert('F')]), version: 4 }, '$.version'],
+      [{ ...webhook([alert('G')]), version: undefined }, '$.version'],
+      [
+        webhook([{ ...alert('H'), labels: 'alertname=H' as unknown as Record<string, string> }]),
+        '$.alerts[0].labels',
+      ],
     ]
     for (const [payload, path] of cases) {
       const r = await post(base, payload, AUTH)
@@ -299,17 +334,26 @@ describe('gateway: failing sink, fingerprint labels, resolved ignored', () => {
       assert.equal(r.status, 503, 'a duplicate (202) here would mean the alert was lost')
       assert.equal(r.headers.get('retry-after'), '5')
       assert.equal(r.headers.get('content-type'), 'application/problem+json')
+      assert.equal(r.body.detail, 'the file sink failed')
+      // The alerts that errored are listed even without ?detail=1.
+      assert.deepEqual([r.body.created, r.body.failed], [0, 1])
+      assert.deepEqual(
+        (r.body.alerts as { status: string }[]).map((a) => a.status),
+        ['failed'],
+      )
     }
-    await sc.waitForCount('gateway.sink.failed', 2)
-    assert.equal(sc.events('gateway.sink.failed').length, 2)
-    const metrics = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
-    assert.equal(metric(metrics, 'gateway_sink_errors_total', { sink: 'file' }), 2)
+    const m = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
+    assert.equal(metric(m, 'gateway_sink_errors_total', { sink: 'file' }), 2)
+    // One log line for the failure episode, not one per request.
+    const failed = await sc.waitForEvent('gateway.sink.failed')
+    assert.equal(sc.events('gateway.sink.failed').length, 1)
+    assert.equal((failed.err as { code: string }).code, 'ENOSPC')
   })
 
   test('GATEWAY_FINGERPRINT_LABELS hashes just those labels; resolved alerts are ignored', async () => {
     const a = alert('Subset', { status: 'resolved', fingerprint: '1111', labels: { pod: 'a' } })
     const b = alert('Subset', { status: 'resolved', fingerprint: '2222', labels: { pod: 'b' } })
-    const r = await post(base, webhook([a, b]), {})
+    const r = await post(base, webhook([a, b]), {}, DETAIL)
     assert.equal(r.status, 202)
     assert.deepEqual([r.body.created, r.body.duplicates, r.body.ignored], [0, 0, 2])
     const [fa, fb] = (r.body.alerts as { fingerprint: string; status: string }[]).map((x) => x)

@@ -99,6 +99,7 @@ describe('token API upstream failures', () => {
       jwks: undefined,
       roleAuthHeader: 'Athenz-Role-Auth',
       restApi,
+      proxyForPrincipal: true,
       timeoutMs: 200,
       log: createLogger('token', 'silent'),
     })

@@ -74,6 +74,7 @@ before(async () => {
         TOKEN_REFRESH_INTERVAL: '1s',
         TOKEN_CACHE_IDLE_EVICT: '1s',
         TARGET_DOMAIN_ROLES: 'demo:role.writer',
+        TOKEN_ALLOW_PROXY_FOR_PRINCIPAL: 'true',
       },
     }),
   ])
@@ -167,6 +168,43 @@ describe('token server, local provider', () => {
     assert.equal(unknown.headers.get('content-type'), 'application/problem+json')
   })
 
+  it('caps a requested expiry at 24h: 1e300 does not give a far-future token', async () => {
+    const day = 24 * 3600
+    const at = await post('/accesstoken', { domain: 'demo', role: 'capped', expiry: 1e300 })
+    assert.equal(at.status, 200)
+    seen.push(at.json.access_token)
+    assert.equal(at.json.expires_in, day)
+    const claims = decode(at.json.access_token.split('.')[1])
+    assert.equal(claims.exp - claims.iat, day)
+    for (const body of [
+      { domain: 'demo', role: 'capped', max_expiry: 1e300 },
+      { domain: 'demo', role: 'capped', min_expiry: 1e300 },
+      { domain: 'demo', role: 'capped', max_expiry: 2 * day },
+    ]) {
+      const rt = await post('/roletoken', body)
+      assert.equal(rt.status, 200, JSON.stringify(body))
+      seen.push(rt.json.token)
+      const issued = Number(/;t=(\d+)/.exec(rt.json.token)![1])
+      assert.equal(rt.json.expiryTime - issued, day, JSON.stringify(body))
+    }
+    // Within the cap, the request is honoured.
+    const short = await post('/accesstoken', { domain: 'demo', role: 'capped', expiry: 7200 })
+    seen.push(short.json.access_token)
+    assert.equal(short.json.expires_in, 7200)
+  })
+
+  it('refuses proxy_for_principal unless TOKEN_ALLOW_PROXY_FOR_PRINCIPAL is set: 403', async () => {
+    for (const path of ['/accesstoken', '/roletoken']) {
+      const r = await post(path, { domain: 'demo', role: 'reader', proxy_for_principal: 'victim.service' })
+      assert.equal(r.status, 403, path)
+      assert.equal(r.type, 'application/problem+json')
+      assert.equal(r.json.title, 'Forbidden')
+      assert.match(r.json.detail, /proxy_for_principal is not allowed.*TOKEN_ALLOW_PROXY_FOR_PRINCIPAL=true/)
+    }
+    // Without it the same request is served.
+    assert.equal((await post('/accesstoken', { domain: 'demo', role: 'reader' })).status, 200)
+  })
+
   it('writes token files of the targets under TOKEN_DIR with mode 0600', async () => {
     const dir = join(dirA, 'tokens')
     const at = join(dir, 'demo:role.reader.accesstoken')
@@ -225,6 +263,27 @@ describe('token server, mutual TLS, refresh and eviction', () => {
     const text = await (await fetch(`${await b.url('metrics')}/metrics`)).text()
     assert.doesNotMatch(text, /token_expires_in_seconds\{type="accesstoken",domain="demo",role="idle"/)
     assert.match(text, /token_expires_in_seconds\{type="accesstoken",domain="demo",role="writer"/)
+  })
+
+  it('honours proxy_for_principal with TOKEN_ALLOW_PROXY_FOR_PRINCIPAL=true', async () => {
+    const at = await postB('/accesstoken', {
+      domain: 'demo',
+      role: 'writer',
+      proxy_for_principal: 'app.frontend',
+    })
+    assert.equal(at.status, 200)
+    seen.push(at.json.access_token)
+    const claims = decode(at.json.access_token.split('.')[1])
+    assert.equal(claims.sub, 'app.frontend')
+    assert.equal(claims.proxy, 'sia.local.workload')
+    const rt = await postB('/roletoken', {
+      domain: 'demo',
+      role: 'writer',
+      proxy_for_principal: 'app.frontend',
+    })
+    assert.equal(rt.status, 200)
+    seen.push(rt.json.token)
+    assert.match(rt.json.token, /;p=sia\.local\.workload;proxy=app\.frontend;/)
   })
 })
 

@@ -51,6 +51,10 @@ function standalone(raw: string): RedisTarget {
     throw invalid('not a valid URL')
   }
   if (!url.hostname) throw invalid('no host')
+  // ioredis would decode these itself, and a bad escape would surface as a failed login later.
+  decode(url.username)
+  decode(url.password)
+  if (!/^(?:\/\d*)?$/.test(url.pathname)) throw invalid('the path is /<db number>')
   return { mode: 'standalone', url: raw }
 }
 

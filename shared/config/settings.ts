@@ -95,6 +95,11 @@ export const SETTINGS = {
     default: '0',
     help: 'token expiry requested upstream (0: server default)',
   },
+  tokenAllowProxyForPrincipal: {
+    kind: 'bool',
+    default: 'false',
+    help: 'local authority: honour proxy_for_principal (then any caller gets tokens for any principal)',
+  },
   tokenDir: { kind: 'path', default: '', help: 'directory for token files (empty: none)' },
   tokenType: {
     kind: 'string',
@@ -175,6 +180,16 @@ export const SETTINGS = {
     kind: 'duration',
     default: '5m',
     help: 'how long a fingerprint stays a duplicate after it was last seen (sliding)',
+  },
+  gatewayDedupLease: {
+    kind: 'duration',
+    default: '15s',
+    help: 'lease on a new alert until its sink write commits; a dead writer blocks retries this long',
+  },
+  gatewayDedupMaxEntries: {
+    kind: 'int',
+    default: '100000',
+    help: 'fingerprints the in-memory dedup store keeps; the least recently seen go first (0: no cap)',
   },
   gatewayDedupTimeout: {
     kind: 'duration',

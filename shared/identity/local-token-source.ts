@@ -4,6 +4,11 @@ import { issueAccessToken, issueRoleToken, jwks } from './local-tokens.js'
 import type { TokenSource } from './tokens.js'
 
 const DEFAULT_TTL_SEC = 3600
+/**
+ * The longest token the local authority issues on request: 24 hours, or TOKEN_EXPIRY when that is
+ * longer. A request for more (`expiry`, `max_expiry`, `min_expiry`; even 1e300) gets this.
+ */
+export const MAX_REQUESTED_TTL_SEC = 24 * 3600
 
 export interface LocalTokenSourceOptions {
   dataDir: string
@@ -25,13 +30,14 @@ export function createLocalTokenSource(opts: LocalTokenSourceOptions): TokenSour
     return loaded
   }
   const fallback = opts.defaultExpirySec || DEFAULT_TTL_SEC
+  const cap = (sec: number) => Math.min(sec, Math.max(fallback, MAX_REQUESTED_TTL_SEC))
   return {
     async roleToken(req) {
-      const ttl = Math.max(req.maxExpiry || fallback, req.minExpiry)
+      const ttl = cap(Math.max(req.maxExpiry || fallback, req.minExpiry))
       return issueRoleToken(await authority(), opts.principal, req, ttl)
     },
     async accessToken(req) {
-      return issueAccessToken(await authority(), opts.principal, req, req.expiry || fallback)
+      return issueAccessToken(await authority(), opts.principal, req, cap(req.expiry || fallback))
     },
     async jwks() {
       return jwks(await authority())

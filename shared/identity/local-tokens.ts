@@ -12,6 +12,14 @@ export function keyId(ca: Authority): string {
   return createHash('sha256').update(der).digest('base64url').slice(0, 16)
 }
 
+/** A lifetime the authority signs: whole seconds, positive, and a date a client can represent. */
+function checkTtl(ttlSec: number): number {
+  if (!Number.isSafeInteger(ttlSec) || ttlSec <= 0 || ttlSec > 10 * 365 * 24 * 3600) {
+    throw new RangeError(`token lifetime out of range: ${ttlSec}s`)
+  }
+  return ttlSec
+}
+
 function roleList(role: string): string[] {
   return role
     .split(',')
@@ -26,7 +34,7 @@ export function issueRoleToken(
   ttlSec: number,
 ): RoleToken {
   const now = Math.floor(Date.now() / 1000)
-  const expiryTime = now + ttlSec
+  const expiryTime = now + checkTtl(ttlSec)
   const fields = [
     'v=Z1',
     `d=${req.domain}`,
@@ -50,6 +58,7 @@ export function issueAccessToken(
   ttlSec: number,
 ): AccessToken {
   const now = Math.floor(Date.now() / 1000)
+  checkTtl(ttlSec)
   const roles = roleList(req.role)
   const scope = roles.length ? roles.map((r) => `${req.domain}:role.${r}`).join(' ') : `${req.domain}:domain`
   const header = { alg: 'RS256', typ: 'at+jwt', kid: keyId(ca) }

@@ -6,39 +6,111 @@ interface Entry {
   count: number
   firstSeen: number
   lastSeen: number
-  id: string
+  owner: string
+  /** A lease not yet committed: its owner is writing the alert to the sink. */
+  pending: boolean
+  /** Pending: the end of the lease; committed: last arrival + TTL. */
+  expiresAt: number
 }
 
-/** The embedded store when REDIS_URL is empty: same semantics as Redis, one process only. */
-export function createMemoryStore(ttlMs: number): DedupStore {
+export interface MemoryStoreOptions {
+  ttlMs: number
+  leaseMs: number
+  /** At most this many fingerprints are kept; the least recently seen go first (0: no cap). */
+  maxEntries: number
+}
+
+/**
+ * The embedded store when REDIS_URL is empty: the semantics of the Redis store, one process only.
+ * The map is kept in order of last arrival (a touched entry moves to the end), so the oldest are
+ * first both for expiry and for eviction at the size cap.
+ */
+export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
+  const { ttlMs, leaseMs, maxEntries } = opts
   const records = new Map<string, Entry>()
   let lastSweep = 0
 
   // Expired entries are dropped lazily on lookup, and in one pass at most once per TTL.
   const sweep = (now: number) => {
-    if (now - lastSweep < ttlMs) return
+    if (now - lastSweep < Math.min(ttlMs, leaseMs)) return
     lastSweep = now
-    for (const [k, r] of records) if (now - r.lastSeen >= ttlMs) records.delete(k)
+    for (const [k, r] of records) if (now >= r.expiresAt) records.delete(k)
+  }
+  const live = (fp: string, now: number) => {
+    const r = records.get(fp)
+    if (r && now >= r.expiresAt) {
+      records.delete(fp)
+      return undefined
+    }
+    return r
+  }
+  const put = (fp: string, r: Entry) => {
+    records.delete(fp) // re-inserted at the end: the most recently seen
+    records.set(fp, r)
+    if (maxEntries > 0) {
+      for (const oldest of records.keys()) {
+        if (records.size <= maxEntries) break
+        records.delete(oldest)
+      }
+    }
   }
 
   return {
     kind: 'memory',
     up: () => true,
-    async record(entries: readonly DedupEntry[], id: string, now: number): Promise<DedupResult[]> {
+    async record(entries: readonly DedupEntry[], owner: string, now: number): Promise<DedupResult[]> {
       sweep(now)
-      return entries.map(({ fingerprint, status }) => {
-        const r = records.get(fingerprint)
-        if (r && r.status === status && now - r.lastSeen < ttlMs) {
+      return entries.map(({ fingerprint, status }): DedupResult => {
+        const r = live(fingerprint, now)
+        if (r?.pending && r.owner !== owner) {
+          return { state: 'pending', count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen }
+        }
+        if (r && r.status === status) {
           r.count += 1
           r.lastSeen = now
-          return { isNew: false, count: r.count, firstSeen: r.firstSeen, lastSeen: now }
+          if (!r.pending) r.expiresAt = now + ttlMs
+          put(fingerprint, r)
+          return { state: 'duplicate', count: r.count, firstSeen: r.firstSeen, lastSeen: now }
         }
-        records.set(fingerprint, { status, count: 1, firstSeen: now, lastSeen: now, id })
-        return { isNew: true, count: 1, firstSeen: now, lastSeen: now }
+        put(fingerprint, {
+          status,
+          count: 1,
+          firstSeen: now,
+          lastSeen: now,
+          owner,
+          pending: true,
+          expiresAt: now + leaseMs,
+        })
+        return { state: 'new', count: 1, firstSeen: now, lastSeen: now }
       })
     },
-    async rollback(fingerprints, id) {
-      for (const fp of fingerprints) if (records.get(fp)?.id === id) records.delete(fp)
+    async commit(entries, owner, now) {
+      const lost: string[] = []
+      for (const { fingerprint, status } of entries) {
+        const r = records.get(fingerprint)
+        if (r?.owner === owner) {
+          r.pending = false
+          r.expiresAt = now + ttlMs
+        } else if (!r || now >= r.expiresAt) {
+          // Our lease ran out before the commit and nobody took it: the alert is written, record it.
+          put(fingerprint, {
+            status,
+            count: 1,
+            firstSeen: now,
+            lastSeen: now,
+            owner,
+            pending: false,
+            expiresAt: now + ttlMs,
+          })
+        } else lost.push(fingerprint)
+      }
+      return lost
+    },
+    async release(fingerprints, owner) {
+      for (const fp of fingerprints) {
+        const r = records.get(fp)
+        if (r?.pending && r.owner === owner) records.delete(fp)
+      }
     },
   }
 }

@@ -1,56 +1,105 @@
-import { type DedupEntry, type DedupResult, type DedupStore, storeUnavailable } from './dedup-store.js'
+import {
+  type DedupEntry,
+  type DedupResult,
+  type DedupState,
+  type DedupStore,
+  storeUnavailable,
+} from './dedup-store.js'
 import type { RedisClient } from './redis-client.js'
 
 export const DEDUP_KEY_PREFIX = 'sia:gateway:dedup:'
 
 /**
- * KEYS[1] the fingerprint's hash; ARGV status, now (ms), ttl (ms), id of the recording request.
- * Same status within the TTL: a duplicate, counted. Otherwise (absent, expired, or the status
- * changed): new, owned by `id`. Every arrival slides the TTL.
+ * KEYS[1] the fingerprint's hash; ARGV status, now (ms), ttl (ms), owner (the request), lease (ms).
+ * Fields: status, count, first, last, id (owner), pending ("1" while the owner writes the sink).
+ * - a pending record of another owner is a live lease (an expired one has expired with its key):
+ *   answered `pending` (2), untouched;
+ * - same status (committed, or this owner's own pending record, a repeat inside the batch): a
+ *   duplicate, counted (0); a committed record's TTL slides;
+ * - otherwise (absent, expired, the status changed): new (1), a pending lease of `owner` that
+ *   expires after `lease` unless committed.
+ * Records of older versions carry no `pending` field: committed.
  */
 const RECORD_LUA = `
-local cur = redis.call('HMGET', KEYS[1], 'status', 'first')
+local cur = redis.call('HMGET', KEYS[1], 'status', 'first', 'id', 'pending', 'count', 'last')
+if cur[4] == '1' and cur[3] ~= ARGV[4] then
+  return {2, tonumber(cur[5]) or 0, cur[2] or '0', cur[6] or '0'}
+end
 if cur[1] == ARGV[1] then
   local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
   redis.call('HSET', KEYS[1], 'last', ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  if cur[4] ~= '1' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
   return {0, count, cur[2], ARGV[2]}
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'count', 1, 'first', ARGV[2], 'last', ARGV[2], 'id', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'count', 1, 'first', ARGV[2], 'last', ARGV[2], 'id', ARGV[4], 'pending', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {1, 1, ARGV[2], ARGV[2]}
 `
 
-/** Deletes the record only if the request `ARGV[1]` created it (never someone else's). */
-const ROLLBACK_LUA = `
-if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then
+/**
+ * KEYS[1]; ARGV owner, ttl (ms), status, now (ms). The owner's lease becomes a committed record
+ * that lives the TTL (1). A lease that expired unclaimed is recorded anew, committed (1). A record
+ * someone else holds is left alone (0): our lease ran out while we wrote.
+ */
+const COMMIT_LUA = `
+local cur = redis.call('HMGET', KEYS[1], 'id', 'pending')
+if cur[1] == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'pending')
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not cur[1] then
+  redis.call('HSET', KEYS[1], 'status', ARGV[3], 'count', 1, 'first', ARGV[4], 'last', ARGV[4], 'id', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`
+
+/** Deletes the record only if it is a pending lease of `ARGV[1]` (never someone else's). */
+const RELEASE_LUA = `
+local cur = redis.call('HMGET', KEYS[1], 'id', 'pending')
+if cur[1] == ARGV[1] and cur[2] == '1' then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 `
 
 interface ScriptCommands {
-  dedupRecord(key: string, status: string, now: number, ttl: number, id: string): Promise<Reply>
-  dedupRollback(key: string, id: string): Promise<number>
+  dedupRecord(
+    key: string,
+    status: string,
+    now: number,
+    ttl: number,
+    owner: string,
+    lease: number,
+  ): Promise<Reply>
+  dedupCommit(key: string, owner: string, ttl: number, status: string, now: number): Promise<number>
+  dedupRelease(key: string, owner: string): Promise<number>
 }
 
 type Reply = [number, number, string, string]
 
+const STATES: readonly DedupState[] = ['duplicate', 'new', 'pending']
+
 /**
- * Check-and-record: one atomic Lua call per alert, all issued at once, in order. The client's
+ * Check-and-lease: one atomic Lua call per alert, all issued at once, in order. The client's
  * auto-pipelining sends them in one write and one round trip (per node of a cluster: an explicit
  * pipeline would have to stay in one hash slot, the fingerprints of a batch do not). Calls on one
- * key go to one node over one connection, so their order holds.
+ * key go to one node over one connection, so their order holds. The commit after the sink write
+ * is a second round trip of the same kind. Lease expiry is Redis's own PEXPIRE: no clock skew
+ * between replicas matters.
  */
-export function createRedisStore(client: RedisClient, ttlMs: number): DedupStore {
+export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: number): DedupStore {
   client.defineCommand('dedupRecord', { numberOfKeys: 1, lua: RECORD_LUA })
-  client.defineCommand('dedupRollback', { numberOfKeys: 1, lua: ROLLBACK_LUA })
+  client.defineCommand('dedupCommit', { numberOfKeys: 1, lua: COMMIT_LUA })
+  client.defineCommand('dedupRelease', { numberOfKeys: 1, lua: RELEASE_LUA })
   const cmds = client as unknown as ScriptCommands
 
-  const rollback = async (fingerprints: readonly string[], id: string) => {
+  const release = async (fingerprints: readonly string[], owner: string) => {
     const done = await Promise.allSettled(
-      fingerprints.map((fp) => cmds.dedupRollback(DEDUP_KEY_PREFIX + fp, id)),
+      fingerprints.map((fp) => cmds.dedupRelease(DEDUP_KEY_PREFIX + fp, owner)),
     )
     for (const d of done)
       if (d.status === 'rejected') throw storeUnavailable(errorOf(d.reason).message, d.reason)
@@ -59,29 +108,42 @@ export function createRedisStore(client: RedisClient, ttlMs: number): DedupStore
   return {
     kind: 'redis',
     up: () => client.status === 'ready',
-    rollback,
-    async record(entries: readonly DedupEntry[], id: string, now: number): Promise<DedupResult[]> {
+    release,
+    async record(entries: readonly DedupEntry[], owner: string, now: number): Promise<DedupResult[]> {
       if (client.status !== 'ready') throw storeUnavailable(`redis is ${client.status}`)
       const replies = await Promise.allSettled(
-        entries.map((e) => cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, now, ttlMs, id)),
+        entries.map((e) =>
+          cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, now, ttlMs, owner, leaseMs),
+        ),
       )
       const failed = replies.find((r) => r.status === 'rejected')
       if (failed) {
-        // Whatever did get recorded as new must not turn AlertManager's retry into a duplicate.
-        const recorded = entries.filter((_, i) => {
+        // Whatever did get leased must not hold AlertManager's retry off until the lease expires.
+        const leased = entries.filter((_, i) => {
           const r = replies[i]
           return r?.status === 'fulfilled' && r.value[0] === 1
         })
-        await rollback(
-          recorded.map((e) => e.fingerprint),
-          id,
+        await release(
+          leased.map((e) => e.fingerprint),
+          owner,
         ).catch(() => {})
         throw storeUnavailable(errorOf(failed.reason).message, failed.reason)
       }
       return replies.map((r) => {
-        const [isNew, count, first, last] = (r as PromiseFulfilledResult<Reply>).value
-        return { isNew: isNew === 1, count, firstSeen: Number(first), lastSeen: Number(last) }
+        const [state, count, first, last] = (r as PromiseFulfilledResult<Reply>).value
+        return { state: STATES[state]!, count, firstSeen: Number(first), lastSeen: Number(last) }
       })
+    },
+    async commit(entries, owner, now) {
+      if (client.status !== 'ready') throw storeUnavailable(`redis is ${client.status}`)
+      const replies = await Promise.allSettled(
+        entries.map((e) => cmds.dedupCommit(DEDUP_KEY_PREFIX + e.fingerprint, owner, ttlMs, e.status, now)),
+      )
+      const failed = replies.find((r) => r.status === 'rejected')
+      if (failed) throw storeUnavailable(errorOf(failed.reason).message, failed.reason)
+      return entries
+        .filter((_, i) => (replies[i] as PromiseFulfilledResult<number>).value === 0)
+        .map((e) => e.fingerprint)
     },
   }
 }

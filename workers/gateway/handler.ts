@@ -60,8 +60,17 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
       { connection: 'close' },
     )
   }
-  const unavailable = (res: ServerResponse, detail: string, retryAfter: string) =>
-    sendProblem(res, { status: 503, title: 'Service Unavailable', detail }, { 'retry-after': retryAfter })
+  const unavailable = (
+    res: ServerResponse,
+    detail: string,
+    retryAfter: string,
+    extra: Record<string, unknown> = {},
+  ) =>
+    sendProblem(
+      res,
+      { status: 503, title: 'Service Unavailable', detail, ...extra },
+      { 'retry-after': retryAfter },
+    )
 
   const accept = async (req: IncomingMessage, res: ServerResponse) => {
     const read = await readBody(req, opts.maxBodyBytes)
@@ -75,15 +84,32 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
       return sendProblem(res, { status: 400, title: 'Bad Request', detail, path, errors })
     }
     const outcome = await ingest(parsed.webhook)
-    switch (outcome.kind) {
+    const { created, duplicates, ignored, pending, failed } = outcome
+    const detailed = wantsDetail(req.url)
+    if (pending === 0 && failed === 0) {
+      const body = detailed
+        ? { created, duplicates, ignored, alerts: outcome.alerts }
+        : { created, duplicates, ignored }
+      return sendJson(res, created > 0 ? 201 : 202, body)
+    }
+    // Some alert is not stored: 503, so AlertManager retries the batch; what is stored is then a
+    // duplicate. The alerts that errored are listed (all of them with ?detail=1).
+    const alerts = detailed
+      ? outcome.alerts
+      : outcome.alerts.filter((a) => a.status === 'pending' || a.status === 'failed')
+    const counts = { created, duplicates, ignored, pending, failed, alerts }
+    switch (outcome.failure) {
       case 'store-unavailable':
-        return unavailable(res, 'the deduplication store is unavailable', RETRY_AFTER_STORE)
+        return unavailable(res, 'the deduplication store is unavailable', RETRY_AFTER_STORE, counts)
       case 'sink-failed':
-        return unavailable(res, `the ${outcome.sink} sink failed`, RETRY_AFTER_STORE)
-      case 'accepted': {
-        const { kind: _, ...body } = outcome
-        return sendJson(res, outcome.created > 0 ? 201 : 202, body)
-      }
+        return unavailable(res, `the ${opts.sink.name} sink failed`, RETRY_AFTER_STORE, counts)
+      default:
+        return unavailable(
+          res,
+          `${pending} alert(s) are being stored by another request that has not finished; retry`,
+          RETRY_AFTER_BUSY,
+          counts,
+        )
     }
   }
 
@@ -124,6 +150,14 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
         metrics.inflight.dec()
       })
   }
+}
+
+/** `?detail=1` (or `true`) asks for one entry per alert in the answer. */
+function wantsDetail(url: string | undefined): boolean {
+  const q = url?.indexOf('?') ?? -1
+  if (q < 0 || url === undefined) return false
+  const v = new URLSearchParams(url.slice(q + 1)).get('detail')
+  return v === '1' || v === 'true'
 }
 
 function methodNotAllowed(res: ServerResponse, allow: string): void {

@@ -1,10 +1,18 @@
 import { randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { HitFailpoint } from '../../shared/failpoints.js'
 import type { Logger } from '../../shared/logger.js'
-import type { DedupResult, DedupStore } from './dedup-store.js'
+import type { DedupEntry, DedupResult, DedupStore } from './dedup-store.js'
 import { fingerprintOf } from './fingerprint.js'
 import type { GatewayMetrics } from './metrics.js'
-import type { Webhook } from './payload.js'
+import type { Alert, Webhook } from './payload.js'
 import { type Sink, toSinkRecord } from './sink.js'
+
+/** DESIGN.md §3: inside the gateway, after deduplication and before the sink write of a batch. */
+export const BEFORE_SINK = 'gateway.before-sink'
+/** First pause before asking again about an alert another request is writing; doubles up to the cap. */
+const PENDING_POLL_FIRST_MS = 10
+const PENDING_POLL_MAX_MS = 200
 
 export interface IngestOptions {
   fingerprintLabels: readonly string[]
@@ -13,88 +21,196 @@ export interface IngestOptions {
   sink: Sink
   metrics: GatewayMetrics
   log: Logger
+  /**
+   * How long a request waits for alerts another request holds a live lease on (it is writing
+   * them) to be committed, before it answers 503 for them.
+   */
+  pendingWaitMs: number
+  failpoint: HitFailpoint
 }
+
+/**
+ * - created: new, and now in the sink;
+ * - duplicate: already stored (within the TTL), or a repeat inside the batch;
+ * - ignored: resolved, with GATEWAY_RECORD_RESOLVED=false;
+ * - pending: another request was still writing it when the wait ran out (the batch gets 503);
+ * - failed: the sink write or the dedup store failed (the batch gets 503; nothing recorded).
+ */
+export type AlertState = 'created' | 'duplicate' | 'ignored' | 'pending' | 'failed'
 
 export interface AlertOutcome {
   fingerprint: string
   alertStatus: 'firing' | 'resolved'
-  status: 'created' | 'duplicate' | 'ignored'
+  status: AlertState
   count?: number
   firstSeen?: number
   lastSeen?: number
 }
 
-export type IngestOutcome =
-  | { kind: 'accepted'; created: number; duplicates: number; ignored: number; alerts: AlertOutcome[] }
-  | { kind: 'store-unavailable' }
-  | { kind: 'sink-failed'; sink: Sink['name'] }
+export interface IngestOutcome {
+  created: number
+  duplicates: number
+  ignored: number
+  pending: number
+  failed: number
+  /** Why the batch failed, when some alert did. */
+  failure?: 'store-unavailable' | 'sink-failed'
+  alerts: AlertOutcome[]
+}
+
+interface Item {
+  alert: Alert
+  fingerprint: string
+  outcome: AlertOutcome
+}
 
 /**
- * Every alert of the batch, firing and resolved: dedup in one round trip, then every new one to
- * the sink. A sink failure rolls back what this batch recorded, so AlertManager's retry of the
- * whole request is new again: an alert is either in the sink or its request got a 5xx.
+ * Every alert of the batch, firing and resolved: lease in one round trip, every new one to the
+ * sink, then commit. A sink failure releases this batch's leases, so AlertManager's retry of the
+ * request is new again; a death between lease and commit leaves leases that expire, with the same
+ * effect. An alert another request is writing is not written twice: this request waits (briefly)
+ * for that commit, and answers 503 if it does not come. So an alert is in the sink or its request
+ * got a 5xx, and within one lease it is written once.
  */
 export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise<IngestOutcome> {
   const { store, sink, metrics, log } = opts
+  // One log line per failure episode of the sink: the first failure, then the recovery.
+  let sinkFailures = 0
+
+  const writeAndCommit = async (
+    fresh: readonly Item[],
+    owner: string,
+    webhook: Webhook,
+    receivedAt: string,
+  ): Promise<boolean> => {
+    try {
+      await opts.failpoint(BEFORE_SINK)
+      await sink.write(fresh.map((a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt)))
+    } catch (err) {
+      metrics.sinkErrors.inc({ sink: sink.name })
+      if (sinkFailures++ === 0) {
+        const { message, code } = err as NodeJS.ErrnoException
+        log.error(
+          { event: 'gateway.sink.failed', sink: sink.name, err: { message, code } },
+          `sink write failed: ${message}`,
+        )
+      } else log.debug({ sink: sink.name, failures: sinkFailures }, 'sink write failed again')
+      await store
+        .release(
+          fresh.map((a) => a.fingerprint),
+          owner,
+        )
+        .catch((rbErr: unknown) =>
+          log.warn(
+            { event: 'gateway.release.failed', err: { message: (rbErr as Error).message } },
+            'releasing the leases failed; they expire on their own',
+          ),
+        )
+      return false
+    }
+    if (sinkFailures > 0) {
+      log.info(
+        { event: 'gateway.sink.recovered', sink: sink.name, failures: sinkFailures },
+        `sink writes succeed again after ${sinkFailures} failures`,
+      )
+      sinkFailures = 0
+    }
+    // One commit per fingerprint, with the status written last (a batch may hold its resolution).
+    const last = new Map<string, DedupEntry>()
+    for (const a of fresh) last.set(a.fingerprint, { fingerprint: a.fingerprint, status: a.alert.status })
+    try {
+      const lost = await store.commit([...last.values()], owner, Date.now())
+      if (lost.length > 0) {
+        log.warn(
+          { event: 'gateway.dedup.lease.lost', count: lost.length },
+          'a lease expired during the sink write and another request took it: possibly written twice',
+        )
+      }
+    } catch (err) {
+      // The alerts are stored: the answer is a 2xx. Their leases expire, so a later repeat may be
+      // written again (at least once), but a 5xx here would make that certain.
+      log.warn(
+        { event: 'gateway.dedup.commit.failed', err: { message: (err as Error).message } },
+        'commit after the sink write failed',
+      )
+    }
+    return true
+  }
+
   return async (webhook) => {
     const now = Date.now()
     const receivedAt = new Date(now).toISOString()
-    const alerts = webhook.alerts.map((alert) => ({
-      alert,
-      fingerprint: fingerprintOf(alert, opts.fingerprintLabels),
-    }))
-    for (const a of alerts) metrics.received.inc({ status: a.alert.status })
-    const considered = alerts.filter((a) => opts.recordResolved || a.alert.status === 'firing')
-
-    const id = randomUUID()
-    let results: DedupResult[]
-    try {
-      results = await store.record(
-        considered.map((a) => ({ fingerprint: a.fingerprint, status: a.alert.status })),
-        id,
-        now,
-      )
-    } catch (err) {
-      log.warn({ event: 'gateway.dedup.failed', err: { message: (err as Error).message } }, 'dedup failed')
-      return { kind: 'store-unavailable' }
-    }
-    const fresh = considered.filter((_, i) => results[i]!.isNew)
-    if (fresh.length > 0) {
-      try {
-        await sink.write(fresh.map((a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt)))
-      } catch (err) {
-        metrics.sinkErrors.inc({ sink: sink.name })
-        log.error({ event: 'gateway.sink.failed', sink: sink.name, err }, 'sink write failed')
-        await store
-          .rollback(
-            fresh.map((a) => a.fingerprint),
-            id,
-          )
-          .catch((rbErr: unknown) =>
-            log.error({ event: 'gateway.rollback.failed', err: rbErr }, 'dedup rollback failed'),
-          )
-        return { kind: 'sink-failed', sink: sink.name }
+    const items: Item[] = webhook.alerts.map((alert) => {
+      const fingerprint = fingerprintOf(alert, opts.fingerprintLabels)
+      const considered = opts.recordResolved || alert.status === 'firing'
+      return {
+        alert,
+        fingerprint,
+        outcome: { fingerprint, alertStatus: alert.status, status: considered ? 'pending' : 'ignored' },
       }
-    }
-    const created = fresh.length
-    const duplicates = considered.length - created
-    metrics.created.inc(created)
-    metrics.deduplicated.inc(duplicates)
-    log.debug({ event: 'gateway.accepted', created, duplicates }, 'batch accepted')
+    })
+    for (const a of items) metrics.received.inc({ status: a.alert.status })
 
-    const outcome = new Map(considered.map((a, i) => [a, results[i]!]))
-    return {
-      kind: 'accepted',
-      created,
-      duplicates,
-      ignored: alerts.length - considered.length,
-      alerts: alerts.map((a): AlertOutcome => {
-        const r = outcome.get(a)
-        const base = { fingerprint: a.fingerprint, alertStatus: a.alert.status }
-        if (!r) return { ...base, status: 'ignored' }
-        const { count, firstSeen, lastSeen } = r
-        return { ...base, status: r.isNew ? 'created' : 'duplicate', count, firstSeen, lastSeen }
-      }),
+    const owner = randomUUID()
+    const deadline = now + opts.pendingWaitMs
+    let failure: IngestOutcome['failure']
+    let todo = items.filter((a) => a.outcome.status === 'pending')
+    for (let round = 0, pause = PENDING_POLL_FIRST_MS; todo.length > 0; round++) {
+      let results: DedupResult[]
+      try {
+        results = await store.record(
+          todo.map((a) => ({ fingerprint: a.fingerprint, status: a.alert.status })),
+          owner,
+          round === 0 ? now : Date.now(),
+        )
+      } catch (err) {
+        log.warn({ event: 'gateway.dedup.failed', err: { message: (err as Error).message } }, 'dedup failed')
+        for (const a of todo) a.outcome.status = 'failed'
+        failure = 'store-unavailable'
+        break
+      }
+      const fresh: Item[] = []
+      const waiting: Item[] = []
+      for (const [i, a] of todo.entries()) {
+        const r = results[i]!
+        if (r.state === 'pending') {
+          waiting.push(a)
+          continue
+        }
+        Object.assign(a.outcome, { count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen })
+        if (r.state === 'duplicate') a.outcome.status = 'duplicate'
+        else fresh.push(a)
+      }
+      if (fresh.length > 0) {
+        const stored = await writeAndCommit(fresh, owner, webhook, receivedAt)
+        for (const a of fresh) a.outcome.status = stored ? 'created' : 'failed'
+        if (!stored) {
+          failure = 'sink-failed'
+          break
+        }
+      }
+      todo = waiting
+      if (todo.length === 0 || Date.now() + pause > deadline) break
+      await sleep(pause)
+      pause = Math.min(pause * 2, PENDING_POLL_MAX_MS)
     }
+
+    const count = (s: AlertState) => items.filter((a) => a.outcome.status === s).length
+    const outcome: IngestOutcome = {
+      created: count('created'),
+      duplicates: count('duplicate'),
+      ignored: count('ignored'),
+      pending: count('pending'),
+      failed: count('failed'),
+      ...(failure && { failure }),
+      alerts: items.map((a) => a.outcome),
+    }
+    metrics.created.inc(outcome.created)
+    metrics.deduplicated.inc(outcome.duplicates)
+    log.debug(
+      { event: 'gateway.accepted', created: outcome.created, duplicates: outcome.duplicates },
+      'batch done',
+    )
+    return outcome
   }
 }

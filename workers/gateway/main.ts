@@ -11,6 +11,8 @@ import { createSinkFor } from './sinks.js'
 
 /** How long start() waits for Redis; a Redis that is down only means 503s until it returns. */
 const REDIS_START_WAIT_MS = 2000
+/** Longest wait for an alert another request is writing (normally milliseconds) before a 503. */
+const PENDING_WAIT_MS = 2000
 
 /**
  * The AlertManager webhook gateway (DESIGN.md §7): dedup by fingerprint, every new alert to the
@@ -18,7 +20,7 @@ const REDIS_START_WAIT_MS = 2000
  * through serve(); only then are the sink and then Redis closed (onStop runs in reverse order).
  */
 defineService({
-  async start({ config, log, registry, board, serve, onStop }) {
+  async start({ config, log, registry, board, serve, onStop, failpoint }) {
     let redis: RedisClient | undefined
     if (config.redisUrl) {
       // ioredis costs ~12 MiB of heap per thread: loaded only when Redis is configured.
@@ -39,10 +41,15 @@ defineService({
         log,
       )
     }
+    const leaseMs = config.gatewayDedupLease
     const store: DedupStore = redis
-      ? createRedisStore(redis, config.gatewayDedupTtl)
-      : createMemoryStore(config.gatewayDedupTtl)
-    const sink = await createSinkFor(config, redis)
+      ? createRedisStore(redis, config.gatewayDedupTtl, leaseMs)
+      : createMemoryStore({
+          ttlMs: config.gatewayDedupTtl,
+          leaseMs,
+          maxEntries: config.gatewayDedupMaxEntries,
+        })
+    const sink = await createSinkFor(config, redis, log)
     onStop(() => sink.close())
     const metrics = createMetrics(registry, store)
     const server = createServer(
@@ -56,6 +63,8 @@ defineService({
         sink,
         metrics,
         log,
+        pendingWaitMs: Math.min(leaseMs, PENDING_WAIT_MS),
+        failpoint,
         ready() {
           const r = readiness(board, config)
           const status = r.ready ? 'ready' : 'not ready'

@@ -1,7 +1,29 @@
 import { z } from 'zod'
 
-/** AlertManager webhook v4; unknown fields are ignored (zod strips them). */
-const labelSet = z.record(z.string(), z.string())
+/** A label or annotation map: names to string values, null-prototype. */
+export type Labels = Record<string, string>
+
+/**
+ * Label maps are plain data: every name is kept as an own property, `__proto__` and
+ * `constructor` included (JSON.parse keeps them; an object literal, Object.assign or zod's record
+ * would drop `__proto__` or read `constructor` from the prototype). So the stored labels and the
+ * fingerprint are the labels AlertManager sent.
+ */
+const labelSet = z.unknown().transform((value, ctx): Labels => {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    ctx.addIssue({ code: 'custom', message: 'expected an object of string values' })
+    return z.NEVER
+  }
+  const labels: Labels = Object.create(null)
+  for (const [name, v] of Object.entries(value)) {
+    if (typeof v !== 'string') {
+      ctx.addIssue({ code: 'custom', message: `expected a string, received ${typeOf(v)}`, path: [name] })
+      continue
+    }
+    Object.defineProperty(labels, name, { value: v, enumerable: true, writable: true, configurable: true })
+  }
+  return labels
+})
 const alertStatus = z.enum(['firing', 'resolved'])
 
 const alertSchema = z.object({
@@ -14,8 +36,9 @@ const alertSchema = z.object({
   fingerprint: z.string().optional(),
 })
 
+/** AlertManager webhook v4; unknown fields are ignored (zod strips them). */
 const webhookSchema = z.object({
-  version: z.string().optional(),
+  version: z.literal('4', { error: 'expected "4" (AlertManager webhook version 4)' }),
   groupKey: z.string().optional(),
   status: alertStatus.optional(),
   receiver: z.string().optional(),
@@ -57,4 +80,8 @@ function jsonPath(path: readonly PropertyKey[]): string {
     const key = String(p)
     return /^[A-Za-z_][A-Za-z0-9_]*$/.test(key) ? `${acc}.${key}` : `${acc}[${JSON.stringify(key)}]`
   }, '$')
+}
+
+function typeOf(v: unknown): string {
+  return v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v
 }

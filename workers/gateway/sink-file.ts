@@ -1,6 +1,7 @@
-import { open } from 'node:fs/promises'
+import { type FileHandle, open } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { ensureDir } from '../../shared/ensure-dir.js'
+import type { Logger } from '../../shared/logger.js'
 import type { Sink, SinkRecord } from './sink.js'
 
 interface Waiter {
@@ -9,22 +10,62 @@ interface Waiter {
   reject(err: unknown): void
 }
 
+const TAIL_CHUNK = 64 * 1024
+
 /**
  * JSON lines appended to one file; `write` resolves only once its lines are fdatasync'ed, so a 2xx
  * means the alert is on disk. Group commit: requests that arrive while a sync is in flight are
  * written together and share the next sync, so the cost of durability is paid once per burst, not
  * once per request. A batch's lines stay together.
+ *
+ * The file never holds a torn line: at open, a partial trailing line (a crash or a full disk in
+ * the middle of an append) is cut back to the last newline and logged (`gateway.sink.repaired`);
+ * a failed append (ENOSPC, EIO, a failed sync) is cut back to the size the file had before it, so
+ * the next append starts on a clean line. Only a regular file is repaired (not /dev/stdout, a FIFO).
  */
-export async function createFileSink(path: string): Promise<Sink> {
+export async function createFileSink(path: string, log: Logger): Promise<Sink> {
   await ensureDir(dirname(path))
-  const file = await open(path, 'a', 0o640)
+  const file = await open(path, 'a+', 0o640)
+  const regular = (await file.stat()).isFile()
+  if (regular) await repairTail(file, path, log)
   let queue: Waiter[] = []
   let flushing: Promise<void> | undefined
+  /** Set when a failed append could not be cut back: cut it before anything else is appended. */
+  let cutTo: number | undefined
+
+  const cutBack = async (size: number) => {
+    try {
+      await file.truncate(size)
+      cutTo = undefined
+    } catch (err) {
+      if (cutTo === undefined) {
+        log.error(
+          { event: 'gateway.sink.repair.failed', path, err: { message: (err as Error).message } },
+          'cannot cut a failed append back; no append until it can',
+        )
+      }
+      cutTo = size
+      throw err
+    }
+  }
 
   const append = async (buf: Buffer) => {
-    let offset = 0
-    while (offset < buf.length) offset += (await file.write(buf, offset)).bytesWritten
-    await file.datasync()
+    if (cutTo !== undefined) await cutBack(cutTo)
+    // Asked every time, not tracked: the file may have been truncated (rotated) under us.
+    const before = regular ? (await file.stat()).size : 0
+    try {
+      let offset = 0
+      while (offset < buf.length) offset += (await file.write(buf, offset)).bytesWritten
+      await file.datasync()
+    } catch (err) {
+      if (regular) {
+        await cutBack(before).then(
+          () => log.debug({ event: 'gateway.sink.truncated', size: before }, 'failed append cut back'),
+          () => {},
+        )
+      }
+      throw err
+    }
   }
 
   const flush = async () => {
@@ -55,4 +96,28 @@ export async function createFileSink(path: string): Promise<Sink> {
       await file.close()
     },
   }
+}
+
+/** Cuts a partial trailing line (no final newline) back to the last newline, and logs it. */
+async function repairTail(file: FileHandle, path: string, log: Logger): Promise<void> {
+  const size = (await file.stat()).size
+  let end = size
+  const chunk = Buffer.alloc(TAIL_CHUNK)
+  while (end > 0) {
+    const start = Math.max(0, end - TAIL_CHUNK)
+    const { bytesRead } = await file.read(chunk, 0, end - start, start)
+    const nl = chunk.subarray(0, bytesRead).lastIndexOf(0x0a)
+    if (nl >= 0) {
+      end = start + nl + 1
+      break
+    }
+    end = start
+  }
+  if (end === size) return
+  await file.truncate(end)
+  await file.datasync()
+  log.warn(
+    { event: 'gateway.sink.repaired', path, bytes: size - end },
+    `cut a partial trailing line of ${size - end} bytes from the sink file`,
+  )
 }

@@ -1,5 +1,6 @@
 import type { Config } from '../../shared/config/types.js'
 import { codedError } from '../../shared/errors.js'
+import type { Logger } from '../../shared/logger.js'
 import type { RedisClient } from './redis-client.js'
 import type { Sink } from './sink.js'
 import { createFileSink } from './sink-file.js'
@@ -7,7 +8,11 @@ import { createKubernetesSink } from './sink-kubernetes.js'
 import { createRedisStreamSink } from './sink-redis-stream.js'
 
 /** The sink GATEWAY_SINK names, built from its settings. */
-export async function createSinkFor(config: Config, redis: RedisClient | undefined): Promise<Sink> {
+export async function createSinkFor(
+  config: Config,
+  redis: RedisClient | undefined,
+  log: Logger,
+): Promise<Sink> {
   switch (config.gatewaySink) {
     case 'redis-stream':
       if (!redis) throw codedError('ERR_CONFIG', 'GATEWAY_SINK=redis-stream needs REDIS_URL')
@@ -24,6 +29,6 @@ export async function createSinkFor(config: Config, redis: RedisClient | undefin
         plural: config.gatewayKubePlural,
       })
     default:
-      return createFileSink(config.gatewaySinkFile)
+      return createFileSink(config.gatewaySinkFile, log)
   }
 }

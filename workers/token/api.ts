@@ -19,6 +19,12 @@ export interface TokenApiOptions {
   roleAuthHeader: string
   /** TOKEN_SERVER_REST_API: the POST endpoints; header mode is always served. */
   restApi: boolean
+  /**
+   * Whether `proxy_for_principal` is honoured. ZTS authorises it itself; the local authority
+   * would sign anything for anyone who reaches the port, so there it takes
+   * TOKEN_ALLOW_PROXY_FOR_PRINCIPAL=true, and a request that names one gets 403 otherwise.
+   */
+  proxyForPrincipal: boolean
   timeoutMs: number
   log: Logger
 }
@@ -78,6 +84,11 @@ function keyFrom(domain: string, role: string, proxy: string, min: number, max: 
   return { domain, role, proxyForPrincipal: proxy, minExpiry: min, maxExpiry: max }
 }
 
+const PROXY_REFUSED =
+  'proxy_for_principal is not allowed: the local authority honours it only with TOKEN_ALLOW_PROXY_FOR_PRINCIPAL=true'
+
+const TITLES: Record<number, string> = { 403: 'Forbidden', 404: 'Not Found', 413: 'Payload Too Large' }
+
 function enabled<V>(cache: TokenCache<V> | undefined, type: string): TokenCache<V> {
   if (!cache) throw clientError(`${type} is disabled by TOKEN_TYPE`, 404)
   return cache
@@ -99,6 +110,11 @@ function json(token: object): string {
 
 export function createTokenApi(opts: TokenApiOptions) {
   const { log } = opts
+  const proxy = (body: Record<string, unknown>) => {
+    const p = str(body, 'proxy_for_principal', NAME, false)
+    if (p && !opts.proxyForPrincipal) throw clientError(PROXY_REFUSED, 403)
+    return p
+  }
 
   /**
    * A cached token answers at once; only a miss waits for the provider, and only that wait is
@@ -127,7 +143,7 @@ export function createTokenApi(opts: TokenApiOptions) {
       const key = keyFrom(
         str(body, 'domain', NAME, true),
         str(body, 'role', ROLES, false),
-        str(body, 'proxy_for_principal', NAME, false),
+        proxy(body),
         seconds(body, 'min_expiry'),
         seconds(body, 'max_expiry'),
       )
@@ -138,7 +154,7 @@ export function createTokenApi(opts: TokenApiOptions) {
       const key = keyFrom(
         str(body, 'domain', NAME, true),
         str(body, 'role', ROLES, false),
-        str(body, 'proxy_for_principal', NAME, false),
+        proxy(body),
         0,
         seconds(body, 'expiry'),
       )
@@ -215,7 +231,7 @@ export function createTokenApi(opts: TokenApiOptions) {
         log.warn({ event: 'token.request.rejected', status: err.status, reason: err.message }, 'client error')
         return sendProblem(res, {
           status: err.status,
-          title: err.status === 404 ? 'Not Found' : 'Bad Request',
+          title: TITLES[err.status] ?? 'Bad Request',
           detail: err.message,
         })
       }

@@ -7,6 +7,7 @@ import type { Config } from '../../shared/config/types.js'
 import { defineService } from '../../shared/define-service.js'
 import { subscribeIdentity } from '../../shared/identity/announce.js'
 import { readIdentity } from '../../shared/identity/identity.js'
+import { providerKind } from '../../shared/identity/provider.js'
 import { tokenFilePath, tokenSourceFor, ztsClientFor } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
 import type { AccessToken, RoleToken, TokenSource } from '../../shared/identity/tokens.js'
@@ -141,6 +142,7 @@ defineService({
       jwks: source.jwks?.bind(source),
       roleAuthHeader: config.roleAuthHeader,
       restApi: config.tokenServerRestApi,
+      proxyForPrincipal: providerKind(config) !== 'local' || config.tokenAllowProxyForPrincipal,
       timeoutMs: config.tokenServerTimeout,
       log,
     })
