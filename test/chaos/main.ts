@@ -29,7 +29,15 @@ async function worker(): Promise<void> {
     const ratio = r.exitMs === undefined ? '' : ` exit ${r.exitMs}ms/${r.budgetMs}ms`
     process.stdout.write(`${mark} seed ${seed} code ${r.code} ${r.cause ?? '-'}${ratio}  ${r.failpoints}\n`)
     for (const v of r.violations) process.stdout.write(`       ${v}\n`)
-    if (r.violations.length) process.stdout.write(`       replay: npm run chaos -- --runs 1 --seed ${seed}\n`)
+    if (r.violations.length) {
+      for (const l of r.lifecycle) {
+        const { time, event, service, code, cause, outcome, reason } = l
+        process.stdout.write(
+          `         ${time} ${event} ${service} ${JSON.stringify({ code, cause, outcome, reason })}\n`,
+        )
+      }
+      process.stdout.write(`       replay: npm run chaos -- --runs 1 --seed ${seed}\n`)
+    }
   }
 }
 await Promise.all(Array.from({ length: jobs }, worker))

@@ -17,12 +17,17 @@ export interface RunReport {
   exitMs: number | undefined
   budgetMs: number
   violations: string[]
+  /** Every lifecycle record of the run, for a failing run's report. */
+  lifecycle: LogRecord[]
 }
 
 /** The contract: out within the budget plus the second to end threads (DESIGN.md §1). */
 const END_THREADS_MS = 1000
-/** What the measurement itself costs: the exit seen through the child process's pipes. */
-const MEASURE_SLACK_MS = 250
+/**
+ * What the measurement itself costs: the exit seen through the child process's pipes. The suite
+ * (`npm test`) runs other test files beside the campaign on 2 cores and allows more.
+ */
+const MEASURE_SLACK_MS = Number(process.env.CHAOS_SLACK_MS ?? 250)
 /** A run that has not exited by then is a violation (and is SIGKILLed). */
 const HARD_LIMIT_MS = 60_000
 /** Events that say why a worker's tasks did not all report `task.stopped`. */
@@ -60,8 +65,6 @@ export async function runPlan(plan: Plan): Promise<RunReport> {
     await Promise.race([sleep(plan.sigtermAfterMs), sc.exited])
     if (sc.proc.exitCode === null && sc.proc.signalCode === null) sc.kill('SIGTERM')
     const { code, signal } = await sc.exited
-    if (process.env.CHAOS_DUMP)
-      for (const r of sc.records) process.stderr.write(`${JSON.stringify(r).slice(0, 300)}\n`)
     return check(plan, sc.records, sc.junk, { code, signal, exitedAt, budgetMs })
   } finally {
     clearTimeout(hardLimit)
@@ -153,5 +156,6 @@ export function check(plan: Plan, records: LogRecord[], junk: string[], end: End
     exitMs,
     budgetMs: end.budgetMs,
     violations,
+    lifecycle: records.filter((r) => r.event !== undefined && !r.event.startsWith('server.')),
   }
 }
