@@ -125,10 +125,11 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         startedAt = performance.now()
         fromWorker(
           h,
-          h.rpc.request('start', null, MAX_TIMER_MS).then(() => {
+          h.rpc.request('start', null, MAX_TIMER_MS),
+          () => {
             metrics.startSeconds.set({ service }, (performance.now() - startedAt) / 1000)
-          }),
-          () => ({ type: 'start-ack' }),
+            return { type: 'start-ack' }
+          },
           (err) => ({ type: 'start-error', err }),
         )
         break

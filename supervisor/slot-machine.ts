@@ -287,6 +287,11 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
           return next(terminate('exception', 'fault', 'clean'))
         case 'exit':
           if (s.boot) {
+            log('error', 'worker.crashed', `${service} worker ended during its start (${ev.exit.reason})`, {
+              reason: ev.exit.reason,
+              exitCode: ev.exit.exitCode,
+              err: ev.exit.err,
+            })
             fx.push(
               { do: 'settle-start', outcome: startFailure(exitErr(service, ev.exit), env.cancelled) },
               { do: 'board', state: 'failed' },

@@ -67,7 +67,9 @@ export function spawnWorker(service: ServiceName, opts: SpawnOptions): WorkerHan
       rpc.close(
         codedError('ERR_WORKER_EXITED', `${service} worker exited (${reason}, code ${exitCode})`, error),
       )
-      resolve({ reason, exitCode, ...(error ? { err: error } : {}) })
+      // Answers the thread posted before it died were just delivered; let whoever awaits them
+      // act on them (however many promise hops away) before the exit is known.
+      setImmediate(() => resolve({ reason, exitCode, ...(error ? { err: error } : {}) }))
     })
   })
 
