@@ -27,6 +27,9 @@ export function main(signals: SignalRouter): void {
 
   const log = createLogger('supervisor', invocation.config.logLevel)
   log.info({ event: 'supervisor.boot', version, pid: process.pid, mode: invocation.config.mode }, 'booting')
+  for (const w of invocation.warnings) {
+    log.warn({ event: 'config.warning', ...w }, `${w.setting}: ${w.reason}`)
+  }
   for (const u of unsupportedSiaSettings(process.env)) {
     log.warn({ event: 'config.unsupported', ...u }, `${u.setting} has no effect: ${u.reason}`)
   }

@@ -1,4 +1,5 @@
 import { MessageChannel, Worker } from 'node:worker_threads'
+import { configFor } from '../shared/config/slice.js'
 import type { Config } from '../shared/config/types.js'
 import { codedError } from '../shared/errors.js'
 import type { SupervisorOps, WorkerInit, WorkerOps } from '../shared/protocol.js'
@@ -35,7 +36,8 @@ export function spawnWorker(service: ServiceName, opts: SpawnOptions): WorkerHan
   const { port1, port2 } = new MessageChannel()
   const init: WorkerInit = {
     service,
-    config: opts.config,
+    // Least privilege: no worker holds another service's secrets.
+    config: configFor(service, opts.config),
     board: opts.board,
     failpointCounters: opts.failpointCounters,
     control: port2,

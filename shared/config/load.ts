@@ -11,7 +11,16 @@ import { servicesSchema, settingSchema, type TuningInput } from './schema.js'
 import { envName, flagName, SETTINGS, type SettingKey, type SettingSpec } from './settings.js'
 import type { Config, ServiceTuning, Settings } from './types.js'
 
-export type Invocation = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config }
+/** Something about the configuration an operator should hear, logged once the logger exists. */
+export interface ConfigWarning {
+  setting: string
+  reason: string
+}
+
+export type Invocation =
+  | { kind: 'help' }
+  | { kind: 'version' }
+  | { kind: 'run'; config: Config; warnings: ConfigWarning[] }
 
 const KEYS = Object.keys(SETTINGS) as SettingKey[]
 
@@ -49,14 +58,22 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   const file = configPath ? readConfigFile(configPath) : {}
 
   const settings: Record<string, unknown> = {}
+  const warnings: ConfigWarning[] = []
   for (const key of KEYS) {
     const spec: SettingSpec = SETTINGS[key]
     const sources: [string, unknown][] = [
       [`--${flagName(key)}`, flags[flagName(key)]],
       [envName(key), env[envName(key)]],
+      ...(spec.secret ? [secretFile(envName(key), env)] : []),
       [`${key} (in ${configPath})`, file[key]],
     ]
     const [from, raw] = sources.find(([, v]) => v !== undefined) ?? [envName(key), spec.default]
+    if (spec.secret && from.startsWith('--')) {
+      warnings.push({
+        setting: from,
+        reason: `a secret given as a flag is visible to every user in ps; use ${envName(key)}_FILE`,
+      })
+    }
     const parsed = settingSchema(spec).safeParse(asString(raw))
     if (!parsed.success) {
       const reason = parsed.error.issues[0]?.message ?? 'invalid value'
@@ -125,7 +142,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     }
     services[name] = tuningFor(name, s, parsed.data[name] ?? {})
   }
-  return { kind: 'run', config: { ...s, services } }
+  return { kind: 'run', config: { ...s, services }, warnings }
 }
 
 function tuningFor(name: ServiceName, s: Settings, t: TuningInput): ServiceTuning {
@@ -172,6 +189,22 @@ function readConfigFile(path: string): Record<string, unknown> {
     if (key !== 'services' && !(key in SETTINGS)) throw configError(`${key} (in ${path})`, 'unknown setting')
   }
   return record
+}
+
+/**
+ * `<SETTING>_FILE`: a secret read from a file, as Kubernetes mounts secrets (one trailing newline
+ * dropped). Setting both it and `<SETTING>` is ambiguous, and an error.
+ */
+function secretFile(name: string, env: NodeJS.ProcessEnv): [string, unknown] {
+  const path = env[`${name}_FILE`]
+  if (path === undefined) return [`${name}_FILE`, undefined]
+  if (env[name] !== undefined)
+    throw configError(`${name}_FILE`, `set either ${name} or ${name}_FILE, not both`)
+  try {
+    return [`${name}_FILE`, readFileSync(path, 'utf8').replace(/\r?\n$/, '')]
+  } catch (err) {
+    throw configError(`${name}_FILE`, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`)
+  }
 }
 
 function asString(v: unknown): unknown {

@@ -3,6 +3,7 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
+import { after } from 'node:test'
 
 export const CLI = new URL('../../supervisor/cli.js', import.meta.url).pathname
 
@@ -69,9 +70,13 @@ const TEST_ENV = {
  * its stop, a timeout), none outlives the test file: the ones still running are SIGKILLed as it exits.
  */
 const running = new Set<ChildProcess>()
-process.once('exit', () => {
+const killAll = () => {
   for (const p of running) p.kill('SIGKILL')
-})
+}
+process.once('exit', killAll)
+// Under the test runner a live child keeps the file's process up, so 'exit' would never come:
+// the file's root `after` hook ends them once its last test is done.
+if (process.env.NODE_TEST_CONTEXT) after(killAll)
 
 /** Runs the built CLI as a child process, the way an operator does. */
 export function startSidecar(opts: SidecarOptions = {}): Sidecar {

@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { unslicedSecrets } from '../shared/config/slice.js'
+import { FIXTURE, post } from './support/gateway.js'
+import { CLI, startReady, stop } from './support/sidecar.js'
+
+/** DESIGN.md §8: each worker receives only what it may hold; secrets can come from files. */
+
+test('every secret setting is confined to the workers that use it', () => {
+  assert.deepEqual(unslicedSecrets(), [])
+})
+
+test("no worker's workerData holds another service's secret", async () => {
+  // A preload in every thread writes the configuration its worker was given.
+  const dir = mkdtempSync(join(tmpdir(), 'sia-slice-'))
+  const dump = join(dir, 'dump.mjs')
+  writeFileSync(
+    dump,
+    `import { workerData } from 'node:worker_threads'
+import { writeFileSync } from 'node:fs'
+if (workerData?.service) writeFileSync(${JSON.stringify(dir)} + '/' + workerData.service + '.json', JSON.stringify(workerData.config))
+`,
+  )
+  const secrets = {
+    GATEWAY_AUTH_TOKEN: 'gw-token-7f3a9c',
+    REDIS_SENTINEL_PASSWORD: 'sentinel-pw-51e2',
+  }
+  const keyFile = join(dir, 'very-private-key.pem')
+  const sc = await startReady({ env: { ...secrets, KEY_FILE: keyFile, NODE_OPTIONS: `--import=${dump}` } })
+  assert.equal(await stop(sc), 0)
+  const seen = Object.fromEntries(
+    readdirSync(dir)
+      .filter((f) => f.endsWith('.json'))
+      .map((f) => [f.replace(/\.json$/, ''), readFileSync(join(dir, f), 'utf8')]),
+  )
+  assert.deepEqual(Object.keys(seen).sort(), [
+    'certificate',
+    'gateway',
+    'healthcheck',
+    'memory-reporter',
+    'metrics',
+    'token',
+  ])
+  for (const [service, text] of Object.entries(seen)) {
+    for (const value of Object.values(secrets)) {
+      assert.equal(text.includes(value), service === 'gateway', `${service} and ${value}`)
+    }
+    assert.equal(
+      text.includes(keyFile),
+      service === 'certificate' || service === 'token',
+      `${service} and KEY_FILE`,
+    )
+  }
+})
+
+test('a secret from <SETTING>_FILE is used; a secret given as a flag is warned about, never logged', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-secret-'))
+  const tokenFile = join(dir, 'token')
+  writeFileSync(tokenFile, 'from-a-file-8d1\n') // as Kubernetes mounts it, with a final newline
+  const sc = await startReady({
+    env: { GATEWAY_AUTH_TOKEN_FILE: tokenFile },
+    args: ['--redis-sentinel-password', 'flag-secret-22b'],
+  })
+  const gateway = await sc.url('gateway')
+  assert.equal((await post(gateway, FIXTURE)).status, 401)
+  const ok = await post(gateway, FIXTURE, { authorization: 'Bearer from-a-file-8d1' })
+  assert.ok(ok.status === 201 || ok.status === 202, String(ok.status))
+  const warning = await sc.waitForEvent('config.warning')
+  assert.equal(warning.setting, '--redis-sentinel-password')
+  assert.match(warning.reason as string, /visible to every user in ps; use REDIS_SENTINEL_PASSWORD_FILE/)
+  assert.equal(await stop(sc), 0)
+  const all = sc.records.map((r) => JSON.stringify(r)).join('\n')
+  assert.ok(!all.includes('flag-secret-22b') && !all.includes('from-a-file-8d1'), 'no secret in the logs')
+})
+
+test('<SETTING> and <SETTING>_FILE together, or an unreadable file: exit 2 naming it', () => {
+  const run = (env: Record<string, string>) =>
+    spawnSync(process.execPath, [CLI], { env: { PATH: process.env.PATH ?? '', ...env }, encoding: 'utf8' })
+  const both = run({ GATEWAY_AUTH_TOKEN: 'a', GATEWAY_AUTH_TOKEN_FILE: '/etc/hostname' })
+  assert.equal(both.status, 2)
+  assert.match(
+    both.stderr,
+    /invalid setting GATEWAY_AUTH_TOKEN_FILE: set either GATEWAY_AUTH_TOKEN or GATEWAY_AUTH_TOKEN_FILE/,
+  )
+  const missing = run({ REDIS_URL_FILE: '/nonexistent/redis-url' })
+  assert.equal(missing.status, 2)
+  assert.match(missing.stderr, /invalid setting REDIS_URL_FILE: cannot read \/nonexistent\/redis-url: ENOENT/)
+})
