@@ -4,7 +4,7 @@ import { hardExit } from './hard-exit.js'
 import type { WorkerHandle } from './worker-handle.js'
 
 /** What ending the threads still up may take once the exit is decided. */
-const END_THREADS_MS = 300
+const END_THREADS_MS = 250
 
 export interface ProcessExit {
   /** Threads not yet exited; the supervisor adds each one it spawns. */
@@ -29,16 +29,22 @@ export function createProcessExit(log: Logger): ProcessExit {
     async leave(code, fields) {
       if (leaving) return new Promise<never>(() => {})
       leaving = true
-      const stuckServices = [...stuck].map((h) => h.service)
-      log.info(
-        { event: 'supervisor.exit', code, ...fields, ...(stuck.size ? { stuck: stuckServices } : {}) },
-        `exiting with ${code}`,
-      )
       const live = [...threads].filter((h) => !stuck.has(h))
       await Promise.race([
         Promise.all(live.map((h) => h.terminate('terminated'))),
         sleep(END_THREADS_MS, undefined, { ref: false }),
       ])
+      // Last: nothing the run still does (it may be mid-shutdown when the watchdog leaves) is
+      // logged after it, since the process is gone in the same turn.
+      log.info(
+        {
+          event: 'supervisor.exit',
+          code,
+          ...fields,
+          ...(stuck.size ? { stuck: [...stuck].map((h) => h.service) } : {}),
+        },
+        `exiting with ${code}`,
+      )
       // A thread that only ends slowly is joined; only one that is stuck is left behind.
       if ([...threads].some((h) => stuck.has(h))) hardExit(code)
       process.exit(code)

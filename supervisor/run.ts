@@ -156,7 +156,7 @@ export async function run(config: Config, log: Logger, signals: SignalRouter): P
 function armBudgetWatchdog(budgetMs: number, exit: ProcessExit): void {
   setTimeout(
     () => void exit.leave(1, { cause: 'budget-exceeded' }),
-    Math.min(2 ** 31 - 1, budgetMs + TERMINATE_PAST_BUDGET_MS + 100),
+    Math.min(2 ** 31 - 1, budgetMs + TERMINATE_PAST_BUDGET_MS + 50),
   )
 }
 

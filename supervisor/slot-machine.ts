@@ -113,7 +113,7 @@ export const TERMINATE_MS = 1000
  * How far past the budget a terminate may run: the contract gives 1s past the budget to end
  * threads, and the exit itself needs some of it.
  */
-export const TERMINATE_PAST_BUDGET_MS = 500
+export const TERMINATE_PAST_BUDGET_MS = 300
 
 export function initialModel(): SlotModel {
   return {

@@ -16,6 +16,7 @@ const REGRESSIONS: Record<number, string> = {
   101: 'metrics.before-task:server=hang: two supervisor.exit records (the watchdog and the run both logged one)',
   108: 'memory-reporter.shutdown=oom with a SIGINT mid-start: SIGSEGV at exit',
   120: 'certificate exit(1) twice, supervisor.during-shutdown error: SIGSEGV at exit',
+  5108: 'a slow certificate start cut by the budget on a loaded machine: the watchdog exit was not the last record, and late',
   5027: 'healthcheck exits right after acknowledging its start: the exit overtook the ack (start-failed, no worker.crashed)',
 }
 
