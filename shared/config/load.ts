@@ -6,6 +6,7 @@ import { codedError } from '../errors.js'
 import { parseFailpoints } from '../failpoints.js'
 import { parseTargets } from '../identity/targets.js'
 import { SERVICES, type ServiceName } from '../services.js'
+import { DEFAULT_RESOURCE_LIMITS } from './limits.js'
 import { parseRedisUrl } from './redis-url.js'
 import { servicesSchema, settingSchema, type TuningInput } from './schema.js'
 import { envName, flagName, SETTINGS, type SettingKey, type SettingSpec } from './settings.js'
@@ -155,7 +156,7 @@ function tuningFor(name: ServiceName, s: Settings, t: TuningInput): ServiceTunin
     startTimeout:
       t.startTimeout ?? s.startTimeout + (name === 'certificate' ? s.delayJitterSeconds * 1000 : 0),
     shutdownTimeout: t.shutdownTimeout ?? s.shutdownTimeout,
-    resourceLimits: t.resourceLimits ?? {},
+    resourceLimits: t.resourceLimits ?? DEFAULT_RESOURCE_LIMITS[name],
     restart: t.restart ?? 'permanent',
     maxRestarts: t.maxRestarts ?? 5,
     restartWindow: t.restartWindow ?? 60_000,
