@@ -4,13 +4,18 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAddress } from './address.js'
 import type { TaskBody } from './task-group.js'
 
-/** Resolves once the server is listening: no polling, no cancellation half-way. */
+/**
+ * Resolves once the server is listening: no polling, no cancellation half-way. With SO_REUSEPORT,
+ * so a replacement worker listens on the same address before its predecessor stops (DESIGN.md §8):
+ * no connection is refused in between. The kernel shares the port only between sockets of the
+ * same user that all ask for it: a port held by anything else still fails with EADDRINUSE.
+ */
 export function listen(server: Server, address: string): Promise<AddressInfo> {
   const { host, port } = parseAddress(address)
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(err)
     server.once('error', onError)
-    server.listen({ host, port }, () => {
+    server.listen({ host, port, reusePort: true }, () => {
       server.off('error', onError)
       resolve(server.address() as AddressInfo)
     })

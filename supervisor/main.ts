@@ -34,10 +34,16 @@ export function main(signals: SignalRouter): void {
     log.warn({ event: 'config.unsupported', ...u }, `${u.setting} has no effect: ${u.reason}`)
   }
   const { config } = invocation
+  // SIGHUP: the configuration as the files say now (the environment and flags cannot change).
+  const reread = () => {
+    const next = loadConfig(process.argv.slice(2), process.env)
+    if (next.kind !== 'run') throw new Error('unreachable: the arguments asked for a run at boot')
+    return next.config
+  }
   const done =
     config.mode === 'init'
       ? init(config, log, signals).then((code) => process.exit(code))
-      : run(config, log, signals)
+      : run(config, log, signals, reread)
   done.catch((err: unknown) => {
     log.fatal({ event: 'supervisor.exit', code: 1, cause: 'internal-error', err }, 'supervisor failed')
     process.exit(1)
@@ -55,6 +61,7 @@ async function init(config: Config, log: Logger, signals: SignalRouter) {
       )
       process.exit(1)
     },
+    reload: (signal) => log.info({ event: 'supervisor.signal.ignored', signal }, `ignoring ${signal}`),
     other: (signal) => log.info({ event: 'supervisor.signal.ignored', signal }, `ignoring ${signal}`),
   })
   const code = await runInit(config, log)

@@ -14,8 +14,8 @@ export type RestartTuning = Pick<
 /**
  * What to do when a running worker has ended on its own: OTP-style intensity (at most
  * `maxRestarts` within `restartWindow`, then escalate) with PM2-style exponential back-off and
- * jitter. `history` holds the times of earlier faults that count toward intensity; recycling is
- * planned, not a fault, so it neither counts nor waits. The attempt number is the count of faults
+ * jitter. `history` holds the times of earlier faults that count toward intensity (recycling is
+ * planned, not a fault: it replaces a running worker and never comes here). The attempt number is the count of faults
  * within the window, so the back-off starts over once the worker has stayed up a whole window.
  */
 export function decideRestart(
@@ -25,7 +25,6 @@ export function decideRestart(
   now: number,
   random: () => number = Math.random,
 ): RestartDecision {
-  if (exit.reason === 'recycled') return { action: 'restart', attempt: 1, delayMs: 0 }
   if (tuning.restart === 'temporary') return { action: 'stay-down' }
   if (tuning.restart === 'transient' && exit.reason === 'exit' && exit.exitCode === 0)
     return { action: 'stay-down' }

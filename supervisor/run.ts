@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Config } from '../shared/config/types.js'
+import { codedError } from '../shared/errors.js'
 import { createFailpointCounters, createFailpoints, parseFailpoints } from '../shared/failpoints.js'
 import type { Logger } from '../shared/logger.js'
 import type { ScrapeResult } from '../shared/protocol.js'
@@ -17,7 +18,13 @@ import { spawnWorker } from './worker-handle.js'
  * The supervisor's whole run, in the order of the seed's sequence diagram (DESIGN.md §1).
  * This is the file that answers "what happens on SIGTERM".
  */
-export async function run(config: Config, log: Logger, signals: SignalRouter): Promise<never> {
+export async function run(
+  boot: Config,
+  log: Logger,
+  signals: SignalRouter,
+  reread: () => Config,
+): Promise<never> {
+  let config = boot // SIGHUP replaces it
   const board = createStatusBoard()
   const services = SERVICES.filter((s) => config.services[s].enabled)
   const metrics = createSupervisorMetrics(board, services)
@@ -46,8 +53,42 @@ export async function run(config: Config, log: Logger, signals: SignalRouter): P
       }
       board.registerSignal() // after the cancel: a failpoint waiting on it sees the cancelled context
     },
+    reload: () => void reload(),
     other: (signal) => log.info({ event: 'supervisor.signal.ignored', signal }, `ignoring ${signal}`),
   })
+
+  // SIGHUP: re-read the config file and the secret files; if valid, replace every worker, one at
+  // a time in start order, each successor listening before its predecessor drains. Readiness
+  // stays 200 throughout. An invalid configuration changes nothing.
+  let reloading = false
+  async function reload(): Promise<void> {
+    if (reloading || board.phase() !== 'running') {
+      log.info(
+        { event: 'supervisor.signal.ignored', signal: 'SIGHUP' },
+        'ignoring SIGHUP: not running, or reloading',
+      )
+      return
+    }
+    reloading = true
+    log.info({ event: 'supervisor.reload' }, 'reloading the configuration')
+    try {
+      const next = reread()
+      const fixed = fixedSettings(config, next)
+      if (fixed.length) throw codedError('ERR_RELOAD', `${fixed.join(', ')} can change only with a restart`)
+      config = next
+      // A list, not a map keyed by service: a key named `token` would be caught by log redaction.
+      const outcomes: { service: ServiceName; outcome: string }[] = []
+      for (const service of services) {
+        if (ctx.signal.aborted) break
+        outcomes.push({ service, outcome: await slots.get(service)!.replace('reload') })
+      }
+      log.info({ event: 'supervisor.reload.done', outcomes }, 'reloaded')
+    } catch (err) {
+      log.error({ event: 'supervisor.reload.failed', err }, 'reload failed; nothing changed')
+    } finally {
+      reloading = false
+    }
+  }
 
   const scrape = async (): Promise<ScrapeResult[]> => {
     const workers = await Promise.all(
@@ -64,7 +105,7 @@ export async function run(config: Config, log: Logger, signals: SignalRouter): P
   }
   for (const service of services) {
     const slot = createServiceSlot(service, {
-      config,
+      config: () => config,
       board,
       log,
       ctx,
@@ -171,6 +212,22 @@ function untilBudgetEnds(p: Promise<void>, end: number): Promise<void> {
     p,
     sleep(Math.max(0, end - Date.now()), undefined, { signal: ac.signal }).catch(() => {}),
   ]).finally(() => ac.abort())
+}
+
+/** What a running process cannot change in place: which services run, where, and the budget. */
+function fixedSettings(now: Config, next: Config): string[] {
+  const keys = [
+    'tokenServerAddr',
+    'gatewayAddr',
+    'metricsServerAddr',
+    'healthCheckAddr',
+    'shutdownDelay',
+    'shutdownTimeout',
+  ] as const
+  const changed: string[] = keys.filter((k) => now[k] !== next[k])
+  for (const s of SERVICES)
+    if (now.services[s].enabled !== next.services[s].enabled) changed.push(`services.${s}.enabled`)
+  return changed
 }
 
 function describe(cause: CancelCause): Record<string, unknown> {

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Config } from '../shared/config/types.js'
 import type { Logger } from '../shared/logger.js'
 import type { MetricsJson } from '../shared/protocol.js'
@@ -7,12 +8,14 @@ import type { SupervisorMetrics } from './metrics.js'
 import type { RunContext } from './run-context.js'
 import {
   initialModel,
+  type ReplaceReason,
   type SlotEffect,
   type SlotEvent,
   type SlotModel,
   type StartOutcome,
   type StopOutcome,
   step,
+  TERMINATE_MS,
 } from './slot-machine.js'
 import type { WorkerHandle } from './worker-handle.js'
 
@@ -32,12 +35,18 @@ export interface ServiceSlot {
   cancel(): void
   /** The supervisor's tick: memory recycling. */
   tick(): void
+  /**
+   * Replaces the running worker with a fresh one (which reads the configuration as it is now):
+   * the successor listens beside it, then the predecessor drains. Settles once that is decided.
+   */
+  replace(reason: ReplaceReason): Promise<'replaced' | 'failed' | 'skipped'>
   /** This worker's registry, or undefined when it is down or does not answer in time. */
   collect(timeoutMs: number): Promise<MetricsJson | undefined>
 }
 
 export interface SlotDeps {
-  config: Config
+  /** The configuration as it is now (a reload replaces it). */
+  config(): Config
   board: StatusBoard
   log: Logger
   ctx: RunContext
@@ -52,10 +61,15 @@ export interface SlotDeps {
 const MAX_TIMER_MS = 2 ** 31 - 1
 
 export function createServiceSlot(service: ServiceName, deps: SlotDeps): ServiceSlot {
-  const { config, board, log, ctx, metrics } = deps
-  const tuning = config.services[service]
+  const { board, log, ctx, metrics } = deps
   let model: SlotModel = initialModel()
+  /** The worker the state machine follows. */
   let handle: WorkerHandle | undefined
+  /** During a replacement: the worker that still serves while its successor starts. */
+  let predecessor: WorkerHandle | undefined
+  /** Workers draining in the background after a replacement; a stop waits for them. */
+  const retiring = new Set<Promise<void>>()
+  let settleReplace: ((o: 'replaced' | 'failed' | 'skipped') => void) | undefined
   let timer: NodeJS.Timeout | undefined
   let startedAt = 0
   let stopStartedAt = 0
@@ -68,7 +82,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     const result = step(model, ev, {
       now: Date.now(),
       service,
-      tuning,
+      tuning: deps.config().services[service],
       cancelled: ctx.signal.aborted,
       budgetEnd: ctx.budgetEnd(),
       heartbeatMs: sample.heartbeatMs,
@@ -111,7 +125,40 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   function spawn(): void {
     const h = deps.spawnWorker(service)
     handle = h
-    void h.exited.then((exit) => h === handle && dispatch({ type: 'exit', exit }))
+    void h.exited.then((exit) => {
+      if (h === handle) dispatch({ type: 'exit', exit })
+      else if (h === predecessor) dispatch({ type: 'predecessor-exit', exit })
+    })
+  }
+
+  /**
+   * Drains and stops a worker that no longer is the current one, in the background: `shutdown`
+   * within `deadlineMs`, then terminate (a thread that will not end within TERMINATE_MS is stuck).
+   */
+  function retire(h: WorkerHandle, deadlineMs: number, replaced?: ReplaceReason): void {
+    const from = Date.now()
+    const done = (async () => {
+      if (h.alive()) {
+        const answered = h.rpc.request('shutdown', { deadlineMs }, MAX_TIMER_MS).catch(() => undefined)
+        await Promise.race([answered, h.exited, sleep(deadlineMs, undefined, { ref: false })])
+        const ended = await Promise.race([
+          h.terminate('recycled').then(() => true),
+          sleep(TERMINATE_MS, false, { ref: false }),
+        ])
+        if (!ended) {
+          log.error({ event: 'worker.stuck', service }, `${service} thread could not be terminated`)
+          deps.onStuck(h)
+        }
+      }
+      if (replaced) {
+        log.info(
+          { event: 'worker.replaced', service, reason: replaced, overlapMs: Date.now() - from },
+          `${service} replaced (${replaced})`,
+        )
+      }
+    })()
+    retiring.add(done)
+    void done.finally(() => retiring.delete(done))
   }
 
   function run(e: SlotEffect): void {
@@ -178,6 +225,28 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
       case 'stuck':
         if (h) deps.onStuck(h)
         break
+      case 'spawn-successor':
+        predecessor = h
+        spawn()
+        break
+      case 'retire-predecessor': {
+        const p = predecessor
+        predecessor = undefined
+        if (p) retire(p, e.deadlineMs, e.reason)
+        break
+      }
+      case 'restore-predecessor':
+        if (h && e.successor === 'terminate') void h.terminate('exception')
+        else if (h) retire(h, e.deadlineMs)
+        handle = predecessor
+        predecessor = undefined
+        break
+      case 'settle-replace': {
+        const settle = settleReplace
+        settleReplace = undefined
+        settle?.(e.outcome)
+        break
+      }
     }
   }
 
@@ -193,10 +262,22 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         dispatch({ type: 'start' })
       })
     },
-    stop(deadline) {
-      return new Promise((resolve) => {
+    async stop(deadline) {
+      const outcome = await new Promise<StopOutcome>((resolve) => {
         stopWaiters.push(resolve)
         dispatch({ type: 'stop', deadline })
+      })
+      // Predecessors still draining end too (each is bounded by its own deadline).
+      await Promise.race([
+        Promise.all(retiring),
+        sleep(Math.max(0, deadline - Date.now()) + TERMINATE_MS, undefined, { ref: false }),
+      ])
+      return outcome
+    },
+    replace(reason) {
+      return new Promise((resolve) => {
+        settleReplace = resolve
+        dispatch({ type: 'replace', reason })
       })
     },
     cancel: () => dispatch({ type: 'cancel' }),

@@ -6,13 +6,13 @@ import { constants } from 'node:os'
  * - SIGINT/SIGTERM stop the run; one that arrives before the run exists waits for it.
  * - SIGUSR1 would open the Node inspector (unauthenticated, on 127.0.0.1:9229): a listener of our
  *   own replaces Node's, so it never does.
- * - Every other catchable signal that would end the process is logged and ignored. SIGHUP too,
- *   until reload exists. Left alone: SIGPROF (V8's CPU profiler), SIGABRT and the faults
- *   (SIGSEGV…), and those whose default is already to ignore or to continue.
+ * - SIGHUP reloads the configuration.
+ * - Every other catchable signal that would end the process is logged and ignored. Left alone:
+ *   SIGPROF (V8's CPU profiler), SIGABRT and the faults (SIGSEGV…), and those whose default is
+ *   already to ignore or to continue.
  */
 export const STOP_SIGNALS = ['SIGINT', 'SIGTERM'] as const
 const IGNORED = [
-  'SIGHUP',
   'SIGQUIT',
   'SIGUSR1',
   'SIGUSR2',
@@ -32,6 +32,7 @@ const IGNORED = [
 
 export interface SignalHandlers {
   stop(signal: NodeJS.Signals): void
+  reload(signal: NodeJS.Signals): void
   other(signal: NodeJS.Signals): void
 }
 
@@ -48,6 +49,7 @@ export function installSignalHandlers(): SignalRouter {
     else early.push([kind, signal])
   }
   for (const s of STOP_SIGNALS) process.on(s, route('stop'))
+  process.on('SIGHUP', route('reload'))
   for (const s of IGNORED) if (s in constants.signals) process.on(s, route('other'))
   return {
     attach(h) {

@@ -14,6 +14,8 @@ import type { ExitReason, WorkerExit } from './worker-handle.js'
 /** How a service's shutdown ended; anything but `clean` makes the exit code 1. */
 export type StopOutcome = 'clean' | 'timeout' | 'error' | 'crashed' | 'stuck'
 
+export type ReplaceReason = 'recycle' | 'reload'
+
 /** How the boot start ended, for the run loop. */
 export type StartOutcome =
   | { result: 'started' }
@@ -30,8 +32,12 @@ export type SlotState =
   | { tag: 'running'; until: number }
   /** No thread; a restart is due at `until`. */
   | { tag: 'backoff'; until: number }
-  /** `shutdown` sent to recycle a worker over its heap threshold; a new one follows. */
-  | { tag: 'recycling'; until: number }
+  /**
+   * A successor is starting (to recycle a worker over its heap threshold, or for a reload) while
+   * its predecessor keeps serving; `until` bounds the successor's start. Once it is up, the
+   * predecessor drains and stops in the background: no connection is refused in between.
+   */
+  | { tag: 'replacing'; reason: ReplaceReason; until: number; predecessorExit?: WorkerExit }
   /** `shutdown` sent for the run's end; waits for the ack, the exit, or `until`. */
   | { tag: 'stopping'; until: number }
   /**
@@ -72,6 +78,10 @@ export type SlotEvent =
   | { type: 'stop'; deadline: number }
   /** The supervisor's heartbeat tick: memory recycling. */
   | { type: 'tick' }
+  /** Replace the running worker with a fresh one (SIGHUP reload). */
+  | { type: 'replace'; reason: ReplaceReason }
+  /** The predecessor of a replacement in progress has ended. */
+  | { type: 'predecessor-exit'; exit: WorkerExit }
 
 export type LogLevel = 'info' | 'warn' | 'error'
 
@@ -90,6 +100,13 @@ export type SlotEffect =
   | { do: 'escalate' }
   /** The current thread could not be terminated: nothing may wait for it any more. */
   | { do: 'stuck' }
+  /** A new thread becomes the current one; the old one is kept, still serving, as predecessor. */
+  | { do: 'spawn-successor' }
+  /** The predecessor drains and stops in the background, bounded by `deadlineMs`. */
+  | { do: 'retire-predecessor'; reason: ReplaceReason; deadlineMs: number }
+  /** The replacement is called off: the predecessor is current again; the successor is ended. */
+  | { do: 'restore-predecessor'; successor: 'terminate' | 'retire'; deadlineMs: number }
+  | { do: 'settle-replace'; outcome: 'replaced' | 'failed' | 'skipped' }
 
 /** What the slot reads from outside at each step. */
 export interface SlotEnv {
@@ -163,21 +180,20 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
     fx.push({ do: 'board', state: 'stopped' }, { do: 'up', value: 0 }, { do: 'settle-stop', outcome })
     return { tag: 'stopped', outcome }
   }
-  /** A worker that was up has ended on its own (or was recycled): restart, stay down, or escalate. */
+  /** A worker that was up has ended on its own: restart, stay down, or escalate. */
   const afterFault = (exit: WorkerExit, afterCancel: boolean): Step => {
     fx.push({ do: 'up', value: 0 })
-    log(
-      exit.reason === 'recycled' ? 'info' : 'error',
-      'worker.crashed',
-      `${service} worker ended (${exit.reason})`,
-      { reason: exit.reason, exitCode: exit.exitCode, err: exit.err },
-    )
+    log('error', 'worker.crashed', `${service} worker ended (${exit.reason})`, {
+      reason: exit.reason,
+      exitCode: exit.exitCode,
+      err: exit.err,
+    })
     if (afterCancel || env.cancelled) {
       // The run is ending: no restart; its stop reports whether this was a fault.
       fx.push({ do: 'board', state: 'down' })
       return next({
         tag: 'down',
-        outcome: exit.reason === 'recycled' || !afterCancel ? 'clean' : 'crashed',
+        outcome: afterCancel ? 'crashed' : 'clean',
         exit,
       })
     }
@@ -214,8 +230,7 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
         delayMs: decision.delayMs,
       },
     )
-    const faults = exit.reason === 'recycled' ? model.faults : [...model.faults, now]
-    return next({ tag: 'backoff', until: now + decision.delayMs }, { faults })
+    return next({ tag: 'backoff', until: now + decision.delayMs }, { faults: [...model.faults, now] })
   }
 
   // A stop for a slot that has no thread, or whose thread is already ending.
@@ -228,10 +243,16 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
         // The worker's shutdown waits for its start to settle (and aborts its waits).
         if (s.boot) fx.push({ do: 'settle-start', outcome: { result: 'cancelled', err: stopErr(service) } })
         return next(beginStop(ev.deadline))
-      case 'recycling':
-        // Its shutdown is already under way: wait for that one.
-        fx.push({ do: 'board', state: 'stopping' })
-        return next({ tag: 'stopping', until: Math.min(s.until, ev.deadline) })
+      case 'replacing':
+        fx.push({ do: 'settle-replace', outcome: 'failed' })
+        // Its predecessor is gone: the successor is the one to stop (its shutdown waits its start).
+        if (s.predecessorExit) return next(beginStop(ev.deadline))
+        fx.push({
+          do: 'restore-predecessor',
+          successor: 'retire',
+          deadlineMs: Math.max(0, ev.deadline - now),
+        })
+        return next(beginStop(ev.deadline))
       case 'backoff':
         return next(stopped('clean'))
       case 'down':
@@ -245,6 +266,13 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
         fx.push({ do: 'settle-stop', outcome: s.outcome })
         return same()
     }
+  }
+
+  // A replacement asked of a worker that is not simply running (starting, restarting, stopping…):
+  // its next start already uses the current configuration.
+  if (ev.type === 'replace' && s.tag !== 'running') {
+    fx.push({ do: 'settle-replace', outcome: 'skipped' })
+    return same()
   }
 
   switch (s.tag) {
@@ -269,7 +297,14 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
         case 'start-ack':
           fx.push({ do: 'board', state: 'running' }, { do: 'up', value: 1 })
           if (s.boot) fx.push({ do: 'settle-start', outcome: { result: 'started' } })
-          else log('info', 'worker.restarted', `${service} restarted`)
+          else {
+            log('info', 'worker.restarted', `${service} restarted`)
+            // Its predecessor had died: nothing overlapped.
+            log('info', 'worker.replaced', `${service} replaced (restart)`, {
+              reason: 'restart',
+              overlapMs: 0,
+            })
+          }
           return next({ tag: 'running', until: now + tuning.watchdogTimeout })
         case 'start-error':
           if (s.boot || env.cancelled) {
@@ -344,6 +379,10 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
         }
         case 'tick':
           return recycleCheck(model, env, fx, log, next, same)
+        case 'replace':
+          log('info', 'worker.replacing', `replacing ${service} (${ev.reason})`, { reason: ev.reason })
+          fx.push({ do: 'spawn-successor' }, { do: 'send-start' })
+          return next({ tag: 'replacing', reason: ev.reason, until: now + tuning.startTimeout })
         default:
           return same()
       }
@@ -360,22 +399,80 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
       }
       return same()
 
-    case 'recycling':
+    case 'replacing': {
+      const called = (why: string, err?: Error) => {
+        log(
+          'error',
+          'worker.replace.failed',
+          `${service} successor did not start (${why}); the current worker stays`,
+          {
+            reason: s.reason,
+            err,
+          },
+        )
+        fx.push({ do: 'settle-replace', outcome: 'failed' })
+        fx.push({ do: 'restore-predecessor', successor: 'terminate', deadlineMs: 0 })
+        // A predecessor that died meanwhile leaves nothing running: the restart policy takes over.
+        if (s.predecessorExit) return afterFault(s.predecessorExit, env.cancelled)
+        fx.push({ do: 'board', state: 'running' })
+        return next({ tag: 'running', until: now + tuning.watchdogTimeout })
+      }
       switch (ev.type) {
-        case 'shutdown-ack':
-          return next(terminate('recycled', 'fault', 'clean'))
-        case 'shutdown-error':
-          log('error', 'worker.recycle.failed', `${service} did not shut down cleanly`, { err: ev.err })
-          return next(terminate('recycled', 'fault', 'clean'))
-        case 'deadline':
-          log('error', 'worker.recycle.failed', `${service} missed its shutdown deadline while recycling`)
-          return next(terminate('recycled', 'fault', 'clean'))
+        case 'start-ack':
+          fx.push(
+            { do: 'board', state: 'running' },
+            { do: 'up', value: 1 },
+            {
+              do: 'retire-predecessor',
+              reason: s.reason,
+              deadlineMs: Math.max(0, Math.min(tuning.shutdownTimeout, env.budgetEnd - now)),
+            },
+            { do: 'settle-replace', outcome: 'replaced' },
+          )
+          return next({ tag: 'running', until: now + tuning.watchdogTimeout })
+        case 'start-error':
+          return called('error reply', ev.err)
         case 'exit':
-          // It died during its shutdown: that fault, not `recycled`.
-          return afterFault(ev.exit, env.cancelled)
+          return called(`exited: ${ev.exit.reason}`, ev.exit.err)
+        case 'deadline':
+          return called('start deadline')
+        case 'predecessor-exit':
+          log(
+            'error',
+            'worker.crashed',
+            `${service} worker ended while its successor starts (${ev.exit.reason})`,
+            {
+              reason: ev.exit.reason,
+              exitCode: ev.exit.exitCode,
+              err: ev.exit.err,
+            },
+          )
+          fx.push({ do: 'board', state: 'restarting' })
+          return next({ ...s, predecessorExit: ev.exit })
+        case 'cancel':
+          fx.push({ do: 'settle-replace', outcome: 'failed' })
+          if (s.predecessorExit) {
+            fx.push({ do: 'send-cancel' })
+            return next({
+              tag: 'starting',
+              boot: false,
+              until: Math.min(s.until, now + tuning.shutdownTimeout, env.budgetEnd),
+            })
+          }
+          // The run is ending: keep the worker that serves; the successor winds down.
+          fx.push(
+            {
+              do: 'restore-predecessor',
+              successor: 'retire',
+              deadlineMs: Math.max(0, Math.min(tuning.shutdownTimeout, env.budgetEnd - now)),
+            },
+            { do: 'board', state: 'running' },
+          )
+          return next({ tag: 'running', until: now + tuning.watchdogTimeout })
         default:
           return same()
       }
+    }
 
     case 'stopping':
       switch (ev.type) {
@@ -467,9 +564,10 @@ function recycleCheck(
     `${service} heap above ${tuning.recycleAtPercent}% of its limit: recycling`,
     fields,
   )
-  fx.push({ do: 'board', state: 'restarting' }, { do: 'send-shutdown', deadlineMs: tuning.shutdownTimeout })
+  // A successor first; the worker over its threshold keeps serving until the successor is up.
+  fx.push({ do: 'count-restart', reason: 'recycled' }, { do: 'spawn-successor' }, { do: 'send-start' })
   return next(
-    { tag: 'recycling', until: now + tuning.shutdownTimeout },
+    { tag: 'replacing', reason: 'recycle', until: now + tuning.startTimeout },
     { lastRecycleAt: now, recycleHeld: false },
   )
 }

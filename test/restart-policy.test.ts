@@ -99,15 +99,4 @@ describe('decideRestart', () => {
       delayMs: 25,
     })
   })
-
-  test('recycling is planned: immediate, whatever the policy or history', () => {
-    const recycled: WorkerExit = { reason: 'recycled', exitCode: 1 }
-    for (const restart of ['permanent', 'transient', 'temporary'] as const) {
-      assert.deepEqual(decideRestart({ ...tuning, restart }, recycled, faults(5), NOW), {
-        action: 'restart',
-        attempt: 1,
-        delayMs: 0,
-      })
-    }
-  })
 })

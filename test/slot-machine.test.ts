@@ -201,7 +201,7 @@ describe('running', () => {
   })
   test('tick over the heap threshold recycles, at most once per restartWindow', () => {
     const r = run(running, { type: 'tick' }, { heapUsedBytes: 95 })
-    assert.deepEqual(r.model.state, { tag: 'recycling', until: NOW + tuning.shutdownTimeout })
+    assert.deepEqual(r.model.state, { tag: 'replacing', reason: 'recycle', until: NOW + tuning.startTimeout })
     const again = run(
       at({ tag: 'running', until: NOW }, { lastRecycleAt: NOW - 1000 }),
       { type: 'tick' },
@@ -240,25 +240,69 @@ describe('backoff', () => {
   })
 })
 
-describe('recycling', () => {
-  const recycling = at({ tag: 'recycling', until: NOW + 10_000 })
-  test('ack, error or deadline: terminated as recycled, then restarted at once', () => {
+describe('replacing (recycle, reload): the successor starts beside the worker that serves', () => {
+  const replacing = at({ tag: 'replacing', reason: 'reload', until: NOW + 30_000 })
+  test('running + replace: a successor is spawned and started; readiness is untouched', () => {
+    const r = run(at({ tag: 'running', until: NOW }), { type: 'replace', reason: 'reload' })
+    assert.deepEqual(r.model.state, { tag: 'replacing', reason: 'reload', until: NOW + tuning.startTimeout })
+    assert.deepEqual(does(r.effects), ['log:worker.replacing', 'spawn-successor', 'send-start'])
+  })
+  test('replace asked of a worker that is not running is skipped', () => {
+    const r = run(at({ tag: 'backoff', until: NOW }), { type: 'replace', reason: 'reload' })
+    assert.deepEqual(r.effects, [{ do: 'settle-replace', outcome: 'skipped' }])
+  })
+  test('the successor is up: the predecessor drains in the background, bounded by shutdownTimeout and the budget', () => {
+    const r = run(replacing, { type: 'start-ack' }, { budgetEnd: NOW + 4000 })
+    assert.equal(r.model.state.tag, 'running')
+    assert.deepEqual(
+      r.effects.find((e) => e.do === 'retire-predecessor'),
+      { do: 'retire-predecessor', reason: 'reload', deadlineMs: 4000 },
+    )
+    assert.deepEqual(r.effects.at(-1), { do: 'settle-replace', outcome: 'replaced' })
+  })
+  test('the successor fails (error, exit, deadline): it is ended and the predecessor stays current', () => {
     for (const ev of [
-      { type: 'shutdown-ack', timedOut: false },
-      { type: 'shutdown-error', err: new Error('x') },
+      { type: 'start-error', err: new Error('x') },
+      { type: 'exit', exit: crash },
       { type: 'deadline' },
     ] satisfies SlotEvent[]) {
-      const r = run(recycling, ev)
-      assert.deepEqual(r.effects.at(-1), { do: 'terminate', reason: 'recycled' }, ev.type)
-      const e = run(r.model, { type: 'exit', exit: { reason: 'recycled', exitCode: 1 } })
-      assert.deepEqual(e.model.state, { tag: 'backoff', until: NOW }, ev.type)
-      assert.deepEqual(e.model.faults, [], 'a recycle is not a fault')
+      const r = run(replacing, ev)
+      assert.equal(r.model.state.tag, 'running', ev.type)
+      assert.ok(does(r.effects).includes('log:worker.replace.failed'), ev.type)
+      assert.ok(
+        r.effects.some((e) => e.do === 'restore-predecessor' && e.successor === 'terminate'),
+        ev.type,
+      )
     }
   })
-  test('stop while recycling waits for the shutdown already sent', () => {
-    const r = run(recycling, { type: 'stop', deadline: NOW + 500 })
-    assert.deepEqual(r.model.state, { tag: 'stopping', until: NOW + 500 })
-    assert.ok(!does(r.effects).includes('send-shutdown'))
+  test('the predecessor dies meanwhile: not ready until the successor is up; if that fails too, the policy', () => {
+    const r = run(replacing, { type: 'predecessor-exit', exit: crash })
+    assert.ok(does(r.effects).includes('log:worker.crashed'))
+    assert.deepEqual(
+      r.effects.find((e) => e.do === 'board'),
+      { do: 'board', state: 'restarting' },
+    )
+    const failed = run(r.model, { type: 'start-error', err: new Error('x') })
+    assert.equal(failed.model.state.tag, 'backoff')
+    assert.deepEqual(failed.model.faults, [NOW])
+  })
+  test('a recycle counts as a restart (reason recycled) but not as a fault', () => {
+    const r = run(at({ tag: 'running', until: NOW }), { type: 'tick' }, { heapUsedBytes: 95 })
+    assert.ok(r.effects.some((e) => e.do === 'count-restart' && e.reason === 'recycled'))
+    const up = run(r.model, { type: 'start-ack' })
+    assert.deepEqual(up.model.faults, [])
+  })
+  test('cancel or stop during a replacement: the successor winds down, the predecessor is the one stopped', () => {
+    const c = run(replacing, { type: 'cancel' }, { budgetEnd: NOW + 2000 })
+    assert.equal(c.model.state.tag, 'running')
+    assert.ok(
+      c.effects.some(
+        (e) => e.do === 'restore-predecessor' && e.successor === 'retire' && e.deadlineMs === 2000,
+      ),
+    )
+    const s = run(replacing, { type: 'stop', deadline: NOW + 700 })
+    assert.deepEqual(s.model.state, { tag: 'stopping', until: NOW + 700 })
+    assert.deepEqual(does(s.effects), ['settle-replace', 'restore-predecessor', 'board', 'send-shutdown'])
   })
 })
 
