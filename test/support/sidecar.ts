@@ -74,9 +74,10 @@ const killAll = () => {
   for (const p of running) p.kill('SIGKILL')
 }
 process.once('exit', killAll)
-// Under the test runner a live child keeps the file's process up, so 'exit' would never come:
-// the file's root `after` hook ends them once its last test is done.
-if (process.env.NODE_TEST_CONTEXT) after(killAll)
+// Under the test runner a live child keeps the file's process up, so 'exit' would never come.
+// The file's own `after` hooks (registered later, so run later) may still stop theirs cleanly:
+// whatever is left a few seconds on is killed.
+if (process.env.NODE_TEST_CONTEXT) after(() => void setTimeout(killAll, 5000).unref())
 
 /** Runs the built CLI as a child process, the way an operator does. */
 export function startSidecar(opts: SidecarOptions = {}): Sidecar {
