@@ -145,10 +145,10 @@ test('a shutdown that hangs everywhere: out within SHUTDOWN_DELAY + SHUTDOWN_TIM
   assert.equal(exitRecord(sc).code, 1)
 })
 
-test('SIGHUP, SIGUSR2 and SIGUSR1 are logged and ignored; SIGUSR1 opens no inspector', async () => {
+test('SIGUSR2, SIGQUIT and SIGUSR1 are logged and ignored; SIGUSR1 opens no inspector', async () => {
   const inspectPort = await freePort()
   const sc = await startReady({ env: { NODE_OPTIONS: `--inspect-port=127.0.0.1:${inspectPort}` } })
-  for (const signal of ['SIGHUP', 'SIGUSR2', 'SIGUSR1'] as const) {
+  for (const signal of ['SIGUSR2', 'SIGQUIT', 'SIGUSR1'] as const) {
     sc.kill(signal)
     await sc.waitForEvent('supervisor.signal.ignored', { signal })
   }
