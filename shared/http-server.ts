@@ -23,6 +23,12 @@ export function listen(server: Server, address: string): Promise<AddressInfo> {
 }
 
 const IDLE_SWEEP_MS = 25
+/**
+ * How long a connection in the middle of sending its request may take, once a drain has begun,
+ * to deliver it whole: a client that is sending finishes within milliseconds; a slow or hostile
+ * one (a slowloris) does not, and is dropped.
+ */
+const INCOMPLETE_GRACE_MS = 250
 
 /**
  * The server's connections, and the request each one is answering. A connection whose request is
@@ -61,9 +67,10 @@ export function trackConnections(server: Server): ConnectionTracker {
 }
 
 /**
- * Graceful close: stop accepting, drop the connections that hold no whole request, let in-flight
- * requests finish (closing each connection as soon as it no longer holds one), and at `deadline`
- * destroy what is left. Resolves true when it had to destroy connections holding work.
+ * Graceful close: stop accepting, close idle connections, drop those that have not delivered a
+ * whole request within a short grace, let in-flight requests finish (closing each connection as
+ * soon as it no longer holds one), and at `deadline` destroy what is left. Resolves true when it
+ * had to destroy connections holding work.
  */
 export async function drain(server: Server, deadline: number, conns: ConnectionTracker): Promise<boolean> {
   if (!server.listening) return false
@@ -74,8 +81,10 @@ export async function drain(server: Server, deadline: number, conns: ConnectionT
   })
   // A connection that finishes its answer may start sending another request: sweep until the
   // server has closed or the deadline has passed.
+  const graceEnds = Date.now() + INCOMPLETE_GRACE_MS
   while (!finished && Date.now() < deadline) {
-    conns.shedIncomplete()
+    server.closeIdleConnections()
+    if (Date.now() >= graceEnds) conns.shedIncomplete()
     await Promise.race([closed, sleep(Math.min(IDLE_SWEEP_MS, Math.max(0, deadline - Date.now())))])
   }
   if (finished) return false
