@@ -9,9 +9,10 @@ import { codedError } from './errors.js'
 import { createFailpoints, type HitFailpoint, parseFailpoints } from './failpoints.js'
 import { serveTask } from './http-server.js'
 import { createLogger, type Logger } from './logger.js'
+import { createServicePorts, type ServicePorts } from './ports/service-ports.js'
 import { Gauge, Registry } from './prom.js'
 import type { SupervisorOps, WorkerInit, WorkerOps } from './protocol.js'
-import { createRpc, type Rpc } from './rpc.js'
+import { createRpc } from './rpc.js'
 import type { ServiceName } from './services.js'
 import { createStatusBoard, HEARTBEAT_MS, type StatusBoard } from './status-board.js'
 import { createTaskGroup, type TaskBody } from './task-group.js'
@@ -41,8 +42,10 @@ export interface ServiceContext {
    * as each resource appears, so a start that fails half-way still releases what it made.
    */
   onStop(fn: () => Promise<void> | void): void
-  /** Requests to the supervisor over the control channel. */
-  supervisor: Rpc<SupervisorOps, WorkerOps>
+  /** Adds methods to the API this service answers to the others (DESIGN.md §9). */
+  expose: ServicePorts['expose']
+  /** A typed proxy to another service (or the supervisor): every call has a deadline. */
+  connect: ServicePorts['connect']
   failpoint: HitFailpoint
 }
 
@@ -59,6 +62,7 @@ export function defineService(def: ServiceDefinition): void {
   const board = createStatusBoard(init.board)
   const log = createLogger(service, config.logLevel)
   const rpc = createRpc<SupervisorOps, WorkerOps>(init.control)
+  const ports = createServicePorts(rpc, config.serviceCallTimeout)
 
   let acknowledged = false
   const faults: (() => void)[] = []
@@ -118,7 +122,8 @@ export function defineService(def: ServiceDefinition): void {
       return info
     },
     onStop: (fn) => void cleanups.push(fn),
-    supervisor: rpc,
+    expose: ports.expose,
+    connect: ports.connect,
     failpoint,
   }
 
@@ -162,7 +167,7 @@ export function defineService(def: ServiceDefinition): void {
     log.flush()
     return { timedOut }
   })
-  rpc.handle('collect', () => registry.getMetricsAsJSON())
+  ports.expose({ collect: () => registry.getMetricsAsJSON() })
   rpc.handle('ping', () => null)
 }
 

@@ -1,6 +1,7 @@
 import type { MessagePort } from 'node:worker_threads'
 import type { MetricObjectWithValues, MetricValue } from 'prom-client'
 import type { Config } from './config/types.js'
+import type { Target } from './ports/apis.js'
 import type { ServiceName } from './services.js'
 
 /** What the supervisor hands each worker at spawn (structured-cloned, the port transferred). */
@@ -19,12 +20,6 @@ export interface ShutdownReport {
   timedOut: boolean
 }
 
-export interface ScrapeResult {
-  source: ServiceName | 'supervisor'
-  up: boolean
-  metrics: MetricsJson
-}
-
 /** Requests the supervisor sends to a worker. */
 export interface WorkerOps {
   [op: string]: { args: unknown; result: unknown }
@@ -33,7 +28,12 @@ export interface WorkerOps {
   cancel: { args: null; result: null }
   /** Aborts a start in flight, waits for it, then stops every task and runs the cleanups. */
   shutdown: { args: { deadlineMs: number }; result: ShutdownReport }
-  collect: { args: null; result: MetricsJson }
+  /** Serve the service's API to a caller on `port` (DESIGN.md §9). */
+  'port.serve': { args: { port: MessagePort }; result: null }
+  /** `port` now leads to `target`'s current worker. */
+  'port.connect': { args: { target: Target; port: MessagePort }; result: null }
+  /** `target`'s worker is gone: calls to it fail with ERR_SERVICE_DOWN until the next connect. */
+  'port.down': { args: { target: Target }; result: null }
   /** Round trip through the worker's event loop: the cheapest proof it is responsive. */
   ping: { args: null; result: null }
 }
@@ -41,5 +41,6 @@ export interface WorkerOps {
 /** Requests a worker sends to the supervisor. */
 export interface SupervisorOps {
   [op: string]: { args: unknown; result: unknown }
-  scrape: { args: null; result: ScrapeResult[] }
+  /** Wire a link to `target` (answered after `port.connect`); ERR_SERVICE_DOWN when it is not up. */
+  'port.request': { args: { target: Target }; result: null }
 }

@@ -1,4 +1,4 @@
-import { type MessagePort, receiveMessageOnPort } from 'node:worker_threads'
+import { type MessagePort, receiveMessageOnPort, type Transferable } from 'node:worker_threads'
 import {
   type CodedError,
   codedError,
@@ -20,10 +20,12 @@ type Message =
   | { k: 'res'; id: number; ok: false; error: SerializedError }
 
 export interface Rpc<Out extends OpMap, In extends OpMap> {
+  /** `transfer`: ports (or buffers) in `args` that move to the other side. */
   request<K extends keyof Out & string>(
     op: K,
     args: Out[K]['args'],
     timeoutMs: number,
+    transfer?: readonly Transferable[],
   ): Promise<Out[K]['result']>
   handle<K extends keyof In & string>(
     op: K,
@@ -72,7 +74,7 @@ export function createRpc<Out extends OpMap, In extends OpMap>(port: MessagePort
   port.on('message', onMessage)
 
   return {
-    request(op, args, timeoutMs) {
+    request(op, args, timeoutMs, transfer = []) {
       if (closed) return Promise.reject(closed)
       const id = nextId++
       return new Promise((resolve, reject) => {
@@ -81,7 +83,7 @@ export function createRpc<Out extends OpMap, In extends OpMap>(port: MessagePort
           reject(codedError('ERR_RPC_TIMEOUT', `"${op}" got no answer within ${timeoutMs}ms`))
         }, timeoutMs)
         pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer })
-        port.postMessage({ k: 'req', id, op, args } satisfies Message)
+        port.postMessage({ k: 'req', id, op, args } satisfies Message, transfer)
       })
     },
     handle(op, fn) {

@@ -9,7 +9,6 @@ import type { StatusBoard } from '../shared/status-board.js'
  */
 export interface SupervisorMetrics {
   registry: Registry
-  up: Gauge<'service'>
   restarts: Counter<'service' | 'reason'>
   startSeconds: Gauge<'service'>
   shutdownSeconds: Gauge<'service'>
@@ -56,12 +55,6 @@ export function createSupervisorMetrics(
   return {
     registry,
     restarts,
-    up: new Gauge({
-      name: 'sia_worker_up',
-      help: '1 if the worker answered the last scrape in time',
-      labelNames: ['service'],
-      registers,
-    }),
     startSeconds: new Gauge({
       name: 'sia_service_start_duration_seconds',
       help: 'Duration of the last start of the service',

@@ -3,11 +3,11 @@ import type { Config } from '../shared/config/types.js'
 import { codedError } from '../shared/errors.js'
 import { createFailpointCounters, createFailpoints, parseFailpoints } from '../shared/failpoints.js'
 import type { Logger } from '../shared/logger.js'
-import type { ScrapeResult } from '../shared/protocol.js'
 import { SERVICES, type ServiceName } from '../shared/services.js'
 import { createStatusBoard, HEARTBEAT_MS } from '../shared/status-board.js'
 import { createProcessExit, type ProcessExit } from './exit.js'
 import { createSupervisorMetrics } from './metrics.js'
+import { createPortBroker } from './port-broker.js'
 import { type CancelCause, createRunContext } from './run-context.js'
 import { createServiceSlot, type ServiceSlot } from './service-slot.js'
 import type { SignalRouter } from './signals.js'
@@ -90,19 +90,8 @@ export async function run(
     }
   }
 
-  const scrape = async (): Promise<ScrapeResult[]> => {
-    const workers = await Promise.all(
-      services.map(async (source): Promise<ScrapeResult> => {
-        const m = await slots.get(source)?.collect(config.metricsScrapeTimeout)
-        metrics.up.set({ service: source }, m ? 1 : 0)
-        return { source, up: m !== undefined, metrics: m ?? [] }
-      }),
-    )
-    return [
-      { source: 'supervisor', up: true, metrics: await metrics.registry.getMetricsAsJSON() },
-      ...workers,
-    ]
-  }
+  // Service ports: the supervisor wires the links; its own registry is one of the targets.
+  const broker = createPortBroker({ collect: () => metrics.registry.getMetricsAsJSON() }, log)
   for (const service of services) {
     const slot = createServiceSlot(service, {
       config: () => config,
@@ -112,12 +101,16 @@ export async function run(
       metrics,
       spawnWorker(s) {
         const h = spawnWorker(s, { config, board: board.buffer, failpointCounters })
-        h.rpc.handle('scrape', scrape)
+        broker.attach(s, h)
         exit.threads.add(h)
-        void h.exited.then(() => exit.threads.delete(h))
+        void h.exited.then(() => {
+          exit.threads.delete(h)
+          broker.exited(s, h)
+        })
         return h
       },
       onStuck: exit.stuck,
+      onServing: (h) => broker.serving(service, h),
     })
     slots.set(service, slot)
     slot.spawn()

@@ -1,7 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Config } from '../shared/config/types.js'
 import type { Logger } from '../shared/logger.js'
-import type { MetricsJson } from '../shared/protocol.js'
 import type { ServiceName } from '../shared/services.js'
 import type { StatusBoard } from '../shared/status-board.js'
 import type { SupervisorMetrics } from './metrics.js'
@@ -40,8 +39,6 @@ export interface ServiceSlot {
    * the successor listens beside it, then the predecessor drains. Settles once that is decided.
    */
   replace(reason: ReplaceReason): Promise<'replaced' | 'failed' | 'skipped'>
-  /** This worker's registry, or undefined when it is down or does not answer in time. */
-  collect(timeoutMs: number): Promise<MetricsJson | undefined>
 }
 
 export interface SlotDeps {
@@ -55,6 +52,8 @@ export interface SlotDeps {
   spawnWorker(service: ServiceName): WorkerHandle
   /** A thread of this service could not be terminated. */
   onStuck(handle: WorkerHandle): void
+  /** `handle` now serves this service (its start, or a successor's, was acknowledged). */
+  onServing(handle: WorkerHandle): void
 }
 
 /** The longest a Node timer can wait; control requests are bounded by the slot's own deadline. */
@@ -71,6 +70,8 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   const retiring = new Set<Promise<void>>()
   let settleReplace: ((o: 'replaced' | 'failed' | 'skipped') => void) | undefined
   let timer: NodeJS.Timeout | undefined
+  /** The worker last reported as serving (deps.onServing). */
+  let serving: WorkerHandle | undefined
   let startedAt = 0
   let stopStartedAt = 0
   let settleStart: ((o: StartOutcome) => void) | undefined
@@ -92,6 +93,10 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     model = result.model
     for (const effect of result.effects) run(effect)
     if (model.state !== before) arm()
+    if (model.state.tag === 'running' && handle && handle !== serving) {
+      serving = handle
+      deps.onServing(handle)
+    }
   }
 
   /** One timer per slot: the current state's deadline. */
@@ -202,9 +207,6 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
       case 'board':
         board.setState(service, e.state)
         break
-      case 'up':
-        metrics.up.set({ service }, e.value)
-        break
       case 'count-restart':
         metrics.restarts.inc({ service, reason: e.reason })
         break
@@ -282,14 +284,5 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     },
     cancel: () => dispatch({ type: 'cancel' }),
     tick: () => dispatch({ type: 'tick' }),
-    async collect(timeoutMs) {
-      const h = handle
-      if (model.state.tag !== 'running' || !h?.alive()) return undefined
-      try {
-        return await h.rpc.request('collect', null, timeoutMs)
-      } catch {
-        return undefined
-      }
-    },
   }
 }

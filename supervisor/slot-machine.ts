@@ -93,7 +93,6 @@ export type SlotEffect =
   | { do: 'terminate'; reason: ExitReason }
   | { do: 'log'; level: LogLevel; event: string; msg: string; fields?: Record<string, unknown> }
   | { do: 'board'; state: ServiceState }
-  | { do: 'up'; value: 0 | 1 }
   | { do: 'count-restart'; reason: ExitReason }
   | { do: 'settle-start'; outcome: StartOutcome }
   | { do: 'settle-stop'; outcome: StopOutcome }
@@ -177,12 +176,11 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
     return { tag: 'stopping', until: deadline }
   }
   const stopped = (outcome: StopOutcome): SlotState => {
-    fx.push({ do: 'board', state: 'stopped' }, { do: 'up', value: 0 }, { do: 'settle-stop', outcome })
+    fx.push({ do: 'board', state: 'stopped' }, { do: 'settle-stop', outcome })
     return { tag: 'stopped', outcome }
   }
   /** A worker that was up has ended on its own: restart, stay down, or escalate. */
   const afterFault = (exit: WorkerExit, afterCancel: boolean): Step => {
-    fx.push({ do: 'up', value: 0 })
     log('error', 'worker.crashed', `${service} worker ended (${exit.reason})`, {
       reason: exit.reason,
       exitCode: exit.exitCode,
@@ -295,7 +293,7 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
     case 'starting':
       switch (ev.type) {
         case 'start-ack':
-          fx.push({ do: 'board', state: 'running' }, { do: 'up', value: 1 })
+          fx.push({ do: 'board', state: 'running' })
           if (s.boot) fx.push({ do: 'settle-start', outcome: { result: 'started' } })
           else {
             log('info', 'worker.restarted', `${service} restarted`)
@@ -421,7 +419,6 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
         case 'start-ack':
           fx.push(
             { do: 'board', state: 'running' },
-            { do: 'up', value: 1 },
             {
               do: 'retire-predecessor',
               reason: s.reason,

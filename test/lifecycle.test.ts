@@ -78,7 +78,7 @@ describe('seed table', { concurrency: 2 }, () => {
       assert.equal(code, c.exitCode, sc.stderr())
       assertLifecycle(sc.records)
       const outcome = startOutcomes(sc.records)
-      assert.deepEqual(outcome.done, c.done)
+      assert.deepEqual(outcome.done, c.done, JSON.stringify(sc.events('service.start.failed')))
       assert.deepEqual(outcome.failed, c.failed ? [c.failed] : [])
       const rest = ORDER.filter((s) => !c.done.includes(s) && s !== c.failed)
       assert.deepEqual(outcome.skipped, rest, 'services after the failing point are skipped')

@@ -263,6 +263,11 @@ export const SETTINGS = {
     help: 'Prometheus metrics address; empty disables it',
   },
   metricsScrapeTimeout: { kind: 'duration', default: '2s', help: 'how long a scrape waits for each worker' },
+  serviceCallTimeout: {
+    kind: 'duration',
+    default: '5s',
+    help: 'deadline of a call from one service to another (its own, when the caller sets none)',
+  },
   healthCheckAddr: { kind: 'address', default: ':9998', help: 'health check address; empty disables it' },
   healthCheckEndpoint: {
     kind: 'string',

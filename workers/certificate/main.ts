@@ -18,7 +18,7 @@ const DELETE_TIMEOUT_MS = 5_000
  * Each new identity is announced in-process (the token service's mutual TLS to ZTS).
  */
 defineService({
-  async start({ config, log, go, registry, signal, onStop }) {
+  async start({ config, log, go, registry, signal, onStop, expose }) {
     const rt = await createCertRuntime(config, log)
     onStop(() => rt.close())
     const deleteInstance = rt.provider.deleteInstance
@@ -44,7 +44,10 @@ defineService({
     ])
 
     let identity: Identity | undefined = await readIdentity(config)
-    const publisher = createIdentityPublisher(() => identity)
+    // The current identity, for whoever asks (the token service at its start); each new one is
+    // also announced as it is adopted.
+    expose({ identity: () => identity })
+    const publisher = createIdentityPublisher()
     onStop(() => publisher.close())
     const adopt = (id: Identity) => {
       identity = id

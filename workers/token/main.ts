@@ -104,18 +104,34 @@ async function updateTargets(
 }
 
 defineService({
-  async start({ config, log, serve, go, registry, signal, onStop }) {
-    // ZTS: mutual TLS with the identity the certificate service announces (the files at first).
+  async start({ config, log, serve, go, registry, signal, onStop, connect }) {
+    // ZTS: mutual TLS with the certificate service's identity: asked for over its port at start,
+    // then each new one as it announces it. Without a certificate service, the files are it.
     let client: ZtsClient | undefined
     if (config.endpoint) {
       const c = await ztsClientFor(config)
       client = c
       onStop(() => c.close())
-      c.setIdentity(await readIdentity(config))
+      // Subscribed first, so no announcement falls between the answer and the subscription;
+      // an announcement that arrives before the answer is the newer of the two.
+      let announced = false
       const subscription = subscribeIdentity((id) => {
+        announced = true
         c.setIdentity(id)
         log.info({ event: 'token.identity.updated' }, 'using the new service identity for ZTS')
       })
+      const current = config.services.certificate.enabled
+        ? await connect('certificate')
+            .identity()
+            .catch((err: unknown) => {
+              log.warn(
+                { event: 'token.identity.unavailable', err },
+                'no identity yet; waiting for its announcement',
+              )
+              return undefined
+            })
+        : await readIdentity(config)
+      if (!announced) c.setIdentity(current)
       onStop(() => subscription.close())
     }
     const source = tokenSourceFor(config, client)

@@ -1,0 +1,28 @@
+import type { Identity } from '../identity/identity.js'
+import type { MetricsJson } from '../protocol.js'
+
+/** What every worker, and the supervisor, answers: its registry, for the metrics service. */
+export interface CollectApi {
+  collect(): MetricsJson | Promise<MetricsJson>
+}
+
+/** The typed API each service exposes to the others (DESIGN.md §9). */
+export interface ServiceApis {
+  supervisor: CollectApi
+  certificate: CollectApi & {
+    /** The current service identity, or undefined before the first one. */
+    identity(): Identity | undefined
+  }
+  token: CollectApi
+  'memory-reporter': CollectApi
+  gateway: CollectApi
+  metrics: CollectApi
+  healthcheck: CollectApi
+}
+
+export type Target = keyof ServiceApis
+
+/** A service's API as its callers see it: every method returns a promise. */
+export type ServiceProxy<T> = {
+  [K in keyof T]: T[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never
+}

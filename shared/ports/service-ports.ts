@@ -1,0 +1,115 @@
+import type { MessagePort } from 'node:worker_threads'
+import { codedError } from '../errors.js'
+import type { SupervisorOps, WorkerOps } from '../protocol.js'
+import type { Rpc } from '../rpc.js'
+import type { ServiceApis, ServiceProxy, Target } from './apis.js'
+import { type Remote, remoteOn, serveOn } from './comlink.js'
+
+/**
+ * Typed calls between services over comlink (DESIGN.md §9), wrapped so that none waits forever:
+ * every call has a deadline, is rejected with ERR_SERVICE_DOWN the moment the supervisor reports
+ * the target's worker gone, and once the supervisor has wired a replacement, reaches the new
+ * worker through the same proxy. The supervisor hands out the MessagePorts over the control
+ * channel: `port.request` asks for a link; `port.connect`, `port.serve` and `port.down` arrive.
+ */
+export interface ServicePorts {
+  /** Adds `api`'s methods to what this worker answers. */
+  expose(api: object): void
+  connect<T extends Target>(target: T, opts?: { timeoutMs?: number }): ServiceProxy<ServiceApis[T]>
+}
+
+/** One port to the target's current worker, and the calls waiting on it. */
+interface Wire {
+  port: MessagePort
+  remote: Remote<Record<string, (...args: unknown[]) => unknown>>
+  calls: Set<(err: Error) => void>
+  /** Replaced by a wire to a new worker: closed once its last call has settled. */
+  retired?: boolean
+}
+
+export function createServicePorts(
+  rpc: Rpc<SupervisorOps, WorkerOps>,
+  defaultTimeoutMs: number,
+): ServicePorts {
+  const api: Record<string, unknown> = {}
+  const wires = new Map<Target, Wire>()
+  const asking = new Map<Target, Promise<unknown>>()
+
+  const down = (target: Target) => codedError('ERR_SERVICE_DOWN', `${target} is down`)
+  const cut = (target: Target) => {
+    const wire = wires.get(target)
+    if (!wire) return
+    wires.delete(target)
+    for (const fail of wire.calls) fail(down(target))
+    wire.port.close()
+  }
+
+  rpc.handle('port.serve', ({ port }) => {
+    serveOn(port, api)
+    return null
+  })
+  rpc.handle('port.connect', ({ target, port }) => {
+    // A replacement: calls already on the old wire finish there (or meet their deadline).
+    const old = wires.get(target)
+    if (old) {
+      old.retired = true
+      if (old.calls.size === 0) old.port.close()
+    }
+    wires.set(target, { port, remote: remoteOn(port), calls: new Set() })
+    return null
+  })
+  rpc.handle('port.down', ({ target }) => {
+    cut(target)
+    return null
+  })
+
+  async function call(target: Target, method: string, args: unknown[], timeoutMs: number): Promise<unknown> {
+    const deadline = Date.now() + timeoutMs
+    if (!wires.has(target)) {
+      // The supervisor wires the link (port.connect) before it answers.
+      let ask = asking.get(target)
+      if (!ask) {
+        ask = rpc.request('port.request', { target }, timeoutMs).finally(() => asking.delete(target))
+        asking.set(target, ask)
+      }
+      await ask
+    }
+    const wire = wires.get(target)
+    if (!wire) throw down(target)
+    return new Promise((resolve, reject) => {
+      const settle = (fn: () => void) => {
+        clearTimeout(timer)
+        wire.calls.delete(fail)
+        if (wire.retired && wire.calls.size === 0) wire.port.close()
+        fn()
+      }
+      const fail = (err: Error) => settle(() => reject(err))
+      const timer = setTimeout(
+        () =>
+          fail(
+            codedError('ERR_SERVICE_TIMEOUT', `${target}.${method}() got no answer within ${timeoutMs}ms`),
+          ),
+        Math.max(0, deadline - Date.now()),
+      )
+      wire.calls.add(fail)
+      const fn = wire.remote[method] as (...a: unknown[]) => Promise<unknown>
+      fn(...args).then(
+        (value) => settle(() => resolve(value)),
+        (err: Error) => fail(err),
+      )
+    })
+  }
+
+  return {
+    expose: (methods) => void Object.assign(api, methods),
+    connect(target, opts = {}) {
+      const timeoutMs = opts.timeoutMs ?? defaultTimeoutMs
+      return new Proxy({} as ServiceProxy<ServiceApis[typeof target]>, {
+        get: (_, method) =>
+          typeof method === 'string'
+            ? (...args: unknown[]) => call(target, method, args, timeoutMs)
+            : undefined,
+      })
+    },
+  }
+}

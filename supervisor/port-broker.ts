@@ -1,0 +1,65 @@
+import { MessageChannel } from 'node:worker_threads'
+import { codedError } from '../shared/errors.js'
+import type { Logger } from '../shared/logger.js'
+import type { CollectApi, Target } from '../shared/ports/apis.js'
+import { serveOn } from '../shared/ports/comlink.js'
+import type { ServiceName } from '../shared/services.js'
+import type { WorkerHandle } from './worker-handle.js'
+
+/**
+ * Hands out the MessagePorts of the service ports (DESIGN.md §9): one MessageChannel per (caller
+ * worker, target) pair asked for, re-wired when the target's serving worker changes, and a
+ * `port.down` to every caller the moment that worker exits. The supervisor is a target too (its
+ * own registry). It carries no call itself: once wired, callers talk to targets directly.
+ */
+export interface PortBroker {
+  /** Installs the `port.request` handler on a new worker's control channel. */
+  attach(service: ServiceName, h: WorkerHandle): void
+  /** `h` now serves `service` (started, or a successor took over). */
+  serving(service: ServiceName, h: WorkerHandle): void
+  exited(service: ServiceName, h: WorkerHandle): void
+}
+
+/** Deadline of the broker's own control messages (they are answered by the worker's loop). */
+const CONTROL_MS = 5000
+
+export function createPortBroker(supervisorApi: CollectApi, log: Logger): PortBroker {
+  const servers = new Map<Target, WorkerHandle | 'main'>([['supervisor', 'main']])
+  const callers = new Map<Target, Set<WorkerHandle>>()
+
+  const ignore = (what: string) => (err: unknown) =>
+    log.debug({ event: 'ports.control.failed', what, err }, 'a port message found its worker gone')
+
+  function wire(caller: WorkerHandle, target: Target): void {
+    const server = servers.get(target)
+    if (!server) throw codedError('ERR_SERVICE_DOWN', `${target} is down`)
+    const { port1, port2 } = new MessageChannel()
+    if (server === 'main') serveOn(port2, supervisorApi)
+    else server.rpc.request('port.serve', { port: port2 }, CONTROL_MS, [port2]).catch(ignore('serve'))
+    caller.rpc.request('port.connect', { target, port: port1 }, CONTROL_MS, [port1]).catch(ignore('connect'))
+  }
+
+  return {
+    attach(_service, h) {
+      h.rpc.handle('port.request', ({ target }) => {
+        let set = callers.get(target)
+        if (!set) callers.set(target, (set = new Set()))
+        set.add(h)
+        wire(h, target)
+        return null
+      })
+    },
+    serving(service, h) {
+      servers.set(service, h)
+      for (const caller of callers.get(service) ?? []) if (caller.alive()) wire(caller, service)
+    },
+    exited(service, h) {
+      for (const set of callers.values()) set.delete(h)
+      if (servers.get(service) !== h) return
+      servers.delete(service)
+      for (const caller of callers.get(service) ?? []) {
+        caller.rpc.request('port.down', { target: service }, CONTROL_MS).catch(ignore('down'))
+      }
+    },
+  }
+}
