@@ -41,6 +41,9 @@ export interface WorkerOps {
 /** Requests a worker sends to the supervisor. */
 export interface SupervisorOps {
   [op: string]: { args: unknown; result: unknown }
-  /** Wire a link to `target` (answered after `port.connect`); ERR_SERVICE_DOWN when it is not up. */
-  'port.request': { args: { target: Target }; result: null }
+  /**
+   * Wire a link to `target` (answered after `port.connect`). When it is not up: ERR_SERVICE_DOWN
+   * at once, or with `wait`, the answer comes once it is (the caller's deadline bounds the wait).
+   */
+  'port.request': { args: { target: Target; wait: boolean }; result: null }
 }

@@ -26,6 +26,8 @@ const CONTROL_MS = 5000
 export function createPortBroker(supervisorApi: CollectApi, log: Logger): PortBroker {
   const servers = new Map<Target, WorkerHandle | 'main'>([['supervisor', 'main']])
   const callers = new Map<Target, Set<WorkerHandle>>()
+  /** Requests that wait for their target to come up: answered once it is wired. */
+  const waiting = new Map<Target, Map<WorkerHandle, () => void>>()
 
   const ignore = (what: string) => (err: unknown) =>
     log.debug({ event: 'ports.control.failed', what, err }, 'a port message found its worker gone')
@@ -41,20 +43,29 @@ export function createPortBroker(supervisorApi: CollectApi, log: Logger): PortBr
 
   return {
     attach(_service, h) {
-      h.rpc.handle('port.request', ({ target }) => {
+      h.rpc.handle('port.request', ({ target, wait }) => {
         let set = callers.get(target)
         if (!set) callers.set(target, (set = new Set()))
         set.add(h)
-        wire(h, target)
-        return null
+        if (servers.has(target) || !wait) {
+          wire(h, target)
+          return null
+        }
+        let parked = waiting.get(target)
+        if (!parked) waiting.set(target, (parked = new Map()))
+        const queue = parked
+        return new Promise<null>((resolve) => queue.set(h, () => resolve(null)))
       })
     },
     serving(service, h) {
       servers.set(service, h)
       for (const caller of callers.get(service) ?? []) if (caller.alive()) wire(caller, service)
+      for (const answer of waiting.get(service)?.values() ?? []) answer()
+      waiting.delete(service)
     },
     exited(service, h) {
       for (const set of callers.values()) set.delete(h)
+      for (const parked of waiting.values()) parked.delete(h)
       if (servers.get(service) !== h) return
       servers.delete(service)
       for (const caller of callers.get(service) ?? []) {

@@ -15,7 +15,15 @@ import { type Remote, remoteOn, serveOn } from './comlink.js'
 export interface ServicePorts {
   /** Adds `api`'s methods to what this worker answers. */
   expose(api: object): void
-  connect<T extends Target>(target: T, opts?: { timeoutMs?: number }): ServiceProxy<ServiceApis[T]>
+  /**
+   * `timeoutMs`: each call's deadline (SERVICE_CALL_TIMEOUT by default). `waitForUp`: a call made
+   * while the target is down (starting, restarting) waits for it within that deadline, instead of
+   * failing at once with ERR_SERVICE_DOWN.
+   */
+  connect<T extends Target>(
+    target: T,
+    opts?: { timeoutMs?: number; waitForUp?: boolean },
+  ): ServiceProxy<ServiceApis[T]>
 }
 
 /** One port to the target's current worker, and the calls waiting on it. */
@@ -63,16 +71,26 @@ export function createServicePorts(
     return null
   })
 
-  async function call(target: Target, method: string, args: unknown[], timeoutMs: number): Promise<unknown> {
+  async function call(
+    target: Target,
+    method: string,
+    args: unknown[],
+    timeoutMs: number,
+    wait: boolean,
+  ): Promise<unknown> {
     const deadline = Date.now() + timeoutMs
     if (!wires.has(target)) {
       // The supervisor wires the link (port.connect) before it answers.
       let ask = asking.get(target)
       if (!ask) {
-        ask = rpc.request('port.request', { target }, timeoutMs).finally(() => asking.delete(target))
+        ask = rpc.request('port.request', { target, wait }, timeoutMs).finally(() => asking.delete(target))
         asking.set(target, ask)
       }
-      await ask
+      await ask.catch((err: Error & { code?: string }) => {
+        throw err.code === 'ERR_RPC_TIMEOUT'
+          ? codedError('ERR_SERVICE_DOWN', `${target} did not come up within ${timeoutMs}ms`)
+          : err
+      })
     }
     const wire = wires.get(target)
     if (!wire) throw down(target)
@@ -104,10 +122,11 @@ export function createServicePorts(
     expose: (methods) => void Object.assign(api, methods),
     connect(target, opts = {}) {
       const timeoutMs = opts.timeoutMs ?? defaultTimeoutMs
+      const wait = opts.waitForUp ?? false
       return new Proxy({} as ServiceProxy<ServiceApis[typeof target]>, {
         get: (_, method) =>
           typeof method === 'string'
-            ? (...args: unknown[]) => call(target, method, args, timeoutMs)
+            ? (...args: unknown[]) => call(target, method, args, timeoutMs, wait)
             : undefined,
       })
     },

@@ -121,7 +121,7 @@ defineService({
         log.info({ event: 'token.identity.updated' }, 'using the new service identity for ZTS')
       })
       const current = config.services.certificate.enabled
-        ? await connect('certificate')
+        ? await connect('certificate', { waitForUp: true })
             .identity()
             .catch((err: unknown) => {
               log.warn(

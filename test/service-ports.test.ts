@@ -1,0 +1,184 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, test } from 'node:test'
+import { MessageChannel } from 'node:worker_threads'
+import { codedError } from '../shared/errors.js'
+import type { Target } from '../shared/ports/apis.js'
+import { serveOn } from '../shared/ports/comlink.js'
+import { createServicePorts } from '../shared/ports/service-ports.js'
+import type { SupervisorOps, WorkerOps } from '../shared/protocol.js'
+import { createRpc } from '../shared/rpc.js'
+import { startZtsDouble } from './doubles/zts.js'
+import { type Sidecar, startReady, stop } from './support/sidecar.js'
+
+/** DESIGN.md §9: typed calls between services over comlink, none waiting forever. */
+
+/**
+ * One worker's side of the ports, with the supervisor's side played here over real
+ * MessageChannels: `serve(api)` wires the next link to `api`; `down()` reports the target gone.
+ */
+function harness(timeoutMs: number) {
+  const control = new MessageChannel()
+  const worker = createRpc<SupervisorOps, WorkerOps>(control.port1)
+  const supervisor = createRpc<WorkerOps, SupervisorOps>(control.port2)
+  const ports = createServicePorts(worker, timeoutMs)
+  let api: object | undefined
+  const served: MessageChannel['port2'][] = []
+  const wire = async (target: Target) => {
+    if (!api) throw codedError('ERR_SERVICE_DOWN', `${target} is down`)
+    const { port1, port2 } = new MessageChannel()
+    serveOn(port2, api)
+    served.push(port2)
+    await supervisor.request('port.connect', { target, port: port1 }, 1000, [port1])
+  }
+  supervisor.handle('port.request', async ({ target }) => {
+    await wire(target)
+    return null
+  })
+  return {
+    ports,
+    serve: (a: object) => {
+      api = a
+    },
+    rewire: (target: Target) => wire(target),
+    down: async (target: Target) => {
+      api = undefined
+      await supervisor.request('port.down', { target }, 1000)
+    },
+    close: () => {
+      for (const p of [control.port1, control.port2, ...served]) p.close()
+    },
+  }
+}
+
+describe('service ports', () => {
+  test('a thrown coded error arrives with its name, message and code', async () => {
+    const h = harness(1000)
+    h.serve({
+      identity() {
+        throw codedError('ERR_NO_IDENTITY', 'not yet')
+      },
+    })
+    await assert.rejects(h.ports.connect('certificate').identity(), {
+      code: 'ERR_NO_IDENTITY',
+      message: 'not yet',
+    })
+    h.close()
+  })
+
+  test('a call to a target that does not answer rejects at its deadline', async () => {
+    const h = harness(150)
+    h.serve({ collect: () => new Promise(() => {}) })
+    const t0 = Date.now()
+    await assert.rejects(h.ports.connect('gateway').collect(), { code: 'ERR_SERVICE_TIMEOUT' })
+    assert.ok(Date.now() - t0 >= 140)
+    h.close()
+  })
+
+  test('a call in flight when the target goes down rejects at once with ERR_SERVICE_DOWN; the same proxy reaches its replacement', async () => {
+    const h = harness(60_000)
+    h.serve({ collect: () => new Promise(() => {}) })
+    const gateway = h.ports.connect('gateway')
+    const pending = assert.rejects(gateway.collect(), { code: 'ERR_SERVICE_DOWN' })
+    await new Promise((r) => setTimeout(r, 20))
+    const t0 = Date.now()
+    await h.down('gateway')
+    await pending
+    assert.ok(Date.now() - t0 < 1000, 'well before its 60s deadline')
+    await assert.rejects(gateway.collect(), { code: 'ERR_SERVICE_DOWN' }, 'a new call while it is down')
+    h.serve({ collect: () => [{ name: 'from_the_new_worker' }] })
+    await h.rewire('gateway')
+    assert.deepEqual(await gateway.collect(), [{ name: 'from_the_new_worker' }])
+    h.close()
+  })
+})
+
+function withConfig(services: Record<string, Record<string, unknown>>): string[] {
+  const path = join(mkdtempSync(join(tmpdir(), 'sia-ports-')), 'config.json')
+  writeFileSync(path, JSON.stringify({ services }))
+  return ['--config', path]
+}
+
+async function scrape(sc: Sidecar): Promise<{ ms: number; text: string }> {
+  const t0 = Date.now()
+  const res = await fetch(`${await sc.url('metrics')}/metrics`)
+  assert.equal(res.status, 200)
+  const text = await res.text()
+  return { ms: Date.now() - t0, text }
+}
+
+const up = (text: string, service: string) =>
+  Number(new RegExp(`^sia_worker_up\\{service="${service}"\\} (\\d)$`, 'm').exec(text)?.[1])
+
+describe('the scrape over service ports', () => {
+  test('a blocked worker is up 0 at METRICS_SCRAPE_TIMEOUT, every other worker present', async () => {
+    const sc = await startReady({
+      env: { SIA_FAILPOINTS: 'gateway.before-task:server=1*block', METRICS_SCRAPE_TIMEOUT: '1s' },
+      args: withConfig({ gateway: { watchdogTimeout: '5s', shutdownTimeout: '1s' } }),
+    })
+    const { ms, text } = await scrape(sc)
+    assert.ok(ms < 1000 + 500, `answered in ${ms}ms`)
+    assert.equal(up(text, 'gateway'), 0)
+    for (const s of ['certificate', 'token', 'memory-reporter', 'metrics', 'healthcheck']) {
+      assert.equal(up(text, s), 1, s)
+      assert.match(text, new RegExp(`^sia_worker_tasks\\{service="${s}"\\} \\d`, 'm'), `${s} series present`)
+    }
+    assert.match(text, /^process_resident_memory_bytes /m, "the supervisor's own registry")
+    await stop(sc)
+  })
+
+  test('a worker that dies mid-call ends the call at once; after its restart the scrape reaches the new worker', async () => {
+    const sc = await startReady({
+      env: { SIA_FAILPOINTS: 'gateway.before-task:server=1*block', METRICS_SCRAPE_TIMEOUT: '30s' },
+      args: withConfig({ gateway: { watchdogTimeout: '2s', restartBackoff: '20ms' } }),
+    })
+    // The gateway is blocked: the watchdog ends it about 2s in, and its call with it.
+    const { ms, text } = await scrape(sc)
+    assert.ok(ms < 15_000, `answered in ${ms}ms, not at the 30s deadline`)
+    assert.equal(up(text, 'gateway'), 0)
+    await sc.waitForEvent('worker.restarted', { service: 'gateway' })
+    const after = await scrape(sc)
+    assert.equal(up(after.text, 'gateway'), 1)
+    assert.match(after.text, /^sia_worker_tasks\{service="gateway"\} 1$/m)
+    assert.equal(await stop(sc), 0)
+  })
+})
+
+test('identity through ports: the certificate service restarted, then the token service: mutual TLS to ZTS keeps working', async () => {
+  const zts = await startZtsDouble()
+  const dir = mkdtempSync(join(tmpdir(), 'sia-ports-zts-'))
+  const sc = await startReady({
+    dataDir: dir,
+    env: {
+      ENDPOINT: zts.url,
+      PROVIDER_SERVICE: 'athenz.k8s',
+      SERVER_CA_CERT: zts.caFile,
+      ATHENZ_DOMAIN: 'my.team',
+      SERVICEACCOUNT: 'api',
+      SIA_FAILPOINTS: 'certificate.before-task:refresh-timer=1*crash;token.before-task:refresh-timer=1*crash',
+    },
+    args: withConfig({ certificate: { restartBackoff: '20ms' }, token: { restartBackoff: '20ms' } }),
+  })
+  try {
+    await sc.waitForEvent('worker.restarted', { service: 'certificate' })
+    await sc.waitForEvent('worker.restarted', { service: 'token' })
+    const base = sc.records.findLast((r) => r.event === 'server.listening' && r.service === 'token')!
+    const res = await fetch(`http://127.0.0.1:${base.port as number}/accesstoken`, {
+      method: 'POST',
+      body: JSON.stringify({ domain: 'demo', role: 'after-restarts' }),
+    })
+    assert.equal(res.status, 200, await res.text())
+    const oauth = zts.received.filter((r) => r.route === 'oauth2').at(-1)!
+    assert.equal(oauth.clientCN, 'my.team.api', 'over mutual TLS with the service identity')
+    // The restarted token service asked for it over the port, waiting for a certificate service
+    // still restarting. (The first one may have asked the very worker that crashed mid-call.)
+    const tokenCrash = sc.records.findIndex((r) => r.event === 'worker.crashed' && r.service === 'token')
+    const unavailable = sc.records.findLastIndex((r) => r.event === 'token.identity.unavailable')
+    assert.ok(unavailable < tokenCrash, 'the restarted token service got the identity over the port')
+    assert.equal(await stop(sc), 0)
+  } finally {
+    await zts.close()
+  }
+})
