@@ -105,13 +105,18 @@ export function defineService(def: ServiceDefinition): void {
       let info: AddressInfo | undefined
       await group.go(
         task,
-        serveTask(server, address, (i) => {
-          info = i
-          log.info(
-            { event: 'server.listening', task, address: i.address, port: i.port },
-            `listening on ${i.port}`,
-          )
-        }),
+        serveTask(
+          server,
+          address,
+          (i) => {
+            info = i
+            log.info(
+              { event: 'server.listening', task, address: i.address, port: i.port },
+              `listening on ${i.port}`,
+            )
+          },
+          { headersTimeoutMs: config.httpHeaderTimeout, requestTimeoutMs: config.httpRequestTimeout },
+        ),
         { waitReady: true },
       )
       if (!info) throw codedError('ERR_NOT_LISTENING', `${task} was shut down before it listened`)

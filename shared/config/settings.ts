@@ -257,6 +257,16 @@ export const SETTINGS = {
     default: '',
     help: 'resource plural in the REST path (empty: lower-case kind + "s")',
   },
+  httpHeaderTimeout: {
+    kind: 'duration',
+    default: '10s',
+    help: 'every server: request line and headers must arrive within this (else 408, connection closed)',
+  },
+  httpRequestTimeout: {
+    kind: 'duration',
+    default: '30s',
+    help: 'every server: the whole request, body included, must arrive within this (else 408)',
+  },
   metricsServerAddr: {
     kind: 'address',
     default: ':9999',

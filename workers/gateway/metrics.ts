@@ -53,7 +53,7 @@ export function createMetrics(registry: Registry, store: DedupStore): GatewayMet
     }),
     inflight: new Gauge({
       name: 'gateway_inflight_requests',
-      help: 'Webhook requests being processed',
+      help: 'Webhook requests being ingested (body received, dedup and sink under way)',
       registers,
     }),
     sinkErrors: new Counter({

@@ -28,6 +28,11 @@ async function tlsOptions(config: Config) {
   return { cert, key, ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}) }
 }
 
+/** A TLS handshake is read under the same deadline as headers (Node's default is 120 s). */
+function tlsServerOptions(config: Config, o: Awaited<ReturnType<typeof tlsOptions>>) {
+  return { ...o, handshakeTimeout: config.httpHeaderTimeout }
+}
+
 /** The token caches of the configured TOKEN_TYPE, filled from `source`. */
 function createCaches(config: Config, source: TokenSource, signal: AbortSignal) {
   const idleMs = config.tokenCacheIdleEvict
@@ -148,9 +153,8 @@ defineService({
     })
     const tls = Boolean(config.tokenServerTlsCertPath && config.tokenServerTlsKeyPath)
     const server: Server = tls
-      ? (createHttpsServer(await tlsOptions(config), handler) as unknown as Server)
+      ? (createHttpsServer(tlsServerOptions(config, await tlsOptions(config)), handler) as unknown as Server)
       : createHttpServer(handler)
-    server.requestTimeout = config.tokenServerTimeout + 5_000
     await serve('server', server, config.tokenServerAddr)
     if (tls) {
       await go('tls-watcher', async (t) => {
