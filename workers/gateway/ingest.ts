@@ -27,6 +27,8 @@ export interface IngestOptions {
    */
   pendingWaitMs: number
   failpoint: HitFailpoint
+  /** Told of every sink write's outcome (readiness follows the sink). */
+  onSinkWrite?(ok: boolean): void
 }
 
 /**
@@ -87,6 +89,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       await opts.failpoint(BEFORE_SINK)
       await sink.write(fresh.map((a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt)))
     } catch (err) {
+      opts.onSinkWrite?.(false)
       metrics.sinkErrors.inc({ sink: sink.name })
       if (sinkFailures++ === 0) {
         const { message, code } = err as NodeJS.ErrnoException
@@ -108,6 +111,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         )
       return false
     }
+    opts.onSinkWrite?.(true)
     if (sinkFailures > 0) {
       log.info(
         { event: 'gateway.sink.recovered', sink: sink.name, failures: sinkFailures },

@@ -18,6 +18,10 @@ export function createRedisStreamSink(client: RedisClient, key: string): Sink {
       if (failed?.[0]) throw failed[0]
       if (replies.length !== records.length) throw new Error('incomplete reply from redis')
     },
+    async probe() {
+      // An XADD of nothing is not possible: the connection being up is what can be known.
+      if (client.status !== 'ready') throw new Error(`redis is ${client.status}`)
+    },
     async close() {}, // the client is shared with the dedup store and closed with it
   }
 }
