@@ -1,6 +1,6 @@
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { performance } from 'node:perf_hooks'
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { getHeapStatistics } from 'node:v8'
 import { isMainThread, workerData } from 'node:worker_threads'
@@ -88,6 +88,20 @@ export function defineService(def: ServiceDefinition): void {
     registers: [registry],
     collect() {
       this.set(group.size())
+    },
+  })
+
+  // The longest the loop was held since the previous scrape (reset by each scrape, as prom-client's
+  // nodejs_eventloop_lag_max_seconds): how long a request could wait behind one piece of work.
+  const loopDelay = monitorEventLoopDelay({ resolution: 20 })
+  loopDelay.enable()
+  new Gauge({
+    name: 'sia_worker_event_loop_delay_max_seconds',
+    help: 'Longest event-loop delay of the worker since the previous scrape',
+    registers: [registry],
+    collect() {
+      this.set(loopDelay.count > 0 ? loopDelay.max / 1e9 : 0)
+      loopDelay.reset()
     },
   })
 

@@ -98,7 +98,7 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
   }
 
   const ingestBody = async (req: IncomingMessage, res: ServerResponse, body: Buffer) => {
-    const parsed = parseWebhook(body)
+    const parsed = await parseWebhook(body)
     if (!parsed.ok) {
       const { detail, path, errors } = parsed
       return sendProblem(res, { status: 400, title: 'Bad Request', detail, path, errors })

@@ -7,6 +7,7 @@ import { fingerprintOf } from './fingerprint.js'
 import type { GatewayMetrics } from './metrics.js'
 import type { Alert, Webhook } from './payload.js'
 import { type Sink, toSinkRecord } from './sink.js'
+import { mapSliced } from './slices.js'
 
 /** DESIGN.md §3: inside the gateway, after deduplication and before the sink write of a batch. */
 export const BEFORE_SINK = 'gateway.before-sink'
@@ -87,7 +88,9 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   ): Promise<boolean> => {
     try {
       await opts.failpoint(BEFORE_SINK)
-      await sink.write(fresh.map((a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt)))
+      await sink.write(
+        await mapSliced(fresh, (a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt)),
+      )
     } catch (err) {
       opts.onSinkWrite?.(false)
       metrics.sinkErrors.inc({ sink: sink.name })
@@ -144,16 +147,20 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   return async (webhook) => {
     const now = Date.now()
     const receivedAt = new Date(now).toISOString()
-    const items: Item[] = webhook.alerts.map((alert) => {
+    const received = { firing: 0, resolved: 0 }
+    const items: Item[] = await mapSliced(webhook.alerts, (alert): Item => {
       const fingerprint = fingerprintOf(alert, opts.fingerprintLabels)
       const considered = opts.recordResolved || alert.status === 'firing'
+      received[alert.status]++
       return {
         alert,
         fingerprint,
         outcome: { fingerprint, alertStatus: alert.status, status: considered ? 'pending' : 'ignored' },
       }
     })
-    for (const a of items) metrics.received.inc({ status: a.alert.status })
+    for (const status of ['firing', 'resolved'] as const) {
+      if (received[status] > 0) metrics.received.inc({ status }, received[status])
+    }
 
     const owner = randomUUID()
     const deadline = now + opts.pendingWaitMs
@@ -199,13 +206,14 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       pause = Math.min(pause * 2, PENDING_POLL_MAX_MS)
     }
 
-    const count = (s: AlertState) => items.filter((a) => a.outcome.status === s).length
+    const counts: Record<AlertState, number> = { created: 0, duplicate: 0, ignored: 0, pending: 0, failed: 0 }
+    for (const a of items) counts[a.outcome.status]++
     const outcome: IngestOutcome = {
-      created: count('created'),
-      duplicates: count('duplicate'),
-      ignored: count('ignored'),
-      pending: count('pending'),
-      failed: count('failed'),
+      created: counts.created,
+      duplicates: counts.duplicate,
+      ignored: counts.ignored,
+      pending: counts.pending,
+      failed: counts.failed,
       ...(failure && { failure }),
       alerts: items.map((a) => a.outcome),
     }

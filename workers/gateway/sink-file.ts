@@ -3,6 +3,7 @@ import { dirname } from 'node:path'
 import { ensureDir } from '../../shared/ensure-dir.js'
 import type { Logger } from '../../shared/logger.js'
 import type { Sink, SinkRecord } from './sink.js'
+import { mapSliced } from './slices.js'
 
 interface Waiter {
   buf: Buffer
@@ -112,9 +113,9 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
 
   return {
     name: 'file',
-    write(records: readonly SinkRecord[]) {
-      const buf = Buffer.from(records.map((r) => `${JSON.stringify(r)}\n`).join(''))
-      return enqueue({ buf })
+    async write(records: readonly SinkRecord[]) {
+      const lines = await mapSliced(records, (r) => `${JSON.stringify(r)}\n`)
+      return enqueue({ buf: Buffer.from(lines.join('')) })
     },
     /**
      * Filler of the size of the write that failed (no newline: if the process dies before it is

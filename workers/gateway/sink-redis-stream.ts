@@ -1,5 +1,6 @@
 import type { RedisClient } from './redis-client.js'
 import type { Sink, SinkRecord } from './sink.js'
+import { mapSliced } from './slices.js'
 
 /**
  * XADD per new alert, one pipeline per batch: consumers scale out behind several gateways. One key,
@@ -10,9 +11,9 @@ export function createRedisStreamSink(client: RedisClient, key: string): Sink {
     name: 'redis-stream',
     async write(records: readonly SinkRecord[]) {
       const p = client.pipeline()
-      for (const r of records) {
-        p.xadd(key, '*', 'fingerprint', r.fingerprint, 'status', r.status, 'alert', JSON.stringify(r))
-      }
+      await mapSliced(records, (r) =>
+        p.xadd(key, '*', 'fingerprint', r.fingerprint, 'status', r.status, 'alert', JSON.stringify(r)),
+      )
       const replies = (await p.exec()) ?? []
       const failed = replies.find(([err]) => err)
       if (failed?.[0]) throw failed[0]
