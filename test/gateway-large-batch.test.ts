@@ -1,15 +1,7 @@
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import {
-  type AlertInput,
-  alert,
-  gatewayEnv,
-  metric,
-  post,
-  readJsonLines,
-  webhook,
-} from './support/gateway.js'
+import { bigBatch, gatewayEnv, metric, post, readJsonLines } from './support/gateway.js'
 import { startRedis } from './support/redis.js'
 import { startReady, stop } from './support/sidecar.js'
 
@@ -25,26 +17,6 @@ import { startReady, stop } from './support/sidecar.js'
 
 const MAX_BODY = 4 * 1024 * 1024
 const BOUND_S = 0.15
-
-/** Distinct alerts, about 500 bytes each, up to just under `bytes` of JSON. */
-export function bigBatch(bytes: number, tag = 'Big'): { payload: Record<string, unknown>; count: number } {
-  const alerts: AlertInput[] = []
-  let size = 200
-  for (let i = 0; ; i++) {
-    const a = alert(`${tag}${i}`, {
-      labels: { instance: `host-${i}.example:9100`, job: 'node', pod: `pod-${i % 97}` },
-      annotations: {
-        summary: `${tag}${i} is firing`,
-        description: `disk ${i} is ${i % 100}% full`.repeat(4),
-      },
-    })
-    const n = JSON.stringify(a).length + 1
-    if (size + n > bytes) break
-    size += n
-    alerts.push(a)
-  }
-  return { payload: webhook(alerts), count: alerts.length }
-}
 
 test('a 4 MiB batch: every alert stored, and the loop never held for long', async (t) => {
   const redis = await startRedis()

@@ -1,3 +1,4 @@
+import { mapSliced } from '../../shared/slices.js'
 import {
   type DedupEntry,
   type DedupResult,
@@ -6,7 +7,6 @@ import {
   storeUnavailable,
 } from './dedup-store.js'
 import type { RedisClient } from './redis-client.js'
-import { mapSliced } from './slices.js'
 
 export const DEDUP_KEY_PREFIX = 'sia:gateway:dedup:'
 

@@ -2,12 +2,12 @@ import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { HitFailpoint } from '../../shared/failpoints.js'
 import type { Logger } from '../../shared/logger.js'
+import { mapSliced } from '../../shared/slices.js'
 import type { DedupEntry, DedupResult, DedupStore } from './dedup-store.js'
 import { fingerprintOf } from './fingerprint.js'
 import type { GatewayMetrics } from './metrics.js'
 import type { Alert, Webhook } from './payload.js'
 import { type Sink, toSinkRecord } from './sink.js'
-import { mapSliced } from './slices.js'
 
 /** DESIGN.md §3: inside the gateway, after deduplication and before the sink write of a batch. */
 export const BEFORE_SINK = 'gateway.before-sink'

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { mapSliced } from './slices.js'
+import { mapSliced } from '../../shared/slices.js'
 
 /** A label or annotation map: names to string values, null-prototype. */
 export type Labels = Record<string, string>

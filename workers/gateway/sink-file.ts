@@ -2,8 +2,8 @@ import { type FileHandle, open } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { ensureDir } from '../../shared/ensure-dir.js'
 import type { Logger } from '../../shared/logger.js'
+import { mapSliced } from '../../shared/slices.js'
 import type { Sink, SinkRecord } from './sink.js'
-import { mapSliced } from './slices.js'
 
 interface Waiter {
   buf: Buffer

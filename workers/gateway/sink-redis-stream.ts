@@ -1,6 +1,6 @@
+import { mapSliced } from '../../shared/slices.js'
 import type { RedisClient } from './redis-client.js'
 import type { Sink, SinkRecord } from './sink.js'
-import { mapSliced } from './slices.js'
 
 /**
  * XADD per new alert, one pipeline per batch: consumers scale out behind several gateways. One key,
