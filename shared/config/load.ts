@@ -90,7 +90,12 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       'mutual TLS needs TOKEN_SERVER_TLS_CERT_PATH and _KEY_PATH',
     )
   }
-  for (const key of ['httpHeaderTimeout', 'httpRequestTimeout'] as const) {
+  for (const key of [
+    'httpHeaderTimeout',
+    'httpRequestTimeout',
+    'tokenCacheMaxEntries',
+    'tokenCacheMaxBytes',
+  ] as const) {
     if (s[key] <= 0) throw configError(envName(key), 'must be greater than 0')
   }
   if (s.httpHeaderTimeout > s.httpRequestTimeout) {

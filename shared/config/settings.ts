@@ -117,6 +117,16 @@ export const SETTINGS = {
     default: '2h',
     help: 'drop a cached token unused for this long (0: never; targets are never dropped)',
   },
+  tokenCacheMaxEntries: {
+    kind: 'int',
+    default: '10000',
+    help: 'tokens each cache (role, access) holds at most; the least recently used go first',
+  },
+  tokenCacheMaxBytes: {
+    kind: 'int',
+    default: '16777216',
+    help: 'bytes of tokens (and their keys) each cache holds at most; the least recently used go first',
+  },
   tokenServerTlsCertPath: {
     kind: 'path',
     default: '',
