@@ -1,6 +1,6 @@
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { performance } from 'node:perf_hooks'
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { getHeapStatistics } from 'node:v8'
 import { isMainThread, workerData } from 'node:worker_threads'
@@ -95,6 +95,20 @@ export function defineService(def: ServiceDefinition): void {
     },
   })
 
+  // The longest the loop was held since the previous scrape (reset by each scrape, as prom-client's
+  // nodejs_eventloop_lag_max_seconds): how long a request could wait behind one piece of work.
+  const loopDelay = monitorEventLoopDelay({ resolution: 20 })
+  loopDelay.enable()
+  new Gauge({
+    name: 'sia_worker_event_loop_delay_max_seconds',
+    help: 'Longest event-loop delay of the worker since the previous scrape',
+    registers: [registry],
+    collect() {
+      this.set(loopDelay.count > 0 ? loopDelay.max / 1e9 : 0)
+      loopDelay.reset()
+    },
+  })
+
   const cleanups: (() => Promise<void> | void)[] = []
   const startCancel = new AbortController()
   const ctx: ServiceContext = {
@@ -109,13 +123,18 @@ export function defineService(def: ServiceDefinition): void {
       let info: AddressInfo | undefined
       await group.go(
         task,
-        serveTask(server, address, (i) => {
-          info = i
-          log.info(
-            { event: 'server.listening', task, address: i.address, port: i.port },
-            `listening on ${i.port}`,
-          )
-        }),
+        serveTask(
+          server,
+          address,
+          (i) => {
+            info = i
+            log.info(
+              { event: 'server.listening', task, address: i.address, port: i.port },
+              `listening on ${i.port}`,
+            )
+          },
+          { headersTimeoutMs: config.httpHeaderTimeout, requestTimeoutMs: config.httpRequestTimeout },
+        ),
         { waitReady: true },
       )
       if (!info) throw codedError('ERR_NOT_LISTENING', `${task} was shut down before it listened`)

@@ -30,6 +30,28 @@ const IDLE_SWEEP_MS = 25
  */
 const INCOMPLETE_GRACE_MS = 250
 
+/** Read deadlines of a server (HTTP_HEADER_TIMEOUT, HTTP_REQUEST_TIMEOUT), in ms. */
+export interface ReadDeadlines {
+  /** The request line and headers must arrive within this long of the connection or request start. */
+  headersTimeoutMs: number
+  /** The whole request, body included, must arrive within this long; Node answers 408 otherwise. */
+  requestTimeoutMs: number
+}
+
+/**
+ * Applies the read deadlines. Node checks them on a timer (`connectionsCheckingInterval`, 30 s by
+ * default), read when the server starts listening: a tenth of the shortest deadline, between
+ * 100 ms and 1 s, so a client past its deadline gets its 408 at most that much later.
+ */
+export function applyReadDeadlines(server: Server, d: ReadDeadlines): void {
+  server.headersTimeout = d.headersTimeoutMs
+  server.requestTimeout = d.requestTimeoutMs
+  const shortest = Math.min(d.headersTimeoutMs, d.requestTimeoutMs)
+  // Public since Node 18.12 (a createServer option, read at listen), not in @types/node.
+  const s = server as Server & { connectionsCheckingInterval: number }
+  s.connectionsCheckingInterval = Math.max(100, Math.min(1000, Math.floor(shortest / 10)))
+}
+
 /**
  * The server's connections, and the request each one is answering. A connection whose request is
  * whole (headers and body received) holds work; any other (idle keep-alive, headers half sent, a
@@ -98,8 +120,10 @@ export function serveTask(
   server: Server,
   address: string,
   onListening: (info: AddressInfo) => void,
+  deadlines?: ReadDeadlines,
 ): TaskBody {
   return async (t) => {
+    if (deadlines) applyReadDeadlines(server, deadlines)
     const conns = trackConnections(server)
     onListening(await listen(server, address))
     t.ready()

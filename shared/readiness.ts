@@ -6,14 +6,22 @@ import { HEARTBEAT_MS, type ServiceState, type StatusBoard } from './status-boar
 export interface Readiness {
   ready: boolean
   phase: string
-  notReady: { service: ServiceName; state: ServiceState }[]
+  /** `degraded`: a running service that can accept nothing, and why (e.g. "redis", "redis,sink"). */
+  notReady: { service: ServiceName; state: ServiceState; degraded?: string }[]
 }
 
 export function readiness(board: StatusBoard, config: Config): Readiness {
   const phase = board.phase()
-  const notReady = SERVICES.filter((s) => config.services[s].enabled)
-    .map((service) => ({ service, state: board.state(service) }))
-    .filter((s) => s.state !== 'running')
+  const notReady: Readiness['notReady'] = []
+  for (const service of SERVICES) {
+    if (!config.services[service].enabled) continue
+    const state = board.state(service)
+    if (state !== 'running') notReady.push({ service, state })
+    else {
+      const degraded = board.degraded(service)
+      if (degraded.length > 0) notReady.push({ service, state, degraded: degraded.join(',') })
+    }
+  }
   return { ready: phase === 'running' && notReady.length === 0, phase, notReady }
 }
 

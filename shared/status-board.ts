@@ -21,6 +21,13 @@ export const STATES = [
 ] as const
 export type ServiceState = (typeof STATES)[number]
 
+/**
+ * Why a running service can accept nothing (the gateway's dedup store or sink is down): it stays
+ * alive, but is not ready. A bit per reason in the service's cell, written by its worker.
+ */
+export const DEGRADATIONS = ['redis', 'sink'] as const
+export type Degradation = (typeof DEGRADATIONS)[number]
+
 export const PHASES = ['starting', 'running', 'shutting-down'] as const
 export type Phase = (typeof PHASES)[number]
 
@@ -45,6 +52,9 @@ export interface StatusBoard {
   setState(service: ServiceName, state: ServiceState): void
   beat(service: ServiceName | 'supervisor', now?: number): void
   lastBeat(service: ServiceName | 'supervisor'): number
+  /** What keeps a running service from accepting work (empty: nothing). */
+  degraded(service: ServiceName): Degradation[]
+  setDegraded(service: ServiceName, reasons: readonly Degradation[]): void
   setVitals(service: ServiceName, heapUsed: number, heapLimit: number, elu: number): void
   sample(service: ServiceName): WorkerSample
 }
@@ -52,11 +62,12 @@ export interface StatusBoard {
 const I_PHASE = 0
 const I_SIGNALS = 1
 const I_SERVICES = 2
+const I_DEGRADED = I_SERVICES + SERVICES.length
 const F_SUPERVISOR = 0
 const F_SERVICES = 1
 const F_PER_SERVICE = 4 // heartbeat, heap used, heap limit, event-loop utilisation
 
-const INT_BYTES = (I_SERVICES + SERVICES.length) * 4
+const INT_BYTES = (I_DEGRADED + SERVICES.length) * 4
 const FLOAT_OFFSET = Math.ceil(INT_BYTES / 8) * 8
 const BYTES = FLOAT_OFFSET + (F_SERVICES + SERVICES.length * F_PER_SERVICE) * 8
 
@@ -88,6 +99,14 @@ export function createStatusBoard(buffer = new SharedArrayBuffer(BYTES)): Status
     },
     state: (s) => STATES[Atomics.load(ints, I_SERVICES + row(s))] as ServiceState,
     setState: (s, state) => void Atomics.store(ints, I_SERVICES + row(s), STATES.indexOf(state)),
+    degraded(s) {
+      const bits = Atomics.load(ints, I_DEGRADED + row(s))
+      return DEGRADATIONS.filter((_, i) => bits & (1 << i))
+    },
+    setDegraded(s, reasons) {
+      const bits = reasons.reduce((b, r) => b | (1 << DEGRADATIONS.indexOf(r)), 0)
+      Atomics.store(ints, I_DEGRADED + row(s), bits)
+    },
     beat(s, now = Date.now()) {
       floats[beatCell(s)] = now
     },

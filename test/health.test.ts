@@ -35,6 +35,25 @@ test('ready only when the phase is running and every enabled service runs', () =
   assert.equal(readiness(board, config()).ready, false, 'not ready from the first instant of shutdown')
 })
 
+test('a running service that reports itself degraded is not ready, and says why; liveness is unaffected', () => {
+  const now = Date.now()
+  const board = runningBoard(now)
+  board.setDegraded('gateway', ['redis', 'sink'])
+  assert.deepEqual(readiness(board, config()), {
+    ready: false,
+    phase: 'running',
+    notReady: [{ service: 'gateway', state: 'running', degraded: 'redis,sink' }],
+  })
+  assert.deepEqual(liveness(board, config(), now), { alive: true, stale: [] })
+  assert.equal(
+    readiness(board, config({ GATEWAY_ADDR: '' })).ready,
+    true,
+    'a disabled service does not count',
+  )
+  board.setDegraded('gateway', [])
+  assert.equal(readiness(board, config()).ready, true)
+})
+
 test('liveness: a heartbeat three beats old is stale; down or restarting workers do not count', () => {
   const now = Date.now()
   const board = runningBoard(now)

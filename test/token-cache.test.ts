@@ -6,7 +6,7 @@ import { codedError } from '../shared/errors.js'
 import type { AccessToken } from '../shared/identity/tokens.js'
 import { createLogger } from '../shared/logger.js'
 import { createTokenApi } from '../workers/token/api.js'
-import { type CacheKey, createTokenCache, MIN_REMAINING_MS } from '../workers/token/cache.js'
+import { type CacheKey, createTokenCache, describeKey, MIN_REMAINING_MS } from '../workers/token/cache.js'
 
 const key = (role: string, maxExpiry = 0): CacheKey => ({
   domain: 'd',
@@ -17,15 +17,39 @@ const key = (role: string, maxExpiry = 0): CacheKey => ({
 })
 
 /** A cache over a counting fetch; `ttl` is what the next fetched token has left. */
-function counting(opts: { ttlMs?: number; idleMs?: number; fail?: boolean } = {}) {
+function counting(
+  opts: {
+    ttlMs?: number
+    idleMs?: number
+    fail?: boolean
+    maxEntries?: number
+    maxBytes?: number
+    targets?: CacheKey[]
+    signal?: AbortSignal
+  } = {},
+) {
   let t = 1_000_000
-  const state = { calls: 0, ttlMs: opts.ttlMs ?? 3600_000, fail: opts.fail ?? false }
+  const state = {
+    calls: 0,
+    ttlMs: opts.ttlMs ?? 3600_000,
+    fail: opts.fail ?? false,
+    /** Resolves a held fetch (when `hold` is set, fetches wait for it). */
+    hold: undefined as Promise<void> | undefined,
+    signals: [] as AbortSignal[],
+  }
   const cache = createTokenCache<{ v: number; exp: number }>({
     idleMs: opts.idleMs ?? 0,
+    maxEntries: opts.maxEntries ?? 1000,
+    maxBytes: opts.maxBytes ?? 1 << 20,
+    ...(opts.targets ? { targets: opts.targets } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
     now: () => t,
-    fetch: async () => {
+    fetch: async (_k, signal) => {
       const n = ++state.calls
+      state.signals.push(signal)
       await new Promise((r) => setImmediate(r))
+      if (state.hold) await state.hold
+      if (signal.aborted) throw codedError('ERR_UPSTREAM', 'aborted')
       if (state.fail) throw codedError('ERR_UPSTREAM', 'down')
       return { v: n, exp: t + state.ttlMs }
     },
@@ -34,6 +58,9 @@ function counting(opts: { ttlMs?: number; idleMs?: number; fail?: boolean } = {}
   })
   return { cache, state, advance: (ms: number) => (t += ms), now: () => t }
 }
+
+const roles = (cache: { entries(): Iterable<{ key: CacheKey }> }) =>
+  [...cache.entries()].map((e) => e.key.role).sort()
 
 describe('token cache', () => {
   it('coalesces concurrent misses for one key into one fetch', async () => {
@@ -51,23 +78,73 @@ describe('token cache', () => {
     await cache.get(key('r'))
     assert.equal(state.calls, 1)
     advance(6_000)
+    assert.equal(cache.peek(key('r')), undefined)
     assert.equal((await cache.get(key('r'))).v, 2)
   })
 
-  it('refreshes every entry and keeps a valid token when the refresh fails', async () => {
-    const { cache, state } = counting()
-    await cache.get(key('a'))
-    await cache.get(key('b'))
-    assert.deepEqual(await cache.refreshAll(), { updated: 2, failed: 0 })
-    assert.equal(state.calls, 4)
-    state.fail = true
-    assert.deepEqual(await cache.refreshAll(), { updated: 0, failed: 2 })
-    assert.equal((await cache.get(key('a'))).v, 3)
+  it('holds at most maxEntries, evicting the least recently used; targets are never evicted', async () => {
+    const { cache, advance } = counting({ maxEntries: 3, targets: [key('target')] })
+    await cache.get(key('target'))
+    for (const r of ['a', 'b', 'c']) {
+      await cache.get(key(r))
+      advance(10)
+    }
+    assert.ok(cache.peek(key('a'))) // a is now the most recently used
+    await cache.get(key('d')) // evicts b, the least recently used
+    assert.deepEqual(roles(cache), ['a', 'c', 'd', 'target'])
+    assert.deepEqual(cache.stats(), { entries: 4, bytes: 40 })
   })
 
-  it('evicts idle entries but never pinned ones', async () => {
-    const { cache, advance, now } = counting({ idleMs: 10_000 })
-    cache.pin(key('target'))
+  it('holds at most maxBytes (tokens and their keys)', async () => {
+    const keyBytes = describeKey(key('r0')).length
+    const { cache } = counting({ maxBytes: 3 * (10 + keyBytes) })
+    for (let i = 0; i < 10; i++) await cache.get(key(`r${i}`))
+    assert.deepEqual(roles(cache), ['r7', 'r8', 'r9'])
+  })
+
+  it('refreshes the targets and the keys used since the last refresh, not fresh or unused ones', async () => {
+    const { cache, state, advance, now } = counting({ targets: [key('target')] })
+    await cache.get(key('target'))
+    await cache.get(key('used'))
+    await cache.get(key('unused'))
+    advance(10_000)
+    const since = now()
+    advance(1_000)
+    assert.ok(cache.peek(key('used')))
+    await cache.get(key('fresh')) // fetched just now: not worth fetching again
+    assert.ok(cache.peek(key('fresh')))
+    const version = () => Object.fromEntries([...cache.entries()].map((e) => [e.key.role, e.value.v]))
+    const before = version()
+    const tally = await cache.refresh({ usedSince: since, fetchedBefore: now() - 500 })
+    assert.deepEqual(tally, { updated: 2, failed: 0, skipped: 2 })
+    assert.equal(state.calls, 6)
+    const after = version()
+    for (const r of ['target', 'used']) assert.ok(after[r]! > before[r]!, `${r} re-fetched`)
+    for (const r of ['unused', 'fresh']) assert.equal(after[r], before[r], `${r} left alone`)
+  })
+
+  it('serves the cached token while it is re-fetched, and keeps it when the refresh fails', async () => {
+    const { cache, state, now } = counting({ targets: [key('t')] })
+    const first = await cache.get(key('t'))
+    let release!: () => void
+    state.hold = new Promise((r) => {
+      release = r
+    })
+    const refreshing = cache.refresh({ usedSince: now(), fetchedBefore: now() })
+    await new Promise((r) => setImmediate(r))
+    assert.equal(cache.peek(key('t')), first, 'no wait for the refresh')
+    state.fail = true
+    release()
+    assert.deepEqual(await refreshing, { updated: 0, failed: 1, skipped: 0 })
+    state.hold = undefined
+    assert.equal(cache.peek(key('t')), first, 'the old token stays while valid')
+    state.fail = false
+    await cache.refresh({ usedSince: now(), fetchedBefore: now() + 1 })
+    assert.notEqual(cache.peek(key('t')), first)
+  })
+
+  it('evicts idle entries but never targets', async () => {
+    const { cache, advance, now } = counting({ idleMs: 10_000, targets: [key('target')] })
     await cache.get(key('target'))
     await cache.get(key('busy'))
     await cache.get(key('idle'))
@@ -75,13 +152,28 @@ describe('token cache', () => {
     await cache.get(key('busy'))
     advance(8_000)
     assert.equal(cache.evictIdle(now()), 1)
-    assert.deepEqual(
-      cache
-        .entries()
-        .map((e) => e.key.role)
-        .sort(),
-      ['busy', 'target'],
-    )
+    assert.deepEqual(roles(cache), ['busy', 'target'])
+  })
+
+  it('a miss is not aborted by its eviction, only by the stop signal', async () => {
+    const stop = new AbortController()
+    const { cache, state } = counting({ maxEntries: 1, signal: stop.signal })
+    let release!: () => void
+    state.hold = new Promise((r) => {
+      release = r
+    })
+    const slow = cache.get(key('slow'))
+    const other = cache.get(key('other')) // evicts slow's placeholder
+    release()
+    assert.equal((await slow).v, 1)
+    assert.equal((await other).v, 2)
+    state.hold = new Promise(() => {})
+    const stuck = cache.get(key('stuck'))
+    await new Promise((r) => setImmediate(r))
+    assert.equal(state.signals.at(-1)?.aborted, false)
+    stop.abort()
+    assert.equal(state.signals.at(-1)?.aborted, true)
+    void stuck.catch(() => {})
   })
 })
 
@@ -89,6 +181,8 @@ describe('token API upstream failures', () => {
   async function serve(upstream: () => Promise<AccessToken>, restApi = true) {
     const accessTokens = createTokenCache<AccessToken>({
       idleMs: 0,
+      maxEntries: 100,
+      maxBytes: 1 << 20,
       fetch: upstream,
       expiresAt: (t) => Date.now() + t.expires_in * 1000,
       size: () => 1,

@@ -108,6 +108,17 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       'mutual TLS needs TOKEN_SERVER_TLS_CERT_PATH and _KEY_PATH',
     )
   }
+  for (const key of [
+    'httpHeaderTimeout',
+    'httpRequestTimeout',
+    'tokenCacheMaxEntries',
+    'tokenCacheMaxBytes',
+  ] as const) {
+    if (s[key] <= 0) throw configError(envName(key), 'must be greater than 0')
+  }
+  if (s.httpHeaderTimeout > s.httpRequestTimeout) {
+    throw configError(envName('httpHeaderTimeout'), 'must not be longer than HTTP_REQUEST_TIMEOUT')
+  }
   s.keyFile ||= join(s.dataDir, 'key.pem')
   s.certFile ||= join(s.dataDir, 'cert.pem')
   s.caCertFile ||= join(s.dataDir, 'ca.pem')

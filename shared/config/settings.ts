@@ -117,6 +117,16 @@ export const SETTINGS = {
     default: '2h',
     help: 'drop a cached token unused for this long (0: never; targets are never dropped)',
   },
+  tokenCacheMaxEntries: {
+    kind: 'int',
+    default: '10000',
+    help: 'tokens each cache (role, access) holds at most; the least recently used go first',
+  },
+  tokenCacheMaxBytes: {
+    kind: 'int',
+    default: '16777216',
+    help: 'bytes of tokens (and their keys) each cache holds at most; the least recently used go first',
+  },
   tokenServerTlsCertPath: {
     kind: 'path',
     default: '',
@@ -256,6 +266,16 @@ export const SETTINGS = {
     kind: 'string',
     default: '',
     help: 'resource plural in the REST path (empty: lower-case kind + "s")',
+  },
+  httpHeaderTimeout: {
+    kind: 'duration',
+    default: '10s',
+    help: 'every server: request line and headers must arrive within this (else 408, connection closed)',
+  },
+  httpRequestTimeout: {
+    kind: 'duration',
+    default: '30s',
+    help: 'every server: the whole request, body included, must arrive within this (else 408)',
   },
   metricsServerAddr: {
     kind: 'address',

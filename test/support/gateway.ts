@@ -43,6 +43,26 @@ export function webhook(alerts: AlertInput[]): Record<string, unknown> {
   return { version: '4', status: 'firing', receiver: 'sia', groupKey: '{}', alerts }
 }
 
+/** Distinct alerts, about 500 bytes each, up to just under `bytes` of JSON. */
+export function bigBatch(bytes: number, tag = 'Big'): { payload: Record<string, unknown>; count: number } {
+  const alerts: AlertInput[] = []
+  let size = 200
+  for (let i = 0; ; i++) {
+    const a = alert(`${tag}${i}`, {
+      labels: { instance: `host-${i}.example:9100`, job: 'node', pod: `pod-${i % 97}` },
+      annotations: {
+        summary: `${tag}${i} is firing`,
+        description: `disk ${i} is ${i % 100}% full`.repeat(4),
+      },
+    })
+    const n = JSON.stringify(a).length + 1
+    if (size + n > bytes) break
+    size += n
+    alerts.push(a)
+  }
+  return { payload: webhook(alerts), count: alerts.length }
+}
+
 export interface Answer {
   status: number
   headers: Headers

@@ -1,3 +1,4 @@
+import { mapSliced } from '../../shared/slices.js'
 import {
   type DedupEntry,
   type DedupResult,
@@ -91,6 +92,25 @@ const STATES: readonly DedupState[] = ['duplicate', 'new', 'pending']
  * is a second round trip of the same kind. Lease expiry is Redis's own PEXPIRE: no clock skew
  * between replicas matters.
  */
+/**
+ * Issues one call per entry, in slices (a large batch's thousands of commands would hold the loop
+ * while they are encoded): every call is still sent before any reply is awaited, so the batch
+ * stays one pipelined round trip. Each call is settled as soon as it is made, so one that fails
+ * while later slices are being issued is never an unhandled rejection.
+ */
+async function callAll<E, T>(
+  entries: readonly E[],
+  call: (e: E) => Promise<T>,
+): Promise<PromiseSettledResult<T>[]> {
+  const settled = await mapSliced(entries, (e) =>
+    call(e).then(
+      (value): PromiseSettledResult<T> => ({ status: 'fulfilled', value }),
+      (reason: unknown): PromiseSettledResult<T> => ({ status: 'rejected', reason }),
+    ),
+  )
+  return Promise.all(settled)
+}
+
 export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: number): DedupStore {
   client.defineCommand('dedupRecord', { numberOfKeys: 1, lua: RECORD_LUA })
   client.defineCommand('dedupCommit', { numberOfKeys: 1, lua: COMMIT_LUA })
@@ -98,9 +118,7 @@ export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: nu
   const cmds = client as unknown as ScriptCommands
 
   const release = async (fingerprints: readonly string[], owner: string) => {
-    const done = await Promise.allSettled(
-      fingerprints.map((fp) => cmds.dedupRelease(DEDUP_KEY_PREFIX + fp, owner)),
-    )
+    const done = await callAll(fingerprints, (fp) => cmds.dedupRelease(DEDUP_KEY_PREFIX + fp, owner))
     for (const d of done)
       if (d.status === 'rejected') throw storeUnavailable(errorOf(d.reason).message, d.reason)
   }
@@ -111,10 +129,8 @@ export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: nu
     release,
     async record(entries: readonly DedupEntry[], owner: string, now: number): Promise<DedupResult[]> {
       if (client.status !== 'ready') throw storeUnavailable(`redis is ${client.status}`)
-      const replies = await Promise.allSettled(
-        entries.map((e) =>
-          cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, now, ttlMs, owner, leaseMs),
-        ),
+      const replies = await callAll(entries, (e) =>
+        cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, now, ttlMs, owner, leaseMs),
       )
       const failed = replies.find((r) => r.status === 'rejected')
       if (failed) {
@@ -136,8 +152,8 @@ export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: nu
     },
     async commit(entries, owner, now) {
       if (client.status !== 'ready') throw storeUnavailable(`redis is ${client.status}`)
-      const replies = await Promise.allSettled(
-        entries.map((e) => cmds.dedupCommit(DEDUP_KEY_PREFIX + e.fingerprint, owner, ttlMs, e.status, now)),
+      const replies = await callAll(entries, (e) =>
+        cmds.dedupCommit(DEDUP_KEY_PREFIX + e.fingerprint, owner, ttlMs, e.status, now),
       )
       const failed = replies.find((r) => r.status === 'rejected')
       if (failed) throw storeUnavailable(errorOf(failed.reason).message, failed.reason)

@@ -72,13 +72,33 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
       { 'retry-after': retryAfter },
     )
 
+  const busy = () => opts.maxInflight > 0 && inflight >= opts.maxInflight
+  const overloaded = (res: ServerResponse) =>
+    unavailable(res, `more than ${opts.maxInflight} requests in flight`, RETRY_AFTER_BUSY)
+
+  /**
+   * Reads the body (bounded by the server's read deadlines, never counted as in flight: a client
+   * trickling its body holds a connection, not a slot), then ingests it within GATEWAY_MAX_INFLIGHT.
+   */
   const accept = async (req: IncomingMessage, res: ServerResponse) => {
     const read = await readBody(req, opts.maxBodyBytes)
     if (!read.ok) {
       if (read.reason === 'too-large') tooLarge(req, res)
-      return // aborted: nobody is listening for an answer
+      return // aborted, or the read deadline passed (Node answered 408): nobody is listening
     }
-    const parsed = parseWebhook(read.body)
+    if (busy()) return overloaded(res)
+    inflight++
+    metrics.inflight.inc()
+    try {
+      await ingestBody(req, res, read.body)
+    } finally {
+      inflight--
+      metrics.inflight.dec()
+    }
+  }
+
+  const ingestBody = async (req: IncomingMessage, res: ServerResponse, body: Buffer) => {
+    const parsed = await parseWebhook(body)
     if (!parsed.ok) {
       const { detail, path, errors } = parsed
       return sendProblem(res, { status: 400, title: 'Bad Request', detail, path, errors })
@@ -134,21 +154,12 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
       })
     }
     if (Number(req.headers['content-length'] ?? 0) > opts.maxBodyBytes) return tooLarge(req, res)
-    if (opts.maxInflight > 0 && inflight >= opts.maxInflight) {
-      return unavailable(res, `more than ${opts.maxInflight} requests in flight`, RETRY_AFTER_BUSY)
-    }
+    if (busy()) return overloaded(res)
     if (!store.up()) return unavailable(res, 'the deduplication store is unavailable', RETRY_AFTER_STORE)
-    inflight++
-    metrics.inflight.inc()
-    accept(req, res)
-      .catch((err: unknown) => {
-        log.error({ event: 'gateway.request.failed', err }, 'request failed')
-        if (!res.headersSent) sendProblem(res, { status: 500, title: 'Internal Server Error' })
-      })
-      .finally(() => {
-        inflight--
-        metrics.inflight.dec()
-      })
+    accept(req, res).catch((err: unknown) => {
+      log.error({ event: 'gateway.request.failed', err }, 'request failed')
+      if (!res.headersSent) sendProblem(res, { status: 500, title: 'Internal Server Error' })
+    })
   }
 }
 

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { HitFailpoint } from '../../shared/failpoints.js'
 import type { Logger } from '../../shared/logger.js'
+import { mapSliced } from '../../shared/slices.js'
 import type { DedupEntry, DedupResult, DedupStore } from './dedup-store.js'
 import { fingerprintOf } from './fingerprint.js'
 import type { GatewayMetrics } from './metrics.js'
@@ -27,6 +28,8 @@ export interface IngestOptions {
    */
   pendingWaitMs: number
   failpoint: HitFailpoint
+  /** Told of every sink write's outcome (readiness follows the sink). */
+  onSinkWrite?(ok: boolean): void
 }
 
 /**
@@ -85,8 +88,11 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   ): Promise<boolean> => {
     try {
       await opts.failpoint(BEFORE_SINK)
-      await sink.write(fresh.map((a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt)))
+      await sink.write(
+        await mapSliced(fresh, (a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt)),
+      )
     } catch (err) {
+      opts.onSinkWrite?.(false)
       metrics.sinkErrors.inc({ sink: sink.name })
       if (sinkFailures++ === 0) {
         const { message, code } = err as NodeJS.ErrnoException
@@ -108,6 +114,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         )
       return false
     }
+    opts.onSinkWrite?.(true)
     if (sinkFailures > 0) {
       log.info(
         { event: 'gateway.sink.recovered', sink: sink.name, failures: sinkFailures },
@@ -140,16 +147,20 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   return async (webhook) => {
     const now = Date.now()
     const receivedAt = new Date(now).toISOString()
-    const items: Item[] = webhook.alerts.map((alert) => {
+    const received = { firing: 0, resolved: 0 }
+    const items: Item[] = await mapSliced(webhook.alerts, (alert): Item => {
       const fingerprint = fingerprintOf(alert, opts.fingerprintLabels)
       const considered = opts.recordResolved || alert.status === 'firing'
+      received[alert.status]++
       return {
         alert,
         fingerprint,
         outcome: { fingerprint, alertStatus: alert.status, status: considered ? 'pending' : 'ignored' },
       }
     })
-    for (const a of items) metrics.received.inc({ status: a.alert.status })
+    for (const status of ['firing', 'resolved'] as const) {
+      if (received[status] > 0) metrics.received.inc({ status }, received[status])
+    }
 
     const owner = randomUUID()
     const deadline = now + opts.pendingWaitMs
@@ -195,13 +206,14 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       pause = Math.min(pause * 2, PENDING_POLL_MAX_MS)
     }
 
-    const count = (s: AlertState) => items.filter((a) => a.outcome.status === s).length
+    const counts: Record<AlertState, number> = { created: 0, duplicate: 0, ignored: 0, pending: 0, failed: 0 }
+    for (const a of items) counts[a.outcome.status]++
     const outcome: IngestOutcome = {
-      created: count('created'),
-      duplicates: count('duplicate'),
-      ignored: count('ignored'),
-      pending: count('pending'),
-      failed: count('failed'),
+      created: counts.created,
+      duplicates: counts.duplicate,
+      ignored: counts.ignored,
+      pending: counts.pending,
+      failed: counts.failed,
       ...(failure && { failure }),
       alerts: items.map((a) => a.outcome),
     }

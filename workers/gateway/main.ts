@@ -5,6 +5,7 @@ import { createMemoryStore } from './dedup-memory.js'
 import { createRedisStore } from './dedup-redis.js'
 import type { DedupStore } from './dedup-store.js'
 import { createHandler } from './handler.js'
+import { createGatewayHealth } from './health.js'
 import { createMetrics } from './metrics.js'
 import type { RedisClient } from './redis-client.js'
 import { createSinkFor } from './sinks.js'
@@ -20,7 +21,7 @@ const PENDING_WAIT_MS = 2000
  * through serve(); only then are the sink and then Redis closed (onStop runs in reverse order).
  */
 defineService({
-  async start({ config, log, registry, board, serve, onStop, failpoint }) {
+  async start({ service, config, log, registry, board, serve, onStop, failpoint, signal }) {
     let redis: RedisClient | undefined
     if (config.redisUrl) {
       // ioredis costs ~12 MiB of heap per thread: loaded only when Redis is configured.
@@ -51,7 +52,17 @@ defineService({
         })
     const sink = await createSinkFor(config, redis, log)
     onStop(() => sink.close())
-    const metrics = createMetrics(registry, store)
+    // Readiness follows the store and the sink, from now until shutdown begins (then a replacement
+    // worker, or the shutdown itself, says what readiness is).
+    const health = createGatewayHealth({
+      store,
+      sink,
+      log,
+      publish: (reasons) => board.setDegraded(service, reasons),
+    })
+    signal.addEventListener('abort', () => health.stop(), { once: true })
+    onStop(() => health.stop())
+    const metrics = createMetrics(registry, store, health)
     const server = createServer(
       createHandler({
         maxBodyBytes: config.gatewayMaxBodyBytes,
@@ -65,6 +76,7 @@ defineService({
         log,
         pendingWaitMs: Math.min(leaseMs, PENDING_WAIT_MS),
         failpoint,
+        onSinkWrite: (ok) => (ok ? health.sinkSucceeded() : health.sinkFailed()),
         ready() {
           const r = readiness(board, config)
           const status = r.ready ? 'ready' : 'not ready'

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from '../../shared/prom.js'
 import type { DedupStore } from './dedup-store.js'
+import type { GatewayHealth } from './health.js'
 
 export interface GatewayMetrics {
   received: Counter<'status'>
@@ -12,8 +13,16 @@ export interface GatewayMetrics {
 }
 
 /** The gateway_* series of the issue, in the worker's registry (labelled service="gateway"). */
-export function createMetrics(registry: Registry, store: DedupStore): GatewayMetrics {
+export function createMetrics(registry: Registry, store: DedupStore, health: GatewayHealth): GatewayMetrics {
   const registers = [registry]
+  new Gauge({
+    name: 'gateway_sink_up',
+    help: 'Whether the sink takes writes (0 from a failed write until a write or a probe succeeds)',
+    registers,
+    collect() {
+      this.set(health.sinkUp() ? 1 : 0)
+    },
+  })
   new Gauge({
     name: 'gateway_dedup_store_up',
     help: 'Whether the dedup store (Redis, or the in-memory store) is reachable',
@@ -53,7 +62,7 @@ export function createMetrics(registry: Registry, store: DedupStore): GatewayMet
     }),
     inflight: new Gauge({
       name: 'gateway_inflight_requests',
-      help: 'Webhook requests being processed',
+      help: 'Webhook requests being ingested (body received, dedup and sink under way)',
       registers,
     }),
     sinkErrors: new Counter({

@@ -2,15 +2,21 @@ import { type FileHandle, open } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { ensureDir } from '../../shared/ensure-dir.js'
 import type { Logger } from '../../shared/logger.js'
+import { mapSliced } from '../../shared/slices.js'
 import type { Sink, SinkRecord } from './sink.js'
 
 interface Waiter {
   buf: Buffer
+  /** A probe: `buf` is filler, appended, synced and cut back again, alone in its append. */
+  probe?: boolean
   resolve(): void
   reject(err: unknown): void
 }
 
 const TAIL_CHUNK = 64 * 1024
+/** A probe needs room for at least this, and at most this (the size of the write that failed). */
+const PROBE_MIN_BYTES = 4096
+const PROBE_MAX_BYTES = 1024 * 1024
 
 /**
  * JSON lines appended to one file; `write` resolves only once its lines are fdatasync'ed, so a 2xx
@@ -32,6 +38,8 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
   let flushing: Promise<void> | undefined
   /** Set when a failed append could not be cut back: cut it before anything else is appended. */
   let cutTo: number | undefined
+  /** Bytes of the last append that failed: what a probe must find room for. */
+  let failedBytes = 0
 
   const cutBack = async (size: number) => {
     try {
@@ -58,6 +66,7 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
       while (offset < buf.length) offset += (await file.write(buf, offset)).bytesWritten
       await file.datasync()
     } catch (err) {
+      failedBytes = buf.length
       if (regular) {
         await cutBack(before).then(
           () => log.debug({ event: 'gateway.sink.truncated', size: before }, 'failed append cut back'),
@@ -68,12 +77,27 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
     }
   }
 
+  /** Room for `buf` right now: appended and synced, then cut back whatever happens. */
+  const probeOnce = async (buf: Buffer) => {
+    if (cutTo !== undefined) await cutBack(cutTo)
+    const before = (await file.stat()).size
+    try {
+      let offset = 0
+      while (offset < buf.length) offset += (await file.write(buf, offset)).bytesWritten
+      await file.datasync()
+    } finally {
+      await cutBack(before)
+    }
+  }
+
   const flush = async () => {
     while (queue.length > 0) {
-      const group = queue
-      queue = []
+      // Probes go alone (they are cut back); records that queued meanwhile share one append.
+      const probe = queue[0]?.probe ? queue.shift() : undefined
+      const group = probe ? [probe] : queue.filter((w) => !w.probe)
+      if (!probe) queue = queue.filter((w) => w.probe)
       try {
-        await append(Buffer.concat(group.map((w) => w.buf)))
+        await (probe ? probeOnce(probe.buf) : append(Buffer.concat(group.map((w) => w.buf))))
         for (const w of group) w.resolve()
       } catch (err) {
         for (const w of group) w.reject(err)
@@ -81,15 +105,27 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
     }
     flushing = undefined
   }
+  const enqueue = (w: Omit<Waiter, 'resolve' | 'reject'>) =>
+    new Promise<void>((resolve, reject) => {
+      queue.push({ ...w, resolve, reject })
+      flushing ??= flush()
+    })
 
   return {
     name: 'file',
-    write(records: readonly SinkRecord[]) {
-      const buf = Buffer.from(records.map((r) => `${JSON.stringify(r)}\n`).join(''))
-      return new Promise<void>((resolve, reject) => {
-        queue.push({ buf, resolve, reject })
-        flushing ??= flush()
-      })
+    async write(records: readonly SinkRecord[]) {
+      const lines = await mapSliced(records, (r) => `${JSON.stringify(r)}\n`)
+      return enqueue({ buf: Buffer.from(lines.join('')) })
+    },
+    /**
+     * Filler of the size of the write that failed (no newline: if the process dies before it is
+     * cut back, the next start cuts it as a partial line) is appended, synced and cut back.
+     * Room on the disk again (ENOSPC) or a device that writes again (EIO) shows here.
+     */
+    async probe() {
+      if (!regular) return
+      const size = Math.min(PROBE_MAX_BYTES, Math.max(PROBE_MIN_BYTES, failedBytes))
+      await enqueue({ buf: Buffer.alloc(size, 0x20), probe: true })
     },
     async close() {
       await flushing

@@ -1,3 +1,4 @@
+import { mapSliced } from '../../shared/slices.js'
 import type { RedisClient } from './redis-client.js'
 import type { Sink, SinkRecord } from './sink.js'
 
@@ -10,13 +11,17 @@ export function createRedisStreamSink(client: RedisClient, key: string): Sink {
     name: 'redis-stream',
     async write(records: readonly SinkRecord[]) {
       const p = client.pipeline()
-      for (const r of records) {
-        p.xadd(key, '*', 'fingerprint', r.fingerprint, 'status', r.status, 'alert', JSON.stringify(r))
-      }
+      await mapSliced(records, (r) =>
+        p.xadd(key, '*', 'fingerprint', r.fingerprint, 'status', r.status, 'alert', JSON.stringify(r)),
+      )
       const replies = (await p.exec()) ?? []
       const failed = replies.find(([err]) => err)
       if (failed?.[0]) throw failed[0]
       if (replies.length !== records.length) throw new Error('incomplete reply from redis')
+    },
+    async probe() {
+      // An XADD of nothing is not possible: the connection being up is what can be known.
+      if (client.status !== 'ready') throw new Error(`redis is ${client.status}`)
     },
     async close() {}, // the client is shared with the dedup store and closed with it
   }

@@ -20,6 +20,11 @@ export interface Sink {
   readonly name: 'file' | 'redis-stream' | 'kubernetes'
   /** Resolves once every record is durably handed over; rejects if any was not. */
   write(records: readonly SinkRecord[]): Promise<void>
+  /**
+   * After a failed write: resolves once the sink could take that write now, without storing
+   * anything. Without it, a failed sink gets traffic again after a cool-down (half-open).
+   */
+  probe?(): Promise<void>
   close(): Promise<void>
 }
 

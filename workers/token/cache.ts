@@ -1,10 +1,22 @@
+import { LRUCache } from 'lru-cache'
+import { codedError } from '../../shared/errors.js'
+import { eachSliced } from '../../shared/slices.js'
+import { aborted } from '../../shared/timer-task.js'
+
 /**
- * The token cache of the Go original, keyed by (domain, role, proxy principal, min/max expiry):
- * concurrent misses for one key share one upstream fetch; an entry with less than a minute left
- * is a miss; `refreshAll` renews every entry (the refresh-timer); entries nobody asked for within
- * `idleMs` are dropped, except the configured targets (the original never drops anything).
+ * The token cache of the Go original, keyed by (domain, role, proxy principal, min/max expiry),
+ * with bounds: any local client can name keys, so at most `maxEntries` tokens and `maxBytes`
+ * bytes are kept, the least recently used evicted first (`lru-cache`). Concurrent misses for one
+ * key share one upstream fetch (lru-cache's `fetchMethod`); an entry with less than a minute left
+ * is a miss (its TTL in the cache ends there). The configured targets live in a cache of their
+ * own, never evicted by other keys. A refresh re-fetches only what is worth it: the targets, and
+ * the keys used since the previous refresh whose token is older than `olderThan`; it runs a few
+ * fetches at a time, in slices that leave the loop free (a local signature is synchronous).
+ * While a token is re-fetched, the cached one keeps being served.
  */
 export const MIN_REMAINING_MS = 60_000
+/** Refresh fetches in flight at once: ZTS round trips overlap, no burst of thousands at once. */
+const REFRESH_LANES = 8
 
 export interface CacheKey {
   domain: string
@@ -19,32 +31,51 @@ export interface CacheEntry<V> {
   value: V
   /** Epoch ms. */
   expiresAt: number
+  fetchedAt: number
   lastUsed: number
+  /** The token's bytes. */
   bytes: number
+}
+
+export interface RefreshTally {
+  updated: number
+  failed: number
+  /** Cached, but not worth re-fetching now (unused since the last refresh, or fetched lately). */
+  skipped: number
 }
 
 export interface TokenCache<V> {
   /** A fresh cached token, or undefined: the synchronous path of every cache hit. */
   peek(key: CacheKey): V | undefined
   /** A fresh cached token, or one fetched now (shared with concurrent callers of the same key). */
-  get(key: CacheKey): Promise<V>
-  /** Fetches every entry anew; a failure keeps the old token while it is still valid. */
-  refreshAll(): Promise<{ updated: number; failed: number }>
+  get(key: CacheKey, signal?: AbortSignal): Promise<V>
+  /**
+   * Re-fetches the targets and the keys used since `usedSince` whose token was fetched before
+   * `fetchedBefore`; a failure keeps the old token while it is still valid. Starts nothing more
+   * once `signal` aborts, and then returns without waiting for the fetches already made.
+   */
+  refresh(opts: { usedSince: number; fetchedBefore: number; signal?: AbortSignal }): Promise<RefreshTally>
+  /** Drops entries unused for `idleMs` (never a target); returns how many. */
   evictIdle(now: number): number
-  /** Marks `key` as a target: never evicted. */
-  pin(key: CacheKey): void
-  entries(): CacheEntry<V>[]
+  entries(): Iterable<CacheEntry<V>>
+  /** Entries and token bytes held (targets included). */
+  stats(): { entries: number; bytes: number }
 }
 
 export interface TokenCacheOptions<V> {
-  fetch(key: CacheKey): Promise<V>
+  fetch(key: CacheKey, signal: AbortSignal): Promise<V>
   /** Epoch ms at which `value` expires. */
   expiresAt(value: V): number
   size(value: V): number
-  /** 0: never evict. */
+  /** 0: never evict for idleness. */
   idleMs: number
+  maxEntries: number
+  maxBytes: number
+  /** TARGET_DOMAIN_ROLES: always refreshed, never evicted. */
+  targets?: readonly CacheKey[]
+  /** Aborts every fetch: the service has stopped (not when shutdown begins: misses complete). */
+  signal?: AbortSignal
   now?: () => number
-  onUpdate?(entry: CacheEntry<V>): void
 }
 
 /** The original's cache key text, `{domain:role.role,proxy,min,max}`: safe to log. */
@@ -52,80 +83,136 @@ export function describeKey(k: CacheKey): string {
   return `{${k.domain}:role.${k.role},${k.proxyForPrincipal},${k.minExpiry},${k.maxExpiry}}`
 }
 
+interface FetchContext {
+  key: CacheKey
+  signal?: AbortSignal
+}
+
+type Lru<V> = LRUCache<string, CacheEntry<V>, FetchContext>
+
 export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
   const now = opts.now ?? Date.now
-  const entries = new Map<string, CacheEntry<V>>()
-  const inflight = new Map<string, Promise<CacheEntry<V>>>()
-  const pinned = new Set<string>()
+  const stopped = opts.signal ?? new AbortController().signal
+  // Every entry held, targets included, as lru-cache reports them (its own iterators skip the
+  // entries being re-fetched): counts and metrics at no cost, never a gap during a refresh.
+  const held = new Map<string, CacheEntry<V>>()
+  let heldBytes = 0
+  const isEntry = (v: unknown): v is CacheEntry<V> => !(v instanceof Promise) && v !== undefined
 
-  const fetchShared = (id: string, key: CacheKey): Promise<CacheEntry<V>> => {
-    let p = inflight.get(id)
-    if (!p) {
-      p = opts
-        .fetch(key)
-        .then((value) => {
-          const entry: CacheEntry<V> = {
-            key,
-            value,
-            expiresAt: opts.expiresAt(value),
-            lastUsed: entries.get(id)?.lastUsed ?? now(),
-            bytes: opts.size(value),
-          }
-          entries.set(id, entry)
-          opts.onUpdate?.(entry)
-          return entry
-        })
-        .finally(() => inflight.delete(id))
-      inflight.set(id, p)
-    }
-    return p
-  }
+  const make = (max: number, maxSize: number): Lru<V> =>
+    new LRUCache<string, CacheEntry<V>, FetchContext>({
+      max,
+      // The bound counts each token with its key (what the entry costs beyond a few objects).
+      ...(maxSize > 0
+        ? { maxSize, sizeCalculation: (e: CacheEntry<V>, id: string) => e.bytes + id.length }
+        : {}),
+      perf: { now },
+      ttlResolution: 0,
+      // A fetch outlives the eviction of its entry (its caller still gets the token); only the
+      // service's stop aborts it.
+      ignoreFetchAbort: true,
+      // A failed re-fetch puts the old token back (until its own TTL) and rejects to the caller.
+      noDeleteOnFetchRejection: true,
+      onInsert(e, id) {
+        if (!isEntry(e)) return
+        const old = held.get(id)
+        if (old) heldBytes -= old.bytes
+        held.set(id, e)
+        heldBytes += e.bytes
+      },
+      dispose(e, id) {
+        if (!isEntry(e) || held.get(id) !== e) return
+        held.delete(id)
+        heldBytes -= e.bytes
+      },
+      async fetchMethod(_id, stale, { options, context }) {
+        const signal = context.signal ? AbortSignal.any([context.signal, stopped]) : stopped
+        const value = await opts.fetch(context.key, signal)
+        const t = now()
+        const expiresAt = opts.expiresAt(value)
+        // Cached until a minute before expiry: from then on, a miss.
+        options.ttl = Math.max(1, expiresAt - MIN_REMAINING_MS - t)
+        return {
+          key: context.key,
+          value,
+          expiresAt,
+          fetchedAt: t,
+          lastUsed: stale?.lastUsed ?? t,
+          bytes: opts.size(value),
+        }
+      },
+    })
+
+  const targetIds = new Set((opts.targets ?? []).map(describeKey))
+  const targets = make(Math.max(1, targetIds.size), 0)
+  const lru = make(opts.maxEntries, opts.maxBytes)
+  const cacheOf = (id: string) => (targetIds.has(id) ? targets : lru)
 
   function peek(key: CacheKey): V | undefined {
-    const t = now()
-    const hit = entries.get(describeKey(key))
-    if (!hit || hit.expiresAt - t < MIN_REMAINING_MS) return undefined
-    hit.lastUsed = t
+    const id = describeKey(key)
+    // get(): a hit moves the entry to the most recently used end; during a re-fetch of a token
+    // still valid it returns that token; past the TTL (under a minute left) it is a miss.
+    const hit = cacheOf(id).get(id)
+    if (!hit) return undefined
+    hit.lastUsed = now()
     return hit.value
   }
 
   return {
     peek,
-    async get(key) {
+    async get(key, signal) {
       const hit = peek(key)
       if (hit !== undefined) return hit
-      const entry = await fetchShared(describeKey(key), key)
+      const id = describeKey(key)
+      const entry = await cacheOf(id).fetch(id, { context: { key, ...(signal ? { signal } : {}) } })
+      if (!entry) throw codedError('ERR_UPSTREAM', 'the token fetch was abandoned')
       entry.lastUsed = now()
       return entry.value
     },
-    async refreshAll() {
-      const results = await Promise.allSettled(
-        [...entries].map(async ([id, e]) => {
-          try {
-            await fetchShared(id, e.key)
-          } catch (err) {
-            if (e.expiresAt <= now()) entries.delete(id)
-            throw err
-          }
-        }),
+    async refresh({ usedSince, fetchedBefore, signal }) {
+      const due: [Lru<V>, string, CacheKey][] = []
+      for (const [id, e] of held) {
+        const target = targetIds.has(id)
+        if (target || (e.lastUsed >= usedSince && e.fetchedAt < fetchedBefore))
+          due.push([cacheOf(id), id, e.key])
+      }
+      // Targets not cached yet (their boot fetch failed) are fetched too.
+      for (const key of opts.targets ?? []) {
+        const id = describeKey(key)
+        if (!held.has(id)) due.push([targets, id, key])
+      }
+      const tally: RefreshTally = { updated: 0, failed: 0, skipped: held.size - due.length }
+      const stop = signal ? aborted(signal) : undefined
+      await eachSliced(
+        due,
+        REFRESH_LANES,
+        async ([cache, id, key]) => {
+          const fetched = cache.fetch(id, { forceRefresh: true, context: { key } }).then(
+            () => void tally.updated++,
+            () => void tally.failed++,
+          )
+          // At shutdown the refresh stops at once; a fetch already made finishes on its own (a
+          // request may be waiting for it) or is aborted when the service stops.
+          await (stop ? Promise.race([fetched, stop]) : fetched)
+        },
+        signal,
       )
-      const failed = results.filter((r) => r.status === 'rejected').length
-      return { updated: results.length - failed, failed }
+      return tally
     },
     evictIdle(t) {
       let n = 0
-      for (const [id, e] of entries) {
-        const idle = opts.idleMs > 0 && t - e.lastUsed > opts.idleMs
-        if ((idle || e.expiresAt <= t) && !pinned.has(id)) {
-          entries.delete(id)
+      for (const [id, e] of held) {
+        if (targetIds.has(id)) continue
+        if (opts.idleMs > 0 && t - e.lastUsed > opts.idleMs) {
+          lru.delete(id)
           n++
         }
       }
+      lru.purgeStale()
+      targets.purgeStale()
       return n
     },
-    pin(key) {
-      pinned.add(describeKey(key))
-    },
-    entries: () => [...entries.values()],
+    entries: () => held.values(),
+    stats: () => ({ entries: held.size, bytes: heldBytes }),
   }
 }

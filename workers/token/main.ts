@@ -28,22 +28,36 @@ async function tlsOptions(config: Config) {
   return { cert, key, ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}) }
 }
 
-/** The token caches of the configured TOKEN_TYPE, filled from `source`. */
-function createCaches(config: Config, source: TokenSource, signal: AbortSignal) {
-  const idleMs = config.tokenCacheIdleEvict
+/** A TLS handshake is read under the same deadline as headers (Node's default is 120 s). */
+function tlsServerOptions(config: Config, o: Awaited<ReturnType<typeof tlsOptions>>) {
+  return { ...o, handshakeTimeout: config.httpHeaderTimeout }
+}
+
+/**
+ * The token caches of the configured TOKEN_TYPE, filled from `source`. Their fetches are aborted
+ * by `stopped` only, once the server has drained: a miss in flight when shutdown begins completes.
+ */
+function createCaches(config: Config, source: TokenSource, targets: CacheKey[], stopped: AbortSignal) {
+  const bounds = {
+    idleMs: config.tokenCacheIdleEvict,
+    maxEntries: config.tokenCacheMaxEntries,
+    maxBytes: config.tokenCacheMaxBytes,
+    targets,
+    signal: stopped,
+  }
   const types = config.tokenType.split('+') as TokenKind[]
   const roleTokens: TokenCache<RoleToken> | undefined = types.includes('roletoken')
     ? createTokenCache<RoleToken>({
-        idleMs,
-        fetch: (k) => source.roleToken(k, signal),
+        ...bounds,
+        fetch: (k, signal) => source.roleToken(k, signal),
         expiresAt: (t) => t.expiryTime * 1000,
         size: (t) => Buffer.byteLength(t.token),
       })
     : undefined
   const accessTokens: TokenCache<AccessToken> | undefined = types.includes('accesstoken')
     ? createTokenCache<AccessToken>({
-        idleMs,
-        fetch: (k) => source.accessToken({ ...k, expiry: k.maxExpiry }, signal),
+        ...bounds,
+        fetch: (k, signal) => source.accessToken({ ...k, expiry: k.maxExpiry }, signal),
         // The fetch time is not kept by ZTS: count from now, which errs on the early side.
         expiresAt: (t) => Date.now() + t.expires_in * 1000,
         size: (t) => Buffer.byteLength(t.access_token),
@@ -74,21 +88,30 @@ async function writeTokenFiles(config: Config, caches: Caches, targets: CacheKey
   await Promise.all(writes)
 }
 
-/** Fetches (or refreshes) every target; logs the tally like the original's "Token cache updated". */
-async function updateTargets(
+/** What one pass fetches: every target at boot; at a refresh, what is worth re-fetching. */
+type Pass =
+  | { kind: 'boot'; signal: AbortSignal }
+  | { kind: 'refresh'; usedSince: number; signal: AbortSignal }
+
+/** Fetches the targets (boot) or refreshes the cache; logs the tally like the original's "Token cache updated". */
+async function updateTokens(
   config: Config,
   caches: Caches,
   targets: CacheKey[],
   log: Logger,
-  refresh: boolean,
+  pass: Pass,
 ): Promise<boolean> {
   const tally = async (cache: TokenCache<unknown> | undefined) => {
-    if (!cache) return { updated: 0, failed: 0 }
-    if (refresh) return cache.refreshAll()
-    const r = await Promise.allSettled(targets.map((k) => cache.get(k)))
+    if (!cache) return { updated: 0, failed: 0, skipped: 0 }
+    if (pass.kind === 'refresh') {
+      // A token fetched within the last half interval is fresh enough: it is not fetched again.
+      const fetchedBefore = Date.now() - config.tokenRefreshInterval / 2
+      return cache.refresh({ usedSince: pass.usedSince, fetchedBefore, signal: pass.signal })
+    }
+    const r = await Promise.allSettled(targets.map((k) => cache.get(k, pass.signal)))
     for (const x of r) if (x.status === 'rejected') log.error({ err: x.reason }, 'token fetch failed')
     const failed = r.filter((x) => x.status === 'rejected').length
-    return { updated: r.length - failed, failed }
+    return { updated: r.length - failed, failed, skipped: 0 }
   }
   const [rt, at] = await Promise.all([tally(caches.roleTokens), tally(caches.accessTokens)])
   let filesOk = true
@@ -135,11 +158,6 @@ defineService({
       onStop(() => subscription.close())
     }
     const source = tokenSourceFor(config, client)
-    const caches = createCaches(config, source, signal)
-    registerTokenMetrics(registry, {
-      ...(caches.roleTokens ? { roletoken: caches.roleTokens } : {}),
-      ...(caches.accessTokens ? { accesstoken: caches.accessTokens } : {}),
-    } as Record<TokenKind, TokenCache<unknown>>)
     const targets: CacheKey[] = parseTargets(config.targetDomainRoles).map((t) => ({
       domain: t.domain,
       role: t.role,
@@ -147,11 +165,16 @@ defineService({
       minExpiry: 0,
       maxExpiry: Math.floor(config.tokenExpiry / 1000),
     }))
-    for (const k of targets) {
-      caches.roleTokens?.pin(k)
-      caches.accessTokens?.pin(k)
-    }
-    await updateTargets(config, caches, targets, log, false)
+    // Registered after the ZTS client's close, so it runs before it: fetches still going once the
+    // server has drained (a refresh's, a client's gone) are aborted, then the client closes.
+    const stop = new AbortController()
+    onStop(() => stop.abort())
+    const caches = createCaches(config, source, targets, stop.signal)
+    registerTokenMetrics(registry, {
+      ...(caches.roleTokens ? { roletoken: caches.roleTokens } : {}),
+      ...(caches.accessTokens ? { accesstoken: caches.accessTokens } : {}),
+    } as Record<TokenKind, TokenCache<unknown>>)
+    await updateTokens(config, caches, targets, log, { kind: 'boot', signal })
 
     const handler = createTokenApi({
       ...caches,
@@ -164,9 +187,8 @@ defineService({
     })
     const tls = Boolean(config.tokenServerTlsCertPath && config.tokenServerTlsKeyPath)
     const server: Server = tls
-      ? (createHttpsServer(await tlsOptions(config), handler) as unknown as Server)
+      ? (createHttpsServer(tlsServerOptions(config, await tlsOptions(config)), handler) as unknown as Server)
       : createHttpServer(handler)
-    server.requestTimeout = config.tokenServerTimeout + 5_000
     await serve('server', server, config.tokenServerAddr)
     if (tls) {
       await go('tls-watcher', async (t) => {
@@ -192,18 +214,23 @@ defineService({
       { event: 'token.refresh.scheduled', everyMs: config.tokenRefreshInterval },
       `will refresh tokens every ${config.tokenRefreshInterval}ms`,
     )
-    const refreshTick = async () => {
+    // Keys used since the previous refresh began are worth refreshing (with the targets).
+    let lastRefresh = Date.now()
+    const refreshTick = async (tickSignal: AbortSignal) => {
       const now = Date.now()
       const evicted = (caches.roleTokens?.evictIdle(now) ?? 0) + (caches.accessTokens?.evictIdle(now) ?? 0)
       if (evicted)
         log.info({ event: 'token.cache.evicted', count: evicted }, `evicted ${evicted} idle tokens`)
-      await updateTargets(config, caches, targets, log, true)
+      const usedSince = lastRefresh
+      lastRefresh = now
+      await updateTokens(config, caches, targets, log, { kind: 'refresh', usedSince, signal: tickSignal })
     }
     await go(
       'refresh-timer',
       timerTask(
         () => config.tokenRefreshInterval,
-        () => refreshTick().catch((err: unknown) => log.error({ err }, 'token refresh failed')),
+        (tickSignal) =>
+          refreshTick(tickSignal).catch((err: unknown) => log.error({ err }, 'token refresh failed')),
       ),
     )
   },

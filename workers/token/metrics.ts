@@ -15,11 +15,7 @@ export function registerTokenMetrics(
     labelNames: ['type'],
     registers: [registry],
     collect() {
-      for (const [type, cache] of kinds)
-        this.set(
-          { type },
-          cache.entries().reduce((n, e) => n + e.bytes, 0),
-        )
+      for (const [type, cache] of kinds) this.set({ type }, cache.stats().bytes)
     },
   })
   new Gauge({
@@ -28,9 +24,11 @@ export function registerTokenMetrics(
     labelNames: ['type'],
     registers: [registry],
     collect() {
-      for (const [type, cache] of kinds) this.set({ type }, cache.entries().length)
+      for (const [type, cache] of kinds) this.set({ type }, cache.stats().entries)
     },
   })
+  // One series per cached (domain, role), rebuilt at each scrape from what the cache holds: the
+  // series of an evicted key goes with it, so the series are bounded with the cache.
   new Gauge({
     name: 'token_expires_in_seconds',
     help: 'Seconds until a cached token expires',

@@ -1,0 +1,58 @@
+import { performance } from 'node:perf_hooks'
+
+/**
+ * A worker's loop is shared by every request: a large piece of work (a batch of thousands of
+ * alerts, a refresh of thousands of tokens) is worked through in slices of at most SLICE_MS, and
+ * the loop turns (setImmediate: timers, I/O, other requests) between them. Small work fits in one
+ * slice and never waits.
+ */
+export const SLICE_MS = 8
+
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve))
+
+/** A clock for one piece of work: `due()` is true once the current slice has run SLICE_MS. */
+export function sliceClock(): { due(): boolean; yield(): Promise<void> } {
+  let start = performance.now()
+  return {
+    due: () => performance.now() - start >= SLICE_MS,
+    async yield() {
+      await turn()
+      start = performance.now()
+    },
+  }
+}
+
+/** `fn` over every item, in order, yielding between slices. */
+export async function mapSliced<T, U>(items: readonly T[], fn: (item: T, index: number) => U): Promise<U[]> {
+  const clock = sliceClock()
+  const out = new Array<U>(items.length)
+  for (let i = 0; i < items.length; i++) {
+    if (clock.due()) await clock.yield()
+    out[i] = fn(items[i] as T, i)
+  }
+  return out
+}
+
+/**
+ * `fn` over every item, at most `lanes` at once, starting none once `signal` is aborted. The time
+ * `fn` spends before its first await (and in the microtasks it resolves in: a local signature) is
+ * counted in the slice, so even synchronous work yields every SLICE_MS.
+ */
+export async function eachSliced<T>(
+  items: readonly T[],
+  lanes: number,
+  fn: (item: T) => Promise<void>,
+  signal?: AbortSignal,
+): Promise<void> {
+  const clock = sliceClock()
+  let next = 0
+  const lane = async () => {
+    while (next < items.length && !signal?.aborted) {
+      if (clock.due()) await clock.yield()
+      if (signal?.aborted) return
+      const item = items[next++] as T
+      await fn(item).catch(() => {}) // `fn` accounts for its own failures
+    }
+  }
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(lanes, items.length)) }, lane))
+}

@@ -1,0 +1,145 @@
+import assert from 'node:assert/strict'
+import { spawn, spawnSync } from 'node:child_process'
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { type TestContext, test } from 'node:test'
+import { eventually } from './support/eventually.js'
+import { alert, gatewayEnv, metric, post, redisOnPort, webhook } from './support/gateway.js'
+import { freePort } from './support/ports.js'
+import { waitForRedis } from './support/redis.js'
+import { type Sidecar, startReady, stop } from './support/sidecar.js'
+
+/**
+ * Readiness tells the truth (DESIGN.md §7): the gateway is not ready while its dedup store or its
+ * sink is unusable, ready again once it recovers, and alive throughout. The built CLI, a real
+ * redis-server, a real full file system.
+ */
+
+interface Probe {
+  status: number
+  body: { status?: string; notReady?: { service: string; state: string; degraded?: string }[] }
+}
+
+async function launch(t: TestContext, env: Record<string, string>): Promise<Sidecar> {
+  const sc = await startReady({ env: gatewayEnv({ HEALTH_CHECK_ADDR: '127.0.0.1:0', ...env }) })
+  t.after(() => stop(sc, 'SIGKILL'))
+  return sc
+}
+
+async function probe(sc: Sidecar, path: string): Promise<Probe> {
+  const res = await fetch(`${await sc.url('healthcheck')}${path}`)
+  const text = await res.text()
+  return { status: res.status, body: path === '/readyz' ? JSON.parse(text) : {} }
+}
+
+/** Polls /readyz until it answers `status`; returns that answer. */
+function readyz(sc: Sidecar, status: number): Promise<Probe> {
+  return eventually(async () => {
+    const p = await probe(sc, '/readyz')
+    return p.status === status ? p : undefined
+  })
+}
+
+test('Redis stopped: not ready naming the gateway and redis, webhooks 503, alive; Redis back: ready', async (t) => {
+  const port = await freePort()
+  let redis = await redisOnPort(port)
+  t.after(() => redis.stop())
+  const sc = await launch(t, { REDIS_URL: `redis://127.0.0.1:${port}` })
+  const base = await sc.url('gateway')
+  assert.equal((await readyz(sc, 200)).body.status, 'ready')
+  assert.equal((await post(base, webhook([alert('BeforeOutage')]))).status, 201)
+
+  await redis.stop()
+  const down = await readyz(sc, 503)
+  assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'redis' }])
+  const refused = await post(base, webhook([alert('DuringOutage')]))
+  assert.equal(refused.status, 503)
+  assert.equal(refused.headers.get('retry-after'), '5')
+  assert.equal((await probe(sc, '/healthz')).status, 200, 'liveness is not readiness')
+  const gatewayReady = await fetch(`${base}/ready`)
+  assert.equal(gatewayReady.status, 503, "the gateway's own /ready agrees")
+  await sc.waitForEvent('gateway.not-ready', { degraded: 'redis' })
+
+  redis = await redisOnPort(port)
+  assert.equal((await readyz(sc, 200)).body.status, 'ready')
+  assert.equal((await post(base, webhook([alert('DuringOutage')]))).status, 201, 'the retry is stored')
+  await sc.waitForEvent('gateway.ready-again')
+  assert.equal(await stop(sc), 0)
+})
+
+test('a wrong Redis password: running but not ready, webhooks 503', async (t) => {
+  const port = await freePort()
+  const proc = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--requirepass', 'right-one'],
+    { stdio: 'ignore' },
+  )
+  t.after(() => {
+    proc.kill('SIGKILL')
+  })
+  await waitForRedis(port, 'right-one')
+  const sc = await launch(t, { REDIS_URL: `redis://:wrong-one@127.0.0.1:${port}` })
+  const down = await readyz(sc, 503)
+  assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'redis' }])
+  assert.equal((await post(await sc.url('gateway'), webhook([alert('NoAuth')]))).status, 503)
+  assert.equal((await probe(sc, '/healthz')).status, 200)
+  assert.ok(!JSON.stringify(sc.records).includes('wrong-one'), 'the password is never logged')
+  assert.equal(await stop(sc), 0)
+})
+
+test('the in-memory store and a working sink: ready, and no degraded field at all', async (t) => {
+  const sc = await launch(t, {})
+  const ok = await readyz(sc, 200)
+  assert.deepEqual(ok.body.notReady, [])
+  assert.equal(await stop(sc), 0)
+})
+
+test('the sink fails (disk full): not ready naming the sink; room again: ready with no webhook needed', async (t) => {
+  const mnt = mkdtempSync(join(tmpdir(), 'sia-ready-full-'))
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', mnt], { encoding: 'utf8' })
+  if (mounted.status !== 0) {
+    t.skip(`cannot mount a tmpfs here (${mounted.stderr.trim() || mounted.error?.message}): needs root`)
+    return
+  }
+  let sc: Sidecar | undefined
+  t.after(async () => {
+    if (sc) await stop(sc, 'SIGKILL') // the mount is busy while the sink file is open
+    const u = spawnSync('umount', [mnt])
+    if (u.status !== 0) spawnSync('umount', ['-l', mnt])
+  })
+  sc = await launch(t, { GATEWAY_SINK_FILE: join(mnt, 'alerts.jsonl') })
+  const base = await sc.url('gateway')
+  const big = (name: string) =>
+    webhook([alert(name, { annotations: { summary: name, description: 'x'.repeat(6 * 1024) } })])
+  assert.equal((await post(base, big('Room'))).status, 201)
+  assert.equal((await readyz(sc, 200)).status, 200)
+
+  const filler = join(mnt, 'filler')
+  const fd = openSync(filler, 'w')
+  try {
+    const block = Buffer.alloc(4096, 'f')
+    for (;;) writeSync(fd, block)
+  } catch (err) {
+    assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC')
+  } finally {
+    closeSync(fd)
+  }
+  assert.equal((await post(base, big('Full'))).status, 503)
+  const down = await readyz(sc, 503)
+  assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'sink' }])
+  assert.equal((await probe(sc, '/healthz')).status, 200, 'liveness is not readiness')
+  const metrics = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
+  assert.equal(metric(metrics, 'gateway_sink_up'), 0)
+  // Still full a few probes later: still not ready.
+  await new Promise((r) => setTimeout(r, 2500))
+  assert.equal((await probe(sc, '/readyz')).status, 503, 'a probe finds no room yet')
+
+  rmSync(filler)
+  // No webhook in between: the gateway finds out by itself (a not-ready pod gets no traffic).
+  assert.equal((await readyz(sc, 200)).body.status, 'ready')
+  assert.equal((await post(base, big('Full'))).status, 201, 'the retry is stored')
+  const lines = readFileSync(join(mnt, 'alerts.jsonl'), 'utf8')
+  assert.ok(lines.endsWith('\n') && !lines.includes('  '), 'no probe filler is left in the sink file')
+  assert.equal(await stop(sc), 0)
+})

@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { alert, gatewayEnv, metric, post, webhook } from './support/gateway.js'
+import { type Sidecar, startReady, startSidecar, stop } from './support/sidecar.js'
+import { slowClient } from './support/slow-client.js'
+
+/**
+ * Slow clients cost a bounded amount (DESIGN.md §7): read deadlines on every server, and
+ * GATEWAY_MAX_INFLIGHT counts ingestion, not bodies still arriving. Real sockets, the built CLI.
+ */
+
+const HEADERS_MS = 2_000
+const REQUEST_MS = 4_000
+/** What the server adds on top of a deadline: its checking interval (a tenth of 2 s). */
+const CHECK_MS = 200
+/** Scheduling on two loaded cores, 300 sockets answered in one sweep. */
+const SLACK_MS = 1_500
+
+const port = (url: string) => Number(new URL(url).port)
+
+async function launch(env: Record<string, string>): Promise<Sidecar> {
+  return startReady({
+    env: gatewayEnv({
+      HTTP_HEADER_TIMEOUT: `${HEADERS_MS}ms`,
+      HTTP_REQUEST_TIMEOUT: `${REQUEST_MS}ms`,
+      ...env,
+    }),
+  })
+}
+
+test('300 connections trickling bodies: a valid webhook still gets 201, each trickler a 408 at its deadline', async (t) => {
+  const sc = await launch({ GATEWAY_MAX_INFLIGHT: '256' })
+  t.after(() => stop(sc, 'SIGKILL'))
+  const base = await sc.url('gateway')
+  const tricklers = Array.from({ length: 300 }, () => slowClient({ port: port(base), mode: 'body' }))
+  t.after(() => {
+    for (const c of tricklers) c.socket.destroy()
+  })
+  await Promise.all(tricklers.map((c) => c.started))
+  // Every trickler's headers are in: each one is now a request whose body is still arriving.
+  await new Promise((r) => setTimeout(r, 300))
+
+  const valid = await post(base, webhook([alert('ThroughTheCrowd')]))
+  assert.equal(valid.status, 201, JSON.stringify(valid.body))
+  const metrics = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
+  assert.equal(metric(metrics, 'gateway_inflight_requests'), 0, 'a body still arriving holds no slot')
+
+  const answers = await Promise.all(tricklers.map((c) => c.answer))
+  const statuses = new Map<number, number>()
+  for (const a of answers) statuses.set(a.status, (statuses.get(a.status) ?? 0) + 1)
+  assert.deepEqual([...statuses], [[408, 300]], 'every trickler gets 408 Request Timeout')
+  const latest = Math.max(...answers.map((a) => a.afterMs))
+  const earliest = Math.min(...answers.map((a) => a.afterMs))
+  assert.ok(earliest >= REQUEST_MS - 100, `a 408 came before the deadline: ${earliest.toFixed(0)}ms`)
+  assert.ok(
+    latest <= REQUEST_MS + CHECK_MS + SLACK_MS,
+    `the last 408 came ${latest.toFixed(0)}ms after its request began`,
+  )
+  // The gateway is unharmed.
+  assert.equal((await post(base, webhook([alert('AfterTheCrowd')]))).status, 201)
+  assert.equal(await stop(sc), 0)
+})
+
+test('a slowloris on the headers gets 408 at HTTP_HEADER_TIMEOUT, on every server of the sidecar', async (t) => {
+  const sc = await launch({ HEALTH_CHECK_ADDR: '127.0.0.1:0' })
+  t.after(() => stop(sc, 'SIGKILL'))
+  for (const service of ['gateway', 'metrics', 'healthcheck']) {
+    const c = slowClient({ port: port(await sc.url(service)), mode: 'headers', path: '/' })
+    t.after(() => c.socket.destroy())
+    const a = await c.answer
+    assert.equal(a.status, 408, service)
+    assert.ok(
+      a.afterMs >= HEADERS_MS - 100,
+      `${service}: 408 before the deadline (${a.afterMs.toFixed(0)}ms)`,
+    )
+    assert.ok(
+      a.afterMs <= HEADERS_MS + CHECK_MS + SLACK_MS,
+      `${service}: 408 came ${a.afterMs.toFixed(0)}ms after the request began`,
+    )
+  }
+  assert.equal(await stop(sc), 0)
+})
+
+test('HTTP_HEADER_TIMEOUT longer than HTTP_REQUEST_TIMEOUT, or 0: exit 2 naming the setting', async () => {
+  for (const [env, name] of [
+    [{ HTTP_HEADER_TIMEOUT: '40s' }, /invalid setting HTTP_HEADER_TIMEOUT: must not be longer than/],
+    [{ HTTP_REQUEST_TIMEOUT: '0' }, /invalid setting HTTP_REQUEST_TIMEOUT: must be greater than 0/],
+  ] as const) {
+    const sc = startSidecar({ env })
+    assert.equal((await sc.exited).code, 2)
+    assert.match(sc.stderr(), name)
+  }
+})
