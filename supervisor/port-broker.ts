@@ -20,6 +20,14 @@ export interface PortBroker {
   exited(service: ServiceName, h: WorkerHandle): void
 }
 
+function entry<K, V>(map: Map<K, V>, key: K, make: () => V): V {
+  const found = map.get(key)
+  if (found !== undefined) return found
+  const made = make()
+  map.set(key, made)
+  return made
+}
+
 /** Deadline of the broker's own control messages (they are answered by the worker's loop). */
 const CONTROL_MS = 5000
 
@@ -44,17 +52,13 @@ export function createPortBroker(supervisorApi: CollectApi, log: Logger): PortBr
   return {
     attach(_service, h) {
       h.rpc.handle('port.request', ({ target, wait }) => {
-        let set = callers.get(target)
-        if (!set) callers.set(target, (set = new Set()))
-        set.add(h)
+        entry(callers, target, () => new Set()).add(h)
         if (servers.has(target) || !wait) {
           wire(h, target)
           return null
         }
-        let parked = waiting.get(target)
-        if (!parked) waiting.set(target, (parked = new Map()))
-        const queue = parked
-        return new Promise<null>((resolve) => queue.set(h, () => resolve(null)))
+        const parked = entry(waiting, target, () => new Map())
+        return new Promise<null>((resolve) => parked.set(h, () => resolve(null)))
       })
     },
     serving(service, h) {

@@ -453,6 +453,83 @@ async function tokenUnderRefresh(): Promise<void> {
   }
 }
 
+/** Sequential scrapes of /metrics: their latencies (ms) and the size of the last exposition. */
+async function scrapes(url: string, n: number): Promise<{ times: number[]; text: string }> {
+  const times: number[] = []
+  let text = ''
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now()
+    text = await (await fetch(url)).text()
+    times.push(performance.now() - t0)
+  }
+  return { times, text }
+}
+
+/**
+ * The scrape over service ports: the metrics service collects the supervisor's and every worker's
+ * registry in parallel and merges them. Idle and under gateway load, against the same exposition
+ * built from one registry in one thread (the series parsed back, set in a registry, serialised).
+ */
+async function scrape(): Promise<void> {
+  const sc = startSidecar({ env: { GATEWAY_MAX_INFLIGHT: '100000' } })
+  try {
+    await ready(sc, performance.now())
+    const url = `${await sc.url('metrics')}/metrics`
+    await scrapes(url, 20) // warm-up
+    const idle = await scrapes(url, 200)
+    const load = runLoad({
+      connections: CONNECTIONS,
+      durationSec: DURATION_SEC,
+      method: 'POST',
+      uniqueAlert: true,
+      headers: { 'content-type': 'application/json' },
+      url: `${await sc.url('gateway')}/api/v1/signals/prometheus`,
+    })
+    await sleep(1000)
+    const busy = await scrapes(url, 100)
+    await load
+    const { Registry, Gauge } = await import('prom-client')
+    const one = new Registry()
+    const series = parsePromText(idle.text)
+    const gauges = new Map<string, InstanceType<typeof Gauge>>()
+    for (const sample of series) {
+      const labelNames = Object.keys(sample.labels)
+      const key = `${sample.name}|${labelNames.join(',')}`
+      let g = gauges.get(key)
+      if (!g) {
+        g = new Gauge({
+          name: `ref_${gauges.size}_${sample.name}`.slice(0, 200),
+          help: 'x',
+          labelNames,
+          registers: [one],
+        })
+        gauges.set(key, g)
+      }
+      g.set(sample.labels, Number.isFinite(sample.value) ? sample.value : 0)
+    }
+    const ref: number[] = []
+    for (let i = 0; i < 200; i++) {
+      const t0 = performance.now()
+      await one.metrics()
+      ref.push(performance.now() - t0)
+    }
+    const p = (xs: number[], q: number) => fmt(percentile(xs, q), 1)
+    record(
+      {
+        figure: `/metrics scrape (${series.length} series), idle / under gateway load`,
+        value: `idle p50 ${p(idle.times, 50)} ms, p99 ${p(idle.times, 99)} ms; loaded p50 ${p(busy.times, 50)} ms, p99 ${p(busy.times, 99)} ms`,
+        reference: `p50 ${p(ref, 50)} ms, p99 ${p(ref, 99)} ms (one registry, one thread, no HTTP)`,
+        ratio: median(idle.times) / median(ref),
+        target: 'report',
+      },
+      { idle: idle.times, busy: busy.times, ref, series: series.length },
+    )
+  } finally {
+    sc.kill()
+    await sc.exited
+  }
+}
+
 /** BENCH_ONLY=name,name runs only those figures (names below); all of them by default. */
 const FIGURES: Record<string, () => Promise<void>> = {
   startup: startupAndShutdown,
@@ -462,6 +539,7 @@ const FIGURES: Record<string, () => Promise<void>> = {
   gateway,
   'gateway-batch': gatewayLargeBatch,
   'token-refresh': tokenUnderRefresh,
+  scrape,
 }
 
 async function main(): Promise<void> {
