@@ -34,7 +34,23 @@ export const SETTINGS = {
     default: '',
     help: 'Athenz provider service for instance register/refresh',
   },
-  athenzDomain: { kind: 'string', default: 'sia.local', help: 'Athenz domain of this workload' },
+  athenzDomain: {
+    kind: 'string',
+    default: '',
+    help: 'Athenz domain of this workload (empty: NAMESPACE; both empty: sia.local); ATHENZ_PREFIX + it + ATHENZ_SUFFIX',
+  },
+  athenzPrefix: { kind: 'string', default: '', help: 'prefix of the Athenz domain, as in SIA' },
+  athenzSuffix: { kind: 'string', default: '', help: 'suffix of the Athenz domain, as in SIA' },
+  namespace: {
+    kind: 'string',
+    default: '',
+    help: 'Kubernetes namespace of the pod: the Athenz domain when ATHENZ_DOMAIN is empty, the backup secret, metric labels',
+  },
+  podName: {
+    kind: 'string',
+    default: '',
+    help: 'Kubernetes pod name, as the k8s_pod label of token metrics',
+  },
   serviceAccount: {
     kind: 'string',
     default: 'workload',
@@ -48,19 +64,47 @@ export const SETTINGS = {
   },
   podIp: { kind: 'string', default: '127.0.0.1', help: 'Pod IP, added to the certificate as a SAN IP' },
   dataDir: { kind: 'path', default: '.local', help: 'directory for the local authority and default files' },
-  keyFile: { kind: 'path', default: '', help: 'service private key (default DATA_DIR/key.pem)' },
-  certFile: { kind: 'path', default: '', help: 'service certificate (default DATA_DIR/cert.pem)' },
+  keyFile: {
+    kind: 'path',
+    default: '',
+    help: 'service private key; comma-separated: every path written, the first read (default DATA_DIR/key.pem)',
+  },
+  certFile: {
+    kind: 'path',
+    default: '',
+    help: 'service certificate; comma-separated: every path written, the first read (default DATA_DIR/cert.pem)',
+  },
+  certSubject: {
+    kind: 'string',
+    default: '',
+    help: 'subject of the service certificate besides CN, RFC 4514 (e.g. "OU=Athenz,O=Example,C=US"; default OU=Athenz,C=US)',
+  },
+  certExtraSanDns: {
+    kind: 'list',
+    default: '',
+    help: 'comma-separated extra DNS SANs of the service certificate',
+  },
   caCertFile: { kind: 'path', default: '', help: 'CA certificate (default DATA_DIR/ca.pem)' },
   roleCertDir: {
     kind: 'path',
     default: '',
     env: 'ROLECERT_DIR',
-    help: 'directory for role certificates (default DATA_DIR)',
+    help: 'directory for role certificates (default DATA_DIR); not with ROLE_CERT_NAMING_FORMAT',
   },
   roleCertFilenameDelimiter: {
     kind: 'string',
     default: ':role.',
     help: 'delimiter between domain and role in role cert file names',
+  },
+  roleCertNamingFormat: {
+    kind: 'path',
+    default: '',
+    help: 'role certificate path template with {{domain}}, {{role}}, {{delimiter}} (default ROLECERT_DIR/{{domain}}{{delimiter}}{{role}}.cert.pem)',
+  },
+  roleCertKeyNamingFormat: {
+    kind: 'path',
+    default: '',
+    help: 'role certificate key path template (default: beside the role certificate, {{domain}}{{delimiter}}{{role}}.key.pem)',
   },
   refreshInterval: { kind: 'interval', default: '24h', help: 'certificate refresh interval (0: no refresh)' },
   delayJitterSeconds: {
@@ -101,6 +145,26 @@ export const SETTINGS = {
     help: 'local authority: honour proxy_for_principal (then any caller gets tokens for any principal)',
   },
   tokenDir: { kind: 'path', default: '', help: 'directory for token files (empty: none)' },
+  accessTokenNamingFormat: {
+    kind: 'path',
+    default: '',
+    help: 'access token file path template with {{domain}}, {{role}}, {{delimiter}} (default TOKEN_DIR/{{domain}}{{delimiter}}{{role}}.accesstoken)',
+  },
+  accessTokenFilenameDelimiter: {
+    kind: 'string',
+    default: ':role.',
+    help: '{{delimiter}} of ACCESS_TOKEN_NAMING_FORMAT',
+  },
+  roleTokenNamingFormat: {
+    kind: 'path',
+    default: '',
+    help: 'role token file path template with {{domain}}, {{role}}, {{delimiter}} (default TOKEN_DIR/{{domain}}{{delimiter}}{{role}}.roletoken)',
+  },
+  roleTokenFilenameDelimiter: {
+    kind: 'string',
+    default: ':role.',
+    help: '{{delimiter}} of ROLE_TOKEN_NAMING_FORMAT',
+  },
   tokenType: {
     kind: 'string',
     default: 'roletoken+accesstoken',

@@ -1,6 +1,5 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import { writeFileAtomic } from '../atomic-file.js'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
@@ -9,7 +8,8 @@ import type { CertProvider } from './cert-provider.js'
 import type { CsrPool } from './csr-pool.js'
 import { roleCsrSpec, serviceCsrSpec } from './identity-spec.js'
 import { generateRsaKey } from './local-authority.js'
-import { parseTargets, type Target } from './targets.js'
+import { roleCertPath } from './naming.js'
+import { parseTargets } from './targets.js'
 
 /** The service identity: what the token service needs for mutual TLS to ZTS. */
 export interface Identity {
@@ -18,10 +18,7 @@ export interface Identity {
   caPem: string
 }
 
-/** `<ROLECERT_DIR>/<domain><delimiter><role>.cert.pem`, as the original names it. */
-export function roleCertPath(config: Config, t: Target, ext: 'cert' | 'key' = 'cert'): string {
-  return join(config.roleCertDir, `${t.domain}${config.roleCertFilenameDelimiter}${t.role}.${ext}.pem`)
-}
+export { roleCertPath } from './naming.js'
 
 /**
  * Refuses a certificate that would be worse than none: unparsable, for another key, another name,
@@ -90,8 +87,9 @@ export function createIdentityRefresher(deps: {
   async function writeIdentity(id: Identity): Promise<void> {
     const bundle = config.intermediateCertBundle ? await readFile(config.intermediateCertBundle, 'utf8') : ''
     // Key first, then cert: a reader pairing them never sees a cert for a key that is not there.
-    await writeFileAtomic(config.keyFile, id.keyPem, 0o600)
-    await writeFileAtomic(config.certFile, id.certPem + bundle, 0o644)
+    // Every path of a comma-separated KEY_FILE/CERT_FILE, as SIA.
+    for (const f of config.keyFiles) await writeFileAtomic(f, id.keyPem, 0o600)
+    for (const f of config.certFiles) await writeFileAtomic(f, id.certPem + bundle, 0o644)
     if (id.caPem && (await readFile(config.caCertFile, 'utf8').catch(() => '')) !== id.caPem) {
       await writeFileAtomic(config.caCertFile, id.caPem, 0o644)
     }

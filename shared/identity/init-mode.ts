@@ -3,7 +3,8 @@ import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import { readIdentity } from './identity.js'
-import { createCertRuntime, tokenFilePath, tokenSourceFor } from './runtime.js'
+import { type TokenFileType, tokenFilePath } from './naming.js'
+import { createCertRuntime, tokenSourceFor } from './runtime.js'
 import { parseTargets } from './targets.js'
 
 /**
@@ -30,31 +31,24 @@ export async function runInit(
       identity = await rt.refresher.refresh(signal)
     }
     const targets = parseTargets(config.targetDomainRoles)
-    if (config.tokenDir && targets.length) {
+    const types = config.tokenType.split('+') as TokenFileType[]
+    const files = targets.flatMap((t) =>
+      types.flatMap((type) => {
+        const file = tokenFilePath(config, t, type)
+        return file ? [{ t, type, file }] : []
+      }),
+    )
+    if (files.length) {
       const source = tokenSourceFor(config, rt.client)
-      const types = config.tokenType.split('+')
       const maxExpiry = Math.floor(config.tokenExpiry / 1000)
       await Promise.all(
-        targets.flatMap((t) => {
+        files.map(async ({ t, type, file }) => {
           const req = { domain: t.domain, role: t.role, proxyForPrincipal: '' }
-          return [
-            types.includes('roletoken') &&
-              source
-                .roleToken({ ...req, minExpiry: 0, maxExpiry }, signal)
-                .then((r) =>
-                  writeFileAtomic(tokenFilePath(config, t.domain, t.role, 'roletoken'), r.token, 0o600),
-                ),
-            types.includes('accesstoken') &&
-              source
-                .accessToken({ ...req, expiry: maxExpiry }, signal)
-                .then((a) =>
-                  writeFileAtomic(
-                    tokenFilePath(config, t.domain, t.role, 'accesstoken'),
-                    a.access_token,
-                    0o600,
-                  ),
-                ),
-          ].filter((p): p is Promise<void> => p !== false)
+          const token =
+            type === 'roletoken'
+              ? (await source.roleToken({ ...req, minExpiry: 0, maxExpiry }, signal)).token
+              : (await source.accessToken({ ...req, expiry: maxExpiry }, signal)).access_token
+          await writeFileAtomic(file, token, 0o600)
         }),
       )
     }

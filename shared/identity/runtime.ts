@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import type { Config } from '../config/types.js'
 import type { Logger } from '../logger.js'
 import type { CertProvider } from './cert-provider.js'
@@ -63,12 +62,4 @@ export function tokenSourceFor(config: Config, client: ZtsClient | undefined): T
   return createZtsTokenSource(client, defaultExpirySec)
 }
 
-/** Token files of the targets, as the original names them: `<domain>:role.<role>.<type>`. */
-export function tokenFilePath(
-  config: Config,
-  domain: string,
-  role: string,
-  type: 'roletoken' | 'accesstoken',
-) {
-  return join(config.tokenDir, `${domain}:role.${role}.${type}`)
-}
+export { tokenFilePath, tokenTemplate } from './naming.js'

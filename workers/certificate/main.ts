@@ -38,7 +38,7 @@ defineService({
     }
     const targets = parseTargets(config.targetDomainRoles)
     registerX509Metrics(registry, () => [
-      config.certFile,
+      ...config.certFiles,
       config.caCertFile,
       ...targets.map((t) => roleCertPath(config, t)),
     ])
