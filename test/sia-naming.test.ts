@@ -133,11 +133,14 @@ describe('naming and subject, through the CLI against the ZTS double', () => {
     }
   })
 
-  it('exports x509 metrics for every CERT_FILE path', async () => {
+  it('exports x509 metrics for every CERT_FILE path, token metrics with k8s_namespace', async () => {
     const text = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
     for (const f of [join(dir, 'a', 'cert.pem'), join(dir, 'b', 'service.crt')]) {
       assert.ok(text.includes(`filepath="${f}"`), f)
     }
+    // NAMESPACE is set, POD_NAME is not: only k8s_namespace labels the token metrics.
+    assert.match(text, /^cached_token_entries\{[^}]*k8s_namespace="payments"[^}]*\} \d+$/m)
+    assert.ok(!text.includes('k8s_pod='))
   })
 })
 

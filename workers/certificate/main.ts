@@ -7,6 +7,7 @@ import { createCertRuntime } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
 import { watchFiles } from '../../shared/identity/watch.js'
 import { aborted } from '../../shared/timer-task.js'
+import { registerBuildInfo } from './build-info.js'
 import { registerX509Metrics } from './x509-metrics.js'
 
 const INITIAL_BACKOFF_MS = 5_000
@@ -37,6 +38,7 @@ defineService({
       })
     }
     const targets = parseTargets(config.targetDomainRoles)
+    registerBuildInfo(registry)
     registerX509Metrics(registry, () => [
       ...config.certFiles,
       config.caCertFile,

@@ -131,10 +131,17 @@ defineService({
     }
     const source = tokenSourceFor(config, client)
     const caches = createCaches(config, source, signal)
-    registerTokenMetrics(registry, {
-      ...(caches.roleTokens ? { roletoken: caches.roleTokens } : {}),
-      ...(caches.accessTokens ? { accesstoken: caches.accessTokens } : {}),
-    } as Record<TokenKind, TokenCache<unknown>>)
+    registerTokenMetrics(
+      registry,
+      {
+        ...(caches.roleTokens ? { roletoken: caches.roleTokens } : {}),
+        ...(caches.accessTokens ? { accesstoken: caches.accessTokens } : {}),
+      } as Record<TokenKind, TokenCache<unknown>>,
+      {
+        ...(config.namespace ? { k8s_namespace: config.namespace } : {}),
+        ...(config.podName ? { k8s_pod: config.podName } : {}),
+      },
+    )
     const targets: CacheKey[] = parseTargets(config.targetDomainRoles).map((t) => ({
       domain: t.domain,
       role: t.role,
