@@ -176,6 +176,13 @@ function identitySettings(s: Settings): { keyFiles: string[]; certFiles: string[
       )
     }
   }
+  // A ZTS SimpleName: it goes into the /cacerts/{name} path.
+  if (s.intermediateCertBundle && !/^[a-zA-Z0-9_][a-zA-Z0-9_-]*$/.test(s.intermediateCertBundle)) {
+    throw configError(
+      envName('intermediateCertBundle'),
+      `"${s.intermediateCertBundle}" is not a CA bundle name ([a-zA-Z0-9_][a-zA-Z0-9_-]*)`,
+    )
+  }
   if (!isAthenzName(s.serviceAccount)) {
     throw configError(envName('serviceAccount'), `"${s.serviceAccount}" is not an Athenz service name`)
   }

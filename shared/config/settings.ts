@@ -198,9 +198,9 @@ export const SETTINGS = {
     help: 'delete the instance record at ZTS on shutdown',
   },
   intermediateCertBundle: {
-    kind: 'path',
+    kind: 'string',
     default: '',
-    help: 'intermediate certificates appended to the service certificate',
+    help: 'name of a ZTS CA bundle (GET /cacerts/{name}) appended to the service certificate file',
   },
   roleCertKeyFileOutput: {
     kind: 'bool',

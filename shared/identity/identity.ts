@@ -84,8 +84,29 @@ export function createIdentityRefresher(deps: {
   const targets = parseTargets(config.targetDomainRoles)
   const principal = `${config.athenzDomain}.${config.serviceAccount}`
 
-  async function writeIdentity(id: Identity): Promise<void> {
-    const bundle = config.intermediateCertBundle ? await readFile(config.intermediateCertBundle, 'utf8') : ''
+  let bundleWarned = false
+  /** INTERMEDIATE_CERT_BUNDLE from the provider (ZTS /cacerts/{name}), appended to the cert file as SIA. */
+  async function intermediates(signal: AbortSignal): Promise<string> {
+    const name = config.intermediateCertBundle
+    if (!name) return ''
+    if (!provider.caBundle) {
+      if (!bundleWarned) {
+        bundleWarned = true
+        log.warn(
+          { event: 'certificate.bundle.unsupported', provider: provider.name, bundle: name },
+          `the ${provider.name} provider has no CA bundles: INTERMEDIATE_CERT_BUNDLE is ignored`,
+        )
+      }
+      return ''
+    }
+    const pem = (await provider.caBundle(name, signal)).trim()
+    if (pem && !/^-----BEGIN CERTIFICATE-----[\s\S]*-----END CERTIFICATE-----$/.test(pem)) {
+      throw codedError('ERR_BAD_CERT', `the CA bundle ${name} is not a PEM certificate bundle`)
+    }
+    return pem ? `${pem}\n` : ''
+  }
+
+  async function writeIdentity(id: Identity, bundle: string): Promise<void> {
     // Key first, then cert: a reader pairing them never sees a cert for a key that is not there.
     // Every path of a comma-separated KEY_FILE/CERT_FILE, as SIA.
     for (const f of config.keyFiles) await writeFileAtomic(f, id.keyPem, 0o600)
@@ -136,8 +157,9 @@ export function createIdentityRefresher(deps: {
       const { certPem, caPem } = await provider.instance(csrPem, signal)
       const cert = checkIssued(certPem, keyPem, principal)
       const id = { keyPem, certPem, caPem }
-      await writeIdentity(id)
+      // The new identity authenticates what follows, the CA bundle included.
       provider.useIdentity?.(id)
+      await writeIdentity(id, await intermediates(signal))
       log.info(
         { event: 'certificate.issued', kind: 'instance', file: config.certFile, ...describeCert(cert) },
         'new instance certificate',

@@ -35,7 +35,7 @@ export async function createCertRuntime(config: Config, log: Logger): Promise<Ce
     kind === 'local'
       ? createLocalCertProvider(config.dataDir, pool, config.refreshInterval)
       : kind === 'zts'
-        ? createZtsCertProvider(config, client!)
+        ? createZtsCertProvider(config, client!, log)
         : createZtsRoleCertProvider(client!)
   return {
     kind,
