@@ -123,6 +123,30 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   if (s.gatewaySink === 'redis-stream' && s.redisUrl === '') {
     throw configError(envName('gatewaySink'), 'redis-stream needs REDIS_URL')
   }
+  if (s.backup !== '') {
+    if (s.certSecret === '') throw configError(envName('certSecret'), `required with BACKUP=${s.backup}`)
+    if (!DNS1123_SUBDOMAIN.test(s.certSecret) || s.certSecret.length > 253) {
+      throw configError(
+        envName('certSecret'),
+        `"${s.certSecret}" is not a valid secret name (DNS-1123 subdomain)`,
+      )
+    }
+    if (s.backupKubeApi === '' && !env.KUBERNETES_SERVICE_HOST) {
+      throw configError(
+        envName('backupKubeApi'),
+        'required with BACKUP outside a cluster (no KUBERNETES_SERVICE_HOST)',
+      )
+    }
+    if (s.backupKubeApi !== '' && !/^https:\/\/[^/]/.test(s.backupKubeApi)) {
+      throw configError(envName('backupKubeApi'), `"${s.backupKubeApi}" is not an https:// URL`)
+    }
+  }
+  if (s.namespace !== '' && !DNS1123_LABEL.test(s.namespace)) {
+    throw configError(
+      envName('namespace'),
+      `"${s.namespace}" is not a Kubernetes namespace name (DNS-1123 label)`,
+    )
+  }
   if (s.gatewaySink === 'kubernetes' && s.gatewayKubeApi === '' && !env.KUBERNETES_SERVICE_HOST) {
     throw configError(envName('gatewayKubeApi'), 'required with GATEWAY_SINK=kubernetes outside a cluster')
   }
@@ -152,6 +176,8 @@ const paths = (list: string) =>
     .map((p) => p.trim())
     .filter(Boolean)
 
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
 const DNS_NAME =
   /^(\*\.)?[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/
 

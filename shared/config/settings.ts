@@ -207,6 +207,32 @@ export const SETTINGS = {
     default: 'false',
     help: 'also write each role certificate key as <domain><delimiter><role>.key.pem',
   },
+  backup: {
+    kind: 'string',
+    default: '',
+    values: ['', 'read', 'write', 'read+write'],
+    help: 'backup of the service certificate in the Kubernetes secret CERT_SECRET: read (on boot, when the provider fails), write (after each issue), read+write',
+  },
+  certSecret: {
+    kind: 'string',
+    default: '',
+    help: 'name of the kubernetes.io/tls secret of BACKUP, in NAMESPACE',
+  },
+  backupKubeApi: {
+    kind: 'string',
+    default: '',
+    help: 'API server URL for BACKUP (empty: in-cluster KUBERNETES_SERVICE_HOST/PORT)',
+  },
+  backupKubeTokenFile: {
+    kind: 'path',
+    default: '/var/run/secrets/kubernetes.io/serviceaccount/token',
+    help: "bearer token file for BACKUP (re-read on every call); its directory's namespace file when NAMESPACE is empty",
+  },
+  backupKubeCaFile: {
+    kind: 'path',
+    default: '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt',
+    help: 'CA bundle of the API server for BACKUP',
+  },
   podUid: {
     kind: 'string',
     default: '',

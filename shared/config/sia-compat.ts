@@ -3,8 +3,6 @@
  * that it has no effect, rather than find out when the backup it configured is not there.
  */
 const UNSUPPORTED: Record<string, string> = {
-  BACKUP: 'certificate backup to a Kubernetes secret is not implemented',
-  CERT_SECRET: 'certificate backup to a Kubernetes secret is not implemented',
   LOG_DIR: 'logs go to stdout as JSON lines',
 }
 

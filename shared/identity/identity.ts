@@ -67,6 +67,19 @@ export async function readIdentity(config: Config): Promise<Identity | undefined
   }
 }
 
+/**
+ * Writes an identity to every KEY_FILE and CERT_FILE path (comma-separated, as SIA) and the CA
+ * file. Key first, then cert: a reader pairing them never sees a cert for a key that is not there.
+ * `certPem` is written as given (with any intermediate certificates).
+ */
+export async function storeIdentity(config: Config, id: Identity): Promise<void> {
+  for (const f of config.keyFiles) await writeFileAtomic(f, id.keyPem, 0o600)
+  for (const f of config.certFiles) await writeFileAtomic(f, id.certPem, 0o644)
+  if (id.caPem && (await readFile(config.caCertFile, 'utf8').catch(() => '')) !== id.caPem) {
+    await writeFileAtomic(config.caCertFile, id.caPem, 0o644)
+  }
+}
+
 export interface IdentityRefresher {
   /** Fetches a new identity and role certs and writes them; throws if any part failed. */
   refresh(signal: AbortSignal): Promise<Identity>
@@ -79,6 +92,8 @@ export function createIdentityRefresher(deps: {
   log: Logger
   provider: CertProvider
   pool: CsrPool
+  /** After each new instance identity is written: what the files hold (intermediates included). */
+  onIssued?: (stored: Identity) => void
 }): IdentityRefresher {
   const { config, log, provider, pool } = deps
   const targets = parseTargets(config.targetDomainRoles)
@@ -104,16 +119,6 @@ export function createIdentityRefresher(deps: {
       throw codedError('ERR_BAD_CERT', `the CA bundle ${name} is not a PEM certificate bundle`)
     }
     return pem ? `${pem}\n` : ''
-  }
-
-  async function writeIdentity(id: Identity, bundle: string): Promise<void> {
-    // Key first, then cert: a reader pairing them never sees a cert for a key that is not there.
-    // Every path of a comma-separated KEY_FILE/CERT_FILE, as SIA.
-    for (const f of config.keyFiles) await writeFileAtomic(f, id.keyPem, 0o600)
-    for (const f of config.certFiles) await writeFileAtomic(f, id.certPem + bundle, 0o644)
-    if (id.caPem && (await readFile(config.caCertFile, 'utf8').catch(() => '')) !== id.caPem) {
-      await writeFileAtomic(config.caCertFile, id.caPem, 0o644)
-    }
   }
 
   async function roleCerts(keyPem: string, signal: AbortSignal): Promise<unknown[]> {
@@ -159,7 +164,9 @@ export function createIdentityRefresher(deps: {
       const id = { keyPem, certPem, caPem }
       // The new identity authenticates what follows, the CA bundle included.
       provider.useIdentity?.(id)
-      await writeIdentity(id, await intermediates(signal))
+      const stored = { ...id, certPem: id.certPem + (await intermediates(signal)) }
+      await storeIdentity(config, stored)
+      deps.onIssued?.(stored)
       log.info(
         { event: 'certificate.issued', kind: 'instance', file: config.certFile, ...describeCert(cert) },
         'new instance certificate',

@@ -2,8 +2,10 @@ import { writeFileAtomic } from '../atomic-file.js'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
 import type { Logger } from '../logger.js'
+import { createBackupWriter, createSecretBackup, restoreIdentity, type SecretBackup } from './backup.js'
 import { readIdentity } from './identity.js'
 import { type TokenFileType, tokenFilePath } from './naming.js'
+import { providerKind } from './provider.js'
 import { createCertRuntime, tokenSourceFor } from './runtime.js'
 import { parseTargets } from './targets.js'
 
@@ -17,7 +19,21 @@ export async function runInit(
   log: Logger,
   signal = new AbortController().signal,
 ): Promise<0 | 1> {
-  const rt = await createCertRuntime(config, log)
+  let backup: SecretBackup | undefined
+  try {
+    backup = config.backup && providerKind(config) !== 'files' ? await createSecretBackup(config) : undefined
+  } catch (err) {
+    log.error({ event: 'init.failed', err }, 'cannot reach the backup secret')
+    return 1
+  }
+  const writer = backup && createBackupWriter(backup, log)
+  let issued = false
+  const rt = await createCertRuntime(config, log, {
+    onIssued: (stored) => {
+      issued = true
+      writer?.write(stored)
+    },
+  })
   try {
     const onDisk = await readIdentity(config)
     let identity = onDisk
@@ -28,7 +44,27 @@ export async function runInit(
       await rt.refresher.refreshRoles(identity.keyPem, signal)
     } else {
       if (onDisk) rt.provider.useIdentity?.(onDisk)
-      identity = await rt.refresher.refresh(signal)
+      try {
+        identity = await rt.refresher.refresh(signal)
+      } catch (err) {
+        // BACKUP=read: no certificate from the provider and none on disk, the backup stands in.
+        const from = backup
+        if (onDisk || issued || !from?.canRead) throw err
+        log.warn({ event: 'certificate.boot.failed', err, backup: from.secret }, 'reading the backup secret')
+        const restored = await restoreIdentity(config, from, signal).catch((readErr: unknown) => {
+          log.error(
+            { event: 'certificate.backup.read.failed', secret: from.secret, err: readErr },
+            `no usable backup: ${(readErr as Error).message}`,
+          )
+          throw err
+        })
+        identity = restored.identity
+        rt.provider.useIdentity?.(identity)
+        log.warn(
+          { event: 'certificate.backup.restored', secret: from.secret, notAfter: restored.notAfter },
+          `using the certificate from the secret ${from.secret}`,
+        )
+      }
     }
     const targets = parseTargets(config.targetDomainRoles)
     const types = config.tokenType.split('+') as TokenFileType[]
@@ -66,6 +102,8 @@ export async function runInit(
     log.error({ event: 'init.failed', provider: rt.kind, err }, 'could not fetch the credentials')
     return 1
   } finally {
+    await writer?.settled()
+    backup?.close()
     await rt.close()
   }
 }

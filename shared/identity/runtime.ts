@@ -3,7 +3,7 @@ import type { Config } from '../config/types.js'
 import type { Logger } from '../logger.js'
 import type { CertProvider } from './cert-provider.js'
 import { type CsrPool, createCsrPool } from './csr-pool.js'
-import { createIdentityRefresher, type IdentityRefresher } from './identity.js'
+import { createIdentityRefresher, type Identity, type IdentityRefresher } from './identity.js'
 import { createLocalCertProvider } from './local-cert-provider.js'
 import { createLocalTokenSource } from './local-token-source.js'
 import { type ProviderKind, providerKind } from './provider.js'
@@ -27,7 +27,11 @@ export async function ztsClientFor(config: Config): Promise<ZtsClient> {
   return createZtsClient({ endpoint: config.endpoint, serverCaPem })
 }
 
-export async function createCertRuntime(config: Config, log: Logger): Promise<CertRuntime> {
+export async function createCertRuntime(
+  config: Config,
+  log: Logger,
+  hooks: { onIssued?: (stored: Identity) => void } = {},
+): Promise<CertRuntime> {
   const kind = providerKind(config)
   const pool = createCsrPool()
   const client = kind === 'local' ? undefined : await ztsClientFor(config)
@@ -42,7 +46,7 @@ export async function createCertRuntime(config: Config, log: Logger): Promise<Ce
     provider,
     pool,
     client,
-    refresher: createIdentityRefresher({ config, log, provider, pool }),
+    refresher: createIdentityRefresher({ config, log, provider, pool, ...hooks }),
     async close() {
       client?.close()
       await pool.close()
