@@ -372,6 +372,11 @@ export const SETTINGS = {
   shutdownTimeout: { kind: 'duration', default: '30s', help: 'default per-service shutdown deadline' },
   shutdownDelay: { kind: 'duration', default: '0', help: 'wait after readiness drops, before services stop' },
   startTimeout: { kind: 'duration', default: '30s', help: 'default per-service start deadline' },
+  logDir: {
+    kind: 'path',
+    default: '',
+    help: 'also write the log lines to <dir>/sia-supervisor.<LOG_LEVEL>.log, rotated at 1 MB, 5 kept (empty: stdout only)',
+  },
   logLevel: {
     kind: 'string',
     default: 'info',
