@@ -42,8 +42,8 @@ export function createPortBroker(supervisorApi: CollectApi, log: Logger): PortBr
   return {
     attach(_service, h) {
       h.rpc.handle('port.request', ({ target }) => {
-        let set = callers.get(target)
-        if (!set) callers.set(target, (set = new Set()))
+        const set = callers.get(target) ?? new Set()
+        callers.set(target, set)
         set.add(h)
         wire(h, target)
         return null
