@@ -60,7 +60,7 @@ export function defineService(def: ServiceDefinition): void {
   const init = workerData as WorkerInit
   const { service, config } = init
   const board = createStatusBoard(init.board)
-  const log = createLogger(service, config.logLevel)
+  const log = createLogger(service, config.logLevel, { logDir: config.logDir })
   const rpc = createRpc<SupervisorOps, WorkerOps>(init.control)
   const ports = createServicePorts(rpc, config.serviceCallTimeout)
 

@@ -1,4 +1,7 @@
-import { type Logger, pino } from 'pino'
+import { BroadcastChannel, isMainThread } from 'node:worker_threads'
+import { type DestinationStream, type Logger, pino } from 'pino'
+import { createLogFileWriter, type LogFileWriter } from './log-file.js'
+import { SERVICES } from './services.js'
 
 export type { Logger }
 
@@ -19,11 +22,58 @@ const REDACT = [
 ]
 
 /**
+ * Workers forward their lines to the main thread's file writer (LOG_DIR) over a channel of their
+ * service's own, which only the main thread reads: no worker receives another's lines.
+ */
+const logChannel = (service: string) => `sia-supervisor.log-lines.${service}`
+
+let fileWriter: LogFileWriter | undefined
+
+/**
+ * The process's one LOG_DIR writer, on the main thread: its own lines and every worker's. Created
+ * once (a second logger on the main thread shares it), flushed synchronously at exit.
+ */
+function mainThreadFile(dir: string, level: string): (line: string) => void {
+  if (!fileWriter) {
+    const writer = createLogFileWriter(dir, level)
+    fileWriter = writer
+    for (const service of SERVICES) {
+      const channel = new BroadcastChannel(logChannel(service))
+      channel.unref()
+      channel.onmessage = (e) => writer.write((e as { data: string }).data)
+    }
+    process.once('exit', () => writer.flushSync())
+  }
+  const writer = fileWriter
+  return (line) => writer.write(line)
+}
+
+function workerForwarder(service: string): (line: string) => void {
+  const channel = new BroadcastChannel(logChannel(service))
+  channel.unref()
+  // While a replacement overlaps its predecessor, each hears the other's lines: drop them.
+  channel.onmessage = () => {}
+  return (line) => channel.postMessage(line)
+}
+
+/**
  * JSON lines on stdout with `time`, `level`, `service` and `msg`. The destination is synchronous
  * (a write(2) per record), so a record logged just before `worker.terminate()` or `process.exit()`
- * is never lost, and lines from different threads never interleave mid-record.
+ * is never lost, and lines from different threads never interleave mid-record. With `logDir`
+ * (LOG_DIR), each line also goes to the main thread's file writer; stdout stays the primary.
  */
-export function createLogger(service: string, level: string): Logger {
+export function createLogger(service: string, level: string, opts: { logDir?: string } = {}): Logger {
+  const stdout = pino.destination({ fd: 1, sync: true })
+  let dest: DestinationStream = stdout
+  if (opts.logDir) {
+    const toFile = isMainThread ? mainThreadFile(opts.logDir, level) : workerForwarder(service)
+    dest = {
+      write(line: string) {
+        stdout.write(line)
+        toFile(line)
+      },
+    }
+  }
   return pino(
     {
       level,
@@ -36,6 +86,6 @@ export function createLogger(service: string, level: string): Logger {
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: REDACT, censor: '[redacted]' },
     },
-    pino.destination({ fd: 1, sync: true }),
+    dest,
   )
 }

@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs'
 import { loadConfig } from '../shared/config/load.js'
-import { unsupportedSiaSettings } from '../shared/config/sia-compat.js'
 import type { Config } from '../shared/config/types.js'
 import { runInit } from '../shared/identity/init-mode.js'
 import { createLogger, type Logger } from '../shared/logger.js'
@@ -25,13 +24,10 @@ export function main(signals: SignalRouter): void {
   if (invocation.kind === 'help') return void process.stdout.write(`${helpText(version)}\n`)
   if (invocation.kind === 'version') return void process.stdout.write(`${version}\n`)
 
-  const log = createLogger('supervisor', invocation.config.logLevel)
+  const log = createLogger('supervisor', invocation.config.logLevel, { logDir: invocation.config.logDir })
   log.info({ event: 'supervisor.boot', version, pid: process.pid, mode: invocation.config.mode }, 'booting')
   for (const w of invocation.warnings) {
     log.warn({ event: 'config.warning', ...w }, `${w.setting}: ${w.reason}`)
-  }
-  for (const u of unsupportedSiaSettings(process.env)) {
-    log.warn({ event: 'config.unsupported', ...u }, `${u.setting} has no effect: ${u.reason}`)
   }
   const { config } = invocation
   // SIGHUP: the configuration as the files say now (the environment and flags cannot change).

@@ -135,7 +135,9 @@ describe('zts provider against the ZTS double', () => {
     const failure = sc.events('certificate.refresh.failed').at(-1)!
     assert.equal((failure.err as { code?: string }).code, 'ERR_BAD_CERT')
     assert.ok((failure.retryInMs as number) <= 750) // capped at REFRESH_INTERVAL/4
+    // Refresh and its fallback, a fresh register, both down (each after its retries).
     zts.failNext('refresh', 503, 3)
+    zts.failNext('register', 503, 3)
     await sc.waitFor(() => sc.events('certificate.refresh.failed').length > n + 1)
     assert.equal(readFileSync(join(dir, 'cert.pem'), 'utf8'), good)
     // After the failures a retry succeeds without waiting for the next interval.

@@ -30,7 +30,10 @@ if (workerData?.service) writeFileSync(${JSON.stringify(dir)} + '/' + workerData
     REDIS_SENTINEL_PASSWORD: 'sentinel-pw-51e2',
   }
   const keyFile = join(dir, 'very-private-key.pem')
-  const sc = await startReady({ env: { ...secrets, KEY_FILE: keyFile, NODE_OPTIONS: `--import=${dump}` } })
+  const keyCopy = join(dir, 'second-private-key.pem') // a comma-separated KEY_FILE: every path confined
+  const sc = await startReady({
+    env: { ...secrets, KEY_FILE: `${keyFile},${keyCopy}`, NODE_OPTIONS: `--import=${dump}` },
+  })
   assert.equal(await stop(sc), 0)
   const seen = Object.fromEntries(
     readdirSync(dir)
@@ -49,11 +52,9 @@ if (workerData?.service) writeFileSync(${JSON.stringify(dir)} + '/' + workerData
     for (const value of Object.values(secrets)) {
       assert.equal(text.includes(value), service === 'gateway', `${service} and ${value}`)
     }
-    assert.equal(
-      text.includes(keyFile),
-      service === 'certificate' || service === 'token',
-      `${service} and KEY_FILE`,
-    )
+    for (const k of [keyFile, keyCopy]) {
+      assert.equal(text.includes(k), service === 'certificate' || service === 'token', `${service} and ${k}`)
+    }
   }
 })
 

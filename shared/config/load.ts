@@ -4,7 +4,9 @@ import { parseArgs } from 'node:util'
 import { parse as parseYaml } from 'yaml'
 import { codedError } from '../errors.js'
 import { parseFailpoints } from '../failpoints.js'
-import { parseTargets } from '../identity/targets.js'
+import { checkTemplate, roleCertPath, tokenFilePath } from '../identity/naming.js'
+import { parseSubject } from '../identity/subject.js'
+import { isAthenzName, parseTargets, type Target } from '../identity/targets.js'
 import { SERVICES, type ServiceName } from '../services.js'
 import { DEFAULT_RESOURCE_LIMITS } from './limits.js'
 import { parseRedisUrl } from './redis-url.js'
@@ -119,10 +121,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   if (s.httpHeaderTimeout > s.httpRequestTimeout) {
     throw configError(envName('httpHeaderTimeout'), 'must not be longer than HTTP_REQUEST_TIMEOUT')
   }
-  s.keyFile ||= join(s.dataDir, 'key.pem')
-  s.certFile ||= join(s.dataDir, 'cert.pem')
+  const identity = identitySettings(s)
   s.caCertFile ||= join(s.dataDir, 'ca.pem')
-  s.roleCertDir ||= s.dataDir
   s.gatewaySinkFile ||= join(s.dataDir, 'alerts.jsonl')
   if (s.redisUrl !== '') {
     try {
@@ -133,6 +133,30 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   }
   if (s.gatewaySink === 'redis-stream' && s.redisUrl === '') {
     throw configError(envName('gatewaySink'), 'redis-stream needs REDIS_URL')
+  }
+  if (s.backup !== '') {
+    if (s.certSecret === '') throw configError(envName('certSecret'), `required with BACKUP=${s.backup}`)
+    if (!DNS1123_SUBDOMAIN.test(s.certSecret) || s.certSecret.length > 253) {
+      throw configError(
+        envName('certSecret'),
+        `"${s.certSecret}" is not a valid secret name (DNS-1123 subdomain)`,
+      )
+    }
+    if (s.backupKubeApi === '' && !env.KUBERNETES_SERVICE_HOST) {
+      throw configError(
+        envName('backupKubeApi'),
+        'required with BACKUP outside a cluster (no KUBERNETES_SERVICE_HOST)',
+      )
+    }
+    if (s.backupKubeApi !== '' && !/^https:\/\/[^/]/.test(s.backupKubeApi)) {
+      throw configError(envName('backupKubeApi'), `"${s.backupKubeApi}" is not an https:// URL`)
+    }
+  }
+  if (s.namespace !== '' && !DNS1123_LABEL.test(s.namespace)) {
+    throw configError(
+      envName('namespace'),
+      `"${s.namespace}" is not a Kubernetes namespace name (DNS-1123 label)`,
+    )
   }
   if (s.gatewaySink === 'kubernetes' && s.gatewayKubeApi === '' && !env.KUBERNETES_SERVICE_HOST) {
     throw configError(envName('gatewayKubeApi'), 'required with GATEWAY_SINK=kubernetes outside a cluster')
@@ -154,7 +178,123 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     }
     services[name] = tuningFor(name, s, parsed.data[name] ?? {})
   }
-  return { kind: 'run', config: { ...s, services }, warnings }
+  return { kind: 'run', config: { ...s, ...identity, services }, warnings }
+}
+
+const paths = (list: string) =>
+  list
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)
+
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
+const DNS_NAME =
+  /^(\*\.)?[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/
+
+/**
+ * SIA's identity settings, derived and checked: the Athenz domain (ATHENZ_PREFIX + ATHENZ_DOMAIN
+ * or NAMESPACE + ATHENZ_SUFFIX), the subject and extra SANs, the naming templates, and the
+ * comma-separated KEY_FILE/CERT_FILE. Fills `s` in place; returns the derived lists.
+ */
+function identitySettings(s: Settings): { keyFiles: string[]; certFiles: string[] } {
+  // As SIA's NamespaceToDomain: prefix + (domain or namespace) + suffix, without a leading or
+  // trailing dot. With neither (outside Kubernetes) the embedded default.
+  const from = s.athenzDomain ? 'athenzDomain' : 'namespace'
+  const base = s.athenzDomain || s.namespace
+  if (base === '' && s.athenzPrefix === '' && s.athenzSuffix === '') {
+    s.athenzDomain = 'sia.local'
+  } else {
+    s.athenzDomain = `${s.athenzPrefix}${base}${s.athenzSuffix}`.replace(/^\./, '').replace(/\.$/, '')
+    if (!isAthenzName(s.athenzDomain)) {
+      throw configError(
+        envName(from),
+        `the Athenz domain "${s.athenzDomain}" (ATHENZ_PREFIX + ${envName(from)} + ATHENZ_SUFFIX) is not an Athenz name`,
+      )
+    }
+  }
+  // A ZTS SimpleName: it goes into the /cacerts/{name} path.
+  if (s.intermediateCertBundle && !/^[a-zA-Z0-9_][a-zA-Z0-9_-]*$/.test(s.intermediateCertBundle)) {
+    throw configError(
+      envName('intermediateCertBundle'),
+      `"${s.intermediateCertBundle}" is not a CA bundle name ([a-zA-Z0-9_][a-zA-Z0-9_-]*)`,
+    )
+  }
+  if (!isAthenzName(s.serviceAccount)) {
+    throw configError(envName('serviceAccount'), `"${s.serviceAccount}" is not an Athenz service name`)
+  }
+  if (s.certSubject) {
+    try {
+      parseSubject(s.certSubject)
+    } catch (err) {
+      throw configError(envName('certSubject'), (err as Error).message)
+    }
+  }
+  for (const name of s.certExtraSanDns) {
+    if (!DNS_NAME.test(name) || name.length > 253) {
+      throw configError(envName('certExtraSanDns'), `"${name}" is not a DNS name`)
+    }
+  }
+
+  const keyFiles = paths(s.keyFile)
+  const certFiles = paths(s.certFile)
+  if (keyFiles.length === 0) keyFiles.push(join(s.dataDir, 'key.pem'))
+  if (certFiles.length === 0) certFiles.push(join(s.dataDir, 'cert.pem'))
+  s.keyFile = keyFiles[0]!
+  s.certFile = certFiles[0]!
+
+  // ROLECERT_DIR and the role certificate templates say the same thing two ways: as SIA, one only.
+  for (const key of ['roleCertNamingFormat', 'roleCertKeyNamingFormat'] as const) {
+    if (s[key] && s.roleCertDir) {
+      throw configError(envName(key), `${envName(key)} and ROLECERT_DIR cannot both be set`)
+    }
+  }
+  s.roleCertDir ||= s.dataDir
+  const templates = [
+    'roleCertNamingFormat',
+    'roleCertKeyNamingFormat',
+    'accessTokenNamingFormat',
+    'roleTokenNamingFormat',
+  ] as const
+  for (const key of templates) {
+    try {
+      checkTemplate(s[key])
+    } catch (err) {
+      throw configError(envName(key), (err as Error).message)
+    }
+  }
+  for (const key of [
+    'roleCertFilenameDelimiter',
+    'accessTokenFilenameDelimiter',
+    'roleTokenFilenameDelimiter',
+  ] as const) {
+    if (s[key].includes('\0')) throw configError(envName(key), 'a NUL character')
+  }
+  // Two targets must never share a file: each would overwrite the other's at every refresh.
+  const targets = parseTargets(s.targetDomainRoles)
+  const cfg = s as unknown as Config
+  const outputs: [SettingKey, (t: Target) => string | undefined][] = [
+    ['roleCertNamingFormat', (t) => roleCertPath(cfg, t)],
+    ['roleCertKeyNamingFormat', (t) => (s.roleCertKeyFileOutput ? roleCertPath(cfg, t, 'key') : undefined)],
+    ['accessTokenNamingFormat', (t) => tokenFilePath(cfg, t, 'accesstoken')],
+    ['roleTokenNamingFormat', (t) => tokenFilePath(cfg, t, 'roletoken')],
+  ]
+  for (const [key, path] of outputs) {
+    const seen = new Map<string, string>()
+    for (const t of targets) {
+      const p = path(t)
+      if (p === undefined) continue
+      const other = seen.get(p)
+      if (other) {
+        throw configError(
+          envName(key),
+          `${other} and ${t.domain}:role.${t.role} would both be written to ${p}: use {{domain}} and {{role}}`,
+        )
+      }
+      seen.set(p, `${t.domain}:role.${t.role}`)
+    }
+  }
+  return { keyFiles, certFiles }
 }
 
 function tuningFor(name: ServiceName, s: Settings, t: TuningInput): ServiceTuning {

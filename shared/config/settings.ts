@@ -34,7 +34,23 @@ export const SETTINGS = {
     default: '',
     help: 'Athenz provider service for instance register/refresh',
   },
-  athenzDomain: { kind: 'string', default: 'sia.local', help: 'Athenz domain of this workload' },
+  athenzDomain: {
+    kind: 'string',
+    default: '',
+    help: 'Athenz domain of this workload (empty: NAMESPACE; both empty: sia.local); ATHENZ_PREFIX + it + ATHENZ_SUFFIX',
+  },
+  athenzPrefix: { kind: 'string', default: '', help: 'prefix of the Athenz domain, as in SIA' },
+  athenzSuffix: { kind: 'string', default: '', help: 'suffix of the Athenz domain, as in SIA' },
+  namespace: {
+    kind: 'string',
+    default: '',
+    help: 'Kubernetes namespace of the pod: the Athenz domain when ATHENZ_DOMAIN is empty, the backup secret, metric labels',
+  },
+  podName: {
+    kind: 'string',
+    default: '',
+    help: 'Kubernetes pod name, as the k8s_pod label of token metrics',
+  },
   serviceAccount: {
     kind: 'string',
     default: 'workload',
@@ -48,19 +64,47 @@ export const SETTINGS = {
   },
   podIp: { kind: 'string', default: '127.0.0.1', help: 'Pod IP, added to the certificate as a SAN IP' },
   dataDir: { kind: 'path', default: '.local', help: 'directory for the local authority and default files' },
-  keyFile: { kind: 'path', default: '', help: 'service private key (default DATA_DIR/key.pem)' },
-  certFile: { kind: 'path', default: '', help: 'service certificate (default DATA_DIR/cert.pem)' },
+  keyFile: {
+    kind: 'path',
+    default: '',
+    help: 'service private key; comma-separated: every path written, the first read (default DATA_DIR/key.pem)',
+  },
+  certFile: {
+    kind: 'path',
+    default: '',
+    help: 'service certificate; comma-separated: every path written, the first read (default DATA_DIR/cert.pem)',
+  },
+  certSubject: {
+    kind: 'string',
+    default: '',
+    help: 'subject of the service certificate besides CN, RFC 4514 (e.g. "OU=Athenz,O=Example,C=US"; default OU=Athenz,C=US)',
+  },
+  certExtraSanDns: {
+    kind: 'list',
+    default: '',
+    help: 'comma-separated extra DNS SANs of the service certificate',
+  },
   caCertFile: { kind: 'path', default: '', help: 'CA certificate (default DATA_DIR/ca.pem)' },
   roleCertDir: {
     kind: 'path',
     default: '',
     env: 'ROLECERT_DIR',
-    help: 'directory for role certificates (default DATA_DIR)',
+    help: 'directory for role certificates (default DATA_DIR); not with ROLE_CERT_NAMING_FORMAT',
   },
   roleCertFilenameDelimiter: {
     kind: 'string',
     default: ':role.',
     help: 'delimiter between domain and role in role cert file names',
+  },
+  roleCertNamingFormat: {
+    kind: 'path',
+    default: '',
+    help: 'role certificate path template with {{domain}}, {{role}}, {{delimiter}} (default ROLECERT_DIR/{{domain}}{{delimiter}}{{role}}.cert.pem)',
+  },
+  roleCertKeyNamingFormat: {
+    kind: 'path',
+    default: '',
+    help: 'role certificate key path template (default: beside the role certificate, {{domain}}{{delimiter}}{{role}}.key.pem)',
   },
   refreshInterval: { kind: 'interval', default: '24h', help: 'certificate refresh interval (0: no refresh)' },
   delayJitterSeconds: {
@@ -101,6 +145,26 @@ export const SETTINGS = {
     help: 'local authority: honour proxy_for_principal (then any caller gets tokens for any principal)',
   },
   tokenDir: { kind: 'path', default: '', help: 'directory for token files (empty: none)' },
+  accessTokenNamingFormat: {
+    kind: 'path',
+    default: '',
+    help: 'access token file path template with {{domain}}, {{role}}, {{delimiter}} (default TOKEN_DIR/{{domain}}{{delimiter}}{{role}}.accesstoken)',
+  },
+  accessTokenFilenameDelimiter: {
+    kind: 'string',
+    default: ':role.',
+    help: '{{delimiter}} of ACCESS_TOKEN_NAMING_FORMAT',
+  },
+  roleTokenNamingFormat: {
+    kind: 'path',
+    default: '',
+    help: 'role token file path template with {{domain}}, {{role}}, {{delimiter}} (default TOKEN_DIR/{{domain}}{{delimiter}}{{role}}.roletoken)',
+  },
+  roleTokenFilenameDelimiter: {
+    kind: 'string',
+    default: ':role.',
+    help: '{{delimiter}} of ROLE_TOKEN_NAMING_FORMAT',
+  },
   tokenType: {
     kind: 'string',
     default: 'roletoken+accesstoken',
@@ -144,14 +208,40 @@ export const SETTINGS = {
     help: 'delete the instance record at ZTS on shutdown',
   },
   intermediateCertBundle: {
-    kind: 'path',
+    kind: 'string',
     default: '',
-    help: 'intermediate certificates appended to the service certificate',
+    help: 'name of a ZTS CA bundle (GET /cacerts/{name}) appended to the service certificate file',
   },
   roleCertKeyFileOutput: {
     kind: 'bool',
     default: 'false',
     help: 'also write each role certificate key as <domain><delimiter><role>.key.pem',
+  },
+  backup: {
+    kind: 'string',
+    default: '',
+    values: ['', 'read', 'write', 'read+write'],
+    help: 'backup of the service certificate in the Kubernetes secret CERT_SECRET: read (on boot, when the provider fails), write (after each issue), read+write',
+  },
+  certSecret: {
+    kind: 'string',
+    default: '',
+    help: 'name of the kubernetes.io/tls secret of BACKUP, in NAMESPACE',
+  },
+  backupKubeApi: {
+    kind: 'string',
+    default: '',
+    help: 'API server URL for BACKUP (empty: in-cluster KUBERNETES_SERVICE_HOST/PORT)',
+  },
+  backupKubeTokenFile: {
+    kind: 'path',
+    default: '/var/run/secrets/kubernetes.io/serviceaccount/token',
+    help: "bearer token file for BACKUP (re-read on every call); its directory's namespace file when NAMESPACE is empty",
+  },
+  backupKubeCaFile: {
+    kind: 'path',
+    default: '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt',
+    help: 'CA bundle of the API server for BACKUP',
   },
   podUid: {
     kind: 'string',
@@ -302,6 +392,11 @@ export const SETTINGS = {
   shutdownTimeout: { kind: 'duration', default: '30s', help: 'default per-service shutdown deadline' },
   shutdownDelay: { kind: 'duration', default: '0', help: 'wait after readiness drops, before services stop' },
   startTimeout: { kind: 'duration', default: '30s', help: 'default per-service start deadline' },
+  logDir: {
+    kind: 'path',
+    default: '',
+    help: 'also write the log lines to <dir>/sia-supervisor.<LOG_LEVEL>.log, rotated at 1 MB, 5 kept (empty: stdout only)',
+  },
   logLevel: {
     kind: 'string',
     default: 'info',

@@ -14,7 +14,9 @@ export const ONLY_FOR: Partial<Record<SettingKey, readonly ServiceName[]>> = {
   gatewayAuthToken: ['gateway'],
   gatewayKubeTokenFile: ['gateway'],
   keyFile: ['certificate', 'token'],
+  roleCertKeyNamingFormat: ['certificate'],
   saTokenFile: ['certificate'],
+  backupKubeTokenFile: ['certificate'],
   tokenServerTlsKeyPath: ['token'],
 }
 
@@ -24,6 +26,8 @@ export function configFor(service: ServiceName, config: Config): Config {
   for (const [key, services] of Object.entries(ONLY_FOR)) {
     if (!services.includes(service)) slice[key] = ''
   }
+  // Every path of a comma-separated KEY_FILE goes with KEY_FILE.
+  if (slice.keyFile === '') slice.keyFiles = []
   return slice as unknown as Config
 }
 

@@ -40,4 +40,8 @@ export interface ServiceTuning {
 
 export interface Config extends Settings {
   services: Record<ServiceName, ServiceTuning>
+  /** Every path of a comma-separated KEY_FILE (`keyFile` is the first, the one read). */
+  keyFiles: string[]
+  /** Every path of a comma-separated CERT_FILE (`certFile` is the first, the one read). */
+  certFiles: string[]
 }

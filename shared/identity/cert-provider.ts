@@ -8,6 +8,8 @@ export interface CertProvider {
   roleCert(csrPem: string, target: Target, signal: AbortSignal): Promise<string>
   /** The identity that later calls authenticate with (mutual TLS to ZTS). */
   useIdentity?(identity: { keyPem: string; certPem: string; caPem: string }): void
+  /** The certificates of the CA bundle `name` (INTERMEDIATE_CERT_BUNDLE), as PEM. */
+  caBundle?(name: string, signal: AbortSignal): Promise<string>
   /** On shutdown with DELETE_INSTANCE_ID. */
   deleteInstance?(signal: AbortSignal): Promise<void>
 }

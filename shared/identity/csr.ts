@@ -1,4 +1,5 @@
 import forge from 'node-forge'
+import { DEFAULT_SUBJECT, FORGE_NAMES, type SubjectAttribute } from './subject.js'
 
 /**
  * CSRs as k8s-athenz-sia builds them, and a CA that signs them: pure node-forge functions over
@@ -7,15 +8,16 @@ import forge from 'node-forge'
 export interface CsrSpec {
   keyPem: string
   commonName: string
+  /** The subject besides the CN, after it (default: SIA's OU=Athenz, C=US). */
+  subject?: SubjectAttribute[]
   dnsNames: string[]
   uris: string[]
   ips: string[]
   emails?: string[]
 }
 
-/** SIA's subject: CN, OU=Athenz, C=US (the Go original's defaults). */
-const OU = 'Athenz'
-const COUNTRY = 'US'
+/** ASN.1 PrintableString's alphabet; anything else is encoded as UTF8String, as Go does. */
+const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/
 
 export function buildCsr(spec: CsrSpec): string {
   const key = forge.pki.privateKeyFromPem(spec.keyPem)
@@ -23,8 +25,14 @@ export function buildCsr(spec: CsrSpec): string {
   csr.publicKey = forge.pki.rsa.setPublicKey(key.n, key.e)
   csr.setSubject([
     { name: 'commonName', value: spec.commonName },
-    { name: 'organizationalUnitName', value: OU },
-    { name: 'countryName', value: COUNTRY },
+    ...(spec.subject ?? DEFAULT_SUBJECT).map(
+      (a) =>
+        ({
+          name: FORGE_NAMES[a.type],
+          value: a.value,
+          ...(PRINTABLE.test(a.value) ? {} : { valueTagClass: forge.asn1.Type.UTF8 }),
+        }) as forge.pki.CertificateField,
+    ),
   ])
   const altNames = [
     ...spec.dnsNames.map((value) => ({ type: 2, value })),
@@ -41,6 +49,8 @@ export function buildCsr(spec: CsrSpec): string {
 export interface CsrContents {
   commonName: string
   subject: Record<string, string>
+  /** Every subject attribute in order, as `<short name>=<value>` (repeated types kept). */
+  subjectList: string[]
   dnsNames: string[]
   uris: string[]
   ips: string[]
@@ -52,7 +62,16 @@ export function readCsr(csrPem: string): CsrContents {
   const csr = forge.pki.certificationRequestFromPem(csrPem)
   if (!csr.verify()) throw Object.assign(new Error('CSR signature does not verify'), { code: 'ERR_CSR' })
   const subject: Record<string, string> = {}
-  for (const a of csr.subject.attributes) if (a.shortName) subject[a.shortName] = String(a.value)
+  const subjectList: string[] = []
+  for (const a of csr.subject.attributes) {
+    const name = String(a.shortName ?? a.name ?? a.type)
+    const value =
+      (a.valueTagClass as number) === forge.asn1.Type.UTF8
+        ? forge.util.decodeUtf8(String(a.value))
+        : String(a.value)
+    subject[name] = value
+    subjectList.push(`${name}=${value}`)
+  }
   const ext = (csr.getAttribute({ name: 'extensionRequest' }) as { extensions?: Extension[] } | null)
     ?.extensions
   const san =
@@ -62,6 +81,7 @@ export function readCsr(csrPem: string): CsrContents {
   return {
     commonName: subject.CN ?? '',
     subject,
+    subjectList,
     dnsNames: pick(2),
     uris: pick(6),
     ips: pick(7),
@@ -93,7 +113,14 @@ export function signCsr(req: SignRequest): string {
   cert.serialNumber = `0${forge.util.bytesToHex(forge.random.getBytesSync(15))}`
   cert.validity.notBefore = new Date(Date.now() - 60_000)
   cert.validity.notAfter = new Date(Date.now() + req.validityMs)
-  cert.setSubject(csr.subject.attributes)
+  // forge parses a UTF8String value as its raw bytes and encodes it again on output: decode it first.
+  cert.setSubject(
+    csr.subject.attributes.map((a) =>
+      (a.valueTagClass as number) === forge.asn1.Type.UTF8
+        ? { ...a, value: forge.util.decodeUtf8(String(a.value)) }
+        : a,
+    ),
+  )
   cert.setIssuer(ca.subject.attributes)
   const ext = (csr.getAttribute({ name: 'extensionRequest' }) as { extensions?: Extension[] } | null)
     ?.extensions

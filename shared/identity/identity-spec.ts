@@ -1,6 +1,7 @@
 import { hostname } from 'node:os'
 import type { Config } from '../config/types.js'
 import type { CsrSpec } from './csr.js'
+import { DEFAULT_SUBJECT, parseSubject } from './subject.js'
 import type { Target } from './targets.js'
 
 /** The names k8s-athenz-sia puts in its CSRs (PrepareIdentityCsrOptions / PrepareRoleCsrOptions). */
@@ -17,10 +18,15 @@ export function serviceCsrSpec(config: Config, keyPem: string): CsrSpec {
   return {
     keyPem,
     commonName: `${config.athenzDomain}.${config.serviceAccount}`,
+    // CERT_SUBJECT replaces SIA's default subject besides the CN (validated at load).
+    subject: config.certSubject ? parseSubject(config.certSubject) : DEFAULT_SUBJECT,
     dnsNames: [
-      serviceHost(config),
-      `*.${serviceHost(config)}`,
-      `${id}.instanceid.athenz.${config.dnsSuffix}`,
+      ...new Set([
+        serviceHost(config),
+        `*.${serviceHost(config)}`,
+        `${id}.instanceid.athenz.${config.dnsSuffix}`,
+        ...config.certExtraSanDns,
+      ]),
     ],
     uris: [
       `spiffe://${config.athenzDomain}/sa/${config.serviceAccount}`,

@@ -1,6 +1,5 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import { writeFileAtomic } from '../atomic-file.js'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
@@ -9,7 +8,8 @@ import type { CertProvider } from './cert-provider.js'
 import type { CsrPool } from './csr-pool.js'
 import { roleCsrSpec, serviceCsrSpec } from './identity-spec.js'
 import { generateRsaKey } from './local-authority.js'
-import { parseTargets, type Target } from './targets.js'
+import { roleCertPath } from './naming.js'
+import { parseTargets } from './targets.js'
 
 /** The service identity: what the token service needs for mutual TLS to ZTS. */
 export interface Identity {
@@ -18,10 +18,7 @@ export interface Identity {
   caPem: string
 }
 
-/** `<ROLECERT_DIR>/<domain><delimiter><role>.cert.pem`, as the original names it. */
-export function roleCertPath(config: Config, t: Target, ext: 'cert' | 'key' = 'cert'): string {
-  return join(config.roleCertDir, `${t.domain}${config.roleCertFilenameDelimiter}${t.role}.${ext}.pem`)
-}
+export { roleCertPath } from './naming.js'
 
 /**
  * Refuses a certificate that would be worse than none: unparsable, for another key, another name,
@@ -70,6 +67,19 @@ export async function readIdentity(config: Config): Promise<Identity | undefined
   }
 }
 
+/**
+ * Writes an identity to every KEY_FILE and CERT_FILE path (comma-separated, as SIA) and the CA
+ * file. Key first, then cert: a reader pairing them never sees a cert for a key that is not there.
+ * `certPem` is written as given (with any intermediate certificates).
+ */
+export async function storeIdentity(config: Config, id: Identity): Promise<void> {
+  for (const f of config.keyFiles) await writeFileAtomic(f, id.keyPem, 0o600)
+  for (const f of config.certFiles) await writeFileAtomic(f, id.certPem, 0o644)
+  if (id.caPem && (await readFile(config.caCertFile, 'utf8').catch(() => '')) !== id.caPem) {
+    await writeFileAtomic(config.caCertFile, id.caPem, 0o644)
+  }
+}
+
 export interface IdentityRefresher {
   /** Fetches a new identity and role certs and writes them; throws if any part failed. */
   refresh(signal: AbortSignal): Promise<Identity>
@@ -82,19 +92,33 @@ export function createIdentityRefresher(deps: {
   log: Logger
   provider: CertProvider
   pool: CsrPool
+  /** After each new instance identity is written: what the files hold (intermediates included). */
+  onIssued?: (stored: Identity) => void
 }): IdentityRefresher {
   const { config, log, provider, pool } = deps
   const targets = parseTargets(config.targetDomainRoles)
   const principal = `${config.athenzDomain}.${config.serviceAccount}`
 
-  async function writeIdentity(id: Identity): Promise<void> {
-    const bundle = config.intermediateCertBundle ? await readFile(config.intermediateCertBundle, 'utf8') : ''
-    // Key first, then cert: a reader pairing them never sees a cert for a key that is not there.
-    await writeFileAtomic(config.keyFile, id.keyPem, 0o600)
-    await writeFileAtomic(config.certFile, id.certPem + bundle, 0o644)
-    if (id.caPem && (await readFile(config.caCertFile, 'utf8').catch(() => '')) !== id.caPem) {
-      await writeFileAtomic(config.caCertFile, id.caPem, 0o644)
+  let bundleWarned = false
+  /** INTERMEDIATE_CERT_BUNDLE from the provider (ZTS /cacerts/{name}), appended to the cert file as SIA. */
+  async function intermediates(signal: AbortSignal): Promise<string> {
+    const name = config.intermediateCertBundle
+    if (!name) return ''
+    if (!provider.caBundle) {
+      if (!bundleWarned) {
+        bundleWarned = true
+        log.warn(
+          { event: 'certificate.bundle.unsupported', provider: provider.name, bundle: name },
+          `the ${provider.name} provider has no CA bundles: INTERMEDIATE_CERT_BUNDLE is ignored`,
+        )
+      }
+      return ''
     }
+    const pem = (await provider.caBundle(name, signal)).trim()
+    if (pem && !/^-----BEGIN CERTIFICATE-----[\s\S]*-----END CERTIFICATE-----$/.test(pem)) {
+      throw codedError('ERR_BAD_CERT', `the CA bundle ${name} is not a PEM certificate bundle`)
+    }
+    return pem ? `${pem}\n` : ''
   }
 
   async function roleCerts(keyPem: string, signal: AbortSignal): Promise<unknown[]> {
@@ -138,8 +162,11 @@ export function createIdentityRefresher(deps: {
       const { certPem, caPem } = await provider.instance(csrPem, signal)
       const cert = checkIssued(certPem, keyPem, principal)
       const id = { keyPem, certPem, caPem }
-      await writeIdentity(id)
+      // The new identity authenticates what follows, the CA bundle included.
       provider.useIdentity?.(id)
+      const stored = { ...id, certPem: id.certPem + (await intermediates(signal)) }
+      await storeIdentity(config, stored)
+      deps.onIssued?.(stored)
       log.info(
         { event: 'certificate.issued', kind: 'instance', file: config.certFile, ...describeCert(cert) },
         'new instance certificate',

@@ -2,8 +2,11 @@ import { writeFileAtomic } from '../atomic-file.js'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
 import type { Logger } from '../logger.js'
+import { createBackupWriter, createSecretBackup, restoreIdentity, type SecretBackup } from './backup.js'
 import { readIdentity } from './identity.js'
-import { createCertRuntime, tokenFilePath, tokenSourceFor } from './runtime.js'
+import { type TokenFileType, tokenFilePath } from './naming.js'
+import { providerKind } from './provider.js'
+import { createCertRuntime, tokenSourceFor } from './runtime.js'
 import { parseTargets } from './targets.js'
 
 /**
@@ -16,7 +19,21 @@ export async function runInit(
   log: Logger,
   signal = new AbortController().signal,
 ): Promise<0 | 1> {
-  const rt = await createCertRuntime(config, log)
+  let backup: SecretBackup | undefined
+  try {
+    backup = config.backup && providerKind(config) !== 'files' ? await createSecretBackup(config) : undefined
+  } catch (err) {
+    log.error({ event: 'init.failed', err }, 'cannot reach the backup secret')
+    return 1
+  }
+  const writer = backup && createBackupWriter(backup, log)
+  let issued = false
+  const rt = await createCertRuntime(config, log, {
+    onIssued: (stored) => {
+      issued = true
+      writer?.write(stored)
+    },
+  })
   try {
     const onDisk = await readIdentity(config)
     let identity = onDisk
@@ -27,34 +44,47 @@ export async function runInit(
       await rt.refresher.refreshRoles(identity.keyPem, signal)
     } else {
       if (onDisk) rt.provider.useIdentity?.(onDisk)
-      identity = await rt.refresher.refresh(signal)
+      try {
+        identity = await rt.refresher.refresh(signal)
+      } catch (err) {
+        // BACKUP=read: no certificate from the provider and none on disk, the backup stands in.
+        const from = backup
+        if (onDisk || issued || !from?.canRead) throw err
+        log.warn({ event: 'certificate.boot.failed', err, backup: from.secret }, 'reading the backup secret')
+        const restored = await restoreIdentity(config, from, signal).catch((readErr: unknown) => {
+          log.error(
+            { event: 'certificate.backup.read.failed', secret: from.secret, err: readErr },
+            `no usable backup: ${(readErr as Error).message}`,
+          )
+          throw err
+        })
+        identity = restored.identity
+        rt.provider.useIdentity?.(identity)
+        log.warn(
+          { event: 'certificate.backup.restored', secret: from.secret, notAfter: restored.notAfter },
+          `using the certificate from the secret ${from.secret}`,
+        )
+      }
     }
     const targets = parseTargets(config.targetDomainRoles)
-    if (config.tokenDir && targets.length) {
+    const types = config.tokenType.split('+') as TokenFileType[]
+    const files = targets.flatMap((t) =>
+      types.flatMap((type) => {
+        const file = tokenFilePath(config, t, type)
+        return file ? [{ t, type, file }] : []
+      }),
+    )
+    if (files.length) {
       const source = tokenSourceFor(config, rt.client)
-      const types = config.tokenType.split('+')
       const maxExpiry = Math.floor(config.tokenExpiry / 1000)
       await Promise.all(
-        targets.flatMap((t) => {
+        files.map(async ({ t, type, file }) => {
           const req = { domain: t.domain, role: t.role, proxyForPrincipal: '' }
-          return [
-            types.includes('roletoken') &&
-              source
-                .roleToken({ ...req, minExpiry: 0, maxExpiry }, signal)
-                .then((r) =>
-                  writeFileAtomic(tokenFilePath(config, t.domain, t.role, 'roletoken'), r.token, 0o600),
-                ),
-            types.includes('accesstoken') &&
-              source
-                .accessToken({ ...req, expiry: maxExpiry }, signal)
-                .then((a) =>
-                  writeFileAtomic(
-                    tokenFilePath(config, t.domain, t.role, 'accesstoken'),
-                    a.access_token,
-                    0o600,
-                  ),
-                ),
-          ].filter((p): p is Promise<void> => p !== false)
+          const token =
+            type === 'roletoken'
+              ? (await source.roleToken({ ...req, minExpiry: 0, maxExpiry }, signal)).token
+              : (await source.accessToken({ ...req, expiry: maxExpiry }, signal)).access_token
+          await writeFileAtomic(file, token, 0o600)
         }),
       )
     }
@@ -72,6 +102,8 @@ export async function runInit(
     log.error({ event: 'init.failed', provider: rt.kind, err }, 'could not fetch the credentials')
     return 1
   } finally {
+    await writer?.settled()
+    backup?.close()
     await rt.close()
   }
 }

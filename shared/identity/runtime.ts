@@ -1,10 +1,9 @@
 import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import type { Config } from '../config/types.js'
 import type { Logger } from '../logger.js'
 import type { CertProvider } from './cert-provider.js'
 import { type CsrPool, createCsrPool } from './csr-pool.js'
-import { createIdentityRefresher, type IdentityRefresher } from './identity.js'
+import { createIdentityRefresher, type Identity, type IdentityRefresher } from './identity.js'
 import { createLocalCertProvider } from './local-cert-provider.js'
 import { createLocalTokenSource } from './local-token-source.js'
 import { type ProviderKind, providerKind } from './provider.js'
@@ -28,7 +27,11 @@ export async function ztsClientFor(config: Config): Promise<ZtsClient> {
   return createZtsClient({ endpoint: config.endpoint, serverCaPem })
 }
 
-export async function createCertRuntime(config: Config, log: Logger): Promise<CertRuntime> {
+export async function createCertRuntime(
+  config: Config,
+  log: Logger,
+  hooks: { onIssued?: (stored: Identity) => void } = {},
+): Promise<CertRuntime> {
   const kind = providerKind(config)
   const pool = createCsrPool()
   const client = kind === 'local' ? undefined : await ztsClientFor(config)
@@ -36,14 +39,14 @@ export async function createCertRuntime(config: Config, log: Logger): Promise<Ce
     kind === 'local'
       ? createLocalCertProvider(config.dataDir, pool, config.refreshInterval)
       : kind === 'zts'
-        ? createZtsCertProvider(config, client!)
+        ? createZtsCertProvider(config, client!, log)
         : createZtsRoleCertProvider(client!)
   return {
     kind,
     provider,
     pool,
     client,
-    refresher: createIdentityRefresher({ config, log, provider, pool }),
+    refresher: createIdentityRefresher({ config, log, provider, pool, ...hooks }),
     async close() {
       client?.close()
       await pool.close()
@@ -63,12 +66,4 @@ export function tokenSourceFor(config: Config, client: ZtsClient | undefined): T
   return createZtsTokenSource(client, defaultExpirySec)
 }
 
-/** Token files of the targets, as the original names them: `<domain>:role.<role>.<type>`. */
-export function tokenFilePath(
-  config: Config,
-  domain: string,
-  role: string,
-  type: 'roletoken' | 'accesstoken',
-) {
-  return join(config.tokenDir, `${domain}:role.${role}.${type}`)
-}
+export { tokenFilePath, tokenTemplate } from './naming.js'

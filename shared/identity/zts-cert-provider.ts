@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
+import type { Logger } from '../logger.js'
 import type { CertProvider } from './cert-provider.js'
 import { instanceId } from './identity-spec.js'
 import type { ZtsClient } from './zts-client.js'
@@ -19,7 +20,7 @@ interface InstanceIdentity {
  * first time, refresh (POST /instance/{provider}/{domain}/{service}/{id}) over mutual TLS with the
  * current certificate afterwards, role certificates from POST /rolecert.
  */
-export function createZtsCertProvider(config: Config, client: ZtsClient): CertProvider {
+export function createZtsCertProvider(config: Config, client: ZtsClient, log: Logger): CertProvider {
   let id = instanceId(config)
   const path = () =>
     `/instance/${encodeURIComponent(config.providerService)}/${encodeURIComponent(config.athenzDomain)}/${encodeURIComponent(config.serviceAccount)}/${encodeURIComponent(id)}`
@@ -47,10 +48,31 @@ export function createZtsCertProvider(config: Config, client: ZtsClient): CertPr
   return {
     name: 'zts',
     async instance(csr, signal) {
-      const res = client.hasIdentity()
-        ? await client.call<InstanceIdentity>('POST', path(), { json: { csr } }, signal)
-        : await register(csr, signal)
+      let res: InstanceIdentity | undefined
+      if (client.hasIdentity()) {
+        try {
+          res = await client.call<InstanceIdentity>('POST', path(), { json: { csr } }, signal)
+        } catch (err) {
+          if (signal.aborted) throw err
+          // As SIA: a refresh that failed (after its retries) falls back to a fresh register,
+          // with the new key of this CSR.
+          log.warn(
+            { event: 'certificate.refresh.register', err },
+            'instance refresh failed; registering the instance anew',
+          )
+        }
+      }
+      res ??= await register(csr, signal)
       return { certPem: res.x509Certificate, caPem: res.x509CertificateSigner ?? '' }
+    },
+    async caBundle(name, signal) {
+      const res = await client.call<{ name: string; certs: string }>(
+        'GET',
+        `/cacerts/${encodeURIComponent(name)}`,
+        undefined,
+        signal,
+      )
+      return res.certs ?? ''
     },
     roleCert: roleCertFrom(client),
     useIdentity: (identity) => client.setIdentity(identity),

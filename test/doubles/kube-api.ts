@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { parse as parseYaml } from 'yaml'
 import { generateRsaKey, loadOrCreateAuthority } from '../../shared/identity/local-authority.js'
 import { issueCertificate } from './issue-certificate.js'
 
@@ -24,10 +25,41 @@ export interface KubeApiDouble {
   requests: { method: string; path: string; status: number; authorization: string | undefined }[]
   /** The bearer token the API server accepts from now on. */
   setToken(token: string): void
-  /** The next `n` creates are answered `status` (e.g. 500, 403). */
+  /** The next `n` creates and applies are answered `status` (e.g. 500, 403). */
   failNext(n: number, status: number): void
+  /** Core v1 secrets by "<namespace>/<name>", as stored after server-side apply. */
+  secrets: Map<string, CoreObject>
+  /** Every PATCH to a secret: its query, content type and parsed body, answered or refused. */
+  applies: {
+    path: string
+    query: Record<string, string>
+    contentType: string
+    body: unknown
+    status: number
+  }[]
+  /** A ServiceAccount the API server knows; returns its uid. */
+  addServiceAccount(namespace: string, name: string): string
+  /** RBAC: refuse `verb` on `resource` (e.g. 'patch', 'secrets') with 403 Forbidden, or allow it again. */
+  deny(verb: string, resource: string): void
+  allow(verb: string, resource: string): void
   close(): Promise<void>
 }
+
+export interface CoreObject {
+  apiVersion: string
+  kind: string
+  metadata: {
+    name: string
+    namespace: string
+    uid: string
+    ownerReferences?: { apiVersion: string; kind: string; name: string; uid: string }[]
+    managedFields?: { manager: string; operation: string }[]
+  }
+  type?: string
+  data?: Record<string, string>
+}
+
+const CORE = /^\/api\/v1\/namespaces\/([^/]+)\/(secrets|serviceaccounts)\/([^/]+)$/
 
 const COLLECTION = /^\/apis\/([^/]+)\/([^/]+)\/namespaces\/([^/]+)\/([^/]+)$/
 const DNS1123 = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
@@ -37,7 +69,7 @@ const DNS1123 = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)
  * (POST/GET /apis/{group}/{version}/namespaces/{ns}/{plural}), bearer auth, and metav1.Status
  * errors (401, 404, 409 AlreadyExists, 422 Invalid) as the real one answers them.
  */
-export async function startKubeApi(opts: { token: string }): Promise<KubeApiDouble> {
+export async function startKubeApi(opts: { token: string; user?: string }): Promise<KubeApiDouble> {
   const ca = await loadOrCreateAuthority(mkdtempSync(join(tmpdir(), 'kube-ca-')))
   const key = await generateRsaKey()
   const cert = issueCertificate(ca, {
@@ -52,6 +84,11 @@ export async function startKubeApi(opts: { token: string }): Promise<KubeApiDoub
   let uid = 0
   const objects = new Map<string, KubeObject>()
   const requests: KubeApiDouble['requests'] = []
+  const secrets = new Map<string, CoreObject>()
+  const serviceAccounts = new Map<string, CoreObject>()
+  const applies: KubeApiDouble['applies'] = []
+  const denied = new Set<string>()
+  const user = opts.user ?? 'system:serviceaccount:default:default'
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const path = new URL(req.url ?? '/', 'https://x').pathname
@@ -74,6 +111,91 @@ export async function startKubeApi(opts: { token: string }): Promise<KubeApiDoub
     const chunks: Buffer[] = []
     for await (const c of req) chunks.push(c as Buffer)
     if (req.headers.authorization !== `Bearer ${token}`) return failure(401, 'Unauthorized', 'Unauthorized')
+    const core = CORE.exec(path)
+    if (core) {
+      const [, namespace, resource, name] = core as unknown as [string, string, string, string]
+      const forbidden = (verb: string) =>
+        failure(
+          403,
+          'Forbidden',
+          `${resource} "${name}" is forbidden: User "${user}" cannot ${verb} resource "${resource}" in API group "" in the namespace "${namespace}"`,
+        )
+      const id = `${namespace}/${name}`
+      const store = resource === 'secrets' ? secrets : serviceAccounts
+      if (req.method === 'GET') {
+        if (denied.has(`get ${resource}`)) return forbidden('get')
+        const obj = store.get(id)
+        if (!obj) return failure(404, 'NotFound', `${resource} "${name}" not found`)
+        return answer(200, obj)
+      }
+      if (req.method !== 'PATCH' || resource !== 'secrets') {
+        return failure(405, 'MethodNotAllowed', 'method not allowed')
+      }
+      const query = Object.fromEntries(new URL(req.url ?? '/', 'https://x').searchParams)
+      const contentType = String(req.headers['content-type'] ?? '')
+      const record = { path, query, contentType, body: undefined as unknown, status: 0 }
+      applies.push(record)
+      const refuse = (code: number, reason: string, message: string) => {
+        record.status = code
+        return failure(code, reason, message)
+      }
+      if (denied.has('patch secrets')) return refuse(403, 'Forbidden', `${forbiddenMessage('patch')}`)
+      if (!store.has(id) && denied.has('create secrets')) {
+        return refuse(403, 'Forbidden', forbiddenMessage('create'))
+      }
+      if (contentType !== 'application/apply-patch+yaml') {
+        return refuse(415, 'UnsupportedMediaType', `the body of the request was in an unknown format`)
+      }
+      if (!query.fieldManager) {
+        return refuse(
+          400,
+          'BadRequest',
+          'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value',
+        )
+      }
+      if (failures.n > 0) {
+        failures = { ...failures, n: failures.n - 1 }
+        return refuse(failures.status, 'InternalError', 'injected failure')
+      }
+      let body: CoreObject
+      try {
+        body = parseYaml(Buffer.concat(chunks).toString()) as CoreObject
+      } catch {
+        return refuse(400, 'BadRequest', 'invalid YAML')
+      }
+      record.body = body
+      if (body?.apiVersion !== 'v1' || body.kind !== 'Secret' || body.metadata?.name !== name) {
+        return refuse(422, 'Invalid', `Secret "${name}" is invalid`)
+      }
+      if (body.metadata.namespace && body.metadata.namespace !== namespace) {
+        return refuse(
+          400,
+          'BadRequest',
+          'the namespace of the object does not match the namespace on the request',
+        )
+      }
+      const existing = store.get(id)
+      const owner = existing?.metadata.managedFields?.[0]?.manager
+      if (existing && owner !== query.fieldManager && query.force !== 'true') {
+        return refuse(409, 'Conflict', `Apply failed with 1 conflict: conflict with "${owner}"`)
+      }
+      const stored: CoreObject = {
+        ...body,
+        metadata: {
+          ...body.metadata,
+          namespace,
+          uid: existing?.metadata.uid ?? `uid-${++uid}`,
+          managedFields: [{ manager: query.fieldManager, operation: 'Apply' }],
+        },
+      }
+      store.set(id, stored)
+      record.status = existing ? 200 : 201
+      return answer(record.status, stored)
+
+      function forbiddenMessage(verb: string) {
+        return `secrets "${name}" is forbidden: User "${user}" cannot ${verb} resource "secrets" in API group "" in the namespace "${namespace}"`
+      }
+    }
     const m = COLLECTION.exec(path)
     if (!m) return failure(404, 'NotFound', 'the server could not find the requested resource')
     const [, group, version, namespace, plural] = m as unknown as string[]
@@ -131,6 +253,19 @@ export async function startKubeApi(opts: { token: string }): Promise<KubeApiDoub
     failNext(n, status) {
       failures = { n, status }
     },
+    secrets,
+    applies,
+    addServiceAccount(namespace, name) {
+      const id = `uid-sa-${++uid}`
+      serviceAccounts.set(`${namespace}/${name}`, {
+        apiVersion: 'v1',
+        kind: 'ServiceAccount',
+        metadata: { name, namespace, uid: id },
+      })
+      return id
+    },
+    deny: (verb, resource) => void denied.add(`${verb} ${resource}`),
+    allow: (verb, resource) => void denied.delete(`${verb} ${resource}`),
     async close() {
       server.closeAllConnections()
       await new Promise<void>((r) => server.close(() => r()))

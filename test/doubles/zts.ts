@@ -15,7 +15,7 @@ import { issueCertificate } from './issue-certificate.js'
  * authentication for everything but register, `{code, message}` errors. Built on the project's
  * forge authority. Counts calls per route and keeps every CSR it received.
  */
-export type Route = 'register' | 'refresh' | 'delete' | 'rolecert' | 'roletoken' | 'oauth2'
+export type Route = 'register' | 'refresh' | 'delete' | 'rolecert' | 'roletoken' | 'oauth2' | 'cacerts'
 
 export interface Received {
   route: Route
@@ -31,6 +31,8 @@ export interface ZtsDouble {
   url: string
   caPem: string
   caFile: string
+  /** The intermediate certificate of the CA bundle named `athenz` (GET /cacerts/athenz). */
+  intermediatePem: string
   counts: Record<Route, number>
   received: Received[]
   /** The next `times` calls of `route` answer `status`. */
@@ -61,6 +63,13 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
     validityMs: VALIDITY_MS,
   })
   const spareKey = await generateRsaKey()
+  const intermediateKey = await generateRsaKey()
+  const intermediatePem = issueCertificate(ca, {
+    publicKeyPem: intermediateKey.publicKeyPem,
+    commonName: 'zts.double intermediate',
+    validityMs: VALIDITY_MS,
+  })
+  const bundles = new Map([['athenz', intermediatePem]])
 
   const counts: Record<Route, number> = {
     register: 0,
@@ -69,6 +78,7 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
     rolecert: 0,
     roletoken: 0,
     oauth2: 0,
+    cacerts: 0,
   }
   const received: Received[] = []
   const failures = new Map<Route, { status: number; times: number }>()
@@ -108,6 +118,7 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
     if (method === 'POST' && path === '/rolecert') return 'rolecert'
     if (method === 'GET' && /^\/domain\/[^/]+\/token$/.test(path)) return 'roletoken'
     if (method === 'POST' && path === '/oauth2/token') return 'oauth2'
+    if (method === 'GET' && /^\/cacerts\/[^/]+$/.test(path)) return 'cacerts'
     return undefined
   }
 
@@ -163,6 +174,12 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
       }
       case 'delete':
         return send(res, 204)
+      case 'cacerts': {
+        const name = decodeURIComponent(path.split('/')[2]!)
+        const certs = bundles.get(name)
+        if (!certs) return error(res, 404, `no CA bundle ${name}`)
+        return send(res, 200, { name, certs })
+      }
       case 'rolecert': {
         const body = JSON.parse(text) as { csr: string }
         rec.csr = readCsr(body.csr)
@@ -219,6 +236,7 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
     url: `https://127.0.0.1:${port}/zts/v1`,
     caPem: ca.certPem,
     caFile,
+    intermediatePem,
     counts,
     received,
     failNext: (route, status, times) => failures.set(route, { status, times }),

@@ -29,9 +29,11 @@ export function parsePromText(text: string): Sample[] {
         labels[l[1]!] = l[2]!
       }
     }
-    const value =
-      m[3] === 'NaN' ? Number.NaN : m[3] === '+Inf' ? Infinity : m[3] === '-Inf' ? -Infinity : Number(m[3])
-    if (Number.isNaN(value) && m[3] !== 'NaN') throw new Error(`bad value in: ${line}`)
+    // Prometheus parses values with Go's ParseFloat: NaN and Inf in any case (prom-client prints "Nan").
+    const nan = /^nan$/i.test(m[3]!)
+    const inf = /^([+-]?)inf$/i.exec(m[3]!)
+    const value = nan ? Number.NaN : inf ? (inf[1] === '-' ? -Infinity : Infinity) : Number(m[3])
+    if (Number.isNaN(value) && !nan) throw new Error(`bad value in: ${line}`)
     samples.push({ name: m[1]!, labels, value })
   }
   return samples

@@ -2,11 +2,14 @@ import { defineService } from '../../shared/define-service.js'
 import { codedError } from '../../shared/errors.js'
 import { createIdentityPublisher } from '../../shared/identity/announce.js'
 import { backoffDelay, pause } from '../../shared/identity/backoff.js'
+import { createBackupWriter, createSecretBackup, restoreIdentity } from '../../shared/identity/backup.js'
 import { freshForMs, type Identity, readIdentity, roleCertPath } from '../../shared/identity/identity.js'
+import { providerKind } from '../../shared/identity/provider.js'
 import { createCertRuntime } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
 import { watchFiles } from '../../shared/identity/watch.js'
 import { aborted } from '../../shared/timer-task.js'
+import { registerBuildInfo } from './build-info.js'
 import { registerX509Metrics } from './x509-metrics.js'
 
 const INITIAL_BACKOFF_MS = 5_000
@@ -19,7 +22,24 @@ const DELETE_TIMEOUT_MS = 5_000
  */
 defineService({
   async start({ config, log, go, registry, signal, onStop, expose }) {
-    const rt = await createCertRuntime(config, log)
+    // BACKUP: a kubernetes.io/tls secret written after each issue, read when the provider fails at boot.
+    // The files provider issues nothing: there is nothing to back up or to stand in for.
+    const backup =
+      config.backup && providerKind(config) !== 'files' ? await createSecretBackup(config) : undefined
+    if (config.backup && !backup) {
+      log.warn({ event: 'certificate.backup.unused' }, 'BACKUP has no effect with the files provider')
+    }
+    if (backup) onStop(() => backup.close())
+    const backupWriter = backup && createBackupWriter(backup, log)
+    if (backupWriter) onStop(() => backupWriter.settled())
+    /** The last instance identity this worker had issued (the role certificates may still have failed). */
+    let issued: Identity | undefined
+    const rt = await createCertRuntime(config, log, {
+      onIssued: (stored) => {
+        issued = stored
+        backupWriter?.write(stored)
+      },
+    })
     onStop(() => rt.close())
     const deleteInstance = rt.provider.deleteInstance
     if (config.deleteInstanceId && deleteInstance) {
@@ -37,8 +57,9 @@ defineService({
       })
     }
     const targets = parseTargets(config.targetDomainRoles)
+    registerBuildInfo(registry)
     registerX509Metrics(registry, () => [
-      config.certFile,
+      ...config.certFiles,
       config.caCertFile,
       ...targets.map((t) => roleCertPath(config, t)),
     ])
@@ -74,6 +95,7 @@ defineService({
     // A restart (of the worker or the pod) within REFRESH_INTERVAL of the last issue reuses what
     // is on disk: no new key and no round trip to the authority; the timer refreshes when due.
     const freshMs = rt.kind !== 'files' && identity ? await freshForMs(identity, config) : 0
+    let retrying = false
     if (identity && freshMs > 0) {
       adopt(identity)
       log.info(
@@ -94,12 +116,42 @@ defineService({
       try {
         await refreshOnce(signal)
       } catch (err) {
-        if (!identity) throw err
-        log.warn(
-          { event: 'certificate.refresh.failed', err, keeping: config.certFile },
-          'could not refresh at start; keeping the valid identity on disk',
-        )
-        publisher.publish(identity)
+        if (!identity && !issued && backup?.canRead && !signal.aborted) {
+          // No certificate from the provider and none on disk: serve with the backup, if there is
+          // one, and keep trying the provider with back-off.
+          log.warn(
+            { event: 'certificate.boot.failed', err, backup: backup.secret },
+            'the provider could not issue at start; reading the backup secret',
+          )
+          try {
+            const restored = await restoreIdentity(config, backup, signal)
+            adopt(restored.identity)
+            retrying = true
+            log.warn(
+              {
+                event: 'certificate.backup.restored',
+                secret: backup.secret,
+                certFile: config.certFile,
+                notAfter: restored.notAfter,
+              },
+              `serving with the certificate from the secret ${backup.secret}; retrying the provider with back-off`,
+            )
+          } catch (readErr) {
+            log.error(
+              { event: 'certificate.backup.read.failed', secret: backup.secret, err: readErr },
+              `no usable backup: ${(readErr as Error).message}`,
+            )
+            throw err
+          }
+        } else if (!identity) {
+          throw err
+        } else {
+          log.warn(
+            { event: 'certificate.refresh.failed', err, keeping: config.certFile },
+            'could not refresh at start; keeping the valid identity on disk',
+          )
+          publisher.publish(identity)
+        }
       }
     }
 
@@ -150,8 +202,11 @@ defineService({
         await aborted(t.signal)
         return undefined
       }
-      let wait = freshMs || config.refreshInterval
-      let failures = 0
+      // Serving from the backup: the provider is retried on the back-off schedule, not in a day.
+      let failures = retrying ? 1 : 0
+      let wait = retrying
+        ? backoffDelay(0, INITIAL_BACKOFF_MS, maxBackoffMs)
+        : freshMs || config.refreshInterval
       while (await pause(wait, t.signal)) {
         try {
           await refreshOnce(t.signal)

@@ -29,8 +29,16 @@ interface Row {
   notBefore: number
 }
 
-async function readRows(files: string[]): Promise<{ rows: Row[]; errors: number }> {
+interface Snapshot {
+  rows: Row[]
+  errors: number
+  /** The files that could not be read or parsed, for x509_cert_error. */
+  failed: string[]
+}
+
+async function readRows(files: string[]): Promise<Snapshot> {
   const rows: Row[] = []
+  const failed: string[] = []
   let errors = 0
   for (const filepath of files) {
     try {
@@ -52,16 +60,17 @@ async function readRows(files: string[]): Promise<{ rows: Row[]; errors: number 
       }
     } catch {
       errors++
+      failed.push(filepath)
     }
   }
-  return { rows, errors }
+  return { rows, errors, failed }
 }
 
 /** Every series of one scrape comes from one read of the files. */
 const SNAPSHOT_MS = 500
 
 export function registerX509Metrics(registry: Registry, files: () => string[]): void {
-  let snapshot: { at: number; data: Promise<{ rows: Row[]; errors: number }> } | undefined
+  let snapshot: { at: number; data: Promise<Snapshot> } | undefined
   const read = () => {
     if (!snapshot || Date.now() - snapshot.at > SNAPSHOT_MS) {
       snapshot = { at: Date.now(), data: readRows(files()) }
@@ -87,6 +96,20 @@ export function registerX509Metrics(registry: Registry, files: () => string[]): 
   gauge('x509_cert_expires_in_seconds', 'Seconds until the certificate expires', (r, now) =>
     Math.round(r.notAfter - now),
   )
+  gauge('x509_cert_valid_since_seconds', 'Seconds since the certificate became valid', (r, now) =>
+    Math.round(now - r.notBefore),
+  )
+  new Gauge({
+    name: 'x509_cert_error',
+    help: '1 for a certificate file that could not be read or parsed at this scrape',
+    labelNames: ['filepath', 'filename'],
+    registers: [registry],
+    async collect() {
+      const { failed } = await read()
+      this.reset()
+      for (const filepath of failed) this.set({ filepath, filename: basename(filepath) }, 1)
+    },
+  })
   new Gauge({
     name: 'x509_read_errors',
     help: 'Certificate files that could not be read or parsed at this scrape',

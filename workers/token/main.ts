@@ -68,22 +68,17 @@ function createCaches(config: Config, source: TokenSource, targets: CacheKey[], 
 
 type Caches = ReturnType<typeof createCaches>
 
-/** Token files of the targets under TOKEN_DIR: `<domain>:role.<role>.<type>`, 0600. */
+/** Token files of the targets (TOKEN_DIR or the naming formats): `<domain>:role.<role>.<type>`, 0600. */
 async function writeTokenFiles(config: Config, caches: Caches, targets: CacheKey[]): Promise<void> {
-  if (!config.tokenDir) return
   const ids = new Set(targets.map(describeKey))
   const writes: Promise<void>[] = []
   for (const e of caches.roleTokens?.entries() ?? []) {
-    if (ids.has(describeKey(e.key))) {
-      const file = tokenFilePath(config, e.key.domain, e.key.role, 'roletoken')
-      writes.push(writeFileAtomic(file, e.value.token, 0o600))
-    }
+    const file = ids.has(describeKey(e.key)) && tokenFilePath(config, e.key, 'roletoken')
+    if (file) writes.push(writeFileAtomic(file, e.value.token, 0o600))
   }
   for (const e of caches.accessTokens?.entries() ?? []) {
-    if (ids.has(describeKey(e.key))) {
-      const file = tokenFilePath(config, e.key.domain, e.key.role, 'accesstoken')
-      writes.push(writeFileAtomic(file, e.value.access_token, 0o600))
-    }
+    const file = ids.has(describeKey(e.key)) && tokenFilePath(config, e.key, 'accesstoken')
+    if (file) writes.push(writeFileAtomic(file, e.value.access_token, 0o600))
   }
   await Promise.all(writes)
 }
@@ -170,10 +165,17 @@ defineService({
     const stop = new AbortController()
     onStop(() => stop.abort())
     const caches = createCaches(config, source, targets, stop.signal)
-    registerTokenMetrics(registry, {
-      ...(caches.roleTokens ? { roletoken: caches.roleTokens } : {}),
-      ...(caches.accessTokens ? { accesstoken: caches.accessTokens } : {}),
-    } as Record<TokenKind, TokenCache<unknown>>)
+    registerTokenMetrics(
+      registry,
+      {
+        ...(caches.roleTokens ? { roletoken: caches.roleTokens } : {}),
+        ...(caches.accessTokens ? { accesstoken: caches.accessTokens } : {}),
+      } as Record<TokenKind, TokenCache<unknown>>,
+      {
+        ...(config.namespace ? { k8s_namespace: config.namespace } : {}),
+        ...(config.podName ? { k8s_pod: config.podName } : {}),
+      },
+    )
     await updateTokens(config, caches, targets, log, { kind: 'boot', signal })
 
     const handler = createTokenApi({

@@ -3,28 +3,36 @@ import type { TokenCache } from './cache.js'
 
 export type TokenKind = 'roletoken' | 'accesstoken'
 
+/** SIA's pod labels, each only when its setting (NAMESPACE, POD_NAME) is set. */
+export interface PodLabels {
+  k8s_namespace?: string
+  k8s_pod?: string
+}
+
 /** The original's cache metrics, read from the caches at scrape time. */
 export function registerTokenMetrics(
   registry: Registry,
   caches: Record<TokenKind, TokenCache<unknown>>,
+  pod: PodLabels = {},
 ): void {
   const kinds = Object.entries(caches) as [TokenKind, TokenCache<unknown>][]
+  const podNames = Object.keys(pod) as (keyof PodLabels)[]
   new Gauge({
     name: 'cached_token_bytes',
     help: 'Bytes of tokens held in the cache',
-    labelNames: ['type'],
+    labelNames: ['type', ...podNames],
     registers: [registry],
     collect() {
-      for (const [type, cache] of kinds) this.set({ type }, cache.stats().bytes)
+      for (const [type, cache] of kinds) this.set({ type, ...pod }, cache.stats().bytes)
     },
   })
   new Gauge({
     name: 'cached_token_entries',
     help: 'Tokens held in the cache',
-    labelNames: ['type'],
+    labelNames: ['type', ...podNames],
     registers: [registry],
     collect() {
-      for (const [type, cache] of kinds) this.set({ type }, cache.stats().entries)
+      for (const [type, cache] of kinds) this.set({ type, ...pod }, cache.stats().entries)
     },
   })
   // One series per cached (domain, role), rebuilt at each scrape from what the cache holds: the
@@ -32,14 +40,17 @@ export function registerTokenMetrics(
   new Gauge({
     name: 'token_expires_in_seconds',
     help: 'Seconds until a cached token expires',
-    labelNames: ['type', 'domain', 'role'],
+    labelNames: ['type', 'domain', 'role', ...podNames],
     registers: [registry],
     collect() {
       this.reset()
       const now = Date.now()
       for (const [type, cache] of kinds) {
         for (const e of cache.entries()) {
-          this.set({ type, domain: e.key.domain, role: e.key.role }, Math.round((e.expiresAt - now) / 1000))
+          this.set(
+            { type, domain: e.key.domain, role: e.key.role, ...pod },
+            Math.round((e.expiresAt - now) / 1000),
+          )
         }
       }
     },

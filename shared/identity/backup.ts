@@ -1,0 +1,297 @@
+import { readFile } from 'node:fs/promises'
+import { Agent, request as httpsRequest } from 'node:https'
+import { dirname } from 'node:path'
+import type { Config } from '../config/types.js'
+import { codedError } from '../errors.js'
+import type { Logger } from '../logger.js'
+import { checkIssued, type Identity, storeIdentity } from './identity.js'
+
+/**
+ * SIA's certificate backup (BACKUP, CERT_SECRET, NAMESPACE): the service key and certificate in a
+ * `kubernetes.io/tls` Secret, written by server-side apply after each issue and read on boot when
+ * the provider cannot issue. In-cluster access as every Kubernetes client: KUBERNETES_SERVICE_HOST
+ * and _PORT, the service-account token (re-read on every call: projected tokens rotate) and CA.
+ * Neither the key nor the certificate ever appears in an error or a log record.
+ */
+export const FIELD_MANAGER = 'athenz-sia-server-side-apply'
+const REQUEST_TIMEOUT_MS = 10_000
+
+export interface BackupIdentity {
+  keyPem: string
+  certPem: string
+}
+
+export interface SecretBackup {
+  readonly canRead: boolean
+  readonly canWrite: boolean
+  /** `namespace/name` of the secret, for log records. */
+  readonly secret: string
+  /** The key and certificate in the secret; undefined when there is no such secret. */
+  read(signal: AbortSignal): Promise<BackupIdentity | undefined>
+  /** Server-side apply of the secret, owner-referenced to the service account when it can be read. */
+  write(id: BackupIdentity, signal: AbortSignal): Promise<{ ownerReference: boolean; ownerError?: Error }>
+  close(): void
+}
+
+export async function createSecretBackup(config: Config): Promise<SecretBackup> {
+  const api = config.backupKubeApi || inClusterApi()
+  if (!api) throw codedError('ERR_CONFIG', 'BACKUP_KUBE_API is empty and KUBERNETES_SERVICE_HOST is not set')
+  const namespace =
+    config.namespace || (await readOptional(`${dirname(config.backupKubeTokenFile)}/namespace`))?.trim() || ''
+  if (!namespace) {
+    throw codedError(
+      'ERR_CONFIG',
+      `BACKUP needs NAMESPACE (or the namespace file beside ${config.backupKubeTokenFile})`,
+    )
+  }
+  const ca = await readOptional(config.backupKubeCaFile)
+  const agent = new Agent({ keepAlive: true, ...(ca ? { ca } : {}) })
+  const name = config.certSecret
+  const ns = encodeURIComponent(namespace)
+  const secretPath = `/api/v1/namespaces/${ns}/secrets/${encodeURIComponent(name)}`
+  const saPath = `/api/v1/namespaces/${ns}/serviceaccounts/${encodeURIComponent(config.serviceAccount)}`
+  let ownerUid: string | undefined
+
+  const call = async (
+    method: string,
+    path: string,
+    what: string,
+    signal: AbortSignal,
+    body?: { type: string; text: string },
+  ) => {
+    const token = (await readOptional(config.backupKubeTokenFile))?.trim()
+    const res = await send(new URL(path, api), method, agent, token, body, signal)
+    if (res.status >= 200 && res.status < 300) return { status: res.status, json: parse(res.text) }
+    if (res.status === 404 && method === 'GET') return { status: 404, json: undefined }
+    throw apiError(res.status, res.text, what)
+  }
+
+  return {
+    canRead: config.backup.includes('read'),
+    canWrite: config.backup.includes('write'),
+    secret: `${namespace}/${name}`,
+    async read(signal) {
+      const { status, json } = await call('GET', secretPath, `get secret ${namespace}/${name}`, signal)
+      if (status === 404) return undefined
+      const data = (json as { data?: Record<string, string> } | undefined)?.data ?? {}
+      const certPem = decode(data['tls.crt'])
+      const keyPem = decode(data['tls.key'])
+      if (!certPem || !keyPem) {
+        throw codedError('ERR_BACKUP', `secret ${namespace}/${name} has no tls.crt and tls.key`)
+      }
+      return { keyPem, certPem }
+    },
+    async write(id, signal) {
+      let ownerError: Error | undefined
+      if (!ownerUid) {
+        try {
+          const { status, json } = await call(
+            'GET',
+            saPath,
+            `get serviceaccount ${namespace}/${config.serviceAccount}`,
+            signal,
+          )
+          if (status === 404) {
+            throw codedError(
+              'ERR_BACKUP',
+              `serviceaccount ${namespace}/${config.serviceAccount} not found (SERVICEACCOUNT)`,
+            )
+          }
+          ownerUid = (json as { metadata?: { uid?: string } } | undefined)?.metadata?.uid
+        } catch (err) {
+          if (signal.aborted) throw err
+          ownerError = err as Error
+        }
+      }
+      const secret = {
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: {
+          name,
+          namespace,
+          ...(ownerUid
+            ? {
+                ownerReferences: [
+                  { apiVersion: 'v1', kind: 'ServiceAccount', name: config.serviceAccount, uid: ownerUid },
+                ],
+              }
+            : {}),
+        },
+        type: 'kubernetes.io/tls',
+        data: {
+          'tls.crt': Buffer.from(id.certPem).toString('base64'),
+          'tls.key': Buffer.from(id.keyPem).toString('base64'),
+        },
+      }
+      const query = new URLSearchParams({ fieldManager: FIELD_MANAGER, force: 'true' })
+      // JSON is YAML: the apply-patch content type takes it as it is.
+      await call('PATCH', `${secretPath}?${query}`, `apply secret ${namespace}/${name}`, signal, {
+        type: 'application/apply-patch+yaml',
+        text: JSON.stringify(secret),
+      })
+      return { ownerReference: Boolean(ownerUid), ...(ownerError ? { ownerError } : {}) }
+    },
+    close: () => agent.destroy(),
+  }
+}
+
+/**
+ * Backup writes in the background, one at a time, after each issue: a failure is logged (403 from
+ * RBAC said as such) and never fails the refresh. `settled()` waits for the writes in flight.
+ */
+export function createBackupWriter(backup: SecretBackup, log: Logger) {
+  let chain: Promise<void> = Promise.resolve()
+  return {
+    write(id: BackupIdentity): void {
+      if (!backup.canWrite) return
+      chain = chain.then(async () => {
+        try {
+          const r = await backup.write(id, AbortSignal.timeout(REQUEST_TIMEOUT_MS * 2))
+          if (r.ownerError) {
+            log.warn(
+              { event: 'certificate.backup.owner.failed', secret: backup.secret, err: r.ownerError },
+              `the secret ${backup.secret} has no owner reference: ${r.ownerError.message}`,
+            )
+          }
+          log.info(
+            { event: 'certificate.backup.written', secret: backup.secret, ownerReference: r.ownerReference },
+            `backed up the certificate to the secret ${backup.secret}`,
+          )
+        } catch (err) {
+          log.error(
+            { event: 'certificate.backup.failed', secret: backup.secret, err },
+            `could not back up the certificate to the secret ${backup.secret}: ${(err as Error).message}`,
+          )
+        }
+      })
+    },
+    settled: () => chain,
+  }
+}
+
+/**
+ * Boot without a provider: the identity in the backup secret, checked (parsable, for its key, our
+ * principal, not expired) and written to KEY_FILE/CERT_FILE. Throws, saying why, when there is none.
+ */
+export async function restoreIdentity(
+  config: Config,
+  backup: SecretBackup,
+  signal: AbortSignal,
+): Promise<{ identity: Identity; notAfter: string }> {
+  const saved = await backup.read(signal)
+  if (!saved) throw codedError('ERR_BACKUP', `there is no secret ${backup.secret}`)
+  const principal = `${config.athenzDomain}.${config.serviceAccount}`
+  let notAfter: string
+  try {
+    notAfter = new Date(checkIssued(saved.certPem, saved.keyPem, principal).validTo).toISOString()
+  } catch (err) {
+    throw codedError(
+      'ERR_BACKUP',
+      `the certificate in ${backup.secret} is unusable: ${(err as Error).message}`,
+    )
+  }
+  const caPem = await readFile(config.caCertFile, 'utf8').catch(() => '')
+  const identity = { keyPem: saved.keyPem, certPem: saved.certPem, caPem }
+  await storeIdentity(config, identity)
+  return { identity, notAfter }
+}
+
+function decode(b64: string | undefined): string {
+  return b64 ? Buffer.from(b64, 'base64').toString('utf8') : ''
+}
+
+function parse(text: string): unknown {
+  try {
+    return text ? JSON.parse(text) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** A metav1.Status failure, in words an operator can act on (RBAC above all). */
+function apiError(status: number, text: string, what: string) {
+  const s = (parse(text) ?? {}) as { reason?: string; message?: string }
+  const reason = s.reason ?? ''
+  const message = (s.message ?? text.slice(0, 200)).replace(/\s+/g, ' ')
+  if (status === 403) {
+    return Object.assign(
+      codedError(
+        'ERR_KUBE_FORBIDDEN',
+        `forbidden by RBAC: ${what}: ${message} (grant the pod's service account a Role with get and patch, and create for the first apply, on this secret, and get on its serviceaccount)`,
+      ),
+      { status },
+    )
+  }
+  if (status === 401) {
+    return Object.assign(
+      codedError('ERR_KUBE_UNAUTHORIZED', `the API server refused the service-account token: ${what}`),
+      { status },
+    )
+  }
+  return Object.assign(
+    codedError('ERR_KUBE_API', `${what}: API server answered ${status} ${reason}: ${message}`),
+    {
+      status,
+    },
+  )
+}
+
+function inClusterApi(): string {
+  const host = process.env.KUBERNETES_SERVICE_HOST
+  if (!host) return ''
+  const port = process.env.KUBERNETES_SERVICE_PORT || '443'
+  return `https://${host.includes(':') ? `[${host}]` : host}:${port}`
+}
+
+async function readOptional(path: string): Promise<string | undefined> {
+  if (!path) return undefined
+  try {
+    return await readFile(path, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
+}
+
+function send(
+  url: URL,
+  method: string,
+  agent: Agent,
+  token: string | undefined,
+  body: { type: string; text: string } | undefined,
+  signal: AbortSignal,
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      url,
+      {
+        method,
+        agent,
+        signal,
+        timeout: REQUEST_TIMEOUT_MS,
+        headers: {
+          accept: 'application/json',
+          ...(body ? { 'content-type': body.type, 'content-length': Buffer.byteLength(body.text) } : {}),
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }))
+        res.on('error', reject)
+      },
+    )
+    req.on('timeout', () =>
+      req.destroy(codedError('ERR_KUBE_TIMEOUT', 'the API server did not answer in time')),
+    )
+    req.on('error', (err) =>
+      reject(
+        (err as { code?: string }).code === 'ERR_KUBE_TIMEOUT'
+          ? err
+          : codedError('ERR_KUBE_API', `API server ${url.host}: ${err.message}`, err),
+      ),
+    )
+    req.end(body?.text)
+  })
+}

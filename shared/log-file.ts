@@ -1,0 +1,177 @@
+import { writeSync } from 'node:fs'
+import { type FileHandle, mkdir, open, rename } from 'node:fs/promises'
+import { join } from 'node:path'
+
+/**
+ * LOG_DIR: the JSON lines also go to `<dir>/sia-supervisor.<LEVEL>.log`, rotated by size as SIA
+ * rotates its log file (1 MB, 5 old files: `.1` newest to `.5` oldest). One writer for the whole
+ * process, on the main thread: workers forward their lines to it, so no two threads ever rotate
+ * the same file. Writes are asynchronous and queued up to a bound: a slow, full or unwritable disk
+ * costs dropped file lines (counted, and said once on stdout), never a blocked or failed service.
+ */
+export interface LogFileOptions {
+  maxBytes?: number
+  backups?: number
+  /** Lines waiting for the disk beyond this are dropped. */
+  maxQueueBytes?: number
+  /** After a failure, how long before the file is tried again. */
+  retryMs?: number
+}
+
+export interface LogFileWriter {
+  readonly path: string
+  write(line: string): void
+  /** At process exit: what is queued, synchronously, unless the file is failing. */
+  flushSync(): void
+  close(): Promise<void>
+}
+
+const BATCH_BYTES = 64 * 1024
+
+export function createLogFileWriter(dir: string, level: string, opts: LogFileOptions = {}): LogFileWriter {
+  const maxBytes = opts.maxBytes ?? 1024 * 1024
+  const backups = Math.max(1, opts.backups ?? 5)
+  const maxQueueBytes = opts.maxQueueBytes ?? 4 * 1024 * 1024
+  const retryMs = opts.retryMs ?? 5_000
+  const path = join(dir, `sia-supervisor.${level}.log`)
+  let queue: string[] = []
+  let queuedBytes = 0
+  let fh: FileHandle | undefined
+  let size = 0
+  let busy = false
+  let failing: { code: string; since: number } | undefined
+  let retryAt = 0
+  let dropped = 0
+  let closed = false
+  /** Lines at the head of the queue being written right now. */
+  let inflight = 0
+
+  /** Said on stdout directly (not through the logger, which would feed the file again). */
+  const say = (lvl: 'warn' | 'info', event: string, msg: string, extra: object) => {
+    const rec = {
+      time: new Date().toISOString(),
+      level: lvl,
+      service: 'supervisor',
+      event,
+      file: path,
+      ...extra,
+      msg,
+    }
+    try {
+      writeSync(1, `${JSON.stringify(rec)}\n`)
+    } catch {}
+  }
+
+  async function openFile(): Promise<void> {
+    await mkdir(dir, { recursive: true })
+    fh = await open(path, 'a', 0o644)
+    size = (await fh.stat()).size
+  }
+
+  async function rotate(): Promise<void> {
+    await fh?.close()
+    fh = undefined
+    for (let i = backups - 1; i >= 1; i--) {
+      await rename(`${path}.${i}`, `${path}.${i + 1}`).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err
+      })
+    }
+    await rename(path, `${path}.1`)
+    await openFile()
+  }
+
+  async function drain(): Promise<void> {
+    busy = true
+    try {
+      while (queue.length && !closed) {
+        if (!fh) await openFile()
+        // A file never grows past maxBytes (a single longer line gets a file of its own).
+        if (size > 0 && size + Buffer.byteLength(queue[0]!) > maxBytes) await rotate()
+        let batch = ''
+        let bytes = 0
+        let n = 0
+        while (n < queue.length) {
+          const next = Buffer.byteLength(queue[n]!)
+          if (n > 0 && (bytes + next > BATCH_BYTES || size + bytes + next > maxBytes)) break
+          batch += queue[n]
+          bytes += next
+          n++
+        }
+        inflight = n
+        await fh!.write(batch)
+        inflight = 0
+        size += bytes
+        queue = queue.slice(n)
+        queuedBytes -= batch.length
+        if (failing) {
+          say('info', 'log.file.recovered', `writing ${path} again; ${dropped} lines were dropped`, {
+            dropped,
+          })
+          failing = undefined
+          dropped = 0
+        }
+      }
+    } catch (err) {
+      inflight = 0
+      const code = (err as NodeJS.ErrnoException).code ?? 'EIO'
+      await fh?.close().catch(() => {})
+      fh = undefined
+      // What is queued is dropped: the disk is the problem, memory must not become one.
+      dropped += queue.length
+      queue = []
+      queuedBytes = 0
+      if (!failing) {
+        failing = { code, since: Date.now() }
+        say(
+          'warn',
+          'log.file.failed',
+          `cannot write ${path} (${code}): dropping file lines; stdout goes on`,
+          {
+            err: { code, message: (err as Error).message },
+          },
+        )
+      }
+      retryAt = Date.now() + retryMs
+    } finally {
+      busy = false
+    }
+  }
+
+  return {
+    path,
+    write(line) {
+      if (closed) return
+      if (failing && Date.now() < retryAt) {
+        dropped++
+        return
+      }
+      if (queuedBytes + line.length > maxQueueBytes) {
+        dropped++
+        if (!failing) {
+          failing = { code: 'EQUEUEFULL', since: Date.now() }
+          say('warn', 'log.file.failed', `${path} is not keeping up: dropping file lines; stdout goes on`, {
+            err: { code: 'EQUEUEFULL', message: 'the disk is slower than the logs' },
+          })
+        }
+        return
+      }
+      queue.push(line)
+      queuedBytes += line.length
+      if (!busy) void drain()
+    },
+    flushSync() {
+      // The batch in flight is the async write's; the rest, now (a record logged just before exit).
+      if (failing || !fh || queue.length <= inflight) return
+      try {
+        writeSync(fh.fd, queue.slice(inflight).join(''))
+        queue = queue.slice(0, inflight)
+      } catch {}
+    },
+    async close() {
+      closed = true
+      const h = fh
+      fh = undefined
+      await h?.close().catch(() => {})
+    },
+  }
+}

@@ -1,0 +1,270 @@
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { createPrivateKey, X509Certificate } from 'node:crypto'
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it, test } from 'node:test'
+import { type CoreObject, type KubeApiDouble, startKubeApi } from './doubles/kube-api.js'
+import { startZtsDouble, type ZtsDouble } from './doubles/zts.js'
+import { CLI, type Sidecar, startReady, startSidecar, stop } from './support/sidecar.js'
+
+const mode = (f: string) => statSync(f).mode & 0o777
+const b64 = (s: string | undefined) => Buffer.from(s ?? '', 'base64').toString('utf8')
+
+let zts: ZtsDouble
+let api: KubeApiDouble
+let saUid: string
+/** The pod's service-account mount: token, ca.crt and namespace. */
+const sa = mkdtempSync(join(tmpdir(), 'sia-sa-'))
+
+before(async () => {
+  zts = await startZtsDouble()
+  api = await startKubeApi({ token: 'sa-token-1', user: 'system:serviceaccount:payments:api' })
+  saUid = api.addServiceAccount('payments', 'api')
+  writeFileSync(join(sa, 'token'), 'sa-token-1\n')
+  writeFileSync(join(sa, 'ca.crt'), api.caPem)
+  writeFileSync(join(sa, 'namespace'), 'payments')
+})
+after(async () => {
+  await zts?.close()
+  await api?.close()
+})
+
+const env = (extra: Record<string, string>): Record<string, string> => ({
+  ENDPOINT: zts.url,
+  PROVIDER_SERVICE: 'athenz.k8s',
+  SERVER_CA_CERT: zts.caFile,
+  ATHENZ_DOMAIN: 'my.team',
+  SERVICEACCOUNT: 'api',
+  BACKUP_KUBE_TOKEN_FILE: join(sa, 'token'),
+  BACKUP_KUBE_CA_FILE: join(sa, 'ca.crt'),
+  TOKEN_SERVER_ADDR: '',
+  GATEWAY_ADDR: '',
+  ...extra,
+})
+
+/** No key material in any log record: neither PEM nor the base64 of the secret's data. */
+function assertNoKeyInLogs(sc: Sidecar, keyPem: string): void {
+  const b = Buffer.from(keyPem).toString('base64')
+  for (const r of sc.records) {
+    const line = JSON.stringify(r)
+    assert.ok(!line.includes('PRIVATE KEY'), `key in ${r.event}`)
+    assert.ok(!line.includes(b.slice(100, 160)), `base64 key in ${r.event}`)
+  }
+}
+
+describe('BACKUP=read+write: server-side apply of a kubernetes.io/tls secret after each issue', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-backup-'))
+  let sc: Sidecar
+  const applied = () => api.applies.filter((a) => a.status === 200 || a.status === 201)
+
+  before(async () => {
+    // The service account cannot be read at first: the secret is written without an owner.
+    api.deny('get', 'serviceaccounts')
+    const port = new URL(api.url).port
+    sc = await startReady({
+      dataDir: dir,
+      env: env({
+        BACKUP: 'read+write',
+        CERT_SECRET: 'api-cert',
+        NAMESPACE: 'payments',
+        // In-cluster discovery, as every Kubernetes client.
+        KUBERNETES_SERVICE_HOST: '127.0.0.1',
+        KUBERNETES_SERVICE_PORT: port,
+        REFRESH_INTERVAL: '3s',
+      }),
+    })
+  })
+  after(async () => {
+    api.allow('get', 'serviceaccounts')
+    if (sc) {
+      assert.equal(await stop(sc), 0)
+      assertNoKeyInLogs(sc, readFileSync(join(dir, 'key.pem'), 'utf8'))
+    }
+  })
+
+  it('applies {tls.key, tls.crt} with field manager athenz-sia-server-side-apply, force, as apply-patch+yaml', async () => {
+    await sc.waitForEvent('certificate.backup.written')
+    const first = api.applies[0]!
+    assert.equal(first.path, '/api/v1/namespaces/payments/secrets/api-cert')
+    assert.deepEqual(first.query, { fieldManager: 'athenz-sia-server-side-apply', force: 'true' })
+    assert.equal(first.contentType, 'application/apply-patch+yaml')
+    assert.equal(first.status, 201)
+    const body = first.body as CoreObject
+    assert.equal(body.apiVersion, 'v1')
+    assert.equal(body.kind, 'Secret')
+    assert.equal(body.type, 'kubernetes.io/tls')
+    assert.deepEqual(body.metadata, { name: 'api-cert', namespace: 'payments' })
+    assert.deepEqual(Object.keys(body.data ?? {}).sort(), ['tls.crt', 'tls.key'])
+    const crt = new X509Certificate(b64(body.data?.['tls.crt']))
+    assert.equal(crt.subject.split('\n')[0], 'CN=my.team.api')
+    assert.ok(crt.checkPrivateKey(createPrivateKey(b64(body.data?.['tls.key']))))
+    assert.ok(api.requests.every((r) => r.authorization === 'Bearer sa-token-1'))
+    // The service account could not be read: written anyway, and said so.
+    const owner = await sc.waitForEvent('certificate.backup.owner.failed')
+    assert.equal(owner.level, 'warn')
+    assert.match(String(owner.msg), /forbidden by RBAC: get serviceaccount payments\/api/)
+  })
+
+  it('owner-references the ServiceAccount once it can be read; each refresh applies the new certificate', async () => {
+    api.allow('get', 'serviceaccounts')
+    const n = applied().length
+    await sc.waitFor(() => applied().length > n + 1) // the apply is after each issue, not in the refresh path
+    const last = applied().at(-1)!
+    const body = last.body as CoreObject
+    assert.equal(last.status, 200)
+    assert.deepEqual(body.metadata.ownerReferences, [
+      { apiVersion: 'v1', kind: 'ServiceAccount', name: 'api', uid: saUid },
+    ])
+    const stored = api.secrets.get('payments/api-cert')!
+    assert.deepEqual(stored.metadata.managedFields, [
+      { manager: 'athenz-sia-server-side-apply', operation: 'Apply' },
+    ])
+    // What the secret holds is a pair that the files also held (the file may already be newer).
+    const crt = new X509Certificate(b64(stored.data?.['tls.crt']))
+    assert.ok(crt.checkPrivateKey(createPrivateKey(b64(stored.data?.['tls.key']))))
+  })
+
+  it('a failed write is logged and not fatal: the refresh goes on, the next issue writes again', async () => {
+    const failures = sc.events('certificate.backup.failed').length
+    const refreshFailures = sc.events('certificate.refresh.failed').length
+    const written = sc.events('certificate.backup.written').length
+    api.failNext(1, 500)
+    const failed = await sc.waitForCount('certificate.backup.failed', failures + 1)
+    assert.equal(failed.level, 'error')
+    assert.match(String(failed.msg), /API server answered 500 InternalError: injected failure/)
+    await sc.waitFor(() => sc.events('certificate.backup.written').length > written)
+    assert.equal(sc.events('certificate.refresh.failed').length, refreshFailures, 'the refresh did not fail')
+    assert.equal(sc.proc.exitCode, null)
+  })
+
+  it('403 from RBAC is reported as such, naming what to grant', async () => {
+    const failures = sc.events('certificate.backup.failed').length
+    api.deny('patch', 'secrets')
+    const failed = await sc.waitForCount('certificate.backup.failed', failures + 1)
+    api.allow('patch', 'secrets')
+    assert.equal((failed.err as { code?: string }).code, 'ERR_KUBE_FORBIDDEN')
+    assert.match(
+      String(failed.msg),
+      /forbidden by RBAC: apply secret payments\/api-cert: secrets "api-cert" is forbidden: User "system:serviceaccount:payments:api" cannot patch resource "secrets".*grant the pod's service account a Role with get and patch/,
+    )
+  })
+})
+
+describe('BACKUP=read: on boot with the provider down, the secret stands in', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-backup-read-'))
+  let sc: Sidecar
+  let backupCert: string
+
+  before(async () => {
+    backupCert = b64(api.secrets.get('payments/api-cert')?.data?.['tls.crt'])
+    assert.ok(backupCert, 'the previous suite left a backup')
+    zts.failNext('register', 503, 1_000_000)
+    zts.failNext('refresh', 503, 1_000_000)
+    sc = await startReady({
+      dataDir: dir,
+      // No NAMESPACE: the namespace file beside the token, as in a pod; the API server by URL.
+      env: env({ BACKUP: 'read', CERT_SECRET: 'api-cert', BACKUP_KUBE_API: api.url, REFRESH_INTERVAL: '4s' }),
+    })
+  })
+  after(async () => {
+    zts.failNext('register', 503, 0)
+    zts.failNext('refresh', 503, 0)
+    if (sc) assert.equal(await stop(sc), 0)
+  })
+
+  it('serves with the key and certificate of the secret (key 0600), and never writes it', async () => {
+    await sc.waitForEvent('certificate.boot.failed')
+    const restored = await sc.waitForEvent('certificate.backup.restored', { secret: 'payments/api-cert' })
+    assert.equal(restored.level, 'warn')
+    assert.equal(readFileSync(join(dir, 'cert.pem'), 'utf8'), backupCert)
+    assert.equal(mode(join(dir, 'key.pem')), 0o600)
+    const key = readFileSync(join(dir, 'key.pem'), 'utf8')
+    assert.equal(key, b64(api.secrets.get('payments/api-cert')?.data?.['tls.key']))
+    assert.equal(sc.events('certificate.backup.written').length, 0)
+    assertNoKeyInLogs(sc, key)
+  })
+
+  it('keeps trying the provider with back-off, and replaces the backup once it issues', async () => {
+    const applies = api.applies.length
+    await sc.waitForCount('certificate.refresh.failed', 2, {}, 20_000)
+    for (const f of sc.events('certificate.refresh.failed')) assert.ok((f.retryInMs as number) <= 1000)
+    zts.failNext('register', 503, 0)
+    zts.failNext('refresh', 503, 0)
+    await sc.waitFor(() => readFileSync(join(dir, 'cert.pem'), 'utf8') !== backupCert, 15_000)
+    const issued = new X509Certificate(readFileSync(join(dir, 'cert.pem'), 'utf8'))
+    assert.equal(issued.subject.split('\n')[0], 'CN=my.team.api')
+    assert.equal(api.applies.length, applies, 'BACKUP=read never writes the secret')
+  })
+})
+
+test('BACKUP=read with the provider down and no secret: the start fails, saying so (exit 1)', async () => {
+  zts.failNext('register', 503, 1_000_000)
+  const sc = startSidecar({
+    env: env({
+      BACKUP: 'read',
+      CERT_SECRET: 'no-such-secret',
+      NAMESPACE: 'payments',
+      BACKUP_KUBE_API: api.url,
+    }),
+  })
+  try {
+    const failed = await sc.waitForEvent('certificate.backup.read.failed')
+    assert.match(String(failed.msg), /no usable backup: there is no secret payments\/no-such-secret/)
+    assert.equal((await sc.exited).code, 1)
+    assert.ok(!existsSync(join(sc.dataDir, 'key.pem')))
+  } finally {
+    zts.failNext('register', 503, 0)
+    await stop(sc)
+  }
+})
+
+test('BACKUP=read refused by RBAC on get: reported as forbidden by RBAC (exit 1)', async () => {
+  zts.failNext('register', 503, 1_000_000)
+  api.deny('get', 'secrets')
+  const sc = startSidecar({
+    env: env({ BACKUP: 'read', CERT_SECRET: 'api-cert', NAMESPACE: 'payments', BACKUP_KUBE_API: api.url }),
+  })
+  try {
+    const failed = await sc.waitForEvent('certificate.backup.read.failed')
+    assert.match(
+      String(failed.msg),
+      /no usable backup: forbidden by RBAC: get secret payments\/api-cert: secrets "api-cert" is forbidden: User "system:serviceaccount:payments:api" cannot get/,
+    )
+    assert.equal((await sc.exited).code, 1)
+  } finally {
+    api.allow('get', 'secrets')
+    zts.failNext('register', 503, 0)
+    await stop(sc)
+  }
+})
+
+test('invalid backup settings: exit 2 naming the setting, nothing started', () => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ BACKUP: 'sometimes' }, /BACKUP: /],
+    [{ BACKUP: 'read', KUBERNETES_SERVICE_HOST: '10.0.0.1' }, /CERT_SECRET: required with BACKUP=read/],
+    [
+      { BACKUP: 'write', CERT_SECRET: 'Bad_Name', KUBERNETES_SERVICE_HOST: '10.0.0.1' },
+      /CERT_SECRET: "Bad_Name" is not a valid secret name/,
+    ],
+    [{ BACKUP: 'read+write', CERT_SECRET: 'ok' }, /BACKUP_KUBE_API: required with BACKUP outside a cluster/],
+    [
+      { BACKUP: 'read', CERT_SECRET: 'ok', BACKUP_KUBE_API: 'http://10.0.0.1' },
+      /BACKUP_KUBE_API: .*not an https:\/\/ URL/,
+    ],
+    [{ NAMESPACE: 'Bad_NS' }, /NAMESPACE: /],
+  ]
+  for (const [e, reason] of cases) {
+    const r = spawnSync(process.execPath, [CLI], {
+      env: { PATH: process.env.PATH ?? '', DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')), ...e },
+      encoding: 'utf8',
+      timeout: 10_000,
+      killSignal: 'SIGKILL',
+    })
+    assert.equal(r.status, 2, `${JSON.stringify(e)}: ${r.stderr}`)
+    assert.equal(r.stdout, '')
+    assert.match(r.stderr, /^sia-supervisor: invalid setting /)
+    assert.match(r.stderr, reason)
+  }
+})

@@ -1,0 +1,125 @@
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { createPrivateKey, X509Certificate } from 'node:crypto'
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it, test } from 'node:test'
+import { startZtsDouble, type ZtsDouble } from './doubles/zts.js'
+import { CLI, type Sidecar, startReady, startSidecar, stop } from './support/sidecar.js'
+
+const PEM = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g
+
+let zts: ZtsDouble
+before(async () => {
+  zts = await startZtsDouble()
+})
+after(() => zts?.close())
+
+const ztsEnv = (): Record<string, string> => ({
+  ENDPOINT: zts.url,
+  PROVIDER_SERVICE: 'athenz.k8s',
+  SERVER_CA_CERT: zts.caFile,
+  ATHENZ_DOMAIN: 'my.team',
+  SERVICEACCOUNT: 'api',
+  POD_UID: 'pod-3',
+  TOKEN_SERVER_ADDR: '',
+})
+
+describe('ZTS resilience against the ZTS double', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
+  let sc: Sidecar
+  const certFile = join(dir, 'cert.pem')
+  const leaf = () => new X509Certificate(readFileSync(certFile, 'utf8').match(PEM)![0]!)
+
+  before(async () => {
+    sc = await startReady({
+      dataDir: dir,
+      env: { ...ztsEnv(), INTERMEDIATE_CERT_BUNDLE: 'athenz', REFRESH_INTERVAL: '2s' },
+    })
+  })
+  after(async () => {
+    if (sc) assert.equal(await stop(sc), 0)
+  })
+
+  it('appends INTERMEDIATE_CERT_BUNDLE, fetched from /cacerts/{name} with the new identity', () => {
+    const pems = readFileSync(certFile, 'utf8').match(PEM)!
+    assert.equal(pems.length, 2)
+    assert.equal(new X509Certificate(pems[0]!).subject.split('\n')[0], 'CN=my.team.api')
+    assert.equal(pems[1], zts.intermediatePem.trim())
+    const fetched = zts.received.find((r) => r.route === 'cacerts')!
+    assert.equal(fetched.clientCN, 'my.team.api')
+    // The instance certificate fetched just before is the one that authenticated the fetch.
+    assert.ok(zts.counts.cacerts >= 1)
+  })
+
+  it('falls back to a fresh register with a new key when a refresh fails (403, or 5xx after its retries)', async () => {
+    for (const [status, times] of [
+      [403, 1],
+      [503, 3],
+    ] as const) {
+      await sc.waitFor(() => zts.counts.refresh >= 1) // the identity is refreshed over mutual TLS first
+      const registers = zts.counts.register
+      const fallbacks = sc.events('certificate.refresh.register').length
+      const key = readFileSync(join(dir, 'key.pem'), 'utf8')
+      const serial = leaf().serialNumber
+      const from = zts.received.length
+      zts.failNext('refresh', status, times)
+      await sc.waitFor(() => sc.events('certificate.refresh.register').length > fallbacks)
+      await sc.waitFor(() => zts.counts.register > registers && leaf().serialNumber !== serial)
+      const since = zts.received.slice(from)
+      const reg = since.find((r) => r.route === 'register')!
+      // Every retry of the refresh first (none for a 403), then the register.
+      assert.deepEqual(
+        since
+          .slice(0, since.indexOf(reg) + 1)
+          .map((r) => r.route)
+          .filter((r) => r !== 'cacerts'),
+        [...Array(times).fill('refresh'), 'register'],
+      )
+      const newKey = readFileSync(join(dir, 'key.pem'), 'utf8')
+      assert.notEqual(newKey, key, 'a new key')
+      assert.ok(leaf().checkPrivateKey(createPrivateKey(newKey)))
+      assert.equal(reg.csr!.commonName, 'my.team.api')
+      assert.deepEqual(reg.csr!.uris, ['spiffe://my.team/sa/api', 'athenz://instanceid/athenz.k8s/pod-3'])
+      // Still with the bundle appended.
+      assert.equal(readFileSync(certFile, 'utf8').match(PEM)!.length, 2)
+    }
+    const failure = sc.events('certificate.refresh.register').at(-1)!
+    assert.match(String((failure.err as { message?: string }).message), /answered 503/)
+  })
+})
+
+test('an unknown INTERMEDIATE_CERT_BUNDLE fails the issue: nothing written, the start fails (exit 1)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
+  const sc = startSidecar({ dataDir: dir, env: { ...ztsEnv(), INTERMEDIATE_CERT_BUNDLE: 'nosuch' } })
+  try {
+    const failed = await sc.waitForEvent('service.start.failed', { service: 'certificate' })
+    assert.match(JSON.stringify(failed.err), /cacerts\/nosuch answered 404/)
+    assert.equal((await sc.exited).code, 1)
+    assert.ok(!existsSync(join(dir, 'cert.pem')))
+    assert.ok(!existsSync(join(dir, 'key.pem')))
+  } finally {
+    await stop(sc)
+  }
+})
+
+test('INTERMEDIATE_CERT_BUNDLE that is not a bundle name: exit 2 naming it', () => {
+  for (const bad of ['../etc', 'a/b', 'x y']) {
+    const r = spawnSync(process.execPath, [CLI], {
+      env: {
+        PATH: process.env.PATH ?? '',
+        DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')),
+        INTERMEDIATE_CERT_BUNDLE: bad,
+      },
+      encoding: 'utf8',
+      timeout: 10_000,
+      killSignal: 'SIGKILL',
+    })
+    assert.equal(r.status, 2, r.stderr)
+    assert.match(
+      r.stderr,
+      /^sia-supervisor: invalid setting INTERMEDIATE_CERT_BUNDLE: .* is not a CA bundle name/,
+    )
+  }
+})
