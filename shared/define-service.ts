@@ -90,6 +90,12 @@ export function defineService(def: ServiceDefinition): void {
       this.set(group.size())
     },
   })
+  // Uptime of this worker (status page, dashboards): 0 until its start is acknowledged.
+  const startTime = new Gauge({
+    name: 'sia_worker_start_time_seconds',
+    help: 'When the worker acknowledged its start, in seconds since the epoch (0: not started)',
+    registers: [registry],
+  })
 
   const cleanups: (() => Promise<void> | void)[] = []
   const startCancel = new AbortController()
@@ -130,6 +136,7 @@ export function defineService(def: ServiceDefinition): void {
       try {
         await failpoint(`${service}.start`)
         await def.start(ctx)
+        startTime.set(Date.now() / 1000)
         return null
       } finally {
         group.seal()

@@ -23,6 +23,19 @@ export interface ScrapeResult {
   source: ServiceName | 'supervisor'
   up: boolean
   metrics: MetricsJson
+  /** The supervisor's entry only: the last end of each worker that was not asked for (status page). */
+  lastErrors?: Partial<Record<ServiceName, LastWorkerError>>
+}
+
+/** How a worker last ended on its own (`worker.crashed`): no stack, only what an operator reads. */
+export interface LastWorkerError {
+  reason: string
+  exitCode: number | null
+  /** Epoch ms. */
+  at: number
+  name?: string
+  code?: string
+  message?: string
 }
 
 /** Requests the supervisor sends to a worker. */

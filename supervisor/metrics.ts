@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+import type { LastWorkerError } from '../shared/protocol.js'
 import type { ServiceName } from '../shared/services.js'
 import type { StatusBoard } from '../shared/status-board.js'
 
@@ -13,6 +14,9 @@ export interface SupervisorMetrics {
   restarts: Counter<'service' | 'reason'>
   startSeconds: Gauge<'service'>
   shutdownSeconds: Gauge<'service'>
+  /** Records a `worker.crashed` (its log fields), for the status page. */
+  noteCrash(service: ServiceName, fields: Record<string, unknown> | undefined): void
+  lastErrors(): Partial<Record<ServiceName, LastWorkerError>>
 }
 
 export function createSupervisorMetrics(
@@ -53,9 +57,21 @@ export function createSupervisorMetrics(
     registers,
   })
   for (const s of services) restarts.inc({ service: s, reason: 'exception' }, 0)
+  const lastErrors: Partial<Record<ServiceName, LastWorkerError>> = {}
   return {
     registry,
     restarts,
+    noteCrash(service, fields = {}) {
+      const err = fields.err as (Error & { code?: unknown }) | undefined
+      lastErrors[service] = {
+        reason: String(fields.reason ?? 'unknown'),
+        exitCode: typeof fields.exitCode === 'number' ? fields.exitCode : null,
+        at: Date.now(),
+        ...(err ? { name: err.name, message: err.message } : {}),
+        ...(typeof err?.code === 'string' ? { code: err.code } : {}),
+      }
+    },
+    lastErrors: () => ({ ...lastErrors }),
     up: new Gauge({
       name: 'sia_worker_up',
       help: '1 if the worker answered the last scrape in time',

@@ -58,7 +58,12 @@ export async function run(config: Config, log: Logger, signals: SignalRouter): P
       }),
     )
     return [
-      { source: 'supervisor', up: true, metrics: await metrics.registry.getMetricsAsJSON() },
+      {
+        source: 'supervisor',
+        up: true,
+        metrics: await metrics.registry.getMetricsAsJSON(),
+        lastErrors: metrics.lastErrors(),
+      },
       ...workers,
     ]
   }
