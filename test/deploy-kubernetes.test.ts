@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -20,6 +21,7 @@ import {
 import { parseDuration } from '../shared/duration.js'
 import { SERVICES } from '../shared/services.js'
 import { toSinkRecord } from '../workers/gateway/sink.js'
+import { startKubeApi } from './doubles/kube-api.js'
 import {
   DEPLOY,
   type Kustomization,
@@ -31,7 +33,8 @@ import {
   which,
   yamlFiles,
 } from './support/deploy.js'
-import { startReady, stop } from './support/sidecar.js'
+import { startRedis } from './support/redis.js'
+import { type Sidecar, startReady, stop } from './support/sidecar.js'
 
 /**
  * deploy/kubernetes (issue 15): every manifest is a valid Kubernetes object, the kustomization
@@ -508,6 +511,121 @@ describe('deploy/kubernetes: the numbers are the code’s', () => {
     assert.ok(
       rss <= DEFAULT_CONTAINER_MEMORY_REQUEST_MB * 2 ** 20,
       `idle RSS ${(rss / 2 ** 20).toFixed(0)} MiB > request ${DEFAULT_CONTAINER_MEMORY_REQUEST_MB} MiB`,
+    )
+    assert.equal(await stop(sc), 0)
+  })
+})
+
+/**
+ * The container as the manifest runs it, on this machine: its env as written, but every path under
+ * one of its volume mounts moved into a temporary directory (one per volume, as the kubelet mounts
+ * them), every listening address on a free loopback port, and what the cluster would give (the pod
+ * IP, the API server) given by the test.
+ */
+function rehearse(
+  d: Obj,
+  extra: Record<string, string> = {},
+): { env: Record<string, string>; volumes: Record<string, string> } {
+  const c = siaOf(d)
+  const root = mkdtempSync(join(tmpdir(), `sia-rehearsal-${d.metadata.name}-`))
+  const volumes: Record<string, string> = {}
+  for (const m of c.volumeMounts ?? []) {
+    volumes[m.mountPath] = join(root, m.name)
+    mkdirSync(volumes[m.mountPath]!)
+  }
+  const env: Record<string, string> = {}
+  for (const e of c.env ?? []) {
+    if (e.valueFrom?.fieldRef?.fieldPath === 'status.podIP') env[e.name] = '127.0.0.1'
+    else if (e.valueFrom?.fieldRef?.fieldPath === 'spec.serviceAccountName')
+      env[e.name] = d.spec.template.spec.serviceAccountName
+    else if (e.value === undefined) continue
+    else if (/_ADDR$/.test(e.name) && e.value !== '') env[e.name] = '127.0.0.1:0'
+    else {
+      const mount = Object.keys(volumes).find((p) => e.value === p || e.value.startsWith(`${p}/`))
+      env[e.name] = mount ? volumes[mount]! + e.value.slice(mount.length) : e.value
+    }
+  }
+  return { env: { ...env, ...extra }, volumes }
+}
+
+describe('deploy/kubernetes: a dress rehearsal of each sidecar, as its manifest configures it', () => {
+  test('the application sidecar: ready, key and certificates where the application reads them, tokens on loopback', async (t) => {
+    const d = find('Deployment', 'sia-app')
+    const { env, volumes } = rehearse(d)
+    const sc = await startReady({ env, dataDir: env.DATA_DIR })
+    t.after(() => void stop(sc, 'SIGKILL'))
+    assert.deepEqual(sc.events('config.unsupported'), [], 'every setting of the manifest is supported')
+    const shared = volumes['/var/run/athenz']!
+    assert.equal(statSync(join(shared, 'service.key.pem')).mode & 0o777, 0o600, 'the key, mode 0600')
+    for (const f of ['service.cert.pem', 'ca.cert.pem', 'rolecerts/demo:role.reader.cert.pem']) {
+      assert.match(readFileSync(join(shared, f), 'utf8'), /BEGIN CERTIFICATE/, f)
+    }
+    // What the application container does: POST /accesstoken on the loopback token server.
+    const token = await fetch(`${await sc.url('token')}/accesstoken`, {
+      method: 'POST',
+      body: '{"domain":"demo","role":"reader"}',
+    })
+    assert.equal(token.status, 200)
+    assert.equal((await fetch(`${await sc.url('healthcheck')}/readyz`)).status, 200)
+    assert.equal(sc.events('server.listening').filter((r) => r.service === 'gateway').length, 0, 'no gateway')
+    assert.equal(await stop(sc), 0)
+  })
+
+  test('the gateway: ready on Redis, each new alert an AlertSignal in its namespace', async (t) => {
+    if (!which('redis-server')) return t.skip('redis-server is not installed (.ci/run installs it)')
+    const redis = await startRedis()
+    t.after(() => redis.stop())
+    const api = await startKubeApi({ token: 'sa-token' })
+    t.after(() => api.close())
+    const sa = mkdtempSync(join(tmpdir(), 'sia-rehearsal-sa-'))
+    writeFileSync(join(sa, 'token'), 'sa-token\n')
+    writeFileSync(join(sa, 'ca.crt'), api.caPem)
+    const d = find('Deployment', 'sia-gateway')
+    const { env } = rehearse(d, {
+      // What the cluster gives the pod: the API server and the mounted service-account files.
+      GATEWAY_KUBE_API: api.url,
+      GATEWAY_KUBE_TOKEN_FILE: join(sa, 'token'),
+      GATEWAY_KUBE_CA_FILE: join(sa, 'ca.crt'),
+      GATEWAY_KUBE_NAMESPACE: kustomization.namespace!,
+    })
+    assert.equal(
+      new URL(env.REDIS_URL!).hostname,
+      'sia-gateway-redis',
+      'the manifest names the Redis Service',
+    )
+    env.REDIS_URL = redis.url
+    const sc: Sidecar = await startReady({ env, dataDir: env.DATA_DIR })
+    t.after(() => void stop(sc, 'SIGKILL'))
+    assert.deepEqual(sc.events('config.unsupported'), [], 'every setting of the manifest is supported')
+    const hook = await fetch(`${await sc.url('gateway')}/api/v1/signals/prometheus`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: readFileSync(join(REPO, 'test', 'fixtures', 'alertmanager.json')),
+    })
+    assert.equal(hook.status, 201)
+    const crd = find('CustomResourceDefinition', 'alertsignals.sia.athenz.io')
+    const created = [...api.objects.values()]
+    assert.equal(created.length, 2, 'one AlertSignal per alert of the fixture')
+    const schema = crd.spec.versions[0].schema.openAPIV3Schema.properties.spec
+    for (const o of created) {
+      assert.equal(o.apiVersion, `${crd.spec.group}/${crd.spec.versions[0].name}`)
+      assert.equal(o.kind, crd.spec.names.kind)
+      assert.equal(o.metadata.namespace, kustomization.namespace)
+      for (const field of schema.required) assert.ok(o.spec && field in o.spec, `spec.${field}`)
+      for (const [field, value] of Object.entries(o.spec ?? {})) {
+        const type = schema.properties[field]?.type
+        assert.ok(type, `spec.${field} is in the CRD's schema`)
+        if (value !== null) assert.equal(Array.isArray(value) ? 'array' : typeof value, type, `spec.${field}`)
+      }
+    }
+    assert.ok(
+      api.requests.every(
+        (r) =>
+          r.path ===
+            `/apis/${crd.spec.group}/${crd.spec.versions[0].name}/namespaces/${kustomization.namespace}/${crd.spec.names.plural}` &&
+          r.method === 'POST',
+      ),
+      'only creates, on the resource the Role grants',
     )
     assert.equal(await stop(sc), 0)
   })
