@@ -62,6 +62,7 @@ export function createSupervisorMetrics(
     registry,
     restarts,
     noteCrash(service, fields = {}) {
+      if (fields.reason === 'recycled') return // a planned restart, not an error
       const err = fields.err as (Error & { code?: unknown }) | undefined
       lastErrors[service] = {
         reason: String(fields.reason ?? 'unknown'),
