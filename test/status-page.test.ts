@@ -190,7 +190,14 @@ describe('status page: a running sidecar in a real browser', () => {
     }
     const out = mkdtempSync(join(tmpdir(), 'sia-status-page-'))
     const gatewaySecret = 'gateway-secret-7f3a9c1e5b2d4f6a8c0e'
-    let browser: BrowserContext | undefined
+    // The browser first: it is up before the sidecar boots, well within the health check's delay.
+    const browser: BrowserContext = await chromium.launchPersistentContext(join(out, 'user-data'), {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: CHROMIUM_ARGS,
+      viewport: { width: 1400, height: 1000 },
+    })
+    t.after(() => browser.close().catch(() => {}))
     // The health check starts last, after the metrics service: delayed, it is seen starting, then
     // it crashes once right after its start (a failpoint), and the supervisor restarts it.
     const sc = startSidecar({
@@ -200,15 +207,8 @@ describe('status page: a running sidecar in a real browser', () => {
         GATEWAY_AUTH_TOKEN: gatewaySecret,
       },
     })
-    t.after(async () => {
-      await browser?.close().catch(() => {})
+    t.after(() => {
       if (sc.proc.exitCode === null && sc.proc.signalCode === null) sc.kill('SIGKILL')
-    })
-    browser = await chromium.launchPersistentContext(join(out, 'user-data'), {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      viewport: { width: 1400, height: 1000 },
     })
     const page = await browser.newPage()
     const base = await sc.url('metrics', 30_000)
