@@ -330,6 +330,10 @@ describe('status page: a running sidecar in a real browser', () => {
       assert.ok(!v.includes(token.access_token) && !v.includes(token.access_token.split('.')[2]!), 'no token')
       assert.ok(!v.includes(keyBody) && !v.includes('PRIVATE KEY'), 'no key material')
     }
+    assert.equal((await fetch(`${base}/status`, { method: 'POST' })).status, 405)
+    const head = await fetch(`${base}/status.json`, { method: 'HEAD' })
+    assert.equal(head.status, 200)
+    assert.equal(await head.text(), '')
     const origin = new URL(base).origin
     assert.deepEqual(
       requests.filter((u) => !u.startsWith(origin)),
