@@ -94,6 +94,12 @@ export function defineService(def: ServiceDefinition): void {
       this.set(group.size())
     },
   })
+  // Uptime of this worker (status page, dashboards): 0 until its start is acknowledged.
+  const startTime = new Gauge({
+    name: 'sia_worker_start_time_seconds',
+    help: 'When the worker acknowledged its start, in seconds since the epoch (0: not started)',
+    registers: [registry],
+  })
 
   // The longest the loop was held since the previous scrape (reset by each scrape, as prom-client's
   // nodejs_eventloop_lag_max_seconds): how long a request could wait behind one piece of work.
@@ -154,6 +160,7 @@ export function defineService(def: ServiceDefinition): void {
       try {
         await failpoint(`${service}.start`)
         await def.start(ctx)
+        startTime.set(Date.now() / 1000)
         return null
       } finally {
         group.seal()

@@ -20,6 +20,17 @@ export interface ShutdownReport {
   timedOut: boolean
 }
 
+/** How a worker last ended on its own (`worker.crashed`): no stack, only what an operator reads. */
+export interface LastWorkerError {
+  reason: string
+  exitCode: number | null
+  /** Epoch ms. */
+  at: number
+  name?: string
+  code?: string
+  message?: string
+}
+
 /** Requests the supervisor sends to a worker. */
 export interface WorkerOps {
   [op: string]: { args: unknown; result: unknown }

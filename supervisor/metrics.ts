@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+import type { LastWorkerError } from '../shared/protocol.js'
 import type { ServiceName } from '../shared/services.js'
 import type { StatusBoard } from '../shared/status-board.js'
 
@@ -12,6 +13,9 @@ export interface SupervisorMetrics {
   restarts: Counter<'service' | 'reason'>
   startSeconds: Gauge<'service'>
   shutdownSeconds: Gauge<'service'>
+  /** Records a `worker.crashed` (its log fields), for the status page. */
+  noteCrash(service: ServiceName, fields: Record<string, unknown> | undefined): void
+  lastErrors(): Partial<Record<ServiceName, LastWorkerError>>
 }
 
 export function createSupervisorMetrics(
@@ -52,9 +56,22 @@ export function createSupervisorMetrics(
     registers,
   })
   for (const s of services) restarts.inc({ service: s, reason: 'exception' }, 0)
+  const lastErrors: Partial<Record<ServiceName, LastWorkerError>> = {}
   return {
     registry,
     restarts,
+    noteCrash(service, fields = {}) {
+      if (fields.reason === 'recycled') return // a planned restart, not an error
+      const err = fields.err as (Error & { code?: unknown }) | undefined
+      lastErrors[service] = {
+        reason: String(fields.reason ?? 'unknown'),
+        exitCode: typeof fields.exitCode === 'number' ? fields.exitCode : null,
+        at: Date.now(),
+        ...(err ? { name: err.name, message: err.message } : {}),
+        ...(typeof err?.code === 'string' ? { code: err.code } : {}),
+      }
+    },
+    lastErrors: () => ({ ...lastErrors }),
     startSeconds: new Gauge({
       name: 'sia_service_start_duration_seconds',
       help: 'Duration of the last start of the service',

@@ -1,7 +1,7 @@
 import { MessageChannel } from 'node:worker_threads'
 import { codedError } from '../shared/errors.js'
 import type { Logger } from '../shared/logger.js'
-import type { CollectApi, Target } from '../shared/ports/apis.js'
+import type { ServiceApis, Target } from '../shared/ports/apis.js'
 import { serveOn } from '../shared/ports/comlink.js'
 import type { ServiceName } from '../shared/services.js'
 import type { WorkerHandle } from './worker-handle.js'
@@ -31,7 +31,7 @@ function entry<K, V>(map: Map<K, V>, key: K, make: () => V): V {
 /** Deadline of the broker's own control messages (they are answered by the worker's loop). */
 const CONTROL_MS = 5000
 
-export function createPortBroker(supervisorApi: CollectApi, log: Logger): PortBroker {
+export function createPortBroker(supervisorApi: ServiceApis['supervisor'], log: Logger): PortBroker {
   const servers = new Map<Target, WorkerHandle | 'main'>([['supervisor', 'main']])
   const callers = new Map<Target, Set<WorkerHandle>>()
   /** Requests that wait for their target to come up: answered once it is wired. */

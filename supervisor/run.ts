@@ -91,7 +91,10 @@ export async function run(
   }
 
   // Service ports: the supervisor wires the links; its own registry is one of the targets.
-  const broker = createPortBroker({ collect: () => metrics.registry.getMetricsAsJSON() }, log)
+  const broker = createPortBroker(
+    { collect: () => metrics.registry.getMetricsAsJSON(), lastErrors: () => metrics.lastErrors() },
+    log,
+  )
   for (const service of services) {
     const slot = createServiceSlot(service, {
       config: () => config,

@@ -203,6 +203,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         break
       case 'log':
         log[e.level]({ event: e.event, service, ...e.fields }, e.msg)
+        if (e.event === 'worker.crashed') metrics.noteCrash(service, e.fields)
         break
       case 'board':
         board.setState(service, e.state)

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { CONTAINER_MEMORY_LIMIT_MB, DEFAULT_RESOURCE_LIMITS } from '../shared/config/limits.js'
+import { DEFAULT_RESOURCE_LIMITS } from '../shared/config/limits.js'
 import { loadConfig } from '../shared/config/load.js'
+import { DEFAULT_CONTAINER_MEMORY_MB, NON_HEAP_RSS_MB } from '../shared/container-resources.js'
 import { SERVICES } from '../shared/services.js'
 import { startReady, stop } from './support/sidecar.js'
 
@@ -13,7 +14,11 @@ test('with no config file every service gets its default limits, and they add up
   if (inv.kind !== 'run') return
   for (const s of SERVICES)
     assert.deepEqual(inv.config.services[s].resourceLimits, DEFAULT_RESOURCE_LIMITS[s])
-  assert.ok(CONTAINER_MEMORY_LIMIT_MB <= 768, 'README and deploy/ recommend a 768Mi limit')
+  const heaps = SERVICES.reduce((sum, s) => {
+    const l = DEFAULT_RESOURCE_LIMITS[s]
+    return sum + (l.maxOldGenerationSizeMb ?? 0) + (l.maxYoungGenerationSizeMb ?? 0)
+  }, 0)
+  assert.ok(heaps + NON_HEAP_RSS_MB <= DEFAULT_CONTAINER_MEMORY_MB, `${heaps} + ${NON_HEAP_RSS_MB} MiB`)
 })
 
 test('each running worker reports a heap limit from its defaults, far under the process default', async () => {

@@ -17,16 +17,3 @@ export const DEFAULT_RESOURCE_LIMITS: Record<ServiceName, ResourceLimits> = {
   metrics: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 8 },
   healthcheck: { maxOldGenerationSizeMb: 32, maxYoungGenerationSizeMb: 4 },
 }
-
-/**
- * What the main thread and the process need beyond the workers' heaps: Node and V8 themselves
- * (~45 MiB), and each thread's own native memory (code space, stacks, buffers; ~15 MiB a worker).
- */
-export const PROCESS_OVERHEAD_MB = 45 + 6 * 15
-
-/** The container memory limit the defaults add up to (`resources.limits.memory`). */
-export const CONTAINER_MEMORY_LIMIT_MB =
-  Object.values(DEFAULT_RESOURCE_LIMITS).reduce(
-    (sum, l) => sum + (l.maxOldGenerationSizeMb ?? 0) + (l.maxYoungGenerationSizeMb ?? 0),
-    0,
-  ) + PROCESS_OVERHEAD_MB

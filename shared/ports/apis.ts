@@ -1,5 +1,6 @@
 import type { Identity } from '../identity/identity.js'
-import type { MetricsJson } from '../protocol.js'
+import type { LastWorkerError, MetricsJson } from '../protocol.js'
+import type { ServiceName } from '../services.js'
 
 /** What every worker, and the supervisor, answers: its registry, for the metrics service. */
 export interface CollectApi {
@@ -8,7 +9,10 @@ export interface CollectApi {
 
 /** The typed API each service exposes to the others (DESIGN.md §9). */
 export interface ServiceApis {
-  supervisor: CollectApi
+  supervisor: CollectApi & {
+    /** How each worker last ended on its own, for the status page. */
+    lastErrors(): Partial<Record<ServiceName, LastWorkerError>>
+  }
   certificate: CollectApi & {
     /** The current service identity, or undefined before the first one. */
     identity(): Identity | undefined

@@ -1,31 +1,46 @@
-import { createServer } from 'node:http'
+import { createServer, type ServerResponse } from 'node:http'
 import { defineService } from '../../shared/define-service.js'
 import { sendProblem } from '../../shared/http/problem.js'
 import type { Target } from '../../shared/ports/apis.js'
-import { AggregatorRegistry } from '../../shared/prom.js'
+import { AggregatorRegistry, Gauge } from '../../shared/prom.js'
 import type { MetricsJson } from '../../shared/protocol.js'
+import { readiness } from '../../shared/readiness.js'
 import { SERVICES } from '../../shared/services.js'
+import { buildStatus } from './status.js'
+import { refreshSeconds, renderStatusPage, STATUS_PAGE_CSP } from './status-page.js'
+
+/** What one scrape gathered: each registry that answered, and who did not. */
+interface Gathered {
+  registries: MetricsJson[]
+  up: Set<string>
+}
 
 /**
  * One exposition for the whole process: this service asks the supervisor and every other worker
  * for its registry directly, over the service ports, all at once and each within
  * METRICS_SCRAPE_TIMEOUT, and merges them. A worker that is down or does not answer in time is
- * `sia_worker_up 0`, never a failed scrape.
+ * `sia_worker_up 0`, never a failed scrape. The status page (`/status`, `/status.json`) is made of
+ * one such scrape and the status board.
  */
 defineService({
-  async start({ config, log, serve, connect, registry }) {
+  async start({ config, log, serve, connect, registry, board }) {
+    new Gauge({
+      name: 'sia_ready',
+      help: '1 while GET /readyz answers 200 (every enabled service running, not shutting down)',
+      registers: [registry],
+      collect() {
+        this.set(readiness(board, config).ready ? 1 : 0)
+      },
+    })
+    const within = { timeoutMs: config.metricsScrapeTimeout }
+    const supervisor = connect('supervisor', within)
     const others = SERVICES.filter((s) => s !== 'metrics' && config.services[s].enabled)
     const targets: [Target, { collect(): Promise<MetricsJson> }][] = [
-      ['supervisor', connect('supervisor', { timeoutMs: config.metricsScrapeTimeout })],
-      ...others.map(
-        (s) =>
-          [s, connect(s, { timeoutMs: config.metricsScrapeTimeout })] as [
-            Target,
-            { collect(): Promise<MetricsJson> },
-          ],
-      ),
+      ['supervisor', supervisor],
+      ...others.map((s): [Target, { collect(): Promise<MetricsJson> }] => [s, connect(s, within)]),
     ]
-    const scrape = async (): Promise<MetricsJson[]> => {
+
+    const gather = async (): Promise<Gathered> => {
       const answers = await Promise.all(
         targets.map(async ([target, port]) => {
           try {
@@ -36,41 +51,94 @@ defineService({
           }
         }),
       )
+      const up = new Set<string>(
+        answers.filter((a) => a.metrics && a.target !== 'supervisor').map((a) => a.target),
+      )
+      up.add('metrics')
       // In the shape a registry's getMetricsAsJSON() gives, so it merges like the others.
-      const up = [
+      const upSeries = [
         {
           name: 'sia_worker_up',
           help: '1 if the worker answered the last scrape in time',
           type: 'gauge',
           aggregator: 'sum',
-          values: [
-            ...answers
-              .filter((a) => a.target !== 'supervisor')
-              .map((a) => ({ labels: { service: a.target }, value: a.metrics ? 1 : 0 })),
-            { labels: { service: 'metrics' }, value: 1 },
-          ],
+          values: [...others, 'metrics'].map((service) => ({
+            labels: { service },
+            value: up.has(service) ? 1 : 0,
+          })),
         },
       ] as unknown as MetricsJson
-      return [
-        ...answers.flatMap((a) => (a.metrics ? [a.metrics] : [])),
-        await registry.getMetricsAsJSON(),
+      return {
+        registries: [
+          ...answers.flatMap((a) => (a.metrics ? [a.metrics] : [])),
+          await registry.getMetricsAsJSON(),
+          upSeries,
+        ],
         up,
-      ]
+      }
     }
+    // Each series comes from one registry, so nothing needs aggregating across them; prom-client
+    // marks process_start_time_seconds 'omit' (for its cluster mode), which would drop it.
+    const merge = (g: Gathered) =>
+      AggregatorRegistry.aggregate(
+        g.registries.map((r) =>
+          r.map((m) => (m.aggregator === 'omit' ? { ...m, aggregator: 'first' as const } : m)),
+        ),
+      )
+    const failed = (res: ServerResponse, err: unknown) => {
+      log.error({ err }, 'scrape failed')
+      sendProblem(res, { status: 503, title: 'Scrape failed', detail: (err as Error).message })
+    }
+    const status = async (g: Gathered) =>
+      buildStatus({
+        config,
+        board,
+        metrics: await merge(g).getMetricsAsJSON(),
+        upServices: g.up,
+        lastErrors: await supervisor.lastErrors().catch(() => ({})),
+      })
+
     const server = createServer((req, res) => {
-      const path = (req.url ?? '/').split('?')[0]
-      if (path !== '/metrics') return sendProblem(res, { status: 404, title: 'Not Found' })
-      scrape()
-        .then(async (registries) => {
-          const merged = AggregatorRegistry.aggregate(registries)
-          const body = await merged.metrics()
-          res.writeHead(200, { 'content-type': merged.contentType })
-          res.end(body)
-        })
-        .catch((err: unknown) => {
-          log.error({ err }, 'scrape failed')
-          sendProblem(res, { status: 503, title: 'Scrape failed', detail: (err as Error).message })
-        })
+      const url = new URL(req.url ?? '/', 'http://localhost')
+      const path = url.pathname
+      if (path === '/metrics') {
+        gather()
+          .then(async (g) => {
+            const merged = merge(g)
+            const body = await merged.metrics()
+            res.writeHead(200, { 'content-type': merged.contentType })
+            res.end(body)
+          })
+          .catch((err: unknown) => failed(res, err))
+        return
+      }
+      if (path === '/status' || path === '/status.json') {
+        if (req.method !== 'GET' && req.method !== 'HEAD') {
+          return sendProblem(res, { status: 405, title: 'Method Not Allowed' }, { allow: 'GET, HEAD' })
+        }
+        gather()
+          .then(status)
+          .then((view) => {
+            const headers = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }
+            if (path === '/status.json') {
+              res.writeHead(200, { ...headers, 'content-type': 'application/json; charset=utf-8' })
+              res.end(`${JSON.stringify(view, null, 2)}\n`)
+              return
+            }
+            const refresh = refreshSeconds(url.search)
+            res.writeHead(200, {
+              ...headers,
+              'content-type': 'text/html; charset=utf-8',
+              'content-security-policy': STATUS_PAGE_CSP,
+              'referrer-policy': 'no-referrer',
+              'x-frame-options': 'DENY',
+            })
+            res.end(req.method === 'HEAD' ? undefined : renderStatusPage(view, refresh))
+          })
+          .catch((err: unknown) => failed(res, err))
+        return
+      }
+      sendProblem(res, { status: 404, title: 'Not Found' })
     })
     await serve('server', server, config.metricsServerAddr)
   },

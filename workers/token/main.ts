@@ -17,6 +17,7 @@ import type { Logger } from '../../shared/logger.js'
 import { timerTask } from '../../shared/timer-task.js'
 import { createTokenApi } from './api.js'
 import { type CacheKey, createTokenCache, describeKey, type TokenCache } from './cache.js'
+import { countFetchErrors } from './fetch-metrics.js'
 import { registerTokenMetrics, type TokenKind } from './metrics.js'
 
 async function tlsOptions(config: Config) {
@@ -152,7 +153,11 @@ defineService({
       if (!announced) c.setIdentity(current)
       onStop(() => subscription.close())
     }
-    const source = tokenSourceFor(config, client)
+    const source = countFetchErrors(
+      tokenSourceFor(config, client),
+      registry,
+      config.tokenType.split('+') as TokenKind[],
+    )
     const targets: CacheKey[] = parseTargets(config.targetDomainRoles).map((t) => ({
       domain: t.domain,
       role: t.role,

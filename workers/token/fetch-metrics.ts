@@ -1,0 +1,38 @@
+import type { TokenSource } from '../../shared/identity/tokens.js'
+import { Counter, type Registry } from '../../shared/prom.js'
+import type { TokenKind } from './metrics.js'
+
+/**
+ * `token_fetch_errors_total{type}`: fetches from the provider (a cache miss or a refresh) that
+ * failed, whatever the reason (ZTS down, signing failed, refused). A fetch aborted by the shutdown
+ * is not a failure. The series of every configured type exist from the start, at 0, so an alert on
+ * their increase sees the first failure.
+ */
+export function countFetchErrors(
+  source: TokenSource,
+  registry: Registry,
+  types: readonly TokenKind[],
+): TokenSource {
+  const errors = new Counter({
+    name: 'token_fetch_errors_total',
+    help: 'Token fetches from the provider that failed, by token type',
+    labelNames: ['type'],
+    registers: [registry],
+  })
+  for (const type of types) errors.inc({ type }, 0)
+  const counted =
+    <A extends unknown[], R>(type: TokenKind, fn: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      try {
+        return await fn(...args)
+      } catch (err) {
+        if ((err as Error).name !== 'AbortError') errors.inc({ type })
+        throw err
+      }
+    }
+  return {
+    roleToken: counted('roletoken', source.roleToken.bind(source)),
+    accessToken: counted('accesstoken', source.accessToken.bind(source)),
+    ...(source.jwks ? { jwks: source.jwks.bind(source) } : {}),
+  }
+}
