@@ -15,7 +15,9 @@ export function listen(server: Server, address: string): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(err)
     server.once('error', onError)
-    server.listen({ host, port, reusePort: true }, () => {
+    // Not for port 0: a successor gets a port of its own anyway, and the kernel's choice of an
+    // ephemeral port for a SO_REUSEPORT socket may fall on one already in use.
+    server.listen({ host, port, reusePort: port !== 0 }, () => {
       server.off('error', onError)
       resolve(server.address() as AddressInfo)
     })

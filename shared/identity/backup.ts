@@ -3,6 +3,7 @@ import { Agent, request as httpsRequest } from 'node:https'
 import { dirname } from 'node:path'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
+import { inClusterApi, readOptional } from '../kube/in-cluster.js'
 import type { Logger } from '../logger.js'
 import { checkIssued, type Identity, storeIdentity } from './identity.js'
 
@@ -234,23 +235,6 @@ function apiError(status: number, text: string, what: string) {
       status,
     },
   )
-}
-
-function inClusterApi(): string {
-  const host = process.env.KUBERNETES_SERVICE_HOST
-  if (!host) return ''
-  const port = process.env.KUBERNETES_SERVICE_PORT || '443'
-  return `https://${host.includes(':') ? `[${host}]` : host}:${port}`
-}
-
-async function readOptional(path: string): Promise<string | undefined> {
-  if (!path) return undefined
-  try {
-    return await readFile(path, 'utf8')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw err
-  }
 }
 
 function send(

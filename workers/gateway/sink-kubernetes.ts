@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
 import { Agent, request } from 'node:https'
 import { codedError } from '../../shared/errors.js'
+import { inClusterApi, readOptional } from '../../shared/kube/in-cluster.js'
 import type { Sink, SinkRecord } from './sink.js'
 
 const SERVICE_ACCOUNT_NAMESPACE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace'
@@ -85,23 +85,6 @@ export function resourceName(r: SinkRecord): string {
     .update(`${r.fingerprint}\0${r.status}\0${r.startsAt ?? ''}`)
     .digest('hex')
   return `alert-${h.slice(0, 32)}`
-}
-
-function inClusterApi(): string {
-  const host = process.env.KUBERNETES_SERVICE_HOST
-  if (!host) return ''
-  const port = process.env.KUBERNETES_SERVICE_PORT ?? '443'
-  return `https://${host.includes(':') ? `[${host}]` : host}:${port}`
-}
-
-async function readOptional(path: string): Promise<string | undefined> {
-  if (!path) return undefined
-  try {
-    return await readFile(path, 'utf8')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw err
-  }
 }
 
 function post(
