@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
-import { Agent, request } from 'node:http'
+import { Agent, get, request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
@@ -147,17 +147,24 @@ test('crash restarts, a recycle and a SIGHUP reload under load: no refused conne
       ),
     ),
   ]
-  // Readiness is polled all along: a replacement never makes it drop.
-  const notReady: number[] = []
+  // Readiness is polled all along, as the kubelet probes (a new connection each time): a
+  // replacement never makes it drop.
+  const notReady: string[] = []
+  const probe = () =>
+    new Promise<string>((resolve) => {
+      get(`http://127.0.0.1:${health}/readyz`, { agent: false, headers: { connection: 'close' } }, (res) => {
+        res.resume()
+        res.on('end', () => resolve(String(res.statusCode)))
+      }).on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
+    })
   const probing = (async () => {
     let done = false
     void until.then(() => {
       done = true
     })
     while (!done) {
-      const r = await fetch(`http://127.0.0.1:${health}/readyz`).catch(() => undefined)
-      if (r?.status !== 200) notReady.push(r?.status ?? 0)
-      await r?.text()
+      const status = await probe()
+      if (status !== '200') notReady.push(status)
       await sleep(50)
     }
   })()
