@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict'
-import { spawn, spawnSync } from 'node:child_process'
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { spawn } from 'node:child_process'
+import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
 import { eventually } from './support/eventually.js'
@@ -9,6 +8,7 @@ import { alert, gatewayEnv, metric, post, redisOnPort, webhook } from './support
 import { freePort } from './support/ports.js'
 import { waitForRedis } from './support/redis.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
+import { smallTmpfs } from './support/tmpfs.js'
 
 /**
  * Readiness tells the truth (DESIGN.md §7): the gateway is not ready while its dedup store or its
@@ -96,18 +96,10 @@ test('the in-memory store and a working sink: ready, and no degraded field at al
 })
 
 test('the sink fails (disk full): not ready naming the sink; room again: ready with no webhook needed', async (t) => {
-  const mnt = mkdtempSync(join(tmpdir(), 'sia-ready-full-'))
-  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', mnt], { encoding: 'utf8' })
-  if (mounted.status !== 0) {
-    t.skip(`cannot mount a tmpfs here (${mounted.stderr.trim() || mounted.error?.message}): needs root`)
-    return
-  }
   let sc: Sidecar | undefined
-  t.after(async () => {
-    if (sc) await stop(sc, 'SIGKILL') // the mount is busy while the sink file is open
-    const u = spawnSync('umount', [mnt])
-    if (u.status !== 0) spawnSync('umount', ['-l', mnt])
-  })
+  // The mount is busy while the sink file is open: the sidecar goes first.
+  const mnt = smallTmpfs(t, 'sia-ready-full-', async () => sc && stop(sc, 'SIGKILL'))
+  if (!mnt) return
   sc = await launch(t, { GATEWAY_SINK_FILE: join(mnt, 'alerts.jsonl') })
   const base = await sc.url('gateway')
   const big = (name: string) =>

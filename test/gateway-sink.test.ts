@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
 import { type AlertInput, alert, gatewayEnv, post, readJsonLines, webhook } from './support/gateway.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
+import { smallTmpfs } from './support/tmpfs.js'
 
 /** The file sink never holds a torn line (DESIGN.md §7), through the built CLI. */
 
@@ -49,18 +49,10 @@ test('a partial trailing line left by a crash is cut back at start, and logged',
 })
 
 test('disk full, then freed: 5xx while full, never a torn line, every 2xx alert stored', async (t) => {
-  const mnt = mkdtempSync(join(tmpdir(), 'sia-full-'))
-  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', mnt], { encoding: 'utf8' })
-  if (mounted.status !== 0) {
-    t.skip(`cannot mount a tmpfs here (${mounted.stderr.trim() || mounted.error?.message}): needs root`)
-    return
-  }
   let sc: Sidecar | undefined
-  t.after(async () => {
-    if (sc) await stop(sc, 'SIGKILL') // the mount is busy while the sink file is open
-    const u = spawnSync('umount', [mnt])
-    if (u.status !== 0) spawnSync('umount', ['-l', mnt])
-  })
+  // The mount is busy while the sink file is open: the sidecar goes first.
+  const mnt = smallTmpfs(t, 'sia-full-', async () => sc && stop(sc, 'SIGKILL'))
+  if (!mnt) return
   const sinkFile = join(mnt, 'alerts.jsonl')
   sc = await launch(t, { GATEWAY_SINK_FILE: sinkFile })
   const base = await sc.url('gateway')

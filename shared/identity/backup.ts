@@ -1,9 +1,9 @@
 import { readFile } from 'node:fs/promises'
-import { Agent, request as httpsRequest } from 'node:https'
+import { Agent } from 'node:https'
 import { dirname } from 'node:path'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
-import { inClusterApi, readOptional } from '../kube/in-cluster.js'
+import { inClusterApi, kubeRequest, readOptional } from '../kube/in-cluster.js'
 import type { Logger } from '../logger.js'
 import { checkIssued, type Identity, storeIdentity } from './identity.js'
 
@@ -61,7 +61,13 @@ export async function createSecretBackup(config: Config): Promise<SecretBackup> 
     body?: { type: string; text: string },
   ) => {
     const token = (await readOptional(config.backupKubeTokenFile))?.trim()
-    const res = await send(new URL(path, api), method, agent, token, body, signal)
+    const res = await kubeRequest(new URL(path, api), {
+      method,
+      agent,
+      token,
+      ...(body ? { body } : {}),
+      signal,
+    })
     if (res.status >= 200 && res.status < 300) return { status: res.status, json: parse(res.text) }
     if (res.status === 404 && method === 'GET') return { status: 404, json: undefined }
     throw apiError(res.status, res.text, what)
@@ -235,47 +241,4 @@ function apiError(status: number, text: string, what: string) {
       status,
     },
   )
-}
-
-function send(
-  url: URL,
-  method: string,
-  agent: Agent,
-  token: string | undefined,
-  body: { type: string; text: string } | undefined,
-  signal: AbortSignal,
-): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      url,
-      {
-        method,
-        agent,
-        signal,
-        timeout: REQUEST_TIMEOUT_MS,
-        headers: {
-          accept: 'application/json',
-          ...(body ? { 'content-type': body.type, 'content-length': Buffer.byteLength(body.text) } : {}),
-          ...(token ? { authorization: `Bearer ${token}` } : {}),
-        },
-      },
-      (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }))
-        res.on('error', reject)
-      },
-    )
-    req.on('timeout', () =>
-      req.destroy(codedError('ERR_KUBE_TIMEOUT', 'the API server did not answer in time')),
-    )
-    req.on('error', (err) =>
-      reject(
-        (err as { code?: string }).code === 'ERR_KUBE_TIMEOUT'
-          ? err
-          : codedError('ERR_KUBE_API', `API server ${url.host}: ${err.message}`, err),
-      ),
-    )
-    req.end(body?.text)
-  })
 }

@@ -1,8 +1,10 @@
 import { readFile } from 'node:fs/promises'
+import { type Agent, request } from 'node:https'
+import { codedError } from '../errors.js'
 
 /**
  * What every in-cluster Kubernetes client reads: the API server from KUBERNETES_SERVICE_HOST and
- * _PORT, and the service account's files. Shared by the gateway's kubernetes sink and the
+ * _PORT, the service account's files, and one request at a time. Shared by the gateway's kubernetes sink and the
  * certificate backup to a Secret.
  */
 export function inClusterApi(): string {
@@ -21,4 +23,58 @@ export async function readOptional(path: string): Promise<string | undefined> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw err
   }
+}
+
+/** How long one request to the API server may take. */
+const REQUEST_TIMEOUT_MS = 10_000
+
+export interface KubeRequest {
+  method: string
+  agent: Agent
+  /** The service-account token (read fresh by the caller: projected tokens rotate). */
+  token: string | undefined
+  body?: { type: string; text: string }
+  signal?: AbortSignal
+}
+
+/**
+ * One request to the API server, its answer read whole. Transport failures reject with
+ * ERR_KUBE_API (ERR_KUBE_TIMEOUT past REQUEST_TIMEOUT_MS); any HTTP status resolves.
+ */
+export function kubeRequest(url: URL, r: KubeRequest): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method: r.method,
+        agent: r.agent,
+        ...(r.signal ? { signal: r.signal } : {}),
+        timeout: REQUEST_TIMEOUT_MS,
+        headers: {
+          accept: 'application/json',
+          ...(r.body
+            ? { 'content-type': r.body.type, 'content-length': Buffer.byteLength(r.body.text) }
+            : {}),
+          ...(r.token ? { authorization: `Bearer ${r.token}` } : {}),
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }))
+        res.on('error', reject)
+      },
+    )
+    req.on('timeout', () =>
+      req.destroy(codedError('ERR_KUBE_TIMEOUT', 'the API server did not answer in time')),
+    )
+    req.on('error', (err) =>
+      reject(
+        (err as { code?: string }).code === 'ERR_KUBE_TIMEOUT'
+          ? err
+          : codedError('ERR_KUBE_API', `API server ${url.host}: ${err.message}`, err),
+      ),
+    )
+    req.end(r.body?.text)
+  })
 }

@@ -1,11 +1,10 @@
 import { createHash } from 'node:crypto'
-import { Agent, request } from 'node:https'
+import { Agent } from 'node:https'
 import { codedError } from '../../shared/errors.js'
-import { inClusterApi, readOptional } from '../../shared/kube/in-cluster.js'
+import { inClusterApi, kubeRequest, readOptional } from '../../shared/kube/in-cluster.js'
 import type { Sink, SinkRecord } from './sink.js'
 
 const SERVICE_ACCOUNT_NAMESPACE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace'
-const REQUEST_TIMEOUT_MS = 10_000
 
 export interface KubeSinkOptions {
   /** API server base URL; empty: in-cluster (KUBERNETES_SERVICE_HOST/PORT). */
@@ -53,7 +52,12 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
       },
       spec: r,
     })
-    const { status, text } = await post(url, body, agent, token)
+    const { status, text } = await kubeRequest(url, {
+      method: 'POST',
+      agent,
+      token,
+      body: { type: 'application/json', text: body },
+    })
     if (status >= 200 && status < 300) return
     let reason = ''
     let message = text.slice(0, 200)
@@ -85,37 +89,4 @@ export function resourceName(r: SinkRecord): string {
     .update(`${r.fingerprint}\0${r.status}\0${r.startsAt ?? ''}`)
     .digest('hex')
   return `alert-${h.slice(0, 32)}`
-}
-
-function post(
-  url: URL,
-  body: string,
-  agent: Agent,
-  token: string | undefined,
-): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      url,
-      {
-        method: 'POST',
-        agent,
-        timeout: REQUEST_TIMEOUT_MS,
-        headers: {
-          'content-type': 'application/json',
-          accept: 'application/json',
-          'content-length': Buffer.byteLength(body),
-          ...(token ? { authorization: `Bearer ${token}` } : {}),
-        },
-      },
-      (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }))
-        res.on('error', reject)
-      },
-    )
-    req.on('timeout', () => req.destroy(codedError('ERR_KUBE_TIMEOUT', 'API server did not answer in time')))
-    req.on('error', reject)
-    req.end(body)
-  })
 }
