@@ -141,7 +141,11 @@ export function startSidecar(opts: SidecarOptions = {}): Sidecar {
         if (!waiters.has(w)) return
         waiters.delete(w)
         clearTimeout(timer)
-        const last = records.slice(-3).map((r) => JSON.stringify(r))
+        // A start that failed is why most runs end early: say what it was.
+        const failed = records.filter(
+          (r) => r.event === 'service.start.failed' || r.event === 'worker.crashed',
+        )
+        const last = [...failed, ...records.slice(-3)].map((r) => JSON.stringify(r).slice(0, 600))
         reject(
           new Error(
             `sidecar exited (code ${code}, signal ${signal}) before a matching record; last records: ${last.join(' ')}; stderr: ${stderr.slice(-500)}`,
