@@ -1,4 +1,5 @@
 import forge from 'node-forge'
+import { randomSerial } from './serial.js'
 import { DEFAULT_SUBJECT, FORGE_NAMES, type SubjectAttribute } from './subject.js'
 
 /**
@@ -110,7 +111,7 @@ export function signCsr(req: SignRequest): string {
   const ca = forge.pki.certificateFromPem(req.caCertPem)
   const cert = forge.pki.createCertificate()
   cert.publicKey = csr.publicKey as forge.pki.PublicKey
-  cert.serialNumber = `0${forge.util.bytesToHex(forge.random.getBytesSync(15))}`
+  cert.serialNumber = randomSerial()
   cert.validity.notBefore = new Date(Date.now() - 60_000)
   cert.validity.notAfter = new Date(Date.now() + req.validityMs)
   // forge parses a UTF8String value as its raw bytes and encodes it again on output: decode it first.

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { writeFileAtomic } from '../atomic-file.js'
 import { ensureDir } from '../ensure-dir.js'
+import { randomSerial } from './serial.js'
 
 /**
  * The embedded authority of the `local` provider (DESIGN.md §6): a CA created once under the
@@ -45,7 +46,7 @@ export async function loadOrCreateAuthority(dataDir: string): Promise<Authority>
   const { default: forge } = await import('node-forge')
   const cert = forge.pki.createCertificate()
   cert.publicKey = forge.pki.publicKeyFromPem(publicKeyPem)
-  cert.serialNumber = serial()
+  cert.serialNumber = randomSerial()
   cert.validity.notBefore = new Date(Date.now() - 60_000)
   cert.validity.notAfter = new Date(Date.now() + CA_VALIDITY_MS)
   const subject = [
@@ -80,11 +81,4 @@ export async function loadOrCreateAuthority(dataDir: string): Promise<Authority>
 async function loadAuthority(paths: { key: string; cert: string }): Promise<Authority> {
   const [keyPem, certPem] = await Promise.all([readFile(paths.key, 'utf8'), readFile(paths.cert, 'utf8')])
   return { certPem, key: createPrivateKey(keyPem), cert: new X509Certificate(certPem) }
-}
-
-export function serial(): string {
-  // Positive 64-bit serial: the leading nibble is kept below 8.
-  return (BigInt(Date.now()) * 1000n + BigInt(Math.floor(Math.random() * 1000)))
-    .toString(16)
-    .padStart(16, '0')
 }

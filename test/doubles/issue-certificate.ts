@@ -1,5 +1,6 @@
 import forge from 'node-forge'
-import { type Authority, serial } from '../../shared/identity/local-authority.js'
+import type { Authority } from '../../shared/identity/local-authority.js'
+import { randomSerial } from '../../shared/identity/serial.js'
 
 /** Certificates for the test doubles' servers and clients, signed by a local authority. */
 export interface CertificateRequest {
@@ -15,7 +16,7 @@ export interface CertificateRequest {
 export function issueCertificate(ca: Authority, req: CertificateRequest): string {
   const cert = forge.pki.createCertificate()
   cert.publicKey = forge.pki.publicKeyFromPem(req.publicKeyPem)
-  cert.serialNumber = serial()
+  cert.serialNumber = randomSerial()
   cert.validity.notBefore = new Date(Date.now() - 60_000)
   cert.validity.notAfter = new Date(Date.now() + req.validityMs)
   cert.setSubject([{ name: 'commonName', value: req.commonName }])
