@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { getHeapStatistics } from 'node:v8'
 import { isMainThread, workerData } from 'node:worker_threads'
 import type { Config } from './config/types.js'
+import { announceDeath } from './death-notice.js'
 import { codedError } from './errors.js'
 import { createFailpoints, type HitFailpoint, parseFailpoints } from './failpoints.js'
 import { serveTask } from './http-server.js'
@@ -63,6 +64,10 @@ export function defineService(def: ServiceDefinition): void {
   const log = createLogger(service, config.logLevel, { logDir: config.logDir })
   const rpc = createRpc<SupervisorOps, WorkerOps>(init.control)
   const ports = createServicePorts(rpc, config.serviceCallTimeout)
+  // Observes, never handles: the exception still ends the thread, once its port is held.
+  process.on('uncaughtExceptionMonitor', () =>
+    announceDeath(init.deathNotice, () => void rpc.request('dying', null, 1000).catch(() => {})),
+  )
 
   let acknowledged = false
   const faults: (() => void)[] = []

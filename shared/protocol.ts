@@ -10,6 +10,8 @@ export interface WorkerInit {
   config: Config
   board: SharedArrayBuffer
   failpointCounters: SharedArrayBuffer
+  /** The cell of this thread's death notice (death-notice.ts). */
+  deathNotice: SharedArrayBuffer
   control: MessagePort
 }
 
@@ -57,4 +59,6 @@ export interface SupervisorOps {
    * at once, or with `wait`, the answer comes once it is (the caller's deadline bounds the wait).
    */
   'port.request': { args: { target: Target; wait: boolean }; result: null }
+  /** An uncaught exception is ending this worker; it waits on its death notice (no answer read). */
+  dying: { args: null; result: null }
 }

@@ -17,6 +17,8 @@ export type RestartTuning = Pick<
  * jitter. `history` holds the times of earlier faults that count toward intensity (recycling is
  * planned, not a fault: it replaces a running worker and never comes here). The attempt number is the count of faults
  * within the window, so the back-off starts over once the worker has stayed up a whole window.
+ * The first fault in a window restarts at once, as OTP does (the dead worker's port is held
+ * meanwhile); back-off begins with the second.
  */
 export function decideRestart(
   tuning: RestartTuning,
@@ -31,7 +33,8 @@ export function decideRestart(
   const recent = history.filter((t) => now - t < tuning.restartWindow).length
   if (recent >= tuning.maxRestarts) return { action: 'escalate' }
   const attempt = recent + 1
-  const ceiling = Math.min(tuning.restartBackoffMax, tuning.restartBackoff * 2 ** (attempt - 1))
+  if (attempt === 1) return { action: 'restart', attempt, delayMs: 0 }
+  const ceiling = Math.min(tuning.restartBackoffMax, tuning.restartBackoff * 2 ** (attempt - 2))
   // Full delay at most, half at least: workers crashing together do not restart in lockstep.
   return { action: 'restart', attempt, delayMs: Math.round(ceiling * (0.5 + random() / 2)) }
 }

@@ -1,4 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
+import { parseAddress } from '../shared/address.js'
+import { ADDRESS_OF } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
 import { codedError } from '../shared/errors.js'
 import { createFailpointCounters, createFailpoints, parseFailpoints } from '../shared/failpoints.js'
@@ -114,6 +116,7 @@ export async function run(
       },
       onStuck: exit.stuck,
       onServing: (h) => broker.serving(service, h),
+      listenAddress: () => listenAddressOf(service, config),
     })
     slots.set(service, slot)
     slot.spawn()
@@ -208,6 +211,14 @@ function untilBudgetEnds(p: Promise<void>, end: number): Promise<void> {
     p,
     sleep(Math.max(0, end - Date.now()), undefined, { signal: ac.signal }).catch(() => {}),
   ]).finally(() => ac.abort())
+}
+
+/** A port a successor can share (SO_REUSEPORT): port 0 gives each worker a port of its own. */
+function listenAddressOf(service: ServiceName, config: Config): string | undefined {
+  const key = ADDRESS_OF[service]
+  const address = key ? config[key] : undefined
+  if (typeof address !== 'string' || address === '') return undefined
+  return parseAddress(address).port === 0 ? undefined : address
 }
 
 /** What a running process cannot change in place: which services run, where, and the budget. */

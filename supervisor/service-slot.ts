@@ -4,6 +4,7 @@ import type { Logger } from '../shared/logger.js'
 import type { ServiceName } from '../shared/services.js'
 import type { StatusBoard } from '../shared/status-board.js'
 import type { SupervisorMetrics } from './metrics.js'
+import { holdPort, type PortHold } from './port-hold.js'
 import type { RunContext } from './run-context.js'
 import {
   initialModel,
@@ -54,6 +55,8 @@ export interface SlotDeps {
   onStuck(handle: WorkerHandle): void
   /** `handle` now serves this service (its start, or a successor's, was acknowledged). */
   onServing(handle: WorkerHandle): void
+  /** Where the service listens (undefined: nowhere, or port 0, which no successor can share). */
+  listenAddress(): string | undefined
 }
 
 /** The longest a Node timer can wait; control requests are bounded by the slot's own deadline. */
@@ -76,6 +79,9 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   let stopStartedAt = 0
   let settleStart: ((o: StartOutcome) => void) | undefined
   const stopWaiters: ((o: StopOutcome) => void)[] = []
+  /** The port held from a worker's death until its successor serves (port-hold.ts). */
+  let hold: Promise<PortHold | undefined> | undefined
+  let heldAt = 0
 
   function dispatch(ev: SlotEvent): void {
     const sample = board.sample(service)
@@ -130,6 +136,13 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   function spawn(): void {
     const h = deps.spawnWorker(service)
     handle = h
+    // Its last word: the worker blocks until its port is held (bounded on its side too).
+    h.rpc.handle('dying', async () => {
+      if (h === handle) dispatch({ type: 'dying' })
+      await hold
+      h.releaseDeath()
+      return null
+    })
     void h.exited.then((exit) => {
       if (h === handle) dispatch({ type: 'exit', exit })
       else if (h === predecessor) dispatch({ type: 'predecessor-exit', exit })
@@ -250,6 +263,51 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         settle?.(e.outcome)
         break
       }
+      case 'hold-ports':
+        hold = holdPorts()
+        break
+      case 'release-ports':
+      case 'drop-ports': {
+        const handedOver = e.do === 'release-ports'
+        void hold?.then((held) => {
+          if (!held) return
+          log.info(
+            {
+              event: 'worker.port.released',
+              service,
+              connections: held.held(),
+              heldMs: Date.now() - heldAt,
+              handedOver,
+            },
+            handedOver ? `${service} successor took over its port` : `${service} port let go`,
+          )
+          if (handedOver) held.release()
+          else held.drop()
+        })
+        hold = undefined
+        break
+      }
+    }
+  }
+
+  /** Listens beside the dying worker; a port that cannot be held is logged and left alone. */
+  async function holdPorts(): Promise<PortHold | undefined> {
+    const address = deps.listenAddress()
+    if (!address) return undefined
+    heldAt = Date.now()
+    try {
+      const held = await holdPort(address)
+      log.info(
+        { event: 'worker.port.held', service, address },
+        `${service} port held until a successor serves`,
+      )
+      return held
+    } catch (err) {
+      log.warn(
+        { event: 'worker.port.hold.failed', service, address, err },
+        `${service} port could not be held`,
+      )
+      return undefined
     }
   }
 

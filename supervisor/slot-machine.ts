@@ -30,6 +30,11 @@ export type SlotState =
   | { tag: 'starting'; boot: boolean; until: number }
   /** Acknowledged; `until` is when the watchdog next reads the heartbeat. */
   | { tag: 'running'; until: number }
+  /**
+   * The worker announced an uncaught exception and is ending; its port is held meanwhile (the
+   * supervisor listens beside it). Waits for the exit, or `until` (then it is terminated).
+   */
+  | { tag: 'dying'; until: number }
   /** No thread; a restart is due at `until`. */
   | { tag: 'backoff'; until: number }
   /**
@@ -62,6 +67,11 @@ export interface SlotModel {
   lastRecycleAt: number
   /** `worker.recycle.held` was logged for the current episode. */
   recycleHeld: boolean
+  /**
+   * The supervisor holds the service's port (accepts and parks connections) from a worker's
+   * death until its successor serves: a crash refuses no connection (DESIGN.md §8).
+   */
+  holding: boolean
 }
 
 export type SlotEvent =
@@ -82,6 +92,8 @@ export type SlotEvent =
   | { type: 'replace'; reason: ReplaceReason }
   /** The predecessor of a replacement in progress has ended. */
   | { type: 'predecessor-exit'; exit: WorkerExit }
+  /** The current worker is ending on an uncaught exception (it waits briefly for a hold). */
+  | { type: 'dying' }
 
 export type LogLevel = 'info' | 'warn' | 'error'
 
@@ -106,6 +118,12 @@ export type SlotEffect =
   /** The replacement is called off: the predecessor is current again; the successor is ended. */
   | { do: 'restore-predecessor'; successor: 'terminate' | 'retire'; deadlineMs: number }
   | { do: 'settle-replace'; outcome: 'replaced' | 'failed' | 'skipped' }
+  /** Listen beside the worker on its address and park what connects. */
+  | { do: 'hold-ports' }
+  /** The successor serves: hand it the parked connections, stop listening. */
+  | { do: 'release-ports' }
+  /** No successor soon: reset the parked connections, stop listening. */
+  | { do: 'drop-ports' }
 
 /** What the slot reads from outside at each step. */
 export interface SlotEnv {
@@ -130,6 +148,11 @@ export const TERMINATE_MS = 1000
  * threads, and the exit itself needs some of it.
  */
 export const TERMINATE_PAST_BUDGET_MS = 300
+/**
+ * The longest restart back-off during which a dead worker's port stays held: clients wait that
+ * long rather than be refused; past it (a crash loop), refusing is the honest answer.
+ */
+export const HOLD_MAX_BACKOFF_MS = 1000
 
 export function initialModel(): SlotModel {
   return {
@@ -137,6 +160,7 @@ export function initialModel(): SlotModel {
     faults: [],
     lastRecycleAt: Number.NEGATIVE_INFINITY,
     recycleHeld: false,
+    holding: false,
   }
 }
 
@@ -146,6 +170,33 @@ export interface Step {
 }
 
 export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
+  const out = advance(model, ev, env)
+  if (!out.model.holding) return out
+  // A held port goes to the worker that serves next, or is let go once none is coming soon.
+  const s = out.model.state
+  if (s.tag === 'running') out.effects.push({ do: 'release-ports' })
+  else if (!mayHold(s, env.now)) out.effects.push({ do: 'drop-ports' })
+  else return out
+  return { model: { ...out.model, holding: false }, effects: out.effects }
+}
+
+/** States on the way from a dead worker to its successor. */
+function mayHold(s: SlotState, now: number): boolean {
+  switch (s.tag) {
+    case 'dying':
+      return true
+    case 'terminating':
+      return s.after === 'fault'
+    case 'backoff':
+      return s.until - now <= HOLD_MAX_BACKOFF_MS
+    case 'starting':
+      return !s.boot
+    default:
+      return false
+  }
+}
+
+function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
   const fx: SlotEffect[] = []
   const next = (state: SlotState, patch: Partial<SlotModel> = {}): Step => ({
     model: { ...model, ...patch, state },
@@ -253,6 +304,9 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
         return next(beginStop(ev.deadline))
       case 'backoff':
         return next(stopped('clean'))
+      case 'dying':
+        // It was ending on its own before the stop: a fault, not the shutdown's doing.
+        return next(terminate('terminated', 'stop', 'crashed'))
       case 'down':
         return next(stopped(s.outcome))
       case 'terminating':
@@ -373,8 +427,14 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
             silentMs,
             watchdogTimeoutMs: tuning.watchdogTimeout,
           })
-          return next(terminate('watchdog', 'fault', 'clean'))
+          if (env.cancelled) return next(terminate('watchdog', 'fault', 'clean'))
+          fx.push({ do: 'hold-ports' })
+          return next(terminate('watchdog', 'fault', 'clean'), { holding: true })
         }
+        case 'dying':
+          if (env.cancelled) return same()
+          fx.push({ do: 'hold-ports' })
+          return next({ tag: 'dying', until: now + TERMINATE_MS }, { holding: true })
         case 'tick':
           return recycleCheck(model, env, fx, log, next, same)
         case 'replace':
@@ -384,6 +444,12 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
         default:
           return same()
       }
+
+    case 'dying':
+      if (ev.type === 'exit') return afterFault(ev.exit, env.cancelled)
+      // It announced its end and did not end: it is ended.
+      if (ev.type === 'deadline') return next(terminate('exception', 'fault', 'clean'))
+      return same()
 
     case 'backoff':
       if (ev.type === 'deadline') {

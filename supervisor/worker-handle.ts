@@ -1,6 +1,7 @@
 import { MessageChannel, Worker } from 'node:worker_threads'
 import { configFor } from '../shared/config/slice.js'
 import type { Config } from '../shared/config/types.js'
+import { createDeathNotice, releaseDeath } from '../shared/death-notice.js'
 import { codedError } from '../shared/errors.js'
 import type { SupervisorOps, WorkerInit, WorkerOps } from '../shared/protocol.js'
 import { createRpc, type Rpc } from '../shared/rpc.js'
@@ -23,6 +24,8 @@ export interface WorkerHandle {
   alive(): boolean
   /** Ends the thread now; `reason` is what `exited` will report. */
   terminate(reason: ExitReason): Promise<WorkerExit>
+  /** Lets a worker that announced its death (`dying`) end. */
+  releaseDeath(): void
 }
 
 export interface SpawnOptions {
@@ -34,12 +37,14 @@ export interface SpawnOptions {
 /** Spawns a service's worker by file path (the supervisor never imports a worker's code). */
 export function spawnWorker(service: ServiceName, opts: SpawnOptions): WorkerHandle {
   const { port1, port2 } = new MessageChannel()
+  const deathNotice = createDeathNotice()
   const init: WorkerInit = {
     service,
     // Least privilege: no worker holds another service's secrets.
     config: configFor(service, opts.config),
     board: opts.board,
     failpointCounters: opts.failpointCounters,
+    deathNotice,
     control: port2,
   }
   const worker = new Worker(new URL(`../workers/${service}/main.js`, import.meta.url), {
@@ -80,6 +85,7 @@ export function spawnWorker(service: ServiceName, opts: SpawnOptions): WorkerHan
     rpc,
     exited,
     alive: () => alive,
+    releaseDeath: () => releaseDeath(deathNotice),
     async terminate(reason) {
       if (alive) {
         requested ??= reason

@@ -57,18 +57,18 @@ describe('decideRestart', () => {
     assert.deepEqual(decideRestart(tuning, crash, old, NOW, top), {
       action: 'restart',
       attempt: 1,
-      delayMs: 100,
+      delayMs: 0,
     })
     // Half in, half out of the window: only the recent ones count.
     const mixed = [...old, NOW - 10, NOW - 5]
     assert.deepEqual(decideRestart(tuning, crash, mixed, NOW, top), {
       action: 'restart',
       attempt: 3,
-      delayMs: 400,
+      delayMs: 200,
     })
   })
 
-  test('back-off doubles per attempt, capped at restartBackoffMax, with jitter down to half', () => {
+  test('the first fault in a window restarts at once; back-off doubles from the second, capped at restartBackoffMax, with jitter down to half', () => {
     const t = { ...tuning, maxRestarts: 20 }
     const delays = Array.from({ length: 10 }, (_, n) => {
       const d = decideRestart(t, crash, faults(n), NOW, top)
@@ -76,22 +76,23 @@ describe('decideRestart', () => {
       return d.action === 'restart' ? [d.attempt, d.delayMs] : []
     })
     assert.deepEqual(delays, [
-      [1, 100],
-      [2, 200],
-      [3, 400],
-      [4, 800],
-      [5, 1600],
-      [6, 3200],
-      [7, 6400],
-      [8, 12_800],
-      [9, 15_000],
+      [1, 0],
+      [2, 100],
+      [3, 200],
+      [4, 400],
+      [5, 800],
+      [6, 1600],
+      [7, 3200],
+      [8, 6400],
+      [9, 12_800],
       [10, 15_000],
     ])
     assert.deepEqual(decideRestart(t, crash, faults(3), NOW, bottom), {
       action: 'restart',
       attempt: 4,
-      delayMs: 400,
+      delayMs: 200,
     })
+    assert.deepEqual(decideRestart(t, crash, [], NOW, bottom), { action: 'restart', attempt: 1, delayMs: 0 })
     const custom = { ...t, restartBackoff: 10, restartBackoffMax: 25 }
     assert.deepEqual(decideRestart(custom, crash, faults(4), NOW, top), {
       action: 'restart',

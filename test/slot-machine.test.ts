@@ -164,11 +164,13 @@ describe('starting', () => {
 describe('running', () => {
   const running = at({ tag: 'running', until: NOW })
 
-  test('exit: the policy restarts with back-off and counts the fault', () => {
+  test('exit: the first fault restarts at once, the next after a back-off; each is counted', () => {
     const r = run(running, { type: 'exit', exit: crash })
-    assert.deepEqual(r.model.state, { tag: 'backoff', until: NOW + 100 })
+    assert.deepEqual(r.model.state, { tag: 'backoff', until: NOW })
     assert.deepEqual(r.model.faults, [NOW])
     assert.ok(does(r.effects).includes('count-restart'))
+    const again = run({ ...running, faults: [NOW - 1000] }, { type: 'exit', exit: crash })
+    assert.deepEqual(again.model.state, { tag: 'backoff', until: NOW + 100 })
   })
   test('exit past maxRestarts in the window: escalate (crash-loop)', () => {
     const r = run({ ...running, faults: [NOW - 2000, NOW - 1000] }, { type: 'exit', exit: crash })
@@ -381,5 +383,78 @@ describe('stopped', () => {
     ] satisfies SlotEvent[]) {
       assert.equal(run(s, ev).model, s)
     }
+  })
+})
+
+describe('port hold: from a worker death to its successor', () => {
+  const running = at({ tag: 'running', until: NOW })
+  const holding = (state: SlotState, over: Partial<SlotModel> = {}) => at(state, { holding: true, ...over })
+
+  test('an uncaught exception announced: the port is held while the thread ends', () => {
+    const r = run(running, { type: 'dying' })
+    assert.deepEqual(r.model.state, { tag: 'dying', until: NOW + TERMINATE_MS })
+    assert.deepEqual(does(r.effects), ['hold-ports'])
+    assert.equal(r.model.holding, true)
+  })
+  test('after the cancel, nothing is held: the run is ending', () => {
+    const r = run(running, { type: 'dying' }, { cancelled: true })
+    assert.deepEqual(r.model.state, running.state)
+    assert.deepEqual(r.effects, [])
+  })
+  test('death, restart at once, successor acknowledged: the held connections are handed over', () => {
+    const dead = run(holding({ tag: 'dying', until: NOW + TERMINATE_MS }), { type: 'exit', exit: crash })
+    assert.deepEqual(dead.model.state, { tag: 'backoff', until: NOW })
+    assert.equal(dead.model.holding, true)
+    assert.ok(!does(dead.effects).some((d) => d.endsWith('-ports')))
+    const started = run(dead.model, { type: 'deadline' })
+    assert.deepEqual(started.model.state, { tag: 'starting', boot: false, until: NOW + tuning.startTimeout })
+    assert.equal(started.model.holding, true)
+    const up = run(started.model, { type: 'start-ack' })
+    assert.equal(up.model.state.tag, 'running')
+    assert.equal(up.model.holding, false)
+    assert.deepEqual(does(up.effects).slice(-1), ['release-ports'])
+    assert.ok(does(up.effects).includes('log:worker.replaced'))
+  })
+  test('a short back-off keeps the hold; a long one, a crash loop or the run ending lets it go', () => {
+    const dying = holding({ tag: 'dying', until: NOW + TERMINATE_MS })
+    const short = run({ ...dying, faults: [NOW - 1000] }, { type: 'exit', exit: crash })
+    assert.deepEqual([short.model.state.tag, short.model.holding], ['backoff', true])
+    const slow = { ...tuning, restartBackoff: 5000, restartBackoffMax: 10_000 }
+    const long = run({ ...dying, faults: [NOW - 1000] }, { type: 'exit', exit: crash }, { tuning: slow })
+    assert.deepEqual([long.model.state.tag, long.model.holding], ['backoff', false])
+    assert.deepEqual(does(long.effects).slice(-1), ['drop-ports'])
+    const loop = run({ ...dying, faults: [NOW - 2000, NOW - 1000] }, { type: 'exit', exit: crash })
+    assert.deepEqual([loop.model.state.tag, loop.model.holding], ['down', false])
+    assert.ok(does(loop.effects).includes('drop-ports'))
+    const cancelled = run(holding({ tag: 'backoff', until: NOW + 50 }), { type: 'cancel' })
+    assert.deepEqual([cancelled.model.state.tag, cancelled.model.holding], ['down', false])
+    assert.deepEqual(does(cancelled.effects).slice(-1), ['drop-ports'])
+  })
+  test('a stop while dying: terminated, the hold let go, reported as a crash', () => {
+    const r = run(holding({ tag: 'dying', until: NOW + TERMINATE_MS }), { type: 'stop', deadline: NOW + 500 })
+    assert.equal(r.model.state.tag, 'terminating')
+    assert.ok(does(r.effects).includes('drop-ports'))
+    const gone = run(r.model, { type: 'exit', exit: crash })
+    assert.equal(settled(gone.effects, 'settle-stop')?.outcome, 'crashed')
+  })
+  test('announced its death and did not die: terminated at the deadline, the hold kept for the restart', () => {
+    const r = run(holding({ tag: 'dying', until: NOW }), { type: 'deadline' })
+    assert.equal(r.model.state.tag, 'terminating')
+    assert.deepEqual(r.effects.at(-1), { do: 'terminate', reason: 'exception' })
+    assert.equal(r.model.holding, true)
+  })
+  test('a blocked loop: the port is held before the watchdog terminates the thread', () => {
+    const r = run(running, { type: 'deadline' }, { heartbeatMs: NOW - 10_000 })
+    assert.deepEqual(does(r.effects).slice(-2), ['hold-ports', 'terminate'])
+    assert.equal(r.model.holding, true)
+    const late = run(running, { type: 'deadline' }, { heartbeatMs: NOW - 10_000, cancelled: true })
+    assert.ok(!does(late.effects).includes('hold-ports'))
+  })
+  test('a restart that fails keeps the hold through its own back-off', () => {
+    const restart = holding({ tag: 'starting', boot: false, until: NOW + 1000 }, { faults: [NOW - 10] })
+    const failed = run(restart, { type: 'start-error', err: new Error('no') })
+    assert.deepEqual([failed.model.state.tag, failed.model.holding], ['terminating', true])
+    const next = run(failed.model, { type: 'exit', exit: crash })
+    assert.deepEqual([next.model.state.tag, next.model.holding], ['backoff', true])
   })
 })

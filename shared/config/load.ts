@@ -28,7 +28,7 @@ export type Invocation =
 const KEYS = Object.keys(SETTINGS) as SettingKey[]
 
 /** The setting each service's address comes from: an empty address disables the service. */
-const ADDRESS_OF: Partial<Record<ServiceName, SettingKey>> = {
+export const ADDRESS_OF: Readonly<Partial<Record<ServiceName, SettingKey>>> = {
   token: 'tokenServerAddr',
   gateway: 'gatewayAddr',
   metrics: 'metricsServerAddr',
