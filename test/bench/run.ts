@@ -92,11 +92,27 @@ async function startupAndShutdown(): Promise<void> {
   )
 }
 
-async function memory(): Promise<void> {
-  const sc = startSidecar()
+/** Idle RSS of a sidecar started with `args`, after 3s of settling. */
+async function idleRss(args: string[] = []): Promise<{ rss: number; sc: Sidecar }> {
+  const sc = startSidecar({ args })
   await ready(sc, performance.now())
   await sleep(3000)
-  const rss = rssBytes(sc.proc.pid!)
+  return { rss: rssBytes(sc.proc.pid!), sc }
+}
+
+async function memory(): Promise<void> {
+  // Before the default resourceLimits (issue 11): every worker on V8's own limits.
+  const dir = mkdtempSync(join(tmpdir(), 'sia-bench-limits-'))
+  const unlimited = join(dir, 'config.json')
+  const services = ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']
+  writeFileSync(
+    unlimited,
+    JSON.stringify({ services: Object.fromEntries(services.map((s) => [s, { resourceLimits: {} }])) }),
+  )
+  const before = await idleRss(['--config', unlimited])
+  before.sc.kill()
+  await before.sc.exited
+  const { rss, sc } = await idleRss()
   const samples = parsePromText(await (await fetch(`${await sc.url('metrics')}/metrics`)).text())
   const heaps = Object.fromEntries(
     samples.filter((s) => s.name === 'sia_worker_heap_used_bytes').map((s) => [s.labels.service, s.value]),
@@ -118,6 +134,17 @@ async function memory(): Promise<void> {
       pass: ratio <= 1.3,
     },
     { rss, refRss, workerHeapUsedBytes: heaps },
+  )
+  record(
+    {
+      figure: 'idle RSS, default resourceLimits vs none',
+      value: `${fmt(rss / 2 ** 20)} MiB`,
+      reference: `${fmt(before.rss / 2 ** 20)} MiB (no resourceLimits)`,
+      ratio: rss / before.rss,
+      target: '≤ 1× (limits cost no memory)',
+      pass: rss <= before.rss,
+    },
+    { rss, unlimitedRss: before.rss },
   )
 }
 
