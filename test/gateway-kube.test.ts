@@ -7,6 +7,14 @@ import { type KubeApiDouble, startKubeApi } from './doubles/kube-api.js'
 import { alert, FIXTURE, gatewayEnv, metric, post, webhook } from './support/gateway.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
 
+async function waitFor(ok: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs
+  while (!ok()) {
+    if (Date.now() > end) throw new Error('condition not met in time')
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
 describe('gateway: kubernetes sink against an HTTPS API server', () => {
   let api: KubeApiDouble
   let sc: Sidecar
@@ -29,6 +37,7 @@ describe('gateway: kubernetes sink against an HTTPS API server', () => {
         GATEWAY_KUBE_GROUP: 'alerts.example.com',
         GATEWAY_KUBE_VERSION: 'v1',
         GATEWAY_KUBE_KIND: 'Signal',
+        HEALTH_CHECK_ADDR: '127.0.0.1:0',
       }),
     })
     base = await sc.url('gateway')
@@ -86,11 +95,31 @@ describe('gateway: kubernetes sink against an HTTPS API server', () => {
     assert.equal(api.requests.at(-1)?.authorization, 'Bearer sa-token-2')
   })
 
-  test('an API server refusing the token: 503, nothing is lost', async () => {
+  test('an API server refusing the token: 503, not ready until a dry run passes, nothing is lost', async () => {
+    const health = await sc.url('healthcheck')
+    const episodes = sc.events('gateway.not-ready').length
+    const recoveries = sc.events('gateway.ready-again').length
     api.setToken('someone-else')
     const r = await post(base, webhook([alert('Refused')]))
     assert.equal(r.status, 503)
+    await sc.waitForCount('gateway.not-ready', episodes + 1, { degraded: 'sink' })
+    const readyz = await fetch(`${health}/readyz`)
+    assert.equal(readyz.status, 503)
+    assert.deepEqual(((await readyz.json()) as { notReady: unknown }).notReady, [
+      { service: 'gateway', state: 'running', degraded: 'sink' },
+    ])
+    // Probes are dry runs: refused while the token is, and they store nothing.
+    const stored = api.objects.size
+    await waitFor(() => api.requests.some((q) => q.dryRun && q.status === 401))
     api.setToken('sa-token-2')
+    await sc.waitForCount('gateway.ready-again', recoveries + 1)
+    assert.equal((await fetch(`${health}/readyz`)).status, 200)
+    assert.ok(
+      api.requests.some((q) => q.dryRun && q.status === 201),
+      'a dry run passed',
+    )
+    assert.equal(api.objects.size, stored, 'a probe creates nothing')
     assert.equal((await post(base, webhook([alert('Refused')]))).status, 201)
+    assert.equal(api.objects.size, stored + 1)
   })
 })

@@ -22,7 +22,13 @@ export interface KubeApiDouble {
   /** Created objects by "<plural>/<namespace>/<name>". */
   objects: Map<string, KubeObject>
   /** Every request: method, path, status answered. */
-  requests: { method: string; path: string; status: number; authorization: string | undefined }[]
+  requests: {
+    method: string
+    path: string
+    status: number
+    authorization: string | undefined
+    dryRun: boolean
+  }[]
   /** The bearer token the API server accepts from now on. */
   setToken(token: string): void
   /** The next `n` creates and applies are answered `status` (e.g. 500, 403). */
@@ -91,9 +97,18 @@ export async function startKubeApi(opts: { token: string; user?: string }): Prom
   const user = opts.user ?? 'system:serviceaccount:default:default'
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
-    const path = new URL(req.url ?? '/', 'https://x').pathname
+    const reqUrl = new URL(req.url ?? '/', 'https://x')
+    const path = reqUrl.pathname
+    // A server-side dry run (?dryRun=All): every check, nothing stored.
+    const dryRun = reqUrl.searchParams.get('dryRun') === 'All'
     const answer = (status: number, body: unknown) => {
-      requests.push({ method: req.method ?? '', path, status, authorization: req.headers.authorization })
+      requests.push({
+        method: req.method ?? '',
+        path,
+        status,
+        authorization: req.headers.authorization,
+        dryRun,
+      })
       res.writeHead(status, { 'content-type': 'application/json' })
       res.end(JSON.stringify(body))
     }
@@ -233,7 +248,7 @@ export async function startKubeApi(opts: { token: string; user?: string }): Prom
       ...obj,
       metadata: { ...obj.metadata, namespace: namespace!, uid: `uid-${++uid}` },
     }
-    objects.set(id, stored)
+    if (!dryRun) objects.set(id, stored)
     answer(201, stored)
   }
 

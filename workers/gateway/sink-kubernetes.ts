@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { Agent } from 'node:https'
 import { codedError } from '../../shared/errors.js'
 import { inClusterApi, kubeRequest, readOptional } from '../../shared/kube/in-cluster.js'
@@ -39,7 +39,12 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
     api,
   )
 
-  const create = async (r: SinkRecord) => {
+  // A server-side dry run goes through authentication, authorization, admission and the schema,
+  // and stores nothing: what a create needs, checked without creating.
+  const dryRun = new URL(url)
+  dryRun.searchParams.set('dryRun', 'All')
+
+  const create = async (r: SinkRecord, target = url) => {
     // Projected service-account tokens rotate: read the file on every write.
     const token = (await readOptional(opts.tokenFile))?.trim()
     const body = JSON.stringify({
@@ -52,7 +57,7 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
       },
       spec: r,
     })
-    const { status, text } = await kubeRequest(url, {
+    const { status, text } = await kubeRequest(target, {
       method: 'POST',
       agent,
       token,
@@ -73,10 +78,12 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
   return {
     name: 'kubernetes',
     async write(records) {
-      const results = await Promise.allSettled(records.map(create))
+      const results = await Promise.allSettled(records.map((r) => create(r)))
       const failed = results.find((x) => x.status === 'rejected')
       if (failed) throw failed.reason
     },
+    /** A failed sink is ready again once the API server would accept a create (DESIGN.md §7). */
+    probe: () => create(probeRecord(), dryRun),
     async close() {
       agent.destroy()
     },
@@ -89,4 +96,23 @@ export function resourceName(r: SinkRecord): string {
     .update(`${r.fingerprint}\0${r.status}\0${r.startsAt ?? ''}`)
     .digest('hex')
   return `alert-${h.slice(0, 32)}`
+}
+
+/** What a probe dry-runs: a record like any other, under a name no alert has. */
+function probeRecord(): SinkRecord {
+  const now = new Date().toISOString()
+  return {
+    fingerprint: `probe-${randomUUID()}`,
+    alertname: 'SiaGatewaySinkProbe',
+    status: 'firing',
+    severity: null,
+    namespace: null,
+    labels: { alertname: 'SiaGatewaySinkProbe' },
+    annotations: {},
+    startsAt: now,
+    endsAt: null,
+    generatorURL: null,
+    receiver: null,
+    receivedAt: now,
+  }
 }
