@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { connect, type Socket } from 'node:net'
 import { test } from 'node:test'
 import { alert, gatewayEnv, metric, post, webhook } from './support/gateway.js'
 import { type Sidecar, startReady, startSidecar, stop } from './support/sidecar.js'
@@ -90,4 +91,61 @@ test('HTTP_HEADER_TIMEOUT longer than HTTP_REQUEST_TIMEOUT, or 0: exit 2 naming 
     assert.equal((await sc.exited).code, 2)
     assert.match(sc.stderr(), name)
   }
+})
+
+/** A chunked webhook whose first `bytes` arrive at once, and whose end never does. */
+function stalledBody(port: number, bytes: number): { socket: Socket; answer: Promise<string> } {
+  const socket = connect({ host: '127.0.0.1', port })
+  socket.write(
+    'POST /api/v1/signals/prometheus HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n' +
+      'transfer-encoding: chunked\r\n\r\n',
+  )
+  socket.write(`${bytes.toString(16)}\r\n${'['.padEnd(bytes, ' ')}\r\n`)
+  let got = ''
+  const answer = new Promise<string>((resolve) => {
+    socket.on('data', (d) => {
+      got += d
+    })
+    socket.once('close', () => resolve(got))
+    socket.once('error', () => resolve(got))
+  })
+  return { socket, answer }
+}
+
+test('GATEWAY_MAX_BUFFERED_BYTES: stalled large bodies are shed with 503 to make room; a valid webhook still gets 201', async (t) => {
+  const sc = await launch({ GATEWAY_MAX_BODY_BYTES: '1048576', GATEWAY_MAX_BUFFERED_BYTES: '2097152' })
+  t.after(() => stop(sc, 'SIGKILL'))
+  const base = await sc.url('gateway')
+  const metricsUrl = `${await sc.url('metrics')}/metrics`
+  const buffered = async () =>
+    metric(await (await fetch(metricsUrl)).text(), 'gateway_body_bytes_buffered') ?? 0
+  const KIB900 = 900 * 1024
+  const first = stalledBody(port(base), KIB900)
+  const second = stalledBody(port(base), KIB900)
+  t.after(() => {
+    first.socket.destroy()
+    second.socket.destroy()
+  })
+  while ((await buffered()) < 2 * KIB900) await new Promise((r) => setTimeout(r, 20))
+  // A third: 2.7 MiB would be held. The third makes room by shedding one of the two larger ones…
+  const third = stalledBody(port(base), KIB900)
+  t.after(() => third.socket.destroy())
+  const shedAnswer = await Promise.race([first.answer, second.answer])
+  assert.match(shedAnswer, /^HTTP\/1\.1 503 /)
+  assert.match(shedAnswer, /retry-after: 1/i)
+  assert.match(shedAnswer, /"detail":"the gateway holds 2097152 bytes of request bodies already; retry"/)
+  // …and a small valid webhook finds room beside what is left.
+  const valid = await post(base, webhook([alert('BesideTheStalled')]))
+  assert.equal(valid.status, 201, JSON.stringify(valid.body))
+  const text = await (await fetch(metricsUrl)).text()
+  assert.equal(metric(text, 'gateway_bodies_shed_total'), 1)
+  assert.ok((metric(text, 'gateway_body_bytes_buffered') ?? Number.NaN) <= 2 * 1024 * 1024)
+})
+
+test('GATEWAY_MAX_BUFFERED_BYTES below GATEWAY_MAX_BODY_BYTES: exit 2 naming the setting', async () => {
+  const sc = startSidecar({
+    env: gatewayEnv({ GATEWAY_MAX_BODY_BYTES: '1048576', GATEWAY_MAX_BUFFERED_BYTES: '1000' }),
+  })
+  assert.equal((await sc.exited).code, 2)
+  assert.match(sc.stderr(), /invalid setting GATEWAY_MAX_BUFFERED_BYTES: must be 0 \(no limit\) or at least/)
 })

@@ -118,6 +118,12 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   ] as const) {
     if (s[key] <= 0) throw configError(envName(key), 'must be greater than 0')
   }
+  if (s.gatewayMaxBufferedBytes !== 0 && s.gatewayMaxBufferedBytes < s.gatewayMaxBodyBytes) {
+    throw configError(
+      envName('gatewayMaxBufferedBytes'),
+      'must be 0 (no limit) or at least GATEWAY_MAX_BODY_BYTES: a body of the largest size must fit',
+    )
+  }
   if (s.httpHeaderTimeout > s.httpRequestTimeout) {
     throw configError(envName('httpHeaderTimeout'), 'must not be longer than HTTP_REQUEST_TIMEOUT')
   }

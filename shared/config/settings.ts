@@ -313,6 +313,11 @@ export const SETTINGS = {
     secret: true,
     help: 'bearer token webhook senders must present (empty: no auth)',
   },
+  gatewayMaxBufferedBytes: {
+    kind: 'int',
+    default: '16777216',
+    help: 'request body bytes the gateway holds at once, arriving or being stored; past it the largest body still arriving is cut off with 503 (0: no limit; else at least GATEWAY_MAX_BODY_BYTES)',
+  },
   gatewayMaxInflight: {
     kind: 'int',
     default: '256',

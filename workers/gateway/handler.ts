@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { readBody } from '../../shared/http/body.js'
+import type { BodyBudget } from '../../shared/http/body-budget.js'
 import { sendJson, sendProblem } from '../../shared/http/problem.js'
 import { bearerChecker } from './auth.js'
 import { createIngest, type IngestOptions } from './ingest.js'
@@ -16,6 +17,8 @@ const LINGER_MS = 500
 export interface HandlerOptions extends IngestOptions {
   maxBodyBytes: number
   maxInflight: number
+  /** Body bytes held at once across requests (GATEWAY_MAX_BUFFERED_BYTES). */
+  budget: BodyBudget
   authToken: string
   /** Process readiness (the status board), mirrored on /ready. */
   ready(): { ready: boolean; body: unknown }
@@ -51,6 +54,7 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
   const ingest = createIngest(opts)
   const authorized = opts.authToken ? bearerChecker(opts.authToken) : () => true
   let inflight = 0
+  const { budget } = opts
 
   const tooLarge = (req: IncomingMessage, res: ServerResponse) => {
     closeLingering(req)
@@ -81,20 +85,40 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
    * trickling its body holds a connection, not a slot), then ingests it within GATEWAY_MAX_INFLIGHT.
    */
   const accept = async (req: IncomingMessage, res: ServerResponse) => {
-    const read = await readBody(req, opts.maxBodyBytes)
+    const read = await readBody(req, opts.maxBodyBytes, budget)
     if (!read.ok) {
       if (read.reason === 'too-large') tooLarge(req, res)
+      if (read.reason === 'over-budget') shed(req, res)
       return // aborted, or the read deadline passed (Node answered 408): nobody is listening
     }
-    if (busy()) return overloaded(res)
-    inflight++
-    metrics.inflight.inc()
     try {
-      await ingestBody(req, res, read.body)
+      if (busy()) return overloaded(res)
+      inflight++
+      metrics.inflight.inc()
+      try {
+        await ingestBody(req, res, read.body)
+      } finally {
+        inflight--
+        metrics.inflight.dec()
+      }
     } finally {
-      inflight--
-      metrics.inflight.dec()
+      read.release()
     }
+  }
+
+  /** The body was cut off to stay within the byte budget; the rest of it is never read. */
+  const shed = (req: IncomingMessage, res: ServerResponse) => {
+    metrics.shed.inc()
+    closeLingering(req)
+    sendProblem(
+      res,
+      {
+        status: 503,
+        title: 'Service Unavailable',
+        detail: `the gateway holds ${budget.limit} bytes of request bodies already; retry`,
+      },
+      { 'retry-after': RETRY_AFTER_BUSY, connection: 'close' },
+    )
   }
 
   const ingestBody = async (req: IncomingMessage, res: ServerResponse, body: Buffer) => {

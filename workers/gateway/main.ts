@@ -1,5 +1,6 @@
 import { createServer } from 'node:http'
 import { defineService } from '../../shared/define-service.js'
+import { createBodyBudget } from '../../shared/http/body-budget.js'
 import { readiness } from '../../shared/readiness.js'
 import { createMemoryStore } from './dedup-memory.js'
 import { createRedisStore } from './dedup-redis.js'
@@ -62,11 +63,13 @@ defineService({
     })
     signal.addEventListener('abort', () => health.stop(), { once: true })
     onStop(() => health.stop())
-    const metrics = createMetrics(registry, store, health)
+    const budget = createBodyBudget(config.gatewayMaxBufferedBytes)
+    const metrics = createMetrics(registry, store, health, budget)
     const server = createServer(
       createHandler({
         maxBodyBytes: config.gatewayMaxBodyBytes,
         maxInflight: config.gatewayMaxInflight,
+        budget,
         authToken: config.gatewayAuthToken,
         fingerprintLabels: config.gatewayFingerprintLabels,
         recordResolved: config.gatewayRecordResolved,

@@ -1,3 +1,4 @@
+import type { BodyBudget } from '../../shared/http/body-budget.js'
 import { Counter, Gauge, Histogram, type Registry } from '../../shared/prom.js'
 import type { DedupStore } from './dedup-store.js'
 import type { GatewayHealth } from './health.js'
@@ -9,12 +10,26 @@ export interface GatewayMetrics {
   requests: Counter<'code'>
   duration: Histogram
   inflight: Gauge
+  shed: Counter
   sinkErrors: Counter<'sink'>
 }
 
 /** The gateway_* series of the issue, in the worker's registry (labelled service="gateway"). */
-export function createMetrics(registry: Registry, store: DedupStore, health: GatewayHealth): GatewayMetrics {
+export function createMetrics(
+  registry: Registry,
+  store: DedupStore,
+  health: GatewayHealth,
+  budget: BodyBudget,
+): GatewayMetrics {
   const registers = [registry]
+  new Gauge({
+    name: 'gateway_body_bytes_buffered',
+    help: 'Request body bytes held now, arriving or being stored (bounded by GATEWAY_MAX_BUFFERED_BYTES)',
+    registers,
+    collect() {
+      this.set(budget.used())
+    },
+  })
   new Gauge({
     name: 'gateway_sink_up',
     help: 'Whether the sink takes writes (0 from a failed write until a write or a probe succeeds)',
@@ -63,6 +78,11 @@ export function createMetrics(registry: Registry, store: DedupStore, health: Gat
     inflight: new Gauge({
       name: 'gateway_inflight_requests',
       help: 'Webhook requests being ingested (body received, dedup and sink under way)',
+      registers,
+    }),
+    shed: new Counter({
+      name: 'gateway_bodies_shed_total',
+      help: 'Request bodies cut off with 503 because GATEWAY_MAX_BUFFERED_BYTES was reached',
       registers,
     }),
     sinkErrors: new Counter({
