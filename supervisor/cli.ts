@@ -5,4 +5,4 @@ import { installSignalHandlers } from './signals.js'
 const signals = installSignalHandlers()
 await import('../shared/compile-cache.js') // before the rest loads, so it is read from the cache
 const { main } = await import('./main.js')
-main(signals)
+await main(signals)

@@ -1,9 +1,8 @@
 import { readFileSync } from 'node:fs'
-import { loadConfig } from '../shared/config/load.js'
+import type { Invocation } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
-import { runInit } from '../shared/identity/init-mode.js'
 import { createLogger, type Logger } from '../shared/logger.js'
-import { helpText } from './help.js'
+import { loadConfigOffThread } from './load-config.js'
 import { run } from './run.js'
 import type { SignalRouter } from './signals.js'
 
@@ -12,16 +11,19 @@ const { version } = JSON.parse(readFileSync(new URL('../../package.json', import
 }
 
 /** The CLI once its signal handlers are in place: configuration, then the run or the init. */
-export function main(signals: SignalRouter): void {
-  let invocation: ReturnType<typeof loadConfig>
+export async function main(signals: SignalRouter): Promise<void> {
+  let invocation: Invocation
   try {
-    invocation = loadConfig(process.argv.slice(2), process.env)
+    invocation = await loadConfigOffThread(process.argv.slice(2), process.env)
   } catch (err) {
     // One clear line naming the setting; nothing has been started.
     process.stderr.write(`sia-supervisor: ${(err as Error).message}\n`)
     process.exit(2)
   }
-  if (invocation.kind === 'help') return void process.stdout.write(`${helpText(version)}\n`)
+  if (invocation.kind === 'help') {
+    const { helpText } = await import('./help.js')
+    return void process.stdout.write(`${helpText(version)}\n`)
+  }
   if (invocation.kind === 'version') return void process.stdout.write(`${version}\n`)
 
   const log = createLogger('supervisor', invocation.config.logLevel, { logDir: invocation.config.logDir })
@@ -31,8 +33,8 @@ export function main(signals: SignalRouter): void {
   }
   const { config } = invocation
   // SIGHUP: the configuration as the files say now (the environment and flags cannot change).
-  const reread = () => {
-    const next = loadConfig(process.argv.slice(2), process.env)
+  const reread = async () => {
+    const next = await loadConfigOffThread(process.argv.slice(2), process.env)
     if (next.kind !== 'run') throw new Error('unreachable: the arguments asked for a run at boot')
     return next.config
   }
@@ -60,6 +62,8 @@ async function init(config: Config, log: Logger, signals: SignalRouter) {
     reload: (signal) => log.info({ event: 'supervisor.signal.ignored', signal }, `ignoring ${signal}`),
     other: (signal) => log.info({ event: 'supervisor.signal.ignored', signal }, `ignoring ${signal}`),
   })
+  // Only an init container fetches the identity on this thread: a run never loads that code here.
+  const { runInit } = await import('../shared/identity/init-mode.js')
   const code = await runInit(config, log)
   log.info({ event: 'supervisor.exit', code, cause: 'init' }, `exiting with ${code}`)
   return code

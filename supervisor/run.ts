@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAddress } from '../shared/address.js'
-import { ADDRESS_OF } from '../shared/config/load.js'
+import { ADDRESS_OF } from '../shared/config/addresses.js'
 import type { Config } from '../shared/config/types.js'
 import { codedError } from '../shared/errors.js'
 import { createFailpointCounters, createFailpoints, parseFailpoints } from '../shared/failpoints.js'
@@ -24,7 +24,7 @@ export async function run(
   boot: Config,
   log: Logger,
   signals: SignalRouter,
-  reread: () => Config,
+  reread: () => Promise<Config>,
 ): Promise<never> {
   let config = boot // SIGHUP replaces it
   const board = createStatusBoard()
@@ -74,7 +74,7 @@ export async function run(
     reloading = true
     log.info({ event: 'supervisor.reload' }, 'reloading the configuration')
     try {
-      const next = reread()
+      const next = await reread()
       const fixed = fixedSettings(config, next)
       if (fixed.length) throw codedError('ERR_RELOAD', `${fixed.join(', ')} can change only with a restart`)
       config = next

@@ -8,6 +8,7 @@ import { checkTemplate, roleCertPath, tokenFilePath } from '../identity/naming.j
 import { parseSubject } from '../identity/subject.js'
 import { isAthenzName, parseTargets, type Target } from '../identity/targets.js'
 import { SERVICES, type ServiceName } from '../services.js'
+import { ADDRESS_OF } from './addresses.js'
 import { DEFAULT_RESOURCE_LIMITS } from './limits.js'
 import { parseRedisUrl } from './redis-url.js'
 import { servicesSchema, settingSchema, type TuningInput } from './schema.js'
@@ -26,14 +27,6 @@ export type Invocation =
   | { kind: 'run'; config: Config; warnings: ConfigWarning[] }
 
 const KEYS = Object.keys(SETTINGS) as SettingKey[]
-
-/** The setting each service's address comes from: an empty address disables the service. */
-export const ADDRESS_OF: Readonly<Partial<Record<ServiceName, SettingKey>>> = {
-  token: 'tokenServerAddr',
-  gateway: 'gatewayAddr',
-  metrics: 'metricsServerAddr',
-  healthcheck: 'healthCheckAddr',
-}
 
 function configError(setting: string, reason: string) {
   const err = codedError('ERR_CONFIG', `invalid setting ${setting}: ${reason}`)
