@@ -11,7 +11,7 @@ import { spawnWorker } from '../../supervisor/worker-handle.js'
 import { bigBatch, metric } from '../support/gateway.js'
 import { parsePromText } from '../support/prom-text.js'
 import { startRedis } from '../support/redis.js'
-import { type Sidecar, startSidecar } from '../support/sidecar.js'
+import { type Sidecar, type SidecarOptions, startSidecar as startTestSidecar } from '../support/sidecar.js'
 import { startBareServer } from './bare-server.js'
 import { runLoad } from './load.js'
 import { alertPayload } from './load-process.js'
@@ -34,6 +34,12 @@ interface Row {
   target: string
   pass?: boolean
 }
+/** BENCH_CONFIG=file: every sidecar of the bench reads that config file (e.g. other resourceLimits). */
+function startSidecar(opts: SidecarOptions = {}): Sidecar {
+  const file = process.env.BENCH_CONFIG
+  return startTestSidecar(file ? { ...opts, env: { SIA_CONFIG_FILE: file, ...opts.env } } : opts)
+}
+
 const rows: Row[] = []
 const raw: Record<string, unknown> = {}
 const fmt = (n: number, digits = 1) => n.toFixed(digits)
