@@ -14,6 +14,8 @@ export interface LoadJob {
   body?: string
   /** Each request gets a fresh alert fingerprint (gateway: no duplicates). */
   uniqueAlert?: boolean
+  /** With `uniqueAlert`: alerts in each batch (default 1). */
+  alertsPerRequest?: number
 }
 
 export interface LoadResult {
@@ -25,7 +27,7 @@ export interface LoadResult {
   errors: number
 }
 
-export function alertPayload(fingerprint: string): string {
+export function alertPayload(fingerprint: string, alerts = 1): string {
   return JSON.stringify({
     version: '4',
     groupKey: 'bench',
@@ -35,17 +37,18 @@ export function alertPayload(fingerprint: string): string {
     commonLabels: {},
     commonAnnotations: {},
     externalURL: 'http://alertmanager',
-    alerts: [
-      {
+    alerts: Array.from({ length: alerts }, (_, i) => {
+      const id = alerts === 1 ? fingerprint : `${fingerprint}${i.toString(16).padStart(4, '0')}`
+      return {
         status: 'firing',
-        labels: { alertname: 'Bench', namespace: 'bench', severity: 'warning', id: fingerprint },
+        labels: { alertname: 'Bench', namespace: 'bench', severity: 'warning', id },
         annotations: { summary: 'bench' },
         startsAt: new Date().toISOString(),
         endsAt: '0001-01-01T00:00:00Z',
         generatorURL: 'http://prometheus',
-        fingerprint,
-      },
-    ],
+        fingerprint: id,
+      }
+    }),
   })
 }
 
@@ -60,7 +63,12 @@ process.once('message', async (job: LoadJob) => {
         headers: job.headers ?? {},
         ...(job.body ? { body: job.body } : {}),
         ...(job.uniqueAlert
-          ? { setupRequest: (req) => ({ ...req, body: alertPayload(randomUUID().replaceAll('-', '')) }) }
+          ? {
+              setupRequest: (req) => ({
+                ...req,
+                body: alertPayload(randomUUID().replaceAll('-', ''), job.alertsPerRequest),
+              }),
+            }
           : {}),
       },
     ],
