@@ -7,7 +7,10 @@ import type { Alert } from './payload.js'
  * one, else a hash of the whole label set. Labels are sorted so the order on the wire is irrelevant.
  */
 export function fingerprintOf(alert: Alert, labels: readonly string[]): string {
-  if (labels.length > 0) return hashLabels(labels.map((name) => [name, alert.labels[name] ?? '']))
+  if (labels.length > 0)
+    return hashLabels(
+      labels.map((name) => [name, Object.hasOwn(alert.labels, name) ? alert.labels[name]! : '']),
+    )
   if (alert.fingerprint) return alert.fingerprint
   return hashLabels(Object.entries(alert.labels))
 }
