@@ -11,10 +11,10 @@ const { version } = JSON.parse(readFileSync(new URL('../../package.json', import
 }
 
 /** The CLI once its signal handlers are in place: configuration, then the run or the init. */
-export async function main(signals: SignalRouter): Promise<void> {
+export async function main(signals: SignalRouter, loading: Promise<Invocation>): Promise<void> {
   let invocation: Invocation
   try {
-    invocation = await loadConfigOffThread(process.argv.slice(2), process.env)
+    invocation = await loading
   } catch (err) {
     // One clear line naming the setting; nothing has been started.
     process.stderr.write(`sia-supervisor: ${(err as Error).message}\n`)
