@@ -34,19 +34,21 @@ export async function untilOk(url: string, t0: number, timeoutMs = 30_000): Prom
   }
 }
 
-const SIX_WORKERS = `
+const EMPTY_WORKERS = (n: number) => `
 const { Worker } = require('node:worker_threads')
 let ready = 0
-for (let i = 0; i < 6; i++) {
+if (${n} === 0) console.log('ready')
+for (let i = 0; i < ${n}; i++) {
   const w = new Worker("require('node:worker_threads').parentPort.postMessage(1); setInterval(() => {}, 1 << 30)", { eval: true })
-  w.once('message', () => { if (++ready === 6) console.log('ready') })
+  w.once('message', () => { if (++ready === ${n}) console.log('ready') })
 }
+setInterval(() => {}, 1 << 30)
 `
 
-/** The reference process: `node -e` that only starts six empty workers and stays idle. */
-export function startSixWorkers(): Promise<{ pid: number; ms: number; stop(): void }> {
+/** The reference process: `node -e` that only starts `n` empty workers (six) and stays idle. */
+export function startSixWorkers(n = 6): Promise<{ pid: number; ms: number; stop(): void }> {
   const t0 = performance.now()
-  const child = spawn(process.execPath, ['-e', SIX_WORKERS], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, ['-e', EMPTY_WORKERS(n)], { stdio: ['ignore', 'pipe', 'inherit'] })
   return new Promise((resolve, reject) => {
     child.stdout.once('data', () =>
       resolve({ pid: child.pid!, ms: performance.now() - t0, stop: () => void child.kill('SIGKILL') }),

@@ -155,6 +155,72 @@ async function memory(): Promise<void> {
   )
 }
 
+/**
+ * Where the idle RSS goes: each worker's marginal cost, the sidecar with all six services less the
+ * sidecar with all but that one, against the marginal cost of an empty worker (six empty workers
+ * less five). Marginal, because RSS differences from a near-empty process mislead: the allocator
+ * keeps what the configuration thread freed, and the next thread reuses it. Medians of three starts.
+ */
+async function memoryPerWorker(): Promise<void> {
+  const services = ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']
+  const addresses: Record<string, string> = {
+    token: 'TOKEN_SERVER_ADDR',
+    gateway: 'GATEWAY_ADDR',
+    metrics: 'METRICS_SERVER_ADDR',
+    healthcheck: 'HEALTH_CHECK_ADDR',
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'sia-bench-per-worker-'))
+  const median3 = async (one: () => Promise<number>) => median([await one(), await one(), await one()])
+  const rssWithout = (left: string | undefined) =>
+    median3(async () => {
+      const file = join(dir, `without-${left ?? 'none'}.json`)
+      writeFileSync(file, JSON.stringify({ services: left ? { [left]: { enabled: false } } : {} }))
+      const env: Record<string, string> = left && addresses[left] ? { [addresses[left]]: '' } : {}
+      const sc = startSidecar({ args: ['--config', file], env })
+      await sc.waitForEvent('supervisor.ready', {}, 30_000)
+      await sleep(3000)
+      const rss = rssBytes(sc.proc.pid!)
+      sc.kill()
+      await sc.exited
+      return rss
+    })
+  const emptyRss = (n: number) =>
+    median3(async () => {
+      const ref = await startSixWorkers(n)
+      await sleep(2000)
+      const rss = rssBytes(ref.pid)
+      ref.stop()
+      return rss
+    })
+  const oneEmpty = (await emptyRss(6)) - (await emptyRss(5))
+  const all = await rssWithout(undefined)
+  const mib = (b: number) => `${fmt(b / 2 ** 20)} MiB`
+  let workers = 0
+  for (const s of services) {
+    const added = all - (await rssWithout(s))
+    workers += added
+    record(
+      {
+        figure: `memory: ${s} worker (marginal)`,
+        value: `+${mib(added)}`,
+        reference: `+${mib(oneEmpty)} (an empty worker)`,
+        ratio: added / oneEmpty,
+        target: 'report',
+      },
+      { added, oneEmpty },
+    )
+  }
+  record(
+    {
+      figure: 'memory: the rest (node, the supervisor, what threads share)',
+      value: mib(all - workers),
+      reference: `${mib((await emptyRss(6)) - 6 * oneEmpty)} (node with six empty workers, less theirs)`,
+      target: 'report',
+    },
+    { all, workers },
+  )
+}
+
 async function tokenServer(): Promise<void> {
   const sc = startSidecar()
   await ready(sc, performance.now())
@@ -583,6 +649,7 @@ async function curves(): Promise<void> {
 const FIGURES: Record<string, () => Promise<void>> = {
   startup: startupAndShutdown,
   memory,
+  'memory-per-worker': memoryPerWorker,
   control: controlRoundTrip,
   token: tokenServer,
   gateway,
