@@ -46,6 +46,7 @@ export function svgChart(c: Chart): string {
   const py = (y: number) => H - M.bottom - (y / yMax) * (H - M.top - M.bottom)
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+    `<title>${esc(c.title)}</title>`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
     `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(c.title)}</text>`,
   ]

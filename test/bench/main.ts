@@ -47,6 +47,8 @@ function runOn(node: string, results: string, skipCurves: boolean): Promise<Resu
   )
 }
 
+const sameFigure = (a: string, b: string) =>
+  a.replace(/\(\d+ [^)]*\)/g, '') === b.replace(/\(\d+ [^)]*\)/g, '')
 const fmtRatio = (r: Row | undefined) => (r?.ratio === undefined ? '—' : `${r.ratio.toFixed(2)}×`)
 const verdict = (r: Row | undefined) => (r?.pass === undefined ? '—' : r.pass ? 'PASS' : 'FAIL')
 
@@ -65,7 +67,8 @@ const lines = [
   `|---|---|---|---|---|---|${second.map(() => '---|---|').join('')}`,
   ...main.rows.map((r) => {
     const cols = second.map((s) => {
-      const o = s.results.rows.find((x) => x.figure === r.figure)
+      // Figures that name a count (series, alerts) match on the rest of their name.
+      const o = s.results.rows.find((x) => sameFigure(x.figure, r.figure))
       return ` ${o?.value ?? '—'} | ${fmtRatio(o)} |`
     })
     return `| ${r.figure} | ${r.value} | ${r.reference} | ${fmtRatio(r)} | ${r.target} | ${verdict(r)} |${cols.join('')}`
