@@ -26,7 +26,7 @@ test('a configured label absent from the alert counts as empty, never as a proto
 test('__proto__ and constructor are labels like any other: kept, and part of the fingerprint', async () => {
   const a = await alertFrom('{"alertname":"A","__proto__":"x","constructor":"y"}')
   assert.deepEqual(Object.keys(a.labels).sort(), ['__proto__', 'alertname', 'constructor'])
-  assert.equal(JSON.parse(JSON.stringify(a.labels)).__proto__, 'x')
+  assert.match(JSON.stringify(a.labels), /"__proto__":"x"/)
   const b = await alertFrom('{"alertname":"A","__proto__":"z","constructor":"y"}')
   assert.notEqual(fingerprintOf(a, []), fingerprintOf(b, []))
   assert.notEqual(fingerprintOf(a, ['__proto__']), fingerprintOf(b, ['__proto__']))
