@@ -7,7 +7,7 @@ import type { Sidecar, SidecarOptions } from '../support/sidecar.js'
 import { startBareServer } from './bare-server.js'
 import { type Chart, writeChart } from './chart.js'
 import { runLoad } from './load.js'
-import { median, percentile, rssBytes, untilOk } from './measures.js'
+import { median, percentile, rssBytes, scrapes, untilOk } from './measures.js'
 
 /**
  * How the costs grow (issue 14): RSS and scrape latency against the token cache's entries (each
@@ -40,13 +40,7 @@ function draw(name: string, chart: Chart): string | undefined {
 }
 
 async function scrapeTimes(url: string, n: number): Promise<{ times: number[]; series: number }> {
-  const times: number[] = []
-  let text = ''
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now()
-    text = await (await fetch(url)).text()
-    times.push(performance.now() - t0)
-  }
+  const { times, text } = await scrapes(url, n)
   return { times, series: text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length }
 }
 

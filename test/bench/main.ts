@@ -1,6 +1,7 @@
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { relative } from 'node:path'
+import type { Row } from './measures.js'
 
 /**
  * `npm run bench`: the figures on the image's Node (the one first on PATH, 26 in CI) and, as a
@@ -8,14 +9,6 @@ import { relative } from 'node:path'
  * when it is another major, Node 20 here). Each runtime runs test/bench/run.js in a process of its
  * own, so every sidecar it starts runs on that Node; the cost curves are drawn for the first only.
  */
-interface Row {
-  figure: string
-  value: string
-  reference: string
-  ratio?: number
-  target: string
-  pass?: boolean
-}
 interface Results {
   machine: string
   rows: Row[]

@@ -77,3 +77,25 @@ export async function bareEchoRoundTrips(n: number): Promise<number[]> {
   await worker.terminate()
   return times
 }
+
+/** One figure of the bench, as results.json holds it. */
+export interface Row {
+  figure: string
+  value: string
+  reference: string
+  ratio?: number
+  target: string
+  pass?: boolean
+}
+
+/** Sequential scrapes of /metrics: their latencies (ms) and the last exposition. */
+export async function scrapes(url: string, n: number): Promise<{ times: number[]; text: string }> {
+  const times: number[] = []
+  let text = ''
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now()
+    text = await (await fetch(url)).text()
+    times.push(performance.now() - t0)
+  }
+  return { times, text }
+}

@@ -16,7 +16,16 @@ import { startBareServer } from './bare-server.js'
 import { type CurveReport, costCurves } from './curves.js'
 import { runLoad } from './load.js'
 import { alertPayload } from './load-process.js'
-import { bareEchoRoundTrips, median, percentile, rssBytes, startSixWorkers, untilOk } from './measures.js'
+import {
+  bareEchoRoundTrips,
+  median,
+  percentile,
+  type Row,
+  rssBytes,
+  scrapes,
+  startSixWorkers,
+  untilOk,
+} from './measures.js'
 
 /**
  * `npm run bench`: every figure measured side by side with its reference in one run on this
@@ -27,14 +36,6 @@ const DURATION_SEC = Number(process.env.BENCH_DURATION ?? 10)
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 10)
 const CONNECTIONS = 50
 
-interface Row {
-  figure: string
-  value: string
-  reference: string
-  ratio?: number
-  target: string
-  pass?: boolean
-}
 /** BENCH_CONFIG=file: every sidecar of the bench reads that config file (e.g. other resourceLimits). */
 function startSidecar(opts: SidecarOptions = {}): Sidecar {
   const file = process.env.BENCH_CONFIG
@@ -555,18 +556,6 @@ async function tokenUnderRefresh(): Promise<void> {
     sc.kill()
     await sc.exited
   }
-}
-
-/** Sequential scrapes of /metrics: their latencies (ms) and the size of the last exposition. */
-async function scrapes(url: string, n: number): Promise<{ times: number[]; text: string }> {
-  const times: number[] = []
-  let text = ''
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now()
-    text = await (await fetch(url)).text()
-    times.push(performance.now() - t0)
-  }
-  return { times, text }
 }
 
 /**
