@@ -58,6 +58,10 @@ if (slowest) {
     `\nslowest exit: seed ${slowest.seed}, ${slowest.exitMs}ms after the cancel against a budget of ${slowest.budgetMs}ms + 1000ms (${Math.round((100 * slowest.exitMs!) / (slowest.budgetMs + 1000))}%)\n`,
   )
 }
+const holds = reports.map((r) => r.lifecycle.filter((l) => l.event === 'worker.port.held').length)
+process.stdout.write(
+  `ports held for a successor: ${holds.reduce((a, b) => a + b, 0)} times, in ${holds.filter((n) => n > 0).length} runs\n`,
+)
 process.stdout.write(`${runs - failed.length} passed, ${failed.length} failed\n`)
 if (failed.length) {
   process.stdout.write(`failing seeds: ${failed.map((r) => r.seed).join(' ')}\n`)
