@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { alert, readJsonLines, SIGNALS, webhook } from './support/gateway.js'
-import { freePort } from './support/ports.js'
+import { serverPorts } from './support/ports.js'
 import { startReady, stop } from './support/sidecar.js'
 
 /**
@@ -107,12 +107,8 @@ function migrateRequests(t: TestContext): boolean {
 
 test('crashes, a recycle and a SIGHUP reload under load: no refused connection, no failed request, no lost alert', async (t) => {
   const migrating = migrateRequests(t)
-  const [token, gateway, metrics, health] = await Promise.all([
-    freePort(),
-    freePort(),
-    freePort(),
-    freePort(),
-  ])
+  const ports = await serverPorts()
+  const { token, gateway, health } = ports
   const dir = mkdtempSync(join(tmpdir(), 'sia-replace-'))
   const configPath = join(dir, 'config.json')
   // The token worker is over its recycling threshold all the time: it is recycled every 3s. The
@@ -126,10 +122,7 @@ test('crashes, a recycle and a SIGHUP reload under load: no refused connection, 
   const sc = await startReady({
     args: ['--config', configPath],
     env: {
-      TOKEN_SERVER_ADDR: `127.0.0.1:${token}`,
-      GATEWAY_ADDR: `127.0.0.1:${gateway}`,
-      METRICS_SERVER_ADDR: `127.0.0.1:${metrics}`,
-      HEALTH_CHECK_ADDR: `127.0.0.1:${health}`,
+      ...ports.env,
       GATEWAY_SINK_FILE: sinkFile,
       // The gateway crashes on its first two sink writes: under load, with requests in flight.
       SIA_FAILPOINTS: 'gateway.before-sink=2*crash',

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { SERVICES } from '../../shared/services.js'
-import { freePort } from '../support/ports.js'
+import { serverPorts } from '../support/ports.js'
 import { type LogRecord, startSidecar } from '../support/sidecar.js'
 import type { Plan } from './plan.js'
 
@@ -47,20 +47,12 @@ export async function runPlan(plan: Plan): Promise<RunReport> {
   writeFileSync(configPath, JSON.stringify(plan.config))
   // Real ports, as in production: a crashing server's port is then held for its successor (port 0
   // never is), so the campaign drives that path too.
-  const [token, gateway, metrics, health] = await Promise.all([
-    freePort(),
-    freePort(),
-    freePort(),
-    freePort(),
-  ])
+  const { env: addresses } = await serverPorts()
   const sc = startSidecar({
     dataDir: join(dir, 'data'),
     args: ['--config', configPath],
     env: {
-      TOKEN_SERVER_ADDR: `127.0.0.1:${token}`,
-      GATEWAY_ADDR: `127.0.0.1:${gateway}`,
-      METRICS_SERVER_ADDR: `127.0.0.1:${metrics}`,
-      HEALTH_CHECK_ADDR: `127.0.0.1:${health}`,
+      ...addresses,
       SIA_FAILPOINTS: plan.failpoints,
       SHUTDOWN_DELAY: `${plan.shutdownDelayMs}ms`,
       SHUTDOWN_TIMEOUT: `${plan.shutdownTimeoutMs}ms`,

@@ -11,3 +11,34 @@ export function freePort(): Promise<number> {
     })
   })
 }
+
+/**
+ * Every server of the sidecar on a port of its own that was free a moment ago, as production runs
+ * it: a real port can be shared by a successor or held across a crash (port 0 never is).
+ */
+export async function serverPorts(): Promise<{
+  token: number
+  gateway: number
+  metrics: number
+  health: number
+  env: Record<string, string>
+}> {
+  const [token, gateway, metrics, health] = await Promise.all([
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+  ])
+  return {
+    token,
+    gateway,
+    metrics,
+    health,
+    env: {
+      TOKEN_SERVER_ADDR: `127.0.0.1:${token}`,
+      GATEWAY_ADDR: `127.0.0.1:${gateway}`,
+      METRICS_SERVER_ADDR: `127.0.0.1:${metrics}`,
+      HEALTH_CHECK_ADDR: `127.0.0.1:${health}`,
+    },
+  }
+}
