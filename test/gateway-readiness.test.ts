@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
+import { readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
 import { eventually } from './support/eventually.js'
@@ -8,7 +8,7 @@ import { alert, gatewayEnv, metric, post, redisOnPort, webhook } from './support
 import { freePort } from './support/ports.js'
 import { waitForRedis } from './support/redis.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
-import { smallTmpfs } from './support/tmpfs.js'
+import { fillDisk, smallTmpfs } from './support/tmpfs.js'
 
 /**
  * Readiness tells the truth (DESIGN.md §7): the gateway is not ready while its dedup store or its
@@ -108,15 +108,7 @@ test('the sink fails (disk full): not ready naming the sink; room again: ready w
   assert.equal((await readyz(sc, 200)).status, 200)
 
   const filler = join(mnt, 'filler')
-  const fd = openSync(filler, 'w')
-  try {
-    const block = Buffer.alloc(4096, 'f')
-    for (;;) writeSync(fd, block)
-  } catch (err) {
-    assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC')
-  } finally {
-    closeSync(fd)
-  }
+  assert.equal(fillDisk(mnt), 'ENOSPC')
   assert.equal((await post(base, big('Full'))).status, 503)
   const down = await readyz(sc, 503)
   assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'sink' }])

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict'
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
 import { type AlertInput, alert, gatewayEnv, post, readJsonLines, webhook } from './support/gateway.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
-import { smallTmpfs } from './support/tmpfs.js'
+import { fillDisk, smallTmpfs } from './support/tmpfs.js'
 
 /** The file sink never holds a torn line (DESIGN.md §7), through the built CLI. */
 
@@ -70,15 +70,7 @@ test('disk full, then freed: 5xx while full, never a torn line, every 2xx alert 
 
   // Fill the file system.
   const filler = join(mnt, 'filler')
-  const fd = openSync(filler, 'w')
-  try {
-    const block = Buffer.alloc(4096, 'f')
-    for (;;) writeSync(fd, block)
-  } catch (err) {
-    assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC')
-  } finally {
-    closeSync(fd)
-  }
+  assert.equal(fillDisk(mnt), 'ENOSPC')
 
   const whileFull: number[] = []
   for (const name of ['Full1', 'Full2', 'Full3', 'Full4']) {

@@ -7,7 +7,7 @@ import { loadConfig } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
 import { runInit } from '../shared/identity/init-mode.js'
 import { createLogger } from '../shared/logger.js'
-import { startZtsDouble, type ZtsDouble } from './doubles/zts.js'
+import { providerEnv, startZtsDouble, type ZtsDouble } from './doubles/zts.js'
 
 const log = createLogger('supervisor', 'silent')
 let zts: ZtsDouble
@@ -41,9 +41,7 @@ describe('MODE=init', () => {
 
   it('zts: registers, fetches role certs and tokens over mutual TLS, resolves 0', async () => {
     const cfg = config({
-      ENDPOINT: zts.url,
-      PROVIDER_SERVICE: 'athenz.k8s',
-      SERVER_CA_CERT: zts.caFile,
+      ...providerEnv(zts),
       TARGET_DOMAIN_ROLES: 'demo:role.reader',
       TOKEN_TYPE: 'accesstoken',
     })
@@ -60,7 +58,7 @@ describe('MODE=init', () => {
 
   it('resolves 1 when ZTS fails, leaving no certificate behind', async () => {
     zts.failNext('register', 500, 3)
-    const cfg = config({ ENDPOINT: zts.url, PROVIDER_SERVICE: 'athenz.k8s', SERVER_CA_CERT: zts.caFile })
+    const cfg = config(providerEnv(zts))
     assert.equal(await runInit(cfg, log), 1)
     assert.throws(() => statSync(cfg.certFile), { code: 'ENOENT' })
   })

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { type Sidecar, startReady, stop } from '../test/support/sidecar.js'
-import { startZtsDouble, type ZtsDouble } from './doubles/zts.js'
+import { providerEnv, startZtsDouble, type ZtsDouble } from './doubles/zts.js'
 
 let zts: ZtsDouble
 let sc: Sidecar
@@ -23,9 +23,7 @@ before(async () => {
   sc = await startReady({
     dataDir: dir,
     env: {
-      ENDPOINT: zts.url,
-      PROVIDER_SERVICE: 'athenz.k8s',
-      SERVER_CA_CERT: zts.caFile,
+      ...providerEnv(zts),
       ATHENZ_DOMAIN: 'my.team',
       SERVICEACCOUNT: 'api',
       DNS_SUFFIX: 'zts.test',

@@ -10,7 +10,7 @@ import { serveOn } from '../shared/ports/comlink.js'
 import { createServicePorts } from '../shared/ports/service-ports.js'
 import type { SupervisorOps, WorkerOps } from '../shared/protocol.js'
 import { createRpc } from '../shared/rpc.js'
-import { startZtsDouble } from './doubles/zts.js'
+import { providerEnv, startZtsDouble } from './doubles/zts.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
 
 /** DESIGN.md §9: typed calls between services over comlink, none waiting forever. */
@@ -152,9 +152,7 @@ test('identity through ports: the certificate service restarted, then the token 
   const sc = await startReady({
     dataDir: dir,
     env: {
-      ENDPOINT: zts.url,
-      PROVIDER_SERVICE: 'athenz.k8s',
-      SERVER_CA_CERT: zts.caFile,
+      ...providerEnv(zts),
       ATHENZ_DOMAIN: 'my.team',
       SERVICEACCOUNT: 'api',
       SIA_FAILPOINTS: 'certificate.before-task:refresh-timer=1*crash;token.before-task:refresh-timer=1*crash',

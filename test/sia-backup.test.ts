@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it, test } from 'node:test'
 import { type CoreObject, type KubeApiDouble, startKubeApi } from './doubles/kube-api.js'
-import { startZtsDouble, type ZtsDouble } from './doubles/zts.js'
+import { providerEnv, startZtsDouble, type ZtsDouble } from './doubles/zts.js'
 import { CLI, type Sidecar, startReady, startSidecar, stop } from './support/sidecar.js'
 
 const mode = (f: string) => statSync(f).mode & 0o777
@@ -32,9 +32,7 @@ after(async () => {
 })
 
 const env = (extra: Record<string, string>): Record<string, string> => ({
-  ENDPOINT: zts.url,
-  PROVIDER_SERVICE: 'athenz.k8s',
-  SERVER_CA_CERT: zts.caFile,
+  ...providerEnv(zts),
   ATHENZ_DOMAIN: 'my.team',
   SERVICEACCOUNT: 'api',
   BACKUP_KUBE_TOKEN_FILE: join(sa, 'token'),

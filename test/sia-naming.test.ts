@@ -9,7 +9,7 @@ import { loadConfig } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
 import { roleCertPath } from '../shared/identity/naming.js'
 import { parseSubject } from '../shared/identity/subject.js'
-import { startZtsDouble, type ZtsDouble } from './doubles/zts.js'
+import { providerEnv, startZtsDouble, type ZtsDouble } from './doubles/zts.js'
 import { CLI, type Sidecar, startReady, stop } from './support/sidecar.js'
 
 const mode = (f: string) => statSync(f).mode & 0o777
@@ -31,9 +31,7 @@ describe('naming and subject, through the CLI against the ZTS double', () => {
     sc = await startReady({
       dataDir: dir,
       env: {
-        ENDPOINT: zts.url,
-        PROVIDER_SERVICE: 'athenz.k8s',
-        SERVER_CA_CERT: zts.caFile,
+        ...providerEnv(zts),
         NAMESPACE: 'payments',
         ATHENZ_PREFIX: 'k8s.',
         ATHENZ_SUFFIX: '.prod',

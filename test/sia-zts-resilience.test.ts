@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it, test } from 'node:test'
-import { startZtsDouble, type ZtsDouble } from './doubles/zts.js'
+import { providerEnv, startZtsDouble, type ZtsDouble } from './doubles/zts.js'
 import { CLI, type Sidecar, startReady, startSidecar, stop } from './support/sidecar.js'
 
 const PEM = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g
@@ -17,9 +17,7 @@ before(async () => {
 after(() => zts?.close())
 
 const ztsEnv = (): Record<string, string> => ({
-  ENDPOINT: zts.url,
-  PROVIDER_SERVICE: 'athenz.k8s',
-  SERVER_CA_CERT: zts.caFile,
+  ...providerEnv(zts),
   ATHENZ_DOMAIN: 'my.team',
   SERVICEACCOUNT: 'api',
   POD_UID: 'pod-3',

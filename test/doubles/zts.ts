@@ -261,3 +261,8 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
       }),
   }
 }
+
+/** The settings that point the sidecar at this double as its ZTS, with the double's CA trusted. */
+export function providerEnv(zts: ZtsDouble): Record<string, string> {
+  return { ENDPOINT: zts.url, PROVIDER_SERVICE: 'athenz.k8s', SERVER_CA_CERT: zts.caFile }
+}

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { TestContext } from 'node:test'
@@ -25,4 +25,17 @@ export function smallTmpfs(
     if (spawnSync('umount', [mnt]).status !== 0) spawnSync('umount', ['-l', mnt])
   })
   return mnt
+}
+
+/** Fills the file system of `dir` with `dir/filler` until the write fails; returns that error's code. */
+export function fillDisk(dir: string): string | undefined {
+  const fd = openSync(join(dir, 'filler'), 'w')
+  try {
+    const block = Buffer.alloc(4096, 'f')
+    for (;;) writeSync(fd, block)
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code
+  } finally {
+    closeSync(fd)
+  }
 }
