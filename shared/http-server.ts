@@ -1,4 +1,4 @@
-import type { IncomingMessage, Server } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAddress } from './address.js'
@@ -66,26 +66,23 @@ export interface ConnectionTracker {
 
 export function trackConnections(server: Server): ConnectionTracker {
   const open = new Set<Socket>()
-  const answering = new Map<Socket, IncomingMessage>()
+  // The last request each connection delivered headers for. It holds work while its body is
+  // whole and its answer not yet flushed; one WeakMap write a request, no listener: this runs on
+  // every request of the hot paths.
+  const last = new WeakMap<Socket, ServerResponse>()
   // For TLS the request's socket is the TLSSocket; `connection` gives the TCP socket under it.
   const raw = (s: Socket) => ((s as Socket & { _parent?: Socket })._parent ?? s) as Socket
   server.on('connection', (s: Socket) => {
     open.add(s)
-    s.once('close', () => {
-      open.delete(s)
-      answering.delete(s)
-    })
+    s.once('close', () => open.delete(s))
   })
-  server.on('request', (req: IncomingMessage, res) => {
-    const s = raw(req.socket)
-    answering.set(s, req)
-    res.once('close', () => {
-      if (answering.get(s) === req) answering.delete(s)
-    })
-  })
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => void last.set(raw(req.socket), res))
   return {
     shedIncomplete() {
-      for (const s of open) if (!answering.get(s)?.complete) s.destroy()
+      for (const s of open) {
+        const res = last.get(s)
+        if (!res || res.writableFinished || !res.req.complete) s.destroy()
+      }
     },
   }
 }

@@ -6,7 +6,7 @@ import { startRedis } from '../support/redis.js'
 import type { Sidecar, SidecarOptions } from '../support/sidecar.js'
 import { startBareServer } from './bare-server.js'
 import { type Chart, writeChart } from './chart.js'
-import { runLoad } from './load.js'
+import { compareLoad } from './load.js'
 import { median, percentile, rssBytes, scrapes, untilOk } from './measures.js'
 
 /**
@@ -151,14 +151,13 @@ async function gatewayBatches(ctx: CurveContext): Promise<CurveReport[]> {
         alertsPerRequest: n,
         headers: { 'content-type': 'application/json' },
       }
-      const it = await runLoad({ ...job, url })
-      const ref = await runLoad({ ...job, url: bare.url })
+      const { it, ref, ratio } = await compareLoad({ ...job, url }, bare.url)
       ours.push([n, Math.round(it.reqPerSec * n)])
       refs.push([n, Math.round(ref.reqPerSec * n)])
       oursP99.push([n, it.p99Ms])
       refsP99.push([n, ref.p99Ms])
       lines.push(
-        `${n} alert(s) a batch: ${fmt(it.reqPerSec * n, 0)} alerts/s, p99 ${it.p99Ms} ms (${it.non2xx + it.errors} failed); reference ${fmt(ref.reqPerSec * n, 0)} alerts/s, p99 ${ref.p99Ms} ms (${fmt(it.reqPerSec / ref.reqPerSec, 2)}×)`,
+        `${n} alert(s) a batch: ${fmt(it.reqPerSec * n, 0)} alerts/s, p99 ${it.p99Ms} ms (${it.non2xx + it.errors} failed); reference ${fmt(ref.reqPerSec * n, 0)} alerts/s, p99 ${ref.p99Ms} ms (${fmt(ratio, 2)}×)`,
       )
     }
   } finally {

@@ -19,3 +19,47 @@ export function runLoad(job: LoadJob): Promise<LoadResult> {
     child.send(job)
   })
 }
+
+export interface Compared {
+  it: LoadResult
+  ref: LoadResult
+  /** Median of the rounds' ratios of req/s, ours over the reference's. */
+  ratio: number
+  /** Median of the rounds' ratios of p99. */
+  p99Ratio: number
+}
+
+/**
+ * Ours against the reference in `rounds` pairs run back to back, in the order ABBA…: the VM's
+ * speed drifts (up to 2× between runs), and a ratio of two runs seconds apart, taken as the median
+ * over the pairs, is what drift leaves alone. Each run lasts `durationSec / 2`.
+ */
+export async function compareLoad(job: LoadJob, refUrl: string, rounds = 3): Promise<Compared> {
+  const part = { ...job, durationSec: Math.max(2, Math.round(job.durationSec / 2)) }
+  const its: LoadResult[] = []
+  const refs: LoadResult[] = []
+  for (let i = 0; i < rounds; i++) {
+    const order = i % 2 === 0 ? ['it', 'ref'] : ['ref', 'it']
+    for (const which of order) {
+      if (which === 'it') its.push(await runLoad(part))
+      else refs.push(await runLoad({ ...part, url: refUrl }))
+    }
+  }
+  const ratios = its.map((r, i) => r.reqPerSec / refs[i]!.reqPerSec)
+  const p99Ratios = its.map((r, i) => r.p99Ms / Math.max(refs[i]!.p99Ms, 1))
+  return { it: merged(its), ref: merged(refs), ratio: middle(ratios), p99Ratio: middle(p99Ratios) }
+}
+
+const middle = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+
+/** The runs as one: requests over time, the median run's latencies, every failure. */
+function merged(runs: LoadResult[]): LoadResult {
+  return {
+    reqPerSec: runs.reduce((s, r) => s + r.reqPerSec, 0) / runs.length,
+    p50Ms: middle(runs.map((r) => r.p50Ms)),
+    p99Ms: middle(runs.map((r) => r.p99Ms)),
+    total: runs.reduce((s, r) => s + r.total, 0),
+    non2xx: runs.reduce((s, r) => s + r.non2xx, 0),
+    errors: runs.reduce((s, r) => s + r.errors, 0),
+  }
+}

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { type CodedError, codedError } from '../../shared/errors.js'
-import { readBody } from '../../shared/http/body.js'
-import { sendJson, sendJsonText, sendProblem } from '../../shared/http/problem.js'
+import { type BodyResult, onBody } from '../../shared/http/body.js'
+import { type Problem, sendJson, sendProblem } from '../../shared/http/problem.js'
 import type { AccessToken, RoleToken } from '../../shared/identity/tokens.js'
 import { isUpstreamError } from '../../shared/identity/tokens.js'
 import type { Logger } from '../../shared/logger.js'
@@ -45,8 +45,7 @@ function isClientError(err: unknown): err is ClientError {
   return (err as Partial<CodedError>)?.code === 'ERR_TOKEN_CLIENT'
 }
 
-async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
-  const read = await readBody(req, MAX_BODY_BYTES)
+function parseJson(read: BodyResult): Record<string, unknown> {
   if (!read.ok) {
     throw read.reason === 'too-large'
       ? clientError('request body too large', 413)
@@ -61,6 +60,14 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw clientError('expected a JSON object')
   return v as Record<string, unknown>
 }
+
+/**
+ * What a step of an answer gives back: nothing once it has answered, the promise of its answer,
+ * or LATER when it has handed the request on (to the body's arrival) and settles it there. A
+ * cached token is answered in the tick of the request's last byte: no promise on the hot path.
+ */
+const LATER = Symbol('later')
+type Reply = undefined | Promise<void> | typeof LATER
 
 function str(body: Record<string, unknown>, field: string, pattern: RegExp, required: boolean): string {
   const v = body[field]
@@ -96,16 +103,27 @@ function enabled<V>(cache: TokenCache<V> | undefined, type: string): TokenCache<
 
 /**
  * A cached token object is answered many times until it is refreshed (a new object): serialise it
- * once. Weak, so a refreshed or evicted token takes its text with it.
+ * and build its headers once. Weak, so a refreshed or evicted token takes its answer with it.
  */
-const serialized = new WeakMap<object, string>()
-function json(token: object): string {
-  let text = serialized.get(token)
-  if (text === undefined) {
-    text = JSON.stringify(token)
-    serialized.set(token, text)
+const answers = new WeakMap<object, { body: string; headers: string[] }>()
+function sendToken(res: ServerResponse, token: object): void {
+  let a = answers.get(token)
+  if (a === undefined) {
+    const body = JSON.stringify(token)
+    a = {
+      body,
+      headers: ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body))],
+    }
+    answers.set(token, a)
   }
-  return text
+  res.writeHead(200, a.headers)
+  res.end(a.body)
+}
+
+function reply(res: ServerResponse, token: object | Promise<object>): Reply {
+  if (token instanceof Promise) return token.then((t) => sendToken(res, t))
+  sendToken(res, token)
+  return undefined
 }
 
 export function createTokenApi(opts: TokenApiOptions) {
@@ -134,42 +152,52 @@ export function createTokenApi(opts: TokenApiOptions) {
     return Promise.race([c.get(key), deadline]).finally(() => clearTimeout(timer))
   }
 
-  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  function route(req: IncomingMessage, res: ServerResponse, t0: number): Reply {
     const url = req.url ?? '/'
     const q = url.indexOf('?')
     const path = q < 0 ? url : url.slice(0, q)
     if (req.method === 'POST' && opts.restApi && path === '/roletoken') {
-      const body = await readJson(req)
-      const key = keyFrom(
-        str(body, 'domain', NAME, true),
-        str(body, 'role', ROLES, false),
-        proxy(body),
-        seconds(body, 'min_expiry'),
-        seconds(body, 'max_expiry'),
+      onBody(req, MAX_BODY_BYTES, undefined, (read) =>
+        settle(req, res, t0, () => {
+          const body = parseJson(read)
+          const key = keyFrom(
+            str(body, 'domain', NAME, true),
+            str(body, 'role', ROLES, false),
+            proxy(body),
+            seconds(body, 'min_expiry'),
+            seconds(body, 'max_expiry'),
+          )
+          return reply(res, token(opts.roleTokens, 'roletoken', key))
+        }),
       )
-      return sendJsonText(res, 200, json(await token(opts.roleTokens, 'roletoken', key)))
+      return LATER
     }
     if (req.method === 'POST' && opts.restApi && path === '/accesstoken') {
-      const body = await readJson(req)
-      const key = keyFrom(
-        str(body, 'domain', NAME, true),
-        str(body, 'role', ROLES, false),
-        proxy(body),
-        0,
-        seconds(body, 'expiry'),
+      onBody(req, MAX_BODY_BYTES, undefined, (read) =>
+        settle(req, res, t0, () => {
+          const body = parseJson(read)
+          const key = keyFrom(
+            str(body, 'domain', NAME, true),
+            str(body, 'role', ROLES, false),
+            proxy(body),
+            0,
+            seconds(body, 'expiry'),
+          )
+          return reply(res, token(opts.accessTokens, 'accesstoken', key))
+        }),
       )
-      return sendJsonText(res, 200, json(await token(opts.accessTokens, 'accesstoken', key)))
+      return LATER
     }
     if (req.method === 'GET' && (path === '/oauth2/keys' || path === '/jwks')) {
       if (!opts.jwks) throw clientError('this provider does not publish a JWKS', 404)
-      return sendJson(res, 200, await opts.jwks())
+      return opts.jwks().then((keys) => sendJson(res, 200, keys))
     }
     if (req.method === 'GET' && path === '/') return headerMode(req, res)
     throw clientError(`no route for ${req.method} ${path}`, 404)
   }
 
   /** Header mode: the tokens come back in response headers, for a proxy to forward as they are. */
-  async function headerMode(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  function headerMode(req: IncomingMessage, res: ServerResponse): Reply {
     const domain = req.headers['x-athenz-domain']
     const role = req.headers['x-athenz-role']
     if (typeof domain !== 'string' || typeof role !== 'string' || !domain || !role) {
@@ -179,14 +207,17 @@ export function createTokenApi(opts: TokenApiOptions) {
     const key = keyFrom(domain, role, '', 0, 0)
     const atOrWait = opts.accessTokens && token(opts.accessTokens, 'accesstoken', key)
     const rtOrWait = opts.roleTokens && token(opts.roleTokens, 'roletoken', key)
-    // Both cached (the common case): no await at all.
-    const [at, rt] =
-      atOrWait instanceof Promise || rtOrWait instanceof Promise
-        ? await Promise.all([atOrWait, rtOrWait])
-        : [atOrWait, rtOrWait]
-    const answer = headerAnswer(domain, role, at, rt)
-    res.writeHead(200, answer.headers)
-    res.end(answer.body)
+    const send = (at: AccessToken | undefined, rt: RoleToken | undefined) => {
+      const answer = headerAnswer(domain, role, at, rt)
+      res.writeHead(200, answer.headers)
+      res.end(answer.body)
+    }
+    // Both cached (the common case): answered now.
+    if (atOrWait instanceof Promise || rtOrWait instanceof Promise) {
+      return Promise.all([atOrWait, rtOrWait]).then(([at, rt]) => send(at, rt))
+    }
+    send(atOrWait, rtOrWait)
+    return undefined
   }
 
   /**
@@ -223,49 +254,67 @@ export function createTokenApi(opts: TokenApiOptions) {
     return built
   }
 
+  function fail(res: ServerResponse, err: unknown): void {
+    if (res.headersSent) return void res.destroy()
+    sendProblem(res, problemOf(err))
+  }
+
+  function problemOf(err: unknown): Problem {
+    if (isClientError(err)) {
+      log.warn({ event: 'token.request.rejected', status: err.status, reason: err.message }, 'client error')
+      return { status: err.status, title: TITLES[err.status] ?? 'Bad Request', detail: err.message }
+    }
+    if ((err as Partial<CodedError>)?.code === 'ERR_TOKEN_DEADLINE') {
+      log.error({ event: 'token.request.timeout', ms: opts.timeoutMs }, 'token request timed out')
+      return { status: 503, title: 'Service Unavailable', detail: (err as Error).message }
+    }
+    const upstream = isUpstreamError(err)
+    log.error({ event: 'token.request.failed', err }, 'token request failed')
+    return {
+      status: upstream ? 502 : 500,
+      title: upstream ? 'Bad Gateway' : 'Internal Server Error',
+      detail: upstream ? (err as Error).message : 'internal error',
+    }
+  }
+
+  function done(req: IncomingMessage, res: ServerResponse, t0: number): void {
+    // Applications fetch tokens on every call of their own: a success is a debug record (at
+    // info it halves the server's throughput and floods the pod log), a failure is not.
+    const level = res.statusCode < 400 ? 'debug' : 'info'
+    if (!log.isLevelEnabled(level)) return
+    log[level](
+      {
+        event: 'token.request',
+        method: req.method,
+        path: req.url,
+        status: res.statusCode,
+        ms: Math.round((performance.now() - t0) * 10) / 10,
+      },
+      `${req.method} ${req.url} ${res.statusCode}`,
+    )
+  }
+
+  /** Runs a step of the answer to a request; once answered, logs it; a failure is answered. */
+  function settle(req: IncomingMessage, res: ServerResponse, t0: number, step: () => Reply): void {
+    let pending: Reply
+    try {
+      pending = step()
+    } catch (err) {
+      pending = Promise.reject(err)
+    }
+    if (pending === undefined) done(req, res, t0)
+    else if (pending !== LATER)
+      pending.then(
+        () => done(req, res, t0),
+        (err: unknown) => {
+          fail(res, err)
+          done(req, res, t0)
+        },
+      )
+  }
+
   return (req: IncomingMessage, res: ServerResponse): void => {
     const t0 = performance.now()
-    const fail = (err: unknown) => {
-      if (res.headersSent) return void res.destroy()
-      if (isClientError(err)) {
-        log.warn({ event: 'token.request.rejected', status: err.status, reason: err.message }, 'client error')
-        return sendProblem(res, {
-          status: err.status,
-          title: TITLES[err.status] ?? 'Bad Request',
-          detail: err.message,
-        })
-      }
-      if ((err as Partial<CodedError>)?.code === 'ERR_TOKEN_DEADLINE') {
-        log.error({ event: 'token.request.timeout', ms: opts.timeoutMs }, 'token request timed out')
-        return sendProblem(res, { status: 503, title: 'Service Unavailable', detail: (err as Error).message })
-      }
-      const upstream = isUpstreamError(err)
-      log.error({ event: 'token.request.failed', err }, 'token request failed')
-      sendProblem(res, {
-        status: upstream ? 502 : 500,
-        title: upstream ? 'Bad Gateway' : 'Internal Server Error',
-        detail: upstream ? (err as Error).message : 'internal error',
-      })
-    }
-    const done = () => {
-      // Applications fetch tokens on every call of their own: a success is a debug record (at
-      // info it halves the server's throughput and floods the pod log), a failure is not.
-      const level = res.statusCode < 400 ? 'debug' : 'info'
-      if (!log.isLevelEnabled(level)) return
-      log[level](
-        {
-          event: 'token.request',
-          method: req.method,
-          path: req.url,
-          status: res.statusCode,
-          ms: Math.round((performance.now() - t0) * 10) / 10,
-        },
-        `${req.method} ${req.url} ${res.statusCode}`,
-      )
-    }
-    route(req, res).then(done, (err: unknown) => {
-      fail(err)
-      done()
-    })
+    settle(req, res, t0, () => route(req, res, t0))
   }
 }
