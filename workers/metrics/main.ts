@@ -1,5 +1,6 @@
-import { createServer, type ServerResponse } from 'node:http'
+import type { ServerResponse } from 'node:http'
 import { defineService } from '../../shared/define-service.js'
+import { createServer } from '../../shared/http/node-http.js'
 import { sendProblem } from '../../shared/http/problem.js'
 import type { Target } from '../../shared/ports/apis.js'
 import { AggregatorRegistry, Gauge } from '../../shared/prom.js'
