@@ -6,3 +6,9 @@
  * those getters left lazy. Types still come from `import type … from 'node:http'`.
  */
 export const { createServer } = process.getBuiltinModule('node:http')
+
+/**
+ * `node:https`, loaded where it is first used: https and tls are ~10 ms of CPU and their heap in
+ * each thread, and only the ZTS, Kubernetes and TLS token server paths need them.
+ */
+export const https = () => process.getBuiltinModule('node:https')

@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises'
-import { Agent } from 'node:https'
 import { dirname } from 'node:path'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
+import { https } from '../http/node-http.js'
 import { inClusterApi, kubeRequest, readOptional } from '../kube/in-cluster.js'
 import type { Logger } from '../logger.js'
 import { checkIssued, type Identity, storeIdentity } from './identity.js'
@@ -46,7 +46,7 @@ export async function createSecretBackup(config: Config): Promise<SecretBackup> 
     )
   }
   const ca = await readOptional(config.backupKubeCaFile)
-  const agent = new Agent({ keepAlive: true, ...(ca ? { ca } : {}) })
+  const agent = new (https().Agent)({ keepAlive: true, ...(ca ? { ca } : {}) })
   const name = config.certSecret
   const ns = encodeURIComponent(namespace)
   const secretPath = `/api/v1/namespaces/${ns}/secrets/${encodeURIComponent(name)}`

@@ -1,4 +1,4 @@
-import { Piscina } from 'piscina'
+import type { Piscina } from 'piscina'
 import type { CsrSpec, SignRequest } from './csr.js'
 import type { CsrTask } from './csr-task.js'
 
@@ -15,16 +15,27 @@ export interface CsrPool {
  */
 export const CSR_THREAD_IDLE_MS = 2000
 
+/**
+ * The pool, and piscina itself, come with the first CSR: most starts reuse the certificates on
+ * disk and sign nothing, and piscina is 15 modules in every thread that loads it.
+ */
 export function createCsrPool(): CsrPool {
-  const pool = new Piscina<CsrTask, string>({
-    filename: new URL('./csr-task.js', import.meta.url).href,
-    minThreads: 0,
-    maxThreads: 2,
-    idleTimeout: CSR_THREAD_IDLE_MS,
-  })
+  let made: Promise<Piscina<CsrTask, string>> | undefined
+  const pool = () =>
+    (made ??= import('piscina').then(
+      ({ Piscina }) =>
+        new Piscina<CsrTask, string>({
+          filename: new URL('./csr-task.js', import.meta.url).href,
+          minThreads: 0,
+          maxThreads: 2,
+          idleTimeout: CSR_THREAD_IDLE_MS,
+        }),
+    ))
   return {
-    csr: (spec) => pool.run({ op: 'csr', spec }),
-    sign: (req) => pool.run({ op: 'sign', req }),
-    close: () => pool.destroy(),
+    csr: async (spec) => (await pool()).run({ op: 'csr', spec }),
+    sign: async (req) => (await pool()).run({ op: 'sign', req }),
+    close: async () => {
+      if (made) await (await made).destroy()
+    },
   }
 }

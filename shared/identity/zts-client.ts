@@ -1,5 +1,6 @@
-import { Agent, request } from 'node:https'
+import type { Agent } from 'node:https'
 import { codedError } from '../errors.js'
+import { https } from '../http/node-http.js'
 import { backoffDelay, pause } from './backoff.js'
 import type { Identity } from './identity.js'
 
@@ -36,7 +37,7 @@ export function createZtsClient(opts: ZtsClientOptions): ZtsClient {
   let identity: Identity | undefined
 
   function makeAgent(id: Identity | undefined): Agent {
-    return new Agent({
+    return new (https().Agent)({
       keepAlive: true,
       ...(opts.serverCaPem ? { ca: opts.serverCaPem } : {}),
       ...(id ? { key: id.keyPem, cert: id.certPem } : {}),
@@ -51,7 +52,7 @@ export function createZtsClient(opts: ZtsClientOptions): ZtsClient {
           ? { type: 'application/json', data: JSON.stringify(body.json) }
           : { type: 'application/x-www-form-urlencoded', data: new URLSearchParams(body.form).toString() }
     return new Promise<T>((resolve, reject) => {
-      const req = request(
+      const req = https().request(
         `${base}${path}`,
         {
           method,

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises'
-import { type Agent, request } from 'node:https'
+import type { Agent } from 'node:https'
 import { codedError } from '../errors.js'
+import { https } from '../http/node-http.js'
 
 /**
  * What every in-cluster Kubernetes client reads: the API server from KUBERNETES_SERVICE_HOST and
@@ -43,7 +44,7 @@ export interface KubeRequest {
  */
 export function kubeRequest(url: URL, r: KubeRequest): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(
+    const req = https().request(
       url,
       {
         method: r.method,

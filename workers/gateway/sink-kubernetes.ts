@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto'
-import { Agent } from 'node:https'
 import { codedError } from '../../shared/errors.js'
+import { https } from '../../shared/http/node-http.js'
 import { inClusterApi, kubeRequest, readOptional } from '../../shared/kube/in-cluster.js'
 import type { Sink, SinkRecord } from './sink.js'
 
@@ -32,7 +32,7 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
   }
   const namespace = opts.namespace || (await readOptional(SERVICE_ACCOUNT_NAMESPACE))?.trim() || 'default'
   const ca = await readOptional(opts.caFile)
-  const agent = new Agent({ keepAlive: true, ...(ca ? { ca } : {}) })
+  const agent = new (https().Agent)({ keepAlive: true, ...(ca ? { ca } : {}) })
   const plural = opts.plural || `${opts.kind.toLowerCase()}s`
   const url = new URL(
     `/apis/${opts.group}/${opts.version}/namespaces/${encodeURIComponent(namespace)}/${plural}`,

@@ -1,11 +1,10 @@
 import { readFile } from 'node:fs/promises'
 import type { Server } from 'node:http'
-import type * as https from 'node:https'
-import { createServer as createHttpsServer } from 'node:https'
+import type { Server as HttpsServer } from 'node:https'
 import { writeFileAtomic } from '../../shared/atomic-file.js'
 import type { Config } from '../../shared/config/types.js'
 import { defineService } from '../../shared/define-service.js'
-import { createServer as createHttpServer } from '../../shared/http/node-http.js'
+import { createServer as createHttpServer, https } from '../../shared/http/node-http.js'
 import { subscribeIdentity } from '../../shared/identity/announce.js'
 import { readIdentity } from '../../shared/identity/identity.js'
 import { providerKind } from '../../shared/identity/provider.js'
@@ -195,7 +194,10 @@ defineService({
     })
     const tls = Boolean(config.tokenServerTlsCertPath && config.tokenServerTlsKeyPath)
     const server: Server = tls
-      ? (createHttpsServer(tlsServerOptions(config, await tlsOptions(config)), handler) as unknown as Server)
+      ? (https().createServer(
+          tlsServerOptions(config, await tlsOptions(config)),
+          handler,
+        ) as unknown as Server)
       : createHttpServer(handler)
     await serve('server', server, config.tokenServerAddr)
     if (tls) {
@@ -206,7 +208,7 @@ defineService({
           () =>
             void tlsOptions(config)
               .then((o) => {
-                ;(server as unknown as https.Server).setSecureContext(o)
+                ;(server as unknown as HttpsServer).setSecureContext(o)
                 log.info({ event: 'token.tls.reloaded' }, 'token server certificate reloaded')
               })
               .catch((err: unknown) =>
