@@ -1,6 +1,6 @@
-import { writeSync } from 'node:fs'
 import { type FileHandle, mkdir, open, rename } from 'node:fs/promises'
 import { join } from 'node:path'
+import { writeSync } from './builtins.js'
 
 /**
  * LOG_DIR: the JSON lines also go to `<dir>/sia-supervisor.<LEVEL>.log`, rotated by size as SIA

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs'
+import { readFileSync } from '../shared/builtins.js'
 import type { Invocation } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
 import { createLogger, type Logger } from '../shared/logger.js'

@@ -1,7 +1,7 @@
-import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { readFileSync } from '../builtins.js'
 import { codedError } from '../errors.js'
 import { parseFailpoints } from '../failpoints.js'
 import { checkTemplate, roleCertPath, tokenFilePath } from '../identity/naming.js'

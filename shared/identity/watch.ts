@@ -1,4 +1,5 @@
-import { type StatWatcher, unwatchFile, watchFile } from 'node:fs'
+import type { StatWatcher } from 'node:fs'
+import { unwatchFile, watchFile } from '../builtins.js'
 
 const POLL_MS = 500
 

@@ -1,6 +1,6 @@
 import type { Agent } from 'node:https'
+import { https } from '../builtins.js'
 import { codedError } from '../errors.js'
-import { https } from '../http/node-http.js'
 import { backoffDelay, pause } from './backoff.js'
 import type { Identity } from './identity.js'
 

@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from 'node:fs'
+import { readFileSync, statSync } from '../../shared/builtins.js'
 import { Gauge, type Registry } from '../../shared/prom.js'
 
 /**

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto'
+import { https } from '../../shared/builtins.js'
 import { codedError } from '../../shared/errors.js'
-import { https } from '../../shared/http/node-http.js'
 import { inClusterApi, kubeRequest, readOptional } from '../../shared/kube/in-cluster.js'
 import type { Sink, SinkRecord } from './sink.js'
 

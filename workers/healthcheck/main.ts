@@ -1,5 +1,5 @@
+import { createServer } from '../../shared/builtins.js'
 import { defineService } from '../../shared/define-service.js'
-import { createServer } from '../../shared/http/node-http.js'
 import { sendJson } from '../../shared/http/problem.js'
 import { liveness, readiness } from '../../shared/readiness.js'
 

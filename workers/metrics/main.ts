@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http'
+import { createServer } from '../../shared/builtins.js'
 import { defineService } from '../../shared/define-service.js'
-import { createServer } from '../../shared/http/node-http.js'
 import { sendProblem } from '../../shared/http/problem.js'
 import type { Target } from '../../shared/ports/apis.js'
 import { AggregatorRegistry, Gauge } from '../../shared/prom.js'
