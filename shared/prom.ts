@@ -2,9 +2,9 @@ import { createRequire } from 'node:module'
 import type * as Prom from 'prom-client'
 
 /**
- * The metric classes a worker needs, without prom-client's index: that also loads cluster
- * aggregation, the default process metrics and OpenTelemetry, ~100 ms of module loading per
- * worker thread at boot, six threads at once. prom-client has no `exports` map; these files are
+ * The metric classes the threads need, without prom-client's index: that also loads the
+ * Pushgateway (http, https, tls, zlib), the default process metrics and OpenTelemetry, ~100 ms of
+ * module loading per thread at boot, seven threads at once. prom-client has no `exports` map; these files are
  * the classes its index re-exports (pinned to major 15 in package.json).
  */
 const require = createRequire(import.meta.url)

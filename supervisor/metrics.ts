@@ -1,7 +1,8 @@
-import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+import { Counter, Gauge, Registry } from '../shared/prom.js'
 import type { LastWorkerError } from '../shared/protocol.js'
 import type { ServiceName } from '../shared/services.js'
 import type { StatusBoard } from '../shared/status-board.js'
+import { collectDefaultMetrics } from './default-metrics.js'
 
 /**
  * The main thread's registry: process-wide default metrics (collected here only, once for the
@@ -23,7 +24,7 @@ export function createSupervisorMetrics(
   services: readonly ServiceName[],
 ): SupervisorMetrics {
   const registry = new Registry()
-  collectDefaultMetrics({ register: registry })
+  collectDefaultMetrics(registry)
   const registers = [registry]
   const fromBoard = (name: string, help: string, read: (s: ServiceName) => number) =>
     new Gauge({

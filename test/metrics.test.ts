@@ -40,6 +40,11 @@ test('/metrics is one Prometheus exposition with series from every worker and th
     assert.equal(rss.length, 1)
     assert.equal(rss[0]?.labels.service, undefined)
     assert.ok(find(samples, 'nodejs_heap_size_used_bytes').length === 1)
+    // Made in supervisor/default-metrics.ts, not by prom-client: user + system = total, all > 0.
+    const cpu = (name: string) => find(samples, name)[0]?.value ?? Number.NaN
+    const [user, system, total] = ['user_', 'system_', ''].map((k) => cpu(`process_cpu_${k}seconds_total`))
+    assert.ok(user! > 0 && system! >= 0, `process CPU counted: user ${user}, system ${system}`)
+    assert.ok(Math.abs(user! + system! - total!) < 1e-3, `process_cpu_seconds_total ${total} = user + system`)
     assert.ok(find(samples, 'memory_report_rss_bytes', { service: 'memory-reporter' }).length === 1)
   } finally {
     assert.equal(await stop(sc), 0)
