@@ -7,11 +7,12 @@ import { join } from 'node:path'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
+import { IMAGE_NODE_FLAGS } from './support/image.js'
 import { type Sidecar, startSidecar } from './support/sidecar.js'
 
 /**
  * The container image, checked without a container engine: the built CLI started as the Dockerfile's
- * ENTRYPOINT starts it (`node --disable-sigusr1 dist/supervisor/cli.js` in the app folder), as PID 1
+ * ENTRYPOINT starts it (`node --disable-sigusr1 … dist/supervisor/cli.js` in the app folder), as PID 1
  * of a PID namespace of its own, as an unprivileged user (65534, nobody), with every file system
  * read-only (readOnlyRootFilesystem) except DATA_DIR, the volume. The network is the host's, so the
  * test reaches the sidecar's servers on loopback.
@@ -19,7 +20,7 @@ import { type Sidecar, startSidecar } from './support/sidecar.js'
 
 /** The app folder: dist/ (with this file), node_modules/ and package.json, as /app in the image. */
 const APP = fileURLToPath(new URL('../../', import.meta.url))
-const ENTRYPOINT = ['--disable-sigusr1', 'dist/supervisor/cli.js']
+const ENTRYPOINT = [...IMAGE_NODE_FLAGS, 'dist/supervisor/cli.js']
 const USER = 65534
 
 /**

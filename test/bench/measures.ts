@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { MessageChannel, Worker } from 'node:worker_threads'
+import { IMAGE_NODE_FLAGS } from '../support/image.js'
 
 /** Small measuring tools shared by the bench's figures. */
 
@@ -48,7 +49,10 @@ setInterval(() => {}, 1 << 30)
 /** The reference process: `node -e` that only starts `n` empty workers (six) and stays idle. */
 export function startSixWorkers(n = 6): Promise<{ pid: number; ms: number; stop(): void }> {
   const t0 = performance.now()
-  const child = spawn(process.execPath, ['-e', EMPTY_WORKERS(n)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  // With the image's node flags, as the sidecar it is compared with.
+  const child = spawn(process.execPath, [...IMAGE_NODE_FLAGS, '-e', EMPTY_WORKERS(n)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
   return new Promise((resolve, reject) => {
     child.stdout.once('data', () =>
       resolve({ pid: child.pid!, ms: performance.now() - t0, stop: () => void child.kill('SIGKILL') }),

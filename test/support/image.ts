@@ -1,0 +1,22 @@
+import { spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+
+/**
+ * The node flags of the image's ENTRYPOINT, read from the Dockerfile, so that the tests and the
+ * bench start the CLI the way the container does. A flag the running Node does not know (the image
+ * runs Node 26; the suite also runs on 22) is left out: that Node would refuse to start.
+ */
+function entrypointFlags(): string[] {
+  const dockerfile = readFileSync(new URL('../../../Dockerfile', import.meta.url), 'utf8')
+  const line = dockerfile.split('\n').find((l) => l.startsWith('ENTRYPOINT '))
+  if (!line) throw new Error('the Dockerfile has no ENTRYPOINT')
+  const argv = JSON.parse(line.slice('ENTRYPOINT '.length)) as string[]
+  if (argv[0] !== 'node' || argv.at(-1) !== 'dist/supervisor/cli.js') {
+    throw new Error(`unexpected ENTRYPOINT: ${line}`)
+  }
+  return argv.slice(1, -1)
+}
+
+const accepted = (flag: string) => spawnSync(process.execPath, [flag, '-e', '0']).status === 0
+
+export const IMAGE_NODE_FLAGS: readonly string[] = entrypointFlags().filter(accepted)
