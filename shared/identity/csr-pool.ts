@@ -1,11 +1,13 @@
 import type { Piscina } from 'piscina'
-import type { CsrSpec, SignRequest } from './csr.js'
+import type { CaSpec, CsrSpec, SignRequest } from './csr.js'
 import type { CsrTask } from './csr-task.js'
 
 /** CSR building and signing off the service's event loop, so it keeps answering the supervisor. */
 export interface CsrPool {
   csr(spec: CsrSpec): Promise<string>
   sign(req: SignRequest): Promise<string>
+  /** The local authority's self-signed certificate, made once. */
+  ca(spec: CaSpec): Promise<string>
   close(): Promise<void>
 }
 
@@ -34,6 +36,7 @@ export function createCsrPool(): CsrPool {
   return {
     csr: async (spec) => (await pool()).run({ op: 'csr', spec }),
     sign: async (req) => (await pool()).run({ op: 'sign', req }),
+    ca: async (spec) => (await pool()).run({ op: 'ca', spec }),
     close: async () => {
       if (made) await (await made).destroy()
     },

@@ -46,6 +46,38 @@ export function buildCsr(spec: CsrSpec): string {
   return forge.pki.certificationRequestToPem(csr)
 }
 
+/** A self-signed CA certificate for `keyPem` (the local authority's, made once). */
+export interface CaSpec {
+  keyPem: string
+  commonName: string
+  organization: string
+  /** Epoch ms. */
+  notBefore: number
+  notAfter: number
+}
+
+export function buildCaCert(spec: CaSpec): string {
+  const key = forge.pki.privateKeyFromPem(spec.keyPem)
+  const cert = forge.pki.createCertificate()
+  cert.publicKey = forge.pki.rsa.setPublicKey(key.n, key.e)
+  cert.serialNumber = randomSerial()
+  cert.validity.notBefore = new Date(spec.notBefore)
+  cert.validity.notAfter = new Date(spec.notAfter)
+  const subject = [
+    { name: 'commonName', value: spec.commonName },
+    { name: 'organizationName', value: spec.organization },
+  ]
+  cert.setSubject(subject)
+  cert.setIssuer(subject)
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: true, critical: true },
+    { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
+    { name: 'subjectKeyIdentifier' },
+  ])
+  cert.sign(key, forge.md.sha256.create())
+  return forge.pki.certificateToPem(cert)
+}
+
 /** What a CSR asks for, as a CA (or a test) reads it. */
 export interface CsrContents {
   commonName: string

@@ -4,7 +4,8 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { writeFileAtomic } from '../atomic-file.js'
 import { ensureDir } from '../ensure-dir.js'
-import { randomSerial } from './serial.js'
+import type { CaSpec } from './csr.js'
+import type { CsrPool } from './csr-pool.js'
 
 /**
  * The embedded authority of the `local` provider (DESIGN.md §6): a CA created once under the
@@ -32,8 +33,11 @@ export function authorityPaths(dataDir: string) {
   return { dir, key: join(dir, 'ca.key.pem'), cert: join(dir, 'ca.cert.pem') }
 }
 
-/** Loads the CA, creating it on first use. Safe when two workers race: one creation wins. */
-export async function loadOrCreateAuthority(dataDir: string): Promise<Authority> {
+/**
+ * Loads the CA, creating it on first use (signed on `pool` when given). Safe when two workers
+ * race: one creation wins.
+ */
+export async function loadOrCreateAuthority(dataDir: string, pool?: Pick<CsrPool, 'ca'>): Promise<Authority> {
   const paths = authorityPaths(dataDir)
   try {
     return await loadAuthority(paths)
@@ -41,31 +45,22 @@ export async function loadOrCreateAuthority(dataDir: string): Promise<Authority>
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
   await ensureDir(paths.dir, 0o700)
-  const { privateKeyPem, publicKeyPem } = await generateRsaKey()
-  // node-forge (~4 MiB of heap per thread) only on the first start, to create the CA.
-  const { default: forge } = await import('node-forge')
-  const cert = forge.pki.createCertificate()
-  cert.publicKey = forge.pki.publicKeyFromPem(publicKeyPem)
-  cert.serialNumber = randomSerial()
-  cert.validity.notBefore = new Date(Date.now() - 60_000)
-  cert.validity.notAfter = new Date(Date.now() + CA_VALIDITY_MS)
-  const subject = [
-    { name: 'commonName', value: 'sia-supervisor local authority' },
-    { name: 'organizationName', value: 'sia-supervisor' },
-  ]
-  cert.setSubject(subject)
-  cert.setIssuer(subject)
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: true, critical: true },
-    { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
-    { name: 'subjectKeyIdentifier' },
-  ])
-  cert.sign(forge.pki.privateKeyFromPem(privateKeyPem), forge.md.sha256.create())
+  const { privateKeyPem } = await generateRsaKey()
+  const spec: CaSpec = {
+    keyPem: privateKeyPem,
+    commonName: 'sia-supervisor local authority',
+    organization: 'sia-supervisor',
+    notBefore: Date.now() - 60_000,
+    notAfter: Date.now() + CA_VALIDITY_MS,
+  }
+  // node-forge (~4 MiB of heap per thread that loads it) only on the first start, and on the CSR
+  // pool when there is one: its threads end, the service's stays.
+  const certPem = pool ? await pool.ca(spec) : (await import('./csr.js')).buildCaCert(spec)
   // Publish key and cert under temporary names, then link the key into place: link() fails if
   // another worker got there first, and then we use theirs.
   const suffix = `.${process.pid}.${Date.now()}.tmp`
   await writeFileAtomic(paths.key + suffix, privateKeyPem, 0o600)
-  await writeFileAtomic(paths.cert + suffix, forge.pki.certificateToPem(cert), 0o644)
+  await writeFileAtomic(paths.cert + suffix, certPem, 0o644)
   try {
     await link(paths.cert + suffix, paths.cert)
     await link(paths.key + suffix, paths.key)

@@ -10,7 +10,7 @@ export function createLocalCertProvider(
 ): CertProvider {
   const validityMs = Math.max(2 * refreshIntervalMs, 3600_000)
   const sign = async (csrPem: string) => {
-    const ca = await loadOrCreateAuthority(dataDir)
+    const ca = await loadOrCreateAuthority(dataDir, pool)
     const caKeyPem = ca.key.export({ type: 'pkcs8', format: 'pem' }).toString()
     return {
       certPem: await pool.sign({ caKeyPem, caCertPem: ca.certPem, csrPem, validityMs }),
