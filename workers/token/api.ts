@@ -157,36 +157,13 @@ export function createTokenApi(opts: TokenApiOptions) {
     const q = url.indexOf('?')
     const path = q < 0 ? url : url.slice(0, q)
     if (req.method === 'POST' && opts.restApi && path === '/roletoken') {
-      onBody(req, MAX_BODY_BYTES, undefined, (read) =>
-        settle(req, res, t0, () => {
-          const body = parseJson(read)
-          const key = keyFrom(
-            str(body, 'domain', NAME, true),
-            str(body, 'role', ROLES, false),
-            proxy(body),
-            seconds(body, 'min_expiry'),
-            seconds(body, 'max_expiry'),
-          )
-          return reply(res, token(opts.roleTokens, 'roletoken', key))
-        }),
-      )
-      return LATER
+      return postToken(req, res, t0, opts.roleTokens, 'roletoken', (body) => [
+        seconds(body, 'min_expiry'),
+        seconds(body, 'max_expiry'),
+      ])
     }
     if (req.method === 'POST' && opts.restApi && path === '/accesstoken') {
-      onBody(req, MAX_BODY_BYTES, undefined, (read) =>
-        settle(req, res, t0, () => {
-          const body = parseJson(read)
-          const key = keyFrom(
-            str(body, 'domain', NAME, true),
-            str(body, 'role', ROLES, false),
-            proxy(body),
-            0,
-            seconds(body, 'expiry'),
-          )
-          return reply(res, token(opts.accessTokens, 'accesstoken', key))
-        }),
-      )
-      return LATER
+      return postToken(req, res, t0, opts.accessTokens, 'accesstoken', (body) => [0, seconds(body, 'expiry')])
     }
     if (req.method === 'GET' && (path === '/oauth2/keys' || path === '/jwks')) {
       if (!opts.jwks) throw clientError('this provider does not publish a JWKS', 404)
@@ -194,6 +171,28 @@ export function createTokenApi(opts: TokenApiOptions) {
     }
     if (req.method === 'GET' && path === '/') return headerMode(req, res)
     throw clientError(`no route for ${req.method} ${path}`, 404)
+  }
+
+  /** POST /roletoken and /accesstoken: the cache key from the JSON body, then the token. */
+  function postToken<V extends object>(
+    req: IncomingMessage,
+    res: ServerResponse,
+    t0: number,
+    cache: TokenCache<V> | undefined,
+    type: string,
+    expiry: (body: Record<string, unknown>) => [min: number, max: number],
+  ): Reply {
+    onBody(req, MAX_BODY_BYTES, undefined, (read) =>
+      settle(req, res, t0, () => {
+        const body = parseJson(read)
+        const domain = str(body, 'domain', NAME, true)
+        const role = str(body, 'role', ROLES, false)
+        const proxyFor = proxy(body)
+        const [min, max] = expiry(body)
+        return reply(res, token(cache, type, keyFrom(domain, role, proxyFor, min, max)))
+      }),
+    )
+    return LATER
   }
 
   /** Header mode: the tokens come back in response headers, for a proxy to forward as they are. */
