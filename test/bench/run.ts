@@ -9,6 +9,7 @@ import { createFailpointCounters } from '../../shared/failpoints.js'
 import { createStatusBoard } from '../../shared/status-board.js'
 import { spawnWorker } from '../../supervisor/worker-handle.js'
 import { bigBatch, metric } from '../support/gateway.js'
+import { IMAGE_NODE_FLAGS } from '../support/image.js'
 import { parsePromText } from '../support/prom-text.js'
 import { startRedis } from '../support/redis.js'
 import { type Sidecar, type SidecarOptions, startSidecar as startTestSidecar } from '../support/sidecar.js'
@@ -37,9 +38,14 @@ const REPEAT = Number(process.env.BENCH_REPEAT ?? 10)
 const CONNECTIONS = 50
 
 /** BENCH_CONFIG=file: every sidecar of the bench reads that config file (e.g. other resourceLimits). */
+/** Every sidecar of the bench starts as the image starts it: with the ENTRYPOINT's node flags. */
 function startSidecar(opts: SidecarOptions = {}): Sidecar {
   const file = process.env.BENCH_CONFIG
-  return startTestSidecar(file ? { ...opts, env: { SIA_CONFIG_FILE: file, ...opts.env } } : opts)
+  return startTestSidecar({
+    ...opts,
+    ...(file ? { env: { SIA_CONFIG_FILE: file, ...opts.env } } : {}),
+    command: (node, argv) => ({ file: node, args: [...IMAGE_NODE_FLAGS, ...argv] }),
+  })
 }
 
 const rows: Row[] = []

@@ -2,8 +2,9 @@ import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 
 /**
- * The node flags of the image's ENTRYPOINT, read from the Dockerfile, so that the tests and the
- * bench start the CLI the way the container does. A flag the running Node does not know (the image
+ * The node flags of the image's ENTRYPOINT, read from the Dockerfile, so that the container test
+ * and the bench start the CLI the way the container does (the other tests run it as `npm start`
+ * does: `node dist/supervisor/cli.js`). A flag the running Node does not know (the image
  * runs Node 26; the suite also runs on 22) is left out: that Node would refuse to start.
  */
 function entrypointFlags(): string[] {

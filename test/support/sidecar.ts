@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { after } from 'node:test'
-import { IMAGE_NODE_FLAGS } from './image.js'
 
 export const CLI = new URL('../../supervisor/cli.js', import.meta.url).pathname
 
@@ -90,8 +89,7 @@ export function startSidecar(opts: SidecarOptions = {}): Sidecar {
     DATA_DIR: dataDir,
     ...opts.env,
   }
-  // The node flags the image starts the CLI with, as far as this Node knows them.
-  const argv = [...IMAGE_NODE_FLAGS, CLI, ...(opts.args ?? [])]
+  const argv = [CLI, ...(opts.args ?? [])]
   const cmd = opts.command?.(process.execPath, argv) ?? { file: process.execPath, args: argv }
   const proc = spawn(cmd.file, cmd.args, { env, cwd: cmd.cwd, stdio: ['ignore', 'pipe', 'pipe'] })
   running.add(proc)
