@@ -28,16 +28,7 @@ export function sendJson(
   value: unknown,
   headers: Record<string, string> = {},
 ): void {
-  sendJsonText(res, status, JSON.stringify(value), headers)
-}
-
-/** For a body serialised once and sent many times (a cached token's JSON). */
-export function sendJsonText(
-  res: ServerResponse,
-  status: number,
-  body: string,
-  headers: Record<string, string> = {},
-): void {
+  const body = JSON.stringify(value)
   res.writeHead(status, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),

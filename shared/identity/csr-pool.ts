@@ -1,4 +1,5 @@
 import type { Piscina } from 'piscina'
+import { codedError } from '../errors.js'
 import type { CaSpec, CsrSpec, SignRequest } from './csr.js'
 import type { CsrTask } from './csr-task.js'
 
@@ -23,8 +24,11 @@ export const CSR_THREAD_IDLE_MS = 2000
  */
 export function createCsrPool(): CsrPool {
   let made: Promise<Piscina<CsrTask, string>> | undefined
-  const pool = () =>
-    (made ??= import('piscina').then(
+  let closed = false
+  const pool = async () => {
+    // As a destroyed piscina pool does: a task after close() is refused, never a new pool.
+    if (closed) throw codedError('ERR_CSR_POOL_CLOSED', 'the CSR pool is closed')
+    made ??= import('piscina').then(
       ({ Piscina }) =>
         new Piscina<CsrTask, string>({
           filename: new URL('./csr-task.js', import.meta.url).href,
@@ -32,12 +36,15 @@ export function createCsrPool(): CsrPool {
           maxThreads: 2,
           idleTimeout: CSR_THREAD_IDLE_MS,
         }),
-    ))
+    )
+    return made
+  }
   return {
     csr: async (spec) => (await pool()).run({ op: 'csr', spec }),
     sign: async (req) => (await pool()).run({ op: 'sign', req }),
     ca: async (spec) => (await pool()).run({ op: 'ca', spec }),
     close: async () => {
+      closed = true
       if (made) await (await made).destroy()
     },
   }

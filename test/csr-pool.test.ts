@@ -1,0 +1,41 @@
+import assert from 'node:assert/strict'
+import { X509Certificate } from 'node:crypto'
+import { test } from 'node:test'
+import { createCsrPool } from '../shared/identity/csr-pool.js'
+import { generateRsaKey } from '../shared/identity/local-authority.js'
+
+test('the CSR pool self-signs a CA, and refuses work once closed instead of starting a new pool', async () => {
+  const pool = createCsrPool()
+  const { privateKeyPem } = await generateRsaKey()
+  const now = Date.now()
+  const pem = await pool.ca({
+    keyPem: privateKeyPem,
+    commonName: 'test authority',
+    organization: 'test',
+    notBefore: now - 60_000,
+    notAfter: now + 3600_000,
+  })
+  const cert = new X509Certificate(pem)
+  assert.equal(cert.ca, true)
+  assert.equal(cert.subject, cert.issuer)
+  assert.match(cert.subject, /CN=test authority/)
+  assert.ok(cert.checkIssued(cert) && cert.verify(cert.publicKey), 'self-signed')
+  await pool.close()
+  await assert.rejects(
+    pool.csr({ keyPem: privateKeyPem, commonName: 'x', dnsNames: [], uris: [], ips: [] }),
+    {
+      code: 'ERR_CSR_POOL_CLOSED',
+    },
+  )
+})
+
+test('a CSR pool never used closes without starting one', async () => {
+  const pool = createCsrPool()
+  await pool.close()
+  await assert.rejects(
+    pool.ca({ keyPem: '', commonName: 'x', organization: 'x', notBefore: 0, notAfter: 1 }),
+    {
+      code: 'ERR_CSR_POOL_CLOSED',
+    },
+  )
+})
