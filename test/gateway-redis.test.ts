@@ -197,6 +197,41 @@ describe('dedup store semantics (memory and a real Redis)', () => {
     ])
   })
 
+  test("redis: one turn's requests share one script call, each with its own owner, clock and answer", async () => {
+    const c = client()
+    const admin = client()
+    await Promise.all([c.ping(), admin.ping()])
+    const store = createRedisStore(c, TTL, TTL)
+    // The first call of a script on a connection is an EVAL, the later ones EVALSHA.
+    const calls = async () => {
+      const stats = await admin.info('commandstats')
+      return [...stats.matchAll(/cmdstat_eval(?:sha)?:calls=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0)
+    }
+    const before = await calls()
+    const [first, second, other] = await Promise.all([
+      store.record([firing('turn-a'), firing('turn-b')], 'owner-1', 100),
+      store.record([firing('turn-a')], 'owner-2', 200),
+      store.record([{ fingerprint: 'turn-c', status: 'resolved' }], 'owner-3', 300),
+    ])
+    assert.equal((await calls()) - before, 1, 'three requests, one script call')
+    assert.deepEqual(states(first), ['new', 'new'])
+    assert.deepEqual(
+      second,
+      [{ state: 'pending', count: 1, firstSeen: 100, lastSeen: 100 }],
+      "the later request sees the earlier one's live lease, as if they had come one by one",
+    )
+    assert.deepEqual(other, [{ state: 'new', count: 1, firstSeen: 300, lastSeen: 300 }])
+    assert.equal(await admin.hget(`${DEDUP_KEY_PREFIX}turn-c`, 'id'), 'owner-3')
+
+    const committed = await Promise.all([
+      store.commit([firing('turn-a'), firing('turn-b')], 'owner-1', 101),
+      store.commit([firing('turn-a')], 'owner-2', 201),
+    ])
+    assert.deepEqual(committed, [[], ['turn-a']], "owner-2 held no lease on turn-a: it is someone else's")
+    assert.equal(await admin.hget(`${DEDUP_KEY_PREFIX}turn-a`, 'pending'), null)
+    assert.equal(await admin.hget(`${DEDUP_KEY_PREFIX}turn-c`, 'pending'), '1', 'not committed by others')
+  })
+
   test('redis: two gateways racing on the same fingerprints, exactly one gets "new"', async () => {
     const [c1, c2] = [client(), client()]
     await Promise.all([c1.ping(), c2.ping()])

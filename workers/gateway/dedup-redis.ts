@@ -1,4 +1,5 @@
 import { mapSliced } from '../../shared/slices.js'
+import { coalesce } from './coalesce.js'
 import {
   type DedupEntry,
   type DedupResult,
@@ -18,7 +19,8 @@ export const DEDUP_KEY_PREFIX = 'sia:gateway:dedup:'
  * - same status (committed, or this owner's own pending record, a repeat inside the batch): a
  *   duplicate, counted (0); a committed record's TTL slides;
  * - otherwise (absent, expired, the status changed): new (1), a pending lease of `owner` that
- *   expires after `lease` unless committed.
+ *   expires after `lease` unless committed. HSET writes every field a record has, so nothing of
+ *   the record it replaces is left.
  * Records of older versions carry no `pending` field: committed.
  */
 const RECORD_LUA = `
@@ -32,7 +34,6 @@ if cur[1] == ARGV[1] then
   if cur[4] ~= '1' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
   return {0, count, cur[2], ARGV[2]}
 end
-redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'count', 1, 'first', ARGV[2], 'last', ARGV[2], 'id', ARGV[4], 'pending', '1')
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {1, 1, ARGV[2], ARGV[2]}
@@ -68,58 +69,72 @@ return 0
 `
 
 /**
- * The same three scripts over a whole batch, for one Redis (standalone or behind Sentinel): one
- * command for the batch instead of one per alert, run atomically, in the batch's order. A cluster
- * keeps one call per alert, since a script's keys must share a hash slot.
- * RECORD: ARGV now, ttl, owner, lease, then each key's status; the replies of RECORD_LUA, flat.
+ * RECORD_LUA over the calls of every request that reached the store in one turn of the loop, for
+ * one Redis (standalone or behind Sentinel): one command, run atomically, the calls in arrival
+ * order and each call's alerts in its batch's order, so the outcome is that of the calls one after
+ * the other. A cluster keeps one call per alert, since a script's keys must share a hash slot.
+ * KEYS every call's fingerprints, call after call; ARGV ttl, lease, then per call: owner, now, its
+ * key count n and its n statuses. The replies of RECORD_LUA, flat.
  */
-const RECORD_BATCH_LUA = `
-local out = {}
-for i, key in ipairs(KEYS) do
-  local status = ARGV[4 + i]
-  local cur = redis.call('HMGET', key, 'status', 'first', 'id', 'pending', 'count', 'last')
-  if cur[4] == '1' and cur[3] ~= ARGV[3] then
-    out[#out + 1] = 2
-    out[#out + 1] = tonumber(cur[5]) or 0
-    out[#out + 1] = cur[2] or '0'
-    out[#out + 1] = cur[6] or '0'
-  elseif cur[1] == status then
-    local count = redis.call('HINCRBY', key, 'count', 1)
-    redis.call('HSET', key, 'last', ARGV[1])
-    if cur[4] ~= '1' then redis.call('PEXPIRE', key, ARGV[2]) end
-    out[#out + 1] = 0
-    out[#out + 1] = count
-    out[#out + 1] = cur[2] or '0'
-    out[#out + 1] = ARGV[1]
-  else
-    redis.call('DEL', key)
-    redis.call('HSET', key, 'status', status, 'count', 1, 'first', ARGV[1], 'last', ARGV[1], 'id', ARGV[3], 'pending', '1')
-    redis.call('PEXPIRE', key, ARGV[4])
-    out[#out + 1] = 1
-    out[#out + 1] = 1
-    out[#out + 1] = ARGV[1]
-    out[#out + 1] = ARGV[1]
+const RECORD_GROUP_LUA = `
+local ttl, lease = ARGV[1], ARGV[2]
+local out, k, a = {}, 0, 3
+while a <= #ARGV do
+  local owner, now, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  for j = 1, n do
+    local key, status = KEYS[k + j], ARGV[a + 2 + j]
+    local cur = redis.call('HMGET', key, 'status', 'first', 'id', 'pending', 'count', 'last')
+    if cur[4] == '1' and cur[3] ~= owner then
+      out[#out + 1] = 2
+      out[#out + 1] = tonumber(cur[5]) or 0
+      out[#out + 1] = cur[2] or '0'
+      out[#out + 1] = cur[6] or '0'
+    elseif cur[1] == status then
+      local count = redis.call('HINCRBY', key, 'count', 1)
+      redis.call('HSET', key, 'last', now)
+      if cur[4] ~= '1' then redis.call('PEXPIRE', key, ttl) end
+      out[#out + 1] = 0
+      out[#out + 1] = count
+      out[#out + 1] = cur[2] or '0'
+      out[#out + 1] = now
+    else
+      redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'pending', '1')
+      redis.call('PEXPIRE', key, lease)
+      out[#out + 1] = 1
+      out[#out + 1] = 1
+      out[#out + 1] = now
+      out[#out + 1] = now
+    end
   end
+  k = k + n
+  a = a + 3 + n
 end
 return out
 `
 
-/** COMMIT over a batch: ARGV owner, ttl, now, then each key's status; COMMIT_LUA's reply per key. */
-const COMMIT_BATCH_LUA = `
-local out = {}
-for i, key in ipairs(KEYS) do
-  local cur = redis.call('HMGET', key, 'id', 'pending')
-  if cur[1] == ARGV[1] then
-    redis.call('HDEL', key, 'pending')
-    redis.call('PEXPIRE', key, ARGV[2])
-    out[i] = 1
-  elseif not cur[1] then
-    redis.call('HSET', key, 'status', ARGV[3 + i], 'count', 1, 'first', ARGV[3], 'last', ARGV[3], 'id', ARGV[1])
-    redis.call('PEXPIRE', key, ARGV[2])
-    out[i] = 1
-  else
-    out[i] = 0
+/** COMMIT_LUA over a turn's calls: ARGV ttl, then per call owner, now, n, n statuses; a reply per key. */
+const COMMIT_GROUP_LUA = `
+local ttl = ARGV[1]
+local out, k, a = {}, 0, 2
+while a <= #ARGV do
+  local owner, now, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  for j = 1, n do
+    local key = KEYS[k + j]
+    local cur = redis.call('HMGET', key, 'id', 'pending')
+    if cur[1] == owner then
+      if cur[2] then redis.call('HDEL', key, 'pending') end
+      redis.call('PEXPIRE', key, ttl)
+      out[k + j] = 1
+    elseif not cur[1] then
+      redis.call('HSET', key, 'status', ARGV[a + 2 + j], 'count', 1, 'first', now, 'last', now, 'id', owner)
+      redis.call('PEXPIRE', key, ttl)
+      out[k + j] = 1
+    else
+      out[k + j] = 0
+    end
   end
+  k = k + n
+  a = a + 3 + n
 end
 return out
 `
@@ -134,6 +149,16 @@ end
 return n
 `
 
+/** Keys in one grouped script call at most: a long script holds Redis for everyone. */
+const GROUP_MAX_KEYS = 1024
+
+/** One request's part of a grouped call. */
+interface Call {
+  entries: readonly DedupEntry[]
+  owner: string
+  now: number
+}
+
 interface ScriptCommands {
   dedupRecord(
     key: string,
@@ -145,9 +170,9 @@ interface ScriptCommands {
   ): Promise<Reply>
   dedupCommit(key: string, owner: string, ttl: number, status: string, now: number): Promise<number>
   dedupRelease(key: string, owner: string): Promise<number>
-  dedupRecordBatch(n: number, ...keysThenArgs: (string | number)[]): Promise<(number | string)[]>
-  dedupCommitBatch(n: number, ...keysThenArgs: (string | number)[]): Promise<number[]>
-  dedupReleaseBatch(n: number, ...keysThenArgs: (string | number)[]): Promise<number>
+  dedupRecordGroup(n: number, keys: string[], args: (string | number)[]): Promise<(number | string)[]>
+  dedupCommitGroup(n: number, keys: string[], args: (string | number)[]): Promise<number[]>
+  dedupReleaseBatch(n: number, keys: string[], owner: string): Promise<number>
 }
 
 type Reply = [number, number, string, string]
@@ -155,12 +180,13 @@ type Reply = [number, number, string, string]
 const STATES: readonly DedupState[] = ['duplicate', 'new', 'pending']
 
 /**
- * Check-and-lease: on one Redis, one atomic Lua call for the whole batch; on a cluster, one per
- * alert, all issued at once, in order, which the client's auto-pipelining sends in one write and
- * one round trip per node (a script's keys, like an explicit pipeline, must stay in one hash slot;
- * the fingerprints of a batch do not). Calls on one key go to one node over one connection, so
- * their order holds. The commit after the sink write is a second round trip of the same kind.
- * Lease expiry is Redis's own PEXPIRE: no clock skew between replicas matters.
+ * Check-and-lease: on one Redis, the calls of every request of a loop turn in one atomic Lua call
+ * (coalesce.ts); on a cluster, one call per alert, all issued at once, in order, which the
+ * client's auto-pipelining sends in one write and one round trip per node (a script's keys, like
+ * an explicit pipeline, must stay in one hash slot; the fingerprints of a batch do not). Calls on
+ * one key go to one node over one connection, so their order holds. The commit after the sink
+ * write is a second round trip of the same kind. Lease expiry is Redis's own PEXPIRE: no clock
+ * skew between replicas matters.
  */
 /**
  * Issues one call per entry, in slices (a large batch's thousands of commands would hold the loop
@@ -181,62 +207,109 @@ async function callAll<E, T>(
   return Promise.all(settled)
 }
 
+/** A grouped script's KEYS and ARGV: after `head`, per call its owner, now, key count and statuses. */
+function groupArgs(calls: readonly Call[], head: number[]): { keys: string[]; args: (string | number)[] } {
+  const keys: string[] = []
+  const args: (string | number)[] = head
+  for (const c of calls) {
+    args.push(c.owner, c.now, c.entries.length)
+    for (const e of c.entries) {
+      keys.push(DEDUP_KEY_PREFIX + e.fingerprint)
+      args.push(e.status)
+    }
+  }
+  return { keys, args }
+}
+
+const weight = (c: Call) => c.entries.length
+
 export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: number): DedupStore {
   client.defineCommand('dedupRecord', { numberOfKeys: 1, lua: RECORD_LUA })
   client.defineCommand('dedupCommit', { numberOfKeys: 1, lua: COMMIT_LUA })
   client.defineCommand('dedupRelease', { numberOfKeys: 1, lua: RELEASE_LUA })
   // No numberOfKeys: the key count is the first argument of each call.
-  client.defineCommand('dedupRecordBatch', { lua: RECORD_BATCH_LUA })
-  client.defineCommand('dedupCommitBatch', { lua: COMMIT_BATCH_LUA })
+  client.defineCommand('dedupRecordGroup', { lua: RECORD_GROUP_LUA })
+  client.defineCommand('dedupCommitGroup', { lua: COMMIT_GROUP_LUA })
   client.defineCommand('dedupReleaseBatch', { lua: RELEASE_BATCH_LUA })
   const cmds = client as unknown as ScriptCommands
-  const batched = !client.isCluster
-  const keys = (fingerprints: readonly string[]) => fingerprints.map((fp) => DEDUP_KEY_PREFIX + fp)
+  const grouped = !client.isCluster
+  const unavailable = (err: unknown) => storeUnavailable(errorOf(err).message, err)
+
+  /** A turn's records as one script call; each call gets its replies (RECORD_LUA's, four a key). */
+  const recordGroup = coalesce(
+    async (calls: readonly Call[]): Promise<Reply[][]> => {
+      const { keys, args } = groupArgs(calls, [ttlMs, leaseMs])
+      const flat = await cmds.dedupRecordGroup(keys.length, keys, args)
+      let at = 0
+      return calls.map((c) =>
+        c.entries.map((): Reply => {
+          const r: Reply = [
+            Number(flat[at]),
+            Number(flat[at + 1]),
+            String(flat[at + 2]),
+            String(flat[at + 3]),
+          ]
+          at += 4
+          return r
+        }),
+      )
+    },
+    weight,
+    GROUP_MAX_KEYS,
+  )
+  /** A turn's commits as one script call; each call gets a 1 (committed) or 0 a key. */
+  const commitGroup = coalesce(
+    async (calls: readonly Call[]): Promise<number[][]> => {
+      const { keys, args } = groupArgs(calls, [ttlMs])
+      const done = await cmds.dedupCommitGroup(keys.length, keys, args)
+      let at = 0
+      return calls.map((c) => c.entries.map(() => Number(done[at++])))
+    },
+    weight,
+    GROUP_MAX_KEYS,
+  )
 
   const release = async (fingerprints: readonly string[], owner: string) => {
     if (fingerprints.length === 0) return
-    if (batched) {
-      await cmds
-        .dedupReleaseBatch(fingerprints.length, ...keys(fingerprints), owner)
-        .catch((err: unknown) => {
-          throw storeUnavailable(errorOf(err).message, err)
-        })
+    if (grouped) {
+      const keys = fingerprints.map((fp) => DEDUP_KEY_PREFIX + fp)
+      await cmds.dedupReleaseBatch(keys.length, keys, owner).catch((err: unknown) => {
+        throw unavailable(err)
+      })
       return
     }
     const done = await callAll(fingerprints, (fp) => cmds.dedupRelease(DEDUP_KEY_PREFIX + fp, owner))
-    for (const d of done)
-      if (d.status === 'rejected') throw storeUnavailable(errorOf(d.reason).message, d.reason)
+    for (const d of done) if (d.status === 'rejected') throw unavailable(d.reason)
   }
 
-  /** One command for the batch; replies as the per-alert calls would settle. */
-  const recordBatch = async (
-    entries: readonly DedupEntry[],
-    owner: string,
-    now: number,
-  ): Promise<PromiseSettledResult<Reply>[]> => {
-    try {
-      const flat = await cmds.dedupRecordBatch(
-        entries.length,
-        ...keys(entries.map((e) => e.fingerprint)),
-        now,
-        ttlMs,
+  /** Cluster: one call per alert; whatever did get leased is released if any call failed. */
+  const recordEach = async (entries: readonly DedupEntry[], owner: string, now: number) => {
+    const replies = await callAll(entries, (e) =>
+      cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, now, ttlMs, owner, leaseMs),
+    )
+    const failed = replies.find((r) => r.status === 'rejected')
+    if (failed) {
+      // Whatever did get leased must not hold AlertManager's retry off until the lease expires.
+      const leased = entries.filter((_, i) => {
+        const r = replies[i]
+        return r?.status === 'fulfilled' && r.value[0] === 1
+      })
+      await release(
+        leased.map((e) => e.fingerprint),
         owner,
-        leaseMs,
-        ...entries.map((e) => e.status),
-      )
-      return entries.map((_, i) => ({
-        status: 'fulfilled',
-        value: [
-          Number(flat[4 * i]),
-          Number(flat[4 * i + 1]),
-          String(flat[4 * i + 2]),
-          String(flat[4 * i + 3]),
-        ],
-      }))
-    } catch (reason) {
-      // Atomic: nothing of the batch was leased.
-      return entries.map(() => ({ status: 'rejected', reason }))
+      ).catch(() => {})
+      throw unavailable(failed.reason)
     }
+    return replies.map((r) => (r as PromiseFulfilledResult<Reply>).value)
+  }
+
+  const commitEach = async (entries: readonly DedupEntry[], owner: string, now: number) => {
+    const replies = await callAll(entries, (e) =>
+      cmds.dedupCommit(DEDUP_KEY_PREFIX + e.fingerprint, owner, ttlMs, e.status, now),
+    )
+    const failed = replies.find((r) => r.status === 'rejected')
+    if (failed) throw unavailable(failed.reason)
+    return replies.map((r) => (r as PromiseFulfilledResult<number>).value)
   }
 
   return {
@@ -246,55 +319,28 @@ export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: nu
     async record(entries: readonly DedupEntry[], owner: string, now: number): Promise<DedupResult[]> {
       if (client.status !== 'ready') throw storeUnavailable(`redis is ${client.status}`)
       if (entries.length === 0) return []
-      const replies = batched
-        ? await recordBatch(entries, owner, now)
-        : await callAll(entries, (e) =>
-            cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, now, ttlMs, owner, leaseMs),
-          )
-      const failed = replies.find((r) => r.status === 'rejected')
-      if (failed) {
-        // Whatever did get leased must not hold AlertManager's retry off until the lease expires.
-        const leased = entries.filter((_, i) => {
-          const r = replies[i]
-          return r?.status === 'fulfilled' && r.value[0] === 1
-        })
-        await release(
-          leased.map((e) => e.fingerprint),
-          owner,
-        ).catch(() => {})
-        throw storeUnavailable(errorOf(failed.reason).message, failed.reason)
-      }
-      return replies.map((r) => {
-        const [state, count, first, last] = (r as PromiseFulfilledResult<Reply>).value
-        return { state: STATES[state]!, count, firstSeen: Number(first), lastSeen: Number(last) }
-      })
+      // A grouped call is atomic: when it fails, nothing of it was leased.
+      const replies = grouped
+        ? await recordGroup({ entries, owner, now }).catch((err: unknown) => {
+            throw unavailable(err)
+          })
+        : await recordEach(entries, owner, now)
+      return replies.map(([state, count, first, last]) => ({
+        state: STATES[state]!,
+        count,
+        firstSeen: Number(first),
+        lastSeen: Number(last),
+      }))
     },
     async commit(entries, owner, now) {
       if (client.status !== 'ready') throw storeUnavailable(`redis is ${client.status}`)
       if (entries.length === 0) return []
-      if (batched) {
-        const done = await cmds
-          .dedupCommitBatch(
-            entries.length,
-            ...keys(entries.map((e) => e.fingerprint)),
-            owner,
-            ttlMs,
-            now,
-            ...entries.map((e) => e.status),
-          )
-          .catch((err: unknown) => {
-            throw storeUnavailable(errorOf(err).message, err)
+      const done = grouped
+        ? await commitGroup({ entries, owner, now }).catch((err: unknown) => {
+            throw unavailable(err)
           })
-        return entries.filter((_, i) => Number(done[i]) === 0).map((e) => e.fingerprint)
-      }
-      const replies = await callAll(entries, (e) =>
-        cmds.dedupCommit(DEDUP_KEY_PREFIX + e.fingerprint, owner, ttlMs, e.status, now),
-      )
-      const failed = replies.find((r) => r.status === 'rejected')
-      if (failed) throw storeUnavailable(errorOf(failed.reason).message, failed.reason)
-      return entries
-        .filter((_, i) => (replies[i] as PromiseFulfilledResult<number>).value === 0)
-        .map((e) => e.fingerprint)
+        : await commitEach(entries, owner, now)
+      return entries.filter((_, i) => done[i] === 0).map((e) => e.fingerprint)
     },
   }
 }

@@ -1,3 +1,4 @@
+import { constants } from 'node:fs'
 import { type FileHandle, open } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { ensureDir } from '../../shared/ensure-dir.js'
@@ -7,7 +8,7 @@ import type { Sink, SinkRecord } from './sink.js'
 
 interface Waiter {
   buf: Buffer
-  /** A probe: `buf` is filler, appended, synced and cut back again, alone in its append. */
+  /** A probe: `buf` is filler, appended durably and cut back again, alone in its append. */
   probe?: boolean
   resolve(): void
   reject(err: unknown): void
@@ -17,10 +18,15 @@ const TAIL_CHUNK = 64 * 1024
 /** A probe needs room for at least this, and at most this (the size of the write that failed). */
 const PROBE_MIN_BYTES = 4096
 const PROBE_MAX_BYTES = 1024 * 1024
+/**
+ * 'a+' and O_DSYNC: every write returns once its data is on the disk (what write then fdatasync
+ * give), in one trip to the thread pool instead of two.
+ */
+const APPEND_DURABLY = constants.O_APPEND | constants.O_CREAT | constants.O_RDWR | constants.O_DSYNC
 
 /**
- * JSON lines appended to one file; `write` resolves only once its lines are fdatasync'ed, so a 2xx
- * means the alert is on disk. Group commit: requests that arrive while a sync is in flight are
+ * JSON lines appended to one file; `write` resolves only once its lines are on the disk (O_DSYNC),
+ * so a 2xx means the alert is on disk. Group commit: requests that arrive while a sync is in flight are
  * written together and share the next sync, so the cost of durability is paid once per burst, not
  * once per request. A batch's lines stay together.
  *
@@ -31,7 +37,7 @@ const PROBE_MAX_BYTES = 1024 * 1024
  */
 export async function createFileSink(path: string, log: Logger): Promise<Sink> {
   await ensureDir(dirname(path))
-  const file = await open(path, 'a+', 0o640)
+  const file = await open(path, APPEND_DURABLY, 0o640)
   const regular = (await file.stat()).isFile()
   if (regular) await repairTail(file, path, log)
   let queue: Waiter[] = []
@@ -64,7 +70,6 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
     try {
       let offset = 0
       while (offset < buf.length) offset += (await file.write(buf, offset)).bytesWritten
-      await file.datasync()
     } catch (err) {
       failedBytes = buf.length
       if (regular) {
@@ -77,14 +82,13 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
     }
   }
 
-  /** Room for `buf` right now: appended and synced, then cut back whatever happens. */
+  /** Room for `buf` right now: appended durably, then cut back whatever happens. */
   const probeOnce = async (buf: Buffer) => {
     if (cutTo !== undefined) await cutBack(cutTo)
     const before = (await file.stat()).size
     try {
       let offset = 0
       while (offset < buf.length) offset += (await file.write(buf, offset)).bytesWritten
-      await file.datasync()
     } finally {
       await cutBack(before)
     }
@@ -119,7 +123,7 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
     },
     /**
      * Filler of the size of the write that failed (no newline: if the process dies before it is
-     * cut back, the next start cuts it as a partial line) is appended, synced and cut back.
+     * cut back, the next start cuts it as a partial line) is appended durably and cut back.
      * Room on the disk again (ENOSPC) or a device that writes again (EIO) shows here.
      */
     async probe() {
