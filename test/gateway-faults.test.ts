@@ -194,6 +194,34 @@ describe('gateway under faults (Redis dedup, file sink)', () => {
     assert.equal(await stop(second), 0)
   })
 
+  test('the answer does not wait for the commit, and SIGTERM finishes a commit in flight before Redis closes', async (t) => {
+    const sinkFile = sinkPath()
+    const sc = await launch(t, {
+      env: gatewayEnv({
+        REDIS_URL: redis.url,
+        GATEWAY_SINK_FILE: sinkFile,
+        GATEWAY_DEDUP_TIMEOUT: '10s',
+        SIA_FAILPOINTS: 'gateway.before-sink=delay(500)',
+      }),
+    })
+    const key = `${DEDUP_KEY_PREFIX}late0001`
+    const request = post(latestUrl(sc), webhook([alert('Late', { fingerprint: 'late0001' })]))
+    // The lease is taken and the request waits at the failpoint; then Redis takes no write for 2 s.
+    await eventually(async () => ((await admin.hget(key, 'pending')) ? true : undefined))
+    await admin.client('PAUSE', 2000, 'WRITE')
+    const answer = await request
+    assert.equal(answer.status, 201)
+    assert.equal(await admin.hget(key, 'pending'), '1', 'answered while its commit waits on Redis')
+    sc.kill('SIGTERM')
+    assert.equal((await sc.exited).code, 0)
+    assert.equal(await admin.hget(key, 'pending'), null, 'the commit was finished before Redis closed')
+    assert.ok((await admin.pttl(key)) > 60_000, 'a committed record lives the TTL, not the lease')
+    assert.deepEqual(
+      readJsonLines(sinkFile).map((l) => l.fingerprint),
+      ['late0001'],
+    )
+  })
+
   test('an AlertManager HA pair: two gateways get the same payloads at once, each alert stored once', async (t) => {
     const [fileA, fileB] = [sinkPath(), sinkPath()]
     // The pause between dedup and sink makes the two requests overlap: one writes, the other waits.

@@ -30,6 +30,13 @@ export interface IngestOptions {
   failpoint: HitFailpoint
   /** Told of every sink write's outcome (readiness follows the sink). */
   onSinkWrite?(ok: boolean): void
+  /**
+   * Takes work that outlives the answer: the commit after the sink write. The alerts are stored
+   * by then (the 2xx rests on that); the commit only keeps a later repeat from being written
+   * again, so the answer does not wait a Redis round trip for it. Shutdown awaits this work
+   * before the store closes.
+   */
+  background(work: Promise<void>): void
 }
 
 /**
@@ -69,7 +76,7 @@ interface Item {
 
 /**
  * Every alert of the batch, firing and resolved: lease in one round trip, every new one to the
- * sink, then commit. A sink failure releases this batch's leases, so AlertManager's retry of the
+ * sink, then answer and commit. A sink failure releases this batch's leases, so AlertManager's retry of the
  * request is new again; a death between lease and commit leaves leases that expire, with the same
  * effect. An alert another request is writing is not written twice: this request waits (briefly)
  * for that commit, and answers 503 if it does not come. So an alert is in the sink or its request
@@ -79,6 +86,26 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   const { store, sink, metrics, log } = opts
   // One log line per failure episode of the sink: the first failure, then the recovery.
   let sinkFailures = 0
+
+  /** Never rejects: a failed commit is logged, and its leases expire on their own. */
+  const commit = async (entries: DedupEntry[], owner: string): Promise<void> => {
+    try {
+      const lost = await store.commit(entries, owner, Date.now())
+      if (lost.length > 0) {
+        log.warn(
+          { event: 'gateway.dedup.lease.lost', count: lost.length },
+          'a lease expired during the sink write and another request took it: possibly written twice',
+        )
+      }
+    } catch (err) {
+      // The alerts are stored: the answer was a 2xx. Their leases expire, so a later repeat may
+      // be written again (at least once).
+      log.warn(
+        { event: 'gateway.dedup.commit.failed', err: { message: (err as Error).message } },
+        'commit after the sink write failed',
+      )
+    }
+  }
 
   const writeAndCommit = async (
     fresh: readonly Item[],
@@ -125,22 +152,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     // One commit per fingerprint, with the status written last (a batch may hold its resolution).
     const last = new Map<string, DedupEntry>()
     for (const a of fresh) last.set(a.fingerprint, { fingerprint: a.fingerprint, status: a.alert.status })
-    try {
-      const lost = await store.commit([...last.values()], owner, Date.now())
-      if (lost.length > 0) {
-        log.warn(
-          { event: 'gateway.dedup.lease.lost', count: lost.length },
-          'a lease expired during the sink write and another request took it: possibly written twice',
-        )
-      }
-    } catch (err) {
-      // The alerts are stored: the answer is a 2xx. Their leases expire, so a later repeat may be
-      // written again (at least once), but a 5xx here would make that certain.
-      log.warn(
-        { event: 'gateway.dedup.commit.failed', err: { message: (err as Error).message } },
-        'commit after the sink write failed',
-      )
-    }
+    opts.background(commit([...last.values()], owner))
     return true
   }
 

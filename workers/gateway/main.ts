@@ -19,7 +19,8 @@ const PENDING_WAIT_MS = 2000
 /**
  * The AlertManager webhook gateway (DESIGN.md §7): dedup by fingerprint, every new alert to the
  * sink before the answer. Shutdown drains in-flight requests (dedup and sink writes included)
- * through serve(); only then are the sink and then Redis closed (onStop runs in reverse order).
+ * through serve(), then the commits that outlived their answers; only then are the sink and then
+ * Redis closed (onStop runs in reverse order).
  */
 defineService({
   async start({ service, config, log, registry, board, serve, onStop, failpoint, signal }) {
@@ -63,6 +64,12 @@ defineService({
     })
     signal.addEventListener('abort', () => health.stop(), { once: true })
     onStop(() => health.stop())
+    // Commits still running after their answers; onStop runs in reverse, so this is awaited before
+    // the sink and Redis close (each commit is bounded by the command timeout).
+    const commits = new Set<Promise<void>>()
+    onStop(async () => {
+      await Promise.all(commits)
+    })
     const budget = createBodyBudget(config.gatewayMaxBufferedBytes)
     const metrics = createMetrics(registry, store, health, budget)
     const server = createServer(
@@ -80,6 +87,10 @@ defineService({
         pendingWaitMs: Math.min(leaseMs, PENDING_WAIT_MS),
         failpoint,
         onSinkWrite: (ok) => (ok ? health.sinkSucceeded() : health.sinkFailed()),
+        background(work) {
+          commits.add(work)
+          void work.then(() => commits.delete(work))
+        },
         ready() {
           const r = readiness(board, config)
           const status = r.ready ? 'ready' : 'not ready'
