@@ -7,7 +7,7 @@
  * their modules at once on few cores at boot. Types still come from `import type … from 'node:…'`.
  */
 export const { createServer } = process.getBuiltinModule('node:http')
-export const { readFileSync, statSync, unwatchFile, watchFile, writeSync } =
+export const { constants, fstatSync, readFileSync, statSync, unwatchFile, watchFile, writeSync } =
   process.getBuiltinModule('node:fs')
 
 /**
