@@ -233,6 +233,12 @@ export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: nu
   client.defineCommand('dedupReleaseBatch', { lua: RELEASE_BATCH_LUA })
   const cmds = client as unknown as ScriptCommands
   const grouped = !client.isCluster
+  // A grouped call is already one command a turn for every request: auto-pipelining would only
+  // hold it until the replies of the pipeline in flight are back (one at a time per connection).
+  if (grouped) {
+    const ignored = client.options.autoPipeliningIgnoredCommands ?? []
+    client.options.autoPipeliningIgnoredCommands = [...ignored, 'dedupRecordGroup', 'dedupCommitGroup']
+  }
   const unavailable = (err: unknown) => storeUnavailable(errorOf(err).message, err)
 
   /** A turn's records as one script call; each call gets its replies (RECORD_LUA's, four a key). */
