@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -194,18 +195,34 @@ test('SIGTERM in the first instants of boot ends in a logged exit 0 (it died by 
 })
 
 test('a thread that cannot be terminated does not hold the process: exit 1 naming it', async () => {
-  // A preload that wedges the gateway's threadpool in Node's endless recursive mkdir under /proc:
-  // its thread can then never be terminated, and process.exit() would wait for it forever.
+  // A preload that wedges the gateway's thread when its server is closed for the shutdown: a
+  // synchronous open() of a FIFO that no one opens for writing. No termination interrupts a system
+  // call, so the thread can never be terminated, and process.exit() would wait for it forever.
+  // (This test used Node's endless recursive mkdir under /proc, which Node 26.12 fixed.) The
+  // gateway's own deadline is short, so the others stop within what is left of the budget.
   const dir = mkdtempSync(join(tmpdir(), 'sia-wedge-'))
+  const fifo = join(dir, 'never-written')
+  execFileSync('mkfifo', [fifo])
   const wedge = join(dir, 'wedge.mjs')
   writeFileSync(
     wedge,
     `import { workerData } from 'node:worker_threads'
-import { mkdir } from 'node:fs/promises'
-if (workerData?.service === 'gateway') mkdir('/proc/sia-wedge/x', { recursive: true }).catch(() => {})
+import { openSync } from 'node:fs'
+import { Server } from 'node:http'
+if (workerData?.service === 'gateway') {
+  const close = Server.prototype.close
+  Server.prototype.close = function (...args) {
+    openSync(${JSON.stringify(fifo)}, 'r')
+    return close.apply(this, args)
+  }
+}
 `,
   )
-  const sc = await startReady({ env: { NODE_OPTIONS: `--import=${wedge}`, SHUTDOWN_TIMEOUT: '3s' } })
+  const config = join(dir, 'sia.json')
+  writeFileSync(config, JSON.stringify({ services: { gateway: { shutdownTimeout: '500ms' } } }))
+  const sc = await startReady({
+    env: { NODE_OPTIONS: `--import=${wedge}`, SHUTDOWN_TIMEOUT: '3s', SIA_CONFIG_FILE: config },
+  })
   const t0 = Date.now()
   sc.kill('SIGTERM')
   const { code, ms } = await exitAfter(sc, t0)
