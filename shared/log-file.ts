@@ -1,6 +1,6 @@
 import { type FileHandle, mkdir, open, rename } from 'node:fs/promises'
 import { join } from 'node:path'
-import { writeSync } from './builtins.js'
+import { constants, writeSync } from './builtins.js'
 
 /**
  * LOG_DIR: the JSON lines also go to `<dir>/sia-supervisor.<LEVEL>.log`, rotated by size as SIA
@@ -8,6 +8,8 @@ import { writeSync } from './builtins.js'
  * process, on the main thread: workers forward their lines to it, so no two threads ever rotate
  * the same file. Writes are asynchronous and queued up to a bound: a slow, full or unwritable disk
  * costs dropped file lines (counted, and said once on stdout), never a blocked or failed service.
+ * Each batch is written at its offset (the file is not opened O_APPEND): at exit, the lines queued
+ * behind a batch still in flight go after it, whichever write ends first.
  */
 export interface LogFileOptions {
   maxBytes?: number
@@ -43,8 +45,9 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   let retryAt = 0
   let dropped = 0
   let closed = false
-  /** Lines at the head of the queue being written right now. */
+  /** Lines at the head of the queue being written right now, and their bytes. */
   let inflight = 0
+  let inflightBytes = 0
 
   /** Said on stdout directly (not through the logger, which would feed the file again). */
   const say = (lvl: 'warn' | 'info', event: string, msg: string, extra: object) => {
@@ -64,7 +67,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
 
   async function openFile(): Promise<void> {
     await mkdir(dir, { recursive: true })
-    fh = await open(path, 'a', 0o644)
+    fh = await open(path, constants.O_WRONLY | constants.O_CREAT, 0o644)
     size = (await fh.stat()).size
   }
 
@@ -98,8 +101,10 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
           n++
         }
         inflight = n
-        await fh!.write(batch)
+        inflightBytes = bytes
+        await fh!.write(batch, size)
         inflight = 0
+        inflightBytes = 0
         size += bytes
         queue = queue.slice(n)
         queuedBytes -= batch.length
@@ -113,6 +118,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
       }
     } catch (err) {
       inflight = 0
+      inflightBytes = 0
       const code = (err as NodeJS.ErrnoException).code ?? 'EIO'
       await fh?.close().catch(() => {})
       fh = undefined
@@ -160,10 +166,11 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
       if (!busy) void drain()
     },
     flushSync() {
-      // The batch in flight is the async write's; the rest, now (a record logged just before exit).
+      // The batch in flight is the async write's; the rest, now, behind it (a record logged just
+      // before exit).
       if (failing || !fh || queue.length <= inflight) return
       try {
-        writeSync(fh.fd, queue.slice(inflight).join(''))
+        writeSync(fh.fd, queue.slice(inflight).join(''), size + inflightBytes)
         queue = queue.slice(0, inflight)
       } catch {}
     },
