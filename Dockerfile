@@ -12,10 +12,12 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
+COPY scripts/bundle.mjs ./scripts/
 COPY shared ./shared
 COPY supervisor ./supervisor
 COPY workers ./workers
-RUN npx tsc -p tsconfig.json && npm prune --omit=dev --no-audit --no-fund
+# tsc, then one bundle a thread (scripts/bundle.mjs), then the dev dependencies dropped.
+RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 
 # Runtime stage: compiled JS and production dependencies only, as a non-root user.
 FROM ${NODE_IMAGE}

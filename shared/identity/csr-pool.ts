@@ -19,6 +19,16 @@ export interface CsrPool {
 export const CSR_THREAD_IDLE_MS = 2000
 
 /**
+ * The task piscina runs, dist/shared/identity/csr-task.js. This code runs from that folder, or
+ * from a bundle elsewhere under dist/ (a worker's, the supervisor's: scripts/bundle.mjs), so the
+ * path starts from the dist/ folder it runs in.
+ */
+const here = import.meta.url
+const dist = here.lastIndexOf('/dist/')
+const CSR_TASK =
+  dist < 0 ? new URL('./csr-task.js', here) : new URL('shared/identity/csr-task.js', here.slice(0, dist + 6))
+
+/**
  * The pool, and piscina itself, come with the first CSR: most starts reuse the certificates on
  * disk and sign nothing, and piscina is 15 modules in every thread that loads it.
  */
@@ -31,7 +41,7 @@ export function createCsrPool(): CsrPool {
     made ??= import('piscina').then(
       ({ Piscina }) =>
         new Piscina<CsrTask, string>({
-          filename: new URL('./csr-task.js', import.meta.url).href,
+          filename: CSR_TASK.href,
           minThreads: 0,
           maxThreads: 2,
           idleTimeout: CSR_THREAD_IDLE_MS,
