@@ -180,15 +180,6 @@ type Reply = [number, number, string, string]
 const STATES: readonly DedupState[] = ['duplicate', 'new', 'pending']
 
 /**
- * Check-and-lease: on one Redis, the calls of every request of a loop turn in one atomic Lua call
- * (coalesce.ts); on a cluster, one call per alert, all issued at once, in order, which the
- * client's auto-pipelining sends in one write and one round trip per node (a script's keys, like
- * an explicit pipeline, must stay in one hash slot; the fingerprints of a batch do not). Calls on
- * one key go to one node over one connection, so their order holds. The commit after the sink
- * write is a second round trip of the same kind. Lease expiry is Redis's own PEXPIRE: no clock
- * skew between replicas matters.
- */
-/**
  * Issues one call per entry, in slices (a large batch's thousands of commands would hold the loop
  * while they are encoded): every call is still sent before any reply is awaited, so the batch
  * stays one pipelined round trip. Each call is settled as soon as it is made, so one that fails
@@ -210,7 +201,7 @@ async function callAll<E, T>(
 /** A grouped script's KEYS and ARGV: after `head`, per call its owner, now, key count and statuses. */
 function groupArgs(calls: readonly Call[], head: number[]): { keys: string[]; args: (string | number)[] } {
   const keys: string[] = []
-  const args: (string | number)[] = head
+  const args: (string | number)[] = [...head]
   for (const c of calls) {
     args.push(c.owner, c.now, c.entries.length)
     for (const e of c.entries) {
@@ -223,6 +214,15 @@ function groupArgs(calls: readonly Call[], head: number[]): { keys: string[]; ar
 
 const weight = (c: Call) => c.entries.length
 
+/**
+ * Check-and-lease: on one Redis, the calls of every request of a loop turn in one atomic Lua call
+ * (coalesce.ts); on a cluster, one call per alert, all issued at once, in order, which the
+ * client's auto-pipelining sends in one write and one round trip per node (a script's keys, like
+ * an explicit pipeline, must stay in one hash slot; the fingerprints of a batch do not). Calls on
+ * one key go to one node over one connection, so their order holds. The commit after the sink
+ * write is a second round trip of the same kind. Lease expiry is Redis's own PEXPIRE: no clock
+ * skew between replicas matters.
+ */
 export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: number): DedupStore {
   client.defineCommand('dedupRecord', { numberOfKeys: 1, lua: RECORD_LUA })
   client.defineCommand('dedupCommit', { numberOfKeys: 1, lua: COMMIT_LUA })
