@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAddress } from '../shared/address.js'
 import { ADDRESS_OF } from '../shared/config/addresses.js'
+import { envName } from '../shared/config/settings.js'
 import type { Config } from '../shared/config/types.js'
 import { codedError } from '../shared/errors.js'
 import { createFailpointCounters, createFailpoints, parseFailpoints } from '../shared/failpoints.js'
@@ -10,6 +11,7 @@ import { createStatusBoard, HEARTBEAT_MS } from '../shared/status-board.js'
 import { createProcessExit, type ProcessExit } from './exit.js'
 import { createSupervisorMetrics } from './metrics.js'
 import { createPortBroker } from './port-broker.js'
+import { claimPort } from './port-claim.js'
 import { type CancelCause, createRunContext } from './run-context.js'
 import { createServiceSlot, type ServiceSlot } from './service-slot.js'
 import type { SignalRouter } from './signals.js'
@@ -97,6 +99,18 @@ export async function run(
     { collect: () => metrics.registry.getMetricsAsJSON(), lastErrors: () => metrics.lastErrors() },
     log,
   )
+  // Each port is this process's before any worker binds it: another sidecar on the same ports
+  // would otherwise share them (port-claim.ts). A claim lasts as long as the process.
+  for (const service of services) {
+    const address = listenAddressOf(service, config)
+    if (ctx.signal.aborted || address === undefined) continue
+    try {
+      await claimPort(parseAddress(address).port, envName(ADDRESS_OF[service]!))
+    } catch (err) {
+      log.error({ event: 'service.start.failed', service, err }, `${service} failed to start`)
+      ctx.cancel({ cause: 'start-failed', service, err })
+    }
+  }
   for (const service of services) {
     const slot = createServiceSlot(service, {
       config: () => config,

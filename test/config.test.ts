@@ -267,6 +267,30 @@ describe('the CLI', () => {
     assert.equal(r.stderr.trim().split('\n').length, 1)
   })
 
+  test('two services on one port: exit 2 naming both, whatever their hosts; a disabled one or port 0 is no clash', () => {
+    rejects([], { GATEWAY_ADDR: '127.0.0.1:8880' }, /GATEWAY_ADDR: port 8880 is also TOKEN_SERVER_ADDR's/)
+    rejects(
+      [],
+      { METRICS_SERVER_ADDR: '10.0.0.1:9998' },
+      /HEALTH_CHECK_ADDR: port 9998 is also METRICS_SERVER_ADDR's/,
+    )
+    const r = run([], { GATEWAY_ADDR: ':8880', DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')) })
+    assert.equal(r.status, 2)
+    assert.equal(r.stdout, '', 'nothing was started')
+    assert.match(
+      r.stderr,
+      /^sia-supervisor: invalid setting GATEWAY_ADDR: port 8880 is also TOKEN_SERVER_ADDR's/,
+    )
+    assert.equal(
+      config([], { GATEWAY_ADDR: '127.0.0.1:8880', USE_TOKEN_SERVER: 'false' }).gatewayAddr,
+      '127.0.0.1:8880',
+    )
+    assert.equal(
+      config([], { GATEWAY_ADDR: '127.0.0.1:0', TOKEN_SERVER_ADDR: '127.0.0.1:0' }).gatewayAddr,
+      '127.0.0.1:0',
+    )
+  })
+
   test('TARGET_DOMAIN_ROLES and REDIS_URL are validated at load: exit 2 naming the setting', () => {
     const cases: [Record<string, string>, RegExp][] = [
       [

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { parseAddress } from '../address.js'
 import { readFileSync } from '../builtins.js'
 import { codedError } from '../errors.js'
 import { parseFailpoints } from '../failpoints.js'
@@ -177,7 +178,32 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     }
     services[name] = tuningFor(name, s, parsed.data[name] ?? {})
   }
+  checkPortsApart(s, services)
   return { kind: 'run', config: { ...s, ...identity, services }, warnings }
+}
+
+/**
+ * Each service listens on a port of its own. Every listener asks for SO_REUSEPORT (so a successor
+ * can share its predecessor's port, DESIGN.md §8), so two services given one port would both bind
+ * it and the kernel would split connections between them: refused here, whatever the hosts.
+ */
+function checkPortsApart(s: Settings, services: Record<ServiceName, ServiceTuning>): void {
+  const owner = new Map<number, SettingKey>()
+  for (const name of SERVICES) {
+    const key = ADDRESS_OF[name]
+    const address = key && services[name].enabled ? (s[key] as string) : ''
+    if (!key || address === '') continue
+    const { port } = parseAddress(address)
+    if (port === 0) continue
+    const first = owner.get(port)
+    if (first) {
+      throw configError(
+        envName(key),
+        `port ${port} is also ${envName(first)}'s: each service needs a port of its own`,
+      )
+    }
+    owner.set(port, key)
+  }
 }
 
 const paths = (list: string) =>

@@ -1,20 +1,49 @@
-import { createServer } from 'node:net'
+import { createServer, type Server } from 'node:net'
 
-/** A port that was free a moment ago, for servers (like redis-server) that cannot take port 0. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number }
-      srv.close(() => resolve(port))
-    })
+/**
+ * Ports for servers that cannot take port 0 (redis-server) or must not (a sidecar's ports, shared
+ * by a successor or held across a crash). Test files run in parallel, so a port that was merely
+ * free a moment ago may be handed to two of them — and two sidecars with SO_REUSEPORT would both
+ * bind it. Each port is therefore taken from below the kernel's ephemeral range (where no port-0
+ * server or outgoing connection lands) and claimed for the life of this test process with an
+ * abstract socket of its own name, which no other test process can bind.
+ */
+const FIRST = 20_000
+const LAST = 32_767
+
+const claims: Server[] = []
+
+function tryListen(
+  server: Server,
+  options: { host?: string; port?: number; path?: string },
+): Promise<boolean> {
+  return new Promise((resolve) => {
+    server.once('error', () => resolve(false))
+    server.listen(options, () => resolve(true))
   })
 }
 
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = FIRST + Math.floor(Math.random() * (LAST - FIRST + 1))
+    const claim = createServer()
+    if (!(await tryListen(claim, { path: `\0sia-test/tcp/${port}` }))) continue
+    const probe = createServer()
+    const free = await tryListen(probe, { host: '127.0.0.1', port })
+    if (free) await new Promise((r) => probe.close(r))
+    if (!free) {
+      claim.close()
+      continue
+    }
+    claim.unref()
+    claims.push(claim)
+    return port
+  }
+}
+
 /**
- * Every server of the sidecar on a port of its own that was free a moment ago, as production runs
- * it: a real port can be shared by a successor or held across a crash (port 0 never is).
+ * Every server of the sidecar on a port of its own, as production runs it: a real port can be
+ * shared by a successor or held across a crash (port 0 never is).
  */
 export async function serverPorts(): Promise<{
   token: number
@@ -23,12 +52,10 @@ export async function serverPorts(): Promise<{
   health: number
   env: Record<string, string>
 }> {
-  const [token, gateway, metrics, health] = await Promise.all([
-    freePort(),
-    freePort(),
-    freePort(),
-    freePort(),
-  ])
+  const token = await freePort()
+  const gateway = await freePort()
+  const metrics = await freePort()
+  const health = await freePort()
   return {
     token,
     gateway,
