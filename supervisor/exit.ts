@@ -29,11 +29,9 @@ export function createProcessExit(log: Logger): ProcessExit {
     async leave(code, fields) {
       if (leaving) return new Promise<never>(() => {})
       leaving = true
-      const live = [...threads].filter((h) => !stuck.has(h))
-      await Promise.race([
-        Promise.all(live.map((h) => h.terminate('terminated'))),
-        sleep(END_THREADS_MS, undefined, { ref: false }),
-      ])
+      // A thread marked stuck may only have been slow (a loaded machine): it gets the same wait.
+      const ending = [...threads].map((h) => (stuck.has(h) ? h.exited : h.terminate('terminated')))
+      await Promise.race([Promise.all(ending), sleep(END_THREADS_MS, undefined, { ref: false })])
       // Last: nothing the run still does (it may be mid-shutdown when the watchdog leaves) is
       // logged after it, since the process is gone in the same turn.
       log.info(

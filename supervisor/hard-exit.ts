@@ -1,3 +1,5 @@
+import { accessSync, constants } from 'node:fs'
+
 // The global exists in every Node; this project's `lib` (no DOM) does not declare it.
 declare const WebAssembly: {
   Module: new (bytes: Uint8Array) => object
@@ -5,12 +7,35 @@ declare const WebAssembly: {
 }
 
 /**
- * Ends the process with `code` without waiting for worker threads. `process.exit()` joins every
- * thread, so a thread stuck in native code (a threadpool request that never returns) would hold
- * the process forever. WASI's `proc_exit` with `returnOnExit: false` calls the C library's
- * `exit()` directly. Used only when a thread could not be terminated.
+ * Ends the process with `code` without waiting for its other threads: used only when a thread
+ * could not be terminated. `process.exit()` joins every worker thread, so one stuck in native code
+ * would hold the process forever.
+ *
+ * The process image is replaced (execve) by a Node that only exits with `code`: the kernel ends
+ * every other thread at once, the PID and the exit code are the ones the container runtime
+ * waits for, and nothing of this process runs after. Calling the C library's `exit()` instead
+ * (WASI's proc_exit) is only the fallback, should execve fail: it joins libuv's thread pool (a
+ * request that never returns holds it forever) and runs static destructors while threads that
+ * are merely slow to end still tear down their isolates (Node 22 crashed there with SIGSEGV and
+ * SIGABRT, in BroadcastChannel's sibling groups).
  */
-export function hardExit(code: number): never {
+export function hardExit(code: number, execPath = process.execPath): never {
+  // Its experimental warning is emitted later, by a process that no longer exists; WASI's
+  // would reach stderr at once.
+  process.removeAllListeners('warning')
+  try {
+    // Node 22 aborts the process when execve fails rather than throw: the likely failure (the
+    // binary is gone) is looked for first. Node before 22.15 has no execve.
+    accessSync(execPath, constants.X_OK)
+    // An empty environment: no NODE_OPTIONS (a preload, an inspector) runs in the stand-in.
+    process.execve?.(execPath, [execPath, '-e', `process.exitCode = ${code & 0xff}`], {})
+  } catch {}
+  procExit(code)
+  process.exit(code) // not reached
+}
+
+/** The C library's exit(), through WASI's proc_exit with `returnOnExit: false`. */
+function procExit(code: number): void {
   // (module (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
   //         (memory (export "memory") 1)
   //         (func (export "_start") (call 0 (i32.const <code>))))
@@ -24,10 +49,7 @@ export function hardExit(code: number): never {
     ...[0x07, 0x13, 0x02, ...name('memory'), 0x02, 0x00, ...name('_start'), 0x00, 0x01],
     ...[0x0a, 0x08, 0x01, 0x06, 0x00, 0x41, code & 0x3f, 0x10, 0x00, 0x0b],
   ])
-  // WASI is still "experimental": loaded only here, its warning kept off stderr.
-  process.removeAllListeners('warning')
   const { WASI } = process.getBuiltinModule('node:wasi')
   const wasi = new WASI({ version: 'preview1', returnOnExit: false })
   wasi.start(new WebAssembly.Instance(new WebAssembly.Module(bytes), wasi.getImportObject()))
-  process.exit(code) // not reached
 }
