@@ -1,19 +1,23 @@
-import { z } from 'zod'
+import * as z from 'zod/mini'
 import { parseAddress } from '../address.js'
 import { parseDuration } from '../duration.js'
 import { SERVICES } from '../services.js'
+import '../zod-messages.js'
 import type { Kind, SettingSpec } from './settings.js'
 
 /** Every source (flag, env, file) is reduced to strings first, so one parser per kind serves all three. */
 function fromString<T>(parse: (s: string) => T) {
-  return z.string().transform((s, ctx): T => {
-    try {
-      return parse(s)
-    } catch (err) {
-      ctx.addIssue({ code: 'custom', message: (err as Error).message })
-      return z.NEVER
-    }
-  })
+  return z.pipe(
+    z.string(),
+    z.transform((s: string, ctx): T => {
+      try {
+        return parse(s)
+      } catch (err) {
+        ctx.issues.push({ code: 'custom', message: (err as Error).message, input: s })
+        return z.NEVER
+      }
+    }),
+  )
 }
 
 const duration = fromString((s) => {
@@ -24,7 +28,7 @@ const duration = fromString((s) => {
 /** A timer's period: 0 or negative disables the timer, as in SIA. */
 const interval = fromString((s) => Math.max(0, parseDuration(s)))
 
-const PARSERS: Record<Kind, z.ZodType> = {
+const PARSERS: Record<Kind, z.ZodMiniType> = {
   string: z.string(),
   path: z.string(),
   duration,
@@ -51,30 +55,32 @@ const PARSERS: Record<Kind, z.ZodType> = {
   ),
 }
 
-export function settingSchema(spec: SettingSpec): z.ZodType {
+export function settingSchema(spec: SettingSpec): z.ZodMiniType {
   return spec.values ? z.enum(spec.values as [string, ...string[]]) : PARSERS[spec.kind]
 }
 
 /** Per-service tuning, only from the config file (`services.<name>`). */
 export const tuningSchema = z.strictObject({
-  enabled: z.boolean().optional(),
-  startTimeout: duration.optional(),
-  shutdownTimeout: duration.optional(),
-  resourceLimits: z
-    .strictObject({
-      maxOldGenerationSizeMb: z.number().int().min(8).optional(),
-      maxYoungGenerationSizeMb: z.number().int().min(1).optional(),
-      stackSizeMb: z.number().min(1).optional(),
-    })
-    .optional(),
-  restart: z.enum(['permanent', 'transient', 'temporary']).optional(),
-  maxRestarts: z.number().int().min(0).optional(),
-  restartWindow: duration.optional(),
-  restartBackoff: duration.optional(),
-  restartBackoffMax: duration.optional(),
+  enabled: z.optional(z.boolean()),
+  startTimeout: z.optional(duration),
+  shutdownTimeout: z.optional(duration),
+  resourceLimits: z.optional(
+    z.strictObject({
+      maxOldGenerationSizeMb: z.optional(z.int().check(z.gte(8))),
+      maxYoungGenerationSizeMb: z.optional(z.int().check(z.gte(1))),
+      stackSizeMb: z.optional(z.number().check(z.gte(1))),
+    }),
+  ),
+  restart: z.optional(z.enum(['permanent', 'transient', 'temporary'])),
+  maxRestarts: z.optional(z.int().check(z.gte(0))),
+  restartWindow: z.optional(duration),
+  restartBackoff: z.optional(duration),
+  restartBackoffMax: z.optional(duration),
   // Workers beat once a second: anything shorter would kill healthy workers.
-  watchdogTimeout: duration.pipe(z.number().min(2000, 'must be at least 2s (two heartbeats)')).optional(),
-  recycleAtPercent: z.number().min(1).max(100).optional(),
+  watchdogTimeout: z.optional(
+    z.pipe(duration, z.number().check(z.gte(2000, 'must be at least 2s (two heartbeats)'))),
+  ),
+  recycleAtPercent: z.optional(z.number().check(z.gte(1), z.lte(100))),
 })
 
 export type TuningInput = z.infer<typeof tuningSchema>

@@ -1,5 +1,6 @@
-import { z } from 'zod'
+import * as z from 'zod/mini'
 import { mapSliced } from '../../shared/slices.js'
+import '../../shared/zod-messages.js'
 
 /** A label or annotation map: names to string values, null-prototype. */
 export type Labels = Record<string, string>
@@ -11,50 +12,58 @@ export type Labels = Record<string, string>
  * sent; a label read by a configured name goes through Object.hasOwn (fingerprint.ts), never the
  * prototype.
  */
-const labelSet = z.unknown().transform((value, ctx): Labels => {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    ctx.addIssue({ code: 'custom', message: 'expected an object of string values' })
-    return z.NEVER
-  }
-  // JSON.parse made every name an own data property, `__proto__` included: the object is kept as
-  // it is (a copy would be a slow dictionary-mode object, ~30% of the gateway's CPU in batches).
-  const labels = value as Record<string, unknown>
-  for (const name of Object.keys(labels)) {
-    const v = labels[name]
-    if (typeof v !== 'string') {
-      ctx.addIssue({ code: 'custom', message: `expected a string, received ${typeOf(v)}`, path: [name] })
+const labelSet = z.pipe(
+  z.unknown(),
+  z.transform((value: unknown, ctx): Labels => {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      ctx.issues.push({ code: 'custom', message: 'expected an object of string values', input: value })
+      return z.NEVER
     }
-  }
-  return labels as Labels
-})
+    // JSON.parse made every name an own data property, `__proto__` included: the object is kept as
+    // it is (a copy would be a slow dictionary-mode object, ~30% of the gateway's CPU in batches).
+    const labels = value as Record<string, unknown>
+    for (const name of Object.keys(labels)) {
+      const v = labels[name]
+      if (typeof v !== 'string') {
+        ctx.issues.push({
+          code: 'custom',
+          message: `expected a string, received ${typeOf(v)}`,
+          path: [name],
+          input: v,
+        })
+      }
+    }
+    return labels as Labels
+  }),
+)
 const alertStatus = z.enum(['firing', 'resolved'])
 
 const alertSchema = z.object({
   status: alertStatus,
   labels: labelSet,
-  annotations: labelSet.optional(),
-  startsAt: z.string().optional(),
-  endsAt: z.string().optional(),
-  generatorURL: z.string().optional(),
-  fingerprint: z.string().optional(),
+  annotations: z.optional(labelSet),
+  startsAt: z.optional(z.string()),
+  endsAt: z.optional(z.string()),
+  generatorURL: z.optional(z.string()),
+  fingerprint: z.optional(z.string()),
 })
 
 /** AlertManager webhook v4; unknown fields are ignored (zod strips them). */
 const webhookSchema = z.object({
   version: z.literal('4', { error: 'expected "4" (AlertManager webhook version 4)' }),
-  groupKey: z.string().optional(),
-  status: alertStatus.optional(),
-  receiver: z.string().optional(),
-  groupLabels: labelSet.optional(),
-  commonLabels: labelSet.optional(),
-  commonAnnotations: labelSet.optional(),
-  externalURL: z.string().optional(),
-  truncatedAlerts: z.number().int().nonnegative().optional(),
-  alerts: z.array(alertSchema).min(1, 'expected at least one alert'),
+  groupKey: z.optional(z.string()),
+  status: z.optional(alertStatus),
+  receiver: z.optional(z.string()),
+  groupLabels: z.optional(labelSet),
+  commonLabels: z.optional(labelSet),
+  commonAnnotations: z.optional(labelSet),
+  externalURL: z.optional(z.string()),
+  truncatedAlerts: z.optional(z.int().check(z.nonnegative())),
+  alerts: z.array(alertSchema).check(z.minLength(1, 'expected at least one alert')),
 })
 /** The webhook with its alerts unchecked: they are checked one by one, in slices. */
-const envelopeSchema = webhookSchema.extend({
-  alerts: z.array(z.unknown()).min(1, 'expected at least one alert'),
+const envelopeSchema = z.extend(webhookSchema, {
+  alerts: z.array(z.unknown()).check(z.minLength(1, 'expected at least one alert')),
 })
 /** Problems listed in a 400 answer at most. */
 const MAX_ERRORS = 20
