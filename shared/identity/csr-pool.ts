@@ -1,4 +1,5 @@
 import type { Piscina } from 'piscina'
+import { distUrl } from '../dist-url.js'
 import { codedError } from '../errors.js'
 import type { CaSpec, CsrSpec, SignRequest } from './csr.js'
 import type { CsrTask } from './csr-task.js'
@@ -18,15 +19,8 @@ export interface CsrPool {
  */
 export const CSR_THREAD_IDLE_MS = 2000
 
-/**
- * The task piscina runs, dist/shared/identity/csr-task.js. This code runs from that folder, or
- * from a bundle elsewhere under dist/ (a worker's, the supervisor's: scripts/bundle.mjs), so the
- * path starts from the dist/ folder it runs in.
- */
-const here = import.meta.url
-const dist = here.lastIndexOf('/dist/')
-const CSR_TASK =
-  dist < 0 ? new URL('./csr-task.js', here) : new URL('shared/identity/csr-task.js', here.slice(0, dist + 6))
+/** The task piscina runs. */
+const CSR_TASK = distUrl('shared/identity/csr-task.js')
 
 /**
  * The pool, and piscina itself, come with the first CSR: most starts reuse the certificates on

@@ -3,6 +3,7 @@ import { link, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { writeFileAtomic } from '../atomic-file.js'
+import { distUrl } from '../dist-url.js'
 import { ensureDir } from '../ensure-dir.js'
 import type { CaSpec } from './csr.js'
 import type { CsrPool } from './csr-pool.js'
@@ -54,8 +55,12 @@ export async function loadOrCreateAuthority(dataDir: string, pool?: Pick<CsrPool
     notAfter: Date.now() + CA_VALIDITY_MS,
   }
   // node-forge (~4 MiB of heap per thread that loads it) only on the first start, and on the CSR
-  // pool when there is one: its threads end, the service's stays.
-  const certPem = pool ? await pool.ca(spec) : (await import('./csr.js')).buildCaCert(spec)
+  // pool when there is one: its threads end, the service's stays. Without a pool, csr.js is loaded
+  // by path, so that a bundle holding this code does not also hold forge (375 KB its thread would
+  // parse at every boot for a path it rarely takes).
+  const certPem = pool
+    ? await pool.ca(spec)
+    : ((await import(distUrl('shared/identity/csr.js').href)) as typeof import('./csr.js')).buildCaCert(spec)
   // Publish key and cert under temporary names, then link the key into place: link() fails if
   // another worker got there first, and then we use theirs.
   const suffix = `.${process.pid}.${Date.now()}.tmp`

@@ -1,0 +1,30 @@
+import assert from 'node:assert/strict'
+import { existsSync, readFileSync } from 'node:fs'
+import { test } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { distUrl } from '../shared/dist-url.js'
+
+test('a file loaded by path is found from dist/, whether the caller is its own file or inlined in a bundle', () => {
+  assert.equal(
+    distUrl('shared/identity/csr.js', 'file:///app/dist/workers/token/main.js').href,
+    'file:///app/dist/shared/identity/csr.js',
+  )
+  assert.equal(
+    distUrl('shared/identity/csr-task.js', 'file:///app/dist/shared/identity/csr-pool.js').href,
+    'file:///app/dist/shared/identity/csr-task.js',
+  )
+  assert.throws(() => distUrl('x.js', 'file:///app/src/x.js'), /not running from a dist\/ folder/)
+  for (const path of ['shared/identity/csr.js', 'shared/identity/csr-task.js']) {
+    assert.ok(existsSync(fileURLToPath(distUrl(path))), `${path} is built`)
+  }
+})
+
+test('node-forge is in the CSR task only: the threads that rarely sign do not parse it at every boot', () => {
+  const bundle = (path: string) => readFileSync(fileURLToPath(distUrl(path)), 'utf8')
+  // A name only forge's source has (its PKCS#10 certification request).
+  const forge = /certificationRequestFromAsn1/
+  assert.match(bundle('shared/identity/csr-task.js'), forge)
+  for (const entry of ['supervisor/main.js', 'workers/certificate/main.js', 'workers/token/main.js']) {
+    assert.doesNotMatch(bundle(entry), forge, entry)
+  }
+})
