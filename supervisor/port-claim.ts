@@ -8,12 +8,7 @@ import { codedError } from '../shared/errors.js'
  * them silently, each getting a part of the connections. The claim is a Linux abstract socket
  * named for the port: abstract names live per network namespace, as ports do, binding one is
  * exclusive, and the kernel drops it with the process however that ends (SIGKILL included).
- */
-export function claimName(port: number): string {
-  return `\0sia-supervisor/tcp/${port}`
-}
-
-/**
+ *
  * Resolves with the claim's release once held; rejects with ERR_PORT_IN_USE, naming `setting`, when
  * another sidecar holds it. Abstract sockets are Linux's: elsewhere there is nothing to claim.
  */
@@ -31,7 +26,7 @@ export function claimPort(port: number, setting: string): Promise<() => void> {
           : codedError('ERR_PORT_CLAIM', `${setting}: cannot claim port ${port}: ${err.message}`, err),
       )
     })
-    server.listen({ path: claimName(port) }, () => {
+    server.listen({ path: `\0sia-supervisor/tcp/${port}` }, () => {
       // A claim never keeps the process up.
       server.unref()
       resolve(() => server.close())

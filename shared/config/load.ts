@@ -191,9 +191,8 @@ function checkPortsApart(s: Settings, services: Record<ServiceName, ServiceTunin
   const owner = new Map<number, SettingKey>()
   for (const name of SERVICES) {
     const key = ADDRESS_OF[name]
-    const address = key && services[name].enabled ? (s[key] as string) : ''
-    if (!key || address === '') continue
-    const { port } = parseAddress(address)
+    if (!key || !services[name].enabled || s[key] === '') continue
+    const { port } = parseAddress(s[key] as string)
     if (port === 0) continue
     const first = owner.get(port)
     if (first) {

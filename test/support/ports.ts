@@ -11,8 +11,6 @@ import { createServer, type Server } from 'node:net'
 const FIRST = 20_000
 const LAST = 32_767
 
-const claims: Server[] = []
-
 function tryListen(
   server: Server,
   options: { host?: string; port?: number; path?: string },
@@ -26,18 +24,16 @@ function tryListen(
 export async function freePort(): Promise<number> {
   for (;;) {
     const port = FIRST + Math.floor(Math.random() * (LAST - FIRST + 1))
+    // The claim stays open (unreferenced) until this process ends.
     const claim = createServer()
     if (!(await tryListen(claim, { path: `\0sia-test/tcp/${port}` }))) continue
-    const probe = createServer()
-    const free = await tryListen(probe, { host: '127.0.0.1', port })
-    if (free) await new Promise((r) => probe.close(r))
-    if (!free) {
-      claim.close()
-      continue
-    }
     claim.unref()
-    claims.push(claim)
-    return port
+    const probe = createServer()
+    if (await tryListen(probe, { host: '127.0.0.1', port })) {
+      await new Promise((r) => probe.close(r))
+      return port
+    }
+    claim.close()
   }
 }
 

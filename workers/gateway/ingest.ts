@@ -78,9 +78,9 @@ interface Item {
  * Every alert of the batch, firing and resolved: lease in one round trip, every new one to the
  * sink, then answer and commit. A sink failure releases this batch's leases, so AlertManager's
  * retry of the request is new again; a death between lease and commit leaves leases that expire,
- * with the same effect. An alert another request is writing is not written twice: this request waits (briefly)
- * for that commit, and answers 503 if it does not come. So an alert is in the sink or its request
- * got a 5xx, and within one lease it is written once.
+ * with the same effect. An alert another request is writing is not written twice: this request
+ * waits (briefly) for that commit, and answers 503 if it does not come. So an alert is in the sink
+ * or its request got a 5xx, and within one lease it is written once.
  */
 export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise<IngestOutcome> {
   const { store, sink, metrics, log } = opts
