@@ -1,37 +1,41 @@
-import { createRequire } from 'node:module'
+import eventLoopLag from 'prom-client/lib/metrics/eventLoopLag.js'
+import gc from 'prom-client/lib/metrics/gc.js'
+import heapSizeAndUsed from 'prom-client/lib/metrics/heapSizeAndUsed.js'
+import heapSpacesSizeAndUsed from 'prom-client/lib/metrics/heapSpacesSizeAndUsed.js'
+import osMemoryHeap from 'prom-client/lib/metrics/osMemoryHeap.js'
+import processHandles from 'prom-client/lib/metrics/processHandles.js'
+import processMaxFileDescriptors from 'prom-client/lib/metrics/processMaxFileDescriptors.js'
+import processOpenFileDescriptors from 'prom-client/lib/metrics/processOpenFileDescriptors.js'
+import processRequests from 'prom-client/lib/metrics/processRequests.js'
+import processResources from 'prom-client/lib/metrics/processResources.js'
+import processStartTime from 'prom-client/lib/metrics/processStartTime.js'
+import version from 'prom-client/lib/metrics/version.js'
 import { Counter, type Registry } from '../shared/prom.js'
-
-const require = createRequire(import.meta.url)
 
 /**
  * prom-client's default metrics (`process_*`, `nodejs_*`), registered module by module as its
  * `collectDefaultMetrics` does, but for `process_cpu_*`: that module loads @opentelemetry/api
  * (51 modules, ~13 ms and 1.3 MiB of heap in the main thread at boot) for exemplars, which are
  * not used here. Its three counters are made below, the same way. The file names are prom-client
- * 15's (pinned in package.json), as in shared/prom.ts.
+ * 15's (pinned in package.json), as in shared/prom.ts; imported, so the supervisor's bundle holds them.
  */
 const MODULES = [
-  'processStartTime',
-  'osMemoryHeap',
-  'processOpenFileDescriptors',
-  'processMaxFileDescriptors',
-  'eventLoopLag',
-  'processResources',
-  'processHandles',
-  'processRequests',
-  'heapSizeAndUsed',
-  'heapSpacesSizeAndUsed',
-  'version',
-  'gc',
+  processStartTime,
+  osMemoryHeap,
+  processOpenFileDescriptors,
+  processMaxFileDescriptors,
+  eventLoopLag,
+  processResources,
+  processHandles,
+  processRequests,
+  heapSizeAndUsed,
+  heapSpacesSizeAndUsed,
+  version,
+  gc,
 ]
 
-type DefaultMetric = (registry: Registry, config: { eventLoopMonitoringPrecision: number }) => void
-
 export function collectDefaultMetrics(registry: Registry): void {
-  for (const name of MODULES) {
-    const register = require(`prom-client/lib/metrics/${name}`) as DefaultMetric
-    register(registry, { eventLoopMonitoringPrecision: 10 })
-  }
+  for (const register of MODULES) register(registry, { eventLoopMonitoringPrecision: 10 })
   processCpu(registry)
 }
 

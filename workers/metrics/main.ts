@@ -1,9 +1,11 @@
 import type { ServerResponse } from 'node:http'
+// Only this worker merges registries: the other threads' bundles leave prom-client's cluster file out.
+import AggregatorRegistry from 'prom-client/lib/cluster.js'
 import { createServer } from '../../shared/builtins.js'
 import { defineService } from '../../shared/define-service.js'
 import { sendProblem } from '../../shared/http/problem.js'
 import type { Target } from '../../shared/ports/apis.js'
-import { AggregatorRegistry, Gauge } from '../../shared/prom.js'
+import { Gauge } from '../../shared/prom.js'
 import type { MetricsJson } from '../../shared/protocol.js'
 import { readiness } from '../../shared/readiness.js'
 import { SERVICES } from '../../shared/services.js'
