@@ -62,7 +62,7 @@ EXPOSE 8080 9998 9999
 # Exec form, node as PID 1 with nothing in front: the kubelet's SIGTERM reaches the supervisor,
 # which handles it (PID 1 gets no signal it has no handler for). --disable-sigusr1: SIGUSR1 never
 # opens the inspector. --no-memory-pool-share-memory-on-teardown: Node 26's V8 hands the heap pages
-# of a thread that ends (the configuration thread, a CSR pool thread, a replaced worker) to the pool
+# of a thread that ends (a CSR pool thread, a replaced worker) to the pool
 # of a live thread, which never gives them back to the system: ~9 MiB of idle RSS after a first
 # start, ~40 MiB after a large worker ends (README, Performance). Node 22 has no such flag.
 STOPSIGNAL SIGTERM

@@ -8,8 +8,7 @@
 //
 // - supervisor/cli.js stays as tsc made it: it installs the signal handlers before anything large
 //   is even parsed, then imports supervisor/main.js, which is bundled.
-// - Workers, the configuration thread and the CSR task are spawned by file path, so each is an
-//   entry, written where tsc put it. A path that inlined code computes from import.meta.url is
+// - Workers and the CSR task are spawned by file path, so each is an entry, written where tsc put it. A path that inlined code computes from import.meta.url is
 //   then relative to its entry's folder: those paths either name a package (createRequire), or
 //   come from a module in its entry's own folder (supervisor/, workers/certificate/), but for
 //   csr-pool.ts's, which starts from dist/ for that reason.
@@ -23,30 +22,43 @@ import { build } from 'esbuild'
 
 const dist = new URL('../dist/', import.meta.url).pathname
 const workers = readdirSync(`${dist}workers`).map((service) => `workers/${service}/main.js`)
-const entryPoints = [
-  'supervisor/main.js',
-  ...workers,
-  'shared/config/load-worker.js',
-  'shared/identity/csr-task.js',
-].map((entry) => dist + entry)
+const common = {
+  bundle: true,
+  platform: 'node',
+  target: 'node22',
+  minifyWhitespace: true,
+  minifySyntax: true,
+  keepNames: true,
+  logLevel: 'warning',
+}
+const entryPoints = ['supervisor/main.js', ...workers, 'shared/identity/csr-task.js'].map(
+  (entry) => dist + entry,
+)
 
 await build({
   entryPoints,
   outdir: dist,
   outbase: dist,
   allowOverwrite: true,
-  bundle: true,
+  ...common,
   format: 'esm',
-  platform: 'node',
-  target: 'node22',
   external: ['piscina'],
-  minifyWhitespace: true,
-  minifySyntax: true,
-  keepNames: true,
   sourcemap: 'linked',
-  logLevel: 'warning',
   // The CommonJS dependencies (pino, ioredis, prom-client's files) call require().
   banner: {
     js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
   },
+})
+
+// The configuration loader, as one CommonJS file the supervisor requires for a call and then drops
+// from the module cache (supervisor/load-config.ts): an ES module would stay loaded for the run.
+await build({
+  ...common,
+  entryPoints: [`${dist}shared/config/load.js`],
+  outfile: `${dist}shared/config/loader.cjs`,
+  format: 'cjs',
+  sourcemap: 'linked',
+  // Its one use of import.meta.url (the YAML parser's require) is relative to its own file.
+  define: { 'import.meta.url': '__filename_url' },
+  banner: { js: "const __filename_url = require('node:url').pathToFileURL(__filename).href;" },
 })

@@ -1,30 +1,22 @@
-import { Worker } from 'node:worker_threads'
-import type { Invocation } from '../shared/config/load.js'
-import { codedError } from '../shared/errors.js'
-
-type Answer = { ok: true; invocation: Invocation } | { ok: false; message: string; code?: string }
+import { createRequire } from 'node:module'
+import type { Invocation, loadConfig } from '../shared/config/load.js'
 
 /**
- * `loadConfig` on a short-lived thread (shared/config/load-worker.ts): the supervisor keeps the
- * validated configuration, not the ~20 MiB of schema and YAML code that produced it. Rejects
- * with the loader's error (ERR_CONFIG naming the setting), as a direct call would throw it.
+ * `loadConfig` (shared/config/load.ts) on this thread, from its own bundle (`loader.cjs`, made by
+ * scripts/bundle.mjs), required for the call and dropped after it: the supervisor keeps the
+ * validated configuration, not the schema code that produced it, and no thread is started for it
+ * (a configuration thread cost ~40 ms of boot and ~90 ms of CPU on the critical path, measured).
+ * A CommonJS module can leave the module cache, an ES module cannot. Throws the loader's error
+ * (ERR_CONFIG naming the setting).
  */
-export function loadConfigOffThread(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<Invocation> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('../shared/config/load-worker.js', import.meta.url), {
-      name: 'config',
-      workerData: { argv: [...argv], env: { ...env } },
-    })
-    let answer: Answer | undefined
-    worker.once('message', (a: Answer) => {
-      answer = a
-    })
-    worker.once('error', reject)
-    worker.once('exit', (exitCode) => {
-      if (!answer)
-        return reject(codedError('ERR_CONFIG_LOADER', `the configuration loader exited with ${exitCode}`))
-      if (answer.ok) return resolve(answer.invocation)
-      reject(Object.assign(new Error(answer.message), answer.code ? { code: answer.code } : {}))
-    })
-  })
+export function loadConfigOnce(argv: readonly string[], env: NodeJS.ProcessEnv): Invocation {
+  // A require of its own: the module it loads is also listed among its parent's children.
+  const require = createRequire(import.meta.url)
+  const file = require.resolve('../shared/config/loader.cjs')
+  try {
+    const loader = require(file) as { loadConfig: typeof loadConfig }
+    return loader.loadConfig(argv, env)
+  } finally {
+    delete require.cache[file]
+  }
 }

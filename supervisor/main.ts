@@ -2,7 +2,7 @@ import { readFileSync } from '../shared/builtins.js'
 import type { Invocation } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
 import { createLogger, type Logger } from '../shared/logger.js'
-import { loadConfigOffThread } from './load-config.js'
+import { loadConfigOnce } from './load-config.js'
 import { run } from './run.js'
 import type { SignalRouter } from './signals.js'
 
@@ -11,10 +11,10 @@ const { version } = JSON.parse(readFileSync(new URL('../../package.json', import
 }
 
 /** The CLI once its signal handlers are in place: configuration, then the run or the init. */
-export async function main(signals: SignalRouter, loading: Promise<Invocation>): Promise<void> {
+export async function main(signals: SignalRouter): Promise<void> {
   let invocation: Invocation
   try {
-    invocation = await loading
+    invocation = loadConfigOnce(process.argv.slice(2), process.env)
   } catch (err) {
     // One clear line naming the setting; nothing has been started.
     process.stderr.write(`sia-supervisor: ${(err as Error).message}\n`)
@@ -34,7 +34,7 @@ export async function main(signals: SignalRouter, loading: Promise<Invocation>):
   const { config } = invocation
   // SIGHUP: the configuration as the files say now (the environment and flags cannot change).
   const reread = async () => {
-    const next = await loadConfigOffThread(process.argv.slice(2), process.env)
+    const next = loadConfigOnce(process.argv.slice(2), process.env)
     if (next.kind !== 'run') throw new Error('unreachable: the arguments asked for a run at boot')
     return next.config
   }

@@ -166,7 +166,7 @@ async function memory(): Promise<void> {
  * Where the idle RSS goes: each worker's marginal cost, the sidecar with all six services less the
  * sidecar with all but that one, against the marginal cost of an empty worker (six empty workers
  * less five). Marginal, because RSS differences from a near-empty process mislead: the allocator
- * keeps what the configuration thread freed, and the next thread reuses it. Medians of three starts.
+ * keeps what a thread that ended freed, and the next thread reuses it. Medians of three starts.
  */
 async function memoryPerWorker(): Promise<void> {
   const services = ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']
