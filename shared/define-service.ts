@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { getHeapStatistics } from 'node:v8'
-import { isMainThread, workerData } from 'node:worker_threads'
+import { isMainThread, parentPort, workerData } from 'node:worker_threads'
 import type { Config } from './config/types.js'
 import { announceDeath } from './death-notice.js'
 import { codedError } from './errors.js'
@@ -12,7 +12,7 @@ import { serveTask } from './http-server.js'
 import { createLogger, type Logger } from './logger.js'
 import { createServicePorts, type ServicePorts } from './ports/service-ports.js'
 import { Gauge, Registry } from './prom.js'
-import type { SupervisorOps, WorkerInit, WorkerOps } from './protocol.js'
+import { AWAIT_INIT, type SupervisorOps, type WorkerInit, type WorkerOps } from './protocol.js'
 import { createRpc } from './rpc.js'
 import type { ServiceName } from './services.js'
 import { createStatusBoard, HEARTBEAT_MS, type StatusBoard } from './status-board.js'
@@ -58,7 +58,12 @@ export interface ServiceDefinition {
 /** The entry of every worker file: `defineService({ start, stop })`. */
 export function defineService(def: ServiceDefinition): void {
   if (isMainThread) throw codedError('ERR_NOT_A_WORKER', 'a service runs only inside its worker thread')
-  const init = workerData as WorkerInit
+  // Started before the configuration was known (supervisor/prespawn.ts): the init is the first message.
+  if (workerData === AWAIT_INIT) parentPort?.once('message', (init: WorkerInit) => serve(def, init))
+  else serve(def, workerData as WorkerInit)
+}
+
+function serve(def: ServiceDefinition, init: WorkerInit): void {
   const { service, config } = init
   const board = createStatusBoard(init.board)
   const log = createLogger(service, config.logLevel, { logDir: config.logDir })

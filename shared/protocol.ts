@@ -4,6 +4,12 @@ import type { Config } from './config/types.js'
 import type { Target } from './ports/apis.js'
 import type { ServiceName } from './services.js'
 
+/**
+ * The workerData of a worker started ahead of the configuration (supervisor/prespawn.ts): its
+ * WorkerInit comes as the first message on its parent port instead.
+ */
+export const AWAIT_INIT = 'sia:await-init'
+
 /** What the supervisor hands each worker at spawn (structured-cloned, the port transferred). */
 export interface WorkerInit {
   service: ServiceName

@@ -3,6 +3,7 @@ import type { Invocation } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
 import { createLogger, type Logger } from '../shared/logger.js'
 import { loadConfigOnce } from './load-config.js'
+import type { Prespawned } from './prespawn.js'
 import { run } from './run.js'
 import type { SignalRouter } from './signals.js'
 
@@ -10,16 +11,20 @@ const { version } = JSON.parse(readFileSync(new URL('../../package.json', import
   version: string
 }
 
-/** The CLI once its signal handlers are in place: configuration, then the run or the init. */
-export async function main(signals: SignalRouter): Promise<void> {
+/**
+ * The CLI once its signal handlers are in place: configuration, then the run or the init.
+ * `prespawned` are the service threads already booting (cli.ts); whatever does not run ends them.
+ */
+export async function main(signals: SignalRouter, prespawned: Prespawned): Promise<void> {
   let invocation: Invocation
   try {
     invocation = loadConfigOnce(process.argv.slice(2), process.env)
   } catch (err) {
-    // One clear line naming the setting; nothing has been started.
+    // One clear line naming the setting; no service has been started.
     process.stderr.write(`sia-supervisor: ${(err as Error).message}\n`)
     process.exit(2)
   }
+  if (invocation.kind !== 'run' || invocation.config.mode === 'init') prespawned.discard()
   if (invocation.kind === 'help') {
     const { helpText } = await import('./help.js')
     return void process.stdout.write(`${helpText(version)}\n`)
@@ -41,7 +46,7 @@ export async function main(signals: SignalRouter): Promise<void> {
   const done =
     config.mode === 'init'
       ? init(config, log, signals).then((code) => process.exit(code))
-      : run(config, log, signals, reread)
+      : run(config, log, signals, reread, prespawned)
   done.catch((err: unknown) => {
     log.fatal({ event: 'supervisor.exit', code: 1, cause: 'internal-error', err }, 'supervisor failed')
     process.exit(1)

@@ -12,6 +12,7 @@ import { createProcessExit, type ProcessExit } from './exit.js'
 import { createSupervisorMetrics } from './metrics.js'
 import { createPortBroker } from './port-broker.js'
 import { claimPort } from './port-claim.js'
+import type { Prespawned } from './prespawn.js'
 import { type CancelCause, createRunContext } from './run-context.js'
 import { createServiceSlot, type ServiceSlot } from './service-slot.js'
 import type { SignalRouter } from './signals.js'
@@ -27,6 +28,7 @@ export async function run(
   log: Logger,
   signals: SignalRouter,
   reread: () => Promise<Config>,
+  prespawned?: Prespawned,
 ): Promise<never> {
   let config = boot // SIGHUP replaces it
   const board = createStatusBoard()
@@ -119,7 +121,7 @@ export async function run(
       ctx,
       metrics,
       spawnWorker(s) {
-        const h = spawnWorker(s, { config, board: board.buffer, failpointCounters })
+        const h = spawnWorker(s, { config, board: board.buffer, failpointCounters, prespawned })
         broker.attach(s, h)
         exit.threads.add(h)
         void h.exited.then(() => {
@@ -135,6 +137,7 @@ export async function run(
     slots.set(service, slot)
     slot.spawn()
   }
+  prespawned?.discard() // the threads of disabled services
 
   // The supervisor's own heartbeat (liveness) and memory recycling; each worker's watchdog runs
   // on its own deadline in its slot.

@@ -6,6 +6,7 @@ import { codedError } from '../shared/errors.js'
 import type { SupervisorOps, WorkerInit, WorkerOps } from '../shared/protocol.js'
 import { createRpc, type Rpc } from '../shared/rpc.js'
 import type { ServiceName } from '../shared/services.js'
+import type { Prespawned } from './prespawn.js'
 
 /** Why a worker thread ended, as `worker.crashed` reports it. */
 export type ExitReason = 'exception' | 'oom' | 'exit' | 'watchdog' | 'recycled' | 'terminated'
@@ -32,6 +33,8 @@ export interface SpawnOptions {
   config: Config
   board: SharedArrayBuffer
   failpointCounters: SharedArrayBuffer
+  /** Threads started before the configuration was known: the service's is used if it fits. */
+  prespawned?: Prespawned
 }
 
 /** Spawns a service's worker by file path (the supervisor never imports a worker's code). */
@@ -47,12 +50,21 @@ export function spawnWorker(service: ServiceName, opts: SpawnOptions): WorkerHan
     deathNotice,
     control: port2,
   }
-  const worker = new Worker(new URL(`../workers/${service}/main.js`, import.meta.url), {
-    name: service,
-    workerData: init,
-    transferList: [port2],
-    resourceLimits: opts.config.services[service].resourceLimits,
-  })
+  const { resourceLimits } = opts.config.services[service]
+  const ahead = opts.prespawned?.take(service, resourceLimits)
+  if (ahead) {
+    ahead.postMessage(init, [port2])
+    ahead.ref()
+  }
+  // The worker's bundle, one CommonJS file (scripts/bundle.mjs).
+  const worker =
+    ahead ??
+    new Worker(new URL(`../workers/${service}/main.cjs`, import.meta.url), {
+      name: service,
+      workerData: init,
+      transferList: [port2],
+      resourceLimits,
+    })
   const rpc = createRpc<WorkerOps, SupervisorOps>(port1)
   let error: Error | undefined
   let requested: ExitReason | undefined

@@ -24,7 +24,7 @@ test('node-forge is in the CSR task only: the threads that rarely sign do not pa
   // A name only forge's source has (its PKCS#10 certification request).
   const forge = /certificationRequestFromAsn1/
   assert.match(bundle('shared/identity/csr-task.js'), forge)
-  for (const entry of ['supervisor/main.js', 'workers/certificate/main.js', 'workers/token/main.js']) {
+  for (const entry of ['supervisor/main.js', 'workers/certificate/main.cjs', 'workers/token/main.cjs']) {
     assert.doesNotMatch(bundle(entry), forge, entry)
   }
 })

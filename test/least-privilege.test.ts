@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { unslicedSecrets } from '../shared/config/slice.js'
+import { AWAIT_INIT } from '../shared/protocol.js'
 import { FIXTURE, post } from './support/gateway.js'
 import { CLI, startReady, stop } from './support/sidecar.js'
 
@@ -14,15 +15,18 @@ test('every secret setting is confined to the workers that use it', () => {
   assert.deepEqual(unslicedSecrets(), [])
 })
 
-test("no worker's workerData holds another service's secret", async () => {
+test("no worker's init (workerData, or its first message) holds another service's secret", async () => {
   // A preload in every thread writes the configuration its worker was given.
   const dir = mkdtempSync(join(tmpdir(), 'sia-slice-'))
   const dump = join(dir, 'dump.mjs')
   writeFileSync(
     dump,
-    `import { workerData } from 'node:worker_threads'
+    `import { parentPort, workerData } from 'node:worker_threads'
 import { writeFileSync } from 'node:fs'
-if (workerData?.service) writeFileSync(${JSON.stringify(dir)} + '/' + workerData.service + '.json', JSON.stringify(workerData.config))
+const write = (init) => writeFileSync(${JSON.stringify(dir)} + '/' + init.service + '.json', JSON.stringify(init.config))
+if (workerData?.service) write(workerData)
+// A thread started before the configuration was read gets it as its first message.
+if (workerData === ${JSON.stringify(AWAIT_INIT)}) parentPort.once('message', write)
 `,
   )
   const secrets = {

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { test } from 'node:test'
 import { DEFAULT_RESOURCE_LIMITS } from '../shared/config/limits.js'
 import { loadConfig } from '../shared/config/load.js'
@@ -35,4 +38,24 @@ test('each running worker reports a heap limit from its defaults, far under the 
       `${s}: heap limit ${limitMb} MiB`,
     )
   }
+})
+
+test('a limit from the config file reaches the certificate worker, which is otherwise started before the config is read', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-limits-'))
+  const file = join(dir, 'config.json')
+  writeFileSync(
+    file,
+    JSON.stringify({
+      services: {
+        certificate: { resourceLimits: { maxOldGenerationSizeMb: 40, maxYoungGenerationSizeMb: 2 } },
+      },
+    }),
+  )
+  const sc = await startReady({ args: ['--config', file] })
+  const text = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
+  assert.equal(await stop(sc), 0)
+  const m = /^sia_worker_heap_limit_bytes\{service="certificate"\} (\S+)$/m.exec(text)
+  const limitMb = Number(m?.[1]) / 2 ** 20
+  // The default is 64 MiB (and 2 MiB young): the configured 40 MiB, not the thread started ahead.
+  assert.ok(limitMb >= 40 && limitMb < 50, `certificate: heap limit ${limitMb} MiB`)
 })

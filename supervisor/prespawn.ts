@@ -1,0 +1,65 @@
+import { availableParallelism } from 'node:os'
+import { Worker } from 'node:worker_threads'
+import { DEFAULT_RESOURCE_LIMITS } from '../shared/config/limits.js'
+import type { ResourceLimits } from '../shared/config/types.js'
+import { AWAIT_INIT } from '../shared/protocol.js'
+import { SERVICES, type ServiceName } from '../shared/services.js'
+
+/** The workers started before the configuration is known, for the supervisor to take or end. */
+export interface Prespawned {
+  /**
+   * The thread started for `service`, if there is one, started with these `limits` and alive.
+   * Each is taken once; it then waits for its init message (supervisor/worker-handle.ts).
+   */
+  take(service: ServiceName, limits: ResourceLimits): Worker | undefined
+  /** Ends every thread not taken: a disabled service, a run that never starts. */
+  discard(): void
+}
+
+/**
+ * The first services in start order get their thread as the CLI begins, with the default resource
+ * limits, while this thread loads the supervisor and the configuration (~150 ms in which a core
+ * would idle): one a spare core, so the certificate service, first in the order, has booted by the
+ * time it is started. More at once starve this thread, whose loading is then the critical path
+ * (all six: `supervisor.boot` 300 ms later, no faster to ready). A thread loads its bundle and
+ * waits for its init (define-service.ts): no service runs, logs or binds anything before the
+ * configuration is valid. Threads not taken never hold the process: unreferenced until taken.
+ */
+export function prespawnWorkers(count = Math.max(1, availableParallelism() - 1)): Prespawned {
+  const ahead = new Map<ServiceName, Worker>()
+  for (const service of SERVICES.slice(0, count)) {
+    const worker = new Worker(new URL(`../workers/${service}/main.cjs`, import.meta.url), {
+      name: service,
+      workerData: AWAIT_INIT,
+      resourceLimits: DEFAULT_RESOURCE_LIMITS[service],
+    })
+    worker.unref()
+    // A thread that failed before it was taken is not taken (its error has no other listener).
+    const drop = () => ahead.get(service) === worker && ahead.delete(service)
+    worker.once('error', drop)
+    worker.once('exit', drop)
+    ahead.set(service, worker)
+  }
+  return {
+    take(service, limits) {
+      const worker = ahead.get(service)
+      if (!worker) return undefined
+      ahead.delete(service)
+      if (sameLimits(limits, DEFAULT_RESOURCE_LIMITS[service])) return worker
+      void worker.terminate() // the configuration gives this service other limits
+      return undefined
+    },
+    discard() {
+      for (const worker of ahead.values()) void worker.terminate()
+      ahead.clear()
+    },
+  }
+}
+
+function sameLimits(a: ResourceLimits, b: ResourceLimits): boolean {
+  return (
+    a.maxOldGenerationSizeMb === b.maxOldGenerationSizeMb &&
+    a.maxYoungGenerationSizeMb === b.maxYoungGenerationSizeMb &&
+    a.stackSizeMb === b.stackSizeMb
+  )
+}
