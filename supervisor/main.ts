@@ -1,6 +1,7 @@
 import { readFileSync } from '../shared/builtins.js'
 import type { Invocation } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
+import { distUrl } from '../shared/dist-url.js'
 import { createLogger, type Logger } from '../shared/logger.js'
 import { loadConfigOnce } from './load-config.js'
 import type { Prespawned } from './prespawn.js'
@@ -68,7 +69,10 @@ async function init(config: Config, log: Logger, signals: SignalRouter) {
     other: (signal) => log.info({ event: 'supervisor.signal.ignored', signal }, `ignoring ${signal}`),
   })
   // Only an init container fetches the identity on this thread: a run never loads that code here.
-  const { runInit } = await import('../shared/identity/init-mode.js')
+  // By path, so the supervisor's bundle leaves it out (and its built-ins: node:crypto's facade
+  // alone loads webcrypto at every boot).
+  const initMode = distUrl('shared/identity/init-mode.js').href
+  const { runInit } = (await import(initMode)) as typeof import('../shared/identity/init-mode.js')
   const code = await runInit(config, log)
   log.info({ event: 'supervisor.exit', code, cause: 'init' }, `exiting with ${code}`)
   return code

@@ -28,3 +28,10 @@ test('node-forge is in the CSR task only: the threads that rarely sign do not pa
     assert.doesNotMatch(bundle(entry), forge, entry)
   }
 })
+
+test("init mode's code is not in the supervisor's bundle: a run never parses it, nor loads node:crypto for it", () => {
+  const main = readFileSync(fileURLToPath(distUrl('supervisor/main.js')), 'utf8')
+  assert.doesNotMatch(main, /runInit/) // the bundle keeps function names
+  assert.doesNotMatch(main, /from\s*"node:crypto"/)
+  assert.match(readFileSync(fileURLToPath(distUrl('shared/identity/init-mode.js')), 'utf8'), /runInit/)
+})
