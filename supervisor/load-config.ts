@@ -18,5 +18,11 @@ export function loadConfigOnce(argv: readonly string[], env: NodeJS.ProcessEnv):
     return loader.loadConfig(argv, env)
   } finally {
     delete require.cache[file]
+    // zod keeps its configuration (the message locale) and its schema registry on globalThis
+    // (zod/v4/core), where they would hold the whole bundle, ~0.5 MiB of heap, for the run. No
+    // other code on this thread uses zod; the next load sets them again.
+    const zodGlobals = globalThis as { __zod_globalConfig?: unknown; __zod_globalRegistry?: unknown }
+    delete zodGlobals.__zod_globalConfig
+    delete zodGlobals.__zod_globalRegistry
   }
 }
