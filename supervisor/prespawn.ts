@@ -4,6 +4,7 @@ import { DEFAULT_RESOURCE_LIMITS } from '../shared/config/limits.js'
 import type { ResourceLimits } from '../shared/config/types.js'
 import { AWAIT_INIT } from '../shared/protocol.js'
 import { SERVICES, type ServiceName } from '../shared/services.js'
+import { workerFile } from './worker-file.js'
 
 /** The workers started before the configuration is known, for the supervisor to take or end. */
 export interface Prespawned {
@@ -28,7 +29,7 @@ export interface Prespawned {
 export function prespawnWorkers(count = Math.max(1, availableParallelism() - 1)): Prespawned {
   const ahead = new Map<ServiceName, Worker>()
   for (const service of SERVICES.slice(0, count)) {
-    const worker = new Worker(new URL(`../workers/${service}/main.cjs`, import.meta.url), {
+    const worker = new Worker(workerFile(service), {
       name: service,
       workerData: AWAIT_INIT,
       resourceLimits: DEFAULT_RESOURCE_LIMITS[service],

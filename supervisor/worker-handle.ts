@@ -7,6 +7,7 @@ import type { SupervisorOps, WorkerInit, WorkerOps } from '../shared/protocol.js
 import { createRpc, type Rpc } from '../shared/rpc.js'
 import type { ServiceName } from '../shared/services.js'
 import type { Prespawned } from './prespawn.js'
+import { workerFile } from './worker-file.js'
 
 /** Why a worker thread ended, as `worker.crashed` reports it. */
 export type ExitReason = 'exception' | 'oom' | 'exit' | 'watchdog' | 'recycled' | 'terminated'
@@ -56,10 +57,9 @@ export function spawnWorker(service: ServiceName, opts: SpawnOptions): WorkerHan
     ahead.postMessage(init, [port2])
     ahead.ref()
   }
-  // The worker's bundle, one CommonJS file (scripts/bundle.mjs).
   const worker =
     ahead ??
-    new Worker(new URL(`../workers/${service}/main.cjs`, import.meta.url), {
+    new Worker(workerFile(service), {
       name: service,
       workerData: init,
       transferList: [port2],
