@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os'
-import { Worker } from 'node:worker_threads'
+import { Worker, type WorkerOptions } from 'node:worker_threads'
 import { DEFAULT_RESOURCE_LIMITS } from '../shared/config/limits.js'
 import type { ResourceLimits } from '../shared/config/types.js'
 import { AWAIT_INIT } from '../shared/protocol.js'
@@ -26,10 +26,13 @@ export interface Prespawned {
  * waits for its init (define-service.ts): no service runs, logs or binds anything before the
  * configuration is valid. Threads not taken never hold the process: unreferenced until taken.
  */
-export function prespawnWorkers(count = Math.max(1, availableParallelism() - 1)): Prespawned {
+export function prespawnWorkers(
+  count = Math.max(1, availableParallelism() - 1),
+  spawn = (file: URL, options: WorkerOptions) => new Worker(file, options),
+): Prespawned {
   const ahead = new Map<ServiceName, Worker>()
   for (const service of SERVICES.slice(0, count)) {
-    const worker = new Worker(workerFile(service), {
+    const worker = spawn(workerFile(service), {
       name: service,
       workerData: AWAIT_INIT,
       resourceLimits: DEFAULT_RESOURCE_LIMITS[service],
