@@ -1,6 +1,6 @@
 import { buildCaCert, buildCsr, type CaSpec, type CsrSpec, type SignRequest, signCsr } from './csr.js'
 
-/** The piscina task: forge's CSR building and signing are synchronous and CPU-bound. */
+/** The piscina task: building, encoding and signing a CSR or certificate is synchronous work. */
 export type CsrTask =
   | { op: 'csr'; spec: CsrSpec }
   | { op: 'sign'; req: SignRequest }

@@ -1,10 +1,13 @@
+import { createPublicKey, sign, verify } from 'node:crypto'
 import forge from 'node-forge'
+import { codedError } from '../errors.js'
 import { randomSerial } from './serial.js'
 import { DEFAULT_SUBJECT, FORGE_NAMES, type SubjectAttribute } from './subject.js'
 
 /**
- * CSRs as k8s-athenz-sia builds them, and a CA that signs them: pure node-forge functions over
- * PEM strings, so they run on the piscina pool (and in the ZTS test double) unchanged.
+ * CSRs as k8s-athenz-sia builds them, and a CA that signs them: synchronous functions over PEM
+ * strings, so they run on the piscina pool (and in the ZTS test double) unchanged. node-forge
+ * encodes the requests and certificates; the RSA signatures and their checks are OpenSSL's.
  */
 export interface CsrSpec {
   keyPem: string
@@ -21,9 +24,8 @@ export interface CsrSpec {
 const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/
 
 export function buildCsr(spec: CsrSpec): string {
-  const key = forge.pki.privateKeyFromPem(spec.keyPem)
   const csr = forge.pki.createCertificationRequest()
-  csr.publicKey = forge.pki.rsa.setPublicKey(key.n, key.e)
+  csr.publicKey = publicKeyOf(spec.keyPem)
   csr.setSubject([
     { name: 'commonName', value: spec.commonName },
     ...(spec.subject ?? DEFAULT_SUBJECT).map(
@@ -42,7 +44,9 @@ export function buildCsr(spec: CsrSpec): string {
     ...spec.ips.map((ip) => ({ type: 7, ip })),
   ]
   csr.setAttributes([{ name: 'extensionRequest', extensions: [{ name: 'subjectAltName', altNames }] }])
-  csr.sign(key, forge.md.sha256.create())
+  csr.signatureOid = csr.siginfo.algorithmOid = forge.pki.oids.sha256WithRSAEncryption!
+  csr.certificationRequestInfo = pki.getCertificationRequestInfo(csr)
+  csr.signature = rsaSha256(csr.certificationRequestInfo, spec.keyPem)
   return forge.pki.certificationRequestToPem(csr)
 }
 
@@ -57,9 +61,8 @@ export interface CaSpec {
 }
 
 export function buildCaCert(spec: CaSpec): string {
-  const key = forge.pki.privateKeyFromPem(spec.keyPem)
   const cert = forge.pki.createCertificate()
-  cert.publicKey = forge.pki.rsa.setPublicKey(key.n, key.e)
+  cert.publicKey = publicKeyOf(spec.keyPem)
   cert.serialNumber = randomSerial()
   cert.validity.notBefore = new Date(spec.notBefore)
   cert.validity.notAfter = new Date(spec.notAfter)
@@ -74,7 +77,7 @@ export function buildCaCert(spec: CaSpec): string {
     { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
     { name: 'subjectKeyIdentifier' },
   ])
-  cert.sign(key, forge.md.sha256.create())
+  signCert(cert, spec.keyPem)
   return forge.pki.certificateToPem(cert)
 }
 
@@ -93,7 +96,7 @@ export interface CsrContents {
 
 export function readCsr(csrPem: string): CsrContents {
   const csr = forge.pki.certificationRequestFromPem(csrPem)
-  if (!csr.verify()) throw Object.assign(new Error('CSR signature does not verify'), { code: 'ERR_CSR' })
+  verifyCsr(csr)
   const subject: Record<string, string> = {}
   const subjectList: string[] = []
   for (const a of csr.subject.attributes) {
@@ -139,7 +142,7 @@ export interface SignRequest {
 /** Issues a certificate for the CSR's key, subject and SANs (the authority's whole policy). */
 export function signCsr(req: SignRequest): string {
   const csr = forge.pki.certificationRequestFromPem(req.csrPem)
-  if (!csr.verify()) throw Object.assign(new Error('CSR signature does not verify'), { code: 'ERR_CSR' })
+  verifyCsr(csr)
   const ca = forge.pki.certificateFromPem(req.caCertPem)
   const cert = forge.pki.createCertificate()
   cert.publicKey = csr.publicKey as forge.pki.PublicKey
@@ -164,8 +167,55 @@ export function signCsr(req: SignRequest): string {
     { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
     ...(san ? [san] : []),
   ])
-  cert.sign(forge.pki.privateKeyFromPem(req.caKeyPem), forge.md.sha256.create())
+  signCert(cert, req.caKeyPem)
   return forge.pki.certificateToPem(cert)
+}
+
+/** The DER builders forge's own sign() uses (public, untyped in @types/node-forge). */
+const pki = forge.pki as typeof forge.pki & {
+  getTBSCertificate(cert: forge.pki.Certificate): forge.asn1.Asn1
+  getCertificationRequestInfo(csr: forge.pki.CertificateSigningRequest): forge.asn1.Asn1
+}
+
+/**
+ * forge builds what is signed, OpenSSL signs it (RSASSA-PKCS1-v1_5 over SHA-256, as forge's
+ * sign() with sha256 does). forge's RSA is big-integer arithmetic in JavaScript: tens of ms of CPU
+ * a signature, and on the pool's threads it wakes the optimizing compiler, whose pages stay
+ * resident after those threads end.
+ */
+function rsaSha256(toBeSigned: forge.asn1.Asn1, keyPem: string): string {
+  const der = Buffer.from(forge.asn1.toDer(toBeSigned).getBytes(), 'binary')
+  return sign('sha256', der, keyPem).toString('binary')
+}
+
+/** The digests of the RSASSA-PKCS1-v1_5 signatures a CSR is accepted with, by forge's OID name. */
+const CSR_DIGESTS: Record<string, string> = {
+  sha1WithRSAEncryption: 'sha1',
+  sha256WithRSAEncryption: 'sha256',
+  sha384WithRSAEncryption: 'sha384',
+  sha512WithRSAEncryption: 'sha512',
+}
+
+/** The CSR's self-signature, checked by OpenSSL (forge's verify() is its JavaScript RSA again). */
+function verifyCsr(csr: forge.pki.CertificateSigningRequest): void {
+  const digest = CSR_DIGESTS[forge.pki.oids[csr.signatureOid ?? ''] ?? '']
+  if (!digest) throw codedError('ERR_CSR', `unsupported CSR signature algorithm ${csr.signatureOid}`)
+  const info = Buffer.from(forge.asn1.toDer(csr.certificationRequestInfo!).getBytes(), 'binary')
+  const key = forge.pki.publicKeyToPem(csr.publicKey as forge.pki.PublicKey)
+  if (!verify(digest, info, key, Buffer.from(csr.signature as string, 'binary')))
+    throw codedError('ERR_CSR', 'CSR signature does not verify')
+}
+
+function publicKeyOf(keyPem: string): forge.pki.PublicKey {
+  return forge.pki.publicKeyFromPem(
+    createPublicKey(keyPem).export({ type: 'spki', format: 'pem' }).toString(),
+  )
+}
+
+function signCert(cert: forge.pki.Certificate, keyPem: string): void {
+  cert.signatureOid = cert.siginfo.algorithmOid = forge.pki.oids.sha256WithRSAEncryption!
+  cert.tbsCertificate = pki.getTBSCertificate(cert)
+  cert.signature = rsaSha256(cert.tbsCertificate, keyPem)
 }
 
 interface Extension {
