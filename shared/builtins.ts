@@ -5,8 +5,8 @@
  * `WebSocket`, `MessageEvent` and `CloseEvent` load undici (~30 ms of CPU and its heap), fs's
  * `ReadStream` and `promises` load the stream and readline modules (~3 ms). Seven threads load
  * their modules at once on few cores at boot. Types still come from `import type … from 'node:…'`.
+ * `node:http` is in `http-builtin.ts`, for the threads that serve.
  */
-export const { createServer } = process.getBuiltinModule('node:http')
 export const { constants, fstatSync, readFileSync, statSync, unwatchFile, watchFile, writeSync } =
   process.getBuiltinModule('node:fs')
 

@@ -39,3 +39,12 @@ test("init mode's code is not in the supervisor's bundle: a run never parses it,
     /function runInit\(/,
   )
 })
+
+test('node:http is loaded by the threads that serve, not by the certificate and memory-reporter threads', () => {
+  const bundle = (path: string) => readFileSync(fileURLToPath(distUrl(path)), 'utf8')
+  const http = /(require|getBuiltinModule)\("(node:)?http"\)/
+  for (const entry of ['workers/certificate/main.cjs', 'workers/memory-reporter/main.cjs'])
+    assert.doesNotMatch(bundle(entry), http, entry)
+  for (const entry of ['workers/token/main.cjs', 'workers/gateway/main.cjs', 'workers/healthcheck/main.cjs'])
+    assert.match(bundle(entry), http, entry)
+})

@@ -1,6 +1,6 @@
-import { createServer } from '../../shared/builtins.js'
 import { defineService } from '../../shared/define-service.js'
 import { createBodyBudget } from '../../shared/http/body-budget.js'
+import { createServer } from '../../shared/http-builtin.js'
 import { readiness } from '../../shared/readiness.js'
 import { createMemoryStore } from './dedup-memory.js'
 import { createRedisStore } from './dedup-redis.js'

@@ -1,6 +1,6 @@
-import { createServer } from '../../shared/builtins.js'
 import { defineService } from '../../shared/define-service.js'
 import { sendJson } from '../../shared/http/problem.js'
+import { createServer } from '../../shared/http-builtin.js'
 import { liveness, readiness } from '../../shared/readiness.js'
 
 /** Liveness and readiness, answered from the status board with no message round trip. */

@@ -1,9 +1,9 @@
 import type { ServerResponse } from 'node:http'
 // Only this worker merges registries: the other threads' bundles leave prom-client's cluster file out.
 import AggregatorRegistry from 'prom-client/lib/cluster.js'
-import { createServer } from '../../shared/builtins.js'
 import { defineService } from '../../shared/define-service.js'
 import { sendProblem } from '../../shared/http/problem.js'
+import { createServer } from '../../shared/http-builtin.js'
 import type { Target } from '../../shared/ports/apis.js'
 import { Gauge } from '../../shared/prom.js'
 import type { MetricsJson } from '../../shared/protocol.js'
