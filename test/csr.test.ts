@@ -128,3 +128,25 @@ test("the authority's CA is self-signed and the certificates it issues verify ag
   assert.equal(cert.subjectAltName, 'DNS:app.demo.svc, URI:spiffe://demo/sa/app, IP Address:10.0.0.7')
   assert.equal(forge.pki.oids[forge.pki.certificateFromPem(certPem).signatureOid], 'sha256WithRSAEncryption')
 })
+
+test('PEM: LF lines of 64 out; CRLF, the NEW label and surrounding text in; no request block is ERR_CSR', async () => {
+  const { privateKeyPem } = await generateRsaKey()
+  const pem = buildCsr(spec(privateKeyPem))
+  const lines = pem.trimEnd().split('\n')
+  assert.equal(lines[0], '-----BEGIN CERTIFICATE REQUEST-----')
+  assert.equal(lines.at(-1), '-----END CERTIFICATE REQUEST-----')
+  assert.ok(lines.slice(1, -2).every((l) => l.length === 64) && lines.at(-2)!.length <= 64, pem)
+  assert.ok(!pem.includes('\r'))
+  // As forge (and so an earlier version) wrote it: CRLF line ends, and the older label.
+  const crlf = pem.replace(/\n/g, '\r\n')
+  assert.equal(readCsr(`junk before\r\n${crlf}junk after`).commonName, 'demo.app')
+  assert.equal(
+    readCsr(crlf.replace(/CERTIFICATE REQUEST/g, 'NEW CERTIFICATE REQUEST')).commonName,
+    'demo.app',
+  )
+  assert.throws(() => readCsr(pem.replace(/CERTIFICATE REQUEST/g, 'CERTIFICATE')), {
+    code: 'ERR_CSR',
+    message: /no CERTIFICATE REQUEST block/,
+  })
+  assert.throws(() => readCsr(pem.replace('-----END CERTIFICATE REQUEST-----', '')), { code: 'ERR_CSR' })
+})

@@ -1,6 +1,7 @@
-import { createPublicKey, sign, verify } from 'node:crypto'
+import { createPublicKey, sign, verify, X509Certificate } from 'node:crypto'
 import forge from 'node-forge'
 import { codedError } from '../errors.js'
+import { csrDer, fromDer, toDer, toPem } from './der.js'
 import { randomSerial } from './serial.js'
 import { DEFAULT_SUBJECT, FORGE_NAMES, type SubjectAttribute } from './subject.js'
 
@@ -47,7 +48,7 @@ export function buildCsr(spec: CsrSpec): string {
   csr.signatureOid = csr.siginfo.algorithmOid = forge.pki.oids.sha256WithRSAEncryption!
   csr.certificationRequestInfo = pki.getCertificationRequestInfo(csr)
   csr.signature = rsaSha256(csr.certificationRequestInfo, spec.keyPem)
-  return forge.pki.certificationRequestToPem(csr)
+  return toPem('CERTIFICATE REQUEST', toDer(forge.pki.certificationRequestToAsn1(csr)))
 }
 
 /** A self-signed CA certificate for `keyPem` (the local authority's, made once). */
@@ -78,7 +79,7 @@ export function buildCaCert(spec: CaSpec): string {
     { name: 'subjectKeyIdentifier' },
   ])
   signCert(cert, spec.keyPem)
-  return forge.pki.certificateToPem(cert)
+  return toPem('CERTIFICATE', toDer(forge.pki.certificateToAsn1(cert)))
 }
 
 /** What a CSR asks for, as a CA (or a test) reads it. */
@@ -95,7 +96,7 @@ export interface CsrContents {
 }
 
 export function readCsr(csrPem: string): CsrContents {
-  const csr = forge.pki.certificationRequestFromPem(csrPem)
+  const csr = forge.pki.certificationRequestFromAsn1(fromDer(csrDer(csrPem)))
   verifyCsr(csr)
   const subject: Record<string, string> = {}
   const subjectList: string[] = []
@@ -122,7 +123,7 @@ export function readCsr(csrPem: string): CsrContents {
     uris: pick(6),
     ips: pick(7),
     emails: pick(1),
-    publicKeyPem: forge.pki.publicKeyToPem(csr.publicKey as forge.pki.PublicKey),
+    publicKeyPem: publicKeyObject(csr).export({ type: 'spki', format: 'pem' }).toString(),
   }
 }
 
@@ -141,9 +142,9 @@ export interface SignRequest {
 
 /** Issues a certificate for the CSR's key, subject and SANs (the authority's whole policy). */
 export function signCsr(req: SignRequest): string {
-  const csr = forge.pki.certificationRequestFromPem(req.csrPem)
+  const csr = forge.pki.certificationRequestFromAsn1(fromDer(csrDer(req.csrPem)))
   verifyCsr(csr)
-  const ca = forge.pki.certificateFromPem(req.caCertPem)
+  const ca = forge.pki.certificateFromAsn1(fromDer(new X509Certificate(req.caCertPem).raw))
   const cert = forge.pki.createCertificate()
   cert.publicKey = csr.publicKey as forge.pki.PublicKey
   cert.serialNumber = randomSerial()
@@ -168,7 +169,7 @@ export function signCsr(req: SignRequest): string {
     ...(san ? [san] : []),
   ])
   signCert(cert, req.caKeyPem)
-  return forge.pki.certificateToPem(cert)
+  return toPem('CERTIFICATE', toDer(forge.pki.certificateToAsn1(cert)))
 }
 
 /** The DER builders forge's own sign() uses (public, untyped in @types/node-forge). */
@@ -184,8 +185,7 @@ const pki = forge.pki as typeof forge.pki & {
  * resident after those threads end.
  */
 function rsaSha256(toBeSigned: forge.asn1.Asn1, keyPem: string): string {
-  const der = Buffer.from(forge.asn1.toDer(toBeSigned).getBytes(), 'binary')
-  return sign('sha256', der, keyPem).toString('binary')
+  return sign('sha256', toDer(toBeSigned), keyPem).toString('binary')
 }
 
 /** The digests of the RSASSA-PKCS1-v1_5 signatures a CSR is accepted with, by forge's OID name. */
@@ -200,16 +200,20 @@ const CSR_DIGESTS: Record<string, string> = {
 function verifyCsr(csr: forge.pki.CertificateSigningRequest): void {
   const digest = CSR_DIGESTS[forge.pki.oids[csr.signatureOid ?? ''] ?? '']
   if (!digest) throw codedError('ERR_CSR', `unsupported CSR signature algorithm ${csr.signatureOid}`)
-  const info = Buffer.from(forge.asn1.toDer(csr.certificationRequestInfo!).getBytes(), 'binary')
-  const key = forge.pki.publicKeyToPem(csr.publicKey as forge.pki.PublicKey)
+  const info = toDer(csr.certificationRequestInfo!)
+  const key = publicKeyObject(csr)
   if (!verify(digest, info, key, Buffer.from(csr.signature as string, 'binary')))
     throw codedError('ERR_CSR', 'CSR signature does not verify')
 }
 
 function publicKeyOf(keyPem: string): forge.pki.PublicKey {
-  return forge.pki.publicKeyFromPem(
-    createPublicKey(keyPem).export({ type: 'spki', format: 'pem' }).toString(),
-  )
+  const spki = createPublicKey(keyPem).export({ type: 'spki', format: 'der' })
+  return forge.pki.publicKeyFromAsn1(fromDer(spki))
+}
+
+function publicKeyObject(csr: forge.pki.CertificateSigningRequest) {
+  const spki = toDer(forge.pki.publicKeyToAsn1(csr.publicKey as forge.pki.PublicKey))
+  return createPublicKey({ key: spki, format: 'der', type: 'spki' })
 }
 
 function signCert(cert: forge.pki.Certificate, keyPem: string): void {
