@@ -10,7 +10,7 @@
  * - under load (autocannon, 50 connections on the token server and 50 on the gateway for 15 s,
  *   /metrics scraped every second): peak (VmHWM) 348–363 MiB; with Redis, 321 MiB;
  * - the in-memory dedup store full (GATEWAY_DEDUP_MAX_ENTRIES 100000 fingerprints): 357 MiB.
- * Every worker has a default heap limit (shared/config/limits.ts, 550 MiB in all, old and young
+ * Every worker has a default heap limit (shared/config/limits.ts, 548 MiB in all, old and young
  * generations): their sum plus the non-heap share must stay under the container limit, so a leak
  * ends one thread (reason oom) rather than the whole pod (the test checks it).
  */
@@ -21,7 +21,7 @@ export const MEASURED_PEAK_RSS_MB = 363
 export const DEFAULT_CONTAINER_MEMORY_REQUEST_MB = 256
 
 /**
- * resources.limits.memory: the workers' heap limits plus the non-heap share (550 + 160 MiB), with room; it
+ * resources.limits.memory: the workers' heap limits plus the non-heap share (548 + 160 MiB), with room; it
  * is also more than twice the measured peak.
  */
 export const DEFAULT_CONTAINER_MEMORY_MB = 768
