@@ -48,3 +48,12 @@ test('node:http is loaded by the threads that serve, not by the certificate and 
   for (const entry of ['workers/token/main.cjs', 'workers/gateway/main.cjs', 'workers/healthcheck/main.cjs'])
     assert.match(bundle(entry), http, entry)
 })
+
+test("ioredis is in the gateway's Redis client bundle only, which the gateway requires when Redis is configured", () => {
+  const bundle = (path: string) => readFileSync(fileURLToPath(distUrl(path)), 'utf8')
+  const ioredis = /node_modules\/ioredis\//
+  assert.match(bundle('workers/gateway/redis-client.cjs'), ioredis)
+  assert.match(bundle('workers/gateway/redis-client.cjs'), /function createRedisClient\(/)
+  for (const entry of ['workers/gateway/main.cjs', 'workers/token/main.cjs', 'supervisor/main.js'])
+    assert.doesNotMatch(bundle(entry), ioredis, entry)
+})
