@@ -1,5 +1,5 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
+import { type AddressInfo, Server as NetServer, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAddress } from './address.js'
 import type { TaskBody } from './task-group.js'
@@ -95,18 +95,26 @@ export function trackConnections(server: Server): ConnectionTracker {
  */
 export async function drain(server: Server, deadline: number, conns: ConnectionTracker): Promise<boolean> {
   if (!server.listening) return false
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+  // net's close(), not http's: http's first closes every connection Node counts idle, and Node
+  // counts one idle until its parser has begun a request, so one accepted in the instant before
+  // (a probe's, a client's, its request unread or still in flight) would be reset unanswered.
+  // Stopping to accept is all this step does; the sweeps below close the idle ones. (http's close
+  // would also stop its unref'd timer of read deadlines, which now ends with the thread.)
+  const closed = new Promise<void>((resolve) => NetServer.prototype.close.call(server, () => resolve()))
   let finished = false
   void closed.then(() => {
     finished = true
   })
   // A connection that finishes its answer may start sending another request: sweep until the
   // server has closed or the deadline has passed.
+  // Each sweep comes after a wait, the first one too, so that a connection accepted just before
+  // has had its request read and is not taken for idle.
   const graceEnds = Date.now() + INCOMPLETE_GRACE_MS
   while (!finished && Date.now() < deadline) {
+    await Promise.race([closed, sleep(Math.min(IDLE_SWEEP_MS, Math.max(0, deadline - Date.now())))])
+    if (finished) break
     server.closeIdleConnections()
     if (Date.now() >= graceEnds) conns.shedIncomplete()
-    await Promise.race([closed, sleep(Math.min(IDLE_SWEEP_MS, Math.max(0, deadline - Date.now())))])
   }
   if (finished) return false
   server.closeAllConnections()

@@ -195,7 +195,7 @@ test('SIGTERM in the first instants of boot ends in a logged exit 0 (it died by 
 })
 
 test('a thread that cannot be terminated does not hold the process: exit 1 naming it', async () => {
-  // A preload that wedges the gateway's thread when its server is closed for the shutdown: a
+  // A preload that wedges the gateway's thread when its server stops listening for the shutdown: a
   // synchronous open() of a FIFO that no one opens for writing. No termination interrupts a system
   // call, so the thread can never be terminated, and process.exit() would wait for it forever.
   // (This test used Node's endless recursive mkdir under /proc, which Node 26.12 fixed.) The
@@ -208,7 +208,7 @@ test('a thread that cannot be terminated does not hold the process: exit 1 namin
     wedge,
     `import { workerData } from 'node:worker_threads'
 import { openSync } from 'node:fs'
-import { Server } from 'node:http'
+import { Server } from 'node:net'
 if (workerData?.service === 'gateway') {
   const close = Server.prototype.close
   Server.prototype.close = function (...args) {

@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import { createServer, type Server } from 'node:http'
+import { type AddressInfo, connect, type Socket } from 'node:net'
+import { test } from 'node:test'
+import { drain, trackConnections } from '../shared/http-server.js'
+
+/** What the peer sent until it closed, and how it ended (a reset or a normal close). */
+function readAll(socket: Socket): Promise<{ text: string; error?: string }> {
+  let text = ''
+  socket.setEncoding('utf8').on('data', (d: string) => {
+    text += d
+  })
+  return new Promise((resolve) => {
+    socket.on('error', (err: NodeJS.ErrnoException) => resolve({ text, error: err.code }))
+    socket.on('close', () => resolve({ text }))
+  })
+}
+
+async function serving(t: { after(fn: () => void): void }) {
+  const server: Server = createServer((_req, res) => res.end('ok'))
+  const conns = trackConnections(server)
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.after(() => server.closeAllConnections())
+  return { server, conns, port: (server.address() as AddressInfo).port }
+}
+
+const GET = 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+
+test('a connection accepted just before the drain, whose request is read just after, is answered', async (t) => {
+  const { server, conns, port } = await serving(t)
+  const client = connect(port, '127.0.0.1')
+  const answer = readAll(client)
+  await once(server, 'connection') // accepted; nothing sent yet, so Node counts it idle
+  const drained = drain(server, Date.now() + 5000, conns)
+  client.write(GET)
+  const { text, error } = await answer
+  assert.equal(error, undefined)
+  assert.match(text, /^HTTP\/1\.1 200 /)
+  assert.equal(await drained, false, 'drained without destroying work')
+})
+
+test('the drain closes an idle keep-alive connection and a silent one, and ends before its deadline', async (t) => {
+  const { server, conns, port } = await serving(t)
+  const keepAlive = connect(port, '127.0.0.1')
+  const keepAliveEnd = readAll(keepAlive)
+  keepAlive.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+  await once(keepAlive, 'data') // answered, the connection stays open
+  const silent = connect(port, '127.0.0.1')
+  const silentEnd = readAll(silent)
+  await once(server, 'connection')
+  assert.equal(await drain(server, Date.now() + 60_000, conns), false)
+  assert.match((await keepAliveEnd).text, /^HTTP\/1\.1 200 /)
+  assert.equal((await silentEnd).text, '', 'the silent connection was closed unanswered')
+  assert.equal(server.listening, false)
+})
