@@ -206,15 +206,17 @@ test('a thread that cannot be terminated does not hold the process: exit 1 namin
   const wedge = join(dir, 'wedge.mjs')
   writeFileSync(
     wedge,
-    `import { workerData } from 'node:worker_threads'
+    `import { parentPort, workerData } from 'node:worker_threads'
 import { openSync } from 'node:fs'
 import { Server } from 'node:net'
-if (workerData?.service === 'gateway') {
-  const close = Server.prototype.close
-  Server.prototype.close = function (...args) {
-    openSync(${JSON.stringify(fifo)}, 'r')
-    return close.apply(this, args)
-  }
+// A thread spawned before the configuration was read (supervisor/prespawn.ts: as many as the
+// machine has cores, less one) learns its service from its first message.
+let service = workerData?.service
+if (workerData === 'sia:await-init') parentPort.once('message', (init) => { service = init?.service })
+const close = Server.prototype.close
+Server.prototype.close = function (...args) {
+  if (service === 'gateway') openSync(${JSON.stringify(fifo)}, 'r')
+  return close.apply(this, args)
 }
 `,
   )
