@@ -106,9 +106,8 @@ export async function drain(server: Server, deadline: number, conns: ConnectionT
     finished = true
   })
   // A connection that finishes its answer may start sending another request: sweep until the
-  // server has closed or the deadline has passed.
-  // Each sweep comes after a wait, the first one too, so that a connection accepted just before
-  // has had its request read and is not taken for idle.
+  // server has closed or the deadline has passed. Each sweep comes after a wait, the first one
+  // too, so that a connection accepted just before has had its request read, and is not idle.
   const graceEnds = Date.now() + INCOMPLETE_GRACE_MS
   while (!finished && Date.now() < deadline) {
     await Promise.race([closed, sleep(Math.min(IDLE_SWEEP_MS, Math.max(0, deadline - Date.now())))])
