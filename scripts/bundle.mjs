@@ -61,20 +61,17 @@ await build({
   },
 })
 
+// Beside the workers, the gateway's Redis client with ioredis, required by path only when Redis is
+// configured (workers/gateway/main.ts): inlined, its source would be 40% of the gateway's bundle.
 await build({
   ...commonjs,
-  entryPoints: readdirSync(`${dist}workers`).map((service) => `${dist}workers/${service}/main.js`),
+  entryPoints: [
+    ...readdirSync(`${dist}workers`).map((service) => `${dist}workers/${service}/main.js`),
+    `${dist}workers/gateway/redis-client.js`,
+  ],
   outdir: dist,
   outbase: dist,
   outExtension: { '.js': '.cjs' },
-})
-
-// ioredis and the gateway's client over it, required by path only when Redis is configured
-// (workers/gateway/main.ts): inlined, their source would be 40% of the gateway's bundle.
-await build({
-  ...commonjs,
-  entryPoints: [`${dist}workers/gateway/redis-client.js`],
-  outfile: `${dist}workers/gateway/redis-client.cjs`,
 })
 
 // The configuration loader, as one CommonJS file the supervisor requires for a call and then drops
