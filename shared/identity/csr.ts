@@ -1,4 +1,4 @@
-import { createPublicKey, sign, verify, X509Certificate } from 'node:crypto'
+import { createPublicKey, type KeyObject, sign, verify, X509Certificate } from 'node:crypto'
 import forge from 'node-forge'
 import { codedError } from '../errors.js'
 import { csrDer, fromDer, toDer, toPem } from './der.js'
@@ -97,7 +97,7 @@ export interface CsrContents {
 
 export function readCsr(csrPem: string): CsrContents {
   const csr = forge.pki.certificationRequestFromAsn1(fromDer(csrDer(csrPem)))
-  verifyCsr(csr)
+  const key = verifiedKey(csr)
   const subject: Record<string, string> = {}
   const subjectList: string[] = []
   for (const a of csr.subject.attributes) {
@@ -123,7 +123,7 @@ export function readCsr(csrPem: string): CsrContents {
     uris: pick(6),
     ips: pick(7),
     emails: pick(1),
-    publicKeyPem: publicKeyObject(csr).export({ type: 'spki', format: 'pem' }).toString(),
+    publicKeyPem: key.export({ type: 'spki', format: 'pem' }).toString(),
   }
 }
 
@@ -143,7 +143,7 @@ export interface SignRequest {
 /** Issues a certificate for the CSR's key, subject and SANs (the authority's whole policy). */
 export function signCsr(req: SignRequest): string {
   const csr = forge.pki.certificationRequestFromAsn1(fromDer(csrDer(req.csrPem)))
-  verifyCsr(csr)
+  verifiedKey(csr)
   const ca = forge.pki.certificateFromAsn1(fromDer(new X509Certificate(req.caCertPem).raw))
   const cert = forge.pki.createCertificate()
   cert.publicKey = csr.publicKey as forge.pki.PublicKey
@@ -196,24 +196,25 @@ const CSR_DIGESTS: Record<string, string> = {
   sha512WithRSAEncryption: 'sha512',
 }
 
-/** The CSR's self-signature, checked by OpenSSL (forge's verify() is its JavaScript RSA again). */
-function verifyCsr(csr: forge.pki.CertificateSigningRequest): void {
+/**
+ * The CSR's public key, once its self-signature is checked by OpenSSL (forge's verify() is its
+ * JavaScript RSA again).
+ */
+function verifiedKey(csr: forge.pki.CertificateSigningRequest): KeyObject {
   const digest = CSR_DIGESTS[forge.pki.oids[csr.signatureOid ?? ''] ?? '']
   if (!digest) throw codedError('ERR_CSR', `unsupported CSR signature algorithm ${csr.signatureOid}`)
-  const info = toDer(csr.certificationRequestInfo!)
-  const key = publicKeyObject(csr)
-  if (!verify(digest, info, key, Buffer.from(csr.signature as string, 'binary')))
+  const spki = toDer(forge.pki.publicKeyToAsn1(csr.publicKey as forge.pki.PublicKey))
+  const key = createPublicKey({ key: spki, format: 'der', type: 'spki' })
+  if (
+    !verify(digest, toDer(csr.certificationRequestInfo!), key, Buffer.from(csr.signature as string, 'binary'))
+  )
     throw codedError('ERR_CSR', 'CSR signature does not verify')
+  return key
 }
 
 function publicKeyOf(keyPem: string): forge.pki.PublicKey {
   const spki = createPublicKey(keyPem).export({ type: 'spki', format: 'der' })
   return forge.pki.publicKeyFromAsn1(fromDer(spki))
-}
-
-function publicKeyObject(csr: forge.pki.CertificateSigningRequest) {
-  const spki = toDer(forge.pki.publicKeyToAsn1(csr.publicKey as forge.pki.PublicKey))
-  return createPublicKey({ key: spki, format: 'der', type: 'spki' })
 }
 
 function signCert(cert: forge.pki.Certificate, keyPem: string): void {
