@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
-import { open, rename, rm } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { ensureDir } from './ensure-dir.js'
+import { close, fchmod, fsync, open, rename, rm, writeAll } from './fs-async.js'
 
 /**
  * Writes `data` to `path` so that a reader sees the old file or the new one, never a torn one:
@@ -11,13 +11,13 @@ import { ensureDir } from './ensure-dir.js'
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode: number): Promise<void> {
   await ensureDir(dirname(path))
   const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`
-  const fh = await open(tmp, 'wx', mode)
+  const fd = await open(tmp, 'wx', mode)
   try {
-    await fh.writeFile(data)
-    await fh.chmod(mode) // the umask may have narrowed or the file pre-existed: state the mode exactly
-    await fh.sync()
+    await writeAll(fd, typeof data === 'string' ? Buffer.from(data) : data)
+    await fchmod(fd, mode) // the umask may have narrowed or the file pre-existed: state the mode exactly
+    await fsync(fd)
   } finally {
-    await fh.close()
+    await close(fd)
   }
   try {
     await rename(tmp, path)

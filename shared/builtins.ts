@@ -7,7 +7,7 @@
  * their modules at once on few cores at boot. Types still come from `import type … from 'node:…'`.
  * `node:http` is in `http-builtin.ts`, for the threads that serve.
  */
-export const { constants, fstatSync, readFileSync, statSync, unwatchFile, watchFile, writeSync } =
+export const { accessSync, constants, fstatSync, readFileSync, statSync, unwatchFile, watchFile, writeSync } =
   process.getBuiltinModule('node:fs')
 
 /**

@@ -1,6 +1,6 @@
-import { mkdir, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { codedError } from './errors.js'
+import { mkdir, stat } from './fs-async.js'
 
 /**
  * `mkdir -p` that always ends: Node's `mkdir(…, { recursive: true })` never settles for some

@@ -1,6 +1,6 @@
-import { type FileHandle, mkdir, open, rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import { constants, writeSync } from './builtins.js'
+import { close, fstat, mkdir, open, rename, writeAll } from './fs-async.js'
 
 /**
  * LOG_DIR: the JSON lines also go to `<dir>/sia-supervisor.<LEVEL>.log`, rotated by size as SIA
@@ -38,9 +38,10 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   const path = join(dir, `sia-supervisor.${level}.log`)
   let queue: string[] = []
   let queuedBytes = 0
-  let fh: FileHandle | undefined
+  let fd: number | undefined
   let size = 0
-  let busy = false
+  /** The drain in progress: the file is closed only once its write has settled. */
+  let draining: Promise<void> | undefined
   let failing: { code: string; since: number } | undefined
   let retryAt = 0
   let dropped = 0
@@ -67,13 +68,14 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
 
   async function openFile(): Promise<void> {
     await mkdir(dir, { recursive: true })
-    fh = await open(path, constants.O_WRONLY | constants.O_CREAT, 0o644)
-    size = (await fh.stat()).size
+    fd = await open(path, constants.O_WRONLY | constants.O_CREAT, 0o644)
+    size = (await fstat(fd)).size
   }
 
   async function rotate(): Promise<void> {
-    await fh?.close()
-    fh = undefined
+    const old = fd
+    fd = undefined
+    if (old !== undefined) await close(old)
     for (let i = backups - 1; i >= 1; i--) {
       await rename(`${path}.${i}`, `${path}.${i + 1}`).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== 'ENOENT') throw err
@@ -84,10 +86,9 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   }
 
   async function drain(): Promise<void> {
-    busy = true
     try {
       while (queue.length && !closed) {
-        if (!fh) await openFile()
+        if (fd === undefined) await openFile()
         // A file never grows past maxBytes (a single longer line gets a file of its own).
         if (size > 0 && size + Buffer.byteLength(queue[0]!) > maxBytes) await rotate()
         let batch = ''
@@ -102,7 +103,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
         }
         inflight = n
         inflightBytes = bytes
-        await fh!.write(batch, size)
+        await writeAll(fd!, Buffer.from(batch), size)
         inflight = 0
         inflightBytes = 0
         size += bytes
@@ -120,8 +121,8 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
       inflight = 0
       inflightBytes = 0
       const code = (err as NodeJS.ErrnoException).code ?? 'EIO'
-      await fh?.close().catch(() => {})
-      fh = undefined
+      if (fd !== undefined) await close(fd).catch(() => {})
+      fd = undefined
       // What is queued is dropped: the disk is the problem, memory must not become one.
       dropped += queue.length
       queue = []
@@ -138,8 +139,6 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
         )
       }
       retryAt = Date.now() + retryMs
-    } finally {
-      busy = false
     }
   }
 
@@ -163,22 +162,24 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
       }
       queue.push(line)
       queuedBytes += line.length
-      if (!busy) void drain()
+      draining ??= drain().finally(() => {
+        draining = undefined
+      })
     },
     flushSync() {
       // The batch in flight is the async write's; the rest, now, behind it (a record logged just
       // before exit).
-      if (failing || !fh || queue.length <= inflight) return
+      if (failing || fd === undefined || queue.length <= inflight) return
       try {
-        writeSync(fh.fd, queue.slice(inflight).join(''), size + inflightBytes)
+        writeSync(fd, queue.slice(inflight).join(''), size + inflightBytes)
         queue = queue.slice(0, inflight)
       } catch {}
     },
     async close() {
       closed = true
-      const h = fh
-      fh = undefined
-      await h?.close().catch(() => {})
+      await draining
+      if (fd !== undefined) await close(fd).catch(() => {})
+      fd = undefined
     },
   }
 }

@@ -1,4 +1,4 @@
-import { accessSync, constants } from 'node:fs'
+import { accessSync, constants } from '../shared/builtins.js'
 
 // The global exists in every Node; this project's `lib` (no DOM) does not declare it.
 declare const WebAssembly: {

@@ -57,3 +57,20 @@ test("ioredis is in the gateway's Redis client bundle only, which the gateway re
   for (const entry of ['workers/gateway/main.cjs', 'workers/token/main.cjs', 'supervisor/main.js'])
     assert.doesNotMatch(bundle(entry), ioredis, entry)
 })
+
+test('no thread loads node:fs/promises: its FileHandle brings readline, file streams and watchers (~0.7 MiB a thread)', () => {
+  const bundle = (path: string) => readFileSync(fileURLToPath(distUrl(path)), 'utf8')
+  // An ES module import of node:fs reads fs.promises too (the facade reads every export).
+  const fsPromises =
+    /(require|getBuiltinModule)\("(node:)?fs\/promises"\)|from\s*"(node:)?fs(\/promises)?"|\.promises\b/
+  const services = ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']
+  for (const entry of [
+    'supervisor/cli.js',
+    'supervisor/main.js',
+    ...services.map((s) => `workers/${s}/main.cjs`),
+  ])
+    assert.doesNotMatch(bundle(entry), fsPromises, entry)
+  // The pattern finds what it is meant to find.
+  assert.match('import{readFile}from"node:fs/promises"', fsPromises)
+  assert.match('const x=require("fs/promises")', fsPromises)
+})

@@ -1,10 +1,10 @@
 import { createPrivateKey, generateKeyPair, type KeyObject, X509Certificate } from 'node:crypto'
-import { link, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { writeFileAtomic } from '../atomic-file.js'
 import { distUrl } from '../dist-url.js'
 import { ensureDir } from '../ensure-dir.js'
+import { link, readFile, rm } from '../fs-async.js'
 import type { CaSpec } from './csr.js'
 import type { CsrPool } from './csr-pool.js'
 

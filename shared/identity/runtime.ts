@@ -1,5 +1,5 @@
-import { readFile } from 'node:fs/promises'
 import type { Config } from '../config/types.js'
+import { readFile } from '../fs-async.js'
 import type { Logger } from '../logger.js'
 import type { CertProvider } from './cert-provider.js'
 import { type CsrPool, createCsrPool } from './csr-pool.js'

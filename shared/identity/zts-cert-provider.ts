@@ -1,6 +1,6 @@
-import { readFile } from 'node:fs/promises'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
+import { readFile } from '../fs-async.js'
 import type { Logger } from '../logger.js'
 import type { CertProvider } from './cert-provider.js'
 import { instanceId } from './identity-spec.js'

@@ -1,7 +1,7 @@
-import { readFile } from 'node:fs/promises'
 import type { Agent } from 'node:https'
 import { https } from '../builtins.js'
 import { codedError } from '../errors.js'
+import { readFile } from '../fs-async.js'
 
 /**
  * What every in-cluster Kubernetes client reads: the API server from KUBERNETES_SERVICE_HOST and

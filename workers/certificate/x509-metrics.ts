@@ -1,6 +1,6 @@
 import { X509Certificate } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
 import { basename } from 'node:path'
+import { readFile } from '../../shared/fs-async.js'
 import { Gauge, type Registry } from '../../shared/prom.js'
 
 /**

@@ -1,7 +1,7 @@
-import { type FileHandle, open } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { constants, fstatSync } from '../../shared/builtins.js'
 import { ensureDir } from '../../shared/ensure-dir.js'
+import { close, fdatasync, fstat, ftruncate, open, read, writeAll } from '../../shared/fs-async.js'
 import type { Logger } from '../../shared/logger.js'
 import { mapSliced } from '../../shared/slices.js'
 import type { Sink, SinkRecord } from './sink.js'
@@ -37,9 +37,15 @@ const APPEND_DURABLY = constants.O_APPEND | constants.O_CREAT | constants.O_RDWR
  */
 export async function createFileSink(path: string, log: Logger): Promise<Sink> {
   await ensureDir(dirname(path))
-  const file = await open(path, APPEND_DURABLY, 0o640)
-  const regular = (await file.stat()).isFile()
-  if (regular) await repairTail(file, path, log)
+  const fd = await open(path, APPEND_DURABLY, 0o640)
+  let regular: boolean
+  try {
+    regular = (await fstat(fd)).isFile()
+    if (regular) await repairTail(fd, path, log)
+  } catch (err) {
+    await close(fd).catch(() => {})
+    throw err
+  }
   let queue: Waiter[] = []
   let flushing: Promise<void> | undefined
   /** Set when a failed append could not be cut back: cut it before anything else is appended. */
@@ -49,7 +55,7 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
 
   const cutBack = async (size: number) => {
     try {
-      await file.truncate(size)
+      await ftruncate(fd, size)
       cutTo = undefined
     } catch (err) {
       if (cutTo === undefined) {
@@ -68,10 +74,9 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
     // Asked every time, not tracked: the file may have been truncated (rotated) under us. fstat of
     // an open file is answered from its inode in memory: synchronous, one system call; through
     // the thread pool, a trip there and a turn of the loop on every append.
-    const before = regular ? fstatSync(file.fd).size : 0
+    const before = regular ? fstatSync(fd).size : 0
     try {
-      let offset = 0
-      while (offset < buf.length) offset += (await file.write(buf, offset)).bytesWritten
+      await writeAll(fd, buf)
     } catch (err) {
       failedBytes = buf.length
       if (regular) {
@@ -87,10 +92,9 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
   /** Room for `buf` right now: appended durably, then cut back whatever happens. */
   const probeOnce = async (buf: Buffer) => {
     if (cutTo !== undefined) await cutBack(cutTo)
-    const before = (await file.stat()).size
+    const before = (await fstat(fd)).size
     try {
-      let offset = 0
-      while (offset < buf.length) offset += (await file.write(buf, offset)).bytesWritten
+      await writeAll(fd, buf)
     } finally {
       await cutBack(before)
     }
@@ -135,19 +139,19 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
     },
     async close() {
       await flushing
-      await file.close()
+      await close(fd)
     },
   }
 }
 
 /** Cuts a partial trailing line (no final newline) back to the last newline, and logs it. */
-async function repairTail(file: FileHandle, path: string, log: Logger): Promise<void> {
-  const size = (await file.stat()).size
+async function repairTail(fd: number, path: string, log: Logger): Promise<void> {
+  const size = (await fstat(fd)).size
   let end = size
   const chunk = Buffer.alloc(TAIL_CHUNK)
   while (end > 0) {
     const start = Math.max(0, end - TAIL_CHUNK)
-    const { bytesRead } = await file.read(chunk, 0, end - start, start)
+    const { bytesRead } = await read(fd, chunk, 0, end - start, start)
     const nl = chunk.subarray(0, bytesRead).lastIndexOf(0x0a)
     if (nl >= 0) {
       end = start + nl + 1
@@ -156,8 +160,8 @@ async function repairTail(file: FileHandle, path: string, log: Logger): Promise<
     end = start
   }
   if (end === size) return
-  await file.truncate(end)
-  await file.datasync()
+  await ftruncate(fd, end)
+  await fdatasync(fd)
   log.warn(
     { event: 'gateway.sink.repaired', path, bytes: size - end },
     `cut a partial trailing line of ${size - end} bytes from the sink file`,

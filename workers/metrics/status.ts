@@ -1,6 +1,6 @@
-import { readFile } from 'node:fs/promises'
 import type { MetricObjectWithValues, MetricValue } from 'prom-client'
 import type { Config } from '../../shared/config/types.js'
+import { readFile } from '../../shared/fs-async.js'
 import type { LastWorkerError } from '../../shared/protocol.js'
 import { readiness } from '../../shared/readiness.js'
 import { SERVICES, type ServiceName } from '../../shared/services.js'
