@@ -1,5 +1,5 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
-import { type AddressInfo, Server as NetServer, type Socket } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAddress } from './address.js'
 import type { TaskBody } from './task-group.js'
@@ -99,7 +99,9 @@ export async function drain(server: Server, deadline: number, conns: ConnectionT
   // counts one idle until its parser has begun a request, so one accepted in the instant before
   // (a probe's, a client's, its request unread or still in flight) would be reset unanswered.
   // Stopping to accept is all this step does; the sweeps below close the idle ones. (http's close
-  // would also stop its unref'd timer of read deadlines, which now ends with the thread.)
+  // would also stop its unref'd timer of read deadlines, which now ends with the thread.) net is
+  // taken here, where a server exists, so that the threads that never serve do not load it.
+  const { Server: NetServer } = process.getBuiltinModule('node:net')
   const closed = new Promise<void>((resolve) => NetServer.prototype.close.call(server, () => resolve()))
   let finished = false
   void closed.then(() => {

@@ -40,11 +40,15 @@ test("init mode's code is not in the supervisor's bundle: a run never parses it,
   )
 })
 
-test('node:http is loaded by the threads that serve, not by the certificate and memory-reporter threads', () => {
+test('node:http and node:net are loaded by the threads that serve, not by the certificate and memory-reporter threads', () => {
   const bundle = (path: string) => readFileSync(fileURLToPath(distUrl(path)), 'utf8')
   const http = /(require|getBuiltinModule)\("(node:)?http"\)/
-  for (const entry of ['workers/certificate/main.cjs', 'workers/memory-reporter/main.cjs'])
+  // The drain takes net where it runs, on a server: only a require at the top would load it.
+  const net = /require\("(node:)?net"\)/
+  for (const entry of ['workers/certificate/main.cjs', 'workers/memory-reporter/main.cjs']) {
     assert.doesNotMatch(bundle(entry), http, entry)
+    assert.doesNotMatch(bundle(entry), net, entry)
+  }
   for (const entry of ['workers/token/main.cjs', 'workers/gateway/main.cjs', 'workers/healthcheck/main.cjs'])
     assert.match(bundle(entry), http, entry)
 })
