@@ -78,3 +78,14 @@ test('no thread loads node:fs/promises: its FileHandle brings readline, file str
   assert.match('import{readFile}from"node:fs/promises"', fsPromises)
   assert.match('const x=require("fs/promises")', fsPromises)
 })
+
+test("pino's transport support and node:assert are not in the threads' bundles: no thread loads thread-stream", () => {
+  const bundle = (path: string) => readFileSync(fileURLToPath(distUrl(path)), 'utf8')
+  const services = ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']
+  for (const entry of ['supervisor/main.js', ...services.map((s) => `workers/${s}/main.cjs`)]) {
+    const code = bundle(entry)
+    assert.match(code, /function SonicBoom\(/, entry) // the destination is there…
+    assert.match(code, /pino transports are not part of this build/, entry) // …transport() is the stub…
+    assert.doesNotMatch(code, /ThreadStream|require\("(node:)?assert"\)/, entry) // …and neither is loaded
+  }
+})
