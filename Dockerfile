@@ -13,6 +13,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY scripts/bundle.mjs ./scripts/
+COPY scripts/bundle-stubs ./scripts/bundle-stubs
 COPY shared ./shared
 COPY supervisor ./supervisor
 COPY workers ./workers
