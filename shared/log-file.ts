@@ -42,6 +42,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   let size = 0
   /** The drain in progress: the file is closed only once its write has settled. */
   let draining: Promise<void> | undefined
+  let closing: Promise<void> | undefined
   let failing: { code: string; since: number } | undefined
   let retryAt = 0
   let dropped = 0
@@ -175,11 +176,15 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
         queue = queue.slice(0, inflight)
       } catch {}
     },
-    async close() {
+    /** Once, whoever asks: a descriptor closed twice could be another file's by then. */
+    close() {
       closed = true
-      await draining
-      if (fd !== undefined) await close(fd).catch(() => {})
-      fd = undefined
+      closing ??= (async () => {
+        await draining
+        if (fd !== undefined) await close(fd).catch(() => {})
+        fd = undefined
+      })()
+      return closing
     },
   }
 }

@@ -48,6 +48,7 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
   }
   let queue: Waiter[] = []
   let flushing: Promise<void> | undefined
+  let closing: Promise<void> | undefined
   /** Set when a failed append could not be cut back: cut it before anything else is appended. */
   let cutTo: number | undefined
   /** Bytes of the last append that failed: what a probe must find room for. */
@@ -137,9 +138,13 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
       const size = Math.min(PROBE_MAX_BYTES, Math.max(PROBE_MIN_BYTES, failedBytes))
       await enqueue({ buf: Buffer.alloc(size, 0x20), probe: true })
     },
-    async close() {
-      await flushing
-      await close(fd)
+    /** Once, whoever asks: a descriptor closed twice could be another file's by then. */
+    close() {
+      closing ??= (async () => {
+        await flushing
+        await close(fd)
+      })()
+      return closing
     },
   }
 }
