@@ -42,11 +42,11 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   let size = 0
   /** The drain in progress: the file is closed only once its write has settled. */
   let draining: Promise<void> | undefined
+  /** Set by close(): no line is taken or written after it. */
   let closing: Promise<void> | undefined
   let failing: { code: string; since: number } | undefined
   let retryAt = 0
   let dropped = 0
-  let closed = false
   /** Lines at the head of the queue being written right now, and their bytes. */
   let inflight = 0
   let inflightBytes = 0
@@ -88,7 +88,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
 
   async function drain(): Promise<void> {
     try {
-      while (queue.length && !closed) {
+      while (queue.length && !closing) {
         if (fd === undefined) await openFile()
         // A file never grows past maxBytes (a single longer line gets a file of its own).
         if (size > 0 && size + Buffer.byteLength(queue[0]!) > maxBytes) await rotate()
@@ -146,7 +146,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   return {
     path,
     write(line) {
-      if (closed) return
+      if (closing) return
       if (failing && Date.now() < retryAt) {
         dropped++
         return
@@ -178,7 +178,6 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
     },
     /** Once, whoever asks: a descriptor closed twice could be another file's by then. */
     close() {
-      closed = true
       closing ??= (async () => {
         await draining
         if (fd !== undefined) await close(fd).catch(() => {})
