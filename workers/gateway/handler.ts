@@ -96,7 +96,7 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
       inflight++
       metrics.inflight.inc()
       try {
-        await ingestBody(req, res, read.body)
+        await ingestBody(req, res, read.text)
       } finally {
         inflight--
         metrics.inflight.dec()
@@ -121,7 +121,7 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
     )
   }
 
-  const ingestBody = async (req: IncomingMessage, res: ServerResponse, body: Buffer) => {
+  const ingestBody = async (req: IncomingMessage, res: ServerResponse, body: string) => {
     const parsed = await parseWebhook(body)
     if (!parsed.ok) {
       const { detail, path, errors } = parsed

@@ -77,14 +77,14 @@ export type ParseResult =
   | { ok: false; detail: string; path: string; errors: { path: string; message: string }[] }
 
 /**
- * Parses and validates a body; a failure names the JSON path of the first problem. The envelope
+ * Parses and validates a body (its text); a failure names the JSON path of the first problem. The envelope
  * first, then each alert, in slices that leave the loop free between them (a 1 MiB batch holds
  * thousands of alerts).
  */
-export async function parseWebhook(body: Buffer): Promise<ParseResult> {
+export async function parseWebhook(body: string): Promise<ParseResult> {
   let doc: unknown
   try {
-    doc = JSON.parse(body.toString('utf8'))
+    doc = JSON.parse(body)
   } catch (err) {
     const message = `malformed JSON: ${(err as Error).message}`
     return { ok: false, detail: message, path: '$', errors: [{ path: '$', message }] }

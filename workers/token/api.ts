@@ -53,7 +53,7 @@ function parseJson(read: BodyResult): Record<string, unknown> {
   }
   let v: unknown
   try {
-    v = JSON.parse(read.body.toString('utf8') || '{}')
+    v = JSON.parse(read.text || '{}')
   } catch (err) {
     throw clientError(`invalid JSON body: ${(err as Error).message}`)
   }
