@@ -26,6 +26,7 @@ export const fdatasync = promisify(fs.fdatasync)
 export const fchmod = promisify(fs.fchmod)
 export const read = promisify(fs.read)
 const write = promisify(fs.write)
+const writev = promisify(fs.writev)
 
 /**
  * Writes all of `buf` at `position` (`null`: at the file's offset, the end under O_APPEND): a
@@ -42,5 +43,20 @@ export async function writeAll(fd: number, buf: Uint8Array, position: number | n
       position === null ? null : position + done,
     )
     done += bytesWritten
+  }
+}
+
+/**
+ * Writes all of `bufs`, in order, at the file's offset (the end under O_APPEND), in one system
+ * call (libuv splits past IOV_MAX): a batch's lines are written where they lie, never copied into
+ * one buffer first. A write that took less than it was given goes on with the rest.
+ */
+export async function writevAll(fd: number, bufs: readonly Uint8Array[]): Promise<void> {
+  let rest = bufs.filter((b) => b.length > 0)
+  while (rest.length > 0) {
+    let { bytesWritten } = await writev(fd, rest)
+    let i = 0
+    for (; i < rest.length && bytesWritten >= rest[i]!.length; i++) bytesWritten -= rest[i]!.length
+    rest = i < rest.length ? [rest[i]!.subarray(bytesWritten), ...rest.slice(i + 1)] : []
   }
 }

@@ -23,13 +23,23 @@ export function sliceClock(): { due(): boolean; yield(): Promise<void> } {
 }
 
 /** `fn` over every item, in order, yielding between slices. */
-export async function mapSliced<T, U>(items: readonly T[], fn: (item: T, index: number) => U): Promise<U[]> {
+export async function forEachSliced<T>(
+  items: readonly T[],
+  fn: (item: T, index: number) => void,
+): Promise<void> {
   const clock = sliceClock()
-  const out = new Array<U>(items.length)
   for (let i = 0; i < items.length; i++) {
     if (clock.due()) await clock.yield()
-    out[i] = fn(items[i] as T, i)
+    fn(items[i] as T, i)
   }
+}
+
+/** `fn` over every item, in order, yielding between slices: the results, in the items' order. */
+export async function mapSliced<T, U>(items: readonly T[], fn: (item: T, index: number) => U): Promise<U[]> {
+  const out = new Array<U>(items.length)
+  await forEachSliced(items, (item, i) => {
+    out[i] = fn(item, i)
+  })
   return out
 }
 

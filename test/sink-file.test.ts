@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { createLogger } from '../shared/logger.js'
+import type { SinkRecord } from '../workers/gateway/sink.js'
+import { createFileSink } from '../workers/gateway/sink-file.js'
+import { fillDisk, smallTmpfs } from './support/tmpfs.js'
+
+/**
+ * The file sink encodes a batch's lines into many buffers and appends them as they are
+ * (shared/fs-async.ts `writevAll`): what lands in the file is every line, whole and in order,
+ * however many buffers a group of batches makes, and a failed append is cut back whole.
+ */
+const record = (name: string, text = ''): SinkRecord => ({
+  fingerprint: name,
+  alertname: name,
+  status: 'firing',
+  severity: null,
+  namespace: null,
+  labels: { alertname: name },
+  annotations: { text },
+  startsAt: null,
+  endsAt: null,
+  generatorURL: null,
+  receiver: null,
+  receivedAt: '2026-12-02T00:00:00.000Z',
+})
+const lines = (path: string) =>
+  readFileSync(path, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as SinkRecord)
+const log = createLogger('gateway', 'silent')
+
+test('a group of batches past IOV_MAX buffers is appended whole and in order, multi-byte text intact', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-sink-'))
+  const path = join(dir, 'alerts.jsonl')
+  const sink = await createFileSink(path, log)
+  t.after(() => sink.close())
+  // One batch of ~2 MB (dozens of encoded buffers, each line with text of 1-4 byte characters),
+  // and 1500 one-line batches queued behind it: one group of more than 1024 buffers.
+  const big = Array.from({ length: 3000 }, (_, i) => record(`B${i}`, `é€😀 ${i} `.repeat(60)))
+  const small = Array.from({ length: 1500 }, (_, i) => [record(`S${i}`, 'ü')])
+  await Promise.all([sink.write(big), ...small.map((batch) => sink.write(batch))])
+  // Batches are appended in the order they are ready (the big one is encoded in slices, the
+  // small ones at once); each batch's lines lie together and in order.
+  const got = lines(path).map((r) => `${r.alertname} ${r.annotations.text}`)
+  assert.equal(got.length, big.length + small.length)
+  const first = got.indexOf(`B0 ${big[0]!.annotations.text}`)
+  assert.ok(first >= 0, 'the big batch is in the file')
+  const want = big.map((r) => `${r.alertname} ${r.annotations.text}`)
+  assert.ok(
+    got.slice(first, first + big.length).every((l, i) => l === want[i]),
+    'the big batch whole, in order, its text intact',
+  )
+  const rest = [...got.slice(0, first), ...got.slice(first + big.length)]
+  assert.ok(
+    rest.every((l, i) => l === `S${i} ü`),
+    'the small batches, each whole, in the order they were written',
+  )
+})
+
+test('a batch larger than the room left is cut back whole, and appended once there is room', async (t) => {
+  let sink: Awaited<ReturnType<typeof createFileSink>> | undefined
+  const mnt = smallTmpfs(t, 'sia-sink-full-', async () => sink?.close())
+  if (!mnt) return
+  const path = join(mnt, 'alerts.jsonl')
+  sink = await createFileSink(path, log)
+  await sink.write([record('First')])
+  const before = statSync(path).size
+  // Leave 64 KiB of room, then write ~140 KiB: the append starts and fails part way (ENOSPC).
+  assert.equal(fillDisk(mnt), 'ENOSPC')
+  const filler = join(mnt, 'filler')
+  writeFileSync(filler, readFileSync(filler).subarray(64 * 1024))
+  const batch = Array.from({ length: 200 }, (_, i) => record(`Big${i}`, 'x'.repeat(400)))
+  await assert.rejects(sink.write(batch), { code: 'ENOSPC' })
+  assert.equal(statSync(path).size, before, 'the failed append is cut back to the size before it')
+  writeFileSync(filler, '')
+  await sink.write(batch)
+  assert.deepEqual(
+    lines(path).map((r) => r.alertname),
+    ['First', ...batch.map((r) => r.alertname)],
+  )
+})
