@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { setImmediate as turn } from 'node:timers/promises'
+import { SLICE_MS } from '../shared/slices.js'
 import { coalesce } from '../workers/gateway/coalesce.js'
 
 /** The calls of one loop turn share one flush; each call still gets its own answer or error. */
@@ -51,4 +52,23 @@ test("a failed flush rejects every call of its group, and only that group's", as
   )
   assert.match(String((settled[1] as PromiseRejectedResult).reason), /flush of bad,x failed/)
   assert.equal(await call('after'), 'AFTER', 'the next turn flushes anew')
+})
+
+test('groups that take longer than a slice of the loop are flushed a turn apart, in order', async () => {
+  const events: string[] = []
+  const call = coalesce(
+    async (args: readonly string[]) => {
+      events.push(args.join(','))
+      // A flush encodes its command before it returns: here, a little longer than a slice.
+      const until = performance.now() + SLICE_MS + 2
+      while (performance.now() < until);
+      return args
+    },
+    () => 1,
+    1,
+  )
+  const answers = Promise.all([call('a'), call('b'), call('c')])
+  setImmediate(() => events.push('turn'))
+  assert.deepEqual(await answers, ['a', 'b', 'c'])
+  assert.deepEqual(events, ['a', 'turn', 'b', 'c'])
 })

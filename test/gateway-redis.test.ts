@@ -129,6 +129,26 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       assert.deepEqual(await store.commit([firing(fp)], 'slow', now), [])
       assert.deepEqual(states(await store.record([firing(fp)], 'r', now + 1)), ['duplicate'])
     })
+    test(`${kind}: a batch of thousands (several script calls, several slices) answers each entry in order`, async () => {
+      const store = await make()
+      const batch = Array.from({ length: 3000 }, (_, i) => firing(`${kind}-big-${i}`))
+      // Every third one committed before, by another request: a duplicate now.
+      const earlier = batch.filter((_, i) => i % 3 === 0)
+      await store.record(earlier, 'before', 1000)
+      assert.deepEqual(await store.commit(earlier, 'before', 1000), [])
+      const results = await store.record([...batch, batch[1]!], 'big', 2000)
+      assert.deepEqual(states(results), [
+        ...batch.map((_, i) => (i % 3 === 0 ? 'duplicate' : 'new')),
+        'duplicate',
+      ])
+      const fresh = batch.filter((_, i) => i % 3 !== 0)
+      assert.deepEqual(await store.commit(fresh, 'big', 2001), [])
+      assert.deepEqual(
+        await store.commit(fresh, 'someone-else', 2002),
+        fresh.map((e) => e.fingerprint),
+      )
+      assert.deepEqual(new Set(states(await store.record(batch, 'again', 3000))), new Set(['duplicate']))
+    })
   }
 
   test('memory: the TTL slides with every arrival and then expires', async () => {
@@ -256,6 +276,24 @@ describe('dedup store semantics (memory and a real Redis)', () => {
         'and for exactly one of them',
       )
     }
+  })
+
+  test('redis: a batch whose one script call fails releases what its other calls leased', async () => {
+    const c = client()
+    const admin = client()
+    await Promise.all([c.ping(), admin.ping()])
+    const store = createRedisStore(c, TTL, TTL)
+    const batch = Array.from({ length: 3000 }, (_, i) => firing(`parts-${i}`))
+    // A key of the wrong type fails the script call of the part that holds it (WRONGTYPE), and
+    // only that one: the parts before and after it lease theirs.
+    const bad = `${DEDUP_KEY_PREFIX}parts-1500`
+    await admin.set(bad, 'not a hash')
+    await assert.rejects(store.record(batch, 'failing', 1000), { code: 'ERR_DEDUP_UNAVAILABLE' })
+    const left = await admin.keys(`${DEDUP_KEY_PREFIX}parts-*`)
+    assert.deepEqual(left, [bad], 'no lease of the failed batch is left to hold its retry off')
+    await admin.del(bad)
+    const retry = await store.record(batch, 'retry', 2000)
+    assert.deepEqual(new Set(states(retry)), new Set(['new']), 'the retry is new, every alert of it')
   })
 
   test('redis: unreachable store fails with ERR_DEDUP_UNAVAILABLE', async () => {

@@ -1,9 +1,13 @@
+import { sliceClock } from '../../shared/slices.js'
+
 /**
  * Calls made in one turn of the event loop are handed to `flush` together, once the turn's I/O
  * callbacks have run (setImmediate): every request whose body completed in that turn shares one
- * command to the store instead of one each. A call waits at most until the end of its turn.
+ * command to the store instead of one each. A call waits until the end of its turn (behind
+ * groups that filled a slice of the loop, a turn more for each slice).
  * A group holds at most `maxWeight` (a call heavier than that goes alone); `flush` answers one
  * result per call, in order, or rejects, and then every call of the group rejects with its error.
+ * Groups are flushed in order, in slices of the loop (SLICE_MS).
  */
 export function coalesce<A, R>(
   flush: (args: readonly A[]) => Promise<readonly R[]>,
@@ -15,7 +19,8 @@ export function coalesce<A, R>(
     resolve(r: R): void
     reject(err: unknown): void
   }
-  let queue: Call[] = []
+  const queue: Call[] = []
+  let scheduled = false
 
   const send = (group: Call[]) =>
     flush(group.map((c) => c.arg)).then(
@@ -27,27 +32,29 @@ export function coalesce<A, R>(
       },
     )
 
+  // Groups go in order, as many as fit in a slice of the loop (a flush encodes its command
+  // before it returns): a 12,000-alert batch is a dozen groups, and the loop turns between them.
   const drain = () => {
-    const calls = queue
-    queue = []
-    let group: Call[] = []
-    let weight = 0
-    for (const c of calls) {
-      const w = weightOf(c.arg)
-      if (group.length > 0 && weight + w > maxWeight) {
-        void send(group)
-        group = []
-        weight = 0
+    const clock = sliceClock()
+    while (queue.length > 0 && !clock.due()) {
+      let n = 1
+      let weight = weightOf(queue[0]!.arg)
+      for (; n < queue.length; n++) {
+        const w = weightOf(queue[n]!.arg)
+        if (weight + w > maxWeight) break
+        weight += w
       }
-      group.push(c)
-      weight += w
+      void send(queue.splice(0, n))
     }
-    void send(group)
+    if (queue.length > 0) setImmediate(drain)
+    else scheduled = false
   }
 
   return (arg) =>
     new Promise<R>((resolve, reject) => {
-      if (queue.length === 0) setImmediate(drain)
       queue.push({ arg, resolve, reject })
+      if (scheduled) return
+      scheduled = true
+      setImmediate(drain)
     })
 }

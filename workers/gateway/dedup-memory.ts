@@ -1,3 +1,4 @@
+import { forEachSliced, mapSliced } from '../../shared/slices.js'
 import type { DedupEntry, DedupResult, DedupStore } from './dedup-store.js'
 import type { AlertStatus } from './payload.js'
 
@@ -58,9 +59,11 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
   return {
     kind: 'memory',
     up: () => true,
+    // A batch's entries are taken in slices of the loop; each entry's check-and-lease is one
+    // synchronous step, as atomic as the Redis store's per key.
     async record(entries: readonly DedupEntry[], owner: string, now: number): Promise<DedupResult[]> {
       sweep(now)
-      return entries.map(({ fingerprint, status }): DedupResult => {
+      return mapSliced(entries, ({ fingerprint, status }): DedupResult => {
         const r = live(fingerprint, now)
         if (r?.pending && r.owner !== owner) {
           return { state: 'pending', count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen }
@@ -86,7 +89,7 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
     },
     async commit(entries, owner, now) {
       const lost: string[] = []
-      for (const { fingerprint, status } of entries) {
+      await forEachSliced(entries, ({ fingerprint, status }) => {
         const r = records.get(fingerprint)
         if (r?.owner === owner) {
           r.pending = false
@@ -103,7 +106,7 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
             expiresAt: now + ttlMs,
           })
         } else lost.push(fingerprint)
-      }
+      })
       return lost
     },
     async release(fingerprints, owner) {

@@ -59,10 +59,13 @@ end
 return 0
 `
 
-/** Deletes the record only if it is a pending lease of `ARGV[1]` (never someone else's). */
+/**
+ * Deletes the record only if it is a pending lease of `ARGV[1]` (never someone else's). A key that
+ * is not a hash (HMGET fails) is nobody's lease: skipped, so a release never stops part way.
+ */
 const RELEASE_LUA = `
-local cur = redis.call('HMGET', KEYS[1], 'id', 'pending')
-if cur[1] == ARGV[1] and cur[2] == '1' then
+local cur = redis.pcall('HMGET', KEYS[1], 'id', 'pending')
+if not cur.err and cur[1] == ARGV[1] and cur[2] == '1' then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -139,17 +142,21 @@ end
 return out
 `
 
-/** RELEASE over a batch: ARGV owner; how many leases were deleted. */
+/** RELEASE_LUA over a batch: ARGV owner; how many leases were deleted. */
 const RELEASE_BATCH_LUA = `
 local n = 0
 for _, key in ipairs(KEYS) do
-  local cur = redis.call('HMGET', key, 'id', 'pending')
-  if cur[1] == ARGV[1] and cur[2] == '1' then n = n + redis.call('DEL', key) end
+  local cur = redis.pcall('HMGET', key, 'id', 'pending')
+  if not cur.err and cur[1] == ARGV[1] and cur[2] == '1' then n = n + redis.call('DEL', key) end
 end
 return n
 `
 
-/** Keys in one grouped script call at most: a long script holds Redis for everyone. */
+/**
+ * Keys in one grouped script call at most: a long script holds Redis for everyone, and its
+ * command is encoded (and its reply decoded) in one piece on the loop. A larger batch is cut into
+ * parts of this size (`partsOf`).
+ */
 const GROUP_MAX_KEYS = 1024
 
 /** One request's part of a grouped call. */
@@ -180,8 +187,8 @@ type Reply = [number, number, string, string]
 const STATES: readonly DedupState[] = ['duplicate', 'new', 'pending']
 
 /**
- * Issues one call per entry, in slices (a large batch's thousands of commands would hold the loop
- * while they are encoded): every call is still sent before any reply is awaited, so the batch
+ * Issues one call per item (an entry, or a part of a batch), in slices (a large batch's thousands
+ * of commands would hold the loop while they are encoded): every call is still sent before any reply is awaited, so the batch
  * stays one pipelined round trip. Each call is settled as soon as it is made, so one that fails
  * while later slices are being issued is never an unhandled rejection.
  */
@@ -196,6 +203,12 @@ async function callAll<E, T>(
     ),
   )
   return Promise.all(settled)
+}
+
+function partsOf<T>(items: readonly T[]): T[][] {
+  const parts: T[][] = []
+  for (let i = 0; i < items.length; i += GROUP_MAX_KEYS) parts.push(items.slice(i, i + GROUP_MAX_KEYS))
+  return parts
 }
 
 /** A grouped script's KEYS and ARGV: after `head`, per call its owner, now, key count and statuses. */
@@ -216,7 +229,8 @@ const weight = (c: Call) => c.entries.length
 
 /**
  * Check-and-lease: on one Redis, the calls of every request of a loop turn in one atomic Lua call
- * (coalesce.ts); on a cluster, one call per alert, all issued at once, in order, which the
+ * (coalesce.ts), a large batch in parts of GROUP_MAX_KEYS, one call each, sent a slice of the loop
+ * apart and all before any reply is awaited; on a cluster, one call per alert, all issued at once, in order, which the
  * client's auto-pipelining sends in one write and one round trip per node (a script's keys, like
  * an explicit pipeline, must stay in one hash slot; the fingerprints of a batch do not). Calls on
  * one key go to one node over one connection, so their order holds. The commit after the sink
@@ -277,36 +291,63 @@ export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: nu
 
   const release = async (fingerprints: readonly string[], owner: string) => {
     if (fingerprints.length === 0) return
-    if (grouped) {
-      const keys = fingerprints.map((fp) => DEDUP_KEY_PREFIX + fp)
-      await cmds.dedupReleaseBatch(keys.length, keys, owner).catch((err: unknown) => {
-        throw unavailable(err)
-      })
-      return
-    }
-    const done = await callAll(fingerprints, (fp) => cmds.dedupRelease(DEDUP_KEY_PREFIX + fp, owner))
+    const done = grouped
+      ? await callAll(partsOf(fingerprints), (part) =>
+          cmds.dedupReleaseBatch(
+            part.length,
+            part.map((fp) => DEDUP_KEY_PREFIX + fp),
+            owner,
+          ),
+        )
+      : await callAll(fingerprints, (fp) => cmds.dedupRelease(DEDUP_KEY_PREFIX + fp, owner))
     for (const d of done) if (d.status === 'rejected') throw unavailable(d.reason)
   }
 
-  /** Cluster: one call per alert; whatever did get leased is released if any call failed. */
-  const recordEach = async (entries: readonly DedupEntry[], owner: string, now: number) => {
-    const replies = await callAll(entries, (e) =>
-      cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, now, ttlMs, owner, leaseMs),
-    )
+  /**
+   * Every entry's reply. When any call failed, the batch fails, and every lease this request
+   * holds on its fingerprints is released (a retry must find them new, not wait the lease out):
+   * all of them, since a script that fails part way keeps what it wrote before the error.
+   */
+  const repliesOrRelease = async (
+    entries: readonly DedupEntry[],
+    replies: readonly PromiseSettledResult<Reply>[],
+    owner: string,
+  ): Promise<Reply[]> => {
     const failed = replies.find((r) => r.status === 'rejected')
-    if (failed) {
-      // Whatever did get leased must not hold AlertManager's retry off until the lease expires.
-      const leased = entries.filter((_, i) => {
-        const r = replies[i]
-        return r?.status === 'fulfilled' && r.value[0] === 1
-      })
-      await release(
-        leased.map((e) => e.fingerprint),
-        owner,
-      ).catch(() => {})
-      throw unavailable(failed.reason)
-    }
-    return replies.map((r) => (r as PromiseFulfilledResult<Reply>).value)
+    if (!failed) return replies.map((r) => (r as PromiseFulfilledResult<Reply>).value)
+    await release(
+      entries.map((e) => e.fingerprint),
+      owner,
+    ).catch(() => {})
+    throw unavailable(failed.reason)
+  }
+
+  /** One Redis: the batch in parts of GROUP_MAX_KEYS, each one grouped call. */
+  const recordParts = async (entries: readonly DedupEntry[], owner: string, now: number) => {
+    const parts = partsOf(entries)
+    const settled = await Promise.allSettled(parts.map((part) => recordGroup({ entries: part, owner, now })))
+    const replies = settled.flatMap((s, i): PromiseSettledResult<Reply>[] =>
+      s.status === 'fulfilled'
+        ? s.value.map((value) => ({ status: 'fulfilled', value }))
+        : parts[i]!.map(() => ({ status: 'rejected', reason: s.reason })),
+    )
+    return repliesOrRelease(entries, replies, owner)
+  }
+
+  /** Cluster: one call per alert. */
+  const recordEach = async (entries: readonly DedupEntry[], owner: string, now: number) =>
+    repliesOrRelease(
+      entries,
+      await callAll(entries, (e) =>
+        cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, now, ttlMs, owner, leaseMs),
+      ),
+      owner,
+    )
+
+  /** One Redis: the commits in parts of GROUP_MAX_KEYS, each one grouped call. */
+  const commitParts = async (entries: readonly DedupEntry[], owner: string, now: number) => {
+    const done = await Promise.all(partsOf(entries).map((part) => commitGroup({ entries: part, owner, now })))
+    return done.flat()
   }
 
   const commitEach = async (entries: readonly DedupEntry[], owner: string, now: number) => {
@@ -325,12 +366,7 @@ export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: nu
     async record(entries: readonly DedupEntry[], owner: string, now: number): Promise<DedupResult[]> {
       if (client.status !== 'ready') throw storeUnavailable(`redis is ${client.status}`)
       if (entries.length === 0) return []
-      // A grouped call is atomic: when it fails, nothing of it was leased.
-      const replies = grouped
-        ? await recordGroup({ entries, owner, now }).catch((err: unknown) => {
-            throw unavailable(err)
-          })
-        : await recordEach(entries, owner, now)
+      const replies = grouped ? await recordParts(entries, owner, now) : await recordEach(entries, owner, now)
       return replies.map(([state, count, first, last]) => ({
         state: STATES[state]!,
         count,
@@ -342,7 +378,7 @@ export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: nu
       if (client.status !== 'ready') throw storeUnavailable(`redis is ${client.status}`)
       if (entries.length === 0) return []
       const done = grouped
-        ? await commitGroup({ entries, owner, now }).catch((err: unknown) => {
+        ? await commitParts(entries, owner, now).catch((err: unknown) => {
             throw unavailable(err)
           })
         : await commitEach(entries, owner, now)
