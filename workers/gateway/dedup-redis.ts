@@ -188,9 +188,10 @@ const STATES: readonly DedupState[] = ['duplicate', 'new', 'pending']
 
 /**
  * Issues one call per item (an entry, or a part of a batch), in slices (a large batch's thousands
- * of commands would hold the loop while they are encoded): every call is still sent before any reply is awaited, so the batch
- * stays one pipelined round trip. Each call is settled as soon as it is made, so one that fails
- * while later slices are being issued is never an unhandled rejection.
+ * of commands would hold the loop while they are encoded): every call is still sent before any
+ * reply is awaited, so the batch stays one pipelined round trip. Each call is settled as soon as
+ * it is made, so one that fails while later slices are being issued is never an unhandled
+ * rejection.
  */
 async function callAll<E, T>(
   entries: readonly E[],
@@ -230,12 +231,12 @@ const weight = (c: Call) => c.entries.length
 /**
  * Check-and-lease: on one Redis, the calls of every request of a loop turn in one atomic Lua call
  * (coalesce.ts), a large batch in parts of GROUP_MAX_KEYS, one call each, sent a slice of the loop
- * apart and all before any reply is awaited; on a cluster, one call per alert, all issued at once, in order, which the
- * client's auto-pipelining sends in one write and one round trip per node (a script's keys, like
- * an explicit pipeline, must stay in one hash slot; the fingerprints of a batch do not). Calls on
- * one key go to one node over one connection, so their order holds. The commit after the sink
- * write is a second round trip of the same kind. Lease expiry is Redis's own PEXPIRE: no clock
- * skew between replicas matters.
+ * apart and all before any reply is awaited; on a cluster, one call per alert, all issued at
+ * once, in order, which the client's auto-pipelining sends in one write and one round trip per
+ * node (a script's keys, like an explicit pipeline, must stay in one hash slot; the fingerprints
+ * of a batch do not). Calls on one key go to one node over one connection, so their order holds.
+ * The commit after the sink write is a second round trip of the same kind. Lease expiry is
+ * Redis's own PEXPIRE: no clock skew between replicas matters.
  */
 export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: number): DedupStore {
   client.defineCommand('dedupRecord', { numberOfKeys: 1, lua: RECORD_LUA })
@@ -304,9 +305,11 @@ export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: nu
   }
 
   /**
-   * Every entry's reply. When any call failed, the batch fails, and every lease this request
-   * holds on its fingerprints is released (a retry must find them new, not wait the lease out):
-   * all of them, since a script that fails part way keeps what it wrote before the error.
+   * Every entry's reply. When any call failed, the batch fails, and what this request leased is
+   * released, so that a retry finds it new rather than waiting the lease out: every entry a call
+   * answered `new` for, and every entry of a call Redis answered with an error (a script that
+   * fails part way keeps what it wrote before the error). A call that timed out or lost its
+   * connection may have leased too; those leases expire on their own.
    */
   const repliesOrRelease = async (
     entries: readonly DedupEntry[],
@@ -315,8 +318,12 @@ export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: nu
   ): Promise<Reply[]> => {
     const failed = replies.find((r) => r.status === 'rejected')
     if (!failed) return replies.map((r) => (r as PromiseFulfilledResult<Reply>).value)
+    const leased = entries.filter((_, i) => {
+      const r = replies[i]!
+      return r.status === 'fulfilled' ? r.value[0] === 1 : (r.reason as Error | undefined)?.name === 'ReplyError'
+    })
     await release(
-      entries.map((e) => e.fingerprint),
+      leased.map((e) => e.fingerprint),
       owner,
     ).catch(() => {})
     throw unavailable(failed.reason)
