@@ -60,6 +60,10 @@ test("ioredis is in the gateway's Redis client bundle only, which the gateway re
   assert.match(bundle('workers/gateway/redis-client.cjs'), /function createRedisClient\(/)
   for (const entry of ['workers/gateway/main.cjs', 'workers/token/main.cjs', 'supervisor/main.js'])
     assert.doesNotMatch(bundle(entry), ioredis, entry)
+  // Nor does a worker load node:module (with its source-map support) at boot to require it.
+  const services = ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']
+  for (const s of services)
+    assert.doesNotMatch(bundle(`workers/${s}/main.cjs`), /require\("(node:)?module"\)/, s)
 })
 
 test('no thread loads node:fs/promises: its FileHandle brings readline, file streams and watchers (~0.7 MiB a thread)', () => {

@@ -1,5 +1,3 @@
-import { createRequire } from 'node:module'
-import { fileURLToPath } from 'node:url'
 import { defineService } from '../../shared/define-service.js'
 import { distUrl } from '../../shared/dist-url.js'
 import { createBodyBudget } from '../../shared/http/body-budget.js'
@@ -28,12 +26,16 @@ const PENDING_WAIT_MS = 2000
 /**
  * ioredis costs ~12 MiB of heap once loaded, and its source is 40% of what this thread would parse
  * at boot: it comes from a CommonJS bundle of its own (scripts/bundle.mjs), required by path only
- * when Redis is configured, so the gateway's bundle does not hold it.
+ * when Redis is configured, so the gateway's bundle does not hold it. `node:module` (and the
+ * source-map support it loads) is taken then too, not by every gateway at boot.
  */
-const loadRedisClient = () =>
-  createRequire(import.meta.url)(
+const loadRedisClient = () => {
+  const { createRequire } = process.getBuiltinModule('node:module')
+  const { fileURLToPath } = process.getBuiltinModule('node:url')
+  return createRequire(import.meta.url)(
     fileURLToPath(distUrl('workers/gateway/redis-client.cjs')),
   ) as typeof import('./redis-client.js')
+}
 
 defineService({
   async start({ service, config, log, registry, board, serve, onStop, failpoint, signal }) {
