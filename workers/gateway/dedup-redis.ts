@@ -320,7 +320,9 @@ export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: nu
     if (!failed) return replies.map((r) => (r as PromiseFulfilledResult<Reply>).value)
     const leased = entries.filter((_, i) => {
       const r = replies[i]!
-      return r.status === 'fulfilled' ? r.value[0] === 1 : (r.reason as Error | undefined)?.name === 'ReplyError'
+      return r.status === 'fulfilled'
+        ? r.value[0] === 1
+        : (r.reason as Error | undefined)?.name === 'ReplyError'
     })
     await release(
       leased.map((e) => e.fingerprint),
