@@ -335,6 +335,8 @@ export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: nu
   const recordParts = async (entries: readonly DedupEntry[], owner: string, now: number) => {
     const parts = partsOf(entries)
     const settled = await Promise.allSettled(parts.map((part) => recordGroup({ entries: part, owner, now })))
+    // The common case without a wrapper per entry: a large batch's replies are a long array.
+    if (settled.every((s) => s.status === 'fulfilled')) return settled.flatMap((s) => s.value)
     const replies = settled.flatMap((s, i): PromiseSettledResult<Reply>[] =>
       s.status === 'fulfilled'
         ? s.value.map((value) => ({ status: 'fulfilled', value }))
@@ -376,7 +378,7 @@ export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: nu
       if (client.status !== 'ready') throw storeUnavailable(`redis is ${client.status}`)
       if (entries.length === 0) return []
       const replies = grouped ? await recordParts(entries, owner, now) : await recordEach(entries, owner, now)
-      return replies.map(([state, count, first, last]) => ({
+      return mapSliced(replies, ([state, count, first, last]) => ({
         state: STATES[state]!,
         count,
         firstSeen: Number(first),

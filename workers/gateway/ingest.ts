@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { HitFailpoint } from '../../shared/failpoints.js'
 import type { Logger } from '../../shared/logger.js'
-import { mapSliced } from '../../shared/slices.js'
+import { forEachSliced, mapSliced } from '../../shared/slices.js'
 import type { DedupEntry, DedupResult, DedupStore } from './dedup-store.js'
 import { fingerprintOf } from './fingerprint.js'
 import type { GatewayMetrics } from './metrics.js'
@@ -198,16 +198,16 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       }
       const fresh: Item[] = []
       const waiting: Item[] = []
-      for (const [i, a] of todo.entries()) {
+      await forEachSliced(todo, (a, i) => {
         const r = results[i]!
         if (r.state === 'pending') {
           waiting.push(a)
-          continue
+          return
         }
         Object.assign(a.outcome, { count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen })
         if (r.state === 'duplicate') a.outcome.status = 'duplicate'
         else fresh.push(a)
-      }
+      })
       if (fresh.length > 0) {
         const stored = await writeAndCommit(fresh, owner, webhook, receivedAt)
         for (const a of fresh) a.outcome.status = stored ? 'created' : 'failed'
