@@ -33,10 +33,11 @@ export function coalesce<A, R>(
     )
 
   // Groups go in order, as many as fit in a slice of the loop (a flush encodes its command
-  // before it returns): a 12,000-alert batch is a dozen groups, and the loop turns between them.
+  // before it returns), and at least one: a 12,000-alert batch is a dozen groups, and the loop
+  // turns between them. A drain is scheduled only with calls queued.
   const drain = () => {
     const clock = sliceClock()
-    while (queue.length > 0 && !clock.due()) {
+    do {
       let n = 1
       let weight = weightOf(queue[0]!.arg)
       for (; n < queue.length; n++) {
@@ -45,7 +46,7 @@ export function coalesce<A, R>(
         weight += w
       }
       void send(queue.splice(0, n))
-    }
+    } while (queue.length > 0 && !clock.due())
     if (queue.length > 0) setImmediate(drain)
     else scheduled = false
   }
