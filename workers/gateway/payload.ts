@@ -77,9 +77,9 @@ export type ParseResult =
   | { ok: false; detail: string; path: string; errors: { path: string; message: string }[] }
 
 /**
- * Parses and validates a body (its text); a failure names the JSON path of the first problem. The envelope
- * first, then each alert, in slices that leave the loop free between them (a 1 MiB batch holds
- * thousands of alerts).
+ * Parses and validates a body (its text); a failure names the JSON path of the first problem. The
+ * envelope first, then each alert, in slices that leave the loop free between them (a 1 MiB batch
+ * holds thousands of alerts). JSON.parse itself is the one step in one piece.
  */
 export async function parseWebhook(body: string): Promise<ParseResult> {
   let doc: unknown
