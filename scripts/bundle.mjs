@@ -18,23 +18,28 @@
 //   those paths either name a package (createRequire), or come from a module in its entry's own
 //   folder (supervisor/, workers/certificate/), but for csr-pool.ts's, which starts from dist/ for
 //   that reason. In the CommonJS bundles import.meta.url is the bundle's own file URL.
-// - piscina stays outside: it starts its own worker file by path.
+// - piscina is bundled on its own (below), beside the worker file it starts by path.
 // - No code splitting: a chunk would live in another folder, and import.meta.url with it. Lazy
 //   imports are inlined but still evaluated only when first imported; the large ones a thread
 //   rarely needs are files of their own, loaded by path (node-forge in the CSR task, ioredis).
 // - Linked source maps chain to tsc's, so NODE_OPTIONS=--enable-source-maps gives TypeScript
 //   file:line in stack traces.
-import { readdirSync } from 'node:fs'
+import { readdirSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname } from 'node:path'
 import { build } from 'esbuild'
+
+const require = createRequire(import.meta.url)
 
 const dist = new URL('../dist/', import.meta.url).pathname
 const stubs = new URL('./bundle-stubs/', import.meta.url).pathname
 
 /**
- * Two modules of dependencies replaced by what this project uses of them (scripts/bundle-stubs/):
+ * Three modules of dependencies replaced by what this project uses of them (scripts/bundle-stubs/):
  * pino's transport support, which requires thread-stream, `module` and `assert` when pino loads
- * though no transport is ever started here, and sonic-boom's node:assert, for its one check.
- * Idle RSS -1.8 MiB over seven threads (README, "Memory, session 15").
+ * though no transport is ever started here (idle RSS -1.8 MiB over seven threads: README, "Memory,
+ * session 15"); sonic-boom's node:assert, for its one check; and @pinojs/redact, which pino
+ * requires when it loads though the logger redacts its records itself (shared/log-redact.ts).
  */
 const stubDependencies = {
   name: 'stub-dependencies',
@@ -47,6 +52,11 @@ const stubDependencies = {
     build.onResolve({ filter: /^assert$/ }, ({ importer }) =>
       /node_modules\/sonic-boom\/index\.js$/.test(importer) ? { path: `${stubs}assert.cjs` } : undefined,
     )
+    build.onResolve({ filter: /^@pinojs\/redact$/ }, ({ importer }) =>
+      /node_modules\/pino\/lib\/redaction\.js$/.test(importer)
+        ? { path: `${stubs}pino-redact.cjs` }
+        : undefined,
+    )
   },
 }
 
@@ -54,7 +64,6 @@ const common = {
   bundle: true,
   platform: 'node',
   target: 'node22',
-  external: ['piscina'],
   minifyWhitespace: true,
   minifySyntax: true,
   keepNames: true,
@@ -104,3 +113,20 @@ await build({
   entryPoints: [`${dist}shared/config/load.js`],
   outfile: `${dist}shared/config/loader.cjs`,
 })
+
+// piscina as two CommonJS files of its own, `index.cjs` and the `worker.js` it starts by path from
+// its own folder, loaded by path with the first CSR (shared/identity/csr-pool.ts). From
+// node_modules, piscina is 15 modules resolved, read and compiled in the certificate thread and 7
+// more in each pool thread: on a first start those resolutions made node:path's loops hot enough
+// for V8 to optimise them (README, Performance). The folder's package.json makes `worker.js`
+// CommonJS under this package's "type": "module".
+const piscinaDir = `${dist}shared/identity/piscina/`
+// @napi-rs/nice is piscina's optional dependency, required only for a pool with `niceIncrement`.
+const piscinaBuild = { ...common, format: 'cjs', external: ['@napi-rs/nice'] }
+await build({ ...piscinaBuild, entryPoints: [require.resolve('piscina')], outfile: `${piscinaDir}index.cjs` })
+await build({
+  ...piscinaBuild,
+  entryPoints: [`${dirname(require.resolve('piscina'))}/worker.js`],
+  outfile: `${piscinaDir}worker.js`,
+})
+writeFileSync(`${piscinaDir}package.json`, '{ "type": "commonjs" }\n')

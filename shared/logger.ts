@@ -1,25 +1,10 @@
 import { BroadcastChannel, isMainThread } from 'node:worker_threads'
 import { type DestinationStream, type Logger, pino } from 'pino'
 import { createLogFileWriter, type LogFileWriter } from './log-file.js'
+import { redactRecord } from './log-redact.js'
 import { SERVICES } from './services.js'
 
 export type { Logger }
-
-/** Paths that may hold a secret; pino replaces them before the record is written. */
-const REDACT = [
-  'token',
-  'accessToken',
-  'access_token',
-  'authorization',
-  'password',
-  'privateKey',
-  '*.token',
-  '*.access_token',
-  '*.authorization',
-  '*.password',
-  '*.privateKey',
-  'req.headers.authorization',
-]
 
 /**
  * Workers forward their lines to the main thread's file writer (LOG_DIR) over a channel of their
@@ -83,8 +68,8 @@ export function createLogger(service: string, level: string, opts: { logDir?: st
       mixin: (record: object) => ('service' in record ? {} : { service }),
       messageKey: 'msg',
       timestamp: pino.stdTimeFunctions.isoTime,
-      formatters: { level: (label) => ({ level: label }) },
-      redact: { paths: REDACT, censor: '[redacted]' },
+      // Every record goes through redactRecord before it is written: no secret reaches a line.
+      formatters: { level: (label) => ({ level: label }), log: redactRecord },
     },
     dest,
   )

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { X509Certificate } from 'node:crypto'
+import { createRequire } from 'node:module'
 import { test } from 'node:test'
 import { createCsrPool } from '../shared/identity/csr-pool.js'
 import { generateRsaKey } from '../shared/identity/local-authority.js'
@@ -15,6 +16,16 @@ test('the CSR pool self-signs a CA, and refuses work once closed instead of star
     notBefore: now - 60_000,
     notAfter: now + 3600_000,
   })
+  // piscina came from its own bundle under dist/, one file, not from its 15 modules in node_modules.
+  const loaded = Object.keys(createRequire(import.meta.url).cache)
+  assert.ok(
+    loaded.some((f) => f.endsWith('/dist/shared/identity/piscina/index.cjs')),
+    loaded.join('\n'),
+  )
+  assert.deepEqual(
+    loaded.filter((f) => f.includes('/node_modules/piscina/')),
+    [],
+  )
   const cert = new X509Certificate(pem)
   assert.equal(cert.ca, true)
   assert.equal(cert.subject, cert.issuer)

@@ -83,7 +83,7 @@ test('no thread loads node:fs/promises: its FileHandle brings readline, file str
   assert.match('const x=require("fs/promises")', fsPromises)
 })
 
-test("pino's transport support and node:assert are not in the threads' bundles: no thread loads thread-stream", () => {
+test("pino's transport support, its redactor and node:assert are not in the threads' bundles: no thread loads thread-stream", () => {
   const bundle = (path: string) => readFileSync(fileURLToPath(distUrl(path)), 'utf8')
   const services = ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']
   for (const entry of ['supervisor/main.js', ...services.map((s) => `workers/${s}/main.cjs`)]) {
@@ -91,5 +91,8 @@ test("pino's transport support and node:assert are not in the threads' bundles: 
     assert.match(code, /function SonicBoom\(/, entry) // the destination is there…
     assert.match(code, /pino transports are not part of this build/, entry) // …transport() is the stub…
     assert.doesNotMatch(code, /ThreadStream|require\("(node:)?assert"\)/, entry) // …and neither is loaded
+    // The logger redacts its records itself (shared/log-redact.ts): pino's redactor is a stub.
+    assert.match(code, /pino's redact option is not part of this build/, entry)
+    assert.doesNotMatch(code, /function redactPaths\(/, entry)
   }
 })

@@ -23,8 +23,20 @@ export const CSR_THREAD_IDLE_MS = 2000
 const CSR_TASK = distUrl('shared/identity/csr-task.js')
 
 /**
+ * piscina from its own CommonJS bundle under dist/ (scripts/bundle.mjs), one file here and one in
+ * each pool thread instead of 15 and 7 modules resolved from node_modules.
+ */
+const loadPiscina = () => {
+  const { createRequire } = process.getBuiltinModule('node:module')
+  const { fileURLToPath } = process.getBuiltinModule('node:url')
+  return createRequire(import.meta.url)(
+    fileURLToPath(distUrl('shared/identity/piscina/index.cjs')),
+  ) as typeof import('piscina')
+}
+
+/**
  * The pool, and piscina itself, come with the first CSR: most starts reuse the certificates on
- * disk and sign nothing, and piscina is 15 modules in every thread that loads it.
+ * disk and sign nothing.
  */
 export function createCsrPool(): CsrPool {
   let made: Promise<Piscina<CsrTask, string>> | undefined
@@ -32,15 +44,15 @@ export function createCsrPool(): CsrPool {
   const pool = async () => {
     // As a destroyed piscina pool does: a task after close() is refused, never a new pool.
     if (closed) throw codedError('ERR_CSR_POOL_CLOSED', 'the CSR pool is closed')
-    made ??= import('piscina').then(
-      ({ Piscina }) =>
-        new Piscina<CsrTask, string>({
-          filename: CSR_TASK.href,
-          minThreads: 0,
-          maxThreads: 2,
-          idleTimeout: CSR_THREAD_IDLE_MS,
-        }),
-    )
+    made ??= Promise.resolve().then(() => {
+      const { Piscina } = loadPiscina()
+      return new Piscina<CsrTask, string>({
+        filename: CSR_TASK.href,
+        minThreads: 0,
+        maxThreads: 2,
+        idleTimeout: CSR_THREAD_IDLE_MS,
+      })
+    })
     return made
   }
   return {
