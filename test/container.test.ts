@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { IMAGE_NODE_FLAGS } from './support/image.js'
+import { ENTRYPOINT_NODE_FLAGS, IMAGE_NODE_FLAGS } from './support/image.js'
 import { type Sidecar, startSidecar } from './support/sidecar.js'
 
 /**
@@ -19,7 +19,8 @@ import { type Sidecar, startSidecar } from './support/sidecar.js'
  */
 
 /** The app folder: dist/ (with this file), node_modules/ and package.json, as /app in the image. */
-const APP = fileURLToPath(new URL('../../', import.meta.url))
+const APP_URL = new URL('../../', import.meta.url)
+const APP = fileURLToPath(APP_URL)
 const ENTRYPOINT = [...IMAGE_NODE_FLAGS, 'dist/supervisor/cli.js']
 const USER = 65534
 
@@ -117,6 +118,17 @@ function get(url: string): Promise<number> {
       .end()
   })
 }
+
+test("the image's build-time boot, which fills the compile cache, runs node with the ENTRYPOINT's flags", () => {
+  // V8 files code compiled under other V8 flags (--no-maglev…) apart: a warm-up with other flags
+  // would fill a cache that no start of the image reads.
+  const dockerfile = readFileSync(new URL('Dockerfile', APP_URL), 'utf8').replaceAll('\\\n', ' ')
+  const warmUp = /\snode\s+((?:--[\w-]+\s+)*)dist\/supervisor\/cli\.js\s*>\s*\/tmp\/warm-up\.log/.exec(
+    dockerfile,
+  )
+  assert.ok(warmUp, 'the warm-up boot is in the Dockerfile')
+  assert.deepEqual(warmUp[1]!.trim().split(/\s+/), ENTRYPOINT_NODE_FLAGS)
+})
 
 test('as in the image: PID 1, unprivileged, read-only but for DATA_DIR; ready, key 0600, SIGTERM exits 0', async (t) => {
   const why = cannotSandbox()

@@ -20,4 +20,7 @@ function entrypointFlags(): string[] {
 
 const accepted = (flag: string) => spawnSync(process.execPath, [flag, '-e', '0']).status === 0
 
-export const IMAGE_NODE_FLAGS: readonly string[] = entrypointFlags().filter(accepted)
+/** The ENTRYPOINT's node flags as the Dockerfile writes them. */
+export const ENTRYPOINT_NODE_FLAGS: readonly string[] = entrypointFlags()
+
+export const IMAGE_NODE_FLAGS: readonly string[] = ENTRYPOINT_NODE_FLAGS.filter(accepted)
