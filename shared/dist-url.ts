@@ -9,3 +9,15 @@ export function distUrl(path: string, here: string = import.meta.url): URL {
   if (dist < 0) throw new Error(`not running from a dist/ folder: ${here}`)
   return new URL(path, here.slice(0, dist + 6))
 }
+
+/**
+ * Requires a CommonJS bundle of dist/ by its path (`workers/gateway/redis-client.cjs`): code a
+ * thread needs rarely, kept out of its own bundle and loaded when first used. `node:module` and
+ * `node:url` are taken then too, not by every thread at boot.
+ */
+export function requireFromDist<T>(path: string): T {
+  const { createRequire } = process.getBuiltinModule('node:module')
+  const { fileURLToPath } = process.getBuiltinModule('node:url')
+  const file = fileURLToPath(distUrl(path))
+  return createRequire(file)(file) as T
+}

@@ -1,5 +1,5 @@
 import type { Piscina } from 'piscina'
-import { distUrl } from '../dist-url.js'
+import { distUrl, requireFromDist } from '../dist-url.js'
 import { codedError } from '../errors.js'
 import type { CaSpec, CsrSpec, SignRequest } from './csr.js'
 import type { CsrTask } from './csr-task.js'
@@ -26,13 +26,7 @@ const CSR_TASK = distUrl('shared/identity/csr-task.js')
  * piscina from its own CommonJS bundle under dist/ (scripts/bundle.mjs), one file here and one in
  * each pool thread instead of 15 and 7 modules resolved from node_modules.
  */
-const loadPiscina = () => {
-  const { createRequire } = process.getBuiltinModule('node:module')
-  const { fileURLToPath } = process.getBuiltinModule('node:url')
-  return createRequire(import.meta.url)(
-    fileURLToPath(distUrl('shared/identity/piscina/index.cjs')),
-  ) as typeof import('piscina')
-}
+const loadPiscina = () => requireFromDist<typeof import('piscina')>('shared/identity/piscina/index.cjs')
 
 /**
  * The pool, and piscina itself, come with the first CSR: most starts reuse the certificates on

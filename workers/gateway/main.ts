@@ -1,5 +1,5 @@
 import { defineService } from '../../shared/define-service.js'
-import { distUrl } from '../../shared/dist-url.js'
+import { requireFromDist } from '../../shared/dist-url.js'
 import { createBodyBudget } from '../../shared/http/body-budget.js'
 import { createServer } from '../../shared/http-builtin.js'
 import { readiness } from '../../shared/readiness.js'
@@ -29,13 +29,8 @@ const PENDING_WAIT_MS = 2000
  * when Redis is configured, so the gateway's bundle does not hold it. `node:module` (and the
  * source-map support it loads) is taken then too, not by every gateway at boot.
  */
-const loadRedisClient = () => {
-  const { createRequire } = process.getBuiltinModule('node:module')
-  const { fileURLToPath } = process.getBuiltinModule('node:url')
-  return createRequire(import.meta.url)(
-    fileURLToPath(distUrl('workers/gateway/redis-client.cjs')),
-  ) as typeof import('./redis-client.js')
-}
+const loadRedisClient = () =>
+  requireFromDist<typeof import('./redis-client.js')>('workers/gateway/redis-client.cjs')
 
 defineService({
   async start({ service, config, log, registry, board, serve, onStop, failpoint, signal }) {
