@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { forEachSliced, mapSliced, SLICE_MS } from '../shared/slices.js'
+
+/** Busy-waits `ms`: an item whose work is longer than a slice. */
+function spin(ms: number): void {
+  const end = performance.now() + ms
+  while (performance.now() < end);
+}
+
+/** How many turns of the loop (setImmediate) ran while `work` was awaited. */
+async function turnsDuring(work: () => Promise<unknown>): Promise<number> {
+  let turns = 0
+  let counting = true
+  const tick = () => {
+    if (!counting) return
+    turns++
+    setImmediate(tick)
+  }
+  setImmediate(tick)
+  await work()
+  counting = false
+  return turns
+}
+
+test('mapSliced keeps the order of the items, in one slice and across several', async () => {
+  assert.deepEqual(await mapSliced([], (x: number) => x), [])
+  assert.deepEqual(await mapSliced([1, 2, 3], (x, i) => x * 10 + i), [10, 21, 32])
+  const long = await mapSliced([1, 2, 3, 4], (x) => {
+    spin(SLICE_MS / 2 + 1)
+    return x
+  })
+  assert.deepEqual(long, [1, 2, 3, 4])
+})
+
+test('work that fits in one slice never waits a turn of the loop', async () => {
+  assert.equal(await turnsDuring(() => mapSliced([1, 2, 3], (x) => x)), 0)
+  assert.equal(await turnsDuring(() => forEachSliced([1, 2, 3], () => {})), 0)
+})
+
+test('work longer than a slice lets the loop turn between slices, one item a slice at least', async () => {
+  const seen: number[] = []
+  const turns = await turnsDuring(() =>
+    forEachSliced([0, 1, 2], (x) => {
+      seen.push(x)
+      spin(SLICE_MS + 1)
+    }),
+  )
+  assert.deepEqual(seen, [0, 1, 2])
+  assert.ok(turns >= 2, `expected a turn between each of the three slices, saw ${turns}`)
+})
+
+test('a throw in the first slice or a later one rejects, never throws', async () => {
+  const boom = new Error('boom')
+  const first = mapSliced([1], () => {
+    throw boom
+  })
+  assert.ok(first instanceof Promise)
+  await assert.rejects(first, boom)
+  const later = forEachSliced([0, 1], (x) => {
+    spin(SLICE_MS + 1)
+    if (x === 1) throw boom
+  })
+  await assert.rejects(later, boom)
+})
