@@ -26,8 +26,12 @@ export interface BareServer {
   close(): Promise<void>
 }
 
+/** The name of a reference server's thread, by kind. */
+export const BARE_THREAD: Record<BareOptions['kind'], string> = { json: 'bare-json', gateway: 'bare-gateway' }
+
 export function startBareServer(opts: BareOptions): Promise<BareServer> {
-  const worker = new Worker(new URL(import.meta.url), { workerData: opts })
+  // Named, so the bench can read its thread's CPU (`threadCpuMs(process.pid, BARE_THREAD[kind])`).
+  const worker = new Worker(new URL(import.meta.url), { workerData: opts, name: BARE_THREAD[opts.kind] })
   return new Promise((resolve, reject) => {
     worker.once('error', reject)
     worker.once('message', (port: number) =>

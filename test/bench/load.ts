@@ -27,6 +27,14 @@ export interface Compared {
   ratio: number
   /** Median of the rounds' ratios of p99. */
   p99Ratio: number
+  /** With `cpu` samplers: the median run's CPU per request (µs) of ours and of the reference. */
+  cpuPerRequest?: { it: number; ref: number }
+}
+
+/** Reads a CPU clock (ms) of ours and of the reference, sampled around each of their runs. */
+export interface CpuSamplers {
+  it(): number
+  ref(): number
 }
 
 /**
@@ -34,20 +42,43 @@ export interface Compared {
  * speed drifts (up to 2× between runs), and a ratio of two runs seconds apart, taken as the median
  * over the pairs, is what drift leaves alone. Each run lasts `durationSec / 2`.
  */
-export async function compareLoad(job: LoadJob, refUrl: string, rounds = 3): Promise<Compared> {
+export async function compareLoad(
+  job: LoadJob,
+  refUrl: string,
+  rounds = 3,
+  cpu?: CpuSamplers,
+): Promise<Compared> {
   const part = { ...job, durationSec: Math.max(2, Math.round(job.durationSec / 2)) }
   const its: LoadResult[] = []
   const refs: LoadResult[] = []
+  const itCpu: number[] = []
+  const refCpu: number[] = []
+  // CPU per request is steadier than requests a second on a VM whose speed drifts: a slower
+  // moment stretches the run, not what each request costs.
+  const run = async (target: string, clock: (() => number) | undefined, costs: number[]) => {
+    const before = clock?.()
+    const r = await runLoad({ ...part, url: target })
+    if (clock && before !== undefined && r.total > 0) costs.push(((clock() - before) * 1000) / r.total)
+    return r
+  }
   for (let i = 0; i < rounds; i++) {
     const order = i % 2 === 0 ? ['it', 'ref'] : ['ref', 'it']
     for (const which of order) {
-      if (which === 'it') its.push(await runLoad(part))
-      else refs.push(await runLoad({ ...part, url: refUrl }))
+      if (which === 'it') its.push(await run(job.url, cpu?.it, itCpu))
+      else refs.push(await run(refUrl, cpu?.ref, refCpu))
     }
   }
   const ratios = its.map((r, i) => r.reqPerSec / refs[i]!.reqPerSec)
   const p99Ratios = its.map((r, i) => r.p99Ms / Math.max(refs[i]!.p99Ms, 1))
-  return { it: merged(its), ref: merged(refs), ratio: middle(ratios), p99Ratio: middle(p99Ratios) }
+  return {
+    it: merged(its),
+    ref: merged(refs),
+    ratio: middle(ratios),
+    p99Ratio: middle(p99Ratios),
+    ...(cpu &&
+      itCpu.length &&
+      refCpu.length && { cpuPerRequest: { it: middle(itCpu), ref: middle(refCpu) } }),
+  }
 }
 
 const middle = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { MessageChannel, Worker } from 'node:worker_threads'
 import { IMAGE_NODE_FLAGS } from '../support/image.js'
@@ -20,6 +20,22 @@ export function percentile(xs: number[], p: number): number {
 export function rssBytes(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   return m ? Number(m[1]) * 1024 : Number.NaN
+}
+
+/**
+ * CPU time (ms) the threads of process `pid` named `name` have run, from the kernel's scheduler
+ * statistics (nanoseconds, `/proc/<pid>/task/<tid>/schedstat`). Node names a worker's thread after
+ * its `name` option (15 characters at most).
+ */
+export function threadCpuMs(pid: number, name: string): number {
+  let ns = 0
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      if (readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() !== name) continue
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0])
+    } catch {} // the thread ended between the listing and the read
+  }
+  return ns / 1e6
 }
 
 /** Polls `url` until it answers 200; resolves with the time that took from `t0`. */

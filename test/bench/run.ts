@@ -13,7 +13,7 @@ import { IMAGE_NODE_FLAGS } from '../support/image.js'
 import { parsePromText } from '../support/prom-text.js'
 import { startRedis } from '../support/redis.js'
 import { type Sidecar, type SidecarOptions, startSidecar as startTestSidecar } from '../support/sidecar.js'
-import { startBareServer } from './bare-server.js'
+import { BARE_THREAD, startBareServer } from './bare-server.js'
 import { type CurveReport, costCurves } from './curves.js'
 import { compareLoad, runLoad } from './load.js'
 import { alertPayload } from './load-process.js'
@@ -25,6 +25,7 @@ import {
   rssBytes,
   scrapes,
   startSixWorkers,
+  threadCpuMs,
   untilOk,
 } from './measures.js'
 
@@ -353,7 +354,11 @@ async function gateway(): Promise<void> {
       uniqueAlert: true,
       headers: { 'content-type': 'application/json' },
     }
-    const { it, ref, ratio } = await compareLoad({ ...job, url }, bare.url)
+    const cpu = {
+      it: () => threadCpuMs(sc.proc.pid!, 'gateway'),
+      ref: () => threadCpuMs(process.pid, BARE_THREAD.gateway),
+    }
+    const { it, ref, ratio, cpuPerRequest } = await compareLoad({ ...job, url }, bare.url, 3, cpu)
     await bare.close()
     record(
       {
@@ -366,6 +371,18 @@ async function gateway(): Promise<void> {
       },
       { it, ref },
     )
+    if (cpuPerRequest) {
+      record(
+        {
+          figure: 'gateway webhook, 1 alert: CPU per request of the serving thread',
+          value: `${fmt(cpuPerRequest.it, 0)} µs (the gateway worker)`,
+          reference: `${fmt(cpuPerRequest.ref, 0)} µs (the reference's thread)`,
+          ratio: cpuPerRequest.it / cpuPerRequest.ref,
+          target: 'report',
+        },
+        cpuPerRequest,
+      )
+    }
   } finally {
     sc.kill()
     await sc.exited
