@@ -70,14 +70,13 @@ export async function compareLoad(
   }
   const ratios = its.map((r, i) => r.reqPerSec / refs[i]!.reqPerSec)
   const p99Ratios = its.map((r, i) => r.p99Ms / Math.max(refs[i]!.p99Ms, 1))
+  const cpuPerRequest = itCpu.length && refCpu.length ? { it: middle(itCpu), ref: middle(refCpu) } : undefined
   return {
     it: merged(its),
     ref: merged(refs),
     ratio: middle(ratios),
     p99Ratio: middle(p99Ratios),
-    ...(cpu &&
-      itCpu.length &&
-      refCpu.length && { cpuPerRequest: { it: middle(itCpu), ref: middle(refCpu) } }),
+    ...(cpuPerRequest && { cpuPerRequest }),
   }
 }
 
