@@ -27,7 +27,10 @@ export interface Compared {
   ratio: number
   /** Median of the rounds' ratios of p99. */
   p99Ratio: number
-  /** With `cpu` samplers: the median run's CPU per request (µs) of ours and of the reference. */
+  /**
+   * With `cpu` samplers that read a clock: the median run's CPU per request (µs) of ours and of
+   * the reference.
+   */
   cpuPerRequest?: { it: number; ref: number }
 }
 
@@ -58,7 +61,8 @@ export async function compareLoad(
   const run = async (target: string, clock: (() => number) | undefined, costs: number[]) => {
     const before = clock?.()
     const r = await runLoad({ ...part, url: target })
-    if (clock && before !== undefined && r.total > 0) costs.push(((clock() - before) * 1000) / r.total)
+    const cost = clock && before !== undefined ? ((clock() - before) * 1000) / r.total : Number.NaN
+    if (Number.isFinite(cost)) costs.push(cost) // no such thread (NaN), or no request answered
     return r
   }
   for (let i = 0; i < rounds; i++) {

@@ -42,7 +42,8 @@ function runOn(node: string, results: string, skipCurves: boolean): Promise<Resu
 
 const sameFigure = (a: string, b: string) =>
   a.replace(/\(\d+ [^)]*\)/g, '') === b.replace(/\(\d+ [^)]*\)/g, '')
-const fmtRatio = (r: Row | undefined) => (r?.ratio === undefined ? '—' : `${r.ratio.toFixed(2)}×`)
+// A ratio the JSON file holds as null was NaN when measured.
+const fmtRatio = (r: Row | undefined) => (r?.ratio == null ? '—' : `${r.ratio.toFixed(2)}×`)
 const verdict = (r: Row | undefined) => (r?.pass === undefined ? '—' : r.pass ? 'PASS' : 'FAIL')
 
 mkdirSync('bench', { recursive: true })

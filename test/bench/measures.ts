@@ -24,18 +24,21 @@ export function rssBytes(pid: number): number {
 
 /**
  * CPU time (ms) the threads of process `pid` named `name` have run, from the kernel's scheduler
- * statistics (nanoseconds, `/proc/<pid>/task/<tid>/schedstat`). Node names a worker's thread after
- * its `name` option (15 characters at most).
+ * statistics (nanoseconds, `/proc/<pid>/task/<tid>/schedstat`); NaN when no thread has that name.
+ * Node 26 names a worker's thread after its `name` option (15 characters at most); on Node 20 and
+ * 22 they are all `node`, and no figure that reads this is reported.
  */
 export function threadCpuMs(pid: number, name: string): number {
   let ns = 0
+  let found = false
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     try {
       if (readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() !== name) continue
       ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0])
+      found = true
     } catch {} // the thread ended between the listing and the read
   }
-  return ns / 1e6
+  return found ? ns / 1e6 : Number.NaN
 }
 
 /** Polls `url` until it answers 200; resolves with the time that took from `t0`. */
