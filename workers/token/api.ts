@@ -206,17 +206,26 @@ export function createTokenApi(opts: TokenApiOptions) {
     const key = keyFrom(domain, role, '', 0, 0)
     const atOrWait = opts.accessTokens && token(opts.accessTokens, 'accesstoken', key)
     const rtOrWait = opts.roleTokens && token(opts.roleTokens, 'roletoken', key)
-    const send = (at: AccessToken | undefined, rt: RoleToken | undefined) => {
-      const answer = headerAnswer(domain, role, at, rt)
-      res.writeHead(200, answer.headers)
-      res.end(answer.body)
-    }
     // Both cached (the common case): answered now.
     if (atOrWait instanceof Promise || rtOrWait instanceof Promise) {
-      return Promise.all([atOrWait, rtOrWait]).then(([at, rt]) => send(at, rt))
+      return Promise.all([atOrWait, rtOrWait]).then(([at, rt]) => sendHeaders(res, domain, role, at, rt))
     }
-    send(atOrWait, rtOrWait)
+    sendHeaders(res, domain, role, atOrWait, rtOrWait)
     return undefined
+  }
+
+  // Made once, not per request: the bundles keep function names, and a named closure made per
+  // request costs a defineProperty each time (scripts/bundle.mjs).
+  function sendHeaders(
+    res: ServerResponse,
+    domain: string,
+    role: string,
+    at: AccessToken | undefined,
+    rt: RoleToken | undefined,
+  ): void {
+    const answer = headerAnswer(domain, role, at, rt)
+    res.writeHead(200, answer.headers)
+    res.end(answer.body)
   }
 
   /**
