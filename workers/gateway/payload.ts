@@ -1,4 +1,6 @@
 import * as z from 'zod/mini'
+import { ZodMiniType } from 'zod/mini'
+import { $constructor, type $ZodObjectDef, $ZodObjectJIT } from 'zod/v4/core'
 import { mapSliced } from '../../shared/slices.js'
 import '../../shared/zod-messages.js'
 
@@ -38,7 +40,22 @@ const labelSet = z.pipe(
 )
 const alertStatus = z.enum(['firing', 'resolved'])
 
-const alertSchema = z.object({
+/**
+ * `z.object` with zod's compiled object parser (zod/v4/core's `$ZodObjectJIT`, what zod's own
+ * `z.object` uses; zod/mini's walks the shape generically): the parser is written once for the
+ * shape, so an alert is checked without a result object per property. 0.15 µs an alert against
+ * 0.85 µs, and fewer young objects in a batch of hundreds (README, Performance). Same schema, same
+ * issues; where code generation is not allowed zod falls back to the generic walk.
+ */
+const ZodMiniObjectJIT = $constructor('ZodMiniObjectJIT', (inst: z.ZodMiniObject, def: $ZodObjectDef) => {
+  $ZodObjectJIT.init(inst, def)
+  ZodMiniType.init(inst, def)
+})
+function compiledObject<T extends z.core.$ZodLooseShape>(shape: T): z.ZodMiniObject<T, z.core.$strip> {
+  return new ZodMiniObjectJIT({ type: 'object', shape }) as unknown as z.ZodMiniObject<T, z.core.$strip>
+}
+
+const alertSchema = compiledObject({
   status: alertStatus,
   labels: labelSet,
   annotations: z.optional(labelSet),
@@ -49,7 +66,7 @@ const alertSchema = z.object({
 })
 
 /** AlertManager webhook v4; unknown fields are ignored (zod strips them). */
-const webhookSchema = z.object({
+const webhookSchema = compiledObject({
   version: z.literal('4', { error: 'expected "4" (AlertManager webhook version 4)' }),
   groupKey: z.optional(z.string()),
   status: z.optional(alertStatus),
