@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { forEachSliced, mapSliced, SLICE_MS } from '../shared/slices.js'
+import { eachSliced, forEachSliced, mapSliced, SLICE_MS } from '../shared/slices.js'
 
 /** Busy-waits `ms`: an item whose work is longer than a slice. */
 function spin(ms: number): void {
@@ -62,4 +62,33 @@ test('a throw in the first slice or a later one rejects, never throws', async ()
     if (x === 1) throw boom
   })
   await assert.rejects(later, boom)
+})
+
+test('lanes share one slice: a turn of the loop runs one slice of work, however many lanes run', async () => {
+  // Each item is 1 ms of synchronous work before its first await (a local signature); 8 lanes.
+  let turn = 0
+  let counting = true
+  const tick = () => {
+    if (!counting) return
+    turn++
+    setImmediate(tick)
+  }
+  setImmediate(tick)
+  const perTurn = new Map<number, number>()
+  const items = Array.from({ length: 120 }, (_, i) => i)
+  const done: number[] = []
+  await eachSliced(items, 8, async (i) => {
+    perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1)
+    spin(1)
+    done.push(i)
+  })
+  counting = false
+  assert.deepEqual(
+    done.toSorted((a, b) => a - b),
+    items,
+  )
+  // A slice holds SLICE_MS of items and the one that crosses it; eight lanes each taking a slice
+  // of their own in the same turn would be ~8 × SLICE_MS items.
+  const most = Math.max(...perTurn.values())
+  assert.ok(most <= 2 * SLICE_MS, `${most} items of 1 ms ran in one turn of the loop`)
 })
