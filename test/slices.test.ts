@@ -8,8 +8,11 @@ function spin(ms: number): void {
   while (performance.now() < end);
 }
 
-/** How many turns of the loop (setImmediate) ran while `work` was awaited. */
-async function turnsDuring(work: () => Promise<unknown>): Promise<number> {
+/**
+ * Counts the turns of the loop (setImmediate) while `work` is awaited; `work` is given the count
+ * so far. Resolves with the turns that ran.
+ */
+async function turnsDuring(work: (turn: () => number) => Promise<unknown>): Promise<number> {
   let turns = 0
   let counting = true
   const tick = () => {
@@ -18,7 +21,7 @@ async function turnsDuring(work: () => Promise<unknown>): Promise<number> {
     setImmediate(tick)
   }
   setImmediate(tick)
-  await work()
+  await work(() => turns)
   counting = false
   return turns
 }
@@ -66,23 +69,16 @@ test('a throw in the first slice or a later one rejects, never throws', async ()
 
 test('lanes share one slice: a turn of the loop runs one slice of work, however many lanes run', async () => {
   // Each item is 1 ms of synchronous work before its first await (a local signature); 8 lanes.
-  let turn = 0
-  let counting = true
-  const tick = () => {
-    if (!counting) return
-    turn++
-    setImmediate(tick)
-  }
-  setImmediate(tick)
   const perTurn = new Map<number, number>()
   const items = Array.from({ length: 120 }, (_, i) => i)
   const done: number[] = []
-  await eachSliced(items, 8, async (i) => {
-    perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1)
-    spin(1)
-    done.push(i)
-  })
-  counting = false
+  await turnsDuring((turn) =>
+    eachSliced(items, 8, async (i) => {
+      perTurn.set(turn(), (perTurn.get(turn()) ?? 0) + 1)
+      spin(1)
+      done.push(i)
+    }),
+  )
   assert.deepEqual(
     done.toSorted((a, b) => a - b),
     items,
