@@ -28,7 +28,15 @@ export function createRedisClient(opts: RedisClientOptions, log: Logger): RedisC
     enableAutoPipelining: true,
     enableOfflineQueue: false,
   } as const
-  const perConnection: RedisOptions = { maxRetriesPerRequest: 1, commandTimeout: opts.commandTimeoutMs }
+  const perConnection: RedisOptions = {
+    maxRetriesPerRequest: 1,
+    commandTimeout: opts.commandTimeoutMs,
+    // A command whose reply was lost with its connection has often run: sent again after the
+    // reconnect, a check-and-lease would find its own lease and answer "duplicate", and an XADD
+    // would append twice. Such a command fails at its timeout instead (503: AlertManager retries,
+    // and finds the lease, or after it expires, nothing).
+    autoResendUnfulfilledCommands: false,
+  }
   const retry = (times: number) => Math.min(times * 100, RECONNECT_MAX_MS)
   const target = parseRedisUrl(opts.url)
   let client: RedisClient
