@@ -1,16 +1,18 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { createPrivateKey, X509Certificate } from 'node:crypto'
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import { loadConfig } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
 import { backoffDelay } from '../shared/identity/backoff.js'
 import type { CertProvider } from '../shared/identity/cert-provider.js'
 import { createCsrPool } from '../shared/identity/csr-pool.js'
-import { createIdentityRefresher, roleCertPath } from '../shared/identity/identity.js'
+import { createIdentityRefresher, type IdentityRefresher, roleCertPath } from '../shared/identity/identity.js'
 import { createLocalCertProvider } from '../shared/identity/local-cert-provider.js'
 import { createLogger } from '../shared/logger.js'
+import { fillDisk, smallTmpfs } from './support/tmpfs.js'
 
 const pool = createCsrPool()
 after(() => pool.close())
@@ -23,13 +25,22 @@ function config(env: Record<string, string> = {}): Config {
 
 const log = createLogger('certificate', 'silent')
 
+/** What the certificate service does on each refresh: the instance identity, then its role certs. */
+async function refreshAll(refresher: IdentityRefresher): Promise<void> {
+  const signal = new AbortController().signal
+  const id = await refresher.refreshInstance(signal)
+  await refresher.refreshRoles(id.keyPem, signal)
+}
+
+/** True when the private key `keyPem` is the key of the first certificate of `certPem`. */
+const pairs = (keyPem: string, certPem: string) =>
+  new X509Certificate(certPem).checkPrivateKey(createPrivateKey(keyPem))
+
 describe('identity refresh', () => {
   it('never replaces good files with a certificate for another key, name or an expired one', async () => {
     const cfg = config({ TARGET_DOMAIN_ROLES: 'demo:role.reader' })
     const local = createLocalCertProvider(cfg.dataDir, pool, cfg.refreshInterval)
-    await createIdentityRefresher({ config: cfg, log, provider: local, pool }).refresh(
-      new AbortController().signal,
-    )
+    await refreshAll(createIdentityRefresher({ config: cfg, log, provider: local, pool }))
     const files = [cfg.keyFile, cfg.certFile, roleCertPath(cfg, { domain: 'demo', role: 'reader' })]
     const good = files.map((f) => readFileSync(f, 'utf8'))
     const goodCert = good[1]!
@@ -48,7 +59,7 @@ describe('identity refresh', () => {
     }
     for (const [why, provider] of Object.entries(bad)) {
       await assert.rejects(
-        createIdentityRefresher({ config: cfg, log, provider, pool }).refresh(new AbortController().signal),
+        refreshAll(createIdentityRefresher({ config: cfg, log, provider, pool })),
         { code: 'ERR_BAD_CERT' },
         why,
       )
@@ -58,6 +69,29 @@ describe('identity refresh', () => {
         why,
       )
     }
+  })
+
+  it('a full disk while writing a new identity leaves the old key and cert, a pair, and no temp files', async (t) => {
+    const certDir = smallTmpfs(t, 'sia-certfs-', async () => {})
+    if (!certDir) return
+    const cfg = config({ CERT_FILE: join(certDir, 'cert.pem') })
+    const refresher = createIdentityRefresher({
+      config: cfg,
+      log,
+      provider: createLocalCertProvider(cfg.dataDir, pool, cfg.refreshInterval),
+      pool,
+    })
+    await refreshAll(refresher)
+    const old = [readFileSync(cfg.keyFile, 'utf8'), readFileSync(cfg.certFile, 'utf8')] as const
+    assert.ok(pairs(...old))
+    assert.equal(fillDisk(certDir), 'ENOSPC')
+    await assert.rejects(refreshAll(refresher), { code: 'ENOSPC' })
+    const now = [readFileSync(cfg.keyFile, 'utf8'), readFileSync(cfg.certFile, 'utf8')]
+    assert.deepEqual(now, old, 'neither file replaced: the key is not new beside the old cert')
+    const temps = [dirname(cfg.keyFile), certDir].flatMap((d) =>
+      readdirSync(d).filter((f) => f.endsWith('.tmp')),
+    )
+    assert.deepEqual(temps, [])
   })
 
   it('names role certificate files with the configured delimiter', () => {

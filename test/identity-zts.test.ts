@@ -142,6 +142,33 @@ describe('zts provider against the ZTS double', () => {
     await sc.waitFor(() => readFileSync(join(dir, 'cert.pem'), 'utf8') !== good, 3_000)
   })
 
+  it('a role certificate that fails does not keep the token service on the identity it replaced', async () => {
+    const from = sc.records.length
+    const roleFailures = () =>
+      sc.records.flatMap((r, i) =>
+        i >= from &&
+        r.event === 'certificate.refresh.failed' &&
+        (r.err as { code?: string }).code === 'ERR_ROLE_CERTS'
+          ? [i]
+          : [],
+      )
+    zts.failNext('rolecert', 403, 1_000_000)
+    try {
+      await sc.waitFor(() => roleFailures().length >= 2)
+    } finally {
+      zts.failNext('rolecert', 403, 0)
+    }
+    // The second attempt began after the first had failed: its new instance certificate (on disk
+    // when its role certificate failed) reached the token service all the same.
+    const [first, second] = roleFailures()
+    const between = sc.records.slice(first! + 1, second).map((r) => r.event)
+    assert.ok(between.includes('certificate.issued'), between.join())
+    assert.ok(between.includes('token.identity.updated'), between.join())
+    // Once the role certificate is issued again, the refresh succeeds as a whole.
+    const ok = sc.events('certificate.issued').filter((r) => r.kind === 'role').length
+    await sc.waitFor(() => sc.events('certificate.issued').filter((r) => r.kind === 'role').length > ok)
+  })
+
   it('never logs a token', () => {
     const tokens = [
       readFileSync(join(dir, 'tokens', 'demo:role.reader.accesstoken'), 'utf8'),

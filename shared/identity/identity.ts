@@ -1,5 +1,5 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto'
-import { writeFileAtomic } from '../atomic-file.js'
+import { writeFilesAtomic } from '../atomic-file.js'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
 import { readFile } from '../fs-async.js'
@@ -69,21 +69,28 @@ export async function readIdentity(config: Config): Promise<Identity | undefined
 
 /**
  * Writes an identity to every KEY_FILE and CERT_FILE path (comma-separated, as SIA) and the CA
- * file. Key first, then cert: a reader pairing them never sees a cert for a key that is not there.
- * `certPem` is written as given (with any intermediate certificates).
+ * file, as one set: nothing is replaced unless every file was written in full (a full disk leaves
+ * the old pair, not a new key beside the old cert). Then keys first, then certs: a reader pairing
+ * them never sees a cert for a key that is not there. `certPem` is written as given (with any
+ * intermediate certificates).
  */
 export async function storeIdentity(config: Config, id: Identity): Promise<void> {
-  for (const f of config.keyFiles) await writeFileAtomic(f, id.keyPem, 0o600)
-  for (const f of config.certFiles) await writeFileAtomic(f, id.certPem, 0o644)
-  if (id.caPem && (await readFile(config.caCertFile, 'utf8').catch(() => '')) !== id.caPem) {
-    await writeFileAtomic(config.caCertFile, id.caPem, 0o644)
-  }
+  const caChanged = id.caPem && (await readFile(config.caCertFile, 'utf8').catch(() => '')) !== id.caPem
+  await writeFilesAtomic([
+    ...config.keyFiles.map((path) => ({ path, data: id.keyPem, mode: 0o600 })),
+    ...config.certFiles.map((path) => ({ path, data: id.certPem, mode: 0o644 })),
+    ...(caChanged ? [{ path: config.caCertFile, data: id.caPem, mode: 0o644 }] : []),
+  ])
 }
 
 export interface IdentityRefresher {
-  /** Fetches a new identity and role certs and writes them; throws if any part failed. */
-  refresh(signal: AbortSignal): Promise<Identity>
-  /** Role certificates only, for an identity someone else provides (the `files` provider). */
+  /**
+   * Fetches a new instance identity (key and certificate) and writes it. The role certificates
+   * for its key are `refreshRoles`'s: the caller adopts the new identity first, so that a role
+   * certificate that fails never leaves the services on the previous one, no longer on disk.
+   */
+  refreshInstance(signal: AbortSignal): Promise<Identity>
+  /** Role certificates for `keyPem`; throws if any failed (the others are written). */
   refreshRoles(keyPem: string, signal: AbortSignal): Promise<void>
 }
 
@@ -131,9 +138,13 @@ export function createIdentityRefresher(deps: {
       targets.map(async (t) => {
         const certPem = await provider.roleCert(await pool.csr(roleCsrSpec(config, keyPem, t)), t, signal)
         const cert = checkIssued(certPem, keyPem, `${t.domain}:role.${t.role}`)
-        if (config.roleCertKeyFileOutput) await writeFileAtomic(roleCertPath(config, t, 'key'), keyPem, 0o600)
         const file = roleCertPath(config, t)
-        await writeFileAtomic(file, certPem, 0o644)
+        await writeFilesAtomic([
+          ...(config.roleCertKeyFileOutput
+            ? [{ path: roleCertPath(config, t, 'key'), data: keyPem, mode: 0o600 }]
+            : []),
+          { path: file, data: certPem, mode: 0o644 },
+        ])
         log.info(
           { event: 'certificate.issued', kind: 'role', file, ...describeCert(cert) },
           `new role certificate for ${t.domain}:role.${t.role}`,
@@ -156,7 +167,7 @@ export function createIdentityRefresher(deps: {
   }
 
   return {
-    async refresh(signal) {
+    async refreshInstance(signal) {
       const { privateKeyPem: keyPem } = await generateRsaKey()
       const csrPem = await pool.csr(serviceCsrSpec(config, keyPem))
       const { certPem, caPem } = await provider.instance(csrPem, signal)
@@ -171,7 +182,6 @@ export function createIdentityRefresher(deps: {
         { event: 'certificate.issued', kind: 'instance', file: config.certFile, ...describeCert(cert) },
         'new instance certificate',
       )
-      await this.refreshRoles(keyPem, signal)
       return id
     },
     async refreshRoles(keyPem, signal) {

@@ -45,7 +45,8 @@ export async function runInit(
     } else {
       if (onDisk) rt.provider.useIdentity?.(onDisk)
       try {
-        identity = await rt.refresher.refresh(signal)
+        identity = await rt.refresher.refreshInstance(signal)
+        await rt.refresher.refreshRoles(identity.keyPem, signal)
       } catch (err) {
         // BACKUP=read: no certificate from the provider and none on disk, the backup stands in.
         const from = backup

@@ -80,7 +80,11 @@ defineService({
 
     /** One refresh: the whole identity, or only the role certs of someone else's identity. */
     const refreshOnce = async (s: AbortSignal) => {
-      if (rt.kind !== 'files') return adopt(await rt.refresher.refresh(s))
+      if (rt.kind !== 'files') {
+        const issuedNow = await rt.refresher.refreshInstance(s)
+        adopt(issuedNow)
+        return rt.refresher.refreshRoles(issuedNow.keyPem, s)
+      }
       if (!identity)
         throw codedError('ERR_NO_IDENTITY', `no valid key/cert in ${config.keyFile}, ${config.certFile}`)
       await rt.refresher.refreshRoles(identity.keyPem, s)
@@ -113,10 +117,13 @@ defineService({
         )
         await pause(jitterMs, signal)
       }
+      // What was on disk: a new instance identity is adopted before its role certificates are
+      // asked for, so `identity` may have changed by the time a role certificate fails.
+      const onDisk = identity
       try {
         await refreshOnce(signal)
       } catch (err) {
-        if (!identity && !issued && backup?.canRead && !signal.aborted) {
+        if (!onDisk && !issued && backup?.canRead && !signal.aborted) {
           // No certificate from the provider and none on disk: serve with the backup, if there is
           // one, and keep trying the provider with back-off.
           log.warn(
@@ -143,14 +150,14 @@ defineService({
             )
             throw err
           }
-        } else if (!identity) {
+        } else if (!onDisk) {
           throw err
         } else {
           log.warn(
             { event: 'certificate.refresh.failed', err, keeping: config.certFile },
             'could not refresh at start; keeping the valid identity on disk',
           )
-          publisher.publish(identity)
+          if (identity === onDisk) publisher.publish(onDisk) // else the new one was, as it was adopted
         }
       }
     }
