@@ -305,6 +305,10 @@ describe('the CLI', () => {
       [{ REDIS_URL: 'redis://us%zz:hunter2@h:6379' }, /REDIS_URL: bad percent-encoding/],
       [{ REDIS_URL: 'redis://:hunter2@h:6379/abc' }, /REDIS_URL: the path is \/<db number>/],
       [{ REDIS_URL: 'rediss://h:6379/0/extra' }, /REDIS_URL: the path/],
+      [{ ENDPOINT: 'zts.example.com' }, /ENDPOINT: must be an https:\/\/ URL/],
+      [{ ENDPOINT: 'http://zts.example.com:4443/zts/v1' }, /ENDPOINT: must be an https:\/\/ URL/],
+      [{ POD_IP: 'bogus' }, /POD_IP: must be an IPv4 or IPv6 address/],
+      [{ POD_IP: '10.0.0.256' }, /POD_IP: must be an IPv4 or IPv6 address/],
     ]
     for (const [env, reason] of cases) {
       const r = run([], { ...env, DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')) })
@@ -315,6 +319,11 @@ describe('the CLI', () => {
       for (const secret of ['pw%zz', 'hunter2', 'us%zz']) assert.ok(!r.stderr.includes(secret), r.stderr)
     }
     // Valid names and URLs still load.
+    assert.equal(config([], { POD_IP: 'fd00::7' }).podIp, 'fd00::7')
+    assert.equal(
+      config([], { ENDPOINT: 'https://zts.example:4443/zts/v1' }).endpoint,
+      'https://zts.example:4443/zts/v1',
+    )
     const c = config([], {
       TARGET_DOMAIN_ROLES: 'other.dom:role.writer,a_b-c.d:role.r.x_1',
       REDIS_URL: 'redis://:p%40ss@h:6379/2',

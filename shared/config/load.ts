@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module'
+import { isIP } from 'node:net'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseAddress } from '../address.js'
@@ -79,6 +80,16 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     settings[key] = parsed.data
   }
   const s = settings as Settings
+  if (s.endpoint !== '') {
+    // The ZTS client speaks mutual TLS only; a bare host or an http:// URL would fail at every call.
+    if (!URL.canParse(s.endpoint) || new URL(s.endpoint).protocol !== 'https:') {
+      throw configError(envName('endpoint'), `must be an https:// URL (got "${s.endpoint}")`)
+    }
+  }
+  if (s.podIp !== '' && isIP(s.podIp) === 0) {
+    // It becomes the certificate's IP SAN: a CSR with anything else fails at every refresh.
+    throw configError(envName('podIp'), `must be an IPv4 or IPv6 address (got "${s.podIp}")`)
+  }
   if (!s.healthCheckEndpoint.startsWith('/')) {
     throw configError(envName('healthCheckEndpoint'), 'must be a path starting with "/"')
   }
