@@ -25,10 +25,13 @@ export interface ZtsClientOptions {
   serverCaPem: string
   attempts?: number
   initialBackoffMs?: number
+  /** The deadline of one attempt, its whole answer included. */
   timeoutMs?: number
 }
 
 const MAX_BACKOFF_MS = 2_000
+/** Far above any certificate chain or token ZTS returns; a larger answer is not read. */
+const MAX_ANSWER_BYTES = 1 << 20
 
 export function createZtsClient(opts: ZtsClientOptions): ZtsClient {
   const base = opts.endpoint.replace(/\/+$/, '')
@@ -51,14 +54,24 @@ export function createZtsClient(opts: ZtsClientOptions): ZtsClient {
         : 'json' in body
           ? { type: 'application/json', data: JSON.stringify(body.json) }
           : { type: 'application/x-www-form-urlencoded', data: new URLSearchParams(body.form).toString() }
+    const timeoutMs = opts.timeoutMs ?? 10_000
+    // A deadline on the whole attempt: the socket's idle timeout alone never fires for an answer
+    // that trickles in a byte at a time.
+    const deadline = AbortSignal.timeout(timeoutMs)
+    const failed = (err: Error) =>
+      codedError(
+        'ERR_UPSTREAM',
+        `ZTS ${method} ${path}: ${deadline.aborted && !signal.aborted ? `no answer within ${timeoutMs}ms` : err.message}`,
+        err,
+      )
     return new Promise<T>((resolve, reject) => {
       const req = https().request(
         `${base}${path}`,
         {
           method,
           agent,
-          signal,
-          timeout: opts.timeoutMs ?? 10_000,
+          signal: AbortSignal.any([signal, deadline]),
+          timeout: timeoutMs,
           headers: {
             accept: 'application/json',
             ...(payload
@@ -71,10 +84,10 @@ export function createZtsClient(opts: ZtsClientOptions): ZtsClient {
           res.setEncoding('utf8')
           res.on('data', (d: string) => {
             text += d
+            if (text.length > MAX_ANSWER_BYTES)
+              req.destroy(new Error(`answer larger than ${MAX_ANSWER_BYTES} bytes`))
           })
-          res.on('error', (err) =>
-            reject(codedError('ERR_UPSTREAM', `ZTS ${method} ${path}: ${err.message}`, err)),
-          )
+          res.on('error', (err) => reject(failed(err)))
           res.on('end', () => {
             const status = res.statusCode ?? 0
             let json: unknown
@@ -95,9 +108,7 @@ export function createZtsClient(opts: ZtsClientOptions): ZtsClient {
         },
       )
       req.on('timeout', () => req.destroy(new Error('timed out')))
-      req.on('error', (err) =>
-        reject(codedError('ERR_UPSTREAM', `ZTS ${method} ${path}: ${err.message}`, err)),
-      )
+      req.on('error', (err) => reject(failed(err)))
       req.end(payload?.data)
     })
   }

@@ -39,6 +39,11 @@ export interface ZtsDouble {
   failNext(route: Route, status: number, times: number): void
   /** Calls of `route` wait `ms` before answering (0: no delay). */
   delay(route: Route, ms: number): void
+  /**
+   * Calls of `route` answer 200 at once, then `bytes` of body every `ms`, never ending: a ZTS (or
+   * a proxy) that trickles, which no idle timeout catches, or one that floods (0: off).
+   */
+  drip(route: Route, ms: number, bytes?: number): void
   /** The next call of `route` returns a certificate for another key. */
   wrongKeyNext(route: Route): void
   /** A key and certificate issued by the double's CA (for the files provider), valid for 127.0.0.1. */
@@ -84,6 +89,7 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
   const failures = new Map<Route, { status: number; times: number }>()
   const delays = new Map<Route, number>()
   const wrongKey = new Set<Route>()
+  const drips = new Map<Route, { ms: number; bytes: number }>()
 
   const send = (res: ServerResponse, status: number, body?: unknown) => {
     const text = body === undefined ? '' : JSON.stringify(body)
@@ -139,6 +145,13 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
     const text = await readBody(req)
     const wait = delays.get(route)
     if (wait) await new Promise((r) => setTimeout(r, wait))
+    const drip = drips.get(route)
+    if (drip?.ms) {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      const t = setInterval(() => res.write(' '.repeat(drip.bytes)), drip.ms)
+      res.once('close', () => clearInterval(t))
+      return
+    }
     const fail = failures.get(route)
     if (fail && fail.times > 0) {
       fail.times--
@@ -241,6 +254,7 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
     received,
     failNext: (route, status, times) => failures.set(route, { status, times }),
     delay: (route, ms) => delays.set(route, ms),
+    drip: (route, ms, bytes = 1) => drips.set(route, { ms, bytes }),
     wrongKeyNext: (route) => wrongKey.add(route),
     async issue(commonName) {
       const k = await generateRsaKey()

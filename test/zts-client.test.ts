@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict'
+import { after, before, test } from 'node:test'
+import { createZtsClient } from '../shared/identity/zts-client.js'
+import { startZtsDouble, type ZtsDouble } from './doubles/zts.js'
+
+let zts: ZtsDouble
+let identity: { keyPem: string; certPem: string; caPem: string }
+before(async () => {
+  zts = await startZtsDouble()
+  identity = { ...(await zts.issue('my.team.api')), caPem: '' }
+})
+after(() => zts?.close())
+
+/** Bounded, so that a client without a deadline fails a test rather than hanging it. */
+function bounded<T>(call: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const bound = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('still waiting after 5 s')), 5_000)
+  })
+  return Promise.race([call, bound]).finally(() => clearTimeout(timer))
+}
+
+function client() {
+  const c = createZtsClient({ endpoint: zts.url, serverCaPem: zts.caPem, timeoutMs: 400, attempts: 2 })
+  c.setIdentity(identity)
+  return c
+}
+
+test('an answer that trickles in is cut at the deadline of the attempt, each attempt', async () => {
+  zts.drip('cacerts', 50) // a byte every 50 ms: the socket is never idle for 400
+  const c = client()
+  try {
+    const t0 = performance.now()
+    await assert.rejects(bounded(c.call('GET', '/cacerts/athenz', undefined, new AbortController().signal)), {
+      code: 'ERR_UPSTREAM',
+      message: /GET \/cacerts\/athenz: no answer within 400ms/,
+    })
+    const ms = performance.now() - t0
+    assert.ok(ms >= 800, `two attempts of 400 ms each (${Math.round(ms)} ms)`)
+  } finally {
+    zts.drip('cacerts', 0)
+    c.close()
+  }
+  const before = zts.counts.cacerts
+  const ok = client()
+  try {
+    // The same call answers once ZTS does.
+    await ok.call('GET', '/cacerts/athenz', undefined, new AbortController().signal)
+    assert.equal(zts.counts.cacerts, before + 1)
+  } finally {
+    ok.close()
+  }
+})
+
+test('a cancelled call ends at once, with the caller reason, not a retry', async () => {
+  zts.drip('cacerts', 50)
+  const c = client()
+  try {
+    const ac = new AbortController()
+    setTimeout(() => ac.abort(), 100)
+    const before = zts.counts.cacerts
+    await assert.rejects(c.call('GET', '/cacerts/athenz', undefined, ac.signal), (err: Error) => {
+      assert.doesNotMatch(err.message, /no answer within/)
+      return true
+    })
+    assert.equal(zts.counts.cacerts, before + 1, 'no second attempt after the cancel')
+  } finally {
+    zts.drip('cacerts', 0)
+    c.close()
+  }
+})
+
+test('an answer larger than any ZTS sends is not read to its end', async () => {
+  zts.drip('cacerts', 1, 64 * 1024)
+  const c = client()
+  try {
+    await assert.rejects(bounded(c.call('GET', '/cacerts/athenz', undefined, new AbortController().signal)), {
+      code: 'ERR_UPSTREAM',
+      message: /answer larger than 1048576 bytes/,
+    })
+  } finally {
+    zts.drip('cacerts', 0)
+    c.close()
+  }
+})
