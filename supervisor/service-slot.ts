@@ -69,8 +69,13 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   let handle: WorkerHandle | undefined
   /** During a replacement: the worker that still serves while its successor starts. */
   let predecessor: WorkerHandle | undefined
-  /** Workers draining in the background after a replacement; a stop waits for them. */
-  const retiring = new Set<Promise<void>>()
+  /**
+   * Workers draining in the background after a replacement, each settling to whether it ended
+   * clean. A stop waits for them, and cuts them at its own deadline (`cutRetiring`): a drain
+   * begun before the shutdown is held to the shutdown's deadline as the current worker is.
+   */
+  const retiring = new Set<Promise<boolean>>()
+  const cutRetiring = new AbortController()
   let settleReplace: ((o: 'replaced' | 'failed' | 'skipped') => void) | undefined
   let timer: NodeJS.Timeout | undefined
   /** The worker last reported as serving (deps.onServing). */
@@ -156,9 +161,26 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   function retire(h: WorkerHandle, deadlineMs: number, replaced?: ReplaceReason): void {
     const from = Date.now()
     const done = (async () => {
+      let clean = true
       if (h.alive()) {
-        const answered = h.rpc.request('shutdown', { deadlineMs }, MAX_TIMER_MS).catch(() => undefined)
-        await Promise.race([answered, h.exited, sleep(deadlineMs, undefined, { ref: false })])
+        const answered = h.rpc.request('shutdown', { deadlineMs }, MAX_TIMER_MS).then(
+          (report) => !report.timedOut,
+          () => false,
+        )
+        const stopping = new AbortController()
+        const signal = AbortSignal.any([cutRetiring.signal, stopping.signal])
+        clean = await Promise.race([
+          answered,
+          h.exited.then(() => false),
+          sleep(deadlineMs, false, { ref: false, signal }).catch(() => false),
+        ])
+        stopping.abort() // the timer, and this drain's hold on cutRetiring, end here
+        if (!clean && cutRetiring.signal.aborted) {
+          log.error(
+            { event: 'service.shutdown.timeout', service, predecessor: true },
+            `${service}'s previous thread was still draining at the shutdown deadline; terminating`,
+          )
+        }
         const ended = await Promise.race([
           h.terminate('recycled').then(() => true),
           sleep(TERMINATE_MS, false, { ref: false }),
@@ -174,6 +196,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
           `${service} replaced (${replaced})`,
         )
       }
+      return clean
     })()
     retiring.add(done)
     void done.finally(() => retiring.delete(done))
@@ -328,12 +351,14 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         stopWaiters.push(resolve)
         dispatch({ type: 'stop', deadline })
       })
-      // Predecessors still draining end too (each is bounded by its own deadline).
-      await Promise.race([
-        Promise.all(retiring),
-        sleep(Math.max(0, deadline - Date.now()) + TERMINATE_MS, undefined, { ref: false }),
+      // Predecessors still draining end too, by this deadline at the latest.
+      const cut = setTimeout(() => cutRetiring.abort(), Math.max(0, deadline - Date.now()))
+      const drained = await Promise.race([
+        Promise.all(retiring).then((clean) => clean.every(Boolean)),
+        sleep(Math.max(0, deadline - Date.now()) + TERMINATE_MS, false, { ref: false }),
       ])
-      return outcome
+      clearTimeout(cut)
+      return outcome === 'clean' && !drained ? 'timeout' : outcome
     },
     replace(reason) {
       return new Promise((resolve) => {

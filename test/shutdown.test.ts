@@ -5,7 +5,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { eventually } from './support/eventually.js'
+import { alert, SIGNALS, webhook } from './support/gateway.js'
 import { assertLifecycle, ORDER } from './support/lifecycle.js'
+import { serverPorts } from './support/ports.js'
 import { type Sidecar, startReady, startSidecar, stop } from './support/sidecar.js'
 
 function configFile(doc: unknown): string {
@@ -55,6 +58,43 @@ test('a service that hangs in shutdown is terminated at its deadline; the others
   )
   assertLifecycle(sc.records.filter((r) => !gatewayTask(r)))
   assert.deepEqual(sc.events('supervisor.exit')[0]?.code, 1)
+})
+
+test('a thread still draining after a reload is held to the shutdown deadline: every service stops in the budget', async () => {
+  // The gateway may take 20 s to drain, the process 3 s: a predecessor still draining a request
+  // when SIGTERM comes is cut at the gateway's deadline, as the current thread would be, and the
+  // services after it still get their shutdown.
+  const ports = await serverPorts()
+  const sc = await startReady({
+    args: ['--config', configFile({ services: { gateway: { shutdownTimeout: '20s' } } })],
+    env: { ...ports.env, SHUTDOWN_TIMEOUT: '3s', SIA_FAILPOINTS: 'gateway.before-sink=1*delay(60000)' },
+  })
+  const metrics = `${await sc.url('metrics')}/metrics`
+  void fetch(`${await sc.url('gateway')}${SIGNALS}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(webhook([alert('HeldAtTheSink')])),
+  }).catch(() => {})
+  await eventually(
+    async () =>
+      /gateway_signals_received_total\{[^}]*\} [1-9]/.test(await (await fetch(metrics)).text()) || undefined,
+  )
+  sc.kill('SIGHUP')
+  await sc.waitForEvent('supervisor.reload.done', {}, 30_000)
+  sc.kill('SIGTERM')
+  assert.equal((await sc.exited).code, 1, 'a drain cut short is unclean')
+  assert.equal(sc.events('supervisor.exit')[0]?.cause, 'signal', 'not the budget watchdog')
+  assert.deepEqual(
+    sc.events('service.shutdown.done').map((r) => r.service),
+    [...ORDER].reverse(),
+  )
+  // The gateway's deadline was what was left of the budget: the services after it have none left,
+  // and are terminated at once (but each is reached, and the exit is the supervisor's own).
+  assert.deepEqual(sc.events('service.shutdown.timeout')[0], {
+    ...sc.events('service.shutdown.timeout')[0],
+    service: 'gateway',
+    predecessor: true,
+  })
 })
 
 test('a second SIGTERM during a slow shutdown is logged and does not cut it short', async () => {
