@@ -67,12 +67,27 @@ export async function run(
   // a time in start order, each successor listening before its predecessor drains. Readiness
   // stays 200 throughout. An invalid configuration changes nothing.
   let reloading = false
+  // A SIGHUP during boot or during a reload may follow an edit made after the file was read:
+  // one more reload runs once that ends (however many came meanwhile).
+  let reloadQueued = false
+  const runQueuedReload = () => {
+    if (!reloadQueued || reloading || board.phase() !== 'running') return
+    reloadQueued = false
+    void reload()
+  }
   async function reload(): Promise<void> {
+    if (ctx.signal.aborted) {
+      log.info({ event: 'supervisor.signal.ignored', signal: 'SIGHUP' }, 'ignoring SIGHUP: shutting down')
+      return
+    }
     if (reloading || board.phase() !== 'running') {
-      log.info(
-        { event: 'supervisor.signal.ignored', signal: 'SIGHUP' },
-        'ignoring SIGHUP: not running, or reloading',
-      )
+      if (!reloadQueued) {
+        log.info(
+          { event: 'supervisor.reload.queued', during: reloading ? 'reload' : 'boot' },
+          'SIGHUP: reloading once the current reload or the boot ends',
+        )
+      }
+      reloadQueued = true
       return
     }
     reloading = true
@@ -93,6 +108,7 @@ export async function run(
       log.error({ event: 'supervisor.reload.failed', err }, 'reload failed; nothing changed')
     } finally {
       reloading = false
+      runQueuedReload()
     }
   }
 
@@ -179,6 +195,7 @@ export async function run(
   if (!ctx.signal.aborted) {
     board.setPhase('running')
     log.info({ event: 'supervisor.ready', services }, 'all services started')
+    runQueuedReload()
   }
 
   // Wait until the run is cancelled: a signal, a start failure or a crash loop.

@@ -7,7 +7,7 @@ import { type TestContext, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { alert, readJsonLines, SIGNALS, webhook } from './support/gateway.js'
 import { serverPorts } from './support/ports.js'
-import { startReady, stop } from './support/sidecar.js'
+import { startReady, startSidecar, stop } from './support/sidecar.js'
 
 /**
  * DESIGN.md §8: a worker is replaced (restart, recycle, SIGHUP reload) with no refused connection:
@@ -258,4 +258,35 @@ test('SIGHUP with an invalid config file: logged, nothing replaced, still servin
   assert.match(JSON.stringify(fixed.err), /shutdownTimeout can change only with a restart/)
   assert.deepEqual(sc.events('worker.replacing'), [])
   assert.equal(await stop(sc), 0)
+})
+
+test('a SIGHUP during boot or during a reload is not lost: one more reload runs once that ends', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
+  const configPath = join(dir, 'config.json')
+  writeFileSync(configPath, JSON.stringify({ logLevel: 'info' }))
+  const ports = await serverPorts()
+  // Every start of the gateway takes 1.5 s: at boot, and in each reload.
+  const sc = startSidecar({
+    args: ['--config', configPath],
+    env: { ...ports.env, SIA_FAILPOINTS: 'gateway.start=delay(1500)' },
+  })
+  try {
+    await sc.waitForEvent('service.start.begin', { service: 'gateway' })
+    sc.kill('SIGHUP')
+    assert.equal((await sc.waitForEvent('supervisor.reload.queued')).during, 'boot')
+    await sc.waitForEvent('supervisor.ready')
+    // The reload has read the file once it replaces a worker.
+    await sc.waitForEvent('worker.replacing', { service: 'certificate' })
+    // An edit made while that reload runs, and its SIGHUP: applied by the next reload.
+    writeFileSync(configPath, JSON.stringify({ tokenServerTimeout: 'soon' }))
+    sc.kill('SIGHUP')
+    assert.equal((await sc.waitForCount('supervisor.reload.queued', 2)).during, 'reload')
+    await sc.waitForEvent('supervisor.reload.done')
+    const failed = await sc.waitForEvent('supervisor.reload.failed')
+    assert.match(JSON.stringify(failed.err), /tokenServerTimeout/, 'the file as it was after the edit')
+    assert.equal(sc.events('supervisor.reload').length, 2)
+    assert.deepEqual(sc.events('supervisor.signal.ignored'), [])
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
 })
