@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { X509Certificate } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -7,10 +8,11 @@ import { startReady, stop } from './support/sidecar.js'
 
 const ROLES = 'demo:role.reader'
 
-async function boot(dataDir: string, refresh = '1h') {
+async function boot(dataDir: string, refresh = '1h', env: Record<string, string> = {}) {
   const sc = await startReady({
     dataDir,
     env: {
+      ...env,
       TARGET_DOMAIN_ROLES: ROLES,
       REFRESH_INTERVAL: refresh,
       DELAY_JITTER_SECONDS: '1',
@@ -51,4 +53,17 @@ test('boot jitter before a fetch; a restart within REFRESH_INTERVAL reuses the f
 
   const fourth = await boot(dataDir, '1s') // issued more than REFRESH_INTERVAL ago: due
   assert.equal(fourth.events('certificate.reused').length, 0)
+})
+
+test('the identity on disk is not reused for another principal (SERVICEACCOUNT or ATHENZ_DOMAIN changed)', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'sia-reuse-'))
+  const cn = () =>
+    new X509Certificate(readFileSync(join(dataDir, 'cert.pem'))).subject.match(/^CN=(.*)$/m)?.[1]
+  await boot(dataDir, '1h', { SERVICEACCOUNT: 'api' })
+  assert.equal(cn(), 'sia.local.api')
+  const renamed = await boot(dataDir, '1h', { SERVICEACCOUNT: 'worker' })
+  assert.equal(renamed.events('certificate.reused').length, 0)
+  assert.equal(cn(), 'sia.local.worker')
+  const same = await boot(dataDir, '1h', { SERVICEACCOUNT: 'worker' })
+  assert.equal(same.events('certificate.reused').length, 1, 'the same principal still reuses it')
 })

@@ -9,6 +9,11 @@ export function instanceId(config: Config): string {
   return config.podUid || hostname()
 }
 
+/** The service's Athenz principal, the CN of its certificate. */
+export function principalOf(config: Config): string {
+  return `${config.athenzDomain}.${config.serviceAccount}`
+}
+
 function serviceHost(config: Config): string {
   return `${config.serviceAccount}.${config.athenzDomain.replaceAll('.', '-')}.${config.dnsSuffix}`
 }
@@ -17,7 +22,7 @@ export function serviceCsrSpec(config: Config, keyPem: string): CsrSpec {
   const id = instanceId(config)
   return {
     keyPem,
-    commonName: `${config.athenzDomain}.${config.serviceAccount}`,
+    commonName: principalOf(config),
     // CERT_SUBJECT replaces SIA's default subject besides the CN (validated at load).
     subject: config.certSubject ? parseSubject(config.certSubject) : DEFAULT_SUBJECT,
     dnsNames: [

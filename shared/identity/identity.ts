@@ -6,7 +6,7 @@ import { readFile } from '../fs-async.js'
 import type { Logger } from '../logger.js'
 import type { CertProvider } from './cert-provider.js'
 import type { CsrPool } from './csr-pool.js'
-import { roleCsrSpec, serviceCsrSpec } from './identity-spec.js'
+import { principalOf, roleCsrSpec, serviceCsrSpec } from './identity-spec.js'
 import { generateRsaKey } from './local-authority.js'
 import { roleCertPath } from './naming.js'
 import { parseTargets } from './targets.js'
@@ -104,7 +104,7 @@ export function createIdentityRefresher(deps: {
 }): IdentityRefresher {
   const { config, log, provider, pool } = deps
   const targets = parseTargets(config.targetDomainRoles)
-  const principal = `${config.athenzDomain}.${config.serviceAccount}`
+  const principal = principalOf(config)
 
   let bundleWarned = false
   /** INTERMEDIATE_CERT_BUNDLE from the provider (ZTS /cacerts/{name}), appended to the cert file as SIA. */
@@ -196,9 +196,13 @@ export function createIdentityRefresher(deps: {
 /**
  * How long the identity on disk, and every role certificate, stays fresh: due for refresh
  * REFRESH_INTERVAL after it was issued, or half-way through its validity if that comes first.
- * 0 when anything is missing, unreadable or due: then start() refreshes at once.
+ * 0 when anything is missing, unreadable or due, or when the certificate names another principal
+ * than the configuration does now (ATHENZ_DOMAIN or SERVICEACCOUNT changed): then start()
+ * refreshes at once.
  */
 export async function freshForMs(identity: Identity, config: Config, now = Date.now()): Promise<number> {
+  const cn = /^CN=(.*)$/m.exec(new X509Certificate(identity.certPem).subject)?.[1]
+  if (cn !== principalOf(config)) return 0
   const dueAt = (pem: string) => {
     const cert = new X509Certificate(pem)
     const from = Date.parse(cert.validFrom)
