@@ -70,6 +70,16 @@ describe('gateway: kubernetes sink against an HTTPS API server', () => {
     assert.ok(api.requests.every((q) => q.authorization === 'Bearer sa-token-1'))
   })
 
+  test('a batch of 300 new alerts: 300 resources, over at most 16 connections at once', async () => {
+    const batch = webhook(
+      Array.from({ length: 300 }, (_, i) => alert(`Many${i}`, { fingerprint: `many-${i}` })),
+    )
+    const before = api.objects.size
+    assert.equal((await post(base, batch)).status, 201)
+    assert.equal(api.objects.size, before + 300)
+    assert.ok(api.peakConnections() <= 16, `${api.peakConnections()} connections at once`)
+  })
+
   test('a failed create rolls back; the retry is new again and 409 AlreadyExists counts as success', async () => {
     const before = api.objects.size
     const batch = webhook([alert('KubeA'), alert('KubeB')])

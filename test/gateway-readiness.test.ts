@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { readFileSync, rmSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { createReadStream, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
 import { eventually } from './support/eventually.js'
@@ -126,4 +127,65 @@ test('the sink fails (disk full): not ready naming the sink; room again: ready w
   const lines = readFileSync(join(mnt, 'alerts.jsonl'), 'utf8')
   assert.ok(lines.endsWith('\n') && !lines.includes('  '), 'no probe filler is left in the sink file')
   assert.equal(await stop(sc), 0)
+})
+
+test('the sink hangs (a FIFO nobody reads): 503 at GATEWAY_SINK_TIMEOUT, not ready naming the sink until it takes writes again', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-fifo-'))
+  const fifo = join(dir, 'alerts.fifo')
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0)
+  const sc = await launch(t, { GATEWAY_SINK_FILE: fifo, GATEWAY_SINK_TIMEOUT: '1s' })
+  const base = await sc.url('gateway')
+  // More than a pipe holds (64 KiB): the append blocks in the thread pool until someone reads.
+  const alerts = Array.from({ length: 20 }, (_, i) =>
+    alert(`Stuck${i}`, { annotations: { description: 'x'.repeat(6 * 1024) } }),
+  )
+  const stuck = await post(base, webhook(alerts))
+  assert.equal(stuck.status, 503, JSON.stringify(stuck.body))
+  assert.match(JSON.stringify(stuck.body), /sink/)
+  const down = await readyz(sc, 503)
+  assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'sink' }])
+  // A later webhook waits behind the hung append and is not written after its answer either.
+  assert.equal((await post(base, webhook([alert('Behind')]))).status, 503)
+  await new Promise((r) => setTimeout(r, 2500))
+  assert.equal((await probe(sc, '/readyz')).status, 503, 'still hung: still not ready')
+
+  // Someone reads: the append returns, the gateway is ready again with no webhook in between.
+  let read = ''
+  const reader = createReadStream(fifo, 'utf8').on('data', (d) => {
+    read += d
+  })
+  t.after(() => reader.destroy())
+  assert.equal((await readyz(sc, 200)).body.status, 'ready')
+  const after = await post(base, webhook([alert('AfterTheReader')]))
+  assert.equal(after.status, 201)
+  await eventually(async () => (read.includes('AfterTheReader') ? true : undefined))
+  assert.ok(!read.includes('"Behind"'), 'the webhook dropped from the queue was never written')
+  assert.equal(await stop(sc), 0)
+})
+
+test('SIGTERM while the sink hangs: the other services stop, and the process exits 1 leaving the held thread', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-fifo-'))
+  const fifo = join(dir, 'alerts.fifo')
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0)
+  const sc = await launch(t, { GATEWAY_SINK_FILE: fifo, GATEWAY_SINK_TIMEOUT: '1s' })
+  const alerts = Array.from({ length: 20 }, (_, i) =>
+    alert(`Stuck${i}`, { annotations: { description: 'x'.repeat(6 * 1024) } }),
+  )
+  assert.equal((await post(await sc.url('gateway'), webhook(alerts))).status, 503)
+  // The append never returns, and a thread cannot end while one of its appends is in the pool.
+  assert.equal(await stop(sc), 1)
+  assert.equal(
+    sc.events('service.stop.failed').filter((r) => r.service === 'gateway').length,
+    1,
+    'its close gave up',
+  )
+  const done = Object.fromEntries(sc.events('service.shutdown.done').map((r) => [r.service, r.outcome]))
+  assert.deepEqual(done, {
+    healthcheck: 'clean',
+    metrics: 'clean',
+    gateway: 'stuck',
+    'memory-reporter': 'clean',
+  })
+  assert.deepEqual(sc.events('supervisor.exit')[0]?.stuck, ['gateway'])
+  assert.equal(sc.events('supervisor.exit')[0]?.cause, 'signal')
 })

@@ -302,6 +302,11 @@ export const SETTINGS = {
     values: ['file', 'redis-stream', 'kubernetes'],
     help: 'where new alerts go: file, redis-stream or kubernetes',
   },
+  gatewaySinkTimeout: {
+    kind: 'duration',
+    default: '10s',
+    help: 'longest wait for the sink to take a batch; past it the request gets 503 and the gateway is not ready until the sink takes writes again',
+  },
   gatewaySinkFile: {
     kind: 'path',
     default: '',

@@ -29,6 +29,8 @@ export interface KubeApiDouble {
     authorization: string | undefined
     dryRun: boolean
   }[]
+  /** The most connections open at once since the double started. */
+  peakConnections(): number
   /** The bearer token the API server accepts from now on. */
   setToken(token: string): void
   /** The next `n` creates and applies are answered `status` (e.g. 500, 403). */
@@ -255,9 +257,16 @@ export async function startKubeApi(opts: { token: string; user?: string }): Prom
   const server: Server = createServer({ key: key.privateKeyPem, cert }, (req, res) => {
     handle(req, res).catch(() => res.destroy())
   })
+  let open = 0
+  let peak = 0
+  server.on('connection', (socket) => {
+    peak = Math.max(peak, ++open)
+    socket.once('close', () => open--)
+  })
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   const { port } = server.address() as AddressInfo
   return {
+    peakConnections: () => peak,
     url: `https://127.0.0.1:${port}`,
     caPem: ca.certPem,
     objects,

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { codedError } from '../../shared/errors.js'
 import type { HitFailpoint } from '../../shared/failpoints.js'
 import type { Logger } from '../../shared/logger.js'
 import { forEachSliced, mapSliced } from '../../shared/slices.js'
@@ -27,6 +28,12 @@ export interface IngestOptions {
    * them) to be committed, before it answers 503 for them.
    */
   pendingWaitMs: number
+  /**
+   * How long a batch waits for the sink to take it (GATEWAY_SINK_TIMEOUT): a sink that hangs (a
+   * frozen file system, a FIFO nobody reads, an API server that never answers) fails the batch
+   * with 503, as a sink error does, rather than holding the request and its slot.
+   */
+  sinkTimeoutMs: number
   failpoint: HitFailpoint
   /** Told of every sink write's outcome (readiness follows the sink). */
   onSinkWrite?(ok: boolean): void
@@ -119,9 +126,8 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   ): Promise<boolean> => {
     try {
       await opts.failpoint(BEFORE_SINK)
-      await sink.write(
-        await mapSliced(fresh, (a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt)),
-      )
+      const records = await mapSliced(fresh, (a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt))
+      await withDeadline(opts.sinkTimeoutMs, (signal) => sink.write(records, signal))
     } catch (err) {
       opts.onSinkWrite?.(false)
       metrics.sinkErrors.inc({ sink: sink.name })
@@ -241,4 +247,23 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     )
     return outcome
   }
+}
+
+/**
+ * `write` with a signal that aborts after `ms`; rejects then even if `write` has not settled (a
+ * write already handed to the disk may never return). What it does later is its own business.
+ */
+function withDeadline(ms: number, write: (signal: AbortSignal) => Promise<void>): Promise<void> {
+  const ac = new AbortController()
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const err = codedError('ERR_SINK_TIMEOUT', `the sink did not take the batch within ${ms}ms`)
+      ac.abort(err)
+      reject(err)
+    }, ms)
+  })
+  const written = write(ac.signal)
+  written.catch(() => {}) // settles after the deadline, or not at all: nobody waits for it then
+  return Promise.race([written, deadline]).finally(() => clearTimeout(timer))
 }

@@ -94,6 +94,7 @@ defineService({
         metrics,
         log,
         pendingWaitMs: Math.min(leaseMs, PENDING_WAIT_MS),
+        sinkTimeoutMs: config.gatewaySinkTimeout,
         failpoint,
         onSinkWrite: (ok) => (ok ? health.sinkSucceeded() : health.sinkFailed()),
         background(work) {

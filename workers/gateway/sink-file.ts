@@ -1,6 +1,7 @@
 import { dirname } from 'node:path'
 import { constants, fstatSync } from '../../shared/builtins.js'
 import { ensureDir } from '../../shared/ensure-dir.js'
+import { codedError } from '../../shared/errors.js'
 import { close, fdatasync, fstat, ftruncate, open, read, writevAll } from '../../shared/fs-async.js'
 import type { Logger } from '../../shared/logger.js'
 import { forEachSliced } from '../../shared/slices.js'
@@ -24,6 +25,8 @@ const ENCODE_CHARS = 64 * 1024
 /** A probe needs room for at least this, and at most this (the size of the write that failed). */
 const PROBE_MIN_BYTES = 4096
 const PROBE_MAX_BYTES = 1024 * 1024
+/** How long closing waits for the append in flight. */
+const CLOSE_WAIT_MS = 10_000
 /**
  * 'a+' and O_DSYNC: every write returns once its data is on the disk (what write then fdatasync
  * give), in one trip to the thread pool instead of two.
@@ -41,7 +44,7 @@ const APPEND_DURABLY = constants.O_APPEND | constants.O_CREAT | constants.O_RDWR
  * a failed append (ENOSPC, EIO, a failed sync) is cut back to the size the file had before it, so
  * the next append starts on a clean line. Only a regular file is repaired (not /dev/stdout, a FIFO).
  */
-export async function createFileSink(path: string, log: Logger): Promise<Sink> {
+export async function createFileSink(path: string, log: Logger, closeWaitMs = CLOSE_WAIT_MS): Promise<Sink> {
   await ensureDir(dirname(path))
   const fd = await open(path, APPEND_DURABLY, 0o640)
   let regular: boolean
@@ -122,15 +125,29 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
     }
     flushing = undefined
   }
-  const enqueue = (w: Omit<Waiter, 'resolve' | 'reject'>) =>
+  const enqueue = (w: Omit<Waiter, 'resolve' | 'reject'>, signal?: AbortSignal) =>
     new Promise<void>((resolve, reject) => {
-      queue.push({ ...w, resolve, reject })
+      if (signal?.aborted) return reject(signal.reason)
+      const waiter: Waiter = { ...w, resolve, reject }
+      // Still queued when the write's signal aborts: it never reaches the file. Already in an
+      // append: that append decides. (The listener lives as long as the request's signal does.)
+      signal?.addEventListener(
+        'abort',
+        () => {
+          const at = queue.indexOf(waiter)
+          if (at < 0) return
+          queue.splice(at, 1)
+          reject(signal.reason)
+        },
+        { once: true },
+      )
+      queue.push(waiter)
       flushing ??= flush()
     })
 
   return {
     name: 'file',
-    async write(records: readonly SinkRecord[]) {
+    async write(records: readonly SinkRecord[], signal?: AbortSignal) {
       const bufs: Buffer[] = []
       let lines = ''
       await forEachSliced(records, (r) => {
@@ -140,7 +157,7 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
         lines = ''
       })
       if (lines) bufs.push(Buffer.from(lines))
-      return enqueue({ bufs })
+      return enqueue({ bufs }, signal)
     },
     /**
      * Filler of the size of the write that failed (no newline: if the process dies before it is
@@ -148,14 +165,32 @@ export async function createFileSink(path: string, log: Logger): Promise<Sink> {
      * Room on the disk again (ENOSPC) or a device that writes again (EIO) shows here.
      */
     async probe() {
-      if (!regular) return
+      // A FIFO or a terminal has no room to probe: it takes writes again once the append it
+      // hangs in (nobody reads) has returned.
+      if (!regular) return flushing
       const size = Math.min(PROBE_MAX_BYTES, Math.max(PROBE_MIN_BYTES, failedBytes))
       await enqueue({ bufs: [Buffer.alloc(size, 0x20)], probe: true })
     },
-    /** Once, whoever asks: a descriptor closed twice could be another file's by then. */
+    /**
+     * Once, whoever asks: a descriptor closed twice could be another file's by then. An append
+     * that has not returned within `closeWaitMs` (a FIFO nobody reads, a frozen file system) may
+     * never return: the descriptor is left open under it rather than closed (its number could be
+     * reused before that append runs), and the close fails, so that the rest of the shutdown
+     * goes on. That thread cannot end while the append holds it; the supervisor leaves it behind.
+     */
     close() {
       closing ??= (async () => {
-        await flushing
+        let timer: NodeJS.Timeout | undefined
+        const flushed = await Promise.race([
+          (flushing ?? Promise.resolve()).then(() => true),
+          new Promise<false>((resolve) => {
+            timer = setTimeout(resolve, closeWaitMs, false)
+          }),
+        ])
+        clearTimeout(timer)
+        if (!flushed) {
+          throw codedError('ERR_SINK_HUNG', `an append to ${path} has not returned in ${closeWaitMs}ms`)
+        }
         await close(fd)
       })()
       return closing

@@ -2,9 +2,12 @@ import { createHash, randomUUID } from 'node:crypto'
 import { https } from '../../shared/builtins.js'
 import { codedError } from '../../shared/errors.js'
 import { inClusterApi, kubeRequest, readOptional } from '../../shared/kube/in-cluster.js'
+import { eachSliced } from '../../shared/slices.js'
 import type { Sink, SinkRecord } from './sink.js'
 
 const SERVICE_ACCOUNT_NAMESPACE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace'
+/** Creates in flight per batch; the agent's connections are bounded by the same number. */
+const CREATES_AT_ONCE = 16
 
 export interface KubeSinkOptions {
   /** API server base URL; empty: in-cluster (KUBERNETES_SERVICE_HOST/PORT). */
@@ -32,7 +35,8 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
   }
   const namespace = opts.namespace || (await readOptional(SERVICE_ACCOUNT_NAMESPACE))?.trim() || 'default'
   const ca = await readOptional(opts.caFile)
-  const agent = new (https().Agent)({ keepAlive: true, ...(ca ? { ca } : {}) })
+  // Connections bounded across the batches in flight: more requests wait in the agent's queue.
+  const agent = new (https().Agent)({ keepAlive: true, maxSockets: CREATES_AT_ONCE, ...(ca ? { ca } : {}) })
   const plural = opts.plural || `${opts.kind.toLowerCase()}s`
   const url = new URL(
     `/apis/${opts.group}/${opts.version}/namespaces/${encodeURIComponent(namespace)}/${plural}`,
@@ -44,7 +48,7 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
   const dryRun = new URL(url)
   dryRun.searchParams.set('dryRun', 'All')
 
-  const create = async (r: SinkRecord, target = url) => {
+  const create = async (r: SinkRecord, target = url, signal?: AbortSignal) => {
     // Projected service-account tokens rotate: read the file on every write.
     const token = (await readOptional(opts.tokenFile))?.trim()
     const body = JSON.stringify({
@@ -62,6 +66,7 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
       agent,
       token,
       body: { type: 'application/json', text: body },
+      ...(signal ? { signal } : {}),
     })
     if (status >= 200 && status < 300) return
     let reason = ''
@@ -77,10 +82,26 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
 
   return {
     name: 'kubernetes',
-    async write(records) {
-      const results = await Promise.allSettled(records.map((r) => create(r)))
-      const failed = results.find((x) => x.status === 'rejected')
-      if (failed) throw failed.reason
+    async write(records, signal) {
+      // A few creates at a time: a batch of thousands must not open thousands of connections
+      // (and descriptors, which the whole process shares) at once.
+      let created = 0
+      let failed: { err: unknown } | undefined
+      await eachSliced(
+        records,
+        CREATES_AT_ONCE,
+        async (r) => {
+          try {
+            await create(r, url, signal)
+            created++
+          } catch (err) {
+            failed ??= { err }
+          }
+        },
+        signal,
+      )
+      if (failed) throw failed.err
+      if (created < records.length) throw signal?.reason ?? new Error('not every record was created')
     },
     /** A failed sink is ready again once the API server would accept a create (DESIGN.md §7). */
     probe: () => create(probeRecord(), dryRun),

@@ -18,8 +18,12 @@ export interface SinkRecord {
 
 export interface Sink {
   readonly name: 'file' | 'redis-stream' | 'kubernetes'
-  /** Resolves once every record is durably handed over; rejects if any was not. */
-  write(records: readonly SinkRecord[]): Promise<void>
+  /**
+   * Resolves once every record is durably handed over; rejects if any was not. When `signal`
+   * aborts, a write not yet begun is dropped and rejects with its reason; one already handed to
+   * the disk or the network may still complete.
+   */
+  write(records: readonly SinkRecord[], signal?: AbortSignal): Promise<void>
   /**
    * After a failed write: resolves once the sink could take that write now, without storing
    * anything. Without it, a failed sink gets traffic again after a cool-down (half-open).

@@ -29,6 +29,6 @@ export async function createSinkFor(
         plural: config.gatewayKubePlural,
       })
     default:
-      return createFileSink(config.gatewaySinkFile, log)
+      return createFileSink(config.gatewaySinkFile, log, config.gatewaySinkTimeout)
   }
 }
