@@ -4,6 +4,7 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { getHeapStatistics } from 'node:v8'
 import { isMainThread, parentPort, workerData } from 'node:worker_threads'
+import { monotonicMs } from './clock.js'
 import type { Config } from './config/types.js'
 import { announceDeath } from './death-notice.js'
 import { codedError } from './errors.js'
@@ -186,12 +187,12 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     return null
   })
   rpc.handle('shutdown', async ({ deadlineMs }) => {
-    const deadline = Date.now() + Math.max(0, deadlineMs - ACK_MARGIN_MS)
+    const deadline = monotonicMs() + Math.max(0, deadlineMs - ACK_MARGIN_MS)
     await failpoint(`${service}.shutdown`)
     // A start still in flight winds down first (its waits abort), so nothing is created after
     // the tasks are stopped; a start that ignores the abort is not waited for past the deadline.
     startCancel.abort()
-    await Promise.race([starting, sleep(Math.max(0, deadline - Date.now()), undefined, { ref: false })])
+    await Promise.race([starting, sleep(Math.max(0, deadline - monotonicMs()), undefined, { ref: false })])
     const timedOut = await group.shutdown(deadline)
     for (const fn of cleanups.splice(0).reverse()) {
       try {

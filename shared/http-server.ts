@@ -2,6 +2,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAddress } from './address.js'
+import { monotonicMs } from './clock.js'
 import type { TaskBody } from './task-group.js'
 
 /**
@@ -90,7 +91,7 @@ export function trackConnections(server: Server): ConnectionTracker {
 /**
  * Graceful close: stop accepting, close idle connections, drop those that have not delivered a
  * whole request within a short grace, let in-flight requests finish (closing each connection as
- * soon as it no longer holds one), and at `deadline` destroy what is left. Resolves true when it
+ * soon as it no longer holds one), and at `deadline` (shared/clock.ts) destroy what is left. Resolves true when it
  * had to destroy connections holding work.
  */
 export async function drain(server: Server, deadline: number, conns: ConnectionTracker): Promise<boolean> {
@@ -110,12 +111,12 @@ export async function drain(server: Server, deadline: number, conns: ConnectionT
   // A connection that finishes its answer may start sending another request: sweep until the
   // server has closed or the deadline has passed. Each sweep comes after a wait, the first one
   // too, so that a connection accepted just before has had its request read, and is not idle.
-  const graceEnds = Date.now() + INCOMPLETE_GRACE_MS
-  while (!finished && Date.now() < deadline) {
-    await Promise.race([closed, sleep(Math.min(IDLE_SWEEP_MS, Math.max(0, deadline - Date.now())))])
+  const graceEnds = monotonicMs() + INCOMPLETE_GRACE_MS
+  while (!finished && monotonicMs() < deadline) {
+    await Promise.race([closed, sleep(Math.min(IDLE_SWEEP_MS, Math.max(0, deadline - monotonicMs())))])
     if (finished) break
     server.closeIdleConnections()
-    if (Date.now() >= graceEnds) conns.shedIncomplete()
+    if (monotonicMs() >= graceEnds) conns.shedIncomplete()
   }
   if (finished) return false
   server.closeAllConnections()

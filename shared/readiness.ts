@@ -1,3 +1,4 @@
+import { monotonicMs } from './clock.js'
 import type { Config } from './config/types.js'
 import { SERVICES, type ServiceName } from './services.js'
 import { HEARTBEAT_MS, type ServiceState, type StatusBoard } from './status-board.js'
@@ -38,7 +39,7 @@ export interface Liveness {
 const STALE_AFTER_MS = 3 * HEARTBEAT_MS
 
 /** Alive while the supervisor beats and every running worker's heartbeat is fresh. */
-export function liveness(board: StatusBoard, config: Config, now = Date.now()): Liveness {
+export function liveness(board: StatusBoard, config: Config, now = monotonicMs()): Liveness {
   const stale: string[] = []
   if (now - board.lastBeat('supervisor') > STALE_AFTER_MS) stale.push('supervisor')
   for (const s of SERVICES) {

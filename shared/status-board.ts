@@ -1,3 +1,4 @@
+import { monotonicMs } from './clock.js'
 import { SERVICES, type ServiceName } from './services.js'
 
 /**
@@ -88,9 +89,9 @@ export function createStatusBoard(buffer = new SharedArrayBuffer(BYTES)): Status
       Atomics.notify(ints, I_SIGNALS)
     },
     async waitForSignal(seen, timeoutMs) {
-      const deadline = Date.now() + timeoutMs
+      const deadline = monotonicMs() + timeoutMs
       while (Atomics.load(ints, I_SIGNALS) === seen) {
-        const left = deadline - Date.now()
+        const left = deadline - monotonicMs()
         if (left <= 0) return false
         const w = Atomics.waitAsync(ints, I_SIGNALS, seen, left)
         if (w.async) await w.value
@@ -107,7 +108,7 @@ export function createStatusBoard(buffer = new SharedArrayBuffer(BYTES)): Status
       const bits = reasons.reduce((b, r) => b | (1 << DEGRADATIONS.indexOf(r)), 0)
       Atomics.store(ints, I_DEGRADED + row(s), bits)
     },
-    beat(s, now = Date.now()) {
+    beat(s, now = monotonicMs()) {
       floats[beatCell(s)] = now
     },
     lastBeat: (s) => floats[beatCell(s)] as number,

@@ -8,7 +8,7 @@ import type { Logger } from './logger.js'
 export interface TaskContext {
   /** Aborted when the service shuts down. */
   signal: AbortSignal
-  /** Epoch ms by which the task must have stopped; set once `signal` is aborted. */
+  /** When the task must have stopped (on shared/clock.ts's clock); set once `signal` is aborted. */
   deadline(): number
   /** For tasks created with `waitReady`: the task is up (a server is listening). */
   ready(): void

@@ -1,3 +1,4 @@
+import { monotonicMs } from '../shared/clock.js'
 import { Counter, Gauge, Registry } from '../shared/prom.js'
 import type { LastWorkerError } from '../shared/protocol.js'
 import type { ServiceName } from '../shared/services.js'
@@ -48,7 +49,7 @@ export function createSupervisorMetrics(
     (s) => board.sample(s).eventLoopUtilization,
   )
   fromBoard('sia_worker_heartbeat_age_seconds', 'Seconds since the worker last beat', (s) =>
-    board.sample(s).heartbeatMs ? (Date.now() - board.sample(s).heartbeatMs) / 1000 : Number.NaN,
+    board.sample(s).heartbeatMs ? (monotonicMs() - board.sample(s).heartbeatMs) / 1000 : Number.NaN,
   )
   const restarts = new Counter({
     name: 'sia_worker_restarts_total',

@@ -1,3 +1,4 @@
+import { monotonicMs } from '../shared/clock.js'
 import type { ServiceName } from '../shared/services.js'
 
 /** The first reason the run was cancelled; later causes never replace it. */
@@ -32,7 +33,7 @@ export function createRunContext(budgetMs: number, onCancel: (cause: CancelCause
     budgetEnd: () => end,
     cancel(cause) {
       if (controller.signal.aborted) return false
-      end = Date.now() + budgetMs
+      end = monotonicMs() + budgetMs
       controller.abort(cause)
       onCancel(cause)
       resolve(cause)

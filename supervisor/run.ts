@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAddress } from '../shared/address.js'
+import { monotonicMs } from '../shared/clock.js'
 import { ADDRESS_OF } from '../shared/config/addresses.js'
 import { envName } from '../shared/config/settings.js'
 import type { Config } from '../shared/config/types.js'
@@ -203,7 +204,7 @@ export async function run(
 
   // Readiness is already 503. Let endpoint removal propagate, then stop every service, started
   // or not, in reverse order, each by min(its own deadline, what is left of the budget).
-  await sleep(Math.max(0, ctx.budgetEnd() - config.shutdownTimeout - Date.now()))
+  await sleep(Math.max(0, ctx.budgetEnd() - config.shutdownTimeout - monotonicMs()))
   let unclean = false
   for (const [i, service] of [...services].reverse().entries()) {
     log.info({ event: 'service.shutdown.begin', service }, `stopping ${service}`)
@@ -213,7 +214,7 @@ export async function run(
       )
     }
     const t0 = performance.now()
-    const deadline = Math.min(Date.now() + config.services[service].shutdownTimeout, ctx.budgetEnd())
+    const deadline = Math.min(monotonicMs() + config.services[service].shutdownTimeout, ctx.budgetEnd())
     const outcome = await slots.get(service)!.stop(deadline)
     unclean ||= outcome !== 'clean'
     log.info({ event: 'service.shutdown.done', service, outcome, ms: elapsed(t0) }, `stopped ${service}`)
@@ -243,7 +244,7 @@ function untilBudgetEnds(p: Promise<void>, end: number): Promise<void> {
   const ac = new AbortController()
   return Promise.race([
     p,
-    sleep(Math.max(0, end - Date.now()), undefined, { signal: ac.signal }).catch(() => {}),
+    sleep(Math.max(0, end - monotonicMs()), undefined, { signal: ac.signal }).catch(() => {}),
   ]).finally(() => ac.abort())
 }
 

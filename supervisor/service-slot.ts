@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
+import { monotonicMs } from '../shared/clock.js'
 import type { Config } from '../shared/config/types.js'
 import type { Logger } from '../shared/logger.js'
 import type { ServiceName } from '../shared/services.js'
@@ -92,7 +93,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     const sample = board.sample(service)
     const before = model.state
     const result = step(model, ev, {
-      now: Date.now(),
+      now: monotonicMs(),
       service,
       tuning: deps.config().services[service],
       cancelled: ctx.signal.aborted,
@@ -118,7 +119,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     if (!('until' in s)) return
     timer = setTimeout(
       () => dispatch({ type: 'deadline' }),
-      Math.min(MAX_TIMER_MS, Math.max(0, s.until - Date.now())),
+      Math.min(MAX_TIMER_MS, Math.max(0, s.until - monotonicMs())),
     )
     // The watchdog alone never keeps the process up.
     if (s.tag === 'running') timer.unref()
@@ -159,7 +160,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
    * within `deadlineMs`, then terminate (a thread that will not end within TERMINATE_MS is stuck).
    */
   function retire(h: WorkerHandle, deadlineMs: number, replaced?: ReplaceReason): void {
-    const from = Date.now()
+    const from = monotonicMs()
     const done = (async () => {
       let clean = true
       if (h.alive()) {
@@ -192,7 +193,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
       }
       if (replaced) {
         log.info(
-          { event: 'worker.replaced', service, reason: replaced, overlapMs: Date.now() - from },
+          { event: 'worker.replaced', service, reason: replaced, overlapMs: monotonicMs() - from },
           `${service} replaced (${replaced})`,
         )
       }
@@ -299,7 +300,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
               event: 'worker.port.released',
               service,
               connections: held.held(),
-              heldMs: Date.now() - heldAt,
+              heldMs: monotonicMs() - heldAt,
               handedOver,
             },
             handedOver ? `${service} successor took over its port` : `${service} port let go`,
@@ -317,7 +318,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   async function holdPorts(): Promise<PortHold | undefined> {
     const address = deps.listenAddress()
     if (!address) return undefined
-    heldAt = Date.now()
+    heldAt = monotonicMs()
     try {
       const held = await holdPort(address)
       log.info(
@@ -352,10 +353,10 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         dispatch({ type: 'stop', deadline })
       })
       // Predecessors still draining end too, by this deadline at the latest.
-      const cut = setTimeout(() => cutRetiring.abort(), Math.max(0, deadline - Date.now()))
+      const cut = setTimeout(() => cutRetiring.abort(), Math.max(0, deadline - monotonicMs()))
       const drained = await Promise.race([
         Promise.all(retiring).then((clean) => clean.every(Boolean)),
-        sleep(Math.max(0, deadline - Date.now()) + TERMINATE_MS, false, { ref: false }),
+        sleep(Math.max(0, deadline - monotonicMs()) + TERMINATE_MS, false, { ref: false }),
       ])
       clearTimeout(cut)
       return outcome === 'clean' && !drained ? 'timeout' : outcome

@@ -3,6 +3,7 @@ import { once } from 'node:events'
 import { createServer, type Server } from 'node:http'
 import { type AddressInfo, connect, type Socket } from 'node:net'
 import { test } from 'node:test'
+import { monotonicMs } from '../shared/clock.js'
 import { drain, trackConnections } from '../shared/http-server.js'
 
 /** What the peer sent until it closed, and how it ended (a reset or a normal close). */
@@ -33,7 +34,7 @@ test('a connection accepted just before the drain, whose request is read just af
   const client = connect(port, '127.0.0.1')
   const answer = readAll(client)
   await once(server, 'connection') // accepted; nothing sent yet, so Node counts it idle
-  const drained = drain(server, Date.now() + 5000, conns)
+  const drained = drain(server, monotonicMs() + 5000, conns)
   client.write(GET)
   const { text, error } = await answer
   assert.equal(error, undefined)
@@ -50,7 +51,7 @@ test('the drain closes an idle keep-alive connection and a silent one, and ends 
   const silent = connect(port, '127.0.0.1')
   const silentEnd = readAll(silent)
   await once(server, 'connection')
-  assert.equal(await drain(server, Date.now() + 60_000, conns), false)
+  assert.equal(await drain(server, monotonicMs() + 60_000, conns), false)
   assert.match((await keepAliveEnd).text, /^HTTP\/1\.1 200 /)
   assert.equal((await silentEnd).text, '', 'the silent connection was closed unanswered')
   assert.equal(server.listening, false)

@@ -1,4 +1,5 @@
 import type { MetricObjectWithValues, MetricValue } from 'prom-client'
+import { monotonicMs } from '../../shared/clock.js'
 import type { Config } from '../../shared/config/types.js'
 import { readFile } from '../../shared/fs-async.js'
 import type { LastWorkerError } from '../../shared/protocol.js'
@@ -109,6 +110,8 @@ export interface StatusSources {
   upServices: ReadonlySet<string>
   lastErrors: Partial<Record<ServiceName, LastWorkerError>>
   now?: number
+  /** The monotonic clock heartbeats are written on (shared/clock.ts). */
+  monotonicNow?: number
 }
 
 export async function buildStatus(src: StatusSources): Promise<StatusView> {
@@ -160,7 +163,9 @@ export async function buildStatus(src: StatusSources): Promise<StatusView> {
         ? Math.round((1000 * sample.heapUsedBytes) / sample.heapLimitBytes) / 10
         : null,
       eventLoopUtilization: Math.round(sample.eventLoopUtilization * 1000) / 1000,
-      heartbeatAgeSeconds: sample.heartbeatMs ? Math.max(0, (now - sample.heartbeatMs) / 1000) : null,
+      heartbeatAgeSeconds: sample.heartbeatMs
+        ? Math.max(0, ((src.monotonicNow ?? monotonicMs()) - sample.heartbeatMs) / 1000)
+        : null,
       startSeconds: sum('sia_service_start_duration_seconds', of(service)),
       lastError: last
         ? {
