@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { mkdtempSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
@@ -91,5 +92,43 @@ test('memory reporter logs RSS and each worker heap every MEMORY_REPORT_INTERVAL
       assert.ok(w.heapUsedBytes > 0 && w.heapLimitBytes > w.heapUsedBytes, JSON.stringify(w))
   } finally {
     await stop(sc)
+  }
+})
+
+/** One raw request with `target` as its request target; resolves to the status line's code. */
+function rawGet(base: string, target: string): Promise<number> {
+  const { hostname, port } = new URL(base)
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () =>
+      socket.write(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
+    )
+    let head = ''
+    socket.setEncoding('utf8')
+    socket.on('data', (d: string) => {
+      head += d
+    })
+    socket.on('close', () => {
+      const code = /^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]
+      if (code) resolve(Number(code))
+      else reject(new Error(`no status line for ${target}: ${JSON.stringify(head.slice(0, 80))}`))
+    })
+    socket.on('error', reject)
+  })
+}
+
+test('request targets Node accepts but no URL parser likes get a 4xx on every port, and no thread ends', async () => {
+  const sc = await startReady()
+  try {
+    for (const service of ['metrics', 'healthcheck', 'token', 'gateway']) {
+      const base = await sc.url(service)
+      for (const target of ['//', 'http://a:99999/', '/%zz', '*']) {
+        const status = await rawGet(base, target)
+        assert.ok(status >= 400 && status < 500, `${service} ${target}: ${status}`)
+      }
+    }
+    assert.deepEqual(sc.events('worker.crashed'), [])
+    assert.equal((await fetch(`${await sc.url('healthcheck')}/readyz`)).status, 200)
+  } finally {
+    assert.equal(await stop(sc), 0)
   }
 })

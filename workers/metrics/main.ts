@@ -102,7 +102,16 @@ defineService({
       })
 
     const server = createServer((req, res) => {
-      const url = new URL(req.url ?? '/', 'http://localhost')
+      // A request target Node accepts but that is no path here (`//`, `http://a:99999/`): `new URL`
+      // would throw in the handler, and an exception there ends the thread.
+      const url = URL.parse(req.url ?? '/', 'http://localhost')
+      if (!url) {
+        return sendProblem(res, {
+          status: 400,
+          title: 'Bad Request',
+          detail: 'the request target is not a path',
+        })
+      }
       const path = url.pathname
       if (path === '/metrics') {
         gather()
