@@ -6,6 +6,7 @@ import type { AccessToken, RoleToken } from '../../shared/identity/tokens.js'
 import { isUpstreamError } from '../../shared/identity/tokens.js'
 import type { Logger } from '../../shared/logger.js'
 import type { CacheKey, TokenCache } from './cache.js'
+import { secondsLeft } from './expiry.js'
 
 /**
  * The SIA token server API (compatible with k8s-athenz-sia): POST /roletoken, POST /accesstoken,
@@ -103,16 +104,19 @@ function enabled<V>(cache: TokenCache<V> | undefined, type: string): TokenCache<
 
 /**
  * A cached token object is answered many times until it is refreshed (a new object): serialise it
- * and build its headers once. Weak, so a refreshed or evicted token takes its answer with it.
+ * and build its headers once, or once a second for an access token, whose `expires_in` is what is
+ * left of its lifetime (expiry.ts). Weak, so a refreshed or evicted token takes its answer with it.
  */
-const answers = new WeakMap<object, { body: string; headers: string[] }>()
+const answers = new WeakMap<object, { body: string; headers: string[]; left: number | undefined }>()
 function sendToken(res: ServerResponse, token: object): void {
+  const left = secondsLeft(token)
   let a = answers.get(token)
-  if (a === undefined) {
-    const body = JSON.stringify(token)
+  if (a === undefined || a.left !== left) {
+    const body = JSON.stringify(left === undefined ? token : { ...token, expires_in: left })
     a = {
       body,
       headers: ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body))],
+      left,
     }
     answers.set(token, a)
   }
@@ -234,7 +238,7 @@ export function createTokenApi(opts: TokenApiOptions) {
    */
   const answers = new WeakMap<
     object,
-    { partner: object | undefined; body: string; headers: Record<string, string> }
+    { partner: object | undefined; left: number | undefined; body: string; headers: Record<string, string> }
   >()
   function headerAnswer(
     domain: string,
@@ -243,12 +247,15 @@ export function createTokenApi(opts: TokenApiOptions) {
     rt: RoleToken | undefined,
   ) {
     const anchor = at ?? rt
+    const left = at && secondsLeft(at)
     const cached = anchor && answers.get(anchor)
-    if (cached && cached.partner === (at ? rt : undefined)) return cached
+    if (cached && cached.partner === (at ? rt : undefined) && cached.left === left) return cached
     const body = JSON.stringify({
       domain,
       role,
-      ...(at ? { access_token: at.access_token, token_type: at.token_type, expires_in: at.expires_in } : {}),
+      ...(at
+        ? { access_token: at.access_token, token_type: at.token_type, expires_in: left ?? at.expires_in }
+        : {}),
       ...(rt ? { role_token: rt.token, expiryTime: rt.expiryTime } : {}),
     })
     const headers: Record<string, string> = {
@@ -257,7 +264,7 @@ export function createTokenApi(opts: TokenApiOptions) {
     }
     if (at) headers.authorization = `bearer ${at.access_token}`
     if (rt) headers[opts.roleAuthHeader.toLowerCase()] = rt.token
-    const built = { partner: at ? rt : undefined, body, headers }
+    const built = { partner: at ? rt : undefined, left, body, headers }
     if (anchor) answers.set(anchor, built)
     return built
   }

@@ -18,6 +18,7 @@ import type { Logger } from '../../shared/logger.js'
 import { timerTask } from '../../shared/timer-task.js'
 import { createTokenApi } from './api.js'
 import { type CacheKey, createTokenCache, describeKey, type TokenCache } from './cache.js'
+import { expiryOf, stampExpiry } from './expiry.js'
 import { countFetchErrors } from './fetch-metrics.js'
 import { registerTokenMetrics, type TokenKind } from './metrics.js'
 
@@ -59,9 +60,12 @@ function createCaches(config: Config, source: TokenSource, targets: CacheKey[], 
   const accessTokens: TokenCache<AccessToken> | undefined = types.includes('accesstoken')
     ? createTokenCache<AccessToken>({
         ...bounds,
-        fetch: (k, signal) => source.accessToken({ ...k, expiry: k.maxExpiry }, signal),
-        // The fetch time is not kept by ZTS: count from now, which errs on the early side.
-        expiresAt: (t) => Date.now() + t.expires_in * 1000,
+        fetch(k, signal) {
+          // Its lifetime counts from before the request: on the early side, never past its end.
+          const asked = Date.now()
+          return source.accessToken({ ...k, expiry: k.maxExpiry }, signal).then((t) => stampExpiry(t, asked))
+        },
+        expiresAt: expiryOf,
         size: (t) => Buffer.byteLength(t.access_token),
       })
     : undefined
