@@ -1,6 +1,6 @@
 import { join } from 'node:path'
 import { constants, writeSync } from './builtins.js'
-import { close, fstat, mkdir, open, rename, writeAll } from './fs-async.js'
+import { close, fstat, ftruncate, mkdir, open, rename, writeAll } from './fs-async.js'
 
 /**
  * LOG_DIR: the JSON lines also go to `<dir>/sia-supervisor.<LEVEL>.log`, rotated by size as SIA
@@ -122,7 +122,12 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
       inflight = 0
       inflightBytes = 0
       const code = (err as NodeJS.ErrnoException).code ?? 'EIO'
-      if (fd !== undefined) await close(fd).catch(() => {})
+      if (fd !== undefined) {
+        // A write that failed part way (ENOSPC) left the start of a line: cut it, so that the
+        // next line, once there is room again, starts on a line of its own.
+        await ftruncate(fd, size).catch(() => {})
+        await close(fd).catch(() => {})
+      }
       fd = undefined
       // What is queued is dropped: the disk is the problem, memory must not become one.
       dropped += queue.length

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it, test } from 'node:test'
@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { createLogFileWriter } from '../shared/log-file.js'
 import { ORDER } from './support/lifecycle.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
+import { smallTmpfs } from './support/tmpfs.js'
 
 const lines = (file: string) => readFileSync(file, 'utf8').split('\n').filter(Boolean)
 
@@ -157,4 +158,28 @@ test('SIA default: 1 MB per file, 5 old files', async () => {
   assert.deepEqual(readdirSync(dir).sort().at(-1), 'sia-supervisor.info.log.5')
   assert.equal(readdirSync(dir).length, 6)
   for (const f of readdirSync(dir)) assert.ok(statSync(join(dir, f)).size <= 1024 * 1024, f)
+})
+
+test('a full disk, then room again: the lines after it start on a line of their own, every line whole', async (t) => {
+  const mnt = smallTmpfs(t, 'sia-logfs-', async () => {})
+  if (!mnt) return
+  const w = createLogFileWriter(mnt, 'info', { retryMs: 50 })
+  t.after(() => w.close())
+  const line = (i: number) => `${JSON.stringify({ i, pad: 'x'.repeat(3000) })}\n`
+  const filler = join(mnt, 'filler')
+  writeFileSync(filler, Buffer.alloc(200 * 1024)) // 56 KiB left of 256
+  // More than fits: a write fails part way through a line.
+  for (let i = 0; i < 40; i++) {
+    w.write(line(i))
+    await sleep(2)
+  }
+  await sleep(100)
+  rmSync(filler)
+  await sleep(100) // past retryMs
+  w.write(line(1000))
+  for (let k = 0; k < 100 && !readFileSync(w.path, 'utf8').includes('"i":1000'); k++) await sleep(10)
+  const all = lines(w.path)
+  assert.ok(all.length > 1)
+  for (const l of all) assert.doesNotThrow(() => JSON.parse(l), l.slice(0, 40))
+  assert.equal((JSON.parse(all.at(-1)!) as { i: number }).i, 1000)
 })
