@@ -26,7 +26,10 @@ export function countFetchErrors(
       try {
         return await fn(...args)
       } catch (err) {
-        if ((err as Error).name !== 'AbortError') errors.inc({ type })
+        // The caller's signal says whether it was cancelled: a client wraps the AbortError in its
+        // own error (the ZTS client's ERR_UPSTREAM), and its own deadline is a failure.
+        const signal = args.find((a): a is AbortSignal => a instanceof AbortSignal)
+        if ((err as Error).name !== 'AbortError' && !signal?.aborted) errors.inc({ type })
         throw err
       }
     }

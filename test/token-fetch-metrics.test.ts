@@ -1,0 +1,34 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import type { TokenSource } from '../shared/identity/tokens.js'
+import { Registry } from '../shared/prom.js'
+import { countFetchErrors } from '../workers/token/fetch-metrics.js'
+
+// The ZTS client reports a cancelled call as its own error (ERR_UPSTREAM, not an AbortError).
+const failing = (why: string) =>
+  Object.assign(new Error(`ZTS POST /oauth2/token: ${why}`), { code: 'ERR_UPSTREAM' })
+const source: TokenSource = {
+  roleToken: async () => {
+    throw failing('answered 500')
+  },
+  accessToken: async (_req, signal) => {
+    throw failing(signal.aborted ? 'This operation was aborted' : 'no answer within 10000ms')
+  },
+}
+
+test('token_fetch_errors_total counts failed fetches, not those the shutdown cancelled', async () => {
+  const registry = new Registry()
+  const counted = countFetchErrors(source, registry, ['accesstoken', 'roletoken'])
+  const req = { domain: 'd', role: 'r', proxyForPrincipal: '', expiry: 60 }
+  const cancelled = new AbortController()
+  cancelled.abort()
+  await assert.rejects(counted.accessToken(req, cancelled.signal))
+  await assert.rejects(counted.accessToken(req, new AbortController().signal))
+  await assert.rejects(
+    counted.roleToken({ ...req, minExpiry: 0, maxExpiry: 60 }, new AbortController().signal),
+  )
+  const values = (await registry.getSingleMetric('token_fetch_errors_total')!.get()).values
+  const of = (type: string) => values.find((v) => v.labels.type === type)?.value
+  assert.equal(of('accesstoken'), 1, 'the deadline counts, the cancel does not')
+  assert.equal(of('roletoken'), 1)
+})
