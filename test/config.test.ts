@@ -231,6 +231,11 @@ describe('loadConfig', () => {
     )
     rejects(['--config', file('c.json', '{"services":{"nosuch":{}}}')], {}, /services/)
     rejects(
+      ['--config', file('c.json', '{"services":{"gateway":{"startTimeout":"0s"}}}')],
+      {},
+      /services\.gateway\.startTimeout.*greater than 0/,
+    )
+    rejects(
       ['--config', file('c.json', '{"services":{"token":{"restart":"always"}}}')],
       {},
       /services\.token\.restart/,
@@ -309,6 +314,25 @@ describe('the CLI', () => {
       [{ ENDPOINT: 'http://zts.example.com:4443/zts/v1' }, /ENDPOINT: must be an https:\/\/ URL/],
       [{ POD_IP: 'bogus' }, /POD_IP: must be an IPv4 or IPv6 address/],
       [{ POD_IP: '10.0.0.256' }, /POD_IP: must be an IPv4 or IPv6 address/],
+      // A deadline of 0 would fail everything it bounds.
+      ...[
+        'START_TIMEOUT',
+        'TOKEN_SERVER_TIMEOUT',
+        'GATEWAY_DEDUP_TIMEOUT',
+        'GATEWAY_DEDUP_LEASE',
+        'GATEWAY_SINK_TIMEOUT',
+        'METRICS_SCRAPE_TIMEOUT',
+        'SERVICE_CALL_TIMEOUT',
+      ].map((k): [Record<string, string>, RegExp] => [
+        { [k]: '0' },
+        new RegExp(`${k}: must be greater than 0`),
+      ]),
+      [{ DELAY_JITTER_SECONDS: '100000000' }, /DELAY_JITTER_SECONDS: must be at most 2147483/],
+      [
+        { GATEWAY_SINK: 'kubernetes', GATEWAY_KUBE_API: 'http://127.0.0.1:6443' },
+        /GATEWAY_KUBE_API: "http:\/\/127.0.0.1:6443" is not an https:\/\/ URL/,
+      ],
+      [{ GATEWAY_SINK: 'kubernetes', GATEWAY_KUBE_API: 'not-a-url' }, /GATEWAY_KUBE_API: .*not an https/],
     ]
     for (const [env, reason] of cases) {
       const r = run([], { ...env, DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')) })

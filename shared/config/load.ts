@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseAddress } from '../address.js'
 import { readFileSync } from '../builtins.js'
+import { MAX_DURATION_MS } from '../duration.js'
 import { codedError } from '../errors.js'
 import { parseFailpoints } from '../failpoints.js'
 import { checkTemplate, roleCertPath, tokenFilePath } from '../identity/naming.js'
@@ -115,13 +116,27 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       'mutual TLS needs TOKEN_SERVER_TLS_CERT_PATH and _KEY_PATH',
     )
   }
+  // Deadlines of 0 would fail every start, call, request or write they bound.
   for (const key of [
     'httpHeaderTimeout',
     'httpRequestTimeout',
     'tokenCacheMaxEntries',
     'tokenCacheMaxBytes',
+    'startTimeout',
+    'tokenServerTimeout',
+    'gatewayDedupTimeout',
+    'gatewayDedupLease',
+    'gatewaySinkTimeout',
+    'metricsScrapeTimeout',
+    'serviceCallTimeout',
   ] as const) {
     if (s[key] <= 0) throw configError(envName(key), 'must be greater than 0')
+  }
+  if (s.delayJitterSeconds * 1000 > MAX_DURATION_MS) {
+    throw configError(
+      envName('delayJitterSeconds'),
+      `must be at most ${Math.floor(MAX_DURATION_MS / 1000)} (what a timer can hold)`,
+    )
   }
   if (s.gatewayMaxBufferedBytes !== 0 && s.gatewayMaxBufferedBytes < s.gatewayMaxBodyBytes) {
     throw configError(
@@ -168,6 +183,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       envName('namespace'),
       `"${s.namespace}" is not a Kubernetes namespace name (DNS-1123 label)`,
     )
+  }
+  if (s.gatewayKubeApi !== '' && !/^https:\/\/[^/]/.test(s.gatewayKubeApi)) {
+    throw configError(envName('gatewayKubeApi'), `"${s.gatewayKubeApi}" is not an https:// URL`)
   }
   if (s.gatewaySink === 'kubernetes' && s.gatewayKubeApi === '' && !env.KUBERNETES_SERVICE_HOST) {
     throw configError(envName('gatewayKubeApi'), 'required with GATEWAY_SINK=kubernetes outside a cluster')

@@ -62,7 +62,8 @@ export function settingSchema(spec: SettingSpec): z.ZodMiniType {
 /** Per-service tuning, only from the config file (`services.<name>`). */
 export const tuningSchema = z.strictObject({
   enabled: z.optional(z.boolean()),
-  startTimeout: z.optional(duration),
+  // A start with no time at all always fails (a shutdown with none terminates at once: allowed).
+  startTimeout: z.optional(z.pipe(duration, z.number().check(z.gt(0, 'must be greater than 0')))),
   shutdownTimeout: z.optional(duration),
   resourceLimits: z.optional(
     z.strictObject({
