@@ -38,19 +38,29 @@ export interface KubeRequest {
   signal?: AbortSignal
 }
 
+/** Far above any object this project reads or writes; a larger answer is not read. */
+const MAX_ANSWER_BYTES = 4 << 20
+
 /**
  * One request to the API server, its answer read whole. Transport failures reject with
- * ERR_KUBE_API (ERR_KUBE_TIMEOUT past REQUEST_TIMEOUT_MS); any HTTP status resolves.
+ * ERR_KUBE_API; no whole answer within `timeoutMs` (the socket's idle timeout alone never fires
+ * for an answer that trickles in) with ERR_KUBE_TIMEOUT; any HTTP status resolves.
  */
-export function kubeRequest(url: URL, r: KubeRequest): Promise<{ status: number; text: string }> {
+export function kubeRequest(
+  url: URL,
+  r: KubeRequest,
+  timeoutMs = REQUEST_TIMEOUT_MS,
+): Promise<{ status: number; text: string }> {
+  const deadline = AbortSignal.timeout(timeoutMs)
+  const timedOut = () => codedError('ERR_KUBE_TIMEOUT', 'the API server did not answer in time')
   return new Promise((resolve, reject) => {
     const req = https().request(
       url,
       {
         method: r.method,
         agent: r.agent,
-        ...(r.signal ? { signal: r.signal } : {}),
-        timeout: REQUEST_TIMEOUT_MS,
+        signal: r.signal ? AbortSignal.any([r.signal, deadline]) : deadline,
+        timeout: timeoutMs,
         headers: {
           accept: 'application/json',
           ...(r.body
@@ -61,21 +71,30 @@ export function kubeRequest(url: URL, r: KubeRequest): Promise<{ status: number;
       },
       (res) => {
         const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
+        let bytes = 0
+        res.on('data', (c: Buffer) => {
+          chunks.push(c)
+          bytes += c.length
+          if (bytes > MAX_ANSWER_BYTES) {
+            req.destroy(
+              codedError(
+                'ERR_KUBE_API',
+                `API server ${url.host}: answer larger than ${MAX_ANSWER_BYTES} bytes`,
+              ),
+            )
+          }
+        })
         res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }))
-        res.on('error', reject)
+        res.on('error', (err) => reject(deadline.aborted && !r.signal?.aborted ? timedOut() : err))
       },
     )
-    req.on('timeout', () =>
-      req.destroy(codedError('ERR_KUBE_TIMEOUT', 'the API server did not answer in time')),
-    )
-    req.on('error', (err) =>
-      reject(
-        (err as { code?: string }).code === 'ERR_KUBE_TIMEOUT'
-          ? err
-          : codedError('ERR_KUBE_API', `API server ${url.host}: ${err.message}`, err),
-      ),
-    )
+    req.on('timeout', () => req.destroy(timedOut()))
+    req.on('error', (err) => {
+      const code = (err as { code?: string }).code
+      if (code === 'ERR_KUBE_TIMEOUT' || code === 'ERR_KUBE_API') return reject(err)
+      if (deadline.aborted && !r.signal?.aborted) return reject(timedOut())
+      reject(codedError('ERR_KUBE_API', `API server ${url.host}: ${err.message}`, err))
+    })
     req.end(r.body?.text)
   })
 }

@@ -31,6 +31,11 @@ export interface KubeApiDouble {
   }[]
   /** The most connections open at once since the double started. */
   peakConnections(): number
+  /**
+   * Every request answers 200 at once, then `bytes` of body every `ms`, never ending: an API server
+   * (or a proxy) that trickles, which no idle timeout catches, or one that floods (0: off).
+   */
+  drip(ms: number, bytes?: number): void
   /** The bearer token the API server accepts from now on. */
   setToken(token: string): void
   /** The next `n` creates and applies are answered `status` (e.g. 500, 403). */
@@ -254,7 +259,15 @@ export async function startKubeApi(opts: { token: string; user?: string }): Prom
     answer(201, stored)
   }
 
+  let drip = { ms: 0, bytes: 1 }
   const server: Server = createServer({ key: key.privateKeyPem, cert }, (req, res) => {
+    if (drip.ms) {
+      const { ms, bytes } = drip
+      res.writeHead(200, { 'content-type': 'application/json' })
+      const t = setInterval(() => res.write(' '.repeat(bytes)), ms)
+      res.once('close', () => clearInterval(t))
+      return
+    }
     handle(req, res).catch(() => res.destroy())
   })
   let open = 0
@@ -267,6 +280,9 @@ export async function startKubeApi(opts: { token: string; user?: string }): Prom
   const { port } = server.address() as AddressInfo
   return {
     peakConnections: () => peak,
+    drip(ms, bytes = 1) {
+      drip = { ms, bytes }
+    },
     url: `https://127.0.0.1:${port}`,
     caPem: ca.certPem,
     objects,
