@@ -129,17 +129,24 @@ test('the sink fails (disk full): not ready naming the sink; room again: ready w
   assert.equal(await stop(sc), 0)
 })
 
-test('the sink hangs (a FIFO nobody reads): 503 at GATEWAY_SINK_TIMEOUT, not ready naming the sink until it takes writes again', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-fifo-'))
-  const fifo = join(dir, 'alerts.fifo')
+/**
+ * A sidecar whose file sink is a FIFO nobody reads, and a webhook of more than a pipe holds
+ * (64 KiB): its append blocks in the thread pool until someone reads. Returns that webhook.
+ */
+async function hungSink(t: TestContext): Promise<{ sc: Sidecar; fifo: string; stuck: unknown }> {
+  const fifo = join(mkdtempSync(join(tmpdir(), 'sia-fifo-')), 'alerts.fifo')
   assert.equal(spawnSync('mkfifo', [fifo]).status, 0)
   const sc = await launch(t, { GATEWAY_SINK_FILE: fifo, GATEWAY_SINK_TIMEOUT: '1s' })
-  const base = await sc.url('gateway')
-  // More than a pipe holds (64 KiB): the append blocks in the thread pool until someone reads.
   const alerts = Array.from({ length: 20 }, (_, i) =>
     alert(`Stuck${i}`, { annotations: { description: 'x'.repeat(6 * 1024) } }),
   )
-  const stuck = await post(base, webhook(alerts))
+  return { sc, fifo, stuck: webhook(alerts) }
+}
+
+test('the sink hangs (a FIFO nobody reads): 503 at GATEWAY_SINK_TIMEOUT, not ready naming the sink until it takes writes again', async (t) => {
+  const { sc, fifo, stuck: payload } = await hungSink(t)
+  const base = await sc.url('gateway')
+  const stuck = await post(base, payload)
   assert.equal(stuck.status, 503, JSON.stringify(stuck.body))
   assert.match(JSON.stringify(stuck.body), /sink/)
   const down = await readyz(sc, 503)
@@ -164,14 +171,8 @@ test('the sink hangs (a FIFO nobody reads): 503 at GATEWAY_SINK_TIMEOUT, not rea
 })
 
 test('SIGTERM while the sink hangs: the other services stop, and the process exits 1 leaving the held thread', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-fifo-'))
-  const fifo = join(dir, 'alerts.fifo')
-  assert.equal(spawnSync('mkfifo', [fifo]).status, 0)
-  const sc = await launch(t, { GATEWAY_SINK_FILE: fifo, GATEWAY_SINK_TIMEOUT: '1s' })
-  const alerts = Array.from({ length: 20 }, (_, i) =>
-    alert(`Stuck${i}`, { annotations: { description: 'x'.repeat(6 * 1024) } }),
-  )
-  assert.equal((await post(await sc.url('gateway'), webhook(alerts))).status, 503)
+  const { sc, stuck } = await hungSink(t)
+  assert.equal((await post(await sc.url('gateway'), stuck)).status, 503)
   // The append never returns, and a thread cannot end while one of its appends is in the pool.
   assert.equal(await stop(sc), 1)
   assert.equal(
