@@ -252,6 +252,16 @@ test('invalid backup settings: exit 2 naming the setting, nothing started', () =
       /BACKUP_KUBE_API: .*not an https:\/\/ URL/,
     ],
     [{ NAMESPACE: 'Bad_NS' }, /NAMESPACE: /],
+    [
+      // No NAMESPACE and no namespace file beside the token file (outside a pod).
+      {
+        BACKUP: 'read',
+        CERT_SECRET: 'ok',
+        BACKUP_KUBE_API: 'https://10.0.0.1',
+        BACKUP_KUBE_TOKEN_FILE: '/nonexistent/token',
+      },
+      /NAMESPACE: required with BACKUP when there is no namespace file beside \/nonexistent\/token/,
+    ],
   ]
   for (const [e, reason] of cases) {
     const r = spawnSync(process.execPath, [CLI], {

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module'
 import { isIP } from 'node:net'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseAddress } from '../address.js'
 import { readFileSync } from '../builtins.js'
@@ -176,6 +176,13 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     }
     if (s.backupKubeApi !== '' && !/^https:\/\/[^/]/.test(s.backupKubeApi)) {
       throw configError(envName('backupKubeApi'), `"${s.backupKubeApi}" is not an https:// URL`)
+    }
+    // The secret's namespace: NAMESPACE, else the service account's namespace file (backup.ts).
+    if (s.namespace === '' && !readText(join(dirname(s.backupKubeTokenFile), 'namespace'))?.trim()) {
+      throw configError(
+        envName('namespace'),
+        `required with BACKUP when there is no namespace file beside ${s.backupKubeTokenFile}`,
+      )
     }
   }
   if (s.namespace !== '' && !DNS1123_LABEL.test(s.namespace)) {
@@ -422,4 +429,13 @@ function asString(v: unknown): unknown {
   if (Array.isArray(v)) return v.join(',')
   if (typeof v === 'number' || typeof v === 'boolean') return String(v)
   return v
+}
+
+/** A file's text, or undefined when it cannot be read. */
+function readText(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch {
+    return undefined
+  }
 }
