@@ -166,6 +166,7 @@ describe('loadConfig', () => {
             shutdownTimeout: '45s',
             resourceLimits: { maxOldGenerationSizeMb: 64 },
             restart: 'transient',
+            restartBackoff: 0, // a number, as a top-level setting may be
           },
           metrics: { enabled: false },
         },
@@ -176,7 +177,13 @@ describe('loadConfig', () => {
     assert.equal(c.services.token.shutdownTimeout, 20_000, 'the top-level default applies to the rest')
     assert.deepEqual(c.services.gateway.resourceLimits, { maxOldGenerationSizeMb: 64 })
     assert.equal(c.services.gateway.restart, 'transient')
+    assert.equal(c.services.gateway.restartBackoff, 0)
     assert.equal(c.services.metrics.enabled, false)
+    rejects(
+      ['--config', file('c.json', '{"services":{"gateway":{"restartBackoff":5}}}')],
+      {},
+      /services\.gateway\.restartBackoff.*invalid duration "5"/,
+    )
   })
 
   test('an empty address disables its service', () => {

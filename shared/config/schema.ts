@@ -25,6 +25,17 @@ const duration = fromString((s) => {
   if (ms < 0) throw new Error(`must not be negative, got "${s}"`)
   return ms
 })
+/**
+ * A duration in the config file's `services` section, where YAML and JSON may give a number (`0`):
+ * read as the string it would be in the environment, as every top-level setting is.
+ */
+const fileDuration = z.pipe(
+  z.pipe(
+    z.union([z.string(), z.number()]),
+    z.transform((v: string | number) => String(v)),
+  ),
+  duration,
+)
 /** A timer's period: 0 or negative disables the timer, as in SIA. */
 const interval = fromString((s) => Math.max(0, parseDuration(s)))
 
@@ -63,8 +74,8 @@ export function settingSchema(spec: SettingSpec): z.ZodMiniType {
 export const tuningSchema = z.strictObject({
   enabled: z.optional(z.boolean()),
   // A start with no time at all always fails (a shutdown with none terminates at once: allowed).
-  startTimeout: z.optional(z.pipe(duration, z.number().check(z.gt(0, 'must be greater than 0')))),
-  shutdownTimeout: z.optional(duration),
+  startTimeout: z.optional(z.pipe(fileDuration, z.number().check(z.gt(0, 'must be greater than 0')))),
+  shutdownTimeout: z.optional(fileDuration),
   resourceLimits: z.optional(
     z.strictObject({
       maxOldGenerationSizeMb: z.optional(z.int().check(z.gte(8))),
@@ -74,12 +85,12 @@ export const tuningSchema = z.strictObject({
   ),
   restart: z.optional(z.enum(['permanent', 'transient', 'temporary'])),
   maxRestarts: z.optional(z.int().check(z.gte(0))),
-  restartWindow: z.optional(duration),
-  restartBackoff: z.optional(duration),
-  restartBackoffMax: z.optional(duration),
+  restartWindow: z.optional(fileDuration),
+  restartBackoff: z.optional(fileDuration),
+  restartBackoffMax: z.optional(fileDuration),
   // Workers beat once a second: anything shorter would kill healthy workers.
   watchdogTimeout: z.optional(
-    z.pipe(duration, z.number().check(z.gte(2000, 'must be at least 2s (two heartbeats)'))),
+    z.pipe(fileDuration, z.number().check(z.gte(2000, 'must be at least 2s (two heartbeats)'))),
   ),
   recycleAtPercent: z.optional(z.number().check(z.gte(1), z.lte(100))),
 })
