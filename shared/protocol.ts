@@ -49,10 +49,14 @@ export interface WorkerOps {
   shutdown: { args: { deadlineMs: number }; result: ShutdownReport }
   /** Serve the service's API to a caller on `port` (DESIGN.md §9). */
   'port.serve': { args: { port: MessagePort }; result: null }
-  /** `port` now leads to `target`'s current worker. */
-  'port.connect': { args: { target: Target; port: MessagePort }; result: null }
-  /** `target`'s worker is gone: calls to it fail with ERR_SERVICE_DOWN until the next connect. */
-  'port.down': { args: { target: Target }; result: null }
+  /** `port` now leads to `target`'s current worker, `server` (an id the supervisor gives each). */
+  'port.connect': { args: { target: Target; port: MessagePort; server: number }; result: null }
+  /**
+   * `target`'s worker `server` is gone: calls on a port to it fail with ERR_SERVICE_DOWN, whether
+   * it was the current one (new calls then fail too, until the next connect) or one replaced
+   * while calls were still on its port.
+   */
+  'port.down': { args: { target: Target; server: number }; result: null }
   /** Round trip through the worker's event loop: the cheapest proof it is responsive. */
   ping: { args: null; result: null }
 }

@@ -20,6 +20,14 @@ export interface PortBroker {
   exited(service: ServiceName, h: WorkerHandle): void
 }
 
+function entryWeak<K extends object, V>(map: WeakMap<K, V>, key: K, make: () => V): V {
+  const found = map.get(key)
+  if (found !== undefined) return found
+  const made = make()
+  map.set(key, made)
+  return made
+}
+
 function entry<K, V>(map: Map<K, V>, key: K, make: () => V): V {
   const found = map.get(key)
   if (found !== undefined) return found
@@ -33,6 +41,11 @@ const CONTROL_MS = 5000
 
 export function createPortBroker(supervisorApi: ServiceApis['supervisor'], log: Logger): PortBroker {
   const servers = new Map<Target, WorkerHandle | 'main'>([['supervisor', 'main']])
+  /** Each serving worker's id in `port.connect` and `port.down` (0: the main thread). */
+  const ids = new WeakMap<WorkerHandle, number>()
+  let lastId = 0
+  const idOf = (server: WorkerHandle | 'main') =>
+    server === 'main' ? 0 : entryWeak(ids, server, () => ++lastId)
   const callers = new Map<Target, Set<WorkerHandle>>()
   /** Requests that wait for their target to come up: answered once it is wired. */
   const waiting = new Map<Target, Map<WorkerHandle, () => void>>()
@@ -46,7 +59,9 @@ export function createPortBroker(supervisorApi: ServiceApis['supervisor'], log: 
     const { port1, port2 } = new MessageChannel()
     if (server === 'main') serveOn(port2, supervisorApi)
     else server.rpc.request('port.serve', { port: port2 }, CONTROL_MS, [port2]).catch(ignore('serve'))
-    caller.rpc.request('port.connect', { target, port: port1 }, CONTROL_MS, [port1]).catch(ignore('connect'))
+    caller.rpc
+      .request('port.connect', { target, port: port1, server: idOf(server) }, CONTROL_MS, [port1])
+      .catch(ignore('connect'))
   }
 
   return {
@@ -70,10 +85,13 @@ export function createPortBroker(supervisorApi: ServiceApis['supervisor'], log: 
     exited(service, h) {
       for (const set of callers.values()) set.delete(h)
       for (const parked of waiting.values()) parked.delete(h)
-      if (servers.get(service) !== h) return
-      servers.delete(service)
+      if (servers.get(service) === h) servers.delete(service)
+      // No port was ever wired to it: no caller holds one.
+      const server = ids.get(h)
+      if (server === undefined) return
+      // The current worker, or one replaced while calls were still on its ports: those fail now.
       for (const caller of callers.get(service) ?? []) {
-        caller.rpc.request('port.down', { target: service }, CONTROL_MS).catch(ignore('down'))
+        caller.rpc.request('port.down', { target: service, server }, CONTROL_MS).catch(ignore('down'))
       }
     },
   }

@@ -17,7 +17,8 @@ import { type Sidecar, startReady, stop } from './support/sidecar.js'
 
 /**
  * One worker's side of the ports, with the supervisor's side played here over real
- * MessageChannels: `serve(api)` wires the next link to `api`; `down()` reports the target gone.
+ * MessageChannels: `serve(api)` wires the next link to `api` (a worker of its own, with its id);
+ * `down()` reports the target's current worker gone, `down(target, id)` an earlier one.
  */
 function harness(timeoutMs: number) {
   const control = new MessageChannel()
@@ -25,13 +26,14 @@ function harness(timeoutMs: number) {
   const supervisor = createRpc<WorkerOps, SupervisorOps>(control.port2)
   const ports = createServicePorts(worker, timeoutMs)
   let api: object | undefined
+  let server = 0
   const served: MessageChannel['port2'][] = []
   const wire = async (target: Target) => {
     if (!api) throw codedError('ERR_SERVICE_DOWN', `${target} is down`)
     const { port1, port2 } = new MessageChannel()
     serveOn(port2, api)
     served.push(port2)
-    await supervisor.request('port.connect', { target, port: port1 }, 1000, [port1])
+    await supervisor.request('port.connect', { target, port: port1, server: ++server }, 1000, [port1])
   }
   supervisor.handle('port.request', async ({ target }) => {
     await wire(target)
@@ -43,9 +45,11 @@ function harness(timeoutMs: number) {
       api = a
     },
     rewire: (target: Target) => wire(target),
-    down: async (target: Target) => {
-      api = undefined
-      await supervisor.request('port.down', { target }, 1000)
+    /** The id of the worker the last link leads to. */
+    server: () => server,
+    down: async (target: Target, id = server) => {
+      if (id === server) api = undefined
+      await supervisor.request('port.down', { target, server: id }, 1000)
     },
     close: () => {
       for (const p of [control.port1, control.port2, ...served]) p.close()
@@ -91,6 +95,23 @@ describe('service ports', () => {
     h.serve({ collect: () => [{ name: 'from_the_new_worker' }] })
     await h.rewire('gateway')
     assert.deepEqual(await gateway.collect(), [{ name: 'from_the_new_worker' }])
+    h.close()
+  })
+
+  test('a call still on a replaced worker rejects at once when that worker ends; calls to its successor go on', async () => {
+    const h = harness(60_000)
+    h.serve({ collect: () => new Promise(() => {}) })
+    const gateway = h.ports.connect('gateway')
+    const onTheOld = assert.rejects(gateway.collect(), { code: 'ERR_SERVICE_DOWN' })
+    await new Promise((r) => setTimeout(r, 20))
+    const old = h.server()
+    h.serve({ collect: () => [{ name: 'from_the_successor' }] })
+    await h.rewire('gateway') // the successor serves; the old worker drains its call
+    const t0 = Date.now()
+    await h.down('gateway', old)
+    await onTheOld
+    assert.ok(Date.now() - t0 < 1000, 'well before its 60s deadline')
+    assert.deepEqual(await gateway.collect(), [{ name: 'from_the_successor' }], 'the successor is not cut')
     h.close()
   })
 })

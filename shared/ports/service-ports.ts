@@ -26,11 +26,13 @@ export interface ServicePorts {
   ): ServiceProxy<ServiceApis[T]>
 }
 
-/** One port to the target's current worker, and the calls waiting on it. */
+/** One port to one of the target's workers, and the calls waiting on it. */
 interface Wire {
   port: MessagePort
   remote: Remote<Record<string, (...args: unknown[]) => unknown>>
   calls: Set<(err: Error) => void>
+  /** The worker at the other end (the supervisor's id for it). */
+  server: number
   /** Replaced by a wire to a new worker: closed once its last call has settled. */
   retired?: boolean
 }
@@ -41,14 +43,14 @@ export function createServicePorts(
 ): ServicePorts {
   const api: Record<string, unknown> = {}
   const wires = new Map<Target, Wire>()
+  /** Replaced wires that still carry calls, with their target. */
+  const retired = new Map<Wire, Target>()
   const asking = new Map<Target, Promise<unknown>>()
 
   const down = (target: Target) => codedError('ERR_SERVICE_DOWN', `${target} is down`)
-  const cut = (target: Target) => {
-    const wire = wires.get(target)
-    if (!wire) return
-    wires.delete(target)
+  const cut = (target: Target, wire: Wire) => {
     for (const fail of wire.calls) fail(down(target))
+    retired.delete(wire)
     wire.port.close()
   }
 
@@ -56,18 +58,25 @@ export function createServicePorts(
     serveOn(port, api)
     return null
   })
-  rpc.handle('port.connect', ({ target, port }) => {
-    // A replacement: calls already on the old wire finish there (or meet their deadline).
+  rpc.handle('port.connect', ({ target, port, server }) => {
+    // A replacement: calls already on the old wire finish there (or meet their deadline, or the
+    // old worker's end, whichever comes first).
     const old = wires.get(target)
     if (old) {
       old.retired = true
       if (old.calls.size === 0) old.port.close()
+      else retired.set(old, target)
     }
-    wires.set(target, { port, remote: remoteOn(port), calls: new Set() })
+    wires.set(target, { port, remote: remoteOn(port), calls: new Set(), server })
     return null
   })
-  rpc.handle('port.down', ({ target }) => {
-    cut(target)
+  rpc.handle('port.down', ({ target, server }) => {
+    const current = wires.get(target)
+    if (current?.server === server) {
+      wires.delete(target)
+      cut(target, current)
+    }
+    for (const [wire, t] of retired) if (t === target && wire.server === server) cut(target, wire)
     return null
   })
 
@@ -98,7 +107,10 @@ export function createServicePorts(
       const settle = (fn: () => void) => {
         clearTimeout(timer)
         wire.calls.delete(fail)
-        if (wire.retired && wire.calls.size === 0) wire.port.close()
+        if (wire.retired && wire.calls.size === 0) {
+          retired.delete(wire)
+          wire.port.close()
+        }
         fn()
       }
       const fail = (err: Error) => settle(() => reject(err))
