@@ -81,12 +81,21 @@ describe('service ports', () => {
     h.close()
   })
 
-  test('a call in flight when the target goes down rejects at once with ERR_SERVICE_DOWN; the same proxy reaches its replacement', async () => {
+  /**
+   * A gateway whose worker never answers `collect`, and one call to it on its way (a 60 s
+   * deadline), expected to end with ERR_SERVICE_DOWN.
+   */
+  async function hungCall() {
     const h = harness(60_000)
     h.serve({ collect: () => new Promise(() => {}) })
     const gateway = h.ports.connect('gateway')
     const pending = assert.rejects(gateway.collect(), { code: 'ERR_SERVICE_DOWN' })
     await new Promise((r) => setTimeout(r, 20))
+    return { h, gateway, pending }
+  }
+
+  test('a call in flight when the target goes down rejects at once with ERR_SERVICE_DOWN; the same proxy reaches its replacement', async () => {
+    const { h, gateway, pending } = await hungCall()
     const t0 = Date.now()
     await h.down('gateway')
     await pending
@@ -99,11 +108,7 @@ describe('service ports', () => {
   })
 
   test('a call still on a replaced worker rejects at once when that worker ends; calls to its successor go on', async () => {
-    const h = harness(60_000)
-    h.serve({ collect: () => new Promise(() => {}) })
-    const gateway = h.ports.connect('gateway')
-    const onTheOld = assert.rejects(gateway.collect(), { code: 'ERR_SERVICE_DOWN' })
-    await new Promise((r) => setTimeout(r, 20))
+    const { h, gateway, pending: onTheOld } = await hungCall()
     const old = h.server()
     h.serve({ collect: () => [{ name: 'from_the_successor' }] })
     await h.rewire('gateway') // the successor serves; the old worker drains its call
