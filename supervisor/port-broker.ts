@@ -20,15 +20,11 @@ export interface PortBroker {
   exited(service: ServiceName, h: WorkerHandle): void
 }
 
-function entryWeak<K extends object, V>(map: WeakMap<K, V>, key: K, make: () => V): V {
-  const found = map.get(key)
-  if (found !== undefined) return found
-  const made = make()
-  map.set(key, made)
-  return made
-}
-
-function entry<K, V>(map: Map<K, V>, key: K, make: () => V): V {
+function entry<K, V>(
+  map: { get(key: K): V | undefined; set(key: K, value: V): unknown },
+  key: K,
+  make: () => V,
+): V {
   const found = map.get(key)
   if (found !== undefined) return found
   const made = make()
@@ -44,8 +40,7 @@ export function createPortBroker(supervisorApi: ServiceApis['supervisor'], log: 
   /** Each serving worker's id in `port.connect` and `port.down` (0: the main thread). */
   const ids = new WeakMap<WorkerHandle, number>()
   let lastId = 0
-  const idOf = (server: WorkerHandle | 'main') =>
-    server === 'main' ? 0 : entryWeak(ids, server, () => ++lastId)
+  const idOf = (server: WorkerHandle | 'main') => (server === 'main' ? 0 : entry(ids, server, () => ++lastId))
   const callers = new Map<Target, Set<WorkerHandle>>()
   /** Requests that wait for their target to come up: answered once it is wired. */
   const waiting = new Map<Target, Map<WorkerHandle, () => void>>()
