@@ -3,6 +3,7 @@ import { Agent } from 'node:https'
 import { after, before, test } from 'node:test'
 import { kubeRequest } from '../shared/kube/in-cluster.js'
 import { type KubeApiDouble, startKubeApi } from './doubles/kube-api.js'
+import { bounded } from './support/bounded.js'
 
 // Every client of the API server (the kubernetes sink, the certificate backup, MODE=init's
 // restore) makes its calls through kubeRequest: none may wait on it without end.
@@ -17,15 +18,6 @@ after(async () => {
   agent.destroy()
   await api.close()
 })
-
-/** Bounded, so that a request without a deadline fails a test rather than hanging it. */
-function bounded<T>(call: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const bound = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error('still waiting after 5 s')), 5_000)
-  })
-  return Promise.race([call, bound]).finally(() => clearTimeout(timer))
-}
 
 const secret = () => new URL('/api/v1/namespaces/payments/secrets/api-cert', api.url)
 

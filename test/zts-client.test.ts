@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 import { createZtsClient } from '../shared/identity/zts-client.js'
 import { startZtsDouble, type ZtsDouble } from './doubles/zts.js'
+import { bounded } from './support/bounded.js'
 
 let zts: ZtsDouble
 let identity: { keyPem: string; certPem: string; caPem: string }
@@ -10,15 +11,6 @@ before(async () => {
   identity = { ...(await zts.issue('my.team.api')), caPem: '' }
 })
 after(() => zts?.close())
-
-/** Bounded, so that a client without a deadline fails a test rather than hanging it. */
-function bounded<T>(call: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const bound = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error('still waiting after 5 s')), 5_000)
-  })
-  return Promise.race([call, bound]).finally(() => clearTimeout(timer))
-}
 
 function client() {
   const c = createZtsClient({ endpoint: zts.url, serverCaPem: zts.caPem, timeoutMs: 400, attempts: 2 })

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { withDeadline } from '../../shared/deadline.js'
 import { codedError } from '../../shared/errors.js'
 import type { HitFailpoint } from '../../shared/failpoints.js'
 import type { Logger } from '../../shared/logger.js'
@@ -127,7 +128,12 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     try {
       await opts.failpoint(BEFORE_SINK)
       const records = await mapSliced(fresh, (a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt))
-      await withDeadline(opts.sinkTimeoutMs, (signal) => sink.write(records, signal))
+      await withDeadline(
+        opts.sinkTimeoutMs,
+        (signal) => sink.write(records, signal),
+        () =>
+          codedError('ERR_SINK_TIMEOUT', `the sink did not take the batch within ${opts.sinkTimeoutMs}ms`),
+      )
     } catch (err) {
       opts.onSinkWrite?.(false)
       metrics.sinkErrors.inc({ sink: sink.name })
@@ -247,23 +253,4 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     )
     return outcome
   }
-}
-
-/**
- * `write` with a signal that aborts after `ms`; rejects then even if `write` has not settled (a
- * write already handed to the disk may never return). What it does later is its own business.
- */
-function withDeadline(ms: number, write: (signal: AbortSignal) => Promise<void>): Promise<void> {
-  const ac = new AbortController()
-  let timer: NodeJS.Timeout | undefined
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const err = codedError('ERR_SINK_TIMEOUT', `the sink did not take the batch within ${ms}ms`)
-      ac.abort(err)
-      reject(err)
-    }, ms)
-  })
-  const written = write(ac.signal)
-  written.catch(() => {}) // settles after the deadline, or not at all: nobody waits for it then
-  return Promise.race([written, deadline]).finally(() => clearTimeout(timer))
 }

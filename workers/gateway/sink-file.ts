@@ -1,5 +1,6 @@
 import { dirname } from 'node:path'
 import { constants, fstatSync } from '../../shared/builtins.js'
+import { withDeadline } from '../../shared/deadline.js'
 import { ensureDir } from '../../shared/ensure-dir.js'
 import { codedError } from '../../shared/errors.js'
 import { close, fdatasync, fstat, ftruncate, open, read, writevAll } from '../../shared/fs-async.js'
@@ -180,17 +181,11 @@ export async function createFileSink(path: string, log: Logger, closeWaitMs = CL
      */
     close() {
       closing ??= (async () => {
-        let timer: NodeJS.Timeout | undefined
-        const flushed = await Promise.race([
-          (flushing ?? Promise.resolve()).then(() => true),
-          new Promise<false>((resolve) => {
-            timer = setTimeout(resolve, closeWaitMs, false)
-          }),
-        ])
-        clearTimeout(timer)
-        if (!flushed) {
-          throw codedError('ERR_SINK_HUNG', `an append to ${path} has not returned in ${closeWaitMs}ms`)
-        }
+        await withDeadline(
+          closeWaitMs,
+          async () => flushing,
+          () => codedError('ERR_SINK_HUNG', `an append to ${path} has not returned in ${closeWaitMs}ms`),
+        )
         await close(fd)
       })()
       return closing

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { withDeadline } from '../../shared/deadline.js'
 import { type CodedError, codedError } from '../../shared/errors.js'
 import { type BodyResult, onBody } from '../../shared/http/body.js'
 import { type Problem, sendJson, sendProblem } from '../../shared/http/problem.js'
@@ -146,14 +147,11 @@ export function createTokenApi(opts: TokenApiOptions) {
     const c = enabled(cache, type)
     const hit = c.peek(key)
     if (hit !== undefined) return hit
-    let timer: NodeJS.Timeout | undefined
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(codedError('ERR_TOKEN_DEADLINE', `no token within ${opts.timeoutMs}ms`)),
-        opts.timeoutMs,
-      )
-    })
-    return Promise.race([c.get(key), deadline]).finally(() => clearTimeout(timer))
+    return withDeadline(
+      opts.timeoutMs,
+      () => c.get(key),
+      () => codedError('ERR_TOKEN_DEADLINE', `no token within ${opts.timeoutMs}ms`),
+    )
   }
 
   function route(req: IncomingMessage, res: ServerResponse, t0: number): Reply {
