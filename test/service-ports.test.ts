@@ -87,10 +87,21 @@ describe('service ports', () => {
    */
   async function hungCall() {
     const h = harness(60_000)
-    h.serve({ collect: () => new Promise(() => {}) })
+    // Returned once the call has reached the worker (on a loaded machine, 20 ms was not always
+    // enough: a successor served meanwhile took the first link).
+    let reached: () => void = () => {}
+    const arrived = new Promise<void>((r) => {
+      reached = r
+    })
+    h.serve({
+      collect: () => {
+        reached()
+        return new Promise(() => {})
+      },
+    })
     const gateway = h.ports.connect('gateway')
     const pending = assert.rejects(gateway.collect(), { code: 'ERR_SERVICE_DOWN' })
-    await new Promise((r) => setTimeout(r, 20))
+    await arrived
     return { h, gateway, pending }
   }
 
