@@ -226,6 +226,8 @@ describe('loadConfig', () => {
     )
     rejects([], { MODE: 'sometimes' }, /MODE/)
     rejects([], { HEALTH_CHECK_ENDPOINT: 'healthz' }, /HEALTH_CHECK_ENDPOINT/)
+    rejects([], { HEALTH_CHECK_ENDPOINT: '/readyz' }, /HEALTH_CHECK_ENDPOINT.*other than \/readyz/)
+    rejects([], { HEALTH_CHECK_ENDPOINT: '/healthz?x=1' }, /HEALTH_CHECK_ENDPOINT/)
     rejects([], { SIA_FAILPOINTS: 'nosuch.thing=error' }, /SIA_FAILPOINTS.*nosuch/)
     rejects([], { SIA_FAILPOINTS: 'gateway.start=explode' }, /SIA_FAILPOINTS.*explode/)
     rejects([], { SIA_FAILPOINTS: 'supervisor.during-shutdown=crash' }, /SIA_FAILPOINTS/)

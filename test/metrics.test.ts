@@ -95,22 +95,28 @@ test('memory reporter logs RSS and each worker heap every MEMORY_REPORT_INTERVAL
   }
 })
 
-/** One raw request with `target` as its request target; resolves to the status line's code. */
-function rawGet(base: string, target: string): Promise<number> {
+/** One raw request (`method target`) on its own connection: its status code and what followed the head. */
+function raw(
+  base: string,
+  target: string,
+  method = 'GET',
+): Promise<{ status: number; head: string; body: string }> {
   const { hostname, port } = new URL(base)
   return new Promise((resolve, reject) => {
     const socket = connect(Number(port), hostname, () =>
-      socket.write(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
+      socket.write(`${method} ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
     )
-    let head = ''
+    let text = ''
     socket.setEncoding('utf8')
     socket.on('data', (d: string) => {
-      head += d
+      text += d
     })
     socket.on('close', () => {
-      const code = /^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]
-      if (code) resolve(Number(code))
-      else reject(new Error(`no status line for ${target}: ${JSON.stringify(head.slice(0, 80))}`))
+      const code = /^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]
+      const end = text.indexOf('\r\n\r\n')
+      if (code && end >= 0)
+        resolve({ status: Number(code), head: text.slice(0, end), body: text.slice(end + 4) })
+      else reject(new Error(`no answer to ${method} ${target}: ${JSON.stringify(text.slice(0, 80))}`))
     })
     socket.on('error', reject)
   })
@@ -122,12 +128,47 @@ test('request targets Node accepts but no URL parser likes get a 4xx on every po
     for (const service of ['metrics', 'healthcheck', 'token', 'gateway']) {
       const base = await sc.url(service)
       for (const target of ['//', 'http://a:99999/', '/%zz', '*']) {
-        const status = await rawGet(base, target)
+        const { status } = await raw(base, target)
         assert.ok(status >= 400 && status < 500, `${service} ${target}: ${status}`)
       }
     }
     assert.deepEqual(sc.events('worker.crashed'), [])
     assert.equal((await fetch(`${await sc.url('healthcheck')}/readyz`)).status, 200)
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
+})
+
+test('the health and metrics ports answer GET and HEAD only, refuse the rest with a problem body, and take absolute-form targets', async () => {
+  const sc = await startReady()
+  try {
+    const health = await sc.url('healthcheck')
+    const metrics = await sc.url('metrics')
+    const problem = (r: { status: number; head: string; body: string }, status: number, what: string) => {
+      assert.equal(r.status, status, what)
+      assert.match(r.head, /content-type: application\/problem\+json/i, what)
+      assert.equal((JSON.parse(r.body) as { status: number }).status, status, what)
+    }
+    for (const method of ['POST', 'DELETE', 'PUT']) {
+      for (const [base, path] of [
+        [health, '/healthz'],
+        [health, '/readyz'],
+        [metrics, '/metrics'],
+        [metrics, '/status'],
+      ] as const) {
+        const r = await raw(base, path, method)
+        problem(r, 405, `${method} ${path}`)
+        assert.match(r.head, /allow: GET, HEAD/i, `${method} ${path}`)
+      }
+    }
+    problem(await raw(health, '/nowhere'), 404, 'GET /nowhere on the health port')
+    // RFC 9112 §3.2.2: a server accepts a request target in absolute form.
+    assert.equal((await raw(health, 'http://localhost/readyz')).status, 200)
+    assert.equal((await raw(health, 'http://localhost/healthz?probe=1')).status, 200)
+    const scrape = await raw(metrics, 'http://localhost/metrics')
+    assert.equal(scrape.status, 200)
+    assert.match(scrape.body, /sia_worker_up/)
+    assert.deepEqual(sc.events('worker.crashed'), [])
   } finally {
     assert.equal(await stop(sc), 0)
   }

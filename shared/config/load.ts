@@ -94,6 +94,11 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   if (!s.healthCheckEndpoint.startsWith('/')) {
     throw configError(envName('healthCheckEndpoint'), 'must be a path starting with "/"')
   }
+  // The health server answers readiness on /readyz: liveness there would hide it (200 while
+  // shutting down). A query or fragment would never match a request's path.
+  if (s.healthCheckEndpoint === '/readyz' || /[?#]/.test(s.healthCheckEndpoint)) {
+    throw configError(envName('healthCheckEndpoint'), 'must be a plain path other than /readyz')
+  }
   try {
     parseFailpoints(s.failpoints)
   } catch (err) {

@@ -1,5 +1,5 @@
 import { defineService } from '../../shared/define-service.js'
-import { sendJson } from '../../shared/http/problem.js'
+import { sendJson, sendProblem } from '../../shared/http/problem.js'
 import { createServer } from '../../shared/http-builtin.js'
 import { liveness, readiness } from '../../shared/readiness.js'
 
@@ -7,9 +7,10 @@ import { liveness, readiness } from '../../shared/readiness.js'
 defineService({
   async start({ config, board, serve }) {
     const server = createServer((req, res) => {
-      const path = (req.url ?? '/').split('?')[0]
+      // Origin-form or absolute-form (RFC 9112 §3.2: a server accepts both), as a path.
+      const path = URL.parse(req.url ?? '/', 'http://localhost')?.pathname
       if (req.method !== 'GET' && req.method !== 'HEAD') {
-        return sendJson(res, 405, { error: 'method not allowed' }, { allow: 'GET, HEAD' })
+        return sendProblem(res, { status: 405, title: 'Method Not Allowed' }, { allow: 'GET, HEAD' })
       }
       if (path === config.healthCheckEndpoint) {
         const l = liveness(board, config)
@@ -27,7 +28,7 @@ defineService({
           notReady: r.notReady,
         })
       }
-      sendJson(res, 404, { error: 'not found' })
+      sendProblem(res, { status: 404, title: 'Not Found', detail: `no route for ${req.method} ${req.url}` })
     })
     server.keepAliveTimeout = 5000
     await serve('server', server, config.healthCheckAddr)

@@ -112,6 +112,9 @@ defineService({
           detail: 'the request target is not a path',
         })
       }
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        return sendProblem(res, { status: 405, title: 'Method Not Allowed' }, { allow: 'GET, HEAD' })
+      }
       const path = url.pathname
       if (path === '/metrics') {
         gather()
@@ -125,9 +128,6 @@ defineService({
         return
       }
       if (path === '/status' || path === '/status.json') {
-        if (req.method !== 'GET' && req.method !== 'HEAD') {
-          return sendProblem(res, { status: 405, title: 'Method Not Allowed' }, { allow: 'GET, HEAD' })
-        }
         gather()
           .then(status)
           .then((view) => {
