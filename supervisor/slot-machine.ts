@@ -428,12 +428,14 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
             watchdogTimeoutMs: tuning.watchdogTimeout,
           })
           if (env.cancelled) return next(terminate('watchdog', 'fault', 'clean'))
-          fx.push({ do: 'hold-ports' })
+          // Not ready from this instant: the thread serves nothing while it is ended (up to
+          // TERMINATE_MS); its exit then says whether it restarts or stays down.
+          fx.push({ do: 'board', state: 'restarting' }, { do: 'hold-ports' })
           return next(terminate('watchdog', 'fault', 'clean'), { holding: true })
         }
         case 'dying':
           if (env.cancelled) return same()
-          fx.push({ do: 'hold-ports' })
+          fx.push({ do: 'board', state: 'restarting' }, { do: 'hold-ports' })
           return next({ tag: 'dying', until: now + TERMINATE_MS }, { holding: true })
         case 'tick':
           return recycleCheck(model, env, fx, log, next, same)

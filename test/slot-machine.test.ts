@@ -200,6 +200,8 @@ describe('running', () => {
     const silent = run(running, { type: 'deadline' }, { heartbeatMs: NOW - 6000 })
     assert.equal(silent.model.state.tag, 'terminating')
     assert.deepEqual(silent.effects.at(-1), { do: 'terminate', reason: 'watchdog' })
+    // Not ready from that instant, not once the thread is gone (up to TERMINATE_MS later).
+    assert.deepEqual(silent.effects[1], { do: 'board', state: 'restarting' })
   })
   test('tick over the heap threshold recycles, at most once per restartWindow', () => {
     const r = run(running, { type: 'tick' }, { heapUsedBytes: 95 })
@@ -390,10 +392,10 @@ describe('port hold: from a worker death to its successor', () => {
   const running = at({ tag: 'running', until: NOW })
   const holding = (state: SlotState, over: Partial<SlotModel> = {}) => at(state, { holding: true, ...over })
 
-  test('an uncaught exception announced: the port is held while the thread ends', () => {
+  test('an uncaught exception announced: not ready at once, the port is held while the thread ends', () => {
     const r = run(running, { type: 'dying' })
     assert.deepEqual(r.model.state, { tag: 'dying', until: NOW + TERMINATE_MS })
-    assert.deepEqual(does(r.effects), ['hold-ports'])
+    assert.deepEqual(r.effects, [{ do: 'board', state: 'restarting' }, { do: 'hold-ports' }])
     assert.equal(r.model.holding, true)
   })
   test('after the cancel, nothing is held: the run is ending', () => {
