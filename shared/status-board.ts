@@ -23,6 +23,14 @@ export const STATES = [
 export type ServiceState = (typeof STATES)[number]
 
 /**
+ * The states in which a service has a thread whose samples (heap, loop) are its own and current.
+ * In the others the row holds what its last thread wrote before it ended: not to be reported.
+ */
+export function hasLiveThread(state: ServiceState): boolean {
+  return state === 'idle' || state === 'starting' || state === 'running' || state === 'stopping'
+}
+
+/**
  * Why a running service can accept nothing (the gateway's dedup store or sink is down): it stays
  * alive, but is not ready. A bit per reason in the service's cell, written by its worker.
  */

@@ -2,7 +2,7 @@ import { monotonicMs } from '../shared/clock.js'
 import { Counter, Gauge, Registry } from '../shared/prom.js'
 import type { LastWorkerError } from '../shared/protocol.js'
 import type { ServiceName } from '../shared/services.js'
-import type { StatusBoard } from '../shared/status-board.js'
+import { hasLiveThread, type StatusBoard } from '../shared/status-board.js'
 import { collectDefaultMetrics } from './default-metrics.js'
 
 /**
@@ -33,8 +33,11 @@ export function createSupervisorMetrics(
       help,
       labelNames: ['service'],
       registers,
+      // Only a thread that is up: a worker that died (or stays down) has no heap and no loop, and
+      // its last figures reported on would keep firing alerts on heap use for a thread long gone.
       collect() {
-        for (const s of services) this.set({ service: s }, read(s))
+        this.reset()
+        for (const s of services) if (hasLiveThread(board.state(s))) this.set({ service: s }, read(s))
       },
     })
   fromBoard('sia_worker_heap_used_bytes', 'V8 heap used by the worker', (s) => board.sample(s).heapUsedBytes)

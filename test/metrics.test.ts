@@ -77,6 +77,37 @@ test('a worker that is down is reported as sia_worker_up 0, never as a failed sc
   }
 })
 
+test('a worker that stays down has no heap or loop series, here or in the memory report; RSS is read at the scrape', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'sia-cfg-')), 'sia.yaml')
+  writeFileSync(path, 'services:\n  gateway:\n    restart: temporary\n')
+  const sc = await startReady({
+    // No report is ever logged: the gauges must not wait for one.
+    env: { SIA_FAILPOINTS: 'gateway.before-task:server=crash', MEMORY_REPORT_INTERVAL: '0' },
+    args: ['--config', path],
+  })
+  try {
+    await sc.waitForEvent('worker.down', { service: 'gateway' })
+    const samples = parsePromText(await (await fetch(`${await sc.url('metrics')}/metrics`)).text())
+    assert.equal(find(samples, 'sia_worker_up', { service: 'gateway' })[0]?.value, 0)
+    for (const name of [
+      'sia_worker_heap_used_bytes',
+      'sia_worker_heap_limit_bytes',
+      'sia_worker_event_loop_utilization',
+      'sia_worker_heartbeat_age_seconds',
+    ]) {
+      assert.deepEqual(find(samples, name, { service: 'gateway' }), [], `${name} of a thread that is gone`)
+      assert.ok((find(samples, name, { service: 'token' })[0]?.value ?? -1) >= 0, `${name} of token`)
+    }
+    assert.deepEqual(find(samples, 'memory_report_heap_used_bytes', { worker: 'gateway' }), [])
+    assert.ok((find(samples, 'memory_report_heap_used_bytes', { worker: 'token' })[0]?.value ?? 0) > 0)
+    assert.ok((find(samples, 'memory_report_heap_limit_bytes', { worker: 'token' })[0]?.value ?? 0) > 0)
+    assert.ok((find(samples, 'memory_report_rss_bytes')[0]?.value ?? 0) > 10e6, 'RSS before any report')
+    assert.deepEqual(sc.events('memory.report'), [])
+  } finally {
+    await stop(sc)
+  }
+})
+
 test('memory reporter logs RSS and each worker heap every MEMORY_REPORT_INTERVAL', async () => {
   const sc = await startReady({ env: { MEMORY_REPORT_INTERVAL: '200ms' } })
   try {

@@ -1,37 +1,51 @@
 import { defineService } from '../../shared/define-service.js'
 import { Gauge } from '../../shared/prom.js'
 import { SERVICES } from '../../shared/services.js'
+import { hasLiveThread, type WorkerSample } from '../../shared/status-board.js'
 import { timerTask } from '../../shared/timer-task.js'
 
 /** Every MEMORY_REPORT_INTERVAL: one record with process RSS and each worker's heap, and gauges. */
 defineService({
   async start({ config, board, log, registry, go }) {
     const workers = SERVICES.filter((s) => config.services[s].enabled)
-    const rss = new Gauge({
+    // The gauges are read at each scrape, the record is logged every interval: a scrape before
+    // the first report (or with MEMORY_REPORT_INTERVAL=0) is not a 0, and a worker that has died
+    // since the last report is not reported on its last figures.
+    new Gauge({
       name: 'memory_report_rss_bytes',
-      help: 'Process resident set size at the last report',
+      help: 'Process resident set size',
       registers: [registry],
+      collect() {
+        this.set(process.memoryUsage.rss())
+      },
     })
-    const heapUsed = new Gauge({
+    const liveWorkers = (read: (s: WorkerSample) => number) =>
+      function (this: Gauge<'worker'>) {
+        this.reset()
+        for (const worker of workers) {
+          const sample = board.sample(worker)
+          if (hasLiveThread(sample.state)) this.set({ worker }, read(sample))
+        }
+      }
+    new Gauge({
       name: 'memory_report_heap_used_bytes',
-      help: 'Worker heap used at the last report',
+      help: 'V8 heap used by each worker whose thread is up',
       labelNames: ['worker'],
       registers: [registry],
+      collect: liveWorkers((s) => s.heapUsedBytes),
     })
-    const heapLimit = new Gauge({
+    new Gauge({
       name: 'memory_report_heap_limit_bytes',
-      help: 'Worker heap limit at the last report',
+      help: 'V8 heap limit of each worker whose thread is up',
       labelNames: ['worker'],
       registers: [registry],
+      collect: liveWorkers((s) => s.heapLimitBytes),
     })
     const report = () => {
       const rssBytes = process.memoryUsage.rss()
-      rss.set(rssBytes)
       // A list, not a map keyed by service: a key named `token` would be caught by log redaction.
       const perWorker = workers.map((worker) => {
         const { heapUsedBytes, heapLimitBytes, state } = board.sample(worker)
-        heapUsed.set({ worker }, heapUsedBytes)
-        heapLimit.set({ worker }, heapLimitBytes)
         return { worker, state, heapUsedBytes, heapLimitBytes }
       })
       log.info({ event: 'memory.report', rssBytes, workers: perWorker }, 'memory report')
