@@ -176,6 +176,9 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
           sleep(deadlineMs, false, { ref: false, signal }).catch(() => false),
         ])
         stopping.abort() // the timer, and this drain's hold on cutRetiring, end here
+        // The last shutdown of the service: a run's final one is rarely scraped (the metrics
+        // service stops second to last), a replaced worker's drain is.
+        metrics.shutdownSeconds.set({ service }, (monotonicMs() - from) / 1000)
         if (!clean && cutRetiring.signal.aborted) {
           log.error(
             { event: 'service.shutdown.timeout', service, predecessor: true },

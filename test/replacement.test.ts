@@ -7,6 +7,7 @@ import { type TestContext, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { alert, readJsonLines, SIGNALS, webhook } from './support/gateway.js'
 import { serverPorts } from './support/ports.js'
+import { parsePromText } from './support/prom-text.js'
 import { startReady, startSidecar, stop } from './support/sidecar.js'
 
 /**
@@ -212,6 +213,14 @@ test('crashes, a recycle and a SIGHUP reload under load: no refused connection, 
   )
   for (const service of ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']) {
     await sc.waitForEvent('worker.replaced', { service, reason: 'reload' })
+  }
+  // Each replaced worker's drain is its service's last shutdown, on the scrape.
+  const scraped = parsePromText(await (await fetch(`${await sc.url('metrics')}/metrics`)).text())
+  for (const service of ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']) {
+    const drained = scraped.find(
+      (m) => m.name === 'sia_service_shutdown_duration_seconds' && m.labels.service === service,
+    )
+    assert.ok(drained && drained.value >= 0 && drained.value < 30, `${service}'s drain: ${drained?.value}`)
   }
   assert.equal(tokens.refused + alerts.refused, 0, 'no refused connection')
   // Only requests the two crashing workers were serving were cut (8 clients each time at most).
