@@ -13,8 +13,8 @@ export interface ProcessExit {
   stuck(handle: WorkerHandle): void
   /**
    * The one way out: logs `supervisor.exit` (once, whoever calls first), ends the threads still
-   * up, and exits with `code`. `process.exit()` joins every thread, so when one is stuck in
-   * native code the exit skips the join instead of waiting for it forever.
+   * up, and exits with `code`. `process.exit()` joins every thread, so when one is still up
+   * (stuck in native code) the exit skips the join instead of waiting for it forever.
    */
   leave(code: number, fields: Record<string, unknown>): Promise<never>
 }
@@ -43,8 +43,9 @@ export function createProcessExit(log: Logger): ProcessExit {
         },
         `exiting with ${code}`,
       )
-      // A thread that only ends slowly is joined; only one that is stuck is left behind.
-      if ([...threads].some((h) => stuck.has(h))) hardExit(code)
+      // process.exit() joins every thread: one still up now (stuck, or not yet found to be, as
+      // when the budget's watchdog leaves mid-shutdown) would hold the process past its budget.
+      if ([...threads].some((h) => stuck.has(h) || h.alive())) hardExit(code)
       process.exit(code)
     },
   }

@@ -76,6 +76,9 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
    * begun before the shutdown is held to the shutdown's deadline as the current worker is.
    */
   const retiring = new Set<Promise<boolean>>()
+  // A replaced thread that could not be terminated, however long before the shutdown: the
+  // process leaves it behind, so the service's stop is not clean.
+  let leftStuck = false
   const cutRetiring = new AbortController()
   let settleReplace: ((o: 'replaced' | 'failed' | 'skipped') => void) | undefined
   let timer: NodeJS.Timeout | undefined
@@ -192,6 +195,8 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         if (!ended) {
           log.error({ event: 'worker.stuck', service }, `${service} thread could not be terminated`)
           deps.onStuck(h)
+          clean = false
+          leftStuck = true
         }
       }
       if (replaced) {
@@ -362,7 +367,8 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         sleep(Math.max(0, deadline - monotonicMs()) + TERMINATE_MS, false, { ref: false }),
       ])
       clearTimeout(cut)
-      return outcome === 'clean' && !drained ? 'timeout' : outcome
+      if (outcome !== 'clean') return outcome
+      return leftStuck ? 'stuck' : drained ? 'clean' : 'timeout'
     },
     replace(reason) {
       return new Promise((resolve) => {

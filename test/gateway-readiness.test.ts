@@ -190,3 +190,16 @@ test('SIGTERM while the sink hangs: the other services stop, and the process exi
   assert.deepEqual(sc.events('supervisor.exit')[0]?.stuck, ['gateway'])
   assert.equal(sc.events('supervisor.exit')[0]?.cause, 'signal')
 })
+
+test('a SIGHUP while the sink hangs leaves the replaced thread stuck: SIGTERM then exits 1 naming it', async (t) => {
+  const { sc, stuck } = await hungSink(t)
+  assert.equal((await post(await sc.url('gateway'), stuck)).status, 503)
+  // The successor serves; its predecessor's append never returns, so its thread cannot end.
+  sc.kill('SIGHUP')
+  await sc.waitForEvent('worker.stuck', { service: 'gateway' }, 30_000)
+  assert.equal(await stop(sc), 1)
+  const done = Object.fromEntries(sc.events('service.shutdown.done').map((r) => [r.service, r.outcome]))
+  assert.equal(done.gateway, 'stuck', 'the service leaves a thread behind')
+  assert.equal(done.metrics, 'clean')
+  assert.deepEqual(sc.events('supervisor.exit')[0]?.stuck, ['gateway'])
+})

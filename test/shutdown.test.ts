@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { type AddressInfo, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -95,6 +96,34 @@ test('a thread still draining after a reload is held to the shutdown deadline: e
     service: 'gateway',
     predecessor: true,
   })
+})
+
+test('a replaced thread blocked in native code at SIGTERM: the process still exits in its budget, leaving it behind', async (t) => {
+  // The gateway's predecessor blocks in open() as its drain closes the server (a system call no
+  // terminate() ends): process.exit() would join it for ever.
+  const fifo = join(mkdtempSync(join(tmpdir(), 'sia-wedge-')), 'wedge.fifo')
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0)
+  const ports = await serverPorts()
+  const sc = await startReady({
+    args: ['--config', configFile({ services: { gateway: { shutdownTimeout: '20s' } } })],
+    env: {
+      ...ports.env,
+      SHUTDOWN_TIMEOUT: '2s',
+      NODE_OPTIONS: `--import=${new URL('./support/wedge-close.js', import.meta.url).href}`,
+      WEDGE_FIFO: fifo,
+      WEDGE_THREAD: 'gateway',
+    },
+  })
+  t.after(() => stop(sc, 'SIGKILL'))
+  sc.kill('SIGHUP')
+  await sc.waitForEvent('supervisor.reload.done', {}, 30_000)
+  const t0 = performance.now()
+  sc.kill('SIGTERM')
+  const exit = await Promise.race([sc.exited, sleep(15_000).then(() => undefined)])
+  assert.ok(exit, 'the process is still up 15 s after SIGTERM, with a budget of 2 s')
+  assert.equal(exit.code, 1)
+  // The budget is 2 s, plus at most 1 s to end threads; the margin is for a loaded machine.
+  assert.ok(performance.now() - t0 < 6000, `exited ${Math.round(performance.now() - t0)} ms after SIGTERM`)
 })
 
 test('a second SIGTERM during a slow shutdown is logged and does not cut it short', async () => {
