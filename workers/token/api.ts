@@ -210,51 +210,36 @@ export function createTokenApi(opts: TokenApiOptions) {
     const rtOrWait = opts.roleTokens && token(opts.roleTokens, 'roletoken', key)
     // Both cached (the common case): answered now.
     if (atOrWait instanceof Promise || rtOrWait instanceof Promise) {
-      return Promise.all([atOrWait, rtOrWait]).then(([at, rt]) => sendHeaders(res, domain, role, at, rt))
+      return Promise.all([atOrWait, rtOrWait]).then(([at, rt]) => sendHeaders(res, at, rt))
     }
-    sendHeaders(res, domain, role, atOrWait, rtOrWait)
+    sendHeaders(res, atOrWait, rtOrWait)
     return undefined
   }
 
   // Made once, not per request: the bundles keep function names, and a named closure made per
   // request costs a defineProperty each time (scripts/bundle.mjs).
-  function sendHeaders(
-    res: ServerResponse,
-    domain: string,
-    role: string,
-    at: AccessToken | undefined,
-    rt: RoleToken | undefined,
-  ): void {
-    const answer = headerAnswer(domain, role, at, rt)
+  function sendHeaders(res: ServerResponse, at: AccessToken | undefined, rt: RoleToken | undefined): void {
+    const answer = headerAnswer(at, rt)
     res.writeHead(200, answer.headers)
     res.end(answer.body)
   }
 
   /**
    * The header-mode answer for one pair of cached tokens, built once: the same pair comes back for
-   * the same (domain, role) until the cache refreshes one of them (a new object).
+   * the same (domain, role) until the cache refreshes one of them (a new object). The body is
+   * SIA's: `{"accesstoken","roletoken"}`, each present when its type is served.
    */
   const answers = new WeakMap<
     object,
-    { partner: object | undefined; left: number | undefined; body: string; headers: Record<string, string> }
+    { partner: object | undefined; body: string; headers: Record<string, string> }
   >()
-  function headerAnswer(
-    domain: string,
-    role: string,
-    at: AccessToken | undefined,
-    rt: RoleToken | undefined,
-  ) {
+  function headerAnswer(at: AccessToken | undefined, rt: RoleToken | undefined) {
     const anchor = at ?? rt
-    const left = at && secondsLeft(at)
     const cached = anchor && answers.get(anchor)
-    if (cached && cached.partner === (at ? rt : undefined) && cached.left === left) return cached
+    if (cached && cached.partner === (at ? rt : undefined)) return cached
     const body = JSON.stringify({
-      domain,
-      role,
-      ...(at
-        ? { access_token: at.access_token, token_type: at.token_type, expires_in: left ?? at.expires_in }
-        : {}),
-      ...(rt ? { role_token: rt.token, expiryTime: rt.expiryTime } : {}),
+      ...(at ? { accesstoken: at.access_token } : {}),
+      ...(rt ? { roletoken: rt.token } : {}),
     })
     const headers: Record<string, string> = {
       'content-type': 'application/json',
@@ -262,7 +247,7 @@ export function createTokenApi(opts: TokenApiOptions) {
     }
     if (at) headers.authorization = `bearer ${at.access_token}`
     if (rt) headers[opts.roleAuthHeader.toLowerCase()] = rt.token
-    const built = { partner: at ? rt : undefined, left, body, headers }
+    const built = { partner: at ? rt : undefined, body, headers }
     if (anchor) answers.set(anchor, built)
     return built
   }
