@@ -31,6 +31,7 @@ before(async () => {
       POD_UID: 'pod-9',
       TARGET_DOMAIN_ROLES: 'demo:role.reader',
       TOKEN_DIR: join(dir, 'tokens'),
+      TOKEN_EXPIRY: '2h',
       REFRESH_INTERVAL: '3s',
       TOKEN_SERVER_TIMEOUT: '1s',
       DELETE_INSTANCE_ID: 'true',
@@ -82,11 +83,47 @@ describe('zts provider against the ZTS double', () => {
     assert.match(at, /^[\w-]+\.[\w-]+\.[\w-]+$/)
     const oauth = zts.received.find((r) => r.route === 'oauth2')!
     assert.equal(oauth.clientCN, 'my.team.api')
-    assert.deepEqual(oauth.body, { grant_type: 'client_credentials', scope: 'demo:role.reader' })
+    assert.deepEqual(oauth.body, {
+      grant_type: 'client_credentials',
+      scope: 'demo:role.reader',
+      expires_in: '7200',
+    })
     assert.match(
       readFileSync(join(dir, 'tokens', 'demo:role.reader.roletoken'), 'utf8'),
       /^v=Z1;d=demo;r=reader;/,
     )
+  })
+
+  it('TOKEN_EXPIRY as SIA asks ZTS (the least lifetime of a role token); a request naming none gets the token of the target', async () => {
+    const target = zts.received.find((r) => r.route === 'roletoken')!
+    assert.deepEqual(target.body, { role: 'reader', minExpiryTime: '7200' })
+    const calls = { ...zts.counts }
+    const files = {
+      accesstoken: readFileSync(join(dir, 'tokens', 'demo:role.reader.accesstoken'), 'utf8'),
+      roletoken: readFileSync(join(dir, 'tokens', 'demo:role.reader.roletoken'), 'utf8'),
+    }
+    assert.equal(
+      (await post('/accesstoken', { domain: 'demo', role: 'reader' })).json.access_token,
+      files.accesstoken,
+    )
+    assert.equal((await post('/roletoken', { domain: 'demo', role: 'reader' })).json.token, files.roletoken)
+    const header = await fetch(`${base}/`, {
+      headers: { 'X-Athenz-Domain': 'demo', 'X-Athenz-Role': 'reader' },
+    })
+    assert.deepEqual(await header.json(), files)
+    assert.equal(zts.counts.oauth2, calls.oauth2, 'no second access token for the target')
+    assert.equal(zts.counts.roletoken, calls.roletoken, 'no second role token for the target')
+    // A request's own bounds go to ZTS as they are.
+    assert.equal(
+      (await post('/roletoken', { domain: 'demo', role: 'bounded', min_expiry: 600, max_expiry: 900 }))
+        .status,
+      200,
+    )
+    assert.deepEqual(zts.received.at(-1)!.body, {
+      role: 'bounded',
+      minExpiryTime: '600',
+      maxExpiryTime: '900',
+    })
   })
 
   it('coalesces concurrent requests for one key into one ZTS call', async () => {

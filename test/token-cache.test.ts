@@ -192,6 +192,7 @@ describe('token API upstream failures', () => {
       accessTokens,
       jwks: undefined,
       roleAuthHeader: 'Athenz-Role-Auth',
+      defaultExpirySec: 0,
       restApi,
       proxyForPrincipal: true,
       timeoutMs: 200,

@@ -77,14 +77,16 @@ export async function runInit(
     )
     if (files.length) {
       const source = tokenSourceFor(config, rt.client)
-      const maxExpiry = Math.floor(config.tokenExpiry / 1000)
+      // As the token service's targets (workers/token/keys.ts): TOKEN_EXPIRY is a role token's
+      // least lifetime and an access token's lifetime.
+      const expiry = Math.floor(config.tokenExpiry / 1000)
       await Promise.all(
         files.map(async ({ t, type, file }) => {
           const req = { domain: t.domain, role: t.role, proxyForPrincipal: '' }
           const token =
             type === 'roletoken'
-              ? (await source.roleToken({ ...req, minExpiry: 0, maxExpiry }, signal)).token
-              : (await source.accessToken({ ...req, expiry: maxExpiry }, signal)).access_token
+              ? (await source.roleToken({ ...req, minExpiry: expiry, maxExpiry: 0 }, signal)).token
+              : (await source.accessToken({ ...req, expiry }, signal)).access_token
           await writeFileAtomic(file, token, 0o600)
         }),
       )

@@ -7,8 +7,9 @@ export function createZtsTokenSource(client: ZtsClient, defaultExpirySec: number
     async roleToken(req, signal) {
       const q = new URLSearchParams()
       if (req.role) q.set('role', req.role)
-      const min = req.minExpiry
-      const max = req.maxExpiry || defaultExpirySec
+      // As SIA asks: TOKEN_EXPIRY is the least lifetime wanted, not the most.
+      const min = req.minExpiry || defaultExpirySec
+      const max = req.maxExpiry
       if (min) q.set('minExpiryTime', String(min))
       if (max) q.set('maxExpiryTime', String(max))
       if (req.proxyForPrincipal) q.set('proxyForPrincipal', req.proxyForPrincipal)

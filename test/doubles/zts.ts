@@ -200,15 +200,18 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
       }
       case 'roletoken': {
         const domain = decodeURIComponent(path.split('/')[2]!)
+        rec.body = Object.fromEntries(url.searchParams)
+        const min = Number(url.searchParams.get('minExpiryTime') ?? 0)
         const max = Number(url.searchParams.get('maxExpiryTime') ?? 0)
         const req0 = {
           domain,
           role: url.searchParams.get('role') ?? '',
           proxyForPrincipal: url.searchParams.get('proxyForPrincipal') ?? '',
-          minExpiry: 0,
+          minExpiry: min,
           maxExpiry: max,
         }
-        return send(res, 200, issueRoleToken(ca, rec.clientCN!, req0, max || 3600))
+        // ZTS's lifetime: its default (here 1 h), at least the minimum asked, at most the maximum.
+        return send(res, 200, issueRoleToken(ca, rec.clientCN!, req0, max || Math.max(min, 3600)))
       }
       case 'oauth2': {
         const form = new URLSearchParams(text)

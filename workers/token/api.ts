@@ -8,6 +8,7 @@ import { isUpstreamError } from '../../shared/identity/tokens.js'
 import type { Logger } from '../../shared/logger.js'
 import type { CacheKey, TokenCache } from './cache.js'
 import { secondsLeft } from './expiry.js'
+import { accessTokenKey, roleTokenKey } from './keys.js'
 
 /**
  * The SIA token server API (compatible with k8s-athenz-sia): POST /roletoken, POST /accesstoken,
@@ -27,6 +28,8 @@ export interface TokenApiOptions {
    * TOKEN_ALLOW_PROXY_FOR_PRINCIPAL=true, and a request that names one gets 403 otherwise.
    */
   proxyForPrincipal: boolean
+  /** TOKEN_EXPIRY in seconds: the expiry of a request that names none (keys.ts). */
+  defaultExpirySec: number
   timeoutMs: number
   log: Logger
 }
@@ -87,10 +90,6 @@ function seconds(body: Record<string, unknown>, field: string): number {
     throw clientError(`${field} must be a whole number of seconds >= 0`)
   }
   return v
-}
-
-function keyFrom(domain: string, role: string, proxy: string, min: number, max: number): CacheKey {
-  return { domain, role, proxyForPrincipal: proxy, minExpiry: min, maxExpiry: max }
 }
 
 const PROXY_REFUSED =
@@ -159,13 +158,21 @@ export function createTokenApi(opts: TokenApiOptions) {
     const q = url.indexOf('?')
     const path = q < 0 ? url : url.slice(0, q)
     if (req.method === 'POST' && opts.restApi && path === '/roletoken') {
-      return postToken(req, res, t0, opts.roleTokens, 'roletoken', (body) => [
-        seconds(body, 'min_expiry'),
-        seconds(body, 'max_expiry'),
-      ])
+      return postToken(req, res, t0, opts.roleTokens, 'roletoken', (body, domain, role, proxyFor) =>
+        roleTokenKey(
+          domain,
+          role,
+          proxyFor,
+          seconds(body, 'min_expiry'),
+          seconds(body, 'max_expiry'),
+          opts.defaultExpirySec,
+        ),
+      )
     }
     if (req.method === 'POST' && opts.restApi && path === '/accesstoken') {
-      return postToken(req, res, t0, opts.accessTokens, 'accesstoken', (body) => [0, seconds(body, 'expiry')])
+      return postToken(req, res, t0, opts.accessTokens, 'accesstoken', (body, domain, role, proxyFor) =>
+        accessTokenKey(domain, role, proxyFor, seconds(body, 'expiry'), opts.defaultExpirySec),
+      )
     }
     if (req.method === 'GET' && (path === '/oauth2/keys' || path === '/jwks')) {
       if (!opts.jwks) throw clientError('this provider does not publish a JWKS', 404)
@@ -182,7 +189,7 @@ export function createTokenApi(opts: TokenApiOptions) {
     t0: number,
     cache: TokenCache<V> | undefined,
     type: string,
-    expiry: (body: Record<string, unknown>) => [min: number, max: number],
+    keyOf: (body: Record<string, unknown>, domain: string, role: string, proxyFor: string) => CacheKey,
   ): Reply {
     onBody(req, MAX_BODY_BYTES, undefined, (read) =>
       settle(req, res, t0, () => {
@@ -190,8 +197,7 @@ export function createTokenApi(opts: TokenApiOptions) {
         const domain = str(body, 'domain', NAME, true)
         const role = str(body, 'role', ROLES, false)
         const proxyFor = proxy(body)
-        const [min, max] = expiry(body)
-        return reply(res, token(cache, type, keyFrom(domain, role, proxyFor, min, max)))
+        return reply(res, token(cache, type, keyOf(body, domain, role, proxyFor)))
       }),
     )
     return LATER
@@ -205,9 +211,12 @@ export function createTokenApi(opts: TokenApiOptions) {
       throw clientError(`http headers not set: X-Athenz-Domain[${domain ?? ''}] X-Athenz-Role[${role ?? ''}]`)
     }
     if (!NAME.test(domain) || !ROLES.test(role)) throw clientError('X-Athenz-Domain or X-Athenz-Role invalid')
-    const key = keyFrom(domain, role, '', 0, 0)
-    const atOrWait = opts.accessTokens && token(opts.accessTokens, 'accesstoken', key)
-    const rtOrWait = opts.roleTokens && token(opts.roleTokens, 'roletoken', key)
+    const expiry = opts.defaultExpirySec
+    const atOrWait =
+      opts.accessTokens &&
+      token(opts.accessTokens, 'accesstoken', accessTokenKey(domain, role, '', 0, expiry))
+    const rtOrWait =
+      opts.roleTokens && token(opts.roleTokens, 'roletoken', roleTokenKey(domain, role, '', 0, 0, expiry))
     // Both cached (the common case): answered now.
     if (atOrWait instanceof Promise || rtOrWait instanceof Promise) {
       return Promise.all([atOrWait, rtOrWait]).then(([at, rt]) => sendHeaders(res, at, rt))

@@ -20,6 +20,7 @@ import { createTokenApi } from './api.js'
 import { type CacheKey, createTokenCache, describeKey, type TokenCache } from './cache.js'
 import { expiryOf, stampExpiry } from './expiry.js'
 import { countFetchErrors } from './fetch-metrics.js'
+import { accessTokenKey, roleTokenKey } from './keys.js'
 import { registerTokenMetrics, type TokenKind } from './metrics.js'
 
 async function tlsOptions(config: Config) {
@@ -40,18 +41,33 @@ function tlsServerOptions(config: Config, o: Awaited<ReturnType<typeof tlsOption
  * The token caches of the configured TOKEN_TYPE, filled from `source`. Their fetches are aborted
  * by `stopped` only, once the server has drained: a miss in flight when shutdown begins completes.
  */
-function createCaches(config: Config, source: TokenSource, targets: CacheKey[], stopped: AbortSignal) {
+/** The configured targets, as each cache keys them (keys.ts). */
+interface Targets {
+  roletoken: CacheKey[]
+  accesstoken: CacheKey[]
+}
+
+function targetsOf(config: Config): Targets {
+  const list = parseTargets(config.targetDomainRoles)
+  const expiry = Math.floor(config.tokenExpiry / 1000)
+  return {
+    roletoken: list.map((t) => roleTokenKey(t.domain, t.role, '', 0, 0, expiry)),
+    accesstoken: list.map((t) => accessTokenKey(t.domain, t.role, '', 0, expiry)),
+  }
+}
+
+function createCaches(config: Config, source: TokenSource, targets: Targets, stopped: AbortSignal) {
   const bounds = {
     idleMs: config.tokenCacheIdleEvict,
     maxEntries: config.tokenCacheMaxEntries,
     maxBytes: config.tokenCacheMaxBytes,
-    targets,
     signal: stopped,
   }
   const types = config.tokenType.split('+') as TokenKind[]
   const roleTokens: TokenCache<RoleToken> | undefined = types.includes('roletoken')
     ? createTokenCache<RoleToken>({
         ...bounds,
+        targets: targets.roletoken,
         fetch: (k, signal) => source.roleToken(k, signal),
         expiresAt: (t) => t.expiryTime * 1000,
         size: (t) => Buffer.byteLength(t.token),
@@ -60,6 +76,7 @@ function createCaches(config: Config, source: TokenSource, targets: CacheKey[], 
   const accessTokens: TokenCache<AccessToken> | undefined = types.includes('accesstoken')
     ? createTokenCache<AccessToken>({
         ...bounds,
+        targets: targets.accesstoken,
         fetch(k, signal) {
           // Its lifetime counts from before the request: on the early side, never past its end.
           const asked = Date.now()
@@ -75,15 +92,16 @@ function createCaches(config: Config, source: TokenSource, targets: CacheKey[], 
 type Caches = ReturnType<typeof createCaches>
 
 /** Token files of the targets (TOKEN_DIR or the naming formats): `<domain>:role.<role>.<type>`, 0600. */
-async function writeTokenFiles(config: Config, caches: Caches, targets: CacheKey[]): Promise<void> {
-  const ids = new Set(targets.map(describeKey))
+async function writeTokenFiles(config: Config, caches: Caches, targets: Targets): Promise<void> {
+  const roleIds = new Set(targets.roletoken.map(describeKey))
+  const accessIds = new Set(targets.accesstoken.map(describeKey))
   const writes: Promise<void>[] = []
   for (const e of caches.roleTokens?.entries() ?? []) {
-    const file = ids.has(describeKey(e.key)) && tokenFilePath(config, e.key, 'roletoken')
+    const file = roleIds.has(describeKey(e.key)) && tokenFilePath(config, e.key, 'roletoken')
     if (file) writes.push(writeFileAtomic(file, e.value.token, 0o600))
   }
   for (const e of caches.accessTokens?.entries() ?? []) {
-    const file = ids.has(describeKey(e.key)) && tokenFilePath(config, e.key, 'accesstoken')
+    const file = accessIds.has(describeKey(e.key)) && tokenFilePath(config, e.key, 'accesstoken')
     if (file) writes.push(writeFileAtomic(file, e.value.access_token, 0o600))
   }
   await Promise.all(writes)
@@ -98,23 +116,26 @@ type Pass =
 async function updateTokens(
   config: Config,
   caches: Caches,
-  targets: CacheKey[],
+  targets: Targets,
   log: Logger,
   pass: Pass,
 ): Promise<boolean> {
-  const tally = async (cache: TokenCache<unknown> | undefined) => {
+  const tally = async (cache: TokenCache<unknown> | undefined, keys: CacheKey[]) => {
     if (!cache) return { updated: 0, failed: 0, skipped: 0 }
     if (pass.kind === 'refresh') {
       // A token fetched within the last half interval is fresh enough: it is not fetched again.
       const fetchedBefore = Date.now() - config.tokenRefreshInterval / 2
       return cache.refresh({ usedSince: pass.usedSince, fetchedBefore, signal: pass.signal })
     }
-    const r = await Promise.allSettled(targets.map((k) => cache.get(k, pass.signal)))
+    const r = await Promise.allSettled(keys.map((k) => cache.get(k, pass.signal)))
     for (const x of r) if (x.status === 'rejected') log.error({ err: x.reason }, 'token fetch failed')
     const failed = r.filter((x) => x.status === 'rejected').length
     return { updated: r.length - failed, failed, skipped: 0 }
   }
-  const [rt, at] = await Promise.all([tally(caches.roleTokens), tally(caches.accessTokens)])
+  const [rt, at] = await Promise.all([
+    tally(caches.roleTokens, targets.roletoken),
+    tally(caches.accessTokens, targets.accesstoken),
+  ])
   let filesOk = true
   await writeTokenFiles(config, caches, targets).catch((err: unknown) => {
     filesOk = false
@@ -163,13 +184,7 @@ defineService({
       registry,
       config.tokenType.split('+') as TokenKind[],
     )
-    const targets: CacheKey[] = parseTargets(config.targetDomainRoles).map((t) => ({
-      domain: t.domain,
-      role: t.role,
-      proxyForPrincipal: '',
-      minExpiry: 0,
-      maxExpiry: Math.floor(config.tokenExpiry / 1000),
-    }))
+    const targets = targetsOf(config)
     // Registered after the ZTS client's close, so it runs before it: fetches still going once the
     // server has drained (a refresh's, a client's gone) are aborted, then the client closes.
     const stop = new AbortController()
@@ -194,6 +209,7 @@ defineService({
       roleAuthHeader: config.roleAuthHeader,
       restApi: config.tokenServerRestApi,
       proxyForPrincipal: providerKind(config) !== 'local' || config.tokenAllowProxyForPrincipal,
+      defaultExpirySec: Math.floor(config.tokenExpiry / 1000),
       timeoutMs: config.tokenServerTimeout,
       log,
     })
