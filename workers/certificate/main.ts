@@ -158,6 +158,9 @@ defineService({
             'could not refresh at start; keeping the valid identity on disk',
           )
           if (identity === onDisk) publisher.publish(onDisk) // else the new one was, as it was adopted
+          // What failed (a role certificate, the instance's renewal) is retried on the back-off
+          // schedule, not a REFRESH_INTERVAL (a day) later.
+          retrying = true
         }
       }
     }
@@ -209,7 +212,8 @@ defineService({
         await aborted(t.signal)
         return undefined
       }
-      // Serving from the backup: the provider is retried on the back-off schedule, not in a day.
+      // Serving from the backup, or a boot refresh that failed: the provider is retried on the
+      // back-off schedule, not in a day.
       let failures = retrying ? 1 : 0
       let wait = retrying
         ? backoffDelay(0, INITIAL_BACKOFF_MS, maxBackoffMs)
