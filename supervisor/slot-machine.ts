@@ -393,15 +393,25 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
               ? `"start" did not wind down within the shutdown budget`
               : `"start" got no answer within ${tuning.startTimeout}ms`,
           )
+          if (s.boot && !env.cancelled) {
+            // The run is cancelled by this failure; the thread stays up, as after an error reply,
+            // so that its stop (at its turn) asks it to end its start and the tasks it created
+            // (each task.started gets its task.stopped), and terminates it only at its deadline.
+            log('error', 'service.start.timeout', `${service} start missed its deadline`, { err })
+            fx.push(
+              { do: 'settle-start', outcome: startFailure(err, false) },
+              { do: 'board', state: 'failed' },
+            )
+            return next({ tag: 'idle', board: 'failed' })
+          }
           log('error', 'service.start.timeout', `${service} start missed its deadline; terminating`, { err })
           if (s.boot) {
             fx.push(
-              { do: 'settle-start', outcome: startFailure(err, env.cancelled) },
+              { do: 'settle-start', outcome: startFailure(err, true) },
               { do: 'board', state: 'failed' },
             )
-            // A hung start ends the thread now; its stop then finds it down. After a cancel the
-            // start was asked to wind down and did not: that is an unclean end.
-            return next(terminate('exception', 'stop', env.cancelled ? 'timeout' : 'clean'))
+            // After a cancel the start was asked to wind down and did not: an unclean end.
+            return next(terminate('exception', 'stop', 'timeout'))
           }
           return next(terminate('exception', 'fault', 'clean'))
         }

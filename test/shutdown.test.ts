@@ -165,6 +165,23 @@ test('a start that never answers fails at startTimeout and cancels the run: exit
   )
 })
 
+test('a start that hangs after creating a task: its stop still ends that task (task.stopped), exit 1', async () => {
+  const sc = startSidecar({
+    env: { SIA_FAILPOINTS: 'token.before-task:refresh-timer=hang' },
+    args: ['--config', configFile({ services: { token: { startTimeout: '1s' } } })],
+  })
+  assert.equal((await sc.exited).code, 1)
+  assert.match(JSON.stringify(sc.events('service.start.failed')[0]?.err), /ERR_START_TIMEOUT/)
+  assert.deepEqual(
+    sc
+      .events('service.task.started')
+      .filter((r) => r.service === 'token')
+      .map((r) => r.task),
+    ['server'],
+  )
+  assertLifecycle(sc.records)
+})
+
 test('a port already in use fails that start clearly; everything is shut down; exit 1', async () => {
   const taken = createServer()
   await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r))

@@ -129,13 +129,17 @@ describe('starting', () => {
     const e = run(r.model, { type: 'exit', exit: { reason: 'exception', exitCode: 1 } })
     assert.equal(e.model.state.tag, 'backoff')
   })
-  test('deadline at boot: the start fails with ERR_START_TIMEOUT and the hung thread is terminated', () => {
+  test('deadline at boot: the start fails with ERR_START_TIMEOUT; the thread stays up for its stop to end it', () => {
     const r = run(boot, { type: 'deadline' })
     const outcome = settled(r.effects, 'settle-start')?.outcome as { result: string; err: { code: string } }
     assert.deepEqual([outcome.result, outcome.err.code], ['failed', 'ERR_START_TIMEOUT'])
-    assert.deepEqual(r.effects.at(-1), { do: 'terminate', reason: 'exception' })
-    const stopped = run(r.model, { type: 'exit', exit: { reason: 'exception', exitCode: 1 } })
-    assert.equal(stopped.model.state.tag, 'stopped')
+    assert.deepEqual(r.model.state, { tag: 'idle', board: 'failed' })
+    assert.ok(!does(r.effects).includes('terminate'))
+    // Its stop sends shutdown (the worker ends its start and its tasks), terminating at the deadline.
+    const stop = run(r.model, { type: 'stop', deadline: NOW + 300 }, { cancelled: true })
+    assert.deepEqual(stop.effects.at(-1), { do: 'send-shutdown', deadlineMs: 300 })
+    const late = run(stop.model, { type: 'deadline' }, { cancelled: true })
+    assert.deepEqual(late.effects.at(-1), { do: 'terminate', reason: 'terminated' })
   })
   test('cancel: the worker is told to wind down and the wait shrinks to the shutdown share and the budget', () => {
     const r = run(boot, { type: 'cancel' }, { budgetEnd: NOW + 3000 })
