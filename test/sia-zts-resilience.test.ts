@@ -90,7 +90,11 @@ describe('ZTS resilience against the ZTS double', () => {
 
 test('an unknown INTERMEDIATE_CERT_BUNDLE fails the issue: nothing written, the start fails (exit 1)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
-  const sc = startSidecar({ dataDir: dir, env: { ...ztsEnv(), INTERMEDIATE_CERT_BUNDLE: 'nosuch' } })
+  // It is retried at boot while the start has time (START_TIMEOUT, less a margin), then fails it.
+  const sc = startSidecar({
+    dataDir: dir,
+    env: { ...ztsEnv(), INTERMEDIATE_CERT_BUNDLE: 'nosuch', START_TIMEOUT: '3s' },
+  })
   try {
     const failed = await sc.waitForEvent('service.start.failed', { service: 'certificate' })
     assert.match(JSON.stringify(failed.err), /cacerts\/nosuch answered 404/)
@@ -99,6 +103,41 @@ test('an unknown INTERMEDIATE_CERT_BUNDLE fails the issue: nothing written, the 
     assert.ok(!existsSync(join(dir, 'key.pem')))
   } finally {
     await stop(sc)
+  }
+})
+
+test('a provider failing for a moment at the first boot is retried on the back-off schedule, as SIA: the start succeeds', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
+  zts.failNext('register', 503, 3) // every try of the client's first call
+  const sc = await startReady({ dataDir: dir, env: ztsEnv() })
+  try {
+    const retry = sc.events('certificate.boot.retry')
+    assert.equal(retry.length, 1)
+    assert.ok((retry[0]!.retryInMs as number) >= 3750 && (retry[0]!.retryInMs as number) <= 5000)
+    assert.ok(existsSync(join(dir, 'cert.pem')))
+    assert.deepEqual(sc.events('service.start.failed'), [])
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
+})
+
+test('a provider that hangs at start: the identity on disk is kept, and the start answers before its startTimeout', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
+  // REFRESH_INTERVAL=1s: the identity on disk is due at the next start, which asks ZTS for a refresh.
+  const env = { ...ztsEnv(), REFRESH_INTERVAL: '1s', START_TIMEOUT: '4s' }
+  assert.equal(await stop(await startReady({ dataDir: dir, env })), 0)
+  const kept = readFileSync(join(dir, 'cert.pem'), 'utf8')
+  zts.delay('refresh', 60_000)
+  try {
+    const sc = await startReady({ dataDir: dir, env })
+    const failed = sc.events('certificate.refresh.failed')[0]
+    assert.match(JSON.stringify(failed?.err), /ERR_PROVIDER_TIMEOUT/)
+    assert.equal(failed?.keeping, join(dir, 'cert.pem'))
+    assert.equal(readFileSync(join(dir, 'cert.pem'), 'utf8'), kept)
+    assert.deepEqual(sc.events('service.start.timeout'), [])
+    assert.equal(await stop(sc), 0)
+  } finally {
+    zts.delay('refresh', 0)
   }
 })
 

@@ -1,3 +1,4 @@
+import { monotonicMs } from '../../shared/clock.js'
 import { defineService } from '../../shared/define-service.js'
 import { codedError } from '../../shared/errors.js'
 import { createIdentityPublisher } from '../../shared/identity/announce.js'
@@ -14,6 +15,10 @@ import { registerX509Metrics } from './x509-metrics.js'
 
 const INITIAL_BACKOFF_MS = 5_000
 const DELETE_TIMEOUT_MS = 5_000
+/** What the boot fetch leaves of the start's deadline, for the start to answer before it. */
+const START_MARGIN_MS = 2_000
+/** The least time worth a try of the boot fetch. */
+const MIN_TRY_MS = 1_000
 
 /**
  * The certificate service: obtains the service identity and role certificates at start, then
@@ -22,6 +27,11 @@ const DELETE_TIMEOUT_MS = 5_000
  */
 defineService({
   async start({ config, log, go, registry, signal, onStop, expose }) {
+    // The boot fetch ends before the supervisor's startTimeout would: a provider that hangs or
+    // keeps failing is then answered as such (keep the identity on disk, or fail the start
+    // naming the provider's error), never as a start that timed out.
+    const startTimeout = config.services.certificate.startTimeout
+    const bootEnds = monotonicMs() + startTimeout - Math.min(START_MARGIN_MS, startTimeout / 4)
     // BACKUP: a kubernetes.io/tls secret written after each issue, read when the provider fails at boot.
     // The files provider issues nothing: there is nothing to back up or to stand in for.
     const backup =
@@ -90,6 +100,37 @@ defineService({
       await rt.refresher.refreshRoles(identity.keyPem, s)
     }
 
+    const maxBackoffMs = Math.max(1, Math.floor(config.refreshInterval / 4))
+    // REFRESH_INTERVAL=0 (no refresh) still gets SIA's schedule at boot, capped at a minute.
+    const bootBackoffMaxMs = config.refreshInterval > 0 ? maxBackoffMs : 60_000
+    /** `refreshOnce` up to `tries` times, each and all within `bootEnds`. */
+    const bootFetch = async (tries: number) => {
+      for (let attempt = 0; ; attempt++) {
+        const left = Math.max(0, Math.floor(bootEnds - monotonicMs()))
+        try {
+          return await refreshOnce(AbortSignal.any([signal, AbortSignal.timeout(left)]))
+        } catch (caught) {
+          const err =
+            !signal.aborted && monotonicMs() >= bootEnds
+              ? codedError(
+                  'ERR_PROVIDER_TIMEOUT',
+                  `the provider issued nothing within ${Math.round(left)}ms`,
+                  caught,
+                )
+              : caught
+          const wait = backoffDelay(attempt, INITIAL_BACKOFF_MS, bootBackoffMaxMs)
+          // Another try only with time for it (a ZTS call's own deadline is 10 s an attempt).
+          if (signal.aborted || attempt + 1 >= tries || monotonicMs() + wait + MIN_TRY_MS >= bootEnds)
+            throw err
+          log.warn(
+            { event: 'certificate.boot.retry', err, attempt: attempt + 1, retryInMs: wait },
+            `the provider could not issue at start; retrying in ${wait}ms`,
+          )
+          if (!(await pause(wait, signal))) throw err
+        }
+      }
+    }
+
     if (rt.kind === 'files') {
       if (!identity)
         throw codedError('ERR_NO_IDENTITY', `no valid key/cert in ${config.keyFile}, ${config.certFile}`)
@@ -121,7 +162,10 @@ defineService({
       // asked for, so `identity` may have changed by the time a role certificate fails.
       const onDisk = identity
       try {
-        await refreshOnce(signal)
+        // With an identity on disk or a backup to read, one try (the identity is kept, or the
+        // backup read, if that fails, and the provider retried in the background); with neither,
+        // tries on SIA's back-off schedule while the start has time.
+        await bootFetch(onDisk || backup?.canRead ? 1 : Number.POSITIVE_INFINITY)
       } catch (err) {
         if (!onDisk && !issued && backup?.canRead && !signal.aborted) {
           // No certificate from the provider and none on disk: serve with the backup, if there is
@@ -194,7 +238,6 @@ defineService({
       })
     }
 
-    const maxBackoffMs = Math.max(1, Math.floor(config.refreshInterval / 4))
     log.info(
       {
         event: 'certificate.refresh.scheduled',
