@@ -141,6 +141,37 @@ test('a provider that hangs at start: the identity on disk is kept, and the star
   }
 })
 
+test('target tokens at boot: a ZTS that hangs leaves them failed, not the start timed out; a failed pass is retried with back-off', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
+  const env = {
+    ...ztsEnv(),
+    TOKEN_SERVER_ADDR: '127.0.0.1:0',
+    TARGET_DOMAIN_ROLES: 'demo:role.reader',
+    TOKEN_DIR: join(dir, 'tokens'),
+    TOKEN_TYPE: 'accesstoken',
+    TOKEN_REFRESH_INTERVAL: '1h',
+    START_TIMEOUT: '4s',
+  }
+  zts.delay('oauth2', 60_000)
+  t.after(() => zts.delay('oauth2', 0))
+  const sc = await startReady({ dataDir: dir, env })
+  t.after(() => stop(sc, 'SIGKILL'))
+  const boot = sc.events('token.cache.updated')[0]
+  assert.deepEqual(boot?.accesstoken, { updated: 0, failed: 1, skipped: 0 })
+  assert.deepEqual(sc.events('service.start.timeout'), [])
+  // ZTS answers again: the failed pass is retried 3.75 to 5 s later, not TOKEN_REFRESH_INTERVAL (1 h).
+  zts.delay('oauth2', 0)
+  await sc.waitFor(
+    (r) => r.event === 'token.cache.updated' && (r.accesstoken as { updated: number }).updated === 1,
+    20_000,
+  )
+  assert.match(
+    readFileSync(join(dir, 'tokens', 'demo:role.reader.accesstoken'), 'utf8'),
+    /^[\w-]+\.[\w-]+\.[\w-]+$/,
+  )
+  assert.equal(await stop(sc), 0)
+})
+
 test('INTERMEDIATE_CERT_BUNDLE that is not a bundle name: exit 2 naming it', () => {
   for (const bad of ['../etc', 'a/b', 'x y']) {
     const r = spawnSync(process.execPath, [CLI], {

@@ -9,14 +9,13 @@ import { providerKind } from '../../shared/identity/provider.js'
 import { createCertRuntime } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
 import { watchFiles } from '../../shared/identity/watch.js'
+import { bootDeadline, untilDeadline } from '../../shared/start-deadline.js'
 import { aborted } from '../../shared/timer-task.js'
 import { registerBuildInfo } from './build-info.js'
 import { registerX509Metrics } from './x509-metrics.js'
 
 const INITIAL_BACKOFF_MS = 5_000
 const DELETE_TIMEOUT_MS = 5_000
-/** What the boot fetch leaves of the start's deadline, for the start to answer before it. */
-const START_MARGIN_MS = 2_000
 /** The least time worth a try of the boot fetch. */
 const MIN_TRY_MS = 1_000
 
@@ -27,11 +26,9 @@ const MIN_TRY_MS = 1_000
  */
 defineService({
   async start({ config, log, go, registry, signal, onStop, expose }) {
-    // The boot fetch ends before the supervisor's startTimeout would: a provider that hangs or
-    // keeps failing is then answered as such (keep the identity on disk, or fail the start
-    // naming the provider's error), never as a start that timed out.
-    const startTimeout = config.services.certificate.startTimeout
-    const bootEnds = monotonicMs() + startTimeout - Math.min(START_MARGIN_MS, startTimeout / 4)
+    // The boot fetch ends before the start's deadline: a provider that hangs or keeps failing is
+    // answered as such (the identity on disk kept, or the start failed naming its error).
+    const bootEnds = bootDeadline(config.services.certificate.startTimeout)
     // BACKUP: a kubernetes.io/tls secret written after each issue, read when the provider fails at boot.
     // The files provider issues nothing: there is nothing to back up or to stand in for.
     const backup =
@@ -106,17 +103,13 @@ defineService({
     /** `refreshOnce` up to `tries` times, each and all within `bootEnds`. */
     const bootFetch = async (tries: number) => {
       for (let attempt = 0; ; attempt++) {
-        const left = Math.max(0, Math.floor(bootEnds - monotonicMs()))
+        const left = Math.round(bootEnds - monotonicMs())
         try {
-          return await refreshOnce(AbortSignal.any([signal, AbortSignal.timeout(left)]))
+          return await refreshOnce(untilDeadline(signal, bootEnds))
         } catch (caught) {
           const err =
             !signal.aborted && monotonicMs() >= bootEnds
-              ? codedError(
-                  'ERR_PROVIDER_TIMEOUT',
-                  `the provider issued nothing within ${Math.round(left)}ms`,
-                  caught,
-                )
+              ? codedError('ERR_PROVIDER_TIMEOUT', `the provider issued nothing within ${left}ms`, caught)
               : caught
           const wait = backoffDelay(attempt, INITIAL_BACKOFF_MS, bootBackoffMaxMs)
           // Another try only with time for it (a ZTS call's own deadline is 10 s an attempt).

@@ -7,6 +7,7 @@ import { defineService } from '../../shared/define-service.js'
 import { readFile } from '../../shared/fs-async.js'
 import { createServer as createHttpServer } from '../../shared/http-builtin.js'
 import { subscribeIdentity } from '../../shared/identity/announce.js'
+import { backoffDelay } from '../../shared/identity/backoff.js'
 import { readIdentity } from '../../shared/identity/identity.js'
 import { providerKind } from '../../shared/identity/provider.js'
 import { tokenFilePath, tokenSourceFor, ztsClientFor } from '../../shared/identity/runtime.js'
@@ -15,6 +16,7 @@ import type { AccessToken, RoleToken, TokenSource } from '../../shared/identity/
 import { watchFiles } from '../../shared/identity/watch.js'
 import type { ZtsClient } from '../../shared/identity/zts-client.js'
 import type { Logger } from '../../shared/logger.js'
+import { bootDeadline, untilDeadline } from '../../shared/start-deadline.js'
 import { timerTask } from '../../shared/timer-task.js'
 import { createTokenApi } from './api.js'
 import { type CacheKey, createTokenCache, describeKey, type TokenCache } from './cache.js'
@@ -148,8 +150,12 @@ async function updateTokens(
   return filesOk && rt.failed === 0 && at.failed === 0
 }
 
+/** The first retry of a refresh pass that failed, as SIA's (then doubling). */
+const RETRY_INITIAL_MS = 5_000
+
 defineService({
   async start({ config, log, serve, go, registry, signal, onStop, connect }) {
+    const bootEnds = bootDeadline(config.services.token.startTimeout)
     // ZTS: mutual TLS with the certificate service's identity: asked for over its port at start,
     // then each new one as it announces it. Without a certificate service, the files are it.
     let client: ZtsClient | undefined
@@ -201,7 +207,12 @@ defineService({
         ...(config.podName ? { k8s_pod: config.podName } : {}),
       },
     )
-    await updateTokens(config, caches, targets, log, { kind: 'boot', signal })
+    // The targets' first fetch ends before the start's deadline: a provider that hangs leaves
+    // them failed (and retried with back-off, below), not the start timed out.
+    const bootOk = await updateTokens(config, caches, targets, log, {
+      kind: 'boot',
+      signal: untilDeadline(signal, bootEnds),
+    })
 
     const handler = createTokenApi({
       ...caches,
@@ -245,23 +256,35 @@ defineService({
       { event: 'token.refresh.scheduled', everyMs: config.tokenRefreshInterval },
       `will refresh tokens every ${config.tokenRefreshInterval}ms`,
     )
-    // Keys used since the previous refresh began are worth refreshing (with the targets).
+    // Keys used since the last refresh that succeeded began are worth refreshing (with the
+    // targets). A pass with a failure is retried on SIA's back-off schedule (5 s, doubling,
+    // capped at a quarter of the interval), not a whole interval later: a token left to expire
+    // over a blip of the provider would break its clients.
     let lastRefresh = Date.now()
+    let failedPasses = bootOk ? 0 : 1
     const refreshTick = async (tickSignal: AbortSignal) => {
       const now = Date.now()
       const evicted = (caches.roleTokens?.evictIdle(now) ?? 0) + (caches.accessTokens?.evictIdle(now) ?? 0)
       if (evicted)
         log.info({ event: 'token.cache.evicted', count: evicted }, `evicted ${evicted} idle tokens`)
-      const usedSince = lastRefresh
-      lastRefresh = now
-      await updateTokens(config, caches, targets, log, { kind: 'refresh', usedSince, signal: tickSignal })
+      const pass = { kind: 'refresh', usedSince: lastRefresh, signal: tickSignal } as const
+      const ok = await updateTokens(config, caches, targets, log, pass).catch((err: unknown) => {
+        log.error({ err }, 'token refresh failed')
+        return false
+      })
+      failedPasses = ok ? 0 : failedPasses + 1
+      if (ok) lastRefresh = now
     }
+    const interval = config.tokenRefreshInterval
+    const retryMaxMs = Math.max(RETRY_INITIAL_MS, interval / 4)
     await go(
       'refresh-timer',
       timerTask(
-        () => config.tokenRefreshInterval,
-        (tickSignal) =>
-          refreshTick(tickSignal).catch((err: unknown) => log.error({ err }, 'token refresh failed')),
+        () =>
+          failedPasses && interval > 0
+            ? backoffDelay(failedPasses - 1, RETRY_INITIAL_MS, retryMaxMs)
+            : interval,
+        refreshTick,
       ),
     )
   },

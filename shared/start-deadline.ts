@@ -1,0 +1,18 @@
+import { monotonicMs } from './clock.js'
+
+/** What a service's boot work leaves of its start's deadline, for the start to answer before it. */
+const START_MARGIN_MS = 2_000
+
+/**
+ * When (shared/clock.ts) the work a service's start waits on must end, for the start to answer
+ * before the supervisor's `startTimeout` would fail it: a provider that hangs is then answered as
+ * such (a kept identity, a token fetch counted failed), never as a start that timed out.
+ */
+export function bootDeadline(startTimeoutMs: number, now = monotonicMs()): number {
+  return now + startTimeoutMs - Math.min(START_MARGIN_MS, startTimeoutMs / 4)
+}
+
+/** `signal`, or the time left until `deadline` (an integer, as AbortSignal.timeout needs). */
+export function untilDeadline(signal: AbortSignal, deadline: number): AbortSignal {
+  return AbortSignal.any([signal, AbortSignal.timeout(Math.max(0, Math.floor(deadline - monotonicMs())))])
+}
