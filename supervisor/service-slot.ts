@@ -9,6 +9,7 @@ import { holdPort, type PortHold } from './port-hold.js'
 import type { RunContext } from './run-context.js'
 import {
   initialModel,
+  type ReplaceOutcome,
   type ReplaceReason,
   type SlotEffect,
   type SlotEvent,
@@ -40,7 +41,7 @@ export interface ServiceSlot {
    * Replaces the running worker with a fresh one (which reads the configuration as it is now):
    * the successor listens beside it, then the predecessor drains. Settles once that is decided.
    */
-  replace(reason: ReplaceReason): Promise<'replaced' | 'failed' | 'skipped'>
+  replace(reason: ReplaceReason): Promise<ReplaceOutcome>
 }
 
 export interface SlotDeps {
@@ -80,7 +81,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   // process leaves it behind, so the service's stop is not clean.
   let leftStuck = false
   const cutRetiring = new AbortController()
-  let settleReplace: ((o: 'replaced' | 'failed' | 'skipped') => void) | undefined
+  let settleReplace: ((o: ReplaceOutcome) => void) | undefined
   let timer: NodeJS.Timeout | undefined
   /** The worker last reported as serving (deps.onServing). */
   let serving: WorkerHandle | undefined

@@ -16,6 +16,9 @@ export type StopOutcome = 'clean' | 'timeout' | 'error' | 'crashed' | 'stuck'
 
 export type ReplaceReason = 'recycle' | 'reload'
 
+/** `deferred`: the thread is starting on the previous configuration, and is replaced once up. */
+export type ReplaceOutcome = 'replaced' | 'failed' | 'skipped' | 'deferred'
+
 /** How the boot start ended, for the run loop. */
 export type StartOutcome =
   | { result: 'started' }
@@ -72,6 +75,11 @@ export interface SlotModel {
    * death until its successor serves: a crash refuses no connection (DESIGN.md §8).
    */
   holding: boolean
+  /**
+   * A reload asked while this thread was starting (a restart's, a recycle's successor), which was
+   * spawned on the configuration before it: it is replaced as soon as it is up.
+   */
+  replaceDue?: ReplaceReason
 }
 
 export type SlotEvent =
@@ -117,7 +125,7 @@ export type SlotEffect =
   | { do: 'retire-predecessor'; reason: ReplaceReason; deadlineMs: number }
   /** The replacement is called off: the predecessor is current again; the successor is ended. */
   | { do: 'restore-predecessor'; successor: 'terminate' | 'retire'; deadlineMs: number }
-  | { do: 'settle-replace'; outcome: 'replaced' | 'failed' | 'skipped' }
+  | { do: 'settle-replace'; outcome: ReplaceOutcome }
   /** Listen beside the worker on its address and park what connects. */
   | { do: 'hold-ports' }
   /** The successor serves: hand it the parked connections, stop listening. */
@@ -320,11 +328,28 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
     }
   }
 
-  // A replacement asked of a worker that is not simply running (starting, restarting, stopping…):
-  // its next start already uses the current configuration.
+  // A replacement asked of a worker that is not simply running. One that is starting after a
+  // restart, or a recycle's successor, was spawned on the previous configuration: it is replaced
+  // once it is up. Any other (in back-off, stopping…) starts next on the current one.
   if (ev.type === 'replace' && s.tag !== 'running') {
+    if (!env.cancelled && ((s.tag === 'starting' && !s.boot) || s.tag === 'replacing')) {
+      fx.push({ do: 'settle-replace', outcome: 'deferred' })
+      return next(s, { replaceDue: ev.reason })
+    }
     fx.push({ do: 'settle-replace', outcome: 'skipped' })
     return same()
+  }
+  /** Up: running, or replaced at once if a reload came while it started. */
+  const up = (): Step => {
+    const due = model.replaceDue
+    if (!due || env.cancelled)
+      return next({ tag: 'running', until: now + tuning.watchdogTimeout }, { replaceDue: undefined })
+    log('info', 'worker.replacing', `replacing ${service} (${due}, asked while it started)`, { reason: due })
+    fx.push({ do: 'spawn-successor' }, { do: 'send-start' })
+    return next(
+      { tag: 'replacing', reason: due, until: now + tuning.startTimeout },
+      { replaceDue: undefined },
+    )
   }
 
   switch (s.tag) {
@@ -357,7 +382,7 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
               overlapMs: 0,
             })
           }
-          return next({ tag: 'running', until: now + tuning.watchdogTimeout })
+          return up()
         case 'start-error':
           if (s.boot || env.cancelled) {
             // The thread stays up: its stop (at its turn) ends whatever the start created.
@@ -467,7 +492,11 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
       if (ev.type === 'deadline') {
         if (env.cancelled) return same() // its stop ends it
         fx.push({ do: 'spawn' }, { do: 'send-start' })
-        return next({ tag: 'starting', boot: false, until: now + tuning.startTimeout })
+        // Spawned now, on the current configuration: a reload that came before is served.
+        return next(
+          { tag: 'starting', boot: false, until: now + tuning.startTimeout },
+          { replaceDue: undefined },
+        )
       }
       if (ev.type === 'cancel') {
         fx.push({ do: 'board', state: 'down' })
@@ -491,7 +520,8 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
         // A predecessor that died meanwhile leaves nothing running: the restart policy takes over.
         if (s.predecessorExit) return afterFault(s.predecessorExit, env.cancelled)
         fx.push({ do: 'board', state: 'running' })
-        return next({ tag: 'running', until: now + tuning.watchdogTimeout })
+        // A reload deferred to this successor is not tried again on the thread kept.
+        return next({ tag: 'running', until: now + tuning.watchdogTimeout }, { replaceDue: undefined })
       }
       switch (ev.type) {
         case 'start-ack':
@@ -504,7 +534,7 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
             },
             { do: 'settle-replace', outcome: 'replaced' },
           )
-          return next({ tag: 'running', until: now + tuning.watchdogTimeout })
+          return up()
         case 'start-error':
           return called('error reply', ev.err)
         case 'exit':

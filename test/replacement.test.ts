@@ -299,3 +299,31 @@ test('a SIGHUP during boot or during a reload is not lost: one more reload runs 
     assert.equal(await stop(sc), 0)
   }
 })
+
+test('a SIGHUP while a restart starts: that thread, spawned on the old configuration, is replaced once it is up', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
+  const configPath = join(dir, 'config.json')
+  writeFileSync(configPath, JSON.stringify({ memoryReportInterval: '60s' }))
+  const sc = await startReady({
+    args: ['--config', configPath],
+    // The memory reporter crashes once after its start; every start of it takes 1.5 s.
+    env: { SIA_FAILPOINTS: 'memory-reporter.before-task:reporter=1*crash;memory-reporter.start=delay(1500)' },
+  })
+  try {
+    const restarting = await sc.waitForEvent('worker.restarting', { service: 'memory-reporter' })
+    // Half a second into its restart's 1.5 s start: that thread was spawned on the old file.
+    await sleep((restarting.delayMs as number) + 500)
+    writeFileSync(configPath, JSON.stringify({ memoryReportInterval: '300ms' }))
+    sc.kill('SIGHUP')
+    const done = await sc.waitForEvent('supervisor.reload.done', {}, 30_000)
+    const outcome = (done.outcomes as { service: string; outcome: string }[]).find(
+      (o) => o.service === 'memory-reporter',
+    )
+    assert.equal(outcome?.outcome, 'deferred')
+    await sc.waitForEvent('worker.replaced', { service: 'memory-reporter', reason: 'reload' }, 30_000)
+    // The new configuration runs: a report every 300 ms.
+    await sc.waitForCount('memory.report', 2)
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
+})

@@ -255,9 +255,40 @@ describe('replacing (recycle, reload): the successor starts beside the worker th
     assert.deepEqual(r.model.state, { tag: 'replacing', reason: 'reload', until: NOW + tuning.startTimeout })
     assert.deepEqual(does(r.effects), ['log:worker.replacing', 'spawn-successor', 'send-start'])
   })
-  test('replace asked of a worker that is not running is skipped', () => {
+  test('replace asked of a worker in back-off is skipped: its restart spawns on the current configuration', () => {
     const r = run(at({ tag: 'backoff', until: NOW }), { type: 'replace', reason: 'reload' })
     assert.deepEqual(r.effects, [{ do: 'settle-replace', outcome: 'skipped' }])
+    assert.equal(r.model.replaceDue, undefined)
+  })
+  test('replace asked while a restart starts: deferred, and the thread is replaced once it is up', () => {
+    const restarting = at({ tag: 'starting', boot: false, until: NOW + 30_000 })
+    const r = run(restarting, { type: 'replace', reason: 'reload' })
+    assert.deepEqual(r.effects, [{ do: 'settle-replace', outcome: 'deferred' }])
+    assert.deepEqual(r.model.state, restarting.state)
+    const up = run(r.model, { type: 'start-ack' })
+    assert.deepEqual(up.model.state, { tag: 'replacing', reason: 'reload', until: NOW + tuning.startTimeout })
+    assert.deepEqual(does(up.effects).slice(-3), ['log:worker.replacing', 'spawn-successor', 'send-start'])
+    assert.equal(up.model.replaceDue, undefined)
+    // A crash before it is up: its restart spawns on the current configuration, nothing is due.
+    const crashed = run(r.model, { type: 'exit', exit: crash })
+    const respawned = run(crashed.model, { type: 'deadline' })
+    assert.equal(respawned.model.state.tag, 'starting')
+    assert.equal(respawned.model.replaceDue, undefined)
+  })
+  test("replace asked while a recycle's successor starts: deferred, and that successor is replaced once up", () => {
+    const recycling = at({ tag: 'replacing', reason: 'recycle', until: NOW + 30_000 })
+    const r = run(recycling, { type: 'replace', reason: 'reload' })
+    assert.deepEqual(r.effects, [{ do: 'settle-replace', outcome: 'deferred' }])
+    const up = run(r.model, { type: 'start-ack' })
+    assert.deepEqual(does(up.effects), [
+      'board',
+      'retire-predecessor',
+      'settle-replace',
+      'log:worker.replacing',
+      'spawn-successor',
+      'send-start',
+    ])
+    assert.deepEqual(up.model.state, { tag: 'replacing', reason: 'reload', until: NOW + tuning.startTimeout })
   })
   test('the successor is up: the predecessor drains in the background, bounded by shutdownTimeout and the budget', () => {
     const r = run(replacing, { type: 'start-ack' }, { budgetEnd: NOW + 4000 })
