@@ -171,6 +171,10 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
       try {
         await failpoint(`${service}.start`)
         await def.start(ctx)
+        // A task that died while start() went on leaves the service without it: not started.
+        const failed = group.seal()
+        if (failed)
+          throw codedError('ERR_TASK_FAILED', `task ${failed.name} failed during the start`, failed.err)
         startTime.set(Date.now() / 1000)
         return null
       } finally {

@@ -24,8 +24,11 @@ export interface TaskGroup {
    * if it fails before that (a server that cannot listen fails its service's start).
    */
   go(name: string, body: TaskBody, opts?: { waitReady?: boolean }): Promise<void>
-  /** After start(): no task may be created any more. */
-  seal(): void
+  /**
+   * After start(): no task may be created any more. Returns the first task that failed on its
+   * own before (after its `go()` resolved, while start() went on): the start has then failed.
+   */
+  seal(): { name: string; err: unknown } | undefined
   size(): number
   /** Aborts every task and waits for all of them. True if any had to be cut short. */
   shutdown(deadline: number): Promise<boolean>
@@ -44,12 +47,14 @@ export function createTaskGroup({ log, beforeTask, onFailure }: TaskGroupOptions
   const running = new Set<Promise<boolean>>()
   let deadline = Number.POSITIVE_INFINITY
   let sealed = false
+  let failedEarly: { name: string; err: unknown } | undefined
 
   return {
     signal: controller.signal,
     size: () => running.size,
     seal() {
       sealed = true
+      return failedEarly
     },
     async go(name, body, opts = {}) {
       if (sealed) throw codedError('ERR_TASK_OUTSIDE_START', `task "${name}" must be created in start()`)
@@ -68,7 +73,9 @@ export function createTaskGroup({ log, beforeTask, onFailure }: TaskGroupOptions
         },
         (err: unknown) => {
           log.info({ event: 'service.task.stopped', task: name, err }, `task ${name} stopped with an error`)
-          if (!controller.signal.aborted && sealed) onFailure(name, err)
+          if (controller.signal.aborted) throw err
+          if (sealed) onFailure(name, err)
+          else failedEarly ??= { name, err }
           throw err
         },
       )
