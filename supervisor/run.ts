@@ -171,8 +171,10 @@ export async function run(
     try {
       await untilCancelled(failpoint(`supervisor.before-start:${service}`), ctx.cancelled)
     } catch (err) {
+      // Its start failed (logged once): not also skipped.
       log.error({ event: 'service.start.failed', service, err }, `${service} failed to start`)
       ctx.cancel({ cause: 'start-failed', service, err })
+      continue
     }
     if (ctx.signal.aborted) {
       log.info({ event: 'service.start.skipped', service }, `skipped ${service} start`)

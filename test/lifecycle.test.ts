@@ -48,6 +48,14 @@ const cases: Case[] = [
     failed: s,
   })),
   {
+    // The supervisor's own step before a start fails: that start failed, and is not also skipped.
+    id: 'supervisor.before-start:token=error',
+    failpoints: 'supervisor.before-start:token=error',
+    exitCode: 1,
+    done: before(1),
+    failed: 'token',
+  },
+  {
     id: 'metrics.start=error + sigint during shutdown (015)',
     failpoints: 'metrics.start=error;supervisor.during-shutdown=sigint',
     exitCode: 1,

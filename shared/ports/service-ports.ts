@@ -1,4 +1,5 @@
 import type { MessagePort } from 'node:worker_threads'
+import { monotonicMs } from '../clock.js'
 import { codedError } from '../errors.js'
 import type { SupervisorOps, WorkerOps } from '../protocol.js'
 import type { Rpc } from '../rpc.js'
@@ -87,7 +88,7 @@ export function createServicePorts(
     timeoutMs: number,
     wait: boolean,
   ): Promise<unknown> {
-    const deadline = Date.now() + timeoutMs
+    const deadline = monotonicMs() + timeoutMs
     if (!wires.has(target)) {
       // The supervisor wires the link (port.connect) before it answers.
       let ask = asking.get(target)
@@ -119,7 +120,7 @@ export function createServicePorts(
           fail(
             codedError('ERR_SERVICE_TIMEOUT', `${target}.${method}() got no answer within ${timeoutMs}ms`),
           ),
-        Math.max(0, deadline - Date.now()),
+        Math.max(0, deadline - monotonicMs()),
       )
       wire.calls.add(fail)
       const fn = wire.remote[method] as (...a: unknown[]) => Promise<unknown>
