@@ -37,6 +37,22 @@ const pairs = (keyPem: string, certPem: string) =>
   new X509Certificate(certPem).checkPrivateKey(createPrivateKey(keyPem))
 
 describe('identity refresh', () => {
+  it('returns what the files hold, INTERMEDIATE_CERT_BUNDLE included: the chain presented from then on', async () => {
+    const cfg = config({ INTERMEDIATE_CERT_BUNDLE: 'athenz' })
+    const local = createLocalCertProvider(cfg.dataDir, pool, cfg.refreshInterval)
+    // Any other certificate stands for the bundle: the local authority's own, once it exists.
+    const provider: CertProvider = {
+      ...local,
+      caBundle: async () => readFileSync(join(cfg.dataDir, 'authority', 'ca.cert.pem'), 'utf8').trim(),
+    }
+    const refresher = createIdentityRefresher({ config: cfg, log, provider, pool })
+    const id = await refresher.refreshInstance(new AbortController().signal)
+    const onDisk = readFileSync(cfg.certFile, 'utf8')
+    assert.equal(id.certPem, onDisk)
+    assert.equal(onDisk.match(/-----BEGIN CERTIFICATE-----/g)?.length, 2, 'leaf and intermediate')
+    assert.ok(pairs(id.keyPem, id.certPem))
+  })
+
   it('never replaces good files with a certificate for another key, name or an expired one', async () => {
     const cfg = config({ TARGET_DOMAIN_ROLES: 'demo:role.reader' })
     const local = createLocalCertProvider(cfg.dataDir, pool, cfg.refreshInterval)

@@ -182,7 +182,9 @@ export function createIdentityRefresher(deps: {
         { event: 'certificate.issued', kind: 'instance', file: config.certFile, ...describeCert(cert) },
         'new instance certificate',
       )
-      return id
+      // What the files hold, intermediates included: the chain the certificate and token services
+      // present to ZTS from now on, as they do after a restart reads it from disk (and as SIA's).
+      return stored
     },
     async refreshRoles(keyPem, signal) {
       const failed = await roleCerts(keyPem, signal)
