@@ -1,6 +1,6 @@
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
+import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { getHeapStatistics } from 'node:v8'
 import { isMainThread, parentPort, workerData } from 'node:worker_threads'
@@ -11,9 +11,16 @@ import { codedError } from './errors.js'
 import { createFailpoints, type HitFailpoint, parseFailpoints } from './failpoints.js'
 import { serveTask } from './http-server.js'
 import { createLogger, type Logger } from './logger.js'
+import { registerLoopDelay } from './loop-delay.js'
 import { createServicePorts, type ServicePorts } from './ports/service-ports.js'
 import { Gauge, Registry } from './prom.js'
-import { AWAIT_INIT, type SupervisorOps, type WorkerInit, type WorkerOps } from './protocol.js'
+import {
+  AWAIT_INIT,
+  type MetricsJson,
+  type SupervisorOps,
+  type WorkerInit,
+  type WorkerOps,
+} from './protocol.js'
 import { createRpc } from './rpc.js'
 import type { ServiceName } from './services.js'
 import { createStatusBoard, HEARTBEAT_MS, type StatusBoard } from './status-board.js'
@@ -28,6 +35,8 @@ export interface ServiceContext {
   log: Logger
   /** This worker's registry; every series carries service="<name>". */
   registry: Registry
+  /** The registry's series, for a Prometheus scrape or (`view`) a look that starts no new period. */
+  collect(view: boolean): Promise<MetricsJson>
   board: StatusBoard
   /**
    * Aborted when shutdown begins, or when the run is cancelled while this start is in flight: a
@@ -112,19 +121,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     registers: [registry],
   })
 
-  // The longest the loop was held since the previous scrape (reset by each scrape, as prom-client's
-  // nodejs_eventloop_lag_max_seconds): how long a request could wait behind one piece of work.
-  const loopDelay = monitorEventLoopDelay({ resolution: 20 })
-  loopDelay.enable()
-  new Gauge({
-    name: 'sia_worker_event_loop_delay_max_seconds',
-    help: 'Longest event-loop delay of the worker since the previous scrape',
-    registers: [registry],
-    collect() {
-      this.set(loopDelay.count > 0 ? loopDelay.max / 1e9 : 0)
-      loopDelay.reset()
-    },
-  })
+  const collect = registerLoopDelay(registry)
 
   const cleanups: (() => Promise<void> | void)[] = []
   const startCancel = new AbortController()
@@ -133,6 +130,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     config,
     log,
     registry,
+    collect,
     board,
     signal: AbortSignal.any([group.signal, startCancel.signal]),
     go: group.go,
@@ -208,7 +206,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     log.flush()
     return { timedOut }
   })
-  ports.expose({ collect: () => registry.getMetricsAsJSON() })
+  ports.expose({ collect: (view = false) => collect(view) })
   rpc.handle('ping', () => null)
 }
 

@@ -4,7 +4,8 @@ import type { ServiceName } from '../services.js'
 
 /** What every worker, and the supervisor, answers: its registry, for the metrics service. */
 export interface CollectApi {
-  collect(): MetricsJson | Promise<MetricsJson>
+  /** `view`: a look (the status page) that starts no new period of since-the-last-scrape series. */
+  collect(view?: boolean): MetricsJson | Promise<MetricsJson>
 }
 
 /** The typed API each service exposes to the others (DESIGN.md §9). */

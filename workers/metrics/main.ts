@@ -26,7 +26,7 @@ interface Gathered {
  * one such scrape and the status board.
  */
 defineService({
-  async start({ config, log, serve, connect, registry, board }) {
+  async start({ config, log, serve, connect, registry, collect, board }) {
     new Gauge({
       name: 'sia_ready',
       help: '1 while GET /readyz answers 200 (every enabled service running, not shutting down)',
@@ -38,16 +38,20 @@ defineService({
     const within = { timeoutMs: config.metricsScrapeTimeout }
     const supervisor = connect('supervisor', within)
     const others = SERVICES.filter((s) => s !== 'metrics' && config.services[s].enabled)
-    const targets: [Target, { collect(): Promise<MetricsJson> }][] = [
+    const targets: [Target, { collect(view: boolean): Promise<MetricsJson> }][] = [
       ['supervisor', supervisor],
-      ...others.map((s): [Target, { collect(): Promise<MetricsJson> }] => [s, connect(s, within)]),
+      ...others.map((s): [Target, { collect(view: boolean): Promise<MetricsJson> }] => [
+        s,
+        connect(s, within),
+      ]),
     ]
 
-    const gather = async (): Promise<Gathered> => {
+    /** Every registry: for a scrape, or (`view`) for the status page, which starts no new period. */
+    const gather = async (view: boolean): Promise<Gathered> => {
       const answers = await Promise.all(
         targets.map(async ([target, port]) => {
           try {
-            return { target, metrics: await port.collect() }
+            return { target, metrics: await port.collect(view) }
           } catch (err) {
             log.debug({ event: 'metrics.collect.failed', target, err }, `${target} did not answer the scrape`)
             return { target, metrics: undefined }
@@ -74,7 +78,7 @@ defineService({
       return {
         registries: [
           ...answers.flatMap((a) => (a.metrics ? [a.metrics] : [])),
-          await registry.getMetricsAsJSON(),
+          await collect(view),
           upSeries,
         ],
         up,
@@ -117,7 +121,7 @@ defineService({
       }
       const path = url.pathname
       if (path === '/metrics') {
-        gather()
+        gather(false)
           .then(async (g) => {
             const merged = merge(g)
             const body = await merged.metrics()
@@ -128,7 +132,7 @@ defineService({
         return
       }
       if (path === '/status' || path === '/status.json') {
-        gather()
+        gather(true)
           .then(status)
           .then((view) => {
             const headers = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }

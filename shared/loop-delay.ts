@@ -1,0 +1,36 @@
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { Gauge, type Registry } from './prom.js'
+import type { MetricsJson } from './protocol.js'
+
+/**
+ * `sia_worker_event_loop_delay_max_seconds` in `registry`: the longest the loop was held since the
+ * previous Prometheus scrape (as prom-client's nodejs_eventloop_lag_max_seconds): how long a
+ * request could wait behind one piece of work. Returns the registry's collection: a scrape starts
+ * a new period, a view (the status page) reads the maximum so far and leaves it for the scrape.
+ */
+export function registerLoopDelay(registry: Registry): (view: boolean) => Promise<MetricsJson> {
+  const monitor = monitorEventLoopDelay({ resolution: 20 })
+  monitor.enable()
+  let longestSec = 0
+  let viewing = false
+  new Gauge({
+    name: 'sia_worker_event_loop_delay_max_seconds',
+    help: 'Longest event-loop delay of the worker since the previous scrape',
+    registers: [registry],
+    collect() {
+      if (monitor.count > 0) longestSec = Math.max(longestSec, monitor.max / 1e9)
+      monitor.reset()
+      this.set(longestSec)
+      if (!viewing) longestSec = 0
+    },
+  })
+  return (view) => {
+    // prom-client calls every collect() in the same turn as getMetricsAsJSON() is called.
+    viewing = view
+    try {
+      return registry.getMetricsAsJSON() as Promise<MetricsJson>
+    } finally {
+      viewing = false
+    }
+  }
+}
