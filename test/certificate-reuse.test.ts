@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
-import { X509Certificate } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createPrivateKey, X509Certificate } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
@@ -54,6 +54,21 @@ test('boot jitter before a fetch; a restart within REFRESH_INTERVAL reuses the f
 
   const fourth = await boot(dataDir, '1s') // issued more than REFRESH_INTERVAL ago: due
   assert.equal(fourth.events('certificate.reused').length, 0)
+})
+
+test('a role certificate on disk for another key is not reused: refreshed at start', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'sia-reuse-'))
+  const other = mkdtempSync(join(tmpdir(), 'sia-reuse-'))
+  const roleCert = (dir: string) => join(dir, `${ROLES}.cert.pem`)
+  await boot(dataDir)
+  await boot(other)
+  // What a role certificate that failed after the key was renewed leaves: a fresh one, for the
+  // previous key.
+  writeFileSync(roleCert(dataDir), readFileSync(roleCert(other)))
+  const again = await boot(dataDir)
+  assert.equal(again.events('certificate.reused').length, 0)
+  const key = createPrivateKey(readFileSync(join(dataDir, 'key.pem')))
+  assert.ok(new X509Certificate(readFileSync(roleCert(dataDir))).checkPrivateKey(key))
 })
 
 test('the identity on disk is not reused for another principal (SERVICEACCOUNT or ATHENZ_DOMAIN changed)', async () => {

@@ -215,6 +215,9 @@ export async function freshForMs(identity: Identity, config: Config, now = Date.
     const roles = await Promise.all(
       parseTargets(config.targetDomainRoles).map((t) => readFile(roleCertPath(config, t), 'utf8')),
     )
+    // A role certificate for another key (its refresh failed after the key was renewed) is due.
+    const key = roles.length ? createPrivateKey(identity.keyPem) : undefined
+    if (key && !roles.every((pem) => new X509Certificate(pem).checkPrivateKey(key))) return 0
     return Math.max(0, Math.min(dueAt(identity.certPem), ...roles.map(dueAt)) - now)
   } catch {
     return 0
