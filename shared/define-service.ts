@@ -161,7 +161,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     failpoint,
   }
 
-  startHeartbeat(service, board)
+  const stopHeartbeat = startHeartbeat(service, board)
 
   let starting: Promise<unknown> = Promise.resolve()
   rpc.handle('start', () => {
@@ -190,6 +190,10 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
   })
   rpc.handle('shutdown', async ({ deadlineMs }) => {
     const deadline = monotonicMs() + Math.max(0, deadlineMs - ACK_MARGIN_MS)
+    // A thread told to stop no longer writes the service's row of the board: during a replacement
+    // the row is its successor's (its heartbeat for liveness and the watchdog, its heap), and a
+    // predecessor draining for seconds must not hide a successor whose loop is blocked.
+    stopHeartbeat()
     await failpoint(`${service}.shutdown`)
     // A start still in flight winds down first (its waits abort), so nothing is created after
     // the tasks are stopped; a start that ignores the abort is not waited for past the deadline.
@@ -210,7 +214,8 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
   rpc.handle('ping', () => null)
 }
 
-function startHeartbeat(service: ServiceName, board: StatusBoard): void {
+/** Writes the service's heartbeat and vitals every HEARTBEAT_MS; returns how to stop it. */
+function startHeartbeat(service: ServiceName, board: StatusBoard): () => void {
   let elu = performance.eventLoopUtilization()
   const beat = () => {
     const next = performance.eventLoopUtilization()
@@ -225,5 +230,6 @@ function startHeartbeat(service: ServiceName, board: StatusBoard): void {
     board.beat(service)
   }
   beat()
-  setInterval(beat, HEARTBEAT_MS).unref()
+  const timer = setInterval(beat, HEARTBEAT_MS).unref()
+  return () => clearInterval(timer)
 }
