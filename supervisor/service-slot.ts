@@ -77,9 +77,9 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
    * begun before the shutdown is held to the shutdown's deadline as the current worker is.
    */
   const retiring = new Set<Promise<boolean>>()
-  // A replaced thread that could not be terminated, however long before the shutdown: the
-  // process leaves it behind, so the service's stop is not clean.
-  let leftStuck = false
+  // Replaced threads that could not be terminated, however long before the shutdown: one still
+  // up when the service stops is left behind by the process, so that stop is not clean.
+  const leftStuck = new Set<WorkerHandle>()
   const cutRetiring = new AbortController()
   let settleReplace: ((o: ReplaceOutcome) => void) | undefined
   let timer: NodeJS.Timeout | undefined
@@ -197,7 +197,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
           log.error({ event: 'worker.stuck', service }, `${service} thread could not be terminated`)
           deps.onStuck(h)
           clean = false
-          leftStuck = true
+          leftStuck.add(h)
         }
       }
       if (replaced) {
@@ -369,7 +369,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
       ])
       clearTimeout(cut)
       if (outcome !== 'clean') return outcome
-      return leftStuck ? 'stuck' : drained ? 'clean' : 'timeout'
+      return [...leftStuck].some((h) => h.alive()) ? 'stuck' : drained ? 'clean' : 'timeout'
     },
     replace(reason) {
       return new Promise((resolve) => {

@@ -77,7 +77,7 @@ export interface SlotModel {
   holding: boolean
   /**
    * A reload asked while this thread was starting (a restart's, a recycle's successor), which was
-   * spawned on the configuration before it: it is replaced as soon as it is up.
+   * spawned on the configuration before it: it is replaced at the first tick once it is up.
    */
   replaceDue?: ReplaceReason
 }
@@ -339,19 +339,6 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
     fx.push({ do: 'settle-replace', outcome: 'skipped' })
     return same()
   }
-  /** Up: running, or replaced at once if a reload came while it started. */
-  const up = (): Step => {
-    const due = model.replaceDue
-    if (!due || env.cancelled)
-      return next({ tag: 'running', until: now + tuning.watchdogTimeout }, { replaceDue: undefined })
-    log('info', 'worker.replacing', `replacing ${service} (${due}, asked while it started)`, { reason: due })
-    fx.push({ do: 'spawn-successor' }, { do: 'send-start' })
-    return next(
-      { tag: 'replacing', reason: due, until: now + tuning.startTimeout },
-      { replaceDue: undefined },
-    )
-  }
-
   switch (s.tag) {
     case 'idle':
       if (ev.type === 'start') {
@@ -382,7 +369,7 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
               overlapMs: 0,
             })
           }
-          return up()
+          return next({ tag: 'running', until: now + tuning.watchdogTimeout })
         case 'start-error':
           if (s.boot || env.cancelled) {
             // The thread stays up: its stop (at its turn) ends whatever the start created.
@@ -472,12 +459,27 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
           if (env.cancelled) return same()
           fx.push({ do: 'board', state: 'restarting' }, { do: 'hold-ports' })
           return next({ tag: 'dying', until: now + TERMINATE_MS }, { holding: true })
-        case 'tick':
-          return recycleCheck(model, env, fx, log, next, same)
+        case 'tick': {
+          // A reload deferred while this thread started: it serves first (the connections held
+          // while it was down are handed to it, callers are wired to it), then is replaced.
+          const due = model.replaceDue
+          if (!due || env.cancelled) return recycleCheck(model, env, fx, log, next, same)
+          log('info', 'worker.replacing', `replacing ${service} (${due}, asked while it started)`, {
+            reason: due,
+          })
+          fx.push({ do: 'spawn-successor' }, { do: 'send-start' })
+          return next(
+            { tag: 'replacing', reason: due, until: now + tuning.startTimeout },
+            { replaceDue: undefined },
+          )
+        }
         case 'replace':
           log('info', 'worker.replacing', `replacing ${service} (${ev.reason})`, { reason: ev.reason })
           fx.push({ do: 'spawn-successor' }, { do: 'send-start' })
-          return next({ tag: 'replacing', reason: ev.reason, until: now + tuning.startTimeout })
+          return next(
+            { tag: 'replacing', reason: ev.reason, until: now + tuning.startTimeout },
+            { replaceDue: undefined },
+          )
         default:
           return same()
       }
@@ -534,7 +536,7 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
             },
             { do: 'settle-replace', outcome: 'replaced' },
           )
-          return up()
+          return next({ tag: 'running', until: now + tuning.watchdogTimeout })
         case 'start-error':
           return called('error reply', ev.err)
         case 'exit':

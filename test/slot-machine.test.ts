@@ -265,10 +265,19 @@ describe('replacing (recycle, reload): the successor starts beside the worker th
     const r = run(restarting, { type: 'replace', reason: 'reload' })
     assert.deepEqual(r.effects, [{ do: 'settle-replace', outcome: 'deferred' }])
     assert.deepEqual(r.model.state, restarting.state)
-    const up = run(r.model, { type: 'start-ack' })
-    assert.deepEqual(up.model.state, { tag: 'replacing', reason: 'reload', until: NOW + tuning.startTimeout })
-    assert.deepEqual(does(up.effects).slice(-3), ['log:worker.replacing', 'spawn-successor', 'send-start'])
-    assert.equal(up.model.replaceDue, undefined)
+    // Up: it serves first (held connections handed over, callers wired), then the next tick
+    // replaces it.
+    const up = run({ ...r.model, holding: true }, { type: 'start-ack' })
+    assert.deepEqual(up.model.state, { tag: 'running', until: NOW + tuning.watchdogTimeout })
+    assert.ok(does(up.effects).includes('release-ports'))
+    const tick = run(up.model, { type: 'tick' })
+    assert.deepEqual(tick.model.state, {
+      tag: 'replacing',
+      reason: 'reload',
+      until: NOW + tuning.startTimeout,
+    })
+    assert.deepEqual(does(tick.effects), ['log:worker.replacing', 'spawn-successor', 'send-start'])
+    assert.equal(tick.model.replaceDue, undefined)
     // A crash before it is up: its restart spawns on the current configuration, nothing is due.
     const crashed = run(r.model, { type: 'exit', exit: crash })
     const respawned = run(crashed.model, { type: 'deadline' })
@@ -280,15 +289,15 @@ describe('replacing (recycle, reload): the successor starts beside the worker th
     const r = run(recycling, { type: 'replace', reason: 'reload' })
     assert.deepEqual(r.effects, [{ do: 'settle-replace', outcome: 'deferred' }])
     const up = run(r.model, { type: 'start-ack' })
-    assert.deepEqual(does(up.effects), [
-      'board',
-      'retire-predecessor',
-      'settle-replace',
-      'log:worker.replacing',
-      'spawn-successor',
-      'send-start',
-    ])
-    assert.deepEqual(up.model.state, { tag: 'replacing', reason: 'reload', until: NOW + tuning.startTimeout })
+    assert.deepEqual(does(up.effects), ['board', 'retire-predecessor', 'settle-replace'])
+    assert.equal(up.model.state.tag, 'running')
+    const tick = run(up.model, { type: 'tick' })
+    assert.deepEqual(does(tick.effects), ['log:worker.replacing', 'spawn-successor', 'send-start'])
+    assert.deepEqual(tick.model.state, {
+      tag: 'replacing',
+      reason: 'reload',
+      until: NOW + tuning.startTimeout,
+    })
   })
   test('the successor is up: the predecessor drains in the background, bounded by shutdownTimeout and the budget', () => {
     const r = run(replacing, { type: 'start-ack' }, { budgetEnd: NOW + 4000 })

@@ -88,6 +88,17 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
   const received: Received[] = []
   const failures = new Map<Route, { status: number; times: number }>()
   const delays = new Map<Route, number>()
+  // A delayed answer's timer, cleared by close(): a test's held request must not keep its
+  // process up for the rest of the delay.
+  const timers = new Set<NodeJS.Timeout>()
+  const held = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        timers.delete(t)
+        resolve()
+      }, ms)
+      timers.add(t)
+    })
   const wrongKey = new Set<Route>()
   const drips = new Map<Route, { ms: number; bytes: number }>()
 
@@ -144,7 +155,7 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
     received.push(rec)
     const text = await readBody(req)
     const wait = delays.get(route)
-    if (wait) await new Promise((r) => setTimeout(r, wait))
+    if (wait) await held(wait)
     const drip = drips.get(route)
     if (drip?.ms) {
       res.writeHead(200, { 'content-type': 'application/json' })
@@ -273,6 +284,8 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
     },
     close: () =>
       new Promise((r) => {
+        for (const t of timers) clearTimeout(t)
+        timers.clear()
         server.closeAllConnections()
         server.close(() => r())
       }),

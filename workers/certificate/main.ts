@@ -9,7 +9,7 @@ import { providerKind } from '../../shared/identity/provider.js'
 import { createCertRuntime } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
 import { watchFiles } from '../../shared/identity/watch.js'
-import { bootDeadline, untilDeadline } from '../../shared/start-deadline.js'
+import { bootDeadline } from '../../shared/start-deadline.js'
 import { aborted } from '../../shared/timer-task.js'
 import { registerBuildInfo } from './build-info.js'
 import { registerX509Metrics } from './x509-metrics.js'
@@ -98,17 +98,19 @@ defineService({
     }
 
     const maxBackoffMs = Math.max(1, Math.floor(config.refreshInterval / 4))
-    // REFRESH_INTERVAL=0 (no refresh) still gets SIA's schedule at boot, capped at a minute.
-    const bootBackoffMaxMs = config.refreshInterval > 0 ? maxBackoffMs : 60_000
+    // SIA's schedule at boot (5 s, doubling), whatever REFRESH_INTERVAL (0, or so short that a
+    // quarter of it would have every try of the boot make a new key at once), capped at a minute.
+    const bootBackoffMaxMs = Math.max(INITIAL_BACKOFF_MS, Math.min(maxBackoffMs, 60_000))
     /** `refreshOnce` up to `tries` times, each and all within `bootEnds`. */
     const bootFetch = async (tries: number) => {
       for (let attempt = 0; ; attempt++) {
-        const left = Math.round(bootEnds - monotonicMs())
+        const left = Math.max(0, Math.floor(bootEnds - monotonicMs()))
+        const expired = AbortSignal.timeout(left)
         try {
-          return await refreshOnce(untilDeadline(signal, bootEnds))
+          return await refreshOnce(AbortSignal.any([signal, expired]))
         } catch (caught) {
           const err =
-            !signal.aborted && monotonicMs() >= bootEnds
+            !signal.aborted && expired.aborted
               ? codedError('ERR_PROVIDER_TIMEOUT', `the provider issued nothing within ${left}ms`, caught)
               : caught
           const wait = backoffDelay(attempt, INITIAL_BACKOFF_MS, bootBackoffMaxMs)

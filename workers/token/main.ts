@@ -282,7 +282,7 @@ defineService({
       timerTask(
         () =>
           failedPasses && interval > 0
-            ? backoffDelay(failedPasses - 1, RETRY_INITIAL_MS, retryMaxMs)
+            ? Math.min(interval, backoffDelay(failedPasses - 1, RETRY_INITIAL_MS, retryMaxMs))
             : interval,
         refreshTick,
       ),
