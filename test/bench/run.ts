@@ -3,13 +3,9 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { loadConfig } from '../../shared/config/load.js'
-import type { Config } from '../../shared/config/types.js'
-import { createFailpointCounters } from '../../shared/failpoints.js'
-import { createStatusBoard } from '../../shared/status-board.js'
-import { spawnWorker } from '../../supervisor/worker-handle.js'
 import { bigBatch, metric } from '../support/gateway.js'
 import { IMAGE_NODE_FLAGS } from '../support/image.js'
+import { spawnLoneHealthcheck } from '../support/lone-worker.js'
 import { parsePromText } from '../support/prom-text.js'
 import { startRedis } from '../support/redis.js'
 import { type Sidecar, type SidecarOptions, startSidecar as startTestSidecar } from '../support/sidecar.js'
@@ -279,14 +275,7 @@ async function tokenServer(): Promise<void> {
 }
 
 async function controlRoundTrip(): Promise<void> {
-  const inv = loadConfig([], { HEALTH_CHECK_ADDR: '127.0.0.1:0', LOG_LEVEL: 'warn' })
-  const config = (inv as { config: Config }).config
-  const board = createStatusBoard()
-  const h = spawnWorker('healthcheck', {
-    config,
-    board: board.buffer,
-    failpointCounters: createFailpointCounters([]),
-  })
+  const { handle: h } = spawnLoneHealthcheck()
   const n = 10_000
   const times: number[] = []
   for (let i = 0; i < n; i++) {
