@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os'
 import { Worker, type WorkerOptions } from 'node:worker_threads'
 import { DEFAULT_RESOURCE_LIMITS } from '../shared/config/limits.js'
+import { workerEnv } from '../shared/config/secret-env.js'
 import type { ResourceLimits } from '../shared/config/types.js'
 import { AWAIT_INIT } from '../shared/protocol.js'
 import { SERVICES, type ServiceName } from '../shared/services.js'
@@ -36,6 +37,7 @@ export function prespawnWorkers(
       name: service,
       workerData: AWAIT_INIT,
       resourceLimits: DEFAULT_RESOURCE_LIMITS[service],
+      env: workerEnv(),
     })
     worker.unref()
     // A thread that failed before it was taken is not taken (its error has no other listener).

@@ -98,6 +98,7 @@ export async function run(
       const fixed = fixedSettings(config, next)
       if (fixed.length) throw codedError('ERR_RELOAD', `${fixed.join(', ')} can change only with a restart`)
       config = next
+      log.level = next.logLevel // the workers' with their replacement
       // A list, not a map keyed by service: a key named `token` would be caught by log redaction.
       const outcomes: { service: ServiceName; outcome: string }[] = []
       for (const service of services) {
@@ -267,6 +268,9 @@ function fixedSettings(now: Config, next: Config): string[] {
     'healthCheckAddr',
     'shutdownDelay',
     'shutdownTimeout',
+    // The supervisor's log file is opened once, named after the level.
+    'logDir',
+    ...(now.logDir ? (['logLevel'] as const) : []),
   ] as const
   const changed: string[] = keys.filter((k) => now[k] !== next[k])
   for (const s of SERVICES)

@@ -1,4 +1,5 @@
 import { MessageChannel, Worker } from 'node:worker_threads'
+import { workerEnv } from '../shared/config/secret-env.js'
 import { configFor } from '../shared/config/slice.js'
 import type { Config } from '../shared/config/types.js'
 import { createDeathNotice, releaseDeath } from '../shared/death-notice.js'
@@ -64,6 +65,7 @@ export function spawnWorker(service: ServiceName, opts: SpawnOptions): WorkerHan
       workerData: init,
       transferList: [port2],
       resourceLimits,
+      env: workerEnv(),
     })
   const rpc = createRpc<WorkerOps, SupervisorOps>(port1)
   let error: Error | undefined

@@ -219,6 +219,25 @@ describe('loadConfig', () => {
     rejects([], { SHUTDOWN_TIMEOUT: '30' }, /SHUTDOWN_TIMEOUT/)
     rejects([], { DELAY_JITTER_SECONDS: '-1' }, /DELAY_JITTER_SECONDS/)
     rejects([], { LOG_LEVEL: 'loud' }, /LOG_LEVEL/)
+    // SIA's level names (logrus): any case, and its aliases.
+    assert.equal(config([], { LOG_LEVEL: 'INFO' }).logLevel, 'info')
+    assert.equal(config([], { LOG_LEVEL: 'Debug' }).logLevel, 'debug')
+    assert.equal(config([], { LOG_LEVEL: 'warning' }).logLevel, 'warn')
+    rejects(
+      [],
+      { ROLE_AUTH_HEADER: 'Bad Header' },
+      /ROLE_AUTH_HEADER: "Bad Header" is not an HTTP header name/,
+    )
+    assert.equal(config([], { ROLE_AUTH_HEADER: 'X-Role-Token' }).roleAuthHeader, 'X-Role-Token')
+    // As SIA: a token that expires before its refresh leaves the token files stale.
+    rejects([], { TOKEN_EXPIRY: '5s' }, /TOKEN_EXPIRY: must be longer than TOKEN_REFRESH_INTERVAL \(1800s\)/)
+    assert.equal(config([], { TOKEN_EXPIRY: '2h' }).tokenExpiry, 7_200_000)
+    // An empty secret file would turn off what it guards.
+    rejects(
+      [],
+      { GATEWAY_AUTH_TOKEN_FILE: file('empty.tok', '') },
+      /GATEWAY_AUTH_TOKEN_FILE: .*empty\.tok is empty/,
+    )
     rejects([], { GATEWAY_SINK: 'kubernetes' }, /GATEWAY_KUBE_API.*outside a cluster/)
     assert.equal(
       config([], { GATEWAY_SINK: 'kubernetes', KUBERNETES_SERVICE_HOST: '10.0.0.1' }).gatewaySink,

@@ -4,6 +4,8 @@ import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
+import { SECRET_ENV } from '../shared/config/secret-env.js'
+import { envName, SETTINGS, type SettingKey, type SettingSpec } from '../shared/config/settings.js'
 import { unslicedSecrets } from '../shared/config/slice.js'
 import { AWAIT_INIT } from '../shared/protocol.js'
 import { FIXTURE, post } from './support/gateway.js'
@@ -11,8 +13,12 @@ import { CLI, startReady, stop } from './support/sidecar.js'
 
 /** DESIGN.md §8: each worker receives only what it may hold; secrets can come from files. */
 
-test('every secret setting is confined to the workers that use it', () => {
+test('every secret setting is confined to the workers that use it, and kept out of their environment', () => {
   assert.deepEqual(unslicedSecrets(), [])
+  const secretEnv = Object.keys(SETTINGS)
+    .filter((k) => (SETTINGS[k as SettingKey] as SettingSpec).secret)
+    .flatMap((k) => [envName(k as SettingKey), `${envName(k as SettingKey)}_FILE`])
+  assert.deepEqual([...SECRET_ENV].sort(), secretEnv.sort())
 })
 
 test("no worker's init (workerData, or its first message) holds another service's secret", async () => {
@@ -23,7 +29,10 @@ test("no worker's init (workerData, or its first message) holds another service'
     dump,
     `import { parentPort, workerData } from 'node:worker_threads'
 import { writeFileSync } from 'node:fs'
-const write = (init) => writeFileSync(${JSON.stringify(dir)} + '/' + init.service + '.json', JSON.stringify(init.config))
+const write = (init) => {
+  writeFileSync(${JSON.stringify(dir)} + '/' + init.service + '.json', JSON.stringify(init.config))
+  writeFileSync(${JSON.stringify(dir)} + '/' + init.service + '.env', JSON.stringify(process.env))
+}
 if (workerData?.service) write(workerData)
 // A thread started before the configuration was read gets it as its first message.
 if (workerData === ${JSON.stringify(AWAIT_INIT)}) parentPort.once('message', write)
@@ -56,6 +65,11 @@ if (workerData === ${JSON.stringify(AWAIT_INIT)}) parentPort.once('message', wri
     for (const value of Object.values(secrets)) {
       assert.equal(text.includes(value), service === 'gateway', `${service} and ${value}`)
     }
+    // Nor in its environment: a worker reads its configuration from the supervisor alone.
+    const env = readFileSync(join(dir, `${service}.env`), 'utf8')
+    for (const value of Object.values(secrets))
+      assert.ok(!env.includes(value), `${service}'s env and ${value}`)
+    assert.ok(env.includes('NODE_OPTIONS'), `${service}'s env is the process's, less the secrets`)
     for (const k of [keyFile, keyCopy]) {
       assert.equal(text.includes(k), service === 'certificate' || service === 'token', `${service} and ${k}`)
     }

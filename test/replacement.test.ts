@@ -265,6 +265,11 @@ test('SIGHUP with an invalid config file: logged, nothing replaced, still servin
   sc.kill('SIGHUP')
   const fixed = await sc.waitForCount('supervisor.reload.failed', 2)
   assert.match(JSON.stringify(fixed.err), /shutdownTimeout can change only with a restart/)
+  // The supervisor's log file is opened once: a reload cannot move it.
+  writeFileSync(configPath, JSON.stringify({ logDir: join(dir, 'logs') }))
+  sc.kill('SIGHUP')
+  const logDir = await sc.waitForCount('supervisor.reload.failed', 3)
+  assert.match(JSON.stringify(logDir.err), /logDir can change only with a restart/)
   assert.deepEqual(sc.events('worker.replacing'), [])
   assert.equal(await stop(sc), 0)
 })

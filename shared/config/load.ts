@@ -99,6 +99,17 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   if (s.healthCheckEndpoint === '/readyz' || /[?#]/.test(s.healthCheckEndpoint)) {
     throw configError(envName('healthCheckEndpoint'), 'must be a plain path other than /readyz')
   }
+  // It names a response header: anything else fails every header-mode answer.
+  if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(s.roleAuthHeader)) {
+    throw configError(envName('roleAuthHeader'), `"${s.roleAuthHeader}" is not an HTTP header name`)
+  }
+  // As SIA: tokens that expire before the next refresh would leave the token files stale.
+  if (s.tokenExpiry > 0 && s.tokenRefreshInterval >= s.tokenExpiry) {
+    throw configError(
+      envName('tokenExpiry'),
+      `must be longer than ${envName('tokenRefreshInterval')} (${s.tokenRefreshInterval / 1000}s)`,
+    )
+  }
   try {
     parseFailpoints(s.failpoints)
   } catch (err) {
@@ -424,8 +435,12 @@ function secretFile(name: string, env: NodeJS.ProcessEnv): [string, unknown] {
   if (env[name] !== undefined)
     throw configError(`${name}_FILE`, `set either ${name} or ${name}_FILE, not both`)
   try {
-    return [`${name}_FILE`, readFileSync(path, 'utf8').replace(/\r?\n$/, '')]
+    const value = readFileSync(path, 'utf8').replace(/\r?\n$/, '')
+    // An empty secret would turn what it guards off (GATEWAY_AUTH_TOKEN: no auth at all).
+    if (value === '') throw configError(`${name}_FILE`, `${path} is empty`)
+    return [`${name}_FILE`, value]
   } catch (err) {
+    if ((err as { code?: string }).code === 'ERR_CONFIG') throw err
     throw configError(`${name}_FILE`, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`)
   }
 }

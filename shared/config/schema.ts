@@ -67,7 +67,13 @@ const PARSERS: Record<Kind, z.ZodMiniType> = {
 }
 
 export function settingSchema(spec: SettingSpec): z.ZodMiniType {
-  return spec.values ? z.enum(spec.values as [string, ...string[]]) : PARSERS[spec.kind]
+  if (!spec.values) return PARSERS[spec.kind]
+  const { aliases = {} } = spec
+  const named = z.transform((s: string) => {
+    const lower = s.toLowerCase()
+    return aliases[lower] ?? lower
+  })
+  return z.pipe(z.pipe(z.string(), named), z.enum(spec.values as [string, ...string[]]))
 }
 
 /** Per-service tuning, only from the config file (`services.<name>`). */

@@ -9,8 +9,10 @@ export interface SettingSpec {
   kind: Kind
   default: string
   help: string
-  /** Allowed values for a `string` setting. */
+  /** Allowed values for a `string` setting, matched whatever their case. */
   values?: readonly string[]
+  /** Other names of `values` (lower case), as SIA's own parsers accept them. */
+  aliases?: Readonly<Record<string, string>>
   /** The environment variable, when it is not the key in SCREAMING_SNAKE_CASE. */
   env?: string
   /** Never echoed back in errors or logs. */
@@ -174,7 +176,7 @@ export const SETTINGS = {
   roleAuthHeader: {
     kind: 'string',
     default: 'Athenz-Role-Auth',
-    help: 'response header that carries the role token in header mode',
+    help: 'response header that carries the role token in header mode (an HTTP header name)',
   },
   tokenCacheIdleEvict: {
     kind: 'interval',
@@ -411,6 +413,8 @@ export const SETTINGS = {
     kind: 'string',
     default: 'info',
     values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal'],
+    // SIA's levels (logrus): INFO is its default, and `warning` and `panic` are its names too.
+    aliases: { warning: 'warn', panic: 'fatal' },
     help: 'log level',
   },
   failpoints: {
