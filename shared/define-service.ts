@@ -32,6 +32,11 @@ const ACK_MARGIN_MS = 250
 export interface ServiceContext {
   service: ServiceName
   config: Config
+  /**
+   * Started to replace a worker of this service that still serves (a reload, a recycle): what
+   * they share (a file being appended to) is that worker's until it has drained.
+   */
+  successor: boolean
   log: Logger
   /** This worker's registry; every series carries service="<name>". */
   registry: Registry
@@ -128,6 +133,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
   const ctx: ServiceContext = {
     service,
     config,
+    successor: init.successor,
     log,
     registry,
     collect,

@@ -138,8 +138,8 @@ export async function run(
       log,
       ctx,
       metrics,
-      spawnWorker(s) {
-        const h = spawnWorker(s, { config, board: board.buffer, failpointCounters, prespawned })
+      spawnWorker(s, successor) {
+        const h = spawnWorker(s, { config, board: board.buffer, failpointCounters, prespawned, successor })
         broker.attach(s, h)
         exit.threads.add(h)
         void h.exited.then(() => {

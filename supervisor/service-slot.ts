@@ -52,7 +52,8 @@ export interface SlotDeps {
   ctx: RunContext
   metrics: SupervisorMetrics
   /** Spawns a new worker thread for this service, its supervisor handlers installed. */
-  spawnWorker(service: ServiceName): WorkerHandle
+  /** `successor`: it replaces a worker that still serves. */
+  spawnWorker(service: ServiceName, successor: boolean): WorkerHandle
   /** A thread of this service could not be terminated. */
   onStuck(handle: WorkerHandle): void
   /** `handle` now serves this service (its start, or a successor's, was acknowledged). */
@@ -143,8 +144,8 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     )
   }
 
-  function spawn(): void {
-    const h = deps.spawnWorker(service)
+  function spawn(successor = false): void {
+    const h = deps.spawnWorker(service, successor)
     handle = h
     // Its last word: the worker blocks until its port is held (bounded on its side too).
     h.rpc.handle('dying', async () => {
@@ -276,7 +277,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         break
       case 'spawn-successor':
         predecessor = h
-        spawn()
+        spawn(true)
         break
       case 'retire-predecessor': {
         const p = predecessor

@@ -37,6 +37,8 @@ export interface SpawnOptions {
   failpointCounters: SharedArrayBuffer
   /** Threads started before the configuration was known: the service's is used if it fits. */
   prespawned?: Prespawned
+  /** It replaces a worker that still serves (WorkerInit.successor). */
+  successor?: boolean
 }
 
 /** Spawns a service's worker by file path (the supervisor never imports a worker's code). */
@@ -51,6 +53,7 @@ export function spawnWorker(service: ServiceName, opts: SpawnOptions): WorkerHan
     failpointCounters: opts.failpointCounters,
     deathNotice,
     control: port2,
+    successor: opts.successor ?? false,
   }
   const { resourceLimits } = opts.config.services[service]
   const ahead = opts.prespawned?.take(service, resourceLimits)

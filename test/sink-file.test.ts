@@ -86,3 +86,26 @@ test('a batch larger than the room left is cut back whole, and appended once the
     ['First', ...batch.map((r) => r.alertname)],
   )
 })
+
+test("a successor's sink leaves the file's end alone: it may be its predecessor's append, still being copied in", async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'sia-sink-')), 'alerts.jsonl')
+  const whole = `${JSON.stringify(record('Answered'))}\n`
+  const inFlight = JSON.stringify(record('InFlight'))
+  writeFileSync(path, whole + inFlight.slice(0, 20)) // the predecessor's writev, part way
+  const successor = await createFileSink(path, log, undefined, { repair: false })
+  assert.equal(readFileSync(path, 'utf8'), whole + inFlight.slice(0, 20), 'nothing cut')
+  writeFileSync(path, `${inFlight.slice(20)}\n`, { flag: 'a' }) // the append completes
+  await successor.close()
+  assert.deepEqual(
+    lines(path).map((r) => r.alertname),
+    ['Answered', 'InFlight'],
+  )
+  // A sink that is no successor cuts a partial line back (a crash's, at the process's start).
+  writeFileSync(path, 'torn', { flag: 'a' })
+  const first = await createFileSink(path, log)
+  await first.close()
+  assert.deepEqual(
+    lines(path).map((r) => r.alertname),
+    ['Answered', 'InFlight'],
+  )
+})

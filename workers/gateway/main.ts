@@ -33,7 +33,7 @@ const loadRedisClient = () =>
   requireFromDist<typeof import('./redis-client.js')>('workers/gateway/redis-client.cjs')
 
 defineService({
-  async start({ service, config, log, registry, board, serve, onStop, failpoint, signal }) {
+  async start({ service, config, successor, log, registry, board, serve, onStop, failpoint, signal }) {
     let redis: RedisClient | undefined
     if (config.redisUrl) {
       const client = loadRedisClient()
@@ -61,7 +61,7 @@ defineService({
           leaseMs,
           maxEntries: config.gatewayDedupMaxEntries,
         })
-    const sink = await createSinkFor(config, redis, log)
+    const sink = await createSinkFor(config, redis, log, successor)
     onStop(() => sink.close())
     // Readiness follows the store and the sink, from now until shutdown begins (then a replacement
     // worker, or the shutdown itself, says what readiness is).

@@ -43,15 +43,23 @@ const APPEND_DURABLY = constants.O_APPEND | constants.O_CREAT | constants.O_RDWR
  * The file never holds a torn line: at open, a partial trailing line (a crash or a full disk in
  * the middle of an append) is cut back to the last newline and logged (`gateway.sink.repaired`);
  * a failed append (ENOSPC, EIO, a failed sync) is cut back to the size the file had before it, so
- * the next append starts on a clean line. Only a regular file is repaired (not /dev/stdout, a FIFO).
+ * the next append starts on a clean line. Only a regular file is repaired (not /dev/stdout, a FIFO),
+ * and not by a successor (`repair: false`): while its predecessor drains, the file's end may be the
+ * predecessor's append still being copied in, whose lines were answered 2xx; a torn line a crash
+ * left was cut back when that predecessor opened the file.
  */
-export async function createFileSink(path: string, log: Logger, closeWaitMs = CLOSE_WAIT_MS): Promise<Sink> {
+export async function createFileSink(
+  path: string,
+  log: Logger,
+  closeWaitMs = CLOSE_WAIT_MS,
+  { repair = true }: { repair?: boolean } = {},
+): Promise<Sink> {
   await ensureDir(dirname(path))
   const fd = await open(path, APPEND_DURABLY, 0o640)
   let regular: boolean
   try {
     regular = (await fstat(fd)).isFile()
-    if (regular) await repairTail(fd, path, log)
+    if (regular && repair) await repairTail(fd, path, log)
   } catch (err) {
     await close(fd).catch(() => {})
     throw err

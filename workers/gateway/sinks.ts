@@ -12,6 +12,8 @@ export async function createSinkFor(
   config: Config,
   redis: RedisClient | undefined,
   log: Logger,
+  /** ServiceContext.successor: the file sink's tail is the predecessor's, still appending. */
+  successor = false,
 ): Promise<Sink> {
   switch (config.gatewaySink) {
     case 'redis-stream':
@@ -29,6 +31,6 @@ export async function createSinkFor(
         plural: config.gatewayKubePlural,
       })
     default:
-      return createFileSink(config.gatewaySinkFile, log, config.gatewaySinkTimeout)
+      return createFileSink(config.gatewaySinkFile, log, config.gatewaySinkTimeout, { repair: !successor })
   }
 }
