@@ -8,6 +8,8 @@ export interface RedisProxy {
    * reply (ioredis then sends the script itself) is passed on and the trap stays set.
    */
   loseNextReply(marker: string): Promise<void>
+  /** Connections made from now on go to the Redis on `port` (a failover behind one address). */
+  retarget(port: number): void
   close(): Promise<void>
 }
 
@@ -15,8 +17,9 @@ export interface RedisProxy {
 export async function startRedisProxy(redisPort: number): Promise<RedisProxy> {
   let trap: { marker: string; sprung: () => void } | undefined
   const sockets = new Set<Socket>()
+  let target = redisPort
   const server = createServer((client) => {
-    const upstream = connect(redisPort, '127.0.0.1')
+    const upstream = connect(target, '127.0.0.1')
     for (const s of [client, upstream]) {
       sockets.add(s)
       s.once('close', () => sockets.delete(s))
@@ -45,6 +48,9 @@ export async function startRedisProxy(redisPort: number): Promise<RedisProxy> {
   const { port } = server.address() as { port: number }
   return {
     port,
+    retarget: (port) => {
+      target = port
+    },
     loseNextReply: (marker) =>
       new Promise<void>((sprung) => {
         trap = { marker, sprung }

@@ -36,6 +36,10 @@ export function createRedisClient(opts: RedisClientOptions, log: Logger): RedisC
     // would append twice. Such a command fails at its timeout instead (503: AlertManager retries,
     // and finds the lease, or after it expires, nothing).
     autoResendUnfulfilledCommands: false,
+    // A master demoted to replica (a failover behind a DNS name or a proxy) answers every write
+    // READONLY for good on the connection it has: reconnect, to whatever is master now (1:
+    // without sending the failed command again, as above).
+    reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 1 : false),
   }
   const retry = (times: number) => Math.min(times * 100, RECONNECT_MAX_MS)
   const target = parseRedisUrl(opts.url)
