@@ -4,6 +4,7 @@ import { createReadStream, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
+import { Redis } from 'ioredis'
 import { eventually } from './support/eventually.js'
 import { alert, gatewayEnv, metric, post, redisOnPort, webhook } from './support/gateway.js'
 import { freePort } from './support/ports.js'
@@ -66,6 +67,28 @@ test('Redis stopped: not ready naming the gateway and redis, webhooks 503, alive
   assert.equal((await readyz(sc, 200)).body.status, 'ready')
   assert.equal((await post(base, webhook([alert('DuringOutage')]))).status, 201, 'the retry is stored')
   await sc.waitForEvent('gateway.ready-again')
+  assert.equal(await stop(sc), 0)
+})
+
+test('Redis out of memory (connected, refusing writes): not ready naming redis; room again: ready with no webhook needed', async (t) => {
+  const port = await freePort()
+  const redis = await redisOnPort(port)
+  t.after(() => redis.stop())
+  const sc = await launch(t, { REDIS_URL: `redis://127.0.0.1:${port}` })
+  const base = await sc.url('gateway')
+  assert.equal((await post(base, webhook([alert('BeforeOom')]))).status, 201)
+  const admin = new Redis(port, '127.0.0.1', { lazyConnect: true })
+  await admin.connect()
+  t.after(() => admin.disconnect())
+  await admin.call('CONFIG', 'SET', 'maxmemory-policy', 'noeviction')
+  await admin.call('CONFIG', 'SET', 'maxmemory', '1')
+  assert.equal((await post(base, webhook([alert('DuringOom')]))).status, 503)
+  const down = await readyz(sc, 503)
+  assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'redis' }])
+  assert.equal((await probe(sc, '/healthz')).status, 200, 'liveness is not readiness')
+  await admin.call('CONFIG', 'SET', 'maxmemory', '0')
+  assert.equal((await readyz(sc, 200)).body.status, 'ready', 'a write probe saw the room, with no webhook')
+  assert.equal((await post(base, webhook([alert('DuringOom')]))).status, 201, 'the retry is stored')
   assert.equal(await stop(sc), 0)
 })
 

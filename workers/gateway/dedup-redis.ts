@@ -373,6 +373,8 @@ export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: nu
   return {
     kind: 'redis',
     up: () => client.status === 'ready',
+    // A write that expires at once, within the client's command timeout.
+    probe: async () => void (await client.set(`${DEDUP_KEY_PREFIX}probe`, '1', 'PX', 1000)),
     release,
     async record(entries: readonly DedupEntry[], owner: string, now: number): Promise<DedupResult[]> {
       if (client.status !== 'ready') throw storeUnavailable(`redis is ${client.status}`)

@@ -46,6 +46,11 @@ export interface DedupStore {
   release(fingerprints: readonly string[], owner: string): Promise<void>
   /** False while the store cannot be reached: requests get 503 at once. */
   up(): boolean
+  /**
+   * Resolves once the store takes a write again: how a store that answers but refuses (out of
+   * memory, a read-only replica) or does not answer in time is seen to recover with no traffic.
+   */
+  probe?(): Promise<void>
 }
 
 /** The store could not answer: the request gets 503 and AlertManager retries. */

@@ -15,6 +15,10 @@ export interface GatewayHealth {
   /** A sink write succeeded. */
   sinkSucceeded(): void
   sinkUp(): boolean
+  /** The dedup store failed a batch while connected (out of memory, read-only, too slow). */
+  storeFailed(): void
+  /** The dedup store answered a batch. */
+  storeSucceeded(): void
   current(): Degradation[]
   stop(): void
 }
@@ -41,11 +45,16 @@ export function createGatewayHealth(opts: GatewayHealthOptions): GatewayHealth {
   let sinkDownSince: number | undefined
   let probing = false
   let lastProbe = 0
+  // A connected store that fails (refuses writes, or answers too late) is not ready either,
+  // until a write probe, once a second, goes through.
+  let storeDown = false
+  let storeProbing = false
+  let lastStoreProbe = 0
   let published = ''
 
   const current = (): Degradation[] => {
     const reasons: Degradation[] = []
-    if (store.kind === 'redis' && !store.up()) reasons.push('redis')
+    if (store.kind === 'redis' && (!store.up() || storeDown)) reasons.push('redis')
     if (sinkDownSince !== undefined) reasons.push('sink')
     return reasons
   }
@@ -83,9 +92,30 @@ export function createGatewayHealth(opts: GatewayHealthOptions): GatewayHealth {
       })
   }
 
+  const storeRecovered = () => {
+    if (!storeDown) return
+    storeDown = false
+    publish()
+  }
+  const probeStore = () => {
+    const now = Date.now()
+    if (!storeDown || storeProbing || !store.probe || now - lastStoreProbe < SINK_PROBE_MS) return
+    lastStoreProbe = now
+    storeProbing = true
+    store
+      .probe()
+      .then(storeRecovered, (err: unknown) =>
+        log.debug({ err: { message: (err as Error).message } }, 'the dedup store is still failing'),
+      )
+      .finally(() => {
+        storeProbing = false
+      })
+  }
+
   publish()
   const timer = setInterval(() => {
     probe()
+    probeStore()
     publish()
   }, HEALTH_CHECK_MS)
   timer.unref()
@@ -100,6 +130,13 @@ export function createGatewayHealth(opts: GatewayHealthOptions): GatewayHealth {
       }
     },
     sinkSucceeded: sinkRecovered,
+    storeFailed() {
+      if (storeDown || store.kind !== 'redis') return
+      storeDown = true
+      lastStoreProbe = Date.now()
+      publish()
+    },
+    storeSucceeded: storeRecovered,
     sinkUp: () => sinkDownSince === undefined,
     current,
     stop: () => clearInterval(timer),

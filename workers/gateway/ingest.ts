@@ -38,6 +38,8 @@ export interface IngestOptions {
   failpoint: HitFailpoint
   /** Told of every sink write's outcome (readiness follows the sink). */
   onSinkWrite?(ok: boolean): void
+  /** Whether the dedup store answered a batch (readiness: health.ts). */
+  onStoreCall?(ok: boolean): void
   /**
    * Takes work that outlives the answer: the commit after the sink write. The alerts are stored
    * by then (the 2xx rests on that); the commit only keeps a later repeat from being written
@@ -204,10 +206,12 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         )
       } catch (err) {
         log.warn({ event: 'gateway.dedup.failed', err: { message: (err as Error).message } }, 'dedup failed')
+        opts.onStoreCall?.(false)
         for (const a of todo) a.outcome.status = 'failed'
         failure = 'store-unavailable'
         break
       }
+      opts.onStoreCall?.(true)
       const fresh: Item[] = []
       const waiting: Item[] = []
       await forEachSliced(todo, (a, i) => {

@@ -97,6 +97,7 @@ defineService({
         sinkTimeoutMs: config.gatewaySinkTimeout,
         failpoint,
         onSinkWrite: (ok) => (ok ? health.sinkSucceeded() : health.sinkFailed()),
+        onStoreCall: (ok) => (ok ? health.storeSucceeded() : health.storeFailed()),
         background(work) {
           commits.add(work)
           void work.then(() => commits.delete(work))
