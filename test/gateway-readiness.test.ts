@@ -43,12 +43,17 @@ function readyz(sc: Sidecar, status: number): Promise<Probe> {
   })
 }
 
-test('Redis stopped: not ready naming the gateway and redis, webhooks 503, alive; Redis back: ready', async (t) => {
+/** A sidecar whose gateway deduplicates on a Redis of its own, on `port`. */
+async function withRedis(t: TestContext) {
   const port = await freePort()
-  let redis = await redisOnPort(port)
+  const redis = await redisOnPort(port)
   t.after(() => redis.stop())
   const sc = await launch(t, { REDIS_URL: `redis://127.0.0.1:${port}` })
-  const base = await sc.url('gateway')
+  return { port, redis, sc, base: await sc.url('gateway') }
+}
+
+test('Redis stopped: not ready naming the gateway and redis, webhooks 503, alive; Redis back: ready', async (t) => {
+  const { port, redis, sc, base } = await withRedis(t)
   assert.equal((await readyz(sc, 200)).body.status, 'ready')
   assert.equal((await post(base, webhook([alert('BeforeOutage')]))).status, 201)
 
@@ -63,7 +68,8 @@ test('Redis stopped: not ready naming the gateway and redis, webhooks 503, alive
   assert.equal(gatewayReady.status, 503, "the gateway's own /ready agrees")
   await sc.waitForEvent('gateway.not-ready', { degraded: 'redis' })
 
-  redis = await redisOnPort(port)
+  const back = await redisOnPort(port)
+  t.after(() => back.stop())
   assert.equal((await readyz(sc, 200)).body.status, 'ready')
   assert.equal((await post(base, webhook([alert('DuringOutage')]))).status, 201, 'the retry is stored')
   await sc.waitForEvent('gateway.ready-again')
@@ -71,11 +77,7 @@ test('Redis stopped: not ready naming the gateway and redis, webhooks 503, alive
 })
 
 test('Redis out of memory (connected, refusing writes): not ready naming redis; room again: ready with no webhook needed', async (t) => {
-  const port = await freePort()
-  const redis = await redisOnPort(port)
-  t.after(() => redis.stop())
-  const sc = await launch(t, { REDIS_URL: `redis://127.0.0.1:${port}` })
-  const base = await sc.url('gateway')
+  const { port, sc, base } = await withRedis(t)
   assert.equal((await post(base, webhook([alert('BeforeOom')]))).status, 201)
   const admin = new Redis(port, '127.0.0.1', { lazyConnect: true })
   await admin.connect()

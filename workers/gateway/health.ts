@@ -42,22 +42,7 @@ export interface GatewayHealthOptions {
  */
 export function createGatewayHealth(opts: GatewayHealthOptions): GatewayHealth {
   const { store, sink, log } = opts
-  let sinkDownSince: number | undefined
-  let probing = false
-  let lastProbe = 0
-  // A connected store that fails (refuses writes, or answers too late) is not ready either,
-  // until a write probe, once a second, goes through.
-  let storeDown = false
-  let storeProbing = false
-  let lastStoreProbe = 0
   let published = ''
-
-  const current = (): Degradation[] => {
-    const reasons: Degradation[] = []
-    if (store.kind === 'redis' && (!store.up() || storeDown)) reasons.push('redis')
-    if (sinkDownSince !== undefined) reasons.push('sink')
-    return reasons
-  }
   const publish = () => {
     const reasons = current()
     opts.publish(reasons)
@@ -68,77 +53,86 @@ export function createGatewayHealth(opts: GatewayHealthOptions): GatewayHealth {
       published = text
     }
   }
-  const sinkRecovered = () => {
-    if (sinkDownSince === undefined) return
-    sinkDownSince = undefined
-    publish()
-  }
-  const probe = () => {
-    const now = Date.now()
-    if (sinkDownSince === undefined || probing || now - lastProbe < SINK_PROBE_MS) return
-    lastProbe = now
-    if (!sink.probe) {
-      if (now - sinkDownSince >= SINK_COOLDOWN_MS) sinkRecovered()
-      return
-    }
-    probing = true
-    sink
-      .probe()
-      .then(sinkRecovered, (err: unknown) =>
-        log.debug({ err: { message: (err as Error).message } }, 'the sink is still failing'),
-      )
-      .finally(() => {
-        probing = false
-      })
-  }
-
-  const storeRecovered = () => {
-    if (!storeDown) return
-    storeDown = false
-    publish()
-  }
-  const probeStore = () => {
-    const now = Date.now()
-    if (!storeDown || storeProbing || !store.probe || now - lastStoreProbe < SINK_PROBE_MS) return
-    lastStoreProbe = now
-    storeProbing = true
-    store
-      .probe()
-      .then(storeRecovered, (err: unknown) =>
-        log.debug({ err: { message: (err as Error).message } }, 'the dedup store is still failing'),
-      )
-      .finally(() => {
-        storeProbing = false
-      })
+  // A sink with no probe is given traffic again after a cooldown (half-open).
+  const sinkState = probedDown(sink.probe?.bind(sink), SINK_COOLDOWN_MS, publish, log, 'the sink')
+  // A connected store that fails (refuses writes, or answers too late) is not ready either,
+  // until a write probe goes through.
+  const storeState = probedDown(store.probe?.bind(store), undefined, publish, log, 'the dedup store')
+  const current = (): Degradation[] => {
+    const reasons: Degradation[] = []
+    if (store.kind === 'redis' && (!store.up() || storeState.down())) reasons.push('redis')
+    if (sinkState.down()) reasons.push('sink')
+    return reasons
   }
 
   publish()
   const timer = setInterval(() => {
-    probe()
-    probeStore()
+    sinkState.tick()
+    storeState.tick()
     publish()
   }, HEALTH_CHECK_MS)
   timer.unref()
 
   return {
-    sinkFailed() {
-      const first = sinkDownSince === undefined
-      sinkDownSince = Date.now()
-      if (first) {
-        lastProbe = sinkDownSince
-        publish()
-      }
-    },
-    sinkSucceeded: sinkRecovered,
+    sinkFailed: sinkState.fail,
+    sinkSucceeded: sinkState.recover,
+    sinkUp: () => !sinkState.down(),
     storeFailed() {
-      if (storeDown || store.kind !== 'redis') return
-      storeDown = true
-      lastStoreProbe = Date.now()
-      publish()
+      if (store.kind === 'redis') storeState.fail()
     },
-    storeSucceeded: storeRecovered,
-    sinkUp: () => sinkDownSince === undefined,
+    storeSucceeded: storeState.recover,
     current,
     stop: () => clearInterval(timer),
+  }
+}
+
+/**
+ * One thing the gateway needs, failed and probed back: down from its first failure until a probe,
+ * once a second (a not-ready pod receives no traffic that could show the recovery), or, with no
+ * probe, a cooldown after its last failure, or a success.
+ */
+function probedDown(
+  probe: (() => Promise<void>) | undefined,
+  cooldownMs: number | undefined,
+  changed: () => void,
+  log: Logger,
+  what: string,
+) {
+  let downSince: number | undefined
+  let probing = false
+  let lastProbe = 0
+  const recover = () => {
+    if (downSince === undefined) return
+    downSince = undefined
+    changed()
+  }
+  return {
+    down: () => downSince !== undefined,
+    fail() {
+      const first = downSince === undefined
+      downSince = Date.now()
+      if (first) {
+        lastProbe = downSince
+        changed()
+      }
+    },
+    recover,
+    tick() {
+      const now = Date.now()
+      if (downSince === undefined || probing || now - lastProbe < SINK_PROBE_MS) return
+      lastProbe = now
+      if (!probe) {
+        if (cooldownMs !== undefined && now - downSince >= cooldownMs) recover()
+        return
+      }
+      probing = true
+      probe()
+        .then(recover, (err: unknown) =>
+          log.debug({ err: { message: (err as Error).message } }, `${what} is still failing`),
+        )
+        .finally(() => {
+          probing = false
+        })
+    },
   }
 }
