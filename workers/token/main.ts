@@ -39,10 +39,6 @@ function tlsServerOptions(config: Config, o: Awaited<ReturnType<typeof tlsOption
   return { ...o, handshakeTimeout: config.httpHeaderTimeout }
 }
 
-/**
- * The token caches of the configured TOKEN_TYPE, filled from `source`. Their fetches are aborted
- * by `stopped` only, once the server has drained: a miss in flight when shutdown begins completes.
- */
 /** The configured targets, as each cache keys them (keys.ts). */
 interface Targets {
   roletoken: CacheKey[]
@@ -58,6 +54,10 @@ function targetsOf(config: Config): Targets {
   }
 }
 
+/**
+ * The token caches of the configured TOKEN_TYPE, filled from `source`. Their fetches are aborted
+ * by `stopped` only, once the server has drained: a miss in flight when shutdown begins completes.
+ */
 function createCaches(config: Config, source: TokenSource, targets: Targets, stopped: AbortSignal) {
   const bounds = {
     idleMs: config.tokenCacheIdleEvict,
