@@ -212,6 +212,56 @@ describe('loadConfig', () => {
     assert.deepEqual(c.targetDomainRoles, ['a:role.x', 'b:role.y'])
   })
 
+  test('a check spanning two settings names the one the operator gave, as they gave it', () => {
+    // The value came from the file or a flag: the error names that, not the variable.
+    rejects(
+      ['--config', file('h.yaml', 'httpHeaderTimeout: 40s\n')],
+      {},
+      /invalid setting httpHeaderTimeout \(in .*h\.yaml\): must not be longer than HTTP_REQUEST_TIMEOUT \(30s\)/,
+    )
+    rejects(
+      ['--gateway-max-buffered-bytes', '1000'],
+      {},
+      /invalid setting --gateway-max-buffered-bytes: must be 0 \(no limit\) or at least GATEWAY_MAX_BODY_BYTES \(1048576 bytes\)/,
+    )
+    rejects(
+      [],
+      { GATEWAY_MAX_BODY_BYTES: '33554432' },
+      /invalid setting GATEWAY_MAX_BODY_BYTES: must not be more than GATEWAY_MAX_BUFFERED_BYTES \(16777216 bytes\)/,
+    )
+    // Only the request timeout was given: it is the one too short, not the default it meets.
+    rejects(
+      [],
+      { HTTP_REQUEST_TIMEOUT: '5s' },
+      /invalid setting HTTP_REQUEST_TIMEOUT: must not be shorter than HTTP_HEADER_TIMEOUT \(10s\)/,
+    )
+    rejects(
+      ['--config', file('r.yaml', 'tokenExpiry: 1h\n'), '--token-refresh-interval', '2h'],
+      {},
+      /invalid setting tokenExpiry \(in .*r\.yaml\): must be longer than --token-refresh-interval \(2h\)/,
+    )
+    rejects(
+      ['--config', file('e.yaml', 'tokenExpiry: 1h\n')],
+      { TOKEN_REFRESH_INTERVAL: '1h' },
+      /invalid setting tokenExpiry \(in .*e\.yaml\): must be longer than TOKEN_REFRESH_INTERVAL \(1h\)/,
+    )
+    rejects(
+      [],
+      { TOKEN_SERVER_TLS_KEY_PATH: '/k.pem' },
+      /invalid setting TOKEN_SERVER_TLS_CERT_PATH: required with TOKEN_SERVER_TLS_KEY_PATH/,
+    )
+    rejects(
+      ['--config', file('p.yaml', 'metricsServerAddr: 127.0.0.1:9999\nhealthCheckAddr: 127.0.0.1:9999\n')],
+      {},
+      /invalid setting healthCheckAddr \(in .*p\.yaml\): port 9999 is also metricsServerAddr \(in .*p\.yaml\)'s/,
+    )
+    rejects(
+      ['--config', file('s.yaml', 'serviceAccount: "not a name"\n')],
+      {},
+      /invalid setting serviceAccount \(in .*s\.yaml\): "not a name" is not an Athenz service name/,
+    )
+  })
+
   test('every invalid value names its setting', () => {
     rejects([], { TOKEN_SERVER_ADDR: 'localhost' }, /TOKEN_SERVER_ADDR/)
     rejects([], { GATEWAY_ADDR: ':99999' }, /GATEWAY_ADDR/)
@@ -230,7 +280,7 @@ describe('loadConfig', () => {
     )
     assert.equal(config([], { ROLE_AUTH_HEADER: 'X-Role-Token' }).roleAuthHeader, 'X-Role-Token')
     // As SIA: a token that expires before its refresh leaves the token files stale.
-    rejects([], { TOKEN_EXPIRY: '5s' }, /TOKEN_EXPIRY: must be longer than TOKEN_REFRESH_INTERVAL \(1800s\)/)
+    rejects([], { TOKEN_EXPIRY: '5s' }, /TOKEN_EXPIRY: must be longer than TOKEN_REFRESH_INTERVAL \(30m\)/)
     assert.equal(config([], { TOKEN_EXPIRY: '2h' }).tokenExpiry, 7_200_000)
     // An empty secret file would turn off what it guards.
     rejects(

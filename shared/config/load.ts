@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseAddress } from '../address.js'
 import { readFileSync } from '../builtins.js'
-import { MAX_DURATION_MS } from '../duration.js'
+import { formatDuration, MAX_DURATION_MS } from '../duration.js'
 import { codedError } from '../errors.js'
 import { parseFailpoints } from '../failpoints.js'
 import { checkTemplate, roleCertPath, tokenFilePath } from '../identity/naming.js'
@@ -58,6 +58,10 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
 
   const settings: Record<string, unknown> = {}
   const warnings: ConfigWarning[] = []
+  // Where each value came from: an error names what the operator wrote (a flag, a variable, a
+  // key in the file), and a check spanning two settings blames the one they gave.
+  const origin = {} as Record<SettingKey, string>
+  const given = new Set<SettingKey>()
   for (const key of KEYS) {
     const spec: SettingSpec = SETTINGS[key]
     const sources: [string, unknown][] = [
@@ -66,7 +70,10 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       ...(spec.secret ? [secretFile(envName(key), env)] : []),
       [`${key} (in ${configPath})`, file[key]],
     ]
-    const [from, raw] = sources.find(([, v]) => v !== undefined) ?? [envName(key), spec.default]
+    const found = sources.find(([, v]) => v !== undefined)
+    const [from, raw] = found ?? [envName(key), spec.default]
+    origin[key] = from
+    if (found) given.add(key)
     if (spec.secret && from.startsWith('--')) {
       warnings.push({
         setting: from,
@@ -81,55 +88,66 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     settings[key] = parsed.data
   }
   const s = settings as Settings
+  const named = (key: SettingKey) => origin[key]
+  /**
+   * Two settings that disagree: the error names the one the operator gave, and `first` when they
+   * gave both or neither, each reason speaking of the other setting as they wrote it.
+   */
+  const disagree = (first: SettingKey, firstReason: string, second: SettingKey, secondReason: string) =>
+    given.has(first) || !given.has(second)
+      ? configError(named(first), firstReason)
+      : configError(named(second), secondReason)
   if (s.endpoint !== '') {
     // The ZTS client speaks mutual TLS only; a bare host or an http:// URL would fail at every call.
     if (!URL.canParse(s.endpoint) || new URL(s.endpoint).protocol !== 'https:') {
-      throw configError(envName('endpoint'), `must be an https:// URL (got "${s.endpoint}")`)
+      throw configError(named('endpoint'), `must be an https:// URL (got "${s.endpoint}")`)
     }
   }
   if (s.podIp !== '' && isIP(s.podIp) === 0) {
     // It becomes the certificate's IP SAN: a CSR with anything else fails at every refresh.
-    throw configError(envName('podIp'), `must be an IPv4 or IPv6 address (got "${s.podIp}")`)
+    throw configError(named('podIp'), `must be an IPv4 or IPv6 address (got "${s.podIp}")`)
   }
   if (!s.healthCheckEndpoint.startsWith('/')) {
-    throw configError(envName('healthCheckEndpoint'), 'must be a path starting with "/"')
+    throw configError(named('healthCheckEndpoint'), 'must be a path starting with "/"')
   }
   // The health server answers readiness on /readyz: liveness there would hide it (200 while
   // shutting down). A query or fragment would never match a request's path.
   if (s.healthCheckEndpoint === '/readyz' || /[?#]/.test(s.healthCheckEndpoint)) {
-    throw configError(envName('healthCheckEndpoint'), 'must be a plain path other than /readyz')
+    throw configError(named('healthCheckEndpoint'), 'must be a plain path other than /readyz')
   }
   // It names a response header: anything else fails every header-mode answer.
   if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(s.roleAuthHeader)) {
-    throw configError(envName('roleAuthHeader'), `"${s.roleAuthHeader}" is not an HTTP header name`)
+    throw configError(named('roleAuthHeader'), `"${s.roleAuthHeader}" is not an HTTP header name`)
   }
   // As SIA: tokens that expire before the next refresh would leave the token files stale.
   if (s.tokenExpiry > 0 && s.tokenRefreshInterval >= s.tokenExpiry) {
-    throw configError(
-      envName('tokenExpiry'),
-      `must be longer than ${envName('tokenRefreshInterval')} (${s.tokenRefreshInterval / 1000}s)`,
+    throw disagree(
+      'tokenExpiry',
+      `must be longer than ${named('tokenRefreshInterval')} (${formatDuration(s.tokenRefreshInterval)})`,
+      'tokenRefreshInterval',
+      `must be shorter than ${named('tokenExpiry')} (${formatDuration(s.tokenExpiry)})`,
     )
   }
   try {
     parseFailpoints(s.failpoints)
   } catch (err) {
-    throw configError(envName('failpoints'), (err as Error).message)
+    throw configError(named('failpoints'), (err as Error).message)
   }
   try {
     parseTargets(s.targetDomainRoles)
   } catch (err) {
-    throw configError(envName('targetDomainRoles'), (err as Error).message)
+    throw configError(named('targetDomainRoles'), (err as Error).message)
   }
   if (Boolean(s.tokenServerTlsCertPath) !== Boolean(s.tokenServerTlsKeyPath)) {
-    throw configError(
-      envName('tokenServerTlsKeyPath'),
-      'TOKEN_SERVER_TLS_CERT_PATH and _KEY_PATH go together',
-    )
+    const [missing, set] = s.tokenServerTlsCertPath
+      ? (['tokenServerTlsKeyPath', 'tokenServerTlsCertPath'] as const)
+      : (['tokenServerTlsCertPath', 'tokenServerTlsKeyPath'] as const)
+    throw configError(named(missing), `required with ${named(set)} (the two go together)`)
   }
   if (s.tokenServerTlsCaPath && !s.tokenServerTlsCertPath) {
     throw configError(
-      envName('tokenServerTlsCaPath'),
-      'mutual TLS needs TOKEN_SERVER_TLS_CERT_PATH and _KEY_PATH',
+      named('tokenServerTlsCaPath'),
+      `mutual TLS needs ${named('tokenServerTlsCertPath')} and ${named('tokenServerTlsKeyPath')}`,
     )
   }
   // Deadlines of 0 would fail every start, call, request or write they bound.
@@ -146,72 +164,79 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     'metricsScrapeTimeout',
     'serviceCallTimeout',
   ] as const) {
-    if (s[key] <= 0) throw configError(envName(key), 'must be greater than 0')
+    if (s[key] <= 0) throw configError(named(key), 'must be greater than 0')
   }
   if (s.delayJitterSeconds * 1000 > MAX_DURATION_MS) {
     throw configError(
-      envName('delayJitterSeconds'),
+      named('delayJitterSeconds'),
       `must be at most ${Math.floor(MAX_DURATION_MS / 1000)} (what a timer can hold)`,
     )
   }
   if (s.gatewayMaxBufferedBytes !== 0 && s.gatewayMaxBufferedBytes < s.gatewayMaxBodyBytes) {
-    throw configError(
-      envName('gatewayMaxBufferedBytes'),
-      'must be 0 (no limit) or at least GATEWAY_MAX_BODY_BYTES: a body of the largest size must fit',
+    throw disagree(
+      'gatewayMaxBufferedBytes',
+      `must be 0 (no limit) or at least ${named('gatewayMaxBodyBytes')} (${s.gatewayMaxBodyBytes} bytes): a body of the largest size must fit`,
+      'gatewayMaxBodyBytes',
+      `must not be more than ${named('gatewayMaxBufferedBytes')} (${s.gatewayMaxBufferedBytes} bytes): a body of the largest size must fit`,
     )
   }
   if (s.httpHeaderTimeout > s.httpRequestTimeout) {
-    throw configError(envName('httpHeaderTimeout'), 'must not be longer than HTTP_REQUEST_TIMEOUT')
+    throw disagree(
+      'httpHeaderTimeout',
+      `must not be longer than ${named('httpRequestTimeout')} (${formatDuration(s.httpRequestTimeout)})`,
+      'httpRequestTimeout',
+      `must not be shorter than ${named('httpHeaderTimeout')} (${formatDuration(s.httpHeaderTimeout)})`,
+    )
   }
-  const identity = identitySettings(s)
+  const identity = identitySettings(s, named)
   s.caCertFile ||= join(s.dataDir, 'ca.pem')
   s.gatewaySinkFile ||= join(s.dataDir, 'alerts.jsonl')
   if (s.redisUrl !== '') {
     try {
       parseRedisUrl(s.redisUrl)
     } catch (err) {
-      throw configError(envName('redisUrl'), (err as Error).message)
+      throw configError(named('redisUrl'), (err as Error).message)
     }
   }
   if (s.gatewaySink === 'redis-stream' && s.redisUrl === '') {
-    throw configError(envName('gatewaySink'), 'redis-stream needs REDIS_URL')
+    throw configError(named('gatewaySink'), 'redis-stream needs REDIS_URL')
   }
   if (s.backup !== '') {
-    if (s.certSecret === '') throw configError(envName('certSecret'), `required with BACKUP=${s.backup}`)
+    if (s.certSecret === '') throw configError(named('certSecret'), `required with BACKUP=${s.backup}`)
     if (!DNS1123_SUBDOMAIN.test(s.certSecret) || s.certSecret.length > 253) {
       throw configError(
-        envName('certSecret'),
+        named('certSecret'),
         `"${s.certSecret}" is not a valid secret name (DNS-1123 subdomain)`,
       )
     }
     if (s.backupKubeApi === '' && !env.KUBERNETES_SERVICE_HOST) {
       throw configError(
-        envName('backupKubeApi'),
+        named('backupKubeApi'),
         'required with BACKUP outside a cluster (no KUBERNETES_SERVICE_HOST)',
       )
     }
     if (s.backupKubeApi !== '' && !/^https:\/\/[^/]/.test(s.backupKubeApi)) {
-      throw configError(envName('backupKubeApi'), `"${s.backupKubeApi}" is not an https:// URL`)
+      throw configError(named('backupKubeApi'), `"${s.backupKubeApi}" is not an https:// URL`)
     }
     // The secret's namespace: NAMESPACE, else the service account's namespace file (backup.ts).
     if (s.namespace === '' && !readText(join(dirname(s.backupKubeTokenFile), 'namespace'))?.trim()) {
       throw configError(
-        envName('namespace'),
+        named('namespace'),
         `required with BACKUP when there is no namespace file beside ${s.backupKubeTokenFile}`,
       )
     }
   }
   if (s.namespace !== '' && !DNS1123_LABEL.test(s.namespace)) {
     throw configError(
-      envName('namespace'),
+      named('namespace'),
       `"${s.namespace}" is not a Kubernetes namespace name (DNS-1123 label)`,
     )
   }
   if (s.gatewayKubeApi !== '' && !/^https:\/\/[^/]/.test(s.gatewayKubeApi)) {
-    throw configError(envName('gatewayKubeApi'), `"${s.gatewayKubeApi}" is not an https:// URL`)
+    throw configError(named('gatewayKubeApi'), `"${s.gatewayKubeApi}" is not an https:// URL`)
   }
   if (s.gatewaySink === 'kubernetes' && s.gatewayKubeApi === '' && !env.KUBERNETES_SERVICE_HOST) {
-    throw configError(envName('gatewayKubeApi'), 'required with GATEWAY_SINK=kubernetes outside a cluster')
+    throw configError(named('gatewayKubeApi'), 'required with GATEWAY_SINK=kubernetes outside a cluster')
   }
 
   const parsed = servicesSchema.safeParse(file.services ?? {})
@@ -225,12 +250,12 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     if (parsed.data[name]?.enabled === true && addressKey && s[addressKey] === '') {
       throw configError(
         `services.${name}.enabled (in ${configPath})`,
-        `true, but ${envName(addressKey)} is empty`,
+        `true, but ${named(addressKey)} is empty`,
       )
     }
     services[name] = tuningFor(name, s, parsed.data[name] ?? {})
   }
-  checkPortsApart(s, services)
+  checkPortsApart(s, services, named)
   return { kind: 'run', config: { ...s, ...identity, services }, warnings }
 }
 
@@ -239,7 +264,11 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
  * can share its predecessor's port, DESIGN.md §8), so two services given one port would both bind
  * it and the kernel would split connections between them: refused here, whatever the hosts.
  */
-function checkPortsApart(s: Settings, services: Record<ServiceName, ServiceTuning>): void {
+function checkPortsApart(
+  s: Settings,
+  services: Record<ServiceName, ServiceTuning>,
+  named: (key: SettingKey) => string,
+): void {
   const owner = new Map<number, SettingKey>()
   for (const name of SERVICES) {
     const key = ADDRESS_OF[name]
@@ -249,8 +278,8 @@ function checkPortsApart(s: Settings, services: Record<ServiceName, ServiceTunin
     const first = owner.get(port)
     if (first) {
       throw configError(
-        envName(key),
-        `port ${port} is also ${envName(first)}'s: each service needs a port of its own`,
+        named(key),
+        `port ${port} is also ${named(first)}'s: each service needs a port of its own`,
       )
     }
     owner.set(port, key)
@@ -273,7 +302,10 @@ const DNS_NAME =
  * or NAMESPACE + ATHENZ_SUFFIX), the subject and extra SANs, the naming templates, and the
  * comma-separated KEY_FILE/CERT_FILE. Fills `s` in place; returns the derived lists.
  */
-function identitySettings(s: Settings): { keyFiles: string[]; certFiles: string[] } {
+function identitySettings(
+  s: Settings,
+  named: (key: SettingKey) => string,
+): { keyFiles: string[]; certFiles: string[] } {
   // As SIA's NamespaceToDomain: prefix + (domain or namespace) + suffix, without a leading or
   // trailing dot. With neither (outside Kubernetes) the embedded default.
   const from = s.athenzDomain ? 'athenzDomain' : 'namespace'
@@ -284,31 +316,31 @@ function identitySettings(s: Settings): { keyFiles: string[]; certFiles: string[
     s.athenzDomain = `${s.athenzPrefix}${base}${s.athenzSuffix}`.replace(/^\./, '').replace(/\.$/, '')
     if (!isAthenzName(s.athenzDomain)) {
       throw configError(
-        envName(from),
-        `the Athenz domain "${s.athenzDomain}" (ATHENZ_PREFIX + ${envName(from)} + ATHENZ_SUFFIX) is not an Athenz name`,
+        named(from),
+        `the Athenz domain "${s.athenzDomain}" (ATHENZ_PREFIX + ${named(from)} + ATHENZ_SUFFIX) is not an Athenz name`,
       )
     }
   }
   // A ZTS SimpleName: it goes into the /cacerts/{name} path.
   if (s.intermediateCertBundle && !/^[a-zA-Z0-9_][a-zA-Z0-9_-]*$/.test(s.intermediateCertBundle)) {
     throw configError(
-      envName('intermediateCertBundle'),
+      named('intermediateCertBundle'),
       `"${s.intermediateCertBundle}" is not a CA bundle name ([a-zA-Z0-9_][a-zA-Z0-9_-]*)`,
     )
   }
   if (!isAthenzName(s.serviceAccount)) {
-    throw configError(envName('serviceAccount'), `"${s.serviceAccount}" is not an Athenz service name`)
+    throw configError(named('serviceAccount'), `"${s.serviceAccount}" is not an Athenz service name`)
   }
   if (s.certSubject) {
     try {
       parseSubject(s.certSubject)
     } catch (err) {
-      throw configError(envName('certSubject'), (err as Error).message)
+      throw configError(named('certSubject'), (err as Error).message)
     }
   }
   for (const name of s.certExtraSanDns) {
     if (!DNS_NAME.test(name) || name.length > 253) {
-      throw configError(envName('certExtraSanDns'), `"${name}" is not a DNS name`)
+      throw configError(named('certExtraSanDns'), `"${name}" is not a DNS name`)
     }
   }
 
@@ -322,7 +354,7 @@ function identitySettings(s: Settings): { keyFiles: string[]; certFiles: string[
   // ROLECERT_DIR and the role certificate templates say the same thing two ways: as SIA, one only.
   for (const key of ['roleCertNamingFormat', 'roleCertKeyNamingFormat'] as const) {
     if (s[key] && s.roleCertDir) {
-      throw configError(envName(key), `${envName(key)} and ROLECERT_DIR cannot both be set`)
+      throw configError(named(key), `${named(key)} and ROLECERT_DIR cannot both be set`)
     }
   }
   s.roleCertDir ||= s.dataDir
@@ -336,7 +368,7 @@ function identitySettings(s: Settings): { keyFiles: string[]; certFiles: string[
     try {
       checkTemplate(s[key])
     } catch (err) {
-      throw configError(envName(key), (err as Error).message)
+      throw configError(named(key), (err as Error).message)
     }
   }
   for (const key of [
@@ -344,7 +376,7 @@ function identitySettings(s: Settings): { keyFiles: string[]; certFiles: string[
     'accessTokenFilenameDelimiter',
     'roleTokenFilenameDelimiter',
   ] as const) {
-    if (s[key].includes('\0')) throw configError(envName(key), 'a NUL character')
+    if (s[key].includes('\0')) throw configError(named(key), 'a NUL character')
   }
   // Two targets must never share a file: each would overwrite the other's at every refresh.
   const targets = parseTargets(s.targetDomainRoles)
@@ -363,7 +395,7 @@ function identitySettings(s: Settings): { keyFiles: string[]; certFiles: string[
       const other = seen.get(p)
       if (other) {
         throw configError(
-          envName(key),
+          named(key),
           `${other} and ${t.domain}:role.${t.role} would both be written to ${p}: use {{domain}} and {{role}}`,
         )
       }
