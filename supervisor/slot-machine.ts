@@ -216,14 +216,19 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
 
   const log = (level: LogLevel, event: string, msg: string, fields?: Record<string, unknown>) =>
     fx.push({ do: 'log', level, event, msg, ...(fields ? { fields } : {}) })
-  const terminate = (reason: ExitReason, after: 'stop' | 'fault', outcome: StopOutcome): SlotState => {
+  const terminate = (
+    reason: ExitReason,
+    after: 'stop' | 'fault',
+    outcome: StopOutcome,
+    faultAfterCancel = env.cancelled,
+  ): SlotState => {
     fx.push({ do: 'terminate', reason })
     return {
       tag: 'terminating',
       after,
       outcome,
       until: Math.max(now, Math.min(now + TERMINATE_MS, env.budgetEnd + TERMINATE_PAST_BUDGET_MS)),
-      faultAfterCancel: env.cancelled,
+      faultAfterCancel,
     }
   }
   /** Sends `shutdown` with what is left until `deadline`, and waits for it. */
@@ -313,8 +318,11 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
       case 'backoff':
         return next(stopped('clean'))
       case 'dying':
-        // It was ending on its own before the stop: a fault, not the shutdown's doing.
-        return next(terminate('terminated', 'stop', 'crashed'))
+        // It crashed before the run was cancelled (a worker that dies after the cancel is not
+        // held): a fault the restart policy had taken, as in back-off, not an unclean shutdown.
+        // Its exit is not waited for, so its crash is logged here.
+        log('error', 'worker.crashed', `${service} worker ended (exception)`, { reason: 'exception' })
+        return next(terminate('terminated', 'stop', 'clean'))
       case 'down':
         return next(stopped(s.outcome))
       case 'terminating':
@@ -485,9 +493,10 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
       }
 
     case 'dying':
-      if (ev.type === 'exit') return afterFault(ev.exit, env.cancelled)
+      // Only a worker that crashed before the cancel is here: a cancel since changes nothing.
+      if (ev.type === 'exit') return afterFault(ev.exit, false)
       // It announced its end and did not end: it is ended.
-      if (ev.type === 'deadline') return next(terminate('exception', 'fault', 'clean'))
+      if (ev.type === 'deadline') return next(terminate('exception', 'fault', 'clean', false))
       return same()
 
     case 'backoff':

@@ -476,12 +476,27 @@ describe('port hold: from a worker death to its successor', () => {
     assert.deepEqual([cancelled.model.state.tag, cancelled.model.holding], ['down', false])
     assert.deepEqual(does(cancelled.effects).slice(-1), ['drop-ports'])
   })
-  test('a stop while dying: terminated, the hold let go, reported as a crash', () => {
+  // A crash before the cancel was the restart policy's: the shutdown after it is clean, as for a
+  // worker already in back-off, whichever of its exit, the cancel and the stop comes first.
+  test('a stop while dying: terminated, the hold let go, the crash logged once, a clean stop', () => {
     const r = run(holding({ tag: 'dying', until: NOW + TERMINATE_MS }), { type: 'stop', deadline: NOW + 500 })
     assert.equal(r.model.state.tag, 'terminating')
     assert.ok(does(r.effects).includes('drop-ports'))
     const gone = run(r.model, { type: 'exit', exit: crash })
-    assert.equal(settled(gone.effects, 'settle-stop')?.outcome, 'crashed')
+    assert.equal(settled(gone.effects, 'settle-stop')?.outcome, 'clean')
+    const logged = [...does(r.effects), ...does(gone.effects)].filter((d) => d === 'log:worker.crashed')
+    assert.equal(logged.length, 1)
+  })
+  test('dying, then the cancel, then its exit or its deadline: the stop is clean', () => {
+    const dying = holding({ tag: 'dying', until: NOW + TERMINATE_MS })
+    const exited = run(dying, { type: 'exit', exit: crash }, { cancelled: true })
+    assert.ok(does(exited.effects).includes('log:worker.crashed'))
+    assert.deepEqual(exited.model.state, { tag: 'down', outcome: 'clean', exit: crash })
+    const late = run(dying, { type: 'deadline' }, { cancelled: true })
+    assert.equal(late.model.state.tag, 'terminating')
+    const stop = run(late.model, { type: 'stop', deadline: NOW + 500 }, { cancelled: true })
+    const ended = run(stop.model, { type: 'exit', exit: crash }, { cancelled: true })
+    assert.equal(settled(ended.effects, 'settle-stop')?.outcome, 'clean')
   })
   test('announced its death and did not die: terminated at the deadline, the hold kept for the restart', () => {
     const r = run(holding({ tag: 'dying', until: NOW }), { type: 'deadline' })
