@@ -1,6 +1,6 @@
 import { join } from 'node:path'
 import { constants, writeSync } from './builtins.js'
-import { close, fstat, ftruncate, mkdir, open, rename, writeAll } from './fs-async.js'
+import { close, fstat, ftruncate, mkdir, open, read, rename, stat, writeAll } from './fs-async.js'
 
 /**
  * LOG_DIR: the JSON lines also go to `<dir>/sia-supervisor.<LEVEL>.log`, rotated by size as SIA
@@ -9,7 +9,11 @@ import { close, fstat, ftruncate, mkdir, open, rename, writeAll } from './fs-asy
  * the same file. Writes are asynchronous and queued up to a bound: a slow, full or unwritable disk
  * costs dropped file lines (counted, and said once on stdout), never a blocked or failed service.
  * Each batch is written at its offset (the file is not opened O_APPEND): at exit, the lines queued
- * behind a batch still in flight go after it, whichever write ends first.
+ * behind a batch still in flight go after it, whichever write ends first. What others do to the
+ * file is looked for at most once a `checkMs` before a write: moved or deleted (an external
+ * logrotate, an operator), it is opened again at its path; truncated (logrotate's copytruncate),
+ * the writes go on from its new end, leaving no hole. A last line left unfinished by a process
+ * killed mid-write is ended at open, so the next line starts on a line of its own.
  */
 export interface LogFileOptions {
   maxBytes?: number
@@ -18,6 +22,8 @@ export interface LogFileOptions {
   maxQueueBytes?: number
   /** After a failure, how long before the file is tried again. */
   retryMs?: number
+  /** How often, at most, the path is checked for being still the file written. */
+  checkMs?: number
 }
 
 export interface LogFileWriter {
@@ -35,6 +41,8 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   const backups = Math.max(1, opts.backups ?? 5)
   const maxQueueBytes = opts.maxQueueBytes ?? 4 * 1024 * 1024
   const retryMs = opts.retryMs ?? 5_000
+  const checkMs = opts.checkMs ?? 1_000
+  let checkAt = 0
   const path = join(dir, `sia-supervisor.${level}.log`)
   let queue: string[] = []
   let queuedBytes = 0
@@ -69,8 +77,30 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
 
   async function openFile(): Promise<void> {
     await mkdir(dir, { recursive: true })
-    fd = await open(path, constants.O_WRONLY | constants.O_CREAT, 0o644)
+    fd = await open(path, constants.O_RDWR | constants.O_CREAT, 0o644)
     size = (await fstat(fd)).size
+    checkAt = Date.now() + checkMs
+    if (size === 0) return
+    const last = Buffer.alloc(1)
+    await read(fd, last, 0, 1, size - 1)
+    if (last[0] !== 0x0a) {
+      await writeAll(fd, Buffer.from('\n'), size)
+      size++
+    }
+  }
+
+  /** The path still names the file open, and where it ends now (see the header). */
+  async function followFile(): Promise<void> {
+    checkAt = Date.now() + checkMs
+    const [onDisk, open] = await Promise.all([stat(path).catch(() => undefined), fstat(fd!)])
+    if (onDisk?.ino === open.ino && onDisk.dev === open.dev) {
+      size = open.size
+      return
+    }
+    await close(fd!).catch(() => {})
+    fd = undefined
+    await openFile()
+    say('info', 'log.file.reopened', `${path} was moved or deleted: writing a new one`, {})
   }
 
   async function rotate(): Promise<void> {
@@ -90,6 +120,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
     try {
       while (queue.length && !closing) {
         if (fd === undefined) await openFile()
+        else if (Date.now() >= checkAt) await followFile()
         // A file never grows past maxBytes (a single longer line gets a file of its own).
         if (size > 0 && size + Buffer.byteLength(queue[0]!) > maxBytes) await rotate()
         let batch = ''

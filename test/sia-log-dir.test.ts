@@ -1,5 +1,15 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import {
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it, test } from 'node:test'
@@ -182,4 +192,55 @@ test('a full disk, then room again: the lines after it start on a line of their 
   assert.ok(all.length > 1)
   for (const l of all) assert.doesNotThrow(() => JSON.parse(l), l.slice(0, 40))
   assert.equal((JSON.parse(all.at(-1)!) as { i: number }).i, 1000)
+})
+
+describe('what others do to the log file', () => {
+  /** The file's text once `text` is in it (the writer is asynchronous); '' if it never comes. */
+  async function once(path: string, text: string): Promise<string> {
+    for (let k = 0; k < 200; k++) {
+      try {
+        const got = readFileSync(path, 'utf8')
+        if (got.includes(text)) return got
+      } catch {}
+      await sleep(5)
+    }
+    return ''
+  }
+  const rec = (msg: string) => `${JSON.stringify({ msg })}\n`
+
+  test('moved away (logrotate) or deleted with its folder: a new file at the path gets the next lines', async (t) => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'sia-follow-')), 'logs')
+    const w = createLogFileWriter(dir, 'info', { checkMs: 0 })
+    t.after(() => w.close())
+    w.write(rec('a'))
+    assert.equal(await once(w.path, '"a"'), rec('a'))
+    renameSync(w.path, `${w.path}.moved`)
+    w.write(rec('b'))
+    assert.equal(await once(w.path, '"b"'), rec('b'))
+    assert.equal(readFileSync(`${w.path}.moved`, 'utf8'), rec('a'))
+    rmSync(dir, { recursive: true })
+    w.write(rec('c'))
+    assert.equal(await once(w.path, '"c"'), rec('c'))
+  })
+
+  test('truncated (copytruncate): the next lines start at its new end, no hole of NUL bytes', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'sia-follow-'))
+    const w = createLogFileWriter(dir, 'info', { checkMs: 0 })
+    t.after(() => w.close())
+    w.write(rec('a'.repeat(500)))
+    await once(w.path, 'aaa')
+    truncateSync(w.path, 0)
+    w.write(rec('b'))
+    assert.equal(await once(w.path, '"b"'), rec('b'))
+  })
+
+  test('a last line left unfinished by a killed process is ended before the first new one', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'sia-follow-'))
+    const path = join(dir, 'sia-supervisor.info.log')
+    writeFileSync(path, `${rec('whole')}{"msg":"cut sh`)
+    const w = createLogFileWriter(dir, 'info')
+    t.after(() => w.close())
+    w.write(rec('next'))
+    assert.equal(await once(path, '"next"'), `${rec('whole')}{"msg":"cut sh\n${rec('next')}`)
+  })
 })
