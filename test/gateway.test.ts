@@ -375,6 +375,33 @@ describe('gateway: failing sink, fingerprint labels, resolved ignored', () => {
   })
 })
 
+test('GATEWAY_RECORD_RESOLVED=false: a resolution is not stored, and the re-fire after it is new', async () => {
+  const sc = await startReady({
+    env: gatewayEnv({ GATEWAY_RECORD_RESOLVED: 'false', GATEWAY_AUTH_TOKEN: TOKEN }),
+  })
+  try {
+    const base = await sc.url('gateway')
+    const fired = alert('Refire')
+    assert.equal((await post(base, webhook([fired]), AUTH)).status, 201)
+    assert.equal((await post(base, webhook([fired]), AUTH)).status, 202, 'a repeat is a duplicate')
+    const resolved = await post(base, webhook([{ ...fired, status: 'resolved' }]), AUTH)
+    assert.equal(resolved.status, 202)
+    assert.deepEqual([resolved.body.created, resolved.body.duplicates, resolved.body.ignored], [0, 0, 1])
+    const again = await post(base, webhook([{ ...fired, startsAt: '2025-10-30T10:02:00Z' }]), AUTH)
+    assert.equal(again.status, 201, 'a duplicate (202) here would lose the new incident')
+    const lines = readJsonLines(join(sc.dataDir, 'alerts.jsonl'))
+    assert.deepEqual(
+      lines.map((l) => [l.status, l.startsAt]),
+      [
+        ['firing', '2025-10-30T10:00:00Z'],
+        ['firing', '2025-10-30T10:02:00Z'],
+      ],
+    )
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
+})
+
 describe('gateway settings', () => {
   for (const [env, setting] of [
     [{ GATEWAY_SINK: 'kafka' }, 'GATEWAY_SINK'],

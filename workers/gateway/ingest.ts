@@ -82,6 +82,12 @@ interface Item {
   alert: Alert
   fingerprint: string
   outcome: AlertOutcome
+  /**
+   * Written to the sink when new. A resolved alert with GATEWAY_RECORD_RESOLVED=false is not, but
+   * it is still recorded in the store: its status changes there, so the alert's next firing (a
+   * re-fire) is new, not a duplicate of the firing before the resolution.
+   */
+  sinkable: boolean
 }
 
 /**
@@ -127,9 +133,13 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     webhook: Webhook,
     receivedAt: string,
   ): Promise<boolean> => {
+    const toSink = fresh.filter((a) => a.sinkable)
+    if (toSink.length === 0) return commitLater(fresh, owner)
     try {
       await opts.failpoint(BEFORE_SINK)
-      const records = await mapSliced(fresh, (a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt))
+      const records = await mapSliced(toSink, (a) =>
+        toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt),
+      )
       await withDeadline(
         opts.sinkTimeoutMs,
         (signal) => sink.write(records, signal),
@@ -167,7 +177,11 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       )
       sinkFailures = 0
     }
-    // One commit per fingerprint, with the status written last (a batch may hold its resolution).
+    return commitLater(fresh, owner)
+  }
+
+  /** One commit per fingerprint, with the status written last (a batch may hold its resolution). */
+  const commitLater = (fresh: readonly Item[], owner: string): true => {
     const last = new Map<string, DedupEntry>()
     for (const a of fresh) last.set(a.fingerprint, { fingerprint: a.fingerprint, status: a.alert.status })
     opts.background(commit([...last.values()], owner))
@@ -180,12 +194,12 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     const received = { firing: 0, resolved: 0 }
     const items: Item[] = await mapSliced(webhook.alerts, (alert): Item => {
       const fingerprint = fingerprintOf(alert, opts.fingerprintLabels)
-      const considered = opts.recordResolved || alert.status === 'firing'
       received[alert.status]++
       return {
         alert,
         fingerprint,
-        outcome: { fingerprint, alertStatus: alert.status, status: considered ? 'pending' : 'ignored' },
+        outcome: { fingerprint, alertStatus: alert.status, status: 'pending' },
+        sinkable: opts.recordResolved || alert.status === 'firing',
       }
     })
     for (const status of ['firing', 'resolved'] as const) {
@@ -195,7 +209,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     const owner = ownerPrefix + (requests++).toString(36)
     const deadline = now + opts.pendingWaitMs
     let failure: IngestOutcome['failure']
-    let todo = items.filter((a) => a.outcome.status === 'pending')
+    let todo = items
     for (let round = 0, pause = PENDING_POLL_FIRST_MS; todo.length > 0; round++) {
       let results: DedupResult[]
       try {
@@ -239,7 +253,12 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     }
 
     const counts: Record<AlertState, number> = { created: 0, duplicate: 0, ignored: 0, pending: 0, failed: 0 }
-    for (const a of items) counts[a.outcome.status]++
+    for (const a of items) {
+      // Recorded, not stored: ignored, whether its resolution was new or a repeat.
+      if (!a.sinkable && (a.outcome.status === 'created' || a.outcome.status === 'duplicate'))
+        a.outcome.status = 'ignored'
+      counts[a.outcome.status]++
+    }
     const outcome: IngestOutcome = {
       created: counts.created,
       duplicates: counts.duplicate,
