@@ -3,6 +3,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAddress } from './address.js'
 import { monotonicMs } from './clock.js'
+import { answerClientErrors } from './http/client-error.js'
 import type { TaskBody } from './task-group.js'
 
 /**
@@ -133,6 +134,7 @@ export function serveTask(
 ): TaskBody {
   return async (t) => {
     if (deadlines) applyReadDeadlines(server, deadlines)
+    answerClientErrors(server)
     const conns = trackConnections(server)
     onListening(await listen(server, address))
     t.ready()

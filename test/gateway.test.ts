@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import { gzipSync } from 'node:zlib'
 import {
   alert,
   FIXTURE,
@@ -24,6 +25,7 @@ const DETAIL = `${SIGNALS}?detail=1`
 function sendUnterminated(
   base: string,
   total: number,
+  auth = `authorization: Bearer ${TOKEN}\r\n`,
 ): Promise<{ head: string; body: string; sent: number }> {
   const { port } = new URL(base)
   return new Promise((resolve, reject) => {
@@ -43,7 +45,7 @@ function sendUnterminated(
     socket.on('connect', () => {
       socket.write(
         `POST ${SIGNALS} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n` +
-          `authorization: Bearer ${TOKEN}\r\ntransfer-encoding: chunked\r\n\r\n`,
+          `${auth}transfer-encoding: chunked\r\n\r\n`,
       )
       // One chunk per turn of the event loop, as a client that reads while it sends.
       const pump = () => {
@@ -55,6 +57,34 @@ function sendUnterminated(
       }
       pump()
     })
+  })
+}
+
+/**
+ * Writes `parts` on one connection, each once the server has answered something (or at once for
+ * the first), and returns all it answered until it closes the connection or 2 s pass in silence.
+ */
+function exchange(base: string, parts: string[]): Promise<string> {
+  const { port } = new URL(base)
+  return new Promise((resolve) => {
+    const socket = connect(Number(port), '127.0.0.1')
+    let answer = ''
+    let quiet: NodeJS.Timeout | undefined
+    const done = () => {
+      clearTimeout(quiet)
+      socket.destroy()
+      resolve(answer)
+    }
+    const rest = [...parts]
+    socket.on('error', () => {})
+    socket.on('connect', () => socket.write(rest.shift()!))
+    socket.on('data', (d) => {
+      answer += d.toString()
+      if (rest.length > 0) socket.write(rest.shift()!)
+      clearTimeout(quiet)
+      quiet = setTimeout(done, 2000)
+    })
+    socket.on('close', done)
   })
 }
 
@@ -240,6 +270,81 @@ describe('gateway: memory dedup, file sink, bearer auth', () => {
     assert.match(r.head, /connection: close/i)
     assert.equal(JSON.parse(r.body).title, 'Payload Too Large')
     assert.ok(r.sent < total, `answered before the body was sent (${r.sent} bytes)`)
+  })
+
+  test('refused before its body is read (401, 415): the body is not read, the connection closed', {
+    timeout: 10_000,
+  }, async () => {
+    // As the 413 above: a server that read and discarded the body would take all of it, then
+    // hold the connection until its read deadline (30 s).
+    const total = 64 * 1024 * 1024
+    for (const [auth, status] of [
+      ['', 401],
+      [`authorization: Bearer ${TOKEN}\r\ncontent-encoding: gzip\r\n`, 415],
+    ] as const) {
+      const r = await sendUnterminated(base, total, auth)
+      assert.match(r.head, new RegExp(`^HTTP/1\\.1 ${status} `))
+      assert.match(r.head, /connection: close/i)
+      assert.ok(r.sent < total, `answered before the body was sent (${r.sent} bytes)`)
+    }
+  })
+
+  test('Expect: 100-continue: the 100 only once auth, type and size are checked', async () => {
+    const body = JSON.stringify(webhook([alert('Continued')]))
+    const head = (auth: string) =>
+      `POST ${SIGNALS} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n${auth}` +
+      `content-length: ${body.length}\r\nexpect: 100-continue\r\n\r\n`
+    const refused = await exchange(base, [head('')])
+    assert.match(refused, /^HTTP\/1\.1 401 /, 'no 100 Continue before the 401')
+    const tooBig = await exchange(base, [
+      head(`authorization: Bearer ${TOKEN}\r\n`).replace(`${body.length}`, `${50 * 1024 * 1024}`),
+    ])
+    assert.match(tooBig, /^HTTP\/1\.1 413 /)
+    const ok = await exchange(base, [head(`authorization: Bearer ${TOKEN}\r\nconnection: close\r\n`), body])
+    assert.match(ok, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 201 /)
+  })
+
+  test('a compressed body or another charset: 415 naming what to send', async () => {
+    const zipped = await post(base, gzipSync(JSON.stringify(webhook([alert('Zipped')]))), {
+      ...AUTH,
+      'content-encoding': 'gzip',
+    })
+    assert.equal(zipped.status, 415)
+    assert.match(zipped.body.detail as string, /content-encoding gzip is not supported/)
+    const utf16 = await post(base, webhook([alert('Wide')]), {
+      ...AUTH,
+      'content-type': 'application/json; charset=utf-16',
+    })
+    assert.equal(utf16.status, 415)
+    assert.match(utf16.body.detail as string, /send UTF-8/)
+    const plain = await post(base, webhook([alert('Plain')]), {
+      ...AUTH,
+      'content-type': 'application/json; charset="UTF-8"',
+      'content-encoding': 'identity',
+    })
+    assert.equal(plain.status, 201)
+  })
+
+  test('the absolute form of the target (RFC 9112 §3.2.2) is served, its query too', async () => {
+    const body = JSON.stringify(webhook([alert('Absolute')]))
+    const answer = await exchange(base, [
+      `POST http://gateway.local${DETAIL} HTTP/1.1\r\nhost: gateway.local\r\ncontent-type: application/json\r\n` +
+        `authorization: Bearer ${TOKEN}\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
+    ])
+    assert.match(answer, /^HTTP\/1\.1 201 /)
+    assert.equal((JSON.parse(answer.split('\r\n\r\n')[1]!) as { alerts: unknown[] }).alerts.length, 1)
+  })
+
+  test("what Node's parser refuses is a problem body too: 400, 431", async () => {
+    const bad = await exchange(base, [`POST ${SIGNALS} HTTP/1.1\r\nhost: x\r\nbad header line\r\n\r\n`])
+    assert.match(bad, /^HTTP\/1\.1 400 Bad Request\r\n/)
+    assert.match(bad, /content-type: application\/problem\+json/)
+    assert.equal((JSON.parse(bad.split('\r\n\r\n')[1]!) as { status: number }).status, 400)
+    const big = await exchange(base, [
+      `GET /ready HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`,
+    ])
+    assert.match(big, /^HTTP\/1\.1 431 /)
+    assert.equal((JSON.parse(big.split('\r\n\r\n')[1]!) as { status: number }).status, 431)
   })
 
   test('415 when the body is not JSON', async () => {

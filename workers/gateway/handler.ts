@@ -1,7 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { readBody } from '../../shared/http/body.js'
 import type { BodyBudget } from '../../shared/http/body-budget.js'
-import { sendJson, sendProblem } from '../../shared/http/problem.js'
+import { type Problem, sendJson, sendProblem } from '../../shared/http/problem.js'
+import { originForm } from '../../shared/http/target.js'
 import { bearerChecker } from './auth.js'
 import { createIngest, type IngestOptions } from './ingest.js'
 import { parseWebhook } from './payload.js'
@@ -25,23 +26,49 @@ export interface HandlerOptions extends IngestOptions {
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void
+type WebhookHandler = (req: IncomingMessage, res: ServerResponse, query: string) => void
 
-/** Routes the gateway port: the webhook, /ready, and RFC 7807 answers for everything else. */
+/**
+ * Routes the gateway port: the webhook, /ready, and RFC 7807 answers for everything else. Also
+ * the server's `checkContinue` handler: a request that expects `100 Continue` gets it only once
+ * the checks that need no body have passed (Node's own handling sends it first, inviting a client
+ * refused anyway to upload its body).
+ */
 export function createHandler(opts: HandlerOptions): Handler {
   const webhook = createWebhookHandler(opts)
   return (req, res) => {
-    const path = (req.url ?? '/').split('?')[0]
+    const target = originForm(req.url)
+    const q = target.indexOf('?')
+    const path = q < 0 ? target : target.slice(0, q)
     if (path === SIGNALS_PATH) {
-      if (req.method !== 'POST') return methodNotAllowed(res, 'POST')
-      return webhook(req, res)
+      if (req.method !== 'POST') return methodNotAllowed(req, res, 'POST')
+      return webhook(req, res, q < 0 ? '' : target.slice(q + 1))
     }
     if (path === READY_PATH) {
-      if (req.method !== 'GET' && req.method !== 'HEAD') return methodNotAllowed(res, 'GET, HEAD')
+      if (req.method !== 'GET' && req.method !== 'HEAD') return methodNotAllowed(req, res, 'GET, HEAD')
       const r = opts.ready()
       return sendJson(res, r.ready ? 200 : 503, r.body)
     }
-    sendProblem(res, { status: 404, title: 'Not Found', detail: `no route for ${path}` })
+    refuse(req, res, { status: 404, title: 'Not Found', detail: `no route for ${path}` })
   }
+}
+
+/**
+ * An answer given without reading the request's body. Node would read and discard a body left
+ * unread, to keep the connection for the next request: a client refused (unauthorised, say) could
+ * keep it streaming until the read deadline. So a request with a body gets `connection: close`,
+ * and no more of its bytes are read.
+ */
+function refuse(
+  req: IncomingMessage,
+  res: ServerResponse,
+  problem: Problem,
+  headers: Record<string, string> = {},
+): void {
+  const bodyFollows =
+    req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
+  if (bodyFollows) closeLingering(req)
+  sendProblem(res, problem, bodyFollows ? { ...headers, connection: 'close' } : headers)
 }
 
 /**
@@ -49,7 +76,7 @@ export function createHandler(opts: HandlerOptions): Handler {
  * rejected request costs nothing. AlertManager retries only 5xx: every condition a retry could
  * fix (store down, overload, sink failure) is a 503, never a 4xx.
  */
-function createWebhookHandler(opts: HandlerOptions): Handler {
+function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
   const { store, metrics, log } = opts
   const ingest = createIngest(opts)
   const authorized = opts.authToken ? bearerChecker(opts.authToken) : () => true
@@ -75,6 +102,9 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
       { status: 503, title: 'Service Unavailable', detail, ...extra },
       { 'retry-after': retryAfter },
     )
+  /** Before the body is read: see refuse(). */
+  const unavailableEarly = (req: IncomingMessage, res: ServerResponse, detail: string, retryAfter: string) =>
+    refuse(req, res, { status: 503, title: 'Service Unavailable', detail }, { 'retry-after': retryAfter })
 
   const busy = () => opts.maxInflight > 0 && inflight >= opts.maxInflight
   const overloaded = (res: ServerResponse) =>
@@ -84,7 +114,8 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
    * Reads the body (bounded by the server's read deadlines, never counted as in flight: a client
    * trickling its body holds a connection, not a slot), then ingests it within GATEWAY_MAX_INFLIGHT.
    */
-  const accept = async (req: IncomingMessage, res: ServerResponse) => {
+  const accept = async (req: IncomingMessage, res: ServerResponse, query: string) => {
+    if (expectsContinue(req)) res.writeContinue()
     const read = await readBody(req, opts.maxBodyBytes, budget)
     if (!read.ok) {
       if (read.reason === 'too-large') tooLarge(req, res)
@@ -96,7 +127,7 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
       inflight++
       metrics.inflight.inc()
       try {
-        await ingestBody(req, res, read.text)
+        await ingestBody(res, read.text, query)
       } finally {
         inflight--
         metrics.inflight.dec()
@@ -121,7 +152,7 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
     )
   }
 
-  const ingestBody = async (req: IncomingMessage, res: ServerResponse, body: string) => {
+  const ingestBody = async (res: ServerResponse, body: string, query: string) => {
     const parsed = await parseWebhook(body)
     if (!parsed.ok) {
       const { detail, path, errors } = parsed
@@ -129,7 +160,7 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
     }
     const outcome = await ingest(parsed.webhook)
     const { created, duplicates, ignored, pending, failed } = outcome
-    const detailed = wantsDetail(req.url)
+    const detailed = wantsDetail(query)
     if (pending === 0 && failed === 0) {
       const body = detailed
         ? { created, duplicates, ignored, alerts: outcome.alerts }
@@ -157,30 +188,32 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
     }
   }
 
-  return (req, res) => {
+  return (req, res, query) => {
     const stopTimer = metrics.duration.startTimer()
     res.once('finish', () => {
       stopTimer()
       metrics.requests.inc({ code: String(res.statusCode) })
     })
     if (!authorized(req.headers.authorization)) {
-      return sendProblem(
+      return refuse(
+        req,
         res,
         { status: 401, title: 'Unauthorized', detail: 'a valid bearer token is required' },
         { 'www-authenticate': 'Bearer realm="sia-gateway"' },
       )
     }
-    if (!isJson(req.headers['content-type'])) {
-      return sendProblem(res, {
-        status: 415,
-        title: 'Unsupported Media Type',
-        detail: 'send application/json',
-      })
+    const unsupported = unsupportedBody(req)
+    if (unsupported) {
+      return refuse(req, res, { status: 415, title: 'Unsupported Media Type', detail: unsupported })
     }
     if (Number(req.headers['content-length'] ?? 0) > opts.maxBodyBytes) return tooLarge(req, res)
-    if (busy()) return overloaded(res)
-    if (!store.up()) return unavailable(res, 'the deduplication store is unavailable', RETRY_AFTER_STORE)
-    accept(req, res).catch((err: unknown) => {
+    if (busy()) {
+      return unavailableEarly(req, res, `more than ${opts.maxInflight} requests in flight`, RETRY_AFTER_BUSY)
+    }
+    if (!store.up()) {
+      return unavailableEarly(req, res, 'the deduplication store is unavailable', RETRY_AFTER_STORE)
+    }
+    accept(req, res, query).catch((err: unknown) => {
       log.error({ event: 'gateway.request.failed', err }, 'request failed')
       if (!res.headersSent) sendProblem(res, { status: 500, title: 'Internal Server Error' })
     })
@@ -188,20 +221,41 @@ function createWebhookHandler(opts: HandlerOptions): Handler {
 }
 
 /** `?detail=1` (or `true`) asks for one entry per alert in the answer. */
-function wantsDetail(url: string | undefined): boolean {
-  const q = url?.indexOf('?') ?? -1
-  if (q < 0 || url === undefined) return false
-  const v = new URLSearchParams(url.slice(q + 1)).get('detail')
+function wantsDetail(query: string): boolean {
+  if (query === '') return false
+  const v = new URLSearchParams(query).get('detail')
   return v === '1' || v === 'true'
 }
 
-function methodNotAllowed(res: ServerResponse, allow: string): void {
-  sendProblem(res, { status: 405, title: 'Method Not Allowed', detail: `use ${allow}` }, { allow })
+function methodNotAllowed(req: IncomingMessage, res: ServerResponse, allow: string): void {
+  refuse(req, res, { status: 405, title: 'Method Not Allowed', detail: `use ${allow}` }, { allow })
 }
 
-function isJson(contentType: string | undefined): boolean {
-  const type = (contentType ?? '').split(';')[0]!.trim().toLowerCase()
-  return type === 'application/json' || /^application\/[a-z0-9.+-]+\+json$/.test(type)
+function expectsContinue(req: IncomingMessage): boolean {
+  const expect = req.headers.expect
+  return expect !== undefined && /^\s*100-continue\s*$/i.test(expect)
+}
+
+/**
+ * Why the body cannot be taken as it is sent, or undefined: JSON (`application/json` or a
+ * `+json` type) in UTF-8 (JSON's only encoding between systems, RFC 8259 §8.1), uncompressed. A
+ * compressed body would otherwise fail as malformed JSON (a 400 AlertManager does not retry)
+ * or, mislabelled, be taken as something it is not.
+ */
+function unsupportedBody(req: IncomingMessage): string | undefined {
+  const [type = '', ...params] = (req.headers['content-type'] ?? '').toLowerCase().split(';')
+  const mediaType = type.trim()
+  if (mediaType !== 'application/json' && !/^application\/[a-z0-9.+-]+\+json$/.test(mediaType)) {
+    return 'send application/json'
+  }
+  for (const param of params) {
+    const [name, value = ''] = param.split('=').map((p) => p.trim())
+    if (name === 'charset' && value.replace(/"/g, '') !== 'utf-8') return `send UTF-8, not ${value}`
+  }
+  const encoding = req.headers['content-encoding']?.trim().toLowerCase()
+  if (encoding && encoding !== 'identity')
+    return `content-encoding ${encoding} is not supported: send the body uncompressed`
+  return undefined
 }
 
 /**

@@ -1,5 +1,6 @@
 import { defineService } from '../../shared/define-service.js'
 import { sendJson, sendProblem } from '../../shared/http/problem.js'
+import { targetPath } from '../../shared/http/target.js'
 import { createServer } from '../../shared/http-builtin.js'
 import { liveness, readiness } from '../../shared/readiness.js'
 
@@ -7,8 +8,7 @@ import { liveness, readiness } from '../../shared/readiness.js'
 defineService({
   async start({ config, board, serve }) {
     const server = createServer((req, res) => {
-      // Origin-form or absolute-form (RFC 9112 §3.2: a server accepts both), as a path.
-      const path = URL.parse(req.url ?? '/', 'http://localhost')?.pathname
+      const path = targetPath(req.url)
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         return sendProblem(res, { status: 405, title: 'Method Not Allowed' }, { allow: 'GET, HEAD' })
       }

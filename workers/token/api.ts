@@ -3,6 +3,7 @@ import { withDeadline } from '../../shared/deadline.js'
 import { type CodedError, codedError } from '../../shared/errors.js'
 import { type BodyResult, onBody } from '../../shared/http/body.js'
 import { type Problem, sendJson, sendProblem } from '../../shared/http/problem.js'
+import { targetPath } from '../../shared/http/target.js'
 import type { AccessToken, RoleToken } from '../../shared/identity/tokens.js'
 import { isUpstreamError } from '../../shared/identity/tokens.js'
 import type { Logger } from '../../shared/logger.js'
@@ -154,9 +155,7 @@ export function createTokenApi(opts: TokenApiOptions) {
   }
 
   function route(req: IncomingMessage, res: ServerResponse, t0: number): Reply {
-    const url = req.url ?? '/'
-    const q = url.indexOf('?')
-    const path = q < 0 ? url : url.slice(0, q)
+    const path = targetPath(req.url)
     if (req.method === 'POST' && opts.restApi && path === '/roletoken') {
       return postToken(req, res, t0, opts.roleTokens, 'roletoken', (body, domain, role, proxyFor) =>
         roleTokenKey(
