@@ -7,8 +7,18 @@
  * their modules at once on few cores at boot. Types still come from `import type … from 'node:…'`.
  * `node:http` is in `http-builtin.ts`, for the threads that serve.
  */
-export const { accessSync, constants, fstatSync, readFileSync, statSync, unwatchFile, watchFile, writeSync } =
-  process.getBuiltinModule('node:fs')
+export const {
+  accessSync,
+  constants,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  statSync,
+  unwatchFile,
+  watchFile,
+  writeSync,
+} = process.getBuiltinModule('node:fs')
 
 /**
  * `node:https`, loaded where it is first used: https and tls are ~10 ms of CPU and their heap in

@@ -1,5 +1,5 @@
 import { join } from 'node:path'
-import { constants, writeSync } from './builtins.js'
+import { constants, fstatSync, mkdirSync, openSync, writeSync } from './builtins.js'
 import { close, fstat, ftruncate, mkdir, open, read, rename, stat, writeAll } from './fs-async.js'
 
 /**
@@ -35,6 +35,7 @@ export interface LogFileWriter {
 }
 
 const BATCH_BYTES = 64 * 1024
+const HUNG_MS = 1000
 
 export function createLogFileWriter(dir: string, level: string, opts: LogFileOptions = {}): LogFileWriter {
   const maxBytes = opts.maxBytes ?? 1024 * 1024
@@ -55,9 +56,10 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   let failing: { code: string; since: number } | undefined
   let retryAt = 0
   let dropped = 0
-  /** Lines at the head of the queue being written right now, and their bytes. */
+  /** Lines at the head of the queue being written right now, their bytes, and since when. */
   let inflight = 0
   let inflightBytes = 0
+  let inflightSince = 0
 
   /** Said on stdout directly (not through the logger, which would feed the file again). */
   const say = (lvl: 'warn' | 'info', event: string, msg: string, extra: object) => {
@@ -123,6 +125,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
         else if (Date.now() >= checkAt) await followFile()
         // A file never grows past maxBytes (a single longer line gets a file of its own).
         if (size > 0 && size + Buffer.byteLength(queue[0]!) > maxBytes) await rotate()
+        if (queue.length === 0) break // flushSync took the lines meanwhile
         let batch = ''
         let bytes = 0
         let n = 0
@@ -135,6 +138,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
         }
         inflight = n
         inflightBytes = bytes
+        inflightSince = Date.now()
         await writeAll(fd!, Buffer.from(batch), size)
         inflight = 0
         inflightBytes = 0
@@ -206,8 +210,19 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
     flushSync() {
       // The batch in flight is the async write's; the rest, now, behind it (a record logged just
       // before exit).
-      if (failing || fd === undefined || queue.length <= inflight) return
+      if (failing || closing || queue.length <= inflight) return
+      // A write that has not returned for a second: a hung disk (a network file system), where
+      // a synchronous write would hang the exit itself, which must happen whatever the disk does.
+      if (inflight > 0 && Date.now() - inflightSince > HUNG_MS) return
       try {
+        // No file open: the first open, or a rotation between its close and its reopen, is
+        // still under way; the path is opened here (the rotation's renames may or may not have
+        // happened: either way the lines land in a file, after those before them).
+        if (fd === undefined) {
+          mkdirSync(dir, { recursive: true })
+          fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o644)
+          size = fstatSync(fd).size
+        }
         writeSync(fd, queue.slice(inflight).join(''), size + inflightBytes)
         queue = queue.slice(0, inflight)
       } catch {}

@@ -20,6 +20,12 @@ declare const WebAssembly: {
  * SIGABRT, in BroadcastChannel's sibling groups).
  */
 export function hardExit(code: number, execPath = process.execPath): never {
+  // What process.exit() runs first, the 'exit' listeners (the LOG_DIR file's last lines,
+  // supervisor.exit among them), runs here too: nothing of this process runs after execve.
+  process.exitCode = code
+  try {
+    process.emit('exit', code)
+  } catch {}
   // Its experimental warning is emitted later, by a process that no longer exists; WASI's
   // would reach stderr at once.
   process.removeAllListeners('warning')

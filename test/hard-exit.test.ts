@@ -37,10 +37,11 @@ function run(execPath: string, pool: boolean): Promise<{ code: number | null; st
   return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stdout })))
 }
 
-test('hardExit leaves a thread stuck in native code and a stuck thread-pool request behind, with its code and no exit handler', async () => {
-  assert.deepEqual(await run(process.execPath, true), { code: 3, stdout: '' })
+// The exit handlers run first, as process.exit() runs them (the LOG_DIR file's last lines).
+test('hardExit leaves a thread stuck in native code and a stuck thread-pool request behind, with its code, its exit handlers run', async () => {
+  assert.deepEqual(await run(process.execPath, true), { code: 3, stdout: 'exit handler ran' })
 })
 
 test('hardExit without execve (it failed) falls back to the C exit(): a stuck thread is still left behind', async () => {
-  assert.deepEqual(await run('/nonexistent/node', false), { code: 3, stdout: '' })
+  assert.deepEqual(await run('/nonexistent/node', false), { code: 3, stdout: 'exit handler ran' })
 })

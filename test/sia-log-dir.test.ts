@@ -194,18 +194,19 @@ test('a full disk, then room again: the lines after it start on a line of their 
   assert.equal((JSON.parse(all.at(-1)!) as { i: number }).i, 1000)
 })
 
-describe('what others do to the log file', () => {
-  /** The file's text once `text` is in it (the writer is asynchronous); '' if it never comes. */
-  async function once(path: string, text: string): Promise<string> {
-    for (let k = 0; k < 200; k++) {
-      try {
-        const got = readFileSync(path, 'utf8')
-        if (got.includes(text)) return got
-      } catch {}
-      await sleep(5)
-    }
-    return ''
+/** The file's text once `text` is in it (the writer is asynchronous); '' if it never comes. */
+async function once(path: string, text: string): Promise<string> {
+  for (let k = 0; k < 200; k++) {
+    try {
+      const got = readFileSync(path, 'utf8')
+      if (got.includes(text)) return got
+    } catch {}
+    await sleep(5)
   }
+  return ''
+}
+
+describe('what others do to the log file', () => {
   const rec = (msg: string) => `${JSON.stringify({ msg })}\n`
 
   test('moved away (logrotate) or deleted with its folder: a new file at the path gets the next lines', async (t) => {
@@ -243,4 +244,26 @@ describe('what others do to the log file', () => {
     w.write(rec('next'))
     assert.equal(await once(path, '"next"'), `${rec('whole')}{"msg":"cut sh\n${rec('next')}`)
   })
+})
+
+test('lines still queued at exit reach the file while it is first opened, or rotated', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-exit-flush-'))
+  const first = createLogFileWriter(join(dir, 'a'), 'info', { maxBytes: 1000 })
+  t.after(() => first.close())
+  // The first open is asynchronous: the process exits before it is done.
+  first.write('{"msg":"early"}\n')
+  first.flushSync()
+  assert.equal(readFileSync(first.path, 'utf8'), '{"msg":"early"}\n')
+
+  const w = createLogFileWriter(join(dir, 'b'), 'info', { maxBytes: 1000 })
+  t.after(() => w.close())
+  const line = (i: number) => `${JSON.stringify({ i, pad: 'x'.repeat(200) })}\n`
+  for (let i = 0; i < 4; i++) w.write(line(i))
+  await once(w.path, '"i":3')
+  // This one goes past maxBytes: the file is closed for its rotation as the process exits.
+  w.write(line(4))
+  w.write('{"event":"supervisor.exit"}\n')
+  w.flushSync()
+  const text = readFileSync(w.path, 'utf8')
+  assert.ok(text.endsWith(`${line(4)}{"event":"supervisor.exit"}\n`), text.slice(-120))
 })
