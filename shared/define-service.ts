@@ -2,12 +2,12 @@ import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { getHeapStatistics } from 'node:v8'
 import { isMainThread, parentPort, workerData } from 'node:worker_threads'
 import { monotonicMs } from './clock.js'
 import type { Config } from './config/types.js'
 import { announceDeath } from './death-notice.js'
 import { codedError } from './errors.js'
+import { heapVitals } from './heap-vitals.js'
 import { createFailpoints, type HitFailpoint, parseFailpoints } from './failpoints.js'
 import { serveTask } from './http-server.js'
 import { createLogger, type Logger } from './logger.js'
@@ -225,11 +225,11 @@ function startHeartbeat(service: ServiceName, board: StatusBoard): () => void {
   let elu = performance.eventLoopUtilization()
   const beat = () => {
     const next = performance.eventLoopUtilization()
-    const heap = getHeapStatistics()
+    const heap = heapVitals()
     board.setVitals(
       service,
-      heap.used_heap_size,
-      heap.heap_size_limit,
+      heap.usedBytes,
+      heap.limitBytes,
       performance.eventLoopUtilization(next, elu).utilization,
     )
     elu = next

@@ -31,10 +31,10 @@ test('each running worker reports a heap limit from its defaults, far under the 
   for (const s of SERVICES) {
     const m = new RegExp(`^sia_worker_heap_limit_bytes\\{service="${s}"\\} (\\S+)$`, 'm').exec(text)
     const limitMb = Number(m?.[1]) / 2 ** 20
-    const { maxOldGenerationSizeMb = 0, maxYoungGenerationSizeMb = 0 } = DEFAULT_RESOURCE_LIMITS[s]
-    // V8's heap limit is the old generation plus part of the young one.
-    assert.ok(
-      limitMb >= maxOldGenerationSizeMb && limitMb <= maxOldGenerationSizeMb + maxYoungGenerationSizeMb + 8,
+    // The old generation's: where V8 ends the worker (heap-vitals.ts), and what recycling uses.
+    assert.equal(
+      limitMb,
+      DEFAULT_RESOURCE_LIMITS[s].maxOldGenerationSizeMb,
       `${s}: heap limit ${limitMb} MiB`,
     )
   }
@@ -56,6 +56,6 @@ test('a limit from the config file reaches the certificate worker, which is othe
   assert.equal(await stop(sc), 0)
   const m = /^sia_worker_heap_limit_bytes\{service="certificate"\} (\S+)$/m.exec(text)
   const limitMb = Number(m?.[1]) / 2 ** 20
-  // The default is 64 MiB (and 2 MiB young): the configured 40 MiB, not the thread started ahead.
-  assert.ok(limitMb >= 40 && limitMb < 50, `certificate: heap limit ${limitMb} MiB`)
+  // The default is 64 MiB: the configured 40 MiB, not the thread started ahead.
+  assert.equal(limitMb, 40, `certificate: heap limit ${limitMb} MiB`)
 })
