@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { dirname } from 'node:path'
 import { ensureDir } from './ensure-dir.js'
-import { close, fchmod, fsync, open, rename, rm, writeAll } from './fs-async.js'
+import { close, fchmod, fsync, open, rename, rm, syncDir, writeAll } from './fs-async.js'
 
 export interface FileContent {
   path: string
@@ -54,21 +54,4 @@ async function stage({ path, data, mode }: FileContent): Promise<string> {
     if (!written) await rm(tmp, { force: true }).catch(() => {})
   }
   return tmp
-}
-
-/** A rename is durable once its directory is synced; a file system that cannot sync one is skipped. */
-async function syncDir(dir: string): Promise<void> {
-  let fd: number
-  try {
-    fd = await open(dir, 'r')
-  } catch {
-    return
-  }
-  try {
-    await fsync(fd)
-  } catch {
-    // EINVAL on some file systems: nothing more can be done for the name.
-  } finally {
-    await close(fd)
-  }
 }

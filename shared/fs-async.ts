@@ -60,3 +60,23 @@ export async function writevAll(fd: number, bufs: readonly Uint8Array[]): Promis
     rest = i < rest.length ? [rest[i]!.subarray(bytesWritten), ...rest.slice(i + 1)] : []
   }
 }
+
+/**
+ * A name made in a directory (a file created, a rename) is durable once the directory is synced;
+ * a file system that cannot sync one is skipped.
+ */
+export async function syncDir(dir: string): Promise<void> {
+  let fd: number
+  try {
+    fd = await open(dir, 'r')
+  } catch {
+    return
+  }
+  try {
+    await fsync(fd)
+  } catch {
+    // EINVAL on some file systems: nothing more can be done for the name.
+  } finally {
+    await close(fd)
+  }
+}

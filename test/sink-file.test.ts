@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -107,5 +108,35 @@ test("a successor's sink leaves the file's end alone: it may be its predecessor'
   assert.deepEqual(
     lines(path).map((r) => r.alertname),
     ['Answered', 'InFlight'],
+  )
+})
+
+test('a sink file it creates has its name made durable: its directory is synced once it is open', (t) => {
+  if (spawnSync('strace', ['-V']).status !== 0) return t.skip('strace is not installed')
+  const dir = mkdtempSync(join(tmpdir(), 'sia-sink-dir-'))
+  const path = join(dir, 'alerts.jsonl')
+  const trace = join(mkdtempSync(join(tmpdir(), 'sia-strace-')), 'trace')
+  const script = `
+    import { createLogger } from ${JSON.stringify(new URL('../shared/logger.js', import.meta.url).href)}
+    import { createFileSink } from ${JSON.stringify(new URL('../workers/gateway/sink-file.js', import.meta.url).href)}
+    const sink = await createFileSink(${JSON.stringify(path)}, createLogger('gateway', 'silent'))
+    await sink.close()`
+  const r = spawnSync(
+    'strace',
+    ['-f', '-e', 'trace=openat,fsync', '-o', trace, process.execPath, '--input-type=module', '-e', script],
+    { encoding: 'utf8', timeout: 30_000 },
+  )
+  assert.equal(r.status, 0, r.stderr)
+  const calls = readFileSync(trace, 'utf8').split('\n')
+  const created = calls.findIndex((l) => l.includes(`openat(AT_FDCWD, "${path}", `) && l.includes('O_CREAT'))
+  assert.ok(created >= 0, 'the sink file was opened')
+  const dirFd = calls
+    .slice(created)
+    .map((l) => new RegExp(`openat\\(AT_FDCWD, "${dir}", O_RDONLY[^)]*\\) = (\\d+)`).exec(l)?.[1])
+    .find((fd) => fd !== undefined)
+  assert.ok(dirFd, 'its directory was opened after it')
+  assert.ok(
+    calls.slice(created).some((l) => new RegExp(`fsync\\(${dirFd}\\) += 0`).test(l)),
+    'and synced',
   )
 })

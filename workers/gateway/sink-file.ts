@@ -3,7 +3,7 @@ import { constants, fstatSync } from '../../shared/builtins.js'
 import { withDeadline } from '../../shared/deadline.js'
 import { ensureDir } from '../../shared/ensure-dir.js'
 import { codedError } from '../../shared/errors.js'
-import { close, fdatasync, fstat, ftruncate, open, read, writevAll } from '../../shared/fs-async.js'
+import { close, fdatasync, fstat, ftruncate, open, read, syncDir, writevAll } from '../../shared/fs-async.js'
 import type { Logger } from '../../shared/logger.js'
 import { forEachSliced } from '../../shared/slices.js'
 import type { Sink, SinkRecord } from './sink.js'
@@ -59,6 +59,9 @@ export async function createFileSink(
   let regular: boolean
   try {
     regular = (await fstat(fd)).isFile()
+    // O_DSYNC makes the file's data durable, not its name: a file just created, and the alerts
+    // answered 2xx in it, would be lost with its name in a power cut.
+    if (regular) await syncDir(dirname(path))
     if (regular && repair) await repairTail(fd, path, log)
   } catch (err) {
     await close(fd).catch(() => {})
