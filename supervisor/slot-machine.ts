@@ -535,7 +535,7 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
         return next({ tag: 'running', until: now + tuning.watchdogTimeout }, { replaceDue: undefined })
       }
       switch (ev.type) {
-        case 'start-ack':
+        case 'start-ack': {
           fx.push(
             { do: 'board', state: 'running' },
             {
@@ -545,7 +545,13 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
             },
             { do: 'settle-replace', outcome: 'replaced' },
           )
-          return next({ tag: 'running', until: now + tuning.watchdogTimeout })
+          const up = { tag: 'running', until: now + tuning.watchdogTimeout } as const
+          if (!s.predecessorExit) return next(up)
+          // Its predecessor crashed meanwhile: a fault like any other (the restart intensity, the
+          // restarts metric), though the thread that replaces it was already on its way.
+          fx.push({ do: 'count-restart', reason: s.predecessorExit.reason })
+          return next(up, { faults: [...model.faults, now] })
+        }
         case 'start-error':
           return called('error reply', ev.err)
         case 'exit':

@@ -333,6 +333,14 @@ describe('replacing (recycle, reload): the successor starts beside the worker th
     const failed = run(r.model, { type: 'start-error', err: new Error('x') })
     assert.equal(failed.model.state.tag, 'backoff')
     assert.deepEqual(failed.model.faults, [NOW])
+    // The successor comes up: the crash still counts, once (restart intensity, restarts metric).
+    const up = run(r.model, { type: 'start-ack' })
+    assert.equal(up.model.state.tag, 'running')
+    assert.deepEqual(up.model.faults, [NOW])
+    assert.deepEqual(
+      up.effects.filter((e) => e.do === 'count-restart'),
+      [{ do: 'count-restart', reason: crash.reason }],
+    )
   })
   test('a recycle counts as a restart (reason recycled) but not as a fault', () => {
     const r = run(at({ tag: 'running', until: NOW }), { type: 'tick' }, { heapUsedBytes: 95 })
