@@ -154,7 +154,12 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
               `listening on ${i.port}`,
             )
           },
-          { headersTimeoutMs: config.httpHeaderTimeout, requestTimeoutMs: config.httpRequestTimeout },
+          {
+            headersTimeoutMs: config.httpHeaderTimeout,
+            requestTimeoutMs: config.httpRequestTimeout,
+            maxConnections: config.httpMaxConnections,
+          },
+          log,
         ),
         { waitReady: true },
       )

@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAddress } from './address.js'
 import { monotonicMs } from './clock.js'
 import { answerClientErrors } from './http/client-error.js'
+import type { Logger } from './logger.js'
 import type { TaskBody } from './task-group.js'
 
 /**
@@ -34,20 +35,28 @@ const IDLE_SWEEP_MS = 25
  */
 const INCOMPLETE_GRACE_MS = 250
 
-/** Read deadlines of a server (HTTP_HEADER_TIMEOUT, HTTP_REQUEST_TIMEOUT), in ms. */
-export interface ReadDeadlines {
+/** What a server may be given: read deadlines (HTTP_HEADER_TIMEOUT, HTTP_REQUEST_TIMEOUT, in ms). */
+export interface ServerLimits {
   /** The request line and headers must arrive within this long of the connection or request start. */
   headersTimeoutMs: number
   /** The whole request, body included, must arrive within this long; Node answers 408 otherwise. */
   requestTimeoutMs: number
+  /**
+   * Connections held at once (HTTP_MAX_CONNECTIONS; 0: no limit): past it, Node closes each new
+   * one as it is accepted, so one port's flood cannot take every descriptor of the process.
+   */
+  maxConnections?: number
 }
+
+/** How often, at most, a server says it is closing connections at its limit. */
+const FULL_LOG_MS = 60_000
 
 /**
  * Applies the read deadlines. Node checks them on a timer (`connectionsCheckingInterval`, 30 s by
  * default), read when the server starts listening: a tenth of the shortest deadline, between
  * 100 ms and 1 s, so a client past its deadline gets its 408 at most that much later.
  */
-export function applyReadDeadlines(server: Server, d: ReadDeadlines): void {
+export function applyReadDeadlines(server: Server, d: ServerLimits): void {
   server.headersTimeout = d.headersTimeoutMs
   server.requestTimeout = d.requestTimeoutMs
   const shortest = Math.min(d.headersTimeoutMs, d.requestTimeoutMs)
@@ -130,10 +139,12 @@ export function serveTask(
   server: Server,
   address: string,
   onListening: (info: AddressInfo) => void,
-  deadlines?: ReadDeadlines,
+  limits?: ServerLimits,
+  log?: Logger,
 ): TaskBody {
   return async (t) => {
-    if (deadlines) applyReadDeadlines(server, deadlines)
+    if (limits) applyReadDeadlines(server, limits)
+    if (limits?.maxConnections) capConnections(server, limits.maxConnections, log)
     answerClientErrors(server)
     const conns = trackConnections(server)
     onListening(await listen(server, address))
@@ -141,4 +152,20 @@ export function serveTask(
     if (!t.signal.aborted) await new Promise((r) => t.signal.addEventListener('abort', r, { once: true }))
     return (await drain(server, t.deadline(), conns)) ? 'timed-out' : undefined
   }
+}
+
+/** HTTP_MAX_CONNECTIONS: Node closes what comes past it; said once a minute, with the count. */
+function capConnections(server: Server, max: number, log: Logger | undefined): void {
+  server.maxConnections = max
+  let dropped = 0
+  let saidAt = Number.NEGATIVE_INFINITY
+  server.on('drop', () => {
+    dropped++
+    if (monotonicMs() - saidAt < FULL_LOG_MS) return
+    saidAt = monotonicMs()
+    log?.warn(
+      { event: 'server.connections.full', maxConnections: max, dropped },
+      `${max} connections held: closing new ones (HTTP_MAX_CONNECTIONS)`,
+    )
+  })
 }

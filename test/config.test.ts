@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
+import { defaultMaxConnections } from '../shared/config/limits.js'
 import { loadConfig } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
 import { parseDuration } from '../shared/duration.js'
@@ -499,4 +500,15 @@ describe('the CLI', () => {
     assert.equal(r.status, 0)
     assert.match(r.stdout, /^\d+\.\d+\.\d+\n$/)
   })
+})
+
+test("HTTP_MAX_CONNECTIONS's default: an eighth of the soft open-file limit, at most 4096", () => {
+  const limits = (soft: string) =>
+    `Limit                     Soft Limit           Hard Limit           Units\nMax open files            ${soft}                 1048576              files\n`
+  assert.equal(defaultMaxConnections(limits('1024')), 128)
+  assert.equal(defaultMaxConnections(limits('1048576')), 4096)
+  assert.equal(defaultMaxConnections(limits('unlimited')), 4096)
+  assert.equal(defaultMaxConnections(limits('4')), 1)
+  assert.equal(defaultMaxConnections(''), 4096)
+  assert.equal(config([], { HTTP_MAX_CONNECTIONS: '0' }).httpMaxConnections, 0)
 })

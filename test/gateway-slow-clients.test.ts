@@ -149,3 +149,41 @@ test('GATEWAY_MAX_BUFFERED_BYTES below GATEWAY_MAX_BODY_BYTES: exit 2 naming the
   assert.equal((await sc.exited).code, 2)
   assert.match(sc.stderr(), /invalid setting GATEWAY_MAX_BUFFERED_BYTES: must be 0 \(no limit\) or at least/)
 })
+
+test('a flood of connections to one port leaves the others their descriptors (HTTP_MAX_CONNECTIONS)', async (t) => {
+  // 400 descriptors for the whole process: 50 connections a server by default.
+  const sc = await startReady({
+    env: gatewayEnv({
+      HEALTH_CHECK_ADDR: '127.0.0.1:0',
+      HTTP_HEADER_TIMEOUT: '60s',
+      HTTP_REQUEST_TIMEOUT: '60s',
+    }),
+    command: (node, argv) => ({ file: 'sh', args: ['-c', 'ulimit -n 400 && exec "$0" "$@"', node, ...argv] }),
+  })
+  const flood: Socket[] = []
+  t.after(() => {
+    for (const s of flood) s.destroy()
+  })
+  try {
+    const gateway = port(await sc.url('gateway'))
+    // More than the process has descriptors: each sends half a request line and waits.
+    await Promise.all(
+      Array.from({ length: 450 }, async () => {
+        const s = connect({ port: gateway, host: '127.0.0.1' })
+        flood.push(s)
+        s.on('error', () => {})
+        await new Promise((r) => s.once('connect', r).once('close', r))
+        if (!s.destroyed) s.write('POST /api/v1/signals/prometheus HT')
+      }),
+    )
+    const full = await sc.waitForEvent('server.connections.full')
+    assert.deepEqual([full.service, full.maxConnections], ['gateway', 50])
+    // The probes and the scrape still connect and are answered.
+    assert.equal((await fetch(`${await sc.url('healthcheck')}/healthz`)).status, 200)
+    assert.equal((await fetch(`${await sc.url('healthcheck')}/readyz`)).status, 200)
+    assert.equal((await fetch(`${await sc.url('metrics')}/metrics`)).status, 200)
+  } finally {
+    for (const s of flood) s.destroy()
+    assert.equal(await stop(sc), 0)
+  }
+})

@@ -1,3 +1,4 @@
+import { readFileSync } from '../builtins.js'
 import type { ServiceName } from '../services.js'
 import type { ResourceLimits } from './types.js'
 
@@ -20,4 +21,28 @@ export const DEFAULT_RESOURCE_LIMITS: Record<ServiceName, ResourceLimits> = {
   gateway: { maxOldGenerationSizeMb: 192, maxYoungGenerationSizeMb: 16 },
   metrics: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 1 },
   healthcheck: { maxOldGenerationSizeMb: 32, maxYoungGenerationSizeMb: 1 },
+}
+
+/** The most connections a server holds at once by default, whatever the open-file limit. */
+const MAX_CONNECTIONS_CAP = 4096
+
+/**
+ * HTTP_MAX_CONNECTIONS's default: an eighth of the process's open-file limit (`Max open files`
+ * in /proc/self/limits, the soft one), at most 4096. Every thread shares the process's
+ * descriptors: a flood of connections to one port (a slowloris holds each until
+ * HTTP_HEADER_TIMEOUT) would otherwise take them all, and the health probes, the scrape, the
+ * files and Redis would fail with EMFILE. The four servers together hold at most half.
+ */
+export function defaultMaxConnections(limits = readLimits()): number {
+  const soft = /^Max open files\s+(\d+|unlimited)/m.exec(limits)?.[1]
+  if (soft === undefined || soft === 'unlimited') return MAX_CONNECTIONS_CAP
+  return Math.max(1, Math.min(MAX_CONNECTIONS_CAP, Math.floor(Number(soft) / 8)))
+}
+
+function readLimits(): string {
+  try {
+    return readFileSync('/proc/self/limits', 'utf8')
+  } catch {
+    return ''
+  }
 }

@@ -1,3 +1,5 @@
+import { defaultMaxConnections } from './limits.js'
+
 /**
  * Every top-level setting: its kind, default and help. The environment variable is the key in
  * SCREAMING_SNAKE_CASE (SIA's names), the flag is the key in kebab-case, and a config file uses the
@@ -378,6 +380,11 @@ export const SETTINGS = {
     kind: 'duration',
     default: '30s',
     help: 'every server: the whole request, body included, must arrive within this (else 408)',
+  },
+  httpMaxConnections: {
+    kind: 'int',
+    default: String(defaultMaxConnections()),
+    help: 'every server: connections held at once, more are closed as they come (default: 1/8 of the open-file limit, at most 4096; 0: no limit)',
   },
   metricsServerAddr: {
     kind: 'address',
