@@ -98,6 +98,47 @@ describe('gateway: kubernetes sink against an HTTPS API server', () => {
     assert.equal(metric(metrics, 'gateway_sink_errors_total', { sink: 'kubernetes' }), 1)
   })
 
+  test('an alert the API server refuses for what it holds: logged whole, 201 for the rest, not retried for ever', async () => {
+    const episodes = sc.events('gateway.not-ready').length
+    api.refuseObjects((o) => (o.spec?.labels as Record<string, string> | undefined)?.poison !== undefined)
+    try {
+      const batch = webhook([alert('Fine'), alert('Poison', { labels: { poison: 'x' } })])
+      const r = await post(base, batch)
+      assert.equal(r.status, 201)
+      assert.deepEqual([r.body.created, r.body.rejected], [1, 1])
+      assert.deepEqual(
+        (r.body.alerts as { status: string }[]).map((a) => a.status),
+        ['rejected'],
+      )
+      const logged = await sc.waitForEvent('gateway.sink.rejected')
+      assert.equal(
+        (logged.alert as { alertname: string }).alertname,
+        'Poison',
+        'the alert, whole, in the log',
+      )
+      assert.match(logged.reason as string, /422 Invalid/)
+      // AlertManager's retry: both are duplicates now, nothing sent to the API server again.
+      const creates = api.requests.length
+      const retry = await post(base, batch)
+      assert.equal(retry.status, 202)
+      assert.equal(retry.body.duplicates, 2)
+      assert.equal(api.requests.length, creates)
+      assert.equal(sc.events('gateway.not-ready').length, episodes, 'the sink stays ready')
+      const metrics = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
+      assert.equal(metric(metrics, 'gateway_signals_rejected_total'), 1)
+      // An API server that refuses every object (a schema no alert fits) is a failed sink: 503.
+      api.refuseObjects(() => true)
+      const all = await post(base, webhook([alert('Unfit')]))
+      assert.equal(all.status, 503)
+      await sc.waitForCount('gateway.not-ready', episodes + 1, { degraded: 'sink' })
+      const recoveries = sc.events('gateway.ready-again').length
+      api.refuseObjects(() => false)
+      await sc.waitForCount('gateway.ready-again', recoveries + 1)
+    } finally {
+      api.refuseObjects(() => false)
+    }
+  })
+
   test('the token file is re-read: a rotated token is used on the next write', async () => {
     writeFileSync(tokenFile, 'sa-token-2')
     api.setToken('sa-token-2')

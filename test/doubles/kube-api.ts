@@ -40,6 +40,8 @@ export interface KubeApiDouble {
   setToken(token: string): void
   /** The next `n` creates and applies are answered `status` (e.g. 500, 403). */
   failNext(n: number, status: number): void
+  /** Custom resources for which `refuse` is true are invalid (422), as against a schema. */
+  refuseObjects(refuse: (obj: KubeObject) => boolean): void
   /** Core v1 secrets by "<namespace>/<name>", as stored after server-side apply. */
   secrets: Map<string, CoreObject>
   /** Every PATCH to a secret: its query, content type and parsed body, answered or refused. */
@@ -94,6 +96,7 @@ export async function startKubeApi(opts: { token: string; user?: string }): Prom
   })
   let token = opts.token
   let failures: { n: number; status: number } = { n: 0, status: 0 }
+  let refuse: (obj: KubeObject) => boolean = () => false
   let uid = 0
   const objects = new Map<string, KubeObject>()
   const requests: KubeApiDouble['requests'] = []
@@ -239,7 +242,13 @@ export async function startKubeApi(opts: { token: string; user?: string }): Prom
       return failure(400, 'BadRequest', 'invalid JSON')
     }
     const name = obj.metadata?.name ?? ''
-    if (obj.apiVersion !== `${group}/${version}` || !obj.kind || !DNS1123.test(name) || name.length > 253) {
+    if (
+      obj.apiVersion !== `${group}/${version}` ||
+      !obj.kind ||
+      !DNS1123.test(name) ||
+      name.length > 253 ||
+      refuse(obj)
+    ) {
       return failure(422, 'Invalid', `${obj.kind ?? 'object'} "${name}" is invalid`)
     }
     if (obj.metadata.namespace && obj.metadata.namespace !== namespace) {
@@ -292,6 +301,9 @@ export async function startKubeApi(opts: { token: string; user?: string }): Prom
     },
     failNext(n, status) {
       failures = { n, status }
+    },
+    refuseObjects(r) {
+      refuse = r
     },
     secrets,
     applies,

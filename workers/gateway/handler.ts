@@ -159,20 +159,25 @@ function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
       return sendProblem(res, { status: 400, title: 'Bad Request', detail, path, errors })
     }
     const outcome = await ingest(parsed.webhook)
-    const { created, duplicates, ignored, pending, failed } = outcome
+    const { created, duplicates, ignored, rejected, pending, failed } = outcome
+    // Only when some alert was: the body of every ordinary answer stays as it was.
+    const refused = rejected > 0 ? { rejected } : {}
     const detailed = wantsDetail(query)
     if (pending === 0 && failed === 0) {
-      const body = detailed
-        ? { created, duplicates, ignored, alerts: outcome.alerts }
-        : { created, duplicates, ignored }
-      return sendJson(res, created > 0 ? 201 : 202, body)
+      // The alerts refused are listed, as errored ones are (all of them with ?detail=1).
+      const listed = detailed
+        ? { alerts: outcome.alerts }
+        : rejected > 0
+          ? { alerts: outcome.alerts.filter((a) => a.status === 'rejected') }
+          : {}
+      return sendJson(res, created > 0 ? 201 : 202, { created, duplicates, ignored, ...refused, ...listed })
     }
     // Some alert is not stored: 503, so AlertManager retries the batch; what is stored is then a
     // duplicate. The alerts that errored are listed (all of them with ?detail=1).
     const alerts = detailed
       ? outcome.alerts
       : outcome.alerts.filter((a) => a.status === 'pending' || a.status === 'failed')
-    const counts = { created, duplicates, ignored, pending, failed, alerts }
+    const counts = { created, duplicates, ignored, ...refused, pending, failed, alerts }
     switch (outcome.failure) {
       case 'store-unavailable':
         return unavailable(res, 'the deduplication store is unavailable', RETRY_AFTER_STORE, counts)

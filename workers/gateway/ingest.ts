@@ -9,7 +9,7 @@ import type { DedupEntry, DedupResult, DedupStore } from './dedup-store.js'
 import { fingerprintOf } from './fingerprint.js'
 import type { GatewayMetrics } from './metrics.js'
 import type { Alert, Webhook } from './payload.js'
-import { type Sink, toSinkRecord } from './sink.js'
+import { isSinkRefusal, type Sink, type SinkRecord, toSinkRecord } from './sink.js'
 
 /** DESIGN.md §3: inside the gateway, after deduplication and before the sink write of a batch. */
 export const BEFORE_SINK = 'gateway.before-sink'
@@ -53,10 +53,11 @@ export interface IngestOptions {
  * - created: new, and now in the sink;
  * - duplicate: already stored (within the TTL), or a repeat inside the batch;
  * - ignored: resolved, with GATEWAY_RECORD_RESOLVED=false;
+ * - rejected: refused by the sink for what it holds (logged whole; no retry could store it);
  * - pending: another request was still writing it when the wait ran out (the batch gets 503);
  * - failed: the sink write or the dedup store failed (the batch gets 503; nothing recorded).
  */
-export type AlertState = 'created' | 'duplicate' | 'ignored' | 'pending' | 'failed'
+export type AlertState = 'created' | 'duplicate' | 'ignored' | 'rejected' | 'pending' | 'failed'
 
 export interface AlertOutcome {
   fingerprint: string
@@ -71,6 +72,7 @@ export interface IngestOutcome {
   created: number
   duplicates: number
   ignored: number
+  rejected: number
   pending: number
   failed: number
   /** Why the batch failed, when some alert did. */
@@ -135,11 +137,10 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   ): Promise<boolean> => {
     const toSink = fresh.filter((a) => a.sinkable)
     if (toSink.length === 0) return commitLater(fresh, owner)
+    let records: SinkRecord[] = []
     try {
       await opts.failpoint(BEFORE_SINK)
-      const records = await mapSliced(toSink, (a) =>
-        toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt),
-      )
+      records = await mapSliced(toSink, (a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt))
       await withDeadline(
         opts.sinkTimeoutMs,
         (signal) => sink.write(records, signal),
@@ -147,6 +148,19 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
           codedError('ERR_SINK_TIMEOUT', `the sink did not take the batch within ${opts.sinkTimeoutMs}ms`),
       )
     } catch (err) {
+      if (isSinkRefusal(err)) {
+        // Stored but for these, which no retry could store: each is logged whole (nothing is
+        // lost) and committed, so that AlertManager's retry is a duplicate, not a loop.
+        for (const { index, reason } of err.refused) {
+          toSink[index]!.outcome.status = 'rejected'
+          log.error(
+            { event: 'gateway.sink.rejected', sink: sink.name, reason, alert: records[index] },
+            `the ${sink.name} sink refused an alert: ${reason}`,
+          )
+        }
+        metrics.rejected.inc(err.refused.length)
+        return sinkTookIt(fresh, owner)
+      }
       opts.onSinkWrite?.(false)
       metrics.sinkErrors.inc({ sink: sink.name })
       if (sinkFailures++ === 0) {
@@ -169,6 +183,10 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         )
       return false
     }
+    return sinkTookIt(fresh, owner)
+  }
+
+  const sinkTookIt = (fresh: readonly Item[], owner: string): true => {
     opts.onSinkWrite?.(true)
     if (sinkFailures > 0) {
       log.info(
@@ -240,7 +258,9 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       })
       if (fresh.length > 0) {
         const stored = await writeAndCommit(fresh, owner, webhook, receivedAt)
-        for (const a of fresh) a.outcome.status = stored ? 'created' : 'failed'
+        for (const a of fresh) {
+          if (a.outcome.status !== 'rejected') a.outcome.status = stored ? 'created' : 'failed'
+        }
         if (!stored) {
           failure = 'sink-failed'
           break
@@ -252,7 +272,14 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       pause = Math.min(pause * 2, PENDING_POLL_MAX_MS)
     }
 
-    const counts: Record<AlertState, number> = { created: 0, duplicate: 0, ignored: 0, pending: 0, failed: 0 }
+    const counts: Record<AlertState, number> = {
+      created: 0,
+      duplicate: 0,
+      ignored: 0,
+      rejected: 0,
+      pending: 0,
+      failed: 0,
+    }
     for (const a of items) {
       // Recorded, not stored: ignored, whether its resolution was new or a repeat.
       if (!a.sinkable && (a.outcome.status === 'created' || a.outcome.status === 'duplicate'))
@@ -263,6 +290,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       created: counts.created,
       duplicates: counts.duplicate,
       ignored: counts.ignored,
+      rejected: counts.rejected,
       pending: counts.pending,
       failed: counts.failed,
       ...(failure && { failure }),

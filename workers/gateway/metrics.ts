@@ -7,6 +7,7 @@ export interface GatewayMetrics {
   received: Counter<'status'>
   created: Counter
   deduplicated: Counter
+  rejected: Counter
   requests: Counter<'code'>
   duration: Histogram
   inflight: Gauge
@@ -56,6 +57,11 @@ export function createMetrics(
     created: new Counter({
       name: 'gateway_signals_created_total',
       help: 'Alerts that were new and written to the sink',
+      registers,
+    }),
+    rejected: new Counter({
+      name: 'gateway_signals_rejected_total',
+      help: 'Alerts the sink refused for what they hold (each logged whole as gateway.sink.rejected)',
       registers,
     }),
     deduplicated: new Counter({

@@ -77,7 +77,10 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
       message = s.message ?? message
     } catch {}
     if (status === 409 && reason === 'AlreadyExists') return
-    throw codedError('ERR_KUBE_API', `API server answered ${status} ${reason}: ${message}`)
+    const err = codedError('ERR_KUBE_API', `API server answered ${status} ${reason}: ${message}`)
+    // The object itself: bad, too large, or against the resource's schema (as opposed to the
+    // credentials, the server, or the resource type, which fail every object alike).
+    throw Object.assign(err, { invalid: status === 400 || status === 413 || status === 422 })
   }
 
   return {
@@ -87,21 +90,43 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
       // (and descriptors, which the whole process shares) at once.
       let created = 0
       let failed: { err: unknown } | undefined
+      const invalid: { index: number; reason: string }[] = []
       await eachSliced(
-        records,
+        records.map((r, index) => ({ r, index })),
         CREATES_AT_ONCE,
-        async (r) => {
+        async ({ r, index }) => {
           try {
             await create(r, url, signal)
             created++
           } catch (err) {
-            failed ??= { err }
+            if ((err as { invalid?: boolean }).invalid)
+              invalid.push({ index, reason: (err as Error).message })
+            else failed ??= { err }
           }
         },
         signal,
       )
       if (failed) throw failed.err
-      if (created < records.length) throw signal?.reason ?? new Error('not every record was created')
+      if (created + invalid.length < records.length) {
+        throw signal?.reason ?? new Error('not every record was created')
+      }
+      if (invalid.length === 0) return
+      // One alert refused for what it holds must not hold back every later webhook of its
+      // group (AlertManager retries a 503 for ever): refused for good only if a record like any
+      // other passes a dry run now. If not, the sink refuses everything (a wrong resource type or
+      // schema): a failure, as any other.
+      try {
+        await create(probeRecord(), dryRun, signal)
+      } catch {
+        throw codedError('ERR_KUBE_API', invalid[0]!.reason)
+      }
+      throw Object.assign(
+        codedError(
+          'ERR_SINK_REFUSED',
+          `the API server refused ${invalid.length} alert(s): ${invalid[0]!.reason}`,
+        ),
+        { refused: invalid },
+      )
     },
     /** A failed sink is ready again once the API server would accept a create (DESIGN.md §7). */
     probe: () => create(probeRecord(), dryRun),

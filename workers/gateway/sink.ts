@@ -16,12 +16,28 @@ export interface SinkRecord {
   receivedAt: string
 }
 
+/**
+ * A write in which the sink refused some records for what they hold (an API server's 422), while
+ * it took the others and takes records like them: no retry could store those. Thrown by
+ * `Sink.write` only then; any other failure is a plain error.
+ */
+export interface SinkRefusal extends Error {
+  code: 'ERR_SINK_REFUSED'
+  /** Indexes into the records written, with the sink's reason for each. */
+  refused: readonly { index: number; reason: string }[]
+}
+
+export function isSinkRefusal(err: unknown): err is SinkRefusal {
+  return (err as { code?: unknown } | undefined)?.code === 'ERR_SINK_REFUSED'
+}
+
 export interface Sink {
   readonly name: 'file' | 'redis-stream' | 'kubernetes'
   /**
-   * Resolves once every record is durably handed over; rejects if any was not. When `signal`
-   * aborts, a write not yet begun is dropped and rejects with its reason; one already handed to
-   * the disk or the network may still complete.
+   * Resolves once every record is durably handed over; rejects if any was not (with a
+   * `SinkRefusal` when the only ones not stored can never be). When `signal` aborts, a write not
+   * yet begun is dropped and rejects with its reason; one already handed to the disk or the
+   * network may still complete.
    */
   write(records: readonly SinkRecord[], signal?: AbortSignal): Promise<void>
   /**
