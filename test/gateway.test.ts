@@ -15,50 +15,16 @@ import {
   webhook,
 } from './support/gateway.js'
 import { type Sidecar, startReady, startSidecar, stop } from './support/sidecar.js'
+import { sendUnterminated } from './support/unterminated.js'
 
 const TOKEN = 'gw-test-token-3f9a'
 const AUTH = { authorization: `Bearer ${TOKEN}` }
 /** Asks for one entry per alert in the answer. */
 const DETAIL = `${SIGNALS}?detail=1`
 
-/** Sends `total` bytes of an unterminated chunked body and returns what the server answered. */
-function sendUnterminated(
-  base: string,
-  total: number,
-  auth = `authorization: Bearer ${TOKEN}\r\n`,
-): Promise<{ head: string; body: string; sent: number }> {
-  const { port } = new URL(base)
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(port), '127.0.0.1')
-    let answer = ''
-    let sent = 0
-    const chunk = Buffer.alloc(64 * 1024, 'x')
-    socket.on('error', () => {}) // EPIPE/ECONNRESET once the server closes: expected
-    socket.on('data', (d) => {
-      answer += d.toString()
-    })
-    socket.on('close', () => {
-      const [head = '', body = ''] = answer.split('\r\n\r\n')
-      if (!head) return reject(new Error('connection closed without an answer'))
-      resolve({ head, body, sent })
-    })
-    socket.on('connect', () => {
-      socket.write(
-        `POST ${SIGNALS} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n` +
-          `${auth}transfer-encoding: chunked\r\n\r\n`,
-      )
-      // One chunk per turn of the event loop, as a client that reads while it sends.
-      const pump = () => {
-        if (sent >= total || answer || socket.destroyed || !socket.writable) return
-        sent += chunk.length
-        if (socket.write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`)) setImmediate(pump)
-        else socket.once('drain', pump)
-        // Never the terminating chunk: only a server that stops at its limit can answer.
-      }
-      pump()
-    })
-  })
-}
+/** A webhook request's head, for sendUnterminated. */
+const webhookHead = (auth = `authorization: Bearer ${TOKEN}\r\n`, line = `POST ${SIGNALS}`) =>
+  `${line} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n${auth}`
 
 /**
  * Writes `parts` on one connection, each once the server has answered something (or at once for
@@ -265,24 +231,26 @@ describe('gateway: memory dedup, file sink, bearer auth', () => {
     // Far more than loopback socket buffers hold: a server that stops reading stalls the client
     // long before the end, whatever the machine's load; one that keeps reading takes it all.
     const total = 64 * 1024 * 1024
-    const r = await sendUnterminated(base, total)
+    const r = await sendUnterminated(base, total, webhookHead())
     assert.match(r.head, /^HTTP\/1\.1 413 /)
     assert.match(r.head, /connection: close/i)
     assert.equal(JSON.parse(r.body).title, 'Payload Too Large')
     assert.ok(r.sent < total, `answered before the body was sent (${r.sent} bytes)`)
   })
 
-  test('refused before its body is read (401, 415): the body is not read, the connection closed', {
+  test('answered before its body is read (401, 415, /ready, 404): the body is not read, the connection closed', {
     timeout: 10_000,
   }, async () => {
     // As the 413 above: a server that read and discarded the body would take all of it, then
     // hold the connection until its read deadline (30 s).
     const total = 64 * 1024 * 1024
-    for (const [auth, status] of [
-      ['', 401],
-      [`authorization: Bearer ${TOKEN}\r\ncontent-encoding: gzip\r\n`, 415],
+    for (const [head, status] of [
+      [webhookHead(''), 401],
+      [webhookHead(`authorization: Bearer ${TOKEN}\r\ncontent-encoding: gzip\r\n`), 415],
+      [webhookHead('', 'GET /ready'), 200],
+      [webhookHead('', 'POST /nowhere'), 404],
     ] as const) {
-      const r = await sendUnterminated(base, total, auth)
+      const r = await sendUnterminated(base, total, head)
       assert.match(r.head, new RegExp(`^HTTP/1\\.1 ${status} `))
       assert.match(r.head, /connection: close/i)
       assert.ok(r.sent < total, `answered before the body was sent (${r.sent} bytes)`)

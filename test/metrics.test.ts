@@ -7,6 +7,7 @@ import { test } from 'node:test'
 import { ORDER } from './support/lifecycle.js'
 import { parsePromText, type Sample } from './support/prom-text.js'
 import { startReady, stop } from './support/sidecar.js'
+import { sendUnterminated } from './support/unterminated.js'
 
 const find = (samples: Sample[], name: string, labels: Record<string, string> = {}) =>
   samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
@@ -199,6 +200,18 @@ test('the health and metrics ports answer GET and HEAD only, refuse the rest wit
     const scrape = await raw(metrics, 'http://localhost/metrics')
     assert.equal(scrape.status, 200)
     assert.match(scrape.body, /sia_worker_up/)
+    // A body sent anyway is not read: the answer closes the connection (Node would read all of
+    // it, to the read deadline).
+    const total = 64 * 1024 * 1024
+    for (const [base, line] of [
+      [health, 'GET /healthz'],
+      [health, 'POST /readyz'],
+      [metrics, 'GET /metrics'],
+    ] as const) {
+      const r = await sendUnterminated(base, total, `${line} HTTP/1.1\r\nhost: x\r\n`)
+      assert.match(r.head, /connection: close/i, line)
+      assert.ok(r.sent < total, `${line}: answered before the body was sent (${r.sent} bytes)`)
+    }
     assert.deepEqual(sc.events('worker.crashed'), [])
   } finally {
     assert.equal(await stop(sc), 0)

@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type Sidecar, startReady, stop } from '../test/support/sidecar.js'
 import { httpsRequest } from './doubles/zts-https.js'
+import { sendUnterminated } from './support/unterminated.js'
 
 // Two sidecars for the whole file: A plain HTTP with a target and token files, B with mutual TLS
 // and a one-second refresh and idle eviction.
@@ -236,6 +237,23 @@ describe('token server, local provider', () => {
     assert.equal(statSync(at).mode & 0o777, 0o600)
     assert.equal(statSync(rt).mode & 0o777, 0o600)
     assert.match(readFileSync(rt, 'utf8'), /^v=Z1;d=demo;r=reader;/)
+  })
+
+  it('a request answered before its body is read (404, 413, header mode) closes: its body is not read', {
+    timeout: 15_000,
+  }, async () => {
+    // A server that read and discarded the rest would take all 64 MiB, then wait for more.
+    const total = 64 * 1024 * 1024
+    for (const [line, status] of [
+      ['POST /nowhere', 404],
+      ['POST /accesstoken', 413],
+      ['GET /', 400],
+    ] as const) {
+      const r = await sendUnterminated(base, total, `${line} HTTP/1.1\r\nhost: x\r\n`)
+      assert.match(r.head, new RegExp(`^HTTP/1\\.1 ${status} `), line)
+      assert.match(r.head, /connection: close/i, line)
+      assert.ok(r.sent < total, `${line}: answered before the body was sent (${r.sent} bytes)`)
+    }
   })
 
   it('exports the cache metrics', async () => {

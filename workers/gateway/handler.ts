@@ -3,6 +3,7 @@ import { readBody } from '../../shared/http/body.js'
 import type { BodyBudget } from '../../shared/http/body-budget.js'
 import { type Problem, sendJson, sendProblem } from '../../shared/http/problem.js'
 import { originForm } from '../../shared/http/target.js'
+import { closeLingering, closeUnread } from '../../shared/http/unread-body.js'
 import { bearerChecker } from './auth.js'
 import { createIngest, type IngestOptions } from './ingest.js'
 import { parseWebhook } from './payload.js'
@@ -12,8 +13,6 @@ export const READY_PATH = '/ready'
 /** Seconds AlertManager (or any client) should wait before retrying a 503. */
 const RETRY_AFTER_STORE = '5'
 const RETRY_AFTER_BUSY = '1'
-/** As Go's net/http (rstAvoidanceDelay): long enough for the client to read the answer. */
-const LINGER_MS = 500
 
 export interface HandlerOptions extends IngestOptions {
   maxBodyBytes: number
@@ -47,28 +46,22 @@ export function createHandler(opts: HandlerOptions): Handler {
     if (path === READY_PATH) {
       if (req.method !== 'GET' && req.method !== 'HEAD') return methodNotAllowed(req, res, 'GET, HEAD')
       const r = opts.ready()
+      closeUnread(req, res)
       return sendJson(res, r.ready ? 200 : 503, r.body)
     }
     refuse(req, res, { status: 404, title: 'Not Found', detail: `no route for ${path}` })
   }
 }
 
-/**
- * An answer given without reading the request's body. Node would read and discard a body left
- * unread, to keep the connection for the next request: a client refused (unauthorised, say) could
- * keep it streaming until the read deadline. So a request with a body gets `connection: close`,
- * and no more of its bytes are read.
- */
+/** An answer given without reading the request's body (shared/http/unread-body.ts). */
 function refuse(
   req: IncomingMessage,
   res: ServerResponse,
   problem: Problem,
   headers: Record<string, string> = {},
 ): void {
-  const bodyFollows =
-    req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
-  if (bodyFollows) closeLingering(req)
-  sendProblem(res, problem, bodyFollows ? { ...headers, connection: 'close' } : headers)
+  closeUnread(req, res)
+  sendProblem(res, problem, headers)
 }
 
 /**
@@ -261,19 +254,4 @@ function unsupportedBody(req: IncomingMessage): string | undefined {
   if (encoding && encoding !== 'identity')
     return `content-encoding ${encoding} is not supported: send the body uncompressed`
   return undefined
-}
-
-/**
- * After a 413 the rest of the body is never read. Node destroys a `connection: close` socket as
- * soon as the answer is flushed; with request bytes still unread that sends a TCP RST at once,
- * which can wipe the answer before the client reads it. So half-close after the answer and
- * destroy only LINGER_MS later, still without reading another byte.
- */
-function closeLingering(req: IncomingMessage): void {
-  const socket = req.socket
-  socket.destroySoon = () => {
-    socket.end()
-    const timer = setTimeout(() => socket.destroy(), LINGER_MS)
-    socket.once('close', () => clearTimeout(timer))
-  }
 }

@@ -1,6 +1,7 @@
 import { defineService } from '../../shared/define-service.js'
 import { sendJson, sendProblem } from '../../shared/http/problem.js'
 import { targetPath } from '../../shared/http/target.js'
+import { closeUnread } from '../../shared/http/unread-body.js'
 import { createServer } from '../../shared/http-builtin.js'
 import { liveness, readiness } from '../../shared/readiness.js'
 
@@ -9,6 +10,7 @@ defineService({
   async start({ config, board, serve }) {
     const server = createServer((req, res) => {
       const path = targetPath(req.url)
+      closeUnread(req, res) // probes send no body: one sent is not read
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         return sendProblem(res, { status: 405, title: 'Method Not Allowed' }, { allow: 'GET, HEAD' })
       }

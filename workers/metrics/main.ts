@@ -3,6 +3,7 @@ import type { ServerResponse } from 'node:http'
 import AggregatorRegistry from 'prom-client/lib/cluster.js'
 import { defineService } from '../../shared/define-service.js'
 import { sendProblem } from '../../shared/http/problem.js'
+import { closeUnread } from '../../shared/http/unread-body.js'
 import { createServer } from '../../shared/http-builtin.js'
 import type { Target } from '../../shared/ports/apis.js'
 import { Gauge } from '../../shared/prom.js'
@@ -106,6 +107,7 @@ defineService({
       })
 
     const server = createServer((req, res) => {
+      closeUnread(req, res) // a scrape sends no body: one sent is not read
       // A request target Node accepts but that is no path here (`//`, `http://a:99999/`): `new URL`
       // would throw in the handler, and an exception there ends the thread.
       const url = URL.parse(req.url ?? '/', 'http://localhost')

@@ -4,6 +4,7 @@ import { type CodedError, codedError } from '../../shared/errors.js'
 import { type BodyResult, onBody } from '../../shared/http/body.js'
 import { type Problem, sendJson, sendProblem } from '../../shared/http/problem.js'
 import { targetPath } from '../../shared/http/target.js'
+import { closeUnread } from '../../shared/http/unread-body.js'
 import type { AccessToken, RoleToken } from '../../shared/identity/tokens.js'
 import { isUpstreamError } from '../../shared/identity/tokens.js'
 import type { Logger } from '../../shared/logger.js'
@@ -156,6 +157,8 @@ export function createTokenApi(opts: TokenApiOptions) {
 
   function route(req: IncomingMessage, res: ServerResponse, t0: number): Reply {
     const path = targetPath(req.url)
+    // Only the two POST routes read a body: any other answer leaves one unread.
+    if (req.method !== 'POST') closeUnread(req, res)
     if (req.method === 'POST' && opts.restApi && path === '/roletoken') {
       return postToken(req, res, t0, opts.roleTokens, 'roletoken', (body, domain, role, proxyFor) =>
         roleTokenKey(
@@ -260,8 +263,9 @@ export function createTokenApi(opts: TokenApiOptions) {
     return built
   }
 
-  function fail(res: ServerResponse, err: unknown): void {
+  function fail(req: IncomingMessage, res: ServerResponse, err: unknown): void {
     if (res.headersSent) return void res.destroy()
+    closeUnread(req, res) // a 404 or 413 before the body is read, or part way through it
     sendProblem(res, problemOf(err))
   }
 
@@ -313,7 +317,7 @@ export function createTokenApi(opts: TokenApiOptions) {
       pending.then(
         () => done(req, res, t0),
         (err: unknown) => {
-          fail(res, err)
+          fail(req, res, err)
           done(req, res, t0)
         },
       )
