@@ -50,11 +50,12 @@ export type SlotState =
   | { tag: 'stopping'; until: number }
   /**
    * `terminate()` called; waits for the exit or `until` (a thread that cannot be ended). Then:
-   * `stop` ends the slot with `outcome`; `fault` goes to the restart policy.
+   * `stop` ends the slot with `outcome`; `fault` goes to the restart policy; `fault-stop`, a
+   * fault that a stop came to wait for, logs the crash and ends the slot with `outcome`.
    */
   | {
       tag: 'terminating'
-      after: 'stop' | 'fault'
+      after: 'stop' | 'fault' | 'fault-stop'
       outcome: StopOutcome
       until: number
       faultAfterCancel: boolean
@@ -218,7 +219,7 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
     fx.push({ do: 'log', level, event, msg, ...(fields ? { fields } : {}) })
   const terminate = (
     reason: ExitReason,
-    after: 'stop' | 'fault',
+    after: 'stop' | 'fault' | 'fault-stop',
     outcome: StopOutcome,
     faultAfterCancel = env.cancelled,
   ): SlotState => {
@@ -243,13 +244,15 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
     fx.push({ do: 'board', state: 'stopped' }, { do: 'settle-stop', outcome })
     return { tag: 'stopped', outcome }
   }
-  /** A worker that was up has ended on its own: restart, stay down, or escalate. */
-  const afterFault = (exit: WorkerExit, afterCancel: boolean): Step => {
+  const crashed = (exit: WorkerExit) =>
     log('error', 'worker.crashed', `${service} worker ended (${exit.reason})`, {
       reason: exit.reason,
       exitCode: exit.exitCode,
       err: exit.err,
     })
+  /** A worker that was up has ended on its own: restart, stay down, or escalate. */
+  const afterFault = (exit: WorkerExit, afterCancel: boolean): Step => {
+    crashed(exit)
     if (afterCancel || env.cancelled) {
       // The run is ending: no restart; its stop reports whether this was a fault.
       fx.push({ do: 'board', state: 'down' })
@@ -320,14 +323,12 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
       case 'dying':
         // It crashed before the run was cancelled (a worker that dies after the cancel is not
         // held): a fault the restart policy had taken, as in back-off, not an unclean shutdown.
-        // Its exit is not waited for, so its crash is logged here.
-        log('error', 'worker.crashed', `${service} worker ended (exception)`, { reason: 'exception' })
-        return next(terminate('terminated', 'stop', 'clean'))
+        return next(terminate('exception', 'fault-stop', 'clean', false))
       case 'down':
         return next(stopped(s.outcome))
       case 'terminating':
-        if (s.after === 'stop') return same()
-        return next({ ...s, after: 'stop', outcome: s.faultAfterCancel ? 'crashed' : 'clean' })
+        if (s.after !== 'fault') return same()
+        return next({ ...s, after: 'fault-stop', outcome: s.faultAfterCancel ? 'crashed' : 'clean' })
       case 'stopping':
         return same()
       case 'stopped':
@@ -623,13 +624,14 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
 
     case 'terminating':
       if (ev.type === 'exit') {
-        if (s.after === 'stop') return next(stopped(s.outcome))
-        return afterFault(ev.exit, s.faultAfterCancel)
+        if (s.after === 'fault') return afterFault(ev.exit, s.faultAfterCancel)
+        if (s.after === 'fault-stop') crashed(ev.exit)
+        return next(stopped(s.outcome))
       }
       if (ev.type === 'deadline') {
         log('error', 'worker.stuck', `${service} thread could not be terminated within ${TERMINATE_MS}ms`)
         fx.push({ do: 'stuck' })
-        if (s.after === 'stop') return next(stopped('stuck'))
+        if (s.after !== 'fault') return next(stopped('stuck'))
         return afterFault(
           { reason: 'exception', exitCode: 1, err: codedError('ERR_WORKER_STUCK', 'stuck') },
           s.faultAfterCancel,

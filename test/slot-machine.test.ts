@@ -505,6 +505,26 @@ describe('port hold: from a worker death to its successor', () => {
     const stop = run(late.model, { type: 'stop', deadline: NOW + 500 }, { cancelled: true })
     const ended = run(stop.model, { type: 'exit', exit: crash }, { cancelled: true })
     assert.equal(settled(ended.effects, 'settle-stop')?.outcome, 'clean')
+    const logged = [late, stop, ended]
+      .flatMap((r) => does(r.effects))
+      .filter((d) => d === 'log:worker.crashed')
+    assert.equal(logged.length, 1, 'the crash is logged once, at its exit')
+  })
+  test('a thread the watchdog is ending when the stop comes: its crash is logged at its exit', () => {
+    const ending = run(
+      at({ tag: 'running', until: NOW }),
+      { type: 'deadline' },
+      { heartbeatMs: NOW - 60_000 },
+    )
+    assert.equal(ending.model.state.tag, 'terminating')
+    const stop = run(ending.model, { type: 'stop', deadline: NOW + 500 }, { cancelled: true })
+    const ended = run(
+      stop.model,
+      { type: 'exit', exit: { reason: 'watchdog', exitCode: 1 } },
+      { cancelled: true },
+    )
+    assert.ok(does(ended.effects).includes('log:worker.crashed'))
+    assert.equal(settled(ended.effects, 'settle-stop')?.outcome, 'clean')
   })
   test('announced its death and did not die: terminated at the deadline, the hold kept for the restart', () => {
     const r = run(holding({ tag: 'dying', until: NOW }), { type: 'deadline' })
