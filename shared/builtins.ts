@@ -14,6 +14,7 @@ export const {
   mkdirSync,
   openSync,
   readFileSync,
+  readSync,
   statSync,
   unwatchFile,
   watchFile,

@@ -1,5 +1,5 @@
 import { join } from 'node:path'
-import { constants, fstatSync, mkdirSync, openSync, writeSync } from './builtins.js'
+import { constants, fstatSync, mkdirSync, openSync, readSync, writeSync } from './builtins.js'
 import { close, fstat, ftruncate, mkdir, open, read, rename, stat, writeAll } from './fs-async.js'
 
 /**
@@ -35,6 +35,7 @@ export interface LogFileWriter {
 }
 
 const BATCH_BYTES = 64 * 1024
+const NEWLINE = 0x0a
 const HUNG_MS = 1000
 
 export function createLogFileWriter(dir: string, level: string, opts: LogFileOptions = {}): LogFileWriter {
@@ -59,7 +60,8 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   /** Lines at the head of the queue being written right now, their bytes, and since when. */
   let inflight = 0
   let inflightBytes = 0
-  let inflightSince = 0
+  /** When the drain's current step (open, check, rotate, write) began; 0 when no drain runs. */
+  let stepSince = 0
 
   /** Said on stdout directly (not through the logger, which would feed the file again). */
   const say = (lvl: 'warn' | 'info', event: string, msg: string, extra: object) => {
@@ -79,16 +81,32 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
 
   async function openFile(): Promise<void> {
     await mkdir(dir, { recursive: true })
-    fd = await open(path, constants.O_RDWR | constants.O_CREAT, 0o644)
+    const opened = await open(path, constants.O_RDWR | constants.O_CREAT, 0o644)
+    // The exit's flush opened the file meanwhile (tests only: the process is gone otherwise).
+    if (fd !== undefined) return void (await close(opened))
+    fd = opened
     size = (await fstat(fd)).size
     checkAt = Date.now() + checkMs
     if (size === 0) return
     const last = Buffer.alloc(1)
     await read(fd, last, 0, 1, size - 1)
-    if (last[0] !== 0x0a) {
+    if (last[0] !== NEWLINE) {
       await writeAll(fd, Buffer.from('\n'), size)
       size++
     }
+  }
+
+  /** openFile at exit, synchronously. */
+  function openFileSync(): number {
+    mkdirSync(dir, { recursive: true })
+    const opened = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o644)
+    size = fstatSync(opened).size
+    const last = Buffer.alloc(1)
+    if (size > 0 && readSync(opened, last, 0, 1, size - 1) === 1 && last[0] !== NEWLINE) {
+      writeSync(opened, '\n', size)
+      size++
+    }
+    return opened
   }
 
   /** The path still names the file open, and where it ends now (see the header). */
@@ -121,11 +139,14 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   async function drain(): Promise<void> {
     try {
       while (queue.length && !closing) {
+        stepSince = Date.now()
         if (fd === undefined) await openFile()
         else if (Date.now() >= checkAt) await followFile()
+        // The exit's flush may have taken the lines during any wait here (tests only).
+        if (queue.length === 0) break
         // A file never grows past maxBytes (a single longer line gets a file of its own).
         if (size > 0 && size + Buffer.byteLength(queue[0]!) > maxBytes) await rotate()
-        if (queue.length === 0) break // flushSync took the lines meanwhile
+        if (queue.length === 0) break
         let batch = ''
         let bytes = 0
         let n = 0
@@ -138,7 +159,6 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
         }
         inflight = n
         inflightBytes = bytes
-        inflightSince = Date.now()
         await writeAll(fd!, Buffer.from(batch), size)
         inflight = 0
         inflightBytes = 0
@@ -205,24 +225,22 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
       queuedBytes += line.length
       draining ??= drain().finally(() => {
         draining = undefined
+        stepSince = 0
       })
     },
     flushSync() {
       // The batch in flight is the async write's; the rest, now, behind it (a record logged just
       // before exit).
       if (failing || closing || queue.length <= inflight) return
-      // A write that has not returned for a second: a hung disk (a network file system), where
-      // a synchronous write would hang the exit itself, which must happen whatever the disk does.
-      if (inflight > 0 && Date.now() - inflightSince > HUNG_MS) return
+      // A step of the drain (a write, an open, a rename) that has not returned for a second: a
+      // hung disk (a network file system), where a synchronous call would hang the exit itself,
+      // which must happen whatever the disk does.
+      if (stepSince > 0 && Date.now() - stepSince > HUNG_MS) return
       try {
         // No file open: the first open, or a rotation between its close and its reopen, is
         // still under way; the path is opened here (the rotation's renames may or may not have
         // happened: either way the lines land in a file, after those before them).
-        if (fd === undefined) {
-          mkdirSync(dir, { recursive: true })
-          fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o644)
-          size = fstatSync(fd).size
-        }
+        fd ??= openFileSync()
         writeSync(fd, queue.slice(inflight).join(''), size + inflightBytes)
         queue = queue.slice(0, inflight)
       } catch {}

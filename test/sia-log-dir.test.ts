@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import {
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -248,12 +249,14 @@ describe('what others do to the log file', () => {
 
 test('lines still queued at exit reach the file while it is first opened, or rotated', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'sia-exit-flush-'))
+  // A last line cut by a killed run, and the exit coming before the first (asynchronous) open.
+  mkdirSync(join(dir, 'a'))
+  writeFileSync(join(dir, 'a', 'sia-supervisor.info.log'), '{"msg":"whole"}\n{"msg":"cut')
   const first = createLogFileWriter(join(dir, 'a'), 'info', { maxBytes: 1000 })
   t.after(() => first.close())
-  // The first open is asynchronous: the process exits before it is done.
   first.write('{"msg":"early"}\n')
   first.flushSync()
-  assert.equal(readFileSync(first.path, 'utf8'), '{"msg":"early"}\n')
+  assert.equal(readFileSync(first.path, 'utf8'), '{"msg":"whole"}\n{"msg":"cut\n{"msg":"early"}\n')
 
   const w = createLogFileWriter(join(dir, 'b'), 'info', { maxBytes: 1000 })
   t.after(() => w.close())
