@@ -150,6 +150,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     // Its last word: the worker blocks until its port is held (bounded on its side too).
     h.rpc.handle('dying', async () => {
       if (h === handle) dispatch({ type: 'dying' })
+      else if (h === predecessor) dispatch({ type: 'predecessor-dying' })
       await hold
       h.releaseDeath()
       return null

@@ -103,6 +103,8 @@ export type SlotEvent =
   | { type: 'predecessor-exit'; exit: WorkerExit }
   /** The current worker is ending on an uncaught exception (it waits briefly for a hold). */
   | { type: 'dying' }
+  /** The predecessor of a replacement in progress is ending so (its successor does not serve yet). */
+  | { type: 'predecessor-dying' }
 
 export type LogLevel = 'info' | 'warn' | 'error'
 
@@ -193,6 +195,7 @@ export function step(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
 function mayHold(s: SlotState, now: number): boolean {
   switch (s.tag) {
     case 'dying':
+    case 'replacing':
       return true
     case 'terminating':
       return s.after === 'fault'
@@ -559,6 +562,12 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
           return called(`exited: ${ev.exit.reason}`, ev.exit.err)
         case 'deadline':
           return called('start deadline')
+        case 'predecessor-dying':
+          // The worker that serves crashed while its successor starts: its port is held from now
+          // until the successor serves, as for any crash.
+          if (env.cancelled || model.holding) return same()
+          fx.push({ do: 'board', state: 'restarting' }, { do: 'hold-ports' })
+          return next(s, { holding: true })
         case 'predecessor-exit':
           log(
             'error',

@@ -332,3 +332,34 @@ test('a SIGHUP while a restart starts: that thread, spawned on the old configura
     assert.equal(await stop(sc), 0)
   }
 })
+
+test('the worker a reload replaces crashes while its successor starts: its port is held, no connection refused', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
+  const configPath = join(dir, 'config.json')
+  writeFileSync(configPath, JSON.stringify({ logLevel: 'info' }))
+  const ports = await serverPorts()
+  // Every start of the gateway takes 2 s; the first webhook that reaches the sink crashes it.
+  const sc = await startReady({
+    args: ['--config', configPath],
+    env: { ...ports.env, SIA_FAILPOINTS: 'gateway.start=delay(2000);gateway.before-sink=1*crash' },
+  })
+  try {
+    const url = `${await sc.url('gateway')}${SIGNALS}`
+    sc.kill('SIGHUP')
+    await sc.waitForEvent('worker.replacing', { service: 'gateway' }, 30_000)
+    // Served by the worker being replaced, which crashes on it: its successor is 2 s from serving.
+    const post = (name: string) =>
+      fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(webhook([alert(name)])),
+      }).then((r) => r.status)
+    await post('Crash').catch(() => 0)
+    await sc.waitForEvent('worker.port.held', { service: 'gateway' })
+    // A connection made now is held, then answered by the successor.
+    assert.equal(await post('Held'), 201)
+    await sc.waitForEvent('worker.port.released', { service: 'gateway', handedOver: true })
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
+})

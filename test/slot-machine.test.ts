@@ -342,6 +342,19 @@ describe('replacing (recycle, reload): the successor starts beside the worker th
       [{ do: 'count-restart', reason: crash.reason }],
     )
   })
+  test('the predecessor announces its crash while the successor starts: its port is held until the successor serves', () => {
+    const r = run(replacing, { type: 'predecessor-dying' })
+    assert.equal(r.model.state.tag, 'replacing')
+    assert.equal(r.model.holding, true)
+    assert.deepEqual(does(r.effects), ['board', 'hold-ports'])
+    const gone = run(r.model, { type: 'predecessor-exit', exit: crash })
+    assert.equal(gone.model.holding, true, 'held through its exit')
+    const up = run(gone.model, { type: 'start-ack' })
+    assert.equal(up.model.holding, false)
+    assert.deepEqual(does(up.effects).slice(-1), ['release-ports'])
+    // After the cancel nothing is held: the run is ending.
+    assert.deepEqual(run(replacing, { type: 'predecessor-dying' }, { cancelled: true }).effects, [])
+  })
   test('a recycle counts as a restart (reason recycled) but not as a fault', () => {
     const r = run(at({ tag: 'running', until: NOW }), { type: 'tick' }, { heapUsedBytes: 95 })
     assert.ok(r.effects.some((e) => e.do === 'count-restart' && e.reason === 'recycled'))
