@@ -535,8 +535,9 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
         // A predecessor that died meanwhile leaves nothing running: the restart policy takes over.
         if (s.predecessorExit) return afterFault(s.predecessorExit, env.cancelled)
         fx.push({ do: 'board', state: 'running' })
-        // A reload deferred to this successor is not tried again on the thread kept.
-        return next({ tag: 'running', until: now + tuning.watchdogTimeout }, { replaceDue: undefined })
+        // A reload deferred to this successor concerns the thread kept as much (it predates the
+        // reload): replaced at the next tick, once (the replacement it starts clears it).
+        return next({ tag: 'running', until: now + tuning.watchdogTimeout })
       }
       switch (ev.type) {
         case 'start-ack': {

@@ -284,6 +284,21 @@ describe('replacing (recycle, reload): the successor starts beside the worker th
     assert.equal(respawned.model.state.tag, 'starting')
     assert.equal(respawned.model.replaceDue, undefined)
   })
+  test("a reload deferred to a recycle's successor that fails: the thread kept is replaced at the next tick, once", () => {
+    const recycling = at({ tag: 'replacing', reason: 'recycle', until: NOW + 30_000 })
+    const deferred = run(recycling, { type: 'replace', reason: 'reload' })
+    const kept = run(deferred.model, { type: 'start-error', err: new Error('no') })
+    assert.equal(kept.model.state.tag, 'running')
+    const tick = run(kept.model, { type: 'tick' })
+    assert.deepEqual(tick.model.state, {
+      tag: 'replacing',
+      reason: 'reload',
+      until: NOW + tuning.startTimeout,
+    })
+    // That one fails too: no further attempt.
+    const again = run(tick.model, { type: 'start-error', err: new Error('no') })
+    assert.deepEqual(does(run(again.model, { type: 'tick' }).effects), [])
+  })
   test("replace asked while a recycle's successor starts: deferred, and that successor is replaced once up", () => {
     const recycling = at({ tag: 'replacing', reason: 'recycle', until: NOW + 30_000 })
     const r = run(recycling, { type: 'replace', reason: 'reload' })
