@@ -270,6 +270,9 @@ function fixedSettings(now: Config, next: Config): string[] {
     'shutdownTimeout',
     // The supervisor's log file is opened once, named after the level.
     'logDir',
+    // The failpoints' hit counters are shared by every thread, sized for the boot's list, and
+    // the supervisor's own failpoints are read once.
+    'failpoints',
     ...(now.logDir ? (['logLevel'] as const) : []),
   ] as const
   const changed: string[] = keys.filter((k) => now[k] !== next[k])
