@@ -291,6 +291,13 @@ describe('gateway: memory dedup, file sink, bearer auth', () => {
       'content-encoding': 'identity',
     })
     assert.equal(plain.status, 201)
+    for (const charset of ['utf8', 'US-ASCII']) {
+      const r = await post(base, webhook([alert(`Label${charset}`)]), {
+        ...AUTH,
+        'content-type': `application/json;charset=${charset}`,
+      })
+      assert.equal(r.status, 201, charset)
+    }
   })
 
   test('the absolute form of the target (RFC 9112 §3.2.2) is served, its query too', async () => {

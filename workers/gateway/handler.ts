@@ -240,6 +240,8 @@ function expectsContinue(req: IncomingMessage): boolean {
  * compressed body would otherwise fail as malformed JSON (a 400 AlertManager does not retry)
  * or, mislabelled, be taken as something it is not.
  */
+const UTF8_LABELS = new Set(['utf-8', 'utf8', 'us-ascii']) // ASCII: a subset of UTF-8
+
 function unsupportedBody(req: IncomingMessage): string | undefined {
   const [type = '', ...params] = (req.headers['content-type'] ?? '').toLowerCase().split(';')
   const mediaType = type.trim()
@@ -248,7 +250,7 @@ function unsupportedBody(req: IncomingMessage): string | undefined {
   }
   for (const param of params) {
     const [name, value = ''] = param.split('=').map((p) => p.trim())
-    if (name === 'charset' && value.replace(/"/g, '') !== 'utf-8') return `send UTF-8, not ${value}`
+    if (name === 'charset' && !UTF8_LABELS.has(value.replace(/"/g, ''))) return `send UTF-8, not ${value}`
   }
   const encoding = req.headers['content-encoding']?.trim().toLowerCase()
   if (encoding && encoding !== 'identity')
