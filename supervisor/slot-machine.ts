@@ -45,7 +45,15 @@ export type SlotState =
    * its predecessor keeps serving; `until` bounds the successor's start. Once it is up, the
    * predecessor drains and stops in the background: no connection is refused in between.
    */
-  | { tag: 'replacing'; reason: ReplaceReason; until: number; predecessorExit?: WorkerExit }
+  | {
+      tag: 'replacing'
+      reason: ReplaceReason
+      until: number
+      /** The predecessor announced an uncaught exception (its port is held)… */
+      predecessorDying?: true
+      /** …or has ended. */
+      predecessorExit?: WorkerExit
+    }
   /** `shutdown` sent for the run's end; waits for the ack, the exit, or `until`. */
   | { tag: 'stopping'; until: number }
   /**
@@ -534,6 +542,8 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
         fx.push({ do: 'restore-predecessor', successor: 'terminate', deadlineMs: 0 })
         // A predecessor that died meanwhile leaves nothing running: the restart policy takes over.
         if (s.predecessorExit) return afterFault(s.predecessorExit, env.cancelled)
+        // One that is ending is waited for as any dying worker, its port still held.
+        if (s.predecessorDying) return next({ tag: 'dying', until: now + TERMINATE_MS })
         fx.push({ do: 'board', state: 'running' })
         // A reload deferred to this successor concerns the thread kept as much (it predates the
         // reload): replaced at the next tick, once (the replacement it starts clears it).
@@ -568,7 +578,7 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
           // until the successor serves, as for any crash.
           if (env.cancelled || model.holding) return same()
           fx.push({ do: 'board', state: 'restarting' }, { do: 'hold-ports' })
-          return next(s, { holding: true })
+          return next({ ...s, predecessorDying: true }, { holding: true })
         case 'predecessor-exit':
           log(
             'error',
@@ -593,14 +603,14 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
             })
           }
           // The run is ending: keep the worker that serves; the successor winds down.
-          fx.push(
-            {
-              do: 'restore-predecessor',
-              successor: 'retire',
-              deadlineMs: Math.max(0, Math.min(tuning.shutdownTimeout, env.budgetEnd - now)),
-            },
-            { do: 'board', state: 'running' },
-          )
+          fx.push({
+            do: 'restore-predecessor',
+            successor: 'retire',
+            deadlineMs: Math.max(0, Math.min(tuning.shutdownTimeout, env.budgetEnd - now)),
+          })
+          // A predecessor that is ending is stopped as a dying worker is.
+          if (s.predecessorDying) return next({ tag: 'dying', until: now + TERMINATE_MS })
+          fx.push({ do: 'board', state: 'running' })
           return next({ tag: 'running', until: now + tuning.watchdogTimeout })
         default:
           return same()
@@ -641,11 +651,14 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
       if (ev.type === 'deadline') {
         log('error', 'worker.stuck', `${service} thread could not be terminated within ${TERMINATE_MS}ms`)
         fx.push({ do: 'stuck' })
-        if (s.after !== 'fault') return next(stopped('stuck'))
-        return afterFault(
-          { reason: 'exception', exitCode: 1, err: codedError('ERR_WORKER_STUCK', 'stuck') },
-          s.faultAfterCancel,
-        )
+        const stuck: WorkerExit = {
+          reason: 'exception',
+          exitCode: 1,
+          err: codedError('ERR_WORKER_STUCK', 'stuck'),
+        }
+        if (s.after === 'fault') return afterFault(stuck, s.faultAfterCancel)
+        if (s.after === 'fault-stop') crashed(stuck)
+        return next(stopped('stuck'))
       }
       return same()
 

@@ -370,6 +370,27 @@ describe('replacing (recycle, reload): the successor starts beside the worker th
     // After the cancel nothing is held: the run is ending.
     assert.deepEqual(run(replacing, { type: 'predecessor-dying' }, { cancelled: true }).effects, [])
   })
+  test('the predecessor is ending and the successor fails, or the run is cancelled: the hold is kept for its restart', () => {
+    const dying = run(replacing, { type: 'predecessor-dying' }).model
+    for (const ev of [
+      { type: 'start-error', err: new Error('no') },
+      { type: 'cancel' },
+    ] satisfies SlotEvent[]) {
+      const r = run(dying, ev)
+      assert.equal(r.model.state.tag, 'dying', ev.type)
+      assert.equal(r.model.holding, true, ev.type)
+      assert.ok(!does(r.effects).some((d) => d === 'release-ports' || d === 'drop-ports'), ev.type)
+      assert.ok(
+        r.effects.some((e) => e.do === 'restore-predecessor'),
+        ev.type,
+      )
+    }
+    // Its exit: the restart policy, the port still held for the restart.
+    const failed = run(dying, { type: 'start-error', err: new Error('no') })
+    const gone = run(failed.model, { type: 'exit', exit: crash })
+    assert.equal(gone.model.state.tag, 'backoff')
+    assert.equal(gone.model.holding, true)
+  })
   test('a recycle counts as a restart (reason recycled) but not as a fault', () => {
     const r = run(at({ tag: 'running', until: NOW }), { type: 'tick' }, { heapUsedBytes: 95 })
     assert.ok(r.effects.some((e) => e.do === 'count-restart' && e.reason === 'recycled'))
@@ -537,6 +558,17 @@ describe('port hold: from a worker death to its successor', () => {
       .flatMap((r) => does(r.effects))
       .filter((d) => d === 'log:worker.crashed')
     assert.equal(logged.length, 1, 'the crash is logged once, at its exit')
+  })
+  test('a dying thread the stop ends is stuck: its crash is logged still, and the stop is stuck', () => {
+    const stop = run(
+      at({ tag: 'dying', until: NOW + TERMINATE_MS }),
+      { type: 'stop', deadline: NOW + 500 },
+      { cancelled: true },
+    )
+    const stuck = run(stop.model, { type: 'deadline' }, { cancelled: true })
+    assert.ok(does(stuck.effects).includes('log:worker.crashed'))
+    assert.ok(does(stuck.effects).includes('log:worker.stuck'))
+    assert.equal(settled(stuck.effects, 'settle-stop')?.outcome, 'stuck')
   })
   test('a thread the watchdog is ending when the stop comes: its crash is logged at its exit', () => {
     const ending = run(
