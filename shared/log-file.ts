@@ -82,18 +82,21 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   async function openFile(): Promise<void> {
     await mkdir(dir, { recursive: true })
     const opened = await open(path, constants.O_RDWR | constants.O_CREAT, 0o644)
+    let end = (await fstat(opened)).size
+    if (end > 0) {
+      const last = Buffer.alloc(1)
+      await read(opened, last, 0, 1, end - 1)
+      if (last[0] !== NEWLINE) {
+        await writeAll(opened, Buffer.from('\n'), end)
+        end++
+      }
+    }
     // The exit's flush opened the file meanwhile (tests only: the process is gone otherwise).
     if (fd !== undefined) return void (await close(opened))
+    // Only now, with its end known: a flush at exit writes at `size` whenever `fd` is set.
     fd = opened
-    size = (await fstat(fd)).size
+    size = end
     checkAt = Date.now() + checkMs
-    if (size === 0) return
-    const last = Buffer.alloc(1)
-    await read(fd, last, 0, 1, size - 1)
-    if (last[0] !== NEWLINE) {
-      await writeAll(fd, Buffer.from('\n'), size)
-      size++
-    }
   }
 
   /** openFile at exit, synchronously. */

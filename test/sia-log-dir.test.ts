@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import {
   mkdirSync,
   mkdtempSync,
@@ -269,4 +270,32 @@ test('lines still queued at exit reach the file while it is first opened, or rot
   w.flushSync()
   const text = readFileSync(w.path, 'utf8')
   assert.ok(text.endsWith(`${line(4)}{"event":"supervisor.exit"}\n`), text.slice(-120))
+})
+
+test('an exit flush while the file is being opened writes at its end, not over the previous run', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-exit-open-'))
+  const path = join(dir, 'sia-supervisor.info.log')
+  writeFileSync(path, '{"msg":"previous run 1"}\n{"msg":"previous run 2"}\n')
+  // fstat made slow: the exit comes while the writer's first open waits for it.
+  const script = `
+    import fs from 'node:fs'
+    const fstat = fs.fstat
+    fs.fstat = (fd, cb) => setTimeout(() => fstat(fd, cb), 100)
+    const { createLogFileWriter } = await import(${JSON.stringify(new URL('../shared/log-file.js', import.meta.url).href)})
+    const w = createLogFileWriter(${JSON.stringify(dir)}, 'info')
+    w.write('{"msg":"early"}\\n')
+    setTimeout(() => {
+      w.write('{"event":"supervisor.exit"}\\n')
+      w.flushSync()
+      process.exit(0)
+    }, 30)`
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    timeout: 20_000,
+  })
+  assert.equal(r.status, 0, r.stderr)
+  assert.equal(
+    readFileSync(path, 'utf8'),
+    '{"msg":"previous run 1"}\n{"msg":"previous run 2"}\n{"msg":"early"}\n{"event":"supervisor.exit"}\n',
+  )
 })

@@ -117,8 +117,11 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
       // schema): a failure, as any other.
       try {
         await create(probeRecord(), dryRun, signal)
-      } catch {
-        throw codedError('ERR_KUBE_API', invalid[0]!.reason)
+      } catch (err) {
+        throw codedError(
+          'ERR_KUBE_API',
+          `${invalid[0]!.reason}; a dry run of an ordinary alert failed too: ${(err as Error).message}`,
+        )
       }
       throw Object.assign(
         codedError(
