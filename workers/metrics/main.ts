@@ -123,7 +123,8 @@ defineService({
       }
       const path = url.pathname
       if (path === '/metrics') {
-        gather(false)
+        // A HEAD is no scrape: it must not reset what the next scrape reports since the last.
+        gather(req.method === 'HEAD')
           .then(async (g) => {
             const merged = merge(g)
             const body = await merged.metrics()
