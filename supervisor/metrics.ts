@@ -4,6 +4,10 @@ import type { LastWorkerError } from '../shared/protocol.js'
 import type { ServiceName } from '../shared/services.js'
 import { hasLiveThread, type StatusBoard } from '../shared/status-board.js'
 import { collectDefaultMetrics } from './default-metrics.js'
+import type { ExitReason } from './worker-handle.js'
+
+/** The reasons a restart is counted under (`terminated` ends a run, it restarts nothing). */
+const RESTART_REASONS: readonly ExitReason[] = ['exception', 'oom', 'exit', 'watchdog', 'recycled']
 
 /**
  * The main thread's registry: process-wide default metrics (collected here only, once for the
@@ -60,7 +64,11 @@ export function createSupervisorMetrics(
     labelNames: ['service', 'reason'],
     registers,
   })
-  for (const s of services) restarts.inc({ service: s, reason: 'exception' }, 0)
+  // Every reason a restart is counted under, at 0 from the start: Prometheus's increase() cannot
+  // see a series' first step from nothing to 1, so an alert on restarts would miss the first.
+  for (const s of services) {
+    for (const reason of RESTART_REASONS) restarts.inc({ service: s, reason }, 0)
+  }
   const lastErrors: Partial<Record<ServiceName, LastWorkerError>> = {}
   return {
     registry,

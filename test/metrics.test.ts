@@ -48,6 +48,19 @@ test('/metrics is one Prometheus exposition with series from every worker and th
     assert.ok(user! > 0 && system! >= 0, `process CPU counted: user ${user}, system ${system}`)
     assert.ok(Math.abs(user! + system! - total!) < 1e-3, `process_cpu_seconds_total ${total} = user + system`)
     assert.ok(find(samples, 'memory_report_rss_bytes', { service: 'memory-reporter' }).length === 1)
+    // Counters an alert takes increase() of exist at 0 before their first step: Prometheus does
+    // not see a series appear at 1 as an increase.
+    for (const service of ORDER) {
+      for (const reason of ['exception', 'oom', 'exit', 'watchdog', 'recycled']) {
+        assert.equal(
+          find(samples, 'sia_worker_restarts_total', { service, reason })[0]?.value,
+          0,
+          `${service} ${reason}`,
+        )
+      }
+    }
+    assert.equal(find(samples, 'gateway_sink_errors_total', { sink: 'file' })[0]?.value, 0)
+    assert.equal(find(samples, 'gateway_signals_received_total', { status: 'firing' })[0]?.value, 0)
   } finally {
     assert.equal(await stop(sc), 0)
   }

@@ -80,7 +80,7 @@ defineService({
       await Promise.all(commits)
     })
     const budget = createBodyBudget(config.gatewayMaxBufferedBytes)
-    const metrics = createMetrics(registry, store, health, budget)
+    const metrics = createMetrics(registry, store, health, budget, sink.name)
     const server = createServer(
       createHandler({
         maxBodyBytes: config.gatewayMaxBodyBytes,

@@ -21,6 +21,7 @@ export function createMetrics(
   store: DedupStore,
   health: GatewayHealth,
   budget: BodyBudget,
+  sinkName: string,
 ): GatewayMetrics {
   const registers = [registry]
   new Gauge({
@@ -47,13 +48,23 @@ export function createMetrics(
       this.set(store.up() ? 1 : 0)
     },
   })
+  // At 0 from the start: Prometheus's increase() cannot see a series' first step from nothing.
+  const sinkErrors = new Counter({
+    name: 'gateway_sink_errors_total',
+    help: 'Failed sink writes (the request got 503 and its records were rolled back)',
+    labelNames: ['sink'],
+    registers,
+  })
+  sinkErrors.inc({ sink: sinkName }, 0)
+  const received = new Counter({
+    name: 'gateway_signals_received_total',
+    help: 'Alerts received, by alert status',
+    labelNames: ['status'],
+    registers,
+  })
+  for (const status of ['firing', 'resolved']) received.inc({ status }, 0)
   return {
-    received: new Counter({
-      name: 'gateway_signals_received_total',
-      help: 'Alerts received, by alert status',
-      labelNames: ['status'],
-      registers,
-    }),
+    received,
     created: new Counter({
       name: 'gateway_signals_created_total',
       help: 'Alerts that were new and written to the sink',
@@ -91,11 +102,6 @@ export function createMetrics(
       help: 'Request bodies cut off with 503 because GATEWAY_MAX_BUFFERED_BYTES was reached',
       registers,
     }),
-    sinkErrors: new Counter({
-      name: 'gateway_sink_errors_total',
-      help: 'Failed sink writes (the request got 503 and its records were rolled back)',
-      labelNames: ['sink'],
-      registers,
-    }),
+    sinkErrors,
   }
 }
