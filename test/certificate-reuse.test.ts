@@ -84,22 +84,25 @@ test('the identity on disk is not reused for another principal (SERVICEACCOUNT o
   assert.equal(same.events('certificate.reused').length, 1, 'the same principal still reuses it')
 })
 
-test('a refresh that fails at start is retried on the back-off schedule, not a REFRESH_INTERVAL later', async (t) => {
-  const zts = await startZtsDouble()
-  t.after(() => zts.close())
-  const dataDir = mkdtempSync(join(tmpdir(), 'sia-reuse-'))
-  const env = { ...providerEnv(zts), GATEWAY_ADDR: '', METRICS_SERVER_ADDR: '', REFRESH_INTERVAL: '24h' }
-  const first = await startReady({ dataDir, env })
-  assert.equal(await stop(first), 0)
-  // A role added: the identity on disk is not complete, and its role certificate fails at start
-  // (every try of the client).
-  zts.failNext('rolecert', 503, 3)
-  const sc = await startReady({ dataDir, env: { ...env, TARGET_DOMAIN_ROLES: ROLES } })
-  t.after(() => stop(sc, 'SIGKILL'))
-  assert.equal(sc.events('certificate.refresh.failed').length, 1, 'kept the identity on disk')
-  // The first retry comes 3.75 to 5 s later (5 s less jitter), and the role certificate is issued.
-  const issued = await sc.waitForEvent('certificate.issued', { kind: 'role' }, 20_000)
-  assert.equal(issued.kind, 'role')
-  assert.ok(readFileSync(join(dataDir, `${ROLES}.cert.pem`), 'utf8').includes('BEGIN CERTIFICATE'))
-  assert.equal(await stop(sc), 0)
-})
+// REFRESH_INTERVAL=0 turns the periodic refresh off, not the retries of a boot that failed.
+for (const interval of ['24h', '0']) {
+  test(`a refresh that fails at start is retried on the back-off schedule, not a REFRESH_INTERVAL (${interval}) later`, async (t) => {
+    const zts = await startZtsDouble()
+    t.after(() => zts.close())
+    const dataDir = mkdtempSync(join(tmpdir(), 'sia-reuse-'))
+    const env = { ...providerEnv(zts), GATEWAY_ADDR: '', METRICS_SERVER_ADDR: '', REFRESH_INTERVAL: interval }
+    const first = await startReady({ dataDir, env })
+    assert.equal(await stop(first), 0)
+    // A role added: the identity on disk is not complete, and its role certificate fails at start
+    // (every try of the client).
+    zts.failNext('rolecert', 503, 3)
+    const sc = await startReady({ dataDir, env: { ...env, TARGET_DOMAIN_ROLES: ROLES } })
+    t.after(() => stop(sc, 'SIGKILL'))
+    assert.equal(sc.events('certificate.refresh.failed').length, 1, 'kept the identity on disk')
+    // The first retry comes 3.75 to 5 s later (5 s less jitter), and the role certificate is issued.
+    const issued = await sc.waitForEvent('certificate.issued', { kind: 'role' }, 20_000)
+    assert.equal(issued.kind, 'role')
+    assert.ok(readFileSync(join(dataDir, `${ROLES}.cert.pem`), 'utf8').includes('BEGIN CERTIFICATE'))
+    assert.equal(await stop(sc), 0)
+  })
+}

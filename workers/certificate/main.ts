@@ -245,11 +245,10 @@ defineService({
       `will refresh key[${config.keyFile}], cert[${config.certFile}] and certificates for roles[${config.targetDomainRoles.join(',')}] with provider[${rt.kind}] after ${config.refreshInterval}ms`,
     )
     await go('refresh-timer', async (t) => {
-      if (config.refreshInterval <= 0) {
-        // REFRESH_INTERVAL=0 disables the refresh, as in SIA (rather than refreshing in a loop).
-        await aborted(t.signal)
-        return undefined
-      }
+      // REFRESH_INTERVAL=0 disables the periodic refresh, as in SIA (rather than refreshing in a
+      // loop); not the retries below, which end once the provider has issued.
+      const periodic = config.refreshInterval > 0
+      if (!periodic && !retrying) return void (await aborted(t.signal))
       // Serving from the backup, or a boot refresh that failed: the provider is retried on the
       // back-off schedule, not in a day.
       let failures = retrying ? 1 : 0
@@ -260,7 +259,7 @@ defineService({
         try {
           await refreshOnce(t.signal)
           failures = 0
-          wait = config.refreshInterval
+          if (!periodic) return void (await aborted(t.signal)) // the task lasts as the service
         } catch (err) {
           if (t.signal.aborted) break
           wait = backoffDelay(failures++, INITIAL_BACKOFF_MS, maxBackoffMs)
