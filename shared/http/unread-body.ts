@@ -27,7 +27,7 @@ export function closeUnread(req: IncomingMessage, res: ServerResponse): void {
  * it. So half-close after the answer and destroy only LINGER_MS later, still without reading
  * another byte.
  */
-export function closeLingering(req: IncomingMessage): void {
+function closeLingering(req: IncomingMessage): void {
   const socket = req.socket
   socket.destroySoon = () => {
     socket.end()

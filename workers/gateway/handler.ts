@@ -3,7 +3,7 @@ import { readBody } from '../../shared/http/body.js'
 import type { BodyBudget } from '../../shared/http/body-budget.js'
 import { type Problem, sendJson, sendProblem } from '../../shared/http/problem.js'
 import { originForm } from '../../shared/http/target.js'
-import { closeLingering, closeUnread } from '../../shared/http/unread-body.js'
+import { closeUnread } from '../../shared/http/unread-body.js'
 import { bearerChecker } from './auth.js'
 import { createIngest, type IngestOptions } from './ingest.js'
 import { parseWebhook } from './payload.js'
@@ -76,14 +76,13 @@ function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
   let inflight = 0
   const { budget } = opts
 
-  const tooLarge = (req: IncomingMessage, res: ServerResponse) => {
-    closeLingering(req)
-    sendProblem(
-      res,
-      { status: 413, title: 'Payload Too Large', detail: `body exceeds ${opts.maxBodyBytes} bytes` },
-      { connection: 'close' },
-    )
-  }
+  /** Declared too large, or stopped at the limit: the rest of the body is never read. */
+  const tooLarge = (req: IncomingMessage, res: ServerResponse) =>
+    refuse(req, res, {
+      status: 413,
+      title: 'Payload Too Large',
+      detail: `body exceeds ${opts.maxBodyBytes} bytes`,
+    })
   const unavailable = (
     res: ServerResponse,
     detail: string,
@@ -133,15 +132,15 @@ function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
   /** The body was cut off to stay within the byte budget; the rest of it is never read. */
   const shed = (req: IncomingMessage, res: ServerResponse) => {
     metrics.shed.inc()
-    closeLingering(req)
-    sendProblem(
+    refuse(
+      req,
       res,
       {
         status: 503,
         title: 'Service Unavailable',
         detail: `the gateway holds ${budget.limit} bytes of request bodies already; retry`,
       },
-      { 'retry-after': RETRY_AFTER_BUSY, connection: 'close' },
+      { 'retry-after': RETRY_AFTER_BUSY },
     )
   }
 
