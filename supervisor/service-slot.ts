@@ -167,9 +167,11 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
    */
   function retire(h: WorkerHandle, deadlineMs: number, replaced?: ReplaceReason): void {
     const from = monotonicMs()
+    // One that died while its successor started was not replaced with an overlap: restarted.
+    const overlapped = h.alive()
     const done = (async () => {
       let clean = true
-      if (h.alive()) {
+      if (overlapped) {
         const answered = h.rpc.request('shutdown', { deadlineMs }, MAX_TIMER_MS).then(
           (report) => !report.timedOut,
           () => false,
@@ -203,9 +205,10 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         }
       }
       if (replaced) {
+        const reason = overlapped ? replaced : 'restart'
         log.info(
-          { event: 'worker.replaced', service, reason: replaced, overlapMs: monotonicMs() - from },
-          `${service} replaced (${replaced})`,
+          { event: 'worker.replaced', service, reason, overlapMs: overlapped ? monotonicMs() - from : 0 },
+          `${service} replaced (${reason})`,
         )
       }
       return clean

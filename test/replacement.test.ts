@@ -363,6 +363,9 @@ test('the worker a reload replaces crashes while its successor starts: its port 
     // A connection made now is held, then answered by the successor.
     assert.equal(await post('Held'), 201)
     await sc.waitForEvent('worker.port.released', { service: 'gateway', handedOver: true })
+    // Nothing overlapped: the successor restarted the service.
+    const replaced = await sc.waitForEvent('worker.replaced', { service: 'gateway' })
+    assert.deepEqual([replaced.reason, replaced.overlapMs], ['restart', 0])
   } finally {
     assert.equal(await stop(sc), 0)
   }
