@@ -57,7 +57,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   let failing: { code: string; since: number } | undefined
   let retryAt = 0
   let dropped = 0
-  /** Lines at the head of the queue being written right now, their bytes, and since when. */
+  /** Lines at the head of the queue being written right now, and their bytes. */
   let inflight = 0
   let inflightBytes = 0
   /** When the drain's current step (open, check, rotate, write) began; 0 when no drain runs. */
@@ -149,7 +149,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
         if (queue.length === 0) break
         // A file never grows past maxBytes (a single longer line gets a file of its own).
         if (size > 0 && size + Buffer.byteLength(queue[0]!) > maxBytes) await rotate()
-        if (queue.length === 0) break
+        if (queue.length === 0) break // as above
         let batch = ''
         let bytes = 0
         let n = 0
