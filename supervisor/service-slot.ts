@@ -19,7 +19,7 @@ import {
   step,
   TERMINATE_MS,
 } from './slot-machine.js'
-import type { WorkerHandle } from './worker-handle.js'
+import type { WorkerExit, WorkerHandle } from './worker-handle.js'
 
 /**
  * One service's place in the supervisor: runs the effects `slot-machine.ts` decides on against the
@@ -64,6 +64,16 @@ export interface SlotDeps {
 
 /** The longest a Node timer can wait; control requests are bounded by the slot's own deadline. */
 const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * How a predecessor's drain ended: its clean answer, an answer that its tasks were cut short at
+ * its deadline, an error answer, its thread's end, no answer by its deadline, or the final
+ * stop's deadline first.
+ */
+type Drain =
+  | { kind: 'clean' | 'cut-short' | 'deadline' | 'cut' }
+  | { kind: 'error'; err: Error }
+  | { kind: 'exit'; exit: WorkerExit }
 
 export function createServiceSlot(service: ServiceName, deps: SlotDeps): ServiceSlot {
   const { board, log, ctx, metrics } = deps
@@ -162,6 +172,56 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   }
 
   /**
+   * How a predecessor's drain ended, said as a current worker's shutdown says it (slot-machine.ts):
+   * its tasks not stopped in time (`service.shutdown.timeout`), an error answer, or a thread that
+   * ended on its own; each with `predecessor: true`. Only a clean drain is silent.
+   */
+  function logDrain(drained: Drain, deadlineMs: number): void {
+    const fields = { service, predecessor: true }
+    switch (drained.kind) {
+      case 'clean':
+        return
+      case 'cut-short':
+        log.error(
+          { event: 'service.shutdown.timeout', ...fields },
+          `${service}'s previous thread cut tasks short at its deadline`,
+        )
+        return
+      case 'deadline':
+        log.error(
+          { event: 'service.shutdown.timeout', ...fields, deadlineMs },
+          `${service}'s previous thread did not drain within ${deadlineMs}ms; terminating`,
+        )
+        return
+      case 'cut':
+        log.error(
+          { event: 'service.shutdown.timeout', ...fields },
+          `${service}'s previous thread was still draining at the shutdown deadline; terminating`,
+        )
+        return
+      case 'error':
+        log.error(
+          { event: 'service.shutdown.failed', ...fields, err: drained.err },
+          `${service}'s previous thread answered its drain with an error`,
+        )
+        return
+      case 'exit':
+        log.error(
+          {
+            event: 'worker.crashed',
+            ...fields,
+            reason: drained.exit.reason,
+            exitCode: drained.exit.exitCode,
+            err: drained.exit.err,
+          },
+          `${service}'s previous thread died while it drained (${drained.exit.reason})`,
+        )
+        metrics.noteCrash(service, { ...drained.exit })
+        return
+    }
+  }
+
+  /**
    * Drains and stops a worker that no longer is the current one, in the background: `shutdown`
    * within `deadlineMs`, then terminate (a thread that will not end within TERMINATE_MS is stuck).
    */
@@ -173,26 +233,27 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
       let clean = true
       if (overlapped) {
         const answered = h.rpc.request('shutdown', { deadlineMs }, MAX_TIMER_MS).then(
-          (report) => !report.timedOut,
-          () => false,
+          (report): Drain => ({ kind: report.timedOut ? 'cut-short' : 'clean' }),
+          (err: Error & { code?: string }): Drain | Promise<Drain> =>
+            err.code === 'ERR_WORKER_EXITED'
+              ? h.exited.then((exit) => ({ kind: 'exit', exit }))
+              : { kind: 'error', err },
         )
         const stopping = new AbortController()
         const signal = AbortSignal.any([cutRetiring.signal, stopping.signal])
-        clean = await Promise.race([
+        const drained = await Promise.race([
           answered,
-          h.exited.then(() => false),
-          sleep(deadlineMs, false, { ref: false, signal }).catch(() => false),
+          h.exited.then((exit): Drain => ({ kind: 'exit', exit })),
+          sleep(deadlineMs, { kind: 'deadline' } as Drain, { ref: false, signal }).catch(
+            (): Drain => ({ kind: 'cut' }),
+          ),
         ])
         stopping.abort() // the timer, and this drain's hold on cutRetiring, end here
+        clean = drained.kind === 'clean'
         // The last shutdown of the service: a run's final one is rarely scraped (the metrics
         // service stops second to last), a replaced worker's drain is.
         metrics.shutdownSeconds.set({ service }, (monotonicMs() - from) / 1000)
-        if (!clean && cutRetiring.signal.aborted) {
-          log.error(
-            { event: 'service.shutdown.timeout', service, predecessor: true },
-            `${service}'s previous thread was still draining at the shutdown deadline; terminating`,
-          )
-        }
+        logDrain(drained, deadlineMs)
         const ended = await Promise.race([
           h.terminate('recycled').then(() => true),
           sleep(TERMINATE_MS, false, { ref: false }),

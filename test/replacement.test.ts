@@ -370,3 +370,38 @@ test('the worker a reload replaces crashes while its successor starts: its port 
     assert.equal(await stop(sc), 0)
   }
 })
+
+test('a predecessor whose drain fails says so: one that hangs is cut at its deadline, one that ends its thread is a crash', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
+  const configPath = join(dir, 'config.json')
+  writeFileSync(configPath, JSON.stringify({ services: { 'memory-reporter': { shutdownTimeout: '300ms' } } }))
+  // The first drain of the memory reporter never ends; the first of the health check ends its thread.
+  const ports = await serverPorts()
+  const sc = await startReady({
+    args: ['--config', configPath],
+    env: { ...ports.env, SIA_FAILPOINTS: 'memory-reporter.shutdown=1*hang;healthcheck.shutdown=1*exit(3)' },
+  })
+  try {
+    sc.kill('SIGHUP')
+    await sc.waitForEvent('supervisor.reload.done', {}, 30_000)
+    const replaced = (service: string) =>
+      sc.waitForEvent('worker.replaced', { service, reason: 'reload' }, 30_000)
+    const [hung, ended] = await Promise.all([replaced('memory-reporter'), replaced('healthcheck')])
+    const timeouts = sc.events('service.shutdown.timeout')
+    assert.deepEqual(
+      timeouts.map((r) => [r.service, r.predecessor, r.deadlineMs]),
+      [['memory-reporter', true, 300]],
+    )
+    assert.ok(sc.records.indexOf(timeouts[0]!) < sc.records.indexOf(hung), 'said before the replacement')
+    const crashes = sc.events('worker.crashed')
+    assert.deepEqual(
+      crashes.map((r) => [r.service, r.predecessor, r.reason, r.exitCode]),
+      [['healthcheck', true, 'exit', 3]],
+    )
+    assert.ok(sc.records.indexOf(crashes[0]!) < sc.records.indexOf(ended), 'said before the replacement')
+    // The successors serve; the run's own shutdown is clean.
+    assert.equal((await fetch(`${await sc.url('healthcheck')}/readyz`)).status, 200)
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
+})
