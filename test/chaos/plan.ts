@@ -3,7 +3,10 @@ import { SERVICES } from '../../shared/services.js'
 /**
  * One run of the fault campaign, derived from its seed alone: 1–3 failpoints of DESIGN.md §3 (every
  * name and action, with `N*` counts), the per-service limits that make `oom` and `block` quick,
- * and the moment SIGTERM is sent. The same seed always gives the same plan.
+ * and the moment SIGTERM is sent; and, drawn from a second stream of the seed so that the first
+ * part of a seed's plan never changes (the regressions of test/chaos.test.ts name seeds), SIGHUP
+ * reloads before it, webhooks sent all along, and `gateway.before-sink` armed for them. The same
+ * seed always gives the same plan.
  */
 export interface Plan {
   seed: number
@@ -13,6 +16,10 @@ export interface Plan {
   shutdownDelayMs: number
   shutdownTimeoutMs: number
   config: { services: Record<string, Record<string, unknown>> }
+  /** After the CLI's signal handlers are in: ms until each SIGHUP (all before the SIGTERM). */
+  reloadsAtMs: number[]
+  /** Webhooks posted one after another from the start to the exit, each answered 2xx checked in the sink. */
+  traffic: boolean
 }
 
 const TASKS: Record<string, string[]> = {
@@ -39,7 +46,8 @@ export function prng(seed: number): () => number {
   }
 }
 
-export function planFor(seed: number): Plan {
+/** `basic`: the plan as the campaign drew it before reloads and traffic (the named regressions). */
+export function planFor(seed: number, { basic = false }: { basic?: boolean } = {}): Plan {
   const rnd = prng(seed)
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T
   const names = new Set<string>()
@@ -76,12 +84,39 @@ export function planFor(seed: number): Plan {
     restartBackoff: '20ms',
     restartBackoffMax: '200ms',
   }
-  return {
+  const plan: Plan = {
     seed,
     failpoints: specs.join(';'),
     sigtermAfterMs: Math.floor(rnd() * 3000),
     shutdownDelayMs: pick([0, 0, 200]),
     shutdownTimeoutMs: pick([1000, 1500, 2500]),
     config: { services: Object.fromEntries(SERVICES.map((s) => [s, tuning])) },
+    reloadsAtMs: [],
+    traffic: false,
   }
+  return basic ? plan : extend(plan)
+}
+
+const SINK_ACTIONS = ['error', 'hang', 'delay', 'crash', 'reject', 'block', 'exit', 'sigterm'] as const
+
+/** Reloads, traffic and the sink's failpoint, from the seed's second stream. */
+function extend(plan: Plan): Plan {
+  const rnd = prng(plan.seed ^ 0x5eed_c0de)
+  const reloads = rnd() < 0.5 ? 1 + Math.floor(rnd() * 2) : 0
+  const reloadsAtMs = Array.from({ length: reloads }, () => Math.floor(rnd() * plan.sigtermAfterMs)).sort(
+    (a, b) => a - b,
+  )
+  const traffic = rnd() < 0.5
+  let failpoints = plan.failpoints
+  if (traffic && rnd() < 0.5) {
+    const action = SINK_ACTIONS[Math.floor(rnd() * SINK_ACTIONS.length)]!
+    const text =
+      action === 'delay'
+        ? `delay(${Math.floor(rnd() * 1500)})`
+        : action === 'exit'
+          ? `exit(${[0, 1, 3][Math.floor(rnd() * 3)]})`
+          : action
+    failpoints += `;gateway.before-sink=${rnd() < 0.5 ? `${1 + Math.floor(rnd() * 3)}*` : ''}${text}`
+  }
+  return { ...plan, failpoints, reloadsAtMs, traffic }
 }

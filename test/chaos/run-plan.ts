@@ -64,17 +64,88 @@ export async function runPlan(plan: Plan): Promise<RunReport> {
     exitedAt = Date.now()
   })
   const hardLimit = setTimeout(() => sc.kill('SIGKILL'), HARD_LIMIT_MS)
+  const running = () => exitedAt === 0
   try {
     // SIGTERM at a random moment once the CLI catches it (before that, Node's default applies).
-    while (!catchesSignals(sc.proc.pid) && sc.proc.exitCode === null) await sleep(2)
-    await Promise.race([sleep(plan.sigtermAfterMs), sc.exited])
-    if (sc.proc.exitCode === null && sc.proc.signalCode === null) sc.kill('SIGTERM')
+    while (!catchesSignals(sc.proc.pid) && running()) await sleep(2)
+    const t0 = Date.now()
+    const traffic = plan.traffic ? sendWebhooks(plan.seed, addresses.GATEWAY_ADDR!, running) : undefined
+    for (const at of plan.reloadsAtMs) {
+      await Promise.race([sleep(Math.max(0, t0 + at - Date.now())), sc.exited])
+      if (running()) sc.kill('SIGHUP')
+    }
+    await Promise.race([sleep(Math.max(0, t0 + plan.sigtermAfterMs - Date.now())), sc.exited])
+    if (running()) sc.kill('SIGTERM')
     const { code, signal } = await sc.exited
-    return check(plan, sc.records, sc.junk, { code, signal, exitedAt, budgetMs })
+    const report = check(plan, sc.records, sc.junk, { code, signal, exitedAt, budgetMs })
+    if (traffic) report.violations.push(...lostAlerts(await traffic, join(dir, 'data', 'alerts.jsonl')))
+    return report
   } finally {
     clearTimeout(hardLimit)
     rmSync(dir, { recursive: true, force: true })
   }
+}
+
+/** What the webhooks got: the alert names answered 2xx (each was new), and the other answers. */
+interface Sent {
+  stored: string[]
+  /** 2xx answers that said nothing was new, for alerts never sent before. */
+  notNew: string[]
+}
+
+/**
+ * One webhook after another, each with one alert never sent before, until the process has exited:
+ * through the start, reloads, crashes and the shutdown. Refused connections, resets and 5xx are
+ * what a fault may cost (AlertManager retries them); a 2xx is a promise the sink holds the alert.
+ */
+async function sendWebhooks(seed: number, address: string, running: () => boolean): Promise<Sent> {
+  const sent: Sent = { stored: [], notNew: [] }
+  const url = `http://${address}/api/v1/signals/prometheus`
+  for (let i = 0; running(); i++) {
+    const name = `Chaos${seed}n${i}`
+    const body = JSON.stringify({
+      version: '4',
+      status: 'firing',
+      receiver: 'chaos',
+      groupKey: '{}',
+      alerts: [{ status: 'firing', labels: { alertname: name, severity: 'warning' }, annotations: {} }],
+    })
+    try {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+        signal: AbortSignal.timeout(HARD_LIMIT_MS),
+      })
+      await res.arrayBuffer()
+      if (res.status === 201) sent.stored.push(name)
+      else if (res.ok) sent.notNew.push(`${name}:${res.status}`)
+    } catch {
+      await sleep(5) // not listening yet, or gone
+    }
+  }
+  return sent
+}
+
+/** Every alert answered 2xx is in the sink file, and a new alert was never answered as not new. */
+function lostAlerts(sent: Sent, sinkFile: string): string[] {
+  let text = ''
+  try {
+    text = readFileSync(sinkFile, 'utf8')
+  } catch {}
+  const inSink = new Set<string>()
+  for (const line of text.split('\n')) {
+    if (line) inSink.add((JSON.parse(line) as { alertname: string }).alertname)
+  }
+  const lost = sent.stored.filter((name) => !inSink.has(name))
+  return [
+    ...(lost.length
+      ? [
+          `${lost.length} of ${sent.stored.length} alerts answered 201 are not in the sink: ${lost.slice(0, 3)}`,
+        ]
+      : []),
+    ...(sent.notNew.length ? [`new alerts answered as not new: ${sent.notNew.slice(0, 3)}`] : []),
+  ]
 }
 
 function catchesSignals(pid: number | undefined): boolean {
