@@ -32,3 +32,33 @@ test('a failover behind one address: the demoted master answers READONLY, the ga
   assert.equal(stored.status, 201)
   assert.equal(await stop(sc), 0)
 })
+
+test('a Redis connection gone silent (no FIN, no reset) is replaced: 503 at first, then a new connection, ready with no traffic', async (t) => {
+  const redis = await startRedis()
+  t.after(() => redis.stop())
+  const proxy = await startRedisProxy(redis.port)
+  t.after(() => proxy.close())
+  const sc = await startReady({
+    env: gatewayEnv({ REDIS_URL: `redis://127.0.0.1:${proxy.port}`, GATEWAY_DEDUP_TIMEOUT: '300ms' }),
+  })
+  t.after(() => stop(sc, 'SIGKILL'))
+  const base = await sc.url('gateway')
+  const metrics = `${await sc.url('metrics')}/metrics`
+  const storeUp = async () =>
+    /^gateway_dedup_store_up\{[^}]*\} (\d)/m.exec(await (await fetch(metrics)).text())?.[1]
+  assert.equal((await post(base, webhook([alert('BeforeSilence')]))).status, 201)
+
+  // The node behind the address is lost without a word; a new one answers at the same address.
+  proxy.freezeOpen()
+  assert.equal((await post(base, webhook([alert('DuringSilence')]))).status, 503)
+  const down = await sc.waitForEvent('gateway.not-ready')
+  assert.equal(down.degraded, 'redis')
+  assert.equal(await storeUp(), '0', 'the metric says what readiness says')
+
+  // With no traffic, the once-a-second probe finds the silence and connects again.
+  await sc.waitForEvent('gateway.redis.reconnecting', {}, 10_000)
+  await sc.waitForEvent('gateway.ready-again', {}, 10_000)
+  assert.equal(await storeUp(), '1')
+  assert.equal((await post(base, webhook([alert('AfterSilence')]))).status, 201)
+  assert.equal(await stop(sc), 0)
+})

@@ -10,6 +10,11 @@ export interface RedisProxy {
   loseNextReply(marker: string): Promise<void>
   /** Connections made from now on go to the Redis on `port` (a failover behind one address). */
   retarget(port: number): void
+  /**
+   * The connections open now go silent both ways, with no FIN or reset (a Redis node lost, a
+   * partition, a hung proxy); new ones reach Redis as before (a replacement behind the address).
+   */
+  freezeOpen(): void
   close(): Promise<void>
 }
 
@@ -18,8 +23,12 @@ export async function startRedisProxy(redisPort: number): Promise<RedisProxy> {
   let trap: { marker: string; sprung: () => void } | undefined
   const sockets = new Set<Socket>()
   let target = redisPort
+  const frozen = new WeakSet<Socket>()
+  const open = new Set<Socket>()
   const server = createServer((client) => {
     const upstream = connect(target, '127.0.0.1')
+    open.add(client)
+    client.once('close', () => open.delete(client))
     for (const s of [client, upstream]) {
       sockets.add(s)
       s.once('close', () => sockets.delete(s))
@@ -27,6 +36,7 @@ export async function startRedisProxy(redisPort: number): Promise<RedisProxy> {
     }
     let armed: typeof trap
     client.on('data', (chunk) => {
+      if (frozen.has(client)) return
       if (trap && chunk.includes(trap.marker)) {
         armed = trap
         trap = undefined
@@ -34,6 +44,7 @@ export async function startRedisProxy(redisPort: number): Promise<RedisProxy> {
       upstream.write(chunk)
     })
     upstream.on('data', (chunk) => {
+      if (frozen.has(client)) return
       if (!armed || chunk.subarray(0, 9).toString() === '-NOSCRIPT') return void client.write(chunk)
       const sprung = armed.sprung
       armed = undefined
@@ -50,6 +61,9 @@ export async function startRedisProxy(redisPort: number): Promise<RedisProxy> {
     port,
     retarget: (port) => {
       target = port
+    },
+    freezeOpen: () => {
+      for (const c of open) frozen.add(c)
     },
     loseNextReply: (marker) =>
       new Promise<void>((sprung) => {

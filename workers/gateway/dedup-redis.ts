@@ -1,3 +1,4 @@
+import type { Logger } from '../../shared/logger.js'
 import { mapSliced } from '../../shared/slices.js'
 import { coalesce } from './coalesce.js'
 import {
@@ -23,6 +24,9 @@ export const DEDUP_KEY_PREFIX = 'sia:gateway:dedup:'
  *   the record it replaces is left.
  * Records of older versions carry no `pending` field: committed.
  */
+/** What ioredis rejects a command with at its `commandTimeout`. */
+const COMMAND_TIMED_OUT = 'Command timed out'
+
 const RECORD_LUA = `
 local cur = redis.call('HMGET', KEYS[1], 'status', 'first', 'id', 'pending', 'count', 'last')
 if cur[4] == '1' and cur[3] ~= ARGV[4] then
@@ -238,7 +242,12 @@ const weight = (c: Call) => c.entries.length
  * The commit after the sink write is a second round trip of the same kind. Lease expiry is
  * Redis's own PEXPIRE: no clock skew between replicas matters.
  */
-export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: number): DedupStore {
+export function createRedisStore(
+  client: RedisClient,
+  ttlMs: number,
+  leaseMs: number,
+  log?: Logger,
+): DedupStore {
   client.defineCommand('dedupRecord', { numberOfKeys: 1, lua: RECORD_LUA })
   client.defineCommand('dedupCommit', { numberOfKeys: 1, lua: COMMIT_LUA })
   client.defineCommand('dedupRelease', { numberOfKeys: 1, lua: RELEASE_LUA })
@@ -373,8 +382,26 @@ export function createRedisStore(client: RedisClient, ttlMs: number, leaseMs: nu
   return {
     kind: 'redis',
     up: () => client.status === 'ready',
-    // A write that expires at once, within the client's command timeout.
-    probe: async () => void (await client.set(`${DEDUP_KEY_PREFIX}probe`, '1', 'PX', 1000)),
+    // A write that expires at once, within the client's command timeout; run only while the
+    // store is failing (health.ts).
+    async probe() {
+      try {
+        await client.set(`${DEDUP_KEY_PREFIX}probe`, '1', 'PX', 1000)
+      } catch (err) {
+        // No reply in time on a connection that says it is open: it may be half-open (a node lost
+        // without a FIN, a partition, a hung proxy), which only a new connection can tell. Left
+        // alone, ioredis waits on it until the kernel gives up on the socket (~15 min), or for
+        // ever if something still acknowledges it.
+        if (client.status === 'ready' && (err as Error).message === COMMAND_TIMED_OUT) {
+          log?.warn(
+            { event: 'gateway.redis.reconnecting' },
+            'redis sent no reply in time on a connection that is still open: connecting again',
+          )
+          client.disconnect(true)
+        }
+        throw err
+      }
+    },
     release,
     async record(entries: readonly DedupEntry[], owner: string, now: number): Promise<DedupResult[]> {
       if (client.status !== 'ready') throw storeUnavailable(`redis is ${client.status}`)

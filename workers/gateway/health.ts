@@ -15,6 +15,8 @@ export interface GatewayHealth {
   /** A sink write succeeded. */
   sinkSucceeded(): void
   sinkUp(): boolean
+  /** The dedup store takes writes: what readiness says of it (gateway_dedup_store_up). */
+  storeUp(): boolean
   /** The dedup store failed a batch while connected (out of memory, read-only, too slow). */
   storeFailed(): void
   /** The dedup store answered a batch. */
@@ -58,9 +60,10 @@ export function createGatewayHealth(opts: GatewayHealthOptions): GatewayHealth {
   // A connected store that fails (refuses writes, or answers too late) is not ready either,
   // until a write probe goes through.
   const storeState = probedDown(store.probe?.bind(store), undefined, publish, log, 'the dedup store')
+  const storeUp = () => store.kind !== 'redis' || (store.up() && !storeState.down())
   const current = (): Degradation[] => {
     const reasons: Degradation[] = []
-    if (store.kind === 'redis' && (!store.up() || storeState.down())) reasons.push('redis')
+    if (!storeUp()) reasons.push('redis')
     if (sinkState.down()) reasons.push('sink')
     return reasons
   }
@@ -77,6 +80,7 @@ export function createGatewayHealth(opts: GatewayHealthOptions): GatewayHealth {
     sinkFailed: sinkState.fail,
     sinkSucceeded: sinkState.recover,
     sinkUp: () => !sinkState.down(),
+    storeUp,
     storeFailed() {
       if (store.kind === 'redis') storeState.fail()
     },

@@ -55,7 +55,7 @@ defineService({
     }
     const leaseMs = config.gatewayDedupLease
     const store: DedupStore = redis
-      ? createRedisStore(redis, config.gatewayDedupTtl, leaseMs)
+      ? createRedisStore(redis, config.gatewayDedupTtl, leaseMs, log)
       : createMemoryStore({
           ttlMs: config.gatewayDedupTtl,
           leaseMs,
@@ -80,7 +80,7 @@ defineService({
       await Promise.all(commits)
     })
     const budget = createBodyBudget(config.gatewayMaxBufferedBytes)
-    const metrics = createMetrics(registry, store, health, budget, sink.name)
+    const metrics = createMetrics(registry, health, budget, sink.name)
     const server = createServer(
       createHandler({
         maxBodyBytes: config.gatewayMaxBodyBytes,

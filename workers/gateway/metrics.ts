@@ -1,6 +1,5 @@
 import type { BodyBudget } from '../../shared/http/body-budget.js'
 import { Counter, Gauge, Histogram, type Registry } from '../../shared/prom.js'
-import type { DedupStore } from './dedup-store.js'
 import type { GatewayHealth } from './health.js'
 
 export interface GatewayMetrics {
@@ -18,7 +17,6 @@ export interface GatewayMetrics {
 /** The gateway_* series of the issue, in the worker's registry (labelled service="gateway"). */
 export function createMetrics(
   registry: Registry,
-  store: DedupStore,
   health: GatewayHealth,
   budget: BodyBudget,
   sinkName: string,
@@ -42,10 +40,10 @@ export function createMetrics(
   })
   new Gauge({
     name: 'gateway_dedup_store_up',
-    help: 'Whether the dedup store (Redis, or the in-memory store) is reachable',
+    help: 'Whether the dedup store takes writes (0 while Redis is unreachable, and from a failed batch until a write probe goes through)',
     registers,
     collect() {
-      this.set(store.up() ? 1 : 0)
+      this.set(health.storeUp() ? 1 : 0)
     },
   })
   // At 0 from the start: Prometheus's increase() cannot see a series' first step from nothing.
