@@ -124,6 +124,15 @@ describe('BACKUP=read+write: server-side apply of a kubernetes.io/tls secret aft
     assert.ok(crt.checkPrivateKey(createPrivateKey(b64(stored.data?.['tls.key']))))
   })
 
+  it('a ServiceAccount created again owns the next write: the old uid would have the secret garbage-collected', async () => {
+    const uid = api.addServiceAccount('payments', 'api') // deleted and created again: a new uid
+    assert.notEqual(uid, saUid)
+    const n = applied().length
+    await sc.waitFor(() => applied().length > n + 1) // one write may have read the account before
+    const owners = (applied().at(-1)!.body as CoreObject).metadata.ownerReferences
+    assert.deepEqual(owners, [{ apiVersion: 'v1', kind: 'ServiceAccount', name: 'api', uid }])
+  })
+
   it('a failed write is logged and not fatal: the refresh goes on, the next issue writes again', async () => {
     const failures = sc.events('certificate.backup.failed').length
     const refreshFailures = sc.events('certificate.refresh.failed').length

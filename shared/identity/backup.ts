@@ -1,9 +1,8 @@
 import { dirname } from 'node:path'
-import { https } from '../builtins.js'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
 import { readFile } from '../fs-async.js'
-import { inClusterApi, kubeRequest, readOptional } from '../kube/in-cluster.js'
+import { apiUrl, inClusterApi, kubeAgent, kubeRequest, readOptional } from '../kube/in-cluster.js'
 import type { Logger } from '../logger.js'
 import { checkIssued, type Identity, storeIdentity } from './identity.js'
 
@@ -45,8 +44,7 @@ export async function createSecretBackup(config: Config): Promise<SecretBackup> 
       `BACKUP needs NAMESPACE (or the namespace file beside ${config.backupKubeTokenFile})`,
     )
   }
-  const ca = await readOptional(config.backupKubeCaFile)
-  const agent = new (https().Agent)({ keepAlive: true, ...(ca ? { ca } : {}) })
+  const agents = kubeAgent(config.backupKubeCaFile, { keepAlive: true })
   const name = config.certSecret
   const ns = encodeURIComponent(namespace)
   const secretPath = `/api/v1/namespaces/${ns}/secrets/${encodeURIComponent(name)}`
@@ -60,8 +58,11 @@ export async function createSecretBackup(config: Config): Promise<SecretBackup> 
     signal: AbortSignal,
     body?: { type: string; text: string },
   ) => {
-    const token = (await readOptional(config.backupKubeTokenFile))?.trim()
-    const res = await kubeRequest(new URL(path, api), {
+    const [token, agent] = await Promise.all([
+      readOptional(config.backupKubeTokenFile).then((t) => t?.trim()),
+      agents.current(),
+    ])
+    const res = await kubeRequest(apiUrl(api, path), {
       method,
       agent,
       token,
@@ -90,25 +91,27 @@ export async function createSecretBackup(config: Config): Promise<SecretBackup> 
     },
     async write(id, signal) {
       let ownerError: Error | undefined
-      if (!ownerUid) {
-        try {
-          const { status, json } = await call(
-            'GET',
-            saPath,
-            `get serviceaccount ${namespace}/${config.serviceAccount}`,
-            signal,
+      // Read at every write, not once: a ServiceAccount deleted and created again (a reinstall)
+      // has a new uid, and a Secret owned by the old one is deleted by the garbage collector as
+      // soon as it is written. A failed read keeps the last uid seen; a missing account, none.
+      try {
+        const { status, json } = await call(
+          'GET',
+          saPath,
+          `get serviceaccount ${namespace}/${config.serviceAccount}`,
+          signal,
+        )
+        if (status === 404) {
+          ownerUid = undefined
+          throw codedError(
+            'ERR_BACKUP',
+            `serviceaccount ${namespace}/${config.serviceAccount} not found (SERVICEACCOUNT)`,
           )
-          if (status === 404) {
-            throw codedError(
-              'ERR_BACKUP',
-              `serviceaccount ${namespace}/${config.serviceAccount} not found (SERVICEACCOUNT)`,
-            )
-          }
-          ownerUid = (json as { metadata?: { uid?: string } } | undefined)?.metadata?.uid
-        } catch (err) {
-          if (signal.aborted) throw err
-          ownerError = err as Error
         }
+        ownerUid = (json as { metadata?: { uid?: string } } | undefined)?.metadata?.uid
+      } catch (err) {
+        if (signal.aborted) throw err
+        ownerError = err as Error
       }
       const secret = {
         apiVersion: 'v1',
@@ -138,7 +141,7 @@ export async function createSecretBackup(config: Config): Promise<SecretBackup> 
       })
       return { ownerReference: Boolean(ownerUid), ...(ownerError ? { ownerError } : {}) }
     },
-    close: () => agent.destroy(),
+    close: () => agents.destroy(),
   }
 }
 

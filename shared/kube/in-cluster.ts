@@ -1,4 +1,4 @@
-import type { Agent } from 'node:https'
+import type { Agent, AgentOptions } from 'node:https'
 import { https } from '../builtins.js'
 import { codedError } from '../errors.js'
 import { readFile } from '../fs-async.js'
@@ -28,6 +28,60 @@ export async function readOptional(path: string): Promise<string | undefined> {
 
 /** How long one request to the API server may take. */
 const REQUEST_TIMEOUT_MS = 10_000
+
+/**
+ * `path` (with its query) under the API server's URL, after the URL's own path: a server reached
+ * through a proxy at a path (`https://rancher/k8s/clusters/c-1`) is asked at
+ * `/k8s/clusters/c-1/api/v1/…`, as kubectl asks it, not at the host's root.
+ */
+export function apiUrl(api: string, path: string): URL {
+  const url = new URL(api)
+  const query = path.indexOf('?')
+  url.pathname = url.pathname.replace(/\/+$/, '') + (query < 0 ? path : path.slice(0, query))
+  url.search = query < 0 ? '' : path.slice(query)
+  return url
+}
+
+export interface KubeAgent {
+  /** The agent to make the next call with, trusting the CA file as it is now. */
+  current(): Promise<Agent>
+  destroy(): void
+}
+
+/**
+ * The HTTPS agent for the API server, its CA file read again before every call (as the token is):
+ * the kubelet rewrites the projected `ca.crt` when the cluster's CA rotates, and an agent built
+ * once fails every call after that ("certificate signature failure"), the gateway not ready, until
+ * the pod restarts. A changed CA gets a new agent; the old one ends once the calls it carries have
+ * had their time. Without the file (or with no path), Node's own CAs.
+ */
+export function kubeAgent(caFile: string, options: AgentOptions = {}): KubeAgent {
+  let agent: Agent | undefined
+  let ca: string | undefined
+  const retired = new Set<Agent>()
+  return {
+    async current() {
+      const now = await readOptional(caFile)
+      if (agent && now === ca) return agent
+      if (agent) {
+        const old = agent
+        retired.add(old)
+        setTimeout(() => {
+          old.destroy()
+          retired.delete(old)
+        }, REQUEST_TIMEOUT_MS).unref()
+      }
+      ca = now
+      agent = new (https().Agent)({ ...options, ...(now ? { ca: now } : {}) })
+      return agent
+    },
+    destroy() {
+      agent?.destroy()
+      for (const old of retired) old.destroy()
+      retired.clear()
+    },
+  }
+}
 
 export interface KubeRequest {
   method: string
@@ -85,7 +139,13 @@ export function kubeRequest(
           }
         })
         res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }))
-        res.on('error', (err) => reject(deadline.aborted && !r.signal?.aborted ? timedOut() : err))
+        res.on('error', (err) =>
+          reject(
+            deadline.aborted && !r.signal?.aborted
+              ? timedOut()
+              : codedError('ERR_KUBE_API', `API server ${url.host}: ${err.message}`, err),
+          ),
+        )
       },
     )
     req.on('timeout', () => req.destroy(timedOut()))

@@ -36,6 +36,8 @@ export interface KubeApiDouble {
    * (or a proxy) that trickles, which no idle timeout catches, or one that floods (0: off).
    */
   drip(ms: number, bytes?: number): void
+  /** The next request is answered 200 with half of the body its length announces, then the connection is cut. */
+  cutNext(): void
   /** The bearer token the API server accepts from now on. */
   setToken(token: string): void
   /** The next `n` creates and applies are answered `status` (e.g. 500, 403). */
@@ -84,7 +86,12 @@ const DNS1123 = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)
  * (POST/GET /apis/{group}/{version}/namespaces/{ns}/{plural}), bearer auth, and metav1.Status
  * errors (401, 404, 409 AlreadyExists, 422 Invalid) as the real one answers them.
  */
-export async function startKubeApi(opts: { token: string; user?: string }): Promise<KubeApiDouble> {
+export async function startKubeApi(opts: {
+  token: string
+  user?: string
+  /** Served under this path only (an API server behind a proxy at a path), as `url` says. */
+  pathPrefix?: string
+}): Promise<KubeApiDouble> {
   const ca = await loadOrCreateAuthority(mkdtempSync(join(tmpdir(), 'kube-ca-')))
   const key = await generateRsaKey()
   const cert = issueCertificate(ca, {
@@ -108,7 +115,10 @@ export async function startKubeApi(opts: { token: string; user?: string }): Prom
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const reqUrl = new URL(req.url ?? '/', 'https://x')
-    const path = reqUrl.pathname
+    const prefix = opts.pathPrefix ?? ''
+    const path = reqUrl.pathname.startsWith(`${prefix}/`)
+      ? reqUrl.pathname.slice(prefix.length)
+      : `/not-under-the-prefix${reqUrl.pathname}`
     // A server-side dry run (?dryRun=All): every check, nothing stored.
     const dryRun = reqUrl.searchParams.get('dryRun') === 'All'
     const answer = (status: number, body: unknown) => {
@@ -269,7 +279,15 @@ export async function startKubeApi(opts: { token: string; user?: string }): Prom
   }
 
   let drip = { ms: 0, bytes: 1 }
+  let cut = false
   const server: Server = createServer({ key: key.privateKeyPem, cert }, (req, res) => {
+    if (cut) {
+      cut = false
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': 100 })
+      res.write('{"kind":"Secret",')
+      setTimeout(() => res.destroy(), 20)
+      return
+    }
     if (drip.ms) {
       const { ms, bytes } = drip
       res.writeHead(200, { 'content-type': 'application/json' })
@@ -289,10 +307,13 @@ export async function startKubeApi(opts: { token: string; user?: string }): Prom
   const { port } = server.address() as AddressInfo
   return {
     peakConnections: () => peak,
+    cutNext() {
+      cut = true
+    },
     drip(ms, bytes = 1) {
       drip = { ms, bytes }
     },
-    url: `https://127.0.0.1:${port}`,
+    url: `https://127.0.0.1:${port}${opts.pathPrefix ?? ''}`,
     caPem: ca.certPem,
     objects,
     requests,

@@ -1,7 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto'
-import { https } from '../../shared/builtins.js'
 import { codedError } from '../../shared/errors.js'
-import { inClusterApi, kubeRequest, readOptional } from '../../shared/kube/in-cluster.js'
+import { apiUrl, inClusterApi, kubeAgent, kubeRequest, readOptional } from '../../shared/kube/in-cluster.js'
 import { eachSliced } from '../../shared/slices.js'
 import type { Sink, SinkRecord } from './sink.js'
 
@@ -34,13 +33,12 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
     throw codedError('ERR_CONFIG', 'GATEWAY_KUBE_API is empty and KUBERNETES_SERVICE_HOST is not set')
   }
   const namespace = opts.namespace || (await readOptional(SERVICE_ACCOUNT_NAMESPACE))?.trim() || 'default'
-  const ca = await readOptional(opts.caFile)
   // Connections bounded across the batches in flight: more requests wait in the agent's queue.
-  const agent = new (https().Agent)({ keepAlive: true, maxSockets: CREATES_AT_ONCE, ...(ca ? { ca } : {}) })
+  const agents = kubeAgent(opts.caFile, { keepAlive: true, maxSockets: CREATES_AT_ONCE })
   const plural = opts.plural || `${opts.kind.toLowerCase()}s`
-  const url = new URL(
-    `/apis/${opts.group}/${opts.version}/namespaces/${encodeURIComponent(namespace)}/${plural}`,
+  const url = apiUrl(
     api,
+    `/apis/${opts.group}/${opts.version}/namespaces/${encodeURIComponent(namespace)}/${plural}`,
   )
 
   // A server-side dry run goes through authentication, authorization, admission and the schema,
@@ -49,8 +47,11 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
   dryRun.searchParams.set('dryRun', 'All')
 
   const create = async (r: SinkRecord, target = url, signal?: AbortSignal) => {
-    // Projected service-account tokens rotate: read the file on every write.
-    const token = (await readOptional(opts.tokenFile))?.trim()
+    // Projected service-account tokens and the cluster's CA rotate: read the files on every write.
+    const [token, agent] = await Promise.all([
+      readOptional(opts.tokenFile).then((t) => t?.trim()),
+      agents.current(),
+    ])
     const body = JSON.stringify({
       apiVersion: `${opts.group}/${opts.version}`,
       kind: opts.kind,
@@ -134,7 +135,7 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
     /** A failed sink is ready again once the API server would accept a create (DESIGN.md §7). */
     probe: () => create(probeRecord(), dryRun),
     async close() {
-      agent.destroy()
+      agents.destroy()
     },
   }
 }
