@@ -290,6 +290,24 @@ describe('loadConfig', () => {
       /GATEWAY_AUTH_TOKEN_FILE: .*empty\.tok is empty/,
     )
     rejects([], { GATEWAY_SINK: 'kubernetes' }, /GATEWAY_KUBE_API.*outside a cluster/)
+    // What goes into the resource's URL: a query in the plural would make every create a dry run.
+    rejects(
+      [],
+      { GATEWAY_KUBE_PLURAL: 'alertsignals?dryRun=All' },
+      /GATEWAY_KUBE_PLURAL: .* is not a resource name/,
+    )
+    rejects(
+      [],
+      { GATEWAY_KUBE_NAMESPACE: 'Monitoring_NS' },
+      /GATEWAY_KUBE_NAMESPACE: .* is not a Kubernetes namespace/,
+    )
+    rejects([], { GATEWAY_KUBE_GROUP: 'sia.athenz.io/v1' }, /GATEWAY_KUBE_GROUP: .* is not an API group/)
+    rejects([], { GATEWAY_KUBE_VERSION: 'v1/x' }, /GATEWAY_KUBE_VERSION: .* is not an API version/)
+    rejects([], { GATEWAY_KUBE_KIND: 'Alert Signal' }, /GATEWAY_KUBE_KIND: .* is not a kind/)
+    assert.equal(
+      config([], { GATEWAY_KUBE_PLURAL: 'signals', GATEWAY_KUBE_VERSION: 'v2beta1' }).gatewayKubePlural,
+      'signals',
+    )
     assert.equal(
       config([], { GATEWAY_SINK: 'kubernetes', KUBERNETES_SERVICE_HOST: '10.0.0.1' }).gatewaySink,
       'kubernetes',

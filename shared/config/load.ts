@@ -232,6 +232,21 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       `"${s.namespace}" is not a Kubernetes namespace name (DNS-1123 label)`,
     )
   }
+  // Each goes into the resource's URL and body as it is: a plural of `signals?dryRun=All` would
+  // make every create a dry run, answered 201 and stored nowhere.
+  const kubeNames: [keyof typeof s, RegExp, string][] = [
+    ['gatewayKubeNamespace', DNS1123_LABEL, 'a Kubernetes namespace name (DNS-1123 label)'],
+    ['gatewayKubeGroup', DNS1123_SUBDOMAIN, 'an API group (DNS-1123 subdomain)'],
+    ['gatewayKubeVersion', DNS1123_LABEL, 'an API version (DNS-1123 label, as v1alpha1)'],
+    ['gatewayKubeKind', /^[A-Za-z][A-Za-z0-9]*$/, 'a kind (letters and digits, as AlertSignal)'],
+    ['gatewayKubePlural', DNS1123_LABEL, 'a resource name (DNS-1123 label, as alertsignals)'],
+  ]
+  for (const [key, pattern, what] of kubeNames) {
+    const value = String(s[key])
+    if (value !== '' && (!pattern.test(value) || value.length > 253)) {
+      throw configError(named(key), `"${value}" is not ${what}`)
+    }
+  }
   if (s.gatewayKubeApi !== '' && !/^https:\/\/[^/]/.test(s.gatewayKubeApi)) {
     throw configError(named('gatewayKubeApi'), `"${s.gatewayKubeApi}" is not an https:// URL`)
   }
