@@ -77,11 +77,31 @@ export function createRedisClient(opts: RedisClientOptions, log: Logger): RedisC
       break
   }
   let up = false
+  // ioredis selects the URL's database as it connects, and on a refusal (an index past the
+  // server's `databases`, an ACL without SELECT) says so only as an 'error' event, then becomes
+  // ready in database 0: another tenant's keys, where an alert never stored here would be
+  // answered as a duplicate. Such a connection is ended as it becomes ready (before any command
+  // of ours is sent) and tried again, not ready meanwhile.
+  let selectRefused: Error | undefined
+  let saidSelect = false
   client.on('ready', () => {
+    if (selectRefused) {
+      if (!saidSelect) {
+        log.error(
+          { event: 'gateway.redis.select.failed', err: { message: selectRefused.message } },
+          `redis refused the database of REDIS_URL: ${selectRefused.message}`,
+        )
+      }
+      saidSelect = true
+      selectRefused = undefined
+      return void client.disconnect(true)
+    }
+    saidSelect = false
     up = true
     log.info({ event: 'gateway.redis.up', mode: target.mode }, 'redis connected')
   })
-  client.on('error', (err: Error) => {
+  client.on('error', (err: Error & { command?: { name?: string } }) => {
+    if (err.command?.name === 'select') selectRefused = err
     // Reconnect attempts repeat the error every few hundred ms: log the transition once.
     if (!up) return log.debug({ err: { message: err.message } }, 'redis still unreachable')
     up = false
