@@ -147,6 +147,31 @@ describe('zts provider against the ZTS double', () => {
     assert.equal(slow.status, 503)
   })
 
+  it('a 2xx from ZTS that is not a token is a failure of the provider: 502, counted, never cached', async () => {
+    const errors = async () => {
+      const text = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
+      return [...text.matchAll(/^token_fetch_errors_total\{[^}]*\} (\d+)/gm)].reduce(
+        (n, m) => n + Number(m[1]),
+        0,
+      )
+    }
+    const before = await errors()
+    zts.answerNext('roletoken', '<html>Sign in</html>', 'text/html')
+    const page = await post('/roletoken', { domain: 'demo', role: 'behind-a-proxy' })
+    assert.equal(page.status, 502)
+    assert.match(String(page.json.detail), /without a role token/)
+    zts.answerNext('oauth2', JSON.stringify({ access_token: 'aaa.bbb.ccc', token_type: 'Bearer' }))
+    const noExpiry = await post('/accesstoken', { domain: 'demo', role: 'no-expiry' })
+    assert.equal(noExpiry.status, 502)
+    assert.equal(await errors(), before + 2)
+    // Asked again, ZTS answers a token: it was not cached.
+    const n = zts.counts.oauth2
+    const again = await post('/accesstoken', { domain: 'demo', role: 'no-expiry' })
+    assert.equal(again.status, 200)
+    assert.equal(typeof again.json.expires_in, 'number')
+    assert.equal(zts.counts.oauth2, n + 1)
+  })
+
   it('refreshes over mutual TLS, announcing the new identity to the token service', async () => {
     await sc.waitFor(() => zts.counts.refresh >= 1)
     const refresh = zts.received.find((r) => r.route === 'refresh')!

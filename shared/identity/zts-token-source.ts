@@ -1,5 +1,18 @@
-import type { TokenSource } from './tokens.js'
+import { codedError } from '../errors.js'
+import type { AccessToken, RoleToken, TokenSource } from './tokens.js'
 import type { ZtsClient } from './zts-client.js'
+
+/**
+ * A 2xx that is not a token (a proxy's login page, a token without its expiry) is a failure of the
+ * provider: 502 and counted, never a token cached for ever (its expiry NaN) or a 500.
+ */
+function checked<T>(answer: unknown, ok: (a: Record<string, unknown>) => boolean, what: string): T {
+  if (typeof answer === 'object' && answer !== null && ok(answer as Record<string, unknown>))
+    return answer as T
+  throw codedError('ERR_UPSTREAM', `ZTS answered 2xx without ${what}`)
+}
+const text = (v: unknown) => typeof v === 'string' && v !== ''
+const seconds = (v: unknown) => typeof v === 'number' && Number.isFinite(v) && v > 0
 
 /** Tokens from Athenz ZTS over mutual TLS: GET /domain/{d}/token and POST /oauth2/token. */
 export function createZtsTokenSource(client: ZtsClient, defaultExpirySec: number): TokenSource {
@@ -14,7 +27,17 @@ export function createZtsTokenSource(client: ZtsClient, defaultExpirySec: number
       if (max) q.set('maxExpiryTime', String(max))
       if (req.proxyForPrincipal) q.set('proxyForPrincipal', req.proxyForPrincipal)
       const qs = q.size ? `?${q}` : ''
-      return client.call('GET', `/domain/${encodeURIComponent(req.domain)}/token${qs}`, undefined, signal)
+      const answer = await client.call(
+        'GET',
+        `/domain/${encodeURIComponent(req.domain)}/token${qs}`,
+        undefined,
+        signal,
+      )
+      return checked<RoleToken>(
+        answer,
+        (a) => text(a.token) && seconds(a.expiryTime),
+        'a role token (token, expiryTime)',
+      )
     },
     async accessToken(req, signal) {
       const roles = req.role.split(',').filter(Boolean)
@@ -25,7 +48,12 @@ export function createZtsTokenSource(client: ZtsClient, defaultExpirySec: number
       const expiry = req.expiry || defaultExpirySec
       if (expiry) form.expires_in = String(expiry)
       if (req.proxyForPrincipal) form.proxy_for_principal = req.proxyForPrincipal
-      return client.call('POST', '/oauth2/token', { form }, signal)
+      const answer = await client.call('POST', '/oauth2/token', { form }, signal)
+      return checked<AccessToken>(
+        answer,
+        (a) => text(a.access_token) && seconds(a.expires_in),
+        'an access token (access_token, expires_in)',
+      )
     },
   }
 }

@@ -46,6 +46,8 @@ export interface ZtsDouble {
   drip(route: Route, ms: number, bytes?: number): void
   /** The next call of `route` returns a certificate for another key. */
   wrongKeyNext(route: Route): void
+  /** The next call of `route` answers 200 with `body` as it is (a proxy's page, a token without its expiry). */
+  answerNext(route: Route, body: string, contentType?: string): void
   /** A key and certificate issued by the double's CA (for the files provider), valid for 127.0.0.1. */
   issue(commonName: string): Promise<{ keyPem: string; certPem: string }>
   close(): Promise<void>
@@ -100,6 +102,7 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
       timers.add(t)
     })
   const wrongKey = new Set<Route>()
+  const raw = new Map<Route, { body: string; contentType: string }>()
   const drips = new Map<Route, { ms: number; bytes: number }>()
 
   const send = (res: ServerResponse, status: number, body?: unknown) => {
@@ -162,6 +165,12 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
       const t = setInterval(() => res.write(' '.repeat(drip.bytes)), drip.ms)
       res.once('close', () => clearInterval(t))
       return
+    }
+    const answer = raw.get(route)
+    if (answer) {
+      raw.delete(route)
+      res.writeHead(200, { 'content-type': answer.contentType })
+      return void res.end(answer.body)
     }
     const fail = failures.get(route)
     if (fail && fail.times > 0) {
@@ -270,6 +279,7 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
     delay: (route, ms) => delays.set(route, ms),
     drip: (route, ms, bytes = 1) => drips.set(route, { ms, bytes }),
     wrongKeyNext: (route) => wrongKey.add(route),
+    answerNext: (route, body, contentType = 'application/json') => void raw.set(route, { body, contentType }),
     async issue(commonName) {
       const k = await generateRsaKey()
       return {
