@@ -214,6 +214,17 @@ describe('token server, local provider', () => {
     const short = await post('/accesstoken', { domain: 'demo', role: 'capped', expiry: 7200 })
     seen.push(short.json.access_token)
     assert.ok([7199, 7200].includes(short.json.expires_in), String(short.json.expires_in))
+    // As ZTS: a role token's max_expiry comes first, whatever the least lifetime (TOKEN_EXPIRY's).
+    for (const body of [
+      { domain: 'demo', role: 'short', max_expiry: 600 },
+      { domain: 'demo', role: 'short', min_expiry: 7200, max_expiry: 600 },
+    ]) {
+      const rt = await post('/roletoken', body)
+      assert.equal(rt.status, 200, JSON.stringify(body))
+      seen.push(rt.json.token)
+      const issued = Number(/;t=(\d+)/.exec(rt.json.token)![1])
+      assert.equal(rt.json.expiryTime - issued, 600, JSON.stringify(body))
+    }
   })
 
   it('refuses proxy_for_principal unless TOKEN_ALLOW_PROXY_FOR_PRINCIPAL is set: 403', async () => {

@@ -33,7 +33,8 @@ export function createLocalTokenSource(opts: LocalTokenSourceOptions): TokenSour
   const cap = (sec: number) => Math.min(sec, Math.max(fallback, MAX_REQUESTED_TTL_SEC))
   return {
     async roleToken(req) {
-      const ttl = cap(Math.max(req.maxExpiry || fallback, req.minExpiry))
+      // As ZTS's determineTokenTimeout: the most asked for first, else at least the least asked for.
+      const ttl = cap(req.maxExpiry > 0 ? req.maxExpiry : Math.max(fallback, req.minExpiry))
       return issueRoleToken(await authority(), opts.principal, req, ttl)
     },
     async accessToken(req) {
