@@ -172,6 +172,28 @@ test('target tokens at boot: a ZTS that hangs leaves them failed, not the start 
   assert.equal(await stop(sc), 0)
 })
 
+test('a refresh pass that fails says why, at error level: what ZTS answered, for which key', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
+  const sc = await startReady({
+    dataDir: dir,
+    env: {
+      ...ztsEnv(),
+      TOKEN_SERVER_ADDR: '127.0.0.1:0',
+      TARGET_DOMAIN_ROLES: 'demo:role.reader',
+      TOKEN_TYPE: 'accesstoken',
+      TOKEN_REFRESH_INTERVAL: '1s',
+    },
+  })
+  t.after(() => stop(sc, 'SIGKILL'))
+  zts.failNext('oauth2', 403, 1) // not retried by the client: one failed fetch
+  const failed = await sc.waitForEvent('token.refresh.failed', {}, 20_000)
+  assert.equal(failed.level, 'error')
+  assert.equal(failed.failed, 1)
+  assert.equal(failed.key, '{demo:role.reader,,0,0}')
+  assert.match(String(failed.msg), /answered 403: injected failure of oauth2/)
+  assert.equal(await stop(sc), 0)
+})
+
 test('INTERMEDIATE_CERT_BUNDLE that is not a bundle name: exit 2 naming it', () => {
   for (const bad of ['../etc', 'a/b', 'x y']) {
     const r = spawnSync(process.execPath, [CLI], {

@@ -54,7 +54,13 @@ export interface TokenCache<V> {
    * `fetchedBefore`; a failure keeps the old token while it is still valid. Starts nothing more
    * once `signal` aborts, and then returns without waiting for the fetches already made.
    */
-  refresh(opts: { usedSince: number; fetchedBefore: number; signal?: AbortSignal }): Promise<RefreshTally>
+  refresh(opts: {
+    usedSince: number
+    fetchedBefore: number
+    signal?: AbortSignal
+    /** Each fetch that failed, with why. */
+    onError?: (key: CacheKey, err: unknown) => void
+  }): Promise<RefreshTally>
   /** Drops entries unused for `idleMs` (never a target); returns how many. */
   evictIdle(now: number): number
   entries(): Iterable<CacheEntry<V>>
@@ -169,7 +175,7 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
       entry.lastUsed = now()
       return entry.value
     },
-    async refresh({ usedSince, fetchedBefore, signal }) {
+    async refresh({ usedSince, fetchedBefore, signal, onError }) {
       const due: [Lru<V>, string, CacheKey][] = []
       for (const [id, e] of held) {
         const target = targetIds.has(id)
@@ -189,7 +195,10 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
         async ([cache, id, key]) => {
           const fetched = cache.fetch(id, { forceRefresh: true, context: { key } }).then(
             () => void tally.updated++,
-            () => void tally.failed++,
+            (err: unknown) => {
+              tally.failed++
+              onError?.(key, err)
+            },
           )
           // At shutdown the refresh stops at once; a fetch already made finishes on its own (a
           // request may be waiting for it) or is aborted when the service stops.

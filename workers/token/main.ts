@@ -122,12 +122,21 @@ async function updateTokens(
   log: Logger,
   pass: Pass,
 ): Promise<boolean> {
+  // A refresh may fail for thousands of keys at once (ZTS down): the first failure says why.
+  let firstFailure: { key: CacheKey; err: unknown } | undefined
   const tally = async (cache: TokenCache<unknown> | undefined, keys: CacheKey[]) => {
     if (!cache) return { updated: 0, failed: 0, skipped: 0 }
     if (pass.kind === 'refresh') {
       // A token fetched within the last half interval is fresh enough: it is not fetched again.
       const fetchedBefore = Date.now() - config.tokenRefreshInterval / 2
-      return cache.refresh({ usedSince: pass.usedSince, fetchedBefore, signal: pass.signal })
+      return cache.refresh({
+        usedSince: pass.usedSince,
+        fetchedBefore,
+        signal: pass.signal,
+        onError(key, err) {
+          firstFailure ??= { key, err }
+        },
+      })
     }
     const r = await Promise.allSettled(keys.map((k) => cache.get(k, pass.signal)))
     for (const x of r) if (x.status === 'rejected') log.error({ err: x.reason }, 'token fetch failed')
@@ -138,6 +147,13 @@ async function updateTokens(
     tally(caches.roleTokens, targets.roletoken),
     tally(caches.accessTokens, targets.accesstoken),
   ])
+  if (firstFailure) {
+    const failed = rt.failed + at.failed
+    log.error(
+      { event: 'token.refresh.failed', failed, key: describeKey(firstFailure.key), err: firstFailure.err },
+      `token refresh: ${failed} fetch(es) failed; the first, ${describeKey(firstFailure.key)}: ${(firstFailure.err as Error).message}`,
+    )
+  }
   let filesOk = true
   await writeTokenFiles(config, caches, targets).catch((err: unknown) => {
     filesOk = false
