@@ -407,6 +407,9 @@ describe('the CLI', () => {
       [{ REDIS_URL: 'redis://us%zz:hunter2@h:6379' }, /REDIS_URL: bad percent-encoding/],
       [{ REDIS_URL: 'redis://:hunter2@h:6379/abc' }, /REDIS_URL: the path is \/<db number>/],
       [{ REDIS_URL: 'rediss://h:6379/0/extra' }, /REDIS_URL: the path/],
+      // ioredis takes query options as strings: a number would end the gateway's thread at connect.
+      [{ REDIS_URL: 'redis://h:6379/0?connectTimeout=5000' }, /REDIS_URL: .*query option "connectTimeout"/],
+      [{ REDIS_URL: 'redis://h:6379/0?tls=false' }, /REDIS_URL: .*query option "tls"/],
       [{ ENDPOINT: 'zts.example.com' }, /ENDPOINT: must be an https:\/\/ URL/],
       [{ ENDPOINT: 'http://zts.example.com:4443/zts/v1' }, /ENDPOINT: must be an https:\/\/ URL/],
       [{ POD_IP: 'bogus' }, /POD_IP: must be an IPv4 or IPv6 address/],
@@ -450,7 +453,12 @@ describe('the CLI', () => {
       REDIS_URL: 'redis://:p%40ss@h:6379/2',
     })
     assert.deepEqual(c.targetDomainRoles, ['other.dom:role.writer', 'a_b-c.d:role.r.x_1'])
-    for (const url of ['redis://h', 'redis://h:6379/', 'rediss://u:p@h:6380/15?tls=true'])
+    for (const url of [
+      'redis://h',
+      'redis://h:6379/',
+      'rediss://u:p@h:6380/15?tls=true',
+      'redis://h:6379/1?family=6&connectionName=sia',
+    ])
       assert.equal(config([], { REDIS_URL: url }).redisUrl, url)
   })
 

@@ -55,6 +55,14 @@ function standalone(raw: string): RedisTarget {
   decode(url.username)
   decode(url.password)
   if (!/^(?:\/\d*)?$/.test(url.pathname)) throw invalid('the path is /<db number>')
+  // ioredis passes query options on as strings: `?connectTimeout=5000` ended the gateway's thread
+  // (a number was expected) rather than failing here. Only those a string serves are taken.
+  for (const [key, value] of url.searchParams) {
+    if (key === 'family' && (value === '4' || value === '6')) continue
+    if (key === 'connectionName' && value !== '') continue
+    if (key === 'tls' && value === 'true') continue // "false" would be a string, and true
+    throw invalid(`query option "${key}" is not supported (only family=4|6, connectionName, tls=true)`)
+  }
   return { mode: 'standalone', url: raw }
 }
 
