@@ -170,13 +170,20 @@ describe('token server, local provider', () => {
     seen.push(body.accesstoken, body.roletoken)
   })
 
-  it('answers client errors with 400 problem+json and unknown routes with 404', async () => {
+  it('answers client errors with 400 problem+json, and any other request in header mode, as SIA', async () => {
     for (const [path, body, detail] of [
       ['/accesstoken', { role: 'reader' }, /domain is required/],
       ['/accesstoken', 'not json', /invalid JSON body/],
       ['/accesstoken', { domain: 'demo', expiry: -5 }, /expiry must be a whole number/],
       ['/roletoken', { domain: 'bad domain!' }, /domain is not a valid Athenz name/],
       ['/roletoken', { domain: 'demo', min_expiry: 'soon' }, /min_expiry/],
+      // SIA decodes with DisallowUnknownFields: a misspelt lifetime is not a default one.
+      ['/accesstoken', { domain: 'demo', role: 'reader', expires_in: 60 }, /unknown field "expires_in"/],
+      ['/roletoken', { domain: 'demo', role: 'reader', expiry: 60 }, /unknown field "expiry"/],
+      // Athenz names: no empty segment, no trailing dot or comma.
+      ['/accesstoken', { domain: 'a..b', role: 'reader' }, /domain is not a valid Athenz name/],
+      ['/accesstoken', { domain: 'demo.', role: 'reader' }, /domain is not a valid Athenz name/],
+      ['/roletoken', { domain: 'demo', role: 'reader,' }, /role is not a valid Athenz name/],
     ] as const) {
       const r = await post(path, body)
       assert.equal(r.status, 400, `${path} ${JSON.stringify(body)}`)
@@ -187,8 +194,23 @@ describe('token server, local provider', () => {
     assert.equal(noHeaders.status, 400)
     assert.match(((await noHeaders.json()) as Json).detail, /http headers not set/)
     const unknown = await fetch(`${base}/nope`)
-    assert.equal(unknown.status, 404)
+    assert.equal(unknown.status, 400)
     assert.equal(unknown.headers.get('content-type'), 'application/problem+json')
+    assert.match(((await unknown.json()) as Json).detail, /http headers not set/)
+    // An auth sub-request keeps the path and method of the request it authorizes.
+    const headers = { 'X-Athenz-Domain': 'demo', 'X-Athenz-Role': 'reader' }
+    for (const [method, path] of [
+      ['GET', '/proxy/path?x=1'],
+      ['POST', '/'],
+      ['HEAD', '/api/v1/items'],
+    ] as const) {
+      const res = await fetch(`${base}${path}`, { method, headers })
+      assert.equal(res.status, 200, `${method} ${path}`)
+      assert.match(res.headers.get('authorization') ?? '', /^bearer /, `${method} ${path}`)
+      await res.arrayBuffer()
+    }
+    // Several roles at once, as Athenz names joined by commas.
+    assert.equal((await post('/accesstoken', { domain: 'demo', role: 'reader,writer' })).status, 200)
   })
 
   it('caps a requested expiry at 24h: 1e300 does not give a far-future token', async () => {
@@ -250,13 +272,13 @@ describe('token server, local provider', () => {
     assert.match(readFileSync(rt, 'utf8'), /^v=Z1;d=demo;r=reader;/)
   })
 
-  it('a request answered before its body is read (404, 413, header mode) closes: its body is not read', {
+  it('a request answered before its body is read (413, header mode) closes: its body is not read', {
     timeout: 15_000,
   }, async () => {
     // A server that read and discarded the rest would take all 64 MiB, then wait for more.
     const total = 64 * 1024 * 1024
     for (const [line, status] of [
-      ['POST /nowhere', 404],
+      ['POST /nowhere', 400], // header mode, without its headers
       ['POST /accesstoken', 413],
       ['GET /', 400],
     ] as const) {

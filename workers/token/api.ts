@@ -37,9 +37,15 @@ export interface TokenApiOptions {
 }
 
 const MAX_BODY_BYTES = 64 * 1024
-// Athenz names: domain "a.b-c", roles "r1,r2"; a principal "domain.service".
-const NAME = /^[a-zA-Z0-9_][a-zA-Z0-9_.-]*$/
-const ROLES = /^[a-zA-Z0-9_][a-zA-Z0-9_.,-]*$/
+// Athenz names (segments of [a-zA-Z0-9_][a-zA-Z0-9_-]* joined by dots, as targets.ts takes them):
+// domain "a.b-c", a principal "domain.service"; roles, one or more joined by commas. "a..b",
+// "demo." or "reader," would be signed by the local authority and cached as keys of their own.
+const SEGMENTS = '[a-zA-Z0-9_][a-zA-Z0-9_-]*(?:\\.[a-zA-Z0-9_][a-zA-Z0-9_-]*)*'
+const NAME = new RegExp(`^${SEGMENTS}$`)
+const ROLES = new RegExp(`^${SEGMENTS}(?:,${SEGMENTS})*$`)
+/** The fields of each request body, as SIA decodes them (DisallowUnknownFields). */
+const ROLE_TOKEN_FIELDS = new Set(['domain', 'role', 'proxy_for_principal', 'min_expiry', 'max_expiry'])
+const ACCESS_TOKEN_FIELDS = new Set(['domain', 'role', 'proxy_for_principal', 'expiry'])
 
 /** A request the client must fix: 4xx with this status. */
 type ClientError = CodedError & { status: number }
@@ -50,6 +56,14 @@ function clientError(message: string, status = 400): ClientError {
 
 function isClientError(err: unknown): err is ClientError {
   return (err as Partial<CodedError>)?.code === 'ERR_TOKEN_CLIENT'
+}
+
+/** A field SIA does not know is refused, as SIA refuses it: a misspelt `expires_in` is not ignored. */
+function knownFields(body: Record<string, unknown>, fields: ReadonlySet<string>): Record<string, unknown> {
+  for (const field of Object.keys(body)) {
+    if (!fields.has(field)) throw clientError(`unknown field "${field}" (expected ${[...fields].join(', ')})`)
+  }
+  return body
 }
 
 function parseJson(read: BodyResult): Record<string, unknown> {
@@ -157,31 +171,46 @@ export function createTokenApi(opts: TokenApiOptions) {
 
   function route(req: IncomingMessage, res: ServerResponse, t0: number): Reply {
     const path = targetPath(req.url)
-    // Only the two POST routes read a body: any other answer leaves one unread.
-    if (req.method !== 'POST') closeUnread(req, res)
     if (req.method === 'POST' && opts.restApi && path === '/roletoken') {
-      return postToken(req, res, t0, opts.roleTokens, 'roletoken', (body, domain, role, proxyFor) =>
-        roleTokenKey(
-          domain,
-          role,
-          proxyFor,
-          seconds(body, 'min_expiry'),
-          seconds(body, 'max_expiry'),
-          opts.defaultExpirySec,
-        ),
+      return postToken(
+        req,
+        res,
+        t0,
+        opts.roleTokens,
+        'roletoken',
+        ROLE_TOKEN_FIELDS,
+        (body, domain, role, proxyFor) =>
+          roleTokenKey(
+            domain,
+            role,
+            proxyFor,
+            seconds(body, 'min_expiry'),
+            seconds(body, 'max_expiry'),
+            opts.defaultExpirySec,
+          ),
       )
     }
     if (req.method === 'POST' && opts.restApi && path === '/accesstoken') {
-      return postToken(req, res, t0, opts.accessTokens, 'accesstoken', (body, domain, role, proxyFor) =>
-        accessTokenKey(domain, role, proxyFor, seconds(body, 'expiry'), opts.defaultExpirySec),
+      return postToken(
+        req,
+        res,
+        t0,
+        opts.accessTokens,
+        'accesstoken',
+        ACCESS_TOKEN_FIELDS,
+        (body, domain, role, proxyFor) =>
+          accessTokenKey(domain, role, proxyFor, seconds(body, 'expiry'), opts.defaultExpirySec),
       )
     }
+    // Only the two POST routes read a body: any other answer leaves one unread.
+    closeUnread(req, res)
     if (req.method === 'GET' && (path === '/oauth2/keys' || path === '/jwks')) {
       if (!opts.jwks) throw clientError('this provider does not publish a JWKS', 404)
       return opts.jwks().then((keys) => sendJson(res, 200, keys))
     }
-    if (req.method === 'GET' && path === '/') return headerMode(req, res)
-    throw clientError(`no route for ${req.method} ${path}`, 404)
+    // As SIA: every other request is header mode, whatever its method and path (an auth
+    // sub-request of a proxy keeps the original request's).
+    return headerMode(req, res)
   }
 
   /** POST /roletoken and /accesstoken: the cache key from the JSON body, then the token. */
@@ -191,11 +220,12 @@ export function createTokenApi(opts: TokenApiOptions) {
     t0: number,
     cache: TokenCache<V> | undefined,
     type: string,
+    fields: ReadonlySet<string>,
     keyOf: (body: Record<string, unknown>, domain: string, role: string, proxyFor: string) => CacheKey,
   ): Reply {
     onBody(req, MAX_BODY_BYTES, undefined, (read) =>
       settle(req, res, t0, () => {
-        const body = parseJson(read)
+        const body = knownFields(parseJson(read), fields)
         const domain = str(body, 'domain', NAME, true)
         const role = str(body, 'role', ROLES, false)
         const proxyFor = proxy(body)
