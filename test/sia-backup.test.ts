@@ -133,12 +133,31 @@ describe('BACKUP=read+write: server-side apply of a kubernetes.io/tls secret aft
     assert.deepEqual(owners, [{ apiVersion: 'v1', kind: 'ServiceAccount', name: 'api', uid }])
   })
 
+  it('a write the API server cannot take now (429) is tried again after its Retry-After', async () => {
+    const retries = sc.events('certificate.backup.retry').length
+    const written = sc.events('certificate.backup.written').length
+    api.failNext(1, 429, 2)
+    const retry = await sc.waitForCount('certificate.backup.retry', retries + 1)
+    assert.equal(retry.level, 'warn')
+    assert.equal(retry.retryInMs, 2000)
+    const next = await sc.waitFor(
+      (r) => r.event === 'certificate.backup.written' && sc.records.indexOf(r) > sc.records.indexOf(retry),
+    )
+    assert.ok(sc.events('certificate.backup.written').length > written, String(next.msg))
+    assert.deepEqual(
+      sc.events('certificate.backup.failed').filter((r) => sc.records.indexOf(r) > sc.records.indexOf(retry)),
+      [],
+    )
+  })
+
   it('a failed write is logged and not fatal: the refresh goes on, the next issue writes again', async () => {
     const failures = sc.events('certificate.backup.failed').length
     const refreshFailures = sc.events('certificate.refresh.failed').length
     const written = sc.events('certificate.backup.written').length
-    api.failNext(1, 500)
+    const retries = sc.events('certificate.backup.retry').length
+    api.failNext(3, 500) // the write and its two tries after 1 s and 4 s
     const failed = await sc.waitForCount('certificate.backup.failed', failures + 1)
+    assert.equal(sc.events('certificate.backup.retry').length, retries + 2)
     assert.equal(failed.level, 'error')
     assert.match(String(failed.msg), /API server answered 500 InternalError: injected failure/)
     await sc.waitFor(() => sc.events('certificate.backup.written').length > written)

@@ -4,6 +4,7 @@ import { codedError } from '../errors.js'
 import { readFile } from '../fs-async.js'
 import { apiUrl, inClusterApi, kubeAgent, kubeRequest, readOptional } from '../kube/in-cluster.js'
 import type { Logger } from '../logger.js'
+import { pause } from './backoff.js'
 import { checkIssued, type Identity, storeIdentity } from './identity.js'
 
 /**
@@ -71,7 +72,7 @@ export async function createSecretBackup(config: Config): Promise<SecretBackup> 
     })
     if (res.status >= 200 && res.status < 300) return { status: res.status, json: parse(res.text) }
     if (res.status === 404 && method === 'GET') return { status: 404, json: undefined }
-    throw apiError(res.status, res.text, what)
+    throw Object.assign(apiError(res.status, res.text, what), { retryAfterMs: res.retryAfterMs })
   }
 
   return {
@@ -145,18 +146,54 @@ export async function createSecretBackup(config: Config): Promise<SecretBackup> 
   }
 }
 
+/** Waits before the second and third try of a write the API server could not take just then. */
+const RETRY_MS = [1_000, 4_000]
+/** The most a Retry-After is waited for; a longer one is the next issue's to try. */
+const RETRY_AFTER_MAX_MS = 10_000
+
+/**
+ * What a later try may fix: the API server shedding load (429, with its Retry-After) or failing
+ * (5xx), a timeout, a transport error. Not a refusal (401, 403, 4xx): the same write fails again.
+ */
+function transient(err: unknown): boolean {
+  const { status, code } = err as { status?: number; code?: string }
+  if (status !== undefined) return status === 429 || status >= 500
+  return code === 'ERR_KUBE_TIMEOUT' || code === 'ERR_KUBE_API'
+}
+
 /**
  * Backup writes in the background, one at a time, after each issue: a failure is logged (403 from
- * RBAC said as such) and never fails the refresh. `settled()` waits for the writes in flight.
+ * RBAC said as such) and never fails the refresh. A write the API server could not take just then
+ * (429, 5xx, no answer) is tried twice more, after 1 s and 4 s or its Retry-After (up to 10 s):
+ * else the secret would stay stale until the next issue (a day by default), and a pod restarted
+ * meanwhile with its provider down would have no backup. No new try once `stop` is aborted.
+ * `settled()` waits for the writes in flight.
  */
-export function createBackupWriter(backup: SecretBackup, log: Logger) {
+export function createBackupWriter(backup: SecretBackup, log: Logger, stop: AbortSignal) {
   let chain: Promise<void> = Promise.resolve()
+  const attempt = async (id: BackupIdentity) => {
+    for (let tries = 0; ; tries++) {
+      try {
+        return await backup.write(id, AbortSignal.timeout(REQUEST_TIMEOUT_MS * 2))
+      } catch (err) {
+        const wait = RETRY_MS[tries]
+        if (wait === undefined || !transient(err) || stop.aborted) throw err
+        const after = (err as { retryAfterMs?: number }).retryAfterMs
+        const retryInMs = Math.min(after ?? wait, RETRY_AFTER_MAX_MS)
+        log.warn(
+          { event: 'certificate.backup.retry', secret: backup.secret, err, retryInMs },
+          `the secret ${backup.secret} could not be written now; trying again in ${retryInMs}ms`,
+        )
+        if (!(await pause(retryInMs, stop))) throw err
+      }
+    }
+  }
   return {
     write(id: BackupIdentity): void {
       if (!backup.canWrite) return
       chain = chain.then(async () => {
         try {
-          const r = await backup.write(id, AbortSignal.timeout(REQUEST_TIMEOUT_MS * 2))
+          const r = await attempt(id)
           if (r.ownerError) {
             log.warn(
               { event: 'certificate.backup.owner.failed', secret: backup.secret, err: r.ownerError },

@@ -26,7 +26,7 @@ export async function runInit(
     log.error({ event: 'init.failed', err }, 'cannot reach the backup secret')
     return 1
   }
-  const writer = backup && createBackupWriter(backup, log)
+  const writer = backup && createBackupWriter(backup, log, signal)
   let issued = false
   const rt = await createCertRuntime(config, log, {
     onIssued: (stored) => {

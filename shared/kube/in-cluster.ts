@@ -104,7 +104,7 @@ export function kubeRequest(
   url: URL,
   r: KubeRequest,
   timeoutMs = REQUEST_TIMEOUT_MS,
-): Promise<{ status: number; text: string }> {
+): Promise<{ status: number; text: string; retryAfterMs?: number }> {
   const deadline = AbortSignal.timeout(timeoutMs)
   const timedOut = () => codedError('ERR_KUBE_TIMEOUT', 'the API server did not answer in time')
   return new Promise((resolve, reject) => {
@@ -138,7 +138,15 @@ export function kubeRequest(
             )
           }
         })
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }))
+        res.on('end', () => {
+          // Retry-After in seconds, as the API server sends it with 429 (its priority and fairness).
+          const after = Number(res.headers['retry-after'])
+          resolve({
+            status: res.statusCode ?? 0,
+            text: Buffer.concat(chunks).toString(),
+            ...(Number.isInteger(after) && after >= 0 ? { retryAfterMs: after * 1000 } : {}),
+          })
+        })
         res.on('error', (err) =>
           reject(
             deadline.aborted && !r.signal?.aborted

@@ -40,8 +40,8 @@ export interface KubeApiDouble {
   cutNext(): void
   /** The bearer token the API server accepts from now on. */
   setToken(token: string): void
-  /** The next `n` creates and applies are answered `status` (e.g. 500, 403). */
-  failNext(n: number, status: number): void
+  /** The next `n` creates and applies are answered `status` (e.g. 500, 403), with a Retry-After if given. */
+  failNext(n: number, status: number, retryAfterSec?: number): void
   /** Custom resources for which `refuse` is true are invalid (422), as against a schema. */
   refuseObjects(refuse: (obj: KubeObject) => boolean): void
   /** Core v1 secrets by "<namespace>/<name>", as stored after server-side apply. */
@@ -102,7 +102,7 @@ export async function startKubeApi(opts: {
     validityMs: 3600_000,
   })
   let token = opts.token
-  let failures: { n: number; status: number } = { n: 0, status: 0 }
+  let failures: { n: number; status: number; retryAfterSec?: number } = { n: 0, status: 0 }
   let refuse: (obj: KubeObject) => boolean = () => false
   let uid = 0
   const objects = new Map<string, KubeObject>()
@@ -129,7 +129,11 @@ export async function startKubeApi(opts: {
         authorization: req.headers.authorization,
         dryRun,
       })
-      res.writeHead(status, { 'content-type': 'application/json' })
+      const retryAfter = status === failures.status && failures.retryAfterSec
+      res.writeHead(status, {
+        'content-type': 'application/json',
+        ...(retryAfter !== undefined && retryAfter !== false ? { 'retry-after': String(retryAfter) } : {}),
+      })
       res.end(JSON.stringify(body))
     }
     const failure = (code: number, reason: string, message: string) =>
@@ -320,8 +324,8 @@ export async function startKubeApi(opts: {
     setToken(t) {
       token = t
     },
-    failNext(n, status) {
-      failures = { n, status }
+    failNext(n, status, retryAfterSec) {
+      failures = { n, status, ...(retryAfterSec !== undefined ? { retryAfterSec } : {}) }
     },
     refuseObjects(r) {
       refuse = r

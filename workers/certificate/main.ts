@@ -37,7 +37,7 @@ defineService({
       log.warn({ event: 'certificate.backup.unused' }, 'BACKUP has no effect with the files provider')
     }
     if (backup) onStop(() => backup.close())
-    const backupWriter = backup && createBackupWriter(backup, log)
+    const backupWriter = backup && createBackupWriter(backup, log, signal)
     if (backupWriter) onStop(() => backupWriter.settled())
     /** The last instance identity this worker had issued (the role certificates may still have failed). */
     let issued: Identity | undefined
