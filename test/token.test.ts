@@ -290,7 +290,27 @@ describe('token server, local provider', () => {
   })
 
   it('exports the cache metrics', async () => {
+    // Two tokens of one (domain, role), an hour and two minutes, cached in either order: the
+    // series says the one that expires first.
+    for (const [role, first, second] of [
+      ['both-a', 120, 0],
+      ['both-b', 0, 120],
+    ] as const) {
+      for (const expiry of [first, second]) {
+        const r = await post('/accesstoken', { domain: 'demo', role, ...(expiry ? { expiry } : {}) })
+        seen.push(r.json.access_token)
+      }
+    }
     const text = await (await fetch(`${await a.url('metrics')}/metrics`)).text()
+    for (const role of ['both-a', 'both-b']) {
+      const series = new RegExp(
+        `^token_expires_in_seconds\\{type="accesstoken",domain="demo",role="${role}"[^}]*\\} (\\d+)$`,
+        'gm',
+      )
+      const values = [...text.matchAll(series)].map((m) => Number(m[1]))
+      assert.equal(values.length, 1, role)
+      assert.ok(values[0]! > 100 && values[0]! <= 120, `${role}: ${values[0]}`)
+    }
     const value = (re: RegExp) => Number(re.exec(text)?.[1])
     assert.ok(value(/^cached_token_entries\{type="accesstoken"[^}]*\} (\d+)$/m) >= 2)
     assert.ok(value(/^cached_token_bytes\{type="roletoken"[^}]*\} (\d+)$/m) > 100)

@@ -39,18 +39,24 @@ export function registerTokenMetrics(
   // series of an evicted key goes with it, so the series are bounded with the cache.
   new Gauge({
     name: 'token_expires_in_seconds',
-    help: 'Seconds until a cached token expires',
+    help: 'Seconds until the cached token of this (domain, role) that expires first expires',
     labelNames: ['type', 'domain', 'role', ...podNames],
     registers: [registry],
     collect() {
       this.reset()
       const now = Date.now()
       for (const [type, cache] of kinds) {
+        // Several keys may hold tokens of one (domain, role) (another lifetime, a proxy): the
+        // series is the soonest to expire, not whichever entry came last.
+        const soonest = new Map<string, { domain: string; role: string; at: number }>()
         for (const e of cache.entries()) {
-          this.set(
-            { type, domain: e.key.domain, role: e.key.role, ...pod },
-            Math.round((e.expiresAt - now) / 1000),
-          )
+          const id = `${e.key.domain}\n${e.key.role}`
+          const seen = soonest.get(id)
+          if (!seen || e.expiresAt < seen.at)
+            soonest.set(id, { domain: e.key.domain, role: e.key.role, at: e.expiresAt })
+        }
+        for (const { domain, role, at } of soonest.values()) {
+          this.set({ type, domain, role, ...pod }, Math.round((at - now) / 1000))
         }
       }
     },
