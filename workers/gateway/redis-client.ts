@@ -84,6 +84,10 @@ export function createRedisClient(opts: RedisClientOptions, log: Logger): RedisC
   // of ours is sent) and tried again, not ready meanwhile.
   let selectRefused: Error | undefined
   let saidSelect = false
+  // What a connection that ended before it was ready was refused is not the next one's.
+  client.on('connect', () => {
+    selectRefused = undefined
+  })
   client.on('ready', () => {
     if (selectRefused) {
       if (!saidSelect) {
