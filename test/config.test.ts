@@ -408,8 +408,12 @@ describe('the CLI', () => {
       [{ REDIS_URL: 'redis://:hunter2@h:6379/abc' }, /REDIS_URL: the path is \/<db number>/],
       [{ REDIS_URL: 'rediss://h:6379/0/extra' }, /REDIS_URL: the path/],
       // ioredis takes query options as strings: a number would end the gateway's thread at connect.
-      [{ REDIS_URL: 'redis://h:6379/0?connectTimeout=5000' }, /REDIS_URL: .*query option "connectTimeout"/],
-      [{ REDIS_URL: 'redis://h:6379/0?tls=false' }, /REDIS_URL: .*query option "tls"/],
+      [
+        { REDIS_URL: 'redis://h:6379/0?connectTimeout=5000' },
+        /REDIS_URL: .*query option "connectTimeout" is not supported/,
+      ],
+      [{ REDIS_URL: 'redis://h:6379/0?tls=false' }, /REDIS_URL: .*query option "tls" has an invalid value/],
+      [{ REDIS_URL: 'redis://h:6379?db=three' }, /REDIS_URL: .*query option "db" has an invalid value/],
       [{ ENDPOINT: 'zts.example.com' }, /ENDPOINT: must be an https:\/\/ URL/],
       [{ ENDPOINT: 'http://zts.example.com:4443/zts/v1' }, /ENDPOINT: must be an https:\/\/ URL/],
       [{ POD_IP: 'bogus' }, /POD_IP: must be an IPv4 or IPv6 address/],
@@ -458,6 +462,9 @@ describe('the CLI', () => {
       'redis://h:6379/',
       'rediss://u:p@h:6380/15?tls=true',
       'redis://h:6379/1?family=6&connectionName=sia',
+      // The string options ioredis takes from the query, as it takes them.
+      'redis://h:6379?db=3&password=pw',
+      'redis://h:6379/0?keyPrefix=tenant-a:&username=u',
     ])
       assert.equal(config([], { REDIS_URL: url }).redisUrl, url)
   })

@@ -19,6 +19,18 @@ export type RedisTarget =
 
 const DEFAULT_PORT = { sentinel: 26379, cluster: 6379 } as const
 
+/** The query options of a `redis://` URL that ioredis takes as they come, and their values. */
+const QUERY_OPTIONS: Record<string, (value: string) => boolean> = {
+  db: (v) => /^\d+$/.test(v),
+  family: (v) => v === '4' || v === '6',
+  username: () => true,
+  password: () => true,
+  connectionName: (v) => v !== '',
+  keyPrefix: () => true,
+  // A TLS profile's name, or `true`: any other string would turn TLS on as well.
+  tls: (v) => v !== '' && v !== 'false' && v !== '0',
+}
+
 /**
  * Parses REDIS_URL. `redis://` and `rediss://` go to ioredis as they are; the HA forms list several
  * hosts, which WHATWG URL cannot parse:
@@ -55,13 +67,15 @@ function standalone(raw: string): RedisTarget {
   decode(url.username)
   decode(url.password)
   if (!/^(?:\/\d*)?$/.test(url.pathname)) throw invalid('the path is /<db number>')
-  // ioredis passes query options on as strings: `?connectTimeout=5000` ended the gateway's thread
-  // (a number was expected) rather than failing here. Only those a string serves are taken.
+  // ioredis passes query options on as strings (but for db and family): `?connectTimeout=5000`
+  // ended the gateway's thread at connect (a number was expected) rather than failing here, and
+  // `?tls=false` would be a string, so true. The string options are taken as they are.
   for (const [key, value] of url.searchParams) {
-    if (key === 'family' && (value === '4' || value === '6')) continue
-    if (key === 'connectionName' && value !== '') continue
-    if (key === 'tls' && value === 'true') continue // "false" would be a string, and true
-    throw invalid(`query option "${key}" is not supported (only family=4|6, connectionName, tls=true)`)
+    const check = QUERY_OPTIONS[key]
+    if (!check) {
+      throw invalid(`query option "${key}" is not supported (${Object.keys(QUERY_OPTIONS).join(', ')})`)
+    }
+    if (!check(value)) throw invalid(`query option "${key}" has an invalid value`)
   }
   return { mode: 'standalone', url: raw }
 }
