@@ -172,37 +172,40 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   }
 
   /**
-   * How a predecessor's drain ended, said as a current worker's shutdown says it (slot-machine.ts):
-   * its tasks not stopped in time (`service.shutdown.timeout`), an error answer, or a thread that
-   * ended on its own; each with `predecessor: true`. Only a clean drain is silent.
+   * How the drain of a thread that is not the current one ended, said as a current worker's
+   * shutdown says it (slot-machine.ts): its tasks not stopped in time (`service.shutdown.timeout`),
+   * an error answer, or a thread that ended on its own; each with `predecessor: true` (replaced by
+   * a successor) or `successor: true` (a successor called off, its predecessor kept). Only a clean
+   * drain is silent.
    */
-  function logDrain(drained: Drain, deadlineMs: number): void {
-    const fields = { service, predecessor: true }
+  function logDrain(drained: Drain, deadlineMs: number, role: 'predecessor' | 'successor'): void {
+    const fields = { service, [role]: true }
+    const thread = `${service}'s ${role === 'predecessor' ? 'previous' : 'new'} thread`
     switch (drained.kind) {
       case 'clean':
         return
       case 'cut-short':
         log.error(
           { event: 'service.shutdown.timeout', ...fields },
-          `${service}'s previous thread cut tasks short at its deadline`,
+          `${thread} cut tasks short at its deadline`,
         )
         return
       case 'deadline':
         log.error(
           { event: 'service.shutdown.timeout', ...fields, deadlineMs },
-          `${service}'s previous thread did not drain within ${deadlineMs}ms; terminating`,
+          `${thread} did not drain within ${deadlineMs}ms; terminating`,
         )
         return
       case 'cut':
         log.error(
           { event: 'service.shutdown.timeout', ...fields },
-          `${service}'s previous thread was still draining at the shutdown deadline; terminating`,
+          `${thread} was still draining at the shutdown deadline; terminating`,
         )
         return
       case 'error':
         log.error(
           { event: 'service.shutdown.failed', ...fields, err: drained.err },
-          `${service}'s previous thread answered its drain with an error`,
+          `${thread} answered its drain with an error`,
         )
         return
       case 'exit':
@@ -214,7 +217,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
             exitCode: drained.exit.exitCode,
             err: drained.exit.err,
           },
-          `${service}'s previous thread died while it drained (${drained.exit.reason})`,
+          `${thread} died while it drained (${drained.exit.reason})`,
         )
         metrics.noteCrash(service, { ...drained.exit })
         return
@@ -253,7 +256,8 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         // The last shutdown of the service: a run's final one is rarely scraped (the metrics
         // service stops second to last), a replaced worker's drain is.
         metrics.shutdownSeconds.set({ service }, (monotonicMs() - from) / 1000)
-        logDrain(drained, deadlineMs)
+        // A replaced thread has a reason; one without is a successor called off (restore-predecessor).
+        logDrain(drained, deadlineMs, replaced ? 'predecessor' : 'successor')
         const ended = await Promise.race([
           h.terminate('recycled').then(() => true),
           sleep(TERMINATE_MS, false, { ref: false }),

@@ -405,3 +405,36 @@ test('a predecessor whose drain fails says so: one that hangs is cut at its dead
     assert.equal(await stop(sc), 0)
   }
 })
+
+test('a successor called off by the shutdown whose drain fails is named as the new thread, not the previous one', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
+  const configPath = join(dir, 'config.json')
+  writeFileSync(
+    configPath,
+    JSON.stringify({ services: { 'memory-reporter': { shutdownTimeout: '400ms', startTimeout: '10s' } } }),
+  )
+  const ports = await serverPorts()
+  // Every start of the memory reporter takes 2.5 s; the first drain of one never ends.
+  const sc = startSidecar({
+    args: ['--config', configPath],
+    env: {
+      ...ports.env,
+      SIA_FAILPOINTS: 'memory-reporter.start=delay(2500);memory-reporter.shutdown=1*hang',
+    },
+  })
+  try {
+    await sc.waitForEvent('supervisor.ready', {}, 30_000)
+    sc.kill('SIGHUP')
+    await sc.waitForEvent('worker.replacing', { service: 'memory-reporter' }, 30_000)
+    await sleep(500) // its successor's start is under way: the predecessor still serves
+  } finally {
+    assert.equal(await stop(sc), 1, 'a drain cut at its deadline is unclean')
+  }
+  const timeouts = sc.events('service.shutdown.timeout').filter((r) => r.service === 'memory-reporter')
+  // Cut at its own deadline or at the stop's, whichever comes first: either way, the new thread.
+  assert.deepEqual(
+    timeouts.map((r) => [r.successor, r.predecessor]),
+    [[true, undefined]],
+  )
+  assert.match(String(timeouts[0]!.msg), /^memory-reporter's new thread (did not drain|was still draining)/)
+})
