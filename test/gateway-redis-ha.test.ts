@@ -184,3 +184,42 @@ test('Cluster: batches across slots, exactly-once "new" across two gateways, 503
   assert.equal(a.events('gateway.redis.up')[0]?.mode, 'cluster')
   assertNoSecrets(a, CLUSTER_PASSWORD)
 })
+
+test('Cluster: a master that stops answering keeps the gateway not ready, though the node with the probe key answers', async (t) => {
+  const cluster = await startCluster({ size: 3, password: CLUSTER_PASSWORD })
+  t.after(() => cluster.stop())
+  const url = `redis+cluster://:${CLUSTER_PASSWORD}@127.0.0.1:${cluster.ports[0]}`
+  const sc = await startReady({ env: gatewayEnv({ REDIS_URL: url, GATEWAY_DEDUP_TIMEOUT: '300ms' }) })
+  t.after(() => stop(sc, 'SIGKILL'))
+  const base = await sc.url('gateway')
+  const metrics = `${await sc.url('metrics')}/metrics`
+  const storeUp = async () =>
+    /^gateway_dedup_store_up\{[^}]*\} (\d)/m.exec(await (await fetch(metrics)).text())?.[1]
+  assert.equal((await post(base, webhook([alert('Before', { fingerprint: 'before-1' })]))).status, 201)
+
+  // A master other than the one that holds the probe key hangs.
+  const admin = cluster.client(cluster.ports[0]!)
+  const slot = Number(await admin.call('CLUSTER', 'KEYSLOT', `${DEDUP_KEY_PREFIX}probe`))
+  const owners = (await admin.call('CLUSTER', 'SLOTS')) as [number, number, [string, number]][]
+  const probeNode = owners.find(([from, to]) => slot >= from && slot <= to)![2][1]
+  const hung = cluster.ports.find((p) => p !== probeNode)!
+  cluster.pause(hung)
+  t.after(() => cluster.resume(hung))
+
+  // Alerts on every node's slots: the hung one fails the batch.
+  const batch = Array.from({ length: 30 }, (_, i) => alert(`H${i}`, { fingerprint: `hung-${i}` }))
+  assert.equal((await post(base, webhook(batch))).status, 503)
+  await sc.waitForEvent('gateway.not-ready')
+  // Probed once a second: the probe asks every master, so it keeps failing while one hangs.
+  for (let i = 0; i < 3; i++) {
+    await new Promise((r) => setTimeout(r, 1000))
+    assert.equal(await storeUp(), '0', `still not ready after ${i + 1} s`)
+  }
+  assert.equal(sc.events('gateway.ready-again').length, 0, 'readiness did not flap')
+  await sc.waitForEvent('gateway.redis.reconnecting')
+
+  cluster.resume(hung)
+  await sc.waitForEvent('gateway.ready-again', {}, 15_000)
+  assert.equal((await post(base, webhook([alert('After', { fingerprint: 'after-1' })]))).status, 201)
+  assert.equal(await stop(sc), 0)
+})

@@ -15,6 +15,12 @@ export interface RedisGroup {
   ports: number[]
   /** A client on one server (with the group's password), closed by stop(). */
   client(port: number): Redis
+  /**
+   * The server on `port` stops (SIGSTOP): its connections stay open and its kernel still accepts
+   * new ones, but nothing is answered (a hung process, a node behind a lost link); resume() goes on.
+   */
+  pause(port: number): void
+  resume(port: number): void
   stop(): Promise<void>
 }
 
@@ -41,10 +47,15 @@ function group(dir: string, password: string) {
       clients.push(c)
       return c
     },
+    pause: (port: number) => void procs.find((p) => p.port === port)?.proc.kill('SIGSTOP'),
+    resume: (port: number) => void procs.find((p) => p.port === port)?.proc.kill('SIGCONT'),
     async stop(): Promise<void> {
       for (const c of clients) c.disconnect()
-      for (const p of procs)
-        if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGTERM')
+      for (const p of procs) {
+        if (p.proc.exitCode !== null || p.proc.signalCode !== null) continue
+        p.proc.kill('SIGCONT') // a paused server would not end on SIGTERM
+        p.proc.kill('SIGTERM')
+      }
       await Promise.all(procs.map((p) => p.exited))
       rmSync(dir, { recursive: true, force: true })
     },
@@ -93,7 +104,7 @@ export async function startSentinel(opts: {
     } finally {
       s.disconnect()
     }
-    return { ports: [master, sentinel], client: g.client, stop: g.stop }
+    return { ports: [master, sentinel], client: g.client, pause: g.pause, resume: g.resume, stop: g.stop }
   } catch (err) {
     await g.stop()
     throw err
@@ -144,7 +155,7 @@ export async function startCluster(opts: { size: number; password: string }): Pr
         ((await c.call('CLUSTER', 'INFO')) as string).includes('cluster_state:ok') ? true : undefined,
       )
     }
-    return { ports, client: g.client, stop: g.stop }
+    return { ports, client: g.client, pause: g.pause, resume: g.resume, stop: g.stop }
   } catch (err) {
     await g.stop()
     throw err

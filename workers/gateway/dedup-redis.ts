@@ -1,3 +1,4 @@
+import type { Redis } from 'ioredis'
 import type { Logger } from '../../shared/logger.js'
 import { mapSliced } from '../../shared/slices.js'
 import { coalesce } from './coalesce.js'
@@ -242,6 +243,27 @@ const weight = (c: Call) => c.entries.length
  * The commit after the sink write is a second round trip of the same kind. Lease expiry is
  * Redis's own PEXPIRE: no clock skew between replicas matters.
  */
+/**
+ * `reply`, unless it timed out on a connection that says it is open: that connection may be
+ * half-open (a node lost without a FIN, a partition, a hung proxy), which only a new one can tell.
+ * Left alone, ioredis waits on it until the kernel gives up on the socket (~15 min), or for ever
+ * if something still acknowledges it. In a cluster, only that node's connection is replaced.
+ */
+async function replaceIfSilent<T>(node: Redis | RedisClient, reply: Promise<T>, log?: Logger): Promise<T> {
+  try {
+    return await reply
+  } catch (err) {
+    if (node.status === 'ready' && (err as Error).message === COMMAND_TIMED_OUT) {
+      log?.warn(
+        { event: 'gateway.redis.reconnecting' },
+        'redis sent no reply in time on a connection that is still open: connecting again',
+      )
+      node.disconnect(true)
+    }
+    throw err
+  }
+}
+
 export function createRedisStore(
   client: RedisClient,
   ttlMs: number,
@@ -382,25 +404,13 @@ export function createRedisStore(
   return {
     kind: 'redis',
     up: () => client.status === 'ready',
-    // A write that expires at once, within the client's command timeout; run only while the
-    // store is failing (health.ts).
+    // Run only while the store is failing (health.ts): every master answers (in a cluster, a
+    // batch reaches them all, a key only the one that holds it), then a write that expires at
+    // once goes through, each within the client's command timeout.
     async probe() {
-      try {
-        await client.set(`${DEDUP_KEY_PREFIX}probe`, '1', 'PX', 1000)
-      } catch (err) {
-        // No reply in time on a connection that says it is open: it may be half-open (a node lost
-        // without a FIN, a partition, a hung proxy), which only a new connection can tell. Left
-        // alone, ioredis waits on it until the kernel gives up on the socket (~15 min), or for
-        // ever if something still acknowledges it.
-        if (client.status === 'ready' && (err as Error).message === COMMAND_TIMED_OUT) {
-          log?.warn(
-            { event: 'gateway.redis.reconnecting' },
-            'redis sent no reply in time on a connection that is still open: connecting again',
-          )
-          client.disconnect(true)
-        }
-        throw err
-      }
+      const masters = 'nodes' in client ? client.nodes('master') : [client]
+      await Promise.all(masters.map((node) => replaceIfSilent(node, node.ping(), log)))
+      await replaceIfSilent(client, client.set(`${DEDUP_KEY_PREFIX}probe`, '1', 'PX', 1000), log)
     },
     release,
     async record(entries: readonly DedupEntry[], owner: string, now: number): Promise<DedupResult[]> {
