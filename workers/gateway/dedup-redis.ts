@@ -13,6 +13,9 @@ import type { RedisClient } from './redis-client.js'
 
 export const DEDUP_KEY_PREFIX = 'sia:gateway:dedup:'
 
+/** What ioredis rejects a command with at its `commandTimeout`. */
+const COMMAND_TIMED_OUT = 'Command timed out'
+
 /**
  * KEYS[1] the fingerprint's hash; ARGV status, now (ms), ttl (ms), owner (the request), lease (ms).
  * Fields: status, count, first, last, id (owner), pending ("1" while the owner writes the sink).
@@ -25,9 +28,6 @@ export const DEDUP_KEY_PREFIX = 'sia:gateway:dedup:'
  *   the record it replaces is left.
  * Records of older versions carry no `pending` field: committed.
  */
-/** What ioredis rejects a command with at its `commandTimeout`. */
-const COMMAND_TIMED_OUT = 'Command timed out'
-
 const RECORD_LUA = `
 local cur = redis.call('HMGET', KEYS[1], 'status', 'first', 'id', 'pending', 'count', 'last')
 if cur[4] == '1' and cur[3] ~= ARGV[4] then
@@ -234,16 +234,6 @@ function groupArgs(calls: readonly Call[], head: number[]): { keys: string[]; ar
 const weight = (c: Call) => c.entries.length
 
 /**
- * Check-and-lease: on one Redis, the calls of every request of a loop turn in one atomic Lua call
- * (coalesce.ts), a large batch in parts of GROUP_MAX_KEYS, one call each, sent a slice of the loop
- * apart and all before any reply is awaited; on a cluster, one call per alert, all issued at
- * once, in order, which the client's auto-pipelining sends in one write and one round trip per
- * node (a script's keys, like an explicit pipeline, must stay in one hash slot; the fingerprints
- * of a batch do not). Calls on one key go to one node over one connection, so their order holds.
- * The commit after the sink write is a second round trip of the same kind. Lease expiry is
- * Redis's own PEXPIRE: no clock skew between replicas matters.
- */
-/**
  * `reply`, unless it timed out on a connection that says it is open: that connection may be
  * half-open (a node lost without a FIN, a partition, a hung proxy), which only a new one can tell.
  * Left alone, ioredis waits on it until the kernel gives up on the socket (~15 min), or for ever
@@ -264,6 +254,16 @@ async function replaceIfSilent<T>(node: Redis | RedisClient, reply: Promise<T>, 
   }
 }
 
+/**
+ * Check-and-lease: on one Redis, the calls of every request of a loop turn in one atomic Lua call
+ * (coalesce.ts), a large batch in parts of GROUP_MAX_KEYS, one call each, sent a slice of the loop
+ * apart and all before any reply is awaited; on a cluster, one call per alert, all issued at
+ * once, in order, which the client's auto-pipelining sends in one write and one round trip per
+ * node (a script's keys, like an explicit pipeline, must stay in one hash slot; the fingerprints
+ * of a batch do not). Calls on one key go to one node over one connection, so their order holds.
+ * The commit after the sink write is a second round trip of the same kind. Lease expiry is
+ * Redis's own PEXPIRE: no clock skew between replicas matters.
+ */
 export function createRedisStore(
   client: RedisClient,
   ttlMs: number,
