@@ -5,8 +5,8 @@ import { SERVICES } from '../../shared/services.js'
  * name and action, with `N*` counts), the per-service limits that make `oom` and `block` quick,
  * and the moment SIGTERM is sent; and, drawn from a second stream of the seed so that the first
  * part of a seed's plan never changes (the regressions of test/chaos.test.ts name seeds), SIGHUP
- * reloads before it, webhooks sent all along, and `gateway.before-sink` armed for them. The same
- * seed always gives the same plan.
+ * reloads before it, webhooks sent all along, `gateway.before-sink` armed for them, and a SIGHUP
+ * during the shutdown. The same seed always gives the same plan.
  */
 export interface Plan {
   seed: number
@@ -20,6 +20,8 @@ export interface Plan {
   reloadsAtMs: number[]
   /** Webhooks posted one after another from the start to the exit, each answered 2xx checked in the sink. */
   traffic: boolean
+  /** ms after the SIGTERM until a SIGHUP, which the shutdown must log and ignore (undefined: none). */
+  hupAfterTermMs?: number
 }
 
 const TASKS: Record<string, string[]> = {
@@ -118,5 +120,13 @@ function extend(plan: Plan): Plan {
           : action
     failpoints += `;gateway.before-sink=${rnd() < 0.5 ? `${1 + Math.floor(rnd() * 3)}*` : ''}${text}`
   }
-  return { ...plan, failpoints, reloadsAtMs, traffic }
+  // Drawn last, so the draws above stay what they were for every seed.
+  const hupAfterTermMs = rnd() < 0.25 ? Math.floor(rnd() * 500) : undefined
+  return {
+    ...plan,
+    failpoints,
+    reloadsAtMs,
+    traffic,
+    ...(hupAfterTermMs !== undefined ? { hupAfterTermMs } : {}),
+  }
 }

@@ -76,6 +76,10 @@ export async function runPlan(plan: Plan): Promise<RunReport> {
     }
     await Promise.race([sleep(Math.max(0, t0 + plan.sigtermAfterMs - Date.now())), sc.exited])
     if (running()) sc.kill('SIGTERM')
+    if (plan.hupAfterTermMs !== undefined) {
+      await Promise.race([sleep(plan.hupAfterTermMs), sc.exited])
+      if (running()) sc.kill('SIGHUP')
+    }
     const { code, signal } = await sc.exited
     const report = check(plan, sc.records, sc.junk, { code, signal, exitedAt, budgetMs })
     if (traffic) report.violations.push(...lostAlerts(await traffic, join(dir, 'data', 'alerts.jsonl')))
@@ -188,6 +192,14 @@ export function check(plan: Plan, records: LogRecord[], junk: string[], end: End
   const exitMs = cancelAt === undefined ? undefined : end.exitedAt - cancelAt
   if (exitMs !== undefined && exitMs > end.budgetMs + END_THREADS_MS + MEASURE_SLACK_MS) {
     fail(`exit ${exitMs}ms after the cancel, budget ${end.budgetMs}ms + ${END_THREADS_MS}ms`)
+  }
+
+  // Once cancelled, a SIGHUP is logged and ignored: no reload begins during the shutdown.
+  const cancelIndex = cancelled[0] ? records.indexOf(cancelled[0]) : records.length
+  if (
+    records.slice(cancelIndex).some((r) => r.event === 'supervisor.reload' || r.event === 'worker.replacing')
+  ) {
+    fail('a reload began after the cancel')
   }
 
   // 0 only for a signal with every shutdown clean; any unclean shutdown is 1.
