@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAddress } from './address.js'
 import { monotonicMs } from './clock.js'
 import { answerClientErrors } from './http/client-error.js'
+import { boundPipelining } from './http/pipelining.js'
 import type { Logger } from './logger.js'
 import type { TaskBody } from './task-group.js'
 
@@ -143,6 +144,7 @@ export function serveTask(
   log?: Logger,
 ): TaskBody {
   return async (t) => {
+    boundPipelining(server) // first: it takes the handler behind its check
     if (limits) applyReadDeadlines(server, limits)
     if (limits?.maxConnections) capConnections(server, limits.maxConnections, log)
     answerClientErrors(server)

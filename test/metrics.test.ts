@@ -230,3 +230,66 @@ test('the health and metrics ports answer GET and HEAD only, refuse the rest wit
     assert.equal(await stop(sc), 0)
   }
 })
+
+test('one write of 2,000 pipelined requests: 16 answered, the connection ended, no thread out of heap', async () => {
+  const sc = await startReady()
+  try {
+    for (const [service, path] of [
+      ['metrics', '/metrics'],
+      ['healthcheck', '/readyz'],
+      ['token', '/'],
+    ] as const) {
+      const { port } = new URL(await sc.url(service))
+      const socket = connect(Number(port), '127.0.0.1')
+      socket.on('error', () => {})
+      let answered = 0
+      socket.on('data', (d: Buffer) => {
+        answered += d.toString('latin1').split('HTTP/1.1 ').length - 1
+      })
+      socket.write(`GET ${path} HTTP/1.1\r\nhost: x\r\n\r\n`.repeat(2000))
+      await new Promise((resolve) => socket.once('close', resolve))
+      assert.ok(answered <= 17, `${service}: ${answered} answers`)
+    }
+    // Nothing ended for it: the metrics thread (which answers every scrape from every thread's
+    // registry) scrapes as before.
+    await new Promise((r) => setTimeout(r, 1500))
+    assert.deepEqual(sc.events('worker.crashed'), [])
+    assert.equal((await fetch(`${await sc.url('metrics')}/metrics`)).status, 200)
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
+})
+
+test('a flood of scrapes over 300 connections shares one gather at a time: every one answered, the metrics thread lives', async () => {
+  // Each scrape gathered on its own: 4,800 gathers at once, every thread's registry held for each,
+  // answered late (503) or not at all (a thread out of heap with 2,000 in one connection).
+  const sc = await startReady({ env: { HTTP_MAX_CONNECTIONS: '400' } })
+  try {
+    const { port } = new URL(await sc.url('metrics'))
+    const answers = await Promise.all(
+      Array.from(
+        { length: 300 },
+        () =>
+          new Promise<number>((resolve) => {
+            const socket = connect(Number(port), '127.0.0.1')
+            let text = ''
+            socket.setEncoding('latin1')
+            socket.on('data', (d: string) => {
+              text += d
+            })
+            socket.on('error', () => {})
+            socket.on('close', () => resolve(text.split('HTTP/1.1 200 OK').length - 1))
+            // 16 at once (the most a connection may have waiting), the last one closing.
+            socket.write(
+              'GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n'.repeat(15) +
+                'GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n',
+            )
+          }),
+      ),
+    )
+    assert.deepEqual(sc.events('worker.crashed'), [])
+    assert.deepEqual(new Set(answers), new Set([16]), 'every scrape answered 200')
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
+})

@@ -85,6 +85,22 @@ defineService({
         up,
       }
     }
+    // Scrapes that arrive while one is being gathered share it: a flood of scrapes over many
+    // connections (each bounded by shared/http/pipelining.ts) costs one gather at a time, not one
+    // each, every registry of every thread in this heap at once. Two scrapers at the same instant
+    // get the same figures; the status page's view is gathered apart from a scrape.
+    const singleFlight = <T>(make: (view: boolean) => Promise<T>) => {
+      const inFlight = new Map<boolean, Promise<T>>()
+      return (view: boolean): Promise<T> => {
+        let pending = inFlight.get(view)
+        if (!pending) {
+          pending = make(view).finally(() => inFlight.delete(view))
+          inFlight.set(view, pending)
+        }
+        return pending
+      }
+    }
+    const gatherShared = singleFlight(gather)
     // Each series comes from one registry, so nothing needs aggregating across them; prom-client
     // marks process_start_time_seconds 'omit' (for its cluster mode), which would drop it.
     const merge = (g: Gathered) =>
@@ -93,6 +109,11 @@ defineService({
           r.map((m) => (m.aggregator === 'omit' ? { ...m, aggregator: 'first' as const } : m)),
         ),
       )
+    /** The exposition, rendered once for every scrape that shares its gather. */
+    const exposition = singleFlight(async (view) => {
+      const merged = merge(await gather(view))
+      return { contentType: merged.contentType, body: await merged.metrics() }
+    })
     const failed = (res: ServerResponse, err: unknown) => {
       log.error({ err }, 'scrape failed')
       sendProblem(res, { status: 503, title: 'Scrape failed', detail: (err as Error).message })
@@ -124,18 +145,16 @@ defineService({
       const path = url.pathname
       if (path === '/metrics') {
         // A HEAD is no scrape: it must not reset what the next scrape reports since the last.
-        gather(req.method === 'HEAD')
-          .then(async (g) => {
-            const merged = merge(g)
-            const body = await merged.metrics()
-            res.writeHead(200, { 'content-type': merged.contentType })
+        exposition(req.method === 'HEAD')
+          .then(({ contentType, body }) => {
+            res.writeHead(200, { 'content-type': contentType })
             res.end(body)
           })
           .catch((err: unknown) => failed(res, err))
         return
       }
       if (path === '/status' || path === '/status.json') {
-        gather(true)
+        gatherShared(true)
           .then(status)
           .then((view) => {
             const headers = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }
