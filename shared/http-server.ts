@@ -74,6 +74,11 @@ export function applyReadDeadlines(server: Server, d: ServerLimits): void {
 export interface ConnectionTracker {
   /** Destroys every connection that has not delivered a whole request. */
   shedIncomplete(): void
+  /**
+   * Whether some connection's answer is complete but not yet all sent (a slow reader of a large
+   * answer): Node's idle sweep counts that connection idle, and would cut the answer.
+   */
+  flushing(): boolean
 }
 
 export function trackConnections(server: Server): ConnectionTracker {
@@ -95,6 +100,13 @@ export function trackConnections(server: Server): ConnectionTracker {
         const res = last.get(s)
         if (!res || res.writableFinished || !res.req.complete) s.destroy()
       }
+    },
+    flushing() {
+      for (const s of open) {
+        const res = last.get(s)
+        if (res?.writableEnded && !res.writableFinished) return true
+      }
+      return false
     },
   }
 }
@@ -126,7 +138,9 @@ export async function drain(server: Server, deadline: number, conns: ConnectionT
   while (!finished && monotonicMs() < deadline) {
     await Promise.race([closed, sleep(Math.min(IDLE_SWEEP_MS, Math.max(0, deadline - monotonicMs())))])
     if (finished) break
-    server.closeIdleConnections()
+    // Node counts a connection idle once its answer has ended, sent or not: while one is still
+    // being sent, the sweep waits (a slow reader cut was an answer lost, and the drain said clean).
+    if (!conns.flushing()) server.closeIdleConnections()
     if (monotonicMs() >= graceEnds) conns.shedIncomplete()
   }
   if (finished) return false

@@ -56,3 +56,29 @@ test('the drain closes an idle keep-alive connection and a silent one, and ends 
   assert.equal((await silentEnd).text, '', 'the silent connection was closed unanswered')
   assert.equal(server.listening, false)
 })
+
+test('an answer still being sent to a slow reader is sent whole before its connection closes: the drain is clean', async (t) => {
+  const body = Buffer.alloc(16 << 20, 'x')
+  const server: Server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-length': body.length })
+    res.end(body)
+  })
+  const conns = trackConnections(server)
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.after(() => server.closeAllConnections())
+  const client = connect((server.address() as AddressInfo).port, '127.0.0.1')
+  let got = 0
+  client.on('data', (d: Buffer) => {
+    got += d.length
+    client.pause() // a reader slower than the server: 10 ms between reads
+    setTimeout(() => client.resume(), 10)
+  })
+  const closed = once(client, 'close')
+  client.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+  await new Promise((r) => setTimeout(r, 300)) // the answer has ended; most of it is unsent
+  const cut = await drain(server, monotonicMs() + 30_000, conns)
+  await closed
+  assert.equal(cut, false, 'nothing was cut')
+  assert.ok(got >= body.length, `${got} bytes read of ${body.length}`)
+})

@@ -293,3 +293,37 @@ test('a flood of scrapes over 300 connections shares one gather at a time: every
     assert.equal(await stop(sc), 0)
   }
 })
+
+const PIPELINED_WEBHOOK = JSON.stringify({
+  version: '4',
+  status: 'firing',
+  receiver: 'r',
+  groupKey: '{}',
+  alerts: [{ status: 'firing', labels: { alertname: 'Pipelined' }, annotations: {} }],
+})
+
+test('a malformed request pipelined behind one still being answered: that one is answered first, then the 400', async () => {
+  const sc = await startReady()
+  try {
+    for (const service of ['metrics', 'gateway'] as const) {
+      const { port } = new URL(await sc.url(service))
+      const socket = connect(Number(port), '127.0.0.1')
+      let text = ''
+      socket.setEncoding('latin1').on('data', (d: string) => {
+        text += d
+      })
+      socket.on('error', () => {})
+      const first =
+        service === 'metrics'
+          ? 'GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n'
+          : `POST /api/v1/signals/prometheus HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(PIPELINED_WEBHOOK)}\r\n\r\n${PIPELINED_WEBHOOK}`
+      socket.write(`${first}GARBAGE\r\n\r\n`)
+      await new Promise((resolve) => socket.once('close', resolve))
+      const statuses = [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1])
+      assert.deepEqual(statuses, [service === 'metrics' ? '200' : '201', '400'], service)
+      assert.match(text, /content-type: application\/problem\+json/)
+    }
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
+})

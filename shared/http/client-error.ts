@@ -10,26 +10,46 @@ const STATUS: Record<string, Problem> = {
 }
 const BAD_REQUEST: Problem = { status: 400, title: 'Bad Request' }
 
+/** The answer a connection is sending, and the request it answers. */
+type Pending = {
+  headersSent: boolean
+  req?: { complete: boolean }
+  once(event: 'finish', fn: () => void): void
+}
+
 /**
  * Node's own answers to a malformed request (bad framing, an invalid header, headers too large)
  * or one past its read deadline are bare status lines; these are the same statuses, as problem
- * bodies like every other 4xx here. As Node's default: only when no answer has begun on the
- * connection, which is then closed (it cannot be parsed further).
+ * bodies like every other 4xx here. The connection is then closed (it cannot be parsed further).
+ * A request before it on the same connection (pipelined) still being answered is answered first:
+ * written at once (as Node's default writes its own), the 400 was the answer the client read for
+ * that request: a webhook stored, answered 400, which AlertManager does not retry.
  */
 export function answerClientErrors(server: Server): void {
   server.on('clientError', (err: Error & { code?: string }, socket: Socket) => {
-    const busy = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage
-    if (err.code === 'ECONNRESET' || !socket.writable || busy?.headersSent) return void socket.destroy()
-    const problem = { ...(STATUS[err.code ?? ''] ?? BAD_REQUEST), detail: reason(err) }
-    const body = JSON.stringify({ type: 'about:blank', ...problem })
-    socket.end(
-      `HTTP/1.1 ${problem.status} ${problem.title}\r\ncontent-type: application/problem+json\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-    )
-    // Whatever the client sends next is not read; the socket goes once the answer is out, or
-    // at the latest a moment later (a client that never reads).
-    setTimeout(() => socket.destroy(), 500).unref()
+    if (err.code === 'ECONNRESET') return void socket.destroy()
+    const answer = () => {
+      const pending = (socket as Socket & { _httpMessage?: Pending })._httpMessage
+      // A whole request before the failing one, still being answered: its answer goes first.
+      // (An incomplete one is the failing request itself: one past its read deadline.)
+      if (pending?.req?.complete) return void pending.once('finish', answer)
+      if (!socket.writable || pending?.headersSent) return void socket.destroy()
+      writeProblem(socket, err)
+    }
+    answer()
   })
+}
+
+function writeProblem(socket: Socket, err: Error & { code?: string }): void {
+  const problem = { ...(STATUS[err.code ?? ''] ?? BAD_REQUEST), detail: reason(err) }
+  const body = JSON.stringify({ type: 'about:blank', ...problem })
+  socket.end(
+    `HTTP/1.1 ${problem.status} ${problem.title}\r\ncontent-type: application/problem+json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  )
+  // Whatever the client sends next is not read; the socket goes once the answer is out, or
+  // at the latest a moment later (a client that never reads).
+  setTimeout(() => socket.destroy(), 500).unref()
 }
 
 /** Node's parser errors name what was wrong (`Invalid header value char`): safe to tell. */
