@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAddress } from './address.js'
 import { monotonicMs } from './clock.js'
 import { answerClientErrors } from './http/client-error.js'
+import { answerExpectations } from './http/expectations.js'
 import { boundPipelining } from './http/pipelining.js'
 import type { Logger } from './logger.js'
 import type { TaskBody } from './task-group.js'
@@ -162,6 +163,7 @@ export function serveTask(
     if (limits) applyReadDeadlines(server, limits)
     if (limits?.maxConnections) capConnections(server, limits.maxConnections, log)
     answerClientErrors(server)
+    answerExpectations(server)
     const conns = trackConnections(server)
     onListening(await listen(server, address))
     t.ready()

@@ -327,3 +327,66 @@ test('a malformed request pipelined behind one still being answered: that one is
     assert.equal(await stop(sc), 0)
   }
 })
+
+test('CONNECT, an expectation other than 100-continue, and 100-continue on every server: problem bodies, and a 100 only before a body that is read', async () => {
+  const sc = await startReady()
+  /** What the server sends back to `request` (raw), until it closes or `ms` pass. */
+  const exchange = async (service: string, request: string, ms = 1500) => {
+    const { port } = new URL(await sc.url(service))
+    const socket = connect(Number(port), '127.0.0.1')
+    let text = ''
+    socket.setEncoding('latin1').on('data', (d: string) => {
+      text += d
+    })
+    socket.on('error', () => {})
+    socket.write(request)
+    await Promise.race([new Promise((r) => socket.once('close', r)), new Promise((r) => setTimeout(r, ms))])
+    socket.destroy()
+    return { statuses: [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]), text }
+  }
+  try {
+    for (const service of ['token', 'gateway', 'metrics', 'healthcheck']) {
+      const tunnel = await exchange(
+        service,
+        'CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n',
+      )
+      assert.deepEqual(tunnel.statuses, ['405'], `${service} CONNECT`)
+      assert.match(tunnel.text, /application\/problem\+json/)
+      const odd = await exchange(service, 'GET / HTTP/1.1\r\nhost: x\r\nexpect: something-else\r\n\r\n')
+      assert.deepEqual(odd.statuses, ['417'], `${service} Expect: something-else`)
+      assert.match(odd.text, /application\/problem\+json/)
+    }
+    // A body no one will read is not invited: no 100, the refusal, the connection closed.
+    for (const service of ['metrics', 'healthcheck']) {
+      const refused = await exchange(
+        service,
+        'POST / HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n',
+      )
+      assert.deepEqual(refused.statuses, ['405'], `${service} POST with Expect: 100-continue`)
+      assert.match(refused.text, /connection: close/i)
+    }
+    // One that is read is: the 100, then the answer once the body came.
+    const body = JSON.stringify({ domain: 'demo', role: 'reader' })
+    const { port } = new URL(await sc.url('token'))
+    const socket = connect(Number(port), '127.0.0.1')
+    let text = ''
+    let sent = false
+    socket.setEncoding('latin1').on('data', (d: string) => {
+      text += d
+      if (text.startsWith('HTTP/1.1 100 Continue\r\n\r\n') && !sent) {
+        sent = true
+        socket.write(body)
+      }
+    })
+    socket.write(
+      `POST /accesstoken HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n`,
+    )
+    await new Promise((r) => socket.once('close', r))
+    assert.deepEqual(
+      [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]),
+      ['100', '200'],
+    )
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
+})

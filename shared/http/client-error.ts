@@ -1,5 +1,6 @@
 import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import type { Problem } from './problem.js'
 
 /** What Node answers a request it could not parse, or that missed its read deadline. */
@@ -41,7 +42,11 @@ export function answerClientErrors(server: Server): void {
 }
 
 function writeProblem(socket: Socket, err: Error & { code?: string }): void {
-  const problem = { ...(STATUS[err.code ?? ''] ?? BAD_REQUEST), detail: reason(err) }
+  endWithProblem(socket, { ...(STATUS[err.code ?? ''] ?? BAD_REQUEST), detail: reason(err) })
+}
+
+/** A problem answer written on a connection no parser will read again, which it then closes. */
+export function endWithProblem(socket: Duplex, problem: Problem): void {
   const body = JSON.stringify({ type: 'about:blank', ...problem })
   socket.end(
     `HTTP/1.1 ${problem.status} ${problem.title}\r\ncontent-type: application/problem+json\r\n` +

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { withDeadline } from '../../shared/deadline.js'
 import { type CodedError, codedError } from '../../shared/errors.js'
 import { type BodyResult, onBody } from '../../shared/http/body.js'
+import { continueIfExpected } from '../../shared/http/expectations.js'
 import { type Problem, sendJson, sendProblem } from '../../shared/http/problem.js'
 import { targetPath } from '../../shared/http/target.js'
 import { closeUnread } from '../../shared/http/unread-body.js'
@@ -223,6 +224,7 @@ export function createTokenApi(opts: TokenApiOptions) {
     fields: ReadonlySet<string>,
     keyOf: (body: Record<string, unknown>, domain: string, role: string, proxyFor: string) => CacheKey,
   ): Reply {
+    continueIfExpected(req, res)
     onBody(req, MAX_BODY_BYTES, undefined, (read) =>
       settle(req, res, t0, () => {
         const body = knownFields(parseJson(read), fields)
