@@ -294,6 +294,27 @@ test('a flood of scrapes over 300 connections shares one gather at a time: every
   }
 })
 
+/**
+ * `request` written raw to `base`'s port: the status of every answer, and all the text that came
+ * back, until the server closes the connection or `ms` pass.
+ */
+async function exchange(
+  base: string,
+  request: string,
+  ms = 5000,
+): Promise<{ statuses: string[]; text: string }> {
+  const socket = connect(Number(new URL(base).port), '127.0.0.1')
+  let text = ''
+  socket.setEncoding('latin1').on('data', (d: string) => {
+    text += d
+  })
+  socket.on('error', () => {})
+  socket.write(request)
+  await Promise.race([new Promise((r) => socket.once('close', r)), new Promise((r) => setTimeout(r, ms))])
+  socket.destroy()
+  return { statuses: [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]!), text }
+}
+
 const PIPELINED_WEBHOOK = JSON.stringify({
   version: '4',
   status: 'firing',
@@ -306,20 +327,11 @@ test('a malformed request pipelined behind one still being answered: that one is
   const sc = await startReady()
   try {
     for (const service of ['metrics', 'gateway'] as const) {
-      const { port } = new URL(await sc.url(service))
-      const socket = connect(Number(port), '127.0.0.1')
-      let text = ''
-      socket.setEncoding('latin1').on('data', (d: string) => {
-        text += d
-      })
-      socket.on('error', () => {})
       const first =
         service === 'metrics'
           ? 'GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n'
           : `POST /api/v1/signals/prometheus HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(PIPELINED_WEBHOOK)}\r\n\r\n${PIPELINED_WEBHOOK}`
-      socket.write(`${first}GARBAGE\r\n\r\n`)
-      await new Promise((resolve) => socket.once('close', resolve))
-      const statuses = [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1])
+      const { statuses, text } = await exchange(await sc.url(service), `${first}GARBAGE\r\n\r\n`)
       assert.deepEqual(statuses, [service === 'metrics' ? '200' : '201', '400'], service)
       assert.match(text, /content-type: application\/problem\+json/)
     }
@@ -330,35 +342,19 @@ test('a malformed request pipelined behind one still being answered: that one is
 
 test('CONNECT, an expectation other than 100-continue, and 100-continue on every server: problem bodies, and a 100 only before a body that is read', async () => {
   const sc = await startReady()
-  /** What the server sends back to `request` (raw), until it closes or `ms` pass. */
-  const exchange = async (service: string, request: string, ms = 1500) => {
-    const { port } = new URL(await sc.url(service))
-    const socket = connect(Number(port), '127.0.0.1')
-    let text = ''
-    socket.setEncoding('latin1').on('data', (d: string) => {
-      text += d
-    })
-    socket.on('error', () => {})
-    socket.write(request)
-    await Promise.race([new Promise((r) => socket.once('close', r)), new Promise((r) => setTimeout(r, ms))])
-    socket.destroy()
-    return { statuses: [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]), text }
-  }
+  const send = async (service: string, request: string) => exchange(await sc.url(service), request, 1500)
   try {
     for (const service of ['token', 'gateway', 'metrics', 'healthcheck']) {
-      const tunnel = await exchange(
-        service,
-        'CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n',
-      )
+      const tunnel = await send(service, 'CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n')
       assert.deepEqual(tunnel.statuses, ['405'], `${service} CONNECT`)
       assert.match(tunnel.text, /application\/problem\+json/)
-      const odd = await exchange(service, 'GET / HTTP/1.1\r\nhost: x\r\nexpect: something-else\r\n\r\n')
+      const odd = await send(service, 'GET / HTTP/1.1\r\nhost: x\r\nexpect: something-else\r\n\r\n')
       assert.deepEqual(odd.statuses, ['417'], `${service} Expect: something-else`)
       assert.match(odd.text, /application\/problem\+json/)
     }
     // A body no one will read is not invited: no 100, the refusal, the connection closed.
     for (const service of ['metrics', 'healthcheck']) {
-      const refused = await exchange(
+      const refused = await send(
         service,
         'POST / HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n',
       )
