@@ -1,11 +1,11 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
+import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAddress } from './address.js'
 import { monotonicMs } from './clock.js'
 import { answerClientErrors } from './http/client-error.js'
+import { type ConnectionTracker, trackConnections } from './http/connections.js'
 import { answerExpectations } from './http/expectations.js'
-import { boundPipelining } from './http/pipelining.js'
 import type { Logger } from './logger.js'
 import type { TaskBody } from './task-group.js'
 
@@ -68,51 +68,6 @@ export function applyReadDeadlines(server: Server, d: ServerLimits): void {
 }
 
 /**
- * The server's connections, and the request each one is answering. A connection whose request is
- * whole (headers and body received) holds work; any other (idle keep-alive, headers half sent, a
- * body still trickling in) holds none, and a slow client must not hold a shutdown.
- */
-export interface ConnectionTracker {
-  /** Destroys every connection that has not delivered a whole request. */
-  shedIncomplete(): void
-  /**
-   * Whether some connection's answer is complete but not yet all sent (a slow reader of a large
-   * answer): Node's idle sweep counts that connection idle, and would cut the answer.
-   */
-  flushing(): boolean
-}
-
-export function trackConnections(server: Server): ConnectionTracker {
-  const open = new Set<Socket>()
-  // The last request each connection delivered headers for. It holds work while its body is
-  // whole and its answer not yet flushed; one WeakMap write a request, no listener: this runs on
-  // every request of the hot paths.
-  const last = new WeakMap<Socket, ServerResponse>()
-  // For TLS the request's socket is the TLSSocket; `connection` gives the TCP socket under it.
-  const raw = (s: Socket) => ((s as Socket & { _parent?: Socket })._parent ?? s) as Socket
-  server.on('connection', (s: Socket) => {
-    open.add(s)
-    s.once('close', () => open.delete(s))
-  })
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => void last.set(raw(req.socket), res))
-  return {
-    shedIncomplete() {
-      for (const s of open) {
-        const res = last.get(s)
-        if (!res || res.writableFinished || !res.req.complete) s.destroy()
-      }
-    },
-    flushing() {
-      for (const s of open) {
-        const res = last.get(s)
-        if (res?.writableEnded && !res.writableFinished) return true
-      }
-      return false
-    },
-  }
-}
-
-/**
  * Graceful close: stop accepting, close idle connections, drop those that have not delivered a
  * whole request within a short grace, let in-flight requests finish (closing each connection as
  * soon as it no longer holds one), and at `deadline` (shared/clock.ts) destroy what is left. Resolves true when it
@@ -159,12 +114,11 @@ export function serveTask(
   log?: Logger,
 ): TaskBody {
   return async (t) => {
-    boundPipelining(server) // first: it takes the handler behind its check
+    const conns = trackConnections(server) // first: it takes the handler behind its check
     if (limits) applyReadDeadlines(server, limits)
     if (limits?.maxConnections) capConnections(server, limits.maxConnections, log)
     answerClientErrors(server)
     answerExpectations(server)
-    const conns = trackConnections(server)
     onListening(await listen(server, address))
     t.ready()
     if (!t.signal.aborted) await new Promise((r) => t.signal.addEventListener('abort', r, { once: true }))

@@ -4,7 +4,8 @@ import { createServer, type Server } from 'node:http'
 import { type AddressInfo, connect, type Socket } from 'node:net'
 import { test } from 'node:test'
 import { monotonicMs } from '../shared/clock.js'
-import { drain, trackConnections } from '../shared/http-server.js'
+import { trackConnections } from '../shared/http/connections.js'
+import { drain } from '../shared/http-server.js'
 
 /** What the peer sent until it closed, and how it ended (a reset or a normal close). */
 function readAll(socket: Socket): Promise<{ text: string; error?: string }> {

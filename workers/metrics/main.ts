@@ -86,7 +86,7 @@ defineService({
       }
     }
     // Scrapes that arrive while one is being gathered share it: a flood of scrapes over many
-    // connections (each bounded by shared/http/pipelining.ts) costs one gather at a time, not one
+    // connections (each bounded by shared/http/connections.ts) costs one gather at a time, not one
     // each, every registry of every thread in this heap at once. Two scrapers at the same instant
     // get the same figures; the status page's view is gathered apart from a scrape.
     const singleFlight = <T>(make: (view: boolean) => Promise<T>) => {
