@@ -340,7 +340,7 @@ test('a malformed request pipelined behind one still being answered: that one is
   }
 })
 
-test('CONNECT, an expectation other than 100-continue, and 100-continue on every server: problem bodies, and a 100 only before a body that is read', async () => {
+test('CONNECT, an expectation other than 100-continue, no Host, and 100-continue on every server: problem bodies, and a 100 only before a body that is read', async () => {
   const sc = await startReady()
   const send = async (service: string, request: string) => exchange(await sc.url(service), request, 1500)
   try {
@@ -351,6 +351,16 @@ test('CONNECT, an expectation other than 100-continue, and 100-continue on every
       const odd = await send(service, 'GET / HTTP/1.1\r\nhost: x\r\nexpect: something-else\r\n\r\n')
       assert.deepEqual(odd.statuses, ['417'], `${service} Expect: something-else`)
       assert.match(odd.text, /application\/problem\+json/)
+      // HTTP/1.1 with no Host: 400 as a problem body, before any handler (a body left unread);
+      // HTTP/1.0 needs none.
+      const hostless = await send(service, 'POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n{"a":')
+      assert.deepEqual(hostless.statuses, ['400'], `${service} no Host`)
+      assert.match(hostless.text, /content-type: application\/problem\+json/i)
+      assert.match(hostless.text, /connection: close/i)
+      assert.match(hostless.text, /must have a Host header/)
+      const old = await send(service, 'GET /nowhere HTTP/1.0\r\n\r\n')
+      assert.equal(old.statuses.length, 1, `${service} HTTP/1.0 without Host answered`)
+      assert.doesNotMatch(old.text, /Host header/, `${service} HTTP/1.0 needs no Host`)
     }
     // A body no one will read is not invited: no 100, the refusal, the connection closed.
     for (const service of ['metrics', 'healthcheck']) {

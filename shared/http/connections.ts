@@ -1,5 +1,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import { refuseHostless } from './expectations.js'
 
 /** Requests a connection may have waiting behind an answer not yet sent: no client we serve pipelines. */
 export const MAX_PIPELINED = 16
@@ -56,6 +57,7 @@ export function trackConnections(server: Server, max = MAX_PIPELINED): Connectio
     }
     last.set(socket, res)
     depth.set(socket, waiting)
+    if (refuseHostless(req, res)) return
     for (const handler of handlers) handler.call(this, req, res)
   })
   return {

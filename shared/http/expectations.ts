@@ -1,7 +1,8 @@
-import type { Server } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { endWithProblem } from './client-error.js'
 import { sendProblem } from './problem.js'
+import { closeUnread } from './unread-body.js'
 
 /**
  * What Node answers by itself before a handler sees the request, answered as every other 4xx here:
@@ -12,8 +13,13 @@ import { sendProblem } from './problem.js'
  * - any other expectation: 417, a problem body (Node's is a bare status line).
  * - CONNECT: no server here is a proxy: 405, a problem body (Node closed the connection without
  *   a word).
+ * - An HTTP/1.1 request with no Host (RFC 9112 §3.2): 400, a problem body (Node's is a bare
+ *   status line, sent before any listener sees the request): the server lets it through and the
+ *   per-request gate (connections.ts) refuses it with `refuseHostless`.
  */
 export function answerExpectations(server: Server): void {
+  // Read by Node at each request (its `requireHostHeader` option), public, not in @types/node 22.
+  ;(server as Server & { requireHostHeader: boolean }).requireHostHeader = false
   if (server.listenerCount('checkContinue') === 0) {
     server.on('checkContinue', (req, res) => server.emit('request', req, res))
   }
@@ -35,4 +41,16 @@ export function continueIfExpected(
   res: { writeContinue(): void; headersSent: boolean },
 ): void {
   if (!res.headersSent && /^100-continue$/i.test(req.headers.expect ?? '')) res.writeContinue()
+}
+
+/** An HTTP/1.1 request with no Host gets its 400 here, and true; any other, false. */
+export function refuseHostless(req: IncomingMessage, res: ServerResponse): boolean {
+  if (req.headers.host !== undefined || req.httpVersionMajor !== 1 || req.httpVersionMinor !== 1) return false
+  closeUnread(req, res)
+  sendProblem(
+    res,
+    { status: 400, title: 'Bad Request', detail: 'an HTTP/1.1 request must have a Host header' },
+    { connection: 'close' },
+  )
+  return true
 }
