@@ -99,10 +99,21 @@ for (const interval of ['24h', '0']) {
     const sc = await startReady({ dataDir, env: { ...env, TARGET_DOMAIN_ROLES: ROLES } })
     t.after(() => stop(sc, 'SIGKILL'))
     assert.equal(sc.events('certificate.refresh.failed').length, 1, 'kept the identity on disk')
-    // The first retry comes 3.75 to 5 s later (5 s less jitter), and the role certificate is issued.
+    // The first retry comes 3.75 to 5 s later (5 s less jitter; with no interval too, not a
+    // millisecond later), and the role certificate is issued.
     const issued = await sc.waitForEvent('certificate.issued', { kind: 'role' }, 20_000)
     assert.equal(issued.kind, 'role')
+    const failedAt = Date.parse(sc.events('certificate.refresh.failed')[0]!.time)
+    assert.ok(
+      Date.parse(issued.time) - failedAt >= 3_500,
+      `retried ${Date.parse(issued.time) - failedAt}ms later`,
+    )
     assert.ok(readFileSync(join(dataDir, `${ROLES}.cert.pem`), 'utf8').includes('BEGIN CERTIFICATE'))
+    if (interval !== '0') {
+      // Then back on the interval: the back-off is not kept (every refresh 5 s apart, a new key each).
+      const recovered = await sc.waitForEvent('certificate.refresh.recovered')
+      assert.deepEqual([recovered.failures, recovered.nextInMs], [1, 86_400_000])
+    }
     assert.equal(await stop(sc), 0)
   })
 }

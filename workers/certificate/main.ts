@@ -15,6 +15,8 @@ import { registerBuildInfo } from './build-info.js'
 import { registerX509Metrics } from './x509-metrics.js'
 
 const INITIAL_BACKOFF_MS = 5_000
+/** The longest wait between tries at boot, or when no periodic refresh sets a scale. */
+const MAX_IDLE_BACKOFF_MS = 60_000
 const DELETE_TIMEOUT_MS = 5_000
 /** The least time worth a try of the boot fetch. */
 const MIN_TRY_MS = 1_000
@@ -97,10 +99,13 @@ defineService({
       await rt.refresher.refreshRoles(identity.keyPem, s)
     }
 
-    const maxBackoffMs = Math.max(1, Math.floor(config.refreshInterval / 4))
+    // Retries back off to a quarter of the interval; with REFRESH_INTERVAL=0 (no periodic refresh)
+    // to a minute, as at boot: a quarter of 0 had a provider that keeps failing asked every 1 ms.
+    const maxBackoffMs =
+      config.refreshInterval > 0 ? Math.max(1, Math.floor(config.refreshInterval / 4)) : MAX_IDLE_BACKOFF_MS
     // SIA's schedule at boot (5 s, doubling), whatever REFRESH_INTERVAL (0, or so short that a
     // quarter of it would have every try of the boot make a new key at once), capped at a minute.
-    const bootBackoffMaxMs = Math.max(INITIAL_BACKOFF_MS, Math.min(maxBackoffMs, 60_000))
+    const bootBackoffMaxMs = Math.max(INITIAL_BACKOFF_MS, Math.min(maxBackoffMs, MAX_IDLE_BACKOFF_MS))
     /** `refreshOnce` up to `tries` times, each and all within `bootEnds`. */
     const bootFetch = async (tries: number) => {
       for (let attempt = 0; ; attempt++) {
@@ -258,8 +263,16 @@ defineService({
       while (await pause(wait, t.signal)) {
         try {
           await refreshOnce(t.signal)
-          failures = 0
           if (!periodic) return void (await aborted(t.signal)) // the task lasts as the service
+          // Back on the interval: the wait a failure (or a reused identity's freshness) set is
+          // not kept, or every refresh after one failure came a back-off apart, each a new key.
+          wait = config.refreshInterval
+          if (failures > 0)
+            log.info(
+              { event: 'certificate.refresh.recovered', failures, nextInMs: wait },
+              `refresh succeeded after ${failures} failure(s); next in ${wait}ms`,
+            )
+          failures = 0
         } catch (err) {
           if (t.signal.aborted) break
           wait = backoffDelay(failures++, INITIAL_BACKOFF_MS, maxBackoffMs)
