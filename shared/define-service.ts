@@ -200,7 +200,8 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     return null
   })
   rpc.handle('shutdown', async ({ deadlineMs }) => {
-    const deadline = monotonicMs() + Math.max(0, deadlineMs - ACK_MARGIN_MS)
+    // A short deadline keeps most of itself: a margin of all of it had an idle service cut.
+    const deadline = monotonicMs() + Math.max(0, deadlineMs - Math.min(ACK_MARGIN_MS, deadlineMs / 4))
     // A thread told to stop no longer writes the service's row of the board: during a replacement
     // the row is its successor's (its heartbeat for liveness and the watchdog, its heap), and a
     // predecessor draining for seconds must not hide a successor whose loop is blocked.
@@ -209,8 +210,12 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     // A start still in flight winds down first (its waits abort), so nothing is created after
     // the tasks are stopped; a start that ignores the abort is not waited for past the deadline.
     startCancel.abort()
-    await Promise.race([starting, sleep(Math.max(0, deadline - monotonicMs()), undefined, { ref: false })])
-    const timedOut = await group.shutdown(deadline)
+    const wound = await Promise.race([
+      starting.then(() => true),
+      sleep(Math.max(0, deadline - monotonicMs()), false, { ref: false }),
+    ])
+    // A start abandoned at the deadline is work cut short, as a task that outlived it.
+    const timedOut = (await group.shutdown(deadline)) || !wound
     for (const fn of cleanups.splice(0).reverse()) {
       try {
         await fn()

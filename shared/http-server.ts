@@ -70,8 +70,9 @@ export function applyReadDeadlines(server: Server, d: ServerLimits): void {
 /**
  * Graceful close: stop accepting, close idle connections, drop those that have not delivered a
  * whole request within a short grace, let in-flight requests finish (closing each connection as
- * soon as it no longer holds one), and at `deadline` (shared/clock.ts) destroy what is left. Resolves true when it
- * had to destroy connections holding work.
+ * soon as it no longer holds one), and at `deadline` (shared/clock.ts) destroy what is left.
+ * Resolves true when what it destroyed held work (an idle connection cut at a deadline already
+ * past is no work lost: an idle service given little time stops clean).
  */
 export async function drain(server: Server, deadline: number, conns: ConnectionTracker): Promise<boolean> {
   if (!server.listening) return false
@@ -100,9 +101,10 @@ export async function drain(server: Server, deadline: number, conns: ConnectionT
     if (monotonicMs() >= graceEnds) conns.shedIncomplete()
   }
   if (finished) return false
+  const cut = conns.holdingWork()
   server.closeAllConnections()
   await closed
-  return true
+  return cut
 }
 
 /** A task that serves until shutdown, then drains: the `server` task of every HTTP service. */

@@ -83,3 +83,37 @@ test('an answer still being sent to a slow reader is sent whole before its conne
   assert.equal(cut, false, 'nothing was cut')
   assert.ok(got >= body.length, `${got} bytes read of ${body.length}`)
 })
+
+test('a deadline already past: an idle keep-alive connection cut is no work lost, a request being answered is', async (t) => {
+  let hold: (() => void) | undefined
+  const server: Server = createServer((req, res) => {
+    if (req.url === '/slow') hold = () => res.end('late')
+    else res.end('ok')
+  })
+  const conns = trackConnections(server)
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.after(() => server.closeAllConnections())
+  const port = (server.address() as AddressInfo).port
+  const keepAlive = connect(port, '127.0.0.1')
+  const keepAliveEnd = readAll(keepAlive)
+  keepAlive.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+  await once(keepAlive, 'data')
+  assert.equal(await drain(server, monotonicMs(), conns), false, 'an idle service given no time stops clean')
+  await keepAliveEnd
+
+  const again: Server = createServer((req, res) => {
+    if (req.url === '/slow') hold = () => res.end('late')
+  })
+  const busy = trackConnections(again)
+  again.listen(0, '127.0.0.1')
+  await once(again, 'listening')
+  t.after(() => again.closeAllConnections())
+  const client = connect((again.address() as AddressInfo).port, '127.0.0.1')
+  const clientEnd = readAll(client)
+  client.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n')
+  await once(again, 'request')
+  assert.equal(await drain(again, monotonicMs(), busy), true, 'a request cut unanswered is work lost')
+  assert.equal((await clientEnd).text, '')
+  hold?.()
+})

@@ -163,6 +163,17 @@ test('a start that never answers fails at startTimeout and cancels the run: exit
     sc.events('service.shutdown.done').map((r) => r.service),
     [...ORDER].reverse(),
   )
+  // Its start, abandoned at the shutdown's deadline, is work cut short; the others stopped clean.
+  assert.deepEqual(
+    sc
+      .events('service.shutdown.done')
+      .flatMap((r) => (r.outcome === 'clean' ? [] : [[r.service, r.outcome]])),
+    [['token', 'timeout']],
+  )
+  assert.deepEqual(
+    sc.events('service.shutdown.timeout').map((r) => r.service),
+    ['token'],
+  )
 })
 
 test('a start that hangs after creating a task: its stop still ends that task (task.stopped), exit 1', async () => {
@@ -203,6 +214,15 @@ test('a port already in use fails that start clearly; everything is shut down; e
   } finally {
     taken.close()
   }
+})
+
+test('an idle service given less shutdown time than the ack margin still stops clean: exit 0', async () => {
+  const sc = await startReady({
+    args: ['--config', configFile({ services: { metrics: { shutdownTimeout: '240ms' } } })],
+  })
+  assert.equal(await stop(sc, 'SIGTERM'), 0)
+  assert.deepEqual(sc.events('service.shutdown.timeout'), [])
+  assert.equal(sc.events('service.shutdown.done').find((r) => r.service === 'metrics')?.outcome, 'clean')
 })
 
 test('SIGTERM while idle exits 0 promptly', async () => {

@@ -18,6 +18,8 @@ export interface ConnectionTracker {
    * answer): Node's idle sweep counts that connection idle, and would cut the answer.
    */
   flushing(): boolean
+  /** Whether some connection holds work: a whole request whose answer is not yet all sent. */
+  holdingWork(): boolean
 }
 
 type RequestListener = (req: IncomingMessage, res: ServerResponse) => void
@@ -71,6 +73,13 @@ export function trackConnections(server: Server, max = MAX_PIPELINED): Connectio
       for (const s of open) {
         const res = last.get(s)
         if (res?.writableEnded && !res.writableFinished) return true
+      }
+      return false
+    },
+    holdingWork() {
+      for (const s of open) {
+        const res = last.get(s)
+        if (res && !res.writableFinished && res.req.complete) return true
       }
       return false
     },
