@@ -289,6 +289,17 @@ describe('loadConfig', () => {
       { GATEWAY_AUTH_TOKEN_FILE: file('empty.tok', '') },
       /GATEWAY_AUTH_TOKEN_FILE: .*empty\.tok is empty/,
     )
+    rejects(
+      [],
+      { GATEWAY_AUTH_TOKEN_FILE: file('blank.tok', ' \n\n') },
+      /GATEWAY_AUTH_TOKEN_FILE: is only whitespace/,
+    )
+    // Trimmed as AlertManager trims its credentials file: the two sides agree on the token.
+    const padded = config([], { GATEWAY_AUTH_TOKEN_FILE: file('padded.tok', 's3cret \n\n') })
+    assert.equal(padded.gatewayAuthToken, 's3cret')
+    assert.equal(config([], { GATEWAY_AUTH_TOKEN: 's3cret\n' }).gatewayAuthToken, 's3cret')
+    assert.equal(config([], { TOKEN_CACHE_MAX_ENTRIES: '1000000' }).tokenCacheMaxEntries, 1_000_000)
+    assert.equal(config([], { HEALTH_CHECK_ENDPOINT: '/sant%C3%A9' }).healthCheckEndpoint, '/sant%C3%A9')
     rejects([], { GATEWAY_SINK: 'kubernetes' }, /GATEWAY_KUBE_API.*outside a cluster/)
     // What goes into the resource's URL: a query in the plural would make every create a dry run.
     rejects(
@@ -432,6 +443,12 @@ describe('the CLI', () => {
         new RegExp(`${k}: must be greater than 0`),
       ]),
       [{ DELAY_JITTER_SECONDS: '100000000' }, /DELAY_JITTER_SECONDS: must be at most 2147483/],
+      [{ TOKEN_CACHE_MAX_ENTRIES: '10000000' }, /TOKEN_CACHE_MAX_ENTRIES: must be at most 1000000/],
+      [{ ROLE_AUTH_HEADER: 'Content-Length' }, /ROLE_AUTH_HEADER: "Content-Length" frames the answer/],
+      [{ ROLE_AUTH_HEADER: 'transfer-encoding' }, /ROLE_AUTH_HEADER: .*frames the answer/],
+      [{ HEALTH_CHECK_ENDPOINT: '/health check' }, /HEALTH_CHECK_ENDPOINT: .*percent-encoded/],
+      [{ HEALTH_CHECK_ENDPOINT: '/santé' }, /HEALTH_CHECK_ENDPOINT: .*percent-encoded/],
+      [{ GATEWAY_AUTH_TOKEN: 's3 cret' }, /GATEWAY_AUTH_TOKEN: must not hold whitespace/],
       [
         { GATEWAY_SINK: 'kubernetes', GATEWAY_KUBE_API: 'http://127.0.0.1:6443' },
         /GATEWAY_KUBE_API: "http:\/\/127.0.0.1:6443" is not an https:\/\/ URL/,

@@ -31,6 +31,23 @@ export type Invocation =
 
 const KEYS = Object.keys(SETTINGS) as SettingKey[]
 
+/** Headers that frame, route or type an HTTP answer: never ROLE_AUTH_HEADER. */
+const FRAMING_HEADERS = new Set([
+  'connection',
+  'content-encoding',
+  'content-length',
+  'content-type',
+  'date',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+])
+/** TOKEN_CACHE_MAX_ENTRIES at most: ~4 KiB a token, far past what the token thread's heap holds. */
+const MAX_TOKEN_CACHE_ENTRIES = 1_000_000
+
 function configError(setting: string, reason: string) {
   const err = codedError('ERR_CONFIG', `invalid setting ${setting}: ${reason}`)
   return Object.assign(err, { setting })
@@ -115,9 +132,40 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   if (s.healthCheckEndpoint === '/readyz' || /[?#]/.test(s.healthCheckEndpoint)) {
     throw configError(named('healthCheckEndpoint'), 'must be a plain path other than /readyz')
   }
-  // It names a response header: anything else fails every header-mode answer.
+  // It is compared with the request's path as sent: a space or a non-ASCII character arrives
+  // percent-encoded, and the liveness probe would get 404 for ever (the kubelet restarting the pod).
+  if (!/^[A-Za-z0-9\-._~!$&'()*+,;=:@%/]+$/.test(s.healthCheckEndpoint)) {
+    throw configError(
+      named('healthCheckEndpoint'),
+      `"${s.healthCheckEndpoint}" has characters a URL path carries percent-encoded: write them so`,
+    )
+  }
+  // It names a response header: anything else fails every header-mode answer, and so does one
+  // that frames or routes the answer (a Content-Length of a token broke every header-mode reply).
   if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(s.roleAuthHeader)) {
     throw configError(named('roleAuthHeader'), `"${s.roleAuthHeader}" is not an HTTP header name`)
+  }
+  if (FRAMING_HEADERS.has(s.roleAuthHeader.toLowerCase())) {
+    throw configError(
+      named('roleAuthHeader'),
+      `"${s.roleAuthHeader}" frames the answer: name a header of your own`,
+    )
+  }
+  // AlertManager trims the token it reads from its credentials file: so is ours (a secret file
+  // with a trailing space or blank line answered every webhook 401, and alerts were dropped).
+  const token = s.gatewayAuthToken
+  s.gatewayAuthToken = token.trim()
+  if (token !== '' && s.gatewayAuthToken === '') {
+    throw configError(named('gatewayAuthToken'), 'is only whitespace: it would turn authentication off')
+  }
+  // What a header carries intact: visible ASCII (a bearer token is token68 in RFC 6750).
+  if (s.gatewayAuthToken !== '' && !/^[!-~]+$/.test(s.gatewayAuthToken)) {
+    throw configError(named('gatewayAuthToken'), 'must not hold whitespace, control or non-ASCII characters')
+  }
+  // lru-cache sets aside arrays of this length up front: ten million ended the process (a heap
+  // exhausted at once is fatal to it, not to the thread) before a token was cached.
+  if (s.tokenCacheMaxEntries > MAX_TOKEN_CACHE_ENTRIES) {
+    throw configError(named('tokenCacheMaxEntries'), `must be at most ${MAX_TOKEN_CACHE_ENTRIES}`)
   }
   // As SIA: tokens that expire before the next refresh would leave the token files stale.
   if (s.tokenExpiry > 0 && s.tokenRefreshInterval >= s.tokenExpiry) {

@@ -188,7 +188,7 @@ export const SETTINGS = {
   tokenCacheMaxEntries: {
     kind: 'int',
     default: '10000',
-    help: 'tokens each cache (role, access) holds at most; the least recently used go first',
+    help: 'tokens each cache (role, access) holds at most (up to 1000000); the least recently used go first',
   },
   tokenCacheMaxBytes: {
     kind: 'int',
@@ -320,7 +320,7 @@ export const SETTINGS = {
     kind: 'string',
     default: '',
     secret: true,
-    help: 'bearer token webhook senders must present (empty: no auth)',
+    help: 'bearer token webhook senders must present, trimmed as AlertManager trims it (empty: no auth)',
   },
   gatewayMaxBufferedBytes: {
     kind: 'int',
