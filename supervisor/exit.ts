@@ -32,6 +32,15 @@ export function createProcessExit(log: Logger): ProcessExit {
       // A thread marked stuck may only have been slow (a loaded machine): it gets the same wait.
       const ending = [...threads].map((h) => (stuck.has(h) ? h.exited : h.terminate('terminated')))
       await Promise.race([Promise.all(ending), sleep(END_THREADS_MS, undefined, { ref: false })])
+      // A thread still up now is stuck, whether or not its stop had time to find it so.
+      for (const h of threads) {
+        if (stuck.has(h) || !h.alive()) continue
+        stuck.add(h)
+        log.error(
+          { event: 'worker.stuck', service: h.service },
+          `${h.service} thread could not be terminated`,
+        )
+      }
       // Last: nothing the run still does (it may be mid-shutdown when the watchdog leaves) is
       // logged after it, since the process is gone in the same turn.
       log.info(

@@ -60,12 +60,15 @@ export type SlotState =
    * `terminate()` called; waits for the exit or `until` (a thread that cannot be ended). Then:
    * `stop` ends the slot with `outcome`; `fault` goes to the restart policy; `fault-stop`, a
    * fault that a stop came to wait for, logs the crash and ends the slot with `outcome`.
+   * `full`: the wait is the whole TERMINATE_MS, not what the budget left of it; a thread that
+   * outlives a shorter one is not known to be stuck (the exit's last wait says which are).
    */
   | {
       tag: 'terminating'
       after: 'stop' | 'fault' | 'fault-stop'
       outcome: StopOutcome
       until: number
+      full: boolean
       faultAfterCancel: boolean
     }
   /** No thread, none coming until the run ends; `outcome` is what its stop will report. */
@@ -235,13 +238,8 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
     faultAfterCancel = env.cancelled,
   ): SlotState => {
     fx.push({ do: 'terminate', reason })
-    return {
-      tag: 'terminating',
-      after,
-      outcome,
-      until: Math.max(now, Math.min(now + TERMINATE_MS, env.budgetEnd + TERMINATE_PAST_BUDGET_MS)),
-      faultAfterCancel,
-    }
+    const until = Math.max(now, Math.min(now + TERMINATE_MS, env.budgetEnd + TERMINATE_PAST_BUDGET_MS))
+    return { tag: 'terminating', after, outcome, until, full: until === now + TERMINATE_MS, faultAfterCancel }
   }
   /** Sends `shutdown` with what is left until `deadline`, and waits for it. */
   const beginStop = (deadline: number): SlotState => {
@@ -649,6 +647,10 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
         return next(stopped(s.outcome))
       }
       if (ev.type === 'deadline') {
+        // Past the budget a stop's terminate has no time of its own: the stop ends as it was, and
+        // the process's exit, ending every thread at once, names those that do not end. (Each
+        // healthy thread stopped after a wedged one was declared stuck within 0 ms.)
+        if (!s.full && s.after === 'stop') return next(stopped(s.outcome))
         log('error', 'worker.stuck', `${service} thread could not be terminated within ${TERMINATE_MS}ms`)
         fx.push({ do: 'stuck' })
         const stuck: WorkerExit = {

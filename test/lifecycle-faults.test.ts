@@ -194,19 +194,21 @@ test('SIGTERM in the first instants of boot ends in a logged exit 0 (it died by 
   assert.deepEqual(sc.junk, [])
 })
 
-test('a thread that cannot be terminated does not hold the process: exit 1 naming it', async () => {
-  // A preload that wedges the gateway's thread when its server stops listening for the shutdown: a
-  // synchronous open() of a FIFO that no one opens for writing. No termination interrupts a system
-  // call, so the thread can never be terminated, and process.exit() would wait for it forever.
-  // (This test used Node's endless recursive mkdir under /proc, which Node 26.12 fixed.) The
-  // gateway's own deadline is short, so the others stop within what is left of the budget.
-  const dir = mkdtempSync(join(tmpdir(), 'sia-wedge-'))
-  const fifo = join(dir, 'never-written')
-  execFileSync('mkfifo', [fifo])
-  const wedge = join(dir, 'wedge.mjs')
-  writeFileSync(
-    wedge,
-    `import { parentPort, workerData } from 'node:worker_threads'
+// The gateway's own deadline short (the others stop within what is left of the budget), or the
+// default (it takes the whole budget: the others are stopped with none left, and are not stuck).
+for (const gatewayDeadline of ['500ms', undefined]) {
+  test(`a thread that cannot be terminated does not hold the process: exit 1 naming it, and only it (gateway shutdownTimeout ${gatewayDeadline ?? 'default'})`, async () => {
+    // A preload that wedges the gateway's thread when its server stops listening for the shutdown: a
+    // synchronous open() of a FIFO that no one opens for writing. No termination interrupts a system
+    // call, so the thread can never be terminated, and process.exit() would wait for it forever.
+    // (This test used Node's endless recursive mkdir under /proc, which Node 26.12 fixed.)
+    const dir = mkdtempSync(join(tmpdir(), 'sia-wedge-'))
+    const fifo = join(dir, 'never-written')
+    execFileSync('mkfifo', [fifo])
+    const wedge = join(dir, 'wedge.mjs')
+    writeFileSync(
+      wedge,
+      `import { parentPort, workerData } from 'node:worker_threads'
 import { openSync } from 'node:fs'
 import { Server } from 'node:net'
 // A thread spawned before the configuration was read (supervisor/prespawn.ts: as many as the
@@ -219,21 +221,27 @@ Server.prototype.close = function (...args) {
   return close.apply(this, args)
 }
 `,
-  )
-  const config = join(dir, 'sia.json')
-  writeFileSync(config, JSON.stringify({ services: { gateway: { shutdownTimeout: '500ms' } } }))
-  const sc = await startReady({
-    env: { NODE_OPTIONS: `--import=${wedge}`, SHUTDOWN_TIMEOUT: '3s', SIA_CONFIG_FILE: config },
+    )
+    const config = join(dir, 'sia.json')
+    writeFileSync(
+      config,
+      JSON.stringify(gatewayDeadline ? { services: { gateway: { shutdownTimeout: gatewayDeadline } } } : {}),
+    )
+    const sc = await startReady({
+      env: { NODE_OPTIONS: `--import=${wedge}`, SHUTDOWN_TIMEOUT: '3s', SIA_CONFIG_FILE: config },
+    })
+    const t0 = Date.now()
+    sc.kill('SIGTERM')
+    const { code, ms } = await exitAfter(sc, t0)
+    assert.equal(code, 1)
+    assert.ok(ms < 3000 + 1000 + 500, `out in ${ms}ms`)
+    assert.deepEqual(
+      sc.events('worker.stuck').map((r) => r.service),
+      ['gateway'],
+    )
+    assert.deepEqual(exitRecord(sc).stuck, ['gateway'])
+    const outcome = sc.events('service.shutdown.done').find((r) => r.service === 'gateway')?.outcome
+    // Found stuck by its own stop (it had TERMINATE_MS), or by the exit's last wait.
+    assert.equal(outcome, gatewayDeadline ? 'stuck' : 'timeout')
   })
-  const t0 = Date.now()
-  sc.kill('SIGTERM')
-  const { code, ms } = await exitAfter(sc, t0)
-  assert.equal(code, 1)
-  assert.ok(ms < 3000 + 1000 + 500, `out in ${ms}ms`)
-  assert.deepEqual(
-    sc.events('worker.stuck').map((r) => r.service),
-    ['gateway'],
-  )
-  assert.deepEqual(exitRecord(sc).stuck, ['gateway'])
-  assert.equal(sc.events('service.shutdown.done').find((r) => r.service === 'gateway')?.outcome, 'stuck')
-})
+}

@@ -451,6 +451,7 @@ describe('terminating', () => {
       after: 'stop',
       outcome: 'timeout',
       until: NOW + TERMINATE_MS,
+      full: true,
       faultAfterCancel: false,
     })
     const stuck = run(r.model, { type: 'deadline' })
@@ -460,6 +461,14 @@ describe('terminating', () => {
   test('the terminate deadline never passes the budget by more than TERMINATE_PAST_BUDGET_MS', () => {
     const r = run(at({ tag: 'stopping', until: NOW }), { type: 'deadline' }, { budgetEnd: NOW - 200 })
     assert.equal((r.model.state as { until: number }).until, NOW - 200 + TERMINATE_PAST_BUDGET_MS)
+  })
+  test('a stop whose terminate the budget cut short is not stuck: it ends as it was, the exit finds which are', () => {
+    const r = run(at({ tag: 'stopping', until: NOW }), { type: 'deadline' }, { budgetEnd: NOW - 1000 })
+    assert.equal((r.model.state as { until: number }).until, NOW, 'no time left')
+    const late = run(r.model, { type: 'deadline' })
+    assert.equal(settled(late.effects, 'settle-stop')?.outcome, 'timeout')
+    assert.ok(!does(late.effects).includes('stuck'))
+    assert.ok(!does(late.effects).includes('log:worker.stuck'))
   })
   test('a fault being terminated when the stop comes: the stop waits for the exit, clean if the fault came first', () => {
     const watchdog = run(at({ tag: 'running', until: NOW }), { type: 'deadline' }, { heartbeatMs: 0 })
