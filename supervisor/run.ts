@@ -121,6 +121,7 @@ export async function run(
   )
   // Each port is this process's before any worker binds it: another sidecar on the same ports
   // would otherwise share them (port-claim.ts). A claim lasts as long as the process.
+  const unclaimed = new Set<ServiceName>()
   for (const service of services) {
     const address = listenAddressOf(service, config)
     if (ctx.signal.aborted || address === undefined) continue
@@ -129,6 +130,7 @@ export async function run(
     } catch (err) {
       log.error({ event: 'service.start.failed', service, err }, `${service} failed to start`)
       ctx.cancel({ cause: 'start-failed', service, err })
+      unclaimed.add(service)
     }
   }
   for (const service of services) {
@@ -178,7 +180,9 @@ export async function run(
       continue
     }
     if (ctx.signal.aborted) {
-      log.info({ event: 'service.start.skipped', service }, `skipped ${service} start`)
+      // One whose port could not be claimed has failed already (logged once): not also skipped.
+      if (!unclaimed.has(service))
+        log.info({ event: 'service.start.skipped', service }, `skipped ${service} start`)
       continue
     }
     log.info({ event: 'service.start.begin', service }, `starting ${service}`)

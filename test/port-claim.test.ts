@@ -32,6 +32,11 @@ test('a second sidecar on the same ports exits 1 naming the setting; the first k
     `TOKEN_SERVER_ADDR: port ${ports.token} is served by another sia-supervisor in this network namespace`,
   )
   assert.deepEqual(second.events('server.listening'), [], 'the second bound nothing')
+  // One outcome a service: the one whose claim failed is not also skipped.
+  assert.deepEqual(
+    second.events('service.start.skipped').map((r) => r.service),
+    ['certificate', 'memory-reporter', 'gateway', 'metrics', 'healthcheck'],
+  )
   // Every connection reaches the first: with the ports shared, some would have gone to the second.
   for (let i = 0; i < 20; i++) {
     const res = await fetch(`http://127.0.0.1:${ports.health}/readyz`, { headers: { connection: 'close' } })
