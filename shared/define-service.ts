@@ -57,7 +57,7 @@ export interface ServiceContext {
    * Go's `defer`: at shutdown, once every task has stopped, these run in reverse order. Registered
    * as each resource appears, so a start that fails half-way still releases what it made.
    */
-  onStop(fn: () => Promise<void> | void): void
+  onStop(fn: (stop: { replaced: boolean }) => Promise<void> | void): void
   /** Adds methods to the API this service answers to the others (DESIGN.md §9). */
   expose: ServicePorts['expose']
   /** A typed proxy to another service (or the supervisor): every call has a deadline. */
@@ -128,7 +128,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
 
   const collect = registerLoopDelay(registry)
 
-  const cleanups: (() => Promise<void> | void)[] = []
+  const cleanups: ((stop: { replaced: boolean }) => Promise<void> | void)[] = []
   const startCancel = new AbortController()
   const ctx: ServiceContext = {
     service,
@@ -199,7 +199,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     startCancel.abort()
     return null
   })
-  rpc.handle('shutdown', async ({ deadlineMs }) => {
+  rpc.handle('shutdown', async ({ deadlineMs, replaced }) => {
     // A short deadline keeps most of itself: a margin of all of it had an idle service cut.
     const deadline = monotonicMs() + Math.max(0, deadlineMs - Math.min(ACK_MARGIN_MS, deadlineMs / 4))
     // A thread told to stop no longer writes the service's row of the board: during a replacement
@@ -218,7 +218,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     const timedOut = (await group.shutdown(deadline)) || !wound
     for (const fn of cleanups.splice(0).reverse()) {
       try {
-        await fn()
+        await fn({ replaced })
       } catch (err) {
         log.error({ event: 'service.stop.failed', err }, 'a cleanup failed; going on with the rest')
       }

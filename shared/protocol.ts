@@ -41,6 +41,15 @@ export interface LastWorkerError {
   message?: string
 }
 
+export interface ShutdownRequest {
+  deadlineMs: number
+  /**
+   * Another worker of the service goes on (a reload's or a recycle's successor, or the worker a
+   * failed successor gave back to): what ends with the service, not with this thread, is kept.
+   */
+  replaced: boolean
+}
+
 /** Requests the supervisor sends to a worker. */
 export interface WorkerOps {
   [op: string]: { args: unknown; result: unknown }
@@ -48,7 +57,7 @@ export interface WorkerOps {
   /** The run was cancelled while this worker starts: abort the start's waits (no reply needed). */
   cancel: { args: null; result: null }
   /** Aborts a start in flight, waits for it, then stops every task and runs the cleanups. */
-  shutdown: { args: { deadlineMs: number }; result: ShutdownReport }
+  shutdown: { args: ShutdownRequest; result: ShutdownReport }
   /** Serve the service's API to a caller on `port` (DESIGN.md §9). */
   'port.serve': { args: { port: MessagePort }; result: null }
   /** `port` now leads to `target`'s current worker, `server` (an id the supervisor gives each). */

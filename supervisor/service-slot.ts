@@ -235,7 +235,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     const done = (async () => {
       let clean = true
       if (overlapped) {
-        const answered = h.rpc.request('shutdown', { deadlineMs }, MAX_TIMER_MS).then(
+        const answered = h.rpc.request('shutdown', { deadlineMs, replaced: true }, MAX_TIMER_MS).then(
           (report): Drain => ({ kind: report.timedOut ? 'cut-short' : 'clean' }),
           (err: Error & { code?: string }): Drain | Promise<Drain> =>
             err.code === 'ERR_WORKER_EXITED'
@@ -309,7 +309,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         stopStartedAt = performance.now()
         fromWorker(
           h,
-          h.rpc.request('shutdown', { deadlineMs: e.deadlineMs }, MAX_TIMER_MS),
+          h.rpc.request('shutdown', { deadlineMs: e.deadlineMs, replaced: false }, MAX_TIMER_MS),
           (report) => ({ type: 'shutdown-ack', timedOut: report.timedOut }),
           (err) => ({ type: 'shutdown-error', err }),
         )

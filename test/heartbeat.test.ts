@@ -11,7 +11,7 @@ test("a worker told to stop no longer beats: during a replacement the service's 
   const first = board.lastBeat('healthcheck')
   await sleep(HEARTBEAT_MS * 1.5)
   assert.ok(board.lastBeat('healthcheck') > first, 'it beats while it runs')
-  await h.rpc.request('shutdown', { deadlineMs: 1000 }, 5000)
+  await h.rpc.request('shutdown', { deadlineMs: 1000, replaced: false }, 5000)
   const last = board.lastBeat('healthcheck')
   await sleep(HEARTBEAT_MS * 1.5)
   assert.equal(board.lastBeat('healthcheck'), last, 'not once told to stop')

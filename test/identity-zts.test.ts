@@ -243,6 +243,21 @@ describe('zts provider against the ZTS double', () => {
     }
   })
 
+  it('a reload replaces the certificate thread without deleting the instance record', async () => {
+    const n = sc.events('supervisor.reload.done').length
+    sc.kill('SIGHUP')
+    await sc.waitFor(() => sc.events('supervisor.reload.done').length > n)
+    const certificate = sc.events('supervisor.reload.done').at(-1)!.outcomes as {
+      service: string
+      outcome: string
+    }[]
+    assert.equal(certificate.find((o) => o.service === 'certificate')?.outcome, 'replaced')
+    // The predecessor drains in the background: its cleanups have run once it is said replaced.
+    await sc.waitForEvent('worker.replaced', { service: 'certificate' })
+    assert.equal(zts.counts.delete, 0)
+    assert.deepEqual(sc.events('certificate.instance.deleted'), [])
+  })
+
   it('deletes the instance at ZTS on shutdown when DELETE_INSTANCE_ID is set', async () => {
     assert.equal(await stop(sc), 0)
     assert.equal(zts.counts.delete, 1)

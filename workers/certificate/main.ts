@@ -52,8 +52,11 @@ defineService({
     onStop(() => rt.close())
     const deleteInstance = rt.provider.deleteInstance
     if (config.deleteInstanceId && deleteInstance) {
-      // Runs before rt.close() (cleanups run in reverse): the client is still open.
-      onStop(async () => {
+      // Runs before rt.close() (cleanups run in reverse): the client is still open. As SIA, when
+      // the sidecar stops; not when a reload or a recycle replaces this thread (the record is the
+      // successor's identity too: its next refresh found none and registered anew).
+      onStop(async ({ replaced }) => {
+        if (replaced) return
         try {
           await deleteInstance(AbortSignal.timeout(DELETE_TIMEOUT_MS))
           log.info({ event: 'certificate.instance.deleted' }, 'deleted the instance record at ZTS')
