@@ -156,10 +156,17 @@ describe('zts provider against the ZTS double', () => {
       )
     }
     const before = await errors()
+    // A page that is not JSON is no answer at all: tried again, as a 5xx is, and the retry answers.
+    const asked = zts.counts.roletoken
     zts.answerNext('roletoken', '<html>Sign in</html>', 'text/html')
     const page = await post('/roletoken', { domain: 'demo', role: 'behind-a-proxy' })
-    assert.equal(page.status, 502)
-    assert.match(String(page.json.detail), /without a role token/)
+    assert.equal(page.status, 200)
+    assert.equal(zts.counts.roletoken, asked + 2)
+    // A JSON answer that is no token is ZTS's answer: not retried, a 502.
+    zts.answerNext('roletoken', JSON.stringify({ message: 'hello' }))
+    const notToken = await post('/roletoken', { domain: 'demo', role: 'not-a-token' })
+    assert.equal(notToken.status, 502)
+    assert.match(String(notToken.json.detail), /without a role token/)
     zts.answerNext('oauth2', JSON.stringify({ access_token: 'aaa.bbb.ccc', token_type: 'Bearer' }))
     const noExpiry = await post('/accesstoken', { domain: 'demo', role: 'no-expiry' })
     assert.equal(noExpiry.status, 502)

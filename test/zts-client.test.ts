@@ -75,3 +75,34 @@ test('an answer larger than any ZTS sends is not read to its end', async () => {
     c.close()
   }
 })
+
+test('a 2xx that is not a JSON object (empty, cut, a proxy page) is no answer: retried, then ERR_UPSTREAM', async () => {
+  const signal = new AbortController().signal
+  for (const [body, type] of [
+    ['', 'application/json'],
+    ['{"certs":"-----BEGIN', 'application/json'],
+    ['<html>gateway</html>', 'text/html'],
+  ] as const) {
+    const before = zts.counts.cacerts
+    zts.answerNext('cacerts', body, type)
+    const c = client()
+    try {
+      const res = await c.call<{ certs: string }>('GET', '/cacerts/athenz', undefined, signal)
+      assert.equal(typeof res.certs, 'string', 'the retry got the answer')
+      assert.equal(zts.counts.cacerts, before + 2, JSON.stringify(body))
+    } finally {
+      c.close()
+    }
+  }
+  zts.answerNext('cacerts', '')
+  const once = createZtsClient({ endpoint: zts.url, serverCaPem: zts.caPem, timeoutMs: 400, attempts: 1 })
+  once.setIdentity(identity)
+  try {
+    await assert.rejects(once.call('GET', '/cacerts/athenz', undefined, signal), {
+      code: 'ERR_UPSTREAM',
+      message: 'ZTS GET /cacerts/athenz answered 200 without a JSON object',
+    })
+  } finally {
+    once.close()
+  }
+})

@@ -96,7 +96,16 @@ export function createZtsClient(opts: ZtsClientOptions): ZtsClient {
             } catch {
               json = undefined
             }
-            if (status >= 200 && status < 300) return resolve(json as T)
+            if (status >= 200 && status < 300) {
+              // Every call but DELETE is answered a JSON object: an empty or cut body, a proxy's
+              // page, is no answer (an empty refresh became a silent register anew), and is tried
+              // again as a 5xx is. The body is not quoted: a cut one may hold part of a token.
+              if (method === 'DELETE' || (json !== null && typeof json === 'object'))
+                return resolve(json as T)
+              return reject(
+                codedError('ERR_UPSTREAM', `ZTS ${method} ${path} answered ${status} without a JSON object`),
+              )
+            }
             const message = (json as { message?: string } | undefined)?.message ?? text.slice(0, 200)
             reject(
               Object.assign(
