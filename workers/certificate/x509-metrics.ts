@@ -1,5 +1,6 @@
 import { X509Certificate } from 'node:crypto'
 import { basename } from 'node:path'
+import { monotonicMs } from '../../shared/clock.js'
 import { readFile } from '../../shared/fs-async.js'
 import { Gauge, type Registry } from '../../shared/prom.js'
 
@@ -72,8 +73,10 @@ const SNAPSHOT_MS = 500
 export function registerX509Metrics(registry: Registry, files: () => string[]): void {
   let snapshot: { at: number; data: Promise<Snapshot> } | undefined
   const read = () => {
-    if (!snapshot || Date.now() - snapshot.at > SNAPSHOT_MS) {
-      snapshot = { at: Date.now(), data: readRows(files()) }
+    // Its age on the monotonic clock: after the wall clock stepped back an hour, the files were
+    // not read again for an hour (a replaced certificate's expiry went on being reported).
+    if (!snapshot || monotonicMs() - snapshot.at > SNAPSHOT_MS) {
+      snapshot = { at: monotonicMs(), data: readRows(files()) }
     }
     return snapshot.data
   }
