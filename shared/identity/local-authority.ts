@@ -1,10 +1,11 @@
 import { createPrivateKey, generateKeyPair, type KeyObject, X509Certificate } from 'node:crypto'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { writeFileAtomic } from '../atomic-file.js'
+import { writeFilesAtomic } from '../atomic-file.js'
 import { distUrl } from '../dist-url.js'
 import { ensureDir } from '../ensure-dir.js'
-import { link, readFile, rm } from '../fs-async.js'
+import { codedError } from '../errors.js'
+import { mkdir, readFile, rename, rm, syncDir } from '../fs-async.js'
 import type { CaSpec } from './csr.js'
 import type { CsrPool } from './csr-pool.js'
 
@@ -29,23 +30,42 @@ export async function generateRsaKey(): Promise<{ privateKeyPem: string; publicK
   }
 }
 
+const KEY_FILE = 'ca.key.pem'
+const CERT_FILE = 'ca.cert.pem'
+
 export function authorityPaths(dataDir: string) {
   const dir = join(dataDir, 'authority')
-  return { dir, key: join(dir, 'ca.key.pem'), cert: join(dir, 'ca.cert.pem') }
+  return { dir, key: join(dir, KEY_FILE), cert: join(dir, CERT_FILE) }
 }
 
 /**
  * Loads the CA, creating it on first use (signed on `pool` when given). Safe when two workers
- * race: one creation wins.
+ * race: one creation wins. The key and the certificate are published together, as one directory
+ * renamed into place: a crash between two files left a certificate with no key (every start
+ * failed) or a key with no certificate (a new certificate was made for another key, and the old
+ * key went on signing: nothing it issued verified). One found so, or whose files do not pair, is
+ * moved aside (`authority.broken-<time>`) and made anew.
  */
 export async function loadOrCreateAuthority(dataDir: string, pool?: Pick<CsrPool, 'ca'>): Promise<Authority> {
   const paths = authorityPaths(dataDir)
-  try {
-    return await loadAuthority(paths)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  for (let attempt = 0; ; attempt++) {
+    const found = await loadAuthority(paths).catch((err: NodeJS.ErrnoException) => err)
+    if (!(found instanceof Error)) return found
+    if ((found.code !== 'ENOENT' && found.code !== 'ERR_AUTHORITY_BROKEN') || attempt === 2) throw found
+    // Broken, or still nothing after a publication that found the directory taken (what an
+    // older version's crash left: its temporary files, no pair): set aside, made anew.
+    if (found.code === 'ERR_AUTHORITY_BROKEN' || attempt > 0) {
+      await rename(paths.dir, `${paths.dir}.broken-${Date.now()}`).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err // another worker moved it first
+      })
+    }
+    await publishNew(dataDir, paths.dir, pool)
   }
-  await ensureDir(paths.dir, 0o700)
+}
+
+/** Makes a CA and renames its directory into place, unless another worker's is there first. */
+async function publishNew(dataDir: string, dir: string, pool?: Pick<CsrPool, 'ca'>): Promise<void> {
+  await ensureDir(dataDir)
   const { privateKeyPem } = await generateRsaKey()
   const spec: CaSpec = {
     keyPem: privateKeyPem,
@@ -61,24 +81,43 @@ export async function loadOrCreateAuthority(dataDir: string, pool?: Pick<CsrPool
   const certPem = pool
     ? await pool.ca(spec)
     : ((await import(distUrl('shared/identity/csr.js').href)) as typeof import('./csr.js')).buildCaCert(spec)
-  // Publish key and cert under temporary names, then link the key into place: link() fails if
-  // another worker got there first, and then we use theirs.
-  const suffix = `.${process.pid}.${Date.now()}.tmp`
-  await writeFileAtomic(paths.key + suffix, privateKeyPem, 0o600)
-  await writeFileAtomic(paths.cert + suffix, certPem, 0o644)
+  const staging = `${dir}.${process.pid}.${Date.now()}.tmp`
+  await mkdir(staging, { mode: 0o700 })
   try {
-    await link(paths.cert + suffix, paths.cert)
-    await link(paths.key + suffix, paths.key)
+    await writeFilesAtomic([
+      { path: join(staging, KEY_FILE), data: privateKeyPem, mode: 0o600 },
+      { path: join(staging, CERT_FILE), data: certPem, mode: 0o644 },
+    ])
+    // Onto nothing, or onto an empty directory (an older version made it first): the pair
+    // appears whole. Onto another worker's authority: ENOTEMPTY, and theirs is used.
+    await rename(staging, dir)
+    await syncDir(dataDir)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    const code = (err as NodeJS.ErrnoException).code
+    if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err
   } finally {
-    await rm(paths.key + suffix, { force: true })
-    await rm(paths.cert + suffix, { force: true })
+    await rm(staging, { recursive: true, force: true })
   }
-  return loadAuthority(paths)
 }
 
+/** Both files, pairing; ENOENT when neither is there; ERR_AUTHORITY_BROKEN for anything between. */
 async function loadAuthority(paths: { key: string; cert: string }): Promise<Authority> {
-  const [keyPem, certPem] = await Promise.all([readFile(paths.key, 'utf8'), readFile(paths.cert, 'utf8')])
-  return { certPem, key: createPrivateKey(keyPem), cert: new X509Certificate(certPem) }
+  const read = (path: string) => readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => err)
+  const [keyPem, certPem] = await Promise.all([read(paths.key), read(paths.cert)])
+  const missing = [keyPem, certPem].filter((r) => r instanceof Error && r.code === 'ENOENT').length
+  if (missing === 2) throw keyPem
+  for (const r of [keyPem, certPem]) if (r instanceof Error && r.code !== 'ENOENT') throw r
+  if (missing === 1)
+    throw codedError('ERR_AUTHORITY_BROKEN', 'the local authority has only one of its key and certificate')
+  try {
+    const authority = {
+      certPem: certPem as string,
+      key: createPrivateKey(keyPem as string),
+      cert: new X509Certificate(certPem as string),
+    }
+    if (authority.cert.checkPrivateKey(authority.key)) return authority
+  } catch (err) {
+    throw codedError('ERR_AUTHORITY_BROKEN', 'the local authority cannot be read', err)
+  }
+  throw codedError('ERR_AUTHORITY_BROKEN', "the local authority's key and certificate do not pair")
 }

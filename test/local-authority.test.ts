@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { authorityPaths, loadOrCreateAuthority } from '../shared/identity/local-authority.js'
+
+const fresh = () => mkdtempSync(join(tmpdir(), 'sia-authority-'))
+
+/** The authority on disk is a pair, its key 0600, and it is the one loaded. */
+function assertWhole(
+  dataDir: string,
+  loaded: { certPem: string; cert: { checkPrivateKey(k: never): boolean } },
+) {
+  const paths = authorityPaths(dataDir)
+  assert.equal(readFileSync(paths.cert, 'utf8'), loaded.certPem)
+  assert.equal(statSync(paths.key).mode & 0o777, 0o600)
+  assert.deepEqual(
+    readdirSync(dataDir).filter((f) => f.endsWith('.tmp')),
+    [],
+    'no staging directory left',
+  )
+}
+
+test('two workers creating the authority at once end with one, the same for both', async () => {
+  const dataDir = fresh()
+  const [a, b] = await Promise.all([loadOrCreateAuthority(dataDir), loadOrCreateAuthority(dataDir)])
+  assert.equal(a.certPem, b.certPem)
+  assert.ok(a.cert.checkPrivateKey(a.key))
+  assertWhole(dataDir, a)
+  assert.equal((await loadOrCreateAuthority(dataDir)).certPem, a.certPem, 'loaded, not made again')
+})
+
+test('an authority left half-made or mismatched is set aside and made anew, a pair; an empty or littered directory too', async () => {
+  const other = await loadOrCreateAuthority(fresh())
+  const otherKey = other.key.export({ type: 'pkcs8', format: 'pem' }).toString()
+  const cases: Record<
+    string,
+    (p: ReturnType<typeof authorityPaths>, good: { cert: string; key: string }) => void
+  > = {
+    'a certificate, no key': (p) => rmSync(p.key),
+    'a key, no certificate': (p) => rmSync(p.cert),
+    'a key of another authority': (p) => writeFileSync(p.key, otherKey),
+    'an empty directory (an older version)': (p) => {
+      rmSync(p.dir, { recursive: true })
+      mkdirSync(p.dir)
+    },
+    "an older version's temporary files, no pair": (p, good) => {
+      rmSync(p.dir, { recursive: true })
+      mkdirSync(p.dir)
+      writeFileSync(`${p.key}.1.2.tmp`, good.key)
+    },
+  }
+  for (const [what, breakIt] of Object.entries(cases)) {
+    const dataDir = fresh()
+    const first = await loadOrCreateAuthority(dataDir)
+    const paths = authorityPaths(dataDir)
+    breakIt(paths, { cert: readFileSync(paths.cert, 'utf8'), key: readFileSync(paths.key, 'utf8') })
+    const again = await loadOrCreateAuthority(dataDir)
+    assert.ok(again.cert.checkPrivateKey(again.key), what)
+    assert.notEqual(again.certPem, first.certPem, what)
+    assertWhole(dataDir, again)
+    const setAside = readdirSync(dataDir).filter((f) => f.startsWith('authority.broken-'))
+    assert.equal(setAside.length, what.startsWith('an empty') ? 0 : 1, `${what}: kept for a look`)
+  }
+})
