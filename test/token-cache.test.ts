@@ -5,8 +5,16 @@ import { describe, it } from 'node:test'
 import { codedError } from '../shared/errors.js'
 import type { AccessToken } from '../shared/identity/tokens.js'
 import { createLogger } from '../shared/logger.js'
+import { Registry } from '../shared/prom.js'
 import { createTokenApi } from '../workers/token/api.js'
-import { type CacheKey, createTokenCache, describeKey, MIN_REMAINING_MS } from '../workers/token/cache.js'
+import {
+  type CacheKey,
+  createTokenCache,
+  describeKey,
+  MIN_REMAINING_MS,
+  type TokenCache,
+} from '../workers/token/cache.js'
+import { registerTokenMetrics } from '../workers/token/metrics.js'
 
 const key = (role: string, maxExpiry = 0): CacheKey => ({
   domain: 'd',
@@ -240,5 +248,32 @@ describe('token API upstream failures', () => {
     assert.equal(res.status, 200)
     assert.equal(res.headers.get('authorization'), 'bearer x')
     await s.close()
+  })
+})
+
+describe('token metrics', () => {
+  it('a token past its expiry, not yet purged, has no token_expires_in_seconds series (it went negative)', async () => {
+    const now = Date.now()
+    const entry = (role: string, expiresAt: number) => ({
+      key: key(role),
+      value: 't',
+      expiresAt,
+      fetchedAt: now - 10_000,
+      lastUsed: now - 10_000,
+      bytes: 1,
+    })
+    const held = [entry('gone', now - 13_000), entry('both', now - 1_000), entry('both', now + 90_000)]
+    const cache = {
+      entries: () => held,
+      stats: () => ({ entries: 3, bytes: 3 }),
+    } as unknown as TokenCache<unknown>
+    const registry = new Registry()
+    registerTokenMetrics(registry, { accesstoken: cache, roletoken: cache })
+    const series = (await registry.getMetricsAsJSON()).find((m) => m.name === 'token_expires_in_seconds')!
+    const values = series.values.map((v) => [v.labels.type, v.labels.role, v.value])
+    assert.deepEqual(values.sort(), [
+      ['accesstoken', 'both', 90],
+      ['roletoken', 'both', 90],
+    ])
   })
 })

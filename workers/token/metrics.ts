@@ -50,6 +50,9 @@ export function registerTokenMetrics(
         // series is the soonest to expire, not whichever entry came last.
         const soonest = new Map<string, { domain: string; role: string; at: number }>()
         for (const e of cache.entries()) {
+          // One past its expiry waits for the next refresh pass to be purged; it is served to
+          // no one, and its series went negative for up to TOKEN_REFRESH_INTERVAL.
+          if (e.expiresAt <= now) continue
           const id = `${e.key.domain}\n${e.key.role}`
           const seen = soonest.get(id)
           if (!seen || e.expiresAt < seen.at)
