@@ -3,6 +3,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import type { SinkRecord } from '../workers/gateway/sink.js'
+import { resourceName } from '../workers/gateway/sink-kubernetes.js'
 import { type KubeApiDouble, startKubeApi } from './doubles/kube-api.js'
 import { alert, FIXTURE, gatewayEnv, metric, post, webhook } from './support/gateway.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
@@ -80,19 +82,35 @@ describe('gateway: kubernetes sink against an HTTPS API server', () => {
     assert.ok(api.peakConnections() <= 16, `${api.peakConnections()} connections at once`)
   })
 
-  test('a failed create rolls back; the retry is new again and 409 AlreadyExists counts as success', async () => {
+  test('a failed create: what was created is kept, the retry writes only the rest; 409 AlreadyExists counts as success', async () => {
     const before = api.objects.size
     const batch = webhook([alert('KubeA'), alert('KubeB')])
     api.failNext(1, 500)
     const failed = await post(base, batch)
     assert.equal(failed.status, 503)
     assert.equal(failed.headers.get('retry-after'), '5')
+    assert.equal(failed.body.created, 1)
     assert.equal(api.objects.size, before + 1, 'one of the two was created before the other failed')
 
     const retry = await post(base, batch)
     assert.equal(retry.status, 201)
-    assert.equal(retry.body.created, 2)
+    assert.deepEqual([retry.body.created, retry.body.duplicates], [1, 1])
     assert.equal(api.objects.size, before + 2)
+    // One the API server holds already (created by a gateway whose deduplication this one does
+    // not share, or by a create answered after its deadline): stored.
+    const held = alert('KubeHeld', { fingerprint: 'kube-held' })
+    const name = resourceName({
+      fingerprint: 'kube-held',
+      status: 'firing',
+      startsAt: held.startsAt,
+    } as SinkRecord)
+    api.objects.set(`signals/monitoring/${name}`, {
+      apiVersion: 'alerts.example.com/v1',
+      kind: 'Signal',
+      metadata: { name, namespace: 'monitoring' },
+    })
+    const again = await post(base, webhook([held]))
+    assert.deepEqual([again.status, again.body.created], [201, 1])
     assert.equal(api.requests.filter((q) => q.status === 409).length, 1)
     const metrics = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
     assert.equal(metric(metrics, 'gateway_sink_errors_total', { sink: 'kubernetes' }), 1)
@@ -173,4 +191,52 @@ describe('gateway: kubernetes sink against an HTTPS API server', () => {
     assert.equal((await post(base, webhook([alert('Refused')]))).status, 201)
     assert.equal(api.objects.size, stored + 1)
   })
+})
+
+test('a batch slower than GATEWAY_SINK_TIMEOUT: what each try stored is kept, the retries write the rest, and the gateway stays ready', async () => {
+  const api = await startKubeApi({ token: 't' })
+  const dir = mkdtempSync(join(tmpdir(), 'sa-'))
+  writeFileSync(join(dir, 'token'), 't')
+  writeFileSync(join(dir, 'ca.crt'), api.caPem)
+  const sc = await startReady({
+    env: gatewayEnv({
+      GATEWAY_SINK: 'kubernetes',
+      GATEWAY_KUBE_API: api.url,
+      GATEWAY_KUBE_TOKEN_FILE: join(dir, 'token'),
+      GATEWAY_KUBE_CA_FILE: join(dir, 'ca.crt'),
+      GATEWAY_KUBE_NAMESPACE: 'monitoring',
+      GATEWAY_SINK_TIMEOUT: '1s',
+    }),
+  })
+  try {
+    const base = await sc.url('gateway')
+    // 400 creates, 16 at a time, 100 ms each: 2.5 s, where one try has 1 s.
+    api.latency(100)
+    const batch = webhook(
+      Array.from({ length: 400 }, (_, i) => alert(`Slow${i}`, { fingerprint: `slow-${i}` })),
+    )
+    const tries: { status: number; created: number }[] = []
+    for (let i = 0; i < 6; i++) {
+      const r = await post(base, batch)
+      tries.push({ status: r.status, created: (r.body as { created: number }).created })
+      if (r.status < 300) break
+      // A sink that stores, slowly, is not down: the gateway stays in the endpoints.
+      assert.equal((await fetch(`${base}/ready`)).status, 200, `ready after try ${i + 1}`)
+    }
+    assert.equal(tries[0]!.status, 503, JSON.stringify(tries))
+    assert.ok(
+      tries.every((t) => t.created > 0),
+      `every try stored some: ${JSON.stringify(tries)}`,
+    )
+    assert.ok(tries.at(-1)!.status < 300, `the batch got through: ${JSON.stringify(tries)}`)
+    assert.equal(
+      tries.reduce((n, t) => n + t.created, 0),
+      400,
+      'each alert created once, by one try',
+    )
+    await waitFor(() => api.objects.size === 400)
+  } finally {
+    assert.equal(await stop(sc), 0)
+    await api.close()
+  }
 })

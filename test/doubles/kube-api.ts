@@ -36,6 +36,8 @@ export interface KubeApiDouble {
    * (or a proxy) that trickles, which no idle timeout catches, or one that floods (0: off).
    */
   drip(ms: number, bytes?: number): void
+  /** Every request is answered `ms` later, as by an API server under load (0: at once). */
+  latency(ms: number): void
   /** The next request is answered 200 with half of the body its length announces, then the connection is cut. */
   cutNext(): void
   /** The bearer token the API server accepts from now on. */
@@ -283,6 +285,7 @@ export async function startKubeApi(opts: {
   }
 
   let drip = { ms: 0, bytes: 1 }
+  let latencyMs = 0
   let cut = false
   const server: Server = createServer({ key: key.privateKeyPem, cert }, (req, res) => {
     if (cut) {
@@ -299,7 +302,9 @@ export async function startKubeApi(opts: {
       res.once('close', () => clearInterval(t))
       return
     }
-    handle(req, res).catch(() => res.destroy())
+    const serve = () => handle(req, res).catch(() => res.destroy())
+    if (latencyMs) setTimeout(serve, latencyMs)
+    else serve()
   })
   let open = 0
   let peak = 0
@@ -316,6 +321,9 @@ export async function startKubeApi(opts: {
     },
     drip(ms, bytes = 1) {
       drip = { ms, bytes }
+    },
+    latency(ms) {
+      latencyMs = ms
     },
     url: `https://127.0.0.1:${port}${opts.pathPrefix ?? ''}`,
     caPem: ca.certPem,

@@ -129,21 +129,23 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     }
   }
 
+  /** Writes the fresh items and commits them; resolves to those stored (all of them, or some). */
   const writeAndCommit = async (
     fresh: readonly Item[],
     owner: string,
     webhook: Webhook,
     receivedAt: string,
-  ): Promise<boolean> => {
+  ): Promise<readonly Item[]> => {
     const toSink = fresh.filter((a) => a.sinkable)
     if (toSink.length === 0) return commitLater(fresh, owner)
     let records: SinkRecord[] = []
+    const stored = new Set<Item>()
     try {
       await opts.failpoint(BEFORE_SINK)
       records = await mapSliced(toSink, (a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt))
       await withDeadline(
         opts.sinkTimeoutMs,
-        (signal) => sink.write(records, signal),
+        (signal) => sink.write(records, signal, (i) => stored.add(toSink[i]!)),
         () =>
           codedError('ERR_SINK_TIMEOUT', `the sink did not take the batch within ${opts.sinkTimeoutMs}ms`),
       )
@@ -161,7 +163,8 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         metrics.rejected.inc(err.refused.length)
         return sinkTookIt(fresh, owner)
       }
-      opts.onSinkWrite?.(false)
+      // A sink that stored some of the batch is slow, not down: readiness is not taken away.
+      opts.onSinkWrite?.(stored.size > 0)
       metrics.sinkErrors.inc({ sink: sink.name })
       if (sinkFailures++ === 0) {
         const { message, code } = err as NodeJS.ErrnoException
@@ -170,23 +173,26 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
           `sink write failed: ${message}`,
         )
       } else log.debug({ sink: sink.name, failures: sinkFailures }, 'sink write failed again')
+      // What was stored is committed (AlertManager's retry of the batch finds it a duplicate,
+      // and writes only the rest: a batch too slow for one deadline still gets through in a few
+      // retries); an alert is stored when every item of its fingerprint is.
+      const unstored = new Set(toSink.filter((a) => !stored.has(a)).map((a) => a.fingerprint))
+      const kept = stored.size > 0 ? fresh.filter((a) => !unstored.has(a.fingerprint)) : []
+      const released = stored.size > 0 ? [...unstored] : [...new Set(fresh.map((a) => a.fingerprint))]
       await store
-        .release(
-          fresh.map((a) => a.fingerprint),
-          owner,
-        )
+        .release(released, owner)
         .catch((rbErr: unknown) =>
           log.warn(
             { event: 'gateway.release.failed', err: { message: (rbErr as Error).message } },
             'releasing the leases failed; they expire on their own',
           ),
         )
-      return false
+      return kept.length > 0 ? commitLater(kept, owner) : []
     }
     return sinkTookIt(fresh, owner)
   }
 
-  const sinkTookIt = (fresh: readonly Item[], owner: string): true => {
+  const sinkTookIt = (fresh: readonly Item[], owner: string): readonly Item[] => {
     opts.onSinkWrite?.(true)
     if (sinkFailures > 0) {
       log.info(
@@ -199,11 +205,11 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   }
 
   /** One commit per fingerprint, with the status written last (a batch may hold its resolution). */
-  const commitLater = (fresh: readonly Item[], owner: string): true => {
+  const commitLater = (fresh: readonly Item[], owner: string): readonly Item[] => {
     const last = new Map<string, DedupEntry>()
     for (const a of fresh) last.set(a.fingerprint, { fingerprint: a.fingerprint, status: a.alert.status })
     opts.background(commit([...last.values()], owner))
-    return true
+    return fresh
   }
 
   return async (webhook) => {
@@ -257,11 +263,11 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         else fresh.push(a)
       })
       if (fresh.length > 0) {
-        const stored = await writeAndCommit(fresh, owner, webhook, receivedAt)
+        const stored = new Set(await writeAndCommit(fresh, owner, webhook, receivedAt))
         for (const a of fresh) {
-          if (a.outcome.status !== 'rejected') a.outcome.status = stored ? 'created' : 'failed'
+          if (a.outcome.status !== 'rejected') a.outcome.status = stored.has(a) ? 'created' : 'failed'
         }
-        if (!stored) {
+        if (stored.size < fresh.length) {
           failure = 'sink-failed'
           break
         }

@@ -86,7 +86,7 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
 
   return {
     name: 'kubernetes',
-    async write(records, signal) {
+    async write(records, signal, stored) {
       // A few creates at a time: a batch of thousands must not open thousands of connections
       // (and descriptors, which the whole process shares) at once.
       let created = 0
@@ -99,6 +99,7 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
           try {
             await create(r, url, signal)
             created++
+            stored?.(index)
           } catch (err) {
             if ((err as { invalid?: boolean }).invalid)
               invalid.push({ index, reason: (err as Error).message })

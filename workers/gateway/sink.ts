@@ -37,9 +37,11 @@ export interface Sink {
    * Resolves once every record is durably handed over; rejects if any was not (with a
    * `SinkRefusal` when the only ones not stored can never be). When `signal` aborts, a write not
    * yet begun is dropped and rejects with its reason; one already handed to the disk or the
-   * network may still complete.
+   * network may still complete. A sink that stores records one by one calls `stored` with the
+   * index of each as it is, so that a write that fails (or is cut at its deadline) half-way still
+   * counts what it stored: the retry of the batch then writes only the rest, and makes progress.
    */
-  write(records: readonly SinkRecord[], signal?: AbortSignal): Promise<void>
+  write(records: readonly SinkRecord[], signal?: AbortSignal, stored?: (index: number) => void): Promise<void>
   /**
    * After a failed write: resolves once the sink could take that write now, without storing
    * anything. Without it, a failed sink gets traffic again after a cool-down (half-open).
