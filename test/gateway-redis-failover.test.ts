@@ -83,3 +83,45 @@ test("a database Redis refuses to select (past its `databases`): not ready and s
   assert.equal(sc.events('gateway.redis.select.failed').length, 1, 'said once, not at every try')
   assert.equal(await stop(sc), 0)
 })
+
+test('a Redis that refuses the commands requests run (an ACL without scripting; a stream key of another type) keeps the gateway not ready until it takes them', async (t) => {
+  const redis = await startRedis()
+  t.after(() => redis.stop())
+  const admin = new Redis(redis.port, '127.0.0.1')
+  t.after(() => admin.disconnect())
+  await admin.call('ACL', 'SETUSER', 'gw', 'on', '>pw', '~*', '&*', '+@all', '-@scripting')
+  const sc = await startReady({
+    env: gatewayEnv({
+      REDIS_URL: `redis://gw:pw@127.0.0.1:${redis.port}`,
+      GATEWAY_SINK: 'redis-stream',
+      LOG_LEVEL: 'debug',
+    }),
+  })
+  t.after(() => stop(sc, 'SIGKILL'))
+  const base = await sc.url('gateway')
+  const stillFailing = (what: string) =>
+    sc.records.filter((r) => String(r.msg) === `${what} is still failing`).length
+  const notReady = async (what: string, degraded: string) => {
+    const episodes = sc.events('gateway.not-ready').filter((r) => r.degraded === degraded).length
+    const recoveries = sc.events('gateway.ready-again').length
+    assert.equal((await post(base, webhook([alert(`Refused-${degraded}`)]))).status, 503)
+    await sc.waitForCount('gateway.not-ready', episodes + 1, { degraded })
+    // Two probes later, still not ready: the probe runs what requests run.
+    const probes = stillFailing(what)
+    await sc.waitFor(() => stillFailing(what) >= probes + 2)
+    assert.equal(sc.events('gateway.ready-again').length, recoveries, `${what}: not ready again`)
+    assert.equal((await fetch(`${base}/ready`)).status, 503)
+    return recoveries
+  }
+  let recoveries = await notReady('the dedup store', 'redis')
+  await admin.call('ACL', 'SETUSER', 'gw', '+@scripting')
+  await sc.waitForCount('gateway.ready-again', recoveries + 1)
+
+  await admin.set('sia:alerts', 'not a stream')
+  recoveries = await notReady('the sink', 'sink')
+  await admin.del('sia:alerts')
+  await sc.waitForCount('gateway.ready-again', recoveries + 1)
+  assert.equal((await post(base, webhook([alert('Taken')]))).status, 201)
+  assert.equal(await admin.xlen('sia:alerts'), 1)
+  assert.equal(await stop(sc), 0)
+})

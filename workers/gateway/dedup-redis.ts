@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import type { Logger } from '../../shared/logger.js'
 import { mapSliced } from '../../shared/slices.js'
@@ -12,6 +13,8 @@ import {
 import type { RedisClient } from './redis-client.js'
 
 export const DEDUP_KEY_PREFIX = 'sia:gateway:dedup:'
+/** How long a probe's record lives. */
+const PROBE_TTL_MS = 1000
 
 /** What ioredis rejects a command with at its `commandTimeout`. */
 const COMMAND_TIMED_OUT = 'Command timed out'
@@ -405,12 +408,19 @@ export function createRedisStore(
     kind: 'redis',
     up: () => client.status === 'ready',
     // Run only while the store is failing (health.ts): every master answers (in a cluster, a
-    // batch reaches them all, a key only the one that holds it), then a write that expires at
-    // once goes through, each within the client's command timeout.
+    // batch reaches them all, a key only the one that holds it), then a record of the script
+    // every request runs, on a key no alert has, that expires at once, each within the client's
+    // command timeout. (A plain SET passed where the scripts were refused, by an ACL without
+    // scripting: ready again a second after each request answered 503.)
     async probe() {
       const masters = 'nodes' in client ? client.nodes('master') : [client]
       await Promise.all(masters.map((node) => replaceIfSilent(node, node.ping(), log)))
-      await replaceIfSilent(client, client.set(`${DEDUP_KEY_PREFIX}probe`, '1', 'PX', 1000), log)
+      const key = `${DEDUP_KEY_PREFIX}probe:${randomUUID()}`
+      await replaceIfSilent(
+        client,
+        cmds.dedupRecord(key, 'firing', Date.now(), PROBE_TTL_MS, 'probe', PROBE_TTL_MS),
+        log,
+      )
     },
     release,
     async record(entries: readonly DedupEntry[], owner: string, now: number): Promise<DedupResult[]> {

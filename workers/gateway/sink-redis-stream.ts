@@ -20,8 +20,12 @@ export function createRedisStreamSink(client: RedisClient, key: string): Sink {
       if (replies.length !== records.length) throw new Error('incomplete reply from redis')
     },
     async probe() {
-      // An XADD of nothing is not possible: the connection being up is what can be known.
+      // An XADD of nothing is not possible, and one of a probe record would reach the consumers:
+      // the connection is up, and the key can take XADD (a key of another type failed every
+      // write while the probe said ready a second after each).
       if (client.status !== 'ready') throw new Error(`redis is ${client.status}`)
+      const type = await client.type(key)
+      if (type !== 'stream' && type !== 'none') throw new Error(`${key} holds a ${type}, not a stream`)
     },
     async close() {}, // the client is shared with the dedup store and closed with it
   }
