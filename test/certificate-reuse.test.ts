@@ -84,6 +84,31 @@ test('the identity on disk is not reused for another principal (SERVICEACCOUNT o
   assert.equal(same.events('certificate.reused').length, 1, 'the same principal still reuses it')
 })
 
+test('the identity on disk is not reused once another provider is configured (ENDPOINT set, or cleared)', async (t) => {
+  const zts = await startZtsDouble()
+  t.after(() => zts.close())
+  const dataDir = mkdtempSync(join(tmpdir(), 'sia-reuse-'))
+  // Both authorities have the same name (the double is made of the local authority's code):
+  // which one signed is which one's key verifies.
+  const issuer = () =>
+    new X509Certificate(readFileSync(join(dataDir, 'cert.pem'))).verify(
+      new X509Certificate(zts.caPem).publicKey,
+    )
+      ? 'zts'
+      : 'local'
+  await boot(dataDir)
+  assert.equal(issuer(), 'local')
+  const toZts = await boot(dataDir, '1h', providerEnv(zts))
+  assert.equal(toZts.events('certificate.reused').length, 0)
+  assert.equal(zts.counts.register, 1, 'registered at ZTS')
+  assert.equal(issuer(), 'zts')
+  const stays = await boot(dataDir, '1h', providerEnv(zts))
+  assert.equal(stays.events('certificate.reused').length, 1, 'the same provider still reuses it')
+  const back = await boot(dataDir)
+  assert.equal(back.events('certificate.reused').length, 0)
+  assert.equal(issuer(), 'local', 'the local authority issued it again')
+})
+
 // REFRESH_INTERVAL=0 turns the periodic refresh off, not the retries of a boot that failed.
 for (const interval of ['24h', '0']) {
   test(`a refresh that fails at start is retried on the back-off schedule, not a REFRESH_INTERVAL (${interval}) later`, async (t) => {

@@ -7,7 +7,7 @@ import type { Logger } from '../logger.js'
 import type { CertProvider } from './cert-provider.js'
 import type { CsrPool } from './csr-pool.js'
 import { principalOf, roleCsrSpec, serviceCsrSpec } from './identity-spec.js'
-import { generateRsaKey } from './local-authority.js'
+import { authorityPaths, generateRsaKey } from './local-authority.js'
 import { roleCertPath } from './naming.js'
 import { parseTargets } from './targets.js'
 
@@ -202,9 +202,23 @@ export function createIdentityRefresher(deps: {
  * than the configuration does now (ATHENZ_DOMAIN or SERVICEACCOUNT changed): then start()
  * refreshes at once.
  */
+/**
+ * Whether the provider configured now issued `cert`: after ENDPOINT was set, the local authority's
+ * certificate was reused (and presented to ZTS) until the next refresh; after it was cleared, or
+ * the local authority made anew, one the current authority did not sign.
+ */
+async function issuedByProvider(cert: X509Certificate, config: Config): Promise<boolean> {
+  const ca = await readFile(authorityPaths(config.dataDir).cert, 'utf8').catch(() => undefined)
+  const authority = ca === undefined ? undefined : new X509Certificate(ca)
+  const byLocal = authority !== undefined && cert.checkIssued(authority) && cert.verify(authority.publicKey)
+  return config.endpoint ? !byLocal : byLocal
+}
+
 export async function freshForMs(identity: Identity, config: Config, now = Date.now()): Promise<number> {
-  const cn = /^CN=(.*)$/m.exec(new X509Certificate(identity.certPem).subject)?.[1]
+  const cert = new X509Certificate(identity.certPem)
+  const cn = /^CN=(.*)$/m.exec(cert.subject)?.[1]
   if (cn !== principalOf(config)) return 0
+  if (!(await issuedByProvider(cert, config))) return 0
   const dueAt = (pem: string) => {
     const cert = new X509Certificate(pem)
     const from = Date.parse(cert.validFrom)
