@@ -147,6 +147,32 @@ describe('zts provider against the ZTS double', () => {
     assert.equal(slow.status, 503)
   })
 
+  it("what ZTS refuses for the client's asking (no such role, not a member) is answered with its status, not counted a fetch failure; its 401 is a 502", async () => {
+    const errors = async () => {
+      const text = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
+      return [...text.matchAll(/^token_fetch_errors_total\{[^}]*\} (\d+)/gm)].reduce(
+        (n, m) => n + Number(m[1]),
+        0,
+      )
+    }
+    const before = await errors()
+    for (const [route, status, path] of [
+      ['roletoken', 403, '/roletoken'],
+      ['oauth2', 404, '/accesstoken'],
+      ['oauth2', 400, '/accesstoken'],
+    ] as const) {
+      zts.failNext(route, status, 1)
+      const r = await post(path, { domain: 'other', role: `refused-${status}` })
+      assert.equal(r.status, status, `${route} ${status}`)
+      assert.match(String(r.json.detail), new RegExp(`answered ${status}`))
+    }
+    assert.equal(await errors(), before, 'the client asked for what it may not have: no provider failure')
+    zts.failNext('oauth2', 401, 1) // our certificate refused: ours to fix
+    const ours = await post('/accesstoken', { domain: 'demo', role: 'unauthenticated' })
+    assert.equal(ours.status, 502)
+    assert.equal(await errors(), before + 1)
+  })
+
   it('a 2xx from ZTS that is not a token is a failure of the provider: 502, counted, never cached', async () => {
     const errors = async () => {
       const text = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()

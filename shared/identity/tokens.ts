@@ -46,3 +46,13 @@ export interface TokenSource {
 export function isUpstreamError(err: unknown): boolean {
   return (err as { code?: string }).code === 'ERR_UPSTREAM'
 }
+
+/**
+ * ZTS's status when it refused what the client asked (a domain or role it does not have, a
+ * principal not in the role, a bad request): the client's to fix, not a failure of the provider.
+ * Its 401 (our certificate refused) and 429 are ours, and stay failures.
+ */
+export function refusedByProvider(err: unknown): 400 | 403 | 404 | undefined {
+  const status = (err as { status?: unknown }).status
+  return isUpstreamError(err) && (status === 400 || status === 403 || status === 404) ? status : undefined
+}

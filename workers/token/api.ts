@@ -7,7 +7,7 @@ import { type Problem, sendJson, sendProblem } from '../../shared/http/problem.j
 import { targetPath } from '../../shared/http/target.js'
 import { closeUnread } from '../../shared/http/unread-body.js'
 import type { AccessToken, RoleToken } from '../../shared/identity/tokens.js'
-import { isUpstreamError } from '../../shared/identity/tokens.js'
+import { isUpstreamError, refusedByProvider } from '../../shared/identity/tokens.js'
 import type { Logger } from '../../shared/logger.js'
 import type { CacheKey, TokenCache } from './cache.js'
 import { secondsLeft } from './expiry.js'
@@ -305,6 +305,14 @@ export function createTokenApi(opts: TokenApiOptions) {
     if (isClientError(err)) {
       log.warn({ event: 'token.request.rejected', status: err.status, reason: err.message }, 'client error')
       return { status: err.status, title: TITLES[err.status] ?? 'Bad Request', detail: err.message }
+    }
+    const refused = refusedByProvider(err)
+    if (refused) {
+      log.warn(
+        { event: 'token.request.refused', status: refused, reason: (err as Error).message },
+        'refused by ZTS',
+      )
+      return { status: refused, title: TITLES[refused] ?? 'Bad Request', detail: (err as Error).message }
     }
     if ((err as Partial<CodedError>)?.code === 'ERR_TOKEN_DEADLINE') {
       log.error({ event: 'token.request.timeout', ms: opts.timeoutMs }, 'token request timed out')
