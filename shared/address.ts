@@ -14,5 +14,24 @@ export function parseAddress(text: string): ListenAddress {
     throw codedError('ERR_ADDRESS', `invalid address "${text}" (expected host:port, :port or [ipv6]:port)`)
   }
   const host = m[1] ?? m[2]
+  if (host !== '' && !validHost(host!, m[1] !== undefined)) {
+    throw codedError(
+      'ERR_ADDRESS',
+      `invalid address "${text}": "${host}" is neither an IP address nor a host name`,
+    )
+  }
   return { host: host === '' ? undefined : host, port }
+}
+
+const LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/
+
+/**
+ * An IP literal ([v6] bracketed), or a host name of DNS labels: what listen() can resolve, so
+ * that "999.1.1.1" or one with a space is a configuration error, not a start that fails.
+ */
+function validHost(host: string, bracketed: boolean): boolean {
+  const { isIP } = process.getBuiltinModule('node:net')
+  if (bracketed) return isIP(host) === 6
+  if (/^[\d.]+$/.test(host)) return isIP(host) === 4
+  return host.length <= 253 && host.split('.').every((label) => LABEL.test(label))
 }
