@@ -157,6 +157,29 @@ describe('gateway: kubernetes sink against an HTTPS API server', () => {
     }
   })
 
+  test('an alert an admission webhook denies (403): logged whole, 201 for the rest, not retried for ever', async () => {
+    api.refuseObjects(
+      (o) => (o.spec?.labels as Record<string, string> | undefined)?.denied !== undefined,
+      'admission',
+    )
+    try {
+      const r = await post(base, webhook([alert('Allowed'), alert('Denied', { labels: { denied: 'x' } })]))
+      assert.equal(r.status, 201)
+      assert.deepEqual([r.body.created, r.body.rejected], [1, 1])
+      await sc.waitFor(() =>
+        sc
+          .events('gateway.sink.rejected')
+          .some((e) => /403 Forbidden: admission webhook/.test(String(e.reason))),
+      )
+      // Every object denied, an ordinary alert's dry run too (RBAC, a namespace being deleted): a
+      // failed sink, 503, retried.
+      api.refuseObjects(() => true, 'admission')
+      assert.equal((await post(base, webhook([alert('AllDenied')]))).status, 503)
+    } finally {
+      api.refuseObjects(() => false)
+    }
+  })
+
   test('the token file is re-read: a rotated token is used on the next write', async () => {
     writeFileSync(tokenFile, 'sa-token-2')
     api.setToken('sa-token-2')

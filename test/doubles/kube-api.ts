@@ -44,8 +44,11 @@ export interface KubeApiDouble {
   setToken(token: string): void
   /** The next `n` creates and applies are answered `status` (e.g. 500, 403), with a Retry-After if given. */
   failNext(n: number, status: number, retryAfterSec?: number): void
-  /** Custom resources for which `refuse` is true are invalid (422), as against a schema. */
-  refuseObjects(refuse: (obj: KubeObject) => boolean): void
+  /**
+   * Custom resources for which `refuse` is true are invalid (422), as against a schema, or (`by`
+   * 'admission') denied by a validating admission webhook (403).
+   */
+  refuseObjects(refuse: (obj: KubeObject) => boolean, by?: 'schema' | 'admission'): void
   /** Core v1 secrets by "<namespace>/<name>", as stored after server-side apply. */
   secrets: Map<string, CoreObject>
   /** Every PATCH to a secret: its query, content type and parsed body, answered or refused. */
@@ -106,6 +109,7 @@ export async function startKubeApi(opts: {
   let token = opts.token
   let failures: { n: number; status: number; retryAfterSec?: number } = { n: 0, status: 0 }
   let refuse: (obj: KubeObject) => boolean = () => false
+  let refuseBy: 'schema' | 'admission' = 'schema'
   let uid = 0
   const objects = new Map<string, KubeObject>()
   const requests: KubeApiDouble['requests'] = []
@@ -258,6 +262,13 @@ export async function startKubeApi(opts: {
       return failure(400, 'BadRequest', 'invalid JSON')
     }
     const name = obj.metadata?.name ?? ''
+    if (refuse(obj) && refuseBy === 'admission') {
+      return failure(
+        403,
+        'Forbidden',
+        `admission webhook "policy.example.com" denied the request: ${obj.kind} "${name}" is not allowed`,
+      )
+    }
     if (
       obj.apiVersion !== `${group}/${version}` ||
       !obj.kind ||
@@ -335,8 +346,9 @@ export async function startKubeApi(opts: {
     failNext(n, status, retryAfterSec) {
       failures = { n, status, ...(retryAfterSec !== undefined ? { retryAfterSec } : {}) }
     },
-    refuseObjects(r) {
+    refuseObjects(r, by = 'schema') {
       refuse = r
+      refuseBy = by
     },
     secrets,
     applies,

@@ -79,9 +79,10 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
     } catch {}
     if (status === 409 && reason === 'AlreadyExists') return
     const err = codedError('ERR_KUBE_API', `API server answered ${status} ${reason}: ${message}`)
-    // The object itself: bad, too large, or against the resource's schema (as opposed to the
-    // credentials, the server, or the resource type, which fail every object alike).
-    throw Object.assign(err, { invalid: status === 400 || status === 413 || status === 422 })
+    // Perhaps the object itself: bad, too large, against the resource's schema, or denied by an
+    // admission webhook (403, as RBAC's: a dry run of an ordinary alert tells them apart), as
+    // opposed to the credentials, the server, or the resource type, which fail every object alike.
+    throw Object.assign(err, { invalid: [400, 403, 413, 422].includes(status) })
   }
 
   return {
