@@ -32,7 +32,8 @@ export function createProcessExit(log: Logger): ProcessExit {
       // A thread marked stuck may only have been slow (a loaded machine): it gets the same wait.
       const ending = [...threads].map((h) => (stuck.has(h) ? h.exited : h.terminate('terminated')))
       await Promise.race([Promise.all(ending), sleep(END_THREADS_MS, undefined, { ref: false })])
-      // A thread still up now is stuck, whether or not its stop had time to find it so.
+      // A thread still up now is stuck, whether or not its stop had time to find it so; and a
+      // stuck thread makes the exit unclean, whatever its stop answered (DESIGN.md §1: code 1).
       for (const h of threads) {
         if (stuck.has(h) || !h.alive()) continue
         stuck.add(h)
@@ -41,6 +42,7 @@ export function createProcessExit(log: Logger): ProcessExit {
           `${h.service} thread could not be terminated`,
         )
       }
+      if (stuck.size > 0) code = Math.max(code, 1)
       // Last: nothing the run still does (it may be mid-shutdown when the watchdog leaves) is
       // logged after it, since the process is gone in the same turn.
       log.info(

@@ -245,3 +245,45 @@ Server.prototype.close = function (...args) {
     assert.equal(outcome, gatewayDeadline ? 'stuck' : 'timeout')
   })
 }
+
+test('a thread that answers its shutdown clean late in the budget, then cannot be terminated: exit 1 naming it', async () => {
+  // A preload that wedges the certificate's thread right after it posts its shutdown answer (a
+  // synchronous open() of a FIFO no one writes), which a delay brings 300 ms before the budget
+  // ends: its terminate has less than its full second, and the exit's last wait finds it.
+  const dir = mkdtempSync(join(tmpdir(), 'sia-wedge-'))
+  const fifo = join(dir, 'never-written')
+  execFileSync('mkfifo', [fifo])
+  const wedge = join(dir, 'wedge.mjs')
+  writeFileSync(
+    wedge,
+    `import { parentPort, workerData, MessagePort } from 'node:worker_threads'
+import { openSync } from 'node:fs'
+let service = workerData?.service
+if (workerData === 'sia:await-init') parentPort.once('message', (init) => { service = init?.service })
+const post = MessagePort.prototype.postMessage
+MessagePort.prototype.postMessage = function (m, ...rest) {
+  const r = post.call(this, m, ...rest)
+  if (service === 'certificate' && m?.value && typeof m.value === 'object' && 'timedOut' in m.value)
+    openSync(${JSON.stringify(fifo)}, 'r')
+  return r
+}
+`,
+  )
+  const sc = await startReady({
+    env: {
+      NODE_OPTIONS: `--import=${wedge}`,
+      SHUTDOWN_TIMEOUT: '3s',
+      SIA_FAILPOINTS: 'certificate.shutdown=delay(2700)',
+    },
+  })
+  const t0 = Date.now()
+  sc.kill('SIGTERM')
+  const { code, ms } = await exitAfter(sc, t0)
+  assert.equal(code, 1)
+  assert.ok(ms < 3000 + 1000 + 500, `out in ${ms}ms`)
+  assert.deepEqual(exitRecord(sc).stuck, ['certificate'])
+  assert.deepEqual(
+    sc.events('worker.stuck').map((r) => r.service),
+    ['certificate'],
+  )
+})
