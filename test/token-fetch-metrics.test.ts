@@ -32,3 +32,37 @@ test('token_fetch_errors_total counts failed fetches, not those the shutdown can
   assert.equal(of('accesstoken'), 1, 'the deadline counts, the cancel does not')
   assert.equal(of('roletoken'), 1)
 })
+
+test("ZTS refusing what a client asked is not counted; refusing a configured target's token is", async () => {
+  const refused = (status: number) => Object.assign(failing(`answered ${status}`), { status })
+  const refusing: TokenSource = {
+    roleToken: async () => {
+      throw refused(403)
+    },
+    accessToken: async () => {
+      throw refused(404)
+    },
+  }
+  const registry = new Registry()
+  const counted = countFetchErrors(
+    refusing,
+    registry,
+    ['accesstoken', 'roletoken'],
+    [{ domain: 'mine', role: 'reader' }],
+  )
+  const signal = new AbortController().signal
+  const ask = (domain: string) => ({ domain, role: 'reader', proxyForPrincipal: '', expiry: 0 })
+  await assert.rejects(counted.accessToken(ask('other'), signal))
+  await assert.rejects(counted.roleToken({ ...ask('other'), minExpiry: 0, maxExpiry: 0 }, signal))
+  await assert.rejects(counted.accessToken(ask('mine'), signal))
+  await assert.rejects(counted.roleToken({ ...ask('mine'), minExpiry: 0, maxExpiry: 0 }, signal))
+  const values = (await registry.getSingleMetric('token_fetch_errors_total')!.get()).values
+  assert.deepEqual(
+    values.map((v) => [v.labels.type, v.value]).sort(),
+    [
+      ['accesstoken', 1],
+      ['roletoken', 1],
+    ],
+    'the target refused, the client asks not',
+  )
+})

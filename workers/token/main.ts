@@ -205,6 +205,7 @@ defineService({
       tokenSourceFor(config, client),
       registry,
       config.tokenType.split('+') as TokenKind[],
+      parseTargets(config.targetDomainRoles),
     )
     const targets = targetsOf(config)
     // Registered after the ZTS client's close, so it runs before it: fetches still going once the
