@@ -109,6 +109,16 @@ test('the identity on disk is not reused once another provider is configured (EN
   assert.equal(issuer(), 'local', 'the local authority issued it again')
 })
 
+test('an unreadable local authority certificate does not fail the start: the authority is made anew, the identity issued again', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'sia-reuse-'))
+  await boot(dataDir)
+  writeFileSync(join(dataDir, 'authority', 'ca.cert.pem'), '')
+  const again = await boot(dataDir) // stop() asserts exit 0
+  assert.equal(again.events('certificate.reused').length, 0)
+  const ca = new X509Certificate(readFileSync(join(dataDir, 'authority', 'ca.cert.pem')))
+  assert.ok(new X509Certificate(readFileSync(join(dataDir, 'cert.pem'))).verify(ca.publicKey))
+})
+
 // REFRESH_INTERVAL=0 turns the periodic refresh off, not the retries of a boot that failed.
 for (const interval of ['24h', '0']) {
   test(`a refresh that fails at start is retried on the back-off schedule, not a REFRESH_INTERVAL (${interval}) later`, async (t) => {

@@ -1,5 +1,16 @@
 import assert from 'node:assert/strict'
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import {
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
@@ -62,5 +73,50 @@ test('an authority left half-made or mismatched is set aside and made anew, a pa
     assertWhole(dataDir, again)
     const setAside = readdirSync(dataDir).filter((f) => f.startsWith('authority.broken-'))
     assert.equal(setAside.length, what.startsWith('an empty') ? 0 : 1, `${what}: kept for a look`)
+  }
+})
+
+test('an authority directory no rename can replace (a symlink to one, a mount point): the pair is made inside it, and repaired there', async (t) => {
+  const cases: Record<string, () => string | undefined> = {
+    'a symlink to a directory elsewhere': () => {
+      const dataDir = fresh()
+      symlinkSync(mkdtempSync(join(tmpdir(), 'sia-authority-volume-')), authorityPaths(dataDir).dir)
+      return dataDir
+    },
+    'a mount point': () => {
+      const dataDir = fresh()
+      const dir = authorityPaths(dataDir).dir
+      mkdirSync(dir)
+      if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', dir]).status !== 0) return undefined
+      t.after(() => void spawnSync('umount', ['-l', dir]))
+      return dataDir
+    },
+  }
+  for (const [what, make] of Object.entries(cases)) {
+    const dataDir = make()
+    if (!dataDir) {
+      t.diagnostic(`${what}: cannot mount a tmpfs here (needs root)`)
+      continue
+    }
+    const paths = authorityPaths(dataDir)
+    const before = lstatSync(paths.dir)
+    const first = await loadOrCreateAuthority(dataDir)
+    assertWhole(dataDir, first)
+    assert.equal((await loadOrCreateAuthority(dataDir)).certPem, first.certPem, `${what}: loaded again`)
+    rmSync(paths.key) // half of it lost
+    const again = await loadOrCreateAuthority(dataDir)
+    assert.ok(again.cert.checkPrivateKey(again.key), what)
+    assert.notEqual(again.certPem, first.certPem, what)
+    assertWhole(dataDir, again)
+    const after = lstatSync(paths.dir)
+    assert.deepEqual(
+      [after.isSymbolicLink(), after.ino],
+      [before.isSymbolicLink(), before.ino],
+      `${what}: kept in place`,
+    )
+    assert.ok(
+      readdirSync(paths.dir).some((f) => f.startsWith('ca.cert.pem.broken-')),
+      `${what}: the broken certificate set aside beside it`,
+    )
   }
 })

@@ -209,8 +209,12 @@ export function createIdentityRefresher(deps: {
  */
 async function issuedByProvider(cert: X509Certificate, config: Config): Promise<boolean> {
   const ca = await readFile(authorityPaths(config.dataDir).cert, 'utf8').catch(() => undefined)
-  const authority = ca === undefined ? undefined : new X509Certificate(ca)
-  const byLocal = authority !== undefined && cert.checkIssued(authority) && cert.verify(authority.publicKey)
+  let byLocal = false
+  try {
+    // An unreadable one (empty, garbage) signed nothing: the local authority repairs it at start.
+    const authority = ca === undefined ? undefined : new X509Certificate(ca)
+    byLocal = authority !== undefined && cert.checkIssued(authority) && cert.verify(authority.publicKey)
+  } catch {}
   return config.endpoint ? !byLocal : byLocal
 }
 

@@ -1,11 +1,11 @@
 import { createPrivateKey, generateKeyPair, type KeyObject, X509Certificate } from 'node:crypto'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
 import { writeFilesAtomic } from '../atomic-file.js'
 import { distUrl } from '../dist-url.js'
 import { ensureDir } from '../ensure-dir.js'
 import { codedError } from '../errors.js'
-import { mkdir, readFile, rename, rm, syncDir } from '../fs-async.js'
+import { link, lstat, mkdir, readFile, rename, rm, stat, syncDir } from '../fs-async.js'
 import type { CaSpec } from './csr.js'
 import type { CsrPool } from './csr-pool.js'
 
@@ -44,7 +44,10 @@ export function authorityPaths(dataDir: string) {
  * renamed into place: a crash between two files left a certificate with no key (every start
  * failed) or a key with no certificate (a new certificate was made for another key, and the old
  * key went on signing: nothing it issued verified). One found so, or whose files do not pair, is
- * moved aside (`authority.broken-<time>`) and made anew.
+ * moved aside (`authority.broken-<time>`) and made anew. A directory no rename can replace (a
+ * symlink to one, a volume mounted there) keeps its place: the pair is published inside it, the
+ * key first (a crash between leaves a key alone, which signed nothing), and a broken pair's files
+ * are moved aside in it.
  */
 export async function loadOrCreateAuthority(dataDir: string, pool?: Pick<CsrPool, 'ca'>): Promise<Authority> {
   const paths = authorityPaths(dataDir)
@@ -54,17 +57,32 @@ export async function loadOrCreateAuthority(dataDir: string, pool?: Pick<CsrPool
     if ((found.code !== 'ENOENT' && found.code !== 'ERR_AUTHORITY_BROKEN') || attempt === 2) throw found
     // Broken, or still nothing after a publication that found the directory taken (what an
     // older version's crash left: its temporary files, no pair): set aside, made anew.
+    const fixed = await fixedInPlace(paths.dir)
     if (found.code === 'ERR_AUTHORITY_BROKEN' || attempt > 0) {
-      await rename(paths.dir, `${paths.dir}.broken-${Date.now()}`).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== 'ENOENT') throw err // another worker moved it first
-      })
+      const aside = (from: string) =>
+        rename(from, `${from}.broken-${Date.now()}`).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') throw err // another worker moved it first
+        })
+      if (fixed) await Promise.all([aside(paths.key), aside(paths.cert)])
+      else await aside(paths.dir)
     }
-    await publishNew(dataDir, paths.dir, pool)
+    await publishNew(dataDir, paths.dir, fixed, pool)
   }
 }
 
-/** Makes a CA and renames its directory into place, unless another worker's is there first. */
-async function publishNew(dataDir: string, dir: string, pool?: Pick<CsrPool, 'ca'>): Promise<void> {
+/** A directory that is there and no rename can replace: a symlink to one, or a mount point. */
+async function fixedInPlace(dir: string): Promise<boolean> {
+  const [own, parent] = await Promise.all([lstat(dir), stat(dirname(dir))]).catch(() => [])
+  return own !== undefined && parent !== undefined && (own.isSymbolicLink() || own.dev !== parent.dev)
+}
+
+/** Makes a CA and puts it in place, unless another worker's is there first. */
+async function publishNew(
+  dataDir: string,
+  dir: string,
+  fixed: boolean,
+  pool?: Pick<CsrPool, 'ca'>,
+): Promise<void> {
   await ensureDir(dataDir)
   const { privateKeyPem } = await generateRsaKey()
   const spec: CaSpec = {
@@ -81,6 +99,7 @@ async function publishNew(dataDir: string, dir: string, pool?: Pick<CsrPool, 'ca
   const certPem = pool
     ? await pool.ca(spec)
     : ((await import(distUrl('shared/identity/csr.js').href)) as typeof import('./csr.js')).buildCaCert(spec)
+  if (fixed) return publishInside(dir, privateKeyPem, certPem)
   const staging = `${dir}.${process.pid}.${Date.now()}.tmp`
   await mkdir(staging, { mode: 0o700 })
   try {
@@ -97,6 +116,26 @@ async function publishNew(dataDir: string, dir: string, pool?: Pick<CsrPool, 'ca
     if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err
   } finally {
     await rm(staging, { recursive: true, force: true })
+  }
+}
+
+/** Each file staged in `dir`, then linked into place, key first: link() fails if another worker's is there. */
+async function publishInside(dir: string, keyPem: string, certPem: string): Promise<void> {
+  const suffix = `.${process.pid}.${Date.now()}.tmp`
+  const [key, cert] = [join(dir, KEY_FILE), join(dir, CERT_FILE)]
+  try {
+    await writeFilesAtomic([
+      { path: key + suffix, data: keyPem, mode: 0o600 },
+      { path: cert + suffix, data: certPem, mode: 0o644 },
+    ])
+    for (const file of [key, cert]) {
+      await link(file + suffix, file).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err
+      })
+    }
+    await syncDir(dir)
+  } finally {
+    await Promise.all([rm(key + suffix, { force: true }), rm(cert + suffix, { force: true })])
   }
 }
 
