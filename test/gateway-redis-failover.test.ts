@@ -123,5 +123,13 @@ test('a Redis that refuses the commands requests run (an ACL without scripting; 
   await sc.waitForCount('gateway.ready-again', recoveries + 1)
   assert.equal((await post(base, webhook([alert('Taken')]))).status, 201)
   assert.equal(await admin.xlen('sia:alerts'), 1)
+  // Least privilege without TYPE: the probe goes by the connection (ready again, not down for ever).
+  await admin.call('ACL', 'SETUSER', 'gw', '-type')
+  await admin.set('sia:alerts', 'not a stream')
+  recoveries = sc.events('gateway.ready-again').length
+  assert.equal((await post(base, webhook([alert('NoType')]))).status, 503)
+  await sc.waitForCount('gateway.ready-again', recoveries + 1)
+  await admin.del('sia:alerts')
+  assert.equal((await post(base, webhook([alert('NoType')]))).status, 201)
   assert.equal(await stop(sc), 0)
 })
