@@ -23,7 +23,8 @@ export function parseAddress(text: string): ListenAddress {
   return { host: host === '' ? undefined : host, port }
 }
 
-const LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/
+// DNS labels, and the underscores /etc/hosts and getaddrinfo take as well.
+const LABEL = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/
 
 /**
  * An IP literal ([v6] bracketed), or a host name of DNS labels: what listen() can resolve, so
@@ -33,5 +34,6 @@ function validHost(host: string, bracketed: boolean): boolean {
   const { isIP } = process.getBuiltinModule('node:net')
   if (bracketed) return isIP(host) === 6
   if (/^[\d.]+$/.test(host)) return isIP(host) === 4
-  return host.length <= 253 && host.split('.').every((label) => LABEL.test(label))
+  const name = host.endsWith('.') ? host.slice(0, -1) : host // a fully qualified name's root
+  return name.length <= 253 && name.split('.').every((label) => LABEL.test(label))
 }

@@ -267,13 +267,21 @@ describe('loadConfig', () => {
     rejects([], { TOKEN_SERVER_ADDR: 'localhost' }, /TOKEN_SERVER_ADDR/)
     rejects([], { GATEWAY_ADDR: ':99999' }, /GATEWAY_ADDR/)
     // What listen() could never resolve is refused here, not at the start (exit 1, no setting named).
-    for (const bad of ['999.1.1.1:18880', '127.0.0.1 :18880', '[127.0.0.1]:18880', 'bad_host:18880', '-a:1'])
+    for (const bad of ['999.1.1.1:18880', '127.0.0.1 :18880', '[127.0.0.1]:18880', 'a..b:18880', '-a:1'])
       rejects(
         [],
         { TOKEN_SERVER_ADDR: bad },
         /TOKEN_SERVER_ADDR: invalid address .* is neither an IP address nor a host name/,
       )
-    for (const good of ['127.0.0.1:1', '[::1]:1', 'localhost:1', 'sia-0.sia.svc.cluster.local:1', ':1'])
+    for (const good of [
+      '127.0.0.1:1',
+      '[::1]:1',
+      '[::]:1',
+      'localhost:1',
+      'sia-0.sia.svc.cluster.local.:1',
+      'my_host:1',
+      ':1',
+    ])
       assert.equal(config([], { TOKEN_SERVER_ADDR: good }).tokenServerAddr, good)
     rejects(['--refresh-interval', '5x'], {}, /--refresh-interval/)
     rejects([], { SHUTDOWN_TIMEOUT: '30' }, /SHUTDOWN_TIMEOUT/)
