@@ -45,6 +45,15 @@ after(async () => {
   await zts?.close()
 })
 
+/** token_fetch_errors_total, every type. */
+async function fetchErrors(): Promise<number> {
+  const text = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
+  return [...text.matchAll(/^token_fetch_errors_total\{[^}]*\} (\d+)/gm)].reduce(
+    (n, m) => n + Number(m[1]),
+    0,
+  )
+}
+
 describe('zts provider against the ZTS double', () => {
   it('registers the instance with the CSR SIA builds', () => {
     assert.equal(zts.counts.register, 1)
@@ -148,14 +157,7 @@ describe('zts provider against the ZTS double', () => {
   })
 
   it("what ZTS refuses for the client's asking (no such role, not a member) is answered with its status, not counted a fetch failure; its 401 is a 502", async () => {
-    const errors = async () => {
-      const text = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
-      return [...text.matchAll(/^token_fetch_errors_total\{[^}]*\} (\d+)/gm)].reduce(
-        (n, m) => n + Number(m[1]),
-        0,
-      )
-    }
-    const before = await errors()
+    const before = await fetchErrors()
     for (const [route, status, path] of [
       ['roletoken', 403, '/roletoken'],
       ['oauth2', 404, '/accesstoken'],
@@ -166,22 +168,19 @@ describe('zts provider against the ZTS double', () => {
       assert.equal(r.status, status, `${route} ${status}`)
       assert.match(String(r.json.detail), new RegExp(`answered ${status}`))
     }
-    assert.equal(await errors(), before, 'the client asked for what it may not have: no provider failure')
+    assert.equal(
+      await fetchErrors(),
+      before,
+      'the client asked for what it may not have: no provider failure',
+    )
     zts.failNext('oauth2', 401, 1) // our certificate refused: ours to fix
     const ours = await post('/accesstoken', { domain: 'demo', role: 'unauthenticated' })
     assert.equal(ours.status, 502)
-    assert.equal(await errors(), before + 1)
+    assert.equal(await fetchErrors(), before + 1)
   })
 
   it('a 2xx from ZTS that is not a token is a failure of the provider: 502, counted, never cached', async () => {
-    const errors = async () => {
-      const text = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
-      return [...text.matchAll(/^token_fetch_errors_total\{[^}]*\} (\d+)/gm)].reduce(
-        (n, m) => n + Number(m[1]),
-        0,
-      )
-    }
-    const before = await errors()
+    const before = await fetchErrors()
     // A page that is not JSON is no answer at all: tried again, as a 5xx is, and the retry answers.
     const asked = zts.counts.roletoken
     zts.answerNext('roletoken', '<html>Sign in</html>', 'text/html')
@@ -196,7 +195,7 @@ describe('zts provider against the ZTS double', () => {
     zts.answerNext('oauth2', JSON.stringify({ access_token: 'aaa.bbb.ccc', token_type: 'Bearer' }))
     const noExpiry = await post('/accesstoken', { domain: 'demo', role: 'no-expiry' })
     assert.equal(noExpiry.status, 502)
-    assert.equal(await errors(), before + 2)
+    assert.equal(await fetchErrors(), before + 2)
     // Asked again, ZTS answers a token: it was not cached.
     const n = zts.counts.oauth2
     const again = await post('/accesstoken', { domain: 'demo', role: 'no-expiry' })

@@ -194,35 +194,58 @@ test('SIGTERM in the first instants of boot ends in a logged exit 0 (it died by 
   assert.deepEqual(sc.junk, [])
 })
 
-// The gateway's own deadline short (the others stop within what is left of the budget), or the
-// default (it takes the whole budget: the others are stopped with none left, and are not stuck).
-for (const gatewayDeadline of ['500ms', undefined]) {
-  test(`a thread that cannot be terminated does not hold the process: exit 1 naming it, and only it (gateway shutdownTimeout ${gatewayDeadline ?? 'default'})`, async () => {
-    // A preload that wedges the gateway's thread when its server stops listening for the shutdown: a
-    // synchronous open() of a FIFO that no one opens for writing. No termination interrupts a system
-    // call, so the thread can never be terminated, and process.exit() would wait for it forever.
-    // (This test used Node's endless recursive mkdir under /proc, which Node 26.12 fixed.)
-    const dir = mkdtempSync(join(tmpdir(), 'sia-wedge-'))
-    const fifo = join(dir, 'never-written')
-    execFileSync('mkfifo', [fifo])
-    const wedge = join(dir, 'wedge.mjs')
-    writeFileSync(
-      wedge,
-      `import { parentPort, workerData } from 'node:worker_threads'
+/**
+ * A preload that wedges a thread where `hook` calls `wedge()`: a synchronous open() of a FIFO that
+ * no one opens for writing. No termination interrupts a system call, so the thread can never be
+ * terminated, and process.exit() would wait for it forever. (These tests used Node's endless
+ * recursive mkdir under /proc, which Node 26.12 fixed.) `service` is the thread's service.
+ */
+function wedgePreload(hook: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-wedge-'))
+  const fifo = join(dir, 'never-written')
+  execFileSync('mkfifo', [fifo])
+  const path = join(dir, 'wedge.mjs')
+  writeFileSync(
+    path,
+    `import { parentPort, workerData, MessagePort } from 'node:worker_threads'
 import { openSync } from 'node:fs'
 import { Server } from 'node:net'
 // A thread spawned before the configuration was read (supervisor/prespawn.ts: as many as the
 // machine has cores, less one) learns its service from its first message.
 let service = workerData?.service
 if (workerData === 'sia:await-init') parentPort.once('message', (init) => { service = init?.service })
-const close = Server.prototype.close
-Server.prototype.close = function (...args) {
-  if (service === 'gateway') openSync(${JSON.stringify(fifo)}, 'r')
-  return close.apply(this, args)
-}
+const wedge = () => openSync(${JSON.stringify(fifo)}, 'r')
+${hook}
 `,
-    )
-    const config = join(dir, 'sia.json')
+  )
+  return path
+}
+
+/** SIGTERM with a 3 s budget: out within it and the second to end threads, exit 1, naming `service` stuck, and only it. */
+async function assertStuckExit(sc: Sidecar, service: string): Promise<void> {
+  const t0 = Date.now()
+  sc.kill('SIGTERM')
+  const { code, ms } = await exitAfter(sc, t0)
+  assert.equal(code, 1)
+  assert.ok(ms < 3000 + 1000 + 500, `out in ${ms}ms`)
+  assert.deepEqual(
+    sc.events('worker.stuck').map((r) => r.service),
+    [service],
+  )
+  assert.deepEqual(exitRecord(sc).stuck, [service])
+}
+
+// The gateway's own deadline short (the others stop within what is left of the budget), or the
+// default (it takes the whole budget: the others are stopped with none left, and are not stuck).
+for (const gatewayDeadline of ['500ms', undefined]) {
+  test(`a thread that cannot be terminated does not hold the process: exit 1 naming it, and only it (gateway shutdownTimeout ${gatewayDeadline ?? 'default'})`, async () => {
+    // Wedged when its server stops listening for the shutdown.
+    const wedge = wedgePreload(`const close = Server.prototype.close
+Server.prototype.close = function (...args) {
+  if (service === 'gateway') wedge()
+  return close.apply(this, args)
+}`)
+    const config = join(mkdtempSync(join(tmpdir(), 'sia-wedge-')), 'sia.json')
     writeFileSync(
       config,
       JSON.stringify(gatewayDeadline ? { services: { gateway: { shutdownTimeout: gatewayDeadline } } } : {}),
@@ -230,16 +253,7 @@ Server.prototype.close = function (...args) {
     const sc = await startReady({
       env: { NODE_OPTIONS: `--import=${wedge}`, SHUTDOWN_TIMEOUT: '3s', SIA_CONFIG_FILE: config },
     })
-    const t0 = Date.now()
-    sc.kill('SIGTERM')
-    const { code, ms } = await exitAfter(sc, t0)
-    assert.equal(code, 1)
-    assert.ok(ms < 3000 + 1000 + 500, `out in ${ms}ms`)
-    assert.deepEqual(
-      sc.events('worker.stuck').map((r) => r.service),
-      ['gateway'],
-    )
-    assert.deepEqual(exitRecord(sc).stuck, ['gateway'])
+    await assertStuckExit(sc, 'gateway')
     const outcome = sc.events('service.shutdown.done').find((r) => r.service === 'gateway')?.outcome
     // Found stuck by its own stop (it had TERMINATE_MS), or by the exit's last wait.
     assert.equal(outcome, gatewayDeadline ? 'stuck' : 'timeout')
@@ -247,28 +261,14 @@ Server.prototype.close = function (...args) {
 }
 
 test('a thread that answers its shutdown clean late in the budget, then cannot be terminated: exit 1 naming it', async () => {
-  // A preload that wedges the certificate's thread right after it posts its shutdown answer (a
-  // synchronous open() of a FIFO no one writes), which a delay brings 300 ms before the budget
-  // ends: its terminate has less than its full second, and the exit's last wait finds it.
-  const dir = mkdtempSync(join(tmpdir(), 'sia-wedge-'))
-  const fifo = join(dir, 'never-written')
-  execFileSync('mkfifo', [fifo])
-  const wedge = join(dir, 'wedge.mjs')
-  writeFileSync(
-    wedge,
-    `import { parentPort, workerData, MessagePort } from 'node:worker_threads'
-import { openSync } from 'node:fs'
-let service = workerData?.service
-if (workerData === 'sia:await-init') parentPort.once('message', (init) => { service = init?.service })
-const post = MessagePort.prototype.postMessage
+  // Wedged right after it posts its shutdown answer, which a delay brings 300 ms before the
+  // budget ends: its terminate has less than its full second, and the exit's last wait finds it.
+  const wedge = wedgePreload(`const post = MessagePort.prototype.postMessage
 MessagePort.prototype.postMessage = function (m, ...rest) {
   const r = post.call(this, m, ...rest)
-  if (service === 'certificate' && m?.value && typeof m.value === 'object' && 'timedOut' in m.value)
-    openSync(${JSON.stringify(fifo)}, 'r')
+  if (service === 'certificate' && m?.value && typeof m.value === 'object' && 'timedOut' in m.value) wedge()
   return r
-}
-`,
-  )
+}`)
   const sc = await startReady({
     env: {
       NODE_OPTIONS: `--import=${wedge}`,
@@ -276,14 +276,5 @@ MessagePort.prototype.postMessage = function (m, ...rest) {
       SIA_FAILPOINTS: 'certificate.shutdown=delay(2700)',
     },
   })
-  const t0 = Date.now()
-  sc.kill('SIGTERM')
-  const { code, ms } = await exitAfter(sc, t0)
-  assert.equal(code, 1)
-  assert.ok(ms < 3000 + 1000 + 500, `out in ${ms}ms`)
-  assert.deepEqual(exitRecord(sc).stuck, ['certificate'])
-  assert.deepEqual(
-    sc.events('worker.stuck').map((r) => r.service),
-    ['certificate'],
-  )
+  await assertStuckExit(sc, 'certificate')
 })
