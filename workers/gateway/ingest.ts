@@ -129,23 +129,28 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     }
   }
 
-  /** Writes the fresh items and commits them; resolves to those stored (all of them, or some). */
+  /** Writes the fresh items and commits them; resolves to true when all are stored, else to those that are. */
   const writeAndCommit = async (
     fresh: readonly Item[],
     owner: string,
     webhook: Webhook,
     receivedAt: string,
-  ): Promise<readonly Item[]> => {
+  ): Promise<true | readonly Item[]> => {
     const toSink = fresh.filter((a) => a.sinkable)
     if (toSink.length === 0) return commitLater(fresh, owner)
     let records: SinkRecord[] = []
-    const stored = new Set<Item>()
+    // Only a sink that stores records one by one reports them (sink.ts), and only then is a set made.
+    let stored: Set<Item> | undefined
     try {
       await opts.failpoint(BEFORE_SINK)
       records = await mapSliced(toSink, (a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt))
       await withDeadline(
         opts.sinkTimeoutMs,
-        (signal) => sink.write(records, signal, (i) => stored.add(toSink[i]!)),
+        (signal) =>
+          sink.write(records, signal, (i) => {
+            stored ??= new Set()
+            stored.add(toSink[i]!)
+          }),
         () =>
           codedError('ERR_SINK_TIMEOUT', `the sink did not take the batch within ${opts.sinkTimeoutMs}ms`),
       )
@@ -164,7 +169,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         return sinkTookIt(fresh, owner)
       }
       // A sink that stored some of the batch is slow, not down: readiness is not taken away.
-      opts.onSinkWrite?.(stored.size > 0)
+      opts.onSinkWrite?.(stored !== undefined)
       metrics.sinkErrors.inc({ sink: sink.name })
       if (sinkFailures++ === 0) {
         const { message, code } = err as NodeJS.ErrnoException
@@ -176,9 +181,10 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       // What was stored is committed (AlertManager's retry of the batch finds it a duplicate,
       // and writes only the rest: a batch too slow for one deadline still gets through in a few
       // retries); an alert is stored when every item of its fingerprint is.
-      const unstored = new Set(toSink.filter((a) => !stored.has(a)).map((a) => a.fingerprint))
-      const kept = stored.size > 0 ? fresh.filter((a) => !unstored.has(a.fingerprint)) : []
-      const released = stored.size > 0 ? [...unstored] : [...new Set(fresh.map((a) => a.fingerprint))]
+      const some = stored
+      const unstored = some && new Set(toSink.filter((a) => !some.has(a)).map((a) => a.fingerprint))
+      const kept = unstored ? fresh.filter((a) => !unstored.has(a.fingerprint)) : []
+      const released = [...(unstored ?? new Set(fresh.map((a) => a.fingerprint)))]
       await store
         .release(released, owner)
         .catch((rbErr: unknown) =>
@@ -187,12 +193,13 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
             'releasing the leases failed; they expire on their own',
           ),
         )
-      return kept.length > 0 ? commitLater(kept, owner) : []
+      if (kept.length > 0) commitLater(kept, owner)
+      return kept
     }
     return sinkTookIt(fresh, owner)
   }
 
-  const sinkTookIt = (fresh: readonly Item[], owner: string): readonly Item[] => {
+  const sinkTookIt = (fresh: readonly Item[], owner: string): true => {
     opts.onSinkWrite?.(true)
     if (sinkFailures > 0) {
       log.info(
@@ -205,11 +212,11 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   }
 
   /** One commit per fingerprint, with the status written last (a batch may hold its resolution). */
-  const commitLater = (fresh: readonly Item[], owner: string): readonly Item[] => {
+  const commitLater = (fresh: readonly Item[], owner: string): true => {
     const last = new Map<string, DedupEntry>()
     for (const a of fresh) last.set(a.fingerprint, { fingerprint: a.fingerprint, status: a.alert.status })
     opts.background(commit([...last.values()], owner))
-    return fresh
+    return true
   }
 
   return async (webhook) => {
@@ -263,11 +270,12 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         else fresh.push(a)
       })
       if (fresh.length > 0) {
-        const stored = new Set(await writeAndCommit(fresh, owner, webhook, receivedAt))
+        const written = await writeAndCommit(fresh, owner, webhook, receivedAt)
+        const some = written === true ? undefined : new Set(written)
         for (const a of fresh) {
-          if (a.outcome.status !== 'rejected') a.outcome.status = stored.has(a) ? 'created' : 'failed'
+          if (a.outcome.status !== 'rejected') a.outcome.status = !some || some.has(a) ? 'created' : 'failed'
         }
-        if (stored.size < fresh.length) {
+        if (some && some.size < fresh.length) {
           failure = 'sink-failed'
           break
         }
