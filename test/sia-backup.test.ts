@@ -186,6 +186,11 @@ describe('BACKUP=read: on boot with the provider down, the secret stands in', ()
   before(async () => {
     backupCert = b64(api.secrets.get('payments/api-cert')?.data?.['tls.crt'])
     assert.ok(backupCert, 'the previous suite left a backup')
+    // A valid identity of another principal on disk (a persistent DATA_DIR, SERVICEACCOUNT
+    // renamed): not ours, so not kept in place of the backup.
+    const other = await zts.issue('other.team.api')
+    writeFileSync(join(dir, 'key.pem'), other.keyPem, { mode: 0o600 })
+    writeFileSync(join(dir, 'cert.pem'), other.certPem)
     zts.failNext('register', 503, 1_000_000)
     zts.failNext('refresh', 503, 1_000_000)
     sc = await startReady({
@@ -223,6 +228,33 @@ describe('BACKUP=read: on boot with the provider down, the secret stands in', ()
     assert.equal(issued.subject.split('\n')[0], 'CN=my.team.api')
     assert.equal(api.applies.length, applies, 'BACKUP=read never writes the secret')
   })
+})
+
+test('MODE=init, BACKUP=read, the provider down, another principal on disk: the backup is restored, exit 0', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'sia-backup-init-'))
+  const other = await zts.issue('other.team.api')
+  writeFileSync(join(dataDir, 'key.pem'), other.keyPem, { mode: 0o600 })
+  writeFileSync(join(dataDir, 'cert.pem'), other.certPem)
+  zts.failNext('register', 503, 1_000_000)
+  const sc = startSidecar({
+    dataDir,
+    env: env({
+      MODE: 'init',
+      BACKUP: 'read',
+      CERT_SECRET: 'api-cert',
+      NAMESPACE: 'payments',
+      BACKUP_KUBE_API: api.url,
+    }),
+  })
+  try {
+    assert.equal((await sc.exited).code, 0)
+    assert.equal(sc.events('certificate.backup.restored').length, 1)
+    const cert = new X509Certificate(readFileSync(join(dataDir, 'cert.pem'), 'utf8'))
+    assert.equal(cert.subject.split('\n')[0], 'CN=my.team.api')
+  } finally {
+    zts.failNext('register', 503, 0)
+    await stop(sc)
+  }
 })
 
 test('BACKUP=read with the provider down and no secret: the start fails, saying so (exit 1)', async () => {

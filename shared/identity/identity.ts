@@ -196,13 +196,6 @@ export function createIdentityRefresher(deps: {
 }
 
 /**
- * How long the identity on disk, and every role certificate, stays fresh: due for refresh
- * REFRESH_INTERVAL after it was issued, or half-way through its validity if that comes first.
- * 0 when anything is missing, unreadable or due, or when the certificate names another principal
- * than the configuration does now (ATHENZ_DOMAIN or SERVICEACCOUNT changed): then start()
- * refreshes at once.
- */
-/**
  * Whether the provider configured now issued `cert`: after ENDPOINT was set, the local authority's
  * certificate was reused (and presented to ZTS) until the next refresh; after it was cleared, or
  * the local authority made anew, one the current authority did not sign.
@@ -218,11 +211,26 @@ async function issuedByProvider(cert: X509Certificate, config: Config): Promise<
   return config.endpoint ? !byLocal : byLocal
 }
 
-export async function freshForMs(identity: Identity, config: Config, now = Date.now()): Promise<number> {
+/**
+ * The identity on disk if it is ours: usable (`readIdentity`), naming the principal the
+ * configuration does now (ATHENZ_DOMAIN, SERVICEACCOUNT), issued by the provider configured now.
+ * Another is not reused, and not kept in place of a fetch that failed or of the backup (a
+ * persistent DATA_DIR after SERVICEACCOUNT changed served the old principal's certificate).
+ */
+export async function readOwnIdentity(config: Config): Promise<Identity | undefined> {
+  const identity = await readIdentity(config)
+  if (!identity) return undefined
   const cert = new X509Certificate(identity.certPem)
   const cn = /^CN=(.*)$/m.exec(cert.subject)?.[1]
-  if (cn !== principalOf(config)) return 0
-  if (!(await issuedByProvider(cert, config))) return 0
+  return cn === principalOf(config) && (await issuedByProvider(cert, config)) ? identity : undefined
+}
+
+/**
+ * How long our identity on disk (`readOwnIdentity`), and every role certificate, stays fresh: due
+ * for refresh REFRESH_INTERVAL after it was issued, or half-way through its validity if that
+ * comes first. 0 when anything is missing, unreadable or due: then start() refreshes at once.
+ */
+export async function freshForMs(identity: Identity, config: Config, now = Date.now()): Promise<number> {
   const dueAt = (pem: string) => {
     const cert = new X509Certificate(pem)
     const from = Date.parse(cert.validFrom)

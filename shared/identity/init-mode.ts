@@ -3,7 +3,7 @@ import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import { createBackupWriter, createSecretBackup, restoreIdentity, type SecretBackup } from './backup.js'
-import { readIdentity } from './identity.js'
+import { readIdentity, readOwnIdentity } from './identity.js'
 import { type TokenFileType, tokenFilePath } from './naming.js'
 import { providerKind } from './provider.js'
 import { createCertRuntime, tokenSourceFor } from './runtime.js'
@@ -35,7 +35,7 @@ export async function runInit(
     },
   })
   try {
-    const onDisk = await readIdentity(config)
+    const onDisk = rt.kind === 'files' ? await readIdentity(config) : await readOwnIdentity(config)
     let identity = onDisk
     if (rt.kind === 'files') {
       if (!identity)

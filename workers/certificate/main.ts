@@ -4,7 +4,13 @@ import { codedError } from '../../shared/errors.js'
 import { createIdentityPublisher } from '../../shared/identity/announce.js'
 import { backoffDelay, pause } from '../../shared/identity/backoff.js'
 import { createBackupWriter, createSecretBackup, restoreIdentity } from '../../shared/identity/backup.js'
-import { freshForMs, type Identity, readIdentity, roleCertPath } from '../../shared/identity/identity.js'
+import {
+  freshForMs,
+  type Identity,
+  readIdentity,
+  readOwnIdentity,
+  roleCertPath,
+} from '../../shared/identity/identity.js'
 import { providerKind } from '../../shared/identity/provider.js'
 import { createCertRuntime } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
@@ -76,7 +82,9 @@ defineService({
       ...targets.map((t) => roleCertPath(config, t)),
     ])
 
-    let identity: Identity | undefined = await readIdentity(config)
+    // Someone else's (files), or ours: another principal's, or another provider's, is not kept.
+    let identity: Identity | undefined =
+      rt.kind === 'files' ? await readIdentity(config) : await readOwnIdentity(config)
     // The current identity, for whoever asks (the token service at its start); each new one is
     // also announced as it is adopted.
     expose({ identity: () => identity })
