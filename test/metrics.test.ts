@@ -294,6 +294,32 @@ test('a flood of scrapes over 300 connections shares one gather at a time: every
   }
 })
 
+test('a flood of /status.json over 900 connections that never read: one view built for all, the metrics thread lives', async () => {
+  // Built per request, 14,400 views at once ended the thread out of heap (and repeated floods, the
+  // sidecar: a crash loop).
+  const sc = await startReady({ env: { HTTP_MAX_CONNECTIONS: '1000' } })
+  const sockets: ReturnType<typeof connect>[] = []
+  try {
+    const base = await sc.url('metrics')
+    const { port } = new URL(base)
+    for (let i = 0; i < 900; i++) {
+      const socket = connect(Number(port), '127.0.0.1')
+      socket.on('error', () => {})
+      socket.pause() // never reads: every answer waits in the server
+      socket.write('GET /status.json HTTP/1.1\r\nhost: x\r\n\r\n'.repeat(16))
+      sockets.push(socket)
+    }
+    // Answered with the flood's view, or the next: the flood has been served by then.
+    const probe = await fetch(`${base}/status.json`)
+    assert.equal(probe.status, 200)
+    assert.ok(Array.isArray(((await probe.json()) as { workers?: unknown }).workers))
+    assert.deepEqual(sc.events('worker.crashed'), [])
+  } finally {
+    for (const socket of sockets) socket.destroy()
+    assert.equal(await stop(sc), 0)
+  }
+})
+
 /**
  * `request` written raw to `base`'s port: the status of every answer, and all the text that came
  * back, until the server closes the connection or `ms` pass.

@@ -100,7 +100,6 @@ defineService({
         return pending
       }
     }
-    const gatherShared = singleFlight(gather)
     // Each series comes from one registry, so nothing needs aggregating across them; prom-client
     // marks process_start_time_seconds 'omit' (for its cluster mode), which would drop it.
     const merge = (g: Gathered) =>
@@ -118,14 +117,30 @@ defineService({
       log.error({ err }, 'scrape failed')
       sendProblem(res, { status: 503, title: 'Scrape failed', detail: (err as Error).message })
     }
-    const status = async (g: Gathered) =>
-      buildStatus({
+    /**
+     * The status view, built once for every request that shares its gather, with its JSON and
+     * each page (by refresh) rendered once: built per request, a flood of /status.json (16 a
+     * connection, 700 connections) ended the thread out of heap, and repeated, the sidecar.
+     */
+    const statusView = singleFlight(async () => {
+      const g = await gather(true)
+      const view = await buildStatus({
         config,
         board,
         metrics: await merge(g).getMetricsAsJSON(),
         upServices: g.up,
         lastErrors: await supervisor.lastErrors().catch(() => ({})),
       })
+      const pages = new Map<number, string>()
+      return {
+        json: `${JSON.stringify(view, null, 2)}\n`,
+        page(refresh: number) {
+          const html = pages.get(refresh) ?? renderStatusPage(view, refresh)
+          pages.set(refresh, html)
+          return html
+        },
+      }
+    })
 
     const server = createServer((req, res) => {
       closeUnread(req, res) // a scrape sends no body: one sent is not read
@@ -154,13 +169,12 @@ defineService({
         return
       }
       if (path === '/status' || path === '/status.json') {
-        gatherShared(true)
-          .then(status)
-          .then((view) => {
+        statusView(true)
+          .then((built) => {
             const headers = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }
             if (path === '/status.json') {
               res.writeHead(200, { ...headers, 'content-type': 'application/json; charset=utf-8' })
-              res.end(`${JSON.stringify(view, null, 2)}\n`)
+              res.end(built.json)
               return
             }
             const refresh = refreshSeconds(url.search)
@@ -171,7 +185,7 @@ defineService({
               'referrer-policy': 'no-referrer',
               'x-frame-options': 'DENY',
             })
-            res.end(req.method === 'HEAD' ? undefined : renderStatusPage(view, refresh))
+            res.end(req.method === 'HEAD' ? undefined : built.page(refresh))
           })
           .catch((err: unknown) => failed(res, err))
         return
