@@ -29,6 +29,14 @@ import { createTaskGroup, type TaskBody } from './task-group.js'
 /** Kept back from the supervisor's deadline so the ack still arrives before it terminates us. */
 const ACK_MARGIN_MS = 250
 
+/** What a cleanup is told of the stop it runs in. */
+export interface StopInfo {
+  /** Another worker of the service goes on (ShutdownRequest.replaced). */
+  replaced: boolean
+  /** When the shutdown's answer is due (shared/clock.ts): a cleanup that waits stops waiting then. */
+  deadline: number
+}
+
 export interface ServiceContext {
   service: ServiceName
   config: Config
@@ -57,7 +65,7 @@ export interface ServiceContext {
    * Go's `defer`: at shutdown, once every task has stopped, these run in reverse order. Registered
    * as each resource appears, so a start that fails half-way still releases what it made.
    */
-  onStop(fn: (stop: { replaced: boolean }) => Promise<void> | void): void
+  onStop(fn: (stop: StopInfo) => Promise<void> | void): void
   /** Adds methods to the API this service answers to the others (DESIGN.md §9). */
   expose: ServicePorts['expose']
   /** A typed proxy to another service (or the supervisor): every call has a deadline. */
@@ -128,7 +136,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
 
   const collect = registerLoopDelay(registry)
 
-  const cleanups: ((stop: { replaced: boolean }) => Promise<void> | void)[] = []
+  const cleanups: ((stop: StopInfo) => Promise<void> | void)[] = []
   const startCancel = new AbortController()
   const ctx: ServiceContext = {
     service,
@@ -218,7 +226,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     const timedOut = (await group.shutdown(deadline)) || !wound
     for (const fn of cleanups.splice(0).reverse()) {
       try {
-        await fn({ replaced })
+        await fn({ replaced, deadline })
       } catch (err) {
         log.error({ event: 'service.stop.failed', err }, 'a cleanup failed; going on with the rest')
       }

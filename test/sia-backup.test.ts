@@ -257,6 +257,32 @@ test('MODE=init, BACKUP=read, the provider down, another principal on disk: the 
   }
 })
 
+test('a backup write still in flight at SIGTERM is abandoned at the shutdown deadline: logged, the stop clean, exit 0', async () => {
+  const sc = await startReady({
+    env: env({
+      BACKUP: 'read+write',
+      CERT_SECRET: 'slow-cert',
+      NAMESPACE: 'payments',
+      BACKUP_KUBE_API: api.url,
+      REFRESH_INTERVAL: '2s',
+      SHUTDOWN_TIMEOUT: '3s',
+    }),
+  })
+  try {
+    await sc.waitForEvent('certificate.backup.written')
+    api.latency(15_000) // an API server that answers, 15 s late
+    const n = sc.events('certificate.issued').length
+    await sc.waitFor(() => sc.events('certificate.issued').length > n) // its backup write now in flight
+    assert.equal(await stop(sc, 'SIGTERM'), 0)
+    assert.deepEqual(sc.events('service.shutdown.timeout'), [])
+    const abandoned = sc.events('certificate.backup.failed').at(-1)
+    assert.match(String(abandoned?.msg), /abandoned at the shutdown deadline/)
+  } finally {
+    api.latency(0)
+    await stop(sc)
+  }
+})
+
 test('BACKUP=read with the provider down and no secret: the start fails, saying so (exit 1)', async () => {
   zts.failNext('register', 503, 1_000_000)
   const sc = startSidecar({

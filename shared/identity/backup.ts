@@ -1,4 +1,6 @@
 import { dirname } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { monotonicMs } from '../clock.js'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
 import { readFile } from '../fs-async.js'
@@ -167,14 +169,18 @@ function transient(err: unknown): boolean {
  * (429, 5xx, no answer) is tried twice more, after 1 s and 4 s or its Retry-After (up to 10 s):
  * else the secret would stay stale until the next issue (a day by default), and a pod restarted
  * meanwhile with its provider down would have no backup. No new try once `stop` is aborted.
- * `settled()` waits for the writes in flight.
+ * `settled()` waits for the writes in flight (until a deadline, if given).
  */
 export function createBackupWriter(backup: SecretBackup, log: Logger, stop: AbortSignal) {
   let chain: Promise<void> = Promise.resolve()
+  const abandon = new AbortController()
   const attempt = async (id: BackupIdentity) => {
     for (let tries = 0; ; tries++) {
       try {
-        return await backup.write(id, AbortSignal.timeout(REQUEST_TIMEOUT_MS * 2))
+        return await backup.write(
+          id,
+          AbortSignal.any([AbortSignal.timeout(REQUEST_TIMEOUT_MS * 2), abandon.signal]),
+        )
       } catch (err) {
         const wait = RETRY_MS[tries]
         if (wait === undefined || !transient(err) || stop.aborted) throw err
@@ -204,7 +210,9 @@ export function createBackupWriter(backup: SecretBackup, log: Logger, stop: Abor
             { event: 'certificate.backup.written', secret: backup.secret, ownerReference: r.ownerReference },
             `backed up the certificate to the secret ${backup.secret}`,
           )
-        } catch (err) {
+        } catch (caught) {
+          // The client says only that it was aborted: the shutdown's deadline says why.
+          const err = abandon.signal.aborted ? (abandon.signal.reason as Error) : caught
           log.error(
             { event: 'certificate.backup.failed', secret: backup.secret, err },
             `could not back up the certificate to the secret ${backup.secret}: ${(err as Error).message}`,
@@ -212,7 +220,18 @@ export function createBackupWriter(backup: SecretBackup, log: Logger, stop: Abor
         }
       })
     },
-    settled: () => chain,
+    /**
+     * Resolves once the writes asked for are done, or at `deadline` (shared/clock.ts), the one in
+     * flight then abandoned (logged as failed): a write to a slow API server held the shutdown
+     * past the service's deadline, and its thread was terminated (exit 1).
+     */
+    async settled(deadline = Number.POSITIVE_INFINITY): Promise<void> {
+      if (!Number.isFinite(deadline)) return chain // MODE=init: the write is what it runs for
+      const left = Math.max(0, deadline - monotonicMs())
+      if (await Promise.race([chain.then(() => true), sleep(left, false, { ref: false })])) return
+      abandon.abort(codedError('ERR_BACKUP', 'abandoned at the shutdown deadline'))
+      await chain
+    },
   }
 }
 

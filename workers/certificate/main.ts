@@ -46,7 +46,7 @@ defineService({
     }
     if (backup) onStop(() => backup.close())
     const backupWriter = backup && createBackupWriter(backup, log, signal)
-    if (backupWriter) onStop(() => backupWriter.settled())
+    if (backupWriter) onStop(({ deadline }) => backupWriter.settled(deadline))
     /** The last instance identity this worker had issued (the role certificates may still have failed). */
     let issued: Identity | undefined
     const rt = await createCertRuntime(config, log, {
