@@ -34,15 +34,17 @@ export function createProcessExit(log: Logger): ProcessExit {
       await Promise.race([Promise.all(ending), sleep(END_THREADS_MS, undefined, { ref: false })])
       // A thread still up now is stuck, whether or not its stop had time to find it so; and a
       // stuck thread makes the exit unclean, whatever its stop answered (DESIGN.md §1: code 1).
+      // (One marked stuck that has ended since was only slow: its stop said how it went.)
       for (const h of threads) {
-        if (stuck.has(h) || !h.alive()) continue
+        if (!h.alive()) continue
+        code = Math.max(code, 1)
+        if (stuck.has(h)) continue
         stuck.add(h)
         log.error(
           { event: 'worker.stuck', service: h.service },
           `${h.service} thread could not be terminated`,
         )
       }
-      if (stuck.size > 0) code = Math.max(code, 1)
       // Last: nothing the run still does (it may be mid-shutdown when the watchdog leaves) is
       // logged after it, since the process is gone in the same turn.
       log.info(

@@ -131,5 +131,10 @@ test('a Redis that refuses the commands requests run (an ACL without scripting; 
   await sc.waitForCount('gateway.ready-again', recoveries + 1)
   await admin.del('sia:alerts')
   assert.equal((await post(base, webhook([alert('NoType')]))).status, 201)
+  // A key the user may not touch (NOPERM for the key, not for TYPE): XADD fails too, not ready.
+  await admin.call('ACL', 'SETUSER', 'gw', '+type', 'resetkeys', '~sia:gateway:*')
+  recoveries = await notReady('the sink', 'sink')
+  await admin.call('ACL', 'SETUSER', 'gw', '~*')
+  await sc.waitForCount('gateway.ready-again', recoveries + 1)
   assert.equal(await stop(sc), 0)
 })

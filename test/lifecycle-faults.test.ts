@@ -221,11 +221,19 @@ ${hook}
   return path
 }
 
-/** SIGTERM with a 3 s budget: out within it and the second to end threads, exit 1, naming `service` stuck, and only it. */
-async function assertStuckExit(sc: Sidecar, service: string): Promise<void> {
+/** SIGTERM: the exit code, and how long after the signal it came. */
+async function sigterm(sc: Sidecar): Promise<{ code: number | null; ms: number }> {
   const t0 = Date.now()
   sc.kill('SIGTERM')
-  const { code, ms } = await exitAfter(sc, t0)
+  return exitAfter(sc, t0)
+}
+
+/** Out within a 3 s budget and the second to end threads, exit 1, naming `service` stuck, and only it. */
+function assertStuckExit(
+  sc: Sidecar,
+  service: string,
+  { code, ms }: { code: number | null; ms: number },
+): void {
   assert.equal(code, 1)
   assert.ok(ms < 3000 + 1000 + 500, `out in ${ms}ms`)
   assert.deepEqual(
@@ -253,7 +261,7 @@ Server.prototype.close = function (...args) {
     const sc = await startReady({
       env: { NODE_OPTIONS: `--import=${wedge}`, SHUTDOWN_TIMEOUT: '3s', SIA_CONFIG_FILE: config },
     })
-    await assertStuckExit(sc, 'gateway')
+    assertStuckExit(sc, 'gateway', await sigterm(sc))
     const outcome = sc.events('service.shutdown.done').find((r) => r.service === 'gateway')?.outcome
     // Found stuck by its own stop (it had TERMINATE_MS), or by the exit's last wait.
     assert.equal(outcome, gatewayDeadline ? 'stuck' : 'timeout')
@@ -263,18 +271,26 @@ Server.prototype.close = function (...args) {
 test('a thread that answers its shutdown clean late in the budget, then cannot be terminated: exit 1 naming it', async () => {
   // Wedged right after it posts its shutdown answer, which a delay brings 300 ms before the
   // budget ends: its terminate has less than its full second, and the exit's last wait finds it.
+  // The supervisor's terminate can reach the thread between its answer and the wedge (a few
+  // microseconds): it then ends, clean, exit 0, and the scenario is run again.
   const wedge = wedgePreload(`const post = MessagePort.prototype.postMessage
 MessagePort.prototype.postMessage = function (m, ...rest) {
   const r = post.call(this, m, ...rest)
   if (service === 'certificate' && m?.value && typeof m.value === 'object' && 'timedOut' in m.value) wedge()
   return r
 }`)
-  const sc = await startReady({
-    env: {
-      NODE_OPTIONS: `--import=${wedge}`,
-      SHUTDOWN_TIMEOUT: '3s',
-      SIA_FAILPOINTS: 'certificate.shutdown=delay(2700)',
-    },
-  })
-  await assertStuckExit(sc, 'certificate')
+  for (let attempt = 1; ; attempt++) {
+    const sc = await startReady({
+      env: {
+        NODE_OPTIONS: `--import=${wedge}`,
+        SHUTDOWN_TIMEOUT: '3s',
+        SIA_FAILPOINTS: 'certificate.shutdown=delay(2700)',
+      },
+    })
+    const exit = await sigterm(sc)
+    const stuck = (exitRecord(sc).stuck as string[] | undefined) ?? []
+    if (stuck.length === 0 && exit.code === 0 && attempt < 3) continue // the race lost: again
+    assertStuckExit(sc, 'certificate', exit)
+    return
+  }
 })

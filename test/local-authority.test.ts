@@ -83,6 +83,15 @@ test('an authority directory no rename can replace (a symlink to one, a mount po
       symlinkSync(mkdtempSync(join(tmpdir(), 'sia-authority-volume-')), authorityPaths(dataDir).dir)
       return dataDir
     },
+    "a bind mount of the same file system (its device is its parent's)": () => {
+      const dataDir = fresh()
+      const dir = authorityPaths(dataDir).dir
+      mkdirSync(dir)
+      const source = mkdtempSync(join(tmpdir(), 'sia-authority-bind-'))
+      if (spawnSync('mount', ['--bind', source, dir]).status !== 0) return undefined
+      t.after(() => void spawnSync('umount', ['-l', dir]))
+      return dataDir
+    },
     'a mount point': () => {
       const dataDir = fresh()
       const dir = authorityPaths(dataDir).dir

@@ -44,18 +44,25 @@ test("ZTS refusing what a client asked is not counted; refusing a configured tar
     },
   }
   const registry = new Registry()
-  const counted = countFetchErrors(
-    refusing,
-    registry,
-    ['accesstoken', 'roletoken'],
-    [{ domain: 'mine', role: 'reader' }],
-  )
+  const ask = (domain: string, proxyForPrincipal = '') => ({
+    domain,
+    role: 'reader',
+    proxyForPrincipal,
+    expiry: 3600,
+  })
+  const roleAsk = (domain: string, minExpiry = 3600) => ({ ...ask(domain), minExpiry, maxExpiry: 0 })
+  const counted = countFetchErrors(refusing, registry, ['accesstoken', 'roletoken'], {
+    roletoken: [roleAsk('mine')],
+    accesstoken: [ask('mine')],
+  })
   const signal = new AbortController().signal
-  const ask = (domain: string) => ({ domain, role: 'reader', proxyForPrincipal: '', expiry: 0 })
   await assert.rejects(counted.accessToken(ask('other'), signal))
-  await assert.rejects(counted.roleToken({ ...ask('other'), minExpiry: 0, maxExpiry: 0 }, signal))
+  await assert.rejects(counted.roleToken(roleAsk('other'), signal))
+  // A client's ask for the target's domain and role, with its own proxy or lifetime: its own.
+  await assert.rejects(counted.accessToken(ask('mine', 'user.mallory'), signal))
+  await assert.rejects(counted.roleToken(roleAsk('mine', 999_999), signal))
   await assert.rejects(counted.accessToken(ask('mine'), signal))
-  await assert.rejects(counted.roleToken({ ...ask('mine'), minExpiry: 0, maxExpiry: 0 }, signal))
+  await assert.rejects(counted.roleToken(roleAsk('mine'), signal))
   const values = (await registry.getSingleMetric('token_fetch_errors_total')!.get()).values
   assert.deepEqual(
     values.map((v) => [v.labels.type, v.value]).sort(),

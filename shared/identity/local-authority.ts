@@ -63,12 +63,22 @@ export async function loadOrCreateAuthority(dataDir: string, pool?: Pick<CsrPool
         rename(from, `${from}.broken-${Date.now()}`).catch((err: NodeJS.ErrnoException) => {
           if (err.code !== 'ENOENT') throw err // another worker moved it first
         })
-      if (fixed) await Promise.all([aside(paths.key), aside(paths.cert)])
-      else await aside(paths.dir)
+      const asideFiles = () => Promise.all([aside(paths.key), aside(paths.cert)])
+      if (fixed) await asideFiles()
+      else
+        await aside(paths.dir).catch((err: NodeJS.ErrnoException) =>
+          IN_PLACE.has(err.code!) ? asideFiles() : Promise.reject(err),
+        )
     }
     await publishNew(dataDir, paths.dir, fixed, pool)
   }
 }
+
+/**
+ * A rename of (or onto) a directory no rename can replace: a mount point (EBUSY; a bind mount of
+ * the same file system has its parent's device, so only the rename tells), another file system.
+ */
+const IN_PLACE = new Set(['EBUSY', 'ENOTDIR', 'EXDEV'])
 
 /** A directory that is there and no rename can replace: a symlink to one, or a mount point. */
 async function fixedInPlace(dir: string): Promise<boolean> {
@@ -112,7 +122,8 @@ async function publishNew(
     await rename(staging, dir)
     await syncDir(dataDir)
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
+    const code = (err as NodeJS.ErrnoException).code!
+    if (IN_PLACE.has(code)) return publishInside(dir, privateKeyPem, certPem)
     if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err
   } finally {
     await rm(staging, { recursive: true, force: true })

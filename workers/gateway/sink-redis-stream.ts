@@ -26,7 +26,8 @@ export function createRedisStreamSink(client: RedisClient, key: string): Sink {
       if (client.status !== 'ready') throw new Error(`redis is ${client.status}`)
       // An ACL that grants XADD but not TYPE (least privilege) leaves the connection to go by.
       const type = await client.type(key).catch((err: Error) => {
-        if (err.message.startsWith('NOPERM')) return 'stream'
+        // The command refused, not the key (a key the user may not touch fails XADD as well).
+        if (/^NOPERM .*'type' command/.test(err.message)) return 'stream'
         throw err
       })
       if (type !== 'stream' && type !== 'none') throw new Error(`${key} holds a ${type}, not a stream`)

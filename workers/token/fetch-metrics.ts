@@ -1,4 +1,9 @@
-import { refusedByProvider, type TokenSource } from '../../shared/identity/tokens.js'
+import {
+  type AccessTokenRequest,
+  type RoleTokenRequest,
+  refusedByProvider,
+  type TokenSource,
+} from '../../shared/identity/tokens.js'
 import { Counter, type Registry } from '../../shared/prom.js'
 import type { TokenKind } from './metrics.js'
 
@@ -15,9 +20,18 @@ export function countFetchErrors(
   source: TokenSource,
   registry: Registry,
   types: readonly TokenKind[],
-  targets: readonly { domain: string; role: string }[] = [],
+  targets: { roletoken: readonly RoleTokenRequest[]; accesstoken: readonly AccessTokenRequest[] } = {
+    roletoken: [],
+    accesstoken: [],
+  },
 ): TokenSource {
-  const targeted = new Set(targets.map((t) => `${t.domain}\n${t.role}`))
+  // A target is its whole request: a client's ask for its domain and role with another proxy
+  // principal or lifetime is the client's own.
+  const roleId = (r: RoleTokenRequest) =>
+    [r.domain, r.role, r.proxyForPrincipal, r.minExpiry, r.maxExpiry].join('\n')
+  const accessId = (r: AccessTokenRequest) => [r.domain, r.role, r.proxyForPrincipal, r.expiry].join('\n')
+  const roleTargets = new Set(targets.roletoken.map(roleId))
+  const accessTargets = new Set(targets.accesstoken.map(accessId))
   const errors = new Counter({
     name: 'token_fetch_errors_total',
     help: 'Token fetches from the provider that failed, by token type',
@@ -26,25 +40,23 @@ export function countFetchErrors(
   })
   for (const type of types) errors.inc({ type }, 0)
   const counted =
-    <A extends [{ domain: string; role: string }, ...unknown[]], R>(
-      type: TokenKind,
-      fn: (...args: A) => Promise<R>,
-    ) =>
-    async (...args: A): Promise<R> => {
+    <Q, R>(type: TokenKind, fn: (req: Q, signal: AbortSignal) => Promise<R>, target: (req: Q) => boolean) =>
+    async (req: Q, signal: AbortSignal): Promise<R> => {
       try {
-        return await fn(...args)
+        return await fn(req, signal)
       } catch (err) {
         // The caller's signal says whether it was cancelled: a client wraps the AbortError in its
         // own error (the ZTS client's ERR_UPSTREAM), and its own deadline is a failure.
-        const signal = args.find((a): a is AbortSignal => a instanceof AbortSignal)
-        const clients = !targeted.has(`${args[0].domain}\n${args[0].role}`) && refusedByProvider(err)
-        if ((err as Error).name !== 'AbortError' && !signal?.aborted && !clients) errors.inc({ type })
+        const clients = refusedByProvider(err) && !target(req)
+        if ((err as Error).name !== 'AbortError' && !signal.aborted && !clients) errors.inc({ type })
         throw err
       }
     }
   return {
-    roleToken: counted('roletoken', source.roleToken.bind(source)),
-    accessToken: counted('accesstoken', source.accessToken.bind(source)),
+    roleToken: counted('roletoken', source.roleToken.bind(source), (r) => roleTargets.has(roleId(r))),
+    accessToken: counted('accesstoken', source.accessToken.bind(source), (r) =>
+      accessTargets.has(accessId(r)),
+    ),
     ...(source.jwks ? { jwks: source.jwks.bind(source) } : {}),
   }
 }

@@ -201,13 +201,16 @@ defineService({
       if (!announced) c.setIdentity(current)
       onStop(() => subscription.close())
     }
+    const targets = targetsOf(config)
     const source = countFetchErrors(
       tokenSourceFor(config, client),
       registry,
       config.tokenType.split('+') as TokenKind[],
-      parseTargets(config.targetDomainRoles),
+      {
+        roletoken: targets.roletoken,
+        accesstoken: targets.accesstoken.map((k) => ({ ...k, expiry: k.maxExpiry })),
+      },
     )
-    const targets = targetsOf(config)
     // Registered after the ZTS client's close, so it runs before it: fetches still going once the
     // server has drained (a refresh's, a client's gone) are aborted, then the client closes.
     const stop = new AbortController()
