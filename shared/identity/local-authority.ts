@@ -1,11 +1,11 @@
 import { createPrivateKey, generateKeyPair, type KeyObject, X509Certificate } from 'node:crypto'
-import { dirname, join } from 'node:path'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { writeFilesAtomic } from '../atomic-file.js'
 import { distUrl } from '../dist-url.js'
 import { ensureDir } from '../ensure-dir.js'
 import { codedError } from '../errors.js'
-import { link, lstat, mkdir, readFile, rename, rm, stat, syncDir } from '../fs-async.js'
+import { link, lstat, mkdir, readFile, rename, rm, syncDir } from '../fs-async.js'
 import type { CaSpec } from './csr.js'
 import type { CsrPool } from './csr-pool.js'
 
@@ -57,7 +57,12 @@ export async function loadOrCreateAuthority(dataDir: string, pool?: Pick<CsrPool
     if ((found.code !== 'ENOENT' && found.code !== 'ERR_AUTHORITY_BROKEN') || attempt === 2) throw found
     // Broken, or still nothing after a publication that found the directory taken (what an
     // older version's crash left: its temporary files, no pair): set aside, made anew.
-    const fixed = await fixedInPlace(paths.dir)
+    // A symlink's place is kept by never renaming it (a rename would move the link); a mount
+    // point's, by the rename failing (IN_PLACE).
+    const fixed = await lstat(paths.dir).then(
+      (s) => s.isSymbolicLink(),
+      () => false,
+    )
     if (found.code === 'ERR_AUTHORITY_BROKEN' || attempt > 0) {
       const aside = (from: string) =>
         rename(from, `${from}.broken-${Date.now()}`).catch((err: NodeJS.ErrnoException) => {
@@ -74,17 +79,8 @@ export async function loadOrCreateAuthority(dataDir: string, pool?: Pick<CsrPool
   }
 }
 
-/**
- * A rename of (or onto) a directory no rename can replace: a mount point (EBUSY; a bind mount of
- * the same file system has its parent's device, so only the rename tells), another file system.
- */
+/** What a rename of (or onto) a directory no rename can replace fails with: a mount point (a bind mount too), a symlink, another file system. */
 const IN_PLACE = new Set(['EBUSY', 'ENOTDIR', 'EXDEV'])
-
-/** A directory that is there and no rename can replace: a symlink to one, or a mount point. */
-async function fixedInPlace(dir: string): Promise<boolean> {
-  const [own, parent] = await Promise.all([lstat(dir), stat(dirname(dir))]).catch(() => [])
-  return own !== undefined && parent !== undefined && (own.isSymbolicLink() || own.dev !== parent.dev)
-}
 
 /** Makes a CA and puts it in place, unless another worker's is there first. */
 async function publishNew(
