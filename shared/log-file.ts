@@ -1,5 +1,6 @@
 import { join } from 'node:path'
 import { constants, fstatSync, mkdirSync, openSync, readSync, writeSync } from './builtins.js'
+import { monotonicMs } from './clock.js'
 import { close, fstat, ftruncate, mkdir, open, read, rename, stat, writeAll } from './fs-async.js'
 
 /**
@@ -54,7 +55,8 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   let draining: Promise<void> | undefined
   /** Set by close(): no line is taken or written after it. */
   let closing: Promise<void> | undefined
-  let failing: { code: string; since: number } | undefined
+  /** Since a write failed (or the queue overflowed) until one succeeds: file lines are dropped. */
+  let failing = false
   let retryAt = 0
   let dropped = 0
   /** Lines at the head of the queue being written right now, and their bytes. */
@@ -96,7 +98,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
     // Only now, with its end known: a flush at exit writes at `size` whenever `fd` is set.
     fd = opened
     size = end
-    checkAt = Date.now() + checkMs
+    checkAt = monotonicMs() + checkMs
   }
 
   /** openFile at exit, synchronously. */
@@ -114,7 +116,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
 
   /** The path still names the file open, and where it ends now (see the header). */
   async function followFile(): Promise<void> {
-    checkAt = Date.now() + checkMs
+    checkAt = monotonicMs() + checkMs
     const [onDisk, open] = await Promise.all([stat(path).catch(() => undefined), fstat(fd!)])
     if (onDisk?.ino === open.ino && onDisk.dev === open.dev) {
       size = open.size
@@ -142,9 +144,9 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   async function drain(): Promise<void> {
     try {
       while (queue.length && !closing) {
-        stepSince = Date.now()
+        stepSince = monotonicMs()
         if (fd === undefined) await openFile()
-        else if (Date.now() >= checkAt) await followFile()
+        else if (monotonicMs() >= checkAt) await followFile()
         // The exit's flush may have taken the lines during any wait here (tests only).
         if (queue.length === 0) break
         // A file never grows past maxBytes (a single longer line gets a file of its own).
@@ -172,7 +174,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
           say('info', 'log.file.recovered', `writing ${path} again; ${dropped} lines were dropped`, {
             dropped,
           })
-          failing = undefined
+          failing = false
           dropped = 0
         }
       }
@@ -192,7 +194,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
       queue = []
       queuedBytes = 0
       if (!failing) {
-        failing = { code, since: Date.now() }
+        failing = true
         say(
           'warn',
           'log.file.failed',
@@ -202,7 +204,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
           },
         )
       }
-      retryAt = Date.now() + retryMs
+      retryAt = monotonicMs() + retryMs
     }
   }
 
@@ -210,14 +212,14 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
     path,
     write(line) {
       if (closing) return
-      if (failing && Date.now() < retryAt) {
+      if (failing && monotonicMs() < retryAt) {
         dropped++
         return
       }
       if (queuedBytes + line.length > maxQueueBytes) {
         dropped++
         if (!failing) {
-          failing = { code: 'EQUEUEFULL', since: Date.now() }
+          failing = true
           say('warn', 'log.file.failed', `${path} is not keeping up: dropping file lines; stdout goes on`, {
             err: { code: 'EQUEUEFULL', message: 'the disk is slower than the logs' },
           })
@@ -238,7 +240,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
       // A step of the drain (a write, an open, a rename) that has not returned for a second: a
       // hung disk (a network file system), where a synchronous call would hang the exit itself,
       // which must happen whatever the disk does.
-      if (stepSince > 0 && Date.now() - stepSince > HUNG_MS) return
+      if (stepSince > 0 && monotonicMs() - stepSince > HUNG_MS) return
       try {
         // No file open: the first open, or a rotation between its close and its reopen, is
         // still under way; the path is opened here (the rotation's renames may or may not have

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict'
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { startReady, stop } from './support/sidecar.js'
+import { alert, gatewayEnv, post, webhook } from './support/gateway.js'
+import { type Sidecar, startReady, stop } from './support/sidecar.js'
+import { fillDisk, smallTmpfs } from './support/tmpfs.js'
 
 /**
  * The wall clock is not the supervisor's clock: an NTP step or a VM's resume moves `Date.now()`,
@@ -50,5 +52,42 @@ test('a wall clock that runs 20 times too fast: no watchdog, liveness 200, a cle
       .map((r) => r.service),
     [],
   )
+  assert.equal(await stop(sc), 0)
+})
+
+test('a wall clock stepped back an hour while the disk is full: the sink and the log file come back once it has room', async (t) => {
+  if (!existsSync(LIBFAKETIME)) return t.skip(`${LIBFAKETIME} not found (apt-get install faketime)`)
+  let sc: Sidecar | undefined
+  const mnt = smallTmpfs(t, 'sia-clock-full-', async () => sc && stop(sc, 'SIGKILL'))
+  if (!mnt) return
+  const clock = join(mkdtempSync(join(tmpdir(), 'sia-clock-')), 'faketime')
+  writeFileSync(clock, '+0\n')
+  sc = await startReady({
+    env: gatewayEnv({
+      GATEWAY_SINK_FILE: join(mnt, 'alerts.jsonl'),
+      LOG_DIR: join(mnt, 'logs'),
+      MEMORY_REPORT_INTERVAL: '100ms', // a line a tenth of a second for the log file
+      LD_PRELOAD: LIBFAKETIME,
+      FAKETIME_TIMESTAMP_FILE: clock,
+      FAKETIME_NO_CACHE: '1', // the file is read at every call: the step is seen at once
+      DONT_FAKE_MONOTONIC: '1',
+    }),
+  })
+  const base = await sc.url('gateway')
+  assert.equal((await post(base, webhook([alert('BeforeFull')]))).status, 201)
+  assert.equal(fillDisk(mnt), 'ENOSPC')
+  const big = alert('WhileFull', { annotations: { description: 'x'.repeat(8 * 1024) } })
+  assert.equal((await post(base, webhook([big]))).status, 503)
+  await sc.waitForEvent('gateway.sink.failed')
+  await sc.waitForEvent('log.file.failed')
+
+  // Back an hour (an NTP step, a VM's resume): the sink's probe and the log file's retry are
+  // intervals, which the wall clock would put an hour away.
+  writeFileSync(clock, '-1h\n')
+  await sleep(300)
+  rmSync(join(mnt, 'filler'))
+  await sc.waitForEvent('gateway.ready-again', {}, 10_000)
+  await sc.waitForEvent('log.file.recovered', {}, 15_000)
+  assert.equal((await post(base, webhook([big]))).status, 201)
   assert.equal(await stop(sc), 0)
 })

@@ -1,3 +1,4 @@
+import { monotonicMs } from '../../shared/clock.js'
 import type { Logger } from '../../shared/logger.js'
 import type { Degradation } from '../../shared/status-board.js'
 import type { DedupStore } from './dedup-store.js'
@@ -114,7 +115,7 @@ function probedDown(
     down: () => downSince !== undefined,
     fail() {
       const first = downSince === undefined
-      downSince = Date.now()
+      downSince = monotonicMs()
       if (first) {
         lastProbe = downSince
         changed()
@@ -122,7 +123,7 @@ function probedDown(
     },
     recover,
     tick() {
-      const now = Date.now()
+      const now = monotonicMs()
       if (downSince === undefined || probing || now - lastProbe < SINK_PROBE_MS) return
       lastProbe = now
       if (!probe) {

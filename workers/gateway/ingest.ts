@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { monotonicMs } from '../../shared/clock.js'
 import { withDeadline } from '../../shared/deadline.js'
 import { codedError } from '../../shared/errors.js'
 import type { HitFailpoint } from '../../shared/failpoints.js'
@@ -238,7 +239,9 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     }
 
     const owner = ownerPrefix + (requests++).toString(36)
-    const deadline = now + opts.pendingWaitMs
+    // On the monotonic clock: a wall clock stepped back would hold a request behind a stuck
+    // lease for as long as the step.
+    const deadline = monotonicMs() + opts.pendingWaitMs
     let failure: IngestOutcome['failure']
     let todo = items
     for (let round = 0, pause = PENDING_POLL_FIRST_MS; todo.length > 0; round++) {
@@ -281,7 +284,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         }
       }
       todo = waiting
-      if (todo.length === 0 || Date.now() + pause > deadline) break
+      if (todo.length === 0 || monotonicMs() + pause > deadline) break
       await sleep(pause)
       pause = Math.min(pause * 2, PENDING_POLL_MAX_MS)
     }
