@@ -58,8 +58,12 @@ export interface ServiceContext {
   signal: AbortSignal
   /** Creates a named task; only valid inside start(). */
   go(task: string, body: TaskBody, opts?: { waitReady?: boolean }): Promise<void>
-  /** Creates a `task` that serves `server` on `address`; resolves once it is listening. */
-  serve(task: string, server: Server, address: string): Promise<AddressInfo>
+  /**
+   * Creates a `task` that serves `server` on `address`; resolves once it is listening.
+   * `heldBodyBytes`: what a handler reads into memory of a request's body at most (0: none, or
+   * under a budget of its own), which bounds how many connections its heap holds.
+   */
+  serve(task: string, server: Server, address: string, heldBodyBytes?: number): Promise<AddressInfo>
   /**
    * Registers cleanup for something start() just created (a client, a pool, a subscription), as
    * Go's `defer`: at shutdown, once every task has stopped, these run in reverse order. Registered
@@ -148,17 +152,17 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     board,
     signal: AbortSignal.any([group.signal, startCancel.signal]),
     go: group.go,
-    async serve(task, server, address) {
+    async serve(task, server, address, heldBodyBytes = 0) {
       let info: AddressInfo | undefined
       await group.go(
         task,
         serveTask(
           server,
           address,
-          (i) => {
+          (i, maxConnections) => {
             info = i
             log.info(
-              { event: 'server.listening', task, address: i.address, port: i.port },
+              { event: 'server.listening', task, address: i.address, port: i.port, maxConnections },
               `listening on ${i.port}`,
             )
           },
@@ -166,6 +170,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
             headersTimeoutMs: config.httpHeaderTimeout,
             requestTimeoutMs: config.httpRequestTimeout,
             maxConnections: config.httpMaxConnections,
+            heldBodyBytes,
           },
           log,
         ),

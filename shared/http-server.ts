@@ -3,7 +3,9 @@ import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAddress } from './address.js'
 import { monotonicMs } from './clock.js'
+import { heapVitals } from './heap-vitals.js'
 import { answerClientErrors } from './http/client-error.js'
+import { connectionCap, MAX_HEADER_LINES } from './http/connection-cap.js'
 import { type ConnectionTracker, trackConnections } from './http/connections.js'
 import { answerExpectations } from './http/expectations.js'
 import type { Logger } from './logger.js'
@@ -48,6 +50,8 @@ export interface ServerLimits {
    * one as it is accepted, so one port's flood cannot take every descriptor of the process.
    */
   maxConnections?: number
+  /** What a handler reads into memory of a request's body at most (0: none, or under a budget of its own). */
+  heldBodyBytes?: number
 }
 
 /** How often, at most, a server says it is closing connections at its limit. */
@@ -111,35 +115,45 @@ export async function drain(server: Server, deadline: number, conns: ConnectionT
 export function serveTask(
   server: Server,
   address: string,
-  onListening: (info: AddressInfo) => void,
+  onListening: (info: AddressInfo, maxConnections: number) => void,
   limits?: ServerLimits,
   log?: Logger,
 ): TaskBody {
   return async (t) => {
-    const conns = trackConnections(server) // first: it takes the handler behind its check
+    const maxConnections = connectionCap(
+      limits?.maxConnections ?? 0,
+      limits?.heldBodyBytes ?? 0,
+      heapVitals().limitBytes,
+    )
+    // First: it takes the handler behind its check.
+    const conns = trackConnections(server, { maxConnections, onFull: fullLog(maxConnections, log) })
+    server.maxHeadersCount = MAX_HEADER_LINES
     if (limits) applyReadDeadlines(server, limits)
-    if (limits?.maxConnections) capConnections(server, limits.maxConnections, log)
     answerClientErrors(server)
     answerExpectations(server)
-    onListening(await listen(server, address))
+    onListening(await listen(server, address), maxConnections)
     t.ready()
     if (!t.signal.aborted) await new Promise((r) => t.signal.addEventListener('abort', r, { once: true }))
     return (await drain(server, t.deadline(), conns)) ? 'timed-out' : undefined
   }
 }
 
-/** HTTP_MAX_CONNECTIONS: Node closes what comes past it; said once a minute, with the count. */
-function capConnections(server: Server, max: number, log: Logger | undefined): void {
-  server.maxConnections = max
+/**
+ * Past the cap (connection-cap.ts): said once a minute, with how many connections were closed
+ * for new ones (`evicted`) and how many new ones were closed (`dropped`).
+ */
+function fullLog(max: number, log: Logger | undefined): (evicted: boolean) => void {
+  let evicted = 0
   let dropped = 0
   let saidAt = Number.NEGATIVE_INFINITY
-  server.on('drop', () => {
-    dropped++
+  return (closedOld) => {
+    if (closedOld) evicted++
+    else dropped++
     if (monotonicMs() - saidAt < FULL_LOG_MS) return
     saidAt = monotonicMs()
     log?.warn(
-      { event: 'server.connections.full', maxConnections: max, dropped },
-      `${max} connections held: closing new ones (HTTP_MAX_CONNECTIONS)`,
+      { event: 'server.connections.full', maxConnections: max, evicted, dropped },
+      `${max} connections held: closing the oldest idle or slow one for each new one (HTTP_MAX_CONNECTIONS, heap)`,
     )
-  })
+  }
 }

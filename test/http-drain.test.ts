@@ -117,3 +117,37 @@ test('a deadline already past: an idle keep-alive connection cut is no work lost
   assert.equal((await clientEnd).text, '')
   hold?.()
 })
+
+test('past maxConnections the oldest connection running no handler is closed for the new one; one running a handler never is', async (t) => {
+  const held: (() => void)[] = []
+  const server: Server = createServer((_req, res) => held.push(() => res.end('ok')))
+  const closed: boolean[] = []
+  trackConnections(server, { maxConnections: 2, onFull: (evicted) => closed.push(evicted) })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.after(() => {
+    server.close()
+    server.closeAllConnections()
+  })
+  const { port } = server.address() as AddressInfo
+  const open = async () => {
+    const s = connect(port, '127.0.0.1')
+    const end = readAll(s)
+    await once(server, 'connection')
+    return { s, end }
+  }
+  const idle = await open() // nothing sent: a slowloris, or a client not yet talking
+  const working = await open()
+  working.s.write(GET)
+  while (held.length < 1) await new Promise((r) => setImmediate(r))
+  const third = await open() // the idle one makes room
+  assert.equal((await idle.end).text, '')
+  third.s.write(GET)
+  while (held.length < 2) await new Promise((r) => setImmediate(r))
+  const fourth = await open() // both others run a handler: the new one is closed
+  assert.equal((await fourth.end).text, '')
+  assert.deepEqual(closed, [true, false])
+  for (const answer of held) answer()
+  assert.match((await working.end).text, /^HTTP\/1\.1 200 /)
+  assert.match((await third.end).text, /^HTTP\/1\.1 200 /)
+})

@@ -24,17 +24,34 @@ export interface ConnectionTracker {
 
 type RequestListener = (req: IncomingMessage, res: ServerResponse) => void
 
+/** What a server admits: requests waiting a connection, connections at once. */
+export interface ConnectionLimits {
+  /** Requests a connection may have waiting behind an answer not yet sent (MAX_PIPELINED). */
+  maxPipelined?: number
+  /** Connections held at once (0 or absent: no limit). */
+  maxConnections?: number
+  /** A connection past `maxConnections`: an older one holding no work was closed for it, or it was. */
+  onFull?(evicted: boolean): void
+}
+
 /**
  * Tracks each connection's last request, and bounds how many it may have in flight. Node hands a
  * handler every request its parser finds in what it has read, answers queued in order: one write
  * of 2,000 pipelined `GET /metrics` (68 KB) started 2,000 scrapes at once and ended the metrics
  * thread out of heap, and six of them the sidecar (crash loop). A request that arrives while
- * `MAX_PIPELINED` answers on its connection are still unsent ends the connection: its handler
+ * `maxPipelined` answers on its connection are still unsent ends the connection: its handler
  * never runs (nor those of the rest of that read, which Node still parses), and what was queued
  * for it is freed. Call it before any other 'request' listener is added: the server's handler
  * runs behind the check. It costs a request two WeakMap lookups, no listener and no closure.
+ *
+ * Past `maxConnections`, the oldest connection running no handler (idle, its request not yet
+ * whole: a slowloris; or its answer done but unread) is closed for the new one, which is closed
+ * itself only when every other one has a handler running: a flood of slow clients cannot keep a
+ * probe or a scrape out, and what a handler is doing is never cut.
  */
-export function trackConnections(server: Server, max = MAX_PIPELINED): ConnectionTracker {
+export function trackConnections(server: Server, limits: ConnectionLimits = {}): ConnectionTracker {
+  const max = limits.maxPipelined ?? MAX_PIPELINED
+  const maxConnections = limits.maxConnections || Number.POSITIVE_INFINITY
   const open = new Set<Socket>()
   // The last request each connection delivered headers for. It holds work while its body is
   // whole and its answer not yet flushed.
@@ -43,9 +60,25 @@ export function trackConnections(server: Server, max = MAX_PIPELINED): Connectio
   const depth = new WeakMap<Socket, number>()
   // For TLS the request's socket is the TLSSocket; `connection` gives the TCP socket under it.
   const raw = (s: Socket) => ((s as Socket & { _parent?: Socket })._parent ?? s) as Socket
+  // A handler is running on it: its request is whole and its answer not yet ended.
+  const working = (s: Socket) => {
+    const res = last.get(s)
+    return res !== undefined && !res.writableEnded && res.req.complete
+  }
   server.on('connection', (s: Socket) => {
     open.add(s)
     s.once('close', () => open.delete(s))
+    if (open.size <= maxConnections) return
+    // The oldest first (a Set keeps its order): the new one, last, is closed only if none is idle.
+    for (const o of open) {
+      if (o === s || !working(o)) {
+        // Out of the count now: its 'close' comes later, and the next connection must not find it.
+        open.delete(o)
+        o.destroy()
+        limits.onFull?.(o !== s)
+        return
+      }
+    }
   })
   const handlers = server.listeners('request') as RequestListener[]
   server.removeAllListeners('request')

@@ -37,7 +37,8 @@ export interface TokenApiOptions {
   log: Logger
 }
 
-const MAX_BODY_BYTES = 64 * 1024
+/** The most of a request body read (into memory): an SIA token request is a few short fields. */
+export const MAX_BODY_BYTES = 64 * 1024
 // Athenz names (segments of [a-zA-Z0-9_][a-zA-Z0-9_-]* joined by dots, as targets.ts takes them):
 // domain "a.b-c", a principal "domain.service"; roles, one or more joined by commas. "a..b",
 // "demo." or "reader," would be signed by the local authority and cached as keys of their own.

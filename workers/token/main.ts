@@ -18,7 +18,7 @@ import type { ZtsClient } from '../../shared/identity/zts-client.js'
 import type { Logger } from '../../shared/logger.js'
 import { bootDeadline, untilDeadline } from '../../shared/start-deadline.js'
 import { timerTask } from '../../shared/timer-task.js'
-import { createTokenApi } from './api.js'
+import { createTokenApi, MAX_BODY_BYTES } from './api.js'
 import { type CacheKey, createTokenCache, describeKey, type TokenCache } from './cache.js'
 import { expiryOf, stampExpiry } from './expiry.js'
 import { countFetchErrors } from './fetch-metrics.js'
@@ -251,7 +251,7 @@ defineService({
           handler,
         ) as unknown as Server)
       : createHttpServer(handler)
-    await serve('server', server, config.tokenServerAddr)
+    await serve('server', server, config.tokenServerAddr, MAX_BODY_BYTES)
     if (tls) {
       await go('tls-watcher', async (t) => {
         // The token server's certificate is renewed on disk (often the service certificate itself).
