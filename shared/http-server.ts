@@ -128,6 +128,11 @@ export function serveTask(
     // First: it takes the handler behind its check.
     const conns = trackConnections(server, { maxConnections, onFull: fullLog(maxConnections, log) })
     server.maxHeadersCount = MAX_HEADER_LINES
+    // A client may end its side once its request is sent (RFC 9112 §9.6): Node's default ends the
+    // connection at that FIN, and an answer not ready by then (a scrape, a stored webhook) was lost.
+    // Half-open, Node sends the answers under way and then closes (the http server's own switch,
+    // set false by its constructor since Node 0.x; not in @types/node).
+    ;(server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true
     if (limits) applyReadDeadlines(server, limits)
     answerClientErrors(server)
     answerExpectations(server)

@@ -328,6 +328,7 @@ async function exchange(
   base: string,
   request: string,
   ms = 5000,
+  halfClose = false,
 ): Promise<{ statuses: string[]; text: string }> {
   const socket = connect(Number(new URL(base).port), '127.0.0.1')
   let text = ''
@@ -336,6 +337,7 @@ async function exchange(
   })
   socket.on('error', () => {})
   socket.write(request)
+  if (halfClose) socket.end() // done sending; still reading
   await Promise.race([new Promise((r) => socket.once('close', r)), new Promise((r) => setTimeout(r, ms))])
   socket.destroy()
   return { statuses: [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]!), text }
@@ -347,6 +349,31 @@ const PIPELINED_WEBHOOK = JSON.stringify({
   receiver: 'r',
   groupKey: '{}',
   alerts: [{ status: 'firing', labels: { alertname: 'Pipelined' }, annotations: {} }],
+})
+
+test('a client that half-closes after its request still gets the answer, on every server', async () => {
+  // Node's default ends the connection at the client's FIN: an answer not ready by then (a scrape,
+  // a webhook stored) was never sent, the work done all the same.
+  const sc = await startReady()
+  try {
+    const webhook = `POST /api/v1/signals/prometheus HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(PIPELINED_WEBHOOK)}\r\n\r\n${PIPELINED_WEBHOOK}`
+    const token = JSON.stringify({ domain: 'demo', role: 'half-closed' })
+    const asks = {
+      metrics: ['GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n', '200'],
+      gateway: [webhook, '201'],
+      token: [
+        `POST /accesstoken HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(token)}\r\n\r\n${token}`,
+        '200',
+      ],
+      healthcheck: ['GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n', '200'],
+    }
+    for (const [service, [request, status]] of Object.entries(asks)) {
+      const { statuses } = await exchange(await sc.url(service), request!, 5000, true)
+      assert.deepEqual(statuses, [status], service)
+    }
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
 })
 
 test('a malformed request pipelined behind one still being answered: that one is answered first, then the 400', async () => {
