@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { type AlertInput, alert, gatewayEnv, post, readJsonLines, webhook } from './support/gateway.js'
+import { freePort } from './support/ports.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
 import { fillDisk, smallTmpfs } from './support/tmpfs.js'
 
@@ -93,5 +95,63 @@ test('disk full, then freed: 5xx while full, never a torn line, every 2xx alert 
 
   const names = assertWholeLines(sinkFile).map((l) => l.alertname)
   assert.deepEqual(names.sort(), [...stored].sort(), 'every alert that got a 2xx, each once')
+  assert.equal(await stop(sc), 0)
+})
+
+test('the sink file deleted, then its folder: the next alerts go to a new file at the path', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-sink-gone-'))
+  const sinkFile = join(dir, 'sink', 'alerts.jsonl')
+  const sc = await launch(t, { GATEWAY_SINK_FILE: sinkFile })
+  const base = await sc.url('gateway')
+  assert.equal((await post(base, webhook([alert('First')]))).status, 201)
+  rmSync(sinkFile)
+  await sleep(1100) // the path is looked up at most once a second
+  assert.equal((await post(base, webhook([alert('AfterDelete')]))).status, 201)
+  await sc.waitForEvent('gateway.sink.reopened')
+  assert.deepEqual(
+    assertWholeLines(sinkFile).map((l) => l.alertname),
+    ['AfterDelete'],
+  )
+  rmSync(join(dir, 'sink'), { recursive: true })
+  await sleep(1100)
+  assert.equal((await post(base, webhook([alert('AfterFolder')]))).status, 201)
+  assert.deepEqual(
+    assertWholeLines(sinkFile).map((l) => l.alertname),
+    ['AfterFolder'],
+  )
+  assert.equal(await stop(sc), 0)
+})
+
+test('a gateway restarted while its sink path is broken starts not ready and comes back when it is mended: no crash loop', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-sink-broken-'))
+  const sinkDir = join(dir, 'sink')
+  const sinkFile = join(sinkDir, 'alerts.jsonl')
+  // A port of its own: the restarted worker serves on the same one.
+  const gatewayAddr = `127.0.0.1:${await freePort()}`
+  const sc = await launch(t, {
+    GATEWAY_SINK_FILE: sinkFile,
+    GATEWAY_ADDR: gatewayAddr,
+    SIA_FAILPOINTS: 'gateway.before-sink=1*crash',
+    HEALTH_CHECK_ADDR: '127.0.0.1:0',
+  })
+  const base = `http://${gatewayAddr}`
+  // A file where the folder was: every open of the path fails (ENOTDIR).
+  renameSync(sinkDir, join(dir, 'sink.old'))
+  writeFileSync(sinkDir, '')
+  await post(base, webhook([alert('Crashes')])).catch(() => {})
+  await sc.waitForEvent('worker.crashed', { service: 'gateway' })
+  const failed = await sc.waitForEvent('gateway.sink.failed', { path: sinkFile })
+  assert.equal((failed.err as { code: string }).code, 'ENOTDIR')
+  await sc.waitForEvent('gateway.not-ready', { degraded: 'sink' })
+  const readyz = await fetch(`${await sc.url('healthcheck')}/readyz`)
+  assert.equal(readyz.status, 503)
+  rmSync(sinkDir)
+  await sc.waitForEvent('gateway.ready-again', {}, 10_000)
+  assert.equal((await post(base, webhook([alert('Mended')]))).status, 201)
+  assert.deepEqual(
+    assertWholeLines(sinkFile).map((l) => l.alertname),
+    ['Mended'],
+  )
+  assert.deepEqual(sc.events('worker.crash-loop'), [])
   assert.equal(await stop(sc), 0)
 })

@@ -69,6 +69,8 @@ export function createGatewayHealth(opts: GatewayHealthOptions): GatewayHealth {
     return reasons
   }
 
+  // A sink that could not even be opened starts down, and is probed back.
+  if (sink.usable?.() === false) sinkState.fail()
   publish()
   const timer = setInterval(() => {
     sinkState.tick()

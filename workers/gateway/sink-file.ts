@@ -1,12 +1,31 @@
 import { dirname } from 'node:path'
 import { constants, fstatSync } from '../../shared/builtins.js'
+import { monotonicMs } from '../../shared/clock.js'
 import { withDeadline } from '../../shared/deadline.js'
 import { ensureDir } from '../../shared/ensure-dir.js'
 import { codedError } from '../../shared/errors.js'
-import { close, fdatasync, fstat, ftruncate, open, read, syncDir, writevAll } from '../../shared/fs-async.js'
+import {
+  close,
+  fdatasync,
+  fstat,
+  ftruncate,
+  open,
+  read,
+  stat,
+  syncDir,
+  writevAll,
+} from '../../shared/fs-async.js'
 import type { Logger } from '../../shared/logger.js'
 import { forEachSliced } from '../../shared/slices.js'
 import type { Sink, SinkRecord } from './sink.js'
+
+interface OpenFile {
+  fd: number
+  /** A regular file (not /dev/stdout, a FIFO): repaired, cut back, probed, followed by its path. */
+  regular: boolean
+  dev: number
+  ino: number
+}
 
 interface Waiter {
   bufs: Buffer[]
@@ -26,6 +45,8 @@ const ENCODE_CHARS = 64 * 1024
 /** A probe needs room for at least this, and at most this (the size of the write that failed). */
 const PROBE_MIN_BYTES = 4096
 const PROBE_MAX_BYTES = 1024 * 1024
+/** How often, at most, the path is looked up to see that it still names the file open. */
+const PATH_CHECK_MS = 1000
 /** How long closing waits for the append in flight. */
 const CLOSE_WAIT_MS = 10_000
 /**
@@ -52,30 +73,80 @@ export async function createFileSink(
   path: string,
   log: Logger,
   closeWaitMs = CLOSE_WAIT_MS,
-  { repair = true }: { repair?: boolean } = {},
+  { repair = true, checkMs = PATH_CHECK_MS }: { repair?: boolean; checkMs?: number } = {},
 ): Promise<Sink> {
-  await ensureDir(dirname(path))
-  const fd = await open(path, APPEND_DURABLY, 0o640)
-  let regular: boolean
+  /** The file open, and which one it is; none while the path cannot be opened. */
+  let file: OpenFile | undefined
+  /** Set when a failed append could not be cut back: cut it before anything else is appended. */
+  let cutTo: number | undefined
+  let checkAt = 0
+  const openFile = async (repairIt: boolean): Promise<OpenFile> => {
+    await ensureDir(dirname(path))
+    const fd = await open(path, APPEND_DURABLY, 0o640)
+    try {
+      const st = await fstat(fd)
+      const regular = st.isFile()
+      // O_DSYNC makes the file's data durable, not its name: a file just created, and the alerts
+      // answered 2xx in it, would be lost with its name in a power cut.
+      if (regular) await syncDir(dirname(path))
+      if (regular && repairIt) await repairTail(fd, path, log)
+      checkAt = monotonicMs() + checkMs
+      return { fd, regular, dev: st.dev, ino: st.ino }
+    } catch (err) {
+      await close(fd).catch(() => {})
+      throw err
+    }
+  }
+  /**
+   * The file to append to: the path is looked up at most once a `checkMs`, and a file moved
+   * away (rotated) or deleted under us is left for a new one at the path (`gateway.sink.reopened`):
+   * appended to, the deleted one took the alerts answered 2xx with it. Opened again too after
+   * the path could not be (a directory gone, a file where the directory was): the write, or
+   * the probe, fails until it can.
+   */
+  const current = async (): Promise<OpenFile> => {
+    if (file && (!file.regular || monotonicMs() < checkAt)) return file
+    if (file) {
+      checkAt = monotonicMs() + checkMs
+      const onDisk = await stat(path).catch(() => undefined)
+      if (onDisk?.ino === file.ino && onDisk.dev === file.dev) return file
+      const old = file
+      file = undefined
+      // A cut owed to the old file is not the new one's.
+      cutTo = undefined
+      await close(old.fd).catch(() => {})
+      file = await openFile(false)
+      log.warn(
+        { event: 'gateway.sink.reopened', path },
+        `${path} was moved or deleted: appending to a new file there`,
+      )
+      return file
+    }
+    file = await openFile(false)
+    return file
+  }
   try {
-    regular = (await fstat(fd)).isFile()
-    // O_DSYNC makes the file's data durable, not its name: a file just created, and the alerts
-    // answered 2xx in it, would be lost with its name in a power cut.
-    if (regular) await syncDir(dirname(path))
-    if (regular && repair) await repairTail(fd, path, log)
+    file = await openFile(repair)
   } catch (err) {
-    await close(fd).catch(() => {})
-    throw err
+    // Not the start's failure: the gateway starts not ready and probes the path every second
+    // (a crash-restarted gateway whose path broke meanwhile failed every start: a crash loop
+    // that stopped the whole sidecar).
+    log.error(
+      {
+        event: 'gateway.sink.failed',
+        path,
+        err: { code: (err as NodeJS.ErrnoException).code, message: (err as Error).message },
+      },
+      `cannot open the sink file ${path}: not ready until it can`,
+    )
   }
   let queue: Waiter[] = []
   let flushing: Promise<void> | undefined
   let closing: Promise<void> | undefined
-  /** Set when a failed append could not be cut back: cut it before anything else is appended. */
-  let cutTo: number | undefined
   /** Bytes of the last append that failed: what a probe must find room for. */
   let failedBytes = 0
 
-  const cutBack = async (size: number) => {
+  const cutBack = async (fd: number, size: number) => {
     try {
       await ftruncate(fd, size)
       cutTo = undefined
@@ -92,7 +163,8 @@ export async function createFileSink(
   }
 
   const append = async (bufs: Buffer[]) => {
-    if (cutTo !== undefined) await cutBack(cutTo)
+    const { fd, regular } = await current()
+    if (cutTo !== undefined) await cutBack(fd, cutTo)
     // Asked every time, not tracked: the file may have been truncated (rotated) under us. fstat of
     // an open file is answered from its inode in memory: synchronous, one system call; through
     // the thread pool, a trip there and a turn of the loop on every append.
@@ -102,7 +174,7 @@ export async function createFileSink(
     } catch (err) {
       failedBytes = bufs.reduce((n, b) => n + b.length, 0)
       if (regular) {
-        await cutBack(before).then(
+        await cutBack(fd, before).then(
           () => log.debug({ event: 'gateway.sink.truncated', size: before }, 'failed append cut back'),
           () => {},
         )
@@ -113,12 +185,13 @@ export async function createFileSink(
 
   /** Room for `buf` right now: appended durably, then cut back whatever happens. */
   const probeOnce = async (bufs: Buffer[]) => {
-    if (cutTo !== undefined) await cutBack(cutTo)
+    const { fd } = await current()
+    if (cutTo !== undefined) await cutBack(fd, cutTo)
     const before = (await fstat(fd)).size
     try {
       await writevAll(fd, bufs)
     } finally {
-      await cutBack(before)
+      await cutBack(fd, before)
     }
   }
 
@@ -159,6 +232,7 @@ export async function createFileSink(
 
   return {
     name: 'file',
+    usable: () => file !== undefined,
     async write(records: readonly SinkRecord[], signal?: AbortSignal) {
       const bufs: Buffer[] = []
       let lines = ''
@@ -179,7 +253,7 @@ export async function createFileSink(
     async probe() {
       // A FIFO or a terminal has no room to probe: it takes writes again once the append it
       // hangs in (nobody reads) has returned.
-      if (!regular) return flushing
+      if (file && !file.regular) return flushing
       const size = Math.min(PROBE_MAX_BYTES, Math.max(PROBE_MIN_BYTES, failedBytes))
       await enqueue({ bufs: [Buffer.alloc(size, 0x20)], probe: true })
     },
@@ -197,7 +271,7 @@ export async function createFileSink(
           async () => flushing,
           () => codedError('ERR_SINK_HUNG', `an append to ${path} has not returned in ${closeWaitMs}ms`),
         )
-        await close(fd)
+        if (file) await close(file.fd)
       })()
       return closing
     },

@@ -47,6 +47,8 @@ export interface Sink {
    * anything. Without it, a failed sink gets traffic again after a cool-down (half-open).
    */
   probe?(): Promise<void>
+  /** False while the sink cannot take a write at all (its file could not be opened): not ready. */
+  usable?(): boolean
   close(): Promise<void>
 }
 
