@@ -173,8 +173,19 @@ describe('loadConfig', () => {
         },
       }),
     )
-    const c = config(['--config', json])
+    const loaded = loadConfig(['--config', json], {})
+    assert.equal(loaded.kind, 'run')
+    const c = loaded.config
     assert.equal(c.services.gateway.shutdownTimeout, 45_000)
+    // SHUTDOWN_TIMEOUT bounds the whole shutdown: the gateway never gets its 45 s, and is told so.
+    assert.deepEqual(
+      loaded.warnings.map((w) => w.setting),
+      [`services.gateway.shutdownTimeout (in ${json})`],
+    )
+    assert.match(
+      loaded.warnings[0]!.reason,
+      /longer than shutdownTimeout \(in .*sia\.json\) \(20s\), which bounds the whole shutdown/,
+    )
     assert.equal(c.services.token.shutdownTimeout, 20_000, 'the top-level default applies to the rest')
     assert.deepEqual(c.services.gateway.resourceLimits, { maxOldGenerationSizeMb: 64 })
     assert.equal(c.services.gateway.restart, 'transient')

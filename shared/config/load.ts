@@ -317,6 +317,14 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       )
     }
     services[name] = tuningFor(name, s, parsed.data[name] ?? {})
+    // SHUTDOWN_TIMEOUT (with SHUTDOWN_DELAY) bounds the whole shutdown (DESIGN.md §1): a service
+    // given longer never has it, and may take all the services stopped after it are owed.
+    if (services[name].shutdownTimeout > s.shutdownTimeout) {
+      warnings.push({
+        setting: `services.${name}.shutdownTimeout (in ${configPath})`,
+        reason: `longer than ${named('shutdownTimeout')} (${s.shutdownTimeout / 1000}s), which bounds the whole shutdown: it gets at most that, and the services stopped after it what it leaves`,
+      })
+    }
   }
   checkPortsApart(s, services, named)
   return { kind: 'run', config: { ...s, ...identity, services }, warnings }
