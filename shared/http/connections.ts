@@ -1,6 +1,8 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import { refuseHostless } from './expectations.js'
+import { refuseHostless, refuseTransferCoding } from './expectations.js'
+import { sendProblem } from './problem.js'
+import { closeUnread } from './unread-body.js'
 
 /** Requests a connection may have waiting behind an answer not yet sent: no client we serve pipelines. */
 export const MAX_PIPELINED = 16
@@ -24,6 +26,24 @@ export interface ConnectionTracker {
 
 type RequestListener = (req: IncomingMessage, res: ServerResponse) => void
 
+/**
+ * One request too many behind answers not yet sent: 503, its handler not run, and the connection
+ * closed after it (the client sends the rest again on a new one, as it must any request a closed
+ * connection left unanswered). The answers before it are sent first, in order.
+ */
+function refusePipelined(req: IncomingMessage, res: ServerResponse, max: number): void {
+  closeUnread(req, res)
+  sendProblem(
+    res,
+    {
+      status: 503,
+      title: 'Service Unavailable',
+      detail: `more than ${max} requests waiting on one connection: send the rest on a new one`,
+    },
+    { connection: 'close', 'retry-after': '0' },
+  )
+}
+
 /** What a server admits: requests waiting a connection, connections at once. */
 export interface ConnectionLimits {
   /** Requests a connection may have waiting behind an answer not yet sent (MAX_PIPELINED). */
@@ -39,9 +59,10 @@ export interface ConnectionLimits {
  * handler every request its parser finds in what it has read, answers queued in order: one write
  * of 2,000 pipelined `GET /metrics` (68 KB) started 2,000 scrapes at once and ended the metrics
  * thread out of heap, and six of them the sidecar (crash loop). A request that arrives while
- * `maxPipelined` answers on its connection are still unsent ends the connection: its handler
- * never runs (nor those of the rest of that read, which Node still parses), and what was queued
- * for it is freed. Call it before any other 'request' listener is added: the server's handler
+ * `maxPipelined` answers on its connection are still unsent is answered 503 (refusePipelined),
+ * its handler not run, and the connection closed once the answers before it are sent; past twice
+ * that (a client that goes on regardless), the connection ends at once: no handler runs for the
+ * rest of that read, which Node still parses, and what was queued for it is freed. Call it before any other 'request' listener is added: the server's handler
  * runs behind the check. It costs a request two WeakMap lookups, no listener and no closure.
  *
  * Past `maxConnections`, the oldest connection running no handler (idle, its request not yet
@@ -86,13 +107,14 @@ export function trackConnections(server: Server, limits: ConnectionLimits = {}):
     const socket = raw(req.socket)
     const before = last.get(socket)
     const waiting = before && !before.writableFinished ? (depth.get(socket) ?? 0) + 1 : 0
-    if (waiting > max) {
+    if (waiting > 2 * max) {
       req.socket.destroy()
       return
     }
     last.set(socket, res)
     depth.set(socket, waiting)
-    if (refuseHostless(req, res)) return
+    if (waiting > max) return refusePipelined(req, res, max)
+    if (refuseHostless(req, res) || refuseTransferCoding(req, res)) return
     for (const handler of handlers) handler.call(this, req, res)
   })
   return {

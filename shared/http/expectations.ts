@@ -54,3 +54,20 @@ export function refuseHostless(req: IncomingMessage, res: ServerResponse): boole
   )
   return true
 }
+
+/**
+ * A request whose body comes in a transfer coding other than chunked alone (`gzip, chunked`):
+ * Node takes the chunked framing off and hands the handler the gzip as if it were the body.
+ * RFC 9112 §6.1: 501 for a transfer coding the server does not understand.
+ */
+export function refuseTransferCoding(req: IncomingMessage, res: ServerResponse): boolean {
+  const te = req.headers['transfer-encoding']
+  if (te === undefined || te.toLowerCase() === 'chunked') return false
+  closeUnread(req, res)
+  sendProblem(
+    res,
+    { status: 501, title: 'Not Implemented', detail: `transfer coding "${te}": only chunked is served` },
+    { connection: 'close' },
+  )
+  return true
+}
