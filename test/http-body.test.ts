@@ -69,3 +69,24 @@ test('past the limit, over several chunks, the read stops with too-large', async
   )
   assert.deepEqual(results, [{ ok: false, reason: 'too-large' }])
 })
+
+test('bytes that are not UTF-8 end the read with not-utf8, in one chunk or split between several', async (t) => {
+  const { port, results } = await serve(t, 1024)
+  const bad = (b: number) => Buffer.concat([Buffer.from('{"v":"'), Buffer.from([b]), Buffer.from('"}')])
+  // One chunk: 0xFF, 0xFE, 0xC0 each became U+FFFD, three different bodies one text.
+  for (const b of [0xff, 0xfe, 0xc0])
+    assert.equal(await sendChunked(port, [bad(b)]), 'HTTP/1.1 413 Payload Too Large')
+  // Several chunks: a stray byte in the second, and a character cut short at the very end.
+  assert.equal(await sendChunked(port, [Buffer.from('{"v":'), bad(0xff)]), 'HTTP/1.1 413 Payload Too Large')
+  assert.equal(
+    await sendChunked(port, [Buffer.from('{"v":"'), Buffer.from('é').subarray(0, 1)]),
+    'HTTP/1.1 413 Payload Too Large',
+  )
+  // A byte order mark is kept, as before: the body is what was sent.
+  assert.equal(await sendChunked(port, [Buffer.from('\uFEFF{}')]), 'HTTP/1.1 200 OK')
+  assert.equal(await sendChunked(port, [Buffer.from('\uFEFF'), Buffer.from('{}')]), 'HTTP/1.1 200 OK')
+  assert.deepEqual(
+    results.map((r) => (r.ok ? r.text : r.reason)),
+    ['not-utf8', 'not-utf8', 'not-utf8', 'not-utf8', 'not-utf8', '\uFEFF{}', '\uFEFF{}'],
+  )
+})

@@ -336,7 +336,7 @@ async function exchange(
     text += d
   })
   socket.on('error', () => {})
-  socket.write(request)
+  socket.write(request, 'latin1') // byte for byte: a test may send bytes that are not UTF-8
   if (halfClose) socket.end() // done sending; still reading
   await Promise.race([new Promise((r) => socket.once('close', r)), new Promise((r) => setTimeout(r, ms))])
   socket.destroy()
@@ -389,6 +389,26 @@ test('a body in a transfer coding other than chunked alone is 501 on every serve
       assert.deepEqual(statuses, ['501'], service)
       assert.match(text, /content-type: application\/problem\+json/i)
       assert.match(text, /only chunked is served/)
+    }
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
+})
+
+test('a body that is not UTF-8 is 400 on the gateway and the token server, not stored with U+FFFD', async () => {
+  const sc = await startReady()
+  try {
+    const body = PIPELINED_WEBHOOK.replace('"Pipelined"', '"Bin\xff"')
+    const asks = {
+      gateway: '/api/v1/signals/prometheus',
+      token: '/accesstoken',
+    }
+    for (const [service, path] of Object.entries(asks)) {
+      const bytes = Buffer.from(body, 'latin1') // 0xFF alone: no UTF-8 character
+      const head = `POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${bytes.length}\r\n\r\n`
+      const { statuses, text } = await exchange(await sc.url(service), head + bytes.toString('latin1'), 1500)
+      assert.deepEqual(statuses, ['400'], service)
+      assert.match(text, /not UTF-8/)
     }
   } finally {
     assert.equal(await stop(sc), 0)

@@ -112,6 +112,9 @@ function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
     if (!read.ok) {
       if (read.reason === 'too-large') tooLarge(req, res)
       if (read.reason === 'over-budget') shed(req, res)
+      // Its alerts would be stored, and fingerprinted, with U+FFFD where the bytes were.
+      if (read.reason === 'not-utf8')
+        refuse(req, res, { status: 400, title: 'Bad Request', detail: 'the body is not UTF-8' })
       return // aborted, or the read deadline passed (Node answered 408): nobody is listening
     }
     try {

@@ -70,9 +70,8 @@ function knownFields(body: Record<string, unknown>, fields: ReadonlySet<string>)
 
 function parseJson(read: BodyResult): Record<string, unknown> {
   if (!read.ok) {
-    throw read.reason === 'too-large'
-      ? clientError('request body too large', 413)
-      : clientError('request body aborted')
+    if (read.reason === 'too-large') throw clientError('request body too large', 413)
+    throw clientError(read.reason === 'not-utf8' ? 'request body is not UTF-8' : 'request body aborted')
   }
   let v: unknown
   try {
