@@ -213,3 +213,20 @@ test('INTERMEDIATE_CERT_BUNDLE that is not a bundle name: exit 2 naming it', () 
     )
   }
 })
+
+test('certificates issued shorter than REFRESH_INTERVAL are refreshed half-way through, not left to expire', async (t) => {
+  // 66 s, from a minute before the issue (as ZTS's double backdates them): due ~3 s after it.
+  zts.issueFor(66_000)
+  t.after(() => zts.issueFor(3600_000))
+  const dir = mkdtempSync(join(tmpdir(), 'sia-zts-short-'))
+  const sc = await startReady({ dataDir: dir, env: ztsEnv() }) // REFRESH_INTERVAL: a day
+  try {
+    const before = zts.counts.refresh
+    await sc.waitForEvent('certificate.refresh.scheduled')
+    await sc.waitFor(() => zts.counts.refresh > before, 20_000)
+    const cert = new X509Certificate(readFileSync(join(dir, 'cert.pem'), 'utf8').match(PEM)![0]!)
+    assert.ok(Date.parse(cert.validTo) > Date.now(), 'the certificate on disk is the refreshed one, valid')
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
+})

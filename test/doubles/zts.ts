@@ -48,6 +48,8 @@ export interface ZtsDouble {
   wrongKeyNext(route: Route): void
   /** The next call of `route` answers 200 with `body` as it is (a proxy's page, a token without its expiry). */
   answerNext(route: Route, body: string, contentType?: string): void
+  /** Certificates issued from now on (instance, refresh, role) live `ms` (an hour by default). */
+  issueFor(ms: number): void
   /** A key and certificate issued by the double's CA (for the files provider), valid for 127.0.0.1. */
   issue(commonName: string): Promise<{ keyPem: string; certPem: string }>
   close(): Promise<void>
@@ -102,6 +104,7 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
       timers.add(t)
     })
   const wrongKey = new Set<Route>()
+  let issuedValidityMs = VALIDITY_MS
   const raw = new Map<Route, { body: string; contentType: string }>()
   const drips = new Map<Route, { ms: number; bytes: number }>()
 
@@ -121,7 +124,7 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
         validityMs: VALIDITY_MS,
       })
     }
-    return signCsr({ caKeyPem, caCertPem: ca.certPem, csrPem, validityMs: VALIDITY_MS })
+    return signCsr({ caKeyPem, caCertPem: ca.certPem, csrPem, validityMs: issuedValidityMs })
   }
 
   async function readBody(req: IncomingMessage): Promise<string> {
@@ -279,6 +282,9 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
     delay: (route, ms) => delays.set(route, ms),
     drip: (route, ms, bytes = 1) => drips.set(route, { ms, bytes }),
     wrongKeyNext: (route) => wrongKey.add(route),
+    issueFor: (ms) => {
+      issuedValidityMs = ms
+    },
     answerNext: (route, body, contentType = 'application/json') => void raw.set(route, { body, contentType }),
     async issue(commonName) {
       const k = await generateRsaKey()

@@ -268,16 +268,22 @@ defineService({
       // Serving from the backup, or a boot refresh that failed: the provider is retried on the
       // back-off schedule, not in a day.
       let failures = retrying ? 1 : 0
-      let wait = retrying
-        ? backoffDelay(0, INITIAL_BACKOFF_MS, maxBackoffMs)
-        : freshMs || config.refreshInterval
+      // REFRESH_INTERVAL after an issue, or half-way through what was issued if that comes first
+      // (freshForMs): a provider issuing certificates shorter than the interval (a day by default)
+      // had them expire while the sidecar ran, ready. Never sooner than a retry's first back-off.
+      const due = async () =>
+        Math.min(
+          config.refreshInterval,
+          Math.max(INITIAL_BACKOFF_MS, identity ? await freshForMs(identity, config) : 0),
+        )
+      let wait = retrying ? backoffDelay(0, INITIAL_BACKOFF_MS, maxBackoffMs) : freshMs || (await due())
       while (await pause(wait, t.signal)) {
         try {
           await refreshOnce(t.signal)
           if (!periodic) return void (await aborted(t.signal)) // the task lasts as the service
           // Back on the interval: the wait a failure (or a reused identity's freshness) set is
           // not kept, or every refresh after one failure came a back-off apart, each a new key.
-          wait = config.refreshInterval
+          wait = await due()
           if (failures > 0)
             log.info(
               { event: 'certificate.refresh.recovered', failures, nextInMs: wait },
