@@ -138,3 +138,43 @@ test('a Redis that refuses the commands requests run (an ACL without scripting; 
   await sc.waitForCount('gateway.ready-again', recoveries + 1)
   assert.equal(await stop(sc), 0)
 })
+
+test('Redis out of memory under the stream sink: what it took of a batch is not appended again, and not ready until it takes writes', async (t) => {
+  const redis = await startRedis()
+  t.after(() => redis.stop())
+  const admin = new Redis(redis.port, '127.0.0.1')
+  t.after(() => admin.disconnect())
+  const sc = await startReady({
+    env: gatewayEnv({
+      REDIS_URL: `redis://127.0.0.1:${redis.port}`,
+      GATEWAY_SINK: 'redis-stream',
+      LOG_LEVEL: 'debug',
+    }),
+  })
+  t.after(() => stop(sc, 'SIGKILL'))
+  const base = await sc.url('gateway')
+  assert.equal((await post(base, webhook([alert('Before')]))).status, 201)
+  // Room for a few dozen of the batch's 2 KB records, no more.
+  const used = Number(/used_memory:(\d+)/.exec(await admin.info('memory'))![1])
+  await admin.config('SET', 'maxmemory-policy', 'noeviction')
+  await admin.config('SET', 'maxmemory', String(used + 100_000))
+  const batch = webhook(
+    Array.from({ length: 200 }, (_, i) =>
+      alert(`Big${i}`, { annotations: { description: 'x'.repeat(2000) } }),
+    ),
+  )
+  assert.equal((await post(base, batch)).status, 503)
+  await sc.waitForEvent('gateway.not-ready')
+  // Two probes later, still not ready: Redis answers TYPE, not a write.
+  const stillFailing = () => sc.records.filter((r) => /is still failing$/.test(String(r.msg))).length
+  const probes = stillFailing()
+  await sc.waitFor(() => stillFailing() >= probes + 2)
+  assert.equal(sc.events('gateway.ready-again').length, 0)
+  assert.equal((await fetch(`${base}/ready`)).status, 503)
+
+  await admin.config('SET', 'maxmemory', '0')
+  await sc.waitForEvent('gateway.ready-again', {}, 10_000)
+  assert.equal((await post(base, batch)).status, 201)
+  assert.equal(await admin.xlen('sia:alerts'), 201, 'each alert once')
+  assert.equal(await stop(sc), 0)
+})

@@ -61,7 +61,7 @@ defineService({
           leaseMs,
           maxEntries: config.gatewayDedupMaxEntries,
         })
-    const sink = await createSinkFor(config, redis, log, successor)
+    const sink = await createSinkFor(config, redis, log, successor, store.probe?.bind(store))
     onStop(() => sink.close())
     // Readiness follows the store and the sink, from now until shutdown begins (then a replacement
     // worker, or the shutdown itself, says what readiness is).

@@ -4,19 +4,29 @@ import type { Sink, SinkRecord } from './sink.js'
 
 /**
  * XADD per new alert, one pipeline per batch: consumers scale out behind several gateways. One key,
- * so one hash slot: the pipeline is valid on a cluster too.
+ * so one hash slot: the pipeline is valid on a cluster too. `writeProbe` is the dedup store's
+ * probe, a write to the same Redis.
  */
-export function createRedisStreamSink(client: RedisClient, key: string): Sink {
+export function createRedisStreamSink(
+  client: RedisClient,
+  key: string,
+  writeProbe?: () => Promise<void>,
+): Sink {
   return {
     name: 'redis-stream',
-    async write(records: readonly SinkRecord[]) {
+    async write(records: readonly SinkRecord[], _signal, stored) {
       const p = client.pipeline()
       await mapSliced(records, (r) =>
         p.xadd(key, '*', 'fingerprint', r.fingerprint, 'status', r.status, 'alert', JSON.stringify(r)),
       )
       const replies = (await p.exec()) ?? []
       const failed = replies.find(([err]) => err)
-      if (failed?.[0]) throw failed[0]
+      if (failed?.[0]) {
+        // What Redis took of a batch that failed part way is said (OOM after 46 of 200): released
+        // whole, its retry appended those 46 again. A batch taken whole resolves, as it was.
+        if (stored) for (const [i, [err]] of replies.entries()) if (!err) stored(i)
+        throw failed[0]
+      }
       if (replies.length !== records.length) throw new Error('incomplete reply from redis')
     },
     async probe() {
@@ -31,6 +41,9 @@ export function createRedisStreamSink(client: RedisClient, key: string): Sink {
         throw err
       })
       if (type !== 'stream' && type !== 'none') throw new Error(`${key} holds a ${type}, not a stream`)
+      // A Redis that refuses writes (out of memory, a replica after a failover) still answers
+      // TYPE: ready again a second after each failed batch, every next one failing.
+      await writeProbe?.()
     },
     async close() {}, // the client is shared with the dedup store and closed with it
   }

@@ -14,11 +14,13 @@ export async function createSinkFor(
   log: Logger,
   /** ServiceContext.successor: the file sink's tail is the predecessor's, still appending. */
   successor = false,
+  /** A write to Redis that stores nothing lasting (the dedup store's probe). */
+  redisWriteProbe?: () => Promise<void>,
 ): Promise<Sink> {
   switch (config.gatewaySink) {
     case 'redis-stream':
       if (!redis) throw codedError('ERR_CONFIG', 'GATEWAY_SINK=redis-stream needs REDIS_URL')
-      return createRedisStreamSink(redis, config.gatewayStreamKey)
+      return createRedisStreamSink(redis, config.gatewayStreamKey, redisWriteProbe)
     case 'kubernetes':
       return createKubernetesSink({
         api: config.gatewayKubeApi,
