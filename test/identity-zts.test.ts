@@ -195,7 +195,13 @@ describe('zts provider against the ZTS double', () => {
     zts.answerNext('oauth2', JSON.stringify({ access_token: 'aaa.bbb.ccc', token_type: 'Bearer' }))
     const noExpiry = await post('/accesstoken', { domain: 'demo', role: 'no-expiry' })
     assert.equal(noExpiry.status, 502)
-    assert.equal(await fetchErrors(), before + 2)
+    // A role token already expired by this host's clock (ZTS's ahead): no token to serve.
+    const past = Math.floor(Date.now() / 1000) - 100
+    zts.answerNext('roletoken', JSON.stringify({ token: 'RT-EXPIRED', expiryTime: past }))
+    const expired = await post('/roletoken', { domain: 'demo', role: 'expired' })
+    assert.equal(expired.status, 502)
+    assert.match(String(expired.json.detail), /role token that expired at/)
+    assert.equal(await fetchErrors(), before + 3)
     // Asked again, ZTS answers a token: it was not cached.
     const n = zts.counts.oauth2
     const again = await post('/accesstoken', { domain: 'demo', role: 'no-expiry' })

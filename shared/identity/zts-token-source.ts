@@ -33,11 +33,20 @@ export function createZtsTokenSource(client: ZtsClient, defaultExpirySec: number
         undefined,
         signal,
       )
-      return checked<RoleToken>(
+      const token = checked<RoleToken>(
         answer,
         (a) => text(a.token) && seconds(a.expiryTime),
         'a role token (token, expiryTime)',
       )
+      // Expired already by this host's clock (ZTS's ahead of it, or a cache in between): served,
+      // it was refused by whoever checks it, and written to a target's token file.
+      if (token.expiryTime * 1000 <= Date.now()) {
+        throw codedError(
+          'ERR_UPSTREAM',
+          `ZTS answered a role token that expired at ${new Date(token.expiryTime * 1000).toISOString()}`,
+        )
+      }
+      return token
     },
     async accessToken(req, signal) {
       const roles = req.role.split(',').filter(Boolean)
