@@ -96,4 +96,21 @@ describe('files provider', () => {
     assert.equal(res.status, 200)
     assert.equal(zts.received.filter((r) => r.route === 'oauth2').at(-1)!.clientSerial, serialNext)
   })
+
+  it('a role certificate that fails for a new key is retried on the back-off schedule, not a REFRESH_INTERVAL later', async () => {
+    // Every try of the client fails once: the reload's own attempt.
+    zts.failNext('rolecert', 503, 3)
+    const failures = sc.events('certificate.refresh.failed').length
+    const next = await zts.issue('my.team.api')
+    install(next)
+    await sc.waitForCount('certificate.refresh.failed', failures + 1)
+    const role = () => new X509Certificate(readFileSync(join(dir, 'demo:role.reader.cert.pem')))
+    const forNewKey = () =>
+      role().publicKey.export({ format: 'jwk' }).n ===
+      createPublicKey(next.keyPem).export({ format: 'jwk' }).n
+    assert.equal(forNewKey(), false, 'still the old key’s')
+    // 3.75 to 5 s later (REFRESH_INTERVAL is a day here).
+    await sc.waitForEvent('certificate.refresh.recovered', {}, 20_000)
+    assert.ok(forNewKey(), 'the role certificate is the new key’s')
+  })
 })

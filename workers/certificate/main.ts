@@ -220,6 +220,9 @@ defineService({
       }
     }
 
+    // Aborted when something outside the timer failed and its retry is owed: the role
+    // certificates of a key a third party installed (files). The timer backs off from there.
+    let retrySoon = new AbortController()
     if (rt.kind === 'files') {
       await go('file-watcher', async (t) => {
         let reloading = Promise.resolve()
@@ -234,6 +237,9 @@ defineService({
           )
           await rt.refresher.refreshRoles(next.keyPem, t.signal).catch((err: unknown) => {
             log.warn({ event: 'certificate.refresh.failed', err }, 'role certificates for the new key failed')
+            // Retried on the back-off schedule: left to REFRESH_INTERVAL (a day), the role
+            // certificates stayed the old key's.
+            retrySoon.abort()
           })
         }
         watchFiles(
@@ -277,7 +283,14 @@ defineService({
           Math.max(INITIAL_BACKOFF_MS, identity ? await freshForMs(identity, config) : 0),
         )
       let wait = retrying ? backoffDelay(0, INITIAL_BACKOFF_MS, maxBackoffMs) : freshMs || (await due())
-      while (await pause(wait, t.signal)) {
+      for (;;) {
+        const slept = await pause(wait, AbortSignal.any([t.signal, retrySoon.signal]))
+        if (t.signal.aborted) break
+        if (!slept) {
+          retrySoon = new AbortController()
+          wait = backoffDelay(failures++, INITIAL_BACKOFF_MS, maxBackoffMs)
+          continue
+        }
         try {
           await refreshOnce(t.signal)
           if (!periodic) return void (await aborted(t.signal)) // the task lasts as the service
