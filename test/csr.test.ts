@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { createPublicKey, sign, X509Certificate } from 'node:crypto'
+import { createPublicKey, generateKeyPairSync, sign, X509Certificate } from 'node:crypto'
 import { test } from 'node:test'
 import forge from 'node-forge'
 import { buildCaCert, buildCsr, readCsr, signCsr } from '../shared/identity/csr.js'
@@ -149,4 +149,20 @@ test('PEM: LF lines of 64 out; CRLF, the NEW label and surrounding text in; no r
     message: /no CERTIFICATE REQUEST block/,
   })
   assert.throws(() => readCsr(pem.replace('-----END CERTIFICATE REQUEST-----', '')), { code: 'ERR_CSR' })
+})
+
+test('a CSR for a key that is not RSA (a third party may write an EC key) is refused by name, not with an unknown OID', () => {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  assert.throws(
+    () =>
+      buildCsr({
+        keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+        commonName: 'my.team.api',
+        dnsNames: [],
+        uris: [],
+        ips: [],
+      }),
+    (err: Error & { code?: string }) =>
+      err.code === 'ERR_KEY_TYPE' && /RSA keys only; this key is ec/.test(err.message),
+  )
 })

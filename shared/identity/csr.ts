@@ -213,8 +213,16 @@ function verifiedKey(csr: forge.pki.CertificateSigningRequest): KeyObject {
 }
 
 function publicKeyOf(keyPem: string): forge.pki.PublicKey {
-  const spki = createPublicKey(keyPem).export({ type: 'spki', format: 'der' })
-  return forge.pki.publicKeyFromAsn1(fromDer(spki))
+  const key = createPublicKey(keyPem)
+  // forge encodes RSA keys only: an EC key (a third party's, files) failed every role certificate
+  // with "Cannot read public key. Unknown OID", retried for ever.
+  if (key.asymmetricKeyType !== 'rsa') {
+    throw codedError(
+      'ERR_KEY_TYPE',
+      `certificate requests are made for RSA keys only; this key is ${key.asymmetricKeyType ?? 'unknown'}`,
+    )
+  }
+  return forge.pki.publicKeyFromAsn1(fromDer(key.export({ type: 'spki', format: 'der' })))
 }
 
 function signCert(cert: forge.pki.Certificate, keyPem: string): void {
