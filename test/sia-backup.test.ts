@@ -304,6 +304,32 @@ test('BACKUP=read with the provider down and no secret: the start fails, saying 
   }
 })
 
+test("BACKUP=read with the provider down and KEY_FILE unwritable: the failure is the disk's, named (exit 1)", async () => {
+  zts.failNext('register', 503, 1_000_000)
+  const blocker = join(mkdtempSync(join(tmpdir(), 'sia-backup-disk-')), 'not-a-dir')
+  writeFileSync(blocker, '')
+  const sc = startSidecar({
+    env: env({
+      BACKUP: 'read',
+      CERT_SECRET: 'api-cert',
+      NAMESPACE: 'payments',
+      BACKUP_KUBE_API: api.url,
+      KEY_FILE: join(blocker, 'key.pem'),
+    }),
+  })
+  try {
+    const failed = await sc.waitForEvent('certificate.backup.read.failed')
+    assert.match(
+      String(failed.msg),
+      /the certificate in payments\/api-cert is valid, but writing it to .* failed \(ENOTDIR\)/,
+    )
+    assert.equal((await sc.exited).code, 1)
+  } finally {
+    zts.failNext('register', 503, 0)
+    await stop(sc)
+  }
+})
+
 test('BACKUP=read refused by RBAC on get: reported as forbidden by RBAC (exit 1)', async () => {
   zts.failNext('register', 503, 1_000_000)
   api.deny('get', 'secrets')

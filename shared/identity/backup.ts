@@ -258,7 +258,14 @@ export async function restoreIdentity(
   }
   const caPem = await readFile(config.caCertFile, 'utf8').catch(() => '')
   const identity = { keyPem: saved.keyPem, certPem: saved.certPem, caPem }
-  await storeIdentity(config, identity)
+  // The disk's failure, named as such: said as the secret's, a full disk read as a bad backup.
+  await storeIdentity(config, identity).catch((err: NodeJS.ErrnoException) => {
+    throw codedError(
+      'ERR_BACKUP',
+      `the certificate in ${backup.secret} is valid, but writing it to ${config.keyFile} and ${config.certFile} failed (${err.code ?? err.message})`,
+      err,
+    )
+  })
   return { identity, notAfter }
 }
 
