@@ -113,4 +113,19 @@ describe('files provider', () => {
     await sc.waitForEvent('certificate.refresh.recovered', {}, 20_000)
     assert.ok(forNewKey(), 'the role certificate is the new key’s')
   })
+
+  it('files that stay no valid pair, or name another principal, are said and not adopted', async () => {
+    const reloads = sc.events('certificate.reloaded').length
+    const a = await zts.issue('my.team.api')
+    const b = await zts.issue('my.team.api')
+    install({ keyPem: a.keyPem, certPem: b.certPem }) // a key and someone else's certificate
+    const invalid = await sc.waitForEvent('certificate.files.invalid', {}, 10_000)
+    assert.match(String(invalid.reason), /not for our key/)
+    install(await zts.issue('evil.other'))
+    const refused = await sc.waitForEvent('certificate.files.refused', {}, 10_000)
+    assert.match(String(refused.reason), /names evil\.other, not my\.team\.api/)
+    assert.equal(sc.events('certificate.reloaded').length, reloads, 'neither was adopted')
+    install(await zts.issue('my.team.api'))
+    await sc.waitForCount('certificate.reloaded', reloads + 1)
+  })
 })

@@ -53,6 +53,12 @@ function describeCert(cert: X509Certificate) {
 
 /** Reads the identity on disk if it is usable (key and cert match, not expired). */
 export async function readIdentity(config: Config): Promise<Identity | undefined> {
+  const read = await readIdentityOrWhy(config)
+  return read instanceof Error ? undefined : read
+}
+
+/** readIdentity, or why the files are not a valid identity (missing, unparsable, not a pair, expired). */
+export async function readIdentityOrWhy(config: Config): Promise<Identity | Error> {
   try {
     const [keyPem, certPem, caPem] = await Promise.all([
       readFile(config.keyFile, 'utf8'),
@@ -62,9 +68,14 @@ export async function readIdentity(config: Config): Promise<Identity | undefined
     const cn = /^CN=(.*)$/m.exec(new X509Certificate(certPem).subject)?.[1] ?? ''
     checkIssued(certPem, keyPem, cn)
     return { keyPem, certPem, caPem }
-  } catch {
-    return undefined
+  } catch (err) {
+    return err as Error
   }
+}
+
+/** The CN of an identity's certificate. */
+export function commonNameOf(id: Identity): string {
+  return /^CN=(.*)$/m.exec(new X509Certificate(id.certPem).subject)?.[1] ?? ''
 }
 
 /**

@@ -5,9 +5,11 @@ import { createIdentityPublisher } from '../../shared/identity/announce.js'
 import { backoffDelay, pause } from '../../shared/identity/backoff.js'
 import { createBackupWriter, createSecretBackup, restoreIdentity } from '../../shared/identity/backup.js'
 import {
+  commonNameOf,
   freshForMs,
   type Identity,
   readIdentity,
+  readIdentityOrWhy,
   readOwnIdentity,
   roleCertPath,
 } from '../../shared/identity/identity.js'
@@ -21,6 +23,8 @@ import { registerBuildInfo } from './build-info.js'
 import { registerX509Metrics } from './x509-metrics.js'
 
 const INITIAL_BACKOFF_MS = 5_000
+/** How long files that are no valid pair are given to become one before it is said (a writer half-way). */
+const INVALID_PAIR_SETTLE_MS = 2_000
 /** The longest wait between tries at boot, or when no periodic refresh sets a scale. */
 const MAX_IDLE_BACKOFF_MS = 60_000
 const DELETE_TIMEOUT_MS = 5_000
@@ -226,10 +230,45 @@ defineService({
     if (rt.kind === 'files') {
       await go('file-watcher', async (t) => {
         let reloading = Promise.resolve()
-        const reload = async () => {
-          const next = await readIdentity(config)
-          // A half-written pair (key replaced, cert not yet) does not validate: wait for the next change.
-          if (!next || next.certPem === identity?.certPem) return
+        // What was last said of files that are no valid identity: said once, not at each change.
+        let said = ''
+        const refuse = (event: string, reason: string) => {
+          if (reason === said) return
+          said = reason
+          log.warn(
+            { event, keyFile: config.keyFile, certFile: config.certFile, reason },
+            `${reason}; keeping the current identity`,
+          )
+        }
+        const reload = async (settled = false): Promise<void> => {
+          const next = await readIdentityOrWhy(config)
+          if (next instanceof Error) {
+            // A half-written pair (key replaced, cert not yet) does not validate: said only if the
+            // files are still no pair a moment later, when no writer is half-way any more.
+            if (!settled) {
+              void pause(INVALID_PAIR_SETTLE_MS, t.signal).then((slept) => {
+                if (slept) reloading = reloading.then(() => reload(true))
+              })
+              return
+            }
+            return refuse(
+              'certificate.files.invalid',
+              `${config.keyFile} and ${config.certFile} are no valid identity: ${next.message}`,
+            )
+          }
+          if (next.certPem === identity?.certPem) {
+            said = ''
+            return
+          }
+          // Another principal's certificate is not adopted mid-run: its key would sign role
+          // certificate requests naming this one (SIA's CSRs take the configured principal).
+          if (identity && commonNameOf(next) !== commonNameOf(identity)) {
+            return refuse(
+              'certificate.files.refused',
+              `the new certificate names ${commonNameOf(next)}, not ${commonNameOf(identity)}`,
+            )
+          }
+          said = ''
           adopt(next)
           log.info(
             { event: 'certificate.reloaded', certFile: config.certFile },
@@ -245,7 +284,7 @@ defineService({
         watchFiles(
           [config.keyFile, config.certFile],
           () => {
-            reloading = reloading.then(reload)
+            reloading = reloading.then(() => reload())
           },
           t.signal,
         )
