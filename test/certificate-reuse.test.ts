@@ -155,3 +155,29 @@ for (const interval of ['24h', '0']) {
     assert.equal(await stop(sc), 0)
   })
 }
+
+test('the local authority deleted while running: said, made anew, and the token service signs with the new one', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'sia-reuse-'))
+  const sc = await startReady({ dataDir, env: { REFRESH_INTERVAL: '2s' } })
+  try {
+    const jwks = async () =>
+      ((await (await fetch(`${await sc.url('token')}/oauth2/keys`)).json()) as { keys: { n: string }[] })
+        .keys[0]!.n
+    const caKey = () =>
+      new X509Certificate(readFileSync(join(dataDir, 'authority', 'ca.cert.pem'))).publicKey.export({
+        format: 'jwk',
+      }).n as string
+    const before = await jwks()
+    assert.equal(before, caKey())
+    rmSync(join(dataDir, 'authority'), { recursive: true })
+    const changed = await sc.waitForEvent('certificate.authority.changed', {}, 15_000)
+    assert.equal(changed.level, 'warn')
+    // The certificate issued from it is written next.
+    const ca = new X509Certificate(readFileSync(join(dataDir, 'authority', 'ca.cert.pem')))
+    await sc.waitFor(() => new X509Certificate(readFileSync(join(dataDir, 'cert.pem'))).verify(ca.publicKey))
+    assert.notEqual(caKey(), before)
+    assert.equal(await jwks(), caKey(), 'the JWKS is the new authority’s')
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
+})

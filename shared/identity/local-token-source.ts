@@ -1,5 +1,6 @@
 import { codedError } from '../errors.js'
-import { type Authority, loadOrCreateAuthority } from './local-authority.js'
+import { stat } from '../fs-async.js'
+import { type Authority, authorityPaths, loadOrCreateAuthority } from './local-authority.js'
 import { issueAccessToken, issueRoleToken, jwks } from './local-tokens.js'
 import type { TokenSource } from './tokens.js'
 
@@ -20,14 +21,25 @@ export interface LocalTokenSourceOptions {
 
 /** Tokens signed by the embedded authority (DESIGN.md §6 `local`). */
 export function createLocalTokenSource(opts: LocalTokenSourceOptions): TokenSource {
-  // The CA never changes once created: load it once, but retry after a failure.
-  let loaded: Promise<Authority> | undefined
-  const authority = () => {
-    loaded ??= loadOrCreateAuthority(opts.dataDir).catch((err: unknown) => {
-      loaded = undefined
+  // Loaded again only when its certificate file is another (the authority deleted, set aside
+  // as broken, or replaced, and made anew by the certificate service): kept for the worker's life,
+  // tokens went on being signed, and the JWKS published, with a key that was no longer the CA's.
+  // Retried after a failure.
+  const { cert } = authorityPaths(opts.dataDir)
+  let loaded: { stamp: string; authority: Promise<Authority> } | undefined
+  const authority = async () => {
+    const st = await stat(cert).catch(() => undefined)
+    const stamp = st ? `${st.dev}:${st.ino}:${st.mtimeMs}:${st.size}` : ''
+    if (loaded?.stamp !== stamp) {
+      const next = { stamp, authority: loadOrCreateAuthority(opts.dataDir) }
+      loaded = next
+      next.authority.catch(() => {
+        if (loaded === next) loaded = undefined
+      })
+    }
+    return loaded.authority.catch((err: unknown) => {
       throw codedError('ERR_UPSTREAM', 'local authority unavailable', err)
     })
-    return loaded
   }
   const fallback = opts.defaultExpirySec || DEFAULT_TTL_SEC
   const cap = (sec: number) => Math.min(sec, Math.max(fallback, MAX_REQUESTED_TTL_SEC))

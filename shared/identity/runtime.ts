@@ -37,7 +37,7 @@ export async function createCertRuntime(
   const client = kind === 'local' ? undefined : await ztsClientFor(config)
   const provider =
     kind === 'local'
-      ? createLocalCertProvider(config.dataDir, pool, config.refreshInterval)
+      ? createLocalCertProvider(config.dataDir, pool, config.refreshInterval, log)
       : kind === 'zts'
         ? createZtsCertProvider(config, client!, log)
         : createZtsRoleCertProvider(client!)
