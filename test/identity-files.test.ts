@@ -129,3 +129,35 @@ describe('files provider', () => {
     await sc.waitForCount('certificate.reloaded', reloads + 1)
   })
 })
+
+it('role certificates are renewed on their own schedule, not every few seconds once the third party’s certificate is past REFRESH_INTERVAL', async () => {
+  const dir2 = mkdtempSync(join(tmpdir(), 'sia-files-spin-'))
+  const ext2 = join(dir2, 'external')
+  mkdirSync(ext2)
+  const pair = await zts.issue('my.team.api') // from a minute ago: past a 20 s interval at once
+  writeFileSync(join(ext2, 'key.pem'), pair.keyPem, { mode: 0o600 })
+  writeFileSync(join(ext2, 'cert.pem'), pair.certPem)
+  const sc2 = await startReady({
+    dataDir: dir2,
+    env: {
+      ENDPOINT: zts.url,
+      SERVER_CA_CERT: zts.caFile,
+      ATHENZ_DOMAIN: 'my.team',
+      SERVICEACCOUNT: 'api',
+      KEY_FILE: join(ext2, 'key.pem'),
+      CERT_FILE: join(ext2, 'cert.pem'),
+      TARGET_DOMAIN_ROLES: 'demo:role.writer',
+      REFRESH_INTERVAL: '20s',
+      TOKEN_SERVER_ADDR: '',
+    },
+  })
+  try {
+    const asked = () =>
+      zts.received.filter((r) => r.route === 'rolecert' && r.clientCN === 'my.team.api').length
+    const atReady = asked()
+    await new Promise((r) => setTimeout(r, 12_000))
+    assert.equal(asked(), atReady, 'no role certificate asked for within 12 s of a 20 s interval')
+  } finally {
+    assert.equal(await stop(sc2), 0)
+  }
+})

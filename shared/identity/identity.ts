@@ -241,7 +241,13 @@ export async function readOwnIdentity(config: Config): Promise<Identity | undefi
  * for refresh REFRESH_INTERVAL after it was issued, or half-way through its validity if that
  * comes first. 0 when anything is missing, unreadable or due: then start() refreshes at once.
  */
-export async function freshForMs(identity: Identity, config: Config, now = Date.now()): Promise<number> {
+export async function freshForMs(
+  identity: Identity,
+  config: Config,
+  now = Date.now(),
+  /** False for a third party's certificate (files): only the role certificates are ours to renew. */
+  instance = true,
+): Promise<number> {
   const dueAt = (pem: string) => {
     const cert = new X509Certificate(pem)
     const from = Date.parse(cert.validFrom)
@@ -255,7 +261,7 @@ export async function freshForMs(identity: Identity, config: Config, now = Date.
     // A role certificate for another key (its refresh failed after the key was renewed) is due.
     const key = roles.length ? createPrivateKey(identity.keyPem) : undefined
     if (key && !roles.every((pem) => new X509Certificate(pem).checkPrivateKey(key))) return 0
-    return Math.max(0, Math.min(dueAt(identity.certPem), ...roles.map(dueAt)) - now)
+    return Math.max(0, Math.min(...(instance ? [dueAt(identity.certPem)] : []), ...roles.map(dueAt)) - now)
   } catch {
     return 0
   }

@@ -315,12 +315,15 @@ defineService({
       let failures = retrying ? 1 : 0
       // REFRESH_INTERVAL after an issue, or half-way through what was issued if that comes first
       // (freshForMs): a provider issuing certificates shorter than the interval (a day by default)
-      // had them expire while the sidecar ran, ready. Never sooner than a retry's first back-off.
-      const due = async () =>
-        Math.min(
-          config.refreshInterval,
-          Math.max(INITIAL_BACKOFF_MS, identity ? await freshForMs(identity, config) : 0),
-        )
+      // had them expire while the sidecar ran, ready. Never sooner than a retry's first back-off;
+      // and a file it cannot read (0) is no reason to issue again every few seconds. Files: a
+      // third party renews its certificate, only the role certificates are ours.
+      const due = async () => {
+        const fresh = identity ? await freshForMs(identity, config, Date.now(), rt.kind !== 'files') : 0
+        return fresh > 0
+          ? Math.min(config.refreshInterval, Math.max(INITIAL_BACKOFF_MS, fresh))
+          : config.refreshInterval
+      }
       let wait = retrying ? backoffDelay(0, INITIAL_BACKOFF_MS, maxBackoffMs) : freshMs || (await due())
       for (;;) {
         const slept = await pause(wait, AbortSignal.any([t.signal, retrySoon.signal]))
