@@ -151,3 +151,38 @@ test('past maxConnections the oldest connection running no handler is closed for
   assert.match((await working.end).text, /^HTTP\/1\.1 200 /)
   assert.match((await third.end).text, /^HTTP\/1\.1 200 /)
 })
+
+test('a connection whose last pipelined request is answered while one before it is being handled is not taken for idle', async (t) => {
+  const held: (() => void)[] = []
+  const server: Server = createServer((req, res) => {
+    if (req.url === '/slow') held.push(() => res.end('slow'))
+    else res.end('fast')
+  })
+  trackConnections(server, { maxConnections: 2 })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.after(() => {
+    server.close()
+    server.closeAllConnections()
+  })
+  const { port } = server.address() as AddressInfo
+  const open = async () => {
+    const s = connect(port, '127.0.0.1')
+    const end = readAll(s)
+    await once(server, 'connection')
+    return { s, end }
+  }
+  const busy = await open()
+  busy.s.write(
+    'GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+  )
+  while (held.length < 1) await new Promise((r) => setImmediate(r))
+  await new Promise((r) => setTimeout(r, 20)) // the /fast request read and answered (queued)
+  const idle = await open()
+  await open() // one too many: the idle one makes room, not the one handling /slow
+  const first = await Promise.race([idle.end.then(() => 'idle'), busy.end.then(() => 'busy')])
+  assert.equal(first, 'idle', 'the idle connection was closed, not the one handling /slow')
+  held[0]!()
+  const { text } = await busy.end
+  assert.match(text, /^HTTP\/1\.1 200 [\s\S]*slow[\s\S]*HTTP\/1\.1 200 [\s\S]*fast/)
+})

@@ -81,10 +81,14 @@ export function trackConnections(server: Server, limits: ConnectionLimits = {}):
   const depth = new WeakMap<Socket, number>()
   // For TLS the request's socket is the TLSSocket; `connection` gives the TCP socket under it.
   const raw = (s: Socket) => ((s as Socket & { _parent?: Socket })._parent ?? s) as Socket
-  // A handler is running on it: its request is whole and its answer not yet ended.
+  // A handler may be running on it: its last request is whole and its answer not yet ended, or
+  // requests came behind answers still unsent (pipelined: the last one answered at once, or its
+  // body still arriving, while one before it is being handled). Answers go out in order, so while
+  // the last is unsent none before it is known to be done.
   const working = (s: Socket) => {
     const res = last.get(s)
-    return res !== undefined && !res.writableEnded && res.req.complete
+    if (res === undefined || res.writableFinished) return false
+    return (depth.get(s) ?? 0) > 0 || (res.req.complete && !res.writableEnded)
   }
   server.on('connection', (s: Socket) => {
     open.add(s)
