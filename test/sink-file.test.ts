@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
@@ -138,5 +138,23 @@ test('a sink file it creates has its name made durable: its directory is synced 
   assert.ok(
     calls.slice(created).some((l) => new RegExp(`fsync\\(${dirFd}\\) += 0`).test(l)),
     'and synced',
+  )
+})
+
+test('a path that could not be opened at start is repaired when it first opens: the next line is not glued to a torn one', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-sink-late-'))
+  const real = join(dir, 'real')
+  const path = join(dir, 'alerts.jsonl')
+  symlinkSync(join(real, 'alerts.jsonl'), path) // into a folder not there yet (a volume not mounted)
+  const sink = await createFileSink(path, log)
+  t.after(() => sink.close())
+  assert.equal(sink.usable?.(), false)
+  mkdirSync(real)
+  writeFileSync(join(real, 'alerts.jsonl'), `${JSON.stringify(record('Whole'))}\n{"alertname":"Tor`)
+  await sink.probe?.()
+  await sink.write([record('New')])
+  assert.deepEqual(
+    lines(path).map((r) => r.alertname),
+    ['Whole', 'New'],
   )
 })

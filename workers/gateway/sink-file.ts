@@ -80,7 +80,9 @@ export async function createFileSink(
   /** Set when a failed append could not be cut back: cut it before anything else is appended. */
   let cutTo: number | undefined
   let checkAt = 0
-  const openFile = async (repairIt: boolean): Promise<OpenFile> => {
+  /** The first open repairs (unless a successor's), whenever it succeeds: at start, or later. */
+  let repairOwed = repair
+  const openFile = async (): Promise<OpenFile> => {
     await ensureDir(dirname(path))
     const fd = await open(path, APPEND_DURABLY, 0o640)
     try {
@@ -89,7 +91,8 @@ export async function createFileSink(
       // O_DSYNC makes the file's data durable, not its name: a file just created, and the alerts
       // answered 2xx in it, would be lost with its name in a power cut.
       if (regular) await syncDir(dirname(path))
-      if (regular && repairIt) await repairTail(fd, path, log)
+      if (regular && repairOwed) await repairTail(fd, path, log)
+      repairOwed = false
       checkAt = monotonicMs() + checkMs
       return { fd, regular, dev: st.dev, ino: st.ino }
     } catch (err) {
@@ -112,21 +115,23 @@ export async function createFileSink(
       if (onDisk?.ino === file.ino && onDisk.dev === file.dev) return file
       const old = file
       file = undefined
-      // A cut owed to the old file is not the new one's.
+      // A cut owed to the old file is made there (its torn batch, answered 5xx, would be resent
+      // and its whole lines found twice), not in the new one.
+      if (cutTo !== undefined) await ftruncate(old.fd, cutTo).catch(() => {})
       cutTo = undefined
       await close(old.fd).catch(() => {})
-      file = await openFile(false)
+      file = await openFile()
       log.warn(
         { event: 'gateway.sink.reopened', path },
         `${path} was moved or deleted: appending to a new file there`,
       )
       return file
     }
-    file = await openFile(false)
+    file = await openFile()
     return file
   }
   try {
-    file = await openFile(repair)
+    file = await openFile()
   } catch (err) {
     // Not the start's failure: the gateway starts not ready and probes the path every second
     // (a crash-restarted gateway whose path broke meanwhile failed every start: a crash loop
