@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { connect } from 'node:tls'
+import { type ConnectionOptions, connect } from 'node:tls'
 import { type Sidecar, startReady, stop } from '../test/support/sidecar.js'
 import { startZtsDouble, type ZtsDouble } from './doubles/zts.js'
 import { httpsRequest } from './doubles/zts-https.js'
@@ -95,6 +95,25 @@ describe('files provider', () => {
     )
     assert.equal(res.status, 200)
     assert.equal(zts.received.filter((r) => r.route === 'oauth2').at(-1)!.clientSerial, serialNext)
+  })
+
+  it('the TLS token server answers a client that half-closes after its request', async () => {
+    const port = (await sc.waitForEvent('server.listening', { service: 'token' })).port as number
+    const text = await new Promise<string>((resolve, reject) => {
+      // allowHalfOpen: read by tls.connect (its socket's), not in @types/node's ConnectionOptions.
+      const options = { host: '127.0.0.1', port, ca: zts.caPem, allowHalfOpen: true } as ConnectionOptions
+      const s = connect(options, () => {
+        s.write('GET / HTTP/1.1\r\nhost: x\r\nx-athenz-domain: demo\r\nx-athenz-role: half-closed\r\n\r\n')
+        s.end() // done sending; still reading
+      })
+      let got = ''
+      s.on('data', (d: Buffer) => {
+        got += d.toString('latin1')
+      })
+      s.on('close', () => resolve(got))
+      s.on('error', reject)
+    })
+    assert.match(text, /^HTTP\/1\.1 200 /)
   })
 
   it('a role certificate that fails for a new key is retried on the back-off schedule, not a REFRESH_INTERVAL later', async () => {

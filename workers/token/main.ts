@@ -34,9 +34,13 @@ async function tlsOptions(config: Config) {
   return { cert, key, ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}) }
 }
 
-/** A TLS handshake is read under the same deadline as headers (Node's default is 120 s). */
+/**
+ * A TLS handshake is read under the same deadline as headers (Node's default is 120 s). Half-open
+ * sockets, as every server's (shared/http-server.ts): without, a client that ended its side once
+ * its request was sent got no answer over TLS.
+ */
 function tlsServerOptions(config: Config, o: Awaited<ReturnType<typeof tlsOptions>>) {
-  return { ...o, handshakeTimeout: config.httpHeaderTimeout }
+  return { ...o, handshakeTimeout: config.httpHeaderTimeout, allowHalfOpen: true }
 }
 
 /** The configured targets, as each cache keys them (keys.ts). */
