@@ -149,11 +149,11 @@ describe('files provider', () => {
   })
 })
 
-it('role certificates are renewed on their own schedule, not every few seconds once the third party’s certificate is past REFRESH_INTERVAL', async () => {
+it('role certificates are renewed on their own schedule, not every 5 s once the third party’s certificate is past REFRESH_INTERVAL', async () => {
   const dir2 = mkdtempSync(join(tmpdir(), 'sia-files-spin-'))
   const ext2 = join(dir2, 'external')
   mkdirSync(ext2)
-  const pair = await zts.issue('my.team.api') // from a minute ago: past a 20 s interval at once
+  const pair = await zts.issue('my.team.api') // from a minute ago: past a 9 s interval at once
   writeFileSync(join(ext2, 'key.pem'), pair.keyPem, { mode: 0o600 })
   writeFileSync(join(ext2, 'cert.pem'), pair.certPem)
   const sc2 = await startReady({
@@ -166,7 +166,7 @@ it('role certificates are renewed on their own schedule, not every few seconds o
       KEY_FILE: join(ext2, 'key.pem'),
       CERT_FILE: join(ext2, 'cert.pem'),
       TARGET_DOMAIN_ROLES: 'demo:role.writer',
-      REFRESH_INTERVAL: '20s',
+      REFRESH_INTERVAL: '9s',
       TOKEN_SERVER_ADDR: '',
     },
   })
@@ -174,8 +174,8 @@ it('role certificates are renewed on their own schedule, not every few seconds o
     const asked = () =>
       zts.received.filter((r) => r.route === 'rolecert' && r.clientCN === 'my.team.api').length
     const atReady = asked()
-    await new Promise((r) => setTimeout(r, 12_000))
-    assert.equal(asked(), atReady, 'no role certificate asked for within 12 s of a 20 s interval')
+    await new Promise((r) => setTimeout(r, 6_500))
+    assert.equal(asked(), atReady, 'no role certificate asked for within 6.5 s of a 9 s interval')
   } finally {
     assert.equal(await stop(sc2), 0)
   }
