@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
-import { createServer, type Server } from 'node:http'
+import { createServer, type RequestListener, type Server } from 'node:http'
 import { type AddressInfo, connect, type Socket } from 'node:net'
 import { test } from 'node:test'
 import { monotonicMs } from '../shared/clock.js'
@@ -118,9 +118,13 @@ test('a deadline already past: an idle keep-alive connection cut is no work lost
   hold?.()
 })
 
-test('past maxConnections the oldest connection running no handler is closed for the new one; one running a handler never is', async (t) => {
-  const held: (() => void)[] = []
-  const server: Server = createServer((_req, res) => held.push(() => res.end('ok')))
+/**
+ * A server of `handler` holding at most two connections, and how to open one (its socket, and what
+ * it received until it closed); `closed` says, for each connection past the cap, whether an older
+ * one was closed for it (true) or it was (false).
+ */
+async function capped(t: { after(fn: () => void): void }, handler: RequestListener) {
+  const server: Server = createServer(handler)
   const closed: boolean[] = []
   trackConnections(server, { maxConnections: 2, onFull: (evicted) => closed.push(evicted) })
   server.listen(0, '127.0.0.1')
@@ -136,6 +140,12 @@ test('past maxConnections the oldest connection running no handler is closed for
     await once(server, 'connection')
     return { s, end }
   }
+  return { closed, open }
+}
+
+test('past maxConnections the oldest connection running no handler is closed for the new one; one running a handler never is', async (t) => {
+  const held: (() => void)[] = []
+  const { closed, open } = await capped(t, (_req, res) => held.push(() => res.end('ok')))
   const idle = await open() // nothing sent: a slowloris, or a client not yet talking
   const working = await open()
   working.s.write(GET)
@@ -154,24 +164,10 @@ test('past maxConnections the oldest connection running no handler is closed for
 
 test('a connection whose last pipelined request is answered while one before it is being handled is not taken for idle', async (t) => {
   const held: (() => void)[] = []
-  const server: Server = createServer((req, res) => {
+  const { open } = await capped(t, (req, res) => {
     if (req.url === '/slow') held.push(() => res.end('slow'))
     else res.end('fast')
   })
-  trackConnections(server, { maxConnections: 2 })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.after(() => {
-    server.close()
-    server.closeAllConnections()
-  })
-  const { port } = server.address() as AddressInfo
-  const open = async () => {
-    const s = connect(port, '127.0.0.1')
-    const end = readAll(s)
-    await once(server, 'connection')
-    return { s, end }
-  }
   const busy = await open()
   busy.s.write(
     'GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
