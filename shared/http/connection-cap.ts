@@ -6,7 +6,7 @@
 export const MAX_HEADER_LINES = 100
 
 /** What one connection may hold of a worker's heap besides a body: its objects and its headers. */
-export const CONNECTION_BYTES = 36 * 1024
+const CONNECTION_BYTES = 36 * 1024
 
 /** The share of a worker's heap its connections may hold together; the rest is the service's. */
 const HEAP_SHARE = 0.5

@@ -73,7 +73,7 @@ export async function createFileSink(
   path: string,
   log: Logger,
   closeWaitMs = CLOSE_WAIT_MS,
-  { repair = true, checkMs = PATH_CHECK_MS }: { repair?: boolean; checkMs?: number } = {},
+  { repair = true }: { repair?: boolean } = {},
 ): Promise<Sink> {
   /** The file open, and which one it is; none while the path cannot be opened. */
   let file: OpenFile | undefined
@@ -93,7 +93,7 @@ export async function createFileSink(
       if (regular) await syncDir(dirname(path))
       if (regular && repairOwed) await repairTail(fd, path, log)
       repairOwed = false
-      checkAt = monotonicMs() + checkMs
+      checkAt = monotonicMs() + PATH_CHECK_MS
       return { fd, regular, dev: st.dev, ino: st.ino }
     } catch (err) {
       await close(fd).catch(() => {})
@@ -101,7 +101,7 @@ export async function createFileSink(
     }
   }
   /**
-   * The file to append to: the path is looked up at most once a `checkMs`, and a file moved
+   * The file to append to: the path is looked up at most once a second (PATH_CHECK_MS), and a file moved
    * away (rotated) or deleted under us is left for a new one at the path (`gateway.sink.reopened`):
    * appended to, the deleted one took the alerts answered 2xx with it. Opened again too after
    * the path could not be (a directory gone, a file where the directory was): the write, or
@@ -110,7 +110,7 @@ export async function createFileSink(
   const current = async (): Promise<OpenFile> => {
     if (file && (!file.regular || monotonicMs() < checkAt)) return file
     if (file) {
-      checkAt = monotonicMs() + checkMs
+      checkAt = monotonicMs() + PATH_CHECK_MS
       const onDisk = await stat(path).catch(() => undefined)
       if (onDisk?.ino === file.ino && onDisk.dev === file.dev) return file
       const old = file
