@@ -179,7 +179,8 @@ test('a start that never answers fails at startTimeout and cancels the run: exit
 test('a start that hangs after creating a task: its stop still ends that task (task.stopped), exit 1', async () => {
   const sc = startSidecar({
     env: { SIA_FAILPOINTS: 'token.before-task:refresh-timer=hang' },
-    args: ['--config', configFile({ services: { token: { startTimeout: '1s' } } })],
+    // Its start, hung, winds down for its shutdownTimeout (30 s by default) before the stops.
+    args: ['--config', configFile({ services: { token: { startTimeout: '1s', shutdownTimeout: '2s' } } })],
   })
   assert.equal((await sc.exited).code, 1)
   assert.match(JSON.stringify(sc.events('service.start.failed')[0]?.err), /ERR_START_TIMEOUT/)
