@@ -356,11 +356,13 @@ test('18 requests pipelined in one write: 17 answered, the 18th refused with 503
   // unsent.
   const sc = await startReady()
   try {
-    const readyz = await exchange(
-      await sc.url('healthcheck'),
-      'GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n'.repeat(18),
+    // Scrapes: each answer waits for its gather, so all 18 are read behind the first. (A probe
+    // answered at once may be sent before the next is read: then no queue to refuse.)
+    const scrapes = await exchange(
+      await sc.url('metrics'),
+      'GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n'.repeat(18),
     )
-    assert.deepEqual(readyz.statuses, [...Array(17).fill('200'), '503'])
+    assert.deepEqual(scrapes.statuses, [...Array(17).fill('200'), '503'])
     const hook = (i: number) => {
       const body = PIPELINED_WEBHOOK.replace('"Pipelined"', `"Pipelined${i}"`)
       return `POST /api/v1/signals/prometheus HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
