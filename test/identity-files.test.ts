@@ -153,7 +153,7 @@ it('role certificates are renewed on their own schedule, not every 5 s once the 
   const dir2 = mkdtempSync(join(tmpdir(), 'sia-files-spin-'))
   const ext2 = join(dir2, 'external')
   mkdirSync(ext2)
-  const pair = await zts.issue('my.team.api') // from a minute ago: past a 9 s interval at once
+  const pair = await zts.issue('my.team.api') // from a minute ago: past a 7 s interval at once
   writeFileSync(join(ext2, 'key.pem'), pair.keyPem, { mode: 0o600 })
   writeFileSync(join(ext2, 'cert.pem'), pair.certPem)
   const sc2 = await startReady({
@@ -166,7 +166,7 @@ it('role certificates are renewed on their own schedule, not every 5 s once the 
       KEY_FILE: join(ext2, 'key.pem'),
       CERT_FILE: join(ext2, 'cert.pem'),
       TARGET_DOMAIN_ROLES: 'demo:role.writer',
-      REFRESH_INTERVAL: '9s',
+      REFRESH_INTERVAL: '7s',
       TOKEN_SERVER_ADDR: '',
     },
   })
@@ -174,8 +174,8 @@ it('role certificates are renewed on their own schedule, not every 5 s once the 
     const asked = () =>
       zts.received.filter((r) => r.route === 'rolecert' && r.clientCN === 'my.team.api').length
     const atReady = asked()
-    await new Promise((r) => setTimeout(r, 6_500))
-    assert.equal(asked(), atReady, 'no role certificate asked for within 6.5 s of a 9 s interval')
+    await new Promise((r) => setTimeout(r, 5_800))
+    assert.equal(asked(), atReady, 'no role certificate asked for within 5.8 s of a 7 s interval')
   } finally {
     assert.equal(await stop(sc2), 0)
   }
