@@ -1,11 +1,20 @@
 import assert from 'node:assert/strict'
-import { test } from 'node:test'
+import { type TestContext, test } from 'node:test'
 import { Redis } from 'ioredis'
 import { eventually } from './support/eventually.js'
 import { alert, gatewayEnv, post, webhook } from './support/gateway.js'
 import { startRedis } from './support/redis.js'
 import { startRedisProxy } from './support/redis-proxy.js'
 import { startReady, stop } from './support/sidecar.js'
+
+/** A Redis of the test's own, and a client to set it up and look inside; both gone after the test. */
+async function redisWithAdmin(t: TestContext) {
+  const redis = await startRedis()
+  t.after(() => redis.stop())
+  const admin = new Redis(redis.port, '127.0.0.1')
+  t.after(() => admin.disconnect())
+  return { redis, admin }
+}
 
 test('a failover behind one address: the demoted master answers READONLY, the gateway reconnects to the new one', async (t) => {
   const [old, next] = await Promise.all([startRedis(), startRedis()])
@@ -64,10 +73,7 @@ test('a Redis connection gone silent (no FIN, no reset) is replaced: 503 at firs
 })
 
 test("a database Redis refuses to select (past its `databases`): not ready and said so, never database 0's keys", async (t) => {
-  const redis = await startRedis()
-  t.after(() => redis.stop())
-  const admin = new Redis(redis.port, '127.0.0.1')
-  t.after(() => admin.disconnect())
+  const { redis, admin } = await redisWithAdmin(t)
   // Another tenant's record in database 0, for the fingerprint this gateway is about to receive.
   await admin.hset('sia:gateway:dedup:shared-fp', { status: 'firing', count: '7', first: '1', last: '1' })
   const sc = await startReady({ env: gatewayEnv({ REDIS_URL: `redis://127.0.0.1:${redis.port}/16` }) })
@@ -85,10 +91,7 @@ test("a database Redis refuses to select (past its `databases`): not ready and s
 })
 
 test('a Redis that refuses the commands requests run (an ACL without scripting; a stream key of another type) keeps the gateway not ready until it takes them', async (t) => {
-  const redis = await startRedis()
-  t.after(() => redis.stop())
-  const admin = new Redis(redis.port, '127.0.0.1')
-  t.after(() => admin.disconnect())
+  const { redis, admin } = await redisWithAdmin(t)
   await admin.call('ACL', 'SETUSER', 'gw', 'on', '>pw', '~*', '&*', '+@all', '-@scripting')
   const sc = await startReady({
     env: gatewayEnv({
@@ -140,10 +143,7 @@ test('a Redis that refuses the commands requests run (an ACL without scripting; 
 })
 
 test('Redis out of memory under the stream sink: what it took of a batch is not appended again, and not ready until it takes writes', async (t) => {
-  const redis = await startRedis()
-  t.after(() => redis.stop())
-  const admin = new Redis(redis.port, '127.0.0.1')
-  t.after(() => admin.disconnect())
+  const { redis, admin } = await redisWithAdmin(t)
   const sc = await startReady({
     env: gatewayEnv({
       REDIS_URL: `redis://127.0.0.1:${redis.port}`,
