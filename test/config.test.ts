@@ -393,6 +393,94 @@ describe('loadConfig', () => {
   })
 })
 
+// In process: how the CLI says it (one stderr line, exit 2, nothing started) is the CLI's first test.
+test('TARGET_DOMAIN_ROLES, REDIS_URL and the rest are validated at load, naming the setting and no secret', () => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [
+      { TARGET_DOMAIN_ROLES: '../../escape/pwn:role.x' },
+      /TARGET_DOMAIN_ROLES: .*domain is not an Athenz name/,
+    ],
+    [{ TARGET_DOMAIN_ROLES: 'demo:role.reader,demo:role.../../x' }, /TARGET_DOMAIN_ROLES: .*role is not/],
+    [{ TARGET_DOMAIN_ROLES: 'a..b:role.r' }, /TARGET_DOMAIN_ROLES: .*domain/],
+    [{ TARGET_DOMAIN_ROLES: '-a:role.r' }, /TARGET_DOMAIN_ROLES: .*domain/],
+    [{ TARGET_DOMAIN_ROLES: 'a:role.r/x' }, /TARGET_DOMAIN_ROLES: .*role/],
+    [{ REDIS_URL: 'redis://:pw%zz@h:6379' }, /REDIS_URL: bad percent-encoding/],
+    [{ REDIS_URL: 'redis://us%zz:hunter2@h:6379' }, /REDIS_URL: bad percent-encoding/],
+    [{ REDIS_URL: 'redis://:hunter2@h:6379/abc' }, /REDIS_URL: the path is \/<db number>/],
+    [{ REDIS_URL: 'rediss://h:6379/0/extra' }, /REDIS_URL: the path/],
+    // ioredis takes query options as strings: a number would end the gateway's thread at connect.
+    [
+      { REDIS_URL: 'redis://h:6379/0?connectTimeout=5000' },
+      /REDIS_URL: .*query option "connectTimeout" is not supported/,
+    ],
+    [{ REDIS_URL: 'redis://h:6379/0?tls=false' }, /REDIS_URL: .*query option "tls" has an invalid value/],
+    [{ REDIS_URL: 'redis://h:6379?db=three' }, /REDIS_URL: .*query option "db" has an invalid value/],
+    [{ ENDPOINT: 'zts.example.com' }, /ENDPOINT: must be an https:\/\/ URL/],
+    [{ ENDPOINT: 'http://zts.example.com:4443/zts/v1' }, /ENDPOINT: must be an https:\/\/ URL/],
+    [{ POD_IP: 'bogus' }, /POD_IP: must be an IPv4 or IPv6 address/],
+    [{ POD_IP: '10.0.0.256' }, /POD_IP: must be an IPv4 or IPv6 address/],
+    // A deadline of 0 would fail everything it bounds.
+    ...[
+      'START_TIMEOUT',
+      'TOKEN_SERVER_TIMEOUT',
+      'GATEWAY_DEDUP_TIMEOUT',
+      'GATEWAY_DEDUP_LEASE',
+      'GATEWAY_SINK_TIMEOUT',
+      'METRICS_SCRAPE_TIMEOUT',
+      'SERVICE_CALL_TIMEOUT',
+    ].map((k): [Record<string, string>, RegExp] => [
+      { [k]: '0' },
+      new RegExp(`${k}: must be greater than 0`),
+    ]),
+    [{ DELAY_JITTER_SECONDS: '100000000' }, /DELAY_JITTER_SECONDS: must be at most 2147483/],
+    [{ TOKEN_CACHE_MAX_ENTRIES: '10000000' }, /TOKEN_CACHE_MAX_ENTRIES: must be at most 1000000/],
+    [{ ROLE_AUTH_HEADER: 'Content-Length' }, /ROLE_AUTH_HEADER: "Content-Length" frames the answer/],
+    [{ ROLE_AUTH_HEADER: 'transfer-encoding' }, /ROLE_AUTH_HEADER: .*frames the answer/],
+    [{ HEALTH_CHECK_ENDPOINT: '/health check' }, /HEALTH_CHECK_ENDPOINT: .*percent-encoded/],
+    [{ HEALTH_CHECK_ENDPOINT: '/santé' }, /HEALTH_CHECK_ENDPOINT: .*percent-encoded/],
+    [{ GATEWAY_AUTH_TOKEN: 's3 cret' }, /GATEWAY_AUTH_TOKEN: must not hold whitespace/],
+    [
+      { GATEWAY_SINK: 'kubernetes', GATEWAY_KUBE_API: 'http://127.0.0.1:6443' },
+      /GATEWAY_KUBE_API: "http:\/\/127.0.0.1:6443" is not an https:\/\/ URL/,
+    ],
+    [{ GATEWAY_SINK: 'kubernetes', GATEWAY_KUBE_API: 'not-a-url' }, /GATEWAY_KUBE_API: .*not an https/],
+  ]
+  for (const [env, reason] of cases) {
+    assert.throws(
+      () => loadConfig([], env),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'ERR_CONFIG', JSON.stringify(env))
+        assert.match(err.message, /^invalid setting /)
+        assert.match(err.message, reason)
+        for (const secret of ['pw%zz', 'hunter2', 'us%zz'])
+          assert.ok(!err.message.includes(secret), err.message)
+        return true
+      },
+    )
+  }
+  // Valid names and URLs still load.
+  assert.equal(config([], { POD_IP: 'fd00::7' }).podIp, 'fd00::7')
+  assert.equal(
+    config([], { ENDPOINT: 'https://zts.example:4443/zts/v1' }).endpoint,
+    'https://zts.example:4443/zts/v1',
+  )
+  const c = config([], {
+    TARGET_DOMAIN_ROLES: 'other.dom:role.writer,a_b-c.d:role.r.x_1',
+    REDIS_URL: 'redis://:p%40ss@h:6379/2',
+  })
+  assert.deepEqual(c.targetDomainRoles, ['other.dom:role.writer', 'a_b-c.d:role.r.x_1'])
+  for (const url of [
+    'redis://h',
+    'redis://h:6379/',
+    'rediss://u:p@h:6380/15?tls=true',
+    'redis://h:6379/1?family=6&connectionName=sia',
+    // The string options ioredis takes from the query, as it takes them.
+    'redis://h:6379?db=3&password=pw',
+    'redis://h:6379/0?keyPrefix=tenant-a:&username=u',
+  ])
+    assert.equal(config([], { REDIS_URL: url }).redisUrl, url)
+})
+
 describe('the CLI', () => {
   const run = (args: string[], env: Record<string, string> = {}) =>
     spawnSync(process.execPath, [CLI, ...args], {
@@ -430,88 +518,6 @@ describe('the CLI', () => {
       config([], { GATEWAY_ADDR: '127.0.0.1:0', TOKEN_SERVER_ADDR: '127.0.0.1:0' }).gatewayAddr,
       '127.0.0.1:0',
     )
-  })
-
-  test('TARGET_DOMAIN_ROLES and REDIS_URL are validated at load: exit 2 naming the setting', () => {
-    const cases: [Record<string, string>, RegExp][] = [
-      [
-        { TARGET_DOMAIN_ROLES: '../../escape/pwn:role.x' },
-        /TARGET_DOMAIN_ROLES: .*domain is not an Athenz name/,
-      ],
-      [{ TARGET_DOMAIN_ROLES: 'demo:role.reader,demo:role.../../x' }, /TARGET_DOMAIN_ROLES: .*role is not/],
-      [{ TARGET_DOMAIN_ROLES: 'a..b:role.r' }, /TARGET_DOMAIN_ROLES: .*domain/],
-      [{ TARGET_DOMAIN_ROLES: '-a:role.r' }, /TARGET_DOMAIN_ROLES: .*domain/],
-      [{ TARGET_DOMAIN_ROLES: 'a:role.r/x' }, /TARGET_DOMAIN_ROLES: .*role/],
-      [{ REDIS_URL: 'redis://:pw%zz@h:6379' }, /REDIS_URL: bad percent-encoding/],
-      [{ REDIS_URL: 'redis://us%zz:hunter2@h:6379' }, /REDIS_URL: bad percent-encoding/],
-      [{ REDIS_URL: 'redis://:hunter2@h:6379/abc' }, /REDIS_URL: the path is \/<db number>/],
-      [{ REDIS_URL: 'rediss://h:6379/0/extra' }, /REDIS_URL: the path/],
-      // ioredis takes query options as strings: a number would end the gateway's thread at connect.
-      [
-        { REDIS_URL: 'redis://h:6379/0?connectTimeout=5000' },
-        /REDIS_URL: .*query option "connectTimeout" is not supported/,
-      ],
-      [{ REDIS_URL: 'redis://h:6379/0?tls=false' }, /REDIS_URL: .*query option "tls" has an invalid value/],
-      [{ REDIS_URL: 'redis://h:6379?db=three' }, /REDIS_URL: .*query option "db" has an invalid value/],
-      [{ ENDPOINT: 'zts.example.com' }, /ENDPOINT: must be an https:\/\/ URL/],
-      [{ ENDPOINT: 'http://zts.example.com:4443/zts/v1' }, /ENDPOINT: must be an https:\/\/ URL/],
-      [{ POD_IP: 'bogus' }, /POD_IP: must be an IPv4 or IPv6 address/],
-      [{ POD_IP: '10.0.0.256' }, /POD_IP: must be an IPv4 or IPv6 address/],
-      // A deadline of 0 would fail everything it bounds.
-      ...[
-        'START_TIMEOUT',
-        'TOKEN_SERVER_TIMEOUT',
-        'GATEWAY_DEDUP_TIMEOUT',
-        'GATEWAY_DEDUP_LEASE',
-        'GATEWAY_SINK_TIMEOUT',
-        'METRICS_SCRAPE_TIMEOUT',
-        'SERVICE_CALL_TIMEOUT',
-      ].map((k): [Record<string, string>, RegExp] => [
-        { [k]: '0' },
-        new RegExp(`${k}: must be greater than 0`),
-      ]),
-      [{ DELAY_JITTER_SECONDS: '100000000' }, /DELAY_JITTER_SECONDS: must be at most 2147483/],
-      [{ TOKEN_CACHE_MAX_ENTRIES: '10000000' }, /TOKEN_CACHE_MAX_ENTRIES: must be at most 1000000/],
-      [{ ROLE_AUTH_HEADER: 'Content-Length' }, /ROLE_AUTH_HEADER: "Content-Length" frames the answer/],
-      [{ ROLE_AUTH_HEADER: 'transfer-encoding' }, /ROLE_AUTH_HEADER: .*frames the answer/],
-      [{ HEALTH_CHECK_ENDPOINT: '/health check' }, /HEALTH_CHECK_ENDPOINT: .*percent-encoded/],
-      [{ HEALTH_CHECK_ENDPOINT: '/santé' }, /HEALTH_CHECK_ENDPOINT: .*percent-encoded/],
-      [{ GATEWAY_AUTH_TOKEN: 's3 cret' }, /GATEWAY_AUTH_TOKEN: must not hold whitespace/],
-      [
-        { GATEWAY_SINK: 'kubernetes', GATEWAY_KUBE_API: 'http://127.0.0.1:6443' },
-        /GATEWAY_KUBE_API: "http:\/\/127.0.0.1:6443" is not an https:\/\/ URL/,
-      ],
-      [{ GATEWAY_SINK: 'kubernetes', GATEWAY_KUBE_API: 'not-a-url' }, /GATEWAY_KUBE_API: .*not an https/],
-    ]
-    for (const [env, reason] of cases) {
-      const r = run([], { ...env, DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')) })
-      assert.equal(r.status, 2, JSON.stringify(env))
-      assert.equal(r.stdout, '', 'nothing was started')
-      assert.match(r.stderr, /^sia-supervisor: invalid setting /)
-      assert.match(r.stderr, reason)
-      for (const secret of ['pw%zz', 'hunter2', 'us%zz']) assert.ok(!r.stderr.includes(secret), r.stderr)
-    }
-    // Valid names and URLs still load.
-    assert.equal(config([], { POD_IP: 'fd00::7' }).podIp, 'fd00::7')
-    assert.equal(
-      config([], { ENDPOINT: 'https://zts.example:4443/zts/v1' }).endpoint,
-      'https://zts.example:4443/zts/v1',
-    )
-    const c = config([], {
-      TARGET_DOMAIN_ROLES: 'other.dom:role.writer,a_b-c.d:role.r.x_1',
-      REDIS_URL: 'redis://:p%40ss@h:6379/2',
-    })
-    assert.deepEqual(c.targetDomainRoles, ['other.dom:role.writer', 'a_b-c.d:role.r.x_1'])
-    for (const url of [
-      'redis://h',
-      'redis://h:6379/',
-      'rediss://u:p@h:6380/15?tls=true',
-      'redis://h:6379/1?family=6&connectionName=sia',
-      // The string options ioredis takes from the query, as it takes them.
-      'redis://h:6379?db=3&password=pw',
-      'redis://h:6379/0?keyPrefix=tenant-a:&username=u',
-    ])
-      assert.equal(config([], { REDIS_URL: url }).redisUrl, url)
   })
 
   test('--help lists every setting with its environment variable, exit 0', () => {

@@ -3,7 +3,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { createReadStream, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { type TestContext, test } from 'node:test'
+import { describe, type TestContext, test } from 'node:test'
 import { Redis } from 'ioredis'
 import { eventually } from './support/eventually.js'
 import { alert, gatewayEnv, metric, post, redisOnPort, webhook } from './support/gateway.js'
@@ -52,179 +52,182 @@ async function withRedis(t: TestContext) {
   return { port, redis, sc, base: await sc.url('gateway') }
 }
 
-test('Redis stopped: not ready naming the gateway and redis, webhooks 503, alive; Redis back: ready', async (t) => {
-  const { port, redis, sc, base } = await withRedis(t)
-  assert.equal((await readyz(sc, 200)).body.status, 'ready')
-  assert.equal((await post(base, webhook([alert('BeforeOutage')]))).status, 201)
+// Each test has its own Redis, sink and sidecar, and waits on the probe or a deadline: two at a time.
+describe('gateway readiness', { concurrency: 2 }, () => {
+  test('Redis stopped: not ready naming the gateway and redis, webhooks 503, alive; Redis back: ready', async (t) => {
+    const { port, redis, sc, base } = await withRedis(t)
+    assert.equal((await readyz(sc, 200)).body.status, 'ready')
+    assert.equal((await post(base, webhook([alert('BeforeOutage')]))).status, 201)
 
-  await redis.stop()
-  const down = await readyz(sc, 503)
-  assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'redis' }])
-  const refused = await post(base, webhook([alert('DuringOutage')]))
-  assert.equal(refused.status, 503)
-  assert.equal(refused.headers.get('retry-after'), '5')
-  assert.equal((await probe(sc, '/healthz')).status, 200, 'liveness is not readiness')
-  const gatewayReady = await fetch(`${base}/ready`)
-  assert.equal(gatewayReady.status, 503, "the gateway's own /ready agrees")
-  await sc.waitForEvent('gateway.not-ready', { degraded: 'redis' })
+    await redis.stop()
+    const down = await readyz(sc, 503)
+    assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'redis' }])
+    const refused = await post(base, webhook([alert('DuringOutage')]))
+    assert.equal(refused.status, 503)
+    assert.equal(refused.headers.get('retry-after'), '5')
+    assert.equal((await probe(sc, '/healthz')).status, 200, 'liveness is not readiness')
+    const gatewayReady = await fetch(`${base}/ready`)
+    assert.equal(gatewayReady.status, 503, "the gateway's own /ready agrees")
+    await sc.waitForEvent('gateway.not-ready', { degraded: 'redis' })
 
-  const back = await redisOnPort(port)
-  t.after(() => back.stop())
-  assert.equal((await readyz(sc, 200)).body.status, 'ready')
-  assert.equal((await post(base, webhook([alert('DuringOutage')]))).status, 201, 'the retry is stored')
-  await sc.waitForEvent('gateway.ready-again')
-  assert.equal(await stop(sc), 0)
-})
-
-test('Redis out of memory (connected, refusing writes): not ready naming redis; room again: ready with no webhook needed', async (t) => {
-  const { port, sc, base } = await withRedis(t)
-  assert.equal((await post(base, webhook([alert('BeforeOom')]))).status, 201)
-  const admin = new Redis(port, '127.0.0.1', { lazyConnect: true })
-  await admin.connect()
-  t.after(() => admin.disconnect())
-  await admin.call('CONFIG', 'SET', 'maxmemory-policy', 'noeviction')
-  await admin.call('CONFIG', 'SET', 'maxmemory', '1')
-  assert.equal((await post(base, webhook([alert('DuringOom')]))).status, 503)
-  const down = await readyz(sc, 503)
-  assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'redis' }])
-  assert.equal((await probe(sc, '/healthz')).status, 200, 'liveness is not readiness')
-  await admin.call('CONFIG', 'SET', 'maxmemory', '0')
-  assert.equal((await readyz(sc, 200)).body.status, 'ready', 'a write probe saw the room, with no webhook')
-  assert.equal((await post(base, webhook([alert('DuringOom')]))).status, 201, 'the retry is stored')
-  assert.equal(await stop(sc), 0)
-})
-
-test('a wrong Redis password: running but not ready, webhooks 503', async (t) => {
-  const port = await freePort()
-  const proc = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--requirepass', 'right-one'],
-    { stdio: 'ignore' },
-  )
-  t.after(() => {
-    proc.kill('SIGKILL')
+    const back = await redisOnPort(port)
+    t.after(() => back.stop())
+    assert.equal((await readyz(sc, 200)).body.status, 'ready')
+    assert.equal((await post(base, webhook([alert('DuringOutage')]))).status, 201, 'the retry is stored')
+    await sc.waitForEvent('gateway.ready-again')
+    assert.equal(await stop(sc), 0)
   })
-  await waitForRedis(port, 'right-one')
-  const sc = await launch(t, { REDIS_URL: `redis://:wrong-one@127.0.0.1:${port}` })
-  const down = await readyz(sc, 503)
-  assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'redis' }])
-  assert.equal((await post(await sc.url('gateway'), webhook([alert('NoAuth')]))).status, 503)
-  assert.equal((await probe(sc, '/healthz')).status, 200)
-  assert.ok(!JSON.stringify(sc.records).includes('wrong-one'), 'the password is never logged')
-  assert.equal(await stop(sc), 0)
-})
 
-test('the in-memory store and a working sink: ready, and no degraded field at all', async (t) => {
-  const sc = await launch(t, {})
-  const ok = await readyz(sc, 200)
-  assert.deepEqual(ok.body.notReady, [])
-  assert.equal(await stop(sc), 0)
-})
-
-test('the sink fails (disk full): not ready naming the sink; room again: ready with no webhook needed', async (t) => {
-  let sc: Sidecar | undefined
-  // The mount is busy while the sink file is open: the sidecar goes first.
-  const mnt = smallTmpfs(t, 'sia-ready-full-', async () => sc && stop(sc, 'SIGKILL'))
-  if (!mnt) return
-  sc = await launch(t, { GATEWAY_SINK_FILE: join(mnt, 'alerts.jsonl') })
-  const base = await sc.url('gateway')
-  const big = (name: string) =>
-    webhook([alert(name, { annotations: { summary: name, description: 'x'.repeat(6 * 1024) } })])
-  assert.equal((await post(base, big('Room'))).status, 201)
-  assert.equal((await readyz(sc, 200)).status, 200)
-
-  const filler = join(mnt, 'filler')
-  assert.equal(fillDisk(mnt), 'ENOSPC')
-  assert.equal((await post(base, big('Full'))).status, 503)
-  const down = await readyz(sc, 503)
-  assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'sink' }])
-  assert.equal((await probe(sc, '/healthz')).status, 200, 'liveness is not readiness')
-  const metrics = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
-  assert.equal(metric(metrics, 'gateway_sink_up'), 0)
-  // Still full a few probes later: still not ready.
-  await new Promise((r) => setTimeout(r, 2500))
-  assert.equal((await probe(sc, '/readyz')).status, 503, 'a probe finds no room yet')
-
-  rmSync(filler)
-  // No webhook in between: the gateway finds out by itself (a not-ready pod gets no traffic).
-  assert.equal((await readyz(sc, 200)).body.status, 'ready')
-  assert.equal((await post(base, big('Full'))).status, 201, 'the retry is stored')
-  const lines = readFileSync(join(mnt, 'alerts.jsonl'), 'utf8')
-  assert.ok(lines.endsWith('\n') && !lines.includes('  '), 'no probe filler is left in the sink file')
-  assert.equal(await stop(sc), 0)
-})
-
-/**
- * A sidecar whose file sink is a FIFO nobody reads, and a webhook of more than a pipe holds
- * (64 KiB): its append blocks in the thread pool until someone reads. Returns that webhook.
- */
-async function hungSink(t: TestContext): Promise<{ sc: Sidecar; fifo: string; stuck: unknown }> {
-  const fifo = join(mkdtempSync(join(tmpdir(), 'sia-fifo-')), 'alerts.fifo')
-  assert.equal(spawnSync('mkfifo', [fifo]).status, 0)
-  const sc = await launch(t, { GATEWAY_SINK_FILE: fifo, GATEWAY_SINK_TIMEOUT: '1s' })
-  const alerts = Array.from({ length: 20 }, (_, i) =>
-    alert(`Stuck${i}`, { annotations: { description: 'x'.repeat(6 * 1024) } }),
-  )
-  return { sc, fifo, stuck: webhook(alerts) }
-}
-
-test('the sink hangs (a FIFO nobody reads): 503 at GATEWAY_SINK_TIMEOUT, not ready naming the sink until it takes writes again', async (t) => {
-  const { sc, fifo, stuck: payload } = await hungSink(t)
-  const base = await sc.url('gateway')
-  const stuck = await post(base, payload)
-  assert.equal(stuck.status, 503, JSON.stringify(stuck.body))
-  assert.match(JSON.stringify(stuck.body), /sink/)
-  const down = await readyz(sc, 503)
-  assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'sink' }])
-  // A later webhook waits behind the hung append and is not written after its answer either.
-  assert.equal((await post(base, webhook([alert('Behind')]))).status, 503)
-  await new Promise((r) => setTimeout(r, 2500))
-  assert.equal((await probe(sc, '/readyz')).status, 503, 'still hung: still not ready')
-
-  // Someone reads: the append returns, the gateway is ready again with no webhook in between.
-  let read = ''
-  const reader = createReadStream(fifo, 'utf8').on('data', (d) => {
-    read += d
+  test('Redis out of memory (connected, refusing writes): not ready naming redis; room again: ready with no webhook needed', async (t) => {
+    const { port, sc, base } = await withRedis(t)
+    assert.equal((await post(base, webhook([alert('BeforeOom')]))).status, 201)
+    const admin = new Redis(port, '127.0.0.1', { lazyConnect: true })
+    await admin.connect()
+    t.after(() => admin.disconnect())
+    await admin.call('CONFIG', 'SET', 'maxmemory-policy', 'noeviction')
+    await admin.call('CONFIG', 'SET', 'maxmemory', '1')
+    assert.equal((await post(base, webhook([alert('DuringOom')]))).status, 503)
+    const down = await readyz(sc, 503)
+    assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'redis' }])
+    assert.equal((await probe(sc, '/healthz')).status, 200, 'liveness is not readiness')
+    await admin.call('CONFIG', 'SET', 'maxmemory', '0')
+    assert.equal((await readyz(sc, 200)).body.status, 'ready', 'a write probe saw the room, with no webhook')
+    assert.equal((await post(base, webhook([alert('DuringOom')]))).status, 201, 'the retry is stored')
+    assert.equal(await stop(sc), 0)
   })
-  t.after(() => reader.destroy())
-  assert.equal((await readyz(sc, 200)).body.status, 'ready')
-  const after = await post(base, webhook([alert('AfterTheReader')]))
-  assert.equal(after.status, 201)
-  await eventually(async () => (read.includes('AfterTheReader') ? true : undefined))
-  assert.ok(!read.includes('"Behind"'), 'the webhook dropped from the queue was never written')
-  assert.equal(await stop(sc), 0)
-})
 
-test('SIGTERM while the sink hangs: the other services stop, and the process exits 1 leaving the held thread', async (t) => {
-  const { sc, stuck } = await hungSink(t)
-  assert.equal((await post(await sc.url('gateway'), stuck)).status, 503)
-  // The append never returns, and a thread cannot end while one of its appends is in the pool.
-  assert.equal(await stop(sc), 1)
-  assert.equal(
-    sc.events('service.stop.failed').filter((r) => r.service === 'gateway').length,
-    1,
-    'its close gave up',
-  )
-  const done = Object.fromEntries(sc.events('service.shutdown.done').map((r) => [r.service, r.outcome]))
-  assert.deepEqual(done, {
-    healthcheck: 'clean',
-    metrics: 'clean',
-    gateway: 'stuck',
-    'memory-reporter': 'clean',
+  test('a wrong Redis password: running but not ready, webhooks 503', async (t) => {
+    const port = await freePort()
+    const proc = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--requirepass', 'right-one'],
+      { stdio: 'ignore' },
+    )
+    t.after(() => {
+      proc.kill('SIGKILL')
+    })
+    await waitForRedis(port, 'right-one')
+    const sc = await launch(t, { REDIS_URL: `redis://:wrong-one@127.0.0.1:${port}` })
+    const down = await readyz(sc, 503)
+    assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'redis' }])
+    assert.equal((await post(await sc.url('gateway'), webhook([alert('NoAuth')]))).status, 503)
+    assert.equal((await probe(sc, '/healthz')).status, 200)
+    assert.ok(!JSON.stringify(sc.records).includes('wrong-one'), 'the password is never logged')
+    assert.equal(await stop(sc), 0)
   })
-  assert.deepEqual(sc.events('supervisor.exit')[0]?.stuck, ['gateway'])
-  assert.equal(sc.events('supervisor.exit')[0]?.cause, 'signal')
-})
 
-test('a SIGHUP while the sink hangs leaves the replaced thread stuck: SIGTERM then exits 1 naming it', async (t) => {
-  const { sc, stuck } = await hungSink(t)
-  assert.equal((await post(await sc.url('gateway'), stuck)).status, 503)
-  // The successor serves; its predecessor's append never returns, so its thread cannot end.
-  sc.kill('SIGHUP')
-  await sc.waitForEvent('worker.stuck', { service: 'gateway' }, 30_000)
-  assert.equal(await stop(sc), 1)
-  const done = Object.fromEntries(sc.events('service.shutdown.done').map((r) => [r.service, r.outcome]))
-  assert.equal(done.gateway, 'stuck', 'the service leaves a thread behind')
-  assert.equal(done.metrics, 'clean')
-  assert.deepEqual(sc.events('supervisor.exit')[0]?.stuck, ['gateway'])
+  test('the in-memory store and a working sink: ready, and no degraded field at all', async (t) => {
+    const sc = await launch(t, {})
+    const ok = await readyz(sc, 200)
+    assert.deepEqual(ok.body.notReady, [])
+    assert.equal(await stop(sc), 0)
+  })
+
+  test('the sink fails (disk full): not ready naming the sink; room again: ready with no webhook needed', async (t) => {
+    let sc: Sidecar | undefined
+    // The mount is busy while the sink file is open: the sidecar goes first.
+    const mnt = smallTmpfs(t, 'sia-ready-full-', async () => sc && stop(sc, 'SIGKILL'))
+    if (!mnt) return
+    sc = await launch(t, { GATEWAY_SINK_FILE: join(mnt, 'alerts.jsonl') })
+    const base = await sc.url('gateway')
+    const big = (name: string) =>
+      webhook([alert(name, { annotations: { summary: name, description: 'x'.repeat(6 * 1024) } })])
+    assert.equal((await post(base, big('Room'))).status, 201)
+    assert.equal((await readyz(sc, 200)).status, 200)
+
+    const filler = join(mnt, 'filler')
+    assert.equal(fillDisk(mnt), 'ENOSPC')
+    assert.equal((await post(base, big('Full'))).status, 503)
+    const down = await readyz(sc, 503)
+    assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'sink' }])
+    assert.equal((await probe(sc, '/healthz')).status, 200, 'liveness is not readiness')
+    const metrics = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
+    assert.equal(metric(metrics, 'gateway_sink_up'), 0)
+    // Still full a few probes later: still not ready.
+    await new Promise((r) => setTimeout(r, 2500))
+    assert.equal((await probe(sc, '/readyz')).status, 503, 'a probe finds no room yet')
+
+    rmSync(filler)
+    // No webhook in between: the gateway finds out by itself (a not-ready pod gets no traffic).
+    assert.equal((await readyz(sc, 200)).body.status, 'ready')
+    assert.equal((await post(base, big('Full'))).status, 201, 'the retry is stored')
+    const lines = readFileSync(join(mnt, 'alerts.jsonl'), 'utf8')
+    assert.ok(lines.endsWith('\n') && !lines.includes('  '), 'no probe filler is left in the sink file')
+    assert.equal(await stop(sc), 0)
+  })
+
+  /**
+   * A sidecar whose file sink is a FIFO nobody reads, and a webhook of more than a pipe holds
+   * (64 KiB): its append blocks in the thread pool until someone reads. Returns that webhook.
+   */
+  async function hungSink(t: TestContext): Promise<{ sc: Sidecar; fifo: string; stuck: unknown }> {
+    const fifo = join(mkdtempSync(join(tmpdir(), 'sia-fifo-')), 'alerts.fifo')
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0)
+    const sc = await launch(t, { GATEWAY_SINK_FILE: fifo, GATEWAY_SINK_TIMEOUT: '1s' })
+    const alerts = Array.from({ length: 20 }, (_, i) =>
+      alert(`Stuck${i}`, { annotations: { description: 'x'.repeat(6 * 1024) } }),
+    )
+    return { sc, fifo, stuck: webhook(alerts) }
+  }
+
+  test('the sink hangs (a FIFO nobody reads): 503 at GATEWAY_SINK_TIMEOUT, not ready naming the sink until it takes writes again', async (t) => {
+    const { sc, fifo, stuck: payload } = await hungSink(t)
+    const base = await sc.url('gateway')
+    const stuck = await post(base, payload)
+    assert.equal(stuck.status, 503, JSON.stringify(stuck.body))
+    assert.match(JSON.stringify(stuck.body), /sink/)
+    const down = await readyz(sc, 503)
+    assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'sink' }])
+    // A later webhook waits behind the hung append and is not written after its answer either.
+    assert.equal((await post(base, webhook([alert('Behind')]))).status, 503)
+    await new Promise((r) => setTimeout(r, 2500))
+    assert.equal((await probe(sc, '/readyz')).status, 503, 'still hung: still not ready')
+
+    // Someone reads: the append returns, the gateway is ready again with no webhook in between.
+    let read = ''
+    const reader = createReadStream(fifo, 'utf8').on('data', (d) => {
+      read += d
+    })
+    t.after(() => reader.destroy())
+    assert.equal((await readyz(sc, 200)).body.status, 'ready')
+    const after = await post(base, webhook([alert('AfterTheReader')]))
+    assert.equal(after.status, 201)
+    await eventually(async () => (read.includes('AfterTheReader') ? true : undefined))
+    assert.ok(!read.includes('"Behind"'), 'the webhook dropped from the queue was never written')
+    assert.equal(await stop(sc), 0)
+  })
+
+  test('SIGTERM while the sink hangs: the other services stop, and the process exits 1 leaving the held thread', async (t) => {
+    const { sc, stuck } = await hungSink(t)
+    assert.equal((await post(await sc.url('gateway'), stuck)).status, 503)
+    // The append never returns, and a thread cannot end while one of its appends is in the pool.
+    assert.equal(await stop(sc), 1)
+    assert.equal(
+      sc.events('service.stop.failed').filter((r) => r.service === 'gateway').length,
+      1,
+      'its close gave up',
+    )
+    const done = Object.fromEntries(sc.events('service.shutdown.done').map((r) => [r.service, r.outcome]))
+    assert.deepEqual(done, {
+      healthcheck: 'clean',
+      metrics: 'clean',
+      gateway: 'stuck',
+      'memory-reporter': 'clean',
+    })
+    assert.deepEqual(sc.events('supervisor.exit')[0]?.stuck, ['gateway'])
+    assert.equal(sc.events('supervisor.exit')[0]?.cause, 'signal')
+  })
+
+  test('a SIGHUP while the sink hangs leaves the replaced thread stuck: SIGTERM then exits 1 naming it', async (t) => {
+    const { sc, stuck } = await hungSink(t)
+    assert.equal((await post(await sc.url('gateway'), stuck)).status, 503)
+    // The successor serves; its predecessor's append never returns, so its thread cannot end.
+    sc.kill('SIGHUP')
+    await sc.waitForEvent('worker.stuck', { service: 'gateway' }, 30_000)
+    assert.equal(await stop(sc), 1)
+    const done = Object.fromEntries(sc.events('service.shutdown.done').map((r) => [r.service, r.outcome]))
+    assert.equal(done.gateway, 'stuck', 'the service leaves a thread behind')
+    assert.equal(done.metrics, 'clean')
+    assert.deepEqual(sc.events('supervisor.exit')[0]?.stuck, ['gateway'])
+  })
 })

@@ -70,7 +70,7 @@ describe('BACKUP=read+write: server-side apply of a kubernetes.io/tls secret aft
         // In-cluster discovery, as every Kubernetes client.
         KUBERNETES_SERVICE_HOST: '127.0.0.1',
         KUBERNETES_SERVICE_PORT: port,
-        REFRESH_INTERVAL: '3s',
+        REFRESH_INTERVAL: '1500ms',
       }),
     })
   })

@@ -4,19 +4,20 @@ import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { after, before, describe, it, test } from 'node:test'
+import { after, before, describe, it, type TestContext, test } from 'node:test'
 import { providerEnv, startZtsDouble, type ZtsDouble } from './doubles/zts.js'
 import { CLI, type Sidecar, startReady, startSidecar, stop } from './support/sidecar.js'
 
 const PEM = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g
 
-let zts: ZtsDouble
-before(async () => {
-  zts = await startZtsDouble()
-})
-after(() => zts?.close())
+/** A ZTS double of the test's own: the tests inject faults into it, and run two at a time. */
+async function ztsOf(t: TestContext): Promise<ZtsDouble> {
+  const zts = await startZtsDouble()
+  t.after(() => zts.close())
+  return zts
+}
 
-const ztsEnv = (): Record<string, string> => ({
+const ztsEnv = (zts: ZtsDouble): Record<string, string> => ({
   ...providerEnv(zts),
   ATHENZ_DOMAIN: 'my.team',
   SERVICEACCOUNT: 'api',
@@ -24,209 +25,216 @@ const ztsEnv = (): Record<string, string> => ({
   TOKEN_SERVER_ADDR: '',
 })
 
-describe('ZTS resilience against the ZTS double', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
-  let sc: Sidecar
-  const certFile = join(dir, 'cert.pem')
-  const leaf = () => new X509Certificate(readFileSync(certFile, 'utf8').match(PEM)![0]!)
+// Each test has its own ZTS double and sidecar, and most wait out a back-off or a deadline: two at a time.
+describe('ZTS faults', { concurrency: 2 }, () => {
+  describe('ZTS resilience against the ZTS double', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
+    let zts: ZtsDouble
+    let sc: Sidecar
+    const certFile = join(dir, 'cert.pem')
+    const leaf = () => new X509Certificate(readFileSync(certFile, 'utf8').match(PEM)![0]!)
 
-  before(async () => {
-    sc = await startReady({
-      dataDir: dir,
-      env: { ...ztsEnv(), INTERMEDIATE_CERT_BUNDLE: 'athenz', REFRESH_INTERVAL: '2s' },
+    before(async () => {
+      zts = await startZtsDouble()
+      sc = await startReady({
+        dataDir: dir,
+        env: { ...ztsEnv(zts), INTERMEDIATE_CERT_BUNDLE: 'athenz', REFRESH_INTERVAL: '2s' },
+      })
+    })
+    after(async () => {
+      if (sc) assert.equal(await stop(sc), 0)
+      await zts?.close()
+    })
+
+    it('appends INTERMEDIATE_CERT_BUNDLE, fetched from /cacerts/{name} with the new identity', () => {
+      const pems = readFileSync(certFile, 'utf8').match(PEM)!
+      assert.equal(pems.length, 2)
+      assert.equal(new X509Certificate(pems[0]!).subject.split('\n')[0], 'CN=my.team.api')
+      assert.equal(pems[1], zts.intermediatePem.trim())
+      const fetched = zts.received.find((r) => r.route === 'cacerts')!
+      assert.equal(fetched.clientCN, 'my.team.api')
+      // The instance certificate fetched just before is the one that authenticated the fetch.
+      assert.ok(zts.counts.cacerts >= 1)
+    })
+
+    it('falls back to a fresh register with a new key when a refresh fails (403, or 5xx after its retries)', async () => {
+      for (const [status, times] of [
+        [403, 1],
+        [503, 3],
+      ] as const) {
+        await sc.waitFor(() => zts.counts.refresh >= 1) // the identity is refreshed over mutual TLS first
+        const registers = zts.counts.register
+        const fallbacks = sc.events('certificate.refresh.register').length
+        const key = readFileSync(join(dir, 'key.pem'), 'utf8')
+        const serial = leaf().serialNumber
+        const from = zts.received.length
+        zts.failNext('refresh', status, times)
+        await sc.waitFor(() => sc.events('certificate.refresh.register').length > fallbacks)
+        await sc.waitFor(() => zts.counts.register > registers && leaf().serialNumber !== serial)
+        const since = zts.received.slice(from)
+        const reg = since.find((r) => r.route === 'register')!
+        // Every retry of the refresh first (none for a 403), then the register.
+        assert.deepEqual(
+          since
+            .slice(0, since.indexOf(reg) + 1)
+            .map((r) => r.route)
+            .filter((r) => r !== 'cacerts'),
+          [...Array(times).fill('refresh'), 'register'],
+        )
+        const newKey = readFileSync(join(dir, 'key.pem'), 'utf8')
+        assert.notEqual(newKey, key, 'a new key')
+        assert.ok(leaf().checkPrivateKey(createPrivateKey(newKey)))
+        assert.equal(reg.csr!.commonName, 'my.team.api')
+        assert.deepEqual(reg.csr!.uris, ['spiffe://my.team/sa/api', 'athenz://instanceid/athenz.k8s/pod-3'])
+        // Still with the bundle appended.
+        assert.equal(readFileSync(certFile, 'utf8').match(PEM)!.length, 2)
+      }
+      const failure = sc.events('certificate.refresh.register').at(-1)!
+      assert.match(String((failure.err as { message?: string }).message), /answered 503/)
     })
   })
-  after(async () => {
-    if (sc) assert.equal(await stop(sc), 0)
-  })
 
-  it('appends INTERMEDIATE_CERT_BUNDLE, fetched from /cacerts/{name} with the new identity', () => {
-    const pems = readFileSync(certFile, 'utf8').match(PEM)!
-    assert.equal(pems.length, 2)
-    assert.equal(new X509Certificate(pems[0]!).subject.split('\n')[0], 'CN=my.team.api')
-    assert.equal(pems[1], zts.intermediatePem.trim())
-    const fetched = zts.received.find((r) => r.route === 'cacerts')!
-    assert.equal(fetched.clientCN, 'my.team.api')
-    // The instance certificate fetched just before is the one that authenticated the fetch.
-    assert.ok(zts.counts.cacerts >= 1)
-  })
-
-  it('falls back to a fresh register with a new key when a refresh fails (403, or 5xx after its retries)', async () => {
-    for (const [status, times] of [
-      [403, 1],
-      [503, 3],
-    ] as const) {
-      await sc.waitFor(() => zts.counts.refresh >= 1) // the identity is refreshed over mutual TLS first
-      const registers = zts.counts.register
-      const fallbacks = sc.events('certificate.refresh.register').length
-      const key = readFileSync(join(dir, 'key.pem'), 'utf8')
-      const serial = leaf().serialNumber
-      const from = zts.received.length
-      zts.failNext('refresh', status, times)
-      await sc.waitFor(() => sc.events('certificate.refresh.register').length > fallbacks)
-      await sc.waitFor(() => zts.counts.register > registers && leaf().serialNumber !== serial)
-      const since = zts.received.slice(from)
-      const reg = since.find((r) => r.route === 'register')!
-      // Every retry of the refresh first (none for a 403), then the register.
-      assert.deepEqual(
-        since
-          .slice(0, since.indexOf(reg) + 1)
-          .map((r) => r.route)
-          .filter((r) => r !== 'cacerts'),
-        [...Array(times).fill('refresh'), 'register'],
-      )
-      const newKey = readFileSync(join(dir, 'key.pem'), 'utf8')
-      assert.notEqual(newKey, key, 'a new key')
-      assert.ok(leaf().checkPrivateKey(createPrivateKey(newKey)))
-      assert.equal(reg.csr!.commonName, 'my.team.api')
-      assert.deepEqual(reg.csr!.uris, ['spiffe://my.team/sa/api', 'athenz://instanceid/athenz.k8s/pod-3'])
-      // Still with the bundle appended.
-      assert.equal(readFileSync(certFile, 'utf8').match(PEM)!.length, 2)
+  test('an unknown INTERMEDIATE_CERT_BUNDLE fails the issue: nothing written, the start fails (exit 1)', async (t) => {
+    const zts = await ztsOf(t)
+    const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
+    // It is retried at boot while the start has time (START_TIMEOUT, less a margin), then fails it.
+    const sc = startSidecar({
+      dataDir: dir,
+      env: { ...ztsEnv(zts), INTERMEDIATE_CERT_BUNDLE: 'nosuch', START_TIMEOUT: '3s' },
+    })
+    try {
+      const failed = await sc.waitForEvent('service.start.failed', { service: 'certificate' })
+      assert.match(JSON.stringify(failed.err), /cacerts\/nosuch answered 404/)
+      assert.equal((await sc.exited).code, 1)
+      assert.ok(!existsSync(join(dir, 'cert.pem')))
+      assert.ok(!existsSync(join(dir, 'key.pem')))
+    } finally {
+      await stop(sc)
     }
-    const failure = sc.events('certificate.refresh.register').at(-1)!
-    assert.match(String((failure.err as { message?: string }).message), /answered 503/)
   })
-})
 
-test('an unknown INTERMEDIATE_CERT_BUNDLE fails the issue: nothing written, the start fails (exit 1)', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
-  // It is retried at boot while the start has time (START_TIMEOUT, less a margin), then fails it.
-  const sc = startSidecar({
-    dataDir: dir,
-    env: { ...ztsEnv(), INTERMEDIATE_CERT_BUNDLE: 'nosuch', START_TIMEOUT: '3s' },
+  test('a provider failing for a moment at the first boot is retried on the back-off schedule, as SIA: the start succeeds', async (t) => {
+    const zts = await ztsOf(t)
+    const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
+    zts.failNext('register', 503, 3) // every try of the client's first call
+    const sc = await startReady({ dataDir: dir, env: ztsEnv(zts) })
+    try {
+      const retry = sc.events('certificate.boot.retry')
+      assert.equal(retry.length, 1)
+      assert.ok((retry[0]!.retryInMs as number) >= 3750 && (retry[0]!.retryInMs as number) <= 5000)
+      assert.ok(existsSync(join(dir, 'cert.pem')))
+      assert.deepEqual(sc.events('service.start.failed'), [])
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
   })
-  try {
-    const failed = await sc.waitForEvent('service.start.failed', { service: 'certificate' })
-    assert.match(JSON.stringify(failed.err), /cacerts\/nosuch answered 404/)
-    assert.equal((await sc.exited).code, 1)
-    assert.ok(!existsSync(join(dir, 'cert.pem')))
-    assert.ok(!existsSync(join(dir, 'key.pem')))
-  } finally {
-    await stop(sc)
-  }
-})
 
-test('a provider failing for a moment at the first boot is retried on the back-off schedule, as SIA: the start succeeds', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
-  zts.failNext('register', 503, 3) // every try of the client's first call
-  const sc = await startReady({ dataDir: dir, env: ztsEnv() })
-  try {
-    const retry = sc.events('certificate.boot.retry')
-    assert.equal(retry.length, 1)
-    assert.ok((retry[0]!.retryInMs as number) >= 3750 && (retry[0]!.retryInMs as number) <= 5000)
-    assert.ok(existsSync(join(dir, 'cert.pem')))
-    assert.deepEqual(sc.events('service.start.failed'), [])
-  } finally {
-    assert.equal(await stop(sc), 0)
-  }
-})
-
-test('a provider that hangs at start: the identity on disk is kept, and the start answers before its startTimeout', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
-  // REFRESH_INTERVAL=1s: the identity on disk is due at the next start, which asks ZTS for a refresh.
-  const env = { ...ztsEnv(), REFRESH_INTERVAL: '1s', START_TIMEOUT: '4s' }
-  assert.equal(await stop(await startReady({ dataDir: dir, env })), 0)
-  const kept = readFileSync(join(dir, 'cert.pem'), 'utf8')
-  zts.delay('refresh', 60_000)
-  try {
+  test('a provider that hangs at start: the identity on disk is kept, and the start answers before its startTimeout', async (t) => {
+    const zts = await ztsOf(t)
+    const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
+    // REFRESH_INTERVAL=1s: the identity on disk is due at the next start, which asks ZTS for a refresh.
+    const env = { ...ztsEnv(zts), REFRESH_INTERVAL: '1s', START_TIMEOUT: '4s' }
+    assert.equal(await stop(await startReady({ dataDir: dir, env })), 0)
+    const kept = readFileSync(join(dir, 'cert.pem'), 'utf8')
+    zts.delay('refresh', 60_000)
     const sc = await startReady({ dataDir: dir, env })
+    t.after(() => stop(sc, 'SIGKILL'))
     const failed = sc.events('certificate.refresh.failed')[0]
     assert.match(JSON.stringify(failed?.err), /ERR_PROVIDER_TIMEOUT/)
     assert.equal(failed?.keeping, join(dir, 'cert.pem'))
     assert.equal(readFileSync(join(dir, 'cert.pem'), 'utf8'), kept)
     assert.deepEqual(sc.events('service.start.timeout'), [])
     assert.equal(await stop(sc), 0)
-  } finally {
-    zts.delay('refresh', 0)
-  }
-})
+  })
 
-test('target tokens at boot: a ZTS that hangs leaves them failed, not the start timed out; a failed pass is retried with back-off', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
-  const env = {
-    ...ztsEnv(),
-    TOKEN_SERVER_ADDR: '127.0.0.1:0',
-    TARGET_DOMAIN_ROLES: 'demo:role.reader',
-    TOKEN_DIR: join(dir, 'tokens'),
-    TOKEN_TYPE: 'accesstoken',
-    TOKEN_REFRESH_INTERVAL: '1h',
-    START_TIMEOUT: '4s',
-  }
-  zts.delay('oauth2', 60_000)
-  t.after(() => zts.delay('oauth2', 0))
-  const sc = await startReady({ dataDir: dir, env })
-  t.after(() => stop(sc, 'SIGKILL'))
-  const boot = sc.events('token.cache.updated')[0]
-  assert.deepEqual(boot?.accesstoken, { updated: 0, failed: 1, skipped: 0 })
-  assert.deepEqual(sc.events('service.start.timeout'), [])
-  // ZTS answers again: the failed pass is retried 3.75 to 5 s later, not TOKEN_REFRESH_INTERVAL (1 h).
-  zts.delay('oauth2', 0)
-  await sc.waitFor(
-    (r) => r.event === 'token.cache.updated' && (r.accesstoken as { updated: number }).updated === 1,
-    20_000,
-  )
-  assert.match(
-    readFileSync(join(dir, 'tokens', 'demo:role.reader.accesstoken'), 'utf8'),
-    /^[\w-]+\.[\w-]+\.[\w-]+$/,
-  )
-  assert.equal(await stop(sc), 0)
-})
-
-test('a refresh pass that fails says why, at error level: what ZTS answered, for which key', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
-  const sc = await startReady({
-    dataDir: dir,
-    env: {
-      ...ztsEnv(),
+  test('target tokens at boot: a ZTS that hangs leaves them failed, not the start timed out; a failed pass is retried with back-off', async (t) => {
+    const zts = await ztsOf(t)
+    const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
+    const env = {
+      ...ztsEnv(zts),
       TOKEN_SERVER_ADDR: '127.0.0.1:0',
       TARGET_DOMAIN_ROLES: 'demo:role.reader',
+      TOKEN_DIR: join(dir, 'tokens'),
       TOKEN_TYPE: 'accesstoken',
-      TOKEN_REFRESH_INTERVAL: '1s',
-    },
-  })
-  t.after(() => stop(sc, 'SIGKILL'))
-  zts.failNext('oauth2', 403, 1) // not retried by the client: one failed fetch
-  const failed = await sc.waitForEvent('token.refresh.failed', {}, 20_000)
-  assert.equal(failed.level, 'error')
-  assert.equal(failed.failed, 1)
-  assert.equal(failed.key, '{demo:role.reader,,0,0}')
-  assert.match(String(failed.msg), /answered 403: injected failure of oauth2/)
-  assert.equal(await stop(sc), 0)
-})
-
-test('INTERMEDIATE_CERT_BUNDLE that is not a bundle name: exit 2 naming it', () => {
-  for (const bad of ['../etc', 'a/b', 'x y']) {
-    const r = spawnSync(process.execPath, [CLI], {
-      env: {
-        PATH: process.env.PATH ?? '',
-        DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')),
-        INTERMEDIATE_CERT_BUNDLE: bad,
-      },
-      encoding: 'utf8',
-      timeout: 10_000,
-      killSignal: 'SIGKILL',
-    })
-    assert.equal(r.status, 2, r.stderr)
-    assert.match(
-      r.stderr,
-      /^sia-supervisor: invalid setting INTERMEDIATE_CERT_BUNDLE: .* is not a CA bundle name/,
+      TOKEN_REFRESH_INTERVAL: '1h',
+      START_TIMEOUT: '4s',
+    }
+    zts.delay('oauth2', 60_000)
+    const sc = await startReady({ dataDir: dir, env })
+    t.after(() => stop(sc, 'SIGKILL'))
+    const boot = sc.events('token.cache.updated')[0]
+    assert.deepEqual(boot?.accesstoken, { updated: 0, failed: 1, skipped: 0 })
+    assert.deepEqual(sc.events('service.start.timeout'), [])
+    // ZTS answers again: the failed pass is retried 3.75 to 5 s later, not TOKEN_REFRESH_INTERVAL (1 h).
+    zts.delay('oauth2', 0)
+    await sc.waitFor(
+      (r) => r.event === 'token.cache.updated' && (r.accesstoken as { updated: number }).updated === 1,
+      20_000,
     )
-  }
-})
-
-test('certificates issued shorter than REFRESH_INTERVAL are refreshed half-way through, not left to expire', async (t) => {
-  // 66 s, from a minute before the issue (as ZTS's double backdates them): due ~3 s after it.
-  zts.issueFor(66_000)
-  t.after(() => zts.issueFor(3600_000))
-  const dir = mkdtempSync(join(tmpdir(), 'sia-zts-short-'))
-  const sc = await startReady({ dataDir: dir, env: ztsEnv() }) // REFRESH_INTERVAL: a day
-  try {
-    const before = zts.counts.refresh
-    await sc.waitForEvent('certificate.refresh.scheduled')
-    await sc.waitFor(() => zts.counts.refresh > before, 20_000)
-    const cert = new X509Certificate(readFileSync(join(dir, 'cert.pem'), 'utf8').match(PEM)![0]!)
-    assert.ok(Date.parse(cert.validTo) > Date.now(), 'the certificate on disk is the refreshed one, valid')
-  } finally {
+    assert.match(
+      readFileSync(join(dir, 'tokens', 'demo:role.reader.accesstoken'), 'utf8'),
+      /^[\w-]+\.[\w-]+\.[\w-]+$/,
+    )
     assert.equal(await stop(sc), 0)
-  }
+  })
+
+  test('a refresh pass that fails says why, at error level: what ZTS answered, for which key', async (t) => {
+    const zts = await ztsOf(t)
+    const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
+    const sc = await startReady({
+      dataDir: dir,
+      env: {
+        ...ztsEnv(zts),
+        TOKEN_SERVER_ADDR: '127.0.0.1:0',
+        TARGET_DOMAIN_ROLES: 'demo:role.reader',
+        TOKEN_TYPE: 'accesstoken',
+        TOKEN_REFRESH_INTERVAL: '1s',
+      },
+    })
+    t.after(() => stop(sc, 'SIGKILL'))
+    zts.failNext('oauth2', 403, 1) // not retried by the client: one failed fetch
+    const failed = await sc.waitForEvent('token.refresh.failed', {}, 20_000)
+    assert.equal(failed.level, 'error')
+    assert.equal(failed.failed, 1)
+    assert.equal(failed.key, '{demo:role.reader,,0,0}')
+    assert.match(String(failed.msg), /answered 403: injected failure of oauth2/)
+    assert.equal(await stop(sc), 0)
+  })
+
+  test('INTERMEDIATE_CERT_BUNDLE that is not a bundle name: exit 2 naming it', () => {
+    for (const bad of ['../etc', 'a/b', 'x y']) {
+      const r = spawnSync(process.execPath, [CLI], {
+        env: {
+          PATH: process.env.PATH ?? '',
+          DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')),
+          INTERMEDIATE_CERT_BUNDLE: bad,
+        },
+        encoding: 'utf8',
+        timeout: 10_000,
+        killSignal: 'SIGKILL',
+      })
+      assert.equal(r.status, 2, r.stderr)
+      assert.match(
+        r.stderr,
+        /^sia-supervisor: invalid setting INTERMEDIATE_CERT_BUNDLE: .* is not a CA bundle name/,
+      )
+    }
+  })
+
+  test('certificates issued shorter than REFRESH_INTERVAL are refreshed half-way through, not left to expire', async (t) => {
+    const zts = await ztsOf(t)
+    // 66 s, from a minute before the issue (as ZTS's double backdates them): due ~3 s after it.
+    zts.issueFor(66_000)
+    const dir = mkdtempSync(join(tmpdir(), 'sia-zts-short-'))
+    const sc = await startReady({ dataDir: dir, env: ztsEnv(zts) }) // REFRESH_INTERVAL: a day
+    try {
+      const before = zts.counts.refresh
+      await sc.waitForEvent('certificate.refresh.scheduled')
+      await sc.waitFor(() => zts.counts.refresh > before, 20_000)
+      const cert = new X509Certificate(readFileSync(join(dir, 'cert.pem'), 'utf8').match(PEM)![0]!)
+      assert.ok(Date.parse(cert.validTo) > Date.now(), 'the certificate on disk is the refreshed one, valid')
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
+  })
 })
