@@ -281,7 +281,8 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
       return next({ tag: 'down', outcome: 'clean', exit })
     }
     if (decision.action === 'escalate') {
-      fx.push({ do: 'board', state: 'down' }, { do: 'escalate' })
+      fx.push({ do: 'board', state: 'down' })
+      // Said before the escalation runs: its supervisor.cancelled is the consequence of this line.
       log(
         'error',
         'worker.crash-loop',
@@ -291,6 +292,7 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
           restartWindowMs: tuning.restartWindow,
         },
       )
+      fx.push({ do: 'escalate' })
       return next({ tag: 'down', outcome: 'clean', exit })
     }
     fx.push({ do: 'board', state: 'restarting' }, { do: 'count-restart', reason: exit.reason })

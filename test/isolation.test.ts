@@ -263,6 +263,11 @@ describe('crash isolation', () => {
     assert.equal(eventsOf(sc, 'worker.crash-loop', 'gateway').length, 1)
     const cancelled = sc.events('supervisor.cancelled')
     assert.equal(cancelled.length, 1)
+    const at = (event: string) => sc.records.findIndex((r) => r.event === event)
+    assert.ok(
+      at('worker.crash-loop') < at('supervisor.cancelled'),
+      'the crash loop is said before the cancel',
+    )
     assert.equal(cancelled[0]?.cause, 'crash-loop')
     assert.equal(cancelled[0]?.service, 'gateway')
     assertStoppedEverything(sc, 1, 'crash-loop')

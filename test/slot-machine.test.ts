@@ -179,7 +179,9 @@ describe('running', () => {
   test('exit past maxRestarts in the window: escalate (crash-loop)', () => {
     const r = run({ ...running, faults: [NOW - 2000, NOW - 1000] }, { type: 'exit', exit: crash })
     assert.equal(r.model.state.tag, 'down')
-    assert.ok(does(r.effects).includes('escalate'))
+    const order = does(r.effects)
+    assert.ok(order.includes('escalate'))
+    assert.ok(order.indexOf('log:worker.crash-loop') < order.indexOf('escalate'), 'the cause is logged first')
   })
   test('temporary: stays down', () => {
     const r = step(
