@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { type ConnectionOptions, connect } from 'node:tls'
-import { type Sidecar, startReady, stop } from '../test/support/sidecar.js'
 import { startZtsDouble, type ZtsDouble } from './doubles/zts.js'
 import { httpsRequest } from './doubles/zts-https.js'
+import { type Sidecar, startReady, startSidecar, stop } from './support/sidecar.js'
 
 let zts: ZtsDouble
 let sc: Sidecar
@@ -179,4 +179,39 @@ it('role certificates are renewed on their own schedule, not every 5 s once the 
   } finally {
     assert.equal(await stop(sc2), 0)
   }
+})
+
+it('a third party’s certificate for another principal is used, and said at boot (sidecar and MODE=init)', async () => {
+  const dir3 = mkdtempSync(join(tmpdir(), 'sia-files-other-'))
+  const pair = await zts.issue('other.team.web')
+  writeFileSync(join(dir3, 'key.pem'), pair.keyPem, { mode: 0o600 })
+  writeFileSync(join(dir3, 'cert.pem'), pair.certPem)
+  const env = {
+    ENDPOINT: zts.url,
+    SERVER_CA_CERT: zts.caFile,
+    ATHENZ_DOMAIN: 'my.team',
+    SERVICEACCOUNT: 'api',
+    KEY_FILE: join(dir3, 'key.pem'),
+    CERT_FILE: join(dir3, 'cert.pem'),
+    TOKEN_SERVER_ADDR: '',
+    GATEWAY_ADDR: '',
+  }
+  const said = (s: Sidecar) => {
+    const w = s.events('certificate.files.principal')
+    assert.equal(w.length, 1)
+    assert.equal(w[0]!.level, 'warn')
+    assert.deepEqual([w[0]!.names, w[0]!.principal], ['other.team.web', 'my.team.api'])
+    assert.match(
+      String(w[0]!.msg),
+      /names other\.team\.web, not my\.team\.api .*role certificates are asked for my\.team\.api/,
+    )
+  }
+  const sc3 = await startReady({ dataDir: dir3, env })
+  said(sc3)
+  assert.equal(await stop(sc3), 0)
+  const init = startSidecar({ dataDir: dir3, env: { ...env, MODE: 'init' } })
+  assert.equal((await init.exited).code, 0, init.stderr())
+  said(init)
+  // The configured principal's own certificate: nothing said (the suite's sidecar).
+  assert.deepEqual(sc.events('certificate.files.principal'), [])
 })

@@ -79,6 +79,21 @@ export function commonNameOf(id: Identity): string {
 }
 
 /**
+ * Files: a third party's certificate for another principal than ATHENZ_DOMAIN.SERVICEACCOUNT is
+ * used (tokens are fetched as the one it names) but said, once: role certificate requests name the
+ * configured principal, which ZTS refuses for a key certified as another.
+ */
+export function sayIfAnotherPrincipal(config: Config, id: Identity, log: Logger): void {
+  const names = commonNameOf(id)
+  const principal = principalOf(config)
+  if (names === principal) return
+  log.warn(
+    { event: 'certificate.files.principal', certFile: config.certFile, names, principal },
+    `${config.certFile} names ${names}, not ${principal} (ATHENZ_DOMAIN.SERVICEACCOUNT): role certificates are asked for ${principal}`,
+  )
+}
+
+/**
  * Writes an identity to every KEY_FILE and CERT_FILE path (comma-separated, as SIA) and the CA
  * file, as one set: nothing is replaced unless every file was written in full (a full disk leaves
  * the old pair, not a new key beside the old cert). Then keys first, then certs: a reader pairing

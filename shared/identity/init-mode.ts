@@ -3,7 +3,7 @@ import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import { createBackupWriter, createSecretBackup, restoreIdentity, type SecretBackup } from './backup.js'
-import { readIdentity, readOwnIdentity } from './identity.js'
+import { readIdentity, readOwnIdentity, sayIfAnotherPrincipal } from './identity.js'
 import { type TokenFileType, tokenFilePath } from './naming.js'
 import { providerKind } from './provider.js'
 import { createCertRuntime, tokenSourceFor } from './runtime.js'
@@ -40,6 +40,7 @@ export async function runInit(
     if (rt.kind === 'files') {
       if (!identity)
         throw codedError('ERR_NO_IDENTITY', `no valid key/cert in ${config.keyFile}, ${config.certFile}`)
+      sayIfAnotherPrincipal(config, identity, log)
       rt.provider.useIdentity?.(identity)
       await rt.refresher.refreshRoles(identity.keyPem, signal)
     } else {

@@ -12,6 +12,7 @@ import {
   readIdentityOrWhy,
   readOwnIdentity,
   roleCertPath,
+  sayIfAnotherPrincipal,
 } from '../../shared/identity/identity.js'
 import { providerKind } from '../../shared/identity/provider.js'
 import { createCertRuntime } from '../../shared/identity/runtime.js'
@@ -151,6 +152,7 @@ defineService({
         throw codedError('ERR_NO_IDENTITY', `no valid key/cert in ${config.keyFile}, ${config.certFile}`)
       adopt(identity)
       log.info({ event: 'certificate.files', certFile: config.certFile }, 'certificate provisioning by files')
+      sayIfAnotherPrincipal(config, identity, log)
     }
     // A restart (of the worker or the pod) within REFRESH_INTERVAL of the last issue reuses what
     // is on disk: no new key and no round trip to the authority; the timer refreshes when due.
