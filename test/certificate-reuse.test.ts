@@ -164,13 +164,39 @@ describe('the back-off at start, with and without a REFRESH_INTERVAL', { concurr
   }
 })
 
-test('the local authority deleted while running: said, made anew, and the token service signs with the new one', async () => {
+test('the local authority deleted while running: said, made anew, and the token service signs with the new one, cached tokens too', async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'sia-reuse-'))
-  const sc = await startReady({ dataDir, env: { REFRESH_INTERVAL: '2s' } })
+  const tokenFile = join(dataDir, 'tokens', `${ROLES}.accesstoken`)
+  const sc = await startReady({
+    dataDir,
+    env: {
+      REFRESH_INTERVAL: '2s',
+      TARGET_DOMAIN_ROLES: ROLES,
+      TOKEN_TYPE: 'accesstoken',
+      TOKEN_DIR: join(dataDir, 'tokens'),
+    },
+  })
   try {
-    const jwks = async () =>
-      ((await (await fetch(`${await sc.url('token')}/oauth2/keys`)).json()) as { keys: { n: string }[] })
-        .keys[0]!.n
+    const keys = async () =>
+      (
+        (await (await fetch(`${await sc.url('token')}/oauth2/keys`)).json()) as {
+          keys: { n: string; kid: string }[]
+        }
+      ).keys
+    const jwks = async () => (await keys())[0]!.n
+    const kid = (jwt: string) =>
+      (JSON.parse(Buffer.from(jwt.split('.')[0]!, 'base64url').toString()) as { kid: string }).kid
+    const asked = async () =>
+      (
+        (await (
+          await fetch(`${await sc.url('token')}/accesstoken`, {
+            method: 'POST',
+            body: JSON.stringify({ domain: 'demo', role: 'cached' }),
+          })
+        ).json()) as { access_token: string }
+      ).access_token
+    const cachedBefore = await asked()
+    assert.equal(await asked(), cachedBefore, 'the token is cached')
     const caKey = () =>
       new X509Certificate(readFileSync(join(dataDir, 'authority', 'ca.cert.pem'))).publicKey.export({
         format: 'jwk',
@@ -185,6 +211,12 @@ test('the local authority deleted while running: said, made anew, and the token 
     await sc.waitFor(() => new X509Certificate(readFileSync(join(dataDir, 'cert.pem'))).verify(ca.publicKey))
     assert.notEqual(caKey(), before)
     assert.equal(await jwks(), caKey(), 'the JWKS is the new authority’s')
+    // What the old key signed is no longer served: not the cached token, not the target's file.
+    const cleared = await sc.waitForEvent('token.cache.cleared')
+    assert.equal(cleared.level, 'warn')
+    const current = (await keys()).map((k) => k.kid)
+    assert.ok(current.includes(kid(await asked())), 'the token asked for again verifies against the JWKS')
+    await sc.waitFor(() => current.includes(kid(readFileSync(tokenFile, 'utf8'))))
   } finally {
     assert.equal(await stop(sc), 0)
   }

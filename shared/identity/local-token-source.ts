@@ -27,15 +27,25 @@ export function createLocalTokenSource(opts: LocalTokenSourceOptions): TokenSour
   // Retried after a failure.
   const { cert } = authorityPaths(opts.dataDir)
   let loaded: { stamp: string; authority: Promise<Authority> } | undefined
+  // The certificate of the authority that signed last: one loaded since that is another is said.
+  let signedWith: string | undefined
+  const listeners: (() => void)[] = []
   const authority = async () => {
     const st = await stat(cert).catch(() => undefined)
     const stamp = st ? `${st.dev}:${st.ino}:${st.mtimeMs}:${st.size}` : ''
     if (loaded?.stamp !== stamp) {
       const next = { stamp, authority: loadOrCreateAuthority(opts.dataDir) }
       loaded = next
-      next.authority.catch(() => {
-        if (loaded === next) loaded = undefined
-      })
+      next.authority.then(
+        (a) => {
+          const changed = signedWith !== undefined && signedWith !== a.certPem
+          signedWith = a.certPem
+          if (changed) for (const listener of listeners) listener()
+        },
+        () => {
+          if (loaded === next) loaded = undefined
+        },
+      )
     }
     return loaded.authority.catch((err: unknown) => {
       throw codedError('ERR_UPSTREAM', 'local authority unavailable', err)
@@ -54,6 +64,9 @@ export function createLocalTokenSource(opts: LocalTokenSourceOptions): TokenSour
     },
     async jwks() {
       return jwks(await authority())
+    },
+    onSignerChange(listener) {
+      listeners.push(listener)
     },
   }
 }

@@ -40,6 +40,11 @@ export interface TokenSource {
   accessToken(req: AccessTokenRequest, signal: AbortSignal): Promise<AccessToken>
   /** The JWKS that verifies access tokens, when this source can serve it. */
   jwks?(): Promise<{ keys: Record<string, unknown>[] }>
+  /**
+   * Calls `listener` each time the key that signs is another (the local authority made anew):
+   * tokens signed before verify against no key of the JWKS any more.
+   */
+  onSignerChange?(listener: () => void): void
 }
 
 /** A failure of the provider (ZTS down, signing failed): the token server answers 502. */

@@ -66,6 +66,8 @@ export interface TokenCache<V> {
   entries(): Iterable<CacheEntry<V>>
   /** Entries and token bytes held (targets included). */
   stats(): { entries: number; bytes: number }
+  /** Drops every token, targets included; a fetch in flight still answers its callers, uncached. */
+  clear(): void
 }
 
 export interface TokenCacheOptions<V> {
@@ -223,5 +225,12 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
     },
     entries: () => held.values(),
     stats: () => ({ entries: held.size, bytes: heldBytes }),
+    clear() {
+      lru.clear()
+      targets.clear()
+      // lru-cache disposes no token being re-fetched (it keeps it beside the fetch): not held now.
+      held.clear()
+      heldBytes = 0
+    },
   }
 }

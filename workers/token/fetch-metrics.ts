@@ -58,5 +58,6 @@ export function countFetchErrors(
       accessTargets.has(accessId(r)),
     ),
     ...(source.jwks ? { jwks: source.jwks.bind(source) } : {}),
+    ...(source.onSignerChange ? { onSignerChange: source.onSignerChange.bind(source) } : {}),
   }
 }

@@ -237,6 +237,23 @@ defineService({
       kind: 'boot',
       signal: untilDeadline(signal, bootEnds),
     })
+    // The local authority made anew (deleted or broken on disk): what it signed before verifies
+    // against no key of the JWKS now, yet was served from the cache for up to its lifetime. Every
+    // cached token is dropped; the targets are fetched, and their files written, again.
+    let resetting = Promise.resolve()
+    source.onSignerChange?.(() => {
+      resetting = resetting.then(async () => {
+        caches.roleTokens?.clear()
+        caches.accessTokens?.clear()
+        log.warn(
+          { event: 'token.cache.cleared', reason: 'authority' },
+          'the local authority changed: cached tokens dropped, the targets fetched again',
+        )
+        await updateTokens(config, caches, targets, log, { kind: 'boot', signal: stop.signal }).catch(
+          (err: unknown) => log.error({ err }, 'token fetch after the authority changed failed'),
+        )
+      })
+    })
 
     const handler = createTokenApi({
       ...caches,
