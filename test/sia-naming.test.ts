@@ -237,7 +237,32 @@ describe('invalid forms: exit 2 naming the setting, nothing started', () => {
     [{ ROLE_TOKEN_NAMING_FORMAT: '/t/{{scope}}' }, /ROLE_TOKEN_NAMING_FORMAT: unknown placeholder/],
     [
       { ROLE_CERT_NAMING_FORMAT: '/r/{{domain}}.pem', TARGET_DOMAIN_ROLES: 'd:role.a,d:role.b' },
-      /ROLE_CERT_NAMING_FORMAT: d:role.a and d:role.b would both be written to \/r\/d.pem/,
+      /ROLE_CERT_NAMING_FORMAT: d:role.a's role certificate and d:role.b's role certificate would both be written to \/r\/d.pem: use \{\{domain\}\} and \{\{role\}\}/,
+    ],
+    // One output over another of another kind, or over the service's own files.
+    [
+      {
+        TARGET_DOMAIN_ROLES: 'd:role.a',
+        ROLECERT_DIR: '/r',
+        ROLE_TOKEN_NAMING_FORMAT: '/r/{{domain}}{{delimiter}}{{role}}.cert.pem',
+      },
+      /ROLE_TOKEN_NAMING_FORMAT: d:role.a's role certificate and d:role.a's role token would both be written to \/r\/d:role.a.cert.pem$/m,
+    ],
+    [
+      {
+        TARGET_DOMAIN_ROLES: 'd:role.a',
+        ACCESS_TOKEN_NAMING_FORMAT: '/t/{{domain}}.tok',
+        ROLE_TOKEN_NAMING_FORMAT: '/t/{{domain}}.tok',
+      },
+      /ROLE_TOKEN_NAMING_FORMAT: d:role.a's access token and d:role.a's role token would both be written to \/t\/d.tok$/m,
+    ],
+    [
+      {
+        TARGET_DOMAIN_ROLES: 'd:role.a',
+        KEY_FILE: '/k/d.key',
+        ACCESS_TOKEN_NAMING_FORMAT: '/k/{{domain}}.key',
+      },
+      /ACCESS_TOKEN_NAMING_FORMAT: the service key \(KEY_FILE\) and d:role.a's access token would both be written to \/k\/d.key$/m,
     ],
     [
       { ACCESS_TOKEN_NAMING_FORMAT: '/t/{{role}}', TARGET_DOMAIN_ROLES: 'x:role.r,y:role.r' },

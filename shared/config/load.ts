@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module'
 import { isIP } from 'node:net'
-import { dirname, join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseAddress } from '../address.js'
 import { readFileSync } from '../builtins.js'
@@ -449,28 +449,43 @@ function identitySettings(
   ] as const) {
     if (s[key].includes('\0')) throw configError(named(key), 'a NUL character')
   }
-  // Two targets must never share a file: each would overwrite the other's at every refresh.
+  // No two outputs share a file: each would overwrite the other's at every refresh (two targets'
+  // tokens, a role token over a role certificate or over the service's key).
   const targets = parseTargets(s.targetDomainRoles)
   const cfg = s as unknown as Config
-  const outputs: [SettingKey, (t: Target) => string | undefined][] = [
-    ['roleCertNamingFormat', (t) => roleCertPath(cfg, t)],
-    ['roleCertKeyNamingFormat', (t) => (s.roleCertKeyFileOutput ? roleCertPath(cfg, t, 'key') : undefined)],
-    ['accessTokenNamingFormat', (t) => tokenFilePath(cfg, t, 'accesstoken')],
-    ['roleTokenNamingFormat', (t) => tokenFilePath(cfg, t, 'roletoken')],
+  const tokenTypes = s.tokenType.split('+')
+  const outputs: [SettingKey, string, (t: Target) => string | undefined][] = [
+    ['roleCertNamingFormat', 'role certificate', (t) => roleCertPath(cfg, t)],
+    [
+      'roleCertKeyNamingFormat',
+      'role certificate key',
+      (t) => (s.roleCertKeyFileOutput ? roleCertPath(cfg, t, 'key') : undefined),
+    ],
+    ...(['accesstoken', 'roletoken'] as const)
+      .filter((type) => tokenTypes.includes(type))
+      .map((type): [SettingKey, string, (t: Target) => string | undefined] => [
+        type === 'accesstoken' ? 'accessTokenNamingFormat' : 'roleTokenNamingFormat',
+        type === 'accesstoken' ? 'access token' : 'role token',
+        (t) => tokenFilePath(cfg, t, type),
+      ]),
   ]
-  for (const [key, path] of outputs) {
-    const seen = new Map<string, string>()
+  const written = new Map<string, { key: SettingKey | undefined; what: string }>()
+  for (const path of keyFiles)
+    written.set(resolve(path), { key: undefined, what: 'the service key (KEY_FILE)' })
+  for (const path of certFiles)
+    written.set(resolve(path), { key: undefined, what: 'the service certificate (CERT_FILE)' })
+  written.set(resolve(s.caCertFile), { key: undefined, what: 'the CA certificate (CA_CERT_FILE)' })
+  for (const [key, label, path] of outputs) {
     for (const t of targets) {
       const p = path(t)
       if (p === undefined) continue
-      const other = seen.get(p)
+      const what = `${t.domain}:role.${t.role}'s ${label}`
+      const other = written.get(resolve(p))
       if (other) {
-        throw configError(
-          named(key),
-          `${other} and ${t.domain}:role.${t.role} would both be written to ${p}: use {{domain}} and {{role}}`,
-        )
+        const hint = other.key === key ? ': use {{domain}} and {{role}}' : ''
+        throw configError(named(key), `${other.what} and ${what} would both be written to ${p}${hint}`)
       }
-      seen.set(p, `${t.domain}:role.${t.role}`)
+      written.set(resolve(p), { key, what })
     }
   }
   return { keyFiles, certFiles }
