@@ -203,6 +203,8 @@ describe('token server, local provider', () => {
       ['GET', '/proxy/path?x=1'],
       ['POST', '/'],
       ['HEAD', '/api/v1/items'],
+      ['GET', '/jwks'], // the JWKS route, but asking for tokens
+      ['GET', '/oauth2/keys'],
     ] as const) {
       const res = await fetch(`${base}${path}`, { method, headers })
       assert.equal(res.status, 200, `${method} ${path}`)

@@ -205,7 +205,10 @@ export function createTokenApi(opts: TokenApiOptions) {
     }
     // Only the two POST routes read a body: any other answer leaves one unread.
     closeUnread(req, res)
-    if (req.method === 'GET' && (path === '/oauth2/keys' || path === '/jwks')) {
+    // Not with header mode's two headers: an auth sub-request for a request to /jwks asks for tokens.
+    const asksTokens =
+      req.headers['x-athenz-domain'] !== undefined && req.headers['x-athenz-role'] !== undefined
+    if (req.method === 'GET' && !asksTokens && (path === '/oauth2/keys' || path === '/jwks')) {
       if (!opts.jwks) throw clientError('this provider does not publish a JWKS', 404)
       return opts.jwks().then((keys) => sendJson(res, 200, keys))
     }
