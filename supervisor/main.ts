@@ -34,14 +34,18 @@ export async function main(signals: SignalRouter, prespawned: Prespawned): Promi
 
   const log = createLogger('supervisor', invocation.config.logLevel, { logDir: invocation.config.logDir })
   log.info({ event: 'supervisor.boot', version, pid: process.pid, mode: invocation.config.mode }, 'booting')
-  for (const w of invocation.warnings) {
-    log.warn({ event: 'config.warning', ...w }, `${w.setting}: ${w.reason}`)
+  const warn = (warnings: typeof invocation.warnings, fields = {}) => {
+    for (const w of warnings)
+      log.warn({ event: 'config.warning', ...w, ...fields }, `${w.setting}: ${w.reason}`)
   }
+  warn(invocation.warnings)
   const { config } = invocation
-  // SIGHUP: the configuration as the files say now (the environment and flags cannot change).
+  // SIGHUP: the configuration as the files say now (the environment and flags cannot change),
+  // with what it warns of, as at boot.
   const reread = async () => {
     const next = loadConfigOnce(process.argv.slice(2), process.env)
     if (next.kind !== 'run') throw new Error('unreachable: the arguments asked for a run at boot')
+    warn(next.warnings, { reload: true })
     return next.config
   }
   const done =

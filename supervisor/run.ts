@@ -272,6 +272,8 @@ function fixedSettings(now: Config, next: Config): string[] {
     'healthCheckAddr',
     'shutdownDelay',
     'shutdownTimeout',
+    // init runs once on the main thread and exits: no worker to replace into it.
+    'mode',
     // The supervisor's log file is opened once, named after the level.
     'logDir',
     // The failpoints' hit counters are shared by every thread, sized for the boot's list, and

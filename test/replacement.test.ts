@@ -249,7 +249,7 @@ test('crashes, a recycle and a SIGHUP reload under load: no refused connection, 
   )
 })
 
-test('SIGHUP with an invalid config file: logged, nothing replaced, still serving', async () => {
+test('SIGHUP with an invalid config file, or one changing what needs a restart: logged, nothing replaced, still serving; its warnings said', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
   const configPath = join(dir, 'config.json')
   writeFileSync(configPath, JSON.stringify({ logLevel: 'info' }))
@@ -274,7 +274,20 @@ test('SIGHUP with an invalid config file: logged, nothing replaced, still servin
   sc.kill('SIGHUP')
   const failpoints = await sc.waitForCount('supervisor.reload.failed', 4)
   assert.match(JSON.stringify(failpoints.err), /failpoints can change only with a restart/)
+  // init runs once and exits: a running sidecar cannot become one (it said reloaded, and ran on).
+  writeFileSync(configPath, JSON.stringify({ mode: 'init' }))
+  sc.kill('SIGHUP')
+  const mode = await sc.waitForCount('supervisor.reload.failed', 5)
+  assert.match(JSON.stringify(mode.err), /mode can change only with a restart/)
   assert.deepEqual(sc.events('worker.replacing'), [])
+  // What a file warns of is said on a reload too, as at boot.
+  assert.deepEqual(sc.events('config.warning'), [])
+  writeFileSync(configPath, JSON.stringify({ services: { 'memory-reporter': { shutdownTimeout: '1h' } } }))
+  sc.kill('SIGHUP')
+  const warning = await sc.waitForEvent('config.warning')
+  assert.equal(warning.reload, true)
+  assert.match(String(warning.setting), /services\.memory-reporter\.shutdownTimeout/)
+  await sc.waitForEvent('supervisor.reload.done')
   assert.equal(await stop(sc), 0)
 })
 
