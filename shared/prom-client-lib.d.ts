@@ -22,9 +22,6 @@ declare module 'prom-client/lib/cluster.js' {
   export default AggregatorRegistry
 }
 declare module 'prom-client/lib/metrics/*.js' {
-  const register: (
-    registry: import('prom-client').Registry,
-    config: { eventLoopMonitoringPrecision: number },
-  ) => void
+  const register: (registry: import('prom-client').Registry, config?: { prefix?: string }) => void
   export default register
 }

@@ -1,4 +1,3 @@
-import eventLoopLag from 'prom-client/lib/metrics/eventLoopLag.js'
 import gc from 'prom-client/lib/metrics/gc.js'
 import heapSizeAndUsed from 'prom-client/lib/metrics/heapSizeAndUsed.js'
 import heapSpacesSizeAndUsed from 'prom-client/lib/metrics/heapSpacesSizeAndUsed.js'
@@ -11,20 +10,22 @@ import processResources from 'prom-client/lib/metrics/processResources.js'
 import processStartTime from 'prom-client/lib/metrics/processStartTime.js'
 import version from 'prom-client/lib/metrics/version.js'
 import { Counter, type Registry } from '../shared/prom.js'
+import type { MetricsJson } from '../shared/protocol.js'
+import { registerEventLoopLag } from './loop-lag.js'
 
 /**
  * prom-client's default metrics (`process_*`, `nodejs_*`), registered module by module as its
  * `collectDefaultMetrics` does, but for `process_cpu_*`: that module loads @opentelemetry/api
  * (51 modules, ~13 ms and 1.3 MiB of heap in the main thread at boot) for exemplars, which are
- * not used here. Its three counters are made below, the same way. The file names are prom-client
- * 15's (pinned in package.json), as in shared/prom.ts; imported, so the supervisor's bundle holds them.
+ * not used here. Its three counters are made below, the same way; the event-loop lag is
+ * loop-lag.ts's. The file names are prom-client 15's (pinned in package.json), as in
+ * shared/prom.ts; imported, so the supervisor's bundle holds them.
  */
 const MODULES = [
   processStartTime,
   osMemoryHeap,
   processOpenFileDescriptors,
   processMaxFileDescriptors,
-  eventLoopLag,
   processResources,
   processHandles,
   processRequests,
@@ -34,9 +35,11 @@ const MODULES = [
   gc,
 ]
 
-export function collectDefaultMetrics(registry: Registry): void {
-  for (const register of MODULES) register(registry, { eventLoopMonitoringPrecision: 10 })
+/** Returns the registry's collection: a scrape, or a view that leaves the lag's period to the next scrape. */
+export function collectDefaultMetrics(registry: Registry): (view: boolean) => Promise<MetricsJson> {
+  for (const register of MODULES) register(registry)
   processCpu(registry)
+  return registerEventLoopLag(registry)
 }
 
 /** `process_cpu_user_seconds_total`, `…_system_…` and `process_cpu_seconds_total`, set at each scrape. */

@@ -1,6 +1,6 @@
 import { monotonicMs } from '../shared/clock.js'
 import { Counter, Gauge, Registry } from '../shared/prom.js'
-import type { LastWorkerError } from '../shared/protocol.js'
+import type { LastWorkerError, MetricsJson } from '../shared/protocol.js'
 import type { ServiceName } from '../shared/services.js'
 import { hasLiveThread, type StatusBoard } from '../shared/status-board.js'
 import { collectDefaultMetrics } from './default-metrics.js'
@@ -16,6 +16,8 @@ const RESTART_REASONS: readonly ExitReason[] = ['exception', 'oom', 'exit', 'wat
  */
 export interface SupervisorMetrics {
   registry: Registry
+  /** The registry's collection: a scrape, or a view (the status page, a HEAD) that resets nothing. */
+  collect(view: boolean): Promise<MetricsJson>
   restarts: Counter<'service' | 'reason'>
   startSeconds: Gauge<'service'>
   shutdownSeconds: Gauge<'service'>
@@ -29,7 +31,7 @@ export function createSupervisorMetrics(
   services: readonly ServiceName[],
 ): SupervisorMetrics {
   const registry = new Registry()
-  collectDefaultMetrics(registry)
+  const collect = collectDefaultMetrics(registry)
   const registers = [registry]
   const fromBoard = (name: string, help: string, read: (s: ServiceName) => number) =>
     new Gauge({
@@ -72,6 +74,7 @@ export function createSupervisorMetrics(
   const lastErrors: Partial<Record<ServiceName, LastWorkerError>> = {}
   return {
     registry,
+    collect,
     restarts,
     noteCrash(service, fields = {}) {
       if (fields.reason === 'recycled') return // a planned restart, not an error

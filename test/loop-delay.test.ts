@@ -4,28 +4,45 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { registerLoopDelay } from '../shared/loop-delay.js'
 import { Registry } from '../shared/prom.js'
 import type { MetricsJson } from '../shared/protocol.js'
+import { registerEventLoopLag } from '../supervisor/loop-lag.js'
 
-const longest = (json: MetricsJson) =>
-  (json as unknown as { name: string; values: { value: number }[] }[]).find(
-    (m) => m.name === 'sia_worker_event_loop_delay_max_seconds',
-  )!.values[0]!.value
+const sample = (json: MetricsJson, name: string) =>
+  (json as unknown as { name: string; values: { value: number }[] }[]).find((m) => m.name === name)!
+    .values[0]!.value
+const longest = (json: MetricsJson) => sample(json, 'sia_worker_event_loop_delay_max_seconds')
 
-test('the longest loop block since the previous scrape: a status view reads it and leaves it for the scrape', async () => {
-  const collect = registerLoopDelay(new Registry())
-  await sleep(50)
-  await collect(false) // a new period
-  // The loop held ~150 ms by a timer's callback; the monitor's own timer then fires late, and
-  // records it.
-  await new Promise<void>((resolve) =>
+/** The loop held ~150 ms by a timer's callback; the monitor's own timer then fires late, and records it. */
+function block(): Promise<void> {
+  return new Promise<void>((resolve) =>
     setTimeout(() => {
       const until = performance.now() + 150
       while (performance.now() < until) {}
       setTimeout(resolve, 50)
     }, 30),
   )
+}
+
+test('the longest loop block since the previous scrape: a status view reads it and leaves it for the scrape', async () => {
+  const collect = registerLoopDelay(new Registry())
+  await sleep(50)
+  await collect(false) // a new period
+  await block()
   assert.ok(longest(await collect(true)) >= 0.1, 'the status page sees the block')
   assert.ok(longest(await collect(true)) >= 0.1, 'and leaves it')
   assert.ok(longest(await collect(false)) >= 0.1, 'for the scrape')
   await sleep(50)
   assert.ok(longest(await collect(false)) < 0.1, 'which starts a new period')
+})
+
+test('the main thread’s nodejs_eventloop_lag_max_seconds: a view (the status page, a HEAD) leaves it for the scrape', async () => {
+  const collect = registerEventLoopLag(new Registry())
+  const max = (json: MetricsJson) => sample(json, 'nodejs_eventloop_lag_max_seconds')
+  await sleep(50)
+  await collect(false)
+  await block()
+  assert.ok(max(await collect(true)) >= 0.1, 'the status page sees the block')
+  assert.ok(max(await collect(true)) >= 0.1, 'and leaves it')
+  assert.ok(max(await collect(false)) >= 0.1, 'for the scrape')
+  await sleep(50)
+  assert.ok(max(await collect(false)) < 0.1, 'which starts a new period')
 })
