@@ -209,6 +209,25 @@ describe('loadConfig', () => {
     assert.equal(config([], { ROLECERT_DIR: '/var/run/athenz/roles' }).roleCertDir, '/var/run/athenz/roles')
     assert.equal(config([], { USE_TOKEN_SERVER: 'false' }).services.token.enabled, false)
     assert.equal(config([]).services.token.enabled, true)
+    // As SIA, no token server is not no token files: the token service writes them alone, on no port.
+    const files = { TARGET_DOMAIN_ROLES: 'demo:role.reader', TOKEN_DIR: '/var/run/athenz/tokens' }
+    for (const off of [{ USE_TOKEN_SERVER: 'false' }, { TOKEN_SERVER_ADDR: '' }] as Record<
+      string,
+      string
+    >[]) {
+      const c = config([], { ...files, ...off })
+      assert.deepEqual([c.services.token.enabled, c.tokenServerAddr], [true, ''], JSON.stringify(off))
+    }
+    assert.equal(
+      config([], { TOKEN_SERVER_ADDR: '', TOKEN_DIR: '/t' }).services.token.enabled,
+      false,
+      'no targets',
+    )
+    assert.equal(
+      config([], { USE_TOKEN_SERVER: 'false', GATEWAY_ADDR: ':8880' }).gatewayAddr,
+      ':8880',
+      'its port is free',
+    )
     assert.equal(config([], { TOKEN_SERVER_REST_API: 'false' }).tokenServerRestApi, false)
     rejects([], { USE_TOKEN_SERVER: 'maybe' }, /USE_TOKEN_SERVER/)
   })

@@ -400,3 +400,33 @@ describe('token server logs', () => {
     )
   })
 })
+
+it('no token server (TOKEN_SERVER_ADDR empty, or USE_TOKEN_SERVER=false): the target token files are written alone, as SIA', async () => {
+  for (const off of [{ TOKEN_SERVER_ADDR: '' }, { USE_TOKEN_SERVER: 'false' }] as Record<string, string>[]) {
+    const dir = mkdtempSync(join(tmpdir(), 'sia-token-files-'))
+    const sc = await startReady({
+      dataDir: dir,
+      env: {
+        TARGET_DOMAIN_ROLES: 'demo:role.reader',
+        TOKEN_DIR: join(dir, 'tokens'),
+        GATEWAY_ADDR: '',
+        ...off,
+      },
+    })
+    try {
+      assert.ok(sc.events('token.files.only').length === 1, JSON.stringify(off))
+      assert.deepEqual(
+        sc.events('server.listening').filter((r) => r.service === 'token'),
+        [],
+        'no token server listens',
+      )
+      for (const type of ['accesstoken', 'roletoken']) {
+        const file = join(dir, 'tokens', `demo:role.reader.${type}`)
+        assert.ok(readFileSync(file, 'utf8').length > 100, `${type} written`)
+        assert.equal(statSync(file).mode & 0o777, 0o600)
+      }
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
+  }
+})

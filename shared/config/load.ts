@@ -7,7 +7,13 @@ import { readFileSync } from '../builtins.js'
 import { formatDuration, MAX_DURATION_MS } from '../duration.js'
 import { codedError } from '../errors.js'
 import { parseFailpoints } from '../failpoints.js'
-import { checkTemplate, roleCertPath, tokenFilePath } from '../identity/naming.js'
+import {
+  checkTemplate,
+  roleCertPath,
+  type TokenFileType,
+  tokenFilePath,
+  tokenTemplate,
+} from '../identity/naming.js'
 import { parseSubject } from '../identity/subject.js'
 import { isAthenzName, parseTargets, type Target } from '../identity/targets.js'
 import { SERVICES, type ServiceName } from '../services.js'
@@ -236,6 +242,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       `must not be shorter than ${named('httpHeaderTimeout')} (${formatDuration(s.httpHeaderTimeout)})`,
     )
   }
+  // As SIA: USE_TOKEN_SERVER=false is no token server; token files configured are still written.
+  if (!s.useTokenServer) s.tokenServerAddr = ''
   const identity = identitySettings(s, named)
   s.caCertFile ||= join(s.dataDir, 'ca.pem')
   s.gatewaySinkFile ||= join(s.dataDir, 'alerts.jsonl')
@@ -311,10 +319,16 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   for (const name of SERVICES) {
     const addressKey = ADDRESS_OF[name]
     if (parsed.data[name]?.enabled === true && addressKey && s[addressKey] === '') {
-      throw configError(
-        `services.${name}.enabled (in ${configPath})`,
-        `true, but ${named(addressKey)} is empty`,
-      )
+      if (name !== 'token')
+        throw configError(
+          `services.${name}.enabled (in ${configPath})`,
+          `true, but ${named(addressKey)} is empty`,
+        )
+      if (!writesTokenFiles(s))
+        throw configError(
+          `services.token.enabled (in ${configPath})`,
+          `true, but there is no token server (${named(addressKey)} empty or ${named('useTokenServer')}=false) and no token files (TARGET_DOMAIN_ROLES with TOKEN_DIR or a naming format)`,
+        )
     }
     services[name] = tuningFor(name, s, parsed.data[name] ?? {})
     // SHUTDOWN_TIMEOUT (with SHUTDOWN_DELAY) bounds the whole shutdown (DESIGN.md §1): a service
@@ -491,12 +505,23 @@ function identitySettings(
   return { keyFiles, certFiles }
 }
 
+/**
+ * Token files of the targets are configured (TOKEN_DIR or a naming format, of a TOKEN_TYPE): the
+ * token service writes and refreshes them with no token server too, as SIA's.
+ */
+function writesTokenFiles(s: Settings): boolean {
+  const cfg = s as unknown as Config
+  return (
+    parseTargets(s.targetDomainRoles).length > 0 &&
+    (s.tokenType.split('+') as TokenFileType[]).some((type) => tokenTemplate(cfg, type) !== undefined)
+  )
+}
+
 function tuningFor(name: ServiceName, s: Settings, t: TuningInput): ServiceTuning {
   const addressKey = ADDRESS_OF[name]
+  const listens = addressKey === undefined || s[addressKey] !== ''
   return {
-    enabled:
-      t.enabled ??
-      ((addressKey === undefined || s[addressKey] !== '') && (name !== 'token' || s.useTokenServer)),
+    enabled: t.enabled ?? (listens || (name === 'token' && writesTokenFiles(s))),
     // The certificate service may wait up to DELAY_JITTER_SECONDS before its boot fetch.
     startTimeout:
       t.startTimeout ?? s.startTimeout + (name === 'certificate' ? s.delayJitterSeconds * 1000 : 0),

@@ -3,7 +3,7 @@ import type { Server as HttpsServer } from 'node:https'
 import { writeFileAtomic } from '../../shared/atomic-file.js'
 import { https } from '../../shared/builtins.js'
 import type { Config } from '../../shared/config/types.js'
-import { defineService } from '../../shared/define-service.js'
+import { defineService, type ServiceContext } from '../../shared/define-service.js'
 import { readFile } from '../../shared/fs-async.js'
 import { createServer as createHttpServer } from '../../shared/http-builtin.js'
 import { subscribeIdentity } from '../../shared/identity/announce.js'
@@ -170,6 +170,52 @@ async function updateTokens(
   return filesOk && rt.failed === 0 && at.failed === 0
 }
 
+/** The token server: the SIA token API over HTTP, or HTTPS with its certificate reloaded from disk. */
+async function serveTokens(
+  config: Config,
+  caches: Caches,
+  source: TokenSource,
+  serve: ServiceContext['serve'],
+  go: ServiceContext['go'],
+  log: Logger,
+): Promise<void> {
+  const handler = createTokenApi({
+    ...caches,
+    jwks: source.jwks?.bind(source),
+    roleAuthHeader: config.roleAuthHeader,
+    restApi: config.tokenServerRestApi,
+    proxyForPrincipal: providerKind(config) !== 'local' || config.tokenAllowProxyForPrincipal,
+    defaultExpirySec: Math.floor(config.tokenExpiry / 1000),
+    timeoutMs: config.tokenServerTimeout,
+    log,
+  })
+  const tls = Boolean(config.tokenServerTlsCertPath && config.tokenServerTlsKeyPath)
+  const server: Server = tls
+    ? (https().createServer(tlsServerOptions(config, await tlsOptions(config)), handler) as unknown as Server)
+    : createHttpServer(handler)
+  await serve('server', server, config.tokenServerAddr, MAX_BODY_BYTES)
+  if (tls) {
+    await go('tls-watcher', async (t) => {
+      // The token server's certificate is renewed on disk (often the service certificate itself).
+      watchFiles(
+        [config.tokenServerTlsCertPath, config.tokenServerTlsKeyPath],
+        () =>
+          void tlsOptions(config)
+            .then((o) => {
+              ;(server as unknown as HttpsServer).setSecureContext(o)
+              log.info({ event: 'token.tls.reloaded' }, 'token server certificate reloaded')
+            })
+            .catch((err: unknown) =>
+              log.warn({ err }, 'token server certificate reload failed; keeping the old one'),
+            ),
+        t.signal,
+      )
+      await new Promise((r) => t.signal.addEventListener('abort', r, { once: true }))
+      return undefined
+    })
+  }
+}
+
 /** The first retry of a refresh pass that failed, as SIA's (then doubling). */
 const RETRY_INITIAL_MS = 5_000
 
@@ -255,44 +301,10 @@ defineService({
       })
     })
 
-    const handler = createTokenApi({
-      ...caches,
-      jwks: source.jwks?.bind(source),
-      roleAuthHeader: config.roleAuthHeader,
-      restApi: config.tokenServerRestApi,
-      proxyForPrincipal: providerKind(config) !== 'local' || config.tokenAllowProxyForPrincipal,
-      defaultExpirySec: Math.floor(config.tokenExpiry / 1000),
-      timeoutMs: config.tokenServerTimeout,
-      log,
-    })
-    const tls = Boolean(config.tokenServerTlsCertPath && config.tokenServerTlsKeyPath)
-    const server: Server = tls
-      ? (https().createServer(
-          tlsServerOptions(config, await tlsOptions(config)),
-          handler,
-        ) as unknown as Server)
-      : createHttpServer(handler)
-    await serve('server', server, config.tokenServerAddr, MAX_BODY_BYTES)
-    if (tls) {
-      await go('tls-watcher', async (t) => {
-        // The token server's certificate is renewed on disk (often the service certificate itself).
-        watchFiles(
-          [config.tokenServerTlsCertPath, config.tokenServerTlsKeyPath],
-          () =>
-            void tlsOptions(config)
-              .then((o) => {
-                ;(server as unknown as HttpsServer).setSecureContext(o)
-                log.info({ event: 'token.tls.reloaded' }, 'token server certificate reloaded')
-              })
-              .catch((err: unknown) =>
-                log.warn({ err }, 'token server certificate reload failed; keeping the old one'),
-              ),
-          t.signal,
-        )
-        await new Promise((r) => t.signal.addEventListener('abort', r, { once: true }))
-        return undefined
-      })
-    }
+    // No token server (TOKEN_SERVER_ADDR empty, or USE_TOKEN_SERVER=false): the target token files
+    // alone, written and refreshed as with one.
+    if (config.tokenServerAddr !== '') await serveTokens(config, caches, source, serve, go, log)
+    else log.info({ event: 'token.files.only' }, 'no token server: writing the token files only')
     log.info(
       { event: 'token.refresh.scheduled', everyMs: config.tokenRefreshInterval },
       `will refresh tokens every ${config.tokenRefreshInterval}ms`,
