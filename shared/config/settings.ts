@@ -126,7 +126,11 @@ export const SETTINGS = {
     default: '127.0.0.1:8880',
     help: 'token server address; empty disables the token service',
   },
-  useTokenServer: { kind: 'bool', default: 'true', help: 'false: no token server, as in SIA (the target token files are still written)' },
+  useTokenServer: {
+    kind: 'bool',
+    default: 'true',
+    help: 'false: no token server, as in SIA (the target token files are still written)',
+  },
   tokenServerRestApi: {
     kind: 'bool',
     default: 'true',
