@@ -33,7 +33,9 @@ import {
   which,
   yamlFiles,
 } from './support/deploy.js'
-import { startRedis } from './support/redis.js'
+import { eventually } from './support/eventually.js'
+import { redisOnPort } from './support/gateway.js'
+import { freePort } from './support/ports.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
 
 /**
@@ -296,7 +298,12 @@ describe('deploy/kubernetes: the numbers are the code’s', () => {
       const metrics = parseAddress(config.metricsServerAddr).port
       assert.equal(c.readinessProbe.httpGet.path, '/readyz')
       assert.equal(c.livenessProbe.httpGet.path, config.healthCheckEndpoint)
-      assert.equal(c.startupProbe.httpGet.path, '/readyz')
+      // The application starts once its sidecar is ready (tokens cached); the gateway's start is
+      // its boot, not its Redis.
+      assert.equal(
+        c.startupProbe.httpGet.path,
+        name === 'sia-gateway' ? config.healthCheckEndpoint : '/readyz',
+      )
       for (const probe of [c.readinessProbe, c.livenessProbe, c.startupProbe]) {
         assert.equal(portNumber(c, probe.httpGet.port), health, 'probes go to HEALTH_CHECK_ADDR')
       }
@@ -573,8 +580,6 @@ describe('deploy/kubernetes: a dress rehearsal of each sidecar, as its manifest 
 
   test('the gateway: ready on Redis, each new alert an AlertSignal in its namespace', async (t) => {
     if (!which('redis-server')) return t.skip('redis-server is not installed (.ci/run installs it)')
-    const redis = await startRedis()
-    t.after(() => redis.stop())
     const api = await startKubeApi({ token: 'sa-token' })
     t.after(() => api.close())
     const sa = mkdtempSync(join(tmpdir(), 'sia-rehearsal-sa-'))
@@ -593,9 +598,19 @@ describe('deploy/kubernetes: a dress rehearsal of each sidecar, as its manifest 
       'sia-gateway-redis',
       'the manifest names the Redis Service',
     )
-    env.REDIS_URL = redis.url
+    // Booted before its Redis is up (a slow image pull, a rescheduled Redis): started, so the
+    // kubelet's startup probe passes, and not ready until Redis answers.
+    const port = await freePort()
+    env.REDIS_URL = `redis://127.0.0.1:${port}`
     const sc: Sidecar = await startReady({ env, dataDir: env.DATA_DIR })
     t.after(() => void stop(sc, 'SIGKILL'))
+    const probe = async (p: Obj) => (await fetch(`${await sc.url('healthcheck')}${p.httpGet.path}`)).status
+    const sia = siaOf(d)
+    assert.equal(await probe(sia.startupProbe), 200, 'the startup probe passes without Redis')
+    assert.equal(await probe(sia.readinessProbe), 503, 'not ready without Redis')
+    const late = await redisOnPort(port)
+    t.after(() => late.stop())
+    await eventually(async () => ((await probe(sia.readinessProbe)) === 200 ? true : undefined))
     assert.deepEqual(sc.events('config.unsupported'), [], 'every setting of the manifest is supported')
     const hook = await fetch(`${await sc.url('gateway')}/api/v1/signals/prometheus`, {
       method: 'POST',
