@@ -88,6 +88,7 @@ export async function drain(server: Server, deadline: number, conns: ConnectionT
   // taken here, where a server exists, so that the threads that never serve do not load it.
   const { Server: NetServer } = process.getBuiltinModule('node:net')
   const closed = new Promise<void>((resolve) => NetServer.prototype.close.call(server, () => resolve()))
+  conns.closeAfterAnswers()
   let finished = false
   void closed.then(() => {
     finished = true

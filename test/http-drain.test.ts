@@ -43,6 +43,29 @@ test('a connection accepted just before the drain, whose request is read just af
   assert.equal(await drained, false, 'drained without destroying work')
 })
 
+test('an answer given during the drain closes its keep-alive connection: no next request goes out on one the drain is closing', async (t) => {
+  let release!: () => void
+  const held = new Promise<void>((resolve) => {
+    release = resolve
+  })
+  const server: Server = createServer((_req, res) => void held.then(() => res.end('ok')))
+  const conns = trackConnections(server)
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.after(() => server.closeAllConnections())
+  const client = connect((server.address() as AddressInfo).port, '127.0.0.1')
+  const answer = readAll(client)
+  client.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n') // keep-alive, its answer held
+  await once(server, 'request')
+  const drained = drain(server, monotonicMs() + 5000, conns)
+  release()
+  const { text, error } = await answer
+  assert.equal(error, undefined)
+  assert.match(text, /^HTTP\/1\.1 200 /)
+  assert.match(text, /\r\nconnection: close\r\n/i, 'the client is told not to send another request on it')
+  assert.equal(await drained, false)
+})
+
 test('the drain closes an idle keep-alive connection and a silent one, and ends before its deadline', async (t) => {
   const { server, conns, port } = await serving(t)
   const keepAlive = connect(port, '127.0.0.1')

@@ -22,6 +22,12 @@ export interface ConnectionTracker {
   flushing(): boolean
   /** Whether some connection holds work: a whole request whose answer is not yet all sent. */
   holdingWork(): boolean
+  /**
+   * From now on every answer not yet begun says `connection: close` and closes its connection
+   * (the drain): answered keep-alive, a client sent its next request on a connection the drain's
+   * sweep was closing, and got a reset for a request nobody read.
+   */
+  closeAfterAnswers(): void
 }
 
 type RequestListener = (req: IncomingMessage, res: ServerResponse) => void
@@ -81,6 +87,7 @@ export function trackConnections(server: Server, limits: ConnectionLimits = {}):
   const depth = new WeakMap<Socket, number>()
   // For TLS the request's socket is the TLSSocket; `connection` gives the TCP socket under it.
   const raw = (s: Socket) => ((s as Socket & { _parent?: Socket })._parent ?? s) as Socket
+  let closing = false
   // A handler may be running on it: its last request is whole and its answer not yet ended, or
   // requests came behind answers still unsent (pipelined: the last one answered at once, or its
   // body still arriving, while one before it is being handled). Answers go out in order, so while
@@ -117,6 +124,7 @@ export function trackConnections(server: Server, limits: ConnectionLimits = {}):
     }
     last.set(socket, res)
     depth.set(socket, waiting)
+    if (closing) res.shouldKeepAlive = false
     if (waiting > max) return refusePipelined(req, res, max)
     if (refuseHostless(req, res) || refuseTransferCoding(req, res)) return
     for (const handler of handlers) handler.call(this, req, res)
@@ -141,6 +149,13 @@ export function trackConnections(server: Server, limits: ConnectionLimits = {}):
         if (res && !res.writableFinished && res.req.complete) return true
       }
       return false
+    },
+    closeAfterAnswers() {
+      closing = true
+      for (const s of open) {
+        const res = last.get(s)
+        if (res && !res.headersSent) res.shouldKeepAlive = false
+      }
     },
   }
 }
