@@ -187,7 +187,20 @@ describe('loadConfig', () => {
       /longer than shutdownTimeout \(in .*sia\.json\) \(20s\), which bounds the whole shutdown/,
     )
     assert.equal(c.services.token.shutdownTimeout, 20_000, 'the top-level default applies to the rest')
-    assert.deepEqual(c.services.gateway.resourceLimits, { maxOldGenerationSizeMb: 64 })
+    // Each field given replaces its default; the others stay (V8's own would be the host's).
+    assert.deepEqual(c.services.gateway.resourceLimits, {
+      maxOldGenerationSizeMb: 64,
+      maxYoungGenerationSizeMb: 16,
+    })
+    const stack = config([
+      '--config',
+      file('s.json', '{"services":{"token":{"resourceLimits":{"stackSizeMb":8}}}}'),
+    ])
+    assert.deepEqual(stack.services.token.resourceLimits, {
+      maxOldGenerationSizeMb: 128,
+      maxYoungGenerationSizeMb: 16,
+      stackSizeMb: 8,
+    })
     assert.equal(c.services.gateway.restart, 'transient')
     assert.equal(c.services.gateway.restartBackoff, 0)
     assert.equal(c.services.metrics.enabled, false)

@@ -526,7 +526,9 @@ function tuningFor(name: ServiceName, s: Settings, t: TuningInput): ServiceTunin
     startTimeout:
       t.startTimeout ?? s.startTimeout + (name === 'certificate' ? s.delayJitterSeconds * 1000 : 0),
     shutdownTimeout: t.shutdownTimeout ?? s.shutdownTimeout,
-    resourceLimits: t.resourceLimits ?? DEFAULT_RESOURCE_LIMITS[name],
+    // Field by field: a file setting only stackSizeMb (or only the old generation) dropped the
+    // other defaults, and V8 then sized that worker's heap from the host's memory (4 GiB here).
+    resourceLimits: { ...DEFAULT_RESOURCE_LIMITS[name], ...t.resourceLimits },
     restart: t.restart ?? 'permanent',
     maxRestarts: t.maxRestarts ?? 5,
     restartWindow: t.restartWindow ?? 60_000,
