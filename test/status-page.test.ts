@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
@@ -343,4 +343,33 @@ describe('status page: a running sidecar in a real browser', () => {
 
     assert.equal(await stop(sc), 0)
   })
+})
+
+test('status.json gives the container’s memory limit, read from its cgroup (v1 here; v2 alike)', async (t) => {
+  // A memory cgroup of the test's own (cgroup v1, or v2 with the memory controller), 512 MiB.
+  const name = `sia-test-${process.pid}`
+  const v1 = existsSync('/sys/fs/cgroup/memory/memory.limit_in_bytes')
+  const dir = v1 ? `/sys/fs/cgroup/memory/${name}` : `/sys/fs/cgroup/${name}`
+  try {
+    mkdirSync(dir)
+    writeFileSync(join(dir, v1 ? 'memory.limit_in_bytes' : 'memory.max'), String(512 * 2 ** 20))
+  } catch (err) {
+    return t.skip(`cannot make a memory cgroup here (${(err as Error).message}): needs root`)
+  }
+  const sc = startSidecar({
+    env: { TOKEN_SERVER_ADDR: '', GATEWAY_ADDR: '' },
+    // Into the cgroup, then the CLI, the same process.
+    command: (node, argv) => ({
+      file: '/bin/sh',
+      args: ['-c', `echo $$ > ${dir}/cgroup.procs && exec "$0" "$@"`, node, ...argv],
+    }),
+  })
+  t.after(async () => {
+    await stop(sc, 'SIGKILL')
+    rmdirSync(dir)
+  })
+  await sc.waitForEvent('supervisor.ready')
+  const view = (await (await fetch(`${await sc.url('metrics')}/status.json`)).json()) as StatusView
+  assert.equal(view.process.memoryLimitBytes, 512 * 2 ** 20)
+  assert.equal(await stop(sc), 0)
 })

@@ -1,7 +1,6 @@
 import type { MetricObjectWithValues, MetricValue } from 'prom-client'
 import { monotonicMs } from '../../shared/clock.js'
 import type { Config } from '../../shared/config/types.js'
-import { readFile } from '../../shared/fs-async.js'
 import type { LastWorkerError } from '../../shared/protocol.js'
 import { readiness } from '../../shared/readiness.js'
 import { SERVICES, type ServiceName } from '../../shared/services.js'
@@ -22,7 +21,7 @@ export interface StatusView {
     notReady: { service: string; state: string }[]
     uptimeSeconds: number | null
     residentMemoryBytes: number | null
-    /** The container's memory limit (cgroup v2 `memory.max`), null when unlimited or unknown. */
+    /** The container's memory limit (its cgroup's, v1 or v2), null when unlimited or unknown. */
     memoryLimitBytes: number | null
     nodeVersion: string
   }
@@ -231,7 +230,7 @@ export async function buildStatus(src: StatusSources): Promise<StatusView> {
       notReady: r.notReady,
       uptimeSeconds: processStart ? Math.max(0, Math.round(now / 1000 - processStart)) : null,
       residentMemoryBytes: sum('process_resident_memory_bytes'),
-      memoryLimitBytes: await containerMemoryLimit(),
+      memoryLimitBytes: containerMemoryLimit(),
       nodeVersion: process.version,
     },
     shutdown: {
@@ -291,12 +290,12 @@ export function redact(text: string): string {
     .slice(0, 300)
 }
 
-/** cgroup v2 memory.max of this container, or null (unlimited, cgroup v1, not Linux). */
-async function containerMemoryLimit(): Promise<number | null> {
-  try {
-    const text = (await readFile('/sys/fs/cgroup/memory.max', 'utf8')).trim()
-    return /^\d+$/.test(text) ? Number(text) : null
-  } catch {
-    return null
-  }
+/**
+ * The container's memory limit, or null: libuv's reading of the cgroup, v2 `memory.max` or v1
+ * `memory.limit_in_bytes` (v2's file alone left a v1 host's limit unshown). None reads as 0, or
+ * as a figure near 2^64.
+ */
+function containerMemoryLimit(): number | null {
+  const limit = process.constrainedMemory()
+  return limit > 0 && limit < 2 ** 60 ? limit : null
 }
