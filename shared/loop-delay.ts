@@ -12,7 +12,7 @@ export function registerLoopDelay(registry: Registry): (view: boolean) => Promis
   const monitor = monitorEventLoopDelay({ resolution: 20 })
   monitor.enable()
   let longestSec = 0
-  let viewing = false
+  const period = { viewing: false }
   new Gauge({
     name: 'sia_worker_event_loop_delay_max_seconds',
     help: 'Longest event-loop delay of the worker since the previous scrape',
@@ -21,16 +21,27 @@ export function registerLoopDelay(registry: Registry): (view: boolean) => Promis
       if (monitor.count > 0) longestSec = Math.max(longestSec, monitor.max / 1e9)
       monitor.reset()
       this.set(longestSec)
-      if (!viewing) longestSec = 0
+      if (!period.viewing) longestSec = 0
     },
   })
+  return collectFor(registry, period)
+}
+
+/**
+ * The registry's collection, `period.viewing` true for a view's: what its metrics' collect() read
+ * to leave a period (since the last scrape) to the next scrape. prom-client calls every collect()
+ * in the same turn as getMetricsAsJSON() is called.
+ */
+export function collectFor(
+  registry: Registry,
+  period: { viewing: boolean },
+): (view: boolean) => Promise<MetricsJson> {
   return (view) => {
-    // prom-client calls every collect() in the same turn as getMetricsAsJSON() is called.
-    viewing = view
+    period.viewing = view
     try {
       return registry.getMetricsAsJSON() as Promise<MetricsJson>
     } finally {
-      viewing = false
+      period.viewing = false
     }
   }
 }

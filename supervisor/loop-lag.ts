@@ -1,4 +1,5 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { collectFor } from '../shared/loop-delay.js'
 import { Gauge, type Registry } from '../shared/prom.js'
 import type { MetricsJson } from '../shared/protocol.js'
 
@@ -14,7 +15,7 @@ export function registerEventLoopLag(registry: Registry): (view: boolean) => Pro
   const registers = [registry]
   const histogram = monitorEventLoopDelay({ resolution: 10 })
   histogram.enable()
-  let viewing = false
+  const period = { viewing: false }
   const lag: Gauge = new Gauge({
     name: 'nodejs_eventloop_lag_seconds',
     help: 'Lag of event loop in seconds.',
@@ -32,7 +33,7 @@ export function registerEventLoopLag(registry: Registry): (view: boolean) => Pro
       p50.set(histogram.percentile(50) / 1e9)
       p90.set(histogram.percentile(90) / 1e9)
       p99.set(histogram.percentile(99) / 1e9)
-      if (!viewing) histogram.reset()
+      if (!period.viewing) histogram.reset()
     },
   })
   const gauge = (name: string, help: string, aggregator: 'min' | 'max' | 'average') =>
@@ -48,13 +49,5 @@ export function registerEventLoopLag(registry: Registry): (view: boolean) => Pro
   const p50 = gauge('p50_seconds', 'The 50th percentile of the recorded event loop delays.', 'average')
   const p90 = gauge('p90_seconds', 'The 90th percentile of the recorded event loop delays.', 'average')
   const p99 = gauge('p99_seconds', 'The 99th percentile of the recorded event loop delays.', 'average')
-  return (view) => {
-    // prom-client calls every collect() in the same turn as getMetricsAsJSON() is called.
-    viewing = view
-    try {
-      return registry.getMetricsAsJSON() as Promise<MetricsJson>
-    } finally {
-      viewing = false
-    }
-  }
+  return collectFor(registry, period)
 }

@@ -19,8 +19,11 @@ function readAll(socket: Socket): Promise<{ text: string; error?: string }> {
   })
 }
 
-async function serving(t: { after(fn: () => void): void }) {
-  const server: Server = createServer((_req, res) => res.end('ok'))
+async function serving(
+  t: { after(fn: () => void): void },
+  handler: RequestListener = (_req, res) => res.end('ok'),
+) {
+  const server: Server = createServer(handler)
   const conns = trackConnections(server)
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
@@ -48,12 +51,8 @@ test('an answer given during the drain closes its keep-alive connection: no next
   const held = new Promise<void>((resolve) => {
     release = resolve
   })
-  const server: Server = createServer((_req, res) => void held.then(() => res.end('ok')))
-  const conns = trackConnections(server)
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.after(() => server.closeAllConnections())
-  const client = connect((server.address() as AddressInfo).port, '127.0.0.1')
+  const { server, conns, port } = await serving(t, (_req, res) => void held.then(() => res.end('ok')))
+  const client = connect(port, '127.0.0.1')
   const answer = readAll(client)
   client.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n') // keep-alive, its answer held
   await once(server, 'request')
