@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
 import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { mkdtempSync, readFileSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -10,7 +9,7 @@ import type { Config } from '../shared/config/types.js'
 import { roleCertPath } from '../shared/identity/naming.js'
 import { parseSubject } from '../shared/identity/subject.js'
 import { providerEnv, startZtsDouble, type ZtsDouble } from './doubles/zts.js'
-import { CLI, type Sidecar, startReady, stop } from './support/sidecar.js'
+import { type Sidecar, startReady, stop } from './support/sidecar.js'
 
 const mode = (f: string) => statSync(f).mode & 0o777
 const x509 = (f: string) => new X509Certificate(readFileSync(f))
@@ -195,15 +194,8 @@ describe('CERT_SUBJECT parsing (RFC 4514)', () => {
   })
 })
 
-describe('invalid forms: exit 2 naming the setting, nothing started', () => {
-  const run = (env: Record<string, string>) =>
-    spawnSync(process.execPath, [CLI], {
-      env: { PATH: process.env.PATH ?? '', DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-naming-')), ...env },
-      encoding: 'utf8',
-      // A case that is wrongly accepted starts the sidecar: it must not outlive the test.
-      timeout: 10_000,
-      killSignal: 'SIGKILL',
-    })
+// In process: how the CLI says it (one stderr line, exit 2, nothing started) is config.test's.
+describe('invalid forms: refused at load naming the setting, in one line', () => {
   const cases: [Record<string, string>, RegExp][] = [
     [{ CERT_SUBJECT: 'CN=evil,O=x' }, /CERT_SUBJECT: CN is not allowed/],
     [{ CERT_SUBJECT: 'O=x,commonName=evil' }, /CERT_SUBJECT: CN is not allowed/],
@@ -274,12 +266,16 @@ describe('invalid forms: exit 2 naming the setting, nothing started', () => {
   ]
   for (const [env, reason] of cases) {
     test(JSON.stringify(env), () => {
-      const r = run(env)
-      assert.equal(r.status, 2, r.stderr)
-      assert.equal(r.stdout, '', 'nothing was started')
-      assert.match(r.stderr, /^sia-supervisor: invalid setting /)
-      assert.match(r.stderr, reason)
-      assert.equal(r.stderr.trim().split('\n').length, 1)
+      assert.throws(
+        () => loadConfig([], { DATA_DIR: '/var/lib/sia', ...env }),
+        (err: Error & { code?: string }) => {
+          assert.equal(err.code, 'ERR_CONFIG')
+          assert.match(err.message, /^invalid setting /)
+          assert.match(err.message, reason)
+          assert.equal(err.message.split('\n').length, 1)
+          return true
+        },
+      )
     })
   }
 })
