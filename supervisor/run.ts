@@ -266,6 +266,8 @@ function listenAddressOf(service: ServiceName, config: Config): string | undefin
 /** What a running process cannot change in place: which services run, where, and the budget. */
 function fixedSettings(now: Config, next: Config): string[] {
   const keys = [
+    // Before the address it empties (USE_TOKEN_SERVER=false is no token server): the one changed.
+    'useTokenServer',
     'tokenServerAddr',
     'gatewayAddr',
     'metricsServerAddr',

@@ -65,6 +65,31 @@ test('an answer given during the drain closes its keep-alive connection: no next
   assert.equal(await drained, false)
 })
 
+test('a request pipelined behind one in flight when the drain begins is answered too, and the connection closed after it', async (t) => {
+  let release!: () => void
+  const held = new Promise<void>((resolve) => {
+    release = resolve
+  })
+  const { server, conns, port } = await serving(t, (req, res) =>
+    req.url === '/slow' ? void held.then(() => res.end('slow')) : res.end('second'),
+  )
+  const client = connect(port, '127.0.0.1')
+  const answer = readAll(client)
+  client.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n')
+  await once(server, 'request')
+  const drained = drain(server, monotonicMs() + 5000, conns)
+  client.write('GET /second HTTP/1.1\r\nHost: x\r\n\r\n') // read while the first is held
+  await once(server, 'request')
+  release()
+  const { text, error } = await answer
+  assert.equal(error, undefined)
+  const answers = text.split('HTTP/1.1 ').slice(1)
+  assert.equal(answers.length, 2, text)
+  assert.match(answers[0]!, /keep-alive[\s\S]*slow$/i, 'the first leaves the connection open for the second')
+  assert.match(answers[1]!, /connection: close[\s\S]*second$/i, 'the last closes it')
+  assert.equal(await drained, false)
+})
+
 test('the drain closes an idle keep-alive connection and a silent one, and ends before its deadline', async (t) => {
   const { server, conns, port } = await serving(t)
   const keepAlive = connect(port, '127.0.0.1')

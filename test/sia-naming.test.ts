@@ -249,6 +249,11 @@ describe('invalid forms: refused at load naming the setting, in one line', () =>
       /ROLE_TOKEN_NAMING_FORMAT: d:role.a's access token and d:role.a's role token would both be written to \/t\/d.tok$/m,
     ],
     [
+      // CA_CERT_FILE's default, DATA_DIR/ca.pem.
+      { TARGET_DOMAIN_ROLES: 'd:role.a', ACCESS_TOKEN_NAMING_FORMAT: '/var/lib/sia/ca.pem' },
+      /ACCESS_TOKEN_NAMING_FORMAT: the CA certificate \(CA_CERT_FILE\) and d:role.a's access token would both be written to \/var\/lib\/sia\/ca.pem$/m,
+    ],
+    [
       {
         TARGET_DOMAIN_ROLES: 'd:role.a',
         KEY_FILE: '/k/d.key',

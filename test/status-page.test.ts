@@ -345,14 +345,16 @@ describe('status page: a running sidecar in a real browser', () => {
   })
 })
 
-test('status.json gives the container’s memory limit, read from its cgroup (v1 here; v2 alike)', async (t) => {
-  // A memory cgroup of the test's own (cgroup v1, or v2 with the memory controller), 512 MiB.
+test('status.json gives the container’s memory limit, read from its cgroup (v1 here; v2 alike), not a soft limit', async (t) => {
+  // A memory cgroup of the test's own (cgroup v1, or v2 with the memory controller), 512 MiB,
+  // with a soft limit of 256 MiB (v1's soft limit, v2's memory.high: what libuv would give).
   const name = `sia-test-${process.pid}`
   const v1 = existsSync('/sys/fs/cgroup/memory/memory.limit_in_bytes')
   const dir = v1 ? `/sys/fs/cgroup/memory/${name}` : `/sys/fs/cgroup/${name}`
   try {
     mkdirSync(dir)
     writeFileSync(join(dir, v1 ? 'memory.limit_in_bytes' : 'memory.max'), String(512 * 2 ** 20))
+    writeFileSync(join(dir, v1 ? 'memory.soft_limit_in_bytes' : 'memory.high'), String(256 * 2 ** 20))
   } catch (err) {
     return t.skip(`cannot make a memory cgroup here (${(err as Error).message}): needs root`)
   }

@@ -244,8 +244,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   }
   // As SIA: USE_TOKEN_SERVER=false is no token server; token files configured are still written.
   if (!s.useTokenServer) s.tokenServerAddr = ''
-  const identity = identitySettings(s, named)
+  // Before identitySettings: no token file may be written over it either.
   s.caCertFile ||= join(s.dataDir, 'ca.pem')
+  const identity = identitySettings(s, named)
   s.gatewaySinkFile ||= join(s.dataDir, 'alerts.jsonl')
   if (s.redisUrl !== '') {
     try {

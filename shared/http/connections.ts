@@ -88,6 +88,13 @@ export function trackConnections(server: Server, limits: ConnectionLimits = {}):
   // For TLS the request's socket is the TLSSocket; `connection` gives the TCP socket under it.
   const raw = (s: Socket) => ((s as Socket & { _parent?: Socket })._parent ?? s) as Socket
   let closing = false
+  // Answers the drain told to close their connection: only a connection's last may, or a request
+  // pipelined behind one, read already, would go unanswered.
+  const closer = new WeakSet<ServerResponse>()
+  const closeAfter = (res: ServerResponse) => {
+    res.shouldKeepAlive = false
+    closer.add(res)
+  }
   // A handler may be running on it: its last request is whole and its answer not yet ended, or
   // requests came behind answers still unsent (pipelined: the last one answered at once, or its
   // body still arriving, while one before it is being handled). Answers go out in order, so while
@@ -124,7 +131,10 @@ export function trackConnections(server: Server, limits: ConnectionLimits = {}):
     }
     last.set(socket, res)
     depth.set(socket, waiting)
-    if (closing) res.shouldKeepAlive = false
+    if (closing) {
+      if (before && closer.has(before) && !before.headersSent) before.shouldKeepAlive = true
+      closeAfter(res)
+    }
     if (waiting > max) return refusePipelined(req, res, max)
     if (refuseHostless(req, res) || refuseTransferCoding(req, res)) return
     for (const handler of handlers) handler.call(this, req, res)
@@ -154,7 +164,7 @@ export function trackConnections(server: Server, limits: ConnectionLimits = {}):
       closing = true
       for (const s of open) {
         const res = last.get(s)
-        if (res && !res.headersSent) res.shouldKeepAlive = false
+        if (res && !res.headersSent) closeAfter(res)
       }
     },
   }

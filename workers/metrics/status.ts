@@ -1,6 +1,8 @@
+import { join } from 'node:path'
 import type { MetricObjectWithValues, MetricValue } from 'prom-client'
 import { monotonicMs } from '../../shared/clock.js'
 import type { Config } from '../../shared/config/types.js'
+import { readFile } from '../../shared/fs-async.js'
 import type { LastWorkerError } from '../../shared/protocol.js'
 import { readiness } from '../../shared/readiness.js'
 import { SERVICES, type ServiceName } from '../../shared/services.js'
@@ -230,7 +232,7 @@ export async function buildStatus(src: StatusSources): Promise<StatusView> {
       notReady: r.notReady,
       uptimeSeconds: processStart ? Math.max(0, Math.round(now / 1000 - processStart)) : null,
       residentMemoryBytes: sum('process_resident_memory_bytes'),
-      memoryLimitBytes: containerMemoryLimit(),
+      memoryLimitBytes: await containerMemoryLimit(),
       nodeVersion: process.version,
     },
     shutdown: {
@@ -291,11 +293,28 @@ export function redact(text: string): string {
 }
 
 /**
- * The container's memory limit, or null: libuv's reading of the cgroup, v2 `memory.max` or v1
- * `memory.limit_in_bytes` (v2's file alone left a v1 host's limit unshown). None reads as 0, or
- * as a figure near 2^64.
+ * The container's memory limit (its cgroup's hard limit, v1 `memory.limit_in_bytes` or v2
+ * `memory.max`), or null: none, or not Linux. The cgroup is this process's, from /proc/self/cgroup,
+ * else the mount's root (a container's own cgroup without a cgroup namespace). libuv's
+ * `process.constrainedMemory()` gives the lower of it and a soft limit; v2's root file alone
+ * left a v1 host's limit unshown.
  */
-function containerMemoryLimit(): number | null {
-  const limit = process.constrainedMemory()
-  return limit > 0 && limit < 2 ** 60 ? limit : null
+async function containerMemoryLimit(): Promise<number | null> {
+  const self = await readFile('/proc/self/cgroup', 'utf8').catch(() => '')
+  const v1 = /^\d+:(?:[^:\n]*,)?memory(?:,[^:\n]*)?:(.*)$/m.exec(self)?.[1]
+  const v2 = /^0::(.*)$/m.exec(self)?.[1]
+  const files =
+    v1 !== undefined
+      ? [
+          join('/sys/fs/cgroup/memory', v1, 'memory.limit_in_bytes'),
+          '/sys/fs/cgroup/memory/memory.limit_in_bytes',
+        ]
+      : [join('/sys/fs/cgroup', v2 ?? '/', 'memory.max'), '/sys/fs/cgroup/memory.max']
+  for (const file of files) {
+    const text = (await readFile(file, 'utf8').catch(() => '')).trim()
+    // v2 says "max", v1 a figure near 2^63 when there is none.
+    if (text === 'max') return null
+    if (/^\d+$/.test(text)) return Number(text) < 2 ** 60 ? Number(text) : null
+  }
+  return null
 }
