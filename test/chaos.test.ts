@@ -42,5 +42,5 @@ describe('fault campaign regressions', { concurrency: 2 }, () => {
 })
 
 describe('fault campaign, fixed seeds', { concurrency: 2 }, () => {
-  for (let seed = 1000; seed < 1008; seed++) test(`seed ${seed}`, () => holds(seed))
+  for (let seed = 1000; seed < 1004; seed++) test(`seed ${seed}`, () => holds(seed))
 })

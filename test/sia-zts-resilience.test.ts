@@ -25,8 +25,8 @@ const ztsEnv = (zts: ZtsDouble): Record<string, string> => ({
   TOKEN_SERVER_ADDR: '',
 })
 
-// Each test has its own ZTS double and sidecar, and most wait out a back-off or a deadline: two at a time.
-describe('ZTS faults', { concurrency: 2 }, () => {
+// Each test has its own ZTS double and sidecar, and most wait out a back-off or a deadline: three at a time.
+describe('ZTS faults', { concurrency: 3 }, () => {
   describe('ZTS resilience against the ZTS double', () => {
     const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))
     let zts: ZtsDouble
