@@ -468,7 +468,9 @@ function identitySettings(
   // tokens, a role token over a role certificate or over the service's key).
   const targets = parseTargets(s.targetDomainRoles)
   const cfg = s as unknown as Config
-  const tokenTypes = s.tokenType.split('+')
+  // A token file of a type TOKEN_TYPE leaves out is never written.
+  const tokenFile = (t: Target, type: TokenFileType) =>
+    s.tokenType.split('+').includes(type) ? tokenFilePath(cfg, t, type) : undefined
   const outputs: [SettingKey, string, (t: Target) => string | undefined][] = [
     ['roleCertNamingFormat', 'role certificate', (t) => roleCertPath(cfg, t)],
     [
@@ -476,13 +478,8 @@ function identitySettings(
       'role certificate key',
       (t) => (s.roleCertKeyFileOutput ? roleCertPath(cfg, t, 'key') : undefined),
     ],
-    ...(['accesstoken', 'roletoken'] as const)
-      .filter((type) => tokenTypes.includes(type))
-      .map((type): [SettingKey, string, (t: Target) => string | undefined] => [
-        type === 'accesstoken' ? 'accessTokenNamingFormat' : 'roleTokenNamingFormat',
-        type === 'accesstoken' ? 'access token' : 'role token',
-        (t) => tokenFilePath(cfg, t, type),
-      ]),
+    ['accessTokenNamingFormat', 'access token', (t) => tokenFile(t, 'accesstoken')],
+    ['roleTokenNamingFormat', 'role token', (t) => tokenFile(t, 'roletoken')],
   ]
   const written = new Map<string, { key: SettingKey | undefined; what: string }>()
   for (const path of keyFiles)
