@@ -34,8 +34,8 @@ import {
   yamlFiles,
 } from './support/deploy.js'
 import { eventually } from './support/eventually.js'
-import { redisOnPort } from './support/gateway.js'
 import { freePort } from './support/ports.js'
+import { startRedis } from './support/redis.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
 
 /**
@@ -608,7 +608,7 @@ describe('deploy/kubernetes: a dress rehearsal of each sidecar, as its manifest 
     const sia = siaOf(d)
     assert.equal(await probe(sia.startupProbe), 200, 'the startup probe passes without Redis')
     assert.equal(await probe(sia.readinessProbe), 503, 'not ready without Redis')
-    const late = await redisOnPort(port)
+    const late = await startRedis(port)
     t.after(() => late.stop())
     await eventually(async () => ((await probe(sia.readinessProbe)) === 200 ? true : undefined))
     assert.deepEqual(sc.events('config.unsupported'), [], 'every setting of the manifest is supported')

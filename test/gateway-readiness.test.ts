@@ -6,9 +6,9 @@ import { join } from 'node:path'
 import { describe, type TestContext, test } from 'node:test'
 import { Redis } from 'ioredis'
 import { eventually } from './support/eventually.js'
-import { alert, gatewayEnv, metric, post, redisOnPort, webhook } from './support/gateway.js'
+import { alert, gatewayEnv, metric, post, webhook } from './support/gateway.js'
 import { freePort } from './support/ports.js'
-import { waitForRedis } from './support/redis.js'
+import { startRedis, waitForRedis } from './support/redis.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
 import { fillDisk, smallTmpfs } from './support/tmpfs.js'
 
@@ -46,7 +46,7 @@ function readyz(sc: Sidecar, status: number): Promise<Probe> {
 /** A sidecar whose gateway deduplicates on a Redis of its own, on `port`. */
 async function withRedis(t: TestContext) {
   const port = await freePort()
-  const redis = await redisOnPort(port)
+  const redis = await startRedis(port)
   t.after(() => redis.stop())
   const sc = await launch(t, { REDIS_URL: `redis://127.0.0.1:${port}` })
   return { port, redis, sc, base: await sc.url('gateway') }
@@ -70,7 +70,7 @@ describe('gateway readiness', { concurrency: 2 }, () => {
     assert.equal(gatewayReady.status, 503, "the gateway's own /ready agrees")
     await sc.waitForEvent('gateway.not-ready', { degraded: 'redis' })
 
-    const back = await redisOnPort(port)
+    const back = await startRedis(port)
     t.after(() => back.stop())
     assert.equal((await readyz(sc, 200)).body.status, 'ready')
     assert.equal((await post(base, webhook([alert('DuringOutage')]))).status, 201, 'the retry is stored')

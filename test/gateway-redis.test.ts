@@ -7,7 +7,7 @@ import { createMemoryStore } from '../workers/gateway/dedup-memory.js'
 import { createRedisStore, DEDUP_KEY_PREFIX } from '../workers/gateway/dedup-redis.js'
 import type { DedupStore } from '../workers/gateway/dedup-store.js'
 import { eventually } from './support/eventually.js'
-import { alert, gatewayEnv, metric, post, readJsonLines, redisOnPort, webhook } from './support/gateway.js'
+import { alert, gatewayEnv, metric, post, readJsonLines, webhook } from './support/gateway.js'
 import { freePort } from './support/ports.js'
 import { type RedisServer, startRedis } from './support/redis.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
@@ -407,7 +407,7 @@ describe('two gateway processes on one Redis', () => {
     const metrics = await (await fetch(`${await a.url('metrics')}/metrics`)).text()
     assert.equal(metric(metrics, 'gateway_dedup_store_up', { service: 'gateway' }), 0)
 
-    const back = await redisOnPort(port)
+    const back = await startRedis(port)
     redis = { ...redis, stop: () => back.stop() }
     const r = await eventually(async () => {
       const x = await post(base, webhook([alert('WhileDown')]))
@@ -425,7 +425,7 @@ test('Redis down at start: the gateway starts, answers 503, and accepts once Red
     const down = await post(base, webhook([alert('Late')]))
     assert.equal(down.status, 503)
     assert.equal(down.headers.get('retry-after'), '5')
-    const redis = await redisOnPort(port)
+    const redis = await startRedis(port)
     try {
       const up = await eventually(async () => {
         const r = await post(base, webhook([alert('Late')]))

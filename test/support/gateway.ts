@@ -1,8 +1,6 @@
-import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { waitForRedis } from './redis.js'
 
 export const SIGNALS = '/api/v1/signals/prometheus'
 export const FIXTURE = readFileSync(new URL('../../../test/fixtures/alertmanager.json', import.meta.url))
@@ -106,21 +104,4 @@ export function metric(text: string, name: string, labels: Record<string, string
     if (want) return Number(line.slice(line.lastIndexOf(' ') + 1))
   }
   return undefined
-}
-
-/** A redis-server on a given port (to bring one back where the gateway expects it). */
-export async function redisOnPort(port: number): Promise<{ stop(): Promise<void> }> {
-  const proc = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    { stdio: 'ignore' },
-  )
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()))
-  await waitForRedis(port)
-  return {
-    async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM')
-      await exited
-    },
-  }
 }
