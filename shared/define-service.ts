@@ -171,6 +171,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
             requestTimeoutMs: config.httpRequestTimeout,
             maxConnections: config.httpMaxConnections,
             heldBodyBytes,
+            leaving: () => board.phase() === 'shutting-down',
           },
           log,
         ),

@@ -39,7 +39,10 @@ const IDLE_SWEEP_MS = 25
  */
 const INCOMPLETE_GRACE_MS = 250
 
-/** What a server may be given: read deadlines (HTTP_HEADER_TIMEOUT, HTTP_REQUEST_TIMEOUT, in ms). */
+/**
+ * What a server may be given: read deadlines (HTTP_HEADER_TIMEOUT, HTTP_REQUEST_TIMEOUT, in ms),
+ * connection and body bounds, and what says the process is leaving.
+ */
 export interface ServerLimits {
   /** The request line and headers must arrive within this long of the connection or request start. */
   headersTimeoutMs: number
@@ -52,6 +55,8 @@ export interface ServerLimits {
   maxConnections?: number
   /** What a handler reads into memory of a request's body at most (0: none, or under a budget of its own). */
   heldBodyBytes?: number
+  /** Whether the process is shutting down: answers close their connections (connections.ts). */
+  leaving?(): boolean
 }
 
 /** How often, at most, a server says it is closing connections at its limit. */
@@ -127,7 +132,11 @@ export function serveTask(
       heapVitals().limitBytes,
     )
     // First: it takes the handler behind its check.
-    const conns = trackConnections(server, { maxConnections, onFull: fullLog(maxConnections, log) })
+    const conns = trackConnections(server, {
+      maxConnections,
+      onFull: fullLog(maxConnections, log),
+      leaving: limits?.leaving,
+    })
     server.maxHeadersCount = MAX_HEADER_LINES
     // A client may end its side once its request is sent (RFC 9112 §9.6): Node's default ends the
     // connection at that FIN, and an answer not ready by then (a scrape, a stored webhook) was lost.

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
+import { Agent, request } from 'node:http'
 import { type AddressInfo, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -23,17 +24,40 @@ async function get(url: string): Promise<{ status: number; body: string }> {
   return { status: res.status, body: await res.text() }
 }
 
-test('readiness drops to 503 at the first instant of shutdown, before any service stops', async () => {
+/** A GET on a keep-alive connection of `agent`: the status and what the answer says of the connection. */
+function getOn(agent: Agent, url: string): Promise<{ status: number; connection: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    request(url, { agent }, (res) => {
+      res.resume()
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection }))
+    })
+      .on('error', reject)
+      .end()
+  })
+}
+
+test('readiness drops to 503 at the first instant of shutdown, before any service stops; answers close their connections', async (t) => {
   const sc = await startReady({ env: { SHUTDOWN_DELAY: '1500ms' } })
+  t.after(() => stop(sc, 'SIGKILL'))
   const health = await sc.url('healthcheck')
-  assert.equal((await get(`${health}/readyz`)).status, 200)
+  const gateway = await sc.url('gateway')
+  const agent = new Agent({ keepAlive: true })
+  t.after(() => agent.destroy())
+  assert.deepEqual(await getOn(agent, `${health}/readyz`), { status: 200, connection: 'keep-alive' })
+  assert.deepEqual(await getOn(agent, `${gateway}/ready`), { status: 200, connection: 'keep-alive' })
   sc.kill('SIGTERM')
   await sc.waitForEvent('supervisor.cancelled')
+  // The pod leaves the Service's endpoints, but a kept-alive connection would stay pinned to it.
+  assert.deepEqual(await getOn(agent, `${gateway}/ready`), { status: 503, connection: 'close' })
   const ready = await get(`${health}/readyz`)
   assert.equal(ready.status, 503)
   assert.equal(JSON.parse(ready.body).phase, 'shutting-down')
   assert.equal(sc.events('service.shutdown.begin').length, 0, 'nothing has stopped yet')
-  assert.equal((await get(`${health}/healthz`)).status, 200, 'liveness stays 200 while shutting down')
+  assert.deepEqual(
+    await getOn(agent, `${health}/healthz`),
+    { status: 200, connection: 'close' },
+    'liveness stays 200 while shutting down',
+  )
   assert.equal((await sc.exited).code, 0)
   assertLifecycle(sc.records)
 })

@@ -58,6 +58,13 @@ export interface ConnectionLimits {
   maxConnections?: number
   /** A connection past `maxConnections`: an older one holding no work was closed for it, or it was. */
   onFull?(evicted: boolean): void
+  /**
+   * Whether the process is on its way out (SHUTDOWN_DELAY, before this server drains): its answers
+   * say `connection: close` as the drain's do. Readiness has dropped and the pod is leaving the
+   * Service's endpoints, but a keep-alive connection stays pinned to it; closed after each answer,
+   * the client's next request opens a new one through the Service, to a pod that stays.
+   */
+  leaving?(): boolean
 }
 
 /**
@@ -88,6 +95,7 @@ export function trackConnections(server: Server, limits: ConnectionLimits = {}):
   // For TLS the request's socket is the TLSSocket; `connection` gives the TCP socket under it.
   const raw = (s: Socket) => ((s as Socket & { _parent?: Socket })._parent ?? s) as Socket
   let closing = false
+  const leaving = limits.leaving ?? (() => false)
   // Answers the drain told to close their connection: only a connection's last may, or a request
   // pipelined behind one, read already, would go unanswered.
   const closer = new WeakSet<ServerResponse>()
@@ -131,7 +139,7 @@ export function trackConnections(server: Server, limits: ConnectionLimits = {}):
     }
     last.set(socket, res)
     depth.set(socket, waiting)
-    if (closing) {
+    if (closing || leaving()) {
       if (before && closer.has(before) && !before.headersSent) before.shouldKeepAlive = true
       closeAfter(res)
     }
