@@ -139,6 +139,27 @@ describe('gateway: memory dedup, file sink, bearer auth', () => {
     assert.equal(readJsonLines(sinkFile).length - before, 40)
   })
 
+  test('alerts AlertManager left out (truncatedAlerts) are said: answer, counter, one log line a minute', async () => {
+    const scrape = async () => (await fetch(metricsUrl)).text()
+    assert.equal(metric(await scrape(), 'gateway_signals_truncated_total', { service: 'gateway' }), 0)
+    const cut = (n: number, name: string) => ({
+      ...webhook([alert(name)]),
+      groupKey: '{}:{team="a"}',
+      truncatedAlerts: n,
+    })
+    const first = await post(base, cut(5, 'TruncatedGroup1'), AUTH)
+    assert.equal(first.status, 201)
+    assert.deepEqual(first.body, { created: 1, duplicates: 0, ignored: 0, truncated: 5 })
+    const second = await post(base, cut(2, 'TruncatedGroup2'), AUTH)
+    assert.deepEqual([second.status, second.body.truncated], [201, 2])
+    const whole = await post(base, { ...webhook([alert('WholeGroup')]), truncatedAlerts: 0 }, AUTH)
+    assert.deepEqual(whole.body, { created: 1, duplicates: 0, ignored: 0 })
+    assert.equal(metric(await scrape(), 'gateway_signals_truncated_total', { service: 'gateway' }), 7)
+    const said = sc.events('gateway.alerts.truncated')
+    assert.equal(said.length, 1, 'once a minute at most')
+    assert.deepEqual([said[0]?.count, said[0]?.groupKey, said[0]?.level], [5, '{}:{team="a"}', 'warn'])
+  })
+
   test('resolved is recorded as the resolution of the same fingerprint', async () => {
     const firing = alert('Resolves', { fingerprint: 'ab12cd34ef56ab78' })
     assert.equal((await post(base, webhook([firing]), AUTH)).status, 201)

@@ -7,6 +7,7 @@ import { closeUnread } from '../../shared/http/unread-body.js'
 import { bearerChecker } from './auth.js'
 import { createIngest, type IngestOptions } from './ingest.js'
 import { parseWebhook } from './payload.js'
+import { truncationNotes } from './truncated.js'
 
 export const SIGNALS_PATH = '/api/v1/signals/prometheus'
 export const READY_PATH = '/ready'
@@ -72,6 +73,7 @@ function refuse(
 function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
   const { store, metrics, log } = opts
   const ingest = createIngest(opts)
+  const truncation = truncationNotes(metrics.truncated, log)
   const authorized = opts.authToken ? bearerChecker(opts.authToken) : () => true
   let inflight = 0
   const { budget } = opts
@@ -153,10 +155,14 @@ function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
       const { detail, path, errors } = parsed
       return sendProblem(res, { status: 400, title: 'Bad Request', detail, path, errors })
     }
+    const truncated = truncation(parsed.webhook)
     const outcome = await ingest(parsed.webhook)
     const { created, duplicates, ignored, rejected, pending, failed } = outcome
     // Only when some alert was: the body of every ordinary answer stays as it was.
-    const refused = rejected > 0 ? { rejected } : {}
+    const refused = {
+      ...(rejected > 0 ? { rejected } : {}),
+      ...(truncated > 0 ? { truncated } : {}),
+    }
     const detailed = wantsDetail(query)
     if (pending === 0 && failed === 0) {
       // The alerts refused are listed, as errored ones are (all of them with ?detail=1).

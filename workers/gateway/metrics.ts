@@ -11,6 +11,7 @@ export interface GatewayMetrics {
   duration: Histogram
   inflight: Gauge
   shed: Counter
+  truncated: Counter
   sinkErrors: Counter<'sink'>
 }
 
@@ -93,6 +94,11 @@ export function createMetrics(
     inflight: new Gauge({
       name: 'gateway_inflight_requests',
       help: 'Webhook requests being ingested (body received, dedup and sink under way)',
+      registers,
+    }),
+    truncated: new Counter({
+      name: 'gateway_signals_truncated_total',
+      help: 'Alerts AlertManager left out of its notifications (truncatedAlerts, max_alerts): never sent, never stored',
       registers,
     }),
     shed: new Counter({
