@@ -187,6 +187,22 @@ describe('loadConfig', () => {
       /longer than shutdownTimeout \(in .*sia\.json\) \(20s\), which bounds the whole shutdown/,
     )
     assert.equal(c.services.token.shutdownTimeout, 20_000, 'the top-level default applies to the rest')
+    // A dedup lease that may run out while the sink is still allowed to write: said, not refused.
+    const lease = loadConfig([], { GATEWAY_DEDUP_LEASE: '5s' })
+    assert.equal(lease.kind, 'run')
+    assert.deepEqual(
+      lease.warnings.map((w) => [w.setting, w.reason]),
+      [
+        [
+          'GATEWAY_DEDUP_LEASE',
+          'not longer than GATEWAY_SINK_TIMEOUT (10s): a lease that runs out during a slow sink write lets another request write the alert again',
+        ],
+      ],
+    )
+    const apart = loadConfig([], { GATEWAY_DEDUP_LEASE: '5s', GATEWAY_SINK_TIMEOUT: '4s' })
+    assert.deepEqual(apart.kind === 'run' && apart.warnings, [])
+    const noGateway = loadConfig([], { GATEWAY_DEDUP_LEASE: '5s', GATEWAY_ADDR: '' })
+    assert.deepEqual(noGateway.kind === 'run' && noGateway.warnings, [])
     // Each field given replaces its default; the others stay (V8's own would be the host's).
     assert.deepEqual(c.services.gateway.resourceLimits, {
       maxOldGenerationSizeMb: 64,

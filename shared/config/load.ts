@@ -341,6 +341,15 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       })
     }
   }
+  // A lease that can run out during a write the sink is still allowed to finish lets another
+  // request (a retry, the HA peer) take the alert and write it again: at least once still, but no
+  // longer exactly once when the sink is merely slow.
+  if (services.gateway.enabled && s.gatewayDedupLease <= s.gatewaySinkTimeout) {
+    warnings.push({
+      setting: named('gatewayDedupLease'),
+      reason: `not longer than ${named('gatewaySinkTimeout')} (${formatDuration(s.gatewaySinkTimeout)}): a lease that runs out during a slow sink write lets another request write the alert again`,
+    })
+  }
   checkPortsApart(s, services, named)
   return { kind: 'run', config: { ...s, ...identity, services }, warnings }
 }
