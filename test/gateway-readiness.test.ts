@@ -160,10 +160,13 @@ describe('gateway readiness', { concurrency: 2 }, () => {
    * A sidecar whose file sink is a FIFO nobody reads, and a webhook of more than a pipe holds
    * (64 KiB): its append blocks in the thread pool until someone reads. Returns that webhook.
    */
-  async function hungSink(t: TestContext): Promise<{ sc: Sidecar; fifo: string; stuck: unknown }> {
+  async function hungSink(
+    t: TestContext,
+    env: Record<string, string> = {},
+  ): Promise<{ sc: Sidecar; fifo: string; stuck: unknown }> {
     const fifo = join(mkdtempSync(join(tmpdir(), 'sia-fifo-')), 'alerts.fifo')
     assert.equal(spawnSync('mkfifo', [fifo]).status, 0)
-    const sc = await launch(t, { GATEWAY_SINK_FILE: fifo, GATEWAY_SINK_TIMEOUT: '1s' })
+    const sc = await launch(t, { GATEWAY_SINK_FILE: fifo, GATEWAY_SINK_TIMEOUT: '1s', ...env })
     const alerts = Array.from({ length: 20 }, (_, i) =>
       alert(`Stuck${i}`, { annotations: { description: 'x'.repeat(6 * 1024) } }),
     )
@@ -216,6 +219,27 @@ describe('gateway readiness', { concurrency: 2 }, () => {
     })
     assert.deepEqual(sc.events('supervisor.exit')[0]?.stuck, ['gateway'])
     assert.equal(sc.events('supervisor.exit')[0]?.cause, 'signal')
+  })
+
+  test('SIGTERM while a webhook waits on a sink slower than the shutdown allows: its close gives up at the deadline', async (t) => {
+    // The sink may take a minute, the shutdown 2 s: the webhook is still waiting on it at SIGTERM.
+    const { sc, stuck } = await hungSink(t, { GATEWAY_SINK_TIMEOUT: '60s', SHUTDOWN_TIMEOUT: '2s' })
+    const metrics = `${await sc.url('metrics')}/metrics`
+    const answer = post(await sc.url('gateway'), stuck).catch((err: Error) => err)
+    await eventually(async () =>
+      metric(await (await fetch(metrics)).text(), 'gateway_inflight_requests') === 1 ? true : undefined,
+    )
+    assert.equal(await stop(sc), 1)
+    assert.ok((await answer) instanceof Error, 'the drain cut the webhook at the deadline: no answer')
+    // The worker answered the shutdown itself and said why, rather than being terminated while
+    // its close waited a minute for the sink.
+    assert.deepEqual(
+      sc
+        .events('service.stop.failed')
+        .filter((r) => r.service === 'gateway')
+        .map((r) => (r.err as { code?: string }).code),
+      ['ERR_SINK_HUNG'],
+    )
   })
 
   test('a SIGHUP while the sink hangs leaves the replaced thread stuck: SIGTERM then exits 1 naming it', async (t) => {

@@ -62,7 +62,7 @@ defineService({
           maxEntries: config.gatewayDedupMaxEntries,
         })
     const sink = await createSinkFor(config, redis, log, successor, store.probe?.bind(store))
-    onStop(() => sink.close())
+    onStop(({ deadline }) => sink.close(deadline))
     // Readiness follows the store and the sink, from now until shutdown begins (then a replacement
     // worker, or the shutdown itself, says what readiness is).
     const health = createGatewayHealth({

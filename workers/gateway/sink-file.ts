@@ -264,17 +264,19 @@ export async function createFileSink(
     },
     /**
      * Once, whoever asks: a descriptor closed twice could be another file's by then. An append
-     * that has not returned within `closeWaitMs` (a FIFO nobody reads, a frozen file system) may
-     * never return: the descriptor is left open under it rather than closed (its number could be
-     * reused before that append runs), and the close fails, so that the rest of the shutdown
-     * goes on. That thread cannot end while the append holds it; the supervisor leaves it behind.
+     * that has not returned within `closeWaitMs`, or by the shutdown's `deadline` if that comes
+     * first (a FIFO nobody reads, a frozen file system), may never return: the descriptor is left
+     * open under it rather than closed (its number could be reused before that append runs), and
+     * the close fails, so that the rest of the shutdown goes on in its budget. That thread cannot
+     * end while the append holds it; the supervisor leaves it behind.
      */
-    close() {
+    close(deadline = Number.POSITIVE_INFINITY) {
       closing ??= (async () => {
+        const waitMs = Math.max(0, Math.min(closeWaitMs, deadline - monotonicMs()))
         await withDeadline(
-          closeWaitMs,
+          waitMs,
           async () => flushing,
-          () => codedError('ERR_SINK_HUNG', `an append to ${path} has not returned in ${closeWaitMs}ms`),
+          () => codedError('ERR_SINK_HUNG', `an append to ${path} has not returned in ${waitMs}ms`),
         )
         if (file) await close(file.fd)
       })()

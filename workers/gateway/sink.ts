@@ -49,7 +49,8 @@ export interface Sink {
   probe?(): Promise<void>
   /** False while the sink cannot take a write at all (its file could not be opened): not ready. */
   usable?(): boolean
-  close(): Promise<void>
+  /** Waits no later than `deadline` (shared/clock.ts; the shutdown's) for what is under way. */
+  close(deadline?: number): Promise<void>
 }
 
 export function toSinkRecord(
