@@ -46,7 +46,8 @@ export function parseFailpoints(text: string): FailpointSpec[] {
     const actionText = entry.slice(eq + 1).trim()
     const n = NAME.exec(name)
     const service = n?.groups?.svc1 ?? n?.groups?.svc2
-    if (eq < 0 || !n || (service !== undefined && !isServiceName(service))) {
+    if (eq < 0) throw codedError('ERR_FAILPOINT_SPEC', `"${entry}" is not name=action`)
+    if (!n || (service !== undefined && !isServiceName(service))) {
       throw codedError('ERR_FAILPOINT_SPEC', `unknown failpoint "${name || entry}"`)
     }
     const a = ACTION.exec(actionText)

@@ -413,7 +413,34 @@ describe('loadConfig', () => {
       {},
       /services\.gateway\.shutdownTimeout/,
     )
-    rejects(['--config', file('c.json', '{"services":{"nosuch":{}}}')], {}, /services/)
+    rejects(
+      ['--config', file('c.json', '{"services":{"gatway":{}}}')],
+      {},
+      /invalid setting services\.gatway \(in .*c\.json\): Unrecognized key/,
+    )
+    rejects(
+      ['--config', file('c.json', '{"services":{"gateway":{"resourceLimits":{"stackSizeMb":100000}}}}')],
+      {},
+      /services\.gateway\.resourceLimits\.stackSizeMb/,
+    )
+    // Names an object has by inheritance are no settings either.
+    for (const key of ['toString', 'constructor', 'hasOwnProperty']) {
+      rejects(
+        ['--config', file('c.yaml', `${key}: 5\n`)],
+        {},
+        new RegExp(`${key} \\(in .*\\): unknown setting`),
+      )
+    }
+    rejects([], { SIA_CONFIG_FILE: '/no/such/sia.yaml' }, /invalid setting SIA_CONFIG_FILE: cannot read/)
+    rejects([], { SIA_FAILPOINTS: 'nonsense' }, /SIA_FAILPOINTS: "nonsense" is not name=action/)
+    rejects(['--shutdown-delay', '-1s'], {}, /^[^\n]*--shutdown-delay=-XYZ[^\n]*$/)
+    rejects([], { GATEWAY_MAX_BODY_BYTES: '0' }, /GATEWAY_MAX_BODY_BYTES: must be greater than 0/)
+    rejects([], { DATA_DIR: '' }, /DATA_DIR: must not be empty/)
+    rejects([], { DATA_DIR: file('data', '') }, /DATA_DIR: .*data exists and is not a directory/)
+    rejects([], { DNS_SUFFIX: 'bad suffix!' }, /DNS_SUFFIX: "bad suffix!" is not a DNS name/)
+    rejects([], { DNS_SUFFIX: '*.athenz.cloud' }, /DNS_SUFFIX: .* is not a DNS name/)
+    rejects([], { POD_UID: 'a b/../x' }, /POD_UID: "a b\/\.\.\/x" is not a DNS label/)
+    assert.equal(config([], { POD_UID: '0b5f3a4e-1c2d-4e5f-9a8b-7c6d5e4f3a2b' }).podUid.length, 36)
     rejects(
       ['--config', file('c.json', '{"services":{"gateway":{"startTimeout":"0s"}}}')],
       {},
@@ -546,11 +573,13 @@ describe('the CLI', () => {
 
   test('two services on one port: exit 2 naming both, whatever their hosts; a disabled one or port 0 is no clash', () => {
     rejects([], { GATEWAY_ADDR: '127.0.0.1:8880' }, /GATEWAY_ADDR: port 8880 is also TOKEN_SERVER_ADDR's/)
+    // The one the operator set is named, whichever service comes first.
     rejects(
       [],
       { METRICS_SERVER_ADDR: '10.0.0.1:9998' },
-      /HEALTH_CHECK_ADDR: port 9998 is also METRICS_SERVER_ADDR's/,
+      /METRICS_SERVER_ADDR: port 9998 is also HEALTH_CHECK_ADDR's/,
     )
+    rejects([], { GATEWAY_ADDR: ':9998' }, /GATEWAY_ADDR: port 9998 is also HEALTH_CHECK_ADDR's/)
     const r = run([], { GATEWAY_ADDR: ':8880', DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')) })
     assert.equal(r.status, 2)
     assert.equal(r.stdout, '', 'nothing was started')

@@ -3,7 +3,7 @@ import { isIP } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseAddress } from '../address.js'
-import { readFileSync } from '../builtins.js'
+import { readFileSync, statSync } from '../builtins.js'
 import { formatDuration, MAX_DURATION_MS } from '../duration.js'
 import { codedError } from '../errors.js'
 import { parseFailpoints } from '../failpoints.js'
@@ -71,13 +71,16 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   try {
     flags = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values
   } catch (err) {
-    throw configError('(command line)', `${(err as Error).message}; see --help`)
+    // One line, as every config error (parseArgs explains an ambiguous value over three).
+    throw configError('(command line)', `${(err as Error).message.replaceAll('\n', ' ')}; see --help`)
   }
   if (flags.help) return { kind: 'help' }
   if (flags.version) return { kind: 'version' }
 
   const configPath = (flags.config as string | undefined) ?? env.SIA_CONFIG_FILE
-  const file = configPath ? readConfigFile(configPath) : {}
+  const file = configPath
+    ? readConfigFile(configPath, flags.config === undefined ? 'SIA_CONFIG_FILE' : '--config')
+    : {}
 
   const settings: Record<string, unknown> = {}
   const warnings: ConfigWarning[] = []
@@ -129,6 +132,12 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   if (s.podIp !== '' && isIP(s.podIp) === 0) {
     // It becomes the certificate's IP SAN: a CSR with anything else fails at every refresh.
     throw configError(named('podIp'), `must be an IPv4 or IPv6 address (got "${s.podIp}")`)
+  }
+  // Everything the sidecar keeps defaults to a file in it: empty, each start would fail at its
+  // first write (mkdir ''), retried until the start deadline.
+  if (s.dataDir === '') throw configError(named('dataDir'), 'must not be empty')
+  if (statSync(s.dataDir, { throwIfNoEntry: false })?.isDirectory() === false) {
+    throw configError(named('dataDir'), `${s.dataDir} exists and is not a directory`)
   }
   if (!s.healthCheckEndpoint.startsWith('/')) {
     throw configError(named('healthCheckEndpoint'), 'must be a path starting with "/"')
@@ -217,6 +226,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     'gatewaySinkTimeout',
     'metricsScrapeTimeout',
     'serviceCallTimeout',
+    // Every webhook would be 413, which AlertManager does not retry: every alert dropped.
+    'gatewayMaxBodyBytes',
   ] as const) {
     if (s[key] <= 0) throw configError(named(key), 'must be greater than 0')
   }
@@ -314,7 +325,12 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   const parsed = servicesSchema.safeParse(file.services ?? {})
   if (!parsed.success) {
     const issue = parsed.error.issues[0]
-    throw configError(`services.${issue?.path.join('.')} (in ${configPath})`, issue?.message ?? 'invalid')
+    // An unknown key's issue has the path of the mapping that holds it: the key is named too.
+    const path = [
+      ...(issue?.path ?? []),
+      ...(issue?.code === 'unrecognized_keys' ? issue.keys.slice(0, 1) : []),
+    ]
+    throw configError(`services.${path.join('.')} (in ${configPath})`, issue?.message ?? 'invalid')
   }
   const services = {} as Record<ServiceName, ServiceTuning>
   for (const name of SERVICES) {
@@ -350,7 +366,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       reason: `not longer than ${named('gatewaySinkTimeout')} (${formatDuration(s.gatewaySinkTimeout)}): a lease that runs out during a slow sink write lets another request write the alert again`,
     })
   }
-  checkPortsApart(s, services, named)
+  checkPortsApart(s, services, named, given)
   return { kind: 'run', config: { ...s, ...identity, services }, warnings }
 }
 
@@ -363,6 +379,7 @@ function checkPortsApart(
   s: Settings,
   services: Record<ServiceName, ServiceTuning>,
   named: (key: SettingKey) => string,
+  given: ReadonlySet<SettingKey>,
 ): void {
   const owner = new Map<number, SettingKey>()
   for (const name of SERVICES) {
@@ -372,9 +389,11 @@ function checkPortsApart(
     if (port === 0) continue
     const first = owner.get(port)
     if (first) {
+      // The one the operator set is named (the later one when both or neither were).
+      const [blamed, other] = given.has(first) && !given.has(key) ? [first, key] : [key, first]
       throw configError(
-        named(key),
-        `port ${port} is also ${named(first)}'s: each service needs a port of its own`,
+        named(blamed),
+        `port ${port} is also ${named(other)}'s: each service needs a port of its own`,
       )
     }
     owner.set(port, key)
@@ -391,6 +410,7 @@ const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
 const DNS_NAME =
   /^(\*\.)?[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/
+const DNS_LABEL = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/
 
 /**
  * SIA's identity settings, derived and checked: the Athenz domain (ATHENZ_PREFIX + ATHENZ_DOMAIN
@@ -432,6 +452,13 @@ function identitySettings(
     } catch (err) {
       throw configError(named('certSubject'), (err as Error).message)
     }
+  }
+  // Both go into the certificate's default SANs: a CSR with a bad one fails at every refresh.
+  if (!DNS_NAME.test(s.dnsSuffix) || s.dnsSuffix.startsWith('*.') || s.dnsSuffix.length > 253) {
+    throw configError(named('dnsSuffix'), `"${s.dnsSuffix}" is not a DNS name`)
+  }
+  if (s.podUid !== '' && !DNS_LABEL.test(s.podUid)) {
+    throw configError(named('podUid'), `"${s.podUid}" is not a DNS label (a pod's UID is one)`)
   }
   for (const name of s.certExtraSanDns) {
     if (!DNS_NAME.test(name) || name.length > 253) {
@@ -552,27 +579,25 @@ function parseYaml(text: string): unknown {
   return yaml.parse(text)
 }
 
-function readConfigFile(path: string): Record<string, unknown> {
+/** `from`: where the path was given (`--config` or SIA_CONFIG_FILE), named in its errors. */
+function readConfigFile(path: string, from: string): Record<string, unknown> {
   let text: string
   try {
     text = readFileSync(path, 'utf8')
   } catch (err) {
-    throw configError('--config', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`)
+    throw configError(from, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`)
   }
   let doc: unknown
   try {
     doc = parseYaml(text) ?? {} // YAML is a superset of JSON: one parser for both
   } catch (err) {
-    throw configError(
-      '--config',
-      `${path} is not valid JSON or YAML: ${(err as Error).message.split('\n')[0]}`,
-    )
+    throw configError(from, `${path} is not valid JSON or YAML: ${(err as Error).message.split('\n')[0]}`)
   }
-  if (typeof doc !== 'object' || Array.isArray(doc))
-    throw configError('--config', `${path} must hold a mapping`)
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw configError(from, `${path} must hold a mapping`)
   const record = doc as Record<string, unknown>
   for (const key of Object.keys(record)) {
-    if (key !== 'services' && !(key in SETTINGS)) throw configError(`${key} (in ${path})`, 'unknown setting')
+    if (key !== 'services' && !Object.hasOwn(SETTINGS, key))
+      throw configError(`${key} (in ${path})`, 'unknown setting')
   }
   return record
 }

@@ -77,6 +77,9 @@ export function settingSchema(spec: SettingSpec): z.ZodMiniType {
 }
 
 /** Per-service tuning, only from the config file (`services.<name>`). */
+/** The largest worker stack a config may ask for (V8's default is under 1 MiB; Node's thread 4 MiB). */
+export const MAX_STACK_MB = 256
+
 export const tuningSchema = z.strictObject({
   enabled: z.optional(z.boolean()),
   // A start with no time at all always fails (a shutdown with none terminates at once: allowed).
@@ -86,7 +89,9 @@ export const tuningSchema = z.strictObject({
     z.strictObject({
       maxOldGenerationSizeMb: z.optional(z.int().check(z.gte(8))),
       maxYoungGenerationSizeMb: z.optional(z.int().check(z.gte(1))),
-      stackSizeMb: z.optional(z.number().check(z.gte(1))),
+      // A thread's stack is reserved whole when it is made: past what the host gives, the worker
+      // cannot be made at all (EAGAIN), and the boot fails with no setting named.
+      stackSizeMb: z.optional(z.number().check(z.gte(1), z.lte(MAX_STACK_MB))),
     }),
   ),
   restart: z.optional(z.enum(['permanent', 'transient', 'temporary'])),
