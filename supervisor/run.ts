@@ -170,7 +170,17 @@ export async function run(
 
   // Start every service in order; once the run is cancelled, the rest are skipped. A start in
   // flight at that moment finishes (or is cut at its deadline): "finish the whole code block".
+  const skipped = (service: ServiceName) => {
+    // One whose port could not be claimed has failed already (logged once): not also skipped.
+    if (!unclaimed.has(service))
+      log.info({ event: 'service.start.skipped', service }, `skipped ${service} start`)
+  }
   for (const service of services) {
+    // Its failpoint strikes just before a start is sent: a service skipped is sent none.
+    if (ctx.signal.aborted) {
+      skipped(service)
+      continue
+    }
     try {
       await untilCancelled(failpoint(`supervisor.before-start:${service}`), ctx.cancelled)
     } catch (err) {
@@ -180,9 +190,7 @@ export async function run(
       continue
     }
     if (ctx.signal.aborted) {
-      // One whose port could not be claimed has failed already (logged once): not also skipped.
-      if (!unclaimed.has(service))
-        log.info({ event: 'service.start.skipped', service }, `skipped ${service} start`)
+      skipped(service)
       continue
     }
     log.info({ event: 'service.start.begin', service }, `starting ${service}`)

@@ -49,8 +49,9 @@ const cases: Case[] = [
   })),
   {
     // The supervisor's own step before a start fails: that start failed, and is not also skipped.
-    id: 'supervisor.before-start:token=error',
-    failpoints: 'supervisor.before-start:token=error',
+    // The run is cancelled by then: metrics is skipped, its own step never reached.
+    id: 'supervisor.before-start:token=error (and :metrics=error, never reached)',
+    failpoints: 'supervisor.before-start:token=error;supervisor.before-start:metrics=error',
     exitCode: 1,
     done: before(1),
     failed: 'token',
