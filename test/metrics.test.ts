@@ -3,10 +3,10 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { test } from 'node:test'
+import { after, before, describe, test } from 'node:test'
 import { ORDER } from './support/lifecycle.js'
 import { parsePromText, type Sample } from './support/prom-text.js'
-import { startReady, stop } from './support/sidecar.js'
+import { type Sidecar, startReady, stop } from './support/sidecar.js'
 import { sendUnterminated } from './support/unterminated.js'
 
 const find = (samples: Sample[], name: string, labels: Record<string, string> = {}) =>
@@ -167,70 +167,6 @@ function raw(
   })
 }
 
-test('request targets Node accepts but no URL parser likes get a 4xx on every port, and no thread ends', async () => {
-  const sc = await startReady()
-  try {
-    for (const service of ['metrics', 'healthcheck', 'token', 'gateway']) {
-      const base = await sc.url(service)
-      for (const target of ['//', 'http://a:99999/', '/%zz', '*']) {
-        const { status } = await raw(base, target)
-        assert.ok(status >= 400 && status < 500, `${service} ${target}: ${status}`)
-      }
-    }
-    assert.deepEqual(sc.events('worker.crashed'), [])
-    assert.equal((await fetch(`${await sc.url('healthcheck')}/readyz`)).status, 200)
-  } finally {
-    assert.equal(await stop(sc), 0)
-  }
-})
-
-test('the health and metrics ports answer GET and HEAD only, refuse the rest with a problem body, and take absolute-form targets', async () => {
-  const sc = await startReady()
-  try {
-    const health = await sc.url('healthcheck')
-    const metrics = await sc.url('metrics')
-    const problem = (r: { status: number; head: string; body: string }, status: number, what: string) => {
-      assert.equal(r.status, status, what)
-      assert.match(r.head, /content-type: application\/problem\+json/i, what)
-      assert.equal((JSON.parse(r.body) as { status: number }).status, status, what)
-    }
-    for (const method of ['POST', 'DELETE', 'PUT']) {
-      for (const [base, path] of [
-        [health, '/healthz'],
-        [health, '/readyz'],
-        [metrics, '/metrics'],
-        [metrics, '/status'],
-      ] as const) {
-        const r = await raw(base, path, method)
-        problem(r, 405, `${method} ${path}`)
-        assert.match(r.head, /allow: GET, HEAD/i, `${method} ${path}`)
-      }
-    }
-    problem(await raw(health, '/nowhere'), 404, 'GET /nowhere on the health port')
-    // RFC 9112 §3.2.2: a server accepts a request target in absolute form.
-    assert.equal((await raw(health, 'http://localhost/readyz')).status, 200)
-    assert.equal((await raw(health, 'http://localhost/healthz?probe=1')).status, 200)
-    const scrape = await raw(metrics, 'http://localhost/metrics')
-    assert.equal(scrape.status, 200)
-    assert.match(scrape.body, /sia_worker_up/)
-    // A body sent anyway is not read: the answer closes the connection (Node would read all of
-    // it, to the read deadline).
-    const total = 64 * 1024 * 1024
-    for (const [base, line] of [
-      [health, 'GET /healthz'],
-      [health, 'POST /readyz'],
-      [metrics, 'GET /metrics'],
-    ] as const) {
-      const r = await sendUnterminated(base, total, `${line} HTTP/1.1\r\nhost: x\r\n`)
-      assert.match(r.head, /connection: close/i, line)
-      assert.ok(r.sent < total, `${line}: answered before the body was sent (${r.sent} bytes)`)
-    }
-    assert.deepEqual(sc.events('worker.crashed'), [])
-  } finally {
-    assert.equal(await stop(sc), 0)
-  }
-})
-
 test('one write of 2,000 pipelined requests: at most 33 answered (17, then 16 refused), the connection ended, no thread out of heap', async () => {
   const sc = await startReady()
   try {
@@ -351,11 +287,77 @@ const PIPELINED_WEBHOOK = JSON.stringify({
   alerts: [{ status: 'firing', labels: { alertname: 'Pipelined' }, annotations: {} }],
 })
 
-test('18 requests pipelined in one write: 17 answered, the 18th refused with 503 and the connection closed; no work lost', async () => {
-  // The 18th ended the connection: the 17 answers already made, webhooks stored among them, went
-  // unsent.
-  const sc = await startReady()
-  try {
+/**
+ * The protocol edges of every server, on one sidecar: each test leaves it serving, and the last
+ * checks that no thread ended and the sidecar stops clean.
+ */
+describe('every server, one sidecar: request targets, methods, framing, pipelining', () => {
+  let sc: Sidecar
+  before(async () => {
+    sc = await startReady()
+  })
+  after(async () => {
+    assert.deepEqual(sc.events('worker.crashed'), [])
+    assert.equal(await stop(sc), 0)
+  })
+
+  test('request targets Node accepts but no URL parser likes get a 4xx on every port, and no thread ends', async () => {
+    for (const service of ['metrics', 'healthcheck', 'token', 'gateway']) {
+      const base = await sc.url(service)
+      for (const target of ['//', 'http://a:99999/', '/%zz', '*']) {
+        const { status } = await raw(base, target)
+        assert.ok(status >= 400 && status < 500, `${service} ${target}: ${status}`)
+      }
+    }
+    assert.deepEqual(sc.events('worker.crashed'), [])
+    assert.equal((await fetch(`${await sc.url('healthcheck')}/readyz`)).status, 200)
+  })
+
+  test('the health and metrics ports answer GET and HEAD only, refuse the rest with a problem body, and take absolute-form targets', async () => {
+    const health = await sc.url('healthcheck')
+    const metrics = await sc.url('metrics')
+    const problem = (r: { status: number; head: string; body: string }, status: number, what: string) => {
+      assert.equal(r.status, status, what)
+      assert.match(r.head, /content-type: application\/problem\+json/i, what)
+      assert.equal((JSON.parse(r.body) as { status: number }).status, status, what)
+    }
+    for (const method of ['POST', 'DELETE', 'PUT']) {
+      for (const [base, path] of [
+        [health, '/healthz'],
+        [health, '/readyz'],
+        [metrics, '/metrics'],
+        [metrics, '/status'],
+      ] as const) {
+        const r = await raw(base, path, method)
+        problem(r, 405, `${method} ${path}`)
+        assert.match(r.head, /allow: GET, HEAD/i, `${method} ${path}`)
+      }
+    }
+    problem(await raw(health, '/nowhere'), 404, 'GET /nowhere on the health port')
+    // RFC 9112 §3.2.2: a server accepts a request target in absolute form.
+    assert.equal((await raw(health, 'http://localhost/readyz')).status, 200)
+    assert.equal((await raw(health, 'http://localhost/healthz?probe=1')).status, 200)
+    const scrape = await raw(metrics, 'http://localhost/metrics')
+    assert.equal(scrape.status, 200)
+    assert.match(scrape.body, /sia_worker_up/)
+    // A body sent anyway is not read: the answer closes the connection (Node would read all of
+    // it, to the read deadline).
+    const total = 64 * 1024 * 1024
+    for (const [base, line] of [
+      [health, 'GET /healthz'],
+      [health, 'POST /readyz'],
+      [metrics, 'GET /metrics'],
+    ] as const) {
+      const r = await sendUnterminated(base, total, `${line} HTTP/1.1\r\nhost: x\r\n`)
+      assert.match(r.head, /connection: close/i, line)
+      assert.ok(r.sent < total, `${line}: answered before the body was sent (${r.sent} bytes)`)
+    }
+    assert.deepEqual(sc.events('worker.crashed'), [])
+  })
+
+  test('18 requests pipelined in one write: 17 answered, the 18th refused with 503 and the connection closed; no work lost', async () => {
+    // The 18th ended the connection: the 17 answers already made, webhooks stored among them, went
+    // unsent.
     // Scrapes: each answer waits for its gather, so all 18 are read behind the first. (A probe
     // answered at once may be sent before the next is read: then no queue to refuse.)
     const scrapes = await exchange(
@@ -363,25 +365,21 @@ test('18 requests pipelined in one write: 17 answered, the 18th refused with 503
       'GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n'.repeat(18),
     )
     assert.deepEqual(scrapes.statuses, [...Array(17).fill('200'), '503'])
-    const hook = (i: number) => {
+    // `close`: the last request of its connection, which then ends with the answer.
+    const hook = (i: number, close = false) => {
       const body = PIPELINED_WEBHOOK.replace('"Pipelined"', `"Pipelined${i}"`)
-      return `POST /api/v1/signals/prometheus HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+      return `POST /api/v1/signals/prometheus HTTP/1.1\r\nhost: x\r\n${close ? 'connection: close\r\n' : ''}content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
     }
     const base = await sc.url('gateway')
     const hooks = await exchange(base, Array.from({ length: 18 }, (_, i) => hook(i)).join(''))
     assert.deepEqual(hooks.statuses, [...Array(17).fill('201'), '503'])
     assert.match(hooks.text, /retry-after: 0/i)
     // The refused one was not taken: sent again, it is new.
-    assert.deepEqual((await exchange(base, hook(17))).statuses, ['201'])
-  } finally {
-    assert.equal(await stop(sc), 0)
-  }
-})
+    assert.deepEqual((await exchange(base, hook(17, true))).statuses, ['201'])
+  })
 
-test('a body in a transfer coding other than chunked alone is 501 on every server, not read as if plain', async () => {
-  // `gzip, chunked`: Node takes the chunked framing off and handed the gzip on as the body.
-  const sc = await startReady()
-  try {
+  test('a body in a transfer coding other than chunked alone is 501 on every server, not read as if plain', async () => {
+    // `gzip, chunked`: Node takes the chunked framing off and handed the gzip on as the body.
     for (const service of ['token', 'gateway', 'metrics', 'healthcheck']) {
       const { statuses, text } = await exchange(
         await sc.url(service),
@@ -392,14 +390,9 @@ test('a body in a transfer coding other than chunked alone is 501 on every serve
       assert.match(text, /content-type: application\/problem\+json/i)
       assert.match(text, /only chunked is served/)
     }
-  } finally {
-    assert.equal(await stop(sc), 0)
-  }
-})
+  })
 
-test('a body that is not UTF-8 is 400 on the gateway and the token server, not stored with U+FFFD', async () => {
-  const sc = await startReady()
-  try {
+  test('a body that is not UTF-8 is 400 on the gateway and the token server, not stored with U+FFFD', async () => {
     const body = PIPELINED_WEBHOOK.replace('"Pipelined"', '"Bin\xff"')
     const asks = {
       gateway: '/api/v1/signals/prometheus',
@@ -407,22 +400,18 @@ test('a body that is not UTF-8 is 400 on the gateway and the token server, not s
     }
     for (const [service, path] of Object.entries(asks)) {
       const bytes = Buffer.from(body, 'latin1') // 0xFF alone: no UTF-8 character
-      const head = `POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${bytes.length}\r\n\r\n`
+      const head = `POST ${path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${bytes.length}\r\n\r\n`
       const { statuses, text } = await exchange(await sc.url(service), head + bytes.toString('latin1'), 1500)
       assert.deepEqual(statuses, ['400'], service)
       assert.match(text, /not UTF-8/)
     }
-  } finally {
-    assert.equal(await stop(sc), 0)
-  }
-})
+  })
 
-test('a client that half-closes after its request still gets the answer, on every server', async () => {
-  // Node's default ends the connection at the client's FIN: an answer not ready by then (a scrape,
-  // a webhook stored) was never sent, the work done all the same.
-  const sc = await startReady()
-  try {
-    const webhook = `POST /api/v1/signals/prometheus HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(PIPELINED_WEBHOOK)}\r\n\r\n${PIPELINED_WEBHOOK}`
+  test('a client that half-closes after its request still gets the answer, on every server', async () => {
+    // Node's default ends the connection at the client's FIN: an answer not ready by then (a scrape,
+    // a webhook stored) was never sent, the work done all the same.
+    const hook = PIPELINED_WEBHOOK.replace('"Pipelined"', '"HalfClosed"') // new on this sidecar
+    const webhook = `POST /api/v1/signals/prometheus HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(hook)}\r\n\r\n${hook}`
     const token = JSON.stringify({ domain: 'demo', role: 'half-closed' })
     const asks = {
       metrics: ['GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n', '200'],
@@ -437,32 +426,23 @@ test('a client that half-closes after its request still gets the answer, on ever
       const { statuses } = await exchange(await sc.url(service), request!, 5000, true)
       assert.deepEqual(statuses, [status], service)
     }
-  } finally {
-    assert.equal(await stop(sc), 0)
-  }
-})
+  })
 
-test('a malformed request pipelined behind one still being answered: that one is answered first, then the 400', async () => {
-  const sc = await startReady()
-  try {
+  test('a malformed request pipelined behind one still being answered: that one is answered first, then the 400', async () => {
+    const ahead = PIPELINED_WEBHOOK.replace('"Pipelined"', '"AheadOfGarbage"') // new on this sidecar
     for (const service of ['metrics', 'gateway'] as const) {
       const first =
         service === 'metrics'
           ? 'GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n'
-          : `POST /api/v1/signals/prometheus HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(PIPELINED_WEBHOOK)}\r\n\r\n${PIPELINED_WEBHOOK}`
+          : `POST /api/v1/signals/prometheus HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(ahead)}\r\n\r\n${ahead}`
       const { statuses, text } = await exchange(await sc.url(service), `${first}GARBAGE\r\n\r\n`)
       assert.deepEqual(statuses, [service === 'metrics' ? '200' : '201', '400'], service)
       assert.match(text, /content-type: application\/problem\+json/)
     }
-  } finally {
-    assert.equal(await stop(sc), 0)
-  }
-})
+  })
 
-test('CONNECT, an expectation other than 100-continue, no Host, and 100-continue on every server: problem bodies, and a 100 only before a body that is read', async () => {
-  const sc = await startReady()
-  const send = async (service: string, request: string) => exchange(await sc.url(service), request, 1500)
-  try {
+  test('CONNECT, an expectation other than 100-continue, no Host, and 100-continue on every server: problem bodies, and a 100 only before a body that is read', async () => {
+    const send = async (service: string, request: string) => exchange(await sc.url(service), request, 1500)
     for (const service of ['token', 'gateway', 'metrics', 'healthcheck']) {
       const tunnel = await send(service, 'CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n')
       assert.deepEqual(tunnel.statuses, ['405'], `${service} CONNECT`)
@@ -511,7 +491,5 @@ test('CONNECT, an expectation other than 100-continue, no Host, and 100-continue
       [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]),
       ['100', '200'],
     )
-  } finally {
-    assert.equal(await stop(sc), 0)
-  }
+  })
 })
