@@ -184,6 +184,19 @@ describe('dedup store semantics (memory and a real Redis)', () => {
     )
   })
 
+  test('memory: a lease is never evicted at GATEWAY_DEDUP_MAX_ENTRIES: a repeat while it is written waits, not written twice', async () => {
+    const store = createMemoryStore({ ttlMs: TTL, leaseMs: TTL, maxEntries: 2 })
+    assert.deepEqual(states(await store.record([firing('writing')], 'slow', 0)), ['new'])
+    for (const [i, fp] of ['b', 'c', 'd'].entries()) {
+      await store.record([firing(fp)], 'w', i + 1)
+      await store.commit([firing(fp)], 'w', i + 1)
+    }
+    assert.deepEqual(states(await store.record([firing('writing')], 'peer', 5)), ['pending'])
+    assert.deepEqual(states(await store.record([firing('b')], 'r', 6)), ['new'], 'the committed ones went')
+    assert.deepEqual(await store.commit([firing('writing')], 'slow', 7), [])
+    assert.deepEqual(states(await store.record([firing('writing')], 'peer', 8)), ['duplicate'])
+  })
+
   test('redis: a pending lease lives GATEWAY_DEDUP_LEASE, a committed record the sliding TTL', async () => {
     const c = client()
     await c.ping()

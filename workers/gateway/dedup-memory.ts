@@ -49,9 +49,12 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
     records.delete(fp) // re-inserted at the end: the most recently seen
     records.set(fp, r)
     if (maxEntries > 0) {
-      for (const oldest of records.keys()) {
+      // A lease is never evicted: its alert is being written, and a repeat let in as new would
+      // be written twice. Leases are the most recently put, at the end; while they alone exceed
+      // the cap, it is exceeded by the alerts in flight (GATEWAY_MAX_INFLIGHT bounds them).
+      for (const [oldest, entry] of records) {
         if (records.size <= maxEntries) break
-        records.delete(oldest)
+        if (!entry.pending) records.delete(oldest)
       }
     }
   }
