@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -12,35 +12,62 @@ import { CLI, type Sidecar, startReady, startSidecar, stop } from './support/sid
 const mode = (f: string) => statSync(f).mode & 0o777
 const b64 = (s: string | undefined) => Buffer.from(s ?? '', 'base64').toString('utf8')
 
-let zts: ZtsDouble
-let api: KubeApiDouble
-let saUid: string
-/** The pod's service-account mount: token, ca.crt and namespace. */
-const sa = mkdtempSync(join(tmpdir(), 'sia-sa-'))
+/**
+ * A ZTS double, an API server double and the pod's service-account mount (token, ca.crt and
+ * namespace), stopped after the test or suite `after` belongs to. Each test that sets a fault on a
+ * double (failNext, deny, latency) has doubles of its own, so that the tests run side by side.
+ */
+interface Doubles {
+  zts: ZtsDouble
+  api: KubeApiDouble
+  saUid: string
+  env(extra: Record<string, string>): Record<string, string>
+  /** A valid backup of my.team.api in payments/api-cert, as a write would have left it. */
+  seedBackup(): Promise<void>
+  close(): Promise<void>
+}
 
-before(async () => {
-  zts = await startZtsDouble()
-  api = await startKubeApi({ token: 'sa-token-1', user: 'system:serviceaccount:payments:api' })
-  saUid = api.addServiceAccount('payments', 'api')
+async function doubles(): Promise<Doubles> {
+  const zts = await startZtsDouble()
+  const api = await startKubeApi({ token: 'sa-token-1', user: 'system:serviceaccount:payments:api' })
+  const saUid = api.addServiceAccount('payments', 'api')
+  const sa = mkdtempSync(join(tmpdir(), 'sia-sa-'))
   writeFileSync(join(sa, 'token'), 'sa-token-1\n')
   writeFileSync(join(sa, 'ca.crt'), api.caPem)
   writeFileSync(join(sa, 'namespace'), 'payments')
-})
-after(async () => {
-  await zts?.close()
-  await api?.close()
-})
-
-const env = (extra: Record<string, string>): Record<string, string> => ({
-  ...providerEnv(zts),
-  ATHENZ_DOMAIN: 'my.team',
-  SERVICEACCOUNT: 'api',
-  BACKUP_KUBE_TOKEN_FILE: join(sa, 'token'),
-  BACKUP_KUBE_CA_FILE: join(sa, 'ca.crt'),
-  TOKEN_SERVER_ADDR: '',
-  GATEWAY_ADDR: '',
-  ...extra,
-})
+  return {
+    zts,
+    api,
+    saUid,
+    env: (extra) => ({
+      ...providerEnv(zts),
+      ATHENZ_DOMAIN: 'my.team',
+      SERVICEACCOUNT: 'api',
+      BACKUP_KUBE_TOKEN_FILE: join(sa, 'token'),
+      BACKUP_KUBE_CA_FILE: join(sa, 'ca.crt'),
+      TOKEN_SERVER_ADDR: '',
+      GATEWAY_ADDR: '',
+      ...extra,
+    }),
+    async seedBackup() {
+      const pair = await zts.issue('my.team.api')
+      const data = { 'tls.crt': pair.certPem, 'tls.key': pair.keyPem }
+      api.secrets.set('payments/api-cert', {
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: { name: 'api-cert', namespace: 'payments', uid: 'seeded' },
+        type: 'kubernetes.io/tls',
+        data: Object.fromEntries(
+          Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString('base64')]),
+        ),
+      })
+    },
+    async close() {
+      await zts.close()
+      await api.close()
+    },
+  }
+}
 
 /** No key material in any log record: neither PEM nor the base64 of the secret's data. */
 function assertNoKeyInLogs(sc: Sidecar, keyPem: string): void {
@@ -52,339 +79,397 @@ function assertNoKeyInLogs(sc: Sidecar, keyPem: string): void {
   }
 }
 
-describe('BACKUP=read+write: server-side apply of a kubernetes.io/tls secret after each issue', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-backup-'))
-  let sc: Sidecar
-  const applied = () => api.applies.filter((a) => a.status === 200 || a.status === 201)
+// Each test has its doubles and its sidecar: side by side. The written-then-read pair is one
+// suite, in order.
+describe('BACKUP', { concurrency: 6 }, () => {
+  describe('BACKUP with a secret written, then read back', { concurrency: 1 }, () => {
+    // The write suite leaves the backup the read suite boots from, and its tests set faults in turn:
+    // one test after the other (the suites below take this, not BACKUP's concurrency), on one pair
+    // of doubles.
+    let zts: ZtsDouble
+    let api: KubeApiDouble
+    let saUid: string
+    let env: Doubles['env']
+    let d: Doubles | undefined
+    before(async () => {
+      d = await doubles()
+      ;({ zts, api, saUid, env } = d)
+    })
+    after(() => d?.close())
 
-  before(async () => {
-    // The service account cannot be read at first: the secret is written without an owner.
-    api.deny('get', 'serviceaccounts')
-    const port = new URL(api.url).port
-    sc = await startReady({
-      dataDir: dir,
-      env: env({
-        BACKUP: 'read+write',
-        CERT_SECRET: 'api-cert',
-        NAMESPACE: 'payments',
-        // In-cluster discovery, as every Kubernetes client.
-        KUBERNETES_SERVICE_HOST: '127.0.0.1',
-        KUBERNETES_SERVICE_PORT: port,
-        REFRESH_INTERVAL: '1500ms',
-      }),
+    describe('BACKUP=read+write: server-side apply of a kubernetes.io/tls secret after each issue', () => {
+      const dir = mkdtempSync(join(tmpdir(), 'sia-backup-'))
+      let sc: Sidecar
+      const applied = () => api.applies.filter((a) => a.status === 200 || a.status === 201)
+
+      before(async () => {
+        // The service account cannot be read at first: the secret is written without an owner.
+        api.deny('get', 'serviceaccounts')
+        const port = new URL(api.url).port
+        sc = await startReady({
+          dataDir: dir,
+          env: env({
+            BACKUP: 'read+write',
+            CERT_SECRET: 'api-cert',
+            NAMESPACE: 'payments',
+            // In-cluster discovery, as every Kubernetes client.
+            KUBERNETES_SERVICE_HOST: '127.0.0.1',
+            KUBERNETES_SERVICE_PORT: port,
+            REFRESH_INTERVAL: '1500ms',
+          }),
+        })
+      })
+      after(async () => {
+        api.allow('get', 'serviceaccounts')
+        if (sc) {
+          assert.equal(await stop(sc), 0)
+          assertNoKeyInLogs(sc, readFileSync(join(dir, 'key.pem'), 'utf8'))
+        }
+      })
+
+      it('applies {tls.key, tls.crt} with field manager athenz-sia-server-side-apply, force, as apply-patch+yaml', async () => {
+        await sc.waitForEvent('certificate.backup.written')
+        const first = api.applies[0]!
+        assert.equal(first.path, '/api/v1/namespaces/payments/secrets/api-cert')
+        assert.deepEqual(first.query, { fieldManager: 'athenz-sia-server-side-apply', force: 'true' })
+        assert.equal(first.contentType, 'application/apply-patch+yaml')
+        assert.equal(first.status, 201)
+        const body = first.body as CoreObject
+        assert.equal(body.apiVersion, 'v1')
+        assert.equal(body.kind, 'Secret')
+        assert.equal(body.type, 'kubernetes.io/tls')
+        assert.deepEqual(body.metadata, { name: 'api-cert', namespace: 'payments' })
+        assert.deepEqual(Object.keys(body.data ?? {}).sort(), ['tls.crt', 'tls.key'])
+        const crt = new X509Certificate(b64(body.data?.['tls.crt']))
+        assert.equal(crt.subject.split('\n')[0], 'CN=my.team.api')
+        assert.ok(crt.checkPrivateKey(createPrivateKey(b64(body.data?.['tls.key']))))
+        assert.ok(api.requests.every((r) => r.authorization === 'Bearer sa-token-1'))
+        // The service account could not be read: written anyway, and said so.
+        const owner = await sc.waitForEvent('certificate.backup.owner.failed')
+        assert.equal(owner.level, 'warn')
+        assert.match(String(owner.msg), /forbidden by RBAC: get serviceaccount payments\/api/)
+      })
+
+      it('owner-references the ServiceAccount once it can be read; each refresh applies the new certificate', async () => {
+        api.allow('get', 'serviceaccounts')
+        const n = applied().length
+        await sc.waitFor(() => applied().length > n + 1) // the apply is after each issue, not in the refresh path
+        const last = applied().at(-1)!
+        const body = last.body as CoreObject
+        assert.equal(last.status, 200)
+        assert.deepEqual(body.metadata.ownerReferences, [
+          { apiVersion: 'v1', kind: 'ServiceAccount', name: 'api', uid: saUid },
+        ])
+        const stored = api.secrets.get('payments/api-cert')!
+        assert.deepEqual(stored.metadata.managedFields, [
+          { manager: 'athenz-sia-server-side-apply', operation: 'Apply' },
+        ])
+        // What the secret holds is a pair that the files also held (the file may already be newer).
+        const crt = new X509Certificate(b64(stored.data?.['tls.crt']))
+        assert.ok(crt.checkPrivateKey(createPrivateKey(b64(stored.data?.['tls.key']))))
+      })
+
+      it('a ServiceAccount created again owns the next write: the old uid would have the secret garbage-collected', async () => {
+        const uid = api.addServiceAccount('payments', 'api') // deleted and created again: a new uid
+        assert.notEqual(uid, saUid)
+        const n = applied().length
+        await sc.waitFor(() => applied().length > n + 1) // one write may have read the account before
+        const owners = (applied().at(-1)!.body as CoreObject).metadata.ownerReferences
+        assert.deepEqual(owners, [{ apiVersion: 'v1', kind: 'ServiceAccount', name: 'api', uid }])
+      })
+
+      it('a write the API server cannot take now (429) is tried again after its Retry-After', async () => {
+        const retries = sc.events('certificate.backup.retry').length
+        const written = sc.events('certificate.backup.written').length
+        api.failNext(1, 429, 2)
+        const retry = await sc.waitForCount('certificate.backup.retry', retries + 1)
+        assert.equal(retry.level, 'warn')
+        assert.equal(retry.retryInMs, 2000)
+        const next = await sc.waitFor(
+          (r) =>
+            r.event === 'certificate.backup.written' && sc.records.indexOf(r) > sc.records.indexOf(retry),
+        )
+        assert.ok(sc.events('certificate.backup.written').length > written, String(next.msg))
+        assert.deepEqual(
+          sc
+            .events('certificate.backup.failed')
+            .filter((r) => sc.records.indexOf(r) > sc.records.indexOf(retry)),
+          [],
+        )
+      })
+
+      it('a failed write is logged and not fatal: the refresh goes on, the next issue writes again', async () => {
+        const failures = sc.events('certificate.backup.failed').length
+        const refreshFailures = sc.events('certificate.refresh.failed').length
+        const written = sc.events('certificate.backup.written').length
+        const retries = sc.events('certificate.backup.retry').length
+        api.failNext(3, 500) // the write and its two tries after 1 s and 4 s
+        const failed = await sc.waitForCount('certificate.backup.failed', failures + 1)
+        assert.equal(sc.events('certificate.backup.retry').length, retries + 2)
+        assert.equal(failed.level, 'error')
+        assert.match(String(failed.msg), /API server answered 500 InternalError: injected failure/)
+        await sc.waitFor(() => sc.events('certificate.backup.written').length > written)
+        assert.equal(
+          sc.events('certificate.refresh.failed').length,
+          refreshFailures,
+          'the refresh did not fail',
+        )
+        assert.equal(sc.proc.exitCode, null)
+      })
+
+      it('403 from RBAC is reported as such, naming what to grant', async () => {
+        const failures = sc.events('certificate.backup.failed').length
+        api.deny('patch', 'secrets')
+        const failed = await sc.waitForCount('certificate.backup.failed', failures + 1)
+        api.allow('patch', 'secrets')
+        assert.equal((failed.err as { code?: string }).code, 'ERR_KUBE_FORBIDDEN')
+        assert.match(
+          String(failed.msg),
+          /forbidden by RBAC: apply secret payments\/api-cert: secrets "api-cert" is forbidden: User "system:serviceaccount:payments:api" cannot patch resource "secrets".*grant the pod's service account a Role with get and patch/,
+        )
+      })
+    })
+
+    describe('BACKUP=read: on boot with the provider down, the secret stands in', () => {
+      const dir = mkdtempSync(join(tmpdir(), 'sia-backup-read-'))
+      let sc: Sidecar
+      let backupCert: string
+
+      before(async () => {
+        backupCert = b64(api.secrets.get('payments/api-cert')?.data?.['tls.crt'])
+        assert.ok(backupCert, 'the previous suite left a backup')
+        // A valid identity of another principal on disk (a persistent DATA_DIR, SERVICEACCOUNT
+        // renamed): not ours, so not kept in place of the backup.
+        const other = await zts.issue('other.team.api')
+        writeFileSync(join(dir, 'key.pem'), other.keyPem, { mode: 0o600 })
+        writeFileSync(join(dir, 'cert.pem'), other.certPem)
+        zts.failNext('register', 503, 1_000_000)
+        zts.failNext('refresh', 503, 1_000_000)
+        sc = await startReady({
+          dataDir: dir,
+          // No NAMESPACE: the namespace file beside the token, as in a pod; the API server by URL.
+          env: env({
+            BACKUP: 'read',
+            CERT_SECRET: 'api-cert',
+            BACKUP_KUBE_API: api.url,
+            REFRESH_INTERVAL: '4s',
+          }),
+        })
+      })
+      after(async () => {
+        zts.failNext('register', 503, 0)
+        zts.failNext('refresh', 503, 0)
+        if (sc) assert.equal(await stop(sc), 0)
+      })
+
+      it('serves with the key and certificate of the secret (key 0600), and never writes it', async () => {
+        await sc.waitForEvent('certificate.boot.failed')
+        const restored = await sc.waitForEvent('certificate.backup.restored', { secret: 'payments/api-cert' })
+        assert.equal(restored.level, 'warn')
+        assert.equal(readFileSync(join(dir, 'cert.pem'), 'utf8'), backupCert)
+        assert.equal(mode(join(dir, 'key.pem')), 0o600)
+        const key = readFileSync(join(dir, 'key.pem'), 'utf8')
+        assert.equal(key, b64(api.secrets.get('payments/api-cert')?.data?.['tls.key']))
+        assert.equal(sc.events('certificate.backup.written').length, 0)
+        assertNoKeyInLogs(sc, key)
+      })
+
+      it('keeps trying the provider with back-off, and replaces the backup once it issues', async () => {
+        const applies = api.applies.length
+        await sc.waitForCount('certificate.refresh.failed', 2, {}, 20_000)
+        for (const f of sc.events('certificate.refresh.failed')) assert.ok((f.retryInMs as number) <= 1000)
+        zts.failNext('register', 503, 0)
+        zts.failNext('refresh', 503, 0)
+        await sc.waitFor(() => readFileSync(join(dir, 'cert.pem'), 'utf8') !== backupCert, 15_000)
+        const issued = new X509Certificate(readFileSync(join(dir, 'cert.pem'), 'utf8'))
+        assert.equal(issued.subject.split('\n')[0], 'CN=my.team.api')
+        assert.equal(api.applies.length, applies, 'BACKUP=read never writes the secret')
+      })
     })
   })
-  after(async () => {
-    api.allow('get', 'serviceaccounts')
-    if (sc) {
-      assert.equal(await stop(sc), 0)
-      assertNoKeyInLogs(sc, readFileSync(join(dir, 'key.pem'), 'utf8'))
+
+  test('MODE=init, BACKUP=read, the provider down, another principal on disk: the backup is restored, exit 0', async (t) => {
+    const { zts, api, env, seedBackup, close } = await doubles()
+    t.after(close)
+    await seedBackup()
+    const dataDir = mkdtempSync(join(tmpdir(), 'sia-backup-init-'))
+    const other = await zts.issue('other.team.api')
+    writeFileSync(join(dataDir, 'key.pem'), other.keyPem, { mode: 0o600 })
+    writeFileSync(join(dataDir, 'cert.pem'), other.certPem)
+    zts.failNext('register', 503, 1_000_000)
+    const sc = startSidecar({
+      dataDir,
+      env: env({
+        MODE: 'init',
+        BACKUP: 'read',
+        CERT_SECRET: 'api-cert',
+        NAMESPACE: 'payments',
+        BACKUP_KUBE_API: api.url,
+      }),
+    })
+    try {
+      assert.equal((await sc.exited).code, 0)
+      assert.equal(sc.events('certificate.backup.restored').length, 1)
+      const cert = new X509Certificate(readFileSync(join(dataDir, 'cert.pem'), 'utf8'))
+      assert.equal(cert.subject.split('\n')[0], 'CN=my.team.api')
+    } finally {
+      zts.failNext('register', 503, 0)
+      await stop(sc)
     }
   })
 
-  it('applies {tls.key, tls.crt} with field manager athenz-sia-server-side-apply, force, as apply-patch+yaml', async () => {
-    await sc.waitForEvent('certificate.backup.written')
-    const first = api.applies[0]!
-    assert.equal(first.path, '/api/v1/namespaces/payments/secrets/api-cert')
-    assert.deepEqual(first.query, { fieldManager: 'athenz-sia-server-side-apply', force: 'true' })
-    assert.equal(first.contentType, 'application/apply-patch+yaml')
-    assert.equal(first.status, 201)
-    const body = first.body as CoreObject
-    assert.equal(body.apiVersion, 'v1')
-    assert.equal(body.kind, 'Secret')
-    assert.equal(body.type, 'kubernetes.io/tls')
-    assert.deepEqual(body.metadata, { name: 'api-cert', namespace: 'payments' })
-    assert.deepEqual(Object.keys(body.data ?? {}).sort(), ['tls.crt', 'tls.key'])
-    const crt = new X509Certificate(b64(body.data?.['tls.crt']))
-    assert.equal(crt.subject.split('\n')[0], 'CN=my.team.api')
-    assert.ok(crt.checkPrivateKey(createPrivateKey(b64(body.data?.['tls.key']))))
-    assert.ok(api.requests.every((r) => r.authorization === 'Bearer sa-token-1'))
-    // The service account could not be read: written anyway, and said so.
-    const owner = await sc.waitForEvent('certificate.backup.owner.failed')
-    assert.equal(owner.level, 'warn')
-    assert.match(String(owner.msg), /forbidden by RBAC: get serviceaccount payments\/api/)
+  test('a backup write still in flight at SIGTERM is abandoned at the shutdown deadline: logged, the stop clean, exit 0', async (t) => {
+    const { api, env, close } = await doubles()
+    t.after(close)
+    const sc = await startReady({
+      env: env({
+        BACKUP: 'read+write',
+        CERT_SECRET: 'slow-cert',
+        NAMESPACE: 'payments',
+        BACKUP_KUBE_API: api.url,
+        REFRESH_INTERVAL: '2s',
+        SHUTDOWN_TIMEOUT: '3s',
+      }),
+    })
+    try {
+      await sc.waitForEvent('certificate.backup.written')
+      api.latency(15_000) // an API server that answers, 15 s late
+      const n = sc.events('certificate.issued').length
+      await sc.waitFor(() => sc.events('certificate.issued').length > n) // its backup write now in flight
+      assert.equal(await stop(sc, 'SIGTERM'), 0)
+      assert.deepEqual(sc.events('service.shutdown.timeout'), [])
+      const abandoned = sc.events('certificate.backup.failed').at(-1)
+      assert.match(String(abandoned?.msg), /abandoned at the shutdown deadline/)
+    } finally {
+      api.latency(0)
+      await stop(sc)
+    }
   })
 
-  it('owner-references the ServiceAccount once it can be read; each refresh applies the new certificate', async () => {
-    api.allow('get', 'serviceaccounts')
-    const n = applied().length
-    await sc.waitFor(() => applied().length > n + 1) // the apply is after each issue, not in the refresh path
-    const last = applied().at(-1)!
-    const body = last.body as CoreObject
-    assert.equal(last.status, 200)
-    assert.deepEqual(body.metadata.ownerReferences, [
-      { apiVersion: 'v1', kind: 'ServiceAccount', name: 'api', uid: saUid },
-    ])
-    const stored = api.secrets.get('payments/api-cert')!
-    assert.deepEqual(stored.metadata.managedFields, [
-      { manager: 'athenz-sia-server-side-apply', operation: 'Apply' },
-    ])
-    // What the secret holds is a pair that the files also held (the file may already be newer).
-    const crt = new X509Certificate(b64(stored.data?.['tls.crt']))
-    assert.ok(crt.checkPrivateKey(createPrivateKey(b64(stored.data?.['tls.key']))))
-  })
-
-  it('a ServiceAccount created again owns the next write: the old uid would have the secret garbage-collected', async () => {
-    const uid = api.addServiceAccount('payments', 'api') // deleted and created again: a new uid
-    assert.notEqual(uid, saUid)
-    const n = applied().length
-    await sc.waitFor(() => applied().length > n + 1) // one write may have read the account before
-    const owners = (applied().at(-1)!.body as CoreObject).metadata.ownerReferences
-    assert.deepEqual(owners, [{ apiVersion: 'v1', kind: 'ServiceAccount', name: 'api', uid }])
-  })
-
-  it('a write the API server cannot take now (429) is tried again after its Retry-After', async () => {
-    const retries = sc.events('certificate.backup.retry').length
-    const written = sc.events('certificate.backup.written').length
-    api.failNext(1, 429, 2)
-    const retry = await sc.waitForCount('certificate.backup.retry', retries + 1)
-    assert.equal(retry.level, 'warn')
-    assert.equal(retry.retryInMs, 2000)
-    const next = await sc.waitFor(
-      (r) => r.event === 'certificate.backup.written' && sc.records.indexOf(r) > sc.records.indexOf(retry),
-    )
-    assert.ok(sc.events('certificate.backup.written').length > written, String(next.msg))
-    assert.deepEqual(
-      sc.events('certificate.backup.failed').filter((r) => sc.records.indexOf(r) > sc.records.indexOf(retry)),
-      [],
-    )
-  })
-
-  it('a failed write is logged and not fatal: the refresh goes on, the next issue writes again', async () => {
-    const failures = sc.events('certificate.backup.failed').length
-    const refreshFailures = sc.events('certificate.refresh.failed').length
-    const written = sc.events('certificate.backup.written').length
-    const retries = sc.events('certificate.backup.retry').length
-    api.failNext(3, 500) // the write and its two tries after 1 s and 4 s
-    const failed = await sc.waitForCount('certificate.backup.failed', failures + 1)
-    assert.equal(sc.events('certificate.backup.retry').length, retries + 2)
-    assert.equal(failed.level, 'error')
-    assert.match(String(failed.msg), /API server answered 500 InternalError: injected failure/)
-    await sc.waitFor(() => sc.events('certificate.backup.written').length > written)
-    assert.equal(sc.events('certificate.refresh.failed').length, refreshFailures, 'the refresh did not fail')
-    assert.equal(sc.proc.exitCode, null)
-  })
-
-  it('403 from RBAC is reported as such, naming what to grant', async () => {
-    const failures = sc.events('certificate.backup.failed').length
-    api.deny('patch', 'secrets')
-    const failed = await sc.waitForCount('certificate.backup.failed', failures + 1)
-    api.allow('patch', 'secrets')
-    assert.equal((failed.err as { code?: string }).code, 'ERR_KUBE_FORBIDDEN')
-    assert.match(
-      String(failed.msg),
-      /forbidden by RBAC: apply secret payments\/api-cert: secrets "api-cert" is forbidden: User "system:serviceaccount:payments:api" cannot patch resource "secrets".*grant the pod's service account a Role with get and patch/,
-    )
-  })
-})
-
-describe('BACKUP=read: on boot with the provider down, the secret stands in', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-backup-read-'))
-  let sc: Sidecar
-  let backupCert: string
-
-  before(async () => {
-    backupCert = b64(api.secrets.get('payments/api-cert')?.data?.['tls.crt'])
-    assert.ok(backupCert, 'the previous suite left a backup')
-    // A valid identity of another principal on disk (a persistent DATA_DIR, SERVICEACCOUNT
-    // renamed): not ours, so not kept in place of the backup.
-    const other = await zts.issue('other.team.api')
-    writeFileSync(join(dir, 'key.pem'), other.keyPem, { mode: 0o600 })
-    writeFileSync(join(dir, 'cert.pem'), other.certPem)
+  test('BACKUP=read with the provider down and no secret: the start fails, saying so (exit 1)', async (t) => {
+    const { zts, api, env, close } = await doubles()
+    t.after(close)
     zts.failNext('register', 503, 1_000_000)
-    zts.failNext('refresh', 503, 1_000_000)
-    sc = await startReady({
-      dataDir: dir,
-      // No NAMESPACE: the namespace file beside the token, as in a pod; the API server by URL.
-      env: env({ BACKUP: 'read', CERT_SECRET: 'api-cert', BACKUP_KUBE_API: api.url, REFRESH_INTERVAL: '4s' }),
-    })
-  })
-  after(async () => {
-    zts.failNext('register', 503, 0)
-    zts.failNext('refresh', 503, 0)
-    if (sc) assert.equal(await stop(sc), 0)
-  })
-
-  it('serves with the key and certificate of the secret (key 0600), and never writes it', async () => {
-    await sc.waitForEvent('certificate.boot.failed')
-    const restored = await sc.waitForEvent('certificate.backup.restored', { secret: 'payments/api-cert' })
-    assert.equal(restored.level, 'warn')
-    assert.equal(readFileSync(join(dir, 'cert.pem'), 'utf8'), backupCert)
-    assert.equal(mode(join(dir, 'key.pem')), 0o600)
-    const key = readFileSync(join(dir, 'key.pem'), 'utf8')
-    assert.equal(key, b64(api.secrets.get('payments/api-cert')?.data?.['tls.key']))
-    assert.equal(sc.events('certificate.backup.written').length, 0)
-    assertNoKeyInLogs(sc, key)
-  })
-
-  it('keeps trying the provider with back-off, and replaces the backup once it issues', async () => {
-    const applies = api.applies.length
-    await sc.waitForCount('certificate.refresh.failed', 2, {}, 20_000)
-    for (const f of sc.events('certificate.refresh.failed')) assert.ok((f.retryInMs as number) <= 1000)
-    zts.failNext('register', 503, 0)
-    zts.failNext('refresh', 503, 0)
-    await sc.waitFor(() => readFileSync(join(dir, 'cert.pem'), 'utf8') !== backupCert, 15_000)
-    const issued = new X509Certificate(readFileSync(join(dir, 'cert.pem'), 'utf8'))
-    assert.equal(issued.subject.split('\n')[0], 'CN=my.team.api')
-    assert.equal(api.applies.length, applies, 'BACKUP=read never writes the secret')
-  })
-})
-
-test('MODE=init, BACKUP=read, the provider down, another principal on disk: the backup is restored, exit 0', async () => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'sia-backup-init-'))
-  const other = await zts.issue('other.team.api')
-  writeFileSync(join(dataDir, 'key.pem'), other.keyPem, { mode: 0o600 })
-  writeFileSync(join(dataDir, 'cert.pem'), other.certPem)
-  zts.failNext('register', 503, 1_000_000)
-  const sc = startSidecar({
-    dataDir,
-    env: env({
-      MODE: 'init',
-      BACKUP: 'read',
-      CERT_SECRET: 'api-cert',
-      NAMESPACE: 'payments',
-      BACKUP_KUBE_API: api.url,
-    }),
-  })
-  try {
-    assert.equal((await sc.exited).code, 0)
-    assert.equal(sc.events('certificate.backup.restored').length, 1)
-    const cert = new X509Certificate(readFileSync(join(dataDir, 'cert.pem'), 'utf8'))
-    assert.equal(cert.subject.split('\n')[0], 'CN=my.team.api')
-  } finally {
-    zts.failNext('register', 503, 0)
-    await stop(sc)
-  }
-})
-
-test('a backup write still in flight at SIGTERM is abandoned at the shutdown deadline: logged, the stop clean, exit 0', async () => {
-  const sc = await startReady({
-    env: env({
-      BACKUP: 'read+write',
-      CERT_SECRET: 'slow-cert',
-      NAMESPACE: 'payments',
-      BACKUP_KUBE_API: api.url,
-      REFRESH_INTERVAL: '2s',
-      SHUTDOWN_TIMEOUT: '3s',
-    }),
-  })
-  try {
-    await sc.waitForEvent('certificate.backup.written')
-    api.latency(15_000) // an API server that answers, 15 s late
-    const n = sc.events('certificate.issued').length
-    await sc.waitFor(() => sc.events('certificate.issued').length > n) // its backup write now in flight
-    assert.equal(await stop(sc, 'SIGTERM'), 0)
-    assert.deepEqual(sc.events('service.shutdown.timeout'), [])
-    const abandoned = sc.events('certificate.backup.failed').at(-1)
-    assert.match(String(abandoned?.msg), /abandoned at the shutdown deadline/)
-  } finally {
-    api.latency(0)
-    await stop(sc)
-  }
-})
-
-test('BACKUP=read with the provider down and no secret: the start fails, saying so (exit 1)', async () => {
-  zts.failNext('register', 503, 1_000_000)
-  const sc = startSidecar({
-    env: env({
-      BACKUP: 'read',
-      CERT_SECRET: 'no-such-secret',
-      NAMESPACE: 'payments',
-      BACKUP_KUBE_API: api.url,
-    }),
-  })
-  try {
-    const failed = await sc.waitForEvent('certificate.backup.read.failed')
-    assert.match(String(failed.msg), /no usable backup: there is no secret payments\/no-such-secret/)
-    assert.equal((await sc.exited).code, 1)
-    assert.ok(!existsSync(join(sc.dataDir, 'key.pem')))
-  } finally {
-    zts.failNext('register', 503, 0)
-    await stop(sc)
-  }
-})
-
-test("BACKUP=read with the provider down and KEY_FILE unwritable: the failure is the disk's, named (exit 1)", async () => {
-  zts.failNext('register', 503, 1_000_000)
-  const blocker = join(mkdtempSync(join(tmpdir(), 'sia-backup-disk-')), 'not-a-dir')
-  writeFileSync(blocker, '')
-  const sc = startSidecar({
-    env: env({
-      BACKUP: 'read',
-      CERT_SECRET: 'api-cert',
-      NAMESPACE: 'payments',
-      BACKUP_KUBE_API: api.url,
-      KEY_FILE: join(blocker, 'key.pem'),
-    }),
-  })
-  try {
-    const failed = await sc.waitForEvent('certificate.backup.read.failed')
-    assert.match(
-      String(failed.msg),
-      /the certificate in payments\/api-cert is valid, but writing it to .* failed \(ENOTDIR\)/,
-    )
-    assert.equal((await sc.exited).code, 1)
-  } finally {
-    zts.failNext('register', 503, 0)
-    await stop(sc)
-  }
-})
-
-test('BACKUP=read refused by RBAC on get: reported as forbidden by RBAC (exit 1)', async () => {
-  zts.failNext('register', 503, 1_000_000)
-  api.deny('get', 'secrets')
-  const sc = startSidecar({
-    env: env({ BACKUP: 'read', CERT_SECRET: 'api-cert', NAMESPACE: 'payments', BACKUP_KUBE_API: api.url }),
-  })
-  try {
-    const failed = await sc.waitForEvent('certificate.backup.read.failed')
-    assert.match(
-      String(failed.msg),
-      /no usable backup: forbidden by RBAC: get secret payments\/api-cert: secrets "api-cert" is forbidden: User "system:serviceaccount:payments:api" cannot get/,
-    )
-    assert.equal((await sc.exited).code, 1)
-  } finally {
-    api.allow('get', 'secrets')
-    zts.failNext('register', 503, 0)
-    await stop(sc)
-  }
-})
-
-test('invalid backup settings: exit 2 naming the setting, nothing started', () => {
-  const cases: [Record<string, string>, RegExp][] = [
-    [{ BACKUP: 'sometimes' }, /BACKUP: /],
-    [{ BACKUP: 'read', KUBERNETES_SERVICE_HOST: '10.0.0.1' }, /CERT_SECRET: required with BACKUP=read/],
-    [
-      { BACKUP: 'write', CERT_SECRET: 'Bad_Name', KUBERNETES_SERVICE_HOST: '10.0.0.1' },
-      /CERT_SECRET: "Bad_Name" is not a valid secret name/,
-    ],
-    [{ BACKUP: 'read+write', CERT_SECRET: 'ok' }, /BACKUP_KUBE_API: required with BACKUP outside a cluster/],
-    [
-      { BACKUP: 'read', CERT_SECRET: 'ok', BACKUP_KUBE_API: 'http://10.0.0.1' },
-      /BACKUP_KUBE_API: .*not an https:\/\/ URL/,
-    ],
-    [{ NAMESPACE: 'Bad_NS' }, /NAMESPACE: /],
-    [
-      // No NAMESPACE and no namespace file beside the token file (outside a pod).
-      {
+    const sc = startSidecar({
+      env: env({
         BACKUP: 'read',
-        CERT_SECRET: 'ok',
-        BACKUP_KUBE_API: 'https://10.0.0.1',
-        BACKUP_KUBE_TOKEN_FILE: '/nonexistent/token',
-      },
-      /NAMESPACE: required with BACKUP when there is no namespace file beside \/nonexistent\/token/,
-    ],
-  ]
-  for (const [e, reason] of cases) {
-    const r = spawnSync(process.execPath, [CLI], {
-      env: { PATH: process.env.PATH ?? '', DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')), ...e },
-      encoding: 'utf8',
-      timeout: 10_000,
-      killSignal: 'SIGKILL',
+        CERT_SECRET: 'no-such-secret',
+        NAMESPACE: 'payments',
+        BACKUP_KUBE_API: api.url,
+      }),
     })
-    assert.equal(r.status, 2, `${JSON.stringify(e)}: ${r.stderr}`)
-    assert.equal(r.stdout, '')
-    assert.match(r.stderr, /^sia-supervisor: invalid setting /)
-    assert.match(r.stderr, reason)
-  }
+    try {
+      const failed = await sc.waitForEvent('certificate.backup.read.failed')
+      assert.match(String(failed.msg), /no usable backup: there is no secret payments\/no-such-secret/)
+      assert.equal((await sc.exited).code, 1)
+      assert.ok(!existsSync(join(sc.dataDir, 'key.pem')))
+    } finally {
+      zts.failNext('register', 503, 0)
+      await stop(sc)
+    }
+  })
+
+  test("BACKUP=read with the provider down and KEY_FILE unwritable: the failure is the disk's, named (exit 1)", async (t) => {
+    const { zts, api, env, seedBackup, close } = await doubles()
+    t.after(close)
+    await seedBackup()
+    zts.failNext('register', 503, 1_000_000)
+    const blocker = join(mkdtempSync(join(tmpdir(), 'sia-backup-disk-')), 'not-a-dir')
+    writeFileSync(blocker, '')
+    const sc = startSidecar({
+      env: env({
+        BACKUP: 'read',
+        CERT_SECRET: 'api-cert',
+        NAMESPACE: 'payments',
+        BACKUP_KUBE_API: api.url,
+        KEY_FILE: join(blocker, 'key.pem'),
+      }),
+    })
+    try {
+      const failed = await sc.waitForEvent('certificate.backup.read.failed')
+      assert.match(
+        String(failed.msg),
+        /the certificate in payments\/api-cert is valid, but writing it to .* failed \(ENOTDIR\)/,
+      )
+      assert.equal((await sc.exited).code, 1)
+    } finally {
+      zts.failNext('register', 503, 0)
+      await stop(sc)
+    }
+  })
+
+  test('BACKUP=read refused by RBAC on get: reported as forbidden by RBAC (exit 1)', async (t) => {
+    const { zts, api, env, close } = await doubles()
+    t.after(close)
+    zts.failNext('register', 503, 1_000_000)
+    api.deny('get', 'secrets')
+    const sc = startSidecar({
+      env: env({ BACKUP: 'read', CERT_SECRET: 'api-cert', NAMESPACE: 'payments', BACKUP_KUBE_API: api.url }),
+    })
+    try {
+      const failed = await sc.waitForEvent('certificate.backup.read.failed')
+      assert.match(
+        String(failed.msg),
+        /no usable backup: forbidden by RBAC: get secret payments\/api-cert: secrets "api-cert" is forbidden: User "system:serviceaccount:payments:api" cannot get/,
+      )
+      assert.equal((await sc.exited).code, 1)
+    } finally {
+      api.allow('get', 'secrets')
+      zts.failNext('register', 503, 0)
+      await stop(sc)
+    }
+  })
+
+  test('invalid backup settings: exit 2 naming the setting, nothing started', async () => {
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ BACKUP: 'sometimes' }, /BACKUP: /],
+      [{ BACKUP: 'read', KUBERNETES_SERVICE_HOST: '10.0.0.1' }, /CERT_SECRET: required with BACKUP=read/],
+      [
+        { BACKUP: 'write', CERT_SECRET: 'Bad_Name', KUBERNETES_SERVICE_HOST: '10.0.0.1' },
+        /CERT_SECRET: "Bad_Name" is not a valid secret name/,
+      ],
+      [
+        { BACKUP: 'read+write', CERT_SECRET: 'ok' },
+        /BACKUP_KUBE_API: required with BACKUP outside a cluster/,
+      ],
+      [
+        { BACKUP: 'read', CERT_SECRET: 'ok', BACKUP_KUBE_API: 'http://10.0.0.1' },
+        /BACKUP_KUBE_API: .*not an https:\/\/ URL/,
+      ],
+      [{ NAMESPACE: 'Bad_NS' }, /NAMESPACE: /],
+      [
+        // No NAMESPACE and no namespace file beside the token file (outside a pod).
+        {
+          BACKUP: 'read',
+          CERT_SECRET: 'ok',
+          BACKUP_KUBE_API: 'https://10.0.0.1',
+          BACKUP_KUBE_TOKEN_FILE: '/nonexistent/token',
+        },
+        /NAMESPACE: required with BACKUP when there is no namespace file beside \/nonexistent\/token/,
+      ],
+    ]
+    // Side by side, and not spawnSync: the doubles the other tests' sidecars talk to serve from
+    // this thread's loop.
+    await Promise.all(
+      cases.map(async ([e, reason]) => {
+        const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+          execFile(
+            process.execPath,
+            [CLI],
+            {
+              env: { PATH: process.env.PATH ?? '', DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')), ...e },
+              encoding: 'utf8',
+              timeout: 10_000,
+              killSignal: 'SIGKILL',
+            },
+            (err, stdout, stderr) => resolve({ status: err ? (err.code as number) : 0, stdout, stderr }),
+          )
+        })
+        assert.equal(r.status, 2, `${JSON.stringify(e)}: ${r.stderr}`)
+        assert.equal(r.stdout, '')
+        assert.match(r.stderr, /^sia-supervisor: invalid setting /)
+        assert.match(r.stderr, reason)
+      }),
+    )
+  })
 })
