@@ -166,6 +166,10 @@ describe('Redis failing in ways other than down', { concurrency: 2 }, () => {
       ),
     )
     assert.equal((await post(base, batch)).status, 503)
+    // Full for good now: at the edge, Redis takes small writes again once the batch's buffers are
+    // freed, and a probe could find it so. A batch it took part of before it failed is a sink
+    // down, not a slow one: not ready.
+    await admin.config('SET', 'maxmemory', '1')
     await sc.waitForEvent('gateway.not-ready')
     // Two probes later, still not ready: Redis answers TYPE, not a write.
     const stillFailing = () => sc.records.filter((r) => /is still failing$/.test(String(r.msg))).length

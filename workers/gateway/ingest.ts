@@ -169,8 +169,11 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         metrics.rejected.inc(err.refused.length)
         return sinkTookIt(fresh, owner)
       }
-      // A sink that stored some of the batch is slow, not down: readiness is not taken away.
-      opts.onSinkWrite?.(stored !== undefined)
+      // A sink that stored some of the batch before its deadline ran out is slow, not down:
+      // readiness is not taken away. One that failed (Redis out of memory after a few dozen
+      // records, a disk full) is down, whatever it took first.
+      const slow = stored !== undefined && (err as { code?: string }).code === 'ERR_SINK_TIMEOUT'
+      opts.onSinkWrite?.(slow)
       metrics.sinkErrors.inc({ sink: sink.name })
       if (sinkFailures++ === 0) {
         const { message, code } = err as NodeJS.ErrnoException
