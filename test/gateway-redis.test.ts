@@ -177,10 +177,11 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       'duplicate',
     ])
     assert.deepEqual(states(await store.record([firing('b')], 'r', 13)), ['new'], 'b was evicted')
+    await store.commit([firing('b')], 'r', 13)
     assert.deepEqual(
       states(await store.record([firing('a')], 'r2', 14)),
       ['new'],
-      'taking b back in evicted a, the least recently seen then',
+      'taking b back (committed) evicted a, the least recently seen then',
     )
   })
 

@@ -297,7 +297,7 @@ export const SETTINGS = {
   gatewayDedupMaxEntries: {
     kind: 'int',
     default: '100000',
-    help: 'fingerprints the in-memory dedup store keeps; the least recently seen go first (0: no cap)',
+    help: 'committed fingerprints the in-memory dedup store keeps, besides the alerts being written; the least recently seen go first (0: no cap)',
   },
   gatewayDedupTimeout: {
     kind: 'duration',

@@ -23,40 +23,37 @@ export interface MemoryStoreOptions {
 
 /**
  * The embedded store when REDIS_URL is empty: the semantics of the Redis store, one process only.
- * The map is kept in order of last arrival (a touched entry moves to the end), so the oldest are
- * first both for expiry and for eviction at the size cap.
+ * Committed records are kept in order of last arrival (a touched one moves to the end), so the
+ * oldest are first both for expiry and for eviction at the size cap. Leases (alerts being written)
+ * are kept apart and never evicted: a repeat let in as new meanwhile would be written twice. They
+ * are as many as the alerts in flight, and each ends with its commit, release or lease.
  */
 export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
   const { ttlMs, leaseMs, maxEntries } = opts
   const records = new Map<string, Entry>()
+  const leases = new Map<string, Entry>()
   let lastSweep = 0
 
   // Expired entries are dropped lazily on lookup, and in one pass at most once per TTL.
   const sweep = (now: number) => {
     if (now - lastSweep < Math.min(ttlMs, leaseMs)) return
     lastSweep = now
-    for (const [k, r] of records) if (now >= r.expiresAt) records.delete(k)
+    for (const map of [records, leases]) for (const [k, r] of map) if (now >= r.expiresAt) map.delete(k)
   }
+  /** The lease on `fp`, or else its record, if live. */
   const live = (fp: string, now: number) => {
-    const r = records.get(fp)
-    if (r && now >= r.expiresAt) {
-      records.delete(fp)
-      return undefined
+    for (const map of [leases, records]) {
+      const r = map.get(fp)
+      if (r === undefined) continue
+      if (now < r.expiresAt) return r
+      map.delete(fp)
     }
-    return r
+    return undefined
   }
-  const put = (fp: string, r: Entry) => {
+  const keep = (fp: string, r: Entry) => {
     records.delete(fp) // re-inserted at the end: the most recently seen
     records.set(fp, r)
-    if (maxEntries > 0) {
-      // A lease is never evicted: its alert is being written, and a repeat let in as new would
-      // be written twice. Leases are the most recently put, at the end; while they alone exceed
-      // the cap, it is exceeded by the alerts in flight (GATEWAY_MAX_INFLIGHT bounds them).
-      for (const [oldest, entry] of records) {
-        if (records.size <= maxEntries) break
-        if (!entry.pending) records.delete(oldest)
-      }
-    }
+    if (maxEntries > 0 && records.size > maxEntries) records.delete(records.keys().next().value as string)
   }
 
   return {
@@ -74,11 +71,15 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
         if (r && r.status === status) {
           r.count += 1
           r.lastSeen = now
-          if (!r.pending) r.expiresAt = now + ttlMs
-          put(fingerprint, r)
+          if (!r.pending) {
+            r.expiresAt = now + ttlMs
+            keep(fingerprint, r)
+          }
           return { state: 'duplicate', count: r.count, firstSeen: r.firstSeen, lastSeen: now }
         }
-        put(fingerprint, {
+        // A new lease: the record of the other status (if any) goes, as the Redis store's is replaced.
+        records.delete(fingerprint)
+        leases.set(fingerprint, {
           status,
           count: 1,
           firstSeen: now,
@@ -93,13 +94,16 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
     async commit(entries, owner, now) {
       const lost: string[] = []
       await forEachSliced(entries, ({ fingerprint, status }) => {
-        const r = records.get(fingerprint)
+        const r = leases.get(fingerprint) ?? records.get(fingerprint)
         if (r?.owner === owner) {
+          leases.delete(fingerprint)
           r.pending = false
           r.expiresAt = now + ttlMs
+          keep(fingerprint, r)
         } else if (!r || now >= r.expiresAt) {
           // Our lease ran out before the commit and nobody took it: the alert is written, record it.
-          put(fingerprint, {
+          leases.delete(fingerprint)
+          keep(fingerprint, {
             status,
             count: 1,
             firstSeen: now,
@@ -113,10 +117,7 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
       return lost
     },
     async release(fingerprints, owner) {
-      for (const fp of fingerprints) {
-        const r = records.get(fp)
-        if (r?.pending && r.owner === owner) records.delete(fp)
-      }
+      for (const fp of fingerprints) if (leases.get(fp)?.owner === owner) leases.delete(fp)
     },
   }
 }
