@@ -155,23 +155,29 @@ function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
       const { detail, path, errors } = parsed
       return sendProblem(res, { status: 400, title: 'Bad Request', detail, path, errors })
     }
-    const truncated = truncation(parsed.webhook)
     const outcome = await ingest(parsed.webhook)
     const { created, duplicates, ignored, rejected, pending, failed } = outcome
     // Only when some alert was: the body of every ordinary answer stays as it was.
-    const refused = {
-      ...(rejected > 0 ? { rejected } : {}),
-      ...(truncated > 0 ? { truncated } : {}),
-    }
+    const refused = rejected > 0 ? { rejected } : {}
     const detailed = wantsDetail(query)
     if (pending === 0 && failed === 0) {
+      // Counted once the notification is taken: a 503's retry carries the same count again.
+      const truncated = truncation(parsed.webhook)
+      const cut = truncated > 0 ? { truncated } : {}
       // The alerts refused are listed, as errored ones are (all of them with ?detail=1).
       const listed = detailed
         ? { alerts: outcome.alerts }
         : rejected > 0
           ? { alerts: outcome.alerts.filter((a) => a.status === 'rejected') }
           : {}
-      return sendJson(res, created > 0 ? 201 : 202, { created, duplicates, ignored, ...refused, ...listed })
+      return sendJson(res, created > 0 ? 201 : 202, {
+        created,
+        duplicates,
+        ignored,
+        ...refused,
+        ...cut,
+        ...listed,
+      })
     }
     // Some alert is not stored: 503, so AlertManager retries the batch; what is stored is then a
     // duplicate. The alerts that errored are listed (all of them with ?detail=1).

@@ -9,7 +9,8 @@ const SAY_EVERY_MS = 60_000
 /**
  * Alerts AlertManager left out of a notification (`truncatedAlerts`: a receiver with `max_alerts`
  * set, and a group larger than it) were never sent: no retry brings them, and a 2xx cannot vouch
- * for them. They are counted (`gateway_signals_truncated_total`), said in the answer, and logged
+ * for them. Once a notification is taken (2xx), they are counted
+ * (`gateway_signals_truncated_total`), said in the answer, and logged
  * at most once a minute (`gateway.alerts.truncated`, with the count since the last line), so a
  * group truncated on every notification does not flood the log. Returns the batch's count.
  */
