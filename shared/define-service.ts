@@ -37,6 +37,20 @@ export interface StopInfo {
   deadline: number
 }
 
+export interface ServeOptions {
+  /**
+   * What a handler reads into memory of a request's body at most (0: none, or under a budget of
+   * its own), which bounds how many connections its heap holds.
+   */
+  heldBodyBytes?: number
+  /**
+   * Reached through a Kubernetes Service (the gateway), not on the pod itself: from the first
+   * instant of shutdown its answers close their connections, so that a client's next request goes
+   * through the Service to a pod that stays (a kept-alive connection is pinned to this one).
+   */
+  behindService?: boolean
+}
+
 export interface ServiceContext {
   service: ServiceName
   config: Config
@@ -58,12 +72,8 @@ export interface ServiceContext {
   signal: AbortSignal
   /** Creates a named task; only valid inside start(). */
   go(task: string, body: TaskBody, opts?: { waitReady?: boolean }): Promise<void>
-  /**
-   * Creates a `task` that serves `server` on `address`; resolves once it is listening.
-   * `heldBodyBytes`: what a handler reads into memory of a request's body at most (0: none, or
-   * under a budget of its own), which bounds how many connections its heap holds.
-   */
-  serve(task: string, server: Server, address: string, heldBodyBytes?: number): Promise<AddressInfo>
+  /** Creates a `task` that serves `server` on `address`; resolves once it is listening. */
+  serve(task: string, server: Server, address: string, opts?: ServeOptions): Promise<AddressInfo>
   /**
    * Registers cleanup for something start() just created (a client, a pool, a subscription), as
    * Go's `defer`: at shutdown, once every task has stopped, these run in reverse order. Registered
@@ -152,7 +162,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     board,
     signal: AbortSignal.any([group.signal, startCancel.signal]),
     go: group.go,
-    async serve(task, server, address, heldBodyBytes = 0) {
+    async serve(task, server, address, { heldBodyBytes = 0, behindService = false } = {}) {
       let info: AddressInfo | undefined
       await group.go(
         task,
@@ -171,7 +181,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
             requestTimeoutMs: config.httpRequestTimeout,
             maxConnections: config.httpMaxConnections,
             heldBodyBytes,
-            leaving: () => board.phase() === 'shutting-down',
+            leaving: behindService ? () => board.phase() === 'shutting-down' : undefined,
           },
           log,
         ),

@@ -133,10 +133,20 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     // It becomes the certificate's IP SAN: a CSR with anything else fails at every refresh.
     throw configError(named('podIp'), `must be an IPv4 or IPv6 address (got "${s.podIp}")`)
   }
-  // Everything the sidecar keeps defaults to a file in it: empty, each start would fail at its
-  // first write (mkdir ''), retried until the start deadline.
-  if (s.dataDir === '') throw configError(named('dataDir'), 'must not be empty')
-  if (statSync(s.dataDir, { throwIfNoEntry: false })?.isDirectory() === false) {
+  // Empty: the working directory, as a relative path in it would be (`mkdir ''` failed each start
+  // of the local authority, retried until the start deadline).
+  s.dataDir ||= '.'
+  const dataDir = (() => {
+    try {
+      return statSync(s.dataDir, { throwIfNoEntry: false })
+    } catch (err) {
+      throw configError(
+        named('dataDir'),
+        `cannot look at ${s.dataDir}: ${(err as NodeJS.ErrnoException).code ?? err}`,
+      )
+    }
+  })()
+  if (dataDir?.isDirectory() === false) {
     throw configError(named('dataDir'), `${s.dataDir} exists and is not a directory`)
   }
   if (!s.healthCheckEndpoint.startsWith('/')) {
@@ -454,6 +464,8 @@ function identitySettings(
     }
   }
   // Both go into the certificate's default SANs: a CSR with a bad one fails at every refresh.
+  // A fully qualified name's final dot is not part of a SAN: dropped, as `cluster.local.` is meant.
+  s.dnsSuffix = s.dnsSuffix.replace(/\.$/, '')
   if (!DNS_NAME.test(s.dnsSuffix) || s.dnsSuffix.startsWith('*.') || s.dnsSuffix.length > 253) {
     throw configError(named('dnsSuffix'), `"${s.dnsSuffix}" is not a DNS name`)
   }

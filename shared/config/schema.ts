@@ -77,8 +77,11 @@ export function settingSchema(spec: SettingSpec): z.ZodMiniType {
 }
 
 /** Per-service tuning, only from the config file (`services.<name>`). */
-/** The largest worker stack a config may ask for (V8's default is under 1 MiB; Node's thread 4 MiB). */
-export const MAX_STACK_MB = 256
+/**
+ * The largest worker stack a config may ask for (V8's default is under 1 MiB; Node's thread 4 MiB):
+ * far past what any service needs, short of the sizes a host cannot reserve.
+ */
+export const MAX_STACK_MB = 1024
 
 export const tuningSchema = z.strictObject({
   enabled: z.optional(z.boolean()),

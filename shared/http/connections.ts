@@ -59,10 +59,11 @@ export interface ConnectionLimits {
   /** A connection past `maxConnections`: an older one holding no work was closed for it, or it was. */
   onFull?(evicted: boolean): void
   /**
-   * Whether the process is on its way out (SHUTDOWN_DELAY, before this server drains): its answers
-   * say `connection: close` as the drain's do. Readiness has dropped and the pod is leaving the
-   * Service's endpoints, but a keep-alive connection stays pinned to it; closed after each answer,
-   * the client's next request opens a new one through the Service, to a pod that stays.
+   * Whether the process is on its way out (SHUTDOWN_DELAY, before this server drains), for a
+   * server reached through a Service: its answers say `connection: close` as the drain's do.
+   * Readiness has dropped and the pod is leaving the Service's endpoints, but a keep-alive
+   * connection stays pinned to it; closed after each answer, the client's next request opens a
+   * new one through the Service, to a pod that stays.
    */
   leaving?(): boolean
 }
@@ -76,7 +77,8 @@ export interface ConnectionLimits {
  * its handler not run, and the connection closed once the answers before it are sent; past twice
  * that (a client that goes on regardless), the connection ends at once: no handler runs for the
  * rest of that read, which Node still parses, and what was queued for it is freed. Call it before any other 'request' listener is added: the server's handler
- * runs behind the check. It costs a request two WeakMap lookups, no listener and no closure.
+ * runs behind the check. It costs a request two WeakMap lookups and, for a server behind a Service, one read of the
+ * status board; no listener, no closure made.
  *
  * Past `maxConnections`, the oldest connection running no handler (idle, its request not yet
  * whole: a slowloris; or its answer done but unread) is closed for the new one, which is closed

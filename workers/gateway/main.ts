@@ -112,7 +112,7 @@ defineService({
     // A request expecting `100 Continue` is routed as any other; the handler sends the 100 once
     // the checks that need no body have passed (handler.ts).
     server.on('checkContinue', (req, res) => server.emit('request', req, res))
-    const { port } = await serve('server', server, config.gatewayAddr)
+    const { port } = await serve('server', server, config.gatewayAddr, { behindService: true })
     log.info(
       { event: 'gateway.ready', port, store: store.kind, sink: sink.name },
       `accepting alerts (${store.kind} dedup, ${sink.name} sink)`,

@@ -193,7 +193,7 @@ async function serveTokens(
   const server: Server = tls
     ? (https().createServer(tlsServerOptions(config, await tlsOptions(config)), handler) as unknown as Server)
     : createHttpServer(handler)
-  await serve('server', server, config.tokenServerAddr, MAX_BODY_BYTES)
+  await serve('server', server, config.tokenServerAddr, { heldBodyBytes: MAX_BODY_BYTES })
   if (tls) {
     await go('tls-watcher', async (t) => {
       // The token server's certificate is renewed on disk (often the service certificate itself).
