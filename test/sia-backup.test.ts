@@ -459,7 +459,7 @@ describe('BACKUP', { concurrency: 6 }, () => {
             {
               env: { PATH: process.env.PATH ?? '', DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')), ...e },
               encoding: 'utf8',
-              timeout: 10_000,
+              timeout: 30_000, // seven at once, beside the other tests' sidecars
               killSignal: 'SIGKILL',
             },
             (err, stdout, stderr) => resolve({ status: err ? (err.code as number) : 0, stdout, stderr }),

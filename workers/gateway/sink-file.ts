@@ -276,7 +276,13 @@ export async function createFileSink(
         await withDeadline(
           waitMs,
           async () => flushing,
-          () => codedError('ERR_SINK_HUNG', `an append to ${path} has not returned in ${waitMs}ms`),
+          () =>
+            codedError(
+              'ERR_SINK_HUNG',
+              waitMs < closeWaitMs
+                ? `an append to ${path} has not returned by the shutdown's deadline`
+                : `an append to ${path} has not returned in ${waitMs}ms`,
+            ),
         )
         if (file) await close(file.fd)
       })()
