@@ -55,7 +55,10 @@ export interface ServerLimits {
   maxConnections?: number
   /** What a handler reads into memory of a request's body at most (0: none, or under a budget of its own). */
   heldBodyBytes?: number
-  /** Whether the process is shutting down, for a server behind a Service: answers close their connections (connections.ts). */
+  /**
+   * Whether the process is shutting down, for a server behind a Service: its answers close their
+   * connections (connections.ts).
+   */
   leaving?(): boolean
 }
 

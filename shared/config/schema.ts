@@ -76,13 +76,13 @@ export function settingSchema(spec: SettingSpec): z.ZodMiniType {
   return z.pipe(z.pipe(z.string(), named), z.enum(spec.values as [string, ...string[]]))
 }
 
-/** Per-service tuning, only from the config file (`services.<name>`). */
 /**
  * The largest worker stack a config may ask for (V8's default is under 1 MiB; Node's thread 4 MiB):
  * far past what any service needs, short of the sizes a host cannot reserve.
  */
 export const MAX_STACK_MB = 1024
 
+/** Per-service tuning, only from the config file (`services.<name>`). */
 export const tuningSchema = z.strictObject({
   enabled: z.optional(z.boolean()),
   // A start with no time at all always fails (a shutdown with none terminates at once: allowed).

@@ -76,9 +76,10 @@ export interface ConnectionLimits {
  * `maxPipelined` answers on its connection are still unsent is answered 503 (refusePipelined),
  * its handler not run, and the connection closed once the answers before it are sent; past twice
  * that (a client that goes on regardless), the connection ends at once: no handler runs for the
- * rest of that read, which Node still parses, and what was queued for it is freed. Call it before any other 'request' listener is added: the server's handler
- * runs behind the check. It costs a request two WeakMap lookups and, for a server behind a Service, one read of the
- * status board; no listener, no closure made.
+ * rest of that read, which Node still parses, and what was queued for it is freed. Call it before
+ * any other 'request' listener is added: the server's handler runs behind the check. It costs a
+ * request two WeakMap lookups (and, for a server behind a Service, one read of the status board);
+ * no listener, no closure made.
  *
  * Past `maxConnections`, the oldest connection running no handler (idle, its request not yet
  * whole: a slowloris; or its answer done but unread) is closed for the new one, which is closed
@@ -97,7 +98,7 @@ export function trackConnections(server: Server, limits: ConnectionLimits = {}):
   // For TLS the request's socket is the TLSSocket; `connection` gives the TCP socket under it.
   const raw = (s: Socket) => ((s as Socket & { _parent?: Socket })._parent ?? s) as Socket
   let closing = false
-  const leaving = limits.leaving ?? (() => false)
+  const leaving = limits.leaving
   // Answers the drain told to close their connection: only a connection's last may, or a request
   // pipelined behind one, read already, would go unanswered.
   const closer = new WeakSet<ServerResponse>()
@@ -141,7 +142,7 @@ export function trackConnections(server: Server, limits: ConnectionLimits = {}):
     }
     last.set(socket, res)
     depth.set(socket, waiting)
-    if (closing || leaving()) {
+    if (closing || leaving?.()) {
       if (before && closer.has(before) && !before.headersSent) before.shouldKeepAlive = true
       closeAfter(res)
     }
