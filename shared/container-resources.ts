@@ -5,7 +5,8 @@
  *
  * Measured on Node 26.10 (2 cores, this repository's bench machine), RSS of the whole process:
  * - idle, six services, local authority, 3–10 s after ready: 184 MiB (Node 22.23: 178–184 MiB;
- *   208–217 MiB before the cuts of issue 14, which MEASURED_IDLE_RSS_MB still allows for);
+ *   208–217 MiB before the cuts of issue 14, which MEASURED_IDLE_RSS_MB still allows for); on
+ *   Node 26.12, 131 MiB 10 s after ready (the README's ~120–135 MiB, its bench's figure);
  *   the gateway's Deployment (Redis dedup, no token service): 200 MiB;
  * - under load (autocannon, 50 connections on the token server and 50 on the gateway for 15 s,
  *   /metrics scraped every second): peak (VmHWM) 348–363 MiB; with Redis, 321 MiB;
