@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { dirname } from 'node:path'
 import { ensureDir } from './ensure-dir.js'
-import { close, fchmod, fsync, open, rename, rm, syncDir, writeAll } from './fs-async.js'
+import { close, fchmod, fsync, link, open, rename, rm, syncDir, writeAll } from './fs-async.js'
 
 export interface FileContent {
   path: string
@@ -22,21 +22,51 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode: n
  * Writes files that belong together (a key and its certificate): every one is staged in full,
  * as `writeFileAtomic` does, before any is renamed into place, so a failed write (a full disk, a
  * directory not writable) leaves every old file as it was rather than a new key beside an old
- * certificate. The renames then run in the order given, and each directory is synced so that the
- * new names survive a power loss. A staged file that is not renamed is removed.
+ * certificate. A rename can fail too once others are done (a file bind-mounted in place: EBUSY; a
+ * directory where a file was): each old file is first linked aside, and on a failed rename those
+ * already renamed are put back (a file that was not there is removed). A target that cannot be
+ * linked aside (another file system under it) fails the set before any rename. The renames run
+ * in the order given, and each directory is synced so that the new names survive a power loss.
+ * Staged files and the old ones linked aside are removed.
  */
 export async function writeFilesAtomic(files: readonly FileContent[]): Promise<void> {
   const staged: string[] = []
+  const aside: (string | undefined)[] = []
+  let renamed = 0
   try {
     for (const f of files) staged.push(await stage(f))
+    // One file alone is never left half-changed: its rename happens or it does not.
+    if (files.length > 1) for (const f of files) aside.push(await linkAside(f.path))
     for (const [i, f] of files.entries()) {
       await rename(staged[i]!, f.path)
       staged[i] = ''
+      renamed = i + 1
     }
+  } catch (err) {
+    // Back as they were, the last renamed first; what cannot be put back is left as it is.
+    for (let i = renamed - 1; i >= 0; i--) {
+      const old = aside[i]
+      await (old ? rename(old, files[i]!.path) : rm(files[i]!.path, { force: true })).catch(() => {})
+      aside[i] = undefined
+    }
+    throw err
   } finally {
-    await Promise.all(staged.map((tmp) => tmp && rm(tmp, { force: true }).catch(() => {})))
+    const leftover = [...staged, ...aside].filter((p): p is string => !!p)
+    await Promise.all(leftover.map((p) => rm(p, { force: true }).catch(() => {})))
   }
   for (const dir of new Set(files.map((f) => dirname(f.path)))) await syncDir(dir)
+}
+
+/** A hard link to the file at `path` beside it, or undefined when there is none. */
+async function linkAside(path: string): Promise<string | undefined> {
+  const old = `${path}.${randomBytes(6).toString('hex')}.old`
+  try {
+    await link(path, old)
+    return old
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
 }
 
 async function stage({ path, data, mode }: FileContent): Promise<string> {

@@ -1,0 +1,67 @@
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { writeFilesAtomic } from '../shared/atomic-file.js'
+
+/** A key and a certificate on disk, as a previous refresh left them. */
+function pair(): { dir: string; key: string; cert: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-atomic-'))
+  const key = join(dir, 'key.pem')
+  const cert = join(dir, 'cert.pem')
+  writeFileSync(key, 'old key')
+  writeFileSync(cert, 'old cert')
+  return { dir, key, cert }
+}
+
+const set = (key: string, cert: string) => [
+  { path: key, data: 'new key', mode: 0o600 },
+  { path: cert, data: 'new cert', mode: 0o644 },
+]
+
+test('a set whose second rename fails puts the first back: never a new key beside an old certificate', (t) => {
+  const { dir, key } = pair()
+  // An append-only directory (chattr +a): a file may be created and linked there, not replaced.
+  const locked = join(dir, 'locked')
+  mkdirSync(locked)
+  const cert = join(locked, 'cert.pem')
+  writeFileSync(cert, 'old cert')
+  if (spawnSync('chattr', ['+a', locked]).status !== 0) return t.skip('chattr +a is not available here')
+  t.after(() => spawnSync('chattr', ['-a', locked]))
+  return assert.rejects(writeFilesAtomic(set(key, cert)), { code: 'EPERM' }).then(() => {
+    assert.equal(readFileSync(key, 'utf8'), 'old key', 'the key renamed first was put back')
+    assert.equal(readFileSync(cert, 'utf8'), 'old cert')
+    assert.deepEqual(
+      readdirSync(dir).sort(),
+      ['cert.pem', 'key.pem', 'locked'],
+      'nothing left beside the key',
+    )
+  })
+})
+
+test('a target that is a directory fails the set before any rename', async () => {
+  const { dir, key } = pair()
+  const cert = join(dir, 'cert-dir')
+  mkdirSync(cert)
+  writeFileSync(join(cert, 'inside'), 'x')
+  await assert.rejects(writeFilesAtomic(set(key, cert)))
+  assert.equal(readFileSync(key, 'utf8'), 'old key')
+  assert.deepEqual(
+    readdirSync(dir).sort(),
+    ['cert-dir', 'cert.pem', 'key.pem'],
+    'no staged or linked file left',
+  )
+})
+
+test('a set that succeeds replaces every file and leaves nothing beside them; a file that was not there is created', async () => {
+  const { dir, key, cert } = pair()
+  const ca = join(dir, 'ca.pem')
+  await writeFilesAtomic([...set(key, cert), { path: ca, data: 'new ca', mode: 0o644 }])
+  assert.deepEqual(
+    [key, cert, ca].map((f) => readFileSync(f, 'utf8')),
+    ['new key', 'new cert', 'new ca'],
+  )
+  assert.deepEqual(readdirSync(dir).sort(), ['ca.pem', 'cert.pem', 'key.pem'])
+})
