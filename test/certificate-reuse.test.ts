@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { createPrivateKey, X509Certificate } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
@@ -57,6 +57,29 @@ describe('the identity on disk at start', { concurrency: 3 }, () => {
 
     const fourth = await boot(dataDir, '1s') // issued more than REFRESH_INTERVAL ago: due
     assert.equal(fourth.events('certificate.reused').length, 0)
+  })
+
+  test('reused, the identity is written to every KEY_FILE/CERT_FILE path that does not hold it (an emptyDir wiped)', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'sia-reuse-'))
+    const copy = mkdtempSync(join(tmpdir(), 'sia-reuse-copy-'))
+    const paths = {
+      KEY_FILE: `${join(dataDir, 'key.pem')},${join(copy, 'key.pem')}`,
+      CERT_FILE: `${join(dataDir, 'cert.pem')},${join(copy, 'cert.pem')}`,
+    }
+    await boot(dataDir, '1h', paths)
+    const key = readFileSync(join(dataDir, 'key.pem'), 'utf8')
+    rmSync(copy, { recursive: true }) // the second volume comes back empty
+    const again = await boot(dataDir, '1h', paths)
+    assert.equal(again.events('certificate.reused').length, 1)
+    assert.equal(again.events('certificate.outputs.written').length, 1)
+    assert.equal(readFileSync(join(copy, 'key.pem'), 'utf8'), key)
+    assert.equal(
+      readFileSync(join(copy, 'cert.pem'), 'utf8'),
+      readFileSync(join(dataDir, 'cert.pem'), 'utf8'),
+    )
+    assert.equal(statSync(join(copy, 'key.pem')).mode & 0o777, 0o600)
+    const third = await boot(dataDir, '1h', paths)
+    assert.deepEqual(third.events('certificate.outputs.written'), [], 'every path holds it: nothing written')
   })
 
   test('a role certificate on disk for another key is not reused: refreshed at start', async () => {

@@ -109,6 +109,22 @@ export async function storeIdentity(config: Config, id: Identity): Promise<void>
   ])
 }
 
+/**
+ * Every KEY_FILE and CERT_FILE path holds the identity read from the first: those that do not (a
+ * path added since, an emptyDir wiped while the first is on a persistent volume) are written
+ * again, the whole set. Resolves true when it wrote.
+ */
+export async function completeOutputs(config: Config, id: Identity): Promise<boolean> {
+  const holds = async (path: string, want: string) => (await readFile(path, 'utf8').catch(() => '')) === want
+  const all = await Promise.all([
+    ...config.keyFiles.map((path) => holds(path, id.keyPem)),
+    ...config.certFiles.map((path) => holds(path, id.certPem)),
+  ])
+  if (all.every(Boolean)) return false
+  await storeIdentity(config, id)
+  return true
+}
+
 export interface IdentityRefresher {
   /**
    * Fetches a new instance identity (key and certificate) and writes it. The role certificates

@@ -6,6 +6,7 @@ import { backoffDelay, pause } from '../../shared/identity/backoff.js'
 import { createBackupWriter, createSecretBackup, restoreIdentity } from '../../shared/identity/backup.js'
 import {
   commonNameOf,
+  completeOutputs,
   freshForMs,
   type Identity,
   readIdentity,
@@ -163,6 +164,20 @@ defineService({
       log.info(
         { event: 'certificate.reused', certFile: config.certFile, refreshInMs: freshMs },
         'the identity on disk is fresh: reusing it',
+      )
+      // Every other KEY_FILE/CERT_FILE path holds it too, or is written now, not at the next refresh.
+      await completeOutputs(config, identity).then(
+        (wrote) =>
+          wrote &&
+          log.info(
+            { event: 'certificate.outputs.written', keyFiles: config.keyFiles, certFiles: config.certFiles },
+            'an output path did not hold the identity on disk: written again',
+          ),
+        (err: unknown) =>
+          log.warn(
+            { event: 'certificate.outputs.failed', err: { message: (err as Error).message } },
+            'writing the identity to every output path failed; the next refresh writes them',
+          ),
       )
     } else {
       // As SIA: a random delay before the boot fetch (DELAY_JITTER_SECONDS), so a fleet of new
