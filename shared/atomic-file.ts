@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
-import { dirname } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { ensureDir } from './ensure-dir.js'
-import { close, fchmod, fsync, link, open, rename, rm, syncDir, writeAll } from './fs-async.js'
+import { close, fchmod, fsync, link, open, readdir, rename, rm, stat, syncDir, writeAll } from './fs-async.js'
 
 export interface FileContent {
   path: string
@@ -84,4 +84,44 @@ async function stage({ path, data, mode }: FileContent): Promise<string> {
     if (!written) await rm(tmp, { force: true }).catch(() => {})
   }
   return tmp
+}
+
+/** Older than this, a staged or linked-aside file beside an output belongs to no write under way. */
+const STALE_MS = 60_000
+const LEFTOVER = /^(.*)\.[0-9a-f]{12}\.(?:tmp|old)$/
+
+/**
+ * Removes what interrupted writes left beside `paths`: a staged `<file>.<hex>.tmp` (a private key,
+ * for a key file) or an `<file>.<hex>.old` linked aside, when a thread was ended between staging
+ * and renaming (the watchdog, out of heap, SIGKILL). Only files a minute old or more: a write under
+ * way in another thread is not cut. Resolves to what it removed; what cannot be read is left.
+ */
+export async function sweepLeftovers(paths: readonly string[], minAgeMs = STALE_MS): Promise<string[]> {
+  const byDir = new Map<string, Set<string>>()
+  for (const p of paths) {
+    const names = byDir.get(dirname(p)) ?? new Set<string>()
+    names.add(basename(p))
+    byDir.set(dirname(p), names)
+  }
+  const removed: string[] = []
+  const before = Date.now() - minAgeMs
+  for (const [dir, names] of byDir) {
+    const entries = await readdir(dir).catch(() => [] as string[])
+    for (const entry of entries) {
+      const of = LEFTOVER.exec(entry)?.[1]
+      if (of === undefined || !names.has(of)) continue
+      const file = join(dir, entry)
+      const st = await stat(file).catch(() => undefined)
+      // ctime: a link aside keeps the old file's mtime, but linking it changed its inode just now.
+      if (!st?.isFile() || st.ctimeMs > before) continue
+      if (
+        await rm(file, { force: true }).then(
+          () => true,
+          () => false,
+        )
+      )
+        removed.push(file)
+    }
+  }
+  return removed
 }

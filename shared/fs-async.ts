@@ -16,6 +16,7 @@ export const lstat = promisify(fs.lstat)
 export const rename = promisify(fs.rename)
 export const rm = promisify(fs.rm)
 export const link = promisify(fs.link)
+export const readdir = promisify(fs.readdir)
 
 /** Opens `path` and resolves to its descriptor. */
 export const open = promisify(fs.open)

@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import { writeFilesAtomic } from '../shared/atomic-file.js'
+import { sweepLeftovers, writeFilesAtomic } from '../shared/atomic-file.js'
 
 /** A key and a certificate on disk, as a previous refresh left them. */
 function pair(): { dir: string; key: string; cert: string } {
@@ -64,4 +64,19 @@ test('a set that succeeds replaces every file and leaves nothing beside them; a 
     ['new key', 'new cert', 'new ca'],
   )
   assert.deepEqual(readdirSync(dir).sort(), ['ca.pem', 'cert.pem', 'key.pem'])
+})
+
+test('leftovers of interrupted writes beside the outputs are swept: a minute old or more, of those outputs only', async () => {
+  const { dir, key, cert } = pair()
+  const leftovers = [`${key}.0123456789ab.tmp`, `${cert}.ba9876543210.old`]
+  const others = [join(dir, 'other.pem.0123456789ab.tmp'), `${key}.notahexvalue.tmp`]
+  for (const f of [...leftovers, ...others]) writeFileSync(f, 'private')
+  assert.deepEqual(await sweepLeftovers([key, cert]), [], 'just written: a write under way, left alone')
+  assert.deepEqual((await sweepLeftovers([key, cert], 0)).sort(), [...leftovers].sort())
+  assert.deepEqual(readdirSync(dir).sort(), [
+    'cert.pem',
+    'key.pem',
+    'key.pem.notahexvalue.tmp',
+    'other.pem.0123456789ab.tmp',
+  ])
 })

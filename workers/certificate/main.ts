@@ -1,3 +1,4 @@
+import { sweepLeftovers } from '../../shared/atomic-file.js'
 import { monotonicMs } from '../../shared/clock.js'
 import { defineService } from '../../shared/define-service.js'
 import { codedError } from '../../shared/errors.js'
@@ -40,6 +41,24 @@ const MIN_TRY_MS = 1_000
  */
 defineService({
   async start({ config, log, go, registry, signal, onStop, expose }) {
+    // A thread ended between staging and renaming (watchdog, out of heap, SIGKILL) left its staged
+    // files, a private key among them, beside the outputs: removed before anything is written.
+    const outputs = [
+      ...config.keyFiles,
+      ...config.certFiles,
+      config.caCertFile,
+      ...parseTargets(config.targetDomainRoles).flatMap((t) => [
+        roleCertPath(config, t),
+        ...(config.roleCertKeyFileOutput ? [roleCertPath(config, t, 'key')] : []),
+      ]),
+    ]
+    const leftovers = await sweepLeftovers(outputs)
+    if (leftovers.length > 0) {
+      log.info(
+        { event: 'certificate.leftovers.removed', files: leftovers },
+        'removed files an interrupted write left',
+      )
+    }
     // The boot fetch ends before the start's deadline: a provider that hangs or keeps failing is
     // answered as such (the identity on disk kept, or the start failed naming its error).
     const bootEnds = bootDeadline(config.services.certificate.startTimeout)
