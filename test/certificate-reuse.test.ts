@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { createPrivateKey, X509Certificate } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
@@ -80,6 +80,38 @@ describe('the identity on disk at start', { concurrency: 3 }, () => {
     assert.equal(statSync(join(copy, 'key.pem')).mode & 0o777, 0o600)
     const third = await boot(dataDir, '1h', paths)
     assert.deepEqual(third.events('certificate.outputs.written'), [], 'every path holds it: nothing written')
+  })
+
+  test('a role certificate that keeps failing is retried alone: one new key, not one a back-off', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'sia-reuse-'))
+    const roleCert = join(dataDir, `${ROLES}.cert.pem`)
+    await boot(dataDir)
+    rmSync(roleCert)
+    mkdirSync(roleCert) // a directory where the role certificate goes: every write of it fails
+    const sc = await startReady({
+      dataDir,
+      env: {
+        TARGET_DOMAIN_ROLES: ROLES,
+        // Not due for two minutes (the local authority backdates a certificate by one): the
+        // retries, 5 s then 10 s apart, come well within it.
+        REFRESH_INTERVAL: '3m',
+        GATEWAY_ADDR: '',
+        METRICS_SERVER_ADDR: '',
+      },
+    })
+    try {
+      const issued = () => sc.events('certificate.issued').filter((r) => r.kind === 'instance').length
+      const keys = issued()
+      await sc.waitForCount('certificate.role.failed', 2, {}, 20_000) // at start, then its retry
+      assert.equal(issued(), keys, 'no new key for a retry of the role certificate')
+      rmdirSync(roleCert)
+      await sc.waitForEvent('certificate.refresh.recovered', {}, 30_000)
+      assert.equal(issued(), keys)
+      const key = createPrivateKey(readFileSync(join(dataDir, 'key.pem')))
+      assert.ok(new X509Certificate(readFileSync(roleCert)).checkPrivateKey(key), 'for the key in use')
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
   })
 
   test('a role certificate on disk for another key is not reused: refreshed at start', async () => {

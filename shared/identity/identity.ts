@@ -267,6 +267,14 @@ export async function readOwnIdentity(config: Config): Promise<Identity | undefi
   return cn === principalOf(config) && (await issuedByProvider(cert, config)) ? identity : undefined
 }
 
+/** When a certificate is due for refresh: REFRESH_INTERVAL after its issue, or half-way through its validity if sooner. */
+export function refreshDueAt(pem: string, refreshInterval: number): number {
+  const cert = new X509Certificate(pem)
+  const from = Date.parse(cert.validFrom)
+  const to = Date.parse(cert.validTo)
+  return Math.min(from + refreshInterval, from + (to - from) / 2)
+}
+
 /**
  * How long our identity on disk (`readOwnIdentity`), and every role certificate, stays fresh: due
  * for refresh REFRESH_INTERVAL after it was issued, or half-way through its validity if that
@@ -279,12 +287,7 @@ export async function freshForMs(
   /** False for a third party's certificate (files): only the role certificates are ours to renew. */
   instance = true,
 ): Promise<number> {
-  const dueAt = (pem: string) => {
-    const cert = new X509Certificate(pem)
-    const from = Date.parse(cert.validFrom)
-    const to = Date.parse(cert.validTo)
-    return Math.min(from + config.refreshInterval, from + (to - from) / 2)
-  }
+  const dueAt = (pem: string) => refreshDueAt(pem, config.refreshInterval)
   try {
     const roles = await Promise.all(
       parseTargets(config.targetDomainRoles).map((t) => readFile(roleCertPath(config, t), 'utf8')),

@@ -13,6 +13,7 @@ import {
   readIdentity,
   readIdentityOrWhy,
   readOwnIdentity,
+  refreshDueAt,
   roleCertPath,
   sayIfAnotherPrincipal,
 } from '../../shared/identity/identity.js'
@@ -123,12 +124,27 @@ defineService({
     // A valid identity on disk authenticates the first call (ZTS refresh rather than register).
     if (identity) rt.provider.useIdentity?.(identity)
 
+    /**
+     * The key whose role certificates failed after it was issued: retried alone while that
+     * identity is in use and not due, not with a new key each time (a role ZTS refuses, a
+     * ROLECERT_DIR not writable, turned every back-off into a key rotation and an instance refresh).
+     */
+    let rolesOwed: string | undefined
     /** One refresh: the whole identity, or only the role certs of someone else's identity. */
     const refreshOnce = async (s: AbortSignal) => {
       if (rt.kind !== 'files') {
-        const issuedNow = await rt.refresher.refreshInstance(s)
-        adopt(issuedNow)
-        return rt.refresher.refreshRoles(issuedNow.keyPem, s)
+        const owed =
+          rolesOwed !== undefined &&
+          identity?.keyPem === rolesOwed &&
+          Date.now() < refreshDueAt(identity.certPem, config.refreshInterval || Number.POSITIVE_INFINITY)
+        if (!owed) {
+          const issuedNow = await rt.refresher.refreshInstance(s)
+          adopt(issuedNow)
+          rolesOwed = issuedNow.keyPem
+        }
+        await rt.refresher.refreshRoles(rolesOwed!, s)
+        rolesOwed = undefined
+        return
       }
       if (!identity)
         throw codedError('ERR_NO_IDENTITY', `no valid key/cert in ${config.keyFile}, ${config.certFile}`)
