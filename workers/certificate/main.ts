@@ -44,10 +44,12 @@ defineService({
   async start({ config, log, go, registry, signal, onStop, expose }) {
     // A thread ended between staging and renaming (watchdog, out of heap, SIGKILL) left its staged
     // files, a private key among them, beside the outputs: removed before anything is written.
+    // Files: the key and certificate are a third party's, never written here; the role
+    // certificates are ours.
+    const own =
+      providerKind(config) === 'files' ? [] : [...config.keyFiles, ...config.certFiles, config.caCertFile]
     const outputs = [
-      ...config.keyFiles,
-      ...config.certFiles,
-      config.caCertFile,
+      ...own,
       ...parseTargets(config.targetDomainRoles).flatMap((t) => [
         roleCertPath(config, t),
         ...(config.roleCertKeyFileOutput ? [roleCertPath(config, t, 'key')] : []),
