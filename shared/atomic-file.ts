@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { basename, dirname, join } from 'node:path'
 import { ensureDir } from './ensure-dir.js'
 import { close, fchmod, fsync, link, open, readdir, rename, rm, stat, syncDir, writeAll } from './fs-async.js'
+import type { Logger } from './logger.js'
 
 export interface FileContent {
   path: string
@@ -124,4 +125,14 @@ export async function sweepLeftovers(paths: readonly string[], minAgeMs = STALE_
     }
   }
   return removed
+}
+
+/** sweepLeftovers at a service's start, and what it removed said as `event`. */
+export async function sweepLeftoversAtStart(
+  paths: readonly string[],
+  log: Logger,
+  event: string,
+): Promise<void> {
+  const files = await sweepLeftovers(paths)
+  if (files.length > 0) log.info({ event, files }, 'removed files an interrupted write left')
 }

@@ -21,7 +21,13 @@ const set = (key: string, cert: string) => [
   { path: cert, data: 'new cert', mode: 0o644 },
 ]
 
-test('a set whose second rename fails puts the first back: never a new key beside an old certificate', (t) => {
+/** The set failed and left the key as it was, and in `dir` only `names`. */
+function assertKeyKept(dir: string, key: string, names: string[], why: string): void {
+  assert.equal(readFileSync(key, 'utf8'), 'old key', why)
+  assert.deepEqual(readdirSync(dir).sort(), names, 'no staged or linked file left beside the key')
+}
+
+test('a set whose second rename fails puts the first back: never a new key beside an old certificate', async (t) => {
   const { dir, key } = pair()
   // An append-only directory (chattr +a): a file may be created and linked there, not replaced.
   const locked = join(dir, 'locked')
@@ -30,15 +36,9 @@ test('a set whose second rename fails puts the first back: never a new key besid
   writeFileSync(cert, 'old cert')
   if (spawnSync('chattr', ['+a', locked]).status !== 0) return t.skip('chattr +a is not available here')
   t.after(() => spawnSync('chattr', ['-a', locked]))
-  return assert.rejects(writeFilesAtomic(set(key, cert)), { code: 'EPERM' }).then(() => {
-    assert.equal(readFileSync(key, 'utf8'), 'old key', 'the key renamed first was put back')
-    assert.equal(readFileSync(cert, 'utf8'), 'old cert')
-    assert.deepEqual(
-      readdirSync(dir).sort(),
-      ['cert.pem', 'key.pem', 'locked'],
-      'nothing left beside the key',
-    )
-  })
+  await assert.rejects(writeFilesAtomic(set(key, cert)), { code: 'EPERM' })
+  assertKeyKept(dir, key, ['cert.pem', 'key.pem', 'locked'], 'the key renamed first was put back')
+  assert.equal(readFileSync(cert, 'utf8'), 'old cert')
 })
 
 test('a target that is a directory fails the set before any rename', async () => {
@@ -47,12 +47,7 @@ test('a target that is a directory fails the set before any rename', async () =>
   mkdirSync(cert)
   writeFileSync(join(cert, 'inside'), 'x')
   await assert.rejects(writeFilesAtomic(set(key, cert)))
-  assert.equal(readFileSync(key, 'utf8'), 'old key')
-  assert.deepEqual(
-    readdirSync(dir).sort(),
-    ['cert-dir', 'cert.pem', 'key.pem'],
-    'no staged or linked file left',
-  )
+  assertKeyKept(dir, key, ['cert-dir', 'cert.pem', 'key.pem'], 'no rename was made')
 })
 
 test('a set that succeeds replaces every file and leaves nothing beside them; a file that was not there is created', async () => {

@@ -1,4 +1,4 @@
-import { sweepLeftovers } from '../../shared/atomic-file.js'
+import { sweepLeftoversAtStart } from '../../shared/atomic-file.js'
 import { monotonicMs } from '../../shared/clock.js'
 import { defineService } from '../../shared/define-service.js'
 import { codedError } from '../../shared/errors.js'
@@ -55,13 +55,7 @@ defineService({
         ...(config.roleCertKeyFileOutput ? [roleCertPath(config, t, 'key')] : []),
       ]),
     ]
-    const leftovers = await sweepLeftovers(outputs)
-    if (leftovers.length > 0) {
-      log.info(
-        { event: 'certificate.leftovers.removed', files: leftovers },
-        'removed files an interrupted write left',
-      )
-    }
+    await sweepLeftoversAtStart(outputs, log, 'certificate.leftovers.removed')
     // The boot fetch ends before the start's deadline: a provider that hangs or keeps failing is
     // answered as such (the identity on disk kept, or the start failed naming its error).
     const bootEnds = bootDeadline(config.services.certificate.startTimeout)

@@ -1,6 +1,6 @@
 import type { Server } from 'node:http'
 import type { Server as HttpsServer } from 'node:https'
-import { sweepLeftovers, writeFileAtomic } from '../../shared/atomic-file.js'
+import { sweepLeftoversAtStart, writeFileAtomic } from '../../shared/atomic-file.js'
 import { https } from '../../shared/builtins.js'
 import type { Config } from '../../shared/config/types.js'
 import { defineService, type ServiceContext } from '../../shared/define-service.js'
@@ -226,13 +226,7 @@ defineService({
     const files = parseTargets(config.targetDomainRoles).flatMap((t) =>
       (['roletoken', 'accesstoken'] as const).flatMap((type) => tokenFilePath(config, t, type) ?? []),
     )
-    const leftovers = await sweepLeftovers(files)
-    if (leftovers.length > 0) {
-      log.info(
-        { event: 'token.leftovers.removed', files: leftovers },
-        'removed files an interrupted write left',
-      )
-    }
+    await sweepLeftoversAtStart(files, log, 'token.leftovers.removed')
     // ZTS: mutual TLS with the certificate service's identity: asked for over its port at start,
     // then each new one as it announces it. Without a certificate service, the files are it.
     let client: ZtsClient | undefined
