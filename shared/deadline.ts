@@ -22,3 +22,16 @@ export function withDeadline<T>(
   done.catch(() => {}) // settles after the deadline, or not at all: nobody waits for it then
   return Promise.race([done, deadline]).finally(() => clearTimeout(timer))
 }
+
+/**
+ * `p`, or `signal`'s reason once it aborts, whichever comes first: the caller stops waiting, `p`
+ * goes on (a file operation handed to the disk cannot be called back). The listener goes with `p`.
+ */
+export function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason)
+  return new Promise<T>((resolve, reject) => {
+    const abandon = () => reject(signal.reason)
+    signal.addEventListener('abort', abandon, { once: true })
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', abandon))
+  })
+}

@@ -143,8 +143,10 @@ export function createIdentityRefresher(deps: {
   pool: CsrPool
   /** After each new instance identity is written: what the files hold (intermediates included). */
   onIssued?: (stored: Identity) => void
+  /** Before each set of files is written (the failpoint `certificate.before-write`). */
+  beforeWrite?: () => Promise<void>
 }): IdentityRefresher {
-  const { config, log, provider, pool } = deps
+  const { config, log, provider, pool, beforeWrite = async () => {} } = deps
   const targets = parseTargets(config.targetDomainRoles)
   const principal = principalOf(config)
 
@@ -181,6 +183,7 @@ export function createIdentityRefresher(deps: {
         const certPem = await provider.roleCert(await pool.csr(roleCsrSpec(config, keyPem, t)), t, signal)
         const cert = checkIssued(certPem, keyPem, `${t.domain}:role.${t.role}`)
         const file = roleCertPath(config, t)
+        await beforeWrite()
         await writeFilesAtomic([
           ...(config.roleCertKeyFileOutput
             ? [{ path: roleCertPath(config, t, 'key'), data: keyPem, mode: 0o600 }]
@@ -218,6 +221,7 @@ export function createIdentityRefresher(deps: {
       // The new identity authenticates what follows, the CA bundle included.
       provider.useIdentity?.(id)
       const stored = { ...id, certPem: id.certPem + (await intermediates(signal)) }
+      await beforeWrite()
       await storeIdentity(config, stored)
       deps.onIssued?.(stored)
       log.info(

@@ -30,7 +30,7 @@ export async function ztsClientFor(config: Config): Promise<ZtsClient> {
 export async function createCertRuntime(
   config: Config,
   log: Logger,
-  hooks: { onIssued?: (stored: Identity) => void } = {},
+  hooks: { onIssued?: (stored: Identity) => void; beforeWrite?: () => Promise<void> } = {},
 ): Promise<CertRuntime> {
   const kind = providerKind(config)
   const pool = createCsrPool()

@@ -5,8 +5,8 @@ import { SERVICES } from '../../shared/services.js'
  * name and action, with `N*` counts), the per-service limits that make `oom` and `block` quick,
  * and the moment SIGTERM is sent; and, drawn from a second stream of the seed so that the first
  * part of a seed's plan never changes (the regressions of test/chaos.test.ts name seeds), SIGHUP
- * reloads before it, webhooks sent all along, `gateway.before-sink` armed for them, and a SIGHUP
- * during the shutdown. The same seed always gives the same plan.
+ * reloads before it, webhooks sent all along, `gateway.before-sink` armed for them, a SIGHUP
+ * during the shutdown, and `certificate.before-write` armed. The same seed always gives the same plan.
  */
 export interface Plan {
   seed: number
@@ -99,7 +99,19 @@ export function planFor(seed: number, { basic = false }: { basic?: boolean } = {
   return basic ? plan : extend(plan)
 }
 
-const SINK_ACTIONS = ['error', 'hang', 'delay', 'crash', 'reject', 'block', 'exit', 'sigterm'] as const
+/** The actions of a failpoint inside a step of our own (the gateway's sink, the certificate files). */
+const STEP_ACTIONS = ['error', 'hang', 'delay', 'crash', 'reject', 'block', 'exit', 'sigterm'] as const
+
+function stepFailpoint(name: string, rnd: () => number): string {
+  const action = STEP_ACTIONS[Math.floor(rnd() * STEP_ACTIONS.length)]!
+  const text =
+    action === 'delay'
+      ? `delay(${Math.floor(rnd() * 1500)})`
+      : action === 'exit'
+        ? `exit(${[0, 1, 3][Math.floor(rnd() * 3)]})`
+        : action
+  return `;${name}=${rnd() < 0.5 ? `${1 + Math.floor(rnd() * 3)}*` : ''}${text}`
+}
 
 /** Reloads, traffic and the sink's failpoint, from the seed's second stream. */
 function extend(plan: Plan): Plan {
@@ -110,18 +122,10 @@ function extend(plan: Plan): Plan {
   )
   const traffic = rnd() < 0.5
   let failpoints = plan.failpoints
-  if (traffic && rnd() < 0.5) {
-    const action = SINK_ACTIONS[Math.floor(rnd() * SINK_ACTIONS.length)]!
-    const text =
-      action === 'delay'
-        ? `delay(${Math.floor(rnd() * 1500)})`
-        : action === 'exit'
-          ? `exit(${[0, 1, 3][Math.floor(rnd() * 3)]})`
-          : action
-    failpoints += `;gateway.before-sink=${rnd() < 0.5 ? `${1 + Math.floor(rnd() * 3)}*` : ''}${text}`
-  }
-  // Drawn last, so the draws above stay what they were for every seed.
+  if (traffic && rnd() < 0.5) failpoints += stepFailpoint('gateway.before-sink', rnd)
   const hupAfterTermMs = rnd() < 0.25 ? Math.floor(rnd() * 500) : undefined
+  // Drawn last, so the draws above stay what they were for every seed.
+  if (rnd() < 0.25) failpoints += stepFailpoint('certificate.before-write', rnd)
   return {
     ...plan,
     failpoints,

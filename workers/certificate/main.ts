@@ -24,6 +24,7 @@ import { watchFiles } from '../../shared/identity/watch.js'
 import { bootDeadline } from '../../shared/start-deadline.js'
 import { aborted } from '../../shared/timer-task.js'
 import { registerBuildInfo } from './build-info.js'
+import { createRefreshSlot, registerStuckGauge } from './refresh-slot.js'
 import { registerX509Metrics } from './x509-metrics.js'
 
 const INITIAL_BACKOFF_MS = 5_000
@@ -41,7 +42,7 @@ const MIN_TRY_MS = 1_000
  * Each new identity is announced in-process (the token service's mutual TLS to ZTS).
  */
 defineService({
-  async start({ config, log, go, registry, signal, onStop, expose }) {
+  async start({ config, log, go, registry, signal, onStop, expose, failpoint }) {
     // A thread ended between staging and renaming (watchdog, out of heap, SIGKILL) left its staged
     // files, a private key among them, beside the outputs: removed before anything is written.
     // Files: the key and certificate are a third party's, never written here; the role
@@ -76,7 +77,10 @@ defineService({
         issued = stored
         backupWriter?.write(stored)
       },
+      beforeWrite: () => failpoint('certificate.before-write'),
     })
+    // A refresh is given what the boot fetch is: the service's start deadline.
+    const slot = createRefreshSlot(config.services.certificate.startTimeout, log)
     onStop(() => rt.close())
     const deleteInstance = rt.provider.deleteInstance
     if (config.deleteInstanceId && deleteInstance) {
@@ -98,6 +102,7 @@ defineService({
     }
     const targets = parseTargets(config.targetDomainRoles)
     registerBuildInfo(registry)
+    registerStuckGauge(registry, slot)
     registerX509Metrics(registry, () => [
       ...config.certFiles,
       config.caCertFile,
@@ -127,7 +132,8 @@ defineService({
      */
     let rolesOwed: string | undefined
     /** One refresh: the whole identity, or only the role certs of someone else's identity. */
-    const refreshOnce = async (s: AbortSignal) => {
+    const refreshOnce = (signal: AbortSignal) => slot.run(refreshWork, signal)
+    const refreshWork = async (s: AbortSignal) => {
       if (rt.kind !== 'files') {
         const owed =
           rolesOwed !== undefined &&
@@ -322,12 +328,18 @@ defineService({
             { event: 'certificate.reloaded', certFile: config.certFile },
             'reloaded the identity from files',
           )
-          await rt.refresher.refreshRoles(next.keyPem, t.signal).catch((err: unknown) => {
-            log.warn({ event: 'certificate.refresh.failed', err }, 'role certificates for the new key failed')
-            // Retried on the back-off schedule: left to REFRESH_INTERVAL (a day), the role
-            // certificates stayed the old key's.
-            retrySoon.abort()
-          })
+          await slot
+            .run((s) => rt.refresher.refreshRoles(next.keyPem, s), t.signal)
+            .catch((err: unknown) => {
+              if (t.signal.aborted) return
+              log.warn(
+                { event: 'certificate.refresh.failed', err },
+                'role certificates for the new key failed',
+              )
+              // Retried on the back-off schedule: left to REFRESH_INTERVAL (a day), the role
+              // certificates stayed the old key's.
+              retrySoon.abort()
+            })
         }
         watchFiles(
           [config.keyFile, config.certFile],
