@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
 import { createPublicKey, generateKeyPairSync, sign, X509Certificate } from 'node:crypto'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { test } from 'node:test'
 import forge from 'node-forge'
 import { buildCaCert, buildCsr, readCsr, signCsr } from '../shared/identity/csr.js'
@@ -31,6 +35,7 @@ const ALG = {
   sha256: Buffer.from('300d06092a864886f70d01010b0500', 'hex'),
   sha512: Buffer.from('300d06092a864886f70d01010d0500', 'hex'),
   ecdsaSha256: Buffer.from('300a06082a8648ce3d040302', 'hex'),
+  md5: Buffer.from('300d06092a864886f70d0101040500', 'hex'),
 }
 /** A CSR of `info` signed by `keyPem` (the way a client other than ours may have made it). */
 const signedCsr = (info: Buffer, alg: Buffer, digest: string, keyPem: string) =>
@@ -89,14 +94,18 @@ test('a CSR whose contents were changed after signing, or signed by another key,
   )
 })
 
-test('a CSR signed with SHA-1 or SHA-512 is read; one whose signature algorithm is not RSA is refused', async () => {
+test('a CSR signed with SHA-1 or SHA-512 is read; one whose signature algorithm is not for its key is refused', async () => {
   const { privateKeyPem } = await generateRsaKey()
   const info = infoOf(derOf(buildCsr(spec(privateKeyPem))))
   for (const digest of ['sha1', 'sha512'] as const)
     assert.equal(readCsr(signedCsr(info, ALG[digest], digest, privateKeyPem)).commonName, 'demo.app', digest)
   assert.throws(() => readCsr(signedCsr(info, ALG.ecdsaSha256, 'sha256', privateKeyPem)), {
     code: 'ERR_CSR',
-    message: /unsupported CSR signature algorithm 1\.2\.840\.10045\.4\.3\.2/,
+    message: /signature algorithm 1\.2\.840\.10045\.4\.3\.2 is not for its rsa key/,
+  })
+  assert.throws(() => readCsr(signedCsr(info, ALG.md5, 'md5', privateKeyPem)), {
+    code: 'ERR_CSR',
+    message: /unsupported CSR signature algorithm 1\.2\.840\.113549\.1\.1\.4/,
   })
 })
 
@@ -151,18 +160,61 @@ test('PEM: LF lines of 64 out; CRLF, the NEW label and surrounding text in; no r
   assert.throws(() => readCsr(pem.replace('-----END CERTIFICATE REQUEST-----', '')), { code: 'ERR_CSR' })
 })
 
-test('a CSR for a key that is not RSA (a third party may write an EC key) is refused by name, not with an unknown OID', () => {
-  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
-  assert.throws(
-    () =>
-      buildCsr({
-        keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-        commonName: 'my.team.api',
-        dnsNames: [],
-        uris: [],
-        ips: [],
-      }),
-    (err: Error & { code?: string }) =>
-      err.code === 'ERR_KEY_TYPE' && /RSA keys only; this key is ec/.test(err.message),
-  )
+test('EC keys on P-256, P-384 and P-521 (a third party may write one) make requests OpenSSL verifies, signed as Go signs them; the authority issues for them', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-csr-ec-'))
+  const caKey = await generateRsaKey()
+  const now = Date.now()
+  const caCertPem = buildCaCert({
+    keyPem: caKey.privateKeyPem,
+    commonName: 'ca',
+    organization: 'o',
+    notBefore: now - 60_000,
+    notAfter: now + 3600_000,
+  })
+  for (const [curve, alg] of [
+    ['P-256', 'ecdsa-with-SHA256'],
+    ['P-384', 'ecdsa-with-SHA384'],
+    ['P-521', 'ecdsa-with-SHA512'],
+  ] as const) {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: curve })
+    const keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
+    const pem = buildCsr(spec(keyPem))
+    const got = readCsr(pem)
+    assert.deepEqual([got.commonName, got.dnsNames, got.ips], ['demo.app', ['app.demo.svc'], ['10.0.0.7']])
+    assert.equal(got.publicKeyPem, publicKey.export({ type: 'spki', format: 'pem' }))
+    // OpenSSL's own reading of the request: the signature verifies, the algorithm is the curve's.
+    const file = join(dir, `${curve}.csr`)
+    writeFileSync(file, pem)
+    const out = execFileSync('openssl', ['req', '-in', file, '-noout', '-verify', '-text'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    assert.match(out, new RegExp(`Signature Algorithm: ${alg}`), curve)
+    assert.match(out, /DNS:app\.demo\.svc, URI:spiffe:\/\/demo\/sa\/app, IP Address:10\.0\.0\.7/, curve)
+    const cert = new X509Certificate(
+      signCsr({ caKeyPem: caKey.privateKeyPem, caCertPem, csrPem: pem, validityMs: 3600_000 }),
+    )
+    assert.ok(cert.checkPrivateKey(privateKey), `${curve}: the certificate is for the request's key`)
+    assert.ok(cert.verify(new X509Certificate(caCertPem).publicKey), curve)
+    assert.equal(cert.subjectAltName, 'DNS:app.demo.svc, URI:spiffe://demo/sa/app, IP Address:10.0.0.7')
+  }
+})
+
+test('a key neither RSA nor EC on a NIST curve is refused by name, not with an unknown OID', () => {
+  for (const [key, what] of [
+    [generateKeyPairSync('ed25519').privateKey, /this key is ed25519/],
+    [generateKeyPairSync('ec', { namedCurve: 'secp256k1' }).privateKey, /this key is an EC key on secp256k1/],
+  ] as const) {
+    assert.throws(
+      () =>
+        buildCsr({
+          keyPem: key.export({ type: 'pkcs8', format: 'pem' }).toString(),
+          commonName: 'my.team.api',
+          dnsNames: [],
+          uris: [],
+          ips: [],
+        }),
+      (err: Error & { code?: string }) => err.code === 'ERR_KEY_TYPE' && what.test(err.message),
+    )
+  }
 })

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { createPublicKey, X509Certificate } from 'node:crypto'
+import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -183,6 +183,48 @@ describe('files', { concurrency: 3 }, () => {
       assert.equal(asked(), atReady, 'no role certificate asked for within 5.8 s of a 7 s interval')
     } finally {
       assert.equal(await stop(sc2), 0)
+    }
+  })
+
+  it('an EC key from the third party gets its role certificates, as with SIA (they were refused: RSA only)', async (t) => {
+    const zts = await startZtsDouble()
+    t.after(() => zts.close())
+    const dir4 = mkdtempSync(join(tmpdir(), 'sia-files-ec-'))
+    const pair = await zts.issue('my.team.api', 'ec')
+    writeFileSync(join(dir4, 'key.pem'), pair.keyPem, { mode: 0o600 })
+    writeFileSync(join(dir4, 'cert.pem'), pair.certPem)
+    const sc4 = await startReady({
+      dataDir: dir4,
+      env: {
+        ENDPOINT: zts.url,
+        SERVER_CA_CERT: zts.caFile,
+        ATHENZ_DOMAIN: 'my.team',
+        SERVICEACCOUNT: 'api',
+        KEY_FILE: join(dir4, 'key.pem'),
+        CERT_FILE: join(dir4, 'cert.pem'),
+        TARGET_DOMAIN_ROLES: 'demo:role.reader',
+      },
+    })
+    try {
+      const issued = await sc4.waitForEvent('certificate.issued', { kind: 'role' })
+      assert.equal(sc4.events('certificate.role.failed').length, 0)
+      const roleCert = new X509Certificate(readFileSync(issued.file as string, 'utf8'))
+      assert.ok(
+        roleCert.checkPrivateKey(createPrivateKey(pair.keyPem)),
+        'the role certificate is for the EC key',
+      )
+      assert.match(roleCert.subject, /CN=demo:role\.reader/)
+      const asked = zts.received.filter((r) => r.route === 'rolecert' && r.clientCN === 'my.team.api')
+      assert.equal(asked.length, 1, 'asked once, over mutual TLS with the EC key')
+      // The token server fetched over mutual TLS with the EC key too.
+      const res = await fetch(`${await sc4.url('token')}/roletoken`, {
+        method: 'POST',
+        body: JSON.stringify({ domain: 'demo', role: 'reader' }),
+      })
+      assert.equal(res.status, 200)
+      assert.ok(zts.received.some((r) => r.route !== 'rolecert' && r.clientCN === 'my.team.api'))
+    } finally {
+      assert.equal(await stop(sc4), 0)
     }
   })
 

@@ -8,7 +8,9 @@ import { DEFAULT_SUBJECT, FORGE_NAMES, type SubjectAttribute } from './subject.j
 /**
  * CSRs as k8s-athenz-sia builds them, and a CA that signs them: synchronous functions over PEM
  * strings, so they run on the piscina pool (and in the ZTS test double) unchanged. node-forge
- * encodes the requests and certificates; the RSA signatures and their checks are OpenSSL's.
+ * encodes the requests and certificates; the keys (RSA or EC), the signatures and their checks
+ * are OpenSSL's. forge reads and writes RSA public keys only: where a request or certificate
+ * holds a key, forge is given a placeholder and the key OpenSSL exports takes its place in the DER.
  */
 export interface CsrSpec {
   keyPem: string
@@ -25,8 +27,9 @@ export interface CsrSpec {
 const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/
 
 export function buildCsr(spec: CsrSpec): string {
+  const signer = signerOf(spec.keyPem)
   const csr = forge.pki.createCertificationRequest()
-  csr.publicKey = publicKeyOf(spec.keyPem)
+  csr.publicKey = PLACEHOLDER_KEY
   csr.setSubject([
     { name: 'commonName', value: spec.commonName },
     ...(spec.subject ?? DEFAULT_SUBJECT).map(
@@ -45,10 +48,10 @@ export function buildCsr(spec: CsrSpec): string {
     ...spec.ips.map((ip) => ({ type: 7, ip })),
   ]
   csr.setAttributes([{ name: 'extensionRequest', extensions: [{ name: 'subjectAltName', altNames }] }])
-  csr.signatureOid = csr.siginfo.algorithmOid = forge.pki.oids.sha256WithRSAEncryption!
-  csr.certificationRequestInfo = pki.getCertificationRequestInfo(csr)
-  csr.signature = rsaSha256(csr.certificationRequestInfo, spec.keyPem)
-  return toPem('CERTIFICATE REQUEST', toDer(forge.pki.certificationRequestToAsn1(csr)))
+  const info = pki.getCertificationRequestInfo(csr)
+  const parts = info.value as forge.asn1.Asn1[]
+  parts[INFO_KEY] = signer.spki
+  return toPem('CERTIFICATE REQUEST', signed(info, signer))
 }
 
 /** A self-signed CA certificate for `keyPem` (the local authority's, made once). */
@@ -96,8 +99,7 @@ export interface CsrContents {
 }
 
 export function readCsr(csrPem: string): CsrContents {
-  const csr = forge.pki.certificationRequestFromAsn1(fromDer(csrDer(csrPem)))
-  const key = verifiedKey(csr)
+  const { csr, key } = verifiedCsr(csrPem)
   const subject: Record<string, string> = {}
   const subjectList: string[] = []
   for (const a of csr.subject.attributes) {
@@ -142,11 +144,10 @@ export interface SignRequest {
 
 /** Issues a certificate for the CSR's key, subject and SANs (the authority's whole policy). */
 export function signCsr(req: SignRequest): string {
-  const csr = forge.pki.certificationRequestFromAsn1(fromDer(csrDer(req.csrPem)))
-  verifiedKey(csr)
+  const { csr, key } = verifiedCsr(req.csrPem)
   const ca = forge.pki.certificateFromAsn1(fromDer(new X509Certificate(req.caCertPem).raw))
   const cert = forge.pki.createCertificate()
-  cert.publicKey = csr.publicKey as forge.pki.PublicKey
+  cert.publicKey = PLACEHOLDER_KEY
   cert.serialNumber = randomSerial()
   cert.validity.notBefore = new Date(Date.now() - 60_000)
   cert.validity.notAfter = new Date(Date.now() + req.validityMs)
@@ -168,7 +169,7 @@ export function signCsr(req: SignRequest): string {
     { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
     ...(san ? [san] : []),
   ])
-  signCert(cert, req.caKeyPem)
+  signCert(cert, req.caKeyPem, fromDer(key.export({ type: 'spki', format: 'der' })))
   return toPem('CERTIFICATE', toDer(forge.pki.certificateToAsn1(cert)))
 }
 
@@ -178,57 +179,124 @@ const pki = forge.pki as typeof forge.pki & {
   getCertificationRequestInfo(csr: forge.pki.CertificateSigningRequest): forge.asn1.Asn1
 }
 
-/**
- * forge builds what is signed, OpenSSL signs it (RSASSA-PKCS1-v1_5 over SHA-256, as forge's
- * sign() with sha256 does). forge's RSA is big-integer arithmetic in JavaScript: tens of ms of CPU
- * a signature, and on the pool's threads it wakes the optimizing compiler, whose pages stay
- * resident after those threads end.
- */
-function rsaSha256(toBeSigned: forge.asn1.Asn1, keyPem: string): string {
-  return sign('sha256', toDer(toBeSigned), keyPem).toString('binary')
+const { asn1 } = forge
+/** Where the key is in a CertificationRequestInfo (version, subject, key) and a TBSCertificate. */
+const INFO_KEY = 2
+const TBS_KEY = 6
+/** What forge is given where a key goes (it encodes RSA keys only); the DER gets the real one. */
+const PLACEHOLDER_KEY = forge.pki.setRsaPublicKey(
+  new forge.jsbn.BigInteger('1'),
+  new forge.jsbn.BigInteger('3'),
+)
+
+/** The self-signature algorithms of a request: the digest and the key type each is made with. */
+const SIGNATURES: Record<string, { digest: string; keyType: 'rsa' | 'ec' }> = {
+  '1.2.840.113549.1.1.5': { digest: 'sha1', keyType: 'rsa' },
+  '1.2.840.113549.1.1.11': { digest: 'sha256', keyType: 'rsa' },
+  '1.2.840.113549.1.1.12': { digest: 'sha384', keyType: 'rsa' },
+  '1.2.840.113549.1.1.13': { digest: 'sha512', keyType: 'rsa' },
+  '1.2.840.10045.4.3.2': { digest: 'sha256', keyType: 'ec' },
+  '1.2.840.10045.4.3.3': { digest: 'sha384', keyType: 'ec' },
+  '1.2.840.10045.4.3.4': { digest: 'sha512', keyType: 'ec' },
 }
 
-/** The digests of the RSASSA-PKCS1-v1_5 signatures a CSR is accepted with, by forge's OID name. */
-const CSR_DIGESTS: Record<string, string> = {
-  sha1WithRSAEncryption: 'sha1',
-  sha256WithRSAEncryption: 'sha256',
-  sha384WithRSAEncryption: 'sha384',
-  sha512WithRSAEncryption: 'sha512',
+/** As Go's x509 signs with an EC key (SIA's requests): the digest the curve's size calls for. */
+const EC_SIGNATURES: Record<string, string> = {
+  prime256v1: '1.2.840.10045.4.3.2',
+  secp384r1: '1.2.840.10045.4.3.3',
+  secp521r1: '1.2.840.10045.4.3.4',
+}
+const RSA_SHA256 = '1.2.840.113549.1.1.11'
+
+interface Signer {
+  keyPem: string
+  /** The key's SubjectPublicKeyInfo, as OpenSSL exports it. */
+  spki: forge.asn1.Asn1
+  oid: string
 }
 
-/**
- * The CSR's public key, once its self-signature is checked by OpenSSL (forge's verify() is its
- * JavaScript RSA again).
- */
-function verifiedKey(csr: forge.pki.CertificateSigningRequest): KeyObject {
-  const digest = CSR_DIGESTS[forge.pki.oids[csr.signatureOid ?? ''] ?? '']
-  if (!digest) throw codedError('ERR_CSR', `unsupported CSR signature algorithm ${csr.signatureOid}`)
-  const spki = toDer(forge.pki.publicKeyToAsn1(csr.publicKey as forge.pki.PublicKey))
-  const key = createPublicKey({ key: spki, format: 'der', type: 'spki' })
-  if (
-    !verify(digest, toDer(csr.certificationRequestInfo!), key, Buffer.from(csr.signature as string, 'binary'))
-  )
-    throw codedError('ERR_CSR', 'CSR signature does not verify')
-  return key
-}
-
-function publicKeyOf(keyPem: string): forge.pki.PublicKey {
+/** RSA (PKCS#1 v1.5, SHA-256, as SIA) or EC (ECDSA on P-256, P-384 or P-521) keys sign requests. */
+function signerOf(keyPem: string): Signer {
   const key = createPublicKey(keyPem)
-  // forge encodes RSA keys only: an EC key (a third party's, files) failed every role certificate
-  // with "Cannot read public key. Unknown OID", retried for ever.
-  if (key.asymmetricKeyType !== 'rsa') {
+  const oid =
+    key.asymmetricKeyType === 'rsa'
+      ? RSA_SHA256
+      : key.asymmetricKeyType === 'ec'
+        ? EC_SIGNATURES[key.asymmetricKeyDetails?.namedCurve ?? '']
+        : undefined
+  if (!oid) {
+    const what =
+      key.asymmetricKeyType === 'ec'
+        ? `an EC key on ${key.asymmetricKeyDetails?.namedCurve}`
+        : key.asymmetricKeyType
     throw codedError(
       'ERR_KEY_TYPE',
-      `certificate requests are made for RSA keys only; this key is ${key.asymmetricKeyType ?? 'unknown'}`,
+      `certificate requests are made for RSA keys and EC keys on P-256, P-384 or P-521; this key is ${what ?? 'unknown'}`,
     )
   }
-  return forge.pki.publicKeyFromAsn1(fromDer(key.export({ type: 'spki', format: 'der' })))
+  return { keyPem, spki: fromDer(key.export({ type: 'spki', format: 'der' })), oid }
 }
 
-function signCert(cert: forge.pki.Certificate, keyPem: string): void {
+/** SEQUENCE { tbs, AlgorithmIdentifier, BIT STRING signature }, signed by OpenSSL. */
+function signed(tbs: forge.asn1.Asn1, signer: Signer): Buffer {
+  const signature = sign(SIGNATURES[signer.oid]!.digest, toDer(tbs), signer.keyPem)
+  const oid = asn1.create(asn1.Class.UNIVERSAL, asn1.Type.OID, false, asn1.oidToDer(signer.oid).getBytes())
+  // RSA's AlgorithmIdentifier carries a NULL parameter, ECDSA's none (RFC 4055, RFC 5758).
+  const params =
+    signer.oid === RSA_SHA256 ? [asn1.create(asn1.Class.UNIVERSAL, asn1.Type.NULL, false, '')] : []
+  return toDer(
+    asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [
+      tbs,
+      asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [oid, ...params]),
+      asn1.create(asn1.Class.UNIVERSAL, asn1.Type.BITSTRING, false, `\0${signature.toString('binary')}`),
+    ]),
+  )
+}
+
+/**
+ * The request, once its self-signature is checked by OpenSSL with the key it holds and an
+ * algorithm made for that key's type; forge reads its names (with the placeholder in the key's place).
+ */
+function verifiedCsr(csrPem: string): { csr: forge.pki.CertificateSigningRequest; key: KeyObject } {
+  const req = fromDer(csrDer(csrPem))
+  const [info, algorithm, signature] = Array.isArray(req.value) ? req.value : []
+  const infoParts = info && Array.isArray(info.value) ? info.value : []
+  const oidNode = algorithm && Array.isArray(algorithm.value) ? algorithm.value[0] : undefined
+  if (!infoParts[INFO_KEY] || typeof oidNode?.value !== 'string' || !signature)
+    throw codedError('ERR_CSR', 'not a PKCS#10 certification request')
+  let key: KeyObject
+  try {
+    key = createPublicKey({ key: toDer(infoParts[INFO_KEY]), format: 'der', type: 'spki' })
+  } catch (err) {
+    throw codedError('ERR_CSR', 'the CSR holds no public key OpenSSL reads', err)
+  }
+  const oid = asn1.derToOid(oidNode.value)
+  const alg = SIGNATURES[oid]
+  if (!alg) throw codedError('ERR_CSR', `unsupported CSR signature algorithm ${oid}`)
+  if (alg.keyType !== key.asymmetricKeyType)
+    throw codedError(
+      'ERR_CSR',
+      `the CSR signature algorithm ${oid} is not for its ${key.asymmetricKeyType} key`,
+    )
+  // forge decodes a BIT STRING that looks like DER (an ECDSA signature does) and keeps its bytes here.
+  const bits = ((signature as { bitStringContents?: string }).bitStringContents ?? signature.value) as string
+  if (!verify(alg.digest, toDer(info!), key, Buffer.from(bits.slice(1), 'binary')))
+    throw codedError('ERR_CSR', 'CSR signature does not verify')
+  infoParts[INFO_KEY] = forge.pki.publicKeyToAsn1(PLACEHOLDER_KEY)
+  return { csr: forge.pki.certificationRequestFromAsn1(req), key }
+}
+
+/** The local authority's own key: RSA, which forge encodes itself (its SubjectKeyIdentifier is of it). */
+function publicKeyOf(keyPem: string): forge.pki.PublicKey {
+  return forge.pki.publicKeyFromAsn1(fromDer(createPublicKey(keyPem).export({ type: 'spki', format: 'der' })))
+}
+
+/** Signed by the CA's RSA key, SHA-256; `spki`, when given, is the key the certificate holds. */
+function signCert(cert: forge.pki.Certificate, caKeyPem: string, spki?: forge.asn1.Asn1): void {
   cert.signatureOid = cert.siginfo.algorithmOid = forge.pki.oids.sha256WithRSAEncryption!
   cert.tbsCertificate = pki.getTBSCertificate(cert)
-  cert.signature = rsaSha256(cert.tbsCertificate, keyPem)
+  if (spki) (cert.tbsCertificate.value as forge.asn1.Asn1[])[TBS_KEY] = spki
+  cert.signature = sign('sha256', toDer(cert.tbsCertificate), caKeyPem).toString('binary')
 }
 
 interface Extension {

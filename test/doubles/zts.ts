@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from 'node:crypto'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { createServer, type Server } from 'node:https'
@@ -5,7 +6,7 @@ import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { TLSSocket } from 'node:tls'
-import { type CsrContents, readCsr, signCsr } from '../../shared/identity/csr.js'
+import { buildCsr, type CsrContents, readCsr, signCsr } from '../../shared/identity/csr.js'
 import { generateRsaKey, loadOrCreateAuthority } from '../../shared/identity/local-authority.js'
 import { issueAccessToken, issueRoleToken } from '../../shared/identity/local-tokens.js'
 import { issueCertificate } from './issue-certificate.js'
@@ -51,7 +52,8 @@ export interface ZtsDouble {
   /** Certificates issued from now on (instance, refresh, role) live `ms` (an hour by default). */
   issueFor(ms: number): void
   /** A key and certificate issued by the double's CA (for the files provider), valid for 127.0.0.1. */
-  issue(commonName: string): Promise<{ keyPem: string; certPem: string }>
+  /** A key and a certificate for it from this ZTS's authority (as a third party installs them). */
+  issue(commonName: string, keyType?: 'rsa' | 'ec'): Promise<{ keyPem: string; certPem: string }>
   close(): Promise<void>
 }
 
@@ -286,7 +288,17 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
       issuedValidityMs = ms
     },
     answerNext: (route, body, contentType = 'application/json') => void raw.set(route, { body, contentType }),
-    async issue(commonName) {
+    async issue(commonName, keyType = 'rsa') {
+      if (keyType === 'ec') {
+        const keyPem = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+          .privateKey.export({ type: 'pkcs8', format: 'pem' })
+          .toString()
+        const csrPem = buildCsr({ keyPem, commonName, dnsNames: [], uris: [], ips: ['127.0.0.1'] })
+        return {
+          keyPem,
+          certPem: signCsr({ caKeyPem, caCertPem: ca.certPem, csrPem, validityMs: VALIDITY_MS }),
+        }
+      }
       const k = await generateRsaKey()
       return {
         keyPem: k.privateKeyPem,
