@@ -11,6 +11,7 @@ import { createServicePorts } from '../shared/ports/service-ports.js'
 import type { SupervisorOps, WorkerOps } from '../shared/protocol.js'
 import { createRpc } from '../shared/rpc.js'
 import { providerEnv, startZtsDouble } from './doubles/zts.js'
+import { serverPorts } from './support/ports.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
 
 /** DESIGN.md §9: typed calls between services over comlink, none waiting forever. */
@@ -118,17 +119,51 @@ describe('service ports', () => {
     h.close()
   })
 
-  test('a call still on a replaced worker rejects at once when that worker ends; calls to its successor go on', async () => {
-    const { h, gateway, pending: onTheOld } = await hungCall()
+  test('a call still on a replaced worker that ends before it answers is answered by its successor at once, within the same deadline', async (t) => {
+    const h = harness(60_000)
+    t.after(h.close) // a failed assertion leaves no port open to hold the file's process
+    let reached: () => void = () => {}
+    const arrived = new Promise<void>((r) => {
+      reached = r
+    })
+    h.serve({
+      collect: () => {
+        reached()
+        return new Promise(() => {})
+      },
+    })
+    const gateway = h.ports.connect('gateway')
+    const onTheOld = gateway.collect()
+    await arrived
     const old = h.server()
     h.serve({ collect: () => [{ name: 'from_the_successor' }] })
     await h.rewire('gateway') // the successor serves; the old worker drains its call
     const t0 = Date.now()
-    await h.down('gateway', old)
-    await onTheOld
+    await h.down('gateway', old) // it ended without answering (a scrape in a reload)
+    assert.deepEqual(
+      await onTheOld,
+      [{ name: 'from_the_successor' }],
+      'not ERR_SERVICE_DOWN: a worker serves',
+    )
     assert.ok(Date.now() - t0 < 1000, 'well before its 60s deadline')
     assert.deepEqual(await gateway.collect(), [{ name: 'from_the_successor' }], 'the successor is not cut')
-    h.close()
+  })
+
+  test('a call asked again of a successor keeps its first deadline', async (t) => {
+    const h = harness(1000)
+    t.after(h.close)
+    h.serve({ collect: () => new Promise(() => {}) })
+    const gateway = h.ports.connect('gateway')
+    const t0 = Date.now()
+    const call = assert.rejects(gateway.collect(), { code: 'ERR_SERVICE_TIMEOUT' })
+    await new Promise((r) => setTimeout(r, 800))
+    const old = h.server()
+    await h.rewire('gateway') // a successor that does not answer either
+    await h.down('gateway', old)
+    await call
+    const ms = Date.now() - t0
+    // A second deadline would have been 800 + 1000 ms in.
+    assert.ok(ms >= 990 && ms < 1700, `rejected at the first deadline (${ms}ms), not a second one`)
   })
 })
 
@@ -164,6 +199,41 @@ describe('the scrape over service ports', () => {
     }
     assert.match(text, /^process_resident_memory_bytes /m, "the supervisor's own registry")
     await stop(sc)
+  })
+
+  test('scrapes all through two SIGHUP reloads: every worker up and its series present in each (the one replaced answers through its successor)', async () => {
+    // Fixed ports: a successor listens on its predecessor's (port 0 would be another one).
+    const sc = await startReady({ env: { ...(await serverPorts()).env, GATEWAY_ADDR: '' } })
+    const services = ['certificate', 'token', 'memory-reporter', 'metrics', 'healthcheck']
+    const bad: string[] = []
+    let scrapes = 0
+    let done = false
+    const scraper = async () => {
+      while (!done) {
+        const { text } = await scrape(sc)
+        scrapes++
+        for (const s of services) {
+          if (up(text, s) !== 1) bad.push(`${s} up ${up(text, s)}`)
+          if (!new RegExp(`^sia_worker_tasks\\{service="${s}"\\} \\d`, 'm').test(text))
+            bad.push(`${s} series missing`)
+        }
+      }
+    }
+    const scraping = [scraper(), scraper()]
+    try {
+      for (let n = 1; n <= 2; n++) {
+        sc.kill('SIGHUP')
+        await sc.waitForCount('supervisor.reload.done', n, {}, 30_000)
+      }
+      // Each predecessor's drain is said once it ends, after the reload's record.
+      await sc.waitForCount('worker.replaced', 2 * services.length, { reason: 'reload' })
+    } finally {
+      done = true
+      await Promise.all(scraping)
+    }
+    assert.ok(scrapes > 10, `${scrapes} scrapes`)
+    assert.deepEqual(bad, [])
+    assert.equal(await stop(sc), 0)
   })
 
   test('a worker that dies mid-call ends the call at once; after its restart the scrape reaches the new worker', async () => {

@@ -102,8 +102,31 @@ export function createServicePorts(
           : err
       })
     }
-    const wire = wires.get(target)
-    if (!wire) throw down(target)
+    for (;;) {
+      const wire = wires.get(target)
+      if (!wire) throw down(target)
+      try {
+        return await callOn(wire, target, method, args, timeoutMs, deadline)
+      } catch (err) {
+        // Sent to a worker being replaced, which ended before it answered: its successor, wired
+        // meanwhile, answers within the same deadline. Every method is a read (a collect, the
+        // identity): asked twice, nothing is done twice. A scrape in a reload reported the
+        // service down and left its series out.
+        const next = wires.get(target)
+        const replaced = wire.retired && next !== undefined && next !== wire
+        if (!replaced || (err as { code?: string }).code !== 'ERR_SERVICE_DOWN') throw err
+      }
+    }
+  }
+
+  function callOn(
+    wire: Wire,
+    target: Target,
+    method: string,
+    args: unknown[],
+    timeoutMs: number,
+    deadline: number,
+  ): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const settle = (fn: () => void) => {
         clearTimeout(timer)
