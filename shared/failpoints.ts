@@ -33,7 +33,7 @@ export interface FailpointSpec {
 }
 
 const NAME =
-  /^(?:supervisor\.before-start:(?<svc1>[a-z-]+)|supervisor\.during-shutdown|gateway\.before-sink|certificate\.before-write|(?<svc2>[a-z-]+)\.(?:start|shutdown|before-task:[a-z0-9-]+))$/
+  /^(?:supervisor\.before-start:(?<svc1>[a-z-]+)|supervisor\.during-shutdown|gateway\.before-sink|(?:certificate|token)\.before-write|(?<svc2>[a-z-]+)\.(?:start|shutdown|before-task:[a-z0-9-]+))$/
 const ACTION =
   /^(?:(?<times>\d+)\*)?(?<kind>sigint|sigterm|error|crash|reject|block|hang|oom|delay\((?<ms>\d+)\)|exit(?:\((?<code>\d+)\))?)$/
 

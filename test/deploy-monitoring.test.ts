@@ -64,7 +64,7 @@ const REQUIRED_ALERTS = [
   'SiaCertificateExpiringSoon', // within 7 days
   'SiaCertificateExpiringCritical', // within 1 day, critical
   'SiaCertificateReadError',
-  'SiaCertificateRefreshStuck', // a write to the certificate volume that hangs
+  'SiaFileWriteStuck', // a write to the certificate or token volume that hangs
   'SiaWorkerDown',
   'SiaWorkerRestarting',
   'SiaCrashLoop',

@@ -23,8 +23,8 @@ import { parseTargets } from '../../shared/identity/targets.js'
 import { watchFiles } from '../../shared/identity/watch.js'
 import { bootDeadline } from '../../shared/start-deadline.js'
 import { aborted } from '../../shared/timer-task.js'
+import { createWatchedSlot, registerStuckGauge } from '../../shared/watched-slot.js'
 import { registerBuildInfo } from './build-info.js'
-import { createRefreshSlot, registerStuckGauge } from './refresh-slot.js'
 import { registerX509Metrics } from './x509-metrics.js'
 
 const INITIAL_BACKOFF_MS = 5_000
@@ -80,7 +80,12 @@ defineService({
       beforeWrite: () => failpoint('certificate.before-write'),
     })
     // A refresh is given what the boot fetch is: the service's start deadline.
-    const slot = createRefreshSlot(config.services.certificate.startTimeout, log)
+    const slot = createWatchedSlot({
+      stuckAfterMs: config.services.certificate.startTimeout,
+      log,
+      event: 'certificate.refresh',
+      what: 'a refresh',
+    })
     onStop(() => rt.close())
     const deleteInstance = rt.provider.deleteInstance
     if (config.deleteInstanceId && deleteInstance) {
@@ -102,7 +107,12 @@ defineService({
     }
     const targets = parseTargets(config.targetDomainRoles)
     registerBuildInfo(registry)
-    registerStuckGauge(registry, slot)
+    registerStuckGauge(
+      registry,
+      slot,
+      'certificate_refresh_stuck_seconds',
+      'How long the refresh in flight has run, once it has outlasted the start deadline (0: none is stuck)',
+    )
     registerX509Metrics(registry, () => [
       ...config.certFiles,
       config.caCertFile,

@@ -1,6 +1,6 @@
 import type { Server } from 'node:http'
 import type { Server as HttpsServer } from 'node:https'
-import { sweepLeftoversAtStart, writeFileAtomic } from '../../shared/atomic-file.js'
+import { sweepLeftoversAtStart } from '../../shared/atomic-file.js'
 import { https } from '../../shared/builtins.js'
 import type { Config } from '../../shared/config/types.js'
 import { defineService, type ServiceContext } from '../../shared/define-service.js'
@@ -22,6 +22,7 @@ import { createTokenApi, MAX_BODY_BYTES } from './api.js'
 import { type CacheKey, createTokenCache, describeKey, type TokenCache } from './cache.js'
 import { expiryOf, stampExpiry } from './expiry.js'
 import { countFetchErrors } from './fetch-metrics.js'
+import { createTokenFiles, type TokenFiles } from './files.js'
 import { accessTokenKey, roleTokenKey } from './keys.js'
 import { registerTokenMetrics, type TokenKind } from './metrics.js'
 
@@ -97,20 +98,10 @@ function createCaches(config: Config, source: TokenSource, targets: Targets, sto
 
 type Caches = ReturnType<typeof createCaches>
 
-/** Token files of the targets (TOKEN_DIR or the naming formats): `<domain>:role.<role>.<type>`, 0600. */
-async function writeTokenFiles(config: Config, caches: Caches, targets: Targets): Promise<void> {
-  const roleIds = new Set(targets.roletoken.map(describeKey))
-  const accessIds = new Set(targets.accesstoken.map(describeKey))
-  const writes: Promise<void>[] = []
-  for (const e of caches.roleTokens?.entries() ?? []) {
-    const file = roleIds.has(describeKey(e.key)) && tokenFilePath(config, e.key, 'roletoken')
-    if (file) writes.push(writeFileAtomic(file, e.value.token, 0o600))
-  }
-  for (const e of caches.accessTokens?.entries() ?? []) {
-    const file = accessIds.has(describeKey(e.key)) && tokenFilePath(config, e.key, 'accesstoken')
-    if (file) writes.push(writeFileAtomic(file, e.value.access_token, 0o600))
-  }
-  await Promise.all(writes)
+/** Whether a pass fetched every token it asked for, and wrote the token files. */
+interface PassResult {
+  fetched: boolean
+  filesWritten: boolean
 }
 
 /** What one pass fetches: every target at boot; at a refresh, what is worth re-fetching. */
@@ -123,9 +114,10 @@ async function updateTokens(
   config: Config,
   caches: Caches,
   targets: Targets,
+  files: TokenFiles,
   log: Logger,
   pass: Pass,
-): Promise<boolean> {
+): Promise<PassResult> {
   // A refresh may fail for thousands of keys at once (ZTS down): the first failure says why.
   let firstFailure: { key: CacheKey; err: unknown } | undefined
   const tally = async (cache: TokenCache<unknown> | undefined, keys: CacheKey[]) => {
@@ -158,16 +150,12 @@ async function updateTokens(
       `token refresh: ${failed} fetch(es) failed; the first, ${describeKey(firstFailure.key)}: ${(firstFailure.err as Error).message}`,
     )
   }
-  let filesOk = true
-  await writeTokenFiles(config, caches, targets).catch((err: unknown) => {
-    filesOk = false
-    log.error({ event: 'token.files.failed', err }, 'writing token files failed')
-  })
+  const filesWritten = await files.write(pass.signal)
   log.info(
     { event: 'token.cache.updated', roletoken: rt, accesstoken: at },
     `token cache updated: accesstoken success[${at.updated}] error[${at.failed}]; roletoken success[${rt.updated}] error[${rt.failed}]`,
   )
-  return filesOk && rt.failed === 0 && at.failed === 0
+  return { fetched: rt.failed === 0 && at.failed === 0, filesWritten }
 }
 
 /** The token server: the SIA token API over HTTP, or HTTPS with its certificate reloaded from disk. */
@@ -220,13 +208,13 @@ async function serveTokens(
 const RETRY_INITIAL_MS = 5_000
 
 defineService({
-  async start({ config, log, serve, go, registry, signal, onStop, connect }) {
+  async start({ config, log, serve, go, registry, signal, onStop, connect, failpoint }) {
     const bootEnds = bootDeadline(config.services.token.startTimeout)
     // What a write this thread's predecessor did not finish left beside the token files.
-    const files = parseTargets(config.targetDomainRoles).flatMap((t) =>
+    const paths = parseTargets(config.targetDomainRoles).flatMap((t) =>
       (['roletoken', 'accesstoken'] as const).flatMap((type) => tokenFilePath(config, t, type) ?? []),
     )
-    await sweepLeftoversAtStart(files, log, 'token.leftovers.removed')
+    await sweepLeftoversAtStart(paths, log, 'token.leftovers.removed')
     // ZTS: mutual TLS with the certificate service's identity: asked for over its port at start,
     // then each new one as it announces it. Without a certificate service, the files are it.
     let client: ZtsClient | undefined
@@ -271,6 +259,15 @@ defineService({
     const stop = new AbortController()
     onStop(() => stop.abort())
     const caches = createCaches(config, source, targets, stop.signal)
+    const files = createTokenFiles({
+      config,
+      caches,
+      targets,
+      log,
+      registry,
+      stopping: signal,
+      beforeWrite: () => failpoint('token.before-write'),
+    })
     registerTokenMetrics(
       registry,
       {
@@ -284,7 +281,7 @@ defineService({
     )
     // The targets' first fetch ends before the start's deadline: a provider that hangs leaves
     // them failed (and retried with back-off, below), not the start timed out.
-    const bootOk = await updateTokens(config, caches, targets, log, {
+    const boot = await updateTokens(config, caches, targets, files, log, {
       kind: 'boot',
       signal: untilDeadline(signal, bootEnds),
     })
@@ -300,7 +297,7 @@ defineService({
           { event: 'token.cache.cleared', reason: 'authority' },
           'the local authority changed: cached tokens dropped, the targets fetched again',
         )
-        await updateTokens(config, caches, targets, log, { kind: 'boot', signal: stop.signal }).catch(
+        await updateTokens(config, caches, targets, files, log, { kind: 'boot', signal: stop.signal }).catch(
           (err: unknown) => log.error({ err }, 'token fetch after the authority changed failed'),
         )
       })
@@ -318,22 +315,31 @@ defineService({
     // targets). A pass with a failure is retried on SIA's back-off schedule (5 s, doubling,
     // capped at a quarter of the interval), not a whole interval later: a token left to expire
     // over a blip of the provider would break its clients.
+    // Only the files failed (a full or read-only volume): the retry writes them again, and fetches
+    // nothing until the interval is up (every target was fetched anew at each back-off).
     let lastRefresh = Date.now()
-    let failedPasses = bootOk ? 0 : 1
+    let failedPasses = boot.fetched && boot.filesWritten ? 0 : 1
+    let filesOwed = boot.fetched && !boot.filesWritten
+    const interval = config.tokenRefreshInterval
     const refreshTick = async (tickSignal: AbortSignal) => {
       const now = Date.now()
       const evicted = (caches.roleTokens?.evictIdle(now) ?? 0) + (caches.accessTokens?.evictIdle(now) ?? 0)
       if (evicted)
         log.info({ event: 'token.cache.evicted', count: evicted }, `evicted ${evicted} idle tokens`)
-      const pass = { kind: 'refresh', usedSince: lastRefresh, signal: tickSignal } as const
-      const ok = await updateTokens(config, caches, targets, log, pass).catch((err: unknown) => {
-        log.error({ err }, 'token refresh failed')
-        return false
-      })
-      failedPasses = ok ? 0 : failedPasses + 1
-      if (ok) lastRefresh = now
+      let r: PassResult
+      if (filesOwed && now - lastRefresh < interval) {
+        r = { fetched: true, filesWritten: await files.write(tickSignal) }
+      } else {
+        const pass = { kind: 'refresh', usedSince: lastRefresh, signal: tickSignal } as const
+        r = await updateTokens(config, caches, targets, files, log, pass).catch((err: unknown) => {
+          log.error({ err }, 'token refresh failed')
+          return { fetched: false, filesWritten: false }
+        })
+        if (r.fetched) lastRefresh = now
+      }
+      filesOwed = r.fetched && !r.filesWritten
+      failedPasses = r.fetched && r.filesWritten ? 0 : failedPasses + 1
     }
-    const interval = config.tokenRefreshInterval
     const retryMaxMs = Math.max(RETRY_INITIAL_MS, interval / 4)
     await go(
       'refresh-timer',

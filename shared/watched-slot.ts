@@ -1,0 +1,83 @@
+import { monotonicMs } from './clock.js'
+import { untilAborted } from './deadline.js'
+import type { Logger } from './logger.js'
+import { Gauge, type Registry } from './prom.js'
+
+/**
+ * One piece of work at a time, each watched: a certificate refresh, a write of the token files. A
+ * file operation that hangs (an fsync on a frozen volume) cannot be called back: its work is said
+ * to be stuck once it outlasts `stuckAfterMs`, and said again if it ever ends. The next waits for
+ * it rather than write beside it (a late rename of the older file would land over the newer). A
+ * caller stops waiting when its signal aborts (a boot's deadline, the shutdown); the work it
+ * started stays in the slot.
+ */
+export interface WatchedSlot {
+  run(work: (signal: AbortSignal) => Promise<void>, signal: AbortSignal): Promise<void>
+  /** Whether work is in the slot (a caller that would rather skip than wait asks). */
+  busy(): boolean
+  /** How long the work in the slot has run, once it is stuck; 0 otherwise. */
+  stuckSeconds(): number
+}
+
+export interface SlotOptions {
+  stuckAfterMs: number
+  log: Logger
+  /** `<what>.stuck` and `<what>.unstuck` are logged: `certificate.refresh`, `token.files`. */
+  event: string
+  /** What the work is, in the messages: "a refresh", "a write of the token files". */
+  what: string
+}
+
+interface InSlot {
+  since: number
+  stuck: boolean
+  settled: Promise<void>
+}
+
+export function createWatchedSlot({ stuckAfterMs, log, event, what }: SlotOptions): WatchedSlot {
+  let current: InSlot | undefined
+  return {
+    async run(work, signal) {
+      while (current) await untilAborted(current.settled, signal)
+      const entry: InSlot = { since: monotonicMs(), stuck: false, settled: Promise.resolve() }
+      const timer = setTimeout(() => {
+        entry.stuck = true
+        log.error(
+          { event: `${event}.stuck`, afterMs: stuckAfterMs },
+          `${what} has not ended in ${stuckAfterMs}ms (a file operation or the provider hangs); no other starts until it does`,
+        )
+      }, stuckAfterMs)
+      const outcome = work(signal).finally(() => {
+        clearTimeout(timer)
+        current = undefined
+        if (entry.stuck) {
+          const tookMs = Math.round(monotonicMs() - entry.since)
+          log.warn(
+            { event: `${event}.unstuck`, tookMs },
+            `the stuck ${what.replace(/^an? /, '')} ended after ${tookMs}ms`,
+          )
+        }
+      })
+      entry.settled = outcome.then(
+        () => {},
+        () => {},
+      )
+      current = entry
+      return untilAborted(outcome, signal)
+    },
+    busy: () => current !== undefined,
+    stuckSeconds: () => (current?.stuck ? (monotonicMs() - current.since) / 1000 : 0),
+  }
+}
+
+/** `name`: how long the slot's work has run once stuck (0: none is), for an alert to fire on. */
+export function registerStuckGauge(registry: Registry, slot: WatchedSlot, name: string, help: string): void {
+  new Gauge({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(slot.stuckSeconds())
+    },
+  })
+}

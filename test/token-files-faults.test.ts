@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, test } from 'node:test'
+import { parsePromText } from './support/prom-text.js'
+import { type Sidecar, startReady, stop } from './support/sidecar.js'
+
+/**
+ * The token files under faults: a write that hangs (a frozen volume: the failpoint
+ * `token.before-write`, which no abort signal reaches) and a write that fails.
+ */
+const START_TIMEOUT_MS = 3_000
+const TARGETS = 'demo:role.reader,other:role.writer'
+
+function boot(failpoint: string): Promise<Sidecar> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'sia-token-files-'))
+  const config = join(dataDir, 'sia.json')
+  writeFileSync(config, JSON.stringify({ services: { token: { startTimeout: `${START_TIMEOUT_MS}ms` } } }))
+  return startReady({
+    dataDir,
+    args: ['--config', config],
+    env: {
+      GATEWAY_ADDR: '',
+      TARGET_DOMAIN_ROLES: TARGETS,
+      TOKEN_DIR: join(dataDir, 'tokens'),
+      SIA_FAILPOINTS: `token.before-write=${failpoint}`,
+    },
+  })
+}
+
+const tokenFiles = (sc: Sidecar) => {
+  try {
+    return readdirSync(join(sc.dataDir, 'tokens')).sort()
+  } catch {
+    return []
+  }
+}
+
+describe('token files under faults', { concurrency: 2 }, () => {
+  test('a write that hangs: the start goes on at its deadline, the write is said to be stuck (a log record and a gauge), tokens are served, and SIGTERM exits 0 with every service stopped', async () => {
+    const sc = await boot('hang')
+    const failed = await sc.waitForEvent('token.files.failed')
+    assert.equal((failed.err as { name?: string }).name, 'TimeoutError', 'abandoned at the boot deadline')
+    const stuck = await sc.waitForEvent('token.files.stuck')
+    assert.equal(stuck.afterMs, START_TIMEOUT_MS)
+    const scrape = parsePromText(await (await fetch(`${await sc.url('metrics')}/metrics`)).text())
+    const gauge = scrape.find((s) => s.name === 'token_files_stuck_seconds')
+    assert.ok(gauge && gauge.value >= START_TIMEOUT_MS / 1000, `token_files_stuck_seconds ${gauge?.value}`)
+    const res = await fetch(`${await sc.url('token')}/roletoken`, {
+      method: 'POST',
+      body: JSON.stringify({ domain: 'demo', role: 'reader' }),
+    })
+    assert.equal(res.status, 200, 'the cache serves whatever the files do')
+    assert.deepEqual(tokenFiles(sc), [])
+    assert.equal(await stop(sc), 0)
+    assert.equal(sc.events('service.shutdown.timeout').length, 0, 'the hung write does not hold the shutdown')
+    assert.equal(sc.events('service.shutdown.done').length, sc.events('service.shutdown.begin').length)
+  })
+
+  test('a write that fails is retried on the back-off schedule by writing the files again, not by fetching every target again', async () => {
+    const sc = await boot('1*error')
+    await sc.waitForEvent('token.files.failed')
+    assert.equal(sc.events('token.cache.updated').length, 1, 'the boot fetch')
+    // The retry (5 s, less up to a quarter) writes the files from the cache.
+    const recovered = await sc.waitForEvent('token.files.recovered')
+    assert.equal(recovered.failures, 1)
+    assert.deepEqual(tokenFiles(sc), [
+      'demo:role.reader.accesstoken',
+      'demo:role.reader.roletoken',
+      'other:role.writer.accesstoken',
+      'other:role.writer.roletoken',
+    ])
+    for (const f of tokenFiles(sc)) assert.equal(statSync(join(sc.dataDir, 'tokens', f)).mode & 0o777, 0o600)
+    assert.equal(sc.events('token.cache.updated').length, 1, 'no second fetch of the targets')
+    assert.equal(sc.events('token.files.failed').length, 1)
+    assert.equal(await stop(sc), 0)
+  })
+})
