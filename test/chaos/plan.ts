@@ -6,7 +6,7 @@ import { SERVICES } from '../../shared/services.js'
  * and the moment SIGTERM is sent; and, drawn from a second stream of the seed so that the first
  * part of a seed's plan never changes (the regressions of test/chaos.test.ts name seeds), SIGHUP
  * reloads before it, webhooks sent all along, `gateway.before-sink` armed for them, a SIGHUP
- * during the shutdown, and `certificate.before-write` armed. The same seed always gives the same plan.
+ * during the shutdown, and `certificate.before-write` and `token.before-write` armed. The same seed always gives the same plan.
  */
 export interface Plan {
   seed: number
@@ -126,6 +126,7 @@ function extend(plan: Plan): Plan {
   const hupAfterTermMs = rnd() < 0.25 ? Math.floor(rnd() * 500) : undefined
   // Drawn last, so the draws above stay what they were for every seed.
   if (rnd() < 0.25) failpoints += stepFailpoint('certificate.before-write', rnd)
+  if (rnd() < 0.25) failpoints += stepFailpoint('token.before-write', rnd)
   return {
     ...plan,
     failpoints,

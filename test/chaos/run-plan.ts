@@ -56,6 +56,11 @@ export async function runPlan(plan: Plan): Promise<RunReport> {
       SIA_FAILPOINTS: plan.failpoints,
       SHUTDOWN_DELAY: `${plan.shutdownDelayMs}ms`,
       SHUTDOWN_TIMEOUT: `${plan.shutdownTimeoutMs}ms`,
+      // Token files to write, where the plan arms their failpoint (only there: the named seeds'
+      // runs stay what they were).
+      ...(plan.failpoints.includes('token.before-write')
+        ? { TARGET_DOMAIN_ROLES: 'demo:role.reader', TOKEN_DIR: join(dir, 'tokens') }
+        : {}),
     },
   })
   const budgetMs = plan.shutdownDelayMs + plan.shutdownTimeoutMs
