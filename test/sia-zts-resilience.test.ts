@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it, type TestContext, test } from 'node:test'
 import { providerEnv, startZtsDouble, type ZtsDouble } from './doubles/zts.js'
+import { parsePromText } from './support/prom-text.js'
 import { CLI, type Sidecar, startReady, startSidecar, stop } from './support/sidecar.js'
 
 const PEM = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g
@@ -174,6 +175,49 @@ describe('ZTS faults', { concurrency: 3 }, () => {
     assert.match(
       readFileSync(join(dir, 'tokens', 'demo:role.reader.accesstoken'), 'utf8'),
       /^[\w-]+\.[\w-]+\.[\w-]+$/,
+    )
+    assert.equal(await stop(sc), 0)
+  })
+
+  test('a ZTS that hangs: a token fetch every client gave up on (TOKEN_SERVER_TIMEOUT) is aborted, not retried, and counted failed', async (t) => {
+    const zts = await ztsOf(t)
+    zts.delay('oauth2', 60_000)
+    zts.delay('roletoken', 60_000)
+    const sc = await startReady({
+      env: { ...ztsEnv(zts), TOKEN_SERVER_ADDR: '127.0.0.1:0', TOKEN_SERVER_TIMEOUT: '1s' },
+    })
+    t.after(() => stop(sc, 'SIGKILL'))
+    const base = await sc.url('token')
+    const keys = 10
+    const statuses = await Promise.all(
+      Array.from({ length: keys }, async (_, i) => {
+        const res = await fetch(`${base}/`, {
+          headers: { 'x-athenz-domain': 'flood', 'x-athenz-role': `r${i}` },
+        })
+        await res.arrayBuffer()
+        return res.status
+      }),
+    )
+    assert.deepEqual(statuses, Array(keys).fill(503))
+    // Header mode fetches both tokens: each fetch is closed at ZTS once its one client gave up, not
+    // kept for ZTS's attempt deadline (10 s) and tried twice more, a new socket each time.
+    const asked = () => zts.received.filter((r) => r.route === 'oauth2' || r.route === 'roletoken')
+    const until = Date.now() + 8_000
+    while (asked().filter((r) => r.abandoned).length < 2 * keys && Date.now() < until)
+      await new Promise((r) => setTimeout(r, 100))
+    assert.equal(
+      asked().filter((r) => r.abandoned).length,
+      2 * keys,
+      'every fetch closed before ZTS answered',
+    )
+    assert.equal(asked().length, 2 * keys, 'none tried again')
+    const metrics = parsePromText(await (await fetch(`${await sc.url('metrics')}/metrics`)).text())
+    const errors = (type: string) =>
+      metrics.find((m) => m.name === 'token_fetch_errors_total' && m.labels.type === type)?.value
+    assert.deepEqual(
+      [errors('accesstoken'), errors('roletoken')],
+      [keys, keys],
+      'ZTS too slow for anyone: failures',
     )
     assert.equal(await stop(sc), 0)
   })

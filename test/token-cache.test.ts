@@ -80,6 +80,36 @@ describe('token cache', () => {
     assert.equal(state.calls, 2)
   })
 
+  it('a fetch is aborted once every caller waiting for it has stopped waiting, and only then', async () => {
+    const { cache, state } = counting()
+    let release: () => void = () => {}
+    state.hold = new Promise<void>((r) => {
+      release = r
+    })
+    const [a, b] = [new AbortController(), new AbortController()]
+    const first = cache.get(key('r'), a.signal)
+    const second = cache.get(key('r'), b.signal)
+    await new Promise((r) => setImmediate(r))
+    a.abort(codedError('ERR_TOKEN_DEADLINE', 'a gave up'))
+    await assert.rejects(first, { code: 'ERR_TOKEN_DEADLINE' }, 'the first stops waiting')
+    assert.equal(state.signals[0]!.aborted, false, 'another caller still waits')
+    b.abort(codedError('ERR_TOKEN_DEADLINE', 'b gave up'))
+    await assert.rejects(second, { code: 'ERR_TOKEN_DEADLINE' })
+    assert.equal(state.signals[0]!.aborted, true, 'nobody waits: the fetch is aborted')
+    assert.equal((state.signals[0]!.reason as { code?: string }).code, 'ERR_TOKEN_ABANDONED')
+    release()
+    // A caller without a signal (a target's boot fetch may have one; a refresh shares it) keeps
+    // its fetch whoever else gives up; the next miss starts a fetch of its own.
+    const c = new AbortController()
+    const kept = cache.get(key('s'))
+    const gaveUp = cache.get(key('s'), c.signal)
+    c.abort(codedError('ERR_TOKEN_DEADLINE', 'c gave up'))
+    await assert.rejects(gaveUp)
+    assert.equal((await kept).v, 2)
+    assert.equal(state.signals[1]!.aborted, false)
+    assert.equal((await cache.get(key('r'))).v, 3, 'the abandoned key is fetched anew')
+  })
+
   it('treats a token with less than a minute left as a miss', async () => {
     const { cache, state, advance } = counting({ ttlMs: MIN_REMAINING_MS + 5_000 })
     await cache.get(key('r'))

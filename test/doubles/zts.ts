@@ -25,6 +25,8 @@ export interface Received {
   clientCN?: string
   clientSerial?: string
   body?: unknown
+  /** The client closed the request before it was answered (it gave up, or aborted). */
+  abandoned?: boolean
 }
 
 export interface ZtsDouble {
@@ -161,6 +163,9 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
       ...(peer ? { clientCN: String(peer.subject.CN), clientSerial: peer.serialNumber } : {}),
     }
     received.push(rec)
+    res.once('close', () => {
+      if (!res.writableFinished) rec.abandoned = true
+    })
     const text = await readBody(req)
     const wait = delays.get(route)
     if (wait) await held(wait)

@@ -163,9 +163,11 @@ export function createTokenApi(opts: TokenApiOptions) {
     const c = enabled(cache, type)
     const hit = c.peek(key)
     if (hit !== undefined) return hit
+    // The deadline is the request's stop as a waiter: once every request waiting for a fetch has
+    // given up, the fetch is aborted (cache.ts).
     return withDeadline(
       opts.timeoutMs,
-      () => c.get(key),
+      (signal) => c.get(key, signal),
       () => codedError('ERR_TOKEN_DEADLINE', `no token within ${opts.timeoutMs}ms`),
     )
   }

@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache'
+import { untilAborted } from '../../shared/deadline.js'
 import { codedError } from '../../shared/errors.js'
 import { eachSliced } from '../../shared/slices.js'
 import { aborted } from '../../shared/timer-task.js'
@@ -47,7 +48,11 @@ export interface RefreshTally {
 export interface TokenCache<V> {
   /** A fresh cached token, or undefined: the synchronous path of every cache hit. */
   peek(key: CacheKey): V | undefined
-  /** A fresh cached token, or one fetched now (shared with concurrent callers of the same key). */
+  /**
+   * A fresh cached token, or one fetched now (shared with concurrent callers of the same key). A
+   * caller stops waiting when its `signal` aborts; the fetch is aborted once every caller waiting
+   * for it has stopped (a refresh that shares it then fails for that key, and tries again).
+   */
   get(key: CacheKey, signal?: AbortSignal): Promise<V>
   /**
    * Re-fetches the targets and the keys used since `usedSince` whose token was fetched before
@@ -151,6 +156,16 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
       },
     })
 
+  /**
+   * The fetches `get` started, with how many callers wait for each: one nobody waits for any more
+   * (every client's TOKEN_SERVER_TIMEOUT passed) is aborted, not retried for 30 s; during a ZTS
+   * outage clients naming new keys opened sockets to ZTS three times faster than their own
+   * connections, past the process's file descriptors.
+   */
+  const misses = new Map<
+    string,
+    { waiters: number; abandon: AbortController; entry: Promise<CacheEntry<V> | undefined> }
+  >()
   const targetIds = new Set((opts.targets ?? []).map(describeKey))
   const targets = make(Math.max(1, targetIds.size), 0)
   const lru = make(opts.maxEntries, opts.maxBytes)
@@ -172,7 +187,39 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
       const hit = peek(key)
       if (hit !== undefined) return hit
       const id = describeKey(key)
-      const entry = await cacheOf(id).fetch(id, { context: { key, ...(signal ? { signal } : {}) } })
+      let miss = misses.get(id)
+      if (!miss) {
+        const abandon = new AbortController()
+        const fetched = cacheOf(id).fetch(id, { context: { key, signal: abandon.signal } })
+        const started = { waiters: 0, abandon, entry: fetched }
+        misses.set(id, started)
+        void fetched.then(
+          () => misses.get(id) === started && misses.delete(id),
+          () => misses.get(id) === started && misses.delete(id),
+        )
+        miss = started
+      }
+      const waiting = miss
+      waiting.waiters++
+      let left = false
+      const leave = () => {
+        if (left) return
+        left = true
+        if (--waiting.waiters === 0 && signal?.aborted) {
+          if (misses.get(id) === waiting) misses.delete(id)
+          waiting.abandon.abort(
+            codedError('ERR_TOKEN_ABANDONED', 'every caller stopped waiting for the token', signal.reason),
+          )
+        }
+      }
+      signal?.addEventListener('abort', leave, { once: true })
+      let entry: CacheEntry<V> | undefined
+      try {
+        entry = await (signal ? untilAborted(waiting.entry, signal) : waiting.entry)
+      } finally {
+        signal?.removeEventListener('abort', leave)
+        leave()
+      }
       if (!entry) throw codedError('ERR_UPSTREAM', 'the token fetch was abandoned')
       entry.lastUsed = now()
       return entry.value

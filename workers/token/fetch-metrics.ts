@@ -13,7 +13,7 @@ import type { TokenKind } from './metrics.js'
  * (400, 403, 404: answered with that status) is the client's, not counted; refusing one of the
  * configured targets (TARGET_DOMAIN_ROLES: the sidecar's own token files, refreshed in the
  * background, no client to see it) is counted. A fetch aborted by the shutdown
- * is not a failure. The series of every configured type exist from the start, at 0, so an alert on
+ * is not a failure; one aborted because every caller gave up waiting is. The series of every configured type exist from the start, at 0, so an alert on
  * their increase sees the first failure.
  */
 export function countFetchErrors(
@@ -46,9 +46,13 @@ export function countFetchErrors(
         return await fn(req, signal)
       } catch (err) {
         // The caller's signal says whether it was cancelled: a client wraps the AbortError in its
-        // own error (the ZTS client's ERR_UPSTREAM), and its own deadline is a failure.
+        // own error (the ZTS client's ERR_UPSTREAM), and its own deadline is a failure. So is a
+        // fetch every caller gave up on (TOKEN_SERVER_TIMEOUT, the boot's deadline): ZTS answered
+        // too late for anyone; a hanging ZTS was counted nowhere once such fetches were aborted.
         const clients = refusedByProvider(err) && !target(req)
-        if ((err as Error).name !== 'AbortError' && !signal.aborted && !clients) errors.inc({ type })
+        const abandoned = (signal.reason as { code?: string } | undefined)?.code === 'ERR_TOKEN_ABANDONED'
+        const cancelled = !abandoned && ((err as Error).name === 'AbortError' || signal.aborted)
+        if (!cancelled && !clients) errors.inc({ type })
         throw err
       }
     }
