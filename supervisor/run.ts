@@ -101,9 +101,10 @@ export async function run(
       log.level = next.logLevel // the workers' with their replacement
       // A list, not a map keyed by service: a key named `token` would be caught by log redaction.
       const outcomes: { service: ServiceName; outcome: string }[] = []
+      // A shutdown in the middle cancels the rest: each service is named, none left out.
       for (const service of services) {
-        if (ctx.signal.aborted) break
-        outcomes.push({ service, outcome: await slots.get(service)!.replace('reload') })
+        const outcome = ctx.signal.aborted ? 'cancelled' : await slots.get(service)!.replace('reload')
+        outcomes.push({ service, outcome })
       }
       log.info({ event: 'supervisor.reload.done', outcomes }, 'reloaded')
     } catch (err) {

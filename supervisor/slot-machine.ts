@@ -17,7 +17,8 @@ export type StopOutcome = 'clean' | 'timeout' | 'error' | 'crashed' | 'stuck'
 export type ReplaceReason = 'recycle' | 'reload'
 
 /** `deferred`: the thread is starting on the previous configuration, and is replaced once up. */
-export type ReplaceOutcome = 'replaced' | 'failed' | 'skipped' | 'deferred'
+/** `cancelled`: the shutdown began while the successor started (the reload is not finished). */
+export type ReplaceOutcome = 'replaced' | 'failed' | 'skipped' | 'deferred' | 'cancelled'
 
 /** How the boot start ended, for the run loop. */
 export type StartOutcome =
@@ -320,7 +321,7 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
         if (s.boot) fx.push({ do: 'settle-start', outcome: { result: 'cancelled', err: stopErr(service) } })
         return next(beginStop(ev.deadline))
       case 'replacing':
-        fx.push({ do: 'settle-replace', outcome: 'failed' })
+        fx.push({ do: 'settle-replace', outcome: 'cancelled' })
         // Its predecessor is gone: the successor is the one to stop (its shutdown waits its start).
         if (s.predecessorExit) return next(beginStop(ev.deadline))
         fx.push({
@@ -593,7 +594,7 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
           fx.push({ do: 'board', state: 'restarting' })
           return next({ ...s, predecessorExit: ev.exit })
         case 'cancel':
-          fx.push({ do: 'settle-replace', outcome: 'failed' })
+          fx.push({ do: 'settle-replace', outcome: 'cancelled' })
           if (s.predecessorExit) {
             fx.push({ do: 'send-cancel' })
             return next({

@@ -322,6 +322,30 @@ test('a SIGHUP during boot or during a reload is not lost: one more reload runs 
   }
 })
 
+test('SIGTERM in the middle of a reload: the reload says which services it replaced and which it did not reach, and the exit is 0', async () => {
+  // The token worker's successor takes 1.5 s to start (the first hit is the boot's): SIGTERM then.
+  const sc = await startReady({
+    env: { ...(await serverPorts()).env, SIA_FAILPOINTS: 'token.before-task:refresh-timer=2*delay(1500)' },
+  })
+  try {
+    sc.kill('SIGHUP')
+    await sc.waitForEvent('worker.replaced', { service: 'certificate', reason: 'reload' })
+    await sc.waitForCount('service.task.started', 2, { service: 'token', task: 'server' })
+    sc.kill('SIGTERM')
+    const done = await sc.waitForEvent('supervisor.reload.done')
+    assert.deepEqual(done.outcomes, [
+      { service: 'certificate', outcome: 'replaced' },
+      { service: 'token', outcome: 'cancelled' },
+      { service: 'memory-reporter', outcome: 'cancelled' },
+      { service: 'gateway', outcome: 'cancelled' },
+      { service: 'metrics', outcome: 'cancelled' },
+      { service: 'healthcheck', outcome: 'cancelled' },
+    ])
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
+})
+
 test('a SIGHUP while a restart starts: that thread, spawned on the old configuration, is replaced once it is up', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
   const configPath = join(dir, 'config.json')

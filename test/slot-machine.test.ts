@@ -410,6 +410,12 @@ describe('replacing (recycle, reload): the successor starts beside the worker th
     const s = run(replacing, { type: 'stop', deadline: NOW + 700 })
     assert.deepEqual(s.model.state, { tag: 'stopping', until: NOW + 700 })
     assert.deepEqual(does(s.effects), ['settle-replace', 'restore-predecessor', 'board', 'send-shutdown'])
+    // Said as the reload's outcome for that service: cancelled, not a successor that failed.
+    for (const r of [c, s])
+      assert.deepEqual(
+        r.effects.find((e) => e.do === 'settle-replace'),
+        { do: 'settle-replace', outcome: 'cancelled' },
+      )
   })
 })
 
