@@ -1,5 +1,6 @@
 import { monotonicMs } from './clock.js'
 import { SERVICES, type ServiceName } from './services.js'
+import { releaseHeldBy, type ThreadLock, threadLock } from './thread-lock.js'
 
 /**
  * Lock-free shared state: written by the supervisor and the workers, read by the health check and
@@ -66,17 +67,20 @@ export interface StatusBoard {
   setDegraded(service: ServiceName, reasons: readonly Degradation[]): void
   setVitals(service: ServiceName, heapUsed: number, heapLimit: number, elu: number): void
   sample(service: ServiceName): WorkerSample
+  /** The gateway's sink file, appended to by a gateway and its successor while one drains. */
+  sinkLock(): ThreadLock
 }
 
 const I_PHASE = 0
 const I_SIGNALS = 1
 const I_SERVICES = 2
 const I_DEGRADED = I_SERVICES + SERVICES.length
+const I_SINK_LOCK = I_DEGRADED + SERVICES.length
 const F_SUPERVISOR = 0
 const F_SERVICES = 1
 const F_PER_SERVICE = 4 // heartbeat, heap used, heap limit, event-loop utilisation
 
-const INT_BYTES = (I_DEGRADED + SERVICES.length) * 4
+const INT_BYTES = (I_SINK_LOCK + 1) * 4
 const FLOAT_OFFSET = Math.ceil(INT_BYTES / 8) * 8
 const BYTES = FLOAT_OFFSET + (F_SERVICES + SERVICES.length * F_PER_SERVICE) * 8
 
@@ -126,6 +130,7 @@ export function createStatusBoard(buffer = new SharedArrayBuffer(BYTES)): Status
       floats[base + 2] = heapLimit
       floats[base + 3] = elu
     },
+    sinkLock: () => threadLock(ints, I_SINK_LOCK),
     sample(s) {
       const base = beatCell(s)
       return {
@@ -137,4 +142,9 @@ export function createStatusBoard(buffer = new SharedArrayBuffer(BYTES)): Status
       }
     },
   }
+}
+
+/** Frees every lock of the board a thread that has ended still held (the supervisor, at its exit). */
+export function releaseLocksOf(buffer: SharedArrayBuffer, threadId: number): void {
+  releaseHeldBy(new Int32Array(buffer, 0, INT_BYTES / 4), I_SINK_LOCK, threadId)
 }

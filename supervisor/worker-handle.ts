@@ -7,6 +7,7 @@ import { codedError } from '../shared/errors.js'
 import type { SupervisorOps, WorkerInit, WorkerOps } from '../shared/protocol.js'
 import { createRpc, type Rpc } from '../shared/rpc.js'
 import type { ServiceName } from '../shared/services.js'
+import { releaseLocksOf } from '../shared/status-board.js'
 import type { Prespawned } from './prespawn.js'
 import { workerFile } from './worker-file.js'
 
@@ -71,6 +72,8 @@ export function spawnWorker(service: ServiceName, opts: SpawnOptions): WorkerHan
       env: workerEnv(),
     })
   const rpc = createRpc<WorkerOps, SupervisorOps>(port1)
+  // Read now: what a thread held is freed at its end, and its id is not kept past it.
+  const tid = worker.threadId
   let error: Error | undefined
   let requested: ExitReason | undefined
   let alive = true
@@ -81,6 +84,7 @@ export function spawnWorker(service: ServiceName, opts: SpawnOptions): WorkerHan
   const exited = new Promise<WorkerExit>((resolve) => {
     worker.once('exit', (exitCode) => {
       alive = false
+      releaseLocksOf(opts.board, tid)
       const reason: ExitReason =
         requested ??
         ((error as { code?: string } | undefined)?.code === 'ERR_WORKER_OUT_OF_MEMORY'

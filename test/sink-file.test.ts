@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { createLogger } from '../shared/logger.js'
+import { threadLock } from '../shared/thread-lock.js'
 import type { SinkRecord } from '../workers/gateway/sink.js'
 import { createFileSink } from '../workers/gateway/sink-file.js'
 import { fillDisk, smallTmpfs } from './support/tmpfs.js'
@@ -156,5 +157,25 @@ test('a path that could not be opened at start is repaired when it first opens: 
   assert.deepEqual(
     lines(path).map((r) => r.alertname),
     ['Whole', 'New'],
+  )
+})
+
+test('a gateway and its successor appending to one file while one probes: the probe cuts back only its own filler (the lock between them)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-sink-'))
+  const path = join(dir, 'alerts.jsonl')
+  const lock = threadLock(new Int32Array(new SharedArrayBuffer(4)), 0)
+  const draining = await createFileSink(path, log, undefined, { lock })
+  const serving = await createFileSink(path, log, undefined, { repair: false, lock })
+  t.after(async () => {
+    await draining.close()
+    await serving.close()
+  })
+  // A probe (the one sink found the disk full) while the other appends what it answers 2xx for:
+  // without the lock nearly every record went with a probe's cut-back.
+  const n = 200
+  for (let i = 0; i < n; i++) await Promise.all([draining.probe!(), serving.write([record(`a${i}`)])])
+  assert.deepEqual(
+    lines(path).map((r) => r.alertname),
+    Array.from({ length: n }, (_, i) => `a${i}`),
   )
 })

@@ -61,7 +61,11 @@ defineService({
           leaseMs,
           maxEntries: config.gatewayDedupMaxEntries,
         })
-    const sink = await createSinkFor(config, redis, log, successor, store.probe?.bind(store))
+    const sink = await createSinkFor(config, redis, log, {
+      successor,
+      ...(store.probe ? { redisWriteProbe: store.probe.bind(store) } : {}),
+      fileLock: board.sinkLock(),
+    })
     onStop(({ deadline }) => sink.close(deadline))
     // Readiness follows the store and the sink, from now until shutdown begins (then a replacement
     // worker, or the shutdown itself, says what readiness is).

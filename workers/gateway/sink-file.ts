@@ -17,6 +17,7 @@ import {
 } from '../../shared/fs-async.js'
 import type { Logger } from '../../shared/logger.js'
 import { forEachSliced } from '../../shared/slices.js'
+import type { ThreadLock } from '../../shared/thread-lock.js'
 import type { Sink, SinkRecord } from './sink.js'
 
 interface OpenFile {
@@ -73,7 +74,7 @@ export async function createFileSink(
   path: string,
   log: Logger,
   closeWaitMs = CLOSE_WAIT_MS,
-  { repair = true }: { repair?: boolean } = {},
+  { repair = true, lock }: { repair?: boolean; lock?: ThreadLock } = {},
 ): Promise<Sink> {
   /** The file open, and which one it is; none while the path cannot be opened. */
   let file: OpenFile | undefined
@@ -206,11 +207,17 @@ export async function createFileSink(
       const probe = queue[0]?.probe ? queue.shift() : undefined
       const group = probe ? [probe] : queue.filter((w) => !w.probe)
       if (!probe) queue = queue.filter((w) => w.probe)
+      // While a gateway drains beside its successor both append here: each append and probe is
+      // the file's alone, or a cut-back (a probe's, a failed append's) took the other's lines,
+      // answered 2xx, with it.
+      const release = await lock?.acquire()
       try {
         await (probe ? probeOnce(probe.bufs) : append(group.flatMap((w) => w.bufs)))
         for (const w of group) w.resolve()
       } catch (err) {
         for (const w of group) w.reject(err)
+      } finally {
+        release?.()
       }
     }
     flushing = undefined

@@ -1,6 +1,7 @@
 import type { Config } from '../../shared/config/types.js'
 import { codedError } from '../../shared/errors.js'
 import type { Logger } from '../../shared/logger.js'
+import type { ThreadLock } from '../../shared/thread-lock.js'
 import type { RedisClient } from './redis-client.js'
 import type { Sink } from './sink.js'
 import { createFileSink } from './sink-file.js'
@@ -12,15 +13,19 @@ export async function createSinkFor(
   config: Config,
   redis: RedisClient | undefined,
   log: Logger,
-  /** ServiceContext.successor: the file sink's tail is the predecessor's, still appending. */
-  successor = false,
-  /** A write to Redis that stores nothing lasting (the dedup store's probe). */
-  redisWriteProbe?: () => Promise<void>,
+  opts: {
+    /** ServiceContext.successor: the file sink's tail is the predecessor's, still appending. */
+    successor?: boolean
+    /** A write to Redis that stores nothing lasting (the dedup store's probe). */
+    redisWriteProbe?: () => Promise<void>
+    /** Shared with the other generation of the gateway while one drains (the file sink). */
+    fileLock?: ThreadLock
+  } = {},
 ): Promise<Sink> {
   switch (config.gatewaySink) {
     case 'redis-stream':
       if (!redis) throw codedError('ERR_CONFIG', 'GATEWAY_SINK=redis-stream needs REDIS_URL')
-      return createRedisStreamSink(redis, config.gatewayStreamKey, redisWriteProbe)
+      return createRedisStreamSink(redis, config.gatewayStreamKey, opts.redisWriteProbe)
     case 'kubernetes':
       return createKubernetesSink({
         api: config.gatewayKubeApi,
@@ -33,6 +38,9 @@ export async function createSinkFor(
         plural: config.gatewayKubePlural,
       })
     default:
-      return createFileSink(config.gatewaySinkFile, log, config.gatewaySinkTimeout, { repair: !successor })
+      return createFileSink(config.gatewaySinkFile, log, config.gatewaySinkTimeout, {
+        repair: !opts.successor,
+        ...(opts.fileLock ? { lock: opts.fileLock } : {}),
+      })
   }
 }
