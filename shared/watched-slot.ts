@@ -47,7 +47,13 @@ export function createWatchedSlot({ stuckAfterMs, log, event, what }: SlotOption
           `${what} has not ended in ${stuckAfterMs}ms (a file operation or the provider hangs); no other starts until it does`,
         )
       }, stuckAfterMs)
-      const outcome = work(signal).finally(() => {
+      let started: Promise<void>
+      try {
+        started = work(signal)
+      } catch (err) {
+        started = Promise.reject(err) // thrown before its first await: settled as any failure
+      }
+      const outcome = started.finally(() => {
         clearTimeout(timer)
         current = undefined
         if (entry.stuck) {

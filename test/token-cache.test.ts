@@ -110,6 +110,40 @@ describe('token cache', () => {
     assert.equal((await cache.get(key('r'))).v, 3, 'the abandoned key is fetched anew')
   })
 
+  it('a caller that comes while an abandoned fetch is being aborted gets a fetch of its own, not that one', async () => {
+    const { cache, state } = counting()
+    let release: () => void = () => {}
+    state.hold = new Promise<void>((r) => {
+      release = r
+    })
+    const gaveUp = new AbortController()
+    const first = cache.get(key('r'), gaveUp.signal)
+    await new Promise((r) => setImmediate(r))
+    gaveUp.abort(codedError('ERR_TOKEN_DEADLINE', 'gave up'))
+    await assert.rejects(first)
+    // The aborted fetch has not settled yet (it is held): this caller must not join it.
+    const next = cache.get(key('r'), AbortSignal.timeout(5_000))
+    state.hold = undefined
+    release()
+    assert.equal((await next).v, 2, 'fetched anew')
+  })
+
+  it('clear() while a fetch is in flight: a caller after it fetches anew (the authority changed)', async () => {
+    const { cache, state } = counting()
+    let release: () => void = () => {}
+    state.hold = new Promise<void>((r) => {
+      release = r
+    })
+    const before = cache.get(key('r'))
+    await new Promise((r) => setImmediate(r))
+    cache.clear()
+    state.hold = undefined
+    const after = cache.get(key('r'))
+    release()
+    assert.equal((await before).v, 1, 'its callers get the fetch in flight')
+    assert.equal((await after).v, 2, 'a caller after the clear does not')
+  })
+
   it('treats a token with less than a minute left as a miss', async () => {
     const { cache, state, advance } = counting({ ttlMs: MIN_REMAINING_MS + 5_000 })
     await cache.get(key('r'))

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import type { TokenSource } from '../shared/identity/tokens.js'
 import { Registry } from '../shared/prom.js'
+import { createTokenCache } from '../workers/token/cache.js'
 import { countFetchErrors } from '../workers/token/fetch-metrics.js'
 
 // The ZTS client reports a cancelled call as its own error (ERR_UPSTREAM, not an AbortError).
@@ -72,4 +73,45 @@ test("ZTS refusing what a client asked is not counted; refusing a configured tar
     ],
     'the target refused, the client asks not',
   )
+})
+
+test('a fetch every caller gave up on at its deadline is counted; one the shutdown ended while the boot waited is not', async () => {
+  const registry = new Registry()
+  const hanging: TokenSource = {
+    roleToken: (_req, signal) =>
+      new Promise((_, reject) =>
+        signal.addEventListener('abort', () => reject(failing('This operation was aborted')), { once: true }),
+      ),
+    accessToken: async () => {
+      throw failing('unused')
+    },
+  }
+  const counted = countFetchErrors(hanging, registry, ['roletoken'])
+  const stopped = new AbortController()
+  const cache = createTokenCache({
+    fetch: (k, signal) => counted.roleToken({ ...k }, signal),
+    expiresAt: () => Date.now() + 3600_000,
+    size: () => 1,
+    idleMs: 0,
+    maxEntries: 10,
+    maxBytes: 1 << 20,
+    signal: stopped.signal,
+  })
+  const key = { domain: 'd', role: 'r', proxyForPrincipal: '', minExpiry: 0, maxExpiry: 0 }
+  const total = async () =>
+    (await registry.getSingleMetric('token_fetch_errors_total')!.get()).values[0]!.value
+  // A client's TOKEN_SERVER_TIMEOUT, or the boot's deadline (AbortSignal.timeout): ZTS too slow.
+  await assert.rejects(cache.get(key, AbortSignal.timeout(10)))
+  await new Promise((r) => setTimeout(r, 20))
+  assert.equal(await total(), 1)
+  // The service stops while the boot waits (its signal aborts with the shutdown's reason).
+  const service = new AbortController()
+  const waiting = cache.get(
+    { ...key, role: 'other' },
+    AbortSignal.any([service.signal, AbortSignal.timeout(60_000)]),
+  )
+  service.abort()
+  await assert.rejects(waiting)
+  await new Promise((r) => setTimeout(r, 20))
+  assert.equal(await total(), 1, 'not a failure')
 })

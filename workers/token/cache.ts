@@ -96,6 +96,15 @@ export function describeKey(k: CacheKey): string {
   return `{${k.domain}:role.${k.role},${k.proxyForPrincipal},${k.minExpiry},${k.maxExpiry}}`
 }
 
+/** A fetch `get` started, and how many callers wait for it. */
+interface Miss<V> {
+  waiters: number
+  abandon: AbortController
+  entry: Promise<CacheEntry<V> | undefined>
+  /** Settles (never rejects) with the fetch. */
+  settled: Promise<unknown>
+}
+
 interface FetchContext {
   key: CacheKey
   signal?: AbortSignal
@@ -162,10 +171,7 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
    * outage clients naming new keys opened sockets to ZTS three times faster than their own
    * connections, past the process's file descriptors.
    */
-  const misses = new Map<
-    string,
-    { waiters: number; abandon: AbortController; entry: Promise<CacheEntry<V> | undefined> }
-  >()
+  const misses = new Map<string, Miss<V>>()
   const targetIds = new Set((opts.targets ?? []).map(describeKey))
   const targets = make(Math.max(1, targetIds.size), 0)
   const lru = make(opts.maxEntries, opts.maxBytes)
@@ -188,15 +194,22 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
       if (hit !== undefined) return hit
       const id = describeKey(key)
       let miss = misses.get(id)
+      // One every caller gave up on is being aborted: until it has settled, lru-cache would hand
+      // it to this caller too (failed without asking ZTS). Waited out, then fetched anew.
+      while (miss?.abandon.signal.aborted) {
+        await (signal ? untilAborted(miss.settled, signal) : miss.settled)
+        miss = misses.get(id)
+      }
       if (!miss) {
         const abandon = new AbortController()
-        const fetched = cacheOf(id).fetch(id, { context: { key, signal: abandon.signal } })
-        const started = { waiters: 0, abandon, entry: fetched }
-        misses.set(id, started)
-        void fetched.then(
-          () => misses.get(id) === started && misses.delete(id),
-          () => misses.get(id) === started && misses.delete(id),
+        const entry = cacheOf(id).fetch(id, { context: { key, signal: abandon.signal } })
+        const settled = entry.then(
+          () => {},
+          () => {},
         )
+        const started: Miss<V> = { waiters: 0, abandon, entry, settled }
+        misses.set(id, started)
+        void settled.then(() => misses.get(id) === started && misses.delete(id))
         miss = started
       }
       const waiting = miss
@@ -205,12 +218,10 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
       const leave = () => {
         if (left) return
         left = true
-        if (--waiting.waiters === 0 && signal?.aborted) {
-          if (misses.get(id) === waiting) misses.delete(id)
+        if (--waiting.waiters === 0 && signal?.aborted)
           waiting.abandon.abort(
             codedError('ERR_TOKEN_ABANDONED', 'every caller stopped waiting for the token', signal.reason),
           )
-        }
       }
       signal?.addEventListener('abort', leave, { once: true })
       let entry: CacheEntry<V> | undefined
@@ -275,6 +286,8 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
     clear() {
       lru.clear()
       targets.clear()
+      // A get from now on fetches anew: the one in flight may be signed by what was cleared for.
+      misses.clear()
       // lru-cache disposes no token being re-fetched (it keeps it beside the fetch): not held now.
       held.clear()
       heldBytes = 0

@@ -50,7 +50,7 @@ export function countFetchErrors(
         // fetch every caller gave up on (TOKEN_SERVER_TIMEOUT, the boot's deadline): ZTS answered
         // too late for anyone; a hanging ZTS was counted nowhere once such fetches were aborted.
         const clients = refusedByProvider(err) && !target(req)
-        const abandoned = (signal.reason as { code?: string } | undefined)?.code === 'ERR_TOKEN_ABANDONED'
+        const abandoned = gaveUpAtDeadline(signal.reason)
         const cancelled = !abandoned && ((err as Error).name === 'AbortError' || signal.aborted)
         if (!cancelled && !clients) errors.inc({ type })
         throw err
@@ -64,4 +64,14 @@ export function countFetchErrors(
     ...(source.jwks ? { jwks: source.jwks.bind(source) } : {}),
     ...(source.onSignerChange ? { onSignerChange: source.onSignerChange.bind(source) } : {}),
   }
+}
+
+/**
+ * Whether every caller stopped waiting at its deadline (a client's TOKEN_SERVER_TIMEOUT, the boot's
+ * deadline), not because the service stops (a shutdown during the boot fetch is no failure).
+ */
+function gaveUpAtDeadline(reason: unknown): boolean {
+  const r = reason as { code?: string; cause?: { name?: string; code?: string } } | undefined
+  if (r?.code !== 'ERR_TOKEN_ABANDONED') return false
+  return r.cause?.name === 'TimeoutError' || r.cause?.code === 'ERR_TOKEN_DEADLINE'
 }

@@ -64,6 +64,8 @@ export function createTokenFiles(opts: {
   let failures = 0
   return {
     async write(signal) {
+      // No time left to wait for it (a start at its deadline): owed, written by the first retry.
+      if (signal.aborted) return false
       if (slot.busy()) {
         failures++
         return false

@@ -2,6 +2,7 @@ import type { Server } from 'node:http'
 import type { Server as HttpsServer } from 'node:https'
 import { sweepLeftoversAtStart } from '../../shared/atomic-file.js'
 import { https } from '../../shared/builtins.js'
+import { monotonicMs } from '../../shared/clock.js'
 import type { Config } from '../../shared/config/types.js'
 import { defineService, type ServiceContext } from '../../shared/define-service.js'
 import { readFile } from '../../shared/fs-async.js'
@@ -105,9 +106,13 @@ interface PassResult {
 }
 
 /** What one pass fetches: every target at boot; at a refresh, what is worth re-fetching. */
-type Pass =
+type Pass = (
   | { kind: 'boot'; signal: AbortSignal }
   | { kind: 'refresh'; usedSince: number; signal: AbortSignal }
+) & {
+  /** When the write of the files stops being waited for, if not with the fetches. */
+  filesSignal?: AbortSignal
+}
 
 /** Fetches the targets (boot) or refreshes the cache; logs the tally like the original's "Token cache updated". */
 async function updateTokens(
@@ -150,7 +155,7 @@ async function updateTokens(
       `token refresh: ${failed} fetch(es) failed; the first, ${describeKey(firstFailure.key)}: ${(firstFailure.err as Error).message}`,
     )
   }
-  const filesWritten = await files.write(pass.signal)
+  const filesWritten = await files.write(pass.filesSignal ?? pass.signal)
   log.info(
     { event: 'token.cache.updated', roletoken: rt, accesstoken: at },
     `token cache updated: accesstoken success[${at.updated}] error[${at.failed}]; roletoken success[${rt.updated}] error[${rt.failed}]`,
@@ -209,6 +214,7 @@ const RETRY_INITIAL_MS = 5_000
 
 defineService({
   async start({ config, log, serve, go, registry, signal, onStop, connect, failpoint }) {
+    const startEnds = monotonicMs() + config.services.token.startTimeout
     const bootEnds = bootDeadline(config.services.token.startTimeout)
     // What a write this thread's predecessor did not finish left beside the token files.
     const paths = parseTargets(config.targetDomainRoles).flatMap((t) =>
@@ -284,6 +290,9 @@ defineService({
     const boot = await updateTokens(config, caches, targets, files, log, {
       kind: 'boot',
       signal: untilDeadline(signal, bootEnds),
+      // The files of what was fetched are written even when a fetch met the boot's deadline, in
+      // half of what the start has left after it.
+      filesSignal: untilDeadline(signal, (bootEnds + startEnds) / 2),
     })
     // The local authority made anew (deleted or broken on disk): what it signed before verifies
     // against no key of the JWKS now, yet was served from the cache for up to its lifetime. Every
@@ -347,7 +356,10 @@ defineService({
         () =>
           failedPasses && interval > 0
             ? Math.min(interval, backoffDelay(failedPasses - 1, RETRY_INITIAL_MS, retryMaxMs))
-            : interval,
+            : // An interval after the last fetch, not after a retry that wrote only the files.
+              interval > 0
+              ? Math.max(1, lastRefresh + interval - Date.now())
+              : interval,
         refreshTick,
       ),
     )
