@@ -11,16 +11,10 @@ import { createFailpoints, type HitFailpoint, parseFailpoints } from './failpoin
 import { heapVitals } from './heap-vitals.js'
 import { serveTask } from './http-server.js'
 import { createLogger, type Logger } from './logger.js'
-import { registerLoopDelay } from './loop-delay.js'
+import { type Collect, registerLoopDelay } from './loop-delay.js'
 import { createServicePorts, type ServicePorts } from './ports/service-ports.js'
 import { Gauge, Registry } from './prom.js'
-import {
-  AWAIT_INIT,
-  type MetricsJson,
-  type SupervisorOps,
-  type WorkerInit,
-  type WorkerOps,
-} from './protocol.js'
+import { AWAIT_INIT, type SupervisorOps, type WorkerInit, type WorkerOps } from './protocol.js'
 import { createRpc } from './rpc.js'
 import type { ServiceName } from './services.js'
 import { createStatusBoard, HEARTBEAT_MS, type StatusBoard } from './status-board.js'
@@ -63,7 +57,7 @@ export interface ServiceContext {
   /** This worker's registry; every series carries service="<name>". */
   registry: Registry
   /** The registry's series, for a Prometheus scrape or (`view`) a look that starts no new period. */
-  collect(view: boolean): Promise<MetricsJson>
+  collect: Collect
   board: StatusBoard
   /**
    * Aborted when shutdown begins, or when the run is cancelled while this start is in flight: a
@@ -250,7 +244,9 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     log.flush()
     return { timedOut }
   })
-  ports.expose({ collect: (view = false) => collect(view) })
+  ports.expose({
+    collect: (view = false, answerBy?: number) => collect(view, answerBy),
+  })
   rpc.handle('ping', () => null)
 }
 

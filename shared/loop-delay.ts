@@ -1,4 +1,5 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { monotonicMs } from './clock.js'
 import { Gauge, type Registry } from './prom.js'
 import type { MetricsJson } from './protocol.js'
 
@@ -8,7 +9,7 @@ import type { MetricsJson } from './protocol.js'
  * request could wait behind one piece of work. Returns the registry's collection: a scrape starts
  * a new period, a view (the status page) reads the maximum so far and leaves it for the scrape.
  */
-export function registerLoopDelay(registry: Registry): (view: boolean) => Promise<MetricsJson> {
+export function registerLoopDelay(registry: Registry): Collect {
   const monitor = monitorEventLoopDelay({ resolution: 20 })
   monitor.enable()
   let longestSec = 0
@@ -28,16 +29,21 @@ export function registerLoopDelay(registry: Registry): (view: boolean) => Promis
 }
 
 /**
+ * A registry's collection: a scrape, or a view that starts no new period. `answerBy`
+ * (shared/clock.ts): a scrape answered past it was given up on by the metrics service (this
+ * thread's loop was blocked longer than METRICS_SCRAPE_TIMEOUT): it is a view, or the block it
+ * could not see was reset by an answer nobody read, and the next scrape reported nothing.
+ */
+export type Collect = (view: boolean, answerBy?: number) => Promise<MetricsJson>
+
+/**
  * The registry's collection, `period.viewing` true for a view's: what its metrics' collect() read
  * to leave a period (since the last scrape) to the next scrape. prom-client calls every collect()
  * in the same turn as getMetricsAsJSON() is called.
  */
-export function collectFor(
-  registry: Registry,
-  period: { viewing: boolean },
-): (view: boolean) => Promise<MetricsJson> {
-  return (view) => {
-    period.viewing = view
+export function collectFor(registry: Registry, period: { viewing: boolean }): Collect {
+  return (view, answerBy = Number.POSITIVE_INFINITY) => {
+    period.viewing = view || monotonicMs() > answerBy
     try {
       return registry.getMetricsAsJSON() as Promise<MetricsJson>
     } finally {

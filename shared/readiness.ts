@@ -7,17 +7,23 @@ import { HEARTBEAT_MS, type ServiceState, type StatusBoard } from './status-boar
 export interface Readiness {
   ready: boolean
   phase: string
-  /** `degraded`: a running service that can accept nothing, and why (e.g. "redis", "redis,sink"). */
-  notReady: { service: ServiceName; state: ServiceState; degraded?: string }[]
+  /**
+   * `degraded`: a running service that can accept nothing, and why (e.g. "redis", "redis,sink");
+   * `stale`: a running service whose loop is blocked (no heartbeat: liveness names it too).
+   */
+  notReady: { service: ServiceName; state: ServiceState; degraded?: string; stale?: true }[]
 }
 
-export function readiness(board: StatusBoard, config: Config): Readiness {
+export function readiness(board: StatusBoard, config: Config, now = monotonicMs()): Readiness {
   const phase = board.phase()
   const notReady: Readiness['notReady'] = []
   for (const service of SERVICES) {
     if (!config.services[service].enabled) continue
     const state = board.state(service)
     if (state !== 'running') notReady.push({ service, state })
+    // A blocked loop answers nothing until its watchdog ends it (10 s by default, and again at
+    // each restart if it blocks every time): readiness said 200 while liveness said stale.
+    else if (stale(board, config, service, now)) notReady.push({ service, state, stale: true })
     else {
       const degraded = board.degraded(service)
       if (degraded.length > 0) notReady.push({ service, state, degraded: degraded.join(',') })
@@ -38,13 +44,18 @@ export interface Liveness {
  */
 const STALE_AFTER_MS = 3 * HEARTBEAT_MS
 
+/** Whether a worker's heartbeat is stale (three beats, or its watchdog's timeout if shorter). */
+function stale(board: StatusBoard, config: Config, s: ServiceName, now: number): boolean {
+  return now - board.lastBeat(s) > Math.min(STALE_AFTER_MS, config.services[s].watchdogTimeout)
+}
+
 /** Alive while the supervisor beats and every running worker's heartbeat is fresh. */
 export function liveness(board: StatusBoard, config: Config, now = monotonicMs()): Liveness {
-  const stale: string[] = []
-  if (now - board.lastBeat('supervisor') > STALE_AFTER_MS) stale.push('supervisor')
+  const names: string[] = []
+  if (now - board.lastBeat('supervisor') > STALE_AFTER_MS) names.push('supervisor')
   for (const s of SERVICES) {
     if (!config.services[s].enabled || board.state(s) !== 'running') continue
-    if (now - board.lastBeat(s) > Math.min(STALE_AFTER_MS, config.services[s].watchdogTimeout)) stale.push(s)
+    if (stale(board, config, s, now)) names.push(s)
   }
-  return { alive: stale.length === 0, stale }
+  return { alive: names.length === 0, stale: names }
 }

@@ -9,8 +9,8 @@ import processRequests from 'prom-client/lib/metrics/processRequests.js'
 import processResources from 'prom-client/lib/metrics/processResources.js'
 import processStartTime from 'prom-client/lib/metrics/processStartTime.js'
 import version from 'prom-client/lib/metrics/version.js'
+import type { Collect } from '../shared/loop-delay.js'
 import { Counter, type Registry } from '../shared/prom.js'
-import type { MetricsJson } from '../shared/protocol.js'
 import { registerEventLoopLag } from './loop-lag.js'
 
 /**
@@ -36,7 +36,7 @@ const MODULES = [
 ]
 
 /** Returns the registry's collection: a scrape, or a view that leaves the lag's period to the next scrape. */
-export function collectDefaultMetrics(registry: Registry): (view: boolean) => Promise<MetricsJson> {
+export function collectDefaultMetrics(registry: Registry): Collect {
   for (const register of MODULES) register(registry)
   processCpu(registry)
   return registerEventLoopLag(registry)

@@ -1,6 +1,7 @@
 import { monotonicMs } from '../shared/clock.js'
+import type { Collect } from '../shared/loop-delay.js'
 import { Counter, Gauge, Registry } from '../shared/prom.js'
-import type { LastWorkerError, MetricsJson } from '../shared/protocol.js'
+import type { LastWorkerError } from '../shared/protocol.js'
 import type { ServiceName } from '../shared/services.js'
 import { hasLiveThread, type StatusBoard } from '../shared/status-board.js'
 import { collectDefaultMetrics } from './default-metrics.js'
@@ -17,7 +18,7 @@ const RESTART_REASONS: readonly ExitReason[] = ['exception', 'oom', 'exit', 'wat
 export interface SupervisorMetrics {
   registry: Registry
   /** The registry's collection: a scrape, or a view (the status page, a HEAD) that resets nothing. */
-  collect(view: boolean): Promise<MetricsJson>
+  collect: Collect
   restarts: Counter<'service' | 'reason'>
   startSeconds: Gauge<'service'>
   shutdownSeconds: Gauge<'service'>

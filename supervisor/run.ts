@@ -117,7 +117,10 @@ export async function run(
 
   // Service ports: the supervisor wires the links; its own registry is one of the targets.
   const broker = createPortBroker(
-    { collect: (view) => metrics.collect(view === true), lastErrors: () => metrics.lastErrors() },
+    {
+      collect: (view, answerBy) => metrics.collect(view === true, answerBy),
+      lastErrors: () => metrics.lastErrors(),
+    },
     log,
   )
   // Each port is this process's before any worker binds it: another sidecar on the same ports

@@ -109,16 +109,21 @@ test('a CSR signed with SHA-1 or SHA-512 is read; one whose signature algorithm 
   })
 })
 
-test("the authority's CA is self-signed and the certificates it issues verify against it", async () => {
+/** A CA good for an hour from a minute ago. */
+async function testCa() {
   const caKey = await generateRsaKey()
-  const now = Date.now()
   const caPem = buildCaCert({
     keyPem: caKey.privateKeyPem,
     commonName: 'test authority',
     organization: 'test',
-    notBefore: now - 60_000,
-    notAfter: now + 3600_000,
+    notBefore: Date.now() - 60_000,
+    notAfter: Date.now() + 3600_000,
   })
+  return { caKey, caPem }
+}
+
+test("the authority's CA is self-signed and the certificates it issues verify against it", async () => {
+  const { caKey, caPem } = await testCa()
   const ca = new X509Certificate(caPem)
   assert.ok(ca.ca && ca.verify(ca.publicKey), 'self-signed CA')
   assert.equal(ca.publicKey.export({ type: 'spki', format: 'pem' }), caKey.publicKeyPem)

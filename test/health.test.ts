@@ -54,6 +54,22 @@ test('a running service that reports itself degraded is not ready, and says why;
   assert.equal(readiness(board, config()).ready, true)
 })
 
+test('a running service whose heartbeat is stale (its loop blocked) is not ready either, and says so', () => {
+  const now = 1_000_000
+  const board = runningBoard(now)
+  const c = config()
+  assert.equal(readiness(board, c, now + 2500).ready, true)
+  board.beat('gateway', now - 4000)
+  assert.deepEqual(readiness(board, c, now), {
+    ready: false,
+    phase: 'running',
+    notReady: [{ service: 'gateway', state: 'running', stale: true }],
+  })
+  assert.deepEqual(liveness(board, c, now).stale, ['gateway'], 'as liveness says')
+  board.beat('gateway', now)
+  assert.equal(readiness(board, c, now).ready, true, 'ready again once it beats')
+})
+
 test('liveness: a heartbeat three beats old is stale; down or restarting workers do not count', () => {
   const now = Date.now()
   const board = runningBoard(now)

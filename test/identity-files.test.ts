@@ -24,6 +24,25 @@ function install(pair: { keyPem: string; certPem: string }) {
   renameSync(`${certFile}.new`, certFile)
 }
 
+/**
+ * A key and certificate from `zts` for `cn`, written in `dir` as a third party does (another
+ * ZTS double of the test's own), and the settings that name them.
+ */
+async function thirdParty(zts: ZtsDouble, dir: string, cn: string, keyType: 'rsa' | 'ec' = 'rsa') {
+  const pair = await zts.issue(cn, keyType)
+  writeFileSync(join(dir, 'key.pem'), pair.keyPem, { mode: 0o600 })
+  writeFileSync(join(dir, 'cert.pem'), pair.certPem)
+  const env = {
+    ENDPOINT: zts.url,
+    SERVER_CA_CERT: zts.caFile,
+    ATHENZ_DOMAIN: 'my.team',
+    SERVICEACCOUNT: 'api',
+    KEY_FILE: join(dir, 'key.pem'),
+    CERT_FILE: join(dir, 'cert.pem'),
+  }
+  return { pair, env }
+}
+
 /** Serial of the certificate the token server presents right now. */
 function presented(port: number): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -158,18 +177,12 @@ describe('files', { concurrency: 3 }, () => {
     const dir2 = mkdtempSync(join(tmpdir(), 'sia-files-spin-'))
     const ext2 = join(dir2, 'external')
     mkdirSync(ext2)
-    const pair = await zts.issue('my.team.api') // from a minute ago: past a 7 s interval at once
-    writeFileSync(join(ext2, 'key.pem'), pair.keyPem, { mode: 0o600 })
-    writeFileSync(join(ext2, 'cert.pem'), pair.certPem)
+    // Issued from a minute ago: past a 7 s interval at once.
+    const { env } = await thirdParty(zts, ext2, 'my.team.api')
     const sc2 = await startReady({
       dataDir: dir2,
       env: {
-        ENDPOINT: zts.url,
-        SERVER_CA_CERT: zts.caFile,
-        ATHENZ_DOMAIN: 'my.team',
-        SERVICEACCOUNT: 'api',
-        KEY_FILE: join(ext2, 'key.pem'),
-        CERT_FILE: join(ext2, 'cert.pem'),
+        ...env,
         TARGET_DOMAIN_ROLES: 'demo:role.writer',
         REFRESH_INTERVAL: '7s',
         TOKEN_SERVER_ADDR: '',
@@ -190,18 +203,11 @@ describe('files', { concurrency: 3 }, () => {
     const zts = await startZtsDouble()
     t.after(() => zts.close())
     const dir4 = mkdtempSync(join(tmpdir(), 'sia-files-ec-'))
-    const pair = await zts.issue('my.team.api', 'ec')
-    writeFileSync(join(dir4, 'key.pem'), pair.keyPem, { mode: 0o600 })
-    writeFileSync(join(dir4, 'cert.pem'), pair.certPem)
+    const { pair, env } = await thirdParty(zts, dir4, 'my.team.api', 'ec')
     const sc4 = await startReady({
       dataDir: dir4,
       env: {
-        ENDPOINT: zts.url,
-        SERVER_CA_CERT: zts.caFile,
-        ATHENZ_DOMAIN: 'my.team',
-        SERVICEACCOUNT: 'api',
-        KEY_FILE: join(dir4, 'key.pem'),
-        CERT_FILE: join(dir4, 'cert.pem'),
+        ...env,
         TARGET_DOMAIN_ROLES: 'demo:role.reader',
       },
     })
@@ -233,16 +239,9 @@ describe('files', { concurrency: 3 }, () => {
     const zts = await startZtsDouble()
     t.after(() => zts.close())
     const dir3 = mkdtempSync(join(tmpdir(), 'sia-files-other-'))
-    const pair = await zts.issue('other.team.web')
-    writeFileSync(join(dir3, 'key.pem'), pair.keyPem, { mode: 0o600 })
-    writeFileSync(join(dir3, 'cert.pem'), pair.certPem)
+    const { env: named } = await thirdParty(zts, dir3, 'other.team.web')
     const env = {
-      ENDPOINT: zts.url,
-      SERVER_CA_CERT: zts.caFile,
-      ATHENZ_DOMAIN: 'my.team',
-      SERVICEACCOUNT: 'api',
-      KEY_FILE: join(dir3, 'key.pem'),
-      CERT_FILE: join(dir3, 'cert.pem'),
+      ...named,
       TOKEN_SERVER_ADDR: '',
       GATEWAY_ADDR: '',
     }

@@ -394,6 +394,26 @@ describe('crash isolation', { concurrency: 2 }, () => {
   })
 })
 
+describe('a blocked event loop before its watchdog', () => {
+  test('readiness 503 names the blocked service as stale, as liveness does (it said ready)', async (t) => {
+    const sc = launch(t, {
+      env: { SIA_FAILPOINTS: 'gateway.before-task:server=1*block' },
+      args: withConfig({ gateway: { ...FAST, watchdogTimeout: '30s', shutdownTimeout: '1s' } }),
+    })
+    await sc.waitForEvent('supervisor.ready')
+    const ready = await readyz(sc, 503)
+    assert.equal(ready.status, 503, ready.body)
+    assert.deepEqual((JSON.parse(ready.body) as { notReady: unknown[] }).notReady, [
+      { service: 'gateway', state: 'running', stale: true },
+    ])
+    const live = await httpRequest(`${latestUrl(sc, 'healthcheck')}/healthz`)
+    assert.equal(live.status, 503)
+    assert.match(live.body, /gateway/)
+    assert.equal(eventsOf(sc, 'worker.watchdog', 'gateway').length, 0, 'before the watchdog')
+    await stop(sc)
+  })
+})
+
 // Measured against the watchdog's clock: not beside another sidecar of this file.
 describe('the watchdog', () => {
   test('a blocked event loop is ended by the watchdog within watchdogTimeout + one heartbeat', async (t) => {

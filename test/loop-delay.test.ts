@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { monotonicMs } from '../shared/clock.js'
 import { registerLoopDelay } from '../shared/loop-delay.js'
 import { Registry } from '../shared/prom.js'
 import type { MetricsJson } from '../shared/protocol.js'
@@ -44,3 +45,15 @@ test('the main thread’s nodejs_eventloop_lag_max_seconds: a view (the status p
   heldForTheScrape(registerEventLoopLag(new Registry()), (json) =>
     sample(json, 'nodejs_eventloop_lag_max_seconds'),
   ))
+
+test('a scrape answered after the metrics service gave up on it (a block longer than its timeout) is a view: the block is left for the next scrape', async () => {
+  const collect = registerLoopDelay(new Registry())
+  await sleep(50)
+  await collect(false) // a new period
+  await block()
+  // Asked with a deadline that passed while the loop was blocked: nobody reads this answer.
+  assert.ok(longest(await collect(false, monotonicMs() - 1)) >= 0.1)
+  assert.ok(longest(await collect(false, monotonicMs() + 2000)) >= 0.1, 'the next scrape reports it')
+  await sleep(50)
+  assert.ok(longest(await collect(false, monotonicMs() + 2000)) < 0.1, 'which starts a new period')
+})

@@ -5,9 +5,12 @@ import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type BrowserContext, chromium, type Page } from 'playwright-core'
+import { loadConfig } from '../shared/config/load.js'
+import type { Config } from '../shared/config/types.js'
 import { SERVICES } from '../shared/services.js'
+import { createStatusBoard } from '../shared/status-board.js'
 import type { StatusView } from '../workers/metrics/status.js'
-import { redact } from '../workers/metrics/status.js'
+import { buildStatus, redact } from '../workers/metrics/status.js'
 import {
   bytes,
   DEFAULT_REFRESH_SECONDS,
@@ -82,6 +85,30 @@ function sampleView(): StatusView {
     },
   }
 }
+
+test('a worker with no thread (down, stopped) shows no heap or loop figures: its row keeps its last thread’s', async () => {
+  const board = createStatusBoard()
+  board.setPhase('running')
+  for (const s of SERVICES) {
+    board.setState(s, 'running')
+    board.setVitals(s, 10 * 2 ** 20, 64 * 2 ** 20, 0.01)
+  }
+  board.setVitals('memory-reporter', 10 * 2 ** 20, 64 * 2 ** 20, 1)
+  board.setState('memory-reporter', 'down')
+  const config = (loadConfig([], {}) as { config: Config }).config
+  const view = await buildStatus({ config, board, metrics: [], upServices: new Set(), lastErrors: {} })
+  const row = (s: string) => view.workers.find((w) => w.service === s)!
+  assert.deepEqual(
+    [
+      row('memory-reporter').heapPercent,
+      row('memory-reporter').eventLoopUtilization,
+      row('memory-reporter').heapUsedBytes,
+    ],
+    [null, null, null],
+  )
+  assert.deepEqual([row('token').heapPercent, row('token').eventLoopUtilization], [15.6, 0.01])
+  assert.match(renderStatusPage(view, 0), /id="worker-memory-reporter"/)
+})
 
 describe('status page: rendering', () => {
   test('every value is HTML-escaped, wherever it comes from', () => {

@@ -4,8 +4,12 @@ import type { ServiceName } from '../services.js'
 
 /** What every worker, and the supervisor, answers: its registry, for the metrics service. */
 export interface CollectApi {
-  /** `view`: a look (the status page) that starts no new period of since-the-last-scrape series. */
-  collect(view?: boolean): MetricsJson | Promise<MetricsJson>
+  /**
+   * `view`: a look (the status page) that starts no new period of since-the-last-scrape series.
+   * `answerBy` (shared/clock.ts): past it, the scrape gave up waiting (a blocked loop): answered
+   * as a view, so the block it could not see is left for the next scrape to report.
+   */
+  collect(view?: boolean, answerBy?: number): MetricsJson | Promise<MetricsJson>
 }
 
 /** The typed API each service exposes to the others (DESIGN.md §9). */

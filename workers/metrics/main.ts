@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http'
 // Only this worker merges registries: the other threads' bundles leave prom-client's cluster file out.
 import AggregatorRegistry from 'prom-client/lib/cluster.js'
+import { monotonicMs } from '../../shared/clock.js'
 import { defineService } from '../../shared/define-service.js'
 import { sendProblem } from '../../shared/http/problem.js'
 import { closeUnread } from '../../shared/http/unread-body.js'
@@ -39,20 +40,19 @@ defineService({
     const within = { timeoutMs: config.metricsScrapeTimeout }
     const supervisor = connect('supervisor', within)
     const others = SERVICES.filter((s) => s !== 'metrics' && config.services[s].enabled)
-    const targets: [Target, { collect(view: boolean): Promise<MetricsJson> }][] = [
+    type Collect = { collect(view: boolean, answerBy: number): Promise<MetricsJson> }
+    const targets: [Target, Collect][] = [
       ['supervisor', supervisor],
-      ...others.map((s): [Target, { collect(view: boolean): Promise<MetricsJson> }] => [
-        s,
-        connect(s, within),
-      ]),
+      ...others.map((s): [Target, Collect] => [s, connect(s, within)]),
     ]
 
     /** Every registry: for a scrape, or (`view`) for the status page, which starts no new period. */
     const gather = async (view: boolean): Promise<Gathered> => {
+      const answerBy = monotonicMs() + config.metricsScrapeTimeout
       const answers = await Promise.all(
         targets.map(async ([target, port]) => {
           try {
-            return { target, metrics: await port.collect(view) }
+            return { target, metrics: await port.collect(view, answerBy) }
           } catch (err) {
             log.debug({ event: 'metrics.collect.failed', target, err }, `${target} did not answer the scrape`)
             return { target, metrics: undefined }

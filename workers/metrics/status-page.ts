@@ -84,10 +84,14 @@ function workerRow(w: WorkerStatus): string {
   const reasons = Object.entries(w.restarts)
     .map(([reason, n]) => `${escapeHtml(reason)} ${escapeHtml(n)}`)
     .join(', ')
-  const heap = w.heapLimitBytes
-    ? `<meter min="0" max="${escapeHtml(w.heapLimitBytes)}" low="${escapeHtml(0.7 * w.heapLimitBytes)}" high="${escapeHtml(0.85 * w.heapLimitBytes)}" optimum="0" value="${escapeHtml(w.heapUsedBytes)}" title="${escapeHtml(num(w.heapPercent, 1))}%"></meter> ${bytes(w.heapUsedBytes)} / ${bytes(w.heapLimitBytes)} <small>(${escapeHtml(num(w.heapPercent, 1))}%)</small>`
-    : '—'
-  const elu = `<meter min="0" max="1" low="0.5" high="0.8" optimum="0" value="${escapeHtml(w.eventLoopUtilization)}"></meter> ${escapeHtml(num(w.eventLoopUtilization * 100, 1))}%`
+  const heap =
+    w.heapLimitBytes && w.heapUsedBytes !== null
+      ? `<meter min="0" max="${escapeHtml(w.heapLimitBytes)}" low="${escapeHtml(0.7 * w.heapLimitBytes)}" high="${escapeHtml(0.85 * w.heapLimitBytes)}" optimum="0" value="${escapeHtml(w.heapUsedBytes)}" title="${escapeHtml(num(w.heapPercent, 1))}%"></meter> ${bytes(w.heapUsedBytes)} / ${bytes(w.heapLimitBytes)} <small>(${escapeHtml(num(w.heapPercent, 1))}%)</small>`
+      : '—'
+  const elu =
+    w.eventLoopUtilization === null
+      ? '—'
+      : `<meter min="0" max="1" low="0.5" high="0.8" optimum="0" value="${escapeHtml(w.eventLoopUtilization)}"></meter> ${escapeHtml(num(w.eventLoopUtilization * 100, 1))}%`
   const lastError = w.lastError
     ? `<span class="error">${escapeHtml(w.lastError.reason)}: ${escapeHtml(w.lastError.message)}</span><br><small>${escapeHtml(w.lastError.at)}</small>`
     : '<span class="muted">—</span>'

@@ -6,7 +6,7 @@ import { readFile } from '../../shared/fs-async.js'
 import type { LastWorkerError } from '../../shared/protocol.js'
 import { readiness } from '../../shared/readiness.js'
 import { SERVICES, type ServiceName } from '../../shared/services.js'
-import type { StatusBoard } from '../../shared/status-board.js'
+import { hasLiveThread, type StatusBoard } from '../../shared/status-board.js'
 
 /**
  * The data of the status page (`GET /status`, and `GET /status.json` as is): the status board read
@@ -72,10 +72,11 @@ export interface WorkerStatus {
   uptimeSeconds: number | null
   restarts: Record<string, number>
   restartsTotal: number
-  heapUsedBytes: number
-  heapLimitBytes: number
+  /** The thread's own figures; null with no thread (down, stopped: the row holds its last one's). */
+  heapUsedBytes: number | null
+  heapLimitBytes: number | null
   heapPercent: number | null
-  eventLoopUtilization: number
+  eventLoopUtilization: number | null
   heartbeatAgeSeconds: number | null
   startSeconds: number | null
   lastError: { reason: string; at: string; message: string } | null
@@ -149,6 +150,8 @@ export async function buildStatus(src: StatusSources): Promise<StatusView> {
     const restarts = nonZero(groupBy('sia_worker_restarts_total', 'reason', of(service)))
     const startedAt = sum('sia_worker_start_time_seconds', of(service))
     const running = sample.state === 'running'
+    // As /metrics: a thread that has ended has no heap or loop to show (its row keeps its last).
+    const live = enabled && hasLiveThread(sample.state)
     const last = src.lastErrors[service]
     return {
       service,
@@ -158,12 +161,16 @@ export async function buildStatus(src: StatusSources): Promise<StatusView> {
       uptimeSeconds: running && startedAt ? Math.max(0, Math.round(now / 1000 - startedAt)) : null,
       restarts,
       restartsTotal: Object.values(restarts).reduce((n, x) => n + x, 0),
-      heapUsedBytes: sample.heapUsedBytes,
-      heapLimitBytes: sample.heapLimitBytes,
-      heapPercent: sample.heapLimitBytes
-        ? Math.round((1000 * sample.heapUsedBytes) / sample.heapLimitBytes) / 10
-        : null,
-      eventLoopUtilization: Math.round(sample.eventLoopUtilization * 1000) / 1000,
+      ...(live
+        ? {
+            heapUsedBytes: sample.heapUsedBytes,
+            heapLimitBytes: sample.heapLimitBytes,
+            heapPercent: sample.heapLimitBytes
+              ? Math.round((1000 * sample.heapUsedBytes) / sample.heapLimitBytes) / 10
+              : null,
+            eventLoopUtilization: Math.round(sample.eventLoopUtilization * 1000) / 1000,
+          }
+        : { heapUsedBytes: null, heapLimitBytes: null, heapPercent: null, eventLoopUtilization: null }),
       heartbeatAgeSeconds: sample.heartbeatMs
         ? Math.max(0, ((src.monotonicNow ?? monotonicMs()) - sample.heartbeatMs) / 1000)
         : null,
