@@ -6,12 +6,18 @@ import { createWatchedSlot } from '../shared/watched-slot.js'
 /** shared/watched-slot.ts: one at a time, said when stuck, left by callers whose signal aborts. */
 const log = createLogger('certificate', 'silent')
 
-test('work that throws before its first await frees the slot and is never said to be stuck', async () => {
+/** A logger whose warnings and errors are kept, by event. */
+function spying() {
   const said: string[] = []
   const spy = Object.assign(Object.create(log), {
     error: (o: { event: string }) => said.push(o.event),
     warn: (o: { event: string }) => said.push(o.event),
   })
+  return { said, spy }
+}
+
+test('work that throws before its first await frees the slot and is never said to be stuck', async () => {
+  const { said, spy } = spying()
   const slot = createWatchedSlot({ stuckAfterMs: 30, log: spy, event: 'x', what: 'a test' })
   const sync = (() => {
     throw new Error('at once')
@@ -23,11 +29,7 @@ test('work that throws before its first await frees the slot and is never said t
 })
 
 test('a caller whose signal aborts stops waiting; the next waits for the work in the slot, which is said stuck and then unstuck', async () => {
-  const said: string[] = []
-  const spy = Object.assign(Object.create(log), {
-    error: (o: { event: string }) => said.push(o.event),
-    warn: (o: { event: string }) => said.push(o.event),
-  })
+  const { said, spy } = spying()
   const slot = createWatchedSlot({ stuckAfterMs: 20, log: spy, event: 'x', what: 'a test' })
   let finish: () => void = () => {}
   const hung = new Promise<void>((r) => {
