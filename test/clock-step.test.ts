@@ -57,6 +57,36 @@ describe('a wall clock that is not steady', { concurrency: 2 }, () => {
     assert.equal(await stop(sc), 0)
   })
 
+  test('a wall clock stepped back an hour after the token files failed: the next refresh still comes an interval after the last fetch', async (t) => {
+    if (!existsSync(LIBFAKETIME)) return t.skip(`${LIBFAKETIME} not found (apt-get install faketime)`)
+    const dir = mkdtempSync(join(tmpdir(), 'sia-clock-'))
+    const clock = join(dir, 'faketime')
+    writeFileSync(clock, '+0\n')
+    const sc = await startReady({
+      dataDir: dir,
+      env: {
+        LD_PRELOAD: LIBFAKETIME,
+        FAKETIME_TIMESTAMP_FILE: clock,
+        DONT_FAKE_MONOTONIC: '1',
+        FAKETIME_NO_CACHE: '1',
+        GATEWAY_ADDR: '',
+        TARGET_DOMAIN_ROLES: 'demo:role.reader',
+        TOKEN_DIR: join(dir, 'tokens'),
+        TOKEN_REFRESH_INTERVAL: '9s',
+        // The boot's write of the token files fails: the retry (~4-5 s) writes only them.
+        SIA_FAILPOINTS: 'token.before-write=1*error',
+      },
+    })
+    t.after(() => stop(sc, 'SIGKILL'))
+    writeFileSync(clock, '-1h\n') // an NTP step back, before the retry
+    await sc.waitForEvent('token.files.recovered', {}, 15_000)
+    // The interval counts from the boot's fetch on the monotonic clock, not from a wall-clock
+    // reading an hour off: a refresh within 9 s of the boot, not an hour later.
+    const refreshed = await sc.waitForCount('token.cache.updated', 2, {}, 15_000)
+    assert.equal((refreshed.roletoken as { updated: number }).updated, 1)
+    assert.equal(await stop(sc), 0)
+  })
+
   test('a wall clock stepped back an hour while the disk is full: the sink and the log file come back once it has room', async (t) => {
     if (!existsSync(LIBFAKETIME)) return t.skip(`${LIBFAKETIME} not found (apt-get install faketime)`)
     let sc: Sidecar | undefined

@@ -37,7 +37,7 @@ test('a lock held by a thread that ended is freed by releaseHeldBy, and a waiter
   const release = await waiting
   assert.equal(got, true)
   assert.notEqual(Atomics.load(cells, 0), 0)
-  release()
+  assert.equal(release(), false, 'nobody waited')
   assert.equal(Atomics.load(cells, 0), 0, 'released')
 })
 
@@ -51,7 +51,7 @@ test('in one thread too, a second acquire waits for the first release', async ()
   })
   await new Promise((r) => setTimeout(r, 20))
   order.push('first released')
-  first()
+  assert.equal(first(), true, 'the release says another waited')
   await second
   assert.deepEqual(order, ['first released', 'second'])
 })

@@ -217,7 +217,8 @@ export async function createFileSink(
       } catch (err) {
         for (const w of group) w.reject(err)
       } finally {
-        release?.()
+        // The other generation waited: its turn before this one's next group.
+        if (release?.()) await new Promise((r) => setImmediate(r))
       }
     }
     flushing = undefined

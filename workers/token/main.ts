@@ -327,16 +327,20 @@ defineService({
     // Only the files failed (a full or read-only volume): the retry writes them again, and fetches
     // nothing until the interval is up (every target was fetched anew at each back-off).
     let lastRefresh = Date.now()
+    // The same moment on the monotonic clock, for the schedule: a wall-clock step back must not
+    // put the next refresh off by as much (shared/clock.ts).
+    let lastFetchAt = monotonicMs()
     let failedPasses = boot.fetched && boot.filesWritten ? 0 : 1
     let filesOwed = boot.fetched && !boot.filesWritten
     const interval = config.tokenRefreshInterval
     const refreshTick = async (tickSignal: AbortSignal) => {
       const now = Date.now()
+      const at = monotonicMs()
       const evicted = (caches.roleTokens?.evictIdle(now) ?? 0) + (caches.accessTokens?.evictIdle(now) ?? 0)
       if (evicted)
         log.info({ event: 'token.cache.evicted', count: evicted }, `evicted ${evicted} idle tokens`)
       let r: PassResult
-      if (filesOwed && now - lastRefresh < interval) {
+      if (filesOwed && at - lastFetchAt < interval) {
         r = { fetched: true, filesWritten: await files.write(tickSignal) }
       } else {
         const pass = { kind: 'refresh', usedSince: lastRefresh, signal: tickSignal } as const
@@ -344,7 +348,10 @@ defineService({
           log.error({ err }, 'token refresh failed')
           return { fetched: false, filesWritten: false }
         })
-        if (r.fetched) lastRefresh = now
+        if (r.fetched) {
+          lastRefresh = now
+          lastFetchAt = at
+        }
       }
       filesOwed = r.fetched && !r.filesWritten
       failedPasses = r.fetched && r.filesWritten ? 0 : failedPasses + 1
@@ -358,7 +365,7 @@ defineService({
             ? Math.min(interval, backoffDelay(failedPasses - 1, RETRY_INITIAL_MS, retryMaxMs))
             : // An interval after the last fetch, not after a retry that wrote only the files.
               interval > 0
-              ? Math.max(1, lastRefresh + interval - Date.now())
+              ? Math.max(1, lastFetchAt + interval - monotonicMs())
               : interval,
         refreshTick,
       ),
