@@ -26,6 +26,8 @@ export interface SlotOptions {
   event: string
   /** What the work is, in the messages: "a refresh", "a write of the token files". */
   what: string
+  /** A gauge of how long the slot's work has run once stuck (0: none is), for an alert to fire on. */
+  gauge: { registry: Registry; name: string; help: string }
 }
 
 interface InSlot {
@@ -34,8 +36,17 @@ interface InSlot {
   settled: Promise<void>
 }
 
-export function createWatchedSlot({ stuckAfterMs, log, event, what }: SlotOptions): WatchedSlot {
+export function createWatchedSlot({ stuckAfterMs, log, event, what, gauge }: SlotOptions): WatchedSlot {
   let current: InSlot | undefined
+  const stuckSeconds = () => (current?.stuck ? (monotonicMs() - current.since) / 1000 : 0)
+  new Gauge({
+    name: gauge.name,
+    help: gauge.help,
+    registers: [gauge.registry],
+    collect() {
+      this.set(stuckSeconds())
+    },
+  })
   return {
     async run(work, signal) {
       while (current) await untilAborted(current.settled, signal)
@@ -72,18 +83,6 @@ export function createWatchedSlot({ stuckAfterMs, log, event, what }: SlotOption
       return untilAborted(outcome, signal)
     },
     busy: () => current !== undefined,
-    stuckSeconds: () => (current?.stuck ? (monotonicMs() - current.since) / 1000 : 0),
+    stuckSeconds,
   }
-}
-
-/** `name`: how long the slot's work has run once stuck (0: none is), for an alert to fire on. */
-export function registerStuckGauge(registry: Registry, slot: WatchedSlot, name: string, help: string): void {
-  new Gauge({
-    name,
-    help,
-    registers: [registry],
-    collect() {
-      this.set(slot.stuckSeconds())
-    },
-  })
 }

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { createLogger } from '../shared/logger.js'
+import { Registry } from '../shared/prom.js'
 import { createWatchedSlot } from '../shared/watched-slot.js'
 
 /** shared/watched-slot.ts: one at a time, said when stuck, left by callers whose signal aborts. */
 const log = createLogger('certificate', 'silent')
+const gauge = () => ({ registry: new Registry(), name: 'x_stuck_seconds', help: 'stuck' })
 
 /** A logger whose warnings and errors are kept, by event. */
 function spying() {
@@ -18,7 +20,7 @@ function spying() {
 
 test('work that throws before its first await frees the slot and is never said to be stuck', async () => {
   const { said, spy } = spying()
-  const slot = createWatchedSlot({ stuckAfterMs: 30, log: spy, event: 'x', what: 'a test' })
+  const slot = createWatchedSlot({ stuckAfterMs: 30, log: spy, event: 'x', what: 'a test', gauge: gauge() })
   const sync = (() => {
     throw new Error('at once')
   }) as unknown as (s: AbortSignal) => Promise<void>
@@ -30,7 +32,7 @@ test('work that throws before its first await frees the slot and is never said t
 
 test('a caller whose signal aborts stops waiting; the next waits for the work in the slot, which is said stuck and then unstuck', async () => {
   const { said, spy } = spying()
-  const slot = createWatchedSlot({ stuckAfterMs: 20, log: spy, event: 'x', what: 'a test' })
+  const slot = createWatchedSlot({ stuckAfterMs: 20, log: spy, event: 'x', what: 'a test', gauge: gauge() })
   let finish: () => void = () => {}
   const hung = new Promise<void>((r) => {
     finish = r

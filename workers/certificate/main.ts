@@ -23,7 +23,7 @@ import { parseTargets } from '../../shared/identity/targets.js'
 import { watchFiles } from '../../shared/identity/watch.js'
 import { bootDeadline } from '../../shared/start-deadline.js'
 import { aborted } from '../../shared/timer-task.js'
-import { createWatchedSlot, registerStuckGauge } from '../../shared/watched-slot.js'
+import { createWatchedSlot } from '../../shared/watched-slot.js'
 import { registerBuildInfo } from './build-info.js'
 import { registerX509Metrics } from './x509-metrics.js'
 
@@ -85,6 +85,11 @@ defineService({
       log,
       event: 'certificate.refresh',
       what: 'a refresh',
+      gauge: {
+        registry,
+        name: 'certificate_refresh_stuck_seconds',
+        help: 'How long the refresh in flight has run, once it has outlasted the start deadline (0: none is stuck)',
+      },
     })
     onStop(() => rt.close())
     const deleteInstance = rt.provider.deleteInstance
@@ -107,12 +112,6 @@ defineService({
     }
     const targets = parseTargets(config.targetDomainRoles)
     registerBuildInfo(registry)
-    registerStuckGauge(
-      registry,
-      slot,
-      'certificate_refresh_stuck_seconds',
-      'How long the refresh in flight has run, once it has outlasted the start deadline (0: none is stuck)',
-    )
     registerX509Metrics(registry, () => [
       ...config.certFiles,
       config.caCertFile,

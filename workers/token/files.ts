@@ -4,7 +4,7 @@ import { tokenFilePath } from '../../shared/identity/runtime.js'
 import type { AccessToken, RoleToken } from '../../shared/identity/tokens.js'
 import type { Logger } from '../../shared/logger.js'
 import type { Registry } from '../../shared/prom.js'
-import { createWatchedSlot, registerStuckGauge } from '../../shared/watched-slot.js'
+import { createWatchedSlot } from '../../shared/watched-slot.js'
 import { type CacheKey, describeKey, type TokenCache } from './cache.js'
 
 export interface TokenFiles {
@@ -36,13 +36,12 @@ export function createTokenFiles(opts: {
     log,
     event: 'token.files',
     what: 'a write of the token files',
+    gauge: {
+      registry: opts.registry,
+      name: 'token_files_stuck_seconds',
+      help: 'How long the write of the token files in flight has run, once it has outlasted the start deadline (0: none is stuck)',
+    },
   })
-  registerStuckGauge(
-    opts.registry,
-    slot,
-    'token_files_stuck_seconds',
-    'How long the write of the token files in flight has run, once it has outlasted the start deadline (0: none is stuck)',
-  )
 
   /** One file at a time: a volume that hangs holds one thread of libuv's pool, not four (all of them). */
   async function writeAll(): Promise<void> {
