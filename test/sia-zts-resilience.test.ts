@@ -222,6 +222,44 @@ describe('ZTS faults', { concurrency: 3 }, () => {
     assert.equal(await stop(sc), 0)
   })
 
+  test('ZTS failing every request: each kind of failure is written once a window, then counted (repeats), not once a request', async (t) => {
+    const zts = await ztsOf(t)
+    const sc = await startReady({ env: { ...ztsEnv(zts), TOKEN_SERVER_ADDR: '127.0.0.1:0' } })
+    t.after(() => stop(sc, 'SIGKILL'))
+    const base = await sc.url('token')
+    zts.failNext('roletoken', 500, 1_000)
+    const post = async (body: string) => {
+      const res = await fetch(`${base}/roletoken`, { method: 'POST', body })
+      await res.arrayBuffer()
+      return res.status
+    }
+    const failing = 60
+    const invalid = 40
+    const statuses = [
+      ...(await Promise.all(Array.from({ length: failing }, () => post('{"domain":"demo","role":"down"}')))),
+      ...(await Promise.all(Array.from({ length: invalid }, () => post('{"domain":"demo..x"}')))),
+    ]
+    assert.deepEqual(statuses, [...Array(failing).fill(502), ...Array(invalid).fill(400)])
+    // The counts of the window still open are written at stop.
+    assert.equal(await stop(sc), 0)
+    const said = (event: string, status: number) => {
+      const records = sc.events(event).filter((r) => r.status === status)
+      const whole = records.filter((r) => r.repeats === undefined)
+      const counted = records.reduce((n, r) => n + ((r.repeats as number | undefined) ?? 1), 0)
+      return { whole: whole.length, counted, withError: whole.every((r) => r.err !== undefined) }
+    }
+    const failed = said('token.request.failed', 502)
+    assert.equal(failed.counted, failing, 'every failure is told')
+    assert.ok(
+      failed.whole >= 1 && failed.whole <= 2,
+      `written whole once a window, not ${failed.whole} times`,
+    )
+    assert.ok(failed.withError, 'the records written whole say why')
+    assert.equal(said('token.request', 502).counted, failing)
+    assert.equal(said('token.request.rejected', 400).counted, invalid)
+    assert.ok(said('token.request.rejected', 400).whole <= 2)
+  })
+
   test('a refresh pass that fails says why, at error level: what ZTS answered, for which key', async (t) => {
     const zts = await ztsOf(t)
     const dir = mkdtempSync(join(tmpdir(), 'sia-zts-res-'))

@@ -259,7 +259,7 @@ describe('token API upstream failures', () => {
       expiresAt: (t) => Date.now() + t.expires_in * 1000,
       size: () => 1,
     })
-    const handler = createTokenApi({
+    const { handle: handler } = createTokenApi({
       roleTokens: undefined,
       accessTokens,
       jwks: undefined,

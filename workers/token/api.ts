@@ -8,6 +8,7 @@ import { targetPath } from '../../shared/http/target.js'
 import { closeUnread } from '../../shared/http/unread-body.js'
 import type { AccessToken, RoleToken } from '../../shared/identity/tokens.js'
 import { isUpstreamError, refusedByProvider } from '../../shared/identity/tokens.js'
+import { createRepeatGate } from '../../shared/log-repeats.js'
 import type { Logger } from '../../shared/logger.js'
 import type { CacheKey, TokenCache } from './cache.js'
 import { secondsLeft } from './expiry.js'
@@ -36,6 +37,9 @@ export interface TokenApiOptions {
   timeoutMs: number
   log: Logger
 }
+
+/** How long a failure's repeats are counted before they are written as one record (log-repeats.ts). */
+export const REPEATS_WINDOW_MS = 10_000
 
 /** The most of a request body read (into memory): an SIA token request is a few short fields. */
 export const MAX_BODY_BYTES = 64 * 1024
@@ -147,8 +151,16 @@ function reply(res: ServerResponse, token: object | Promise<object>): Reply {
   return undefined
 }
 
-export function createTokenApi(opts: TokenApiOptions) {
+export interface TokenApi {
+  handle(req: IncomingMessage, res: ServerResponse): void
+  /** Writes the counts of failures not yet said (at stop). */
+  flushLog(): void
+}
+
+export function createTokenApi(opts: TokenApiOptions): TokenApi {
   const { log } = opts
+  // Clients ask again at once: during an outage each fails as the last did, a record each.
+  const repeats = createRepeatGate(log, REPEATS_WINDOW_MS)
   const proxy = (body: Record<string, unknown>) => {
     const p = str(body, 'proxy_for_principal', NAME, false)
     if (p && !opts.proxyForPrincipal) throw clientError(PROXY_REFUSED, 403)
@@ -308,25 +320,38 @@ export function createTokenApi(opts: TokenApiOptions) {
 
   function problemOf(err: unknown): Problem {
     if (isClientError(err)) {
-      log.warn({ event: 'token.request.rejected', status: err.status, reason: err.message }, 'client error')
+      repeats.log(
+        'warn',
+        { event: 'token.request.rejected', status: err.status },
+        { reason: err.message },
+        'client error',
+      )
       return { status: err.status, title: TITLES[err.status] ?? 'Bad Request', detail: err.message }
     }
     const refused = refusedByProvider(err)
     if (refused) {
-      log.warn(
-        { event: 'token.request.refused', status: refused, reason: (err as Error).message },
+      repeats.log(
+        'warn',
+        { event: 'token.request.refused', status: refused },
+        { reason: (err as Error).message },
         'refused by ZTS',
       )
       return { status: refused, title: TITLES[refused] ?? 'Bad Request', detail: (err as Error).message }
     }
     if ((err as Partial<CodedError>)?.code === 'ERR_TOKEN_DEADLINE') {
-      log.error({ event: 'token.request.timeout', ms: opts.timeoutMs }, 'token request timed out')
+      repeats.log(
+        'error',
+        { event: 'token.request.timeout' },
+        { ms: opts.timeoutMs },
+        'token request timed out',
+      )
       return { status: 503, title: 'Service Unavailable', detail: (err as Error).message }
     }
     const upstream = isUpstreamError(err)
-    log.error({ event: 'token.request.failed', err }, 'token request failed')
+    const status = upstream ? 502 : 500
+    repeats.log('error', { event: 'token.request.failed', status }, { err }, 'token request failed')
     return {
-      status: upstream ? 502 : 500,
+      status,
       title: upstream ? 'Bad Gateway' : 'Internal Server Error',
       detail: upstream ? (err as Error).message : 'internal error',
     }
@@ -335,18 +360,13 @@ export function createTokenApi(opts: TokenApiOptions) {
   function done(req: IncomingMessage, res: ServerResponse, t0: number): void {
     // Applications fetch tokens on every call of their own: a success is a debug record (at
     // info it halves the server's throughput and floods the pod log), a failure is not.
-    const level = res.statusCode < 400 ? 'debug' : 'info'
-    if (!log.isLevelEnabled(level)) return
-    log[level](
-      {
-        event: 'token.request',
-        method: req.method,
-        path: req.url,
-        status: res.statusCode,
-        ms: Math.round((performance.now() - t0) * 10) / 10,
-      },
-      `${req.method} ${req.url} ${res.statusCode}`,
-    )
+    const failed = res.statusCode >= 400
+    if (!failed && !log.isLevelEnabled('debug')) return
+    const fields = { event: 'token.request', status: res.statusCode }
+    const detail = { method: req.method, path: req.url, ms: Math.round((performance.now() - t0) * 10) / 10 }
+    const msg = `${req.method} ${req.url} ${res.statusCode}`
+    if (failed) repeats.log('info', fields, detail, msg)
+    else log.debug({ ...fields, ...detail }, msg)
   }
 
   /** Runs a step of the answer to a request; once answered, logs it; a failure is answered. */
@@ -368,8 +388,11 @@ export function createTokenApi(opts: TokenApiOptions) {
       )
   }
 
-  return (req: IncomingMessage, res: ServerResponse): void => {
-    const t0 = performance.now()
-    settle(req, res, t0, () => route(req, res, t0))
+  return {
+    handle(req, res) {
+      const t0 = performance.now()
+      settle(req, res, t0, () => route(req, res, t0))
+    },
+    flushLog: repeats.flush,
   }
 }

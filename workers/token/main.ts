@@ -170,9 +170,10 @@ async function serveTokens(
   source: TokenSource,
   serve: ServiceContext['serve'],
   go: ServiceContext['go'],
+  onStop: ServiceContext['onStop'],
   log: Logger,
 ): Promise<void> {
-  const handler = createTokenApi({
+  const api = createTokenApi({
     ...caches,
     jwks: source.jwks?.bind(source),
     roleAuthHeader: config.roleAuthHeader,
@@ -184,8 +185,13 @@ async function serveTokens(
   })
   const tls = Boolean(config.tokenServerTlsCertPath && config.tokenServerTlsKeyPath)
   const server: Server = tls
-    ? (https().createServer(tlsServerOptions(config, await tlsOptions(config)), handler) as unknown as Server)
-    : createHttpServer(handler)
+    ? (https().createServer(
+        tlsServerOptions(config, await tlsOptions(config)),
+        api.handle,
+      ) as unknown as Server)
+    : createHttpServer(api.handle)
+  // Run once every task has stopped: after the server's last answer.
+  onStop(api.flushLog)
   await serve('server', server, config.tokenServerAddr, { heldBodyBytes: MAX_BODY_BYTES })
   if (tls) {
     await go('tls-watcher', async (t) => {
@@ -314,7 +320,7 @@ defineService({
 
     // No token server (TOKEN_SERVER_ADDR empty, or USE_TOKEN_SERVER=false): the target token files
     // alone, written and refreshed as with one.
-    if (config.tokenServerAddr !== '') await serveTokens(config, caches, source, serve, go, log)
+    if (config.tokenServerAddr !== '') await serveTokens(config, caches, source, serve, go, onStop, log)
     else log.info({ event: 'token.files.only' }, 'no token server: writing the token files only')
     log.info(
       { event: 'token.refresh.scheduled', everyMs: config.tokenRefreshInterval },
