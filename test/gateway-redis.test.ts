@@ -129,6 +129,51 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       assert.deepEqual(await store.commit([firing(fp)], 'slow', now), [])
       assert.deepEqual(states(await store.record([firing(fp)], 'r', now + 1)), ['duplicate'])
     })
+    test(`${kind}: a resolution of an earlier episode than the one stored is stale, the record untouched; a late firing is not`, async () => {
+      const store = await make()
+      const fp = `${kind}-episodes`
+      const T0 = Date.parse('2025-10-30T10:00:00Z')
+      const T1 = T0 + 3_600_000
+      const at = (status: 'firing' | 'resolved', startsAt?: number) => ({ fingerprint: fp, status, startsAt })
+      const one = async (e: ReturnType<typeof at>, owner: string, now: number) =>
+        (await store.record([e], owner, now))[0]!
+      const stored = async (e: ReturnType<typeof at>, now: number) => {
+        assert.equal((await one(e, 'peer-a', now)).state, 'new')
+        assert.deepEqual(await store.commit([e], 'peer-a', now), [])
+      }
+      await stored(at('firing', T0), 1000)
+      await stored(at('resolved', T0), 2000)
+      await stored(at('firing', T1), 3000) // it fires again
+      // The other peer's resolution of the first episode comes late: it must not say resolved.
+      assert.deepEqual(await one(at('resolved', T0), 'peer-b', 3500), {
+        state: 'stale',
+        count: 1,
+        firstSeen: 3000,
+        lastSeen: 3000,
+      })
+      assert.equal((await one(at('firing', T0), 'peer-b', 3501)).state, 'duplicate', 'it fires')
+      await stored(at('resolved', T1), 4000)
+      // A firing of the episode just resolved is written: it cannot be told from the alert
+      // firing again with the same startsAt (restored by Prometheus after a restart).
+      assert.equal((await one(at('firing', T1), 'peer-b', 5000)).state, 'new')
+      assert.deepEqual(await store.commit([at('firing', T1)], 'peer-b', 5000), [])
+      // Without a startsAt there is no order to go by: as before, a status change is new.
+      assert.equal((await one(at('resolved'), 'r', 6000)).state, 'new')
+    })
+
+    test(`${kind}: a commit that records anew (its lease ran out unclaimed) keeps the episode`, async () => {
+      const store = await make(LEASE)
+      const fp = `${kind}-episode-late-commit`
+      const T0 = Date.parse('2025-10-30T10:00:00Z')
+      const refire = { fingerprint: fp, status: 'firing' as const, startsAt: T0 + 1 }
+      let now = 1000
+      await store.record([refire], 'slow', now)
+      now = await later(LEASE + 50, now)
+      assert.deepEqual(await store.commit([refire], 'slow', now), [])
+      const late = { fingerprint: fp, status: 'resolved' as const, startsAt: T0 }
+      assert.deepEqual(states(await store.record([late], 'late', now + 1)), ['stale'])
+    })
+
     test(`${kind}: a batch of thousands (several script calls, several slices) answers each entry in order`, async () => {
       const store = await make()
       const batch = Array.from({ length: 3000 }, (_, i) => firing(`${kind}-big-${i}`))
@@ -229,6 +274,27 @@ describe('dedup store semantics (memory and a real Redis)', () => {
     assert.deepEqual(await store.record([firing('legacy')], 'r', 10), [
       { state: 'duplicate', count: 2, firstSeen: 5, lastSeen: 10 },
     ])
+  })
+
+  test('redis: a record an older gateway rewrote (its episode of another status, or none) orders nothing', async () => {
+    const c = client()
+    await c.ping()
+    const store = createRedisStore(c, TTL, TTL)
+    const T0 = Date.parse('2025-10-30T10:00:00Z')
+    const late = (fingerprint: string) => ({ fingerprint, status: 'resolved' as const, startsAt: T0 })
+    const record = { status: 'firing', count: 1, first: 5, last: 5, id: 'old' }
+    // An older gateway's HSET changed the status and left the episode of the record before it.
+    await c.hset(`${DEDUP_KEY_PREFIX}rewritten`, { ...record, episode: `resolved@${T0 + 1}` })
+    assert.deepEqual(
+      states(await store.record([late('rewritten')], 'r', 10)),
+      ['new'],
+      "not stale by an episode that is not the record's",
+    )
+    await c.hset(`${DEDUP_KEY_PREFIX}no-episode`, record)
+    assert.deepEqual(states(await store.record([late('no-episode')], 'r', 10)), ['new'])
+    // The same record with an episode of its own is ordered: the check above is not vacuous.
+    await c.hset(`${DEDUP_KEY_PREFIX}with-episode`, { ...record, episode: `firing@${T0 + 1}` })
+    assert.deepEqual(states(await store.record([late('with-episode')], 'r', 10)), ['stale'])
   })
 
   test("redis: one turn's requests share one script call, each with its own owner, clock and answer", async () => {

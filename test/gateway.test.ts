@@ -128,6 +128,49 @@ describe('gateway: memory dedup, file sink, bearer auth', () => {
     assert.equal(readJsonLines(sinkFile).length, 2, 'duplicates are not written')
   })
 
+  test("an HA peer's resolution of an episode that comes after the alert fired again is stale: not written, said in the answer and counted", async () => {
+    const before = readJsonLines(sinkFile).length
+    const T0 = '2025-10-30T10:00:00Z'
+    const T1 = '2025-10-30T11:30:00.123456789Z' // AlertManager's own precision
+    const resolved = alert('FlappingDisk', {
+      status: 'resolved',
+      startsAt: T0,
+      endsAt: '2025-10-30T11:00:00Z',
+    })
+    for (const payload of [
+      alert('FlappingDisk', { startsAt: T0 }),
+      resolved,
+      alert('FlappingDisk', { startsAt: T1 }),
+    ]) {
+      assert.equal((await post(base, webhook([payload]), AUTH)).status, 201)
+    }
+    // The other peer's notification of the resolution, delayed past the alert firing again.
+    const late = await post(base, webhook([resolved]), AUTH)
+    assert.equal(late.status, 202, 'taken: a retry could not make it news')
+    assert.deepEqual(
+      { ...late.body, alerts: (late.body.alerts as { status: string }[]).map((a) => a.status) },
+      { created: 0, duplicates: 0, ignored: 0, stale: 1, alerts: ['stale'] },
+    )
+    assert.deepEqual(
+      readJsonLines(sinkFile)
+        .slice(before)
+        .map((l) => [l.status, l.startsAt]),
+      [
+        ['firing', T0],
+        ['resolved', T0],
+        ['firing', T1],
+      ],
+      'the sink still ends with the alert firing',
+    )
+    const scraped = await (await fetch(metricsUrl)).text()
+    assert.equal(metric(scraped, 'gateway_signals_stale_total', { service: 'gateway' }), 1)
+    // A firing of the episode just resolved is written: it may be the alert firing again with the
+    // startsAt Prometheus restored, which must not be hidden.
+    const resolved1 = alert('FlappingDisk', { status: 'resolved', startsAt: T1 })
+    assert.equal((await post(base, webhook([resolved1]), AUTH)).status, 201)
+    assert.equal((await post(base, webhook([alert('FlappingDisk', { startsAt: T1 })]), AUTH)).status, 201)
+  })
+
   test('a batch of 50 with 10 repeats: 40 created, 10 duplicates, 40 lines', async () => {
     const before = readJsonLines(sinkFile).length
     const alerts = Array.from({ length: 50 }, (_, i) => alert(`Batch${i % 40}`))

@@ -25,6 +25,7 @@ export interface AlertInput {
   annotations?: Record<string, string>
   fingerprint?: string
   startsAt?: string
+  endsAt?: string
 }
 
 export function alert(name: string, extra: Partial<AlertInput> = {}): AlertInput {

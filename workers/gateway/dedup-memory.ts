@@ -1,9 +1,11 @@
 import { forEachSliced, mapSliced } from '../../shared/slices.js'
-import type { DedupEntry, DedupResult, DedupStore } from './dedup-store.js'
+import { type DedupEntry, type DedupResult, type DedupStore, isStale } from './dedup-store.js'
 import type { AlertStatus } from './payload.js'
 
 interface Entry {
   status: AlertStatus
+  /** The `startsAt` of the notification that made the record (of its status). */
+  startsAt: number | undefined
   count: number
   firstSeen: number
   lastSeen: number
@@ -63,10 +65,13 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
     // synchronous step, as atomic as the Redis store's per key.
     async record(entries: readonly DedupEntry[], owner: string, now: number): Promise<DedupResult[]> {
       sweep(now)
-      return mapSliced(entries, ({ fingerprint, status }): DedupResult => {
+      return mapSliced(entries, ({ fingerprint, status, startsAt }): DedupResult => {
         const r = live(fingerprint, now)
         if (r?.pending && r.owner !== owner) {
           return { state: 'pending', count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen }
+        }
+        if (r && isStale(r.startsAt, status, startsAt)) {
+          return { state: 'stale', count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen }
         }
         if (r && r.status === status) {
           r.count += 1
@@ -81,6 +86,7 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
         records.delete(fingerprint)
         leases.set(fingerprint, {
           status,
+          startsAt,
           count: 1,
           firstSeen: now,
           lastSeen: now,
@@ -93,7 +99,7 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
     },
     async commit(entries, owner, now) {
       const lost: string[] = []
-      await forEachSliced(entries, ({ fingerprint, status }) => {
+      await forEachSliced(entries, ({ fingerprint, status, startsAt }) => {
         const r = leases.get(fingerprint) ?? records.get(fingerprint)
         if (r?.owner === owner) {
           leases.delete(fingerprint)
@@ -105,6 +111,7 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
           leases.delete(fingerprint)
           keep(fingerprint, {
             status,
+            startsAt,
             count: 1,
             firstSeen: now,
             lastSeen: now,

@@ -20,10 +20,16 @@ const PROBE_TTL_MS = 1000
 const COMMAND_TIMED_OUT = 'Command timed out'
 
 /**
- * KEYS[1] the fingerprint's hash; ARGV status, now (ms), ttl (ms), owner (the request), lease (ms).
- * Fields: status, count, first, last, id (owner), pending ("1" while the owner writes the sink).
+ * The check-and-lease of one key, as a Lua function every record script starts with:
+ * `record(key, status, starts, now, ttl, owner, lease)` returns state, count, first, last.
+ * Fields: status, count, first, last, id (owner), pending ("1" while the owner writes the sink),
+ * episode ("<status>@<startsAt ms>": the notification that made the record; its status is part
+ * of it, so a record rewritten by an older gateway, which leaves the field as it was, is seen to
+ * have none).
  * - a pending record of another owner is a live lease (an expired one has expired with its key):
- *   answered `pending` (2), untouched;
+ *   `pending` (2), untouched;
+ * - a resolution of an episode earlier than the record's (dedup-store.ts `isStale`): `stale` (3),
+ *   untouched;
  * - same status (committed, or this owner's own pending record, a repeat inside the batch): a
  *   duplicate, counted (0); a committed record's TTL slides;
  * - otherwise (absent, expired, the status changed): new (1), a pending lease of `owner` that
@@ -31,40 +37,68 @@ const COMMAND_TIMED_OUT = 'Command timed out'
  *   the record it replaces is left.
  * Records of older versions carry no `pending` field: committed.
  */
-const RECORD_LUA = `
-local cur = redis.call('HMGET', KEYS[1], 'status', 'first', 'id', 'pending', 'count', 'last')
-if cur[4] == '1' and cur[3] ~= ARGV[4] then
-  return {2, tonumber(cur[5]) or 0, cur[2] or '0', cur[6] or '0'}
+const RECORD_FN = `
+local function stale(recorded, episode, status, starts)
+  local s = tonumber(starts)
+  if status ~= 'resolved' or not s or not episode then return false end
+  local at = string.find(episode, '@', 1, true)
+  if not at or string.sub(episode, 1, at - 1) ~= recorded then return false end
+  local e = tonumber(string.sub(episode, at + 1))
+  if not e then return false end
+  return s < e
 end
-if cur[1] == ARGV[1] then
-  local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
-  redis.call('HSET', KEYS[1], 'last', ARGV[2])
-  if cur[4] ~= '1' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-  return {0, count, cur[2], ARGV[2]}
+local function record(key, status, starts, now, ttl, owner, lease)
+  local cur = redis.call('HMGET', key, 'status', 'first', 'id', 'pending', 'count', 'last', 'episode')
+  if cur[4] == '1' and cur[3] ~= owner then
+    return 2, tonumber(cur[5]) or 0, cur[2] or '0', cur[6] or '0'
+  end
+  if cur[1] and stale(cur[1], cur[7], status, starts) then
+    return 3, tonumber(cur[5]) or 0, cur[2] or '0', cur[6] or '0'
+  end
+  if cur[1] == status then
+    local count = redis.call('HINCRBY', key, 'count', 1)
+    redis.call('HSET', key, 'last', now)
+    if cur[4] ~= '1' then redis.call('PEXPIRE', key, ttl) end
+    return 0, count, cur[2] or '0', now
+  end
+  redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'pending', '1', 'episode', status .. '@' .. starts)
+  redis.call('PEXPIRE', key, lease)
+  return 1, 1, now, now
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'count', 1, 'first', ARGV[2], 'last', ARGV[2], 'id', ARGV[4], 'pending', '1')
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return {1, 1, ARGV[2], ARGV[2]}
+`
+
+/** KEYS[1] the fingerprint's hash; ARGV status, starts (ms, or ''), now (ms), ttl (ms), owner, lease (ms). */
+const RECORD_LUA = `${RECORD_FN}
+local state, count, first, last = record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+return {state, count, first, last}
 `
 
 /**
- * KEYS[1]; ARGV owner, ttl (ms), status, now (ms). The owner's lease becomes a committed record
- * that lives the TTL (1). A lease that expired unclaimed is recorded anew, committed (1). A record
- * someone else holds is left alone (0): our lease ran out while we wrote.
+ * The commit of one key, as a Lua function: `commit(key, owner, ttl, status, starts, now)`. The
+ * owner's lease becomes a committed record that lives the TTL (1). A lease that expired unclaimed
+ * is recorded anew, committed (1). A record someone else holds is left alone (0): our lease ran
+ * out while we wrote.
  */
-const COMMIT_LUA = `
-local cur = redis.call('HMGET', KEYS[1], 'id', 'pending')
-if cur[1] == ARGV[1] then
-  redis.call('HDEL', KEYS[1], 'pending')
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+const COMMIT_FN = `
+local function commit(key, owner, ttl, status, starts, now)
+  local cur = redis.call('HMGET', key, 'id', 'pending')
+  if cur[1] == owner then
+    if cur[2] then redis.call('HDEL', key, 'pending') end
+    redis.call('PEXPIRE', key, ttl)
+    return 1
+  end
+  if not cur[1] then
+    redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'episode', status .. '@' .. starts)
+    redis.call('PEXPIRE', key, ttl)
+    return 1
+  end
+  return 0
 end
-if not cur[1] then
-  redis.call('HSET', KEYS[1], 'status', ARGV[3], 'count', 1, 'first', ARGV[4], 'last', ARGV[4], 'id', ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
+`
+
+/** KEYS[1]; ARGV owner, ttl (ms), status, starts (ms, or ''), now (ms). */
+const COMMIT_LUA = `${COMMIT_FN}
+return commit(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 `
 
 /**
@@ -85,67 +119,37 @@ return 0
  * order and each call's alerts in its batch's order, so the outcome is that of the calls one after
  * the other. A cluster keeps one call per alert, since a script's keys must share a hash slot.
  * KEYS every call's fingerprints, call after call; ARGV ttl, lease, then per call: owner, now, its
- * key count n and its n statuses. The replies of RECORD_LUA, flat.
+ * key count n and n pairs of status and starts. The replies of RECORD_LUA, flat.
  */
-const RECORD_GROUP_LUA = `
+const RECORD_GROUP_LUA = `${RECORD_FN}
 local ttl, lease = ARGV[1], ARGV[2]
 local out, k, a = {}, 0, 3
 while a <= #ARGV do
   local owner, now, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   for j = 1, n do
-    local key, status = KEYS[k + j], ARGV[a + 2 + j]
-    local cur = redis.call('HMGET', key, 'status', 'first', 'id', 'pending', 'count', 'last')
-    if cur[4] == '1' and cur[3] ~= owner then
-      out[#out + 1] = 2
-      out[#out + 1] = tonumber(cur[5]) or 0
-      out[#out + 1] = cur[2] or '0'
-      out[#out + 1] = cur[6] or '0'
-    elseif cur[1] == status then
-      local count = redis.call('HINCRBY', key, 'count', 1)
-      redis.call('HSET', key, 'last', now)
-      if cur[4] ~= '1' then redis.call('PEXPIRE', key, ttl) end
-      out[#out + 1] = 0
-      out[#out + 1] = count
-      out[#out + 1] = cur[2] or '0'
-      out[#out + 1] = now
-    else
-      redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'pending', '1')
-      redis.call('PEXPIRE', key, lease)
-      out[#out + 1] = 1
-      out[#out + 1] = 1
-      out[#out + 1] = now
-      out[#out + 1] = now
-    end
+    local state, count, first, last = record(KEYS[k + j], ARGV[a + 1 + 2 * j], ARGV[a + 2 + 2 * j], now, ttl, owner, lease)
+    out[#out + 1] = state
+    out[#out + 1] = count
+    out[#out + 1] = first
+    out[#out + 1] = last
   end
   k = k + n
-  a = a + 3 + n
+  a = a + 3 + 2 * n
 end
 return out
 `
 
-/** COMMIT_LUA over a turn's calls: ARGV ttl, then per call owner, now, n, n statuses; a reply per key. */
-const COMMIT_GROUP_LUA = `
+/** COMMIT_LUA over a turn's calls: ARGV ttl, then per call owner, now, n, n pairs of status and starts; a reply per key. */
+const COMMIT_GROUP_LUA = `${COMMIT_FN}
 local ttl = ARGV[1]
 local out, k, a = {}, 0, 2
 while a <= #ARGV do
   local owner, now, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   for j = 1, n do
-    local key = KEYS[k + j]
-    local cur = redis.call('HMGET', key, 'id', 'pending')
-    if cur[1] == owner then
-      if cur[2] then redis.call('HDEL', key, 'pending') end
-      redis.call('PEXPIRE', key, ttl)
-      out[k + j] = 1
-    elseif not cur[1] then
-      redis.call('HSET', key, 'status', ARGV[a + 2 + j], 'count', 1, 'first', now, 'last', now, 'id', owner)
-      redis.call('PEXPIRE', key, ttl)
-      out[k + j] = 1
-    else
-      out[k + j] = 0
-    end
+    out[k + j] = commit(KEYS[k + j], owner, ttl, ARGV[a + 1 + 2 * j], ARGV[a + 2 + 2 * j], now)
   end
   k = k + n
-  a = a + 3 + n
+  a = a + 3 + 2 * n
 end
 return out
 `
@@ -178,12 +182,20 @@ interface ScriptCommands {
   dedupRecord(
     key: string,
     status: string,
+    starts: string,
     now: number,
     ttl: number,
     owner: string,
     lease: number,
   ): Promise<Reply>
-  dedupCommit(key: string, owner: string, ttl: number, status: string, now: number): Promise<number>
+  dedupCommit(
+    key: string,
+    owner: string,
+    ttl: number,
+    status: string,
+    starts: string,
+    now: number,
+  ): Promise<number>
   dedupRelease(key: string, owner: string): Promise<number>
   dedupRecordGroup(n: number, keys: string[], args: (string | number)[]): Promise<(number | string)[]>
   dedupCommitGroup(n: number, keys: string[], args: (string | number)[]): Promise<number[]>
@@ -192,7 +204,10 @@ interface ScriptCommands {
 
 type Reply = [number, number, string, string]
 
-const STATES: readonly DedupState[] = ['duplicate', 'new', 'pending']
+const STATES: readonly DedupState[] = ['duplicate', 'new', 'pending', 'stale']
+
+/** An entry's `startsAt` as a script argument: '' when unknown. */
+const startsArg = (e: DedupEntry): string => (e.startsAt === undefined ? '' : String(e.startsAt))
 
 /**
  * Issues one call per item (an entry, or a part of a batch), in slices (a large batch's thousands
@@ -220,7 +235,7 @@ function partsOf<T>(items: readonly T[]): T[][] {
   return parts
 }
 
-/** A grouped script's KEYS and ARGV: after `head`, per call its owner, now, key count and statuses. */
+/** A grouped script's KEYS and ARGV: after `head`, per call its owner, now, key count, and status and starts a key. */
 function groupArgs(calls: readonly Call[], head: number[]): { keys: string[]; args: (string | number)[] } {
   const keys: string[] = []
   const args: (string | number)[] = [...head]
@@ -228,7 +243,7 @@ function groupArgs(calls: readonly Call[], head: number[]): { keys: string[]; ar
     args.push(c.owner, c.now, c.entries.length)
     for (const e of c.entries) {
       keys.push(DEDUP_KEY_PREFIX + e.fingerprint)
-      args.push(e.status)
+      args.push(e.status, startsArg(e))
     }
   }
   return { keys, args }
@@ -384,7 +399,15 @@ export function createRedisStore(
     repliesOrRelease(
       entries,
       await callAll(entries, (e) =>
-        cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, now, ttlMs, owner, leaseMs),
+        cmds.dedupRecord(
+          DEDUP_KEY_PREFIX + e.fingerprint,
+          e.status,
+          startsArg(e),
+          now,
+          ttlMs,
+          owner,
+          leaseMs,
+        ),
       ),
       owner,
     )
@@ -397,7 +420,7 @@ export function createRedisStore(
 
   const commitEach = async (entries: readonly DedupEntry[], owner: string, now: number) => {
     const replies = await callAll(entries, (e) =>
-      cmds.dedupCommit(DEDUP_KEY_PREFIX + e.fingerprint, owner, ttlMs, e.status, now),
+      cmds.dedupCommit(DEDUP_KEY_PREFIX + e.fingerprint, owner, ttlMs, e.status, startsArg(e), now),
     )
     const failed = replies.find((r) => r.status === 'rejected')
     if (failed) throw unavailable(failed.reason)
@@ -418,7 +441,7 @@ export function createRedisStore(
       const key = `${DEDUP_KEY_PREFIX}probe:${randomUUID()}`
       await replaceIfSilent(
         client,
-        cmds.dedupRecord(key, 'firing', Date.now(), PROBE_TTL_MS, 'probe', PROBE_TTL_MS),
+        cmds.dedupRecord(key, 'firing', '', Date.now(), PROBE_TTL_MS, 'probe', PROBE_TTL_MS),
         log,
       )
     },

@@ -4,6 +4,11 @@ import type { AlertStatus } from './payload.js'
 export interface DedupEntry {
   fingerprint: string
   status: AlertStatus
+  /**
+   * When the alert's episode began (its `startsAt`, epoch ms), if it said: what tells a late
+   * resolution of an earlier episode from news (`stale`).
+   */
+  startsAt?: number | undefined
 }
 
 /**
@@ -12,8 +17,11 @@ export interface DedupEntry {
  * - `duplicate`: a committed record in this status within the TTL (or a repeat inside this batch).
  * - `pending`: another live request (another replica, AlertManager's HA peer, an earlier attempt
  *   still running) holds the lease and is writing this alert right now: not written twice.
+ * - `stale`: a resolution of an episode earlier than the record's (`isStale`): overtaken by the
+ *   alert firing again. Written, it would leave the sink saying resolved for an alert that fires.
+ *   The record is untouched.
  */
-export type DedupState = 'new' | 'duplicate' | 'pending'
+export type DedupState = 'new' | 'duplicate' | 'pending' | 'stale'
 
 export interface DedupResult {
   state: DedupState
@@ -51,6 +59,30 @@ export interface DedupStore {
    * memory, a read-only replica) or does not answer in time is seen to recover with no traffic.
    */
   probe?(): Promise<void>
+}
+
+/**
+ * Whether an arrival is a resolution overtaken by the record: of an episode (`startsAt`) earlier
+ * than the record's (`episode`), as an HA peer's or a retry's late notification is, after the
+ * alert fired again. Only a resolution: a late firing cannot be told from the alert firing again
+ * with the same `startsAt` (Prometheus restores it after a restart, while AlertManager resolved
+ * the alert in the gap), and dropping that would hide a firing alert; written, a late firing is
+ * at worst a false alarm, resolved by the next resolution. Without a `startsAt` on either side
+ * nothing is ordered. The Redis store's scripts say the same in Lua (dedup-redis.ts).
+ */
+export function isStale(
+  episode: number | undefined,
+  status: AlertStatus,
+  startsAt: number | undefined,
+): boolean {
+  return status === 'resolved' && episode !== undefined && startsAt !== undefined && startsAt < episode
+}
+
+/** An alert's `startsAt` as epoch ms; undefined when absent, unreadable, or Go's zero time. */
+export function startsAtOf(startsAt: string | undefined): number | undefined {
+  if (startsAt === undefined) return undefined
+  const ms = Date.parse(startsAt)
+  return ms > 0 ? ms : undefined
 }
 
 /** The store could not answer: the request gets 503 and AlertManager retries. */

@@ -156,19 +156,20 @@ function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
       return sendProblem(res, { status: 400, title: 'Bad Request', detail, path, errors })
     }
     const outcome = await ingest(parsed.webhook)
-    const { created, duplicates, ignored, rejected, pending, failed } = outcome
+    const { created, duplicates, ignored, rejected, stale, pending, failed } = outcome
     // Only when some alert was: the body of every ordinary answer stays as it was.
-    const refused = rejected > 0 ? { rejected } : {}
+    const refused =
+      rejected + stale === 0 ? {} : { ...(rejected > 0 && { rejected }), ...(stale > 0 && { stale }) }
     const detailed = wantsDetail(query)
     if (pending === 0 && failed === 0) {
       // Counted once the notification is taken: a 503's retry carries the same count again.
       const truncated = truncation(parsed.webhook)
       const cut = truncated > 0 ? { truncated } : {}
-      // The alerts refused are listed, as errored ones are (all of them with ?detail=1).
+      // The alerts refused or overtaken are listed, as errored ones are (all of them with ?detail=1).
       const listed = detailed
         ? { alerts: outcome.alerts }
-        : rejected > 0
-          ? { alerts: outcome.alerts.filter((a) => a.status === 'rejected') }
+        : rejected + stale > 0
+          ? { alerts: outcome.alerts.filter((a) => a.status === 'rejected' || a.status === 'stale') }
           : {}
       return sendJson(res, created > 0 ? 201 : 202, {
         created,

@@ -6,7 +6,7 @@ import { codedError } from '../../shared/errors.js'
 import type { HitFailpoint } from '../../shared/failpoints.js'
 import type { Logger } from '../../shared/logger.js'
 import { forEachSliced, mapSliced } from '../../shared/slices.js'
-import type { DedupEntry, DedupResult, DedupStore } from './dedup-store.js'
+import { type DedupEntry, type DedupResult, type DedupStore, startsAtOf } from './dedup-store.js'
 import { fingerprintOf } from './fingerprint.js'
 import type { GatewayMetrics } from './metrics.js'
 import type { Alert, Webhook } from './payload.js'
@@ -55,10 +55,12 @@ export interface IngestOptions {
  * - duplicate: already stored (within the TTL), or a repeat inside the batch;
  * - ignored: resolved, with GATEWAY_RECORD_RESOLVED=false;
  * - rejected: refused by the sink for what it holds (logged whole; no retry could store it);
+ * - stale: a resolution of an earlier episode than the one stored (the alert fired again since):
+ *   written, it would undo that one (dedup-store.ts);
  * - pending: another request was still writing it when the wait ran out (the batch gets 503);
  * - failed: the sink write or the dedup store failed (the batch gets 503; nothing recorded).
  */
-export type AlertState = 'created' | 'duplicate' | 'ignored' | 'rejected' | 'pending' | 'failed'
+export type AlertState = 'created' | 'duplicate' | 'ignored' | 'rejected' | 'stale' | 'pending' | 'failed'
 
 export interface AlertOutcome {
   fingerprint: string
@@ -74,6 +76,7 @@ export interface IngestOutcome {
   duplicates: number
   ignored: number
   rejected: number
+  stale: number
   pending: number
   failed: number
   /** Why the batch failed, when some alert did. */
@@ -84,6 +87,8 @@ export interface IngestOutcome {
 interface Item {
   alert: Alert
   fingerprint: string
+  /** What the store is told of it: its fingerprint, status and episode. */
+  entry: DedupEntry
   outcome: AlertOutcome
   /**
    * Written to the sink when new. A resolved alert with GATEWAY_RECORD_RESOLVED=false is not, but
@@ -218,7 +223,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   /** One commit per fingerprint, with the status written last (a batch may hold its resolution). */
   const commitLater = (fresh: readonly Item[], owner: string): true => {
     const last = new Map<string, DedupEntry>()
-    for (const a of fresh) last.set(a.fingerprint, { fingerprint: a.fingerprint, status: a.alert.status })
+    for (const a of fresh) last.set(a.fingerprint, a.entry)
     opts.background(commit([...last.values()], owner))
     return true
   }
@@ -233,6 +238,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       return {
         alert,
         fingerprint,
+        entry: { fingerprint, status: alert.status, startsAt: startsAtOf(alert.startsAt) },
         outcome: { fingerprint, alertStatus: alert.status, status: 'pending' },
         sinkable: opts.recordResolved || alert.status === 'firing',
       }
@@ -251,7 +257,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       let results: DedupResult[]
       try {
         results = await store.record(
-          todo.map((a) => ({ fingerprint: a.fingerprint, status: a.alert.status })),
+          todo.map((a) => a.entry),
           owner,
           round === 0 ? now : Date.now(),
         )
@@ -272,7 +278,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
           return
         }
         Object.assign(a.outcome, { count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen })
-        if (r.state === 'duplicate') a.outcome.status = 'duplicate'
+        if (r.state === 'duplicate' || r.state === 'stale') a.outcome.status = r.state
         else fresh.push(a)
       })
       if (fresh.length > 0) {
@@ -297,6 +303,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       duplicate: 0,
       ignored: 0,
       rejected: 0,
+      stale: 0,
       pending: 0,
       failed: 0,
     }
@@ -311,6 +318,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       duplicates: counts.duplicate,
       ignored: counts.ignored,
       rejected: counts.rejected,
+      stale: counts.stale,
       pending: counts.pending,
       failed: counts.failed,
       ...(failure && { failure }),
@@ -318,6 +326,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     }
     metrics.created.inc(outcome.created)
     metrics.deduplicated.inc(outcome.duplicates)
+    if (outcome.stale > 0) metrics.stale.inc(outcome.stale)
     log.debug(
       { event: 'gateway.accepted', created: outcome.created, duplicates: outcome.duplicates },
       'batch done',
