@@ -2,6 +2,9 @@ import type { Logger } from './logger.js'
 
 export type RepeatLevel = 'info' | 'warn' | 'error'
 
+/** The window of every service's gate: a failure that repeats is said at most twice in it. */
+export const REPEAT_WINDOW_MS = 10_000
+
 /**
  * A record that repeats (every token request failing the same way while ZTS is down) written
  * twice a window at most: the first in full, then, as the window closes, how many more there

@@ -87,6 +87,14 @@ describe('gateway readiness', { concurrency: 2 }, () => {
     await admin.call('CONFIG', 'SET', 'maxmemory-policy', 'noeviction')
     await admin.call('CONFIG', 'SET', 'maxmemory', '1')
     assert.equal((await post(base, webhook([alert('DuringOom')]))).status, 503)
+    // AlertManager retries, each peer its own: every request fails the same way.
+    const retries = await Promise.all(
+      Array.from({ length: 20 }, () => post(base, webhook([alert('DuringOom')]))),
+    )
+    assert.deepEqual(
+      retries.map((r) => r.status),
+      Array(20).fill(503),
+    )
     const down = await readyz(sc, 503)
     assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'redis' }])
     assert.equal((await probe(sc, '/healthz')).status, 200, 'liveness is not readiness')
@@ -94,6 +102,15 @@ describe('gateway readiness', { concurrency: 2 }, () => {
     assert.equal((await readyz(sc, 200)).body.status, 'ready', 'a write probe saw the room, with no webhook')
     assert.equal((await post(base, webhook([alert('DuringOom')]))).status, 201, 'the retry is stored')
     assert.equal(await stop(sc), 0)
+    // Said whole once a window (with Redis's error), the rest counted, written by the stop at the latest.
+    const failed = sc.events('gateway.dedup.failed')
+    const whole = failed.filter((r) => r.repeats === undefined)
+    assert.ok(whole.length >= 1 && whole.length <= 2, `${whole.length} whole records`)
+    assert.match(String((whole[0]!.err as { message: string }).message), /OOM/)
+    assert.equal(
+      failed.reduce((n, r) => n + ((r.repeats as number | undefined) ?? 1), 0),
+      21,
+    )
   })
 
   test('a wrong Redis password: running but not ready, webhooks 503', async (t) => {

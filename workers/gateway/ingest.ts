@@ -4,6 +4,7 @@ import { monotonicMs } from '../../shared/clock.js'
 import { withDeadline } from '../../shared/deadline.js'
 import { codedError } from '../../shared/errors.js'
 import type { HitFailpoint } from '../../shared/failpoints.js'
+import type { RepeatGate } from '../../shared/log-repeats.js'
 import type { Logger } from '../../shared/logger.js'
 import { forEachSliced, mapSliced } from '../../shared/slices.js'
 import { type DedupEntry, type DedupResult, type DedupStore, startsAtOf } from './dedup-store.js'
@@ -25,6 +26,11 @@ export interface IngestOptions {
   sink: Sink
   metrics: GatewayMetrics
   log: Logger
+  /**
+   * Where the failures each request meets while the store fails (every request, the same way)
+   * are logged: once a window, then counted.
+   */
+  repeats: RepeatGate
   /**
    * How long a request waits for alerts another request holds a live lease on (it is writing
    * them) to be committed, before it answers 503 for them.
@@ -107,7 +113,7 @@ interface Item {
  * or its request got a 5xx, and within one lease it is written once.
  */
 export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise<IngestOutcome> {
-  const { store, sink, metrics, log } = opts
+  const { store, sink, metrics, log, repeats } = opts
   // A lease's owner is unique per request across every gateway on the store: a random prefix per
   // worker and a counter (a randomUUID per request cost as much as the rest of its dedup call).
   const ownerPrefix = `${randomBytes(12).toString('base64url')}.`
@@ -128,8 +134,10 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     } catch (err) {
       // The alerts are stored: the answer was a 2xx. Their leases expire, so a later repeat may
       // be written again (at least once).
-      log.warn(
-        { event: 'gateway.dedup.commit.failed', err: { message: (err as Error).message } },
+      repeats.log(
+        'warn',
+        { event: 'gateway.dedup.commit.failed' },
+        { err: { message: (err as Error).message } },
         'commit after the sink write failed',
       )
     }
@@ -197,8 +205,10 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       await store
         .release(released, owner)
         .catch((rbErr: unknown) =>
-          log.warn(
-            { event: 'gateway.release.failed', err: { message: (rbErr as Error).message } },
+          repeats.log(
+            'warn',
+            { event: 'gateway.release.failed' },
+            { err: { message: (rbErr as Error).message } },
             'releasing the leases failed; they expire on their own',
           ),
         )
@@ -262,7 +272,12 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
           round === 0 ? now : Date.now(),
         )
       } catch (err) {
-        log.warn({ event: 'gateway.dedup.failed', err: { message: (err as Error).message } }, 'dedup failed')
+        repeats.log(
+          'warn',
+          { event: 'gateway.dedup.failed' },
+          { err: { message: (err as Error).message } },
+          'dedup failed',
+        )
         opts.onStoreCall?.(false)
         for (const a of todo) a.outcome.status = 'failed'
         failure = 'store-unavailable'

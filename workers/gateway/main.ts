@@ -2,6 +2,7 @@ import { defineService } from '../../shared/define-service.js'
 import { requireFromDist } from '../../shared/dist-url.js'
 import { createBodyBudget } from '../../shared/http/body-budget.js'
 import { createServer } from '../../shared/http-builtin.js'
+import { createRepeatGate, REPEAT_WINDOW_MS } from '../../shared/log-repeats.js'
 import { readiness } from '../../shared/readiness.js'
 import { createMemoryStore } from './dedup-memory.js'
 import { createRedisStore } from './dedup-redis.js'
@@ -80,6 +81,9 @@ defineService({
     // Commits still running after their answers; onStop runs in reverse, so this is awaited before
     // the sink and Redis close (each commit is bounded by the command timeout).
     const commits = new Set<Promise<void>>()
+    // Run after the commits below have ended: a commit that fails at the end is counted too.
+    const repeats = createRepeatGate(log, REPEAT_WINDOW_MS)
+    onStop(repeats.flush)
     onStop(async () => {
       await Promise.all(commits)
     })
@@ -97,6 +101,7 @@ defineService({
         sink,
         metrics,
         log,
+        repeats,
         pendingWaitMs: Math.min(leaseMs, PENDING_WAIT_MS),
         sinkTimeoutMs: config.gatewaySinkTimeout,
         failpoint,

@@ -8,7 +8,7 @@ import { targetPath } from '../../shared/http/target.js'
 import { closeUnread } from '../../shared/http/unread-body.js'
 import type { AccessToken, RoleToken } from '../../shared/identity/tokens.js'
 import { isUpstreamError, refusedByProvider } from '../../shared/identity/tokens.js'
-import { createRepeatGate } from '../../shared/log-repeats.js'
+import { createRepeatGate, REPEAT_WINDOW_MS } from '../../shared/log-repeats.js'
 import type { Logger } from '../../shared/logger.js'
 import type { CacheKey, TokenCache } from './cache.js'
 import { secondsLeft } from './expiry.js'
@@ -37,9 +37,6 @@ export interface TokenApiOptions {
   timeoutMs: number
   log: Logger
 }
-
-/** How long a failure's repeats are counted before they are written as one record (log-repeats.ts). */
-export const REPEATS_WINDOW_MS = 10_000
 
 /** The most of a request body read (into memory): an SIA token request is a few short fields. */
 export const MAX_BODY_BYTES = 64 * 1024
@@ -160,7 +157,7 @@ export interface TokenApi {
 export function createTokenApi(opts: TokenApiOptions): TokenApi {
   const { log } = opts
   // Clients ask again at once: during an outage each fails as the last did, a record each.
-  const repeats = createRepeatGate(log, REPEATS_WINDOW_MS)
+  const repeats = createRepeatGate(log, REPEAT_WINDOW_MS)
   const proxy = (body: Record<string, unknown>) => {
     const p = str(body, 'proxy_for_principal', NAME, false)
     if (p && !opts.proxyForPrincipal) throw clientError(PROXY_REFUSED, 403)
