@@ -41,6 +41,16 @@ describe('dedup store semantics (memory and a real Redis)', () => {
         return createRedisStore(c, TTL, leaseMs)
       },
     ],
+    [
+      // The scripts a cluster runs, one key a call (a script's keys must share a hash slot).
+      'redis, one key a call',
+      async (leaseMs = TTL) => {
+        const c = client()
+        await c.ping()
+        Object.defineProperty(c, 'isCluster', { value: true })
+        return createRedisStore(c, TTL, leaseMs)
+      },
+    ],
   ]
   const firing = (fingerprint: string) => ({ fingerprint, status: 'firing' as const })
   const states = (rs: { state: string }[]) => rs.map((r) => r.state)
@@ -48,7 +58,7 @@ describe('dedup store semantics (memory and a real Redis)', () => {
   for (const [kind, make] of stores) {
     // The memory store is driven by the `now` it is given; Redis expires leases by its own clock.
     const later = async (ms: number, now: number) => {
-      if (kind === 'redis') await sleep(ms)
+      if (kind.startsWith('redis')) await sleep(ms)
       return now + ms
     }
 
@@ -129,48 +139,69 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       assert.deepEqual(await store.commit([firing(fp)], 'slow', now), [])
       assert.deepEqual(states(await store.record([firing(fp)], 'r', now + 1)), ['duplicate'])
     })
-    test(`${kind}: a resolution of an earlier episode than the one stored is stale, the record untouched; a late firing is not`, async () => {
+    test(`${kind}: a resolution that ended before the firing on record began is stale, the record untouched; a late firing is not`, async () => {
       const store = await make()
       const fp = `${kind}-episodes`
-      const T0 = Date.parse('2025-10-30T10:00:00Z')
-      const T1 = T0 + 3_600_000
-      const at = (status: 'firing' | 'resolved', startsAt?: number) => ({ fingerprint: fp, status, startsAt })
+      const S0 = Date.parse('2025-10-30T10:00:00Z')
+      const R0 = S0 + 600_000 // it resolved ten minutes later
+      const S1 = R0 + 300_000 // and fired again five minutes after that
+      // `at`: a firing's startsAt, a resolution's endsAt.
+      const at = (status: 'firing' | 'resolved', when?: number) => ({ fingerprint: fp, status, at: when })
       const one = async (e: ReturnType<typeof at>, owner: string, now: number) =>
         (await store.record([e], owner, now))[0]!
       const stored = async (e: ReturnType<typeof at>, now: number) => {
         assert.equal((await one(e, 'peer-a', now)).state, 'new')
         assert.deepEqual(await store.commit([e], 'peer-a', now), [])
       }
-      await stored(at('firing', T0), 1000)
-      await stored(at('resolved', T0), 2000)
-      await stored(at('firing', T1), 3000) // it fires again
+      await stored(at('firing', S0), 1000)
+      await stored(at('resolved', R0), 2000)
+      await stored(at('firing', S1), 3000) // it fires again
       // The other peer's resolution of the first episode comes late: it must not say resolved.
-      assert.deepEqual(await one(at('resolved', T0), 'peer-b', 3500), {
+      assert.deepEqual(await one(at('resolved', R0), 'peer-b', 3500), {
         state: 'stale',
         count: 1,
         firstSeen: 3000,
         lastSeen: 3000,
       })
-      assert.equal((await one(at('firing', T0), 'peer-b', 3501)).state, 'duplicate', 'it fires')
-      await stored(at('resolved', T1), 4000)
+      assert.equal((await one(at('firing', S0), 'peer-b', 3501)).state, 'duplicate', 'it fires')
+      await stored(at('resolved', S1 + 60_000), 4000)
       // A firing of the episode just resolved is written: it cannot be told from the alert
       // firing again with the same startsAt (restored by Prometheus after a restart).
-      assert.equal((await one(at('firing', T1), 'peer-b', 5000)).state, 'new')
-      assert.deepEqual(await store.commit([at('firing', T1)], 'peer-b', 5000), [])
-      // Without a startsAt there is no order to go by: as before, a status change is new.
+      assert.equal((await one(at('firing', S1), 'peer-b', 5000)).state, 'new')
+      assert.deepEqual(await store.commit([at('firing', S1)], 'peer-b', 5000), [])
+      // Without a time there is no order to go by: as before, a status change is new.
       assert.equal((await one(at('resolved'), 'r', 6000)).state, 'new')
     })
 
-    test(`${kind}: a commit that records anew (its lease ran out unclaimed) keeps the episode`, async () => {
+    test(`${kind}: a resolution of the episode on record is news, however AlertManager moved its start`, async () => {
+      const store = await make()
+      const fp = `${kind}-merged-start`
+      const S = Date.parse('2025-10-30T10:00:40Z')
+      // The firing said 10:00:40; an earlier copy merged in later moved the start to 10:00:05
+      // (AlertManager keeps the earliest), and the repeat that says so is a duplicate.
+      assert.equal(
+        (await store.record([{ fingerprint: fp, status: 'firing', at: S }], 'a', 1000))[0]!.state,
+        'new',
+      )
+      await store.commit([{ fingerprint: fp, status: 'firing', at: S }], 'a', 1000)
+      const repeat = { fingerprint: fp, status: 'firing' as const, at: S - 35_000 }
+      assert.equal((await store.record([repeat], 'b', 2000))[0]!.state, 'duplicate')
+      const resolved = { fingerprint: fp, status: 'resolved' as const, at: S + 1_200_000 }
+      assert.equal((await store.record([resolved], 'b', 3000))[0]!.state, 'new', 'it ended after it began')
+    })
+
+    test(`${kind}: a commit that records anew (its lease ran out unclaimed) keeps when it began`, async () => {
       const store = await make(LEASE)
       const fp = `${kind}-episode-late-commit`
-      const T0 = Date.parse('2025-10-30T10:00:00Z')
-      const refire = { fingerprint: fp, status: 'firing' as const, startsAt: T0 + 1 }
+      const S0 = Date.parse('2025-10-30T10:00:00Z')
+      const refire = { fingerprint: fp, status: 'firing' as const, at: S0 + 900_000 }
       let now = 1000
       await store.record([refire], 'slow', now)
       now = await later(LEASE + 50, now)
+      // Another request's arrival sweeps the expired lease away (the memory store does so lazily).
+      await store.record([firing(`${fp}-other`)], 'sweeper', now)
       assert.deepEqual(await store.commit([refire], 'slow', now), [])
-      const late = { fingerprint: fp, status: 'resolved' as const, startsAt: T0 }
+      const late = { fingerprint: fp, status: 'resolved' as const, at: S0 + 600_000 }
       assert.deepEqual(states(await store.record([late], 'late', now + 1)), ['stale'])
     })
 
@@ -276,25 +307,25 @@ describe('dedup store semantics (memory and a real Redis)', () => {
     ])
   })
 
-  test('redis: a record an older gateway rewrote (its episode of another status, or none) orders nothing', async () => {
+  test('redis: a record an older gateway rewrote (its time of another status, or none) orders nothing', async () => {
     const c = client()
     await c.ping()
     const store = createRedisStore(c, TTL, TTL)
-    const T0 = Date.parse('2025-10-30T10:00:00Z')
-    const late = (fingerprint: string) => ({ fingerprint, status: 'resolved' as const, startsAt: T0 })
+    const S = Date.parse('2025-10-30T10:00:00Z')
+    const late = (fingerprint: string) => ({ fingerprint, status: 'resolved' as const, at: S - 1 })
     const record = { status: 'firing', count: 1, first: 5, last: 5, id: 'old' }
-    // An older gateway's HSET changed the status and left the episode of the record before it.
-    await c.hset(`${DEDUP_KEY_PREFIX}rewritten`, { ...record, episode: `resolved@${T0 + 1}` })
+    // An older gateway's HSET changed the status and left the time of the record before it.
+    await c.hset(`${DEDUP_KEY_PREFIX}rewritten`, { ...record, at: `resolved@${S}` })
     assert.deepEqual(
       states(await store.record([late('rewritten')], 'r', 10)),
       ['new'],
-      "not stale by an episode that is not the record's",
+      "not stale by a time that is not the record's",
     )
-    await c.hset(`${DEDUP_KEY_PREFIX}no-episode`, record)
-    assert.deepEqual(states(await store.record([late('no-episode')], 'r', 10)), ['new'])
-    // The same record with an episode of its own is ordered: the check above is not vacuous.
-    await c.hset(`${DEDUP_KEY_PREFIX}with-episode`, { ...record, episode: `firing@${T0 + 1}` })
-    assert.deepEqual(states(await store.record([late('with-episode')], 'r', 10)), ['stale'])
+    await c.hset(`${DEDUP_KEY_PREFIX}no-time`, record)
+    assert.deepEqual(states(await store.record([late('no-time')], 'r', 10)), ['new'])
+    // The same record with a time of its own is ordered: the checks above are not vacuous.
+    await c.hset(`${DEDUP_KEY_PREFIX}with-time`, { ...record, at: `firing@${S}` })
+    assert.deepEqual(states(await store.record([late('with-time')], 'r', 10)), ['stale'])
   })
 
   test("redis: one turn's requests share one script call, each with its own owner, clock and answer", async () => {

@@ -128,19 +128,16 @@ describe('gateway: memory dedup, file sink, bearer auth', () => {
     assert.equal(readJsonLines(sinkFile).length, 2, 'duplicates are not written')
   })
 
-  test("an HA peer's resolution of an episode that comes after the alert fired again is stale: not written, said in the answer and counted", async () => {
+  test("an HA peer's resolution that comes after the alert fired again is stale: not written, said in the answer, the log and a counter", async () => {
     const before = readJsonLines(sinkFile).length
-    const T0 = '2025-10-30T10:00:00Z'
-    const T1 = '2025-10-30T11:30:00.123456789Z' // AlertManager's own precision
-    const resolved = alert('FlappingDisk', {
-      status: 'resolved',
-      startsAt: T0,
-      endsAt: '2025-10-30T11:00:00Z',
-    })
+    const S0 = '2025-10-30T10:00:00Z'
+    const R0 = '2025-10-30T11:00:00Z'
+    const S1 = '2025-10-30T11:30:00.123456789Z' // AlertManager's own precision
+    const resolved = alert('FlappingDisk', { status: 'resolved', startsAt: S0, endsAt: R0 })
     for (const payload of [
-      alert('FlappingDisk', { startsAt: T0 }),
+      alert('FlappingDisk', { startsAt: S0 }),
       resolved,
-      alert('FlappingDisk', { startsAt: T1 }),
+      alert('FlappingDisk', { startsAt: S1 }),
     ]) {
       assert.equal((await post(base, webhook([payload]), AUTH)).status, 201)
     }
@@ -156,19 +153,25 @@ describe('gateway: memory dedup, file sink, bearer auth', () => {
         .slice(before)
         .map((l) => [l.status, l.startsAt]),
       [
-        ['firing', T0],
-        ['resolved', T0],
-        ['firing', T1],
+        ['firing', S0],
+        ['resolved', S0],
+        ['firing', S1],
       ],
       'the sink still ends with the alert firing',
     )
+    const said = await sc.waitForEvent('gateway.alert.stale')
+    assert.deepEqual([said.alertname, said.startsAt, said.endsAt], ['FlappingDisk', S0, R0])
     const scraped = await (await fetch(metricsUrl)).text()
     assert.equal(metric(scraped, 'gateway_signals_stale_total', { service: 'gateway' }), 1)
-    // A firing of the episode just resolved is written: it may be the alert firing again with the
-    // startsAt Prometheus restored, which must not be hidden.
-    const resolved1 = alert('FlappingDisk', { status: 'resolved', startsAt: T1 })
+    // Its own resolution is news; then a firing of the episode just resolved is written too: it
+    // may be the alert firing again with the startsAt Prometheus restored, not to be hidden.
+    const resolved1 = alert('FlappingDisk', {
+      status: 'resolved',
+      startsAt: S1,
+      endsAt: '2025-10-30T12:00:00Z',
+    })
     assert.equal((await post(base, webhook([resolved1]), AUTH)).status, 201)
-    assert.equal((await post(base, webhook([alert('FlappingDisk', { startsAt: T1 })]), AUTH)).status, 201)
+    assert.equal((await post(base, webhook([alert('FlappingDisk', { startsAt: S1 })]), AUTH)).status, 201)
   })
 
   test('a batch of 50 with 10 repeats: 40 created, 10 duplicates, 40 lines', async () => {

@@ -4,8 +4,8 @@ import type { AlertStatus } from './payload.js'
 
 interface Entry {
   status: AlertStatus
-  /** The `startsAt` of the notification that made the record (of its status). */
-  startsAt: number | undefined
+  /** When what the notification that made the record tells happened (DedupEntry `at`). */
+  at: number | undefined
   count: number
   firstSeen: number
   lastSeen: number
@@ -65,12 +65,12 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
     // synchronous step, as atomic as the Redis store's per key.
     async record(entries: readonly DedupEntry[], owner: string, now: number): Promise<DedupResult[]> {
       sweep(now)
-      return mapSliced(entries, ({ fingerprint, status, startsAt }): DedupResult => {
+      return mapSliced(entries, ({ fingerprint, status, at }): DedupResult => {
         const r = live(fingerprint, now)
         if (r?.pending && r.owner !== owner) {
           return { state: 'pending', count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen }
         }
-        if (r && isStale(r.startsAt, status, startsAt)) {
+        if (r && isStale(r.status, r.at, status, at)) {
           return { state: 'stale', count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen }
         }
         if (r && r.status === status) {
@@ -86,7 +86,7 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
         records.delete(fingerprint)
         leases.set(fingerprint, {
           status,
-          startsAt,
+          at,
           count: 1,
           firstSeen: now,
           lastSeen: now,
@@ -99,7 +99,7 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
     },
     async commit(entries, owner, now) {
       const lost: string[] = []
-      await forEachSliced(entries, ({ fingerprint, status, startsAt }) => {
+      await forEachSliced(entries, ({ fingerprint, status, at }) => {
         const r = leases.get(fingerprint) ?? records.get(fingerprint)
         if (r?.owner === owner) {
           leases.delete(fingerprint)
@@ -111,7 +111,7 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
           leases.delete(fingerprint)
           keep(fingerprint, {
             status,
-            startsAt,
+            at,
             count: 1,
             firstSeen: now,
             lastSeen: now,

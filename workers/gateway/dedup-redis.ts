@@ -21,15 +21,15 @@ const COMMAND_TIMED_OUT = 'Command timed out'
 
 /**
  * The check-and-lease of one key, as a Lua function every record script starts with:
- * `record(key, status, starts, now, ttl, owner, lease)` returns state, count, first, last.
+ * `record(key, status, at, now, ttl, owner, lease)` returns state, count, first, last.
  * Fields: status, count, first, last, id (owner), pending ("1" while the owner writes the sink),
- * episode ("<status>@<startsAt ms>": the notification that made the record; its status is part
- * of it, so a record rewritten by an older gateway, which leaves the field as it was, is seen to
- * have none).
+ * at ("<status>@<ms>": when what the notification that made the record tells happened, DedupEntry
+ * `at`; its status is part of it, so a record rewritten by an older gateway, which leaves the
+ * field as it was, is seen to have none).
  * - a pending record of another owner is a live lease (an expired one has expired with its key):
  *   `pending` (2), untouched;
- * - a resolution of an episode earlier than the record's (dedup-store.ts `isStale`): `stale` (3),
- *   untouched;
+ * - a resolution that ended before the firing on record began (dedup-store.ts `isStale`):
+ *   `stale` (3), untouched;
  * - same status (committed, or this owner's own pending record, a repeat inside the batch): a
  *   duplicate, counted (0); a committed record's TTL slides;
  * - otherwise (absent, expired, the status changed): new (1), a pending lease of `owner` that
@@ -38,21 +38,20 @@ const COMMAND_TIMED_OUT = 'Command timed out'
  * Records of older versions carry no `pending` field: committed.
  */
 const RECORD_FN = `
-local function stale(recorded, episode, status, starts)
-  local s = tonumber(starts)
-  if status ~= 'resolved' or not s or not episode then return false end
-  local at = string.find(episode, '@', 1, true)
-  if not at or string.sub(episode, 1, at - 1) ~= recorded then return false end
-  local e = tonumber(string.sub(episode, at + 1))
-  if not e then return false end
-  return s < e
+local function stale(recorded, recordedAt, status, at)
+  local s = tonumber(at)
+  if status ~= 'resolved' or recorded ~= 'firing' or not s or not recordedAt then return false end
+  local sep = string.find(recordedAt, '@', 1, true)
+  if not sep or string.sub(recordedAt, 1, sep - 1) ~= recorded then return false end
+  local e = tonumber(string.sub(recordedAt, sep + 1))
+  return e ~= nil and s < e
 end
-local function record(key, status, starts, now, ttl, owner, lease)
-  local cur = redis.call('HMGET', key, 'status', 'first', 'id', 'pending', 'count', 'last', 'episode')
+local function record(key, status, at, now, ttl, owner, lease)
+  local cur = redis.call('HMGET', key, 'status', 'first', 'id', 'pending', 'count', 'last', 'at')
   if cur[4] == '1' and cur[3] ~= owner then
     return 2, tonumber(cur[5]) or 0, cur[2] or '0', cur[6] or '0'
   end
-  if cur[1] and stale(cur[1], cur[7], status, starts) then
+  if cur[1] and stale(cur[1], cur[7], status, at) then
     return 3, tonumber(cur[5]) or 0, cur[2] or '0', cur[6] or '0'
   end
   if cur[1] == status then
@@ -61,26 +60,26 @@ local function record(key, status, starts, now, ttl, owner, lease)
     if cur[4] ~= '1' then redis.call('PEXPIRE', key, ttl) end
     return 0, count, cur[2] or '0', now
   end
-  redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'pending', '1', 'episode', status .. '@' .. starts)
+  redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'pending', '1', 'at', status .. '@' .. at)
   redis.call('PEXPIRE', key, lease)
   return 1, 1, now, now
 end
 `
 
-/** KEYS[1] the fingerprint's hash; ARGV status, starts (ms, or ''), now (ms), ttl (ms), owner, lease (ms). */
+/** KEYS[1] the fingerprint's hash; ARGV status, at (ms, or ''), now (ms), ttl (ms), owner, lease (ms). */
 const RECORD_LUA = `${RECORD_FN}
 local state, count, first, last = record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 return {state, count, first, last}
 `
 
 /**
- * The commit of one key, as a Lua function: `commit(key, owner, ttl, status, starts, now)`. The
+ * The commit of one key, as a Lua function: `commit(key, owner, ttl, status, at, now)`. The
  * owner's lease becomes a committed record that lives the TTL (1). A lease that expired unclaimed
  * is recorded anew, committed (1). A record someone else holds is left alone (0): our lease ran
  * out while we wrote.
  */
 const COMMIT_FN = `
-local function commit(key, owner, ttl, status, starts, now)
+local function commit(key, owner, ttl, status, at, now)
   local cur = redis.call('HMGET', key, 'id', 'pending')
   if cur[1] == owner then
     if cur[2] then redis.call('HDEL', key, 'pending') end
@@ -88,7 +87,7 @@ local function commit(key, owner, ttl, status, starts, now)
     return 1
   end
   if not cur[1] then
-    redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'episode', status .. '@' .. starts)
+    redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'at', status .. '@' .. at)
     redis.call('PEXPIRE', key, ttl)
     return 1
   end
@@ -96,7 +95,7 @@ local function commit(key, owner, ttl, status, starts, now)
 end
 `
 
-/** KEYS[1]; ARGV owner, ttl (ms), status, starts (ms, or ''), now (ms). */
+/** KEYS[1]; ARGV owner, ttl (ms), status, at (ms, or ''), now (ms). */
 const COMMIT_LUA = `${COMMIT_FN}
 return commit(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 `
@@ -119,7 +118,7 @@ return 0
  * order and each call's alerts in its batch's order, so the outcome is that of the calls one after
  * the other. A cluster keeps one call per alert, since a script's keys must share a hash slot.
  * KEYS every call's fingerprints, call after call; ARGV ttl, lease, then per call: owner, now, its
- * key count n and n pairs of status and starts. The replies of RECORD_LUA, flat.
+ * key count n and n pairs of status and at. The replies of RECORD_LUA, flat.
  */
 const RECORD_GROUP_LUA = `${RECORD_FN}
 local ttl, lease = ARGV[1], ARGV[2]
@@ -139,7 +138,7 @@ end
 return out
 `
 
-/** COMMIT_LUA over a turn's calls: ARGV ttl, then per call owner, now, n, n pairs of status and starts; a reply per key. */
+/** COMMIT_LUA over a turn's calls: ARGV ttl, then per call owner, now, n, n pairs of status and at; a reply per key. */
 const COMMIT_GROUP_LUA = `${COMMIT_FN}
 local ttl = ARGV[1]
 local out, k, a = {}, 0, 2
@@ -182,7 +181,7 @@ interface ScriptCommands {
   dedupRecord(
     key: string,
     status: string,
-    starts: string,
+    at: string,
     now: number,
     ttl: number,
     owner: string,
@@ -193,7 +192,7 @@ interface ScriptCommands {
     owner: string,
     ttl: number,
     status: string,
-    starts: string,
+    at: string,
     now: number,
   ): Promise<number>
   dedupRelease(key: string, owner: string): Promise<number>
@@ -206,8 +205,8 @@ type Reply = [number, number, string, string]
 
 const STATES: readonly DedupState[] = ['duplicate', 'new', 'pending', 'stale']
 
-/** An entry's `startsAt` as a script argument: '' when unknown. */
-const startsArg = (e: DedupEntry): string => (e.startsAt === undefined ? '' : String(e.startsAt))
+/** An entry's `at` as a script argument: '' when unknown. */
+const atArg = (e: DedupEntry): string => (e.at === undefined ? '' : String(e.at))
 
 /**
  * Issues one call per item (an entry, or a part of a batch), in slices (a large batch's thousands
@@ -235,7 +234,7 @@ function partsOf<T>(items: readonly T[]): T[][] {
   return parts
 }
 
-/** A grouped script's KEYS and ARGV: after `head`, per call its owner, now, key count, and status and starts a key. */
+/** A grouped script's KEYS and ARGV: after `head`, per call its owner, now, key count, and status and at a key. */
 function groupArgs(calls: readonly Call[], head: number[]): { keys: string[]; args: (string | number)[] } {
   const keys: string[] = []
   const args: (string | number)[] = [...head]
@@ -243,7 +242,7 @@ function groupArgs(calls: readonly Call[], head: number[]): { keys: string[]; ar
     args.push(c.owner, c.now, c.entries.length)
     for (const e of c.entries) {
       keys.push(DEDUP_KEY_PREFIX + e.fingerprint)
-      args.push(e.status, startsArg(e))
+      args.push(e.status, atArg(e))
     }
   }
   return { keys, args }
@@ -399,15 +398,7 @@ export function createRedisStore(
     repliesOrRelease(
       entries,
       await callAll(entries, (e) =>
-        cmds.dedupRecord(
-          DEDUP_KEY_PREFIX + e.fingerprint,
-          e.status,
-          startsArg(e),
-          now,
-          ttlMs,
-          owner,
-          leaseMs,
-        ),
+        cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, atArg(e), now, ttlMs, owner, leaseMs),
       ),
       owner,
     )
@@ -420,7 +411,7 @@ export function createRedisStore(
 
   const commitEach = async (entries: readonly DedupEntry[], owner: string, now: number) => {
     const replies = await callAll(entries, (e) =>
-      cmds.dedupCommit(DEDUP_KEY_PREFIX + e.fingerprint, owner, ttlMs, e.status, startsArg(e), now),
+      cmds.dedupCommit(DEDUP_KEY_PREFIX + e.fingerprint, owner, ttlMs, e.status, atArg(e), now),
     )
     const failed = replies.find((r) => r.status === 'rejected')
     if (failed) throw unavailable(failed.reason)

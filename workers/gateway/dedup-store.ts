@@ -5,10 +5,10 @@ export interface DedupEntry {
   fingerprint: string
   status: AlertStatus
   /**
-   * When the alert's episode began (its `startsAt`, epoch ms), if it said: what tells a late
-   * resolution of an earlier episode from news (`stale`).
+   * When what this notification tells happened, if it said (epoch ms): a firing's `startsAt`, a
+   * resolution's `endsAt`. What tells a late resolution of an earlier episode from news (`stale`).
    */
-  startsAt?: number | undefined
+  at?: number | undefined
 }
 
 /**
@@ -17,9 +17,9 @@ export interface DedupEntry {
  * - `duplicate`: a committed record in this status within the TTL (or a repeat inside this batch).
  * - `pending`: another live request (another replica, AlertManager's HA peer, an earlier attempt
  *   still running) holds the lease and is writing this alert right now: not written twice.
- * - `stale`: a resolution of an episode earlier than the record's (`isStale`): overtaken by the
- *   alert firing again. Written, it would leave the sink saying resolved for an alert that fires.
- *   The record is untouched.
+ * - `stale`: a resolution that ended before the firing on record began (`isStale`): overtaken by
+ *   the alert firing again. Written, it would leave the sink saying resolved for an alert that
+ *   fires. The record is untouched.
  */
 export type DedupState = 'new' | 'duplicate' | 'pending' | 'stale'
 
@@ -62,26 +62,39 @@ export interface DedupStore {
 }
 
 /**
- * Whether an arrival is a resolution overtaken by the record: of an episode (`startsAt`) earlier
- * than the record's (`episode`), as an HA peer's or a retry's late notification is, after the
- * alert fired again. Only a resolution: a late firing cannot be told from the alert firing again
- * with the same `startsAt` (Prometheus restores it after a restart, while AlertManager resolved
- * the alert in the gap), and dropping that would hide a firing alert; written, a late firing is
- * at worst a false alarm, resolved by the next resolution. Without a `startsAt` on either side
+ * Whether an arrival is a resolution overtaken by the record: one that ended (`at`, its
+ * `endsAt`) before the firing on record began (`recordedAt`, its `startsAt`), as an HA peer's or a
+ * retry's late notification of an earlier episode does once the alert has fired again. AlertManager
+ * merges what overlaps into one episode, so a new one starts once the one before has ended, and a
+ * resolution of the episode on record ends after it began, however AlertManager moved its start
+ * (it keeps the earliest). Only a resolution: a late firing cannot be told from the alert firing
+ * again with the same `startsAt` (Prometheus restores it after a restart, while AlertManager
+ * resolved the alert in the gap), and dropping that would hide a firing alert; written, a late
+ * firing is at worst a false alarm, ended by the next resolution. Without a time on either side
  * nothing is ordered. The Redis store's scripts say the same in Lua (dedup-redis.ts).
  */
 export function isStale(
-  episode: number | undefined,
+  recorded: AlertStatus,
+  recordedAt: number | undefined,
   status: AlertStatus,
-  startsAt: number | undefined,
+  at: number | undefined,
 ): boolean {
-  return status === 'resolved' && episode !== undefined && startsAt !== undefined && startsAt < episode
+  return (
+    status === 'resolved' &&
+    recorded === 'firing' &&
+    recordedAt !== undefined &&
+    at !== undefined &&
+    at < recordedAt
+  )
 }
 
-/** An alert's `startsAt` as epoch ms; undefined when absent, unreadable, or Go's zero time. */
-export function startsAtOf(startsAt: string | undefined): number | undefined {
-  if (startsAt === undefined) return undefined
-  const ms = Date.parse(startsAt)
+/** RFC 3339, as AlertManager writes times (Date.parse alone takes other forms, in local time). */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})$/i
+
+/** A `startsAt` or `endsAt` as epoch ms; undefined when absent, not RFC 3339, or Go's zero time. */
+export function timeOf(text: string | undefined): number | undefined {
+  if (text === undefined || !RFC3339.test(text)) return undefined
+  const ms = Date.parse(text)
   return ms > 0 ? ms : undefined
 }
 

@@ -7,7 +7,7 @@ import type { HitFailpoint } from '../../shared/failpoints.js'
 import type { RepeatGate } from '../../shared/log-repeats.js'
 import type { Logger } from '../../shared/logger.js'
 import { forEachSliced, mapSliced } from '../../shared/slices.js'
-import { type DedupEntry, type DedupResult, type DedupStore, startsAtOf } from './dedup-store.js'
+import { type DedupEntry, type DedupResult, type DedupStore, timeOf } from './dedup-store.js'
 import { fingerprintOf } from './fingerprint.js'
 import type { GatewayMetrics } from './metrics.js'
 import type { Alert, Webhook } from './payload.js'
@@ -61,8 +61,8 @@ export interface IngestOptions {
  * - duplicate: already stored (within the TTL), or a repeat inside the batch;
  * - ignored: resolved, with GATEWAY_RECORD_RESOLVED=false;
  * - rejected: refused by the sink for what it holds (logged whole; no retry could store it);
- * - stale: a resolution of an earlier episode than the one stored (the alert fired again since):
- *   written, it would undo that one (dedup-store.ts);
+ * - stale: a resolution that ended before the firing on record began (the alert fired again
+ *   since): written, it would undo that one (dedup-store.ts);
  * - pending: another request was still writing it when the wait ran out (the batch gets 503);
  * - failed: the sink write or the dedup store failed (the batch gets 503; nothing recorded).
  */
@@ -93,7 +93,7 @@ export interface IngestOutcome {
 interface Item {
   alert: Alert
   fingerprint: string
-  /** What the store is told of it: its fingerprint, status and episode. */
+  /** What the store is told of it: its fingerprint, status, and when what it tells happened. */
   entry: DedupEntry
   outcome: AlertOutcome
   /**
@@ -137,6 +137,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       repeats.log(
         'warn',
         { event: 'gateway.dedup.commit.failed' },
+        (err as Error).message,
         { err: { message: (err as Error).message } },
         'commit after the sink write failed',
       )
@@ -208,6 +209,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
           repeats.log(
             'warn',
             { event: 'gateway.release.failed' },
+            (rbErr as Error).message,
             { err: { message: (rbErr as Error).message } },
             'releasing the leases failed; they expire on their own',
           ),
@@ -248,7 +250,11 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       return {
         alert,
         fingerprint,
-        entry: { fingerprint, status: alert.status, startsAt: startsAtOf(alert.startsAt) },
+        entry: {
+          fingerprint,
+          status: alert.status,
+          at: timeOf(alert.status === 'firing' ? alert.startsAt : alert.endsAt),
+        },
         outcome: { fingerprint, alertStatus: alert.status, status: 'pending' },
         sinkable: opts.recordResolved || alert.status === 'firing',
       }
@@ -275,6 +281,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         repeats.log(
           'warn',
           { event: 'gateway.dedup.failed' },
+          (err as Error).message,
           { err: { message: (err as Error).message } },
           'dedup failed',
         )
@@ -295,6 +302,17 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         Object.assign(a.outcome, { count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen })
         if (r.state === 'duplicate' || r.state === 'stale') a.outcome.status = r.state
         else fresh.push(a)
+        // AlertManager drops a 2xx's body: the log is where a resolution left out is seen.
+        if (r.state === 'stale') {
+          const { startsAt, endsAt, labels } = a.alert
+          repeats.log(
+            'info',
+            { event: 'gateway.alert.stale' },
+            a.fingerprint,
+            { fingerprint: a.fingerprint, alertname: labels.alertname, startsAt, endsAt },
+            'a resolution that ended before the firing on record began: not written',
+          )
+        }
       })
       if (fresh.length > 0) {
         const written = await writeAndCommit(fresh, owner, webhook, receivedAt)

@@ -320,6 +320,7 @@ export function createTokenApi(opts: TokenApiOptions): TokenApi {
       repeats.log(
         'warn',
         { event: 'token.request.rejected', status: err.status },
+        err.message,
         { reason: err.message },
         'client error',
       )
@@ -330,6 +331,7 @@ export function createTokenApi(opts: TokenApiOptions): TokenApi {
       repeats.log(
         'warn',
         { event: 'token.request.refused', status: refused },
+        (err as Error).message,
         { reason: (err as Error).message },
         'refused by ZTS',
       )
@@ -339,6 +341,7 @@ export function createTokenApi(opts: TokenApiOptions): TokenApi {
       repeats.log(
         'error',
         { event: 'token.request.timeout' },
+        '',
         { ms: opts.timeoutMs },
         'token request timed out',
       )
@@ -346,7 +349,13 @@ export function createTokenApi(opts: TokenApiOptions): TokenApi {
     }
     const upstream = isUpstreamError(err)
     const status = upstream ? 502 : 500
-    repeats.log('error', { event: 'token.request.failed', status }, { err }, 'token request failed')
+    repeats.log(
+      'error',
+      { event: 'token.request.failed', status },
+      (err as Error)?.message ?? '',
+      { err },
+      'token request failed',
+    )
     return {
       status,
       title: upstream ? 'Bad Gateway' : 'Internal Server Error',
@@ -362,7 +371,7 @@ export function createTokenApi(opts: TokenApiOptions): TokenApi {
     const fields = { event: 'token.request', status: res.statusCode }
     const detail = { method: req.method, path: req.url, ms: Math.round((performance.now() - t0) * 10) / 10 }
     const msg = `${req.method} ${req.url} ${res.statusCode}`
-    if (failed) repeats.log('info', fields, detail, msg)
+    if (failed) repeats.log('info', fields, `${req.method} ${req.url}`, detail, msg)
     else log.debug({ ...fields, ...detail }, msg)
   }
 
