@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { Agent, get, request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { type TestContext, test } from 'node:test'
+import { describe, type TestContext, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { alert, readJsonLines, SIGNALS, webhook } from './support/gateway.js'
 import { serverPorts } from './support/ports.js'
@@ -106,372 +106,389 @@ function migrateRequests(t: TestContext): boolean {
   }
 }
 
-test('crashes, a recycle and a SIGHUP reload under load: no refused connection, no failed request, no lost alert', async (t) => {
-  const migrating = migrateRequests(t)
-  const ports = await serverPorts()
-  const { token, gateway, health } = ports
-  const dir = mkdtempSync(join(tmpdir(), 'sia-replace-'))
-  const configPath = join(dir, 'config.json')
-  // The token worker is over its recycling threshold all the time: it is recycled every 3s. The
-  // gateway keeps its default restart policy: the first crash restarts at once, the second after
-  // 50–100 ms, its port held by the supervisor all along.
-  writeFileSync(
-    configPath,
-    JSON.stringify({ services: { token: { recycleAtPercent: 1, restartWindow: '3s' } } }),
-  )
-  const sinkFile = join(dir, 'alerts.jsonl')
-  const sc = await startReady({
-    args: ['--config', configPath],
-    env: {
-      ...ports.env,
-      GATEWAY_SINK_FILE: sinkFile,
-      // The gateway crashes on its first two sink writes: under load, with requests in flight.
-      SIA_FAILPOINTS: 'gateway.before-sink=2*crash',
-    },
-  })
+// Each test has its own sidecar and ports, and most wait on a failpoint's delay: two at a time.
+describe('worker replacement', { concurrency: 2 }, () => {
+  test('crashes, a recycle and a SIGHUP reload under load: no refused connection, no failed request, no lost alert', async (t) => {
+    const migrating = migrateRequests(t)
+    const ports = await serverPorts()
+    const { token, gateway, health } = ports
+    const dir = mkdtempSync(join(tmpdir(), 'sia-replace-'))
+    const configPath = join(dir, 'config.json')
+    // The token worker is over its recycling threshold all the time: it is recycled every 3s. The
+    // gateway keeps its default restart policy: the first crash restarts at once, the second after
+    // 50–100 ms, its port held by the supervisor all along.
+    writeFileSync(
+      configPath,
+      JSON.stringify({ services: { token: { recycleAtPercent: 1, restartWindow: '3s' } } }),
+    )
+    const sinkFile = join(dir, 'alerts.jsonl')
+    const sc = await startReady({
+      args: ['--config', configPath],
+      env: {
+        ...ports.env,
+        GATEWAY_SINK_FILE: sinkFile,
+        // The gateway crashes on its first two sink writes: under load, with requests in flight.
+        SIA_FAILPOINTS: 'gateway.before-sink=2*crash',
+      },
+    })
 
-  let stopLoad!: () => void
-  const until = new Promise<void>((r) => {
-    stopLoad = r
-  })
-  const tokens: Tally = { ok: 0, refused: 0, failed: [], retried: 0, resent: 0 }
-  const alerts: Tally = { ok: 0, refused: 0, failed: [], retried: 0, resent: 0 }
-  const sent: string[] = []
-  const load = [
-    ...Array.from({ length: 8 }, () =>
-      client(`http://127.0.0.1:${token}/roletoken`, () => '{"domain":"demo","role":"reader"}', until, tokens),
-    ),
-    ...Array.from({ length: 8 }, (_, c) =>
-      client(
-        `http://127.0.0.1:${gateway}${SIGNALS}`,
-        () => {
-          const name = `Replace${c}x${sent.length}`
-          sent.push(name)
-          return JSON.stringify(webhook([alert(name)]))
-        },
-        until,
-        alerts,
-        true,
+    let stopLoad!: () => void
+    const until = new Promise<void>((r) => {
+      stopLoad = r
+    })
+    const tokens: Tally = { ok: 0, refused: 0, failed: [], retried: 0, resent: 0 }
+    const alerts: Tally = { ok: 0, refused: 0, failed: [], retried: 0, resent: 0 }
+    const sent: string[] = []
+    const load = [
+      ...Array.from({ length: 8 }, () =>
+        client(
+          `http://127.0.0.1:${token}/roletoken`,
+          () => '{"domain":"demo","role":"reader"}',
+          until,
+          tokens,
+        ),
       ),
-    ),
-  ]
-  // Readiness is polled all along, as the kubelet probes (a new connection each time): a
-  // replacement (recycle, reload) never makes it drop. A crash may: the service did fail, for the
-  // moment its restart takes (its port held meanwhile); those samples are kept apart.
-  const notReady: string[] = []
-  let crashesOver = false
-  const notReadyDuringCrashes: string[] = []
-  const probe = () =>
-    new Promise<string>((resolve) => {
-      get(`http://127.0.0.1:${health}/readyz`, { agent: false, headers: { connection: 'close' } }, (res) => {
-        let body = ''
-        res.setEncoding('utf8')
-        res.on('data', (chunk: string) => {
-          body += chunk
-        })
-        res.on('end', () => resolve(res.statusCode === 200 ? '200' : `${res.statusCode} ${body}`))
-      }).on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
-    })
-  const probing = (async () => {
-    let done = false
-    void until.then(() => {
-      done = true
-    })
-    while (!done) {
-      // A probe is classed by when it was sent: one sent during a crash may be answered after the
-      // test has read that the crash is over.
-      const samples = crashesOver ? notReady : notReadyDuringCrashes
-      const status = await probe()
-      if (status !== '200') samples.push(status)
-      await sleep(50)
-    }
-  })()
+      ...Array.from({ length: 8 }, (_, c) =>
+        client(
+          `http://127.0.0.1:${gateway}${SIGNALS}`,
+          () => {
+            const name = `Replace${c}x${sent.length}`
+            sent.push(name)
+            return JSON.stringify(webhook([alert(name)]))
+          },
+          until,
+          alerts,
+          true,
+        ),
+      ),
+    ]
+    // Readiness is polled all along, as the kubelet probes (a new connection each time): a
+    // replacement (recycle, reload) never makes it drop. A crash may: the service did fail, for the
+    // moment its restart takes (its port held meanwhile); those samples are kept apart.
+    const notReady: string[] = []
+    let crashesOver = false
+    const notReadyDuringCrashes: string[] = []
+    const probe = () =>
+      new Promise<string>((resolve) => {
+        get(
+          `http://127.0.0.1:${health}/readyz`,
+          { agent: false, headers: { connection: 'close' } },
+          (res) => {
+            let body = ''
+            res.setEncoding('utf8')
+            res.on('data', (chunk: string) => {
+              body += chunk
+            })
+            res.on('end', () => resolve(res.statusCode === 200 ? '200' : `${res.statusCode} ${body}`))
+          },
+        ).on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
+      })
+    const probing = (async () => {
+      let done = false
+      void until.then(() => {
+        done = true
+      })
+      while (!done) {
+        // A probe is classed by when it was sent: one sent during a crash may be answered after the
+        // test has read that the crash is over.
+        const samples = crashesOver ? notReady : notReadyDuringCrashes
+        const status = await probe()
+        if (status !== '200') samples.push(status)
+        await sleep(50)
+      }
+    })()
 
-  // Two gateway crashes under load: each time the supervisor held the port until a new worker served.
-  await sc.waitForCount('worker.replaced', 2, { service: 'gateway', reason: 'restart' }, 15_000)
-  await sc.waitForCount('worker.port.released', 2, { service: 'gateway', handedOver: true })
-  crashesOver = true
-  // A recycle of the token worker under load, then a reload of every worker.
-  const recycles = sc.events('worker.replaced').filter((r) => r.reason === 'recycle').length
-  await sc.waitForCount('worker.replaced', recycles + 1, { service: 'token', reason: 'recycle' }, 15_000)
-  // The reload re-reads the file, which now ends the recycling: a reload that reaches a worker in
-  // the middle of its recycle skips it (its successor starts on the new configuration already), and
-  // on a loaded machine the reload of the services before it can outlast the 3 s between recycles.
-  writeFileSync(
-    configPath,
-    JSON.stringify({ services: { token: { recycleAtPercent: 100, restartWindow: '3s' } } }),
-  )
-  sc.kill('SIGHUP')
-  const reloaded = await sc.waitForEvent('supervisor.reload.done', {}, 30_000)
-  await sleep(300)
-  stopLoad()
-  await Promise.all([...load, probing])
-
-  assert.deepEqual(
-    (reloaded.outcomes as { outcome: string }[]).map((o) => o.outcome),
-    Array(6).fill('replaced'),
-  )
-  for (const service of ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']) {
-    await sc.waitForEvent('worker.replaced', { service, reason: 'reload' })
-  }
-  // Each replaced worker's drain is its service's last shutdown, on the scrape.
-  const scraped = parsePromText(await (await fetch(`${await sc.url('metrics')}/metrics`)).text())
-  for (const service of ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']) {
-    const drained = scraped.find(
-      (m) => m.name === 'sia_service_shutdown_duration_seconds' && m.labels.service === service,
+    // Two gateway crashes under load: each time the supervisor held the port until a new worker served.
+    await sc.waitForCount('worker.replaced', 2, { service: 'gateway', reason: 'restart' }, 15_000)
+    await sc.waitForCount('worker.port.released', 2, { service: 'gateway', handedOver: true })
+    crashesOver = true
+    // A recycle of the token worker under load, then a reload of every worker.
+    const recycles = sc.events('worker.replaced').filter((r) => r.reason === 'recycle').length
+    await sc.waitForCount('worker.replaced', recycles + 1, { service: 'token', reason: 'recycle' }, 15_000)
+    // The reload re-reads the file, which now ends the recycling: a reload that reaches a worker in
+    // the middle of its recycle skips it (its successor starts on the new configuration already), and
+    // on a loaded machine the reload of the services before it can outlast the 3 s between recycles.
+    writeFileSync(
+      configPath,
+      JSON.stringify({ services: { token: { recycleAtPercent: 100, restartWindow: '3s' } } }),
     )
-    assert.ok(drained && drained.value >= 0 && drained.value < 30, `${service}'s drain: ${drained?.value}`)
-  }
-  assert.equal(tokens.refused + alerts.refused, 0, 'no refused connection')
-  // Only requests the two crashing workers were serving were cut (8 clients each time at most).
-  assert.equal(tokens.resent, 0)
-  assert.ok(alerts.resent <= 16, `${alerts.resent} requests cut by the crashes`)
-  const failed = [...tokens.failed, ...alerts.failed]
-  if (migrating) assert.deepEqual(failed, [], 'no failed request')
-  else
-    assert.ok(
-      failed.every((f) => f === 'ECONNRESET'),
-      `only resets of queued connections: ${failed}`,
-    )
-  assert.ok(tokens.ok > 50 && alerts.ok > 50, `load ran: ${tokens.ok} tokens, ${alerts.ok} alerts`)
-  assert.deepEqual(notReady, [], 'readiness stayed 200 through the recycle and the reload')
-  assert.ok(
-    notReadyDuringCrashes.every((status) => status.startsWith('503 ')),
-    `a crash makes readiness 503 for its restart, never unanswered: ${notReadyDuringCrashes}`,
-  )
-
-  assert.equal(await stop(sc), 0)
-  const stored = new Set(readJsonLines(sinkFile).map((r) => (r.labels as Record<string, string>).alertname))
-  assert.deepEqual(
-    sent.filter((name) => !stored.has(name)),
-    [],
-    'every alert that got a 2xx is in the sink',
-  )
-})
-
-test('SIGHUP with an invalid config file, or one changing what needs a restart: logged, nothing replaced, still serving; its warnings said', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
-  const configPath = join(dir, 'config.json')
-  writeFileSync(configPath, JSON.stringify({ logLevel: 'info' }))
-  const sc = await startReady({ args: ['--config', configPath] })
-  writeFileSync(configPath, JSON.stringify({ tokenServerTimeout: 'soon' }))
-  sc.kill('SIGHUP')
-  const failed = await sc.waitForEvent('supervisor.reload.failed')
-  assert.match(JSON.stringify(failed.err), /tokenServerTimeout/)
-  assert.deepEqual(sc.events('worker.replacing'), [])
-  assert.equal((await fetch(`${await sc.url('healthcheck')}/readyz`)).status, 200)
-  // A setting the process cannot change in place is refused the same way.
-  writeFileSync(configPath, JSON.stringify({ shutdownTimeout: '5s' }))
-  sc.kill('SIGHUP')
-  const fixed = await sc.waitForCount('supervisor.reload.failed', 2)
-  assert.match(JSON.stringify(fixed.err), /shutdownTimeout can change only with a restart/)
-  // The supervisor's log file is opened once: a reload cannot move it.
-  writeFileSync(configPath, JSON.stringify({ logDir: join(dir, 'logs') }))
-  sc.kill('SIGHUP')
-  const logDir = await sc.waitForCount('supervisor.reload.failed', 3)
-  assert.match(JSON.stringify(logDir.err), /logDir can change only with a restart/)
-  writeFileSync(configPath, JSON.stringify({ failpoints: 'token.start=delay(10)' }))
-  sc.kill('SIGHUP')
-  const failpoints = await sc.waitForCount('supervisor.reload.failed', 4)
-  assert.match(JSON.stringify(failpoints.err), /failpoints can change only with a restart/)
-  // init runs once and exits: a running sidecar cannot become one (it said reloaded, and ran on).
-  writeFileSync(configPath, JSON.stringify({ mode: 'init' }))
-  sc.kill('SIGHUP')
-  const mode = await sc.waitForCount('supervisor.reload.failed', 5)
-  assert.match(JSON.stringify(mode.err), /mode can change only with a restart/)
-  assert.deepEqual(sc.events('worker.replacing'), [])
-  // What a file warns of is said on a reload too, as at boot.
-  assert.deepEqual(sc.events('config.warning'), [])
-  writeFileSync(configPath, JSON.stringify({ services: { 'memory-reporter': { shutdownTimeout: '1h' } } }))
-  sc.kill('SIGHUP')
-  const warning = await sc.waitForEvent('config.warning')
-  assert.equal(warning.reload, true)
-  assert.match(String(warning.setting), /services\.memory-reporter\.shutdownTimeout/)
-  await sc.waitForEvent('supervisor.reload.done')
-  assert.equal(await stop(sc), 0)
-})
-
-test('a SIGHUP during boot or during a reload is not lost: one more reload runs once that ends', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
-  const configPath = join(dir, 'config.json')
-  writeFileSync(configPath, JSON.stringify({ logLevel: 'info' }))
-  const ports = await serverPorts()
-  // Every start of the gateway takes 1.5 s: at boot, and in each reload.
-  const sc = startSidecar({
-    args: ['--config', configPath],
-    env: { ...ports.env, SIA_FAILPOINTS: 'gateway.start=delay(1500)' },
-  })
-  try {
-    await sc.waitForEvent('service.start.begin', { service: 'gateway' })
     sc.kill('SIGHUP')
-    assert.equal((await sc.waitForEvent('supervisor.reload.queued')).during, 'boot')
-    await sc.waitForEvent('supervisor.ready')
-    // The reload has read the file once it replaces a worker.
-    await sc.waitForEvent('worker.replacing', { service: 'certificate' })
-    // An edit made while that reload runs, and its SIGHUP: applied by the next reload.
+    const reloaded = await sc.waitForEvent('supervisor.reload.done', {}, 30_000)
+    await sleep(300)
+    stopLoad()
+    await Promise.all([...load, probing])
+
+    assert.deepEqual(
+      (reloaded.outcomes as { outcome: string }[]).map((o) => o.outcome),
+      Array(6).fill('replaced'),
+    )
+    for (const service of ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']) {
+      await sc.waitForEvent('worker.replaced', { service, reason: 'reload' })
+    }
+    // Each replaced worker's drain is its service's last shutdown, on the scrape.
+    const scraped = parsePromText(await (await fetch(`${await sc.url('metrics')}/metrics`)).text())
+    for (const service of ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']) {
+      const drained = scraped.find(
+        (m) => m.name === 'sia_service_shutdown_duration_seconds' && m.labels.service === service,
+      )
+      assert.ok(drained && drained.value >= 0 && drained.value < 30, `${service}'s drain: ${drained?.value}`)
+    }
+    assert.equal(tokens.refused + alerts.refused, 0, 'no refused connection')
+    // Only requests the two crashing workers were serving were cut (8 clients each time at most).
+    assert.equal(tokens.resent, 0)
+    assert.ok(alerts.resent <= 16, `${alerts.resent} requests cut by the crashes`)
+    const failed = [...tokens.failed, ...alerts.failed]
+    if (migrating) assert.deepEqual(failed, [], 'no failed request')
+    else
+      assert.ok(
+        failed.every((f) => f === 'ECONNRESET'),
+        `only resets of queued connections: ${failed}`,
+      )
+    assert.ok(tokens.ok > 50 && alerts.ok > 50, `load ran: ${tokens.ok} tokens, ${alerts.ok} alerts`)
+    assert.deepEqual(notReady, [], 'readiness stayed 200 through the recycle and the reload')
+    assert.ok(
+      notReadyDuringCrashes.every((status) => status.startsWith('503 ')),
+      `a crash makes readiness 503 for its restart, never unanswered: ${notReadyDuringCrashes}`,
+    )
+
+    assert.equal(await stop(sc), 0)
+    const stored = new Set(readJsonLines(sinkFile).map((r) => (r.labels as Record<string, string>).alertname))
+    assert.deepEqual(
+      sent.filter((name) => !stored.has(name)),
+      [],
+      'every alert that got a 2xx is in the sink',
+    )
+  })
+
+  test('SIGHUP with an invalid config file, or one changing what needs a restart: logged, nothing replaced, still serving; its warnings said', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
+    const configPath = join(dir, 'config.json')
+    writeFileSync(configPath, JSON.stringify({ logLevel: 'info' }))
+    const sc = await startReady({ args: ['--config', configPath] })
     writeFileSync(configPath, JSON.stringify({ tokenServerTimeout: 'soon' }))
     sc.kill('SIGHUP')
-    assert.equal((await sc.waitForCount('supervisor.reload.queued', 2)).during, 'reload')
-    await sc.waitForEvent('supervisor.reload.done')
     const failed = await sc.waitForEvent('supervisor.reload.failed')
-    assert.match(JSON.stringify(failed.err), /tokenServerTimeout/, 'the file as it was after the edit')
-    assert.equal(sc.events('supervisor.reload').length, 2)
-    assert.deepEqual(sc.events('supervisor.signal.ignored'), [])
-  } finally {
-    assert.equal(await stop(sc), 0)
-  }
-})
-
-test('SIGTERM in the middle of a reload: the reload says which services it replaced and which it did not reach, and the exit is 0', async () => {
-  // The token worker's successor takes 1.5 s to start (the first hit is the boot's): SIGTERM then.
-  const sc = await startReady({
-    env: { ...(await serverPorts()).env, SIA_FAILPOINTS: 'token.before-task:refresh-timer=2*delay(1500)' },
-  })
-  try {
-    sc.kill('SIGHUP')
-    await sc.waitForEvent('worker.replaced', { service: 'certificate', reason: 'reload' })
-    await sc.waitForCount('service.task.started', 2, { service: 'token', task: 'server' })
-    sc.kill('SIGTERM')
-    const done = await sc.waitForEvent('supervisor.reload.done')
-    assert.deepEqual(done.outcomes, [
-      { service: 'certificate', outcome: 'replaced' },
-      { service: 'token', outcome: 'cancelled' },
-      { service: 'memory-reporter', outcome: 'cancelled' },
-      { service: 'gateway', outcome: 'cancelled' },
-      { service: 'metrics', outcome: 'cancelled' },
-      { service: 'healthcheck', outcome: 'cancelled' },
-    ])
-  } finally {
-    assert.equal(await stop(sc), 0)
-  }
-})
-
-test('a SIGHUP while a restart starts: that thread, spawned on the old configuration, is replaced once it is up', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
-  const configPath = join(dir, 'config.json')
-  writeFileSync(configPath, JSON.stringify({ memoryReportInterval: '60s' }))
-  const sc = await startReady({
-    args: ['--config', configPath],
-    // The memory reporter crashes once after its start; every start of it takes 1.5 s.
-    env: { SIA_FAILPOINTS: 'memory-reporter.before-task:reporter=1*crash;memory-reporter.start=delay(1500)' },
-  })
-  try {
-    const restarting = await sc.waitForEvent('worker.restarting', { service: 'memory-reporter' })
-    // Half a second into its restart's 1.5 s start: that thread was spawned on the old file.
-    await sleep((restarting.delayMs as number) + 500)
-    writeFileSync(configPath, JSON.stringify({ memoryReportInterval: '300ms' }))
-    sc.kill('SIGHUP')
-    const done = await sc.waitForEvent('supervisor.reload.done', {}, 30_000)
-    const outcome = (done.outcomes as { service: string; outcome: string }[]).find(
-      (o) => o.service === 'memory-reporter',
-    )
-    assert.equal(outcome?.outcome, 'deferred')
-    await sc.waitForEvent('worker.replaced', { service: 'memory-reporter', reason: 'reload' }, 30_000)
-    // The new configuration runs: a report every 300 ms.
-    await sc.waitForCount('memory.report', 2)
-  } finally {
-    assert.equal(await stop(sc), 0)
-  }
-})
-
-test('the worker a reload replaces crashes while its successor starts: its port is held, no connection refused', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
-  const configPath = join(dir, 'config.json')
-  writeFileSync(configPath, JSON.stringify({ logLevel: 'info' }))
-  const ports = await serverPorts()
-  // Every start of the gateway takes 2 s; the first webhook that reaches the sink crashes it.
-  const sc = await startReady({
-    args: ['--config', configPath],
-    env: { ...ports.env, SIA_FAILPOINTS: 'gateway.start=delay(2000);gateway.before-sink=1*crash' },
-  })
-  try {
-    const url = `${await sc.url('gateway')}${SIGNALS}`
-    sc.kill('SIGHUP')
-    await sc.waitForEvent('worker.replacing', { service: 'gateway' }, 30_000)
-    // Served by the worker being replaced, which crashes on it: its successor is 2 s from serving.
-    const post = (name: string) =>
-      fetch(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(webhook([alert(name)])),
-      }).then((r) => r.status)
-    await post('Crash').catch(() => 0)
-    await sc.waitForEvent('worker.port.held', { service: 'gateway' })
-    // A connection made now is held, then answered by the successor.
-    assert.equal(await post('Held'), 201)
-    await sc.waitForEvent('worker.port.released', { service: 'gateway', handedOver: true })
-    // Nothing overlapped: the successor restarted the service.
-    const replaced = await sc.waitForEvent('worker.replaced', { service: 'gateway' })
-    assert.deepEqual([replaced.reason, replaced.overlapMs], ['restart', 0])
-  } finally {
-    assert.equal(await stop(sc), 0)
-  }
-})
-
-test('a predecessor whose drain fails says so: one that hangs is cut at its deadline, one that ends its thread is a crash', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
-  const configPath = join(dir, 'config.json')
-  writeFileSync(configPath, JSON.stringify({ services: { 'memory-reporter': { shutdownTimeout: '300ms' } } }))
-  // The first drain of the memory reporter never ends; the first of the health check ends its thread.
-  const ports = await serverPorts()
-  const sc = await startReady({
-    args: ['--config', configPath],
-    env: { ...ports.env, SIA_FAILPOINTS: 'memory-reporter.shutdown=1*hang;healthcheck.shutdown=1*exit(3)' },
-  })
-  try {
-    sc.kill('SIGHUP')
-    await sc.waitForEvent('supervisor.reload.done', {}, 30_000)
-    const replaced = (service: string) =>
-      sc.waitForEvent('worker.replaced', { service, reason: 'reload' }, 30_000)
-    const [hung, ended] = await Promise.all([replaced('memory-reporter'), replaced('healthcheck')])
-    const timeouts = sc.events('service.shutdown.timeout')
-    assert.deepEqual(
-      timeouts.map((r) => [r.service, r.predecessor, r.deadlineMs]),
-      [['memory-reporter', true, 300]],
-    )
-    assert.ok(sc.records.indexOf(timeouts[0]!) < sc.records.indexOf(hung), 'said before the replacement')
-    const crashes = sc.events('worker.crashed')
-    assert.deepEqual(
-      crashes.map((r) => [r.service, r.predecessor, r.reason, r.exitCode]),
-      [['healthcheck', true, 'exit', 3]],
-    )
-    assert.ok(sc.records.indexOf(crashes[0]!) < sc.records.indexOf(ended), 'said before the replacement')
-    // The successors serve; the run's own shutdown is clean.
+    assert.match(JSON.stringify(failed.err), /tokenServerTimeout/)
+    assert.deepEqual(sc.events('worker.replacing'), [])
     assert.equal((await fetch(`${await sc.url('healthcheck')}/readyz`)).status, 200)
-  } finally {
-    assert.equal(await stop(sc), 0)
-  }
-})
-
-test('a successor called off by the shutdown whose drain fails is named as the new thread, not the previous one', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
-  const configPath = join(dir, 'config.json')
-  writeFileSync(
-    configPath,
-    JSON.stringify({ services: { 'memory-reporter': { shutdownTimeout: '400ms', startTimeout: '10s' } } }),
-  )
-  const ports = await serverPorts()
-  // Every start of the memory reporter takes 2.5 s; the first drain of one never ends.
-  const sc = startSidecar({
-    args: ['--config', configPath],
-    env: {
-      ...ports.env,
-      SIA_FAILPOINTS: 'memory-reporter.start=delay(2500);memory-reporter.shutdown=1*hang',
-    },
-  })
-  try {
-    await sc.waitForEvent('supervisor.ready', {}, 30_000)
+    // A setting the process cannot change in place is refused the same way.
+    writeFileSync(configPath, JSON.stringify({ shutdownTimeout: '5s' }))
     sc.kill('SIGHUP')
-    await sc.waitForEvent('worker.replacing', { service: 'memory-reporter' }, 30_000)
-    await sleep(500) // its successor's start is under way: the predecessor still serves
-  } finally {
-    assert.equal(await stop(sc), 1, 'a drain cut at its deadline is unclean')
-  }
-  const timeouts = sc.events('service.shutdown.timeout').filter((r) => r.service === 'memory-reporter')
-  // Cut at its own deadline or at the stop's, whichever comes first: either way, the new thread.
-  assert.deepEqual(
-    timeouts.map((r) => [r.successor, r.predecessor]),
-    [[true, undefined]],
-  )
-  assert.match(String(timeouts[0]!.msg), /^memory-reporter's new thread (did not drain|was still draining)/)
+    const fixed = await sc.waitForCount('supervisor.reload.failed', 2)
+    assert.match(JSON.stringify(fixed.err), /shutdownTimeout can change only with a restart/)
+    // The supervisor's log file is opened once: a reload cannot move it.
+    writeFileSync(configPath, JSON.stringify({ logDir: join(dir, 'logs') }))
+    sc.kill('SIGHUP')
+    const logDir = await sc.waitForCount('supervisor.reload.failed', 3)
+    assert.match(JSON.stringify(logDir.err), /logDir can change only with a restart/)
+    writeFileSync(configPath, JSON.stringify({ failpoints: 'token.start=delay(10)' }))
+    sc.kill('SIGHUP')
+    const failpoints = await sc.waitForCount('supervisor.reload.failed', 4)
+    assert.match(JSON.stringify(failpoints.err), /failpoints can change only with a restart/)
+    // init runs once and exits: a running sidecar cannot become one (it said reloaded, and ran on).
+    writeFileSync(configPath, JSON.stringify({ mode: 'init' }))
+    sc.kill('SIGHUP')
+    const mode = await sc.waitForCount('supervisor.reload.failed', 5)
+    assert.match(JSON.stringify(mode.err), /mode can change only with a restart/)
+    assert.deepEqual(sc.events('worker.replacing'), [])
+    // What a file warns of is said on a reload too, as at boot.
+    assert.deepEqual(sc.events('config.warning'), [])
+    writeFileSync(configPath, JSON.stringify({ services: { 'memory-reporter': { shutdownTimeout: '1h' } } }))
+    sc.kill('SIGHUP')
+    const warning = await sc.waitForEvent('config.warning')
+    assert.equal(warning.reload, true)
+    assert.match(String(warning.setting), /services\.memory-reporter\.shutdownTimeout/)
+    await sc.waitForEvent('supervisor.reload.done')
+    assert.equal(await stop(sc), 0)
+  })
+
+  test('a SIGHUP during boot or during a reload is not lost: one more reload runs once that ends', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
+    const configPath = join(dir, 'config.json')
+    writeFileSync(configPath, JSON.stringify({ logLevel: 'info' }))
+    const ports = await serverPorts()
+    // Every start of the gateway takes 1.5 s: at boot, and in each reload.
+    const sc = startSidecar({
+      args: ['--config', configPath],
+      env: { ...ports.env, SIA_FAILPOINTS: 'gateway.start=delay(1500)' },
+    })
+    try {
+      await sc.waitForEvent('service.start.begin', { service: 'gateway' })
+      sc.kill('SIGHUP')
+      assert.equal((await sc.waitForEvent('supervisor.reload.queued')).during, 'boot')
+      await sc.waitForEvent('supervisor.ready')
+      // The reload has read the file once it replaces a worker.
+      await sc.waitForEvent('worker.replacing', { service: 'certificate' })
+      // An edit made while that reload runs, and its SIGHUP: applied by the next reload.
+      writeFileSync(configPath, JSON.stringify({ tokenServerTimeout: 'soon' }))
+      sc.kill('SIGHUP')
+      assert.equal((await sc.waitForCount('supervisor.reload.queued', 2)).during, 'reload')
+      await sc.waitForEvent('supervisor.reload.done')
+      const failed = await sc.waitForEvent('supervisor.reload.failed')
+      assert.match(JSON.stringify(failed.err), /tokenServerTimeout/, 'the file as it was after the edit')
+      assert.equal(sc.events('supervisor.reload').length, 2)
+      assert.deepEqual(sc.events('supervisor.signal.ignored'), [])
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
+  })
+
+  test('SIGTERM in the middle of a reload: the reload says which services it replaced and which it did not reach, and the exit is 0', async () => {
+    // The token worker's successor takes 1.5 s to start (the first hit is the boot's): SIGTERM then.
+    const sc = await startReady({
+      env: { ...(await serverPorts()).env, SIA_FAILPOINTS: 'token.before-task:refresh-timer=2*delay(1500)' },
+    })
+    try {
+      sc.kill('SIGHUP')
+      await sc.waitForEvent('worker.replaced', { service: 'certificate', reason: 'reload' })
+      await sc.waitForCount('service.task.started', 2, { service: 'token', task: 'server' })
+      sc.kill('SIGTERM')
+      const done = await sc.waitForEvent('supervisor.reload.done')
+      assert.deepEqual(done.outcomes, [
+        { service: 'certificate', outcome: 'replaced' },
+        { service: 'token', outcome: 'cancelled' },
+        { service: 'memory-reporter', outcome: 'cancelled' },
+        { service: 'gateway', outcome: 'cancelled' },
+        { service: 'metrics', outcome: 'cancelled' },
+        { service: 'healthcheck', outcome: 'cancelled' },
+      ])
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
+  })
+
+  test('a SIGHUP while a restart starts: that thread, spawned on the old configuration, is replaced once it is up', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
+    const configPath = join(dir, 'config.json')
+    writeFileSync(configPath, JSON.stringify({ memoryReportInterval: '60s' }))
+    const sc = await startReady({
+      args: ['--config', configPath],
+      // The memory reporter crashes once after its start; every start of it takes 1.5 s.
+      env: {
+        SIA_FAILPOINTS: 'memory-reporter.before-task:reporter=1*crash;memory-reporter.start=delay(1500)',
+      },
+    })
+    try {
+      const restarting = await sc.waitForEvent('worker.restarting', { service: 'memory-reporter' })
+      // Half a second into its restart's 1.5 s start: that thread was spawned on the old file.
+      await sleep((restarting.delayMs as number) + 500)
+      writeFileSync(configPath, JSON.stringify({ memoryReportInterval: '300ms' }))
+      sc.kill('SIGHUP')
+      const done = await sc.waitForEvent('supervisor.reload.done', {}, 30_000)
+      const outcome = (done.outcomes as { service: string; outcome: string }[]).find(
+        (o) => o.service === 'memory-reporter',
+      )
+      assert.equal(outcome?.outcome, 'deferred')
+      await sc.waitForEvent('worker.replaced', { service: 'memory-reporter', reason: 'reload' }, 30_000)
+      // The new configuration runs: a report every 300 ms.
+      await sc.waitForCount('memory.report', 2)
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
+  })
+
+  test('the worker a reload replaces crashes while its successor starts: its port is held, no connection refused', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
+    const configPath = join(dir, 'config.json')
+    writeFileSync(configPath, JSON.stringify({ logLevel: 'info' }))
+    const ports = await serverPorts()
+    // Every start of the gateway takes 2 s; the first webhook that reaches the sink crashes it.
+    const sc = await startReady({
+      args: ['--config', configPath],
+      env: { ...ports.env, SIA_FAILPOINTS: 'gateway.start=delay(2000);gateway.before-sink=1*crash' },
+    })
+    try {
+      const url = `${await sc.url('gateway')}${SIGNALS}`
+      sc.kill('SIGHUP')
+      await sc.waitForEvent('worker.replacing', { service: 'gateway' }, 30_000)
+      // Served by the worker being replaced, which crashes on it: its successor is 2 s from serving.
+      const post = (name: string) =>
+        fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(webhook([alert(name)])),
+        }).then((r) => r.status)
+      await post('Crash').catch(() => 0)
+      await sc.waitForEvent('worker.port.held', { service: 'gateway' })
+      // A connection made now is held, then answered by the successor.
+      assert.equal(await post('Held'), 201)
+      await sc.waitForEvent('worker.port.released', { service: 'gateway', handedOver: true })
+      // Nothing overlapped: the successor restarted the service.
+      const replaced = await sc.waitForEvent('worker.replaced', { service: 'gateway' })
+      assert.deepEqual([replaced.reason, replaced.overlapMs], ['restart', 0])
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
+  })
+
+  test('a predecessor whose drain fails says so: one that hangs is cut at its deadline, one that ends its thread is a crash', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
+    const configPath = join(dir, 'config.json')
+    writeFileSync(
+      configPath,
+      JSON.stringify({ services: { 'memory-reporter': { shutdownTimeout: '300ms' } } }),
+    )
+    // The first drain of the memory reporter never ends; the first of the health check ends its thread.
+    const ports = await serverPorts()
+    const sc = await startReady({
+      args: ['--config', configPath],
+      env: { ...ports.env, SIA_FAILPOINTS: 'memory-reporter.shutdown=1*hang;healthcheck.shutdown=1*exit(3)' },
+    })
+    try {
+      sc.kill('SIGHUP')
+      await sc.waitForEvent('supervisor.reload.done', {}, 30_000)
+      const replaced = (service: string) =>
+        sc.waitForEvent('worker.replaced', { service, reason: 'reload' }, 30_000)
+      const [hung, ended] = await Promise.all([replaced('memory-reporter'), replaced('healthcheck')])
+      const timeouts = sc.events('service.shutdown.timeout')
+      assert.deepEqual(
+        timeouts.map((r) => [r.service, r.predecessor, r.deadlineMs]),
+        [['memory-reporter', true, 300]],
+      )
+      assert.ok(sc.records.indexOf(timeouts[0]!) < sc.records.indexOf(hung), 'said before the replacement')
+      const crashes = sc.events('worker.crashed')
+      assert.deepEqual(
+        crashes.map((r) => [r.service, r.predecessor, r.reason, r.exitCode]),
+        [['healthcheck', true, 'exit', 3]],
+      )
+      assert.ok(sc.records.indexOf(crashes[0]!) < sc.records.indexOf(ended), 'said before the replacement')
+      // The successors serve; the run's own shutdown is clean.
+      assert.equal((await fetch(`${await sc.url('healthcheck')}/readyz`)).status, 200)
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
+  })
+
+  test('a successor called off by the shutdown whose drain fails is named as the new thread, not the previous one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
+    const configPath = join(dir, 'config.json')
+    writeFileSync(
+      configPath,
+      JSON.stringify({ services: { 'memory-reporter': { shutdownTimeout: '400ms', startTimeout: '10s' } } }),
+    )
+    const ports = await serverPorts()
+    // Every start of the memory reporter takes 2.5 s; the first drain of one never ends.
+    const sc = startSidecar({
+      args: ['--config', configPath],
+      env: {
+        ...ports.env,
+        SIA_FAILPOINTS: 'memory-reporter.start=delay(2500);memory-reporter.shutdown=1*hang',
+      },
+    })
+    try {
+      await sc.waitForEvent('supervisor.ready', {}, 30_000)
+      sc.kill('SIGHUP')
+      await sc.waitForEvent('worker.replacing', { service: 'memory-reporter' }, 30_000)
+      await sleep(500) // its successor's start is under way: the predecessor still serves
+    } finally {
+      assert.equal(await stop(sc), 1, 'a drain cut at its deadline is unclean')
+    }
+    const timeouts = sc.events('service.shutdown.timeout').filter((r) => r.service === 'memory-reporter')
+    // Cut at its own deadline or at the stop's, whichever comes first: either way, the new thread.
+    assert.deepEqual(
+      timeouts.map((r) => [r.successor, r.predecessor]),
+      [[true, undefined]],
+    )
+    assert.match(String(timeouts[0]!.msg), /^memory-reporter's new thread (did not drain|was still draining)/)
+  })
 })
