@@ -190,6 +190,32 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       assert.equal((await store.record([resolved], 'b', 3000))[0]!.state, 'new', 'it ended after it began')
     })
 
+    test(`${kind}: the margin counts from the earliest start the firing said, and covers clocks that differ`, async () => {
+      const store = await make()
+      const S = Date.parse('2025-10-30T10:00:40Z')
+      const firing = async (fp: string, first: number, ...repeats: number[]) => {
+        await store.record([{ fingerprint: fp, status: 'firing', at: first }], 'f', 1000)
+        await store.commit([{ fingerprint: fp, status: 'firing', at: first }], 'f', 1000)
+        for (const at of repeats) {
+          const [r] = await store.record([{ fingerprint: fp, status: 'firing', at }], 'again', 2000)
+          assert.equal(r!.state, 'duplicate')
+        }
+      }
+      const resolved = async (fp: string, endsAt: number) =>
+        states(await store.record([{ fingerprint: fp, status: 'resolved', at: endsAt }], 'r', 5000))
+      // A client whose clock is behind: its resolution ended "before" the firing began, by less
+      // than the margin. Dropped, the sink would say firing for good.
+      await firing(`${kind}-skew-2s`, S)
+      assert.deepEqual(await resolved(`${kind}-skew-2s`, S - 2_000), ['new'])
+      await firing(`${kind}-skew-59s`, S)
+      assert.deepEqual(await resolved(`${kind}-skew-59s`, S - 59_000), ['new'])
+      await firing(`${kind}-gap-61s`, S)
+      assert.deepEqual(await resolved(`${kind}-gap-61s`, S - 61_000), ['stale'])
+      // 80 s before what the first firing said, but only 45 s before the start a later one said.
+      await firing(`${kind}-moved`, S, S - 35_000)
+      assert.deepEqual(await resolved(`${kind}-moved`, S - 80_000), ['new'])
+    })
+
     test(`${kind}: a commit that records anew (its lease ran out unclaimed) keeps when it began`, async () => {
       const store = await make(LEASE)
       const fp = `${kind}-episode-late-commit`
@@ -312,7 +338,7 @@ describe('dedup store semantics (memory and a real Redis)', () => {
     await c.ping()
     const store = createRedisStore(c, TTL, TTL)
     const S = Date.parse('2025-10-30T10:00:00Z')
-    const late = (fingerprint: string) => ({ fingerprint, status: 'resolved' as const, at: S - 1 })
+    const late = (fingerprint: string) => ({ fingerprint, status: 'resolved' as const, at: S - 120_000 })
     const record = { status: 'firing', count: 1, first: 5, last: 5, id: 'old' }
     // An older gateway's HSET changed the status and left the time of the record before it.
     await c.hset(`${DEDUP_KEY_PREFIX}rewritten`, { ...record, at: `resolved@${S}` })

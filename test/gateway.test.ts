@@ -540,6 +540,12 @@ test('GATEWAY_RECORD_RESOLVED=false: a resolution is not stored, and the re-fire
     assert.deepEqual([resolved.body.created, resolved.body.duplicates, resolved.body.ignored], [0, 0, 1])
     const again = await post(base, webhook([{ ...fired, startsAt: '2025-10-30T10:02:00Z' }]), AUTH)
     assert.equal(again.status, 201, 'a duplicate (202) here would lose the new incident')
+    // A late resolution of the first episode would be stale; not stored anyway, it is ignored.
+    const late = { ...fired, status: 'resolved' as const, endsAt: '2025-10-30T10:00:30Z' }
+    const ignored = await post(base, webhook([late]), AUTH)
+    assert.equal(ignored.status, 202)
+    assert.deepEqual(ignored.body, { created: 0, duplicates: 0, ignored: 1 })
+    assert.deepEqual(sc.events('gateway.alert.stale'), [])
     const lines = readJsonLines(join(sc.dataDir, 'alerts.jsonl'))
     assert.deepEqual(
       lines.map((l) => [l.status, l.startsAt]),

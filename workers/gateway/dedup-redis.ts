@@ -8,6 +8,7 @@ import {
   type DedupResult,
   type DedupState,
   type DedupStore,
+  STALE_MARGIN_MS,
   storeUnavailable,
 } from './dedup-store.js'
 import type { RedisClient } from './redis-client.js'
@@ -28,23 +29,28 @@ const COMMAND_TIMED_OUT = 'Command timed out'
  * field as it was, is seen to have none).
  * - a pending record of another owner is a live lease (an expired one has expired with its key):
  *   `pending` (2), untouched;
- * - a resolution that ended before the firing on record began (dedup-store.ts `isStale`):
+ * - a resolution that ended well before the firing on record began (dedup-store.ts `isStale`):
  *   `stale` (3), untouched;
  * - same status (committed, or this owner's own pending record, a repeat inside the batch): a
- *   duplicate, counted (0); a committed record's TTL slides;
+ *   duplicate, counted (0); a committed record's TTL slides; a firing that says an earlier start
+ *   (AlertManager merged an earlier copy in) moves the record's time to it;
  * - otherwise (absent, expired, the status changed): new (1), a pending lease of `owner` that
  *   expires after `lease` unless committed. HSET writes every field a record has, so nothing of
  *   the record it replaces is left.
  * Records of older versions carry no `pending` field: committed.
  */
 const RECORD_FN = `
-local function stale(recorded, recordedAt, status, at)
+local function timeOf(recorded, field)
+  if not field then return nil end
+  local sep = string.find(field, '@', 1, true)
+  if not sep or string.sub(field, 1, sep - 1) ~= recorded then return nil end
+  return tonumber(string.sub(field, sep + 1))
+end
+local function stale(recorded, field, status, at)
   local s = tonumber(at)
-  if status ~= 'resolved' or recorded ~= 'firing' or not s or not recordedAt then return false end
-  local sep = string.find(recordedAt, '@', 1, true)
-  if not sep or string.sub(recordedAt, 1, sep - 1) ~= recorded then return false end
-  local e = tonumber(string.sub(recordedAt, sep + 1))
-  return e ~= nil and s < e
+  if status ~= 'resolved' or recorded ~= 'firing' or not s then return false end
+  local e = timeOf(recorded, field)
+  return e ~= nil and s + ${STALE_MARGIN_MS} < e
 end
 local function record(key, status, at, now, ttl, owner, lease)
   local cur = redis.call('HMGET', key, 'status', 'first', 'id', 'pending', 'count', 'last', 'at')
@@ -58,6 +64,10 @@ local function record(key, status, at, now, ttl, owner, lease)
     local count = redis.call('HINCRBY', key, 'count', 1)
     redis.call('HSET', key, 'last', now)
     if cur[4] ~= '1' then redis.call('PEXPIRE', key, ttl) end
+    if status == 'firing' then
+      local s, e = tonumber(at), timeOf(cur[1], cur[7])
+      if s and e and s < e then redis.call('HSET', key, 'at', 'firing@' .. at) end
+    end
     return 0, count, cur[2] or '0', now
   end
   redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'pending', '1', 'at', status .. '@' .. at)

@@ -17,7 +17,7 @@ export interface DedupEntry {
  * - `duplicate`: a committed record in this status within the TTL (or a repeat inside this batch).
  * - `pending`: another live request (another replica, AlertManager's HA peer, an earlier attempt
  *   still running) holds the lease and is writing this alert right now: not written twice.
- * - `stale`: a resolution that ended before the firing on record began (`isStale`): overtaken by
+ * - `stale`: a resolution that ended well before the firing on record began (`isStale`): overtaken by
  *   the alert firing again. Written, it would leave the sink saying resolved for an alert that
  *   fires. The record is untouched.
  */
@@ -62,16 +62,25 @@ export interface DedupStore {
 }
 
 /**
- * Whether an arrival is a resolution overtaken by the record: one that ended (`at`, its
- * `endsAt`) before the firing on record began (`recordedAt`, its `startsAt`), as an HA peer's or a
- * retry's late notification of an earlier episode does once the alert has fired again. AlertManager
- * merges what overlaps into one episode, so a new one starts once the one before has ended, and a
- * resolution of the episode on record ends after it began, however AlertManager moved its start
- * (it keeps the earliest). Only a resolution: a late firing cannot be told from the alert firing
- * again with the same `startsAt` (Prometheus restores it after a restart, while AlertManager
- * resolved the alert in the gap), and dropping that would hide a firing alert; written, a late
- * firing is at worst a false alarm, ended by the next resolution. Without a time on either side
- * nothing is ordered. The Redis store's scripts say the same in Lua (dedup-redis.ts).
+ * How much earlier than the firing on record a resolution must have ended to be stale: the two
+ * times may come from different clocks (a client's `endsAt`, AlertManager's or another
+ * Prometheus's `startsAt`), and a resolution dropped for a skew of theirs would leave the sink
+ * saying firing for good. Episodes closer together than this are not ordered.
+ */
+export const STALE_MARGIN_MS = 60_000
+
+/**
+ * Whether an arrival is a resolution overtaken by the record: one that ended (`at`, its `endsAt`)
+ * well before the firing on record began (`recordedAt`, its `startsAt`: the earliest its
+ * notifications said), as an HA peer's or a retry's late notification of an earlier episode does
+ * once the alert has fired again. AlertManager merges what overlaps into one episode, keeping the
+ * earliest start, so a new episode starts once the one before has ended, and a resolution of the
+ * episode on record ends after it began. Only a resolution: a late firing cannot be told from the
+ * alert firing again with the same `startsAt` (Prometheus restores it after a restart, while
+ * AlertManager resolved the alert in the gap), and dropping that would hide a firing alert;
+ * written, a late firing is at worst a false alarm, ended by the next resolution. Without a time
+ * on either side nothing is ordered. The Redis store's scripts say the same in Lua
+ * (dedup-redis.ts).
  */
 export function isStale(
   recorded: AlertStatus,
@@ -84,7 +93,7 @@ export function isStale(
     recorded === 'firing' &&
     recordedAt !== undefined &&
     at !== undefined &&
-    at < recordedAt
+    at + STALE_MARGIN_MS < recordedAt
   )
 }
 

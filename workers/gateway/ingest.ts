@@ -61,8 +61,8 @@ export interface IngestOptions {
  * - duplicate: already stored (within the TTL), or a repeat inside the batch;
  * - ignored: resolved, with GATEWAY_RECORD_RESOLVED=false;
  * - rejected: refused by the sink for what it holds (logged whole; no retry could store it);
- * - stale: a resolution that ended before the firing on record began (the alert fired again
- *   since): written, it would undo that one (dedup-store.ts);
+ * - stale: a resolution that ended well before the firing on record began (the alert fired
+ *   again since): written, it would undo that one (dedup-store.ts);
  * - pending: another request was still writing it when the wait ran out (the batch gets 503);
  * - failed: the sink write or the dedup store failed (the batch gets 503; nothing recorded).
  */
@@ -302,15 +302,16 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         Object.assign(a.outcome, { count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen })
         if (r.state === 'duplicate' || r.state === 'stale') a.outcome.status = r.state
         else fresh.push(a)
-        // AlertManager drops a 2xx's body: the log is where a resolution left out is seen.
-        if (r.state === 'stale') {
+        // AlertManager drops a 2xx's body: the log is where a resolution left out is seen (one
+        // GATEWAY_RECORD_RESOLVED=false leaves out anyway is `ignored`, below).
+        if (r.state === 'stale' && a.sinkable) {
           const { startsAt, endsAt, labels } = a.alert
           repeats.log(
             'info',
             { event: 'gateway.alert.stale' },
             a.fingerprint,
             { fingerprint: a.fingerprint, alertname: labels.alertname, startsAt, endsAt },
-            'a resolution that ended before the firing on record began: not written',
+            'a resolution that ended well before the firing on record began: not written',
           )
         }
       })
@@ -341,8 +342,9 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       failed: 0,
     }
     for (const a of items) {
-      // Recorded, not stored: ignored, whether its resolution was new or a repeat.
-      if (!a.sinkable && (a.outcome.status === 'created' || a.outcome.status === 'duplicate'))
+      // Not stored, as configured: ignored, whether its resolution was new, a repeat or stale.
+      const { status } = a.outcome
+      if (!a.sinkable && (status === 'created' || status === 'duplicate' || status === 'stale'))
         a.outcome.status = 'ignored'
       counts[a.outcome.status]++
     }
