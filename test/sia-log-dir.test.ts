@@ -32,7 +32,8 @@ function vitals(sc: Sidecar): { rssMiB: number; threads: number } {
   }
 }
 
-describe('LOG_DIR through the CLI', () => {
+// Each its own sidecar and directory: two at a time.
+describe('LOG_DIR through the CLI', { concurrency: 2 }, () => {
   it('writes every line of every thread to <dir>/sia-supervisor.<LEVEL>.log, as on stdout, to the exit record', async () => {
     const dir = join(mkdtempSync(join(tmpdir(), 'sia-logdir-')), 'logs', 'nested') // created on demand
     const sc = await startReady({ env: { LOG_DIR: dir, LOG_LEVEL: 'info' } })
