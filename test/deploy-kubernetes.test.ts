@@ -120,9 +120,10 @@ function typeImport(apiVersion: string, kind: string): string {
   return `import type { I${kind} } from '${path}'`
 }
 
-// The three parts share nothing (each sidecar its own ports and directory): side by side.
+// The three parts share nothing (each sidecar its own ports and directory): side by side; each
+// part's tests one after the other (a suite's concurrency is its children's unless they set theirs).
 describe('deploy/kubernetes', { concurrency: 3 }, () => {
-  describe('deploy/kubernetes: the manifests', () => {
+  describe('deploy/kubernetes: the manifests', { concurrency: 1 }, () => {
     test('the kustomizations name only files that exist, and every manifest file is built by one', () => {
       const built = new Set([...manifests, ...monitoring].map((m) => m.file))
       const onDisk = yamlFiles(KUBE)
@@ -239,7 +240,7 @@ describe('deploy/kubernetes', { concurrency: 3 }, () => {
     })
   })
 
-  describe('deploy/kubernetes: the numbers are the code’s', () => {
+  describe('deploy/kubernetes: the numbers are the code’s', { concurrency: 1 }, () => {
     test('both Deployments run sia-supervisor; the application has it as a native sidecar', () => {
       assert.deepEqual(sidecarPods.map((d) => d.metadata.name).sort(), ['sia-app', 'sia-gateway'])
       const app = find('Deployment', 'sia-app').spec.template.spec
@@ -570,7 +571,9 @@ describe('deploy/kubernetes', { concurrency: 3 }, () => {
     return { env: { ...env, ...extra }, volumes }
   }
 
-  describe('deploy/kubernetes: a dress rehearsal of each sidecar, as its manifest configures it', () => {
+  describe('deploy/kubernetes: a dress rehearsal of each sidecar, as its manifest configures it', {
+    concurrency: 1,
+  }, () => {
     test('the application sidecar: ready, key and certificates where the application reads them, tokens on loopback', async (t) => {
       const d = find('Deployment', 'sia-app')
       const { env, volumes } = rehearse(d)

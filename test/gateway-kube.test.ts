@@ -17,249 +17,253 @@ async function waitFor(ok: () => boolean, timeoutMs = 10_000): Promise<void> {
   }
 }
 
-describe('gateway: kubernetes sink against an HTTPS API server', () => {
-  let api: KubeApiDouble
-  let sc: Sidecar
-  let base: string
-  let tokenFile: string
+// The shared sidecar's tests and the slow batch's own sidecar and API server: side by side.
+describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
+  describe('gateway: kubernetes sink against an HTTPS API server', { concurrency: 1 }, () => {
+    let api: KubeApiDouble
+    let sc: Sidecar
+    let base: string
+    let tokenFile: string
 
-  before(async () => {
-    api = await startKubeApi({ token: 'sa-token-1' })
+    before(async () => {
+      api = await startKubeApi({ token: 'sa-token-1' })
+      const dir = mkdtempSync(join(tmpdir(), 'sa-'))
+      tokenFile = join(dir, 'token')
+      writeFileSync(tokenFile, 'sa-token-1\n')
+      writeFileSync(join(dir, 'ca.crt'), api.caPem)
+      sc = await startReady({
+        env: gatewayEnv({
+          GATEWAY_SINK: 'kubernetes',
+          GATEWAY_KUBE_API: api.url,
+          GATEWAY_KUBE_TOKEN_FILE: tokenFile,
+          GATEWAY_KUBE_CA_FILE: join(dir, 'ca.crt'),
+          GATEWAY_KUBE_NAMESPACE: 'monitoring',
+          GATEWAY_KUBE_GROUP: 'alerts.example.com',
+          GATEWAY_KUBE_VERSION: 'v1',
+          GATEWAY_KUBE_KIND: 'Signal',
+          HEALTH_CHECK_ADDR: '127.0.0.1:0',
+        }),
+      })
+      base = await sc.url('gateway')
+    })
+    after(async () => {
+      assert.equal(await stop(sc), 0)
+      await api.close()
+      assert.ok(!JSON.stringify(sc.records).includes('sa-token'), 'no service-account token in the logs')
+    })
+
+    test('one custom resource per new alert on the REST path, with the service-account token', async () => {
+      const r = await post(base, FIXTURE)
+      assert.equal(r.status, 201)
+      const created = [...api.objects.values()]
+      assert.equal(created.length, 2)
+      for (const o of created) {
+        assert.equal(o.apiVersion, 'alerts.example.com/v1')
+        assert.equal(o.kind, 'Signal')
+        assert.equal(o.metadata.namespace, 'monitoring')
+        assert.match(o.metadata.name, /^alert-[0-9a-f]{32}$/)
+      }
+      const firing = created.find((o) => o.spec?.fingerprint === '5f1e2c3d4b5a6978')!
+      assert.equal(firing.spec?.alertname, 'KubePodCrashLooping')
+      assert.equal(firing.spec?.status, 'firing')
+      assert.ok(
+        api.requests.every(
+          (q) =>
+            q.path === '/apis/alerts.example.com/v1/namespaces/monitoring/signals' && q.method === 'POST',
+        ),
+      )
+      assert.ok(api.requests.every((q) => q.authorization === 'Bearer sa-token-1'))
+    })
+
+    test('a batch of 300 new alerts: 300 resources, over at most 16 connections at once', async () => {
+      const batch = webhook(
+        Array.from({ length: 300 }, (_, i) => alert(`Many${i}`, { fingerprint: `many-${i}` })),
+      )
+      const before = api.objects.size
+      assert.equal((await post(base, batch)).status, 201)
+      assert.equal(api.objects.size, before + 300)
+      assert.ok(api.peakConnections() <= 16, `${api.peakConnections()} connections at once`)
+    })
+
+    test('a failed create: what was created is kept, the retry writes only the rest; 409 AlreadyExists counts as success', async () => {
+      const before = api.objects.size
+      const batch = webhook([alert('KubeA'), alert('KubeB')])
+      api.failNext(1, 500)
+      const failed = await post(base, batch)
+      assert.equal(failed.status, 503)
+      assert.equal(failed.headers.get('retry-after'), '5')
+      assert.equal(failed.body.created, 1)
+      assert.equal(api.objects.size, before + 1, 'one of the two was created before the other failed')
+
+      const retry = await post(base, batch)
+      assert.equal(retry.status, 201)
+      assert.deepEqual([retry.body.created, retry.body.duplicates], [1, 1])
+      assert.equal(api.objects.size, before + 2)
+      // One the API server holds already (created by a gateway whose deduplication this one does
+      // not share, or by a create answered after its deadline): stored.
+      const held = alert('KubeHeld', { fingerprint: 'kube-held' })
+      const name = resourceName({
+        fingerprint: 'kube-held',
+        status: 'firing',
+        startsAt: held.startsAt,
+      } as SinkRecord)
+      api.objects.set(`signals/monitoring/${name}`, {
+        apiVersion: 'alerts.example.com/v1',
+        kind: 'Signal',
+        metadata: { name, namespace: 'monitoring' },
+      })
+      const again = await post(base, webhook([held]))
+      assert.deepEqual([again.status, again.body.created], [201, 1])
+      assert.equal(api.requests.filter((q) => q.status === 409).length, 1)
+      const metrics = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
+      assert.equal(metric(metrics, 'gateway_sink_errors_total', { sink: 'kubernetes' }), 1)
+    })
+
+    test('an alert the API server refuses for what it holds: logged whole, 201 for the rest, not retried for ever', async () => {
+      const episodes = sc.events('gateway.not-ready').length
+      api.refuseObjects((o) => (o.spec?.labels as Record<string, string> | undefined)?.poison !== undefined)
+      try {
+        const batch = webhook([alert('Fine'), alert('Poison', { labels: { poison: 'x' } })])
+        const r = await post(base, batch)
+        assert.equal(r.status, 201)
+        assert.deepEqual([r.body.created, r.body.rejected], [1, 1])
+        assert.deepEqual(
+          (r.body.alerts as { status: string }[]).map((a) => a.status),
+          ['rejected'],
+        )
+        const logged = await sc.waitForEvent('gateway.sink.rejected')
+        assert.equal(
+          (logged.alert as { alertname: string }).alertname,
+          'Poison',
+          'the alert, whole, in the log',
+        )
+        assert.match(logged.reason as string, /422 Invalid/)
+        // AlertManager's retry: both are duplicates now, nothing sent to the API server again.
+        const creates = api.requests.length
+        const retry = await post(base, batch)
+        assert.equal(retry.status, 202)
+        assert.equal(retry.body.duplicates, 2)
+        assert.equal(api.requests.length, creates)
+        assert.equal(sc.events('gateway.not-ready').length, episodes, 'the sink stays ready')
+        const metrics = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
+        assert.equal(metric(metrics, 'gateway_signals_rejected_total'), 1)
+        // An API server that refuses every object (a schema no alert fits) is a failed sink: 503.
+        api.refuseObjects(() => true)
+        const all = await post(base, webhook([alert('Unfit')]))
+        assert.equal(all.status, 503)
+        await sc.waitForCount('gateway.not-ready', episodes + 1, { degraded: 'sink' })
+        const recoveries = sc.events('gateway.ready-again').length
+        api.refuseObjects(() => false)
+        await sc.waitForCount('gateway.ready-again', recoveries + 1)
+      } finally {
+        api.refuseObjects(() => false)
+      }
+    })
+
+    test('an alert an admission webhook denies (403): logged whole, 201 for the rest, not retried for ever', async () => {
+      api.refuseObjects(
+        (o) => (o.spec?.labels as Record<string, string> | undefined)?.denied !== undefined,
+        'admission',
+      )
+      try {
+        const r = await post(base, webhook([alert('Allowed'), alert('Denied', { labels: { denied: 'x' } })]))
+        assert.equal(r.status, 201)
+        assert.deepEqual([r.body.created, r.body.rejected], [1, 1])
+        await sc.waitFor(() =>
+          sc
+            .events('gateway.sink.rejected')
+            .some((e) => /403 Forbidden: admission webhook/.test(String(e.reason))),
+        )
+        // Every object denied, an ordinary alert's dry run too (RBAC, a namespace being deleted): a
+        // failed sink, 503, retried.
+        api.refuseObjects(() => true, 'admission')
+        assert.equal((await post(base, webhook([alert('AllDenied')]))).status, 503)
+      } finally {
+        api.refuseObjects(() => false)
+      }
+    })
+
+    test('the token file is re-read: a rotated token is used on the next write', async () => {
+      writeFileSync(tokenFile, 'sa-token-2')
+      api.setToken('sa-token-2')
+      assert.equal((await post(base, webhook([alert('Rotated')]))).status, 201)
+      assert.equal(api.requests.at(-1)?.authorization, 'Bearer sa-token-2')
+    })
+
+    test('an API server refusing the token: 503, not ready until a dry run passes, nothing is lost', async () => {
+      const health = await sc.url('healthcheck')
+      const episodes = sc.events('gateway.not-ready').length
+      const recoveries = sc.events('gateway.ready-again').length
+      api.setToken('someone-else')
+      const r = await post(base, webhook([alert('Refused')]))
+      assert.equal(r.status, 503)
+      await sc.waitForCount('gateway.not-ready', episodes + 1, { degraded: 'sink' })
+      const readyz = await fetch(`${health}/readyz`)
+      assert.equal(readyz.status, 503)
+      assert.deepEqual(((await readyz.json()) as { notReady: unknown }).notReady, [
+        { service: 'gateway', state: 'running', degraded: 'sink' },
+      ])
+      // Probes are dry runs: refused while the token is, and they store nothing.
+      const stored = api.objects.size
+      await waitFor(() => api.requests.some((q) => q.dryRun && q.status === 401))
+      api.setToken('sa-token-2')
+      await sc.waitForCount('gateway.ready-again', recoveries + 1)
+      assert.equal((await fetch(`${health}/readyz`)).status, 200)
+      assert.ok(
+        api.requests.some((q) => q.dryRun && q.status === 201),
+        'a dry run passed',
+      )
+      assert.equal(api.objects.size, stored, 'a probe creates nothing')
+      assert.equal((await post(base, webhook([alert('Refused')]))).status, 201)
+      assert.equal(api.objects.size, stored + 1)
+    })
+  })
+
+  test('a batch slower than GATEWAY_SINK_TIMEOUT: what each try stored is kept, the retries write the rest, and the gateway stays ready', async () => {
+    const api = await startKubeApi({ token: 't' })
     const dir = mkdtempSync(join(tmpdir(), 'sa-'))
-    tokenFile = join(dir, 'token')
-    writeFileSync(tokenFile, 'sa-token-1\n')
+    writeFileSync(join(dir, 'token'), 't')
     writeFileSync(join(dir, 'ca.crt'), api.caPem)
-    sc = await startReady({
+    const sc = await startReady({
       env: gatewayEnv({
         GATEWAY_SINK: 'kubernetes',
         GATEWAY_KUBE_API: api.url,
-        GATEWAY_KUBE_TOKEN_FILE: tokenFile,
+        GATEWAY_KUBE_TOKEN_FILE: join(dir, 'token'),
         GATEWAY_KUBE_CA_FILE: join(dir, 'ca.crt'),
         GATEWAY_KUBE_NAMESPACE: 'monitoring',
-        GATEWAY_KUBE_GROUP: 'alerts.example.com',
-        GATEWAY_KUBE_VERSION: 'v1',
-        GATEWAY_KUBE_KIND: 'Signal',
-        HEALTH_CHECK_ADDR: '127.0.0.1:0',
+        GATEWAY_SINK_TIMEOUT: '1s',
       }),
     })
-    base = await sc.url('gateway')
-  })
-  after(async () => {
-    assert.equal(await stop(sc), 0)
-    await api.close()
-    assert.ok(!JSON.stringify(sc.records).includes('sa-token'), 'no service-account token in the logs')
-  })
-
-  test('one custom resource per new alert on the REST path, with the service-account token', async () => {
-    const r = await post(base, FIXTURE)
-    assert.equal(r.status, 201)
-    const created = [...api.objects.values()]
-    assert.equal(created.length, 2)
-    for (const o of created) {
-      assert.equal(o.apiVersion, 'alerts.example.com/v1')
-      assert.equal(o.kind, 'Signal')
-      assert.equal(o.metadata.namespace, 'monitoring')
-      assert.match(o.metadata.name, /^alert-[0-9a-f]{32}$/)
-    }
-    const firing = created.find((o) => o.spec?.fingerprint === '5f1e2c3d4b5a6978')!
-    assert.equal(firing.spec?.alertname, 'KubePodCrashLooping')
-    assert.equal(firing.spec?.status, 'firing')
-    assert.ok(
-      api.requests.every(
-        (q) => q.path === '/apis/alerts.example.com/v1/namespaces/monitoring/signals' && q.method === 'POST',
-      ),
-    )
-    assert.ok(api.requests.every((q) => q.authorization === 'Bearer sa-token-1'))
-  })
-
-  test('a batch of 300 new alerts: 300 resources, over at most 16 connections at once', async () => {
-    const batch = webhook(
-      Array.from({ length: 300 }, (_, i) => alert(`Many${i}`, { fingerprint: `many-${i}` })),
-    )
-    const before = api.objects.size
-    assert.equal((await post(base, batch)).status, 201)
-    assert.equal(api.objects.size, before + 300)
-    assert.ok(api.peakConnections() <= 16, `${api.peakConnections()} connections at once`)
-  })
-
-  test('a failed create: what was created is kept, the retry writes only the rest; 409 AlreadyExists counts as success', async () => {
-    const before = api.objects.size
-    const batch = webhook([alert('KubeA'), alert('KubeB')])
-    api.failNext(1, 500)
-    const failed = await post(base, batch)
-    assert.equal(failed.status, 503)
-    assert.equal(failed.headers.get('retry-after'), '5')
-    assert.equal(failed.body.created, 1)
-    assert.equal(api.objects.size, before + 1, 'one of the two was created before the other failed')
-
-    const retry = await post(base, batch)
-    assert.equal(retry.status, 201)
-    assert.deepEqual([retry.body.created, retry.body.duplicates], [1, 1])
-    assert.equal(api.objects.size, before + 2)
-    // One the API server holds already (created by a gateway whose deduplication this one does
-    // not share, or by a create answered after its deadline): stored.
-    const held = alert('KubeHeld', { fingerprint: 'kube-held' })
-    const name = resourceName({
-      fingerprint: 'kube-held',
-      status: 'firing',
-      startsAt: held.startsAt,
-    } as SinkRecord)
-    api.objects.set(`signals/monitoring/${name}`, {
-      apiVersion: 'alerts.example.com/v1',
-      kind: 'Signal',
-      metadata: { name, namespace: 'monitoring' },
-    })
-    const again = await post(base, webhook([held]))
-    assert.deepEqual([again.status, again.body.created], [201, 1])
-    assert.equal(api.requests.filter((q) => q.status === 409).length, 1)
-    const metrics = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
-    assert.equal(metric(metrics, 'gateway_sink_errors_total', { sink: 'kubernetes' }), 1)
-  })
-
-  test('an alert the API server refuses for what it holds: logged whole, 201 for the rest, not retried for ever', async () => {
-    const episodes = sc.events('gateway.not-ready').length
-    api.refuseObjects((o) => (o.spec?.labels as Record<string, string> | undefined)?.poison !== undefined)
     try {
-      const batch = webhook([alert('Fine'), alert('Poison', { labels: { poison: 'x' } })])
-      const r = await post(base, batch)
-      assert.equal(r.status, 201)
-      assert.deepEqual([r.body.created, r.body.rejected], [1, 1])
-      assert.deepEqual(
-        (r.body.alerts as { status: string }[]).map((a) => a.status),
-        ['rejected'],
+      const base = await sc.url('gateway')
+      // 400 creates, 16 at a time, 100 ms each: 2.5 s, where one try has 1 s.
+      api.latency(100)
+      const batch = webhook(
+        Array.from({ length: 400 }, (_, i) => alert(`Slow${i}`, { fingerprint: `slow-${i}` })),
       )
-      const logged = await sc.waitForEvent('gateway.sink.rejected')
+      const tries: { status: number; created: number }[] = []
+      for (let i = 0; i < 6; i++) {
+        const r = await post(base, batch)
+        tries.push({ status: r.status, created: (r.body as { created: number }).created })
+        if (r.status < 300) break
+        // A sink that stores, slowly, is not down: the gateway stays in the endpoints.
+        assert.equal((await fetch(`${base}/ready`)).status, 200, `ready after try ${i + 1}`)
+      }
+      assert.equal(tries[0]!.status, 503, JSON.stringify(tries))
+      assert.ok(
+        tries.every((t) => t.created > 0),
+        `every try stored some: ${JSON.stringify(tries)}`,
+      )
+      assert.ok(tries.at(-1)!.status < 300, `the batch got through: ${JSON.stringify(tries)}`)
       assert.equal(
-        (logged.alert as { alertname: string }).alertname,
-        'Poison',
-        'the alert, whole, in the log',
+        tries.reduce((n, t) => n + t.created, 0),
+        400,
+        'each alert created once, by one try',
       )
-      assert.match(logged.reason as string, /422 Invalid/)
-      // AlertManager's retry: both are duplicates now, nothing sent to the API server again.
-      const creates = api.requests.length
-      const retry = await post(base, batch)
-      assert.equal(retry.status, 202)
-      assert.equal(retry.body.duplicates, 2)
-      assert.equal(api.requests.length, creates)
-      assert.equal(sc.events('gateway.not-ready').length, episodes, 'the sink stays ready')
-      const metrics = await (await fetch(`${await sc.url('metrics')}/metrics`)).text()
-      assert.equal(metric(metrics, 'gateway_signals_rejected_total'), 1)
-      // An API server that refuses every object (a schema no alert fits) is a failed sink: 503.
-      api.refuseObjects(() => true)
-      const all = await post(base, webhook([alert('Unfit')]))
-      assert.equal(all.status, 503)
-      await sc.waitForCount('gateway.not-ready', episodes + 1, { degraded: 'sink' })
-      const recoveries = sc.events('gateway.ready-again').length
-      api.refuseObjects(() => false)
-      await sc.waitForCount('gateway.ready-again', recoveries + 1)
+      await waitFor(() => api.objects.size === 400)
     } finally {
-      api.refuseObjects(() => false)
+      assert.equal(await stop(sc), 0)
+      await api.close()
     }
   })
-
-  test('an alert an admission webhook denies (403): logged whole, 201 for the rest, not retried for ever', async () => {
-    api.refuseObjects(
-      (o) => (o.spec?.labels as Record<string, string> | undefined)?.denied !== undefined,
-      'admission',
-    )
-    try {
-      const r = await post(base, webhook([alert('Allowed'), alert('Denied', { labels: { denied: 'x' } })]))
-      assert.equal(r.status, 201)
-      assert.deepEqual([r.body.created, r.body.rejected], [1, 1])
-      await sc.waitFor(() =>
-        sc
-          .events('gateway.sink.rejected')
-          .some((e) => /403 Forbidden: admission webhook/.test(String(e.reason))),
-      )
-      // Every object denied, an ordinary alert's dry run too (RBAC, a namespace being deleted): a
-      // failed sink, 503, retried.
-      api.refuseObjects(() => true, 'admission')
-      assert.equal((await post(base, webhook([alert('AllDenied')]))).status, 503)
-    } finally {
-      api.refuseObjects(() => false)
-    }
-  })
-
-  test('the token file is re-read: a rotated token is used on the next write', async () => {
-    writeFileSync(tokenFile, 'sa-token-2')
-    api.setToken('sa-token-2')
-    assert.equal((await post(base, webhook([alert('Rotated')]))).status, 201)
-    assert.equal(api.requests.at(-1)?.authorization, 'Bearer sa-token-2')
-  })
-
-  test('an API server refusing the token: 503, not ready until a dry run passes, nothing is lost', async () => {
-    const health = await sc.url('healthcheck')
-    const episodes = sc.events('gateway.not-ready').length
-    const recoveries = sc.events('gateway.ready-again').length
-    api.setToken('someone-else')
-    const r = await post(base, webhook([alert('Refused')]))
-    assert.equal(r.status, 503)
-    await sc.waitForCount('gateway.not-ready', episodes + 1, { degraded: 'sink' })
-    const readyz = await fetch(`${health}/readyz`)
-    assert.equal(readyz.status, 503)
-    assert.deepEqual(((await readyz.json()) as { notReady: unknown }).notReady, [
-      { service: 'gateway', state: 'running', degraded: 'sink' },
-    ])
-    // Probes are dry runs: refused while the token is, and they store nothing.
-    const stored = api.objects.size
-    await waitFor(() => api.requests.some((q) => q.dryRun && q.status === 401))
-    api.setToken('sa-token-2')
-    await sc.waitForCount('gateway.ready-again', recoveries + 1)
-    assert.equal((await fetch(`${health}/readyz`)).status, 200)
-    assert.ok(
-      api.requests.some((q) => q.dryRun && q.status === 201),
-      'a dry run passed',
-    )
-    assert.equal(api.objects.size, stored, 'a probe creates nothing')
-    assert.equal((await post(base, webhook([alert('Refused')]))).status, 201)
-    assert.equal(api.objects.size, stored + 1)
-  })
-})
-
-test('a batch slower than GATEWAY_SINK_TIMEOUT: what each try stored is kept, the retries write the rest, and the gateway stays ready', async () => {
-  const api = await startKubeApi({ token: 't' })
-  const dir = mkdtempSync(join(tmpdir(), 'sa-'))
-  writeFileSync(join(dir, 'token'), 't')
-  writeFileSync(join(dir, 'ca.crt'), api.caPem)
-  const sc = await startReady({
-    env: gatewayEnv({
-      GATEWAY_SINK: 'kubernetes',
-      GATEWAY_KUBE_API: api.url,
-      GATEWAY_KUBE_TOKEN_FILE: join(dir, 'token'),
-      GATEWAY_KUBE_CA_FILE: join(dir, 'ca.crt'),
-      GATEWAY_KUBE_NAMESPACE: 'monitoring',
-      GATEWAY_SINK_TIMEOUT: '1s',
-    }),
-  })
-  try {
-    const base = await sc.url('gateway')
-    // 400 creates, 16 at a time, 100 ms each: 2.5 s, where one try has 1 s.
-    api.latency(100)
-    const batch = webhook(
-      Array.from({ length: 400 }, (_, i) => alert(`Slow${i}`, { fingerprint: `slow-${i}` })),
-    )
-    const tries: { status: number; created: number }[] = []
-    for (let i = 0; i < 6; i++) {
-      const r = await post(base, batch)
-      tries.push({ status: r.status, created: (r.body as { created: number }).created })
-      if (r.status < 300) break
-      // A sink that stores, slowly, is not down: the gateway stays in the endpoints.
-      assert.equal((await fetch(`${base}/ready`)).status, 200, `ready after try ${i + 1}`)
-    }
-    assert.equal(tries[0]!.status, 503, JSON.stringify(tries))
-    assert.ok(
-      tries.every((t) => t.created > 0),
-      `every try stored some: ${JSON.stringify(tries)}`,
-    )
-    assert.ok(tries.at(-1)!.status < 300, `the batch got through: ${JSON.stringify(tries)}`)
-    assert.equal(
-      tries.reduce((n, t) => n + t.created, 0),
-      400,
-      'each alert created once, by one try',
-    )
-    await waitFor(() => api.objects.size === 400)
-  } finally {
-    assert.equal(await stop(sc), 0)
-    await api.close()
-  }
 })
