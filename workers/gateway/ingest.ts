@@ -121,6 +121,12 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   // One log line per failure episode of the sink: the first failure, then the recovery.
   let sinkFailures = 0
 
+  /** A store call that failed, as every request meets it while the store fails: said once a window. */
+  const storeFailed = (event: string, err: unknown, msg: string) => {
+    const { message } = err as Error
+    repeats.log('warn', { event }, message, { err: { message } }, msg)
+  }
+
   /** Never rejects: a failed commit is logged, and its leases expire on their own. */
   const commit = async (entries: DedupEntry[], owner: string): Promise<void> => {
     try {
@@ -134,13 +140,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     } catch (err) {
       // The alerts are stored: the answer was a 2xx. Their leases expire, so a later repeat may
       // be written again (at least once).
-      repeats.log(
-        'warn',
-        { event: 'gateway.dedup.commit.failed' },
-        (err as Error).message,
-        { err: { message: (err as Error).message } },
-        'commit after the sink write failed',
-      )
+      storeFailed('gateway.dedup.commit.failed', err, 'commit after the sink write failed')
     }
   }
 
@@ -206,11 +206,9 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       await store
         .release(released, owner)
         .catch((rbErr: unknown) =>
-          repeats.log(
-            'warn',
-            { event: 'gateway.release.failed' },
-            (rbErr as Error).message,
-            { err: { message: (rbErr as Error).message } },
+          storeFailed(
+            'gateway.release.failed',
+            rbErr,
             'releasing the leases failed; they expire on their own',
           ),
         )
@@ -278,13 +276,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
           round === 0 ? now : Date.now(),
         )
       } catch (err) {
-        repeats.log(
-          'warn',
-          { event: 'gateway.dedup.failed' },
-          (err as Error).message,
-          { err: { message: (err as Error).message } },
-          'dedup failed',
-        )
+        storeFailed('gateway.dedup.failed', err, 'dedup failed')
         opts.onStoreCall?.(false)
         for (const a of todo) a.outcome.status = 'failed'
         failure = 'store-unavailable'
