@@ -157,8 +157,9 @@ function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
     }
     const outcome = await ingest(parsed.webhook)
     const { created, duplicates, ignored, rejected, stale, pending, failed } = outcome
-    // Only when some alert was: the body of every ordinary answer stays as it was.
-    const refused =
+    // Alerts the sink refused, or left out as stale: counted only when some was, so the body of
+    // every ordinary answer stays as it was.
+    const leftOut =
       rejected + stale === 0 ? {} : { ...(rejected > 0 && { rejected }), ...(stale > 0 && { stale }) }
     const detailed = wantsDetail(query)
     if (pending === 0 && failed === 0) {
@@ -175,7 +176,7 @@ function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
         created,
         duplicates,
         ignored,
-        ...refused,
+        ...leftOut,
         ...cut,
         ...listed,
       })
@@ -185,7 +186,7 @@ function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
     const alerts = detailed
       ? outcome.alerts
       : outcome.alerts.filter((a) => a.status === 'pending' || a.status === 'failed')
-    const counts = { created, duplicates, ignored, ...refused, pending, failed, alerts }
+    const counts = { created, duplicates, ignored, ...leftOut, pending, failed, alerts }
     switch (outcome.failure) {
       case 'store-unavailable':
         return unavailable(res, 'the deduplication store is unavailable', RETRY_AFTER_STORE, counts)
