@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { createMemoryStore } from '../workers/gateway/dedup-memory.js'
 import { createRedisStore, DEDUP_KEY_PREFIX } from '../workers/gateway/dedup-redis.js'
-import type { DedupStore } from '../workers/gateway/dedup-store.js'
+import { type DedupStore, STALE_MARGIN_MS } from '../workers/gateway/dedup-store.js'
 import { eventually } from './support/eventually.js'
 import { alert, gatewayEnv, metric, post, readJsonLines, webhook } from './support/gateway.js'
 import { freePort } from './support/ports.js'
@@ -144,7 +144,7 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       const fp = `${kind}-episodes`
       const S0 = Date.parse('2025-10-30T10:00:00Z')
       const R0 = S0 + 600_000 // it resolved ten minutes later
-      const S1 = R0 + 300_000 // and fired again five minutes after that
+      const S1 = R0 + 600_000 // and fired again ten minutes after that
       // `at`: a firing's startsAt, a resolution's endsAt.
       const at = (status: 'firing' | 'resolved', when?: number) => ({ fingerprint: fp, status, at: when })
       const one = async (e: ReturnType<typeof at>, owner: string, now: number) =>
@@ -186,11 +186,12 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       await store.commit([{ fingerprint: fp, status: 'firing', at: S }], 'a', 1000)
       const repeat = { fingerprint: fp, status: 'firing' as const, at: S - 35_000 }
       assert.equal((await store.record([repeat], 'b', 2000))[0]!.state, 'duplicate')
-      const resolved = { fingerprint: fp, status: 'resolved' as const, at: S + 1_200_000 }
+      // A short episode: it ended after the start AlertManager merged to, before the one on record.
+      const resolved = { fingerprint: fp, status: 'resolved' as const, at: S - 20_000 }
       assert.equal((await store.record([resolved], 'b', 3000))[0]!.state, 'new', 'it ended after it began')
     })
 
-    test(`${kind}: the margin counts from the earliest start the firing said, and covers clocks that differ`, async () => {
+    test(`${kind}: the margin covers clocks that differ; a late firing of the earlier episode does not move the start on record`, async () => {
       const store = await make()
       const S = Date.parse('2025-10-30T10:00:40Z')
       const firing = async (fp: string, first: number, ...repeats: number[]) => {
@@ -207,13 +208,13 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       // than the margin. Dropped, the sink would say firing for good.
       await firing(`${kind}-skew-2s`, S)
       assert.deepEqual(await resolved(`${kind}-skew-2s`, S - 2_000), ['new'])
-      await firing(`${kind}-skew-59s`, S)
-      assert.deepEqual(await resolved(`${kind}-skew-59s`, S - 59_000), ['new'])
-      await firing(`${kind}-gap-61s`, S)
-      assert.deepEqual(await resolved(`${kind}-gap-61s`, S - 61_000), ['stale'])
-      // 80 s before what the first firing said, but only 45 s before the start a later one said.
-      await firing(`${kind}-moved`, S, S - 35_000)
-      assert.deepEqual(await resolved(`${kind}-moved`, S - 80_000), ['new'])
+      await firing(`${kind}-skew-margin`, S)
+      assert.deepEqual(await resolved(`${kind}-skew-margin`, S - STALE_MARGIN_MS), ['new'])
+      await firing(`${kind}-gap`, S)
+      assert.deepEqual(await resolved(`${kind}-gap`, S - STALE_MARGIN_MS - 1_000), ['stale'])
+      // An HA peer's backlog: its late firing of the earlier episode, then its late resolution.
+      await firing(`${kind}-backlog`, S, S - 2 * STALE_MARGIN_MS)
+      assert.deepEqual(await resolved(`${kind}-backlog`, S - STALE_MARGIN_MS - 1_000), ['stale'])
     })
 
     test(`${kind}: a commit that records anew (its lease ran out unclaimed) keeps when it began`, async () => {
@@ -227,7 +228,7 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       // Another request's arrival sweeps the expired lease away (the memory store does so lazily).
       await store.record([firing(`${fp}-other`)], 'sweeper', now)
       assert.deepEqual(await store.commit([refire], 'slow', now), [])
-      const late = { fingerprint: fp, status: 'resolved' as const, at: S0 + 600_000 }
+      const late = { fingerprint: fp, status: 'resolved' as const, at: S0 }
       assert.deepEqual(states(await store.record([late], 'late', now + 1)), ['stale'])
     })
 
@@ -333,15 +334,20 @@ describe('dedup store semantics (memory and a real Redis)', () => {
     ])
   })
 
-  test('redis: a record an older gateway rewrote (its time of another status, or none) orders nothing', async () => {
+  test('redis: a record an older gateway rewrote (its time tied to another first arrival, or none) orders nothing', async () => {
     const c = client()
     await c.ping()
     const store = createRedisStore(c, TTL, TTL)
     const S = Date.parse('2025-10-30T10:00:00Z')
-    const late = (fingerprint: string) => ({ fingerprint, status: 'resolved' as const, at: S - 120_000 })
+    const late = (fingerprint: string) => ({
+      fingerprint,
+      status: 'resolved' as const,
+      at: S - 2 * STALE_MARGIN_MS,
+    })
     const record = { status: 'firing', count: 1, first: 5, last: 5, id: 'old' }
-    // An older gateway's HSET changed the status and left the time of the record before it.
-    await c.hset(`${DEDUP_KEY_PREFIX}rewritten`, { ...record, at: `resolved@${S}` })
+    // An older gateway changes the status (and sets `first`) and leaves the time of the record
+    // before it, however many times it does so.
+    await c.hset(`${DEDUP_KEY_PREFIX}rewritten`, { ...record, at: `4@${S}` })
     assert.deepEqual(
       states(await store.record([late('rewritten')], 'r', 10)),
       ['new'],
@@ -350,7 +356,7 @@ describe('dedup store semantics (memory and a real Redis)', () => {
     await c.hset(`${DEDUP_KEY_PREFIX}no-time`, record)
     assert.deepEqual(states(await store.record([late('no-time')], 'r', 10)), ['new'])
     // The same record with a time of its own is ordered: the checks above are not vacuous.
-    await c.hset(`${DEDUP_KEY_PREFIX}with-time`, { ...record, at: `firing@${S}` })
+    await c.hset(`${DEDUP_KEY_PREFIX}with-time`, { ...record, at: `5@${S}` })
     assert.deepEqual(states(await store.record([late('with-time')], 'r', 10)), ['stale'])
   })
 

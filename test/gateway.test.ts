@@ -160,7 +160,15 @@ describe('gateway: memory dedup, file sink, bearer auth', () => {
       'the sink still ends with the alert firing',
     )
     const said = await sc.waitForEvent('gateway.alert.stale')
-    assert.deepEqual([said.alertname, said.startsAt, said.endsAt], ['FlappingDisk', S0, R0])
+    assert.equal(said.count, 1)
+    assert.deepEqual(
+      (said.alerts as { alertname: string; startsAt: string; endsAt: string }[]).map((a) => [
+        a.alertname,
+        a.startsAt,
+        a.endsAt,
+      ]),
+      [['FlappingDisk', S0, R0]],
+    )
     const scraped = await (await fetch(metricsUrl)).text()
     assert.equal(metric(scraped, 'gateway_signals_stale_total', { service: 'gateway' }), 1)
     // Its own resolution is news; then a firing of the episode just resolved is written too: it
@@ -540,12 +548,16 @@ test('GATEWAY_RECORD_RESOLVED=false: a resolution is not stored, and the re-fire
     assert.deepEqual([resolved.body.created, resolved.body.duplicates, resolved.body.ignored], [0, 0, 1])
     const again = await post(base, webhook([{ ...fired, startsAt: '2025-10-30T10:02:00Z' }]), AUTH)
     assert.equal(again.status, 201, 'a duplicate (202) here would lose the new incident')
-    // A late resolution of the first episode would be stale; not stored anyway, it is ignored.
-    const late = { ...fired, status: 'resolved' as const, endsAt: '2025-10-30T10:00:30Z' }
+    // A late resolution of an earlier episode is stale; not stored anyway, it is ignored, and the
+    // record stays the re-fire's: a repeat of it is a duplicate (had the resolution been recorded
+    // as news, the repeat would be new again: 201).
+    const late = { ...fired, status: 'resolved' as const, endsAt: '2025-10-30T09:50:00Z' }
     const ignored = await post(base, webhook([late]), AUTH)
     assert.equal(ignored.status, 202)
     assert.deepEqual(ignored.body, { created: 0, duplicates: 0, ignored: 1 })
     assert.deepEqual(sc.events('gateway.alert.stale'), [])
+    const repeat = await post(base, webhook([{ ...fired, startsAt: '2025-10-30T10:02:00Z' }]), AUTH)
+    assert.equal(repeat.status, 202)
     const lines = readJsonLines(join(sc.dataDir, 'alerts.jsonl'))
     assert.deepEqual(
       lines.map((l) => [l.status, l.startsAt]),

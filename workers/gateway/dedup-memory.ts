@@ -76,8 +76,6 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
         if (r && r.status === status) {
           r.count += 1
           r.lastSeen = now
-          // AlertManager moves an episode's start earlier as it merges copies: the earliest said.
-          if (status === 'firing' && at !== undefined && r.at !== undefined && at < r.at) r.at = at
           if (!r.pending) {
             r.expiresAt = now + ttlMs
             keep(fingerprint, r)

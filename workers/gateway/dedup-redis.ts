@@ -24,32 +24,31 @@ const COMMAND_TIMED_OUT = 'Command timed out'
  * The check-and-lease of one key, as a Lua function every record script starts with:
  * `record(key, status, at, now, ttl, owner, lease)` returns state, count, first, last.
  * Fields: status, count, first, last, id (owner), pending ("1" while the owner writes the sink),
- * at ("<status>@<ms>": when what the notification that made the record tells happened, DedupEntry
- * `at`; its status is part of it, so a record rewritten by an older gateway, which leaves the
- * field as it was, is seen to have none).
+ * at ("<first>@<ms>": when what the notification that made the record tells happened, DedupEntry
+ * `at`, tied to the record's `first`: an older gateway sets `first` at every status change and
+ * leaves `at` as it was, so a record it rewrote, however many times, is seen to have none).
  * - a pending record of another owner is a live lease (an expired one has expired with its key):
  *   `pending` (2), untouched;
  * - a resolution that ended well before the firing on record began (dedup-store.ts `isStale`):
  *   `stale` (3), untouched;
  * - same status (committed, or this owner's own pending record, a repeat inside the batch): a
- *   duplicate, counted (0); a committed record's TTL slides; a firing that says an earlier start
- *   (AlertManager merged an earlier copy in) moves the record's time to it;
+ *   duplicate, counted (0); a committed record's TTL slides;
  * - otherwise (absent, expired, the status changed): new (1), a pending lease of `owner` that
  *   expires after `lease` unless committed. HSET writes every field a record has, so nothing of
  *   the record it replaces is left.
  * Records of older versions carry no `pending` field: committed.
  */
 const RECORD_FN = `
-local function timeOf(recorded, field)
-  if not field then return nil end
+local function timeOf(first, field)
+  if not first or not field then return nil end
   local sep = string.find(field, '@', 1, true)
-  if not sep or string.sub(field, 1, sep - 1) ~= recorded then return nil end
+  if not sep or string.sub(field, 1, sep - 1) ~= first then return nil end
   return tonumber(string.sub(field, sep + 1))
 end
-local function stale(recorded, field, status, at)
+local function stale(recorded, first, field, status, at)
   local s = tonumber(at)
   if status ~= 'resolved' or recorded ~= 'firing' or not s then return false end
-  local e = timeOf(recorded, field)
+  local e = timeOf(first, field)
   return e ~= nil and s + ${STALE_MARGIN_MS} < e
 end
 local function record(key, status, at, now, ttl, owner, lease)
@@ -57,20 +56,16 @@ local function record(key, status, at, now, ttl, owner, lease)
   if cur[4] == '1' and cur[3] ~= owner then
     return 2, tonumber(cur[5]) or 0, cur[2] or '0', cur[6] or '0'
   end
-  if cur[1] and stale(cur[1], cur[7], status, at) then
+  if cur[1] and stale(cur[1], cur[2], cur[7], status, at) then
     return 3, tonumber(cur[5]) or 0, cur[2] or '0', cur[6] or '0'
   end
   if cur[1] == status then
     local count = redis.call('HINCRBY', key, 'count', 1)
     redis.call('HSET', key, 'last', now)
     if cur[4] ~= '1' then redis.call('PEXPIRE', key, ttl) end
-    if status == 'firing' then
-      local s, e = tonumber(at), timeOf(cur[1], cur[7])
-      if s and e and s < e then redis.call('HSET', key, 'at', 'firing@' .. at) end
-    end
     return 0, count, cur[2] or '0', now
   end
-  redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'pending', '1', 'at', status .. '@' .. at)
+  redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'pending', '1', 'at', now .. '@' .. at)
   redis.call('PEXPIRE', key, lease)
   return 1, 1, now, now
 end
@@ -97,7 +92,7 @@ local function commit(key, owner, ttl, status, at, now)
     return 1
   end
   if not cur[1] then
-    redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'at', status .. '@' .. at)
+    redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'at', now .. '@' .. at)
     redis.call('PEXPIRE', key, ttl)
     return 1
   end

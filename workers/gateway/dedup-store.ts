@@ -62,25 +62,28 @@ export interface DedupStore {
 }
 
 /**
- * How much earlier than the firing on record a resolution must have ended to be stale: the two
+ * How much earlier than the firing on record a resolution must have ended to be stale. The two
  * times may come from different clocks (a client's `endsAt`, AlertManager's or another
- * Prometheus's `startsAt`), and a resolution dropped for a skew of theirs would leave the sink
- * saying firing for good. Episodes closer together than this are not ordered.
+ * Prometheus's `startsAt`), and AlertManager moves an episode's start earlier when it merges a
+ * copy that says so (two Prometheus replicas' starts differ by up to an evaluation interval):
+ * the record keeps the start its first firing said. A resolution dropped for either would leave
+ * the sink saying firing for good; episodes closer together than this are not ordered.
  */
-export const STALE_MARGIN_MS = 60_000
+export const STALE_MARGIN_MS = 5 * 60_000
 
 /**
  * Whether an arrival is a resolution overtaken by the record: one that ended (`at`, its `endsAt`)
- * well before the firing on record began (`recordedAt`, its `startsAt`: the earliest its
- * notifications said), as an HA peer's or a retry's late notification of an earlier episode does
- * once the alert has fired again. AlertManager merges what overlaps into one episode, keeping the
- * earliest start, so a new episode starts once the one before has ended, and a resolution of the
- * episode on record ends after it began. Only a resolution: a late firing cannot be told from the
- * alert firing again with the same `startsAt` (Prometheus restores it after a restart, while
- * AlertManager resolved the alert in the gap), and dropping that would hide a firing alert;
- * written, a late firing is at worst a false alarm, ended by the next resolution. Without a time
- * on either side nothing is ordered. The Redis store's scripts say the same in Lua
- * (dedup-redis.ts).
+ * well before the firing on record began (`recordedAt`, the `startsAt` its first notification
+ * said), as an HA peer's or a retry's late notification of an earlier episode does once the
+ * alert has fired again. AlertManager merges what overlaps into one episode, so a new episode
+ * starts once the one before has ended, and a resolution of the episode on record ends after it
+ * began. The record's start is not moved by later firings: a late firing of the earlier episode
+ * (the same peer's backlog) would drag it back to before the resolution that follows it. Only a
+ * resolution: a late firing cannot be told from the alert firing again with the same `startsAt`
+ * (Prometheus restores it after a restart, while AlertManager resolved the alert in the gap), and
+ * dropping that would hide a firing alert; written, a late firing is at worst a false alarm,
+ * ended by the next resolution. Without a time on either side nothing is ordered. The Redis
+ * store's scripts say the same in Lua (dedup-redis.ts).
  */
 export function isStale(
   recorded: AlertStatus,

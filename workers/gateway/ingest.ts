@@ -18,6 +18,8 @@ export const BEFORE_SINK = 'gateway.before-sink'
 /** First pause before asking again about an alert another request is writing; doubles up to the cap. */
 const PENDING_POLL_FIRST_MS = 10
 const PENDING_POLL_MAX_MS = 200
+/** The stale resolutions a request's log record names (its count says how many there were). */
+const STALE_LISTED = 50
 
 export interface IngestOptions {
   fingerprintLabels: readonly string[]
@@ -125,6 +127,23 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   const storeFailed = (event: string, err: unknown, msg: string) => {
     const { message } = err as Error
     repeats.log('warn', { event }, message, { err: { message } }, msg)
+  }
+
+  /**
+   * AlertManager drops a 2xx's body: the log is where the resolutions left out as stale are seen,
+   * one record a request naming them (the first STALE_LISTED).
+   */
+  const logStale = (stale: readonly Item[]) => {
+    const alerts = stale.slice(0, STALE_LISTED).map(({ fingerprint, alert }) => ({
+      fingerprint,
+      alertname: alert.labels.alertname,
+      startsAt: alert.startsAt,
+      endsAt: alert.endsAt,
+    }))
+    log.info(
+      { event: 'gateway.alert.stale', count: stale.length, alerts },
+      `${stale.length} resolution(s) that ended well before the firing on record began: not written`,
+    )
   }
 
   /** Never rejects: a failed commit is logged, and its leases expire on their own. */
@@ -266,6 +285,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     // lease for as long as the step.
     const deadline = monotonicMs() + opts.pendingWaitMs
     let failure: IngestOutcome['failure']
+    const stale: Item[] = []
     let todo = items
     for (let round = 0, pause = PENDING_POLL_FIRST_MS; todo.length > 0; round++) {
       let results: DedupResult[]
@@ -294,18 +314,8 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         Object.assign(a.outcome, { count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen })
         if (r.state === 'duplicate' || r.state === 'stale') a.outcome.status = r.state
         else fresh.push(a)
-        // AlertManager drops a 2xx's body: the log is where a resolution left out is seen (one
-        // GATEWAY_RECORD_RESOLVED=false leaves out anyway is `ignored`, below).
-        if (r.state === 'stale' && a.sinkable) {
-          const { startsAt, endsAt, labels } = a.alert
-          repeats.log(
-            'info',
-            { event: 'gateway.alert.stale' },
-            a.fingerprint,
-            { fingerprint: a.fingerprint, alertname: labels.alertname, startsAt, endsAt },
-            'a resolution that ended well before the firing on record began: not written',
-          )
-        }
+        // One GATEWAY_RECORD_RESOLVED=false leaves out anyway is `ignored` (below).
+        if (r.state === 'stale' && a.sinkable) stale.push(a)
       })
       if (fresh.length > 0) {
         const written = await writeAndCommit(fresh, owner, webhook, receivedAt)
@@ -324,6 +334,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       pause = Math.min(pause * 2, PENDING_POLL_MAX_MS)
     }
 
+    if (stale.length > 0) logStale(stale)
     const counts: Record<AlertState, number> = {
       created: 0,
       duplicate: 0,

@@ -82,7 +82,7 @@ export function createMetrics(
     }),
     stale: new Counter({
       name: 'gateway_signals_stale_total',
-      help: 'Resolutions not written because the alert fired again since (a later episode was stored)',
+      help: 'Resolutions not written because the alert fired again since (a later episode was stored); counted at each arrival, as the other counters',
       registers,
     }),
     requests: new Counter({
