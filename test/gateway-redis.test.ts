@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { createMemoryStore } from '../workers/gateway/dedup-memory.js'
 import { createRedisStore, DEDUP_KEY_PREFIX } from '../workers/gateway/dedup-redis.js'
-import { type DedupStore, STALE_MARGIN_MS } from '../workers/gateway/dedup-store.js'
+import type { DedupStore } from '../workers/gateway/dedup-store.js'
 import { eventually } from './support/eventually.js'
 import { alert, gatewayEnv, metric, post, readJsonLines, webhook } from './support/gateway.js'
 import { freePort } from './support/ports.js'
@@ -139,99 +139,6 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       assert.deepEqual(await store.commit([firing(fp)], 'slow', now), [])
       assert.deepEqual(states(await store.record([firing(fp)], 'r', now + 1)), ['duplicate'])
     })
-    test(`${kind}: a resolution that ended before the firing on record began is stale, the record untouched; a late firing is not`, async () => {
-      const store = await make()
-      const fp = `${kind}-episodes`
-      const S0 = Date.parse('2025-10-30T10:00:00Z')
-      const R0 = S0 + 600_000 // it resolved ten minutes later
-      const S1 = R0 + 600_000 // and fired again ten minutes after that
-      // `at`: a firing's startsAt, a resolution's endsAt.
-      const at = (status: 'firing' | 'resolved', when?: number) => ({ fingerprint: fp, status, at: when })
-      const one = async (e: ReturnType<typeof at>, owner: string, now: number) =>
-        (await store.record([e], owner, now))[0]!
-      const stored = async (e: ReturnType<typeof at>, now: number) => {
-        assert.equal((await one(e, 'peer-a', now)).state, 'new')
-        assert.deepEqual(await store.commit([e], 'peer-a', now), [])
-      }
-      await stored(at('firing', S0), 1000)
-      await stored(at('resolved', R0), 2000)
-      await stored(at('firing', S1), 3000) // it fires again
-      // The other peer's resolution of the first episode comes late: it must not say resolved.
-      assert.deepEqual(await one(at('resolved', R0), 'peer-b', 3500), {
-        state: 'stale',
-        count: 1,
-        firstSeen: 3000,
-        lastSeen: 3000,
-      })
-      assert.equal((await one(at('firing', S0), 'peer-b', 3501)).state, 'duplicate', 'it fires')
-      await stored(at('resolved', S1 + 60_000), 4000)
-      // A firing of the episode just resolved is written: it cannot be told from the alert
-      // firing again with the same startsAt (restored by Prometheus after a restart).
-      assert.equal((await one(at('firing', S1), 'peer-b', 5000)).state, 'new')
-      assert.deepEqual(await store.commit([at('firing', S1)], 'peer-b', 5000), [])
-      // Without a time there is no order to go by: as before, a status change is new.
-      assert.equal((await one(at('resolved'), 'r', 6000)).state, 'new')
-    })
-
-    test(`${kind}: a resolution of the episode on record is news, however AlertManager moved its start`, async () => {
-      const store = await make()
-      const fp = `${kind}-merged-start`
-      const S = Date.parse('2025-10-30T10:00:40Z')
-      // The firing said 10:00:40; an earlier copy merged in later moved the start to 10:00:05
-      // (AlertManager keeps the earliest), and the repeat that says so is a duplicate.
-      assert.equal(
-        (await store.record([{ fingerprint: fp, status: 'firing', at: S }], 'a', 1000))[0]!.state,
-        'new',
-      )
-      await store.commit([{ fingerprint: fp, status: 'firing', at: S }], 'a', 1000)
-      const repeat = { fingerprint: fp, status: 'firing' as const, at: S - 35_000 }
-      assert.equal((await store.record([repeat], 'b', 2000))[0]!.state, 'duplicate')
-      // A short episode: it ended after the start AlertManager merged to, before the one on record.
-      const resolved = { fingerprint: fp, status: 'resolved' as const, at: S - 20_000 }
-      assert.equal((await store.record([resolved], 'b', 3000))[0]!.state, 'new', 'it ended after it began')
-    })
-
-    test(`${kind}: the margin covers clocks that differ; a late firing of the earlier episode does not move the start on record`, async () => {
-      const store = await make()
-      const S = Date.parse('2025-10-30T10:00:40Z')
-      const firing = async (fp: string, first: number, ...repeats: number[]) => {
-        await store.record([{ fingerprint: fp, status: 'firing', at: first }], 'f', 1000)
-        await store.commit([{ fingerprint: fp, status: 'firing', at: first }], 'f', 1000)
-        for (const at of repeats) {
-          const [r] = await store.record([{ fingerprint: fp, status: 'firing', at }], 'again', 2000)
-          assert.equal(r!.state, 'duplicate')
-        }
-      }
-      const resolved = async (fp: string, endsAt: number) =>
-        states(await store.record([{ fingerprint: fp, status: 'resolved', at: endsAt }], 'r', 5000))
-      // A client whose clock is behind: its resolution ended "before" the firing began, by less
-      // than the margin. Dropped, the sink would say firing for good.
-      await firing(`${kind}-skew-2s`, S)
-      assert.deepEqual(await resolved(`${kind}-skew-2s`, S - 2_000), ['new'])
-      await firing(`${kind}-skew-margin`, S)
-      assert.deepEqual(await resolved(`${kind}-skew-margin`, S - STALE_MARGIN_MS), ['new'])
-      await firing(`${kind}-gap`, S)
-      assert.deepEqual(await resolved(`${kind}-gap`, S - STALE_MARGIN_MS - 1_000), ['stale'])
-      // An HA peer's backlog: its late firing of the earlier episode, then its late resolution.
-      await firing(`${kind}-backlog`, S, S - 2 * STALE_MARGIN_MS)
-      assert.deepEqual(await resolved(`${kind}-backlog`, S - STALE_MARGIN_MS - 1_000), ['stale'])
-    })
-
-    test(`${kind}: a commit that records anew (its lease ran out unclaimed) keeps when it began`, async () => {
-      const store = await make(LEASE)
-      const fp = `${kind}-episode-late-commit`
-      const S0 = Date.parse('2025-10-30T10:00:00Z')
-      const refire = { fingerprint: fp, status: 'firing' as const, at: S0 + 900_000 }
-      let now = 1000
-      await store.record([refire], 'slow', now)
-      now = await later(LEASE + 50, now)
-      // Another request's arrival sweeps the expired lease away (the memory store does so lazily).
-      await store.record([firing(`${fp}-other`)], 'sweeper', now)
-      assert.deepEqual(await store.commit([refire], 'slow', now), [])
-      const late = { fingerprint: fp, status: 'resolved' as const, at: S0 }
-      assert.deepEqual(states(await store.record([late], 'late', now + 1)), ['stale'])
-    })
-
     test(`${kind}: a batch of thousands (several script calls, several slices) answers each entry in order`, async () => {
       const store = await make()
       const batch = Array.from({ length: 3000 }, (_, i) => firing(`${kind}-big-${i}`))
@@ -332,32 +239,6 @@ describe('dedup store semantics (memory and a real Redis)', () => {
     assert.deepEqual(await store.record([firing('legacy')], 'r', 10), [
       { state: 'duplicate', count: 2, firstSeen: 5, lastSeen: 10 },
     ])
-  })
-
-  test('redis: a record an older gateway rewrote (its time tied to another first arrival, or none) orders nothing', async () => {
-    const c = client()
-    await c.ping()
-    const store = createRedisStore(c, TTL, TTL)
-    const S = Date.parse('2025-10-30T10:00:00Z')
-    const late = (fingerprint: string) => ({
-      fingerprint,
-      status: 'resolved' as const,
-      at: S - 2 * STALE_MARGIN_MS,
-    })
-    const record = { status: 'firing', count: 1, first: 5, last: 5, id: 'old' }
-    // An older gateway changes the status (and sets `first`) and leaves the time of the record
-    // before it, however many times it does so.
-    await c.hset(`${DEDUP_KEY_PREFIX}rewritten`, { ...record, at: `4@${S}` })
-    assert.deepEqual(
-      states(await store.record([late('rewritten')], 'r', 10)),
-      ['new'],
-      "not stale by a time that is not the record's",
-    )
-    await c.hset(`${DEDUP_KEY_PREFIX}no-time`, record)
-    assert.deepEqual(states(await store.record([late('no-time')], 'r', 10)), ['new'])
-    // The same record with a time of its own is ordered: the checks above are not vacuous.
-    await c.hset(`${DEDUP_KEY_PREFIX}with-time`, { ...record, at: `5@${S}` })
-    assert.deepEqual(states(await store.record([late('with-time')], 'r', 10)), ['stale'])
   })
 
   test("redis: one turn's requests share one script call, each with its own owner, clock and answer", async () => {

@@ -25,7 +25,6 @@ export interface AlertInput {
   annotations?: Record<string, string>
   fingerprint?: string
   startsAt?: string
-  endsAt?: string
 }
 
 export function alert(name: string, extra: Partial<AlertInput> = {}): AlertInput {

@@ -1,11 +1,9 @@
 import { forEachSliced, mapSliced } from '../../shared/slices.js'
-import { type DedupEntry, type DedupResult, type DedupStore, isStale } from './dedup-store.js'
+import type { DedupEntry, DedupResult, DedupStore } from './dedup-store.js'
 import type { AlertStatus } from './payload.js'
 
 interface Entry {
   status: AlertStatus
-  /** When what the notification that made the record tells happened (DedupEntry `at`). */
-  at: number | undefined
   count: number
   firstSeen: number
   lastSeen: number
@@ -65,13 +63,10 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
     // synchronous step, as atomic as the Redis store's per key.
     async record(entries: readonly DedupEntry[], owner: string, now: number): Promise<DedupResult[]> {
       sweep(now)
-      return mapSliced(entries, ({ fingerprint, status, at }): DedupResult => {
+      return mapSliced(entries, ({ fingerprint, status }): DedupResult => {
         const r = live(fingerprint, now)
         if (r?.pending && r.owner !== owner) {
           return { state: 'pending', count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen }
-        }
-        if (r && isStale(r.status, r.at, status, at)) {
-          return { state: 'stale', count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen }
         }
         if (r && r.status === status) {
           r.count += 1
@@ -86,7 +81,6 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
         records.delete(fingerprint)
         leases.set(fingerprint, {
           status,
-          at,
           count: 1,
           firstSeen: now,
           lastSeen: now,
@@ -99,7 +93,7 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
     },
     async commit(entries, owner, now) {
       const lost: string[] = []
-      await forEachSliced(entries, ({ fingerprint, status, at }) => {
+      await forEachSliced(entries, ({ fingerprint, status }) => {
         const r = leases.get(fingerprint) ?? records.get(fingerprint)
         if (r?.owner === owner) {
           leases.delete(fingerprint)
@@ -111,7 +105,6 @@ export function createMemoryStore(opts: MemoryStoreOptions): DedupStore {
           leases.delete(fingerprint)
           keep(fingerprint, {
             status,
-            at,
             count: 1,
             firstSeen: now,
             lastSeen: now,

@@ -8,7 +8,6 @@ import {
   type DedupResult,
   type DedupState,
   type DedupStore,
-  STALE_MARGIN_MS,
   storeUnavailable,
 } from './dedup-store.js'
 import type { RedisClient } from './redis-client.js'
@@ -21,16 +20,10 @@ const PROBE_TTL_MS = 1000
 const COMMAND_TIMED_OUT = 'Command timed out'
 
 /**
- * The check-and-lease of one key, as a Lua function every record script starts with:
- * `record(key, status, at, now, ttl, owner, lease)` returns state, count, first, last.
- * Fields: status, count, first, last, id (owner), pending ("1" while the owner writes the sink),
- * at ("<first>@<ms>": when what the notification that made the record tells happened, DedupEntry
- * `at`, tied to the record's `first`: an older gateway sets `first` at every status change and
- * leaves `at` as it was, so a record it rewrote, however many times, is seen to have none).
+ * KEYS[1] the fingerprint's hash; ARGV status, now (ms), ttl (ms), owner (the request), lease (ms).
+ * Fields: status, count, first, last, id (owner), pending ("1" while the owner writes the sink).
  * - a pending record of another owner is a live lease (an expired one has expired with its key):
- *   `pending` (2), untouched;
- * - a resolution that ended well before the firing on record began (dedup-store.ts `isStale`):
- *   `stale` (3), untouched;
+ *   answered `pending` (2), untouched;
  * - same status (committed, or this owner's own pending record, a repeat inside the batch): a
  *   duplicate, counted (0); a committed record's TTL slides;
  * - otherwise (absent, expired, the status changed): new (1), a pending lease of `owner` that
@@ -38,71 +31,40 @@ const COMMAND_TIMED_OUT = 'Command timed out'
  *   the record it replaces is left.
  * Records of older versions carry no `pending` field: committed.
  */
-const RECORD_FN = `
-local function timeOf(first, field)
-  if not first or not field then return nil end
-  local sep = string.find(field, '@', 1, true)
-  if not sep or string.sub(field, 1, sep - 1) ~= first then return nil end
-  return tonumber(string.sub(field, sep + 1))
+const RECORD_LUA = `
+local cur = redis.call('HMGET', KEYS[1], 'status', 'first', 'id', 'pending', 'count', 'last')
+if cur[4] == '1' and cur[3] ~= ARGV[4] then
+  return {2, tonumber(cur[5]) or 0, cur[2] or '0', cur[6] or '0'}
 end
-local function stale(recorded, first, field, status, at)
-  local s = tonumber(at)
-  if status ~= 'resolved' or recorded ~= 'firing' or not s then return false end
-  local e = timeOf(first, field)
-  return e ~= nil and s + ${STALE_MARGIN_MS} < e
+if cur[1] == ARGV[1] then
+  local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
+  redis.call('HSET', KEYS[1], 'last', ARGV[2])
+  if cur[4] ~= '1' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+  return {0, count, cur[2], ARGV[2]}
 end
-local function record(key, status, at, now, ttl, owner, lease)
-  local cur = redis.call('HMGET', key, 'status', 'first', 'id', 'pending', 'count', 'last', 'at')
-  if cur[4] == '1' and cur[3] ~= owner then
-    return 2, tonumber(cur[5]) or 0, cur[2] or '0', cur[6] or '0'
-  end
-  if cur[1] and stale(cur[1], cur[2], cur[7], status, at) then
-    return 3, tonumber(cur[5]) or 0, cur[2] or '0', cur[6] or '0'
-  end
-  if cur[1] == status then
-    local count = redis.call('HINCRBY', key, 'count', 1)
-    redis.call('HSET', key, 'last', now)
-    if cur[4] ~= '1' then redis.call('PEXPIRE', key, ttl) end
-    return 0, count, cur[2] or '0', now
-  end
-  redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'pending', '1', 'at', now .. '@' .. at)
-  redis.call('PEXPIRE', key, lease)
-  return 1, 1, now, now
-end
-`
-
-/** KEYS[1] the fingerprint's hash; ARGV status, at (ms, or ''), now (ms), ttl (ms), owner, lease (ms). */
-const RECORD_LUA = `${RECORD_FN}
-local state, count, first, last = record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
-return {state, count, first, last}
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'count', 1, 'first', ARGV[2], 'last', ARGV[2], 'id', ARGV[4], 'pending', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return {1, 1, ARGV[2], ARGV[2]}
 `
 
 /**
- * The commit of one key, as a Lua function: `commit(key, owner, ttl, status, at, now)`. The
- * owner's lease becomes a committed record that lives the TTL (1). A lease that expired unclaimed
- * is recorded anew, committed (1). A record someone else holds is left alone (0): our lease ran
- * out while we wrote.
+ * KEYS[1]; ARGV owner, ttl (ms), status, now (ms). The owner's lease becomes a committed record
+ * that lives the TTL (1). A lease that expired unclaimed is recorded anew, committed (1). A record
+ * someone else holds is left alone (0): our lease ran out while we wrote.
  */
-const COMMIT_FN = `
-local function commit(key, owner, ttl, status, at, now)
-  local cur = redis.call('HMGET', key, 'id', 'pending')
-  if cur[1] == owner then
-    if cur[2] then redis.call('HDEL', key, 'pending') end
-    redis.call('PEXPIRE', key, ttl)
-    return 1
-  end
-  if not cur[1] then
-    redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'at', now .. '@' .. at)
-    redis.call('PEXPIRE', key, ttl)
-    return 1
-  end
-  return 0
+const COMMIT_LUA = `
+local cur = redis.call('HMGET', KEYS[1], 'id', 'pending')
+if cur[1] == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'pending')
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
 end
-`
-
-/** KEYS[1]; ARGV owner, ttl (ms), status, at (ms, or ''), now (ms). */
-const COMMIT_LUA = `${COMMIT_FN}
-return commit(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+if not cur[1] then
+  redis.call('HSET', KEYS[1], 'status', ARGV[3], 'count', 1, 'first', ARGV[4], 'last', ARGV[4], 'id', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
 `
 
 /**
@@ -123,37 +85,67 @@ return 0
  * order and each call's alerts in its batch's order, so the outcome is that of the calls one after
  * the other. A cluster keeps one call per alert, since a script's keys must share a hash slot.
  * KEYS every call's fingerprints, call after call; ARGV ttl, lease, then per call: owner, now, its
- * key count n and n pairs of status and at. The replies of RECORD_LUA, flat.
+ * key count n and its n statuses. The replies of RECORD_LUA, flat.
  */
-const RECORD_GROUP_LUA = `${RECORD_FN}
+const RECORD_GROUP_LUA = `
 local ttl, lease = ARGV[1], ARGV[2]
 local out, k, a = {}, 0, 3
 while a <= #ARGV do
   local owner, now, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   for j = 1, n do
-    local state, count, first, last = record(KEYS[k + j], ARGV[a + 1 + 2 * j], ARGV[a + 2 + 2 * j], now, ttl, owner, lease)
-    out[#out + 1] = state
-    out[#out + 1] = count
-    out[#out + 1] = first
-    out[#out + 1] = last
+    local key, status = KEYS[k + j], ARGV[a + 2 + j]
+    local cur = redis.call('HMGET', key, 'status', 'first', 'id', 'pending', 'count', 'last')
+    if cur[4] == '1' and cur[3] ~= owner then
+      out[#out + 1] = 2
+      out[#out + 1] = tonumber(cur[5]) or 0
+      out[#out + 1] = cur[2] or '0'
+      out[#out + 1] = cur[6] or '0'
+    elseif cur[1] == status then
+      local count = redis.call('HINCRBY', key, 'count', 1)
+      redis.call('HSET', key, 'last', now)
+      if cur[4] ~= '1' then redis.call('PEXPIRE', key, ttl) end
+      out[#out + 1] = 0
+      out[#out + 1] = count
+      out[#out + 1] = cur[2] or '0'
+      out[#out + 1] = now
+    else
+      redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'pending', '1')
+      redis.call('PEXPIRE', key, lease)
+      out[#out + 1] = 1
+      out[#out + 1] = 1
+      out[#out + 1] = now
+      out[#out + 1] = now
+    end
   end
   k = k + n
-  a = a + 3 + 2 * n
+  a = a + 3 + n
 end
 return out
 `
 
-/** COMMIT_LUA over a turn's calls: ARGV ttl, then per call owner, now, n, n pairs of status and at; a reply per key. */
-const COMMIT_GROUP_LUA = `${COMMIT_FN}
+/** COMMIT_LUA over a turn's calls: ARGV ttl, then per call owner, now, n, n statuses; a reply per key. */
+const COMMIT_GROUP_LUA = `
 local ttl = ARGV[1]
 local out, k, a = {}, 0, 2
 while a <= #ARGV do
   local owner, now, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   for j = 1, n do
-    out[k + j] = commit(KEYS[k + j], owner, ttl, ARGV[a + 1 + 2 * j], ARGV[a + 2 + 2 * j], now)
+    local key = KEYS[k + j]
+    local cur = redis.call('HMGET', key, 'id', 'pending')
+    if cur[1] == owner then
+      if cur[2] then redis.call('HDEL', key, 'pending') end
+      redis.call('PEXPIRE', key, ttl)
+      out[k + j] = 1
+    elseif not cur[1] then
+      redis.call('HSET', key, 'status', ARGV[a + 2 + j], 'count', 1, 'first', now, 'last', now, 'id', owner)
+      redis.call('PEXPIRE', key, ttl)
+      out[k + j] = 1
+    else
+      out[k + j] = 0
+    end
   end
   k = k + n
-  a = a + 3 + 2 * n
+  a = a + 3 + n
 end
 return out
 `
@@ -186,20 +178,12 @@ interface ScriptCommands {
   dedupRecord(
     key: string,
     status: string,
-    at: string,
     now: number,
     ttl: number,
     owner: string,
     lease: number,
   ): Promise<Reply>
-  dedupCommit(
-    key: string,
-    owner: string,
-    ttl: number,
-    status: string,
-    at: string,
-    now: number,
-  ): Promise<number>
+  dedupCommit(key: string, owner: string, ttl: number, status: string, now: number): Promise<number>
   dedupRelease(key: string, owner: string): Promise<number>
   dedupRecordGroup(n: number, keys: string[], args: (string | number)[]): Promise<(number | string)[]>
   dedupCommitGroup(n: number, keys: string[], args: (string | number)[]): Promise<number[]>
@@ -208,10 +192,7 @@ interface ScriptCommands {
 
 type Reply = [number, number, string, string]
 
-const STATES: readonly DedupState[] = ['duplicate', 'new', 'pending', 'stale']
-
-/** An entry's `at` as a script argument: '' when unknown. */
-const atArg = (e: DedupEntry): string => (e.at === undefined ? '' : String(e.at))
+const STATES: readonly DedupState[] = ['duplicate', 'new', 'pending']
 
 /**
  * Issues one call per item (an entry, or a part of a batch), in slices (a large batch's thousands
@@ -239,7 +220,7 @@ function partsOf<T>(items: readonly T[]): T[][] {
   return parts
 }
 
-/** A grouped script's KEYS and ARGV: after `head`, per call its owner, now, key count, and status and at a key. */
+/** A grouped script's KEYS and ARGV: after `head`, per call its owner, now, key count and statuses. */
 function groupArgs(calls: readonly Call[], head: number[]): { keys: string[]; args: (string | number)[] } {
   const keys: string[] = []
   const args: (string | number)[] = [...head]
@@ -247,7 +228,7 @@ function groupArgs(calls: readonly Call[], head: number[]): { keys: string[]; ar
     args.push(c.owner, c.now, c.entries.length)
     for (const e of c.entries) {
       keys.push(DEDUP_KEY_PREFIX + e.fingerprint)
-      args.push(e.status, atArg(e))
+      args.push(e.status)
     }
   }
   return { keys, args }
@@ -403,7 +384,7 @@ export function createRedisStore(
     repliesOrRelease(
       entries,
       await callAll(entries, (e) =>
-        cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, atArg(e), now, ttlMs, owner, leaseMs),
+        cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, now, ttlMs, owner, leaseMs),
       ),
       owner,
     )
@@ -416,7 +397,7 @@ export function createRedisStore(
 
   const commitEach = async (entries: readonly DedupEntry[], owner: string, now: number) => {
     const replies = await callAll(entries, (e) =>
-      cmds.dedupCommit(DEDUP_KEY_PREFIX + e.fingerprint, owner, ttlMs, e.status, atArg(e), now),
+      cmds.dedupCommit(DEDUP_KEY_PREFIX + e.fingerprint, owner, ttlMs, e.status, now),
     )
     const failed = replies.find((r) => r.status === 'rejected')
     if (failed) throw unavailable(failed.reason)
@@ -437,7 +418,7 @@ export function createRedisStore(
       const key = `${DEDUP_KEY_PREFIX}probe:${randomUUID()}`
       await replaceIfSilent(
         client,
-        cmds.dedupRecord(key, 'firing', '', Date.now(), PROBE_TTL_MS, 'probe', PROBE_TTL_MS),
+        cmds.dedupRecord(key, 'firing', Date.now(), PROBE_TTL_MS, 'probe', PROBE_TTL_MS),
         log,
       )
     },

@@ -156,27 +156,25 @@ function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
       return sendProblem(res, { status: 400, title: 'Bad Request', detail, path, errors })
     }
     const outcome = await ingest(parsed.webhook)
-    const { created, duplicates, ignored, rejected, stale, pending, failed } = outcome
-    // Alerts the sink refused, or left out as stale: counted only when some was, so the body of
-    // every ordinary answer stays as it was.
-    const leftOut =
-      rejected + stale === 0 ? {} : { ...(rejected > 0 && { rejected }), ...(stale > 0 && { stale }) }
+    const { created, duplicates, ignored, rejected, pending, failed } = outcome
+    // Only when some alert was: the body of every ordinary answer stays as it was.
+    const refused = rejected > 0 ? { rejected } : {}
     const detailed = wantsDetail(query)
     if (pending === 0 && failed === 0) {
       // Counted once the notification is taken: a 503's retry carries the same count again.
       const truncated = truncation(parsed.webhook)
       const cut = truncated > 0 ? { truncated } : {}
-      // The alerts refused or overtaken are listed, as errored ones are (all of them with ?detail=1).
+      // The alerts refused are listed, as errored ones are (all of them with ?detail=1).
       const listed = detailed
         ? { alerts: outcome.alerts }
-        : rejected + stale > 0
-          ? { alerts: outcome.alerts.filter((a) => a.status === 'rejected' || a.status === 'stale') }
+        : rejected > 0
+          ? { alerts: outcome.alerts.filter((a) => a.status === 'rejected') }
           : {}
       return sendJson(res, created > 0 ? 201 : 202, {
         created,
         duplicates,
         ignored,
-        ...leftOut,
+        ...refused,
         ...cut,
         ...listed,
       })
@@ -186,7 +184,7 @@ function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
     const alerts = detailed
       ? outcome.alerts
       : outcome.alerts.filter((a) => a.status === 'pending' || a.status === 'failed')
-    const counts = { created, duplicates, ignored, ...leftOut, pending, failed, alerts }
+    const counts = { created, duplicates, ignored, ...refused, pending, failed, alerts }
     switch (outcome.failure) {
       case 'store-unavailable':
         return unavailable(res, 'the deduplication store is unavailable', RETRY_AFTER_STORE, counts)

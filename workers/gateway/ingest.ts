@@ -7,7 +7,7 @@ import type { HitFailpoint } from '../../shared/failpoints.js'
 import type { RepeatGate } from '../../shared/log-repeats.js'
 import type { Logger } from '../../shared/logger.js'
 import { forEachSliced, mapSliced } from '../../shared/slices.js'
-import { type DedupEntry, type DedupResult, type DedupStore, timeOf } from './dedup-store.js'
+import type { DedupEntry, DedupResult, DedupStore } from './dedup-store.js'
 import { fingerprintOf } from './fingerprint.js'
 import type { GatewayMetrics } from './metrics.js'
 import type { Alert, Webhook } from './payload.js'
@@ -18,8 +18,6 @@ export const BEFORE_SINK = 'gateway.before-sink'
 /** First pause before asking again about an alert another request is writing; doubles up to the cap. */
 const PENDING_POLL_FIRST_MS = 10
 const PENDING_POLL_MAX_MS = 200
-/** The stale resolutions a request's log record names (its count says how many there were). */
-const STALE_LISTED = 50
 
 export interface IngestOptions {
   fingerprintLabels: readonly string[]
@@ -63,12 +61,10 @@ export interface IngestOptions {
  * - duplicate: already stored (within the TTL), or a repeat inside the batch;
  * - ignored: resolved, with GATEWAY_RECORD_RESOLVED=false;
  * - rejected: refused by the sink for what it holds (logged whole; no retry could store it);
- * - stale: a resolution that ended well before the firing on record began (the alert fired
- *   again since): written, it would undo that one (dedup-store.ts);
  * - pending: another request was still writing it when the wait ran out (the batch gets 503);
  * - failed: the sink write or the dedup store failed (the batch gets 503; nothing recorded).
  */
-export type AlertState = 'created' | 'duplicate' | 'ignored' | 'rejected' | 'stale' | 'pending' | 'failed'
+export type AlertState = 'created' | 'duplicate' | 'ignored' | 'rejected' | 'pending' | 'failed'
 
 export interface AlertOutcome {
   fingerprint: string
@@ -84,7 +80,6 @@ export interface IngestOutcome {
   duplicates: number
   ignored: number
   rejected: number
-  stale: number
   pending: number
   failed: number
   /** Why the batch failed, when some alert did. */
@@ -95,8 +90,6 @@ export interface IngestOutcome {
 interface Item {
   alert: Alert
   fingerprint: string
-  /** What the store is told of it: its fingerprint, status, and when what it tells happened. */
-  entry: DedupEntry
   outcome: AlertOutcome
   /**
    * Written to the sink when new. A resolved alert with GATEWAY_RECORD_RESOLVED=false is not, but
@@ -127,23 +120,6 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   const storeFailed = (event: string, err: unknown, msg: string) => {
     const { message } = err as Error
     repeats.log('warn', { event }, message, { err: { message } }, msg)
-  }
-
-  /**
-   * AlertManager drops a 2xx's body: the log is where the resolutions left out as stale are seen,
-   * one record a request naming them (the first STALE_LISTED).
-   */
-  const logStale = (stale: readonly Item[]) => {
-    const alerts = stale.slice(0, STALE_LISTED).map(({ fingerprint, alert }) => ({
-      fingerprint,
-      alertname: alert.labels.alertname,
-      startsAt: alert.startsAt,
-      endsAt: alert.endsAt,
-    }))
-    log.info(
-      { event: 'gateway.alert.stale', count: stale.length, alerts },
-      `${stale.length} resolution(s) that ended well before the firing on record began: not written`,
-    )
   }
 
   /** Never rejects: a failed commit is logged, and its leases expire on their own. */
@@ -252,7 +228,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   /** One commit per fingerprint, with the status written last (a batch may hold its resolution). */
   const commitLater = (fresh: readonly Item[], owner: string): true => {
     const last = new Map<string, DedupEntry>()
-    for (const a of fresh) last.set(a.fingerprint, a.entry)
+    for (const a of fresh) last.set(a.fingerprint, { fingerprint: a.fingerprint, status: a.alert.status })
     opts.background(commit([...last.values()], owner))
     return true
   }
@@ -267,11 +243,6 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       return {
         alert,
         fingerprint,
-        entry: {
-          fingerprint,
-          status: alert.status,
-          at: timeOf(alert.status === 'firing' ? alert.startsAt : alert.endsAt),
-        },
         outcome: { fingerprint, alertStatus: alert.status, status: 'pending' },
         sinkable: opts.recordResolved || alert.status === 'firing',
       }
@@ -285,13 +256,12 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     // lease for as long as the step.
     const deadline = monotonicMs() + opts.pendingWaitMs
     let failure: IngestOutcome['failure']
-    const stale: Item[] = []
     let todo = items
     for (let round = 0, pause = PENDING_POLL_FIRST_MS; todo.length > 0; round++) {
       let results: DedupResult[]
       try {
         results = await store.record(
-          todo.map((a) => a.entry),
+          todo.map((a) => ({ fingerprint: a.fingerprint, status: a.alert.status })),
           owner,
           round === 0 ? now : Date.now(),
         )
@@ -312,10 +282,8 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
           return
         }
         Object.assign(a.outcome, { count: r.count, firstSeen: r.firstSeen, lastSeen: r.lastSeen })
-        if (r.state === 'duplicate' || r.state === 'stale') a.outcome.status = r.state
+        if (r.state === 'duplicate') a.outcome.status = 'duplicate'
         else fresh.push(a)
-        // One GATEWAY_RECORD_RESOLVED=false leaves out anyway is `ignored` (below).
-        if (r.state === 'stale' && a.sinkable) stale.push(a)
       })
       if (fresh.length > 0) {
         const written = await writeAndCommit(fresh, owner, webhook, receivedAt)
@@ -334,20 +302,17 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       pause = Math.min(pause * 2, PENDING_POLL_MAX_MS)
     }
 
-    if (stale.length > 0) logStale(stale)
     const counts: Record<AlertState, number> = {
       created: 0,
       duplicate: 0,
       ignored: 0,
       rejected: 0,
-      stale: 0,
       pending: 0,
       failed: 0,
     }
     for (const a of items) {
-      // Not stored, as configured: ignored, whether its resolution was new, a repeat or stale.
-      const { status } = a.outcome
-      if (!a.sinkable && (status === 'created' || status === 'duplicate' || status === 'stale'))
+      // Recorded, not stored: ignored, whether its resolution was new or a repeat.
+      if (!a.sinkable && (a.outcome.status === 'created' || a.outcome.status === 'duplicate'))
         a.outcome.status = 'ignored'
       counts[a.outcome.status]++
     }
@@ -356,7 +321,6 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       duplicates: counts.duplicate,
       ignored: counts.ignored,
       rejected: counts.rejected,
-      stale: counts.stale,
       pending: counts.pending,
       failed: counts.failed,
       ...(failure && { failure }),
@@ -364,7 +328,6 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     }
     metrics.created.inc(outcome.created)
     metrics.deduplicated.inc(outcome.duplicates)
-    if (outcome.stale > 0) metrics.stale.inc(outcome.stale)
     log.debug(
       { event: 'gateway.accepted', created: outcome.created, duplicates: outcome.duplicates },
       'batch done',

@@ -7,7 +7,6 @@ export interface GatewayMetrics {
   created: Counter
   deduplicated: Counter
   rejected: Counter
-  stale: Counter
   requests: Counter<'code'>
   duration: Histogram
   inflight: Gauge
@@ -78,11 +77,6 @@ export function createMetrics(
     deduplicated: new Counter({
       name: 'gateway_signals_deduplicated_total',
       help: 'Alerts that were duplicates within the dedup TTL',
-      registers,
-    }),
-    stale: new Counter({
-      name: 'gateway_signals_stale_total',
-      help: 'Resolutions not written because the alert fired again since (a later episode was stored); counted at each arrival, as the other counters',
       registers,
     }),
     requests: new Counter({
