@@ -106,160 +106,152 @@ function migrateRequests(t: TestContext): boolean {
   }
 }
 
-// Each test has its own sidecar and ports, and most wait on a failpoint's delay: two at a time.
-describe('worker replacement', { concurrency: 2 }, () => {
-  test('crashes, a recycle and a SIGHUP reload under load: no refused connection, no failed request, no lost alert', async (t) => {
-    const migrating = migrateRequests(t)
-    const ports = await serverPorts()
-    const { token, gateway, health } = ports
-    const dir = mkdtempSync(join(tmpdir(), 'sia-replace-'))
-    const configPath = join(dir, 'config.json')
-    // The token worker is over its recycling threshold all the time: it is recycled every 3s. The
-    // gateway keeps its default restart policy: the first crash restarts at once, the second after
-    // 50–100 ms, its port held by the supervisor all along.
-    writeFileSync(
-      configPath,
-      JSON.stringify({ services: { token: { recycleAtPercent: 1, restartWindow: '3s' } } }),
-    )
-    const sinkFile = join(dir, 'alerts.jsonl')
-    const sc = await startReady({
-      args: ['--config', configPath],
-      env: {
-        ...ports.env,
-        GATEWAY_SINK_FILE: sinkFile,
-        // The gateway crashes on its first two sink writes: under load, with requests in flight.
-        SIA_FAILPOINTS: 'gateway.before-sink=2*crash',
-      },
-    })
-
-    let stopLoad!: () => void
-    const until = new Promise<void>((r) => {
-      stopLoad = r
-    })
-    const tokens: Tally = { ok: 0, refused: 0, failed: [], retried: 0, resent: 0 }
-    const alerts: Tally = { ok: 0, refused: 0, failed: [], retried: 0, resent: 0 }
-    const sent: string[] = []
-    const load = [
-      ...Array.from({ length: 8 }, () =>
-        client(
-          `http://127.0.0.1:${token}/roletoken`,
-          () => '{"domain":"demo","role":"reader"}',
-          until,
-          tokens,
-        ),
-      ),
-      ...Array.from({ length: 8 }, (_, c) =>
-        client(
-          `http://127.0.0.1:${gateway}${SIGNALS}`,
-          () => {
-            const name = `Replace${c}x${sent.length}`
-            sent.push(name)
-            return JSON.stringify(webhook([alert(name)]))
-          },
-          until,
-          alerts,
-          true,
-        ),
-      ),
-    ]
-    // Readiness is polled all along, as the kubelet probes (a new connection each time): a
-    // replacement (recycle, reload) never makes it drop. A crash may: the service did fail, for the
-    // moment its restart takes (its port held meanwhile); those samples are kept apart.
-    const notReady: string[] = []
-    let crashesOver = false
-    const notReadyDuringCrashes: string[] = []
-    const probe = () =>
-      new Promise<string>((resolve) => {
-        get(
-          `http://127.0.0.1:${health}/readyz`,
-          { agent: false, headers: { connection: 'close' } },
-          (res) => {
-            let body = ''
-            res.setEncoding('utf8')
-            res.on('data', (chunk: string) => {
-              body += chunk
-            })
-            res.on('end', () => resolve(res.statusCode === 200 ? '200' : `${res.statusCode} ${body}`))
-          },
-        ).on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
-      })
-    const probing = (async () => {
-      let done = false
-      void until.then(() => {
-        done = true
-      })
-      while (!done) {
-        // A probe is classed by when it was sent: one sent during a crash may be answered after the
-        // test has read that the crash is over.
-        const samples = crashesOver ? notReady : notReadyDuringCrashes
-        const status = await probe()
-        if (status !== '200') samples.push(status)
-        await sleep(50)
-      }
-    })()
-
-    // Two gateway crashes under load: each time the supervisor held the port until a new worker served.
-    await sc.waitForCount('worker.replaced', 2, { service: 'gateway', reason: 'restart' }, 15_000)
-    await sc.waitForCount('worker.port.released', 2, { service: 'gateway', handedOver: true })
-    crashesOver = true
-    // A recycle of the token worker under load, then a reload of every worker.
-    const recycles = sc.events('worker.replaced').filter((r) => r.reason === 'recycle').length
-    await sc.waitForCount('worker.replaced', recycles + 1, { service: 'token', reason: 'recycle' }, 15_000)
-    // The reload re-reads the file, which now ends the recycling: a reload that reaches a worker in
-    // the middle of its recycle skips it (its successor starts on the new configuration already), and
-    // on a loaded machine the reload of the services before it can outlast the 3 s between recycles.
-    writeFileSync(
-      configPath,
-      JSON.stringify({ services: { token: { recycleAtPercent: 100, restartWindow: '3s' } } }),
-    )
-    sc.kill('SIGHUP')
-    const reloaded = await sc.waitForEvent('supervisor.reload.done', {}, 30_000)
-    await sleep(300)
-    stopLoad()
-    await Promise.all([...load, probing])
-
-    assert.deepEqual(
-      (reloaded.outcomes as { outcome: string }[]).map((o) => o.outcome),
-      Array(6).fill('replaced'),
-    )
-    for (const service of ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']) {
-      await sc.waitForEvent('worker.replaced', { service, reason: 'reload' })
-    }
-    // Each replaced worker's drain is its service's last shutdown, on the scrape.
-    const scraped = parsePromText(await (await fetch(`${await sc.url('metrics')}/metrics`)).text())
-    for (const service of ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']) {
-      const drained = scraped.find(
-        (m) => m.name === 'sia_service_shutdown_duration_seconds' && m.labels.service === service,
-      )
-      assert.ok(drained && drained.value >= 0 && drained.value < 30, `${service}'s drain: ${drained?.value}`)
-    }
-    assert.equal(tokens.refused + alerts.refused, 0, 'no refused connection')
-    // Only requests the two crashing workers were serving were cut (8 clients each time at most).
-    assert.equal(tokens.resent, 0)
-    assert.ok(alerts.resent <= 16, `${alerts.resent} requests cut by the crashes`)
-    const failed = [...tokens.failed, ...alerts.failed]
-    if (migrating) assert.deepEqual(failed, [], 'no failed request')
-    else
-      assert.ok(
-        failed.every((f) => f === 'ECONNRESET'),
-        `only resets of queued connections: ${failed}`,
-      )
-    assert.ok(tokens.ok > 50 && alerts.ok > 50, `load ran: ${tokens.ok} tokens, ${alerts.ok} alerts`)
-    assert.deepEqual(notReady, [], 'readiness stayed 200 through the recycle and the reload')
-    assert.ok(
-      notReadyDuringCrashes.every((status) => status.startsWith('503 ')),
-      `a crash makes readiness 503 for its restart, never unanswered: ${notReadyDuringCrashes}`,
-    )
-
-    assert.equal(await stop(sc), 0)
-    const stored = new Set(readJsonLines(sinkFile).map((r) => (r.labels as Record<string, string>).alertname))
-    assert.deepEqual(
-      sent.filter((name) => !stored.has(name)),
-      [],
-      'every alert that got a 2xx is in the sink',
-    )
+// Alone in its file (not beside another replacement test): it measures what clients see under load.
+test('crashes, a recycle and a SIGHUP reload under load: no refused connection, no failed request, no lost alert', async (t) => {
+  const migrating = migrateRequests(t)
+  const ports = await serverPorts()
+  const { token, gateway, health } = ports
+  const dir = mkdtempSync(join(tmpdir(), 'sia-replace-'))
+  const configPath = join(dir, 'config.json')
+  // The token worker is over its recycling threshold all the time: it is recycled every 3s. The
+  // gateway keeps its default restart policy: the first crash restarts at once, the second after
+  // 50–100 ms, its port held by the supervisor all along.
+  writeFileSync(
+    configPath,
+    JSON.stringify({ services: { token: { recycleAtPercent: 1, restartWindow: '3s' } } }),
+  )
+  const sinkFile = join(dir, 'alerts.jsonl')
+  const sc = await startReady({
+    args: ['--config', configPath],
+    env: {
+      ...ports.env,
+      GATEWAY_SINK_FILE: sinkFile,
+      // The gateway crashes on its first two sink writes: under load, with requests in flight.
+      SIA_FAILPOINTS: 'gateway.before-sink=2*crash',
+    },
   })
 
+  let stopLoad!: () => void
+  const until = new Promise<void>((r) => {
+    stopLoad = r
+  })
+  const tokens: Tally = { ok: 0, refused: 0, failed: [], retried: 0, resent: 0 }
+  const alerts: Tally = { ok: 0, refused: 0, failed: [], retried: 0, resent: 0 }
+  const sent: string[] = []
+  const load = [
+    ...Array.from({ length: 8 }, () =>
+      client(`http://127.0.0.1:${token}/roletoken`, () => '{"domain":"demo","role":"reader"}', until, tokens),
+    ),
+    ...Array.from({ length: 8 }, (_, c) =>
+      client(
+        `http://127.0.0.1:${gateway}${SIGNALS}`,
+        () => {
+          const name = `Replace${c}x${sent.length}`
+          sent.push(name)
+          return JSON.stringify(webhook([alert(name)]))
+        },
+        until,
+        alerts,
+        true,
+      ),
+    ),
+  ]
+  // Readiness is polled all along, as the kubelet probes (a new connection each time): a
+  // replacement (recycle, reload) never makes it drop. A crash may: the service did fail, for the
+  // moment its restart takes (its port held meanwhile); those samples are kept apart.
+  const notReady: string[] = []
+  let crashesOver = false
+  const notReadyDuringCrashes: string[] = []
+  const probe = () =>
+    new Promise<string>((resolve) => {
+      get(`http://127.0.0.1:${health}/readyz`, { agent: false, headers: { connection: 'close' } }, (res) => {
+        let body = ''
+        res.setEncoding('utf8')
+        res.on('data', (chunk: string) => {
+          body += chunk
+        })
+        res.on('end', () => resolve(res.statusCode === 200 ? '200' : `${res.statusCode} ${body}`))
+      }).on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
+    })
+  const probing = (async () => {
+    let done = false
+    void until.then(() => {
+      done = true
+    })
+    while (!done) {
+      // A probe is classed by when it was sent: one sent during a crash may be answered after the
+      // test has read that the crash is over.
+      const samples = crashesOver ? notReady : notReadyDuringCrashes
+      const status = await probe()
+      if (status !== '200') samples.push(status)
+      await sleep(50)
+    }
+  })()
+
+  // Two gateway crashes under load: each time the supervisor held the port until a new worker served.
+  await sc.waitForCount('worker.replaced', 2, { service: 'gateway', reason: 'restart' }, 15_000)
+  await sc.waitForCount('worker.port.released', 2, { service: 'gateway', handedOver: true })
+  crashesOver = true
+  // A recycle of the token worker under load, then a reload of every worker.
+  const recycles = sc.events('worker.replaced').filter((r) => r.reason === 'recycle').length
+  await sc.waitForCount('worker.replaced', recycles + 1, { service: 'token', reason: 'recycle' }, 15_000)
+  // The reload re-reads the file, which now ends the recycling: a reload that reaches a worker in
+  // the middle of its recycle skips it (its successor starts on the new configuration already), and
+  // on a loaded machine the reload of the services before it can outlast the 3 s between recycles.
+  writeFileSync(
+    configPath,
+    JSON.stringify({ services: { token: { recycleAtPercent: 100, restartWindow: '3s' } } }),
+  )
+  sc.kill('SIGHUP')
+  const reloaded = await sc.waitForEvent('supervisor.reload.done', {}, 30_000)
+  await sleep(300)
+  stopLoad()
+  await Promise.all([...load, probing])
+
+  assert.deepEqual(
+    (reloaded.outcomes as { outcome: string }[]).map((o) => o.outcome),
+    Array(6).fill('replaced'),
+  )
+  for (const service of ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']) {
+    await sc.waitForEvent('worker.replaced', { service, reason: 'reload' })
+  }
+  // Each replaced worker's drain is its service's last shutdown, on the scrape.
+  const scraped = parsePromText(await (await fetch(`${await sc.url('metrics')}/metrics`)).text())
+  for (const service of ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck']) {
+    const drained = scraped.find(
+      (m) => m.name === 'sia_service_shutdown_duration_seconds' && m.labels.service === service,
+    )
+    assert.ok(drained && drained.value >= 0 && drained.value < 30, `${service}'s drain: ${drained?.value}`)
+  }
+  assert.equal(tokens.refused + alerts.refused, 0, 'no refused connection')
+  // Only requests the two crashing workers were serving were cut (8 clients each time at most).
+  assert.equal(tokens.resent, 0)
+  assert.ok(alerts.resent <= 16, `${alerts.resent} requests cut by the crashes`)
+  const failed = [...tokens.failed, ...alerts.failed]
+  if (migrating) assert.deepEqual(failed, [], 'no failed request')
+  else
+    assert.ok(
+      failed.every((f) => f === 'ECONNRESET'),
+      `only resets of queued connections: ${failed}`,
+    )
+  assert.ok(tokens.ok > 50 && alerts.ok > 50, `load ran: ${tokens.ok} tokens, ${alerts.ok} alerts`)
+  assert.deepEqual(notReady, [], 'readiness stayed 200 through the recycle and the reload')
+  assert.ok(
+    notReadyDuringCrashes.every((status) => status.startsWith('503 ')),
+    `a crash makes readiness 503 for its restart, never unanswered: ${notReadyDuringCrashes}`,
+  )
+
+  assert.equal(await stop(sc), 0)
+  const stored = new Set(readJsonLines(sinkFile).map((r) => (r.labels as Record<string, string>).alertname))
+  assert.deepEqual(
+    sent.filter((name) => !stored.has(name)),
+    [],
+    'every alert that got a 2xx is in the sink',
+  )
+})
+
+// Each test has its own sidecar and ports, and most wait on a failpoint's delay: two at a time.
+describe('worker replacement', { concurrency: 2 }, () => {
   test('SIGHUP with an invalid config file, or one changing what needs a restart: logged, nothing replaced, still serving; its warnings said', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
     const configPath = join(dir, 'config.json')
