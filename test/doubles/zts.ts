@@ -157,7 +157,10 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
     if (!route) return error(res, 404, `no route ${req.method} ${path}`)
     counts[route]++
     const socket = req.socket as TLSSocket
-    const peer = socket.authorized ? socket.getPeerCertificate() : undefined
+    // On Node 22, a TLS 1.3 connection resumed from a session without a client certificate says
+    // it is authorized, with an empty certificate (nodejs/node#35317): no certificate, as at first.
+    const cert = socket.authorized ? socket.getPeerCertificate() : undefined
+    const peer = cert?.subject ? cert : undefined
     const rec: Received = {
       route,
       ...(peer ? { clientCN: String(peer.subject.CN), clientSerial: peer.serialNumber } : {}),
