@@ -320,6 +320,55 @@ describe('dedup store semantics (memory and a real Redis)', () => {
     assert.deepEqual(new Set(states(retry)), new Set(['new']), 'the retry is new, every alert of it')
   })
 
+  for (const cluster of [false, true]) {
+    const kind = cluster ? 'redis, one key a call' : 'redis'
+    test(`${kind}: a key of another type under the prefix fails only the request whose alert it is`, async () => {
+      const [c, admin] = [client(), client()]
+      await Promise.all([c.ping(), admin.ping()])
+      if (cluster) Object.defineProperty(c, 'isCluster', { value: true })
+      const store = createRedisStore(c, TTL, TTL)
+      const key = (fp: string) => `${DEDUP_KEY_PREFIX}${kind}-${fp}`.replaceAll(' ', '_')
+      const fp = (name: string) => key(name).slice(DEDUP_KEY_PREFIX.length)
+      await admin.set(key('poisoned'), 'someone else wrote this')
+      // One turn of the loop: on one Redis, the three requests share one script call.
+      const [before, poisoned, after] = await Promise.allSettled([
+        store.record([firing(fp('a'))], 'before', 100),
+        store.record([firing(fp('b')), firing(fp('poisoned')), firing(fp('c'))], 'poisoned', 200),
+        store.record([firing(fp('d'))], 'after', 300),
+      ])
+      assert.deepEqual(before, {
+        status: 'fulfilled',
+        value: [{ state: 'new', count: 1, firstSeen: 100, lastSeen: 100 }],
+      })
+      assert.deepEqual(after, {
+        status: 'fulfilled',
+        value: [{ state: 'new', count: 1, firstSeen: 300, lastSeen: 300 }],
+      })
+      assert.equal(poisoned.status, 'rejected')
+      assert.equal((poisoned as PromiseRejectedResult).reason.code, 'ERR_DEDUP_UNAVAILABLE')
+      assert.match((poisoned as PromiseRejectedResult).reason.message, /^WRONGTYPE/)
+      assert.deepEqual(
+        [await admin.exists(key('b')), await admin.exists(key('c'))],
+        [0, 0],
+        'what the failed request leased is released, so its retry is new',
+      )
+      assert.equal(
+        await admin.get(key('poisoned')),
+        'someone else wrote this',
+        'and the other write is left alone',
+      )
+
+      // The commit: a lease overwritten by another type meanwhile is no longer ours; the others commit.
+      await admin.set(key('a'), 'overwritten')
+      const committed = await Promise.all([
+        store.commit([firing(fp('a'))], 'before', 101),
+        store.commit([firing(fp('d'))], 'after', 301),
+      ])
+      assert.deepEqual(committed, [[fp('a')], []])
+      assert.equal(await admin.hget(key('d'), 'pending'), null, 'committed')
+    })
+  }
+
   test('redis: unreachable store fails with ERR_DEDUP_UNAVAILABLE', async () => {
     const c = new Redis(1, '127.0.0.1', {
       lazyConnect: true,

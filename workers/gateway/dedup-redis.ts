@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { Redis } from 'ioredis'
+import { type Redis, ReplyError } from 'ioredis'
 import type { Logger } from '../../shared/logger.js'
 import { mapSliced } from '../../shared/slices.js'
 import { coalesce } from './coalesce.js'
@@ -50,10 +50,12 @@ return {1, 1, ARGV[2], ARGV[2]}
 /**
  * KEYS[1]; ARGV owner, ttl (ms), status, now (ms). The owner's lease becomes a committed record
  * that lives the TTL (1). A lease that expired unclaimed is recorded anew, committed (1). A record
- * someone else holds is left alone (0): our lease ran out while we wrote.
+ * someone else holds is left alone (0): our lease ran out while we wrote; so is a key that is no
+ * longer a hash (another type written under our prefix).
  */
 const COMMIT_LUA = `
-local cur = redis.call('HMGET', KEYS[1], 'id', 'pending')
+local cur = redis.pcall('HMGET', KEYS[1], 'id', 'pending')
+if cur.err then return 0 end
 if cur[1] == ARGV[1] then
   redis.call('HDEL', KEYS[1], 'pending')
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -85,7 +87,9 @@ return 0
  * order and each call's alerts in its batch's order, so the outcome is that of the calls one after
  * the other. A cluster keeps one call per alert, since a script's keys must share a hash slot.
  * KEYS every call's fingerprints, call after call; ARGV ttl, lease, then per call: owner, now, its
- * key count n and its n statuses. The replies of RECORD_LUA, flat.
+ * key count n and its n statuses. The replies of RECORD_LUA, flat; a key Redis refuses to read
+ * (another type written under our prefix: WRONGTYPE) is KEY_REFUSED with Redis's error, and the
+ * script goes on, so it fails only the request whose alert it is, not every request of the turn.
  */
 const RECORD_GROUP_LUA = `
 local ttl, lease = ARGV[1], ARGV[2]
@@ -94,8 +98,13 @@ while a <= #ARGV do
   local owner, now, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   for j = 1, n do
     local key, status = KEYS[k + j], ARGV[a + 2 + j]
-    local cur = redis.call('HMGET', key, 'status', 'first', 'id', 'pending', 'count', 'last')
-    if cur[4] == '1' and cur[3] ~= owner then
+    local cur = redis.pcall('HMGET', key, 'status', 'first', 'id', 'pending', 'count', 'last')
+    if cur.err then
+      out[#out + 1] = 3
+      out[#out + 1] = 0
+      out[#out + 1] = cur.err
+      out[#out + 1] = '0'
+    elseif cur[4] == '1' and cur[3] ~= owner then
       out[#out + 1] = 2
       out[#out + 1] = tonumber(cur[5]) or 0
       out[#out + 1] = cur[2] or '0'
@@ -123,7 +132,10 @@ end
 return out
 `
 
-/** COMMIT_LUA over a turn's calls: ARGV ttl, then per call owner, now, n, n statuses; a reply per key. */
+/**
+ * COMMIT_LUA over a turn's calls: ARGV ttl, then per call owner, now, n, n statuses; a reply per
+ * key. A key that is no longer a hash (someone else's write) holds no lease of ours: 0.
+ */
 const COMMIT_GROUP_LUA = `
 local ttl = ARGV[1]
 local out, k, a = {}, 0, 2
@@ -131,8 +143,10 @@ while a <= #ARGV do
   local owner, now, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   for j = 1, n do
     local key = KEYS[k + j]
-    local cur = redis.call('HMGET', key, 'id', 'pending')
-    if cur[1] == owner then
+    local cur = redis.pcall('HMGET', key, 'id', 'pending')
+    if cur.err then
+      out[k + j] = 0
+    elseif cur[1] == owner then
       if cur[2] then redis.call('HDEL', key, 'pending') end
       redis.call('PEXPIRE', key, ttl)
       out[k + j] = 1
@@ -193,6 +207,9 @@ interface ScriptCommands {
 type Reply = [number, number, string, string]
 
 const STATES: readonly DedupState[] = ['duplicate', 'new', 'pending']
+/** RECORD_GROUP_LUA's state for a key Redis refused to read; the reply's third field is its error. */
+const KEY_REFUSED = 3
+const refused = (r: Reply) => r[0] === KEY_REFUSED
 
 /**
  * Issues one call per item (an entry, or a part of a batch), in slices (a large batch's thousands
@@ -370,10 +387,16 @@ export function createRedisStore(
     const parts = partsOf(entries)
     const settled = await Promise.allSettled(parts.map((part) => recordGroup({ entries: part, owner, now })))
     // The common case without a wrapper per entry: a large batch's replies are a long array.
-    if (settled.every((s) => s.status === 'fulfilled')) return settled.flatMap((s) => s.value)
+    if (settled.every((s) => s.status === 'fulfilled' && !s.value.some(refused))) {
+      return settled.flatMap((s) => (s as PromiseFulfilledResult<Reply[]>).value)
+    }
     const replies = settled.flatMap((s, i): PromiseSettledResult<Reply>[] =>
       s.status === 'fulfilled'
-        ? s.value.map((value) => ({ status: 'fulfilled', value }))
+        ? s.value.map((value) =>
+            refused(value)
+              ? { status: 'rejected', reason: new ReplyError(value[2]) }
+              : { status: 'fulfilled', value },
+          )
         : parts[i]!.map(() => ({ status: 'rejected', reason: s.reason })),
     )
     return repliesOrRelease(entries, replies, owner)
