@@ -302,17 +302,17 @@ describe('dedup store semantics (memory and a real Redis)', () => {
     }
   })
 
-  test('redis: a batch whose one script call fails releases what its other calls leased', async () => {
+  test('redis: a batch with a refused key in one of its script calls releases what every call leased', async () => {
     const c = client()
     const admin = client()
     await Promise.all([c.ping(), admin.ping()])
     const store = createRedisStore(c, TTL, TTL)
     const batch = Array.from({ length: 3000 }, (_, i) => firing(`parts-${i}`))
-    // A key of the wrong type fails the script call of the part that holds it (WRONGTYPE), and
-    // only that one: the parts before and after it lease theirs.
+    // A key of the wrong type is refused (WRONGTYPE) in the part that holds it; that part and
+    // the parts before and after it lease the rest.
     const bad = `${DEDUP_KEY_PREFIX}parts-1500`
     await admin.set(bad, 'not a hash')
-    await assert.rejects(store.record(batch, 'failing', 1000), { code: 'ERR_DEDUP_UNAVAILABLE' })
+    await assert.rejects(store.record(batch, 'failing', 1000), { code: 'ERR_DEDUP_KEY_REFUSED' })
     const left = await admin.keys(`${DEDUP_KEY_PREFIX}parts-*`)
     assert.deepEqual(left, [bad], 'no lease of the failed batch is left to hold its retry off')
     await admin.del(bad)
@@ -345,8 +345,9 @@ describe('dedup store semantics (memory and a real Redis)', () => {
         value: [{ state: 'new', count: 1, firstSeen: 300, lastSeen: 300 }],
       })
       assert.equal(poisoned.status, 'rejected')
-      assert.equal((poisoned as PromiseRejectedResult).reason.code, 'ERR_DEDUP_UNAVAILABLE')
-      assert.match((poisoned as PromiseRejectedResult).reason.message, /^WRONGTYPE/)
+      const { reason } = poisoned as PromiseRejectedResult
+      assert.equal(reason.code, 'ERR_DEDUP_KEY_REFUSED', 'Redis is up: this is not the store failing')
+      assert.match(reason.message, new RegExp(`^${key('poisoned')} is not a hash .*WRONGTYPE`))
       assert.deepEqual(
         [await admin.exists(key('b')), await admin.exists(key('c'))],
         [0, 0],
@@ -448,6 +449,38 @@ describe('two gateway processes on one Redis', () => {
       pod: 'p9',
     })
     assert.equal(last.status, 'firing')
+  })
+
+  test('a key of another type under the prefix: 503 naming it for that webhook, the gateway stays ready', async () => {
+    const base = await a.url('gateway')
+    const poisoned = `${DEDUP_KEY_PREFIX}poison-fp`
+    await streamReader.set(poisoned, 'someone else wrote this')
+    const since = a.records.length
+    const batch = webhook([
+      alert('Poisoned', { fingerprint: 'poison-fp' }),
+      alert('Beside', { fingerprint: 'beside-fp' }),
+    ])
+    const r = await post(base, batch)
+    assert.equal(r.status, 503)
+    assert.equal(r.headers.get('content-type'), 'application/problem+json')
+    assert.match(String(r.body.detail), /refused an alert's record: its key is not a hash/)
+    const failed = await a.waitForEvent('gateway.dedup.failed')
+    assert.match(
+      String((failed.err as { message: string }).message),
+      new RegExp(`^${poisoned} is not a hash .*WRONGTYPE`),
+    )
+    // Redis is up: the next webhook is taken at once, and readiness never left.
+    assert.equal((await post(base, webhook([alert('Fresh', { fingerprint: 'fresh-fp' })]))).status, 201)
+    assert.equal((await fetch(`${base}/ready`)).status, 200)
+    assert.deepEqual(
+      a.records.slice(since).filter((x) => x.event === 'gateway.not-ready'),
+      [],
+    )
+    // Its other alert's lease was released: once the key is cleared the retry stores both.
+    await streamReader.del(poisoned)
+    const retry = await post(base, batch)
+    assert.equal(retry.status, 201)
+    assert.equal(retry.body.created, 2)
   })
 
   test('503 + Retry-After when GATEWAY_MAX_INFLIGHT is exceeded', async () => {

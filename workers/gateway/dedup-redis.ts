@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { type Redis, ReplyError } from 'ioredis'
+import { codedError } from '../../shared/errors.js'
 import type { Logger } from '../../shared/logger.js'
 import { mapSliced } from '../../shared/slices.js'
 import { coalesce } from './coalesce.js'
@@ -8,6 +9,7 @@ import {
   type DedupResult,
   type DedupState,
   type DedupStore,
+  KEY_REFUSED,
   storeUnavailable,
 } from './dedup-store.js'
 import type { RedisClient } from './redis-client.js'
@@ -208,8 +210,8 @@ type Reply = [number, number, string, string]
 
 const STATES: readonly DedupState[] = ['duplicate', 'new', 'pending']
 /** RECORD_GROUP_LUA's state for a key Redis refused to read; the reply's third field is its error. */
-const KEY_REFUSED = 3
-const refused = (r: Reply) => r[0] === KEY_REFUSED
+const REFUSED_STATE = 3
+const refused = (r: Reply) => r[0] === REFUSED_STATE
 
 /**
  * Issues one call per item (an entry, or a part of a batch), in slices (a large batch's thousands
@@ -305,7 +307,13 @@ export function createRedisStore(
     const ignored = client.options.autoPipeliningIgnoredCommands ?? []
     client.options.autoPipeliningIgnoredCommands = [...ignored, 'dedupRecordGroup', 'dedupCommitGroup']
   }
-  const unavailable = (err: unknown) => storeUnavailable(errorOf(err).message, err)
+  /** `key`: the one whose call failed, named when Redis refused it for its type. */
+  const unavailable = (err: unknown, key?: string) => {
+    const { message } = errorOf(err)
+    return key && message.startsWith('WRONGTYPE')
+      ? codedError(KEY_REFUSED, `${key} is not a hash (someone else's write): ${message}`, err)
+      : storeUnavailable(message, err)
+  }
 
   /** A turn's records as one script call; each call gets its replies (RECORD_LUA's, four a key). */
   const recordGroup = coalesce(
@@ -367,8 +375,13 @@ export function createRedisStore(
     replies: readonly PromiseSettledResult<Reply>[],
     owner: string,
   ): Promise<Reply[]> => {
-    const failed = replies.find((r) => r.status === 'rejected')
-    if (!failed) return replies.map((r) => (r as PromiseFulfilledResult<Reply>).value)
+    const failed = (r: PromiseSettledResult<Reply>) => r.status === 'rejected'
+    if (!replies.some(failed)) return replies.map((r) => (r as PromiseFulfilledResult<Reply>).value)
+    // The store failing outranks a refused key: it is what readiness must hear of.
+    const refusal = (r: PromiseSettledResult<Reply>) =>
+      failed(r) && errorOf((r as PromiseRejectedResult).reason).message.startsWith('WRONGTYPE')
+    const storeFailure = replies.findIndex((r) => failed(r) && !refusal(r))
+    const at = storeFailure >= 0 ? storeFailure : replies.findIndex(failed)
     const leased = entries.filter((_, i) => {
       const r = replies[i]!
       return r.status === 'fulfilled'
@@ -379,7 +392,10 @@ export function createRedisStore(
       leased.map((e) => e.fingerprint),
       owner,
     ).catch(() => {})
-    throw unavailable(failed.reason)
+    throw unavailable(
+      (replies[at] as PromiseRejectedResult).reason,
+      DEDUP_KEY_PREFIX + entries[at]!.fingerprint,
+    )
   }
 
   /** One Redis: the batch in parts of GROUP_MAX_KEYS, each one grouped call. */

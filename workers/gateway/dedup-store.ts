@@ -53,6 +53,12 @@ export interface DedupStore {
   probe?(): Promise<void>
 }
 
+/**
+ * Redis answered but refused an alert's record: a key of another type under the prefix (someone
+ * else's write). The store is up; that request gets 503 naming it, and readiness is not touched.
+ */
+export const KEY_REFUSED = 'ERR_DEDUP_KEY_REFUSED'
+
 /** The store could not answer: the request gets 503 and AlertManager retries. */
 export function storeUnavailable(message: string, cause?: unknown): CodedError {
   return codedError('ERR_DEDUP_UNAVAILABLE', message, cause)

@@ -188,6 +188,13 @@ function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
     switch (outcome.failure) {
       case 'store-unavailable':
         return unavailable(res, 'the deduplication store is unavailable', RETRY_AFTER_STORE, counts)
+      case 'store-refused':
+        return unavailable(
+          res,
+          "the deduplication store refused an alert's record: its key is not a hash (written by someone else)",
+          RETRY_AFTER_STORE,
+          counts,
+        )
       case 'sink-failed':
         return unavailable(res, `the ${opts.sink.name} sink failed`, RETRY_AFTER_STORE, counts)
       default:

@@ -2,12 +2,12 @@ import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { monotonicMs } from '../../shared/clock.js'
 import { withDeadline } from '../../shared/deadline.js'
-import { codedError } from '../../shared/errors.js'
+import { type CodedError, codedError } from '../../shared/errors.js'
 import type { HitFailpoint } from '../../shared/failpoints.js'
 import type { RepeatGate } from '../../shared/log-repeats.js'
 import type { Logger } from '../../shared/logger.js'
 import { forEachSliced, mapSliced } from '../../shared/slices.js'
-import type { DedupEntry, DedupResult, DedupStore } from './dedup-store.js'
+import { type DedupEntry, type DedupResult, type DedupStore, KEY_REFUSED } from './dedup-store.js'
 import { fingerprintOf } from './fingerprint.js'
 import type { GatewayMetrics } from './metrics.js'
 import type { Alert, Webhook } from './payload.js'
@@ -83,7 +83,7 @@ export interface IngestOutcome {
   pending: number
   failed: number
   /** Why the batch failed, when some alert did. */
-  failure?: 'store-unavailable' | 'sink-failed'
+  failure?: 'store-unavailable' | 'store-refused' | 'sink-failed'
   alerts: AlertOutcome[]
 }
 
@@ -267,9 +267,11 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         )
       } catch (err) {
         storeFailed('gateway.dedup.failed', err, 'dedup failed')
-        opts.onStoreCall?.(false)
+        // A refused key is one alert's record, not the store failing: readiness stays.
+        const refused = (err as CodedError).code === KEY_REFUSED
+        opts.onStoreCall?.(refused)
         for (const a of todo) a.outcome.status = 'failed'
-        failure = 'store-unavailable'
+        failure = refused ? 'store-refused' : 'store-unavailable'
         break
       }
       opts.onStoreCall?.(true)
