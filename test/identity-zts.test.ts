@@ -133,6 +133,24 @@ describe('zts provider against the ZTS double', () => {
       minExpiryTime: '600',
       maxExpiryTime: '900',
     })
+    // Any whole number a client asks goes as the longest ZTS reads (32 bits), which ZTS caps.
+    const huge = await post('/accesstoken', { domain: 'demo', role: 'long', expiry: 1e300 })
+    assert.equal(huge.status, 200, JSON.stringify(huge.json))
+    assert.equal((zts.received.at(-1)!.body as Record<string, string>).expires_in, String(2 ** 31 - 1))
+    const cap = 30 * 24 * 3600 // ZTS's, less what has passed since
+    assert.ok([cap - 1, cap].includes(Number(huge.json.expires_in)), String(huge.json.expires_in))
+    const role = await post('/roletoken', {
+      domain: 'demo',
+      role: 'long',
+      min_expiry: 2 ** 31,
+      max_expiry: 1e300,
+    })
+    assert.equal(role.status, 200, JSON.stringify(role.json))
+    assert.deepEqual(zts.received.at(-1)!.body, {
+      role: 'long',
+      minExpiryTime: String(2 ** 31 - 1),
+      maxExpiryTime: String(2 ** 31 - 1),
+    })
   })
 
   it('coalesces concurrent requests for one key into one ZTS call', async () => {

@@ -14,6 +14,14 @@ function checked<T>(answer: unknown, ok: (a: Record<string, unknown>) => boolean
 const text = (v: unknown) => typeof v === 'string' && v !== ''
 const seconds = (v: unknown) => typeof v === 'number' && Number.isFinite(v) && v > 0
 
+/**
+ * ZTS reads a lifetime as a 32-bit integer and caps it at its own maximum: a longer one asked (a
+ * client's `expiry` may be any whole number) is sent as the longest it can read, and ZTS caps it,
+ * where `1e+300` would have been refused, and the client answered 400 for ZTS's parse error.
+ */
+const INT32_MAX = 2 ** 31 - 1
+const lifetime = (sec: number) => String(Math.min(sec, INT32_MAX))
+
 /** Tokens from Athenz ZTS over mutual TLS: GET /domain/{d}/token and POST /oauth2/token. */
 export function createZtsTokenSource(client: ZtsClient, defaultExpirySec: number): TokenSource {
   return {
@@ -23,8 +31,8 @@ export function createZtsTokenSource(client: ZtsClient, defaultExpirySec: number
       // As SIA asks: TOKEN_EXPIRY is the least lifetime wanted, not the most.
       const min = req.minExpiry || defaultExpirySec
       const max = req.maxExpiry
-      if (min) q.set('minExpiryTime', String(min))
-      if (max) q.set('maxExpiryTime', String(max))
+      if (min) q.set('minExpiryTime', lifetime(min))
+      if (max) q.set('maxExpiryTime', lifetime(max))
       if (req.proxyForPrincipal) q.set('proxyForPrincipal', req.proxyForPrincipal)
       const qs = q.size ? `?${q}` : ''
       const answer = await client.call(
@@ -55,7 +63,7 @@ export function createZtsTokenSource(client: ZtsClient, defaultExpirySec: number
         scope: roles.length ? roles.map((r) => `${req.domain}:role.${r}`).join(' ') : `${req.domain}:domain`,
       }
       const expiry = req.expiry || defaultExpirySec
-      if (expiry) form.expires_in = String(expiry)
+      if (expiry) form.expires_in = lifetime(expiry)
       if (req.proxyForPrincipal) form.proxy_for_principal = req.proxyForPrincipal
       const answer = await client.call('POST', '/oauth2/token', { form }, signal)
       return checked<AccessToken>(

@@ -60,6 +60,17 @@ export interface ZtsDouble {
 }
 
 const VALIDITY_MS = 3600_000
+/** The longest token lifetime ZTS issues (its own setting there; 30 days here): longer asks are capped. */
+const MAX_LIFETIME_SEC = 30 * 24 * 3600
+
+/**
+ * A lifetime parameter as ZTS reads it, a 32-bit integer (Java's parseInt): absent is 0, anything
+ * else it cannot read (`1e+300`, `-1`, 2^31) NaN, which ZTS answers 400.
+ */
+function int32(v: string | null): number {
+  if (v === null) return 0
+  return /^\d{1,10}$/.test(v) && Number(v) <= 2 ** 31 - 1 ? Number(v) : Number.NaN
+}
 
 export async function startZtsDouble(): Promise<ZtsDouble> {
   const dir = mkdtempSync(join(tmpdir(), 'zts-double-'))
@@ -234,8 +245,9 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
       case 'roletoken': {
         const domain = decodeURIComponent(path.split('/')[2]!)
         rec.body = Object.fromEntries(url.searchParams)
-        const min = Number(url.searchParams.get('minExpiryTime') ?? 0)
-        const max = Number(url.searchParams.get('maxExpiryTime') ?? 0)
+        const min = int32(url.searchParams.get('minExpiryTime'))
+        const max = int32(url.searchParams.get('maxExpiryTime'))
+        if (Number.isNaN(min) || Number.isNaN(max)) return error(res, 400, 'Invalid ExpiryTime')
         const req0 = {
           domain,
           role: url.searchParams.get('role') ?? '',
@@ -244,7 +256,11 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
           maxExpiry: max,
         }
         // ZTS's lifetime: its default (here 1 h), at least the minimum asked, at most the maximum.
-        return send(res, 200, issueRoleToken(ca, rec.clientCN!, req0, max || Math.max(min, 3600)))
+        return send(
+          res,
+          200,
+          issueRoleToken(ca, rec.clientCN!, req0, Math.min(max || Math.max(min, 3600), MAX_LIFETIME_SEC)),
+        )
       }
       case 'oauth2': {
         const form = new URLSearchParams(text)
@@ -257,7 +273,9 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
           .split(' ')
           .map((s) => s.split(':role.')[1])
           .filter(Boolean)
-        const ttl = Number(form.get('expires_in') ?? 0) || 3600
+        const asked = int32(form.get('expires_in'))
+        if (Number.isNaN(asked)) return error(res, 400, 'Invalid expires_in')
+        const ttl = Math.min(asked || 3600, MAX_LIFETIME_SEC)
         const req0 = { domain: m[1]!, role: roles.join(','), proxyForPrincipal: '', expiry: ttl }
         return send(res, 200, issueAccessToken(ca, rec.clientCN!, req0, ttl))
       }
