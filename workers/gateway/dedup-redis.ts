@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { type Redis, ReplyError } from 'ioredis'
+import type { Redis } from 'ioredis'
 import { codedError } from '../../shared/errors.js'
 import type { Logger } from '../../shared/logger.js'
 import { mapSliced } from '../../shared/slices.js'
@@ -410,7 +410,7 @@ export function createRedisStore(
       s.status === 'fulfilled'
         ? s.value.map((value) =>
             refused(value)
-              ? { status: 'rejected', reason: new ReplyError(value[2]) }
+              ? { status: 'rejected', reason: new Error(value[2]) } // nothing leased on it
               : { status: 'fulfilled', value },
           )
         : parts[i]!.map(() => ({ status: 'rejected', reason: s.reason })),
