@@ -10,6 +10,7 @@ import { codedError } from './errors.js'
 import { createFailpoints, type HitFailpoint, parseFailpoints } from './failpoints.js'
 import { heapVitals } from './heap-vitals.js'
 import { serveTask } from './http-server.js'
+import { createRepeatGate, REPEAT_WINDOW_MS, type RepeatGate } from './log-repeats.js'
 import { createLogger, type Logger } from './logger.js'
 import { type Collect, registerLoopDelay } from './loop-delay.js'
 import { createServicePorts, type ServicePorts } from './ports/service-ports.js'
@@ -54,6 +55,12 @@ export interface ServiceContext {
    */
   successor: boolean
   log: Logger
+  /**
+   * Where a record that repeats (every request failing the same way during an outage) is written
+   * once a window, then counted. Its counts are written after the stop's last cleanup, and by a
+   * thread dying of an uncaught exception before it ends.
+   */
+  repeats: RepeatGate
   /** This worker's registry; every series carries service="<name>". */
   registry: Registry
   /** The registry's series, for a Prometheus scrape or (`view`) a look that starts no new period. */
@@ -100,10 +107,16 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
   const log = createLogger(service, config.logLevel, { logDir: config.logDir })
   const rpc = createRpc<SupervisorOps, WorkerOps>(init.control)
   const ports = createServicePorts(rpc, config.serviceCallTimeout)
+  const repeats = createRepeatGate(log, REPEAT_WINDOW_MS)
   // Observes, never handles: the exception still ends the thread, once its port is held.
-  process.on('uncaughtExceptionMonitor', () =>
-    announceDeath(init.deathNotice, () => void rpc.request('dying', null, 1000).catch(() => {})),
-  )
+  process.on('uncaughtExceptionMonitor', () => {
+    try {
+      repeats.flush() // counts of the window still open; the crash itself is the supervisor's to say
+    } catch {
+      // A logger that fails (its stream broken) is no reason to lose the death notice.
+    }
+    announceDeath(init.deathNotice, () => void rpc.request('dying', null, 1000).catch(() => {}))
+  })
 
   let acknowledged = false
   const faults: (() => void)[] = []
@@ -151,6 +164,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     config,
     successor: init.successor,
     log,
+    repeats,
     registry,
     collect,
     board,
@@ -241,6 +255,8 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
         log.error({ event: 'service.stop.failed', err }, 'a cleanup failed; going on with the rest')
       }
     }
+    // After the server's last answer and the last cleanup (a commit that fails at the end counts).
+    repeats.flush()
     log.flush()
     return { timedOut }
   })

@@ -3,6 +3,10 @@ import { once } from 'node:events'
 import { test } from 'node:test'
 import { pino } from 'pino'
 import { createRepeatGate, VARIANTS_PER_WINDOW } from '../shared/log-repeats.js'
+import { startReady, stop } from './support/sidecar.js'
+
+/** The token service alone: the other servers cost the test's boot and say nothing here. */
+const ONLY_TOKEN = { GATEWAY_ADDR: '', METRICS_SERVER_ADDR: '', HEALTH_CHECK_ADDR: '' }
 
 function capture(level: string) {
   const lines: Record<string, unknown>[] = []
@@ -136,4 +140,34 @@ test('at debug every record is written whole; below its level none is, and nothi
     quietGate.log('info', { event: 'token.request', status: 502 }, 'x', {}, 'GET / 502')
   quietGate.flush()
   assert.deepEqual(quiet.lines, [])
+})
+
+test("a worker that dies of an uncaught exception still writes its window's counts before it ends", async (t) => {
+  // The crash strikes at the start of the token service's shutdown, before any cleanup runs.
+  const sc = await startReady({ env: { SIA_FAILPOINTS: 'token.shutdown=crash', ...ONLY_TOKEN } })
+  t.after(() => stop(sc, 'SIGKILL'))
+  const base = await sc.url('token')
+  const invalid = 40
+  const statuses = await Promise.all(
+    Array.from({ length: invalid }, async () => {
+      const res = await fetch(`${base}/roletoken`, { method: 'POST', body: '{"domain":"demo..x"}' })
+      await res.arrayBuffer()
+      return res.status
+    }),
+  )
+  assert.deepEqual(statuses, Array(invalid).fill(400))
+  assert.equal(await stop(sc), 1, 'a worker that crashed in its shutdown: unclean')
+  const crashed = sc.events('worker.crashed').find((r) => r.service === 'token')
+  assert.ok(crashed, 'the token worker crashed')
+  const rejected = sc.events('token.request.rejected')
+  assert.equal(
+    rejected.reduce((n, r) => n + ((r.repeats as number | undefined) ?? 1), 0),
+    invalid,
+    'every rejection is told, the ones counted in the open window too',
+  )
+  assert.ok(rejected.length <= 3, `counted, not written one by one (${rejected.length} records)`)
+  assert.ok(
+    sc.records.indexOf(rejected.at(-1)!) < sc.records.indexOf(crashed),
+    'written by the dying thread, before the supervisor says it ended',
+  )
 })

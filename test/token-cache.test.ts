@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net'
 import { describe, it } from 'node:test'
 import { codedError } from '../shared/errors.js'
 import type { AccessToken } from '../shared/identity/tokens.js'
+import { createRepeatGate, REPEAT_WINDOW_MS } from '../shared/log-repeats.js'
 import { createLogger } from '../shared/logger.js'
 import { Registry } from '../shared/prom.js'
 import { createTokenApi } from '../workers/token/api.js'
@@ -259,6 +260,7 @@ describe('token API upstream failures', () => {
       expiresAt: (t) => Date.now() + t.expires_in * 1000,
       size: () => 1,
     })
+    const log = createLogger('token', 'silent')
     const { handle: handler } = createTokenApi({
       roleTokens: undefined,
       accessTokens,
@@ -268,7 +270,8 @@ describe('token API upstream failures', () => {
       restApi,
       proxyForPrincipal: true,
       timeoutMs: 200,
-      log: createLogger('token', 'silent'),
+      log,
+      repeats: createRepeatGate(log, REPEAT_WINDOW_MS),
     })
     const server = createServer(handler)
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))

@@ -2,7 +2,6 @@ import { defineService } from '../../shared/define-service.js'
 import { requireFromDist } from '../../shared/dist-url.js'
 import { createBodyBudget } from '../../shared/http/body-budget.js'
 import { createServer } from '../../shared/http-builtin.js'
-import { createRepeatGate, REPEAT_WINDOW_MS } from '../../shared/log-repeats.js'
 import { readiness } from '../../shared/readiness.js'
 import { createMemoryStore } from './dedup-memory.js'
 import { createRedisStore } from './dedup-redis.js'
@@ -34,7 +33,19 @@ const loadRedisClient = () =>
   requireFromDist<typeof import('./redis-client.js')>('workers/gateway/redis-client.cjs')
 
 defineService({
-  async start({ service, config, successor, log, registry, board, serve, onStop, failpoint, signal }) {
+  async start({
+    service,
+    config,
+    successor,
+    log,
+    repeats,
+    registry,
+    board,
+    serve,
+    onStop,
+    failpoint,
+    signal,
+  }) {
     let redis: RedisClient | undefined
     if (config.redisUrl) {
       const client = loadRedisClient()
@@ -81,9 +92,6 @@ defineService({
     // Commits still running after their answers; onStop runs in reverse, so this is awaited before
     // the sink and Redis close (each commit is bounded by the command timeout).
     const commits = new Set<Promise<void>>()
-    // Run after the commits below have ended: a commit that fails at the end is counted too.
-    const repeats = createRepeatGate(log, REPEAT_WINDOW_MS)
-    onStop(repeats.flush)
     onStop(async () => {
       await Promise.all(commits)
     })

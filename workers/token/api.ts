@@ -8,7 +8,7 @@ import { targetPath } from '../../shared/http/target.js'
 import { closeUnread } from '../../shared/http/unread-body.js'
 import type { AccessToken, RoleToken } from '../../shared/identity/tokens.js'
 import { isUpstreamError, refusedByProvider } from '../../shared/identity/tokens.js'
-import { createRepeatGate, REPEAT_WINDOW_MS } from '../../shared/log-repeats.js'
+import type { RepeatGate } from '../../shared/log-repeats.js'
 import type { Logger } from '../../shared/logger.js'
 import type { CacheKey, TokenCache } from './cache.js'
 import { secondsLeft } from './expiry.js'
@@ -36,6 +36,8 @@ export interface TokenApiOptions {
   defaultExpirySec: number
   timeoutMs: number
   log: Logger
+  /** Clients ask again at once: during an outage each fails as the last did, a record each. */
+  repeats: RepeatGate
 }
 
 /** The most of a request body read (into memory): an SIA token request is a few short fields. */
@@ -150,14 +152,10 @@ function reply(res: ServerResponse, token: object | Promise<object>): Reply {
 
 export interface TokenApi {
   handle(req: IncomingMessage, res: ServerResponse): void
-  /** Writes the counts of failures not yet said (at stop). */
-  flushLog(): void
 }
 
 export function createTokenApi(opts: TokenApiOptions): TokenApi {
-  const { log } = opts
-  // Clients ask again at once: during an outage each fails as the last did, a record each.
-  const repeats = createRepeatGate(log, REPEAT_WINDOW_MS)
+  const { log, repeats } = opts
   const proxy = (body: Record<string, unknown>) => {
     const p = str(body, 'proxy_for_principal', NAME, false)
     if (p && !opts.proxyForPrincipal) throw clientError(PROXY_REFUSED, 403)
@@ -399,6 +397,5 @@ export function createTokenApi(opts: TokenApiOptions): TokenApi {
       const t0 = performance.now()
       settle(req, res, t0, () => route(req, res, t0))
     },
-    flushLog: repeats.flush,
   }
 }

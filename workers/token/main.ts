@@ -168,10 +168,7 @@ async function serveTokens(
   config: Config,
   caches: Caches,
   source: TokenSource,
-  serve: ServiceContext['serve'],
-  go: ServiceContext['go'],
-  onStop: ServiceContext['onStop'],
-  log: Logger,
+  { serve, go, log, repeats }: Pick<ServiceContext, 'serve' | 'go' | 'log' | 'repeats'>,
 ): Promise<void> {
   const api = createTokenApi({
     ...caches,
@@ -182,6 +179,7 @@ async function serveTokens(
     defaultExpirySec: Math.floor(config.tokenExpiry / 1000),
     timeoutMs: config.tokenServerTimeout,
     log,
+    repeats,
   })
   const tls = Boolean(config.tokenServerTlsCertPath && config.tokenServerTlsKeyPath)
   const server: Server = tls
@@ -190,8 +188,6 @@ async function serveTokens(
         api.handle,
       ) as unknown as Server)
     : createHttpServer(api.handle)
-  // Run once every task has stopped: after the server's last answer.
-  onStop(api.flushLog)
   await serve('server', server, config.tokenServerAddr, { heldBodyBytes: MAX_BODY_BYTES })
   if (tls) {
     await go('tls-watcher', async (t) => {
@@ -219,7 +215,8 @@ async function serveTokens(
 const RETRY_INITIAL_MS = 5_000
 
 defineService({
-  async start({ config, log, serve, go, registry, signal, onStop, connect, failpoint }) {
+  async start(ctx) {
+    const { config, log, go, registry, signal, onStop, connect, failpoint } = ctx
     const startEnds = monotonicMs() + config.services.token.startTimeout
     const bootEnds = bootDeadline(config.services.token.startTimeout)
     // What a write this thread's predecessor did not finish left beside the token files.
@@ -320,7 +317,7 @@ defineService({
 
     // No token server (TOKEN_SERVER_ADDR empty, or USE_TOKEN_SERVER=false): the target token files
     // alone, written and refreshed as with one.
-    if (config.tokenServerAddr !== '') await serveTokens(config, caches, source, serve, go, onStop, log)
+    if (config.tokenServerAddr !== '') await serveTokens(config, caches, source, ctx)
     else log.info({ event: 'token.files.only' }, 'no token server: writing the token files only')
     log.info(
       { event: 'token.refresh.scheduled', everyMs: config.tokenRefreshInterval },
