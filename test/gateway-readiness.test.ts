@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, type TestContext, test } from 'node:test'
 import { Redis } from 'ioredis'
+import { DEDUP_KEY_PREFIX } from '../workers/gateway/dedup-redis.js'
 import { eventually } from './support/eventually.js'
 import { alert, gatewayEnv, metric, post, webhook } from './support/gateway.js'
 import { freePort } from './support/ports.js'
@@ -84,6 +85,7 @@ describe('gateway readiness', { concurrency: 2 }, () => {
     const admin = new Redis(port, '127.0.0.1', { lazyConnect: true })
     await admin.connect()
     t.after(() => admin.disconnect())
+    await admin.set(`${DEDUP_KEY_PREFIX}poisoned`, 'someone else wrote this')
     await admin.call('CONFIG', 'SET', 'maxmemory-policy', 'noeviction')
     await admin.call('CONFIG', 'SET', 'maxmemory', '1')
     assert.equal((await post(base, webhook([alert('DuringOom')]))).status, 503)
@@ -98,18 +100,27 @@ describe('gateway readiness', { concurrency: 2 }, () => {
     const down = await readyz(sc, 503)
     assert.deepEqual(down.body.notReady, [{ service: 'gateway', state: 'running', degraded: 'redis' }])
     assert.equal((await probe(sc, '/healthz')).status, 200, 'liveness is not readiness')
+    // A key someone else wrote is read, not written: its refusal says nothing of the outage.
+    const refused = await post(base, webhook([alert('Poisoned', { fingerprint: 'poisoned' })]))
+    assert.equal(refused.status, 503)
+    assert.match(String(refused.body.detail), /refused an alert's record/)
+    assert.equal((await probe(sc, '/readyz')).status, 503, 'still not ready: Redis still refuses writes')
+    assert.equal(sc.events('gateway.ready-again').length, 0)
     await admin.call('CONFIG', 'SET', 'maxmemory', '0')
     assert.equal((await readyz(sc, 200)).body.status, 'ready', 'a write probe saw the room, with no webhook')
     assert.equal((await post(base, webhook([alert('DuringOom')]))).status, 201, 'the retry is stored')
     assert.equal(await stop(sc), 0)
     // Said whole once a window (with Redis's error), the rest counted, written by the stop at the latest.
     const failed = sc.events('gateway.dedup.failed')
+    const message = (r: (typeof failed)[number]) => String((r.err as { message: string }).message)
     const whole = failed.filter((r) => r.repeats === undefined)
-    assert.ok(whole.length >= 1 && whole.length <= 2, `${whole.length} whole records`)
-    assert.match(String((whole[0]!.err as { message: string }).message), /OOM/)
+    const oom = whole.filter((r) => /OOM/.test(message(r)))
+    assert.ok(oom.length >= 1 && oom.length <= 2, `${oom.length} whole records`)
+    assert.equal(message(whole[0]!), message(oom[0]!), "the first says Redis's error")
+    assert.equal(whole.length - oom.length, 1, 'the refused key, another variant, said whole too')
     assert.equal(
       failed.reduce((n, r) => n + ((r.repeats as number | undefined) ?? 1), 0),
-      21,
+      22,
     )
   })
 

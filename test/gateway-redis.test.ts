@@ -322,7 +322,7 @@ describe('dedup store semantics (memory and a real Redis)', () => {
 
   for (const cluster of [false, true]) {
     const kind = cluster ? 'redis, one key a call' : 'redis'
-    test(`${kind}: a key of another type under the prefix fails only the request whose alert it is`, async () => {
+    test(`${kind}: a key someone else wrote under the prefix fails only the request whose alert it is`, async () => {
       const [c, admin] = [client(), client()]
       await Promise.all([c.ping(), admin.ping()])
       if (cluster) Object.defineProperty(c, 'isCluster', { value: true })
@@ -330,10 +330,13 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       const key = (fp: string) => `${DEDUP_KEY_PREFIX}${kind}-${fp}`.replaceAll(' ', '_')
       const fp = (name: string) => key(name).slice(DEDUP_KEY_PREFIX.length)
       await admin.set(key('poisoned'), 'someone else wrote this')
-      // One turn of the loop: on one Redis, the three requests share one script call.
-      const [before, poisoned, after] = await Promise.allSettled([
+      // A hash in our shape whose count is not a number: refused when its status repeats.
+      await admin.hset(key('miscounted'), { status: 'firing', count: 'n/a', first: '1', last: '1' })
+      // One turn of the loop: on one Redis, the four requests share one script call.
+      const [before, poisoned, miscounted, after] = await Promise.allSettled([
         store.record([firing(fp('a'))], 'before', 100),
         store.record([firing(fp('b')), firing(fp('poisoned')), firing(fp('c'))], 'poisoned', 200),
+        store.record([firing(fp('e')), firing(fp('miscounted'))], 'miscounted', 250),
         store.record([firing(fp('d'))], 'after', 300),
       ])
       assert.deepEqual(before, {
@@ -347,12 +350,16 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       assert.equal(poisoned.status, 'rejected')
       const { reason } = poisoned as PromiseRejectedResult
       assert.equal(reason.code, 'ERR_DEDUP_KEY_REFUSED', 'Redis is up: this is not the store failing')
-      assert.match(reason.message, new RegExp(`^${key('poisoned')} is not a hash .*WRONGTYPE`))
+      assert.match(reason.message, new RegExp(`^${key('poisoned')} is not a dedup record .*WRONGTYPE`))
+      const other = (miscounted as PromiseRejectedResult).reason
+      assert.equal(other?.code, 'ERR_DEDUP_KEY_REFUSED')
+      assert.match(other.message, new RegExp(`^${key('miscounted')} is not a dedup record .*not an integer`))
       assert.deepEqual(
-        [await admin.exists(key('b')), await admin.exists(key('c'))],
-        [0, 0],
-        'what the failed request leased is released, so its retry is new',
+        [await admin.exists(key('b')), await admin.exists(key('c')), await admin.exists(key('e'))],
+        [0, 0, 0],
+        'what the failed requests leased is released, so their retries are new',
       )
+      assert.equal(await admin.hget(key('miscounted'), 'count'), 'n/a', 'untouched')
       assert.equal(
         await admin.get(key('poisoned')),
         'someone else wrote this',
@@ -367,6 +374,31 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       ])
       assert.deepEqual(committed, [[fp('a')], []])
       assert.equal(await admin.hget(key('d'), 'pending'), null, 'committed')
+    })
+  }
+
+  for (const cluster of [false, true]) {
+    const kind = cluster ? 'redis, one key a call' : 'redis'
+    test(`${kind}: a script that fails part way (an ACL without HINCRBY) fails the store, and releases what it leased`, async () => {
+      const admin = client()
+      const user = `narrow-${cluster ? 'each' : 'group'}`
+      await admin.call('ACL', 'SETUSER', user, 'on', 'nopass', '~*', '&*', '+@all', '-hincrby')
+      const c = new Redis(redis.url, { maxRetriesPerRequest: 1, username: user })
+      clients.push(c)
+      await c.ping()
+      if (cluster) Object.defineProperty(c, 'isCluster', { value: true })
+      const store = createRedisStore(c, TTL, TTL)
+      const key = (fp: string) => `${DEDUP_KEY_PREFIX}${user}-${fp}`
+      const fp = (name: string) => key(name).slice(DEDUP_KEY_PREFIX.length)
+      await admin.hset(key('seen'), { status: 'firing', count: '1', first: '1', last: '1', id: 'x' })
+      // The new alert is leased first, then the repeat's HINCRBY is refused by the ACL.
+      const failed = store.record([firing(fp('new')), firing(fp('seen'))], 'r', 100)
+      await assert.rejects(failed, (err: { code?: string; message: string }) => {
+        assert.equal(err.code, 'ERR_DEDUP_UNAVAILABLE', 'an ACL is the store failing, not a refused key')
+        assert.match(err.message, /can't run this command/)
+        return true
+      })
+      assert.equal(await admin.exists(key('new')), 0, 'the lease the failed call made is released')
     })
   }
 
@@ -463,11 +495,11 @@ describe('two gateway processes on one Redis', () => {
     const r = await post(base, batch)
     assert.equal(r.status, 503)
     assert.equal(r.headers.get('content-type'), 'application/problem+json')
-    assert.match(String(r.body.detail), /refused an alert's record: its key is not a hash/)
+    assert.match(String(r.body.detail), /refused an alert's record: its key holds someone else's value/)
     const failed = await a.waitForEvent('gateway.dedup.failed')
     assert.match(
       String((failed.err as { message: string }).message),
-      new RegExp(`^${poisoned} is not a hash .*WRONGTYPE`),
+      new RegExp(`^${poisoned} is not a dedup record .*WRONGTYPE`),
     )
     // Redis is up: the next webhook is taken at once, and readiness never left.
     assert.equal((await post(base, webhook([alert('Fresh', { fingerprint: 'fresh-fp' })]))).status, 201)

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
-import { codedError } from '../../shared/errors.js'
+import { type CodedError, codedError } from '../../shared/errors.js'
 import type { Logger } from '../../shared/logger.js'
 import { mapSliced } from '../../shared/slices.js'
 import { coalesce } from './coalesce.js'
@@ -22,6 +22,22 @@ const PROBE_TTL_MS = 1000
 const COMMAND_TIMED_OUT = 'Command timed out'
 
 /**
+ * What a record script makes of a reply that may be an error (redis.pcall's): the error of a key
+ * someone else wrote under the prefix (not a hash: WRONGTYPE; a hash whose count is not a number),
+ * which refuses that one alert (REFUSED_STATE, with the error), or nil. Any other error (an ACL
+ * without the command, out of memory) is the store's: raised, it fails the call as before.
+ */
+const REFUSED_LUA = `
+local function refused(reply)
+  if type(reply) ~= 'table' or not reply.err then return nil end
+  if string.find(reply.err, 'WRONGTYPE', 1, true) == 1 or string.find(reply.err, 'not an integer', 1, true) then
+    return reply.err
+  end
+  error(reply)
+end
+`
+
+/**
  * KEYS[1] the fingerprint's hash; ARGV status, now (ms), ttl (ms), owner (the request), lease (ms).
  * Fields: status, count, first, last, id (owner), pending ("1" while the owner writes the sink).
  * - a pending record of another owner is a live lease (an expired one has expired with its key):
@@ -31,15 +47,20 @@ const COMMAND_TIMED_OUT = 'Command timed out'
  * - otherwise (absent, expired, the status changed): new (1), a pending lease of `owner` that
  *   expires after `lease` unless committed. HSET writes every field a record has, so nothing of
  *   the record it replaces is left.
- * Records of older versions carry no `pending` field: committed.
+ * Records of older versions carry no `pending` field: committed. A key someone else wrote: refused
+ * (3, with Redis's error), untouched.
  */
-const RECORD_LUA = `
-local cur = redis.call('HMGET', KEYS[1], 'status', 'first', 'id', 'pending', 'count', 'last')
+const RECORD_LUA = `${REFUSED_LUA}
+local cur = redis.pcall('HMGET', KEYS[1], 'status', 'first', 'id', 'pending', 'count', 'last')
+local why = refused(cur)
+if why then return {3, 0, why, '0'} end
 if cur[4] == '1' and cur[3] ~= ARGV[4] then
   return {2, tonumber(cur[5]) or 0, cur[2] or '0', cur[6] or '0'}
 end
 if cur[1] == ARGV[1] then
-  local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
+  local count = redis.pcall('HINCRBY', KEYS[1], 'count', 1)
+  why = refused(count)
+  if why then return {3, 0, why, '0'} end
   redis.call('HSET', KEYS[1], 'last', ARGV[2])
   if cur[4] ~= '1' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
   return {0, count, cur[2], ARGV[2]}
@@ -55,9 +76,9 @@ return {1, 1, ARGV[2], ARGV[2]}
  * someone else holds is left alone (0): our lease ran out while we wrote; so is a key that is no
  * longer a hash (another type written under our prefix).
  */
-const COMMIT_LUA = `
+const COMMIT_LUA = `${REFUSED_LUA}
 local cur = redis.pcall('HMGET', KEYS[1], 'id', 'pending')
-if cur.err then return 0 end
+if refused(cur) then return 0 end
 if cur[1] == ARGV[1] then
   redis.call('HDEL', KEYS[1], 'pending')
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -89,43 +110,43 @@ return 0
  * order and each call's alerts in its batch's order, so the outcome is that of the calls one after
  * the other. A cluster keeps one call per alert, since a script's keys must share a hash slot.
  * KEYS every call's fingerprints, call after call; ARGV ttl, lease, then per call: owner, now, its
- * key count n and its n statuses. The replies of RECORD_LUA, flat; a key Redis refuses to read
- * (another type written under our prefix: WRONGTYPE) is KEY_REFUSED with Redis's error, and the
- * script goes on, so it fails only the request whose alert it is, not every request of the turn.
+ * key count n and its n statuses. The replies of RECORD_LUA, flat: a key someone else wrote is
+ * refused and the script goes on, so it fails only the request whose alert it is, not every
+ * request of the turn.
  */
-const RECORD_GROUP_LUA = `
+const RECORD_GROUP_LUA = `${REFUSED_LUA}
 local ttl, lease = ARGV[1], ARGV[2]
 local out, k, a = {}, 0, 3
+local function put(state, count, first, last)
+  out[#out + 1] = state
+  out[#out + 1] = count
+  out[#out + 1] = first
+  out[#out + 1] = last
+end
 while a <= #ARGV do
   local owner, now, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   for j = 1, n do
     local key, status = KEYS[k + j], ARGV[a + 2 + j]
     local cur = redis.pcall('HMGET', key, 'status', 'first', 'id', 'pending', 'count', 'last')
-    if cur.err then
-      out[#out + 1] = 3
-      out[#out + 1] = 0
-      out[#out + 1] = cur.err
-      out[#out + 1] = '0'
+    local why = refused(cur)
+    if why then
+      put(3, 0, why, '0')
     elseif cur[4] == '1' and cur[3] ~= owner then
-      out[#out + 1] = 2
-      out[#out + 1] = tonumber(cur[5]) or 0
-      out[#out + 1] = cur[2] or '0'
-      out[#out + 1] = cur[6] or '0'
+      put(2, tonumber(cur[5]) or 0, cur[2] or '0', cur[6] or '0')
     elseif cur[1] == status then
-      local count = redis.call('HINCRBY', key, 'count', 1)
-      redis.call('HSET', key, 'last', now)
-      if cur[4] ~= '1' then redis.call('PEXPIRE', key, ttl) end
-      out[#out + 1] = 0
-      out[#out + 1] = count
-      out[#out + 1] = cur[2] or '0'
-      out[#out + 1] = now
+      local count = redis.pcall('HINCRBY', key, 'count', 1)
+      why = refused(count)
+      if why then
+        put(3, 0, why, '0')
+      else
+        redis.call('HSET', key, 'last', now)
+        if cur[4] ~= '1' then redis.call('PEXPIRE', key, ttl) end
+        put(0, count, cur[2] or '0', now)
+      end
     else
       redis.call('HSET', key, 'status', status, 'count', 1, 'first', now, 'last', now, 'id', owner, 'pending', '1')
       redis.call('PEXPIRE', key, lease)
-      out[#out + 1] = 1
-      out[#out + 1] = 1
-      out[#out + 1] = now
-      out[#out + 1] = now
+      put(1, 1, now, now)
     end
   end
   k = k + n
@@ -138,7 +159,7 @@ return out
  * COMMIT_LUA over a turn's calls: ARGV ttl, then per call owner, now, n, n statuses; a reply per
  * key. A key that is no longer a hash (someone else's write) holds no lease of ours: 0.
  */
-const COMMIT_GROUP_LUA = `
+const COMMIT_GROUP_LUA = `${REFUSED_LUA}
 local ttl = ARGV[1]
 local out, k, a = {}, 0, 2
 while a <= #ARGV do
@@ -146,7 +167,7 @@ while a <= #ARGV do
   for j = 1, n do
     local key = KEYS[k + j]
     local cur = redis.pcall('HMGET', key, 'id', 'pending')
-    if cur.err then
+    if refused(cur) then
       out[k + j] = 0
     elseif cur[1] == owner then
       if cur[2] then redis.call('HDEL', key, 'pending') end
@@ -209,9 +230,14 @@ interface ScriptCommands {
 type Reply = [number, number, string, string]
 
 const STATES: readonly DedupState[] = ['duplicate', 'new', 'pending']
-/** RECORD_GROUP_LUA's state for a key Redis refused to read; the reply's third field is its error. */
+/** The record scripts' state for a key someone else wrote; the reply's third field is Redis's error. */
 const REFUSED_STATE = 3
 const refused = (r: Reply) => r[0] === REFUSED_STATE
+/** A refused key's reply as its request's failure (nothing was leased on that key). */
+const settledReply = (value: Reply): PromiseSettledResult<Reply> =>
+  refused(value)
+    ? { status: 'rejected', reason: codedError(KEY_REFUSED, value[2]) }
+    : { status: 'fulfilled', value }
 
 /**
  * Issues one call per item (an entry, or a part of a batch), in slices (a large batch's thousands
@@ -307,11 +333,11 @@ export function createRedisStore(
     const ignored = client.options.autoPipeliningIgnoredCommands ?? []
     client.options.autoPipeliningIgnoredCommands = [...ignored, 'dedupRecordGroup', 'dedupCommitGroup']
   }
-  /** `key`: the one whose call failed, named when Redis refused it for its type. */
+  /** `key`: the one whose call failed, named when it is refused as someone else's write. */
   const unavailable = (err: unknown, key?: string) => {
     const { message } = errorOf(err)
-    return key && message.startsWith('WRONGTYPE')
-      ? codedError(KEY_REFUSED, `${key} is not a hash (someone else's write): ${message}`, err)
+    return key && isRefusal(err)
+      ? codedError(KEY_REFUSED, `${key} is not a dedup record (someone else's write): ${message}`, err)
       : storeUnavailable(message, err)
   }
 
@@ -378,9 +404,9 @@ export function createRedisStore(
     const failed = (r: PromiseSettledResult<Reply>) => r.status === 'rejected'
     if (!replies.some(failed)) return replies.map((r) => (r as PromiseFulfilledResult<Reply>).value)
     // The store failing outranks a refused key: it is what readiness must hear of.
-    const refusal = (r: PromiseSettledResult<Reply>) =>
-      failed(r) && errorOf((r as PromiseRejectedResult).reason).message.startsWith('WRONGTYPE')
-    const storeFailure = replies.findIndex((r) => failed(r) && !refusal(r))
+    const storeFailure = replies.findIndex(
+      (r) => failed(r) && !isRefusal((r as PromiseRejectedResult).reason),
+    )
     const at = storeFailure >= 0 ? storeFailure : replies.findIndex(failed)
     const leased = entries.filter((_, i) => {
       const r = replies[i]!
@@ -408,25 +434,23 @@ export function createRedisStore(
     }
     const replies = settled.flatMap((s, i): PromiseSettledResult<Reply>[] =>
       s.status === 'fulfilled'
-        ? s.value.map((value) =>
-            refused(value)
-              ? { status: 'rejected', reason: new Error(value[2]) } // nothing leased on it
-              : { status: 'fulfilled', value },
-          )
+        ? s.value.map(settledReply)
         : parts[i]!.map(() => ({ status: 'rejected', reason: s.reason })),
     )
     return repliesOrRelease(entries, replies, owner)
   }
 
   /** Cluster: one call per alert. */
-  const recordEach = async (entries: readonly DedupEntry[], owner: string, now: number) =>
-    repliesOrRelease(
+  const recordEach = async (entries: readonly DedupEntry[], owner: string, now: number) => {
+    const replies = await callAll(entries, (e) =>
+      cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, now, ttlMs, owner, leaseMs),
+    )
+    return repliesOrRelease(
       entries,
-      await callAll(entries, (e) =>
-        cmds.dedupRecord(DEDUP_KEY_PREFIX + e.fingerprint, e.status, now, ttlMs, owner, leaseMs),
-      ),
+      replies.map((r) => (r.status === 'fulfilled' ? settledReply(r.value) : r)),
       owner,
     )
+  }
 
   /** One Redis: the commits in parts of GROUP_MAX_KEYS, each one grouped call. */
   const commitParts = async (entries: readonly DedupEntry[], owner: string, now: number) => {
@@ -484,6 +508,10 @@ export function createRedisStore(
       return entries.filter((_, i) => done[i] === 0).map((e) => e.fingerprint)
     },
   }
+}
+
+function isRefusal(reason: unknown): boolean {
+  return (reason as Partial<CodedError> | undefined)?.code === KEY_REFUSED
 }
 
 function errorOf(reason: unknown): Error {

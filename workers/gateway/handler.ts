@@ -191,7 +191,7 @@ function createWebhookHandler(opts: HandlerOptions): WebhookHandler {
       case 'store-refused':
         return unavailable(
           res,
-          "the deduplication store refused an alert's record: its key is not a hash (written by someone else)",
+          "the deduplication store refused an alert's record: its key holds someone else's value",
           RETRY_AFTER_STORE,
           counts,
         )

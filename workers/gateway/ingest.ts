@@ -129,7 +129,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       if (lost.length > 0) {
         log.warn(
           { event: 'gateway.dedup.lease.lost', count: lost.length },
-          'a lease expired during the sink write and another request took it: possibly written twice',
+          'a lease expired or was overwritten during the sink write: possibly written twice',
         )
       }
     } catch (err) {
@@ -267,9 +267,9 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         )
       } catch (err) {
         storeFailed('gateway.dedup.failed', err, 'dedup failed')
-        // A refused key is one alert's record, not the store failing: readiness stays.
+        // A refused key is one alert's record: it says nothing of whether the store takes writes.
         const refused = (err as CodedError).code === KEY_REFUSED
-        opts.onStoreCall?.(refused)
+        if (!refused) opts.onStoreCall?.(false)
         for (const a of todo) a.outcome.status = 'failed'
         failure = refused ? 'store-refused' : 'store-unavailable'
         break
