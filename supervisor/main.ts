@@ -45,8 +45,7 @@ export async function main(signals: SignalRouter, prespawned: Prespawned): Promi
   const reread = async () => {
     const next = loadConfigOnce(process.argv.slice(2), process.env)
     if (next.kind !== 'run') throw new Error('unreachable: the arguments asked for a run at boot')
-    warn(next.warnings, { reload: true })
-    return next.config
+    return { config: next.config, warn: () => warn(next.warnings, { reload: true }) }
   }
   const done =
     config.mode === 'init'

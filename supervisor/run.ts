@@ -28,7 +28,8 @@ export async function run(
   boot: Config,
   log: Logger,
   signals: SignalRouter,
-  reread: () => Promise<Config>,
+  /** The configuration as the files say now; `warn` logs what it warns of, once it is taken. */
+  reread: () => Promise<{ config: Config; warn(): void }>,
   prespawned?: Prespawned,
 ): Promise<never> {
   let config = boot // SIGHUP replaces it
@@ -94,9 +95,10 @@ export async function run(
     reloading = true
     log.info({ event: 'supervisor.reload' }, 'reloading the configuration')
     try {
-      const next = await reread()
+      const { config: next, warn } = await reread()
       const fixed = fixedSettings(config, next)
       if (fixed.length) throw codedError('ERR_RELOAD', `${fixed.join(', ')} can change only with a restart`)
+      warn()
       config = next
       log.level = next.logLevel // the workers' with their replacement
       // A list, not a map keyed by service: a key named `token` would be caught by log redaction.

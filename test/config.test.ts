@@ -461,6 +461,84 @@ describe('loadConfig', () => {
     rejects(['--config', file('c.yaml', 'a: [')], {}, /--config/)
   })
 
+  test('the config file: what YAML would change or drop is an error naming the setting, never a silent other value', () => {
+    // YAML reads these as numbers: String() of the number is another token, password or path.
+    for (const [text, value] of [
+      ['0123', '123'],
+      ['0x1F', '31'],
+      ['12345678901234567890', '12345678901234567000'],
+      ['1e3', '1000'],
+    ]) {
+      rejects(
+        ['--config', file('n.yaml', `gatewayAuthToken: ${text}\n`)],
+        {},
+        /^invalid setting gatewayAuthToken \(in .*n\.yaml\): must be a string: quote it$/,
+      )
+      rejects(
+        ['--config', file('n.yaml', `serviceAccount: ${text}\n`)],
+        {},
+        new RegExp(`serviceAccount .*must be a string: quote it \\(YAML reads it as the number ${value}\\)`),
+      )
+    }
+    rejects(['--config', file('b.yaml', 'dnsSuffix: true\n')], {}, /dnsSuffix .*quote it/)
+    // Quoted, the text is the value; numbers and booleans stay fine where a setting is one.
+    assert.equal(config(['--config', file('q.yaml', 'gatewayAuthToken: "0123"\n')]).gatewayAuthToken, '0123')
+    const c = config(['--config', file('s.yaml', 'gatewayMaxInflight: 7\nuseTokenServer: false\n')])
+    assert.deepEqual([c.gatewayMaxInflight, c.useTokenServer], [7, false])
+    rejects(
+      ['--config', file('i.yaml', 'gatewayMaxInflight: 12345678901234567890\n')],
+      {},
+      /gatewayMaxInflight .*whole number/,
+    )
+    // A list only where a setting takes several values.
+    rejects(['--config', file('l.yaml', 'gatewayAuthToken: [a, b]\n')], {}, /gatewayAuthToken .*not a list/)
+    rejects(
+      ['--config', file('l.yaml', 'targetDomainRoles: [a:role.x, 5]\n')],
+      {},
+      /targetDomainRoles .*quote/,
+    )
+    const lists = config([
+      '--config',
+      file('l.yaml', 'targetDomainRoles: [a:role.x, b:role.y]\nkeyFile: [/a/key.pem, /b/key.pem]\n'),
+    ])
+    assert.deepEqual(lists.targetDomainRoles, ['a:role.x', 'b:role.y'])
+    assert.equal(lists.keyFile, '/a/key.pem')
+    // __proto__ is a key YAML keeps; the schema passed over it.
+    rejects(
+      ['--config', file('p.yaml', 'services:\n  __proto__:\n    enabled: false\n')],
+      {},
+      /^invalid setting services\.__proto__ \(in .*\): unknown setting$/,
+    )
+    rejects(['--config', file('a.yaml', 'services: []\n')], {}, /^invalid setting services \(in /)
+    rejects(
+      ['--config', file('d.yaml', 'services:\n  gateway:\n    restartWindow: 1e400\n')],
+      {},
+      /services\.gateway\.restartWindow .*expected a duration such as 30s/,
+    )
+  })
+
+  test('files that are not UTF-8 and empty answers are errors, not a value decoded or guessed', () => {
+    const latin1 = join(mkdtempSync(join(tmpdir(), 'sia-cfg-')), 'l.yaml')
+    writeFileSync(latin1, Buffer.from('keyFile: /tmp/k\xe9y.pem\n', 'latin1'))
+    rejects(['--config', latin1], {}, /^invalid setting --config: .*l\.yaml is not UTF-8$/)
+    const secret = join(mkdtempSync(join(tmpdir(), 'sia-cfg-')), 'password')
+    writeFileSync(secret, Buffer.from('p\xe4ss\n', 'latin1'))
+    rejects(
+      [],
+      { REDIS_SENTINEL_PASSWORD_FILE: secret },
+      /^invalid setting REDIS_SENTINEL_PASSWORD_FILE: .* is not UTF-8$/,
+    )
+    // A UTF-8 file with a byte-order mark is UTF-8.
+    const bom = file('bom.yaml', '\ufeffdnsSuffix: example.org\n')
+    assert.equal(config(['--config', bom]).dnsSuffix, 'example.org')
+    // Empty: an error for a boolean (it was false, turning the token server off) and for --config.
+    for (const name of ['USE_TOKEN_SERVER', 'TOKEN_SERVER_REST_API', 'GATEWAY_RECORD_RESOLVED'])
+      rejects([], { [name]: '' }, new RegExp(`^invalid setting ${name}: expected true or false, got ""$`))
+    rejects(['--use-token-server='], {}, /--use-token-server: expected true or false/)
+    rejects(['--config='], {}, /^invalid setting --config: empty path$/)
+    assert.equal(config([], { SIA_CONFIG_FILE: '' }).mode, 'refresh', 'an empty SIA_CONFIG_FILE is none')
+  })
+
   test('a secret is never echoed back', () => {
     assert.throws(
       () => loadConfig([], { REDIS_URL: 'redis://:hunter2@x:6379', LOG_LEVEL: 'loud' }),

@@ -278,14 +278,16 @@ describe('worker replacement', { concurrency: 2 }, () => {
     const failpoints = await sc.waitForCount('supervisor.reload.failed', 4)
     assert.match(JSON.stringify(failpoints.err), /failpoints can change only with a restart/)
     // init runs once and exits: a running sidecar cannot become one (it said reloaded, and ran on).
-    writeFileSync(configPath, JSON.stringify({ mode: 'init' }))
+    // What a refused file warns of is not said: it is not taken.
+    const warns = { services: { 'memory-reporter': { shutdownTimeout: '1h' } } }
+    writeFileSync(configPath, JSON.stringify({ mode: 'init', ...warns }))
     sc.kill('SIGHUP')
     const mode = await sc.waitForCount('supervisor.reload.failed', 5)
     assert.match(JSON.stringify(mode.err), /mode can change only with a restart/)
     assert.deepEqual(sc.events('worker.replacing'), [])
-    // What a file warns of is said on a reload too, as at boot.
     assert.deepEqual(sc.events('config.warning'), [])
-    writeFileSync(configPath, JSON.stringify({ services: { 'memory-reporter': { shutdownTimeout: '1h' } } }))
+    // What a file warns of is said on a reload too, as at boot.
+    writeFileSync(configPath, JSON.stringify(warns))
     sc.kill('SIGHUP')
     const warning = await sc.waitForEvent('config.warning')
     assert.equal(warning.reload, true)

@@ -77,6 +77,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   if (flags.help) return { kind: 'help' }
   if (flags.version) return { kind: 'version' }
 
+  // `--config=$CFG` with CFG unset is a mistake; an empty SIA_CONFIG_FILE is none (a manifest's "").
+  if (flags.config === '') throw configError('--config', 'empty path')
   const configPath = (flags.config as string | undefined) ?? env.SIA_CONFIG_FILE
   const file = configPath
     ? readConfigFile(configPath, flags.config === undefined ? 'SIA_CONFIG_FILE' : '--config')
@@ -106,7 +108,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
         reason: `a secret given as a flag is visible to every user in ps; use ${envName(key)}_FILE`,
       })
     }
-    const parsed = settingSchema(spec).safeParse(asString(raw))
+    const parsed = settingSchema(spec).safeParse(asString(raw, spec, from))
     if (!parsed.success) {
       const reason = parsed.error.issues[0]?.message ?? 'invalid value'
       throw configError(from, spec.secret ? reason.replaceAll(String(raw), '***') : reason)
@@ -340,7 +342,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
       ...(issue?.path ?? []),
       ...(issue?.code === 'unrecognized_keys' ? issue.keys.slice(0, 1) : []),
     ]
-    throw configError(`services.${path.join('.')} (in ${configPath})`, issue?.message ?? 'invalid')
+    throw configError(`${['services', ...path].join('.')} (in ${configPath})`, issue?.message ?? 'invalid')
   }
   const services = {} as Record<ServiceName, ServiceTuning>
   for (const name of SERVICES) {
@@ -593,12 +595,7 @@ function parseYaml(text: string): unknown {
 
 /** `from`: where the path was given (`--config` or SIA_CONFIG_FILE), named in its errors. */
 function readConfigFile(path: string, from: string): Record<string, unknown> {
-  let text: string
-  try {
-    text = readFileSync(path, 'utf8')
-  } catch (err) {
-    throw configError(from, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`)
-  }
+  const text = readUtf8(path, from)
   let doc: unknown
   try {
     doc = parseYaml(text) ?? {} // YAML is a superset of JSON: one parser for both
@@ -606,12 +603,27 @@ function readConfigFile(path: string, from: string): Record<string, unknown> {
     throw configError(from, `${path} is not valid JSON or YAML: ${(err as Error).message.split('\n')[0]}`)
   }
   if (typeof doc !== 'object' || Array.isArray(doc)) throw configError(from, `${path} must hold a mapping`)
+  const proto = protoKey(doc)
+  if (proto) throw configError(`${proto} (in ${path})`, 'unknown setting')
   const record = doc as Record<string, unknown>
   for (const key of Object.keys(record)) {
     if (key !== 'services' && !Object.hasOwn(SETTINGS, key))
       throw configError(`${key} (in ${path})`, 'unknown setting')
   }
   return record
+}
+
+/**
+ * The path of a `__proto__` key anywhere in the file: YAML and JSON keep it as a key, and the
+ * schema's records and objects pass over it in silence (a service's tuning under it was ignored).
+ */
+function protoKey(v: unknown, path: readonly string[] = []): string | undefined {
+  if (typeof v !== 'object' || v === null) return undefined
+  for (const [k, x] of Object.entries(v)) {
+    const found = k === '__proto__' ? [...path, k].join('.') : protoKey(x, [...path, k])
+    if (found) return found
+  }
+  return undefined
 }
 
 /**
@@ -623,20 +635,55 @@ function secretFile(name: string, env: NodeJS.ProcessEnv): [string, unknown] {
   if (path === undefined) return [`${name}_FILE`, undefined]
   if (env[name] !== undefined)
     throw configError(`${name}_FILE`, `set either ${name} or ${name}_FILE, not both`)
+  const value = readUtf8(path, `${name}_FILE`).replace(/\r?\n$/, '')
+  // An empty secret would turn what it guards off (GATEWAY_AUTH_TOKEN: no auth at all).
+  if (value === '') throw configError(`${name}_FILE`, `${path} is empty`)
+  return [`${name}_FILE`, value]
+}
+
+/**
+ * A file's text. Bytes that are not UTF-8 are an error: decoded leniently, each became U+FFFD, and
+ * a path or a password other than the one written was used without a word.
+ */
+function readUtf8(path: string, from: string): string {
+  let bytes: Buffer
   try {
-    const value = readFileSync(path, 'utf8').replace(/\r?\n$/, '')
-    // An empty secret would turn what it guards off (GATEWAY_AUTH_TOKEN: no auth at all).
-    if (value === '') throw configError(`${name}_FILE`, `${path} is empty`)
-    return [`${name}_FILE`, value]
+    bytes = readFileSync(path)
   } catch (err) {
-    if ((err as { code?: string }).code === 'ERR_CONFIG') throw err
-    throw configError(`${name}_FILE`, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`)
+    throw configError(from, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`)
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes)
+  } catch {
+    throw configError(from, `${path} is not UTF-8`)
   }
 }
 
-function asString(v: unknown): unknown {
-  if (Array.isArray(v)) return v.join(',')
-  if (typeof v === 'number' || typeof v === 'boolean') return String(v)
+/** Kinds whose value the config file may write as a YAML number or boolean (`30`, `true`). */
+const SCALAR_KINDS: ReadonlySet<SettingSpec['kind']> = new Set(['int', 'duration', 'interval', 'bool'])
+
+/**
+ * A value as the string the environment would give. In the config file YAML reads `0123`, `0x1F`,
+ * `1e3` or a 20-digit number as a number, which `String()` does not give back as written: a token,
+ * password, path or name must be a string there (quoted), and a list only where a setting takes
+ * several values.
+ */
+function asString(v: unknown, spec: SettingSpec, from: string): unknown {
+  if (Array.isArray(v)) {
+    if (spec.kind !== 'list' && !spec.several) throw configError(from, 'expected one value, not a list')
+    if (!v.every((x) => typeof x === 'string'))
+      throw configError(from, 'every item must be a string: quote it')
+    return v.join(',')
+  }
+  if (typeof v === 'number' || typeof v === 'boolean') {
+    if (!SCALAR_KINDS.has(spec.kind)) {
+      const read = spec.secret ? '' : ` (YAML reads it as the ${typeof v} ${v})`
+      throw configError(from, `must be a string: quote it${read}`)
+    }
+    if (typeof v === 'number' && !Number.isSafeInteger(v) && spec.kind === 'int')
+      throw configError(from, `expected a whole number >= 0, got ${v}`)
+    return String(v)
+  }
   return v
 }
 

@@ -31,7 +31,7 @@ const duration = fromString((s) => {
  */
 const fileDuration = z.pipe(
   z.pipe(
-    z.union([z.string(), z.number()]),
+    z.union([z.string(), z.number()], { error: 'expected a duration such as 30s' }),
     z.transform((v: string | number) => String(v)),
   ),
   duration,
@@ -51,7 +51,8 @@ const PARSERS: Record<Kind, z.ZodMiniType> = {
   bool: fromString((s) => {
     const v = s.trim().toLowerCase()
     if (v === 'true' || v === '1') return true
-    if (v === 'false' || v === '0' || v === '') return false
+    // Empty is no answer (a manifest's `value: ""`): an error, never a silent false.
+    if (v === 'false' || v === '0') return false
     throw new Error(`expected true or false, got "${s}"`)
   }),
   address: fromString((s) => {

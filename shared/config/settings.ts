@@ -19,6 +19,8 @@ export interface SettingSpec {
   env?: string
   /** Never echoed back in errors or logs. */
   secret?: boolean
+  /** Comma-separated values (as every `list`): the config file may give them as a YAML list. */
+  several?: boolean
 }
 
 export const SETTINGS = {
@@ -70,11 +72,13 @@ export const SETTINGS = {
   dataDir: { kind: 'path', default: '.local', help: 'directory for the local authority and default files' },
   keyFile: {
     kind: 'path',
+    several: true,
     default: '',
     help: 'service private key; comma-separated: every path written, the first read (default DATA_DIR/key.pem)',
   },
   certFile: {
     kind: 'path',
+    several: true,
     default: '',
     help: 'service certificate; comma-separated: every path written, the first read (default DATA_DIR/cert.pem)',
   },
