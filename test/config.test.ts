@@ -461,42 +461,34 @@ describe('loadConfig', () => {
     rejects(['--config', file('c.yaml', 'a: [')], {}, /--config/)
   })
 
-  test('the config file: what YAML would change or drop is an error naming the setting, never a silent other value', () => {
-    // YAML reads these as numbers: String() of the number is another token, password or path.
-    for (const [text, value] of [
-      ['0123', '123'],
-      ['0x1F', '31'],
-      ['12345678901234567890', '12345678901234567000'],
-      ['1e3', '1000'],
-    ]) {
-      rejects(
-        ['--config', file('n.yaml', `gatewayAuthToken: ${text}\n`)],
-        {},
-        /^invalid setting gatewayAuthToken \(in .*n\.yaml\): must be a string: quote it$/,
-      )
-      rejects(
-        ['--config', file('n.yaml', `serviceAccount: ${text}\n`)],
-        {},
-        new RegExp(`serviceAccount .*must be a string: quote it \\(YAML reads it as the number ${value}\\)`),
-      )
+  test('the config file: a value is the text written, as the environment would give it, never what YAML made of it', () => {
+    // YAML reads these as numbers: String() of the number was another token, password or name.
+    for (const text of ['0123', '0x1F', '12345678901234567890', '1e3', '0o17']) {
+      const c = config(['--config', file('n.yaml', `gatewayAuthToken: ${text}\nserviceAccount: ${text}\n`)])
+      assert.deepEqual([c.gatewayAuthToken, c.serviceAccount], [text, text])
     }
-    rejects(['--config', file('b.yaml', 'dnsSuffix: true\n')], {}, /dnsSuffix .*quote it/)
-    // Quoted, the text is the value; numbers and booleans stay fine where a setting is one.
-    assert.equal(config(['--config', file('q.yaml', 'gatewayAuthToken: "0123"\n')]).gatewayAuthToken, '0123')
+    assert.equal(config(['--config', file('b.yaml', 'roleAuthHeader: true\n')]).roleAuthHeader, 'true')
+    // JSON alike.
+    assert.equal(config(['--config', file('n.json', '{"namespace": 2024}')]).namespace, '2024')
+    // Where a setting is a number or a boolean, YAML's are fine, and refused where the environment's would be.
     const c = config(['--config', file('s.yaml', 'gatewayMaxInflight: 7\nuseTokenServer: false\n')])
     assert.deepEqual([c.gatewayMaxInflight, c.useTokenServer], [7, false])
+    for (const text of ['0x1F', '1e3', '7.0'])
+      rejects(
+        ['--config', file('i.yaml', `delayJitterSeconds: ${text}\n`)],
+        {},
+        /delayJitterSeconds .*whole number/,
+      )
     rejects(
-      ['--config', file('i.yaml', 'gatewayMaxInflight: 12345678901234567890\n')],
+      ['--config', file('i.yaml', 'gatewayMaxInflight: 9007199254740993\n')],
       {},
-      /gatewayMaxInflight .*whole number/,
+      /gatewayMaxInflight .*too large/,
     )
+    rejects([], { GATEWAY_MAX_INFLIGHT: '12345678901234567890' }, /GATEWAY_MAX_INFLIGHT: .*too large/)
+    // An empty value is YAML's null: an error, not an empty address that would turn a service off.
+    rejects(['--config', file('e.yaml', 'gatewayAddr:\n')], {}, /gatewayAddr \(in /)
     // A list only where a setting takes several values.
     rejects(['--config', file('l.yaml', 'gatewayAuthToken: [a, b]\n')], {}, /gatewayAuthToken .*not a list/)
-    rejects(
-      ['--config', file('l.yaml', 'targetDomainRoles: [a:role.x, 5]\n')],
-      {},
-      /targetDomainRoles .*quote/,
-    )
     const lists = config([
       '--config',
       file('l.yaml', 'targetDomainRoles: [a:role.x, b:role.y]\nkeyFile: [/a/key.pem, /b/key.pem]\n'),
@@ -515,6 +507,13 @@ describe('loadConfig', () => {
       {},
       /services\.gateway\.restartWindow .*expected a duration such as 30s/,
     )
+    // An alias that holds itself: one line naming a setting, not a stack overflow.
+    rejects(
+      ['--config', file('c.yaml', 'services: &x\n  token:\n    resourceLimits: *x\n')],
+      {},
+      /services\.token/,
+    )
+    rejects(['--config', file('c.yaml', 'targetDomainRoles: &x [*x]\n')], {}, /targetDomainRoles .*string/)
   })
 
   test('files that are not UTF-8 and empty answers are errors, not a value decoded or guessed', () => {

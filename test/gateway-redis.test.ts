@@ -332,11 +332,13 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       await admin.set(key('poisoned'), 'someone else wrote this')
       // A hash in our shape whose count is not a number: refused when its status repeats.
       await admin.hset(key('miscounted'), { status: 'firing', count: 'n/a', first: '1', last: '1' })
-      // One turn of the loop: on one Redis, the four requests share one script call.
-      const [before, poisoned, miscounted, after] = await Promise.allSettled([
+      await admin.hset(key('full'), { status: 'firing', count: '9223372036854775807', first: '1', last: '1' })
+      // One turn of the loop: on one Redis, the five requests share one script call.
+      const [before, poisoned, miscounted, full, after] = await Promise.allSettled([
         store.record([firing(fp('a'))], 'before', 100),
         store.record([firing(fp('b')), firing(fp('poisoned')), firing(fp('c'))], 'poisoned', 200),
         store.record([firing(fp('e')), firing(fp('miscounted'))], 'miscounted', 250),
+        store.record([firing(fp('full'))], 'full', 260),
         store.record([firing(fp('d'))], 'after', 300),
       ])
       assert.deepEqual(before, {
@@ -360,6 +362,7 @@ describe('dedup store semantics (memory and a real Redis)', () => {
         'what the failed requests leased is released, so their retries are new',
       )
       assert.equal(await admin.hget(key('miscounted'), 'count'), 'n/a', 'untouched')
+      assert.equal((full as PromiseRejectedResult).reason?.code, 'ERR_DEDUP_KEY_REFUSED', 'a count at 2^63-1')
       assert.equal(
         await admin.get(key('poisoned')),
         'someone else wrote this',

@@ -587,28 +587,54 @@ function tuningFor(name: ServiceName, s: Settings, t: TuningInput): ServiceTunin
   }
 }
 
-/** The YAML parser, loaded only when there is a config file to read (~30 ms of boot otherwise). */
-function parseYaml(text: string): unknown {
+/**
+ * The file as YAML reads it, and as written: the same file with every scalar kept as its text
+ * (YAML's failsafe schema). The YAML parser is loaded only when there is a config file to read
+ * (~30 ms of boot otherwise).
+ */
+function parseYaml(text: string): { typed: unknown; written: unknown } {
   const yaml = createRequire(import.meta.url)('yaml') as typeof import('yaml')
-  return yaml.parse(text)
+  return {
+    typed: yaml.parse(text),
+    written: yaml.parse(text, { schema: 'failsafe', logLevel: 'error' }),
+  }
+}
+
+/**
+ * A setting's value as the environment would give it: where YAML read a number or a boolean, the
+ * text that was written. `String()` of what YAML read is not always that text: `0123` became 123,
+ * `0x1F` 31, a 20-digit number another one, and a token, password or name silently another.
+ */
+function asWritten(typed: unknown, written: unknown): unknown {
+  const scalar = (v: unknown) => typeof v === 'number' || typeof v === 'boolean'
+  if (scalar(typed)) return written
+  // A list's items, one level: a setting's list holds text (an alias may make it hold itself).
+  if (Array.isArray(typed) && Array.isArray(written)) return typed.map((v, i) => (scalar(v) ? written[i] : v))
+  return typed
 }
 
 /** `from`: where the path was given (`--config` or SIA_CONFIG_FILE), named in its errors. */
 function readConfigFile(path: string, from: string): Record<string, unknown> {
   const text = readUtf8(path, from)
   let doc: unknown
+  let written: Record<string, unknown>
   try {
-    doc = parseYaml(text) ?? {} // YAML is a superset of JSON: one parser for both
+    // YAML is a superset of JSON: one parser for both.
+    const parsed = parseYaml(text)
+    doc = parsed.typed ?? {}
+    written = (parsed.written ?? {}) as Record<string, unknown>
   } catch (err) {
     throw configError(from, `${path} is not valid JSON or YAML: ${(err as Error).message.split('\n')[0]}`)
   }
   if (typeof doc !== 'object' || Array.isArray(doc)) throw configError(from, `${path} must hold a mapping`)
   const proto = protoKey(doc)
   if (proto) throw configError(`${proto} (in ${path})`, 'unknown setting')
-  const record = doc as Record<string, unknown>
-  for (const key of Object.keys(record)) {
+  const record: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(doc as Record<string, unknown>)) {
     if (key !== 'services' && !Object.hasOwn(SETTINGS, key))
       throw configError(`${key} (in ${path})`, 'unknown setting')
+    // `services` is typed (enabled: false, maxRestarts: 5); a setting is text, as in the environment.
+    record[key] = key === 'services' ? value : asWritten(value, written[key])
   }
   return record
 }
@@ -617,10 +643,16 @@ function readConfigFile(path: string, from: string): Record<string, unknown> {
  * The path of a `__proto__` key anywhere in the file: YAML and JSON keep it as a key, and the
  * schema's records and objects pass over it in silence (a service's tuning under it was ignored).
  */
-function protoKey(v: unknown, path: readonly string[] = []): string | undefined {
-  if (typeof v !== 'object' || v === null) return undefined
+function protoKey(
+  v: unknown,
+  path: readonly string[] = [],
+  seen = new WeakSet<object>(),
+): string | undefined {
+  // An alias can point back at its own anchor: each node once.
+  if (typeof v !== 'object' || v === null || seen.has(v)) return undefined
+  seen.add(v)
   for (const [k, x] of Object.entries(v)) {
-    const found = k === '__proto__' ? [...path, k].join('.') : protoKey(x, [...path, k])
+    const found = k === '__proto__' ? [...path, k].join('.') : protoKey(x, [...path, k], seen)
     if (found) return found
   }
   return undefined
@@ -659,32 +691,12 @@ function readUtf8(path: string, from: string): string {
   }
 }
 
-/** Kinds whose value the config file may write as a YAML number or boolean (`30`, `true`). */
-const SCALAR_KINDS: ReadonlySet<SettingSpec['kind']> = new Set(['int', 'duration', 'interval', 'bool'])
-
-/**
- * A value as the string the environment would give. In the config file YAML reads `0123`, `0x1F`,
- * `1e3` or a 20-digit number as a number, which `String()` does not give back as written: a token,
- * password, path or name must be a string there (quoted), and a list only where a setting takes
- * several values.
- */
+/** A value as the string the environment would give: a YAML list only where a setting takes several. */
 function asString(v: unknown, spec: SettingSpec, from: string): unknown {
-  if (Array.isArray(v)) {
-    if (spec.kind !== 'list' && !spec.several) throw configError(from, 'expected one value, not a list')
-    if (!v.every((x) => typeof x === 'string'))
-      throw configError(from, 'every item must be a string: quote it')
-    return v.join(',')
-  }
-  if (typeof v === 'number' || typeof v === 'boolean') {
-    if (!SCALAR_KINDS.has(spec.kind)) {
-      const read = spec.secret ? '' : ` (YAML reads it as the ${typeof v} ${v})`
-      throw configError(from, `must be a string: quote it${read}`)
-    }
-    if (typeof v === 'number' && !Number.isSafeInteger(v) && spec.kind === 'int')
-      throw configError(from, `expected a whole number >= 0, got ${v}`)
-    return String(v)
-  }
-  return v
+  if (!Array.isArray(v)) return v
+  if (spec.kind !== 'list' && !spec.several) throw configError(from, 'expected one value, not a list')
+  if (!v.every((x) => typeof x === 'string')) throw configError(from, 'every item must be a string')
+  return v.join(',')
 }
 
 /** A file's text, or undefined when it cannot be read. */

@@ -46,7 +46,11 @@ const PARSERS: Record<Kind, z.ZodMiniType> = {
   interval,
   int: fromString((s) => {
     if (!/^\d+$/.test(s.trim())) throw new Error(`expected a whole number >= 0, got "${s}"`)
-    return Number(s)
+    const n = Number(s)
+    // Past 2^53 a number is not the one written (9007199254740993 is read as ...992).
+    if (!Number.isSafeInteger(n))
+      throw new Error(`"${s.trim()}" is too large: at most ${Number.MAX_SAFE_INTEGER}`)
+    return n
   }),
   bool: fromString((s) => {
     const v = s.trim().toLowerCase()

@@ -23,15 +23,18 @@ const COMMAND_TIMED_OUT = 'Command timed out'
 
 /**
  * What a record script makes of a reply that may be an error (redis.pcall's): the error of a key
- * someone else wrote under the prefix (not a hash: WRONGTYPE; a hash whose count is not a number),
- * which refuses that one alert (REFUSED_STATE, with the error), or nil. Any other error (an ACL
- * without the command, out of memory) is the store's: raised, it fails the call as before.
+ * someone else wrote under the prefix (not a hash: WRONGTYPE; a hash whose count is not a number,
+ * or is at 2^63-1), which refuses that one alert (REFUSED_STATE, with the error), or nil. Any
+ * other error (an ACL without the command, out of memory) is the store's: raised, it fails the
+ * call as before.
  */
 const REFUSED_LUA = `
 local function refused(reply)
   if type(reply) ~= 'table' or not reply.err then return nil end
-  if string.find(reply.err, 'WRONGTYPE', 1, true) == 1 or string.find(reply.err, 'not an integer', 1, true) then
-    return reply.err
+  local e = reply.err
+  if string.find(e, 'WRONGTYPE', 1, true) == 1 or string.find(e, 'not an integer', 1, true)
+    or string.find(e, 'would overflow', 1, true) then
+    return e
   end
   error(reply)
 end
