@@ -265,10 +265,46 @@ describe('invalid forms: refused at load naming the setting, in one line', () =>
       { ACCESS_TOKEN_NAMING_FORMAT: '/t/{{role}}', TARGET_DOMAIN_ROLES: 'x:role.r,y:role.r' },
       /ACCESS_TOKEN_NAMING_FORMAT: .*both be written/,
     ],
+    // The service's own files over each other: init exited 0 with no key on disk.
+    [
+      { KEY_FILE: '/id/id.pem', CERT_FILE: '/id/id.pem' },
+      /CERT_FILE: the service key \(KEY_FILE\) and the service certificate \(CERT_FILE\) would both be written to \/id\/id.pem$/m,
+    ],
+    [
+      { KEY_FILE: '/id/k.pem', CERT_FILE: '/id/a.pem,/id/k.pem' },
+      /CERT_FILE: the service key \(KEY_FILE\) and the service certificate .* \/id\/k.pem$/m,
+    ],
+    [
+      { CERT_FILE: '/id/c.pem', CA_CERT_FILE: '/id/c.pem' },
+      /CA_CERT_FILE: the service certificate \(CERT_FILE\) and the CA certificate \(CA_CERT_FILE\) would both be written to \/id\/c.pem$/m,
+    ],
+    [
+      { KEY_FILE: '/var/lib/sia/authority/ca.key.pem' },
+      /KEY_FILE: the service key \(KEY_FILE\) would be written inside the local authority's directory \/var\/lib\/sia\/authority$/m,
+    ],
+    [
+      { GATEWAY_SINK_FILE: '/var/lib/sia/key.pem' },
+      /GATEWAY_SINK_FILE: the service key \(KEY_FILE\) and the gateway's alerts \(GATEWAY_SINK_FILE\) would both be written to/,
+    ],
     [{ ATHENZ_DOMAIN: 'a/b' }, /ATHENZ_DOMAIN: the Athenz domain "a\/b"/],
     [{ NAMESPACE: 'team', ATHENZ_PREFIX: '../' }, /NAMESPACE: the Athenz domain/],
     [{ SERVICEACCOUNT: '../x' }, /SERVICEACCOUNT/],
   ]
+  test('a file listed twice, a disabled gateway, or the files provider reading key and cert from one PEM: no clash', () => {
+    const ok = (env: Record<string, string>) => loadConfig([], { DATA_DIR: '/var/lib/sia', ...env }).kind
+    assert.equal(ok({ KEY_FILE: '/id/k.pem,/id/k.pem' }), 'run')
+    assert.equal(ok({ GATEWAY_SINK_FILE: '/var/lib/sia/key.pem', GATEWAY_ADDR: '' }), 'run')
+    assert.equal(
+      ok({
+        GATEWAY_SINK_FILE: '/var/lib/sia/key.pem',
+        GATEWAY_SINK: 'redis-stream',
+        REDIS_URL: 'redis://x:6379',
+      }),
+      'run',
+    )
+    const files = { ENDPOINT: 'https://zts.example/zts/v1', KEY_FILE: '/id/id.pem', CERT_FILE: '/id/id.pem' }
+    assert.equal(ok(files), 'run')
+  })
   for (const [env, reason] of cases) {
     test(JSON.stringify(env), () => {
       assert.throws(

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module'
 import { isIP } from 'node:net'
-import { dirname, join, resolve } from 'node:path'
+import { dirname, join, resolve, sep } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseAddress } from '../address.js'
 import { readFileSync, statSync } from '../builtins.js'
@@ -267,10 +267,10 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   }
   // As SIA: USE_TOKEN_SERVER=false is no token server; token files configured are still written.
   if (!s.useTokenServer) s.tokenServerAddr = ''
-  // Before identitySettings: no token file may be written over it either.
+  // Before identitySettings: no identity or token file may be written over them either.
   s.caCertFile ||= join(s.dataDir, 'ca.pem')
-  const identity = identitySettings(s, named)
   s.gatewaySinkFile ||= join(s.dataDir, 'alerts.jsonl')
+  const identity = identitySettings(s, named)
   if (s.redisUrl !== '') {
     try {
       parseRedisUrl(s.redisUrl)
@@ -531,23 +531,39 @@ function identitySettings(
     ['accessTokenNamingFormat', 'access token', (t) => tokenFile(t, 'accesstoken')],
     ['roleTokenNamingFormat', 'role token', (t) => tokenFile(t, 'roletoken')],
   ]
-  const written = new Map<string, { key: SettingKey | undefined; what: string }>()
-  for (const path of keyFiles)
-    written.set(resolve(path), { key: undefined, what: 'the service key (KEY_FILE)' })
-  for (const path of certFiles)
-    written.set(resolve(path), { key: undefined, what: 'the service certificate (CERT_FILE)' })
-  written.set(resolve(s.caCertFile), { key: undefined, what: 'the CA certificate (CA_CERT_FILE)' })
+  const written = new Map<string, { key: SettingKey; what: string }>()
+  // The local authority's directory is replaced whole when it is made anew: nothing else in it.
+  const authority = resolve(s.dataDir, 'authority')
+  const claim = (key: SettingKey, path: string, what: string) => {
+    const at = resolve(path)
+    if (at === authority || at.startsWith(`${authority}${sep}`))
+      throw configError(
+        named(key),
+        `${what} would be written inside the local authority's directory ${authority}`,
+      )
+    const other = written.get(at)
+    if (other && other.what === what) return // the same file listed twice: written once
+    if (other) {
+      const hint =
+        other.key === key && templates.includes(key as never) ? ': use {{domain}} and {{role}}' : ''
+      throw configError(named(key), `${other.what} and ${what} would both be written to ${path}${hint}`)
+    }
+    written.set(at, { key, what })
+  }
+  // With the files provider KEY_FILE and CERT_FILE are read, never written: one PEM may hold both.
+  const files = s.endpoint !== '' && s.providerService === ''
+  for (const path of keyFiles) claim('keyFile', path, 'the service key (KEY_FILE)')
+  for (const path of certFiles) {
+    if (files && keyFiles.some((k) => resolve(k) === resolve(path))) continue
+    claim('certFile', path, 'the service certificate (CERT_FILE)')
+  }
+  claim('caCertFile', s.caCertFile, 'the CA certificate (CA_CERT_FILE)')
+  if (s.gatewayAddr !== '' && s.gatewaySink === 'file')
+    claim('gatewaySinkFile', s.gatewaySinkFile, "the gateway's alerts (GATEWAY_SINK_FILE)")
   for (const [key, label, path] of outputs) {
     for (const t of targets) {
       const p = path(t)
-      if (p === undefined) continue
-      const what = `${t.domain}:role.${t.role}'s ${label}`
-      const other = written.get(resolve(p))
-      if (other) {
-        const hint = other.key === key ? ': use {{domain}} and {{role}}' : ''
-        throw configError(named(key), `${other.what} and ${what} would both be written to ${p}${hint}`)
-      }
-      written.set(resolve(p), { key, what })
+      if (p !== undefined) claim(key, p, `${t.domain}:role.${t.role}'s ${label}`)
     }
   }
   return { keyFiles, certFiles }
