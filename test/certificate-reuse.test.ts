@@ -82,6 +82,29 @@ describe('the identity on disk at start', { concurrency: 3 }, () => {
     assert.deepEqual(third.events('certificate.outputs.written'), [], 'every path holds it: nothing written')
   })
 
+  test("reused, a role certificate's key file (ROLE_CERT_KEY_FILE_OUTPUT) that does not hold the key is written; a CA file missing is issued anew", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'sia-reuse-'))
+    const keys = { ROLE_CERT_KEY_FILE_OUTPUT: 'true' }
+    await boot(dataDir, '1h', keys)
+    const roleKey = join(dataDir, `${ROLES}.key.pem`)
+    const key = readFileSync(join(dataDir, 'key.pem'), 'utf8')
+    assert.equal(readFileSync(roleKey, 'utf8'), key)
+    rmSync(roleKey)
+    const again = await boot(dataDir, '1h', keys)
+    assert.equal(again.events('certificate.reused').length, 1)
+    assert.equal(again.events('certificate.outputs.written').length, 1)
+    assert.equal(readFileSync(roleKey, 'utf8'), key, 'the role key file is back')
+    assert.equal(statSync(roleKey).mode & 0o777, 0o600)
+    // A CA file deleted (or CA_CERT_FILE set to a new path) comes only with an issue.
+    rmSync(join(dataDir, 'ca.pem'))
+    const third = await boot(dataDir, '1h', keys)
+    assert.deepEqual(third.events('certificate.reused'), [])
+    assert.match(readFileSync(join(dataDir, 'ca.pem'), 'utf8'), /BEGIN CERTIFICATE/)
+    const fourth = await boot(dataDir, '1h', keys)
+    assert.equal(fourth.events('certificate.reused').length, 1, 'and reused again from then on')
+    assert.deepEqual(fourth.events('certificate.outputs.written'), [])
+  })
+
   test('a role certificate that keeps failing is retried alone: one new key, not one a back-off', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'sia-reuse-'))
     const roleCert = join(dataDir, `${ROLES}.cert.pem`)

@@ -112,7 +112,8 @@ export async function storeIdentity(config: Config, id: Identity): Promise<void>
 /**
  * Every KEY_FILE and CERT_FILE path holds the identity read from the first: those that do not (a
  * path added since, an emptyDir wiped while the first is on a persistent volume) are written
- * again, the whole set. Resolves true when it wrote.
+ * again, the whole set. So is each role certificate's key file (ROLE_CERT_KEY_FILE_OUTPUT): the
+ * service key, kept a pair with its certificate. Resolves true when it wrote.
  */
 export async function completeOutputs(config: Config, id: Identity): Promise<boolean> {
   const holds = async (path: string, want: string) => (await readFile(path, 'utf8').catch(() => '')) === want
@@ -120,8 +121,16 @@ export async function completeOutputs(config: Config, id: Identity): Promise<boo
     ...config.keyFiles.map((path) => holds(path, id.keyPem)),
     ...config.certFiles.map((path) => holds(path, id.certPem)),
   ])
-  if (all.every(Boolean)) return false
-  await storeIdentity(config, id)
+  const roleKeys = config.roleCertKeyFileOutput
+    ? parseTargets(config.targetDomainRoles).map((t) => roleCertPath(config, t, 'key'))
+    : []
+  const missing = (
+    await Promise.all(roleKeys.map(async (path) => ((await holds(path, id.keyPem)) ? [] : [path])))
+  ).flat()
+  if (all.every(Boolean) && missing.length === 0) return false
+  if (!all.every(Boolean)) await storeIdentity(config, id)
+  if (missing.length > 0)
+    await writeFilesAtomic(missing.map((path) => ({ path, data: id.keyPem, mode: 0o600 })))
   return true
 }
 

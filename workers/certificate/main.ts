@@ -203,7 +203,9 @@ defineService({
     }
     // A restart (of the worker or the pod) within REFRESH_INTERVAL of the last issue reuses what
     // is on disk: no new key and no round trip to the authority; the timer refreshes when due.
-    const freshMs = rt.kind !== 'files' && identity ? await freshForMs(identity, config) : 0
+    // The CA file is part of what a start reuses: one deleted, or CA_CERT_FILE set to a new path,
+    // is written only by an issue (the CA comes with it).
+    const freshMs = rt.kind !== 'files' && identity?.caPem ? await freshForMs(identity, config) : 0
     let retrying = false
     if (identity && freshMs > 0) {
       adopt(identity)
