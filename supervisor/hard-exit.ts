@@ -7,8 +7,9 @@ declare const WebAssembly: {
 }
 
 /**
- * Ends the process with `code` without waiting for its other threads: used only when a thread
- * could not be terminated. `process.exit()` joins every worker thread, so one stuck in native code
+ * Ends the process with `code` without waiting for its other threads: used when a thread could
+ * not be terminated, and by init mode, which may leave a file operation stuck in libuv's thread
+ * pool. `process.exit()` joins every worker thread and that pool, so one stuck in native code
  * would hold the process forever.
  *
  * The process image is replaced (execve) by a Node that only exits with `code`: the kernel ends

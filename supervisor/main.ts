@@ -3,6 +3,7 @@ import type { Invocation } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
 import { distUrl } from '../shared/dist-url.js'
 import { createLogger, type Logger } from '../shared/logger.js'
+import { hardExit } from './hard-exit.js'
 import { loadConfigOnce } from './load-config.js'
 import type { Prespawned } from './prespawn.js'
 import { run } from './run.js'
@@ -48,17 +49,26 @@ export async function main(signals: SignalRouter, prespawned: Prespawned): Promi
     return { config: next.config, warn: () => warn(next.warnings, { reload: true }) }
   }
   const done =
-    config.mode === 'init'
-      ? init(config, log, signals).then((code) => process.exit(code))
-      : run(config, log, signals, reread, prespawned)
+    config.mode === 'init' ? init(config, log, signals) : run(config, log, signals, reread, prespawned)
   done.catch((err: unknown) => {
     log.fatal({ event: 'supervisor.exit', code: 1, cause: 'internal-error', err }, 'supervisor failed')
     process.exit(1)
   })
 }
 
-/** MODE=init (an init container): fetch the identity once on this thread, spawn nothing. */
-async function init(config: Config, log: Logger, signals: SignalRouter) {
+/**
+ * MODE=init (an init container): fetch the identity once on this thread, spawn nothing, within
+ * the start deadlines of the two services that would (certificate, then token). It always leaves
+ * with hardExit: a file operation may still be stuck in libuv's thread pool (a read of a FIFO or
+ * of a hung NFS mount, left behind by a Promise.all that failed on another file, or cut short by a
+ * signal or the deadline), and process.exit() joins that pool for ever: the init container would
+ * never end, its pod never start.
+ */
+async function init(config: Config, log: Logger, signals: SignalRouter): Promise<never> {
+  const { certificate, token } = config.services
+  const budgetMs = certificate.startTimeout + token.startTimeout
+  const cut = new AbortController()
+  const timer = setTimeout(() => cut.abort(), budgetMs)
   signals.attach({
     stop(signal) {
       // An init container told to stop has not fetched its identity: that is a failure.
@@ -66,7 +76,7 @@ async function init(config: Config, log: Logger, signals: SignalRouter) {
         { event: 'supervisor.exit', code: 1, cause: 'signal', signal },
         'stopped before the identity was fetched',
       )
-      process.exit(1)
+      hardExit(1)
     },
     reload: (signal) => log.info({ event: 'supervisor.signal.ignored', signal }, `ignoring ${signal}`),
     other: (signal) => log.info({ event: 'supervisor.signal.ignored', signal }, `ignoring ${signal}`),
@@ -76,7 +86,13 @@ async function init(config: Config, log: Logger, signals: SignalRouter) {
   // alone loads webcrypto at every boot).
   const initMode = distUrl('shared/identity/init-mode.js').href
   const { runInit } = (await import(initMode)) as typeof import('../shared/identity/init-mode.js')
-  const code = await runInit(config, log)
+  const timedOut = new Promise<'timeout'>((resolve) =>
+    cut.signal.addEventListener('abort', () => resolve('timeout')),
+  )
+  const outcome = await Promise.race([runInit(config, log, cut.signal), timedOut])
+  clearTimeout(timer)
+  if (outcome === 'timeout') log.error({ event: 'init.failed', budgetMs }, `no identity within ${budgetMs}ms`)
+  const code = outcome === 'timeout' ? 1 : outcome
   log.info({ event: 'supervisor.exit', code, cause: 'init' }, `exiting with ${code}`)
-  return code
+  hardExit(code)
 }

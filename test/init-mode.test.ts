@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict'
-import { statSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { startSidecar } from './support/sidecar.js'
@@ -25,5 +27,45 @@ test('MODE=init exits 1 when the identity cannot be obtained', async () => {
   assert.deepEqual(
     sc.events('supervisor.exit').map((r) => [r.code, r.cause]),
     [[1, 'init']],
+  )
+})
+
+test('MODE=init never waits on a file read that never ends: it leaves with its code, at its deadline at the latest', async (t) => {
+  // A FIFO nobody writes, as a read of a hung NFS mount: the read stays in libuv's thread pool.
+  const dir = mkdtempSync(join(tmpdir(), 'sia-init-'))
+  const fifo = join(dir, 'cert.pem')
+  execFileSync('mkfifo', [fifo])
+  // The key is missing, so the identity on disk fails fast and one is issued over the FIFO: exit
+  // 0. The read of the FIFO was left pending, and process.exit() joined it for ever.
+  const issued = startSidecar({ env: { MODE: 'init', CERT_FILE: fifo } })
+  t.after(() => issued.kill('SIGKILL'))
+  assert.equal((await issued.exited).code, 0, issued.stderr())
+  assert.ok(statSync(fifo).isFile(), 'the certificate replaced the FIFO')
+
+  // A key that is a FIFO beside that certificate: the read never ends, so the identity on disk is
+  // never read; the deadline (the start timeouts of the certificate and token services) ends the
+  // init with 1.
+  const key = join(dir, 'key.pem')
+  execFileSync('mkfifo', [key])
+  const paths = { KEY_FILE: key, CERT_FILE: fifo }
+  const stuck = startSidecar({ env: { MODE: 'init', ...paths, START_TIMEOUT: '1s' } })
+  t.after(() => stuck.kill('SIGKILL'))
+  const failed = await stuck.waitForEvent('init.failed')
+  assert.equal(failed.budgetMs, 2000)
+  assert.equal((await stuck.exited).code, 1, stuck.stderr())
+  assert.deepEqual(
+    stuck.events('supervisor.exit').map((r) => [r.code, r.cause]),
+    [[1, 'init']],
+  )
+
+  // Told to stop meanwhile: exit 1 at once, not held by the read.
+  const stopped = startSidecar({ env: { MODE: 'init', ...paths, START_TIMEOUT: '60s' } })
+  t.after(() => stopped.kill('SIGKILL'))
+  await stopped.waitForEvent('supervisor.boot')
+  stopped.kill('SIGTERM')
+  assert.equal((await stopped.exited).code, 1, stopped.stderr())
+  assert.deepEqual(
+    stopped.events('supervisor.exit').map((r) => [r.code, r.cause]),
+    [[1, 'signal']],
   )
 })
