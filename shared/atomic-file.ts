@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { basename, dirname, join } from 'node:path'
 import { ensureDir } from './ensure-dir.js'
 import { close, fchmod, fsync, link, open, readdir, rename, rm, stat, syncDir, writeAll } from './fs-async.js'
@@ -58,9 +58,36 @@ export async function writeFilesAtomic(files: readonly FileContent[]): Promise<v
   for (const dir of new Set(files.map((f) => dirname(f.path)))) await syncDir(dir)
 }
 
+/** The longest file name the usual file systems take, in bytes. */
+const NAME_MAX = 255
+/** What a staged or linked-aside file adds to its name: `.<12 hex>.tmp` or `.old`. */
+const SUFFIX_BYTES = 17
+
+/**
+ * The name a staged or linked-aside file of `name` starts with: `name` itself, or, when the
+ * suffix would take it past NAME_MAX (a long domain and role in a template), as much of it as
+ * leaves room, then `~` and a hash of the whole name (two long names never share one). A file
+ * name of 239 to 255 bytes could not be written: its staged file's name was too long (ENAMETOOLONG).
+ */
+export function besideName(name: string): string {
+  if (Buffer.byteLength(name) + SUFFIX_BYTES <= NAME_MAX) return name
+  const hash = `~${createHash('sha256').update(name).digest('hex').slice(0, 16)}`
+  let cut = ''
+  for (const ch of name) {
+    if (Buffer.byteLength(cut + ch) + hash.length + SUFFIX_BYTES > NAME_MAX) break
+    cut += ch
+  }
+  return cut + hash
+}
+
+/** `path`'s staged or linked-aside file: beside it, a random suffix (`.tmp`, `.old`). */
+function beside(path: string, ext: 'tmp' | 'old'): string {
+  return join(dirname(path), `${besideName(basename(path))}.${randomBytes(6).toString('hex')}.${ext}`)
+}
+
 /** A hard link to the file at `path` beside it, or undefined when there is none. */
 async function linkAside(path: string): Promise<string | undefined> {
-  const old = `${path}.${randomBytes(6).toString('hex')}.old`
+  const old = beside(path, 'old')
   try {
     await link(path, old)
     return old
@@ -72,7 +99,7 @@ async function linkAside(path: string): Promise<string | undefined> {
 
 async function stage({ path, data, mode }: FileContent): Promise<string> {
   await ensureDir(dirname(path))
-  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`
+  const tmp = beside(path, 'tmp')
   const fd = await open(tmp, 'wx', mode)
   let written = false
   try {
@@ -101,11 +128,12 @@ export async function sweepLeftovers(paths: readonly string[], minAgeMs = STALE_
   const byDir = new Map<string, Set<string>>()
   for (const p of paths) {
     const names = byDir.get(dirname(p)) ?? new Set<string>()
-    names.add(basename(p))
+    names.add(besideName(basename(p)))
     byDir.set(dirname(p), names)
   }
   const removed: string[] = []
-  const before = Date.now() - minAgeMs
+  // Date.now() is cut to the millisecond, a ctime is not: one made in this millisecond is before now.
+  const before = Date.now() + 1 - minAgeMs
   for (const [dir, names] of byDir) {
     const entries = await readdir(dir).catch(() => [] as string[])
     for (const entry of entries) {

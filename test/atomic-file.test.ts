@@ -2,9 +2,9 @@ import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { test } from 'node:test'
-import { sweepLeftovers, writeFilesAtomic } from '../shared/atomic-file.js'
+import { besideName, sweepLeftovers, writeFilesAtomic } from '../shared/atomic-file.js'
 
 /** A key and a certificate on disk, as a previous refresh left them. */
 function pair(): { dir: string; key: string; cert: string } {
@@ -74,4 +74,35 @@ test('leftovers of interrupted writes beside the outputs are swept: a minute old
     'key.pem.notahexvalue.tmp',
     'other.pem.0123456789ab.tmp',
   ])
+})
+
+test('a file name of up to 255 bytes is written (its staged file takes a shorter name), and what an interrupted write left of it is swept', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-atomic-'))
+  // 255 bytes with a two-byte character: names are cut by bytes, never in a character.
+  const long = join(dir, `${'é'.repeat(3)}${'k'.repeat(245)}.pem`)
+  const other = join(dir, `${'é'.repeat(3)}${'k'.repeat(244)}x.pem`)
+  await writeFilesAtomic([
+    { path: long, data: 'new key', mode: 0o600 },
+    { path: other, data: 'other key', mode: 0o600 },
+  ])
+  assert.equal(readFileSync(long, 'utf8'), 'new key')
+  assert.equal(readFileSync(other, 'utf8'), 'other key')
+  assert.deepEqual(readdirSync(dir).sort(), [basename(long), basename(other)].sort())
+  // Replacing both (each linked aside first) works the same.
+  await writeFilesAtomic([
+    { path: long, data: 'newer key', mode: 0o600 },
+    { path: other, data: 'newer other', mode: 0o600 },
+  ])
+  assert.equal(readFileSync(long, 'utf8'), 'newer key')
+  assert.equal(readdirSync(dir).length, 2)
+
+  // What a write cut short leaves has that shorter name: swept as the file's own, the other's not.
+  const leftover = join(dir, `${besideName(basename(long))}.0123456789ab.tmp`)
+  const others = join(dir, `${besideName(basename(other))}.0123456789ab.tmp`)
+  assert.ok(Buffer.byteLength(basename(leftover)) <= 255)
+  assert.notEqual(besideName(basename(long)), besideName(basename(other)), 'two long names, two prefixes')
+  writeFileSync(leftover, 'private')
+  writeFileSync(others, 'private')
+  assert.deepEqual(await sweepLeftovers([long], 0), [leftover])
+  assert.ok(readdirSync(dir).includes(basename(others)))
 })

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, statSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { test } from 'node:test'
 import { startSidecar } from './support/sidecar.js'
 
@@ -68,4 +68,14 @@ test('MODE=init never waits on a file read that never ends: it leaves with its c
     stopped.events('supervisor.exit').map((r) => [r.code, r.cause]),
     [[1, 'signal']],
   )
+})
+
+test('MODE=init writes a key file whose name is 250 bytes long (its staged file, 17 bytes longer, failed ENAMETOOLONG)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-init-'))
+  const key = join(dir, `${'k'.repeat(246)}.pem`)
+  const sc = startSidecar({ env: { MODE: 'init', KEY_FILE: key } })
+  assert.equal((await sc.exited).code, 0, sc.stderr())
+  assert.equal(statSync(key).mode & 0o777, 0o600)
+  assert.match(readFileSync(key, 'utf8'), /PRIVATE KEY/)
+  assert.deepEqual(readdirSync(dir), [basename(key)], 'nothing left beside it')
 })
