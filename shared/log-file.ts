@@ -59,9 +59,8 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   let failing = false
   let retryAt = 0
   let dropped = 0
-  /** Lines at the head of the queue being written right now, and their bytes. */
+  /** Lines at the head of the queue being written right now. */
   let inflight = 0
-  let inflightBytes = 0
   /** When the drain's current step (open, check, rotate, write) began; 0 when no drain runs. */
   let stepSince = 0
 
@@ -163,10 +162,8 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
           n++
         }
         inflight = n
-        inflightBytes = bytes
         await writeAll(fd!, Buffer.from(batch), size)
         inflight = 0
-        inflightBytes = 0
         size += bytes
         queue = queue.slice(n)
         queuedBytes -= batch.length
@@ -180,7 +177,6 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
       }
     } catch (err) {
       inflight = 0
-      inflightBytes = 0
       const code = (err as NodeJS.ErrnoException).code ?? 'EIO'
       if (fd !== undefined) {
         // A write that failed part way (ENOSPC) left the start of a line: cut it, so that the
@@ -234,9 +230,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
       })
     },
     flushSync() {
-      // The batch in flight is the async write's; the rest, now, behind it (a record logged just
-      // before exit).
-      if (failing || closing || queue.length <= inflight) return
+      if (failing || closing || queue.length === 0) return
       // A step of the drain (a write, an open, a rename) that has not returned for a second: a
       // hung disk (a network file system), where a synchronous call would hang the exit itself,
       // which must happen whatever the disk does.
@@ -246,7 +240,10 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
         // still under way; the path is opened here (the rotation's renames may or may not have
         // happened: either way the lines land in a file, after those before them).
         fd ??= openFileSync()
-        writeSync(fd, queue.slice(inflight).join(''), size + inflightBytes)
+        // The batch in flight too, at its own offset: its write is in libuv's thread pool, which
+        // an exit through hardExit (init mode, a stuck thread) does not wait for. Written twice,
+        // the same bytes land in the same place.
+        writeSync(fd, queue.join(''), size)
         queue = queue.slice(0, inflight)
       } catch {}
     },

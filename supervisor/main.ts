@@ -56,6 +56,9 @@ export async function main(signals: SignalRouter, prespawned: Prespawned): Promi
   })
 }
 
+/** How long an init cut short at its deadline has to answer before it is taken as stuck. */
+const INIT_GRACE_MS = 1000
+
 /**
  * MODE=init (an init container): fetch the identity once on this thread, spawn nothing, within
  * the start deadlines of the two services that would (certificate, then token). It always leaves
@@ -86,8 +89,10 @@ async function init(config: Config, log: Logger, signals: SignalRouter): Promise
   // alone loads webcrypto at every boot).
   const initMode = distUrl('shared/identity/init-mode.js').href
   const { runInit } = (await import(initMode)) as typeof import('../shared/identity/init-mode.js')
+  // At the deadline its waits abort and it answers for itself (a backup write cut short after
+  // init.done is still 0); one that cannot answer within INIT_GRACE_MS is stuck.
   const timedOut = new Promise<'timeout'>((resolve) =>
-    cut.signal.addEventListener('abort', () => resolve('timeout')),
+    cut.signal.addEventListener('abort', () => setTimeout(() => resolve('timeout'), INIT_GRACE_MS)),
   )
   const outcome = await Promise.race([runInit(config, log, cut.signal), timedOut])
   clearTimeout(timer)

@@ -318,6 +318,33 @@ describe('BACKUP', { concurrency: 6 }, () => {
     }
   })
 
+  test('MODE=init, BACKUP=read, ZTS hanging: its tries end at the certificate start deadline, leaving the init deadline to the backup, exit 0', async (t) => {
+    const { zts, api, env, seedBackup, close } = await doubles()
+    t.after(close)
+    await seedBackup()
+    zts.delay('register', 60_000)
+    // START_TIMEOUT 4s: the certificate's tries end by ~3 s, the init's deadline is 8 s (certificate
+    // and token); a register attempt alone waits 10 s.
+    const sc = startSidecar({
+      env: env({
+        MODE: 'init',
+        BACKUP: 'read',
+        CERT_SECRET: 'api-cert',
+        NAMESPACE: 'payments',
+        BACKUP_KUBE_API: api.url,
+        START_TIMEOUT: '4s',
+      }),
+    })
+    try {
+      assert.equal((await sc.exited).code, 0, JSON.stringify(sc.events('init.failed')))
+      assert.equal(sc.events('certificate.backup.restored').length, 1)
+      assert.deepEqual(sc.events('init.failed'), [])
+    } finally {
+      zts.delay('register', 0)
+      await stop(sc)
+    }
+  })
+
   test('a backup write still in flight at SIGTERM is abandoned at the shutdown deadline: logged, the stop clean, exit 0', async (t) => {
     const { api, env, close } = await doubles()
     t.after(close)

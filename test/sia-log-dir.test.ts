@@ -276,6 +276,34 @@ test('lines still queued at exit reach the file while it is first opened, or rot
   assert.ok(text.endsWith(`${line(4)}{"event":"supervisor.exit"}\n`), text.slice(-120))
 })
 
+test('an exit flush writes the batch still in flight too: an exit that does not wait for the thread pool keeps it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-exit-inflight-'))
+  // The asynchronous write never completes, as one left in libuv's thread pool by hardExit.
+  const script = `
+    import fs from 'node:fs'
+    let stuck = false
+    fs.write = () => { stuck = true }
+    const { createLogFileWriter } = await import(${JSON.stringify(new URL('../shared/log-file.js', import.meta.url).href)})
+    const w = createLogFileWriter(${JSON.stringify(dir)}, 'info')
+    w.write('{"msg":"in flight"}\\n')
+    const exit = () => {
+      if (!stuck) return setTimeout(exit, 5)
+      w.write('{"event":"supervisor.exit"}\\n')
+      w.flushSync()
+      process.exit(0)
+    }
+    exit()`
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    timeout: 20_000,
+  })
+  assert.equal(r.status, 0, r.stderr)
+  assert.equal(
+    readFileSync(join(dir, 'sia-supervisor.info.log'), 'utf8'),
+    '{"msg":"in flight"}\n{"event":"supervisor.exit"}\n',
+  )
+})
+
 test('an exit flush while the file is being opened writes at its end, not over the previous run', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sia-exit-open-'))
   const path = join(dir, 'sia-supervisor.info.log')

@@ -2,6 +2,7 @@ import { writeFileAtomic } from '../atomic-file.js'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
 import type { Logger } from '../logger.js'
+import { bootDeadline, untilDeadline } from '../start-deadline.js'
 import { createBackupWriter, createSecretBackup, restoreIdentity, type SecretBackup } from './backup.js'
 import { readIdentity, readOwnIdentity, sayIfAnotherPrincipal } from './identity.js'
 import { type TokenFileType, tokenFilePath } from './naming.js'
@@ -34,6 +35,9 @@ export async function runInit(
       writer?.write(stored)
     },
   })
+  // The provider's tries end where the certificate service's boot fetch would: what is left of the
+  // init's deadline is the backup's, should they fail.
+  const tries = untilDeadline(signal, bootDeadline(config.services.certificate.startTimeout))
   try {
     const onDisk = rt.kind === 'files' ? await readIdentity(config) : await readOwnIdentity(config)
     let identity = onDisk
@@ -42,12 +46,12 @@ export async function runInit(
         throw codedError('ERR_NO_IDENTITY', `no valid key/cert in ${config.keyFile}, ${config.certFile}`)
       sayIfAnotherPrincipal(config, identity, log)
       rt.provider.useIdentity?.(identity)
-      await rt.refresher.refreshRoles(identity.keyPem, signal)
+      await rt.refresher.refreshRoles(identity.keyPem, tries)
     } else {
       if (onDisk) rt.provider.useIdentity?.(onDisk)
       try {
-        identity = await rt.refresher.refreshInstance(signal)
-        await rt.refresher.refreshRoles(identity.keyPem, signal)
+        identity = await rt.refresher.refreshInstance(tries)
+        await rt.refresher.refreshRoles(identity.keyPem, tries)
       } catch (err) {
         // BACKUP=read: no certificate from the provider and none on disk, the backup stands in.
         const from = backup
