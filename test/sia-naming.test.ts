@@ -304,6 +304,20 @@ describe('invalid forms: refused at load naming the setting, in one line', () =>
     )
     const files = { ENDPOINT: 'https://zts.example/zts/v1', KEY_FILE: '/id/id.pem', CERT_FILE: '/id/id.pem' }
     assert.equal(ok(files), 'run')
+    assert.equal(ok({ ...files, CA_CERT_FILE: '/id/id.pem' }), 'run', 'key, certificate and CA in one PEM')
+    // The local authority's directory is the local provider's only.
+    assert.equal(ok({ ...files, KEY_FILE: '/var/lib/sia/authority/key.pem', CERT_FILE: '/c.pem' }), 'run')
+    // What the files provider reads is no output's either.
+    assert.throws(
+      () =>
+        loadConfig([], {
+          DATA_DIR: '/var/lib/sia',
+          ...files,
+          TARGET_DOMAIN_ROLES: 'd:role.a',
+          ROLE_CERT_NAMING_FORMAT: '/id/id.pem',
+        }),
+      /ROLE_CERT_NAMING_FORMAT: the identity the files provider reads \(KEY_FILE, CERT_FILE, CA_CERT_FILE\) and d:role.a's role certificate would both be written to \/id\/id.pem/,
+    )
   })
   for (const [env, reason] of cases) {
     test(JSON.stringify(env), () => {

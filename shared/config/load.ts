@@ -532,11 +532,12 @@ function identitySettings(
     ['roleTokenNamingFormat', 'role token', (t) => tokenFile(t, 'roletoken')],
   ]
   const written = new Map<string, { key: SettingKey; what: string }>()
-  // The local authority's directory is replaced whole when it is made anew: nothing else in it.
-  const authority = resolve(s.dataDir, 'authority')
+  // The local authority's directory (the local provider's) is replaced whole when it is made
+  // anew: nothing else in it.
+  const authority = s.endpoint === '' ? resolve(s.dataDir, 'authority') : undefined
   const claim = (key: SettingKey, path: string, what: string) => {
     const at = resolve(path)
-    if (at === authority || at.startsWith(`${authority}${sep}`))
+    if (authority && (at === authority || at.startsWith(`${authority}${sep}`)))
       throw configError(
         named(key),
         `${what} would be written inside the local authority's directory ${authority}`,
@@ -550,14 +551,13 @@ function identitySettings(
     }
     written.set(at, { key, what })
   }
-  // With the files provider KEY_FILE and CERT_FILE are read, never written: one PEM may hold both.
+  // With the files provider the key, certificate and CA are read, never written: one PEM may hold
+  // them all (one name for the three, so they never clash), and no output may be written over it.
   const files = s.endpoint !== '' && s.providerService === ''
-  for (const path of keyFiles) claim('keyFile', path, 'the service key (KEY_FILE)')
-  for (const path of certFiles) {
-    if (files && keyFiles.some((k) => resolve(k) === resolve(path))) continue
-    claim('certFile', path, 'the service certificate (CERT_FILE)')
-  }
-  claim('caCertFile', s.caCertFile, 'the CA certificate (CA_CERT_FILE)')
+  const read = 'the identity the files provider reads (KEY_FILE, CERT_FILE, CA_CERT_FILE)'
+  for (const path of keyFiles) claim('keyFile', path, files ? read : 'the service key (KEY_FILE)')
+  for (const path of certFiles) claim('certFile', path, files ? read : 'the service certificate (CERT_FILE)')
+  claim('caCertFile', s.caCertFile, files ? read : 'the CA certificate (CA_CERT_FILE)')
   if (s.gatewayAddr !== '' && s.gatewaySink === 'file')
     claim('gatewaySinkFile', s.gatewaySinkFile, "the gateway's alerts (GATEWAY_SINK_FILE)")
   for (const [key, label, path] of outputs) {
