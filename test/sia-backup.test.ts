@@ -23,7 +23,7 @@ interface Doubles {
   saUid: string
   env(extra: Record<string, string>): Record<string, string>
   /** A valid backup of my.team.api in payments/api-cert, as a write would have left it. */
-  seedBackup(): Promise<void>
+  seedBackup(): Promise<{ certPem: string }>
   close(): Promise<void>
 }
 
@@ -61,6 +61,7 @@ async function doubles(): Promise<Doubles> {
           Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString('base64')]),
         ),
       })
+      return pair
     },
     async close() {
       await zts.close()
@@ -342,6 +343,45 @@ describe('BACKUP', { concurrency: 6 }, () => {
     } finally {
       zts.delay('register', 0)
       await stop(sc)
+    }
+  })
+
+  test("MODE=init: once ZTS has answered, what it issued gets the init's whole deadline (a slow CA bundle or role certificate), backup or not", async (t) => {
+    const { zts, api, env, seedBackup, close } = await doubles()
+    t.after(close)
+    const backup = await seedBackup()
+    // START_TIMEOUT 4s: a try for a certificate ends by ~3 s, the init's deadline is 8 s. Each
+    // slow step below ends in between.
+    zts.delay('cacerts', 3_500)
+    zts.delay('rolecert', 3_500)
+    const init = (extra: Record<string, string>) => {
+      const dataDir = mkdtempSync(join(tmpdir(), 'sia-backup-init-'))
+      const sc = startSidecar({ dataDir, env: env({ MODE: 'init', START_TIMEOUT: '4s', ...extra }) })
+      t.after(() => stop(sc))
+      return { sc, dataDir }
+    }
+    // With a backup that could stand in: ZTS issued, its CA bundle came late. The backup's older
+    // certificate took the place of the new one ZTS had just registered.
+    const bundle = init({
+      BACKUP: 'read',
+      CERT_SECRET: 'api-cert',
+      NAMESPACE: 'payments',
+      BACKUP_KUBE_API: api.url,
+      INTERMEDIATE_CERT_BUNDLE: 'athenz',
+    })
+    // No backup: a role certificate that came late failed the init with half its deadline left.
+    const roles = init({ TARGET_DOMAIN_ROLES: 'my.team:role.reader' })
+    try {
+      for (const { sc } of [bundle, roles])
+        assert.equal((await sc.exited).code, 0, JSON.stringify(sc.events('init.failed')))
+      assert.deepEqual(bundle.sc.events('certificate.backup.restored'), [], 'what ZTS issued is kept')
+      const cert = new X509Certificate(readFileSync(join(bundle.dataDir, 'cert.pem'), 'utf8'))
+      assert.notEqual(cert.serialNumber, new X509Certificate(backup.certPem).serialNumber)
+      const role = readFileSync(join(roles.dataDir, 'my.team:role.reader.cert.pem'), 'utf8')
+      assert.match(role, /BEGIN CERTIFICATE/)
+    } finally {
+      zts.delay('cacerts', 0)
+      zts.delay('rolecert', 0)
     }
   })
 

@@ -139,8 +139,10 @@ export interface IdentityRefresher {
    * Fetches a new instance identity (key and certificate) and writes it. The role certificates
    * for its key are `refreshRoles`'s: the caller adopts the new identity first, so that a role
    * certificate that fails never leaves the services on the previous one, no longer on disk.
+   * `ask` bounds the provider's answer alone (by default `signal`): what follows it (the CA
+   * bundle, the write) has all of `signal`, since nothing else could stand in for what it issued.
    */
-  refreshInstance(signal: AbortSignal): Promise<Identity>
+  refreshInstance(signal: AbortSignal, ask?: AbortSignal): Promise<Identity>
   /** Role certificates for `keyPem`; throws if any failed (the others are written). */
   refreshRoles(keyPem: string, signal: AbortSignal): Promise<void>
 }
@@ -221,10 +223,10 @@ export function createIdentityRefresher(deps: {
   }
 
   return {
-    async refreshInstance(signal) {
+    async refreshInstance(signal, ask = signal) {
       const { privateKeyPem: keyPem } = await generateRsaKey()
       const csrPem = await pool.csr(serviceCsrSpec(config, keyPem))
-      const { certPem, caPem } = await provider.instance(csrPem, signal)
+      const { certPem, caPem } = await provider.instance(csrPem, ask)
       const cert = checkIssued(certPem, keyPem, principal)
       const id = { keyPem, certPem, caPem }
       // The new identity authenticates what follows, the CA bundle included.

@@ -35,9 +35,6 @@ export async function runInit(
       writer?.write(stored)
     },
   })
-  // The provider's tries end where the certificate service's boot fetch would: what is left of the
-  // init's deadline is the backup's, should they fail.
-  const tries = untilDeadline(signal, bootDeadline(config.services.certificate.startTimeout))
   try {
     const onDisk = rt.kind === 'files' ? await readIdentity(config) : await readOwnIdentity(config)
     let identity = onDisk
@@ -46,12 +43,19 @@ export async function runInit(
         throw codedError('ERR_NO_IDENTITY', `no valid key/cert in ${config.keyFile}, ${config.certFile}`)
       sayIfAnotherPrincipal(config, identity, log)
       rt.provider.useIdentity?.(identity)
-      await rt.refresher.refreshRoles(identity.keyPem, tries)
+      await rt.refresher.refreshRoles(identity.keyPem, signal)
     } else {
       if (onDisk) rt.provider.useIdentity?.(onDisk)
+      // With a backup to stand in, the provider's answer is awaited only until the certificate
+      // service's boot fetch would give up: what is left of the deadline is the restore's. Once
+      // it answered, what it issued is finished with all of it (nothing could stand in for it).
+      const ask =
+        backup?.canRead && !onDisk
+          ? untilDeadline(signal, bootDeadline(config.services.certificate.startTimeout))
+          : signal
       try {
-        identity = await rt.refresher.refreshInstance(tries)
-        await rt.refresher.refreshRoles(identity.keyPem, tries)
+        identity = await rt.refresher.refreshInstance(signal, ask)
+        await rt.refresher.refreshRoles(identity.keyPem, signal)
       } catch (err) {
         // BACKUP=read: no certificate from the provider and none on disk, the backup stands in.
         const from = backup
