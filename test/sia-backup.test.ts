@@ -24,6 +24,8 @@ interface Doubles {
   env(extra: Record<string, string>): Record<string, string>
   /** A valid backup of my.team.api in payments/api-cert, as a write would have left it. */
   seedBackup(): Promise<{ certPem: string }>
+  /** The settings that read that backup (BACKUP=read). */
+  readBackup: Record<string, string>
   close(): Promise<void>
 }
 
@@ -39,6 +41,7 @@ async function doubles(): Promise<Doubles> {
     zts,
     api,
     saUid,
+    readBackup: { BACKUP: 'read', CERT_SECRET: 'api-cert', NAMESPACE: 'payments', BACKUP_KUBE_API: api.url },
     env: (extra) => ({
       ...providerEnv(zts),
       ATHENZ_DOMAIN: 'my.team',
@@ -290,7 +293,7 @@ describe('BACKUP', { concurrency: 6 }, () => {
   })
 
   test('MODE=init, BACKUP=read, the provider down, another principal on disk: the backup is restored, exit 0', async (t) => {
-    const { zts, api, env, seedBackup, close } = await doubles()
+    const { zts, env, seedBackup, readBackup, close } = await doubles()
     t.after(close)
     await seedBackup()
     const dataDir = mkdtempSync(join(tmpdir(), 'sia-backup-init-'))
@@ -302,10 +305,7 @@ describe('BACKUP', { concurrency: 6 }, () => {
       dataDir,
       env: env({
         MODE: 'init',
-        BACKUP: 'read',
-        CERT_SECRET: 'api-cert',
-        NAMESPACE: 'payments',
-        BACKUP_KUBE_API: api.url,
+        ...readBackup,
       }),
     })
     try {
@@ -319,8 +319,8 @@ describe('BACKUP', { concurrency: 6 }, () => {
     }
   })
 
-  test('MODE=init, BACKUP=read, ZTS hanging: its tries end at the certificate start deadline, leaving the init deadline to the backup, exit 0', async (t) => {
-    const { zts, api, env, seedBackup, close } = await doubles()
+  test('MODE=init, BACKUP=read, ZTS hanging: its answer is awaited until the certificate start deadline, leaving the init deadline to the backup, exit 0', async (t) => {
+    const { zts, env, seedBackup, readBackup, close } = await doubles()
     t.after(close)
     await seedBackup()
     zts.delay('register', 60_000)
@@ -329,10 +329,7 @@ describe('BACKUP', { concurrency: 6 }, () => {
     const sc = startSidecar({
       env: env({
         MODE: 'init',
-        BACKUP: 'read',
-        CERT_SECRET: 'api-cert',
-        NAMESPACE: 'payments',
-        BACKUP_KUBE_API: api.url,
+        ...readBackup,
         START_TIMEOUT: '4s',
       }),
     })
@@ -347,7 +344,7 @@ describe('BACKUP', { concurrency: 6 }, () => {
   })
 
   test("MODE=init: once ZTS has answered, what it issued gets the init's whole deadline (a slow CA bundle or role certificate), backup or not", async (t) => {
-    const { zts, api, env, seedBackup, close } = await doubles()
+    const { zts, env, seedBackup, readBackup, close } = await doubles()
     t.after(close)
     const backup = await seedBackup()
     // START_TIMEOUT 4s: a try for a certificate ends by ~3 s, the init's deadline is 8 s. Each
@@ -363,10 +360,7 @@ describe('BACKUP', { concurrency: 6 }, () => {
     // With a backup that could stand in: ZTS issued, its CA bundle came late. The backup's older
     // certificate took the place of the new one ZTS had just registered.
     const bundle = init({
-      BACKUP: 'read',
-      CERT_SECRET: 'api-cert',
-      NAMESPACE: 'payments',
-      BACKUP_KUBE_API: api.url,
+      ...readBackup,
       INTERMEDIATE_CERT_BUNDLE: 'athenz',
     })
     // No backup: a role certificate that came late failed the init with half its deadline left.
@@ -437,7 +431,7 @@ describe('BACKUP', { concurrency: 6 }, () => {
   })
 
   test("BACKUP=read with the provider down and KEY_FILE unwritable: the failure is the disk's, named (exit 1)", async (t) => {
-    const { zts, api, env, seedBackup, close } = await doubles()
+    const { zts, env, seedBackup, readBackup, close } = await doubles()
     t.after(close)
     await seedBackup()
     zts.failNext('register', 503, 1_000_000)
@@ -445,10 +439,7 @@ describe('BACKUP', { concurrency: 6 }, () => {
     writeFileSync(blocker, '')
     const sc = startSidecar({
       env: env({
-        BACKUP: 'read',
-        CERT_SECRET: 'api-cert',
-        NAMESPACE: 'payments',
-        BACKUP_KUBE_API: api.url,
+        ...readBackup,
         KEY_FILE: join(blocker, 'key.pem'),
       }),
     })
