@@ -117,21 +117,23 @@ export async function storeIdentity(config: Config, id: Identity): Promise<void>
  */
 export async function completeOutputs(config: Config, id: Identity): Promise<boolean> {
   const holds = async (path: string, want: string) => (await readFile(path, 'utf8').catch(() => '')) === want
-  const all = await Promise.all([
-    ...config.keyFiles.map((path) => holds(path, id.keyPem)),
-    ...config.certFiles.map((path) => holds(path, id.certPem)),
-  ])
   const roleKeys = config.roleCertKeyFileOutput
     ? parseTargets(config.targetDomainRoles).map((t) => roleCertPath(config, t, 'key'))
     : []
-  const missing = (
-    await Promise.all(roleKeys.map(async (path) => ((await holds(path, id.keyPem)) ? [] : [path])))
-  ).flat()
-  if (all.every(Boolean) && missing.length === 0) return false
-  if (!all.every(Boolean)) await storeIdentity(config, id)
+  // Every file read at once: the identity's paths, and the role key files that lack the key.
+  const [held, missing] = await Promise.all([
+    Promise.all([
+      ...config.keyFiles.map((path) => holds(path, id.keyPem)),
+      ...config.certFiles.map((path) => holds(path, id.certPem)),
+    ]).then((all) => all.every(Boolean)),
+    Promise.all(roleKeys.map(async (path) => ((await holds(path, id.keyPem)) ? [] : [path]))).then((m) =>
+      m.flat(),
+    ),
+  ])
+  if (!held) await storeIdentity(config, id)
   if (missing.length > 0)
     await writeFilesAtomic(missing.map((path) => ({ path, data: id.keyPem, mode: 0o600 })))
-  return true
+  return !held || missing.length > 0
 }
 
 export interface IdentityRefresher {
