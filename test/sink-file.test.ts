@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
@@ -109,6 +118,28 @@ test("a successor's sink leaves the file's end alone: it may be its predecessor'
   assert.deepEqual(
     lines(path).map((r) => r.alertname),
     ['Answered', 'InFlight'],
+  )
+})
+
+test("a write that comes once the sink is closed is refused: its descriptor number may be another file's by then", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-sink-'))
+  const path = join(dir, 'alerts.jsonl')
+  const sink = await createFileSink(path, log)
+  await sink.write([record('Before')])
+  await sink.close()
+  // The process opens another file, which may get the number the sink's descriptor had.
+  const other = join(dir, 'key.pem')
+  writeFileSync(other, 'KEY\n')
+  const fd = openSync(other, 'a')
+  try {
+    await assert.rejects(sink.write([record('Late')]), { code: 'ERR_SINK_CLOSED' })
+  } finally {
+    closeSync(fd)
+  }
+  assert.equal(readFileSync(other, 'utf8'), 'KEY\n', 'nothing written to the file that took its number')
+  assert.deepEqual(
+    lines(path).map((r) => r.alertname),
+    ['Before'],
   )
 })
 

@@ -104,12 +104,13 @@ export async function createFileSink(
   /**
    * The file to append to: the path is looked up at most once a second (PATH_CHECK_MS), and a file moved
    * away (rotated) or deleted under us is left for a new one at the path (`gateway.sink.reopened`):
-   * appended to, the deleted one took the alerts answered 2xx with it. Opened again too after
+   * appended to, the deleted one took the alerts answered 2xx with it. `gone`: the open file is
+   * known deleted (no link left), so the path is looked up now. Opened again too after
    * the path could not be (a directory gone, a file where the directory was): the write, or
    * the probe, fails until it can.
    */
-  const current = async (): Promise<OpenFile> => {
-    if (file && (!file.regular || monotonicMs() < checkAt)) return file
+  const current = async (gone = false): Promise<OpenFile> => {
+    if (file && !gone && (!file.regular || monotonicMs() < checkAt)) return file
     if (file) {
       checkAt = monotonicMs() + PATH_CHECK_MS
       const onDisk = await stat(path).catch(() => undefined)
@@ -169,11 +170,14 @@ export async function createFileSink(
   }
 
   const append = async (bufs: Buffer[]) => {
-    const { fd, regular } = await current()
+    let { fd, regular } = await current()
+    // Asked every time, not tracked: the file may have been truncated (rotated) under us, or
+    // deleted (`rm`, or another file renamed over it) since the path was last looked up: its
+    // alerts would go with it. fstat of an open file is answered from its inode in memory:
+    // synchronous, one system call; through the thread pool, a trip there and a turn of the loop
+    // on every append.
+    if (regular && fstatSync(fd).nlink === 0) ({ fd, regular } = await current(true))
     if (cutTo !== undefined) await cutBack(fd, cutTo)
-    // Asked every time, not tracked: the file may have been truncated (rotated) under us. fstat of
-    // an open file is answered from its inode in memory: synchronous, one system call; through
-    // the thread pool, a trip there and a turn of the loop on every append.
     const before = regular ? fstatSync(fd).size : 0
     try {
       await writevAll(fd, bufs)
@@ -226,6 +230,8 @@ export async function createFileSink(
   const enqueue = (w: Omit<Waiter, 'resolve' | 'reject'>, signal?: AbortSignal) =>
     new Promise<void>((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason)
+      // Closing, or closed: its descriptor's number may be another file's by the time this runs.
+      if (closing) return reject(codedError('ERR_SINK_CLOSED', `the sink ${path} is closed`))
       const waiter: Waiter = { ...w, resolve, reject }
       // Still queued when the write's signal aborts: it never reaches the file. Already in an
       // append: that append decides. (The listener lives as long as the request's signal does.)
@@ -292,7 +298,9 @@ export async function createFileSink(
                 : `an append to ${path} has not returned in ${waitMs}ms`,
             ),
         )
-        if (file) await close(file.fd)
+        const open = file
+        file = undefined
+        if (open) await close(open.fd)
       })()
       return closing
     },
