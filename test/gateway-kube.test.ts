@@ -183,6 +183,48 @@ describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
       }
     })
 
+    test("a 2xx that is not the created object (a proxy's sign-in page): 503, nothing committed, the retry stores it", async () => {
+      // A write that succeeds first: the failure below starts an episode of its own, and is logged.
+      assert.equal((await post(base, webhook([alert('BeforeImpostor')]))).status, 201)
+      const before = api.objects.size
+      const failures = sc.events('gateway.sink.failed').length
+      const recoveries = sc.events('gateway.ready-again').length
+      api.impostorNext(1)
+      const r = await post(base, webhook([alert('Impostor')]))
+      assert.equal(r.status, 503)
+      assert.equal(api.objects.size, before, 'the page stored nothing')
+      const [failed] = sc.events('gateway.sink.failed').slice(failures)
+      assert.match(
+        String((failed?.err as { message?: string })?.message),
+        /is not the Signal "alert-[0-9a-f]+"/,
+      )
+      // Not recorded as a duplicate: AlertManager's retry is written.
+      await sc.waitForCount('gateway.ready-again', recoveries + 1)
+      const retry = await post(base, webhook([alert('Impostor')]))
+      assert.deepEqual([retry.status, retry.body.created], [201, 1])
+      assert.equal(api.objects.size, before + 1)
+    })
+
+    test('an API server that throttles (429): no create is started once one has failed, not one a record of the batch', async () => {
+      const recoveries = sc.events('gateway.ready-again').length
+      const creates = () => api.requests.filter((q) => q.method === 'POST' && !q.dryRun).length
+      const before = creates()
+      api.failNext(1_000_000, 429, 30)
+      const batch = webhook(
+        Array.from({ length: 200 }, (_, i) => alert(`Throttled${i}`, { fingerprint: `throttled-${i}` })),
+      )
+      const r = await post(base, batch)
+      assert.equal(r.status, 503)
+      const made = creates() - before
+      assert.ok(
+        made >= 1 && made <= 16,
+        `${made} creates against a server answering 429 (16 at most: those in flight)`,
+      )
+      api.failNext(0, 429)
+      await sc.waitForCount('gateway.ready-again', recoveries + 1)
+      assert.deepEqual([(await post(base, batch)).status, api.objects.size >= 200], [201, true])
+    })
+
     test('the token file is re-read: a rotated token is used on the next write', async () => {
       writeFileSync(tokenFile, 'sa-token-2')
       api.setToken('sa-token-2')

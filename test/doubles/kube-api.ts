@@ -40,6 +40,8 @@ export interface KubeApiDouble {
   latency(ms: number): void
   /** The next request is answered 200 with half of the body its length announces, then the connection is cut. */
   cutNext(): void
+  /** The next `n` requests are answered 200 with an HTML page, as by a proxy's sign-in page in front of the API server. */
+  impostorNext(n: number): void
   /** The bearer token the API server accepts from now on. */
   setToken(token: string): void
   /** The next `n` creates and applies are answered `status` (e.g. 500, 403), with a Retry-After if given. */
@@ -108,6 +110,7 @@ export async function startKubeApi(opts: {
   })
   let token = opts.token
   let failures: { n: number; status: number; retryAfterSec?: number } = { n: 0, status: 0 }
+  let impostor = 0
   let refuse: (obj: KubeObject) => boolean = () => false
   let refuseBy: 'schema' | 'admission' = 'schema'
   let uid = 0
@@ -155,6 +158,18 @@ export async function startKubeApi(opts: {
 
     const chunks: Buffer[] = []
     for await (const c of req) chunks.push(c as Buffer)
+    if (impostor > 0) {
+      impostor--
+      requests.push({
+        method: req.method ?? '',
+        path,
+        status: 200,
+        authorization: req.headers.authorization,
+        dryRun,
+      })
+      res.writeHead(200, { 'content-type': 'text/html' })
+      return res.end('<html><body>Sign in</body></html>')
+    }
     if (req.headers.authorization !== `Bearer ${token}`) return failure(401, 'Unauthorized', 'Unauthorized')
     const core = CORE.exec(path)
     if (core) {
@@ -329,6 +344,9 @@ export async function startKubeApi(opts: {
     peakConnections: () => peak,
     cutNext() {
       cut = true
+    },
+    impostorNext(n) {
+      impostor = n
     },
     drip(ms, bytes = 1) {
       drip = { ms, bytes }

@@ -50,7 +50,7 @@ export function createMetrics(
   // At 0 from the start: Prometheus's increase() cannot see a series' first step from nothing.
   const sinkErrors = new Counter({
     name: 'gateway_sink_errors_total',
-    help: 'Failed sink writes (the request got 503 and its records were rolled back)',
+    help: 'Failed sink writes (the request got 503; the dedup records of what was not stored were released)',
     labelNames: ['sink'],
     registers,
   })

@@ -52,11 +52,12 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
       readOptional(opts.tokenFile).then((t) => t?.trim()),
       agents.current(),
     ])
+    const name = resourceName(r)
     const body = JSON.stringify({
       apiVersion: `${opts.group}/${opts.version}`,
       kind: opts.kind,
       metadata: {
-        name: resourceName(r),
+        name,
         namespace,
         labels: { 'app.kubernetes.io/managed-by': 'sia-supervisor', 'sia.athenz.io/alert-status': r.status },
       },
@@ -69,14 +70,22 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
       body: { type: 'application/json', text: body },
       ...(signal ? { signal } : {}),
     })
-    if (status >= 200 && status < 300) return
-    let reason = ''
-    let message = text.slice(0, 200)
+    let answer: { kind?: unknown; reason?: unknown; message?: unknown; metadata?: { name?: unknown } } = {}
     try {
-      const s = JSON.parse(text) as { reason?: string; message?: string }
-      reason = s.reason ?? ''
-      message = s.message ?? message
+      answer = (JSON.parse(text) as typeof answer | null) ?? {}
     } catch {}
+    // Created (or, dry run, would be) only if the answer is the object: a 2xx from something
+    // that is not the API server (a proxy's login page, a catch-all ingress) stored nothing.
+    if (status >= 200 && status < 300) {
+      if (answer.kind === opts.kind && answer.metadata?.name === name) return
+      throw codedError(
+        'ERR_KUBE_API',
+        `the answer ${status} is not the ${opts.kind} "${name}" (not a Kubernetes API server?): ${text.slice(0, 200)}`,
+      )
+    }
+    const reason = typeof answer.reason === 'string' ? answer.reason : ''
+    // Bounded: it goes into the log line and the 503's detail.
+    const message = (typeof answer.message === 'string' ? answer.message : text).slice(0, 500)
     if (status === 409 && reason === 'AlreadyExists') return
     const err = codedError('ERR_KUBE_API', `API server answered ${status} ${reason}: ${message}`)
     // Perhaps the object itself: bad, too large, against the resource's schema, or denied by an
@@ -93,6 +102,10 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
       let created = 0
       let failed: { err: unknown } | undefined
       const invalid: { index: number; reason: string }[] = []
+      // Once a create failed for a reason that is not its object (429, 5xx, a reset), no more are
+      // started: the rest would meet the same server (one batch of hundreds against an API server
+      // that throttles). Those in flight finish, and what they create is kept.
+      const halt = new AbortController()
       await eachSliced(
         records.map((r, index) => ({ r, index })),
         CREATES_AT_ONCE,
@@ -104,10 +117,13 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
           } catch (err) {
             if ((err as { invalid?: boolean }).invalid)
               invalid.push({ index, reason: (err as Error).message })
-            else failed ??= { err }
+            else {
+              failed ??= { err }
+              halt.abort()
+            }
           }
         },
-        signal,
+        signal ? AbortSignal.any([signal, halt.signal]) : halt.signal,
       )
       if (failed) throw failed.err
       if (created + invalid.length < records.length) {
