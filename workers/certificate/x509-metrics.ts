@@ -71,12 +71,20 @@ async function readRows(files: string[]): Promise<Snapshot> {
 const SNAPSHOT_MS = 500
 
 export function registerX509Metrics(registry: Registry, files: () => string[]): void {
-  let snapshot: { at: number; data: Promise<Snapshot> } | undefined
+  let snapshot: { at: number; data: Promise<Snapshot>; settled: boolean } | undefined
   const read = () => {
     // Its age on the monotonic clock: after the wall clock stepped back an hour, the files were
     // not read again for an hour (a replaced certificate's expiry went on being reported).
-    if (!snapshot || monotonicMs() - snapshot.at > SNAPSHOT_MS) {
-      snapshot = { at: monotonicMs(), data: readRows(files()) }
+    // A read not yet settled is waited for, not joined by another: a file whose read hangs (a
+    // frozen volume, a FIFO) holds a thread of libuv's pool, which every worker of the process
+    // shares; a read a scrape had used up the pool in four scrapes, and with it the gateway's
+    // sink and every file the sidecar writes. That scrape reports this worker down instead.
+    if (!snapshot || (snapshot.settled && monotonicMs() - snapshot.at > SNAPSHOT_MS)) {
+      const next = { at: monotonicMs(), data: readRows(files()), settled: false }
+      void next.data.finally(() => {
+        next.settled = true
+      })
+      snapshot = next
     }
     return snapshot.data
   }

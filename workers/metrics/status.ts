@@ -2,6 +2,7 @@ import { join } from 'node:path'
 import type { MetricObjectWithValues, MetricValue } from 'prom-client'
 import { monotonicMs } from '../../shared/clock.js'
 import type { Config } from '../../shared/config/types.js'
+import { withDeadline } from '../../shared/deadline.js'
 import { readFile } from '../../shared/fs-async.js'
 import type { LastWorkerError } from '../../shared/protocol.js'
 import { readiness } from '../../shared/readiness.js'
@@ -239,7 +240,7 @@ export async function buildStatus(src: StatusSources): Promise<StatusView> {
       notReady: r.notReady,
       uptimeSeconds: processStart ? Math.max(0, Math.round(now / 1000 - processStart)) : null,
       residentMemoryBytes: sum('process_resident_memory_bytes'),
-      memoryLimitBytes: await containerMemoryLimit(),
+      memoryLimitBytes: await memoryLimitSoon(),
       nodeVersion: process.version,
     },
     shutdown: {
@@ -297,6 +298,27 @@ export function redact(text: string): string {
     .replace(/\b(bearer|basic|token|password|secret)([=:\s]+)\S+/gi, '$1$2***')
     .replace(/[A-Za-z0-9+_=.-]{48,}|[A-Za-z0-9+/=]{64,}/g, '[redacted]')
     .slice(0, 300)
+}
+
+/** How long a view waits for the container's memory limit to be read; then it shows none. */
+const MEMORY_LIMIT_WAIT_MS = 1000
+let limitRead: Promise<number | null> | undefined
+
+/**
+ * The container's memory limit, or null if its files are not read within MEMORY_LIMIT_WAIT_MS:
+ * the view is answered when the process's file reads stall (libuv's pool taken by reads that
+ * hang), and one read at a time is made, not one more each view.
+ */
+function memoryLimitSoon(): Promise<number | null> {
+  limitRead ??= containerMemoryLimit().finally(() => {
+    limitRead = undefined
+  })
+  const read = limitRead
+  return withDeadline(
+    MEMORY_LIMIT_WAIT_MS,
+    () => read,
+    () => new Error('the memory limit was not read in time'),
+  ).catch(() => null)
 }
 
 /**
