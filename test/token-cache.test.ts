@@ -38,6 +38,8 @@ function counting(
   } = {},
 ) {
   let t = 1_000_000
+  /** How far the wall clock has been stepped from the monotonic one. */
+  let step = 0
   const state = {
     calls: 0,
     ttlMs: opts.ttlMs ?? 3600_000,
@@ -52,7 +54,8 @@ function counting(
     maxBytes: opts.maxBytes ?? 1 << 20,
     ...(opts.targets ? { targets: opts.targets } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
-    now: () => t,
+    now: () => t + step,
+    clock: () => t,
     fetch: async (_k, signal) => {
       const n = ++state.calls
       state.signals.push(signal)
@@ -60,12 +63,19 @@ function counting(
       if (state.hold) await state.hold
       if (signal.aborted) throw codedError('ERR_UPSTREAM', 'aborted')
       if (state.fail) throw codedError('ERR_UPSTREAM', 'down')
-      return { v: n, exp: t + state.ttlMs }
+      return { v: n, exp: t + step + state.ttlMs }
     },
     expiresAt: (x) => x.exp,
     size: () => 10,
   })
-  return { cache, state, advance: (ms: number) => (t += ms), now: () => t }
+  return {
+    cache,
+    state,
+    advance: (ms: number) => (t += ms),
+    now: () => t + step,
+    /** The wall clock stepped (an NTP step, a VM's resume); the monotonic one goes on. */
+    stepWall: (ms: number) => (step += ms),
+  }
 }
 
 const roles = (cache: { entries(): Iterable<{ key: CacheKey }> }) =>
@@ -153,6 +163,30 @@ describe('token cache', () => {
     advance(6_000)
     assert.equal(cache.peek(key('r')), undefined)
     assert.equal((await cache.get(key('r'))).v, 2)
+  })
+
+  it('a token is a miss once either clock says it has under a minute left: a wall clock stepped back or forward', async () => {
+    const { cache, state, advance, stepWall } = counting({ ttlMs: 3600_000 })
+    await cache.get(key('r'))
+    stepWall(-3600_000) // an hour back: by the wall clock the token has two hours left
+    advance(3600_000 - MIN_REMAINING_MS + 1)
+    assert.equal(cache.peek(key('r')), undefined, 'its hour is up on the monotonic clock')
+    assert.equal((await cache.get(key('r'))).v, 2)
+    stepWall(3600_000) // an hour forward: by the wall clock this one has expired
+    assert.equal(cache.peek(key('r')), undefined)
+    assert.equal((await cache.get(key('r'))).v, 3, 'fetched anew, not the one the cache holds')
+    assert.equal(cache.peek(key('r'))?.v, 3)
+    assert.equal(state.calls, 3)
+  })
+
+  it('a token fetched with under a minute left goes to its callers, and is neither cached nor counted', async () => {
+    const { cache, state } = counting({ ttlMs: 30_000 })
+    const [a, b] = await Promise.all([cache.get(key('short')), cache.get(key('short'))])
+    assert.deepEqual([a.v, b.v, state.calls], [1, 1, 1], 'one fetch for callers at once')
+    assert.deepEqual(cache.stats(), { entries: 0, bytes: 0 })
+    assert.deepEqual([...cache.entries()], [])
+    assert.equal(cache.peek(key('short')), undefined)
+    assert.equal((await cache.get(key('short'))).v, 2)
   })
 
   it('holds at most maxEntries, evicting the least recently used; targets are never evicted', async () => {

@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type Sidecar, startReady, stop } from '../test/support/sidecar.js'
 import { httpsRequest } from './doubles/zts-https.js'
+import { parsePromText } from './support/prom-text.js'
 import { sendUnterminated } from './support/unterminated.js'
 
 // Two sidecars for the whole file: A plain HTTP with a target and token files, B with mutual TLS
@@ -428,5 +429,49 @@ it('no token server (TOKEN_SERVER_ADDR empty, or USE_TOKEN_SERVER=false): the ta
     } finally {
       assert.equal(await stop(sc), 0)
     }
+  }
+})
+
+it('TOKEN_REFRESH_INTERVAL=0: idle tokens are still evicted; a token with under a minute left is served, never cached or exported', async () => {
+  const sc = await startReady({
+    env: {
+      TOKEN_REFRESH_INTERVAL: '0',
+      TOKEN_CACHE_IDLE_EVICT: '1s',
+      GATEWAY_ADDR: '',
+      HEALTH_CHECK_ADDR: '',
+    },
+  })
+  try {
+    const url = await sc.url('token')
+    const ask = async (body: unknown) => {
+      const res = await fetch(`${url}/accesstoken`, { method: 'POST', body: JSON.stringify(body) })
+      assert.equal(res.status, 200)
+      return (await res.json()) as Json
+    }
+    const scrape = async () => (await fetch(`${await sc.url('metrics')}/metrics`)).text()
+    await ask({ domain: 'demo', role: 'idle' })
+    assert.match(await scrape(), /token_expires_in_seconds\{type="accesstoken",domain="demo",role="idle"/)
+    // Evicted on a schedule of its own (it was done only at a refresh, and there is none).
+    await sc.waitForEvent('token.cache.evicted', {}, 10_000)
+    const short = await ask({ domain: 'demo', role: 'short', expiry: 30 })
+    assert.ok(short.expires_in <= 30, String(short.expires_in))
+    const again = await ask({ domain: 'demo', role: 'short', expiry: 30 })
+    assert.notEqual(again.access_token, short.access_token, 'not served from the cache')
+    const text = await scrape()
+    assert.doesNotMatch(text, /role="idle"/)
+    assert.doesNotMatch(text, /role="short"/, 'its 30 s would hide the time left of the role')
+    const entries = parsePromText(text).find(
+      (m) => m.name === 'cached_token_entries' && m.labels.type === 'accesstoken',
+    )
+    assert.equal(entries?.value, 0)
+    // HEAD of the JWKS as its GET, with no body (it was header mode's 400).
+    for (const path of ['/oauth2/keys', '/jwks']) {
+      const head = await fetch(`${url}${path}`, { method: 'HEAD' })
+      assert.equal(head.status, 200, path)
+      assert.match(head.headers.get('content-type') ?? '', /^application\/json/)
+      assert.equal(await head.text(), '')
+    }
+  } finally {
+    assert.equal(await stop(sc), 0)
   }
 })

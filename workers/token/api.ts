@@ -217,7 +217,9 @@ export function createTokenApi(opts: TokenApiOptions): TokenApi {
     // Not with header mode's two headers: an auth sub-request for a request to /jwks asks for tokens.
     const asksTokens =
       req.headers['x-athenz-domain'] !== undefined && req.headers['x-athenz-role'] !== undefined
-    if (req.method === 'GET' && !asksTokens && (path === '/oauth2/keys' || path === '/jwks')) {
+    // HEAD as GET (Node sends no body): a probe of the JWKS with HEAD got header mode's 400.
+    const reads = req.method === 'GET' || req.method === 'HEAD'
+    if (reads && !asksTokens && (path === '/oauth2/keys' || path === '/jwks')) {
       if (!opts.jwks) throw clientError('this provider does not publish a JWKS', 404)
       return opts.jwks().then((keys) => sendJson(res, 200, keys))
     }

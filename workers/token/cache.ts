@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache'
+import { monotonicMs } from '../../shared/clock.js'
 import { untilAborted } from '../../shared/deadline.js'
 import { codedError } from '../../shared/errors.js'
 import { eachSliced } from '../../shared/slices.js'
@@ -36,6 +37,11 @@ export interface CacheEntry<V> {
   lastUsed: number
   /** The token's bytes. */
   bytes: number
+  /**
+   * Fetched with under a minute left (a client asked for a 30 s token): handed to the callers of
+   * its fetch, never served from the cache, counted or exported.
+   */
+  passing: boolean
 }
 
 export interface RefreshTally {
@@ -88,7 +94,10 @@ export interface TokenCacheOptions<V> {
   targets?: readonly CacheKey[]
   /** Aborts every fetch: the service has stopped (not when shutdown begins: misses complete). */
   signal?: AbortSignal
+  /** The wall clock, which tokens' expiry is told in (Date.now). */
   now?: () => number
+  /** The monotonic clock a cached token's time left is counted on (shared/clock.ts). */
+  clock?: () => number
 }
 
 /** The original's cache key text, `{domain:role.role,proxy,min,max}`: safe to log. */
@@ -114,6 +123,7 @@ type Lru<V> = LRUCache<string, CacheEntry<V>, FetchContext>
 
 export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
   const now = opts.now ?? Date.now
+  const clock = opts.clock ?? monotonicMs
   const stopped = opts.signal ?? new AbortController().signal
   // Every entry held, targets included, as lru-cache reports them (its own iterators skip the
   // entries being re-fetched): counts and metrics at no cost, never a gap during a refresh.
@@ -128,7 +138,10 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
       ...(maxSize > 0
         ? { maxSize, sizeCalculation: (e: CacheEntry<V>, id: string) => e.bytes + id.length }
         : {}),
-      perf: { now },
+      // A token's time left is counted on the monotonic clock from its fetch: on the wall clock, a
+      // step back of an hour kept serving it an hour past its expiry. `peek` checks the wall
+      // clock too: a token is a miss once either says it has under a minute left.
+      perf: { now: clock },
       ttlResolution: 0,
       // A fetch outlives the eviction of its entry (its caller still gets the token); only the
       // service's stop aborts it.
@@ -136,7 +149,7 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
       // A failed re-fetch puts the old token back (until its own TTL) and rejects to the caller.
       noDeleteOnFetchRejection: true,
       onInsert(e, id) {
-        if (!isEntry(e)) return
+        if (!isEntry(e) || e.passing) return
         const old = held.get(id)
         if (old) heldBytes -= old.bytes
         held.set(id, e)
@@ -153,8 +166,10 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
         const t = now()
         const expiresAt = opts.expiresAt(value)
         // Cached until a minute before expiry: from then on, a miss.
-        options.ttl = Math.max(1, expiresAt - MIN_REMAINING_MS - t)
+        const ttl = expiresAt - MIN_REMAINING_MS - t
+        options.ttl = Math.max(1, ttl)
         return {
+          passing: ttl <= 0,
           key: context.key,
           value,
           expiresAt,
@@ -182,8 +197,10 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
     // get(): a hit moves the entry to the most recently used end; during a re-fetch of a token
     // still valid it returns that token; past the TTL (under a minute left) it is a miss.
     const hit = cacheOf(id).get(id)
-    if (!hit) return undefined
-    hit.lastUsed = now()
+    if (!hit || hit.passing) return undefined
+    const t = now()
+    if (hit.expiresAt - MIN_REMAINING_MS <= t) return undefined
+    hit.lastUsed = t
     return hit.value
   }
 
@@ -202,7 +219,9 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
       }
       if (!miss) {
         const abandon = new AbortController()
-        const entry = cacheOf(id).fetch(id, { context: { key, signal: abandon.signal } })
+        // Forced: what the cache holds under `id` was a miss for `peek` (a wall clock that says it
+        // has expired), and lru-cache would hand it back, not fetch.
+        const entry = cacheOf(id).fetch(id, { forceRefresh: true, context: { key, signal: abandon.signal } })
         const settled = entry.then(
           () => {},
           () => {},

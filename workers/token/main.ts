@@ -214,6 +214,15 @@ async function serveTokens(
 /** The first retry of a refresh pass that failed, as SIA's (then doubling). */
 const RETRY_INITIAL_MS = 5_000
 
+/**
+ * How often idle tokens are looked for: a quarter of TOKEN_CACHE_IDLE_EVICT, between a second and
+ * a minute (a token goes at most a quarter late); with eviction off, tokens past their time are
+ * still purged once a minute.
+ */
+function evictionPeriod(idleMs: number): number {
+  return idleMs > 0 ? Math.min(60_000, Math.max(1_000, idleMs / 4)) : 60_000
+}
+
 defineService({
   async start(ctx) {
     const { config, log, go, registry, signal, onStop, connect, failpoint } = ctx
@@ -336,12 +345,30 @@ defineService({
     let failedPasses = boot.fetched && boot.filesWritten ? 0 : 1
     let filesOwed = boot.fetched && !boot.filesWritten
     const interval = config.tokenRefreshInterval
-    const refreshTick = async (tickSignal: AbortSignal) => {
+    const retryMaxMs = Math.max(RETRY_INITIAL_MS, interval / 4)
+    // When the pass after the last one is due: an interval after the last fetch (not after a
+    // retry that wrote only the files), or, after a failure, SIA's back-off; never with no interval.
+    let passEndedAt = monotonicMs()
+    const refreshDueAt = () =>
+      interval <= 0
+        ? Number.POSITIVE_INFINITY
+        : failedPasses
+          ? passEndedAt + Math.min(interval, backoffDelay(failedPasses - 1, RETRY_INITIAL_MS, retryMaxMs))
+          : lastFetchAt + interval
+    // Idle and expired tokens are dropped on a schedule of their own, in the same task: only at a
+    // refresh, TOKEN_REFRESH_INTERVAL=0 kept them for ever (counted, exported) and the 30-minute
+    // default made a TOKEN_CACHE_IDLE_EVICT of 5 minutes one of 30.
+    const evictEveryMs = evictionPeriod(config.tokenCacheIdleEvict)
+    let evictAt = monotonicMs() + evictEveryMs
+    const evict = () => {
       const now = Date.now()
-      const at = monotonicMs()
       const evicted = (caches.roleTokens?.evictIdle(now) ?? 0) + (caches.accessTokens?.evictIdle(now) ?? 0)
       if (evicted)
         log.info({ event: 'token.cache.evicted', count: evicted }, `evicted ${evicted} idle tokens`)
+    }
+    const refreshPass = async (tickSignal: AbortSignal) => {
+      const now = Date.now()
+      const at = monotonicMs()
       let r: PassResult
       if (filesOwed && at - lastFetchAt < interval) {
         r = { fetched: true, filesWritten: await files.write(tickSignal) }
@@ -358,19 +385,20 @@ defineService({
       }
       filesOwed = r.fetched && !r.filesWritten
       failedPasses = r.fetched && r.filesWritten ? 0 : failedPasses + 1
+      passEndedAt = monotonicMs()
     }
-    const retryMaxMs = Math.max(RETRY_INITIAL_MS, interval / 4)
     await go(
       'refresh-timer',
       timerTask(
-        () =>
-          failedPasses && interval > 0
-            ? Math.min(interval, backoffDelay(failedPasses - 1, RETRY_INITIAL_MS, retryMaxMs))
-            : // An interval after the last fetch, not after a retry that wrote only the files.
-              interval > 0
-              ? Math.max(1, lastFetchAt + interval - monotonicMs())
-              : interval,
-        refreshTick,
+        () => Math.max(1, Math.min(refreshDueAt(), evictAt) - monotonicMs()),
+        async (tickSignal) => {
+          const at = monotonicMs()
+          if (at >= evictAt) {
+            evict()
+            evictAt = at + evictEveryMs
+          }
+          if (at >= refreshDueAt()) await refreshPass(tickSignal)
+        },
       ),
     )
   },
