@@ -195,6 +195,12 @@ describe('zts provider against the ZTS double', () => {
     const ours = await post('/accesstoken', { domain: 'demo', role: 'unauthenticated' })
     assert.equal(ours.status, 502)
     assert.equal(await fetchErrors(), before + 1)
+    // A 404 that is not ZTS's error (a proxy's page: ENDPOINT with a wrong path) refuses nothing
+    // the client asked for: the provider failed.
+    zts.answerNext('oauth2', '<html>Not Found</html>', 'text/html', 404)
+    const page = await post('/accesstoken', { domain: 'demo', role: 'wrong-endpoint' })
+    assert.equal(page.status, 502)
+    assert.equal(await fetchErrors(), before + 2)
   })
 
   it('a 2xx from ZTS that is not a token is a failure of the provider: 502, counted, never cached', async () => {

@@ -35,7 +35,7 @@ test('token_fetch_errors_total counts failed fetches, not those the shutdown can
 })
 
 test("ZTS refusing what a client asked is not counted; refusing a configured target's token is", async () => {
-  const refused = (status: number) => Object.assign(failing(`answered ${status}`), { status })
+  const refused = (status: number) => Object.assign(failing(`answered ${status}`), { status, fromZts: true })
   const refusing: TokenSource = {
     roleToken: async () => {
       throw refused(403)

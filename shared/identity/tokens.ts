@@ -55,9 +55,11 @@ export function isUpstreamError(err: unknown): boolean {
 /**
  * ZTS's status when it refused what the client asked (a domain or role it does not have, a
  * principal not in the role, a bad request): the client's to fix, not a failure of the provider.
- * Its 401 (our certificate refused) and 429 are ours, and stay failures.
+ * Its 401 (our certificate refused) and 429 are ours, and stay failures; so is a 4xx that is not
+ * ZTS's own error (`fromZts`: a proxy's page).
  */
 export function refusedByProvider(err: unknown): 400 | 403 | 404 | undefined {
-  const status = (err as { status?: unknown }).status
-  return isUpstreamError(err) && (status === 400 || status === 403 || status === 404) ? status : undefined
+  const { status, fromZts } = err as { status?: unknown; fromZts?: unknown }
+  const refusal = status === 400 || status === 403 || status === 404
+  return isUpstreamError(err) && fromZts === true && refusal ? status : undefined
 }

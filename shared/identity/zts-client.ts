@@ -106,11 +106,16 @@ export function createZtsClient(opts: ZtsClientOptions): ZtsClient {
                 codedError('ERR_UPSTREAM', `ZTS ${method} ${path} answered ${status} without a JSON object`),
               )
             }
-            const message = (json as { message?: string } | undefined)?.message ?? text.slice(0, 200)
+            // ZTS's own error (its ResourceError: `{code, message}`), or a page of something else
+            // on the way (a proxy's 404 for a wrong ENDPOINT path), which refuses nothing the
+            // client asked for: a failure of the provider, whatever its status.
+            const said = json as { code?: unknown; message?: unknown } | undefined
+            const fromZts = typeof said?.code === 'number' && typeof said.message === 'string'
+            const message = fromZts ? (said.message as string).slice(0, 500) : text.slice(0, 200)
             reject(
               Object.assign(
                 codedError('ERR_UPSTREAM', `ZTS ${method} ${path} answered ${status}: ${message}`),
-                { status },
+                { status, fromZts },
               ),
             )
           })

@@ -49,8 +49,8 @@ export interface ZtsDouble {
   drip(route: Route, ms: number, bytes?: number): void
   /** The next call of `route` returns a certificate for another key. */
   wrongKeyNext(route: Route): void
-  /** The next call of `route` answers 200 with `body` as it is (a proxy's page, a token without its expiry). */
-  answerNext(route: Route, body: string, contentType?: string): void
+  /** The next call of `route` answers `status` (200) with `body` as it is (a proxy's page, a token without its expiry). */
+  answerNext(route: Route, body: string, contentType?: string, status?: number): void
   /** Certificates issued from now on (instance, refresh, role) live `ms` (an hour by default). */
   issueFor(ms: number): void
   /** A key and certificate issued by the double's CA (for the files provider), valid for 127.0.0.1. */
@@ -120,7 +120,7 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
     })
   const wrongKey = new Set<Route>()
   let issuedValidityMs = VALIDITY_MS
-  const raw = new Map<Route, { body: string; contentType: string }>()
+  const raw = new Map<Route, { body: string; contentType: string; status: number }>()
   const drips = new Map<Route, { ms: number; bytes: number }>()
 
   const send = (res: ServerResponse, status: number, body?: unknown) => {
@@ -193,7 +193,7 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
     const answer = raw.get(route)
     if (answer) {
       raw.delete(route)
-      res.writeHead(200, { 'content-type': answer.contentType })
+      res.writeHead(answer.status, { 'content-type': answer.contentType })
       return void res.end(answer.body)
     }
     const fail = failures.get(route)
@@ -313,7 +313,8 @@ export async function startZtsDouble(): Promise<ZtsDouble> {
     issueFor: (ms) => {
       issuedValidityMs = ms
     },
-    answerNext: (route, body, contentType = 'application/json') => void raw.set(route, { body, contentType }),
+    answerNext: (route, body, contentType = 'application/json', status = 200) =>
+      void raw.set(route, { body, contentType, status }),
     async issue(commonName, keyType = 'rsa') {
       if (keyType === 'ec') {
         const keyPem = generateKeyPairSync('ec', { namedCurve: 'P-256' })
