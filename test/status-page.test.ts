@@ -167,6 +167,12 @@ describe('status page: rendering', () => {
       assert.ok(!text.includes(secret), `${secret.slice(0, 12)}… is not shown`)
     }
     assert.match(text, /redis:\/\/\*\*\*@redis:6379/)
+    // A password written raw, with an @ or a / in it (not percent-encoded): all of it cut.
+    for (const url of ['redis://:p@ss@redis:6379', 'rediss://u:pa/ss@redis:6380/0']) {
+      const shown = redact(`connect to ${url} failed`)
+      assert.doesNotMatch(shown, /ss@|pa\/|p@/, shown)
+      assert.match(shown, /^connect to rediss?:\/\/\*\*\*@redis:63(79|80)/)
+    }
     assert.equal(
       redact("ENOENT: no such file or directory, open '/var/run/athenz/service.key.pem'"),
       "ENOENT: no such file or directory, open '/var/run/athenz/service.key.pem'",

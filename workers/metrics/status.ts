@@ -292,12 +292,15 @@ function dn(labels: Labels, prefix: string): string {
  * the second line of defence.
  */
 export function redact(text: string): string {
-  return text
-    .replace(/-----BEGIN [^-]+-----[\s\S]*?(-----END [^-]+-----|$)/g, '[pem redacted]')
-    .replace(/(\w+:\/\/)[^/@\s]*@/g, '$1***@')
-    .replace(/\b(bearer|basic|token|password|secret)([=:\s]+)\S+/gi, '$1$2***')
-    .replace(/[A-Za-z0-9+_=.-]{48,}|[A-Za-z0-9+/=]{64,}/g, '[redacted]')
-    .slice(0, 300)
+  return (
+    text
+      .replace(/-----BEGIN [^-]+-----[\s\S]*?(-----END [^-]+-----|$)/g, '[pem redacted]')
+      // To the last @ of the address: a password written raw may hold an @ or a /.
+      .replace(/(\w+:\/\/)\S*@/g, '$1***@')
+      .replace(/\b(bearer|basic|token|password|secret)([=:\s]+)\S+/gi, '$1$2***')
+      .replace(/[A-Za-z0-9+_=.-]{48,}|[A-Za-z0-9+/=]{64,}/g, '[redacted]')
+      .slice(0, 300)
+  )
 }
 
 /** How long a view waits for the container's memory limit to be read; then it shows none. */
