@@ -225,6 +225,23 @@ describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
       assert.deepEqual([(await post(base, batch)).status, api.objects.size >= 200], [201, true])
     })
 
+    test('a kept-alive connection closed as a create is sent on it: sent again on another, 201, the gateway stays ready', async () => {
+      // A create first: its connection waits in the agent's pool, and the next one is sent on it.
+      assert.equal((await post(base, webhook([alert('BeforeHangUp')]))).status, 201)
+      const episodes = sc.events('gateway.not-ready').length
+      const before = api.objects.size
+      api.hangUpNext()
+      const r = await post(base, webhook([alert('AfterHangUp')]))
+      assert.equal(r.status, 201)
+      assert.equal(api.objects.size, before + 1)
+      assert.deepEqual(
+        api.requests.slice(-2).map((q) => q.status),
+        [0, 201],
+        'closed with no answer, then created',
+      )
+      assert.equal(sc.events('gateway.not-ready').length, episodes, 'no readiness flap')
+    })
+
     test('the token file is re-read: a rotated token is used on the next write', async () => {
       writeFileSync(tokenFile, 'sa-token-2')
       api.setToken('sa-token-2')

@@ -99,6 +99,11 @@ const MAX_ANSWER_BYTES = 4 << 20
  * One request to the API server, its answer read whole. Transport failures reject with
  * ERR_KUBE_API; no whole answer within `timeoutMs` (the socket's idle timeout alone never fires
  * for an answer that trickles in) with ERR_KUBE_TIMEOUT; any HTTP status resolves.
+ *
+ * A kept-alive connection the server (or a load balancer on the way) closed while it sat idle in
+ * the pool fails the request sent on it before any answer: sent again once, on a new connection,
+ * within the same deadline. Every request made here may be repeated: a create by name finds its
+ * own object (409), an apply or a read is the same twice.
  */
 export function kubeRequest(
   url: URL,
@@ -106,8 +111,19 @@ export function kubeRequest(
   timeoutMs = REQUEST_TIMEOUT_MS,
 ): Promise<{ status: number; text: string; retryAfterMs?: number }> {
   const deadline = AbortSignal.timeout(timeoutMs)
+  return send(url, r, timeoutMs, deadline, true)
+}
+
+function send(
+  url: URL,
+  r: KubeRequest,
+  timeoutMs: number,
+  deadline: AbortSignal,
+  mayRepeat: boolean,
+): Promise<{ status: number; text: string; retryAfterMs?: number }> {
   const timedOut = () => codedError('ERR_KUBE_TIMEOUT', 'the API server did not answer in time')
   return new Promise((resolve, reject) => {
+    let answered = false
     const req = https().request(
       url,
       {
@@ -124,6 +140,7 @@ export function kubeRequest(
         },
       },
       (res) => {
+        answered = true
         const chunks: Buffer[] = []
         let bytes = 0
         res.on('data', (c: Buffer) => {
@@ -161,6 +178,11 @@ export function kubeRequest(
       const code = (err as { code?: string }).code
       if (code === 'ERR_KUBE_TIMEOUT' || code === 'ERR_KUBE_API') return reject(err)
       if (deadline.aborted && !r.signal?.aborted) return reject(timedOut())
+      const closedIdle = code === 'ECONNRESET' || code === 'EPIPE'
+      if (mayRepeat && closedIdle && req.reusedSocket && !answered && !r.signal?.aborted) {
+        // The agent has let go of that connection; one it closed earlier is out of its pool too.
+        return resolve(send(url, r, timeoutMs, deadline, false))
+      }
       reject(codedError('ERR_KUBE_API', `API server ${url.host}: ${err.message}`, err))
     })
     req.end(r.body?.text)

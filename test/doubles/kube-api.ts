@@ -42,6 +42,11 @@ export interface KubeApiDouble {
   cutNext(): void
   /** The next `n` requests are answered 200 with an HTML page, as by a proxy's sign-in page in front of the API server. */
   impostorNext(n: number): void
+  /**
+   * The next request's connection is closed with no answer, as when a load balancer closes a
+   * kept-alive connection at the moment the client sends on it.
+   */
+  hangUpNext(): void
   /** The bearer token the API server accepts from now on. */
   setToken(token: string): void
   /** The next `n` creates and applies are answered `status` (e.g. 500, 403), with a Retry-After if given. */
@@ -111,6 +116,7 @@ export async function startKubeApi(opts: {
   let token = opts.token
   let failures: { n: number; status: number; retryAfterSec?: number } = { n: 0, status: 0 }
   let impostor = 0
+  let hangUp = false
   let refuse: (obj: KubeObject) => boolean = () => false
   let refuseBy: 'schema' | 'admission' = 'schema'
   let uid = 0
@@ -158,6 +164,17 @@ export async function startKubeApi(opts: {
 
     const chunks: Buffer[] = []
     for await (const c of req) chunks.push(c as Buffer)
+    if (hangUp) {
+      hangUp = false
+      requests.push({
+        method: req.method ?? '',
+        path,
+        status: 0,
+        authorization: req.headers.authorization,
+        dryRun,
+      })
+      return void req.socket.destroy()
+    }
     if (impostor > 0) {
       impostor--
       requests.push({
@@ -347,6 +364,9 @@ export async function startKubeApi(opts: {
     },
     impostorNext(n) {
       impostor = n
+    },
+    hangUpNext() {
+      hangUp = true
     },
     drip(ms, bytes = 1) {
       drip = { ms, bytes }
