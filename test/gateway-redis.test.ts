@@ -3,9 +3,12 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
+import { loadConfig } from '../shared/config/load.js'
+import { createLogger } from '../shared/logger.js'
 import { createMemoryStore } from '../workers/gateway/dedup-memory.js'
 import { createRedisStore, DEDUP_KEY_PREFIX } from '../workers/gateway/dedup-redis.js'
 import type { DedupStore } from '../workers/gateway/dedup-store.js'
+import { createSinkFor } from '../workers/gateway/sinks.js'
 import { eventually } from './support/eventually.js'
 import { alert, gatewayEnv, metric, post, readJsonLines, webhook } from './support/gateway.js'
 import { freePort } from './support/ports.js'
@@ -404,6 +407,46 @@ describe('dedup store semantics (memory and a real Redis)', () => {
       assert.equal(await admin.exists(key('new')), 0, 'the lease the failed call made is released')
     })
   }
+
+  test('the redis-stream sink keeps GATEWAY_STREAM_MAXLEN entries, the newest; unset, every one', async () => {
+    const log = createLogger('gateway', 'silent')
+    const sinkOf = async (env: Record<string, string>) => {
+      const inv = loadConfig([], { GATEWAY_SINK: 'redis-stream', REDIS_URL: redis.url, ...env })
+      assert.equal(inv.kind, 'run')
+      return createSinkFor(inv.config, client(), log)
+    }
+    const record = (i: number) => ({
+      fingerprint: `trim-${i}`,
+      alertname: `Trim${i}`,
+      status: 'firing' as const,
+      severity: null,
+      namespace: null,
+      labels: { alertname: `Trim${i}` },
+      annotations: {},
+      startsAt: null,
+      endsAt: null,
+      generatorURL: null,
+      receiver: null,
+      receivedAt: '2026-12-07T00:00:00.000Z',
+      n: i,
+    })
+    const bounded = await sinkOf({ GATEWAY_STREAM_KEY: 'trimmed', GATEWAY_STREAM_MAXLEN: '25' })
+    const unbounded = await sinkOf({ GATEWAY_STREAM_KEY: 'whole' })
+    for (let batch = 0; batch < 4; batch++) {
+      const records = Array.from({ length: 20 }, (_, i) => record(batch * 20 + i))
+      await Promise.all([bounded.write(records), unbounded.write(records)])
+    }
+    const reader = client()
+    assert.deepEqual([await reader.xlen('trimmed'), await reader.xlen('whole')], [25, 80])
+    const kept = (await reader.xrange('trimmed', '-', '+')).map(
+      ([, f]) => (JSON.parse(f[f.indexOf('alert') + 1]!) as { n: number }).n,
+    )
+    assert.deepEqual(
+      kept,
+      Array.from({ length: 25 }, (_, i) => 55 + i),
+      'the oldest went',
+    )
+  })
 
   test('redis: unreachable store fails with ERR_DEDUP_UNAVAILABLE', async () => {
     const c = new Redis(1, '127.0.0.1', {

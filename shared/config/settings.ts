@@ -351,6 +351,11 @@ export const SETTINGS = {
     help: 'record resolved alerts as the resolution of their fingerprint (false: ignore them)',
   },
   gatewayStreamKey: { kind: 'string', default: 'sia:alerts', help: 'Redis stream of the redis-stream sink' },
+  gatewayStreamMaxlen: {
+    kind: 'int',
+    default: '0',
+    help: 'entries the redis-stream sink keeps, the oldest trimmed as it appends (XADD MAXLEN; 0: no trimming)',
+  },
   gatewayKubeApi: {
     kind: 'string',
     default: '',

@@ -5,19 +5,33 @@ import type { Sink, SinkRecord } from './sink.js'
 /**
  * XADD per new alert, one pipeline per batch: consumers scale out behind several gateways. One key,
  * so one hash slot: the pipeline is valid on a cluster too. `writeProbe` is the dedup store's
- * probe, a write to the same Redis.
+ * probe, a write to the same Redis. `maxLen` (GATEWAY_STREAM_MAXLEN) bounds the stream, which
+ * otherwise grows until Redis is out of memory, and the dedup store, in the same Redis, with it:
+ * exact, not `~` (approximate trimming keeps whole nodes of a hundred entries, well past a small
+ * bound); at an alert gateway's rate, each XADD trims about one entry.
  */
 export function createRedisStreamSink(
   client: RedisClient,
   key: string,
-  writeProbe?: () => Promise<void>,
+  { maxLen = 0, writeProbe }: { maxLen?: number; writeProbe?: () => Promise<void> } = {},
 ): Sink {
+  const trim = maxLen > 0 ? ['MAXLEN', String(maxLen)] : []
   return {
     name: 'redis-stream',
     async write(records: readonly SinkRecord[], _signal, stored) {
       const p = client.pipeline()
       await mapSliced(records, (r) =>
-        p.xadd(key, '*', 'fingerprint', r.fingerprint, 'status', r.status, 'alert', JSON.stringify(r)),
+        p.xadd(
+          key,
+          ...trim,
+          '*',
+          'fingerprint',
+          r.fingerprint,
+          'status',
+          r.status,
+          'alert',
+          JSON.stringify(r),
+        ),
       )
       const replies = (await p.exec()) ?? []
       const failed = replies.find(([err]) => err)

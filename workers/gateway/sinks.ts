@@ -25,7 +25,10 @@ export async function createSinkFor(
   switch (config.gatewaySink) {
     case 'redis-stream':
       if (!redis) throw codedError('ERR_CONFIG', 'GATEWAY_SINK=redis-stream needs REDIS_URL')
-      return createRedisStreamSink(redis, config.gatewayStreamKey, opts.redisWriteProbe)
+      return createRedisStreamSink(redis, config.gatewayStreamKey, {
+        maxLen: config.gatewayStreamMaxlen,
+        ...(opts.redisWriteProbe ? { writeProbe: opts.redisWriteProbe } : {}),
+      })
     case 'kubernetes':
       return createKubernetesSink({
         api: config.gatewayKubeApi,
