@@ -347,17 +347,18 @@ defineService({
     const interval = config.tokenRefreshInterval
     const retryMaxMs = Math.max(RETRY_INITIAL_MS, interval / 4)
     // When the pass after the last one is due: an interval after the last fetch (not after a
-    // retry that wrote only the files), or, after a failure, SIA's back-off; never with no interval.
-    let passEndedAt = monotonicMs()
-    const refreshDueAt = () =>
+    // retry that wrote only the files), or, after a failure, SIA's back-off (drawn once: it is
+    // jittered); never with no interval.
+    const nextRefreshAt = () =>
       interval <= 0
         ? Number.POSITIVE_INFINITY
         : failedPasses
-          ? passEndedAt + Math.min(interval, backoffDelay(failedPasses - 1, RETRY_INITIAL_MS, retryMaxMs))
+          ? monotonicMs() + Math.min(interval, backoffDelay(failedPasses - 1, RETRY_INITIAL_MS, retryMaxMs))
           : lastFetchAt + interval
     // Idle and expired tokens are dropped on a schedule of their own, in the same task: only at a
     // refresh, TOKEN_REFRESH_INTERVAL=0 kept them for ever (counted, exported) and the 30-minute
     // default made a TOKEN_CACHE_IDLE_EVICT of 5 minutes one of 30.
+    let refreshAt = nextRefreshAt()
     const evictEveryMs = evictionPeriod(config.tokenCacheIdleEvict)
     let evictAt = monotonicMs() + evictEveryMs
     const evict = () => {
@@ -385,19 +386,19 @@ defineService({
       }
       filesOwed = r.fetched && !r.filesWritten
       failedPasses = r.fetched && r.filesWritten ? 0 : failedPasses + 1
-      passEndedAt = monotonicMs()
+      refreshAt = nextRefreshAt()
     }
     await go(
       'refresh-timer',
       timerTask(
-        () => Math.max(1, Math.min(refreshDueAt(), evictAt) - monotonicMs()),
+        () => Math.max(1, Math.min(refreshAt, evictAt) - monotonicMs()),
         async (tickSignal) => {
           const at = monotonicMs()
           if (at >= evictAt) {
             evict()
             evictAt = at + evictEveryMs
           }
-          if (at >= refreshDueAt()) await refreshPass(tickSignal)
+          if (at >= refreshAt) await refreshPass(tickSignal)
         },
       ),
     )
