@@ -179,14 +179,29 @@ describe('token cache', () => {
     assert.equal(state.calls, 3)
   })
 
-  it('a token fetched with under a minute left goes to its callers, and is neither cached nor counted', async () => {
-    const { cache, state } = counting({ ttlMs: 30_000 })
+  it("a token fetched with under a minute left goes to its callers, and is neither cached nor counted, nor takes a valid one's room", async () => {
+    const { cache, state } = counting({ ttlMs: 30_000, maxEntries: 3, targets: [key('target')] })
     const [a, b] = await Promise.all([cache.get(key('short')), cache.get(key('short'))])
     assert.deepEqual([a.v, b.v, state.calls], [1, 1, 1], 'one fetch for callers at once')
     assert.deepEqual(cache.stats(), { entries: 0, bytes: 0 })
     assert.deepEqual([...cache.entries()], [])
     assert.equal(cache.peek(key('short')), undefined)
     assert.equal((await cache.get(key('short'))).v, 2)
+    // Three valid tokens fill the cache. A miss in flight takes a slot, as any new key's does (the
+    // least recently used goes); once it is known short, the slot is free again: the next short
+    // ones evict nothing more (each stayed until purged, and took a valid token's room).
+    state.ttlMs = 3600_000
+    for (const r of ['a', 'b', 'c']) await cache.get(key(r))
+    state.ttlMs = 30_000
+    for (const r of ['s1', 's2', 's3', 's4']) await cache.get(key(r))
+    assert.deepEqual(
+      ['a', 'b', 'c'].map((r) => cache.peek(key(r)) !== undefined),
+      [false, true, true],
+    )
+    assert.deepEqual(roles(cache), ['b', 'c'])
+    // A target's token is its file's, however short: held (and so written).
+    await cache.refresh({ usedSince: 0, fetchedBefore: 0 })
+    assert.ok(roles(cache).includes('target'))
   })
 
   it('holds at most maxEntries, evicting the least recently used; targets are never evicted', async () => {

@@ -160,7 +160,7 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
         held.delete(id)
         heldBytes -= e.bytes
       },
-      async fetchMethod(_id, stale, { options, context }) {
+      async fetchMethod(id, stale, { options, context }) {
         const signal = context.signal ? AbortSignal.any([context.signal, stopped]) : stopped
         const value = await opts.fetch(context.key, signal)
         const t = now()
@@ -169,7 +169,8 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
         const ttl = expiresAt - MIN_REMAINING_MS - t
         options.ttl = Math.max(1, ttl)
         return {
-          passing: ttl <= 0,
+          // A target's is its file's token however short: held, and written.
+          passing: ttl <= 0 && !targetIds.has(id),
           key: context.key,
           value,
           expiresAt,
@@ -191,6 +192,14 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
   const targets = make(Math.max(1, targetIds.size), 0)
   const lru = make(opts.maxEntries, opts.maxBytes)
   const cacheOf = (id: string) => (targetIds.has(id) ? targets : lru)
+  /**
+   * A passing token lru-cache has stored (a fetch's value always is) is taken out again: left
+   * until its 1 ms TTL was purged, it took the room of a valid token, which was evicted for it.
+   */
+  const dropPassing = (id: string, e: CacheEntry<V> | undefined) => {
+    if (e?.passing && lru.peek(id, { allowStale: true }) === e) lru.delete(id)
+    return e
+  }
 
   function peek(key: CacheKey): V | undefined {
     const id = describeKey(key)
@@ -221,7 +230,9 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
         const abandon = new AbortController()
         // Forced: what the cache holds under `id` was a miss for `peek` (a wall clock that says it
         // has expired), and lru-cache would hand it back, not fetch.
-        const entry = cacheOf(id).fetch(id, { forceRefresh: true, context: { key, signal: abandon.signal } })
+        const entry = cacheOf(id)
+          .fetch(id, { forceRefresh: true, context: { key, signal: abandon.signal } })
+          .then((e) => dropPassing(id, e))
         const settled = entry.then(
           () => {},
           () => {},
@@ -273,7 +284,10 @@ export function createTokenCache<V>(opts: TokenCacheOptions<V>): TokenCache<V> {
         REFRESH_LANES,
         async ([cache, id, key]) => {
           const fetched = cache.fetch(id, { forceRefresh: true, context: { key } }).then(
-            () => void tally.updated++,
+            (e) => {
+              dropPassing(id, e)
+              tally.updated++
+            },
             (err: unknown) => {
               tally.failed++
               onError?.(key, err)
