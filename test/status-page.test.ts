@@ -179,6 +179,12 @@ describe('status page: rendering', () => {
       'an ordinary message is kept as it is',
     )
     assert.ok(redact('x'.repeat(1000)).length <= 300)
+    // A long message without spaces, addresses in it: linear, not a blocked thread (seconds).
+    const t0 = performance.now()
+    redact('a://b'.repeat(20_000))
+    redact('w'.repeat(100_000))
+    const ms = performance.now() - t0
+    assert.ok(ms < 1000, `${ms.toFixed(0)} ms (it took seconds)`)
   })
 
   test('sizes and durations read as an operator writes them', () => {

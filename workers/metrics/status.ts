@@ -286,17 +286,23 @@ function dn(labels: Labels, prefix: string): string {
     .join(', ')
 }
 
+/** What of an error message is looked at: the page shows 300 characters of it. */
+const REDACT_INPUT_CHARS = 4096
+
 /**
  * An error message as the page shows it: credentials in URLs, PEM blocks and long opaque strings
  * (tokens, keys) cut out, and bounded in length. Error messages should hold none of these; this is
  * the second line of defence.
  */
 export function redact(text: string): string {
+  // Bounded first: a crash's message is any length, and the patterns below backtrack.
   return (
     text
+      .slice(0, REDACT_INPUT_CHARS)
       .replace(/-----BEGIN [^-]+-----[\s\S]*?(-----END [^-]+-----|$)/g, '[pem redacted]')
-      // To the last @ of the address: a password written raw may hold an @ or a /.
-      .replace(/(\w+:\/\/)\S*@/g, '$1***@')
+      // To the last @ of the address: a password written raw may hold an @ or a /. A scheme is
+      // short, an address's credentials too: each bounded, so a long run without spaces is linear.
+      .replace(/(\b\w{1,32}:\/\/)\S{0,512}@/g, '$1***@')
       .replace(/\b(bearer|basic|token|password|secret)([=:\s]+)\S+/gi, '$1$2***')
       .replace(/[A-Za-z0-9+_=.-]{48,}|[A-Za-z0-9+/=]{64,}/g, '[redacted]')
       .slice(0, 300)
