@@ -119,6 +119,23 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
   })
 
   let acknowledged = false
+  /**
+   * A successor writes nothing to its service's row until its start has succeeded: until then the
+   * row is its predecessor's, which still serves (its heartbeat for liveness and the watchdog, its
+   * heap, the gateway's degraded reasons). Written from the thread's start, a successor's beats hid
+   * a predecessor whose loop had blocked, its heap figures alternated with the predecessor's, and
+   * its reasons (a Redis not yet connected) made the service not ready while the other served.
+   */
+  let ownsRow = !init.successor
+  let stopHeartbeat = () => {}
+  const takeRow = () => {
+    ownsRow = true
+    stopHeartbeat = startHeartbeat(service, board)
+  }
+  const rowBoard: StatusBoard = {
+    ...board,
+    setDegraded: (s, reasons) => void (ownsRow && board.setDegraded(s, reasons)),
+  }
   const faults: (() => void)[] = []
   const throwLater = (err: Error) =>
     setTimeout(() => {
@@ -167,7 +184,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     repeats,
     registry,
     collect,
-    board,
+    board: rowBoard,
     signal: AbortSignal.any([group.signal, startCancel.signal]),
     go: group.go,
     async serve(task, server, address, { heldBodyBytes = 0, behindService = false } = {}) {
@@ -204,7 +221,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     failpoint,
   }
 
-  const stopHeartbeat = startHeartbeat(service, board)
+  if (ownsRow) takeRow()
 
   let starting: Promise<unknown> = Promise.resolve()
   rpc.handle('start', () => {
@@ -216,6 +233,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
         const failed = group.seal()
         if (failed)
           throw codedError('ERR_TASK_FAILED', `task ${failed.name} failed during the start`, failed.err)
+        if (!ownsRow && !startCancel.signal.aborted) takeRow()
         startTime.set(Date.now() / 1000)
         return null
       } finally {
@@ -238,6 +256,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     // the row is its successor's (its heartbeat for liveness and the watchdog, its heap), and a
     // predecessor draining for seconds must not hide a successor whose loop is blocked.
     stopHeartbeat()
+    ownsRow = false
     await failpoint(`${service}.shutdown`)
     // A start still in flight winds down first (its waits abort), so nothing is created after
     // the tasks are stopped; a start that ignores the abort is not waited for past the deadline.

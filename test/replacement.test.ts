@@ -415,6 +415,49 @@ describe('worker replacement', { concurrency: 2 }, () => {
     }
   })
 
+  test("the worker a reload replaces blocks while its successor starts: liveness names it, the successor's beats do not hide it", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
+    const configPath = join(dir, 'config.json')
+    // Stale after 2 s (its watchdog's timeout, under liveness's three beats).
+    writeFileSync(configPath, JSON.stringify({ services: { gateway: { watchdogTimeout: '2s' } } }))
+    const ports = await serverPorts()
+    // Every start of the gateway takes 4 s; the first webhook that reaches the sink blocks its loop.
+    const sc = await startReady({
+      args: ['--config', configPath],
+      env: {
+        ...ports.env,
+        SIA_FAILPOINTS: 'gateway.start=delay(4000);gateway.before-sink=1*block',
+        SHUTDOWN_TIMEOUT: '2s', // the blocked predecessor's drain, cut
+      },
+    })
+    try {
+      const health = `http://127.0.0.1:${ports.health}`
+      sc.kill('SIGHUP')
+      await sc.waitForEvent('worker.replacing', { service: 'gateway' }, 30_000)
+      // Served by the worker being replaced, which blocks on it; its successor is 4 s from serving.
+      void fetch(`${await sc.url('gateway')}${SIGNALS}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(webhook([alert('Block')])),
+        signal: AbortSignal.timeout(20_000),
+      }).catch(() => {})
+      const replaced = () => sc.events('worker.replaced').some((e) => e.service === 'gateway')
+      let seen: { status: number; body: unknown } | undefined
+      while (!seen && !replaced()) {
+        const r = await fetch(`${health}/healthz`)
+        if (r.status !== 200) seen = { status: r.status, body: await r.json() }
+        else await r.arrayBuffer()
+        await sleep(100)
+      }
+      assert.deepEqual(seen, { status: 503, body: { status: 'stale', stale: ['gateway'] } })
+      // The successor serves; the predecessor, which cannot drain, is cut at its deadline.
+      await sc.waitForEvent('worker.replaced', { service: 'gateway' }, 30_000)
+      assert.equal((await fetch(`${health}/healthz`)).status, 200)
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
+  })
+
   test('a predecessor whose drain fails says so: one that hangs is cut at its deadline, one that ends its thread is a crash', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
     const configPath = join(dir, 'config.json')

@@ -41,7 +41,8 @@ export interface GatewayHealthOptions {
  *
  * A failed sink is probed (`Sink.probe`: for the file sink, room on the disk for the write that
  * failed) every second, because a not-ready pod receives no traffic that could show the recovery.
- * The state is re-published every HEALTH_CHECK_MS, so a replacement worker's view wins at once.
+ * The state is re-published every HEALTH_CHECK_MS, so a successor's view wins at once once it
+ * serves (before, the row is its predecessor's: shared/define-service.ts).
  */
 export function createGatewayHealth(opts: GatewayHealthOptions): GatewayHealth {
   const { store, sink, log } = opts
