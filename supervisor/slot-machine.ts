@@ -562,10 +562,25 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
             { do: 'settle-replace', outcome: 'replaced' },
           )
           const up = { tag: 'running', until: now + tuning.watchdogTimeout } as const
-          if (!s.predecessorExit) return next(up)
-          // Its predecessor crashed meanwhile: a fault like any other (the restart intensity, the
-          // restarts metric), though the thread that replaces it was already on its way.
-          fx.push({ do: 'count-restart', reason: s.predecessorExit.reason })
+          // Its predecessor crashed meanwhile (ended, or announced its uncaught exception, whose
+          // exit no longer reaches this slot once the successor is current): a fault like any
+          // other, though the thread that replaces it was already on its way.
+          const died: WorkerExit | undefined =
+            s.predecessorExit ?? (s.predecessorDying ? { reason: 'exception', exitCode: 1 } : undefined)
+          if (!died) return next(up)
+          // Past the restart intensity it is a crash loop all the same: the run ends. (A service
+          // that is not restarted after a crash keeps this successor: a reload or a recycle asked
+          // for it, not the crash.)
+          if (decideRestart(tuning, died, model.faults, now, env.random).action === 'escalate') {
+            log(
+              'error',
+              'worker.crash-loop',
+              `${service} crashed more than ${tuning.maxRestarts} times in ${tuning.restartWindow}ms`,
+              { maxRestarts: tuning.maxRestarts, restartWindowMs: tuning.restartWindow },
+            )
+            fx.push({ do: 'escalate' })
+          }
+          fx.push({ do: 'count-restart', reason: died.reason })
           return next(up, { faults: [...model.faults, now] })
         }
         case 'start-error':

@@ -359,6 +359,28 @@ describe('replacing (recycle, reload): the successor starts beside the worker th
       [{ do: 'count-restart', reason: crash.reason }],
     )
   })
+  test('the predecessor dies while the successor starts, past the restart intensity: a crash loop, as any other', () => {
+    // Two faults in the window already (maxRestarts 2): a third is one too many.
+    const loaded = { ...replacing, faults: [NOW - 2000, NOW - 1000] }
+    const r = run(run(loaded, { type: 'predecessor-exit', exit: crash }).model, { type: 'start-ack' })
+    assert.ok(does(r.effects).includes('log:worker.crash-loop'))
+    assert.ok(does(r.effects).includes('escalate'))
+    // Within it: counted, no escalation.
+    const once = run(run(replacing, { type: 'predecessor-exit', exit: crash }).model, { type: 'start-ack' })
+    assert.ok(!does(once.effects).includes('escalate'))
+  })
+  test('the predecessor announces its crash and the successor serves before its exit: the crash counts all the same', () => {
+    const dying = run(replacing, { type: 'predecessor-dying' }).model
+    const up = run(dying, { type: 'start-ack' })
+    assert.equal(up.model.state.tag, 'running')
+    assert.deepEqual(up.model.faults, [NOW])
+    assert.deepEqual(
+      up.effects.filter((e) => e.do === 'count-restart'),
+      [{ do: 'count-restart', reason: 'exception' }],
+    )
+    const loaded = run({ ...replacing, faults: [NOW - 2000, NOW - 1000] }, { type: 'predecessor-dying' })
+    assert.ok(does(run(loaded.model, { type: 'start-ack' }).effects).includes('escalate'))
+  })
   test('the predecessor announces its crash while the successor starts: its port is held until the successor serves', () => {
     const r = run(replacing, { type: 'predecessor-dying' })
     assert.equal(r.model.state.tag, 'replacing')
