@@ -58,8 +58,8 @@ export interface WorkerOps {
   cancel: { args: null; result: null }
   /** Aborts a start in flight, waits for it, then stops every task and runs the cleanups. */
   shutdown: { args: ShutdownRequest; result: ShutdownReport }
-  /** Serve the service's API to a caller on `port` (DESIGN.md §9). */
-  'port.serve': { args: { port: MessagePort }; result: null }
+  /** Serve the service's API to a caller on `port`: only `methods`, those it may call (DESIGN.md §9). */
+  'port.serve': { args: { port: MessagePort; methods: readonly string[] }; result: null }
   /** `port` now leads to `target`'s current worker, `server` (an id the supervisor gives each). */
   'port.connect': { args: { target: Target; port: MessagePort; server: number }; result: null }
   /**

@@ -1,7 +1,7 @@
 import { MessageChannel } from 'node:worker_threads'
 import { codedError } from '../shared/errors.js'
 import type { Logger } from '../shared/logger.js'
-import type { ServiceApis, Target } from '../shared/ports/apis.js'
+import { CALLS, type ServiceApis, type Target } from '../shared/ports/apis.js'
 import { serveOn } from '../shared/ports/comlink.js'
 import type { ServiceName } from '../shared/services.js'
 import type { WorkerHandle } from './worker-handle.js'
@@ -42,6 +42,8 @@ export function createPortBroker(supervisorApi: ServiceApis['supervisor'], log: 
   let lastId = 0
   const idOf = (server: WorkerHandle | 'main') => (server === 'main' ? 0 : entry(ids, server, () => ++lastId))
   const callers = new Map<Target, Set<WorkerHandle>>()
+  /** The methods of each target a caller may use, by caller (CALLS). */
+  const allowed = new WeakMap<WorkerHandle, Partial<Record<Target, readonly string[]>>>()
   /** Requests that wait for their target to come up: answered once it is wired. */
   const waiting = new Map<Target, Map<WorkerHandle, () => void>>()
 
@@ -51,17 +53,25 @@ export function createPortBroker(supervisorApi: ServiceApis['supervisor'], log: 
   function wire(caller: WorkerHandle, target: Target): void {
     const server = servers.get(target)
     if (!server) throw codedError('ERR_SERVICE_DOWN', `${target} is down`)
+    const methods = allowed.get(caller)?.[target] ?? []
     const { port1, port2 } = new MessageChannel()
-    if (server === 'main') serveOn(port2, supervisorApi)
-    else server.rpc.request('port.serve', { port: port2 }, CONTROL_MS, [port2]).catch(ignore('serve'))
+    if (server === 'main') serveOn(port2, supervisorApi, methods)
+    else
+      server.rpc.request('port.serve', { port: port2, methods }, CONTROL_MS, [port2]).catch(ignore('serve'))
     caller.rpc
       .request('port.connect', { target, port: port1, server: idOf(server) }, CONTROL_MS, [port1])
       .catch(ignore('connect'))
   }
 
   return {
-    attach(_service, h) {
+    attach(service, h) {
+      allowed.set(h, CALLS[service] ?? {})
       h.rpc.handle('port.request', ({ target, wait }) => {
+        if (!allowed.get(h)?.[target]?.length)
+          throw codedError(
+            'ERR_CALL_NOT_ALLOWED',
+            `${service} may not call ${target} (CALLS, shared/ports/apis.ts)`,
+          )
         entry(callers, target, () => new Set()).add(h)
         if (servers.has(target) || !wait) {
           wire(h, target)

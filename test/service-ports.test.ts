@@ -5,11 +5,15 @@ import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { MessageChannel } from 'node:worker_threads'
 import { codedError } from '../shared/errors.js'
+import { createLogger } from '../shared/logger.js'
 import type { Target } from '../shared/ports/apis.js'
-import { serveOn } from '../shared/ports/comlink.js'
+import { remoteOn, serveOn } from '../shared/ports/comlink.js'
 import { createServicePorts } from '../shared/ports/service-ports.js'
 import type { SupervisorOps, WorkerOps } from '../shared/protocol.js'
 import { createRpc } from '../shared/rpc.js'
+import type { ServiceName } from '../shared/services.js'
+import { createPortBroker } from '../supervisor/port-broker.js'
+import type { WorkerHandle } from '../supervisor/worker-handle.js'
 import { providerEnv, startZtsDouble } from './doubles/zts.js'
 import { serverPorts } from './support/ports.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
@@ -32,7 +36,7 @@ function harness(timeoutMs: number) {
   const wire = async (target: Target) => {
     if (!api) throw codedError('ERR_SERVICE_DOWN', `${target} is down`)
     const { port1, port2 } = new MessageChannel()
-    serveOn(port2, api)
+    serveOn(port2, api, Object.keys(api))
     served.push(port2)
     await supervisor.request('port.connect', { target, port: port1, server: ++server }, 1000, [port1])
   }
@@ -59,6 +63,95 @@ function harness(timeoutMs: number) {
 }
 
 describe('service ports', () => {
+  test('a caller is served only the methods it may call: no other method, no field, no write into the serving thread', async () => {
+    const { port1, port2 } = new MessageChannel()
+    const api = {
+      collect: () => 'metrics',
+      identity: () => ({ keyPem: 'PRIVATE KEY' }),
+      secret: 'a field',
+    }
+    serveOn(port2, api, ['collect'])
+    const remote = remoteOn<{ collect(): string; identity(): unknown; secret: string }>(port1)
+    // comlink's own messages, as any caller can post them: a write through the prototype.
+    const answer = (id: string) =>
+      new Promise((resolve) => {
+        const on = (m: { id?: string }) => {
+          if (m.id !== id) return
+          port1.off('message', on)
+          resolve(m)
+        }
+        port1.on('message', on)
+      })
+    try {
+      assert.equal(await remote.collect(), 'metrics')
+      await assert.rejects(remote.identity())
+      assert.equal(await remote.secret, undefined)
+      const set = answer('pollute')
+      port1.postMessage({
+        id: 'pollute',
+        type: 'SET',
+        path: ['__proto__', 'polluted'],
+        value: { type: 'RAW', value: 'from a caller' },
+      })
+      await set
+      assert.equal(({} as Record<string, unknown>).polluted, undefined)
+    } finally {
+      port1.close()
+      port2.close()
+    }
+  })
+
+  test('the broker wires only the calls CALLS allows: the gateway may not ask the certificate service for the identity', async () => {
+    const broker = createPortBroker(
+      { collect: () => [], lastErrors: () => ({}) },
+      createLogger('supervisor', 'silent'),
+    )
+    const caller = (service: ServiceName) => {
+      const control = new MessageChannel()
+      const h = { service, rpc: createRpc<WorkerOps, SupervisorOps>(control.port2), alive: () => true }
+      broker.attach(service, h as unknown as WorkerHandle)
+      return {
+        worker: createRpc<SupervisorOps, WorkerOps>(control.port1),
+        close: () => {
+          control.port1.close()
+          control.port2.close()
+        },
+      }
+    }
+    const gateway = caller('gateway')
+    const metrics = caller('metrics')
+    try {
+      await assert.rejects(
+        gateway.worker.request('port.request', { target: 'certificate', wait: false }, 1000),
+        {
+          code: 'ERR_CALL_NOT_ALLOWED',
+        },
+      )
+      await assert.rejects(
+        gateway.worker.request('port.request', { target: 'supervisor', wait: false }, 1000),
+        {
+          code: 'ERR_CALL_NOT_ALLOWED',
+        },
+      )
+      // The metrics service may collect the supervisor's registry: wired (answered once connected).
+      const connected = new Promise((resolve) =>
+        metrics.worker.handle('port.connect', ({ port }) => {
+          port.close() // and with it the supervisor's end
+          resolve(true)
+          return null
+        }),
+      )
+      assert.equal(
+        await metrics.worker.request('port.request', { target: 'supervisor', wait: false }, 1000),
+        null,
+      )
+      assert.equal(await connected, true)
+    } finally {
+      gateway.close()
+      metrics.close()
+    }
+  })
+
   test('a thrown coded error arrives with its name, message and code', async () => {
     const h = harness(1000)
     h.serve({

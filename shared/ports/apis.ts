@@ -31,6 +31,26 @@ export interface ServiceApis {
 
 export type Target = keyof ServiceApis
 
+/**
+ * Who may call what (DESIGN.md §8, no worker holds another service's secrets): the metrics
+ * service collects every registry and the supervisor's last errors, the token service reads the
+ * identity (its private key with it). Nothing else: a gateway, which serves any HTTP client, that
+ * asked the certificate service for the identity was given the key.
+ */
+export const CALLS: Readonly<
+  Partial<Record<ServiceName, Readonly<Partial<Record<Target, readonly string[]>>>>>
+> = {
+  metrics: {
+    supervisor: ['collect', 'lastErrors'],
+    certificate: ['collect'],
+    token: ['collect'],
+    'memory-reporter': ['collect'],
+    gateway: ['collect'],
+    healthcheck: ['collect'],
+  },
+  token: { certificate: ['identity'] },
+}
+
 /** A service's API as its callers see it: every method returns a promise. */
 export type ServiceProxy<T> = {
   [K in keyof T]: T[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never

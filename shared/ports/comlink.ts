@@ -1,7 +1,7 @@
 import type { MessagePort } from 'node:worker_threads'
 import * as Comlink from 'comlink'
 import nodeAdapter from 'comlink/dist/umd/node-adapter.js'
-import { deserializeError, type SerializedError, serializeError } from '../errors.js'
+import { codedError, deserializeError, type SerializedError, serializeError } from '../errors.js'
 
 // The UMD file's module.exports is the function itself; its typings describe an ES default export.
 const nodeEndpoint = nodeAdapter as unknown as typeof nodeAdapter.default
@@ -20,9 +20,21 @@ Comlink.transferHandlers.set('throw', {
   },
 } as Comlink.TransferHandler<unknown, unknown>)
 
-/** Answers calls on `port` with the methods of `api` (looked up at call time). */
-export function serveOn(port: MessagePort, api: object): void {
-  Comlink.expose(api, nodeEndpoint(port))
+/**
+ * Answers calls on `port` with the `methods` of `api` (looked up at call time), and nothing else:
+ * comlink answers property reads and writes too (GET, SET), and a caller could read any of the
+ * object's fields or write through its prototype (`__proto__`) into the serving thread's.
+ */
+export function serveOn(port: MessagePort, api: object, methods: readonly string[]): void {
+  const facade = Object.create(null) as Record<string, (...args: unknown[]) => unknown>
+  for (const m of methods) {
+    facade[m] = (...args) => {
+      const fn = (api as Record<string, unknown>)[m]
+      if (typeof fn !== 'function') throw codedError('ERR_NO_METHOD', `no method ${m} here`)
+      return fn.apply(api, args)
+    }
+  }
+  Comlink.expose(Object.freeze(facade), nodeEndpoint(port))
 }
 
 export type Remote<T> = Comlink.Remote<T>

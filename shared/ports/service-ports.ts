@@ -55,8 +55,8 @@ export function createServicePorts(
     wire.port.close()
   }
 
-  rpc.handle('port.serve', ({ port }) => {
-    serveOn(port, api)
+  rpc.handle('port.serve', ({ port, methods }) => {
+    serveOn(port, api, methods)
     return null
   })
   rpc.handle('port.connect', ({ target, port, server }) => {
