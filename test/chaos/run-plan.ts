@@ -26,9 +26,11 @@ export interface RunReport {
 const END_THREADS_MS = 1000
 /**
  * What the measurement itself costs: the exit seen through the child process's pipes. The suite
- * (`npm test`) runs other test files beside the campaign on 2 cores and allows more.
+ * (`npm test`) runs other test files beside the campaign on 2 cores and allows more. Read at each
+ * run, not when this module loads: test/chaos.test.ts sets it after its imports have run, and the
+ * suite's runs were held to 250 ms, not its 750.
  */
-const MEASURE_SLACK_MS = Number(process.env.CHAOS_SLACK_MS ?? 250)
+const measureSlackMs = () => Number(process.env.CHAOS_SLACK_MS ?? 250)
 /** A run that has not exited by then is a violation (and is SIGKILLed). */
 const HARD_LIMIT_MS = 60_000
 /** Events that say why a worker's tasks did not all report `task.stopped`. */
@@ -195,7 +197,7 @@ export function check(plan: Plan, records: LogRecord[], junk: string[], end: End
   if (cancelled.length !== 1) fail(`${cancelled.length} supervisor.cancelled records`)
   const cancelAt = cancelled[0] ? Date.parse(cancelled[0].time) : undefined
   const exitMs = cancelAt === undefined ? undefined : end.exitedAt - cancelAt
-  if (exitMs !== undefined && exitMs > end.budgetMs + END_THREADS_MS + MEASURE_SLACK_MS) {
+  if (exitMs !== undefined && exitMs > end.budgetMs + END_THREADS_MS + measureSlackMs()) {
     fail(`exit ${exitMs}ms after the cancel, budget ${end.budgetMs}ms + ${END_THREADS_MS}ms`)
   }
 
