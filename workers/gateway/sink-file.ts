@@ -176,9 +176,16 @@ export async function createFileSink(
     // alerts would go with it. fstat of an open file is answered from its inode in memory:
     // synchronous, one system call; through the thread pool, a trip there and a turn of the loop
     // on every append.
-    if (regular && fstatSync(fd).nlink === 0) ({ fd, regular } = await current(true))
-    if (cutTo !== undefined) await cutBack(fd, cutTo)
-    const before = regular ? fstatSync(fd).size : 0
+    let st = regular ? fstatSync(fd) : undefined
+    if (st?.nlink === 0) {
+      ;({ fd, regular } = await current(true))
+      st = regular ? fstatSync(fd) : undefined
+    }
+    let before = st?.size ?? 0
+    if (cutTo !== undefined) {
+      before = cutTo
+      await cutBack(fd, cutTo)
+    }
     try {
       await writevAll(fd, bufs)
     } catch (err) {
