@@ -127,8 +127,11 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
    * its reasons (a Redis not yet connected) made the service not ready while the other served.
    */
   let ownsRow = !init.successor
+  /** Told to shut down: the row is never taken again (a start may still succeed after it). */
+  let leaving = false
   let stopHeartbeat = () => {}
   const takeRow = () => {
+    if (leaving) return
     ownsRow = true
     stopHeartbeat = startHeartbeat(service, board)
   }
@@ -233,7 +236,8 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
         const failed = group.seal()
         if (failed)
           throw codedError('ERR_TASK_FAILED', `task ${failed.name} failed during the start`, failed.err)
-        if (!ownsRow && !startCancel.signal.aborted) takeRow()
+        // A start the run's cancel wound down that succeeded all the same serves: its row too.
+        if (!ownsRow) takeRow()
         startTime.set(Date.now() / 1000)
         return null
       } finally {
@@ -255,6 +259,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     // A thread told to stop no longer writes the service's row of the board: during a replacement
     // the row is its successor's (its heartbeat for liveness and the watchdog, its heap), and a
     // predecessor draining for seconds must not hide a successor whose loop is blocked.
+    leaving = true
     stopHeartbeat()
     ownsRow = false
     await failpoint(`${service}.shutdown`)
