@@ -3,7 +3,7 @@ import { monotonicMs } from '../shared/clock.js'
 import type { Config } from '../shared/config/types.js'
 import type { Logger } from '../shared/logger.js'
 import type { ServiceName } from '../shared/services.js'
-import type { StatusBoard } from '../shared/status-board.js'
+import { HEARTBEAT_MS, type StatusBoard } from '../shared/status-board.js'
 import type { SupervisorMetrics } from './metrics.js'
 import { holdPort, type PortHold } from './port-hold.js'
 import type { RunContext } from './run-context.js'
@@ -74,6 +74,25 @@ type Drain =
   | { kind: 'clean' | 'cut-short' | 'deadline' | 'cut' }
   | { kind: 'error'; err: Error }
   | { kind: 'exit'; exit: WorkerExit }
+  | { kind: 'blocked'; silentMs: number; watchdogTimeoutMs: number }
+
+/**
+ * Settles once `h` leaves a `ping` unanswered for `watchdogMs`: its loop is blocked. The status
+ * board's heartbeat of a draining thread's service is its successor's, so the question is put to
+ * the thread itself, once a heartbeat. Never settles once `signal` aborts.
+ */
+async function loopBlocked(h: WorkerHandle, watchdogMs: number, signal: AbortSignal): Promise<Drain> {
+  while (!signal.aborted) {
+    const asked = monotonicMs()
+    const answered = await h.rpc.request('ping', null, watchdogMs).then(
+      () => true,
+      (err: { code?: string }) => err.code !== 'ERR_RPC_TIMEOUT', // ended: its exit says so
+    )
+    if (!answered) return { kind: 'blocked', silentMs: monotonicMs() - asked, watchdogTimeoutMs: watchdogMs }
+    await sleep(HEARTBEAT_MS, undefined, { signal, ref: false }).catch(() => {})
+  }
+  return new Promise<never>(() => {})
+}
 
 export function createServiceSlot(service: ServiceName, deps: SlotDeps): ServiceSlot {
   const { board, log, ctx, metrics } = deps
@@ -208,6 +227,17 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
           `${thread} answered its drain with an error`,
         )
         return
+      case 'blocked':
+        log.error(
+          {
+            event: 'worker.watchdog',
+            ...fields,
+            silentMs: drained.silentMs,
+            watchdogTimeoutMs: drained.watchdogTimeoutMs,
+          },
+          `${thread} stopped answering while it drained (its loop is blocked); terminating`,
+        )
+        return
       case 'exit':
         log.error(
           {
@@ -244,8 +274,12 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         )
         const stopping = new AbortController()
         const signal = AbortSignal.any([cutRetiring.signal, stopping.signal])
+        // A thread whose loop blocked cannot drain: ended once the watchdog's timeout says so,
+        // not at the drain's deadline (30 s by default), its connections hanging meanwhile.
+        const watchdogMs = deps.config().services[service].watchdogTimeout
         const drained = await Promise.race([
           answered,
+          loopBlocked(h, watchdogMs, signal),
           h.exited.then((exit): Drain => ({ kind: 'exit', exit })),
           sleep(deadlineMs, { kind: 'deadline' } as Drain, { ref: false, signal }).catch(
             (): Drain => ({ kind: 'cut' }),

@@ -415,7 +415,7 @@ describe('worker replacement', { concurrency: 2 }, () => {
     }
   })
 
-  test("the worker a reload replaces blocks while its successor starts: liveness names it, the successor's beats do not hide it", async () => {
+  test('the worker a reload replaces blocks while its successor starts: liveness names it, and once the successor serves its watchdog ends it, not its drain deadline', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
     const configPath = join(dir, 'config.json')
     // Stale after 2 s (its watchdog's timeout, under liveness's three beats).
@@ -427,7 +427,7 @@ describe('worker replacement', { concurrency: 2 }, () => {
       env: {
         ...ports.env,
         SIA_FAILPOINTS: 'gateway.start=delay(4000);gateway.before-sink=1*block',
-        SHUTDOWN_TIMEOUT: '2s', // the blocked predecessor's drain, cut
+        SHUTDOWN_TIMEOUT: '60s', // the drain's deadline: not what ends a blocked predecessor
       },
     })
     try {
@@ -450,8 +450,16 @@ describe('worker replacement', { concurrency: 2 }, () => {
         await sleep(100)
       }
       assert.deepEqual(seen, { status: 503, body: { status: 'stale', stale: ['gateway'] } })
-      // The successor serves; the predecessor, which cannot drain, is cut at its deadline.
-      await sc.waitForEvent('worker.replaced', { service: 'gateway' }, 30_000)
+      // The successor serves; the predecessor, which cannot drain, is ended by its watchdog (2 s
+      // unanswered), long before its drain's deadline.
+      const watchdog = await sc.waitForEvent(
+        'worker.watchdog',
+        { service: 'gateway', predecessor: true },
+        30_000,
+      )
+      assert.equal(watchdog.watchdogTimeoutMs, 2000)
+      await sc.waitForEvent('worker.replaced', { service: 'gateway' }, 10_000)
+      assert.deepEqual(sc.events('service.shutdown.timeout'), [])
       assert.equal((await fetch(`${health}/healthz`)).status, 200)
     } finally {
       assert.equal(await stop(sc), 0)
