@@ -77,19 +77,35 @@ type Drain =
   | { kind: 'blocked'; silentMs: number; watchdogTimeoutMs: number }
 
 /**
- * Settles once `h` leaves a `ping` unanswered for `watchdogMs`: its loop is blocked. The status
- * board's heartbeat of a draining thread's service is its successor's, so the question is put to
- * the thread itself, once a heartbeat. Never settles once `signal` aborts.
+ * Settles once `h` has left a `ping` unanswered for `watchdogMs`: its loop is blocked. The status
+ * board's heartbeat of a replaced thread's service is its successor's, so the question is put to
+ * the thread itself, once a heartbeat. The silence is judged after this thread has read its port
+ * (a turn of its own loop past the timers): an answer that came while the supervisor's loop was
+ * itself held up is not a silence. Never settles once `signal` aborts, or the thread has ended
+ * (its exit says so).
  */
 async function loopBlocked(h: WorkerHandle, watchdogMs: number, signal: AbortSignal): Promise<Drain> {
-  while (!signal.aborted) {
-    const asked = monotonicMs()
-    const answered = await h.rpc.request('ping', null, watchdogMs).then(
-      () => true,
-      (err: { code?: string }) => err.code !== 'ERR_RPC_TIMEOUT', // ended: its exit says so
-    )
-    if (!answered) return { kind: 'blocked', silentMs: monotonicMs() - asked, watchdogTimeoutMs: watchdogMs }
+  let answeredAt = monotonicMs()
+  let asking = false
+  let ended = false
+  while (!signal.aborted && !ended) {
+    if (!asking) {
+      asking = true
+      h.rpc.request('ping', null, MAX_TIMER_MS).then(
+        () => {
+          answeredAt = monotonicMs()
+          asking = false
+        },
+        () => {
+          ended = true
+        },
+      )
+    }
     await sleep(HEARTBEAT_MS, undefined, { signal, ref: false }).catch(() => {})
+    await new Promise((r) => setImmediate(r))
+    const silentMs = monotonicMs() - answeredAt
+    if (asking && !ended && !signal.aborted && silentMs > watchdogMs)
+      return { kind: 'blocked', silentMs, watchdogTimeoutMs: watchdogMs }
   }
   return new Promise<never>(() => {})
 }
@@ -228,6 +244,8 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         )
         return
       case 'blocked':
+        // For the status page's last error, as the running watchdog's kill is.
+        metrics.noteCrash(service, { reason: 'watchdog', silentMs: drained.silentMs })
         log.error(
           {
             event: 'worker.watchdog',
@@ -279,7 +297,9 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         const watchdogMs = deps.config().services[service].watchdogTimeout
         const drained = await Promise.race([
           answered,
-          loopBlocked(h, watchdogMs, signal),
+          // A predecessor only: a successor called off may still be loading its modules (no
+          // watchdog watches a start; its start deadline does).
+          replaced ? loopBlocked(h, watchdogMs, signal) : new Promise<Drain>(() => {}),
           h.exited.then((exit): Drain => ({ kind: 'exit', exit })),
           sleep(deadlineMs, { kind: 'deadline' } as Drain, { ref: false, signal }).catch(
             (): Drain => ({ kind: 'cut' }),

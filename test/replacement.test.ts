@@ -466,6 +466,31 @@ describe('worker replacement', { concurrency: 2 }, () => {
     }
   })
 
+  test('a successor the shutdown calls off while it still loads is not taken for a blocked thread: it winds down, exit 0', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
+    const configPath = join(dir, 'config.json')
+    writeFileSync(configPath, JSON.stringify({ services: { certificate: { watchdogTimeout: '2s' } } }))
+    // A successor thread that takes 3 s of synchronous work to load (a cold cache, a loaded machine).
+    const preload = join(dir, 'slow-successor.cjs')
+    writeFileSync(
+      preload,
+      `const { isMainThread, workerData } = require('node:worker_threads')
+if (!isMainThread && workerData && workerData.successor === true) {
+  const t = Date.now()
+  while (Date.now() - t < 3000) {}
+}
+`,
+    )
+    const sc = await startReady({
+      args: ['--config', configPath],
+      command: (node, argv) => ({ file: node, args: ['--require', preload, ...argv] }),
+    })
+    sc.kill('SIGHUP')
+    await sc.waitForEvent('worker.replacing', { service: 'certificate' })
+    assert.equal(await stop(sc), 0)
+    assert.deepEqual(sc.events('worker.watchdog'), [])
+  })
+
   test('a predecessor whose drain fails says so: one that hangs is cut at its deadline, one that ends its thread is a crash', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
     const configPath = join(dir, 'config.json')
