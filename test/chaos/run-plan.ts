@@ -212,7 +212,17 @@ export function check(plan: Plan, records: LogRecord[], junk: string[], end: End
   // 0 only for a signal with every shutdown clean; any unclean shutdown is 1.
   const cause = cancelled[0]?.cause as string | undefined
   const done = events('service.shutdown.done')
-  const unclean = done.filter((r) => r.outcome !== 'clean').map((r) => `${r.service}:${r.outcome}`)
+  // Unclean as the exit counts it: a shutdown that did not end clean, a start the budget cut
+  // after the cancel (no shutdown of its own), a thread still up at the exit (stuck, whatever its
+  // stop answered: on a loaded machine, one slow to end).
+  const unclean = [
+    ...done.filter((r) => r.outcome !== 'clean').map((r) => `${r.service}:${r.outcome}`),
+    ...records
+      .slice(cancelIndex)
+      .filter((r) => r.event === 'service.start.timeout')
+      .map((r) => `${r.service}:start-timeout`),
+    ...((exits[0]?.stuck as string[] | undefined) ?? []).map((s) => `${s}:stuck`),
+  ]
   if (end.code === 0 && cause !== 'signal') fail(`exit 0 with cause ${cause}`)
   if (end.code === 0 && unclean.length > 0) fail(`exit 0 with unclean shutdowns ${unclean.join(',')}`)
   if (end.code === 1 && cause === 'signal' && unclean.length === 0)
