@@ -41,6 +41,13 @@ interface Pending {
   timer: NodeJS.Timeout
 }
 
+function wellFormed(msg: unknown): msg is Message {
+  if (typeof msg !== 'object' || msg === null) return false
+  const m = msg as Record<string, unknown>
+  if (typeof m.id !== 'number') return false
+  return m.k === 'req' ? typeof m.op === 'string' : m.k === 'res'
+}
+
 export function createRpc<Out extends OpMap, In extends OpMap>(port: MessagePort): Rpc<Out, In> {
   const pending = new Map<number, Pending>()
   const handlers = new Map<string, (args: unknown) => unknown>()
@@ -48,6 +55,9 @@ export function createRpc<Out extends OpMap, In extends OpMap>(port: MessagePort
   let closed: CodedError | undefined
 
   const onMessage = (msg: Message) => {
+    // A message of another shape (a bug in the other thread) is dropped: thrown here, it would be
+    // an uncaught exception on this thread, and on the supervisor's that ends every service.
+    if (!wellFormed(msg)) return
     if (msg.k === 'res') {
       const p = pending.get(msg.id)
       if (!p) return // answered after its deadline: the caller has moved on
@@ -94,7 +104,8 @@ export function createRpc<Out extends OpMap, In extends OpMap>(port: MessagePort
       // A worker that posted its answer and then died: the answer may still sit in the port's
       // queue, behind the thread's exit event. Take it before rejecting what is left.
       for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
-        if ((m.message as Message).k === 'res') onMessage(m.message as Message)
+        const msg = m.message as Message
+        if (wellFormed(msg) && msg.k === 'res') onMessage(msg)
       }
       closed = reason
       for (const p of pending.values()) {

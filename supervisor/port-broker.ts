@@ -67,7 +67,9 @@ export function createPortBroker(supervisorApi: ServiceApis['supervisor'], log: 
     attach(service, h) {
       allowed.set(h, CALLS[service] ?? {})
       h.rpc.handle('port.request', ({ target, wait }) => {
-        if (!allowed.get(h)?.[target]?.length)
+        // Own keys only: a target named `constructor` would find Object's, a function with a length.
+        const calls = allowed.get(h)
+        if (!calls || !Object.hasOwn(calls, target) || !calls[target]?.length)
           throw codedError(
             'ERR_CALL_NOT_ALLOWED',
             `${service} may not call ${target} (CALLS, shared/ports/apis.ts)`,

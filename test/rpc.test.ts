@@ -61,3 +61,24 @@ test('an answer already queued when the worker exits is delivered, not dropped',
   client.close(codedError('ERR_WORKER_EXITED', 'worker exited'))
   assert.equal(await answered, 'X')
 })
+
+test('a message of another shape is dropped, not thrown on the receiving thread; requests after it are answered', async () => {
+  const { client, server, port1, port2 } = pair()
+  server.handle('echo', (s) => s.toUpperCase())
+  const uncaught: unknown[] = []
+  const onUncaught = (err: unknown) => uncaught.push(err)
+  process.on('uncaughtException', onUncaught)
+  try {
+    for (const junk of [null, 7, 'res', { k: 'req' }, { k: 'res' }, { k: 'req', id: 1, op: 3 }]) {
+      port1.postMessage(junk)
+      port2.postMessage(junk)
+    }
+    assert.equal(await client.request('echo', 'after', 1000), 'AFTER')
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.deepEqual(uncaught, [])
+  } finally {
+    process.off('uncaughtException', onUncaught)
+    client.close(codedError('ERR_TEST_DONE', 'done'))
+    server.close(codedError('ERR_TEST_DONE', 'done'))
+  }
+})

@@ -101,6 +101,26 @@ describe('service ports', () => {
     }
   })
 
+  test('a comlink message of another shape is dropped by the serving thread, not thrown there; calls after it are answered', async () => {
+    const { port1, port2 } = new MessageChannel()
+    serveOn(port2, { collect: () => 'metrics' }, ['collect'])
+    const remote = remoteOn<{ collect(): string }>(port1)
+    const uncaught: unknown[] = []
+    const onUncaught = (err: unknown) => uncaught.push(err)
+    process.on('uncaughtException', onUncaught)
+    try {
+      port1.postMessage({ id: 'junk', type: 'APPLY', path: ['collect'], argumentList: 5 })
+      port1.postMessage({ id: 'junk2', type: 'APPLY', path: 'collect' })
+      assert.equal(await remote.collect(), 'metrics')
+      await new Promise((resolve) => setImmediate(resolve))
+      assert.deepEqual(uncaught, [])
+    } finally {
+      process.off('uncaughtException', onUncaught)
+      port1.close()
+      port2.close()
+    }
+  })
+
   test('the broker wires only the calls CALLS allows: the gateway may not ask the certificate service for the identity', async () => {
     const broker = createPortBroker(
       { collect: () => [], lastErrors: () => ({}) },
@@ -132,6 +152,11 @@ describe('service ports', () => {
         {
           code: 'ERR_CALL_NOT_ALLOWED',
         },
+      )
+      // A name the allowlist only has through its prototype.
+      await assert.rejects(
+        metrics.worker.request('port.request', { target: 'constructor' as Target, wait: false }, 1000),
+        { code: 'ERR_CALL_NOT_ALLOWED' },
       )
       // The metrics service may collect the supervisor's registry: wired (answered once connected).
       const connected = new Promise((resolve) =>

@@ -34,7 +34,38 @@ export function serveOn(port: MessagePort, api: object, methods: readonly string
       return fn.apply(api, args)
     }
   }
-  Comlink.expose(Object.freeze(facade), nodeEndpoint(port))
+  Comlink.expose(Object.freeze(facade), guarded(nodeEndpoint(port)))
+}
+
+/**
+ * comlink's listener reads a message's argument list before its own try (an `argumentList` that
+ * is not a list throws there): such a message is dropped, not an uncaught exception on the
+ * serving thread (the supervisor's own, for its registry).
+ */
+type Listener = Parameters<Comlink.Endpoint['addEventListener']>[1]
+
+function guarded(ep: Comlink.Endpoint): Comlink.Endpoint {
+  const wrapped = new Map<Listener, (ev: Event) => void>()
+  return {
+    postMessage: ep.postMessage.bind(ep),
+    start: ep.start?.bind(ep),
+    addEventListener(type, listener) {
+      const safe = (ev: Event) => {
+        try {
+          if (typeof listener === 'function') listener(ev)
+          else listener.handleEvent(ev)
+        } catch {}
+      }
+      wrapped.set(listener, safe)
+      ep.addEventListener(type, safe)
+    },
+    removeEventListener(type, listener) {
+      const safe = wrapped.get(listener)
+      if (!safe) return
+      wrapped.delete(listener)
+      ep.removeEventListener(type, safe)
+    },
+  }
 }
 
 export type Remote<T> = Comlink.Remote<T>
