@@ -402,6 +402,9 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         predecessor = h
         spawn(true)
         break
+      case 'terminate-predecessor':
+        void predecessor?.terminate('watchdog')
+        break
       case 'retire-predecessor': {
         const p = predecessor
         predecessor = undefined

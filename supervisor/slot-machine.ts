@@ -43,15 +43,21 @@ export type SlotState =
   | { tag: 'backoff'; until: number }
   /**
    * A successor is starting (to recycle a worker over its heap threshold, or for a reload) while
-   * its predecessor keeps serving; `until` bounds the successor's start. Once it is up, the
-   * predecessor drains and stops in the background: no connection is refused in between.
+   * its predecessor keeps serving; `startUntil` bounds the successor's start, and `until` is the
+   * sooner of that and when the watchdog next reads the predecessor's heartbeat. Once the
+   * successor is up, the predecessor drains and stops in the background: no connection is
+   * refused in between.
    */
   | {
       tag: 'replacing'
       reason: ReplaceReason
+      startUntil: number
       until: number
-      /** The predecessor announced an uncaught exception (its port is held)… */
-      predecessorDying?: true
+      /**
+       * The predecessor is ending (its port is held): it announced an uncaught exception
+       * (`exception`), or its watchdog ended it (`watchdog`)…
+       */
+      predecessorDying?: 'exception' | 'watchdog'
       /** …or has ended. */
       predecessorExit?: WorkerExit
     }
@@ -136,6 +142,8 @@ export type SlotEffect =
   | { do: 'stuck' }
   /** A new thread becomes the current one; the old one is kept, still serving, as predecessor. */
   | { do: 'spawn-successor' }
+  /** The predecessor's loop is blocked while its successor starts: it is ended. */
+  | { do: 'terminate-predecessor' }
   /** The predecessor drains and stops in the background, bounded by `deadlineMs`. */
   | { do: 'retire-predecessor'; reason: ReplaceReason; deadlineMs: number }
   /** The replacement is called off: the predecessor is current again; the successor is ended. */
@@ -489,18 +497,12 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
             reason: due,
           })
           fx.push({ do: 'spawn-successor' }, { do: 'send-start' })
-          return next(
-            { tag: 'replacing', reason: due, until: now + tuning.startTimeout },
-            { replaceDue: undefined },
-          )
+          return next(replacing(due, env), { replaceDue: undefined })
         }
         case 'replace':
           log('info', 'worker.replacing', `replacing ${service} (${ev.reason})`, { reason: ev.reason })
           fx.push({ do: 'spawn-successor' }, { do: 'send-start' })
-          return next(
-            { tag: 'replacing', reason: ev.reason, until: now + tuning.startTimeout },
-            { replaceDue: undefined },
-          )
+          return next(replacing(ev.reason, env), { replaceDue: undefined })
         default:
           return same()
       }
@@ -566,7 +568,8 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
           // exit no longer reaches this slot once the successor is current): a fault like any
           // other, though the thread that replaces it was already on its way.
           const died: WorkerExit | undefined =
-            s.predecessorExit ?? (s.predecessorDying ? { reason: 'exception', exitCode: 1 } : undefined)
+            s.predecessorExit ??
+            (s.predecessorDying ? { reason: s.predecessorDying, exitCode: 1 } : undefined)
           if (!died) return next(up)
           // Past the restart intensity it is a crash loop all the same: the run ends. (A service
           // that is not restarted after a crash keeps this successor: a reload or a recycle asked
@@ -587,14 +590,29 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
           return called('error reply', ev.err)
         case 'exit':
           return called(`exited: ${ev.exit.reason}`, ev.exit.err)
-        case 'deadline':
-          return called('start deadline')
+        case 'deadline': {
+          if (now >= s.startUntil) return called('start deadline')
+          if (s.predecessorDying || s.predecessorExit) return next({ ...s, until: s.startUntil })
+          // The predecessor still serves while its successor starts (which may take minutes: the
+          // certificate service's jitter): the running watchdog's rule holds for it.
+          const silentMs = now - env.heartbeatMs
+          if (silentMs <= tuning.watchdogTimeout) return next({ ...s, until: watchUntil(s.startUntil, env) })
+          log(
+            'error',
+            'worker.watchdog',
+            `${service} heartbeat silent for ${silentMs}ms while its successor starts; terminating it`,
+            { silentMs, watchdogTimeoutMs: tuning.watchdogTimeout, predecessor: true },
+          )
+          // Its port is held until the successor serves, as for a crash at this point.
+          fx.push({ do: 'terminate-predecessor' }, { do: 'board', state: 'restarting' }, { do: 'hold-ports' })
+          return next({ ...s, predecessorDying: 'watchdog', until: s.startUntil }, { holding: true })
+        }
         case 'predecessor-dying':
           // The worker that serves crashed while its successor starts: its port is held from now
           // until the successor serves, as for any crash.
           if (env.cancelled || model.holding) return same()
           fx.push({ do: 'board', state: 'restarting' }, { do: 'hold-ports' })
-          return next({ ...s, predecessorDying: true }, { holding: true })
+          return next({ ...s, predecessorDying: 'exception' }, { holding: true })
         case 'predecessor-exit':
           log(
             'error',
@@ -615,7 +633,7 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
             return next({
               tag: 'starting',
               boot: false,
-              until: Math.min(s.until, now + tuning.shutdownTimeout, env.budgetEnd),
+              until: Math.min(s.startUntil, now + tuning.shutdownTimeout, env.budgetEnd),
             })
           }
           // The run is ending: keep the worker that serves; the successor winds down.
@@ -733,10 +751,17 @@ function recycleCheck(
   )
   // A successor first; the worker over its threshold keeps serving until the successor is up.
   fx.push({ do: 'count-restart', reason: 'recycled' }, { do: 'spawn-successor' }, { do: 'send-start' })
-  return next(
-    { tag: 'replacing', reason: 'recycle', until: now + tuning.startTimeout },
-    { lastRecycleAt: now, recycleHeld: false },
-  )
+  return next(replacing('recycle', env), { lastRecycleAt: now, recycleHeld: false })
+}
+
+function replacing(reason: ReplaceReason, env: SlotEnv): SlotState {
+  const startUntil = env.now + env.tuning.startTimeout
+  return { tag: 'replacing', reason, startUntil, until: watchUntil(startUntil, env) }
+}
+
+/** When the watchdog next reads a serving predecessor's heartbeat, within its successor's start. */
+function watchUntil(startUntil: number, env: SlotEnv): number {
+  return Math.min(startUntil, env.heartbeatMs + env.tuning.watchdogTimeout + 1)
 }
 
 function startFailure(err: Error, cancelled: boolean): StartOutcome {

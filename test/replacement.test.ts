@@ -415,52 +415,80 @@ describe('worker replacement', { concurrency: 2 }, () => {
     }
   })
 
-  test('the worker a reload replaces blocks while its successor starts: liveness names it, and once the successor serves its watchdog ends it, not its drain deadline', async () => {
+  test('the worker a reload replaces blocks while its successor starts: its watchdog ends it then, and its port is held until the successor serves', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
     const configPath = join(dir, 'config.json')
-    // Stale after 2 s (its watchdog's timeout, under liveness's three beats).
     writeFileSync(configPath, JSON.stringify({ services: { gateway: { watchdogTimeout: '2s' } } }))
     const ports = await serverPorts()
-    // Every start of the gateway takes 4 s; the first webhook that reaches the sink blocks its loop.
+    // Every start of the gateway takes 6 s; the first webhook that reaches the sink blocks its loop.
     const sc = await startReady({
       args: ['--config', configPath],
-      env: {
-        ...ports.env,
-        SIA_FAILPOINTS: 'gateway.start=delay(4000);gateway.before-sink=1*block',
-        SHUTDOWN_TIMEOUT: '60s', // the drain's deadline: not what ends a blocked predecessor
-      },
+      env: { ...ports.env, SIA_FAILPOINTS: 'gateway.start=delay(6000);gateway.before-sink=1*block' },
     })
     try {
-      const health = `http://127.0.0.1:${ports.health}`
+      const url = `${await sc.url('gateway')}${SIGNALS}`
+      const post = (name: string) =>
+        fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(webhook([alert(name)])),
+          signal: AbortSignal.timeout(20_000),
+        }).then((r) => r.status)
       sc.kill('SIGHUP')
       await sc.waitForEvent('worker.replacing', { service: 'gateway' }, 30_000)
-      // Served by the worker being replaced, which blocks on it; its successor is 4 s from serving.
-      void fetch(`${await sc.url('gateway')}${SIGNALS}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(webhook([alert('Block')])),
-        signal: AbortSignal.timeout(20_000),
-      }).catch(() => {})
-      const replaced = () => sc.events('worker.replaced').some((e) => e.service === 'gateway')
-      let seen: { status: number; body: unknown } | undefined
-      while (!seen && !replaced()) {
-        const r = await fetch(`${health}/healthz`)
-        if (r.status !== 200) seen = { status: r.status, body: await r.json() }
-        else await r.arrayBuffer()
-        await sleep(100)
-      }
-      assert.deepEqual(seen, { status: 503, body: { status: 'stale', stale: ['gateway'] } })
-      // The successor serves; the predecessor, which cannot drain, is ended by its watchdog (2 s
-      // unanswered), long before its drain's deadline.
+      // Served by the worker being replaced, which blocks on it; its successor is 6 s from serving.
+      void post('Block').catch(() => 0)
+      // Ended at its watchdog's timeout, not when its successor is up (or its start deadline).
       const watchdog = await sc.waitForEvent(
         'worker.watchdog',
         { service: 'gateway', predecessor: true },
         30_000,
       )
       assert.equal(watchdog.watchdogTimeoutMs, 2000)
-      await sc.waitForEvent('worker.replaced', { service: 'gateway' }, 10_000)
+      assert.deepEqual(
+        sc.events('worker.replaced').filter((e) => e.service === 'gateway'),
+        [],
+      )
+      await sc.waitForEvent('worker.port.held', { service: 'gateway' })
+      // A connection made now is held, then answered by the successor.
+      assert.equal(await post('Held'), 201)
+      await sc.waitForEvent('worker.port.released', { service: 'gateway', handedOver: true })
+      const crashed = await sc.waitForEvent('worker.crashed', { service: 'gateway' })
+      assert.equal(crashed.reason, 'watchdog')
+      const replaced = await sc.waitForEvent('worker.replaced', { service: 'gateway' })
+      assert.deepEqual([replaced.reason, replaced.overlapMs], ['restart', 0])
+      assert.equal((await fetch(`http://127.0.0.1:${ports.health}/healthz`)).status, 200)
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
+  })
+
+  test('the worker a reload replaces blocks while it drains: its watchdog ends it, not its drain deadline', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
+    const configPath = join(dir, 'config.json')
+    writeFileSync(configPath, JSON.stringify({ services: { gateway: { watchdogTimeout: '2s' } } }))
+    const ports = await serverPorts()
+    const sc = await startReady({
+      args: ['--config', configPath],
+      env: {
+        ...ports.env,
+        // The first gateway thread told to stop (the one the reload replaces) blocks its loop there.
+        SIA_FAILPOINTS: 'gateway.shutdown=1*block',
+        SHUTDOWN_TIMEOUT: '60s', // the drain's deadline: not what ends a blocked predecessor
+      },
+    })
+    try {
+      sc.kill('SIGHUP')
+      const watchdog = await sc.waitForEvent(
+        'worker.watchdog',
+        { service: 'gateway', predecessor: true },
+        30_000,
+      )
+      assert.equal(watchdog.watchdogTimeoutMs, 2000)
+      const replaced = await sc.waitForEvent('worker.replaced', { service: 'gateway' }, 10_000)
+      assert.equal(replaced.reason, 'reload')
       assert.deepEqual(sc.events('service.shutdown.timeout'), [])
-      assert.equal((await fetch(`${health}/healthz`)).status, 200)
+      assert.equal((await fetch(`http://127.0.0.1:${ports.health}/healthz`)).status, 200)
     } finally {
       assert.equal(await stop(sc), 0)
     }

@@ -211,7 +211,12 @@ describe('running', () => {
   })
   test('tick over the heap threshold recycles, at most once per restartWindow', () => {
     const r = run(running, { type: 'tick' }, { heapUsedBytes: 95 })
-    assert.deepEqual(r.model.state, { tag: 'replacing', reason: 'recycle', until: NOW + tuning.startTimeout })
+    assert.deepEqual(r.model.state, {
+      tag: 'replacing',
+      reason: 'recycle',
+      startUntil: NOW + tuning.startTimeout,
+      until: NOW + tuning.watchdogTimeout + 1,
+    })
     const again = run(
       at({ tag: 'running', until: NOW }, { lastRecycleAt: NOW - 1000 }),
       { type: 'tick' },
@@ -251,10 +256,15 @@ describe('backoff', () => {
 })
 
 describe('replacing (recycle, reload): the successor starts beside the worker that serves', () => {
-  const replacing = at({ tag: 'replacing', reason: 'reload', until: NOW + 30_000 })
+  const replacing = at({ tag: 'replacing', reason: 'reload', startUntil: NOW + 30_000, until: NOW + 30_000 })
   test('running + replace: a successor is spawned and started; readiness is untouched', () => {
     const r = run(at({ tag: 'running', until: NOW }), { type: 'replace', reason: 'reload' })
-    assert.deepEqual(r.model.state, { tag: 'replacing', reason: 'reload', until: NOW + tuning.startTimeout })
+    assert.deepEqual(r.model.state, {
+      tag: 'replacing',
+      reason: 'reload',
+      startUntil: NOW + tuning.startTimeout,
+      until: NOW + tuning.watchdogTimeout + 1,
+    })
     assert.deepEqual(does(r.effects), ['log:worker.replacing', 'spawn-successor', 'send-start'])
   })
   test('replace asked of a worker in back-off is skipped: its restart spawns on the current configuration', () => {
@@ -276,7 +286,8 @@ describe('replacing (recycle, reload): the successor starts beside the worker th
     assert.deepEqual(tick.model.state, {
       tag: 'replacing',
       reason: 'reload',
-      until: NOW + tuning.startTimeout,
+      startUntil: NOW + tuning.startTimeout,
+      until: NOW + tuning.watchdogTimeout + 1,
     })
     assert.deepEqual(does(tick.effects), ['log:worker.replacing', 'spawn-successor', 'send-start'])
     assert.equal(tick.model.replaceDue, undefined)
@@ -287,7 +298,12 @@ describe('replacing (recycle, reload): the successor starts beside the worker th
     assert.equal(respawned.model.replaceDue, undefined)
   })
   test("a reload deferred to a recycle's successor that fails: the thread kept is replaced at the next tick, once", () => {
-    const recycling = at({ tag: 'replacing', reason: 'recycle', until: NOW + 30_000 })
+    const recycling = at({
+      tag: 'replacing',
+      reason: 'recycle',
+      startUntil: NOW + 30_000,
+      until: NOW + 30_000,
+    })
     const deferred = run(recycling, { type: 'replace', reason: 'reload' })
     const kept = run(deferred.model, { type: 'start-error', err: new Error('no') })
     assert.equal(kept.model.state.tag, 'running')
@@ -295,14 +311,20 @@ describe('replacing (recycle, reload): the successor starts beside the worker th
     assert.deepEqual(tick.model.state, {
       tag: 'replacing',
       reason: 'reload',
-      until: NOW + tuning.startTimeout,
+      startUntil: NOW + tuning.startTimeout,
+      until: NOW + tuning.watchdogTimeout + 1,
     })
     // That one fails too: no further attempt.
     const again = run(tick.model, { type: 'start-error', err: new Error('no') })
     assert.deepEqual(does(run(again.model, { type: 'tick' }).effects), [])
   })
   test("replace asked while a recycle's successor starts: deferred, and that successor is replaced once up", () => {
-    const recycling = at({ tag: 'replacing', reason: 'recycle', until: NOW + 30_000 })
+    const recycling = at({
+      tag: 'replacing',
+      reason: 'recycle',
+      startUntil: NOW + 30_000,
+      until: NOW + 30_000,
+    })
     const r = run(recycling, { type: 'replace', reason: 'reload' })
     assert.deepEqual(r.effects, [{ do: 'settle-replace', outcome: 'deferred' }])
     const up = run(r.model, { type: 'start-ack' })
@@ -313,7 +335,8 @@ describe('replacing (recycle, reload): the successor starts beside the worker th
     assert.deepEqual(tick.model.state, {
       tag: 'replacing',
       reason: 'reload',
-      until: NOW + tuning.startTimeout,
+      startUntil: NOW + tuning.startTimeout,
+      until: NOW + tuning.watchdogTimeout + 1,
     })
   })
   test('the successor is up: the predecessor drains in the background, bounded by shutdownTimeout and the budget', () => {
@@ -331,7 +354,9 @@ describe('replacing (recycle, reload): the successor starts beside the worker th
       { type: 'exit', exit: crash },
       { type: 'deadline' },
     ] satisfies SlotEvent[]) {
-      const r = run(replacing, ev)
+      // The deadline at the start's, the predecessor's heartbeat fresh.
+      const late = NOW + 30_000
+      const r = run(replacing, ev, ev.type === 'deadline' ? { now: late, heartbeatMs: late } : {})
       assert.equal(r.model.state.tag, 'running', ev.type)
       assert.ok(does(r.effects).includes('log:worker.replace.failed'), ev.type)
       assert.ok(
@@ -339,6 +364,39 @@ describe('replacing (recycle, reload): the successor starts beside the worker th
         ev.type,
       )
     }
+  })
+  test("the predecessor's heartbeat is watched while its successor starts: a fresh one re-arms within the start's deadline", () => {
+    const r = run(replacing, { type: 'deadline' }, { now: NOW + 4000, heartbeatMs: NOW + 3000 })
+    assert.deepEqual(r.model.state, { ...replacing.state, until: NOW + 3000 + tuning.watchdogTimeout + 1 })
+    assert.deepEqual(r.effects, [])
+    // Never past the start's own deadline, which then ends the successor as before.
+    const near = run(replacing, { type: 'deadline' }, { now: NOW + 29_000, heartbeatMs: NOW + 29_000 })
+    assert.deepEqual(near.model.state, { ...replacing.state, until: NOW + 30_000 })
+  })
+  test('a predecessor silent past its watchdog while its successor starts is ended, its port held; its end counts as a fault once the successor is up', () => {
+    const r = run(replacing, { type: 'deadline' }, { now: NOW + 6000, heartbeatMs: NOW })
+    assert.deepEqual(does(r.effects), ['log:worker.watchdog', 'terminate-predecessor', 'board', 'hold-ports'])
+    const logged = r.effects[0]
+    assert.ok(logged?.do === 'log' && logged.fields?.predecessor === true && logged.fields.silentMs === 6000)
+    assert.equal(r.model.holding, true)
+    assert.deepEqual(r.model.state, { ...replacing.state, predecessorDying: 'watchdog' })
+    // It is not read again (it is ending); the successor's start keeps its deadline.
+    const again = run(r.model, { type: 'deadline' }, { now: NOW + 12_000, heartbeatMs: NOW })
+    assert.deepEqual(again.effects, [])
+    assert.deepEqual(again.model.state, { ...replacing.state, predecessorDying: 'watchdog' })
+    // The successor serves before the predecessor's exit: a fault, reason watchdog; the port goes to it.
+    const up = run(r.model, { type: 'start-ack' }, { now: NOW + 7000 })
+    assert.equal(up.model.state.tag, 'running')
+    assert.deepEqual(up.model.faults, [NOW + 7000])
+    assert.deepEqual(
+      up.effects.filter((e) => e.do === 'count-restart'),
+      [{ do: 'count-restart', reason: 'watchdog' }],
+    )
+    assert.deepEqual(does(up.effects).slice(-1), ['release-ports'])
+    // The successor fails instead: the predecessor is waited for as a dying worker, port held.
+    const failed = run(r.model, { type: 'start-error', err: new Error('no') }, { now: NOW + 7000 })
+    assert.equal(failed.model.state.tag, 'dying')
+    assert.equal(failed.model.holding, true)
   })
   test('the predecessor dies meanwhile: not ready until the successor is up; if that fails too, the policy', () => {
     const r = run(replacing, { type: 'predecessor-exit', exit: crash })
