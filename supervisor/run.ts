@@ -105,10 +105,19 @@ export async function run(
       const outcomes: { service: ServiceName; outcome: string }[] = []
       // A shutdown in the middle cancels the rest: each service is named, none left out.
       for (const service of services) {
-        const outcome = ctx.signal.aborted ? 'cancelled' : await slots.get(service)!.replace('reload')
+        const outcome = ctx.signal.aborted ? 'cancelled' : await slots.get(service)!.replace('reload', next)
         outcomes.push({ service, outcome })
       }
-      log.info({ event: 'supervisor.reload.done', outcomes }, 'reloaded')
+      const failed = outcomes.filter((o) => o.outcome === 'failed').map((o) => o.service)
+      if (failed.length === 0) log.info({ event: 'supervisor.reload.done', outcomes }, 'reloaded')
+      else {
+        // Each of those keeps its worker and that worker's configuration, restarts included.
+        const err = codedError(
+          'ERR_RELOAD_PARTIAL',
+          `${failed.join(', ')} did not start on the new configuration and keep the previous one`,
+        )
+        log.error({ event: 'supervisor.reload.failed', outcomes, err }, err.message)
+      }
     } catch (err) {
       log.error({ event: 'supervisor.reload.failed', err }, 'reload failed; nothing changed')
     } finally {
@@ -141,13 +150,19 @@ export async function run(
   }
   for (const service of services) {
     const slot = createServiceSlot(service, {
-      config: () => config,
+      config,
       board,
       log,
       ctx,
       metrics,
-      spawnWorker(s, successor) {
-        const h = spawnWorker(s, { config, board: board.buffer, failpointCounters, prespawned, successor })
+      spawnWorker(s, successor, on) {
+        const h = spawnWorker(s, {
+          config: on,
+          board: board.buffer,
+          failpointCounters,
+          prespawned,
+          successor,
+        })
         broker.attach(s, h)
         exit.threads.add(h)
         void h.exited.then(() => {

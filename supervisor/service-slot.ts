@@ -38,22 +38,24 @@ export interface ServiceSlot {
   /** The supervisor's tick: memory recycling. */
   tick(): void
   /**
-   * Replaces the running worker with a fresh one (which reads the configuration as it is now):
-   * the successor listens beside it, then the predecessor drains. Settles once that is decided.
+   * Replaces the running worker with a fresh one: the successor listens beside it, then the
+   * predecessor drains. Settles once that is decided. `config`: a reload's configuration, which
+   * the successor runs on; the service keeps it only once a thread on it has started (a
+   * successor that fails leaves the service on the one before, restarts included).
    */
-  replace(reason: ReplaceReason): Promise<ReplaceOutcome>
+  replace(reason: ReplaceReason, config?: Config): Promise<ReplaceOutcome>
 }
 
 export interface SlotDeps {
-  /** The configuration as it is now (a reload replaces it). */
-  config(): Config
+  /** The configuration at boot (a reload offers another: `replace`). */
+  config: Config
   board: StatusBoard
   log: Logger
   ctx: RunContext
   metrics: SupervisorMetrics
   /** Spawns a new worker thread for this service, its supervisor handlers installed. */
-  /** `successor`: it replaces a worker that still serves. */
-  spawnWorker(service: ServiceName, successor: boolean): WorkerHandle
+  /** `successor`: it replaces a worker that still serves; `config`: the one it runs on. */
+  spawnWorker(service: ServiceName, successor: boolean, config: Config): WorkerHandle
   /** A thread of this service could not be terminated. */
   onStuck(handle: WorkerHandle): void
   /** `handle` now serves this service (its start, or a successor's, was acknowledged). */
@@ -113,6 +115,12 @@ async function loopBlocked(h: WorkerHandle, watchdogMs: number, signal: AbortSig
 export function createServiceSlot(service: ServiceName, deps: SlotDeps): ServiceSlot {
   const { board, log, ctx, metrics } = deps
   let model: SlotModel = initialModel()
+  /** The configuration the service runs on: the next restart's. */
+  let config = deps.config
+  /** A reload's, not yet run by a thread that started: the next successor's (or restart's). */
+  let offered: Config | undefined
+  /** Each thread's configuration. */
+  const configOf = new WeakMap<WorkerHandle, Config>()
   /** The worker the state machine follows. */
   let handle: WorkerHandle | undefined
   /** During a replacement: the worker that still serves while its successor starts. */
@@ -145,7 +153,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     const result = step(model, ev, {
       now: monotonicMs(),
       service,
-      tuning: deps.config().services[service],
+      tuning: (offered ?? config).services[service],
       cancelled: ctx.signal.aborted,
       budgetEnd: ctx.budgetEnd(),
       heartbeatMs: sample.heartbeatMs,
@@ -190,7 +198,15 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   }
 
   function spawn(successor = false): void {
-    const h = deps.spawnWorker(service, successor)
+    // A restart runs on the newest configuration (a reload that met the service in back-off);
+    // a successor too, but the service keeps it only once the successor is up (settle-replace).
+    const on = offered ?? config
+    if (!successor) {
+      config = on
+      offered = undefined
+    }
+    const h = deps.spawnWorker(service, successor, on)
+    configOf.set(h, on)
     handle = h
     // Its last word: the worker blocks until its port is held (bounded on its side too).
     h.rpc.handle('dying', async () => {
@@ -294,7 +310,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         const signal = AbortSignal.any([cutRetiring.signal, stopping.signal])
         // A thread whose loop blocked cannot drain: ended once the watchdog's timeout says so,
         // not at the drain's deadline (30 s by default), its connections hanging meanwhile.
-        const watchdogMs = deps.config().services[service].watchdogTimeout
+        const watchdogMs = (configOf.get(h) ?? config).services[service].watchdogTimeout
         const drained = await Promise.race([
           answered,
           // A predecessor only: a successor called off may still be loading its modules (no
@@ -418,6 +434,12 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         predecessor = undefined
         break
       case 'settle-replace': {
+        // Said while the successor is still the current thread. One on a reload's configuration
+        // that started makes it the service's; one that failed drops it (a successor on the
+        // previous one, a recycle's, leaves a reload deferred to it for its own successor).
+        const on = h && configOf.get(h)
+        if (on && e.outcome === 'replaced') config = on
+        if (on === offered && (e.outcome === 'replaced' || e.outcome === 'failed')) offered = undefined
         const settle = settleReplace
         settleReplace = undefined
         settle?.(e.outcome)
@@ -498,7 +520,8 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
       if (outcome !== 'clean') return outcome
       return [...leftStuck].some((h) => h.alive()) ? 'stuck' : drained ? 'clean' : 'timeout'
     },
-    replace(reason) {
+    replace(reason, next) {
+      if (next) offered = next
       return new Promise((resolve) => {
         settleReplace = resolve
         dispatch({ type: 'replace', reason })

@@ -296,6 +296,48 @@ describe('worker replacement', { concurrency: 2 }, () => {
     assert.equal(await stop(sc), 0)
   })
 
+  test('a reload whose successor cannot start on the new configuration: that service keeps its worker and its configuration, its restarts too; the reload is said failed', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
+    const configPath = join(dir, 'config.json')
+    writeFileSync(configPath, JSON.stringify({ logLevel: 'info' }))
+    const ports = await serverPorts()
+    // The first webhook that reaches the sink crashes the gateway: after the reload, its restart.
+    const sc = await startReady({
+      args: ['--config', configPath],
+      env: { ...ports.env, SIA_FAILPOINTS: 'gateway.before-sink=1*crash' },
+    })
+    try {
+      // Valid, but no gateway thread can start within it.
+      writeFileSync(configPath, JSON.stringify({ services: { gateway: { startTimeout: '1ms' } } }))
+      sc.kill('SIGHUP')
+      await sc.waitForEvent('worker.replace.failed', { service: 'gateway' }, 30_000)
+      const failed = await sc.waitForEvent('supervisor.reload.failed', {}, 30_000)
+      assert.equal((failed.err as { code?: string }).code, 'ERR_RELOAD_PARTIAL')
+      const outcomes = failed.outcomes as { service: string; outcome: string }[]
+      assert.deepEqual(
+        outcomes.filter((o) => o.outcome !== 'replaced'),
+        [{ service: 'gateway', outcome: 'failed' }],
+      )
+      assert.deepEqual(sc.events('supervisor.reload.done'), [])
+      const url = `${await sc.url('gateway')}${SIGNALS}`
+      const post = (name: string) =>
+        fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(webhook([alert(name)])),
+        }).then((r) => r.status)
+      // It crashes; its restart starts on the configuration it ran on, and serves.
+      await post('Crash').catch(() => 0)
+      await sc.waitForEvent('worker.restarting', { service: 'gateway' })
+      await sc.waitForEvent('worker.port.released', { service: 'gateway', handedOver: true }, 30_000)
+      assert.equal(await post('After'), 201)
+      assert.deepEqual(sc.events('worker.crash-loop'), [])
+      assert.deepEqual(sc.events('service.start.timeout'), [])
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
+  })
+
   test('a SIGHUP during boot or during a reload is not lost: one more reload runs once that ends', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
     const configPath = join(dir, 'config.json')
