@@ -3,6 +3,7 @@ import { type DestinationStream, type Logger, pino } from 'pino'
 import { createLogFileWriter, type LogFileWriter } from './log-file.js'
 import { redactRecord } from './log-redact.js'
 import { SERVICES } from './services.js'
+import { createStdoutSink } from './stdout-sink.js'
 
 export type { Logger }
 
@@ -44,17 +45,18 @@ function workerForwarder(service: string): (line: string) => void {
 /**
  * JSON lines on stdout with `time`, `level`, `service` and `msg`. The destination is synchronous
  * (a write(2) per record), so a record logged just before `worker.terminate()` or `process.exit()`
- * is never lost, and lines from different threads never interleave mid-record. With `logDir`
- * (LOG_DIR), each line also goes to the main thread's file writer; stdout stays the primary.
+ * is never lost, and lines from different threads never interleave mid-record; a stdout that
+ * cannot take them costs lines, not a thread (stdout-sink.ts). With `logDir` (LOG_DIR), each line
+ * also goes to the main thread's file writer; stdout stays the primary.
  */
 export function createLogger(service: string, level: string, opts: { logDir?: string } = {}): Logger {
-  const stdout = pino.destination({ fd: 1, sync: true })
-  let dest: DestinationStream = stdout
+  const toStdout = createStdoutSink({ service })
+  let dest: DestinationStream = { write: toStdout }
   if (opts.logDir) {
     const toFile = isMainThread ? mainThreadFile(opts.logDir, level) : workerForwarder(service)
     dest = {
       write(line: string) {
-        stdout.write(line)
+        toStdout(line)
         toFile(line)
       },
     }

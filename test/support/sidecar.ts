@@ -53,6 +53,8 @@ export interface SidecarOptions {
    * Node binary and the CLI's argv; `cwd` is the working directory.
    */
   command?: (node: string, argv: string[]) => { file: string; args: string[]; cwd?: string }
+  /** A descriptor for the sidecar's stdout instead of a pipe read here (no records are read then). */
+  stdout?: number
 }
 
 /** Every server on an ephemeral loopback port, so tests never race for a port. */
@@ -91,7 +93,11 @@ export function startSidecar(opts: SidecarOptions = {}): Sidecar {
   }
   const argv = [CLI, ...(opts.args ?? [])]
   const cmd = opts.command?.(process.execPath, argv) ?? { file: process.execPath, args: argv }
-  const proc = spawn(cmd.file, cmd.args, { env, cwd: cmd.cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+  const proc = spawn(cmd.file, cmd.args, {
+    env,
+    cwd: cmd.cwd,
+    stdio: ['ignore', opts.stdout ?? 'pipe', 'pipe'],
+  })
   running.add(proc)
   proc.once('exit', () => running.delete(proc))
   const records: LogRecord[] = []
@@ -101,22 +107,23 @@ export function startSidecar(opts: SidecarOptions = {}): Sidecar {
   proc.stderr!.on('data', (d: Buffer) => {
     stderr += d.toString()
   })
-  createInterface({ input: proc.stdout! }).on('line', (line) => {
-    let r: LogRecord
-    try {
-      r = JSON.parse(line) as LogRecord
-    } catch {
-      junk.push(line)
-      return
-    }
-    records.push(r)
-    for (const w of waiters) {
-      if (w.pred(r)) {
-        waiters.delete(w)
-        w.resolve(r)
+  if (proc.stdout)
+    createInterface({ input: proc.stdout }).on('line', (line) => {
+      let r: LogRecord
+      try {
+        r = JSON.parse(line) as LogRecord
+      } catch {
+        junk.push(line)
+        return
       }
-    }
-  })
+      records.push(r)
+      for (const w of waiters) {
+        if (w.pred(r)) {
+          waiters.delete(w)
+          w.resolve(r)
+        }
+      }
+    })
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     proc.once('close', (code, signal) => resolve({ code, signal }))
   })

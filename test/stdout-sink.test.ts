@@ -1,0 +1,208 @@
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import {
+  closeSync,
+  constants,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  writeSync,
+} from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { createStdoutSink } from '../shared/stdout-sink.js'
+import { startSidecar } from './support/sidecar.js'
+
+/**
+ * stdout that cannot take the log lines: a reader that stops reading (a log collector stalled,
+ * a full pipe), a full disk, a reader gone. Lines are lost, counted and said; no thread waits.
+ */
+
+/** A FIFO whose reader is open but reads only when told: both ends non-blocking. */
+function fifo() {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-stdout-'))
+  const path = join(dir, 'out')
+  execFileSync('mkfifo', [path])
+  const reader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
+  const writer = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK)
+  const chunk = Buffer.alloc(64 * 1024)
+  return {
+    dir,
+    writer,
+    /** Fills the pipe until it takes nothing more. */
+    fill() {
+      const filler = Buffer.alloc(4096, 0x2e)
+      for (;;) {
+        try {
+          writeSync(writer, filler)
+        } catch {
+          return
+        }
+      }
+    },
+    /** Everything the pipe holds now. */
+    drain(): string {
+      let out = ''
+      for (;;) {
+        try {
+          const n = readSync(reader, chunk)
+          if (n === 0) return out
+          out += chunk.subarray(0, n).toString()
+        } catch {
+          return out
+        }
+      }
+    },
+    close() {
+      for (const fd of [reader, writer]) {
+        try {
+          closeSync(fd)
+        } catch {}
+      }
+    },
+  }
+}
+
+const line = (n: number, pad = 200) => `${JSON.stringify({ n, pad: 'x'.repeat(pad) })}\n`
+const records = (text: string) =>
+  text
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+
+describe('stdout sink', () => {
+  test('a reader that stops: a line waits for it once, then lines are dropped without waiting; once it reads again they go on, and the drop is said with its count', () => {
+    const pipe = fifo()
+    try {
+      const write = createStdoutSink({ fd: pipe.writer, stallMs: 20, service: 'gateway' })
+      pipe.fill()
+      // Without a bound each of these would wait for a reader that never comes.
+      for (let i = 0; i < 100; i++) write(line(i))
+      const before = pipe.drain()
+      assert.equal(before.replaceAll('.', ''), '', 'nothing of the dropped lines reached the pipe')
+      write(line(100))
+      const after = records(pipe.drain())
+      assert.deepEqual(
+        after.map((r) => r.n ?? r.event),
+        [100, 'log.stdout.dropped'],
+      )
+      assert.equal(after[1]?.dropped, 100)
+      assert.equal(after[1]?.code, 'EAGAIN')
+      assert.equal(after[1]?.service, 'gateway')
+      // Said once: the next line is just a line.
+      write(line(101))
+      assert.deepEqual(
+        records(pipe.drain()).map((r) => r.n),
+        [101],
+      )
+    } finally {
+      pipe.close()
+    }
+  })
+
+  test('a line longer than the pipe holds, written in part when the reader stops, is finished before any other line: none is cut or interleaved', () => {
+    const pipe = fifo()
+    try {
+      const write = createStdoutSink({ fd: pipe.writer, stallMs: 20, service: 'token' })
+      const long = line(1, 200_000)
+      write(long) // part of it fits; the rest waits for the reader
+      write(line(2)) // dropped: the long line's rest comes first
+      // The reader reads again, a pipeful at a time, lines still coming.
+      let out = ''
+      for (let i = 3; i < 12; i++) {
+        out += pipe.drain()
+        write(line(i))
+      }
+      out += pipe.drain()
+      const got = records(out)
+      assert.equal(got[0]?.n, 1)
+      assert.equal(String(got[0]?.pad).length, 200_000)
+      assert.ok(!got.some((r) => r.n === 2), 'the line behind the rest was dropped, not spliced in')
+      assert.equal(got.at(-1)?.n, 11)
+      assert.ok(
+        got.some((r) => r.event === 'log.stdout.dropped'),
+        'the drop is said',
+      )
+      // Every line whole: each parsed as JSON above; nothing else on the stream.
+      assert.equal(out.split('\n').filter((l) => l && !l.startsWith('{')).length, 0)
+    } finally {
+      pipe.close()
+    }
+  })
+
+  test('a full disk or a reader gone: the line is dropped, nothing is thrown', () => {
+    const full = openSync('/dev/full', 'w')
+    try {
+      const write = createStdoutSink({ fd: full, stallMs: 20, service: 'metrics' })
+      for (let i = 0; i < 10; i++) write(line(i))
+    } finally {
+      closeSync(full)
+    }
+    const pipe = fifo()
+    const write = createStdoutSink({ fd: pipe.writer, stallMs: 20, service: 'metrics' })
+    pipe.close() // the reader too: EPIPE (SIGPIPE is ignored by Node)
+    write(line(1))
+    write(line(2))
+  })
+})
+
+describe('the sidecar on a stdout that cannot take its lines', () => {
+  /** Ready as its LOG_DIR file says (stdout is not read). */
+  async function readyIn(dir: string, exited: () => boolean): Promise<void> {
+    const file = join(dir, 'sia-supervisor.info.log')
+    while (!(existsSync(file) && readFileSync(file, 'utf8').includes('"supervisor.ready"'))) {
+      assert.ok(!exited(), 'the sidecar exited before it was ready')
+      await sleep(50)
+    }
+  }
+  const exitRecord = (dir: string) =>
+    records(readFileSync(join(dir, 'sia-supervisor.info.log'), 'utf8')).find(
+      (r) => r.event === 'supervisor.exit',
+    )
+
+  test('a log reader that reads nothing (a full pipe from the start): it boots, serves, and SIGTERM ends it with 0', {
+    timeout: 60_000,
+  }, async () => {
+    const pipe = fifo()
+    pipe.fill()
+    const sc = startSidecar({ stdout: pipe.writer, env: { LOG_DIR: pipe.dir } })
+    let gone = false
+    void sc.exited.then(() => {
+      gone = true
+    })
+    try {
+      await readyIn(pipe.dir, () => gone)
+      sc.kill('SIGTERM')
+      assert.deepEqual(await sc.exited, { code: 0, signal: null })
+      assert.equal(exitRecord(pipe.dir)?.code, 0)
+    } finally {
+      sc.kill('SIGKILL')
+      pipe.close()
+    }
+  })
+
+  test('stdout on a full disk (/dev/full): it boots, serves, and SIGTERM ends it with 0', {
+    timeout: 60_000,
+  }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sia-stdout-'))
+    const full = openSync('/dev/full', 'w')
+    const sc = startSidecar({ stdout: full, env: { LOG_DIR: dir } })
+    let gone = false
+    void sc.exited.then(() => {
+      gone = true
+    })
+    try {
+      await readyIn(dir, () => gone)
+      sc.kill('SIGTERM')
+      assert.deepEqual(await sc.exited, { code: 0, signal: null })
+      assert.equal(exitRecord(dir)?.code, 0)
+    } finally {
+      sc.kill('SIGKILL')
+      closeSync(full)
+    }
+  })
+})
