@@ -11,9 +11,9 @@ import { close, fstat, ftruncate, mkdir, open, read, rename, stat, writeAll } fr
  * costs dropped file lines (counted, and said once on stdout), never a blocked or failed service.
  * Each batch is written at its offset (the file is not opened O_APPEND): at exit, the lines queued
  * behind a batch still in flight go after it, whichever write ends first. What others do to the
- * file is looked for at most once a `checkMs` before a write: moved or deleted (an external
- * logrotate, an operator), it is opened again at its path; truncated (logrotate's copytruncate),
- * the writes go on from its new end, leaving no hole. A last line left unfinished by a process
+ * file is looked for before a write: moved or deleted (an external logrotate, an operator; looked
+ * for at most once a `checkMs`), it is opened again at its path; truncated (logrotate's
+ * copytruncate; looked for at each batch), the writes go on from its new end, leaving no hole. A last line left unfinished by a process
  * killed mid-write is ended at open, so the next line starts on a line of its own.
  */
 export interface LogFileOptions {
@@ -146,6 +146,9 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
         stepSince = monotonicMs()
         if (fd === undefined) await openFile()
         else if (monotonicMs() >= checkAt) await followFile()
+        // Truncated since (copytruncate, which runs at any instant, not at checkMs): the batch
+        // goes at its new end, not at the old one past a hole of NUL bytes. One fstat a batch.
+        else size = Math.min(size, (await fstat(fd)).size)
         // The exit's flush may have taken the lines during any wait here (tests only).
         if (queue.length === 0) break
         // A file never grows past maxBytes (a single longer line gets a file of its own).
