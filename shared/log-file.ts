@@ -30,7 +30,7 @@ export interface LogFileOptions {
 export interface LogFileWriter {
   readonly path: string
   write(line: string): void
-  /** At process exit: what is queued, synchronously, unless the file is failing. */
+  /** At process exit: what is queued, synchronously, unless the disk hangs. */
   flushSync(): void
   close(): Promise<void>
 }
@@ -233,7 +233,9 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
       })
     },
     flushSync() {
-      if (failing || closing || queue.length === 0) return
+      // Not skipped for `failing`: a failed write emptied the queue already, and one that fails
+      // here is caught; an overflow (a slow disk, not a failing one) leaves lines to write.
+      if (closing || queue.length === 0) return
       // A step of the drain (a write, an open, a rename) that has not returned for a second: a
       // hung disk (a network file system), where a synchronous call would hang the exit itself,
       // which must happen whatever the disk does.

@@ -286,6 +286,17 @@ test('lines still queued at exit reach the file while it is first opened, or rot
   assert.ok(text.endsWith(`${line(4)}{"event":"supervisor.exit"}\n`), text.slice(-120))
 })
 
+test('lines queued when the queue overflowed (a slow disk, not a failing one) still reach the file at exit', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-exit-overflow-'))
+  const w = createLogFileWriter(dir, 'info', { maxQueueBytes: 100 })
+  t.after(() => w.close())
+  w.write('{"msg":"queued"}\n')
+  w.write(`${JSON.stringify({ msg: 'x'.repeat(200) })}\n`) // over the bound: dropped, said
+  w.write('{"event":"supervisor.exit"}\n')
+  w.flushSync()
+  assert.equal(readFileSync(w.path, 'utf8'), '{"msg":"queued"}\n{"event":"supervisor.exit"}\n')
+})
+
 test('an exit flush writes the batch still in flight too: an exit that does not wait for the thread pool keeps it', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sia-exit-inflight-'))
   // The asynchronous write never completes, as one left in libuv's thread pool by hardExit.
