@@ -370,6 +370,12 @@ describe('loadConfig', () => {
       { GATEWAY_AUTH_TOKEN_FILE: file('blank.tok', ' \n\n') },
       /GATEWAY_AUTH_TOKEN_FILE: is only whitespace/,
     )
+    // A flag overrides the variables: the file behind one is not read (flags > env > file).
+    assert.equal(
+      config(['--gateway-auth-token', 'fromflag'], { GATEWAY_AUTH_TOKEN_FILE: '/nonexistent/auth.tok' })
+        .gatewayAuthToken,
+      'fromflag',
+    )
     // Trimmed as AlertManager trims its credentials file: the two sides agree on the token.
     const padded = config([], { GATEWAY_AUTH_TOKEN_FILE: file('padded.tok', 's3cret \n\n') })
     assert.equal(padded.gatewayAuthToken, 's3cret')

@@ -92,12 +92,17 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   const given = new Set<SettingKey>()
   for (const key of KEYS) {
     const spec: SettingSpec = SETTINGS[key]
-    const sources: [string, unknown][] = [
-      [`--${flagName(key)}`, flags[flagName(key)]],
-      [envName(key), env[envName(key)]],
-      ...(spec.secret ? [secretFile(envName(key), env)] : []),
-      [`${key} (in ${configPath})`, file[key]],
-    ]
+    const flag: [string, unknown] = [`--${flagName(key)}`, flags[flagName(key)]]
+    // A flag comes first: the secret file behind a variable it overrides is not read (an
+    // unreadable one was an exit 2 for a setting the flag gave).
+    const sources: [string, unknown][] =
+      flag[1] !== undefined
+        ? [flag]
+        : [
+            [envName(key), env[envName(key)]],
+            ...(spec.secret ? [secretFile(envName(key), env)] : []),
+            [`${key} (in ${configPath})`, file[key]],
+          ]
     const found = sources.find(([, v]) => v !== undefined)
     const [from, raw] = found ?? [envName(key), spec.default]
     origin[key] = from
