@@ -1,22 +1,34 @@
-/** Keys whose value may be a secret, wherever they appear in the first levels of a log record. */
+/**
+ * Keys whose value may be a secret, wherever they appear in the first levels of a log record,
+ * in lower case: a key is compared in lower case (HTTP headers come as `Authorization` too).
+ */
 const SECRET_KEYS: ReadonlySet<string> = new Set([
   'token',
-  'accessToken',
+  'accesstoken',
   'access_token',
+  'refresh_token',
+  'id_token',
   'authorization',
+  'proxy-authorization',
+  'cookie',
+  'set-cookie',
+  'x-api-key',
   'password',
-  'privateKey',
+  'secret',
+  'client_secret',
+  'privatekey',
+  'keypem',
 ])
 
 export const CENSOR = '[redacted]'
 
-/** A record's own keys, a nested object's, and one level more: `req.headers.authorization`. */
-const DEPTH = 3
+/** Down to an error's `response.headers.authorization` (a client library's error). */
+const DEPTH = 5
 
 /**
  * The record as it will be written, with the value of every secret key (`SECRET_KEYS`) replaced by
  * `CENSOR` at the top level and in the object values below it (an error's own properties too), to
- * three levels. The caller's objects are never changed: what holds a secret is copied along its
+ * five levels. The caller's objects are never changed: what holds a secret is copied along its
  * path, and a record without one is returned as it is.
  *
  * Why not pino's `redact` option: with a wildcard path (`*.token`) pino runs its redactor on every
@@ -35,7 +47,7 @@ function scrub(value: unknown, depth: number): unknown {
   let copy: Record<PropertyKey, unknown> | undefined
   for (const key of Object.keys(value)) {
     const was = (value as Record<string, unknown>)[key]
-    const now = SECRET_KEYS.has(key) ? CENSOR : scrub(was, depth + 1)
+    const now = SECRET_KEYS.has(key.toLowerCase()) ? CENSOR : scrub(was, depth + 1)
     if (now === was) continue
     copy ??= shallowCopy(value)
     copy[key] = now

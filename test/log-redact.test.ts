@@ -4,7 +4,20 @@ import { describe, it } from 'node:test'
 import { CENSOR, redactRecord } from '../shared/log-redact.js'
 
 describe('redactRecord', () => {
-  it('replaces a secret key at the top level and in nested objects, to three levels', () => {
+  it('compares keys in any case, and reaches a client error five levels down: `err.response.headers.Authorization`', () => {
+    const err = Object.assign(new Error('refused'), {
+      response: { headers: { Authorization: 'Bearer sekret-1', Cookie: 'sid=sekret-2', 'X-Api-Key': 'k' } },
+    })
+    const out = redactRecord({ err, PASSWORD: 'sekret-3' })
+    assert.deepEqual((out.err as unknown as typeof err).response.headers, {
+      Authorization: CENSOR,
+      Cookie: CENSOR,
+      'X-Api-Key': CENSOR,
+    })
+    assert.equal(out.PASSWORD, CENSOR)
+  })
+
+  it('replaces a secret key at the top level and in nested objects, to five levels', () => {
     const record = {
       event: 'token.fetched',
       token: 'sekret-1',
@@ -12,7 +25,7 @@ describe('redactRecord', () => {
       response: { access_token: 'sekret-3', expires_in: 3600 },
       req: { method: 'POST', headers: { authorization: 'Bearer sekret-4', host: 'x' } },
       list: [{ password: 'sekret-5' }, 'plain'],
-      deep: { a: { b: { token: 'beyond the third level' } } },
+      deep: { a: { b: { c: { d: { token: 'beyond the fifth level' } } } } },
     }
     const out = redactRecord(record)
     assert.deepEqual(out, {
@@ -22,7 +35,7 @@ describe('redactRecord', () => {
       response: { access_token: CENSOR, expires_in: 3600 },
       req: { method: 'POST', headers: { authorization: CENSOR, host: 'x' } },
       list: [{ password: CENSOR }, 'plain'],
-      deep: { a: { b: { token: 'beyond the third level' } } },
+      deep: { a: { b: { c: { d: { token: 'beyond the fifth level' } } } } },
     })
     assert.ok(Array.isArray(out.list))
   })
