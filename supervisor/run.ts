@@ -301,6 +301,8 @@ function fixedSettings(now: Config, next: Config): string[] {
     'gatewayAddr',
     'metricsServerAddr',
     'healthCheckAddr',
+    // The kubelet's probes name the path as they name the port: a new one is a 404, and a restart.
+    'healthCheckEndpoint',
     'shutdownDelay',
     'shutdownTimeout',
     // init runs once on the main thread and exits: no worker to replace into it.

@@ -284,6 +284,11 @@ describe('worker replacement', { concurrency: 2 }, () => {
     sc.kill('SIGHUP')
     const mode = await sc.waitForCount('supervisor.reload.failed', 5)
     assert.match(JSON.stringify(mode.err), /mode can change only with a restart/)
+    // The probes' path, as their port: the kubelet would get a 404 and restart the pod.
+    writeFileSync(configPath, JSON.stringify({ healthCheckEndpoint: '/alive' }))
+    sc.kill('SIGHUP')
+    const probe = await sc.waitForCount('supervisor.reload.failed', 6)
+    assert.match(JSON.stringify(probe.err), /healthCheckEndpoint can change only with a restart/)
     assert.deepEqual(sc.events('worker.replacing'), [])
     assert.deepEqual(sc.events('config.warning'), [])
     // What a file warns of is said on a reload too, as at boot.
