@@ -1,19 +1,19 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { chownSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { chownSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs'
 import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { ENTRYPOINT_NODE_FLAGS, IMAGE_NODE_FLAGS } from './support/image.js'
+import { ENTRYPOINT_INIT, ENTRYPOINT_NODE_FLAGS, IMAGE_NODE_FLAGS } from './support/image.js'
 import { type Sidecar, startSidecar } from './support/sidecar.js'
 
 /**
  * The container image, checked without a container engine: the built CLI started as the Dockerfile's
- * ENTRYPOINT starts it (`node --disable-sigusr1 … dist/supervisor/cli.js` in the app folder), as PID 1
- * of a PID namespace of its own, as an unprivileged user (65534, nobody), with every file system
+ * ENTRYPOINT starts it (`tini -- node --disable-sigusr1 … dist/supervisor/cli.js` in the app folder),
+ * tini as PID 1 of a PID namespace of its own and node its child, as an unprivileged user (65534, nobody), with every file system
  * read-only (readOnlyRootFilesystem) except DATA_DIR, the volume. The network is the host's, so the
  * test reaches the sidecar's servers on loopback.
  */
@@ -90,12 +90,32 @@ function cannotSandbox(): string | undefined {
   }
 }
 
+/** The host's pids of `pid`'s children. */
+function childrenOf(pid: number): number[] {
+  const text = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim()
+  return text ? text.split(/\s+/).map(Number) : []
+}
+
+/**
+ * A failed assertion leaves the sandbox running: SIGKILL to a namespace's PID 1 ends every process
+ * in it (SIGKILL to unshare alone would leave them, holding the test's pipes).
+ */
+async function endSandbox(sc: Sidecar, dataDir: string): Promise<void> {
+  if (sc.proc.exitCode === null && sc.proc.signalCode === null) {
+    try {
+      for (const init of childrenOf(sc.proc.pid!)) process.kill(init, 'SIGKILL')
+    } catch {}
+    sc.kill('SIGKILL')
+    await sc.exited
+  }
+  rmSync(dataDir, { recursive: true, force: true })
+}
+
 /** The host's pid of the sandbox's PID 1: the only child of the unshare process. */
 function pid1(sc: Sidecar): number {
-  const wrapper = sc.proc.pid!
-  const children = readFileSync(`/proc/${wrapper}/task/${wrapper}/children`, 'utf8').trim().split(/\s+/)
+  const children = childrenOf(sc.proc.pid!)
   assert.equal(children.length, 1, `unshare has one child: ${children.join(' ')}`)
-  return Number(children[0])
+  return children[0]!
 }
 
 /** `Name:\tvalue…` lines of /proc/<pid>/status, as arrays of fields. */
@@ -139,23 +159,21 @@ test('as in the image: PID 1, unprivileged, read-only but for DATA_DIR; ready, k
   const sc = startSidecar({
     dataDir,
     env: { NODE_ENV: 'production' },
-    command: (node) => ({ file: 'unshare', args: sandboxed(dataDir, [node, ...ENTRYPOINT]), cwd: APP }),
+    command: (node) => ({
+      file: 'unshare',
+      args: sandboxed(dataDir, [...ENTRYPOINT_INIT, node, ...ENTRYPOINT]),
+      cwd: APP,
+    }),
   })
-  let inner: number | undefined
-  t.after(async () => {
-    // A failed assertion leaves it running: SIGKILL to a namespace's PID 1 ends every process in it.
-    if (sc.proc.exitCode === null && sc.proc.signalCode === null) {
-      if (inner !== undefined) process.kill(inner, 'SIGKILL')
-      sc.kill('SIGKILL')
-      await sc.exited
-    }
-    rmSync(dataDir, { recursive: true, force: true })
-  })
+  t.after(() => endSandbox(sc, dataDir))
 
   const boot = await sc.waitForEvent('supervisor.boot', {}, 30_000)
-  assert.equal(boot.pid, 1, 'the supervisor is PID 1 of its namespace')
   await sc.waitForEvent('supervisor.ready', {}, 30_000)
-  inner = pid1(sc)
+  const inner = pid1(sc)
+  assert.match(readlinkSync(`/proc/${inner}/exe`), /\/tini$/, 'PID 1 of the namespace is the init')
+  const [child, ...others] = childrenOf(inner)
+  assert.deepEqual(others, [], 'the init has one child')
+  assert.equal(procStatus(child!).NSpid?.at(-1), String(boot.pid), 'the supervisor is that child')
   const status = procStatus(inner)
   assert.deepEqual(status.NSpid, [String(inner), '1'], 'the host pid is PID 1 in the namespace')
   assert.deepEqual(status.Uid, Array(4).fill(String(USER)), 'real, effective, saved and fs uid')
@@ -172,7 +190,8 @@ test('as in the image: PID 1, unprivileged, read-only but for DATA_DIR; ready, k
   assert.equal(sc.proc.exitCode, null, 'SIGUSR1 ended the sidecar')
   assert.doesNotMatch(sc.stderr(), /Debugger listening/)
 
-  // What the kubelet does: SIGTERM to the container's PID 1. (unshare --fork does not forward it.)
+  // What the kubelet does: SIGTERM to the container's PID 1, the init, which passes it on.
+  // (unshare --fork does not forward it.)
   process.kill(inner, 'SIGTERM')
   const { code, signal } = await sc.exited
   assert.deepEqual({ code, signal }, { code: 0, signal: null }, `stderr: ${sc.stderr()}`)
@@ -181,4 +200,45 @@ test('as in the image: PID 1, unprivileged, read-only but for DATA_DIR; ready, k
   assert.equal(exit[0]?.code, 0)
   assert.equal(exit[0]?.cause, 'signal')
   assert.deepEqual(sc.junk, [], 'stdout is JSON lines only')
+})
+
+test('as in the image: a SIGTERM before node has run a line of ours (a pod deleted as it starts) still ends it, at once', {
+  timeout: 60_000,
+}, async (t) => {
+  const why = cannotSandbox()
+  if (why) return t.skip(why)
+  const dataDir = mkdtempSync(join(tmpdir(), 'sia-container-'))
+  chownSync(dataDir, USER, USER)
+  const sc = startSidecar({
+    dataDir,
+    env: { NODE_ENV: 'production' },
+    command: (node) => ({
+      file: 'unshare',
+      args: sandboxed(dataDir, [...ENTRYPOINT_INIT, node, ...ENTRYPOINT]),
+      cwd: APP,
+    }),
+  })
+  t.after(() => endSandbox(sc, dataDir))
+  // The moment the container's process is node (exec'd by the init, or as PID 1 itself): its own
+  // boot, tens of ms before the CLI's first line installs the signal handlers.
+  const nodeStarted = (pid: number) => readlinkSync(`/proc/${pid}/exe`) === process.execPath
+  let target: number | undefined
+  for (let tries = 0; target === undefined; tries++) {
+    assert.ok(tries < 100_000, 'the container never ran node')
+    const [init] = childrenOf(sc.proc.pid!)
+    if (init !== undefined) {
+      try {
+        const [child] = childrenOf(init)
+        if (nodeStarted(init) || (child !== undefined && nodeStarted(child))) target = init
+      } catch {} // it exec'd or forked between two reads
+    }
+    if (target === undefined) await new Promise((resolve) => setImmediate(resolve))
+  }
+  process.kill(target, 'SIGTERM')
+  // Ended by the signal (143, through the init) or, had its handlers been in place, a clean stop:
+  // not lost (as PID 1, node drops a signal it has no handler for, and ran on until SIGKILL).
+  const { code } = await sc.exited
+  assert.ok(code === 143 || code === 0, `exit ${code}; stderr: ${sc.stderr()}`)
+  if (code === 0) assert.equal(sc.events('supervisor.exit').length, 1)
+  assert.deepEqual(sc.events('supervisor.ready'), [], 'it did not boot on regardless')
 })
