@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
-import { createPrivateKey, X509Certificate } from 'node:crypto'
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
+import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto'
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { after, describe, it } from 'node:test'
@@ -8,10 +8,19 @@ import { loadConfig } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
 import { backoffDelay } from '../shared/identity/backoff.js'
 import type { CertProvider } from '../shared/identity/cert-provider.js'
+import { readCsr } from '../shared/identity/csr.js'
 import { createCsrPool } from '../shared/identity/csr-pool.js'
-import { createIdentityRefresher, type IdentityRefresher, roleCertPath } from '../shared/identity/identity.js'
+import {
+  createIdentityRefresher,
+  type IdentityRefresher,
+  readIdentity,
+  readIdentityOrWhy,
+  roleCertPath,
+} from '../shared/identity/identity.js'
+import { loadOrCreateAuthority } from '../shared/identity/local-authority.js'
 import { createLocalCertProvider } from '../shared/identity/local-cert-provider.js'
 import { createLogger } from '../shared/logger.js'
+import { issueCertificate } from './doubles/issue-certificate.js'
 import { fillDisk, smallTmpfs } from './support/tmpfs.js'
 
 const pool = createCsrPool()
@@ -85,6 +94,77 @@ describe('identity refresh', () => {
         why,
       )
     }
+  })
+
+  it('refuses a certificate not yet valid (beyond a few minutes of skew): nothing written, and one on disk is no identity', async () => {
+    const cfg = config({ TARGET_DOMAIN_ROLES: 'demo:role.reader' })
+    const local = createLocalCertProvider(cfg.dataDir, pool, cfg.refreshInterval)
+    await refreshAll(createIdentityRefresher({ config: cfg, log, provider: local, pool }))
+    const files = [
+      cfg.keyFile,
+      cfg.certFile,
+      cfg.caCertFile,
+      roleCertPath(cfg, { domain: 'demo', role: 'reader' }),
+    ]
+    const good = files.map((f) => readFileSync(f, 'utf8'))
+    const ca = await loadOrCreateAuthority(cfg.dataDir)
+    const DAY = 24 * 3600_000
+    // The authority's own certificate for the CSR's key and name, valid from `notBefore`.
+    const from = (notBefore: number) => async (csrPem: string) => {
+      const csr = readCsr(csrPem)
+      const { publicKeyPem, commonName } = csr
+      return issueCertificate(ca, { publicKeyPem, commonName, validityMs: 30 * DAY, notBefore })
+    }
+    const provider = (notBefore: number): CertProvider => ({
+      name: 'early',
+      instance: async (csrPem) => ({ certPem: await from(notBefore)(csrPem), caPem: ca.certPem }),
+      roleCert: from(notBefore),
+    })
+    const signal = new AbortController().signal
+    const weekAhead = createIdentityRefresher({
+      config: cfg,
+      log,
+      provider: provider(Date.now() + 7 * DAY),
+      pool,
+    })
+    await assert.rejects(weekAhead.refreshInstance(signal), {
+      code: 'ERR_BAD_CERT',
+      message: /not valid until/,
+    })
+    await assert.rejects(weekAhead.refreshRoles(good[0]!, signal), { code: 'ERR_ROLE_CERTS' })
+    assert.deepEqual(
+      files.map((f) => readFileSync(f, 'utf8')),
+      good,
+      'no file replaced',
+    )
+
+    // An issuer's clock a minute ahead of ours is not a reason to refuse.
+    const minuteAhead = createIdentityRefresher({
+      config: cfg,
+      log,
+      provider: provider(Date.now() + 60_000),
+      pool,
+    })
+    await refreshAll(minuteAhead)
+    assert.ok(await readIdentity(cfg))
+
+    // On disk (written by something else, or by an older version): not usable, so not reused at boot.
+    const keyPem = readFileSync(cfg.keyFile, 'utf8')
+    const publicKeyPem = createPublicKey(createPrivateKey(keyPem))
+      .export({ type: 'spki', format: 'pem' })
+      .toString()
+    const commonName = new X509Certificate(readFileSync(cfg.certFile)).subject.replace(/^[\s\S]*CN=/, '')
+    writeFileSync(
+      cfg.certFile,
+      issueCertificate(ca, {
+        publicKeyPem,
+        commonName,
+        validityMs: 30 * DAY,
+        notBefore: Date.now() + 7 * DAY,
+      }),
+    )
+    assert.equal(await readIdentity(cfg), undefined)
+    assert.match(((await readIdentityOrWhy(cfg)) as Error).message, /not valid until/)
   })
 
   it('a full disk while writing a new identity leaves the old key and cert, a pair, and no temp files', async (t) => {

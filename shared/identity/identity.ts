@@ -21,8 +21,15 @@ export interface Identity {
 export { roleCertPath } from './naming.js'
 
 /**
+ * How far ahead of our clock a certificate's notBefore may be: an issuer's clock a little ahead of
+ * ours. Beyond it the certificate is refused: every peer would refuse it until then.
+ */
+const NOT_BEFORE_SKEW_MS = 5 * 60_000
+
+/**
  * Refuses a certificate that would be worse than none: unparsable, for another key, another name,
- * or already expired. Checked before anything is written, so a bad answer never replaces a good file.
+ * already expired or not yet valid. Checked before anything is written, so a bad answer never
+ * replaces a good file.
  */
 export function checkIssued(certPem: string, keyPem: string, commonName: string): X509Certificate {
   let cert: X509Certificate
@@ -38,6 +45,12 @@ export function checkIssued(certPem: string, keyPem: string, commonName: string)
   if (cn !== commonName)
     throw codedError('ERR_BAD_CERT', `the certificate is for CN=${cn}, not ${commonName}`)
   if (Date.parse(cert.validTo) <= Date.now()) throw codedError('ERR_BAD_CERT', 'the certificate has expired')
+  if (Date.parse(cert.validFrom) > Date.now() + NOT_BEFORE_SKEW_MS) {
+    throw codedError(
+      'ERR_BAD_CERT',
+      `the certificate is not valid until ${new Date(cert.validFrom).toISOString()}`,
+    )
+  }
   return cert
 }
 
@@ -51,13 +64,13 @@ function describeCert(cert: X509Certificate) {
   }
 }
 
-/** Reads the identity on disk if it is usable (key and cert match, not expired). */
+/** Reads the identity on disk if it is usable (key and cert match, within its validity). */
 export async function readIdentity(config: Config): Promise<Identity | undefined> {
   const read = await readIdentityOrWhy(config)
   return read instanceof Error ? undefined : read
 }
 
-/** readIdentity, or why the files are not a valid identity (missing, unparsable, not a pair, expired). */
+/** readIdentity, or why the files are not a valid identity (missing, unparsable, not a pair, expired, not yet valid). */
 export async function readIdentityOrWhy(config: Config): Promise<Identity | Error> {
   try {
     const [keyPem, certPem, caPem] = await Promise.all([

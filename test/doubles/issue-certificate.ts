@@ -10,6 +10,8 @@ export interface CertificateRequest {
   uris?: string[]
   ips?: string[]
   validityMs: number
+  /** When it becomes valid (a minute ago by default, as the authorities here backdate). */
+  notBefore?: number
 }
 
 /** Issues a leaf certificate signed by the authority. */
@@ -17,7 +19,7 @@ export function issueCertificate(ca: Authority, req: CertificateRequest): string
   const cert = forge.pki.createCertificate()
   cert.publicKey = forge.pki.publicKeyFromPem(req.publicKeyPem)
   cert.serialNumber = randomSerial()
-  cert.validity.notBefore = new Date(Date.now() - 60_000)
+  cert.validity.notBefore = new Date(req.notBefore ?? Date.now() - 60_000)
   cert.validity.notAfter = new Date(Date.now() + req.validityMs)
   cert.setSubject([{ name: 'commonName', value: req.commonName }])
   cert.setIssuer(forge.pki.certificateFromPem(ca.certPem).subject.attributes)
