@@ -8,7 +8,7 @@ import { loadConfig } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
 import { backoffDelay } from '../shared/identity/backoff.js'
 import type { CertProvider } from '../shared/identity/cert-provider.js'
-import { readCsr } from '../shared/identity/csr.js'
+import { readCsr, signCsr } from '../shared/identity/csr.js'
 import { createCsrPool } from '../shared/identity/csr-pool.js'
 import {
   createIdentityRefresher,
@@ -17,7 +17,7 @@ import {
   readIdentityOrWhy,
   roleCertPath,
 } from '../shared/identity/identity.js'
-import { loadOrCreateAuthority } from '../shared/identity/local-authority.js'
+import { generateRsaKey, loadOrCreateAuthority } from '../shared/identity/local-authority.js'
 import { createLocalCertProvider } from '../shared/identity/local-cert-provider.js'
 import { createLogger } from '../shared/logger.js'
 import { issueCertificate } from './doubles/issue-certificate.js'
@@ -165,6 +165,76 @@ describe('identity refresh', () => {
     )
     assert.equal(await readIdentity(cfg), undefined)
     assert.match(((await readIdentityOrWhy(cfg)) as Error).message, /not valid until/)
+  })
+
+  it('refuses a signing certificate (the CA file) that did not issue the certificate: nothing written', async () => {
+    const cfg = config()
+    const local = createLocalCertProvider(cfg.dataDir, pool, cfg.refreshInterval)
+    await refreshAll(createIdentityRefresher({ config: cfg, log, provider: local, pool }))
+    const files = [cfg.keyFile, cfg.certFile, cfg.caCertFile]
+    const good = files.map((f) => readFileSync(f, 'utf8'))
+    const other = await loadOrCreateAuthority(mkdtempSync(join(tmpdir(), 'sia-other-ca-')))
+    const signers = {
+      garbage: 'garbage, not a CA',
+      'a PEM block that does not parse': '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----',
+      'another CA': other.certPem,
+    }
+    for (const [why, caPem] of Object.entries(signers)) {
+      const provider: CertProvider = {
+        ...local,
+        instance: async (csrPem, signal) => ({ ...(await local.instance(csrPem, signal)), caPem }),
+      }
+      await assert.rejects(
+        refreshAll(createIdentityRefresher({ config: cfg, log, provider, pool })),
+        { code: 'ERR_BAD_CERT' },
+        why,
+      )
+      assert.deepEqual(
+        files.map((f) => readFileSync(f, 'utf8')),
+        good,
+        why,
+      )
+    }
+  })
+
+  it('a certificate issued by an intermediate: accepted through INTERMEDIATE_CERT_BUNDLE, refused without it', async () => {
+    const root = await loadOrCreateAuthority(mkdtempSync(join(tmpdir(), 'sia-root-ca-')))
+    const key = await generateRsaKey()
+    const intermediatePem = issueCertificate(root, {
+      publicKeyPem: key.publicKeyPem,
+      commonName: 'intermediate',
+      validityMs: 3600_000,
+      ca: true,
+    })
+    // ZTS's signer is the root; the certificate is the intermediate's, which the bundle holds.
+    const provider: CertProvider = {
+      name: 'chain',
+      instance: async (csrPem) => ({
+        certPem: signCsr({
+          caKeyPem: key.privateKeyPem,
+          caCertPem: intermediatePem,
+          csrPem,
+          validityMs: 3600_000,
+        }),
+        caPem: root.certPem,
+      }),
+      roleCert: async () => '',
+      caBundle: async () => intermediatePem,
+    }
+    const signal = new AbortController().signal
+    const bundled = config({ INTERMEDIATE_CERT_BUNDLE: 'athenz' })
+    const id = await createIdentityRefresher({ config: bundled, log, provider, pool }).refreshInstance(signal)
+    assert.equal(readFileSync(bundled.caCertFile, 'utf8'), root.certPem)
+    assert.equal(readFileSync(bundled.certFile, 'utf8'), id.certPem)
+    const alone = config()
+    await assert.rejects(
+      createIdentityRefresher({ config: alone, log, provider, pool }).refreshInstance(signal),
+      {
+        code: 'ERR_BAD_CERT',
+        message: /did not issue/,
+      },
+    )
+    assert.deepEqual(readdirSync(alone.dataDir), [], 'nothing written')
   })
 
   it('a full disk while writing a new identity leaves the old key and cert, a pair, and no temp files', async (t) => {

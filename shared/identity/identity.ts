@@ -54,6 +54,50 @@ export function checkIssued(certPem: string, keyPem: string, commonName: string)
   return cert
 }
 
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g
+
+/** Every certificate of a PEM bundle; ERR_BAD_CERT if it holds none, or one that does not parse. */
+function certificatesOf(pem: string, what: string): X509Certificate[] {
+  const blocks = pem.match(PEM_CERTIFICATE) ?? []
+  if (blocks.length === 0) throw codedError('ERR_BAD_CERT', `${what} is not a PEM certificate`)
+  try {
+    return blocks.map((block) => new X509Certificate(block))
+  } catch (err) {
+    throw codedError('ERR_BAD_CERT', `${what} holds an unparsable certificate`, err)
+  }
+}
+
+function signedBy(cert: X509Certificate, issuer: X509Certificate): boolean {
+  try {
+    return cert.checkIssued(issuer) && cert.verify(issuer.publicKey)
+  } catch {
+    return false // a key verify() cannot use signed nothing it could check
+  }
+}
+
+/**
+ * Refuses a signer (ZTS's x509CertificateSigner, written to CA_CERT_FILE) that did not issue the
+ * certificate, directly or through the intermediates of INTERMEDIATE_CERT_BUNDLE: garbage, or
+ * another CA, replaced the CA file that peers verify us with, and the refresh said it succeeded.
+ * An empty signer is no claim (the CA file is left as it is).
+ */
+export function checkSigner(cert: X509Certificate, caPem: string, intermediatesPem: string): void {
+  if (!caPem.trim()) return
+  const signers = certificatesOf(caPem, 'the signing certificate')
+  const links = intermediatesPem ? certificatesOf(intermediatesPem, 'the CA bundle') : []
+  // Up from the certificate, each intermediate used at most once: a loop in what was sent ends.
+  const chains = (c: X509Certificate, unused: X509Certificate[]): boolean =>
+    signers.some((s) => signedBy(c, s)) ||
+    unused.some((link, i) => signedBy(c, link) && chains(link, unused.toSpliced(i, 1)))
+  if (!chains(cert, links)) {
+    const issuer = cert.issuer.split('\n').join(',')
+    throw codedError(
+      'ERR_BAD_CERT',
+      `the signing certificate did not issue the certificate (issuer ${issuer})`,
+    )
+  }
+}
+
 function describeCert(cert: X509Certificate) {
   return {
     subject: cert.subject.split('\n').join(','),
@@ -246,7 +290,9 @@ export function createIdentityRefresher(deps: {
       const id = { keyPem, certPem, caPem }
       // The new identity authenticates what follows, the CA bundle included.
       provider.useIdentity?.(id)
-      const stored = { ...id, certPem: id.certPem + (await intermediates(signal)) }
+      const chain = await intermediates(signal)
+      checkSigner(cert, caPem, chain)
+      const stored = { ...id, certPem: id.certPem + chain }
       await beforeWrite()
       await storeIdentity(config, stored)
       deps.onIssued?.(stored)

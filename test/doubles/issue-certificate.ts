@@ -12,6 +12,8 @@ export interface CertificateRequest {
   validityMs: number
   /** When it becomes valid (a minute ago by default, as the authorities here backdate). */
   notBefore?: number
+  /** An intermediate CA's certificate rather than a leaf. */
+  ca?: boolean
 }
 
 /** Issues a leaf certificate signed by the authority. */
@@ -28,12 +30,19 @@ export function issueCertificate(ca: Authority, req: CertificateRequest): string
     ...(req.uris ?? []).map((value) => ({ type: 6, value })),
     ...(req.ips ?? []).map((ip) => ({ type: 7, ip })),
   ]
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: false },
-    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
-    { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
-    ...(altNames.length ? [{ name: 'subjectAltName', altNames }] : []),
-  ])
+  cert.setExtensions(
+    req.ca
+      ? [
+          { name: 'basicConstraints', cA: true, critical: true },
+          { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
+        ]
+      : [
+          { name: 'basicConstraints', cA: false },
+          { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+          { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
+          ...(altNames.length ? [{ name: 'subjectAltName', altNames }] : []),
+        ],
+  )
   const caKeyPem = ca.key.export({ type: 'pkcs8', format: 'pem' }).toString()
   cert.sign(forge.pki.privateKeyFromPem(caKeyPem), forge.md.sha256.create())
   return forge.pki.certificateToPem(cert)
