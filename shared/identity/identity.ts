@@ -351,28 +351,43 @@ export function refreshDueAt(pem: string, refreshInterval: number): number {
   return Math.min(from + refreshInterval, from + (to - from) / 2)
 }
 
+/** When what a refresh renews is due, and when the first of it expires (ms from `now`). */
+export interface RefreshPlan {
+  dueInMs: number
+  expiresInMs: number
+}
+
 /**
- * How long our identity on disk (`readOwnIdentity`), and every role certificate, stays fresh: due
- * for refresh REFRESH_INTERVAL after it was issued, or half-way through its validity if that
- * comes first. 0 when anything is missing, unreadable or due: then start() refreshes at once.
+ * When our identity on disk (`readOwnIdentity`), and every role certificate, is due for refresh:
+ * REFRESH_INTERVAL after it was issued, or half-way through its validity if that comes first (0:
+ * due now); and when the first of them expires. Undefined when anything is missing or unreadable.
  */
-export async function freshForMs(
+export async function refreshPlan(
   identity: Identity,
   config: Config,
   now = Date.now(),
   /** False for a third party's certificate (files): only the role certificates are ours to renew. */
   instance = true,
-): Promise<number> {
+): Promise<RefreshPlan | undefined> {
   const dueAt = (pem: string) => refreshDueAt(pem, config.refreshInterval)
   try {
     const roles = await Promise.all(
       parseTargets(config.targetDomainRoles).map((t) => readFile(roleCertPath(config, t), 'utf8')),
     )
+    const ours = [...(instance ? [identity.certPem] : []), ...roles]
+    const expiresInMs = Math.min(...ours.map((pem) => Date.parse(new X509Certificate(pem).validTo))) - now
     // A role certificate for another key (its refresh failed after the key was renewed) is due.
     const key = roles.length ? createPrivateKey(identity.keyPem) : undefined
-    if (key && !roles.every((pem) => new X509Certificate(pem).checkPrivateKey(key))) return 0
-    return Math.max(0, Math.min(...(instance ? [dueAt(identity.certPem)] : []), ...roles.map(dueAt)) - now)
+    if (key && !roles.every((pem) => new X509Certificate(pem).checkPrivateKey(key))) {
+      return { dueInMs: 0, expiresInMs }
+    }
+    return { dueInMs: Math.max(0, Math.min(...ours.map(dueAt)) - now), expiresInMs }
   } catch {
-    return 0
+    return undefined
   }
+}
+
+/** How long our identity stays fresh (`refreshPlan`); 0 when due, missing or unreadable: then start() refreshes at once. */
+export async function freshForMs(identity: Identity, config: Config): Promise<number> {
+  return (await refreshPlan(identity, config))?.dueInMs ?? 0
 }

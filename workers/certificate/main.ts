@@ -14,6 +14,7 @@ import {
   readIdentityOrWhy,
   readOwnIdentity,
   refreshDueAt,
+  refreshPlan,
   roleCertPath,
   sayIfAnotherPrincipal,
 } from '../../shared/identity/identity.js'
@@ -35,6 +36,8 @@ const MAX_IDLE_BACKOFF_MS = 60_000
 const DELETE_TIMEOUT_MS = 5_000
 /** The least time worth a try of the boot fetch. */
 const MIN_TRY_MS = 1_000
+/** What a refresh is given before the first certificate it renews expires: a try or two of a ZTS call (10 s each). */
+const EXPIRY_MARGIN_MS = 30_000
 
 /**
  * The certificate service: obtains the service identity and role certificates at start, then
@@ -385,15 +388,23 @@ defineService({
       // back-off schedule, not in a day.
       let failures = retrying ? 1 : 0
       // REFRESH_INTERVAL after an issue, or half-way through what was issued if that comes first
-      // (freshForMs): a provider issuing certificates shorter than the interval (a day by default)
-      // had them expire while the sidecar ran, ready. Never sooner than a retry's first back-off;
-      // and a file it cannot read (0) is no reason to issue again every few seconds. Files: a
-      // third party renews its certificate, only the role certificates are ours.
+      // (refreshPlan): a provider issuing certificates shorter than the interval (a day by default)
+      // had them expire while the sidecar ran, ready. Not sooner than a retry's first back-off
+      // unless the end is nearer; and a file it cannot read is no reason to issue again every few
+      // seconds. Files: a third party renews its certificate, only the role certificates are ours.
       const due = async () => {
-        const fresh = identity ? await freshForMs(identity, config, Date.now(), rt.kind !== 'files') : 0
-        return fresh > 0
-          ? Math.min(config.refreshInterval, Math.max(INITIAL_BACKOFF_MS, fresh))
-          : config.refreshInterval
+        const plan = identity && (await refreshPlan(identity, config, Date.now(), rt.kind !== 'files'))
+        if (!plan) return config.refreshInterval
+        // Due already when issued (short-lived, or backdated past half its life or the interval):
+        // half-way through what is left. A day's wait had it expire while served; the first
+        // back-off made every refresh of a certificate backdated past a short interval 5 s apart.
+        const next = Math.max(INITIAL_BACKOFF_MS, plan.dueInMs > 0 ? plan.dueInMs : plan.expiresInMs / 2)
+        // Never past its end less a margin (at least MIN_TRY_MS: no refresh loop without a pause).
+        return Math.min(
+          config.refreshInterval,
+          next,
+          Math.max(MIN_TRY_MS, plan.expiresInMs - EXPIRY_MARGIN_MS),
+        )
       }
       let wait = retrying ? backoffDelay(0, INITIAL_BACKOFF_MS, maxBackoffMs) : freshMs || (await due())
       for (;;) {
