@@ -185,8 +185,15 @@ defineService({
               ? codedError('ERR_PROVIDER_TIMEOUT', `the provider issued nothing within ${left}ms`, caught)
               : caught
           const wait = backoffDelay(attempt, INITIAL_BACKOFF_MS, bootBackoffMaxMs)
-          // Another try only with time for it (a ZTS call's own deadline is 10 s an attempt).
-          if (signal.aborted || attempt + 1 >= tries || monotonicMs() + wait + MIN_TRY_MS >= bootEnds)
+          // Another try only with time for it (a ZTS call's own deadline is 10 s an attempt), and
+          // only while no instance identity was issued: then what failed is its role certificates,
+          // retried in the background as for an identity on disk.
+          if (
+            signal.aborted ||
+            issued ||
+            attempt + 1 >= tries ||
+            monotonicMs() + wait + MIN_TRY_MS >= bootEnds
+          )
             throw err
           log.warn(
             { event: 'certificate.boot.retry', err, attempt: attempt + 1, retryInMs: wait },
@@ -277,14 +284,16 @@ defineService({
             )
             throw err
           }
-        } else if (!onDisk) {
+        } else if (!onDisk && !issued) {
           throw err
         } else {
+          // An identity on disk, or one this fetch issued and wrote before a role certificate
+          // failed (a fresh pod's start failed: a restart, a new key, and the next boot served).
           log.warn(
             { event: 'certificate.refresh.failed', err, keeping: config.certFile },
             'could not refresh at start; keeping the valid identity on disk',
           )
-          if (identity === onDisk) publisher.publish(onDisk) // else the new one was, as it was adopted
+          if (onDisk && identity === onDisk) publisher.publish(onDisk) // else the new one was, as it was adopted
           // What failed (a role certificate, the instance's renewal) is retried on the back-off
           // schedule, not a REFRESH_INTERVAL (a day) later.
           retrying = true
