@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
+import { createPrivateKey, X509Certificate } from 'node:crypto'
 import {
   lstatSync,
   mkdirSync,
@@ -14,7 +15,12 @@ import {
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import { authorityPaths, loadOrCreateAuthority } from '../shared/identity/local-authority.js'
+import { loadConfig } from '../shared/config/load.js'
+import type { Config } from '../shared/config/types.js'
+import { buildCaCert, buildCsr, signCsr } from '../shared/identity/csr.js'
+import { readOwnIdentity } from '../shared/identity/identity.js'
+import { authorityPaths, generateRsaKey, loadOrCreateAuthority } from '../shared/identity/local-authority.js'
+import { issueCertificate } from './doubles/issue-certificate.js'
 
 const fresh = () => mkdtempSync(join(tmpdir(), 'sia-authority-'))
 
@@ -128,4 +134,82 @@ test('an authority directory no rename can replace (a symlink to one, a mount po
       `${what}: the broken certificate set aside beside it`,
     )
   }
+})
+
+const DAY = 24 * 3600_000
+
+/** An authority on disk valid from `notBefore` to `notAfter` (made while the clock was wrong); its key. */
+async function authorityValid(dataDir: string, notBefore: number, notAfter: number): Promise<string> {
+  const { privateKeyPem: keyPem } = await generateRsaKey()
+  const paths = authorityPaths(dataDir)
+  mkdirSync(paths.dir)
+  writeFileSync(paths.key, keyPem, { mode: 0o600 })
+  writeFileSync(
+    paths.cert,
+    buildCaCert({
+      keyPem,
+      commonName: 'sia-supervisor local authority',
+      organization: 'sia-supervisor',
+      notBefore,
+      notAfter,
+    }),
+  )
+  return keyPem
+}
+
+test('an authority expired, within a day of its end, or not yet valid is set aside and made anew; one with days left is kept', async () => {
+  const now = Date.now()
+  const cases: Record<string, [notBefore: number, notAfter: number, kept: boolean]> = {
+    'expired (made with the clock years behind)': [now - 11 * 365 * DAY, now - 365 * DAY, false],
+    'ending within the day': [now - 10 * DAY, now + DAY / 2, false],
+    'not yet valid (made with the clock ahead)': [now + DAY, now + 3650 * DAY, false],
+    'two days left': [now - 10 * DAY, now + 2 * DAY, true],
+  }
+  for (const [what, [notBefore, notAfter, kept]] of Object.entries(cases)) {
+    const dataDir = fresh()
+    await authorityValid(dataDir, notBefore, notAfter)
+    const onDisk = readFileSync(authorityPaths(dataDir).cert, 'utf8')
+    const loaded = await loadOrCreateAuthority(dataDir)
+    const setAside = readdirSync(dataDir).filter((f) => f.startsWith('authority.broken-'))
+    if (kept) {
+      assert.equal(loaded.certPem, onDisk, what)
+      assert.deepEqual(setAside, [], what)
+      continue
+    }
+    assert.notEqual(loaded.certPem, onDisk, what)
+    assert.ok(Date.parse(loaded.cert.validFrom) <= Date.now(), `${what}: the new one is valid now`)
+    assert.ok(Date.parse(loaded.cert.validTo) > Date.now() + 365 * DAY, `${what}: for years`)
+    assertWhole(dataDir, loaded)
+    assert.equal(setAside.length, 1, `${what}: kept for a look`)
+  }
+})
+
+test('a certificate never outlives the authority that signs it', async () => {
+  const dataDir = fresh()
+  const caKeyPem = await authorityValid(dataDir, Date.now() - DAY, Date.now() + 2 * DAY)
+  const ca = await loadOrCreateAuthority(dataDir)
+  const { privateKeyPem: keyPem } = await generateRsaKey()
+  const csrPem = buildCsr({ keyPem, commonName: 'my.team.api', dnsNames: [], uris: [], ips: [] })
+  const leaf = new X509Certificate(signCsr({ caKeyPem, caCertPem: ca.certPem, csrPem, validityMs: 30 * DAY }))
+  assert.equal(leaf.validTo, ca.cert.validTo)
+  assert.ok(leaf.verify(ca.cert.publicKey))
+})
+
+test('a certificate on disk from an authority that has expired is not reused at start', async () => {
+  const dataDir = fresh()
+  const caKeyPem = await authorityValid(dataDir, Date.now() - 11 * 365 * DAY, Date.now() - DAY)
+  const caCertPem = readFileSync(authorityPaths(dataDir).cert, 'utf8')
+  const inv = loadConfig([], { DATA_DIR: dataDir, ATHENZ_DOMAIN: 'my.team', SERVICEACCOUNT: 'api' })
+  assert.equal(inv.kind, 'run')
+  const cfg = (inv as { config: Config }).config
+  const { privateKeyPem: keyPem, publicKeyPem } = await generateRsaKey()
+  // What an older version issued and wrote: valid, its end not capped at its authority's.
+  const ca = { certPem: caCertPem, key: createPrivateKey(caKeyPem), cert: new X509Certificate(caCertPem) }
+  writeFileSync(cfg.keyFile, keyPem, { mode: 0o600 })
+  writeFileSync(
+    cfg.certFile,
+    issueCertificate(ca, { publicKeyPem, commonName: 'my.team.api', validityMs: DAY }),
+  )
+  writeFileSync(cfg.caCertFile, caCertPem)
+  assert.equal(await readOwnIdentity(cfg), undefined)
 })

@@ -150,7 +150,8 @@ export function signCsr(req: SignRequest): string {
   cert.publicKey = PLACEHOLDER_KEY
   cert.serialNumber = randomSerial()
   cert.validity.notBefore = new Date(Date.now() - 60_000)
-  cert.validity.notAfter = new Date(Date.now() + req.validityMs)
+  // Never past the authority's end: a verifier refuses the chain from then on.
+  cert.validity.notAfter = new Date(Math.min(Date.now() + req.validityMs, ca.validity.notAfter.getTime()))
   // forge parses a UTF8String value as its raw bytes and encodes it again on output: decode it first.
   cert.setSubject(
     csr.subject.attributes.map((a) =>

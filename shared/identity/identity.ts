@@ -322,9 +322,15 @@ async function issuedByProvider(cert: X509Certificate, config: Config): Promise<
   const ca = await readFile(authorityPaths(config.dataDir).cert, 'utf8').catch(() => undefined)
   let byLocal = false
   try {
-    // An unreadable one (empty, garbage) signed nothing: the local authority repairs it at start.
+    // An unreadable one (empty, garbage) signed nothing, and one out of its validity nothing that
+    // verifies: the local authority repairs it, or makes it anew, at the next issue.
     const authority = ca === undefined ? undefined : new X509Certificate(ca)
-    byLocal = authority !== undefined && cert.checkIssued(authority) && cert.verify(authority.publicKey)
+    byLocal =
+      authority !== undefined &&
+      Date.parse(authority.validFrom) <= Date.now() &&
+      Date.now() < Date.parse(authority.validTo) &&
+      cert.checkIssued(authority) &&
+      cert.verify(authority.publicKey)
   } catch {}
   return config.endpoint ? !byLocal : byLocal
 }

@@ -146,7 +146,17 @@ async function publishInside(dir: string, keyPem: string, certPem: string): Prom
   }
 }
 
-/** Both files, pairing; ENOENT when neither is there; ERR_AUTHORITY_BROKEN for anything between. */
+/**
+ * How long before its end an authority is made anew: every leaf it issues ends with it (signCsr),
+ * and one issued within this margin is due for refresh (half its life) after the authority is
+ * replaced, not after it has expired.
+ */
+const RENEW_BEFORE_MS = 24 * 3600 * 1000
+
+/**
+ * Both files, pairing, and the authority within its validity; ENOENT when neither is there;
+ * ERR_AUTHORITY_BROKEN for anything between.
+ */
 async function loadAuthority(paths: { key: string; cert: string }): Promise<Authority> {
   const read = (path: string) => readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => err)
   const [keyPem, certPem] = await Promise.all([read(paths.key), read(paths.cert)])
@@ -155,15 +165,34 @@ async function loadAuthority(paths: { key: string; cert: string }): Promise<Auth
   for (const r of [keyPem, certPem]) if (r instanceof Error && r.code !== 'ENOENT') throw r
   if (missing === 1)
     throw codedError('ERR_AUTHORITY_BROKEN', 'the local authority has only one of its key and certificate')
+  const authority = readPair(keyPem as string, certPem as string)
+  checkCurrent(authority.cert)
+  return authority
+}
+
+function readPair(keyPem: string, certPem: string): Authority {
   try {
-    const authority = {
-      certPem: certPem as string,
-      key: createPrivateKey(keyPem as string),
-      cert: new X509Certificate(certPem as string),
-    }
+    const authority = { certPem, key: createPrivateKey(keyPem), cert: new X509Certificate(certPem) }
     if (authority.cert.checkPrivateKey(authority.key)) return authority
   } catch (err) {
     throw codedError('ERR_AUTHORITY_BROKEN', 'the local authority cannot be read', err)
   }
   throw codedError('ERR_AUTHORITY_BROKEN', "the local authority's key and certificate do not pair")
+}
+
+/**
+ * An authority expired, about to, or not yet valid (made while the clock was wrong) signs leaves
+ * that no verifier accepts, for ever: it is made anew.
+ */
+function checkCurrent(cert: X509Certificate, now = Date.now()): void {
+  const [from, to] = [Date.parse(cert.validFrom), Date.parse(cert.validTo)]
+  if (from > now) {
+    throw codedError(
+      'ERR_AUTHORITY_BROKEN',
+      `the local authority is not valid until ${new Date(from).toISOString()}`,
+    )
+  }
+  if (to - now < RENEW_BEFORE_MS) {
+    throw codedError('ERR_AUTHORITY_BROKEN', `the local authority ends at ${new Date(to).toISOString()}`)
+  }
 }
