@@ -1,23 +1,26 @@
-/**
- * Keys whose value may be a secret, wherever they appear in the first levels of a log record,
- * in lower case: a key is compared in lower case (HTTP headers come as `Authorization` too).
- */
+/** Keys whose value may be a secret, wherever they appear in the first levels of a log record. */
 const SECRET_KEYS: ReadonlySet<string> = new Set([
   'token',
-  'accesstoken',
+  'accessToken',
   'access_token',
   'refresh_token',
   'id_token',
+  'client_secret',
+  'privateKey',
+  'keyPem',
+])
+
+/**
+ * Names compared in lower case: HTTP headers come in any case (`Authorization`), and a password is
+ * one in any. Not the token names: `accesstoken` is a token type's counts in `token.cache.updated`.
+ */
+const ANY_CASE: ReadonlySet<string> = new Set([
   'authorization',
   'proxy-authorization',
   'cookie',
   'set-cookie',
   'x-api-key',
   'password',
-  'secret',
-  'client_secret',
-  'privatekey',
-  'keypem',
 ])
 
 export const CENSOR = '[redacted]'
@@ -41,13 +44,15 @@ export function redactRecord<T extends object>(record: T): T {
   return scrub(record, 0) as T
 }
 
+const isSecret = (key: string) => SECRET_KEYS.has(key) || ANY_CASE.has(key.toLowerCase())
+
 function scrub(value: unknown, depth: number): unknown {
   if (depth === DEPTH || value === null || typeof value !== 'object' || ArrayBuffer.isView(value))
     return value
   let copy: Record<PropertyKey, unknown> | undefined
   for (const key of Object.keys(value)) {
     const was = (value as Record<string, unknown>)[key]
-    const now = SECRET_KEYS.has(key.toLowerCase()) ? CENSOR : scrub(was, depth + 1)
+    const now = isSecret(key) ? CENSOR : scrub(was, depth + 1)
     if (now === was) continue
     copy ??= shallowCopy(value)
     copy[key] = now

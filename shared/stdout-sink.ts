@@ -41,19 +41,35 @@ export function createStdoutSink(opts: StdoutSinkOptions): (line: string) => voi
         at += writeSync(fd, buf, at)
         continue
       } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code ?? 'EIO'
-        lastError = code
-        if (code === 'EPIPE') gone = true
-        if (code !== 'EAGAIN' || monotonicMs() >= until) return at
+        if (!failed(err) || monotonicMs() >= until) return at
       }
       Atomics.wait(pause, 0, 0, POLL_MS)
     }
     return at
   }
 
-  /** Writes `buf` whole, or keeps what is left of it in `rest`; false if none of it went out. */
-  function send(buf: Buffer, until: number): boolean {
-    const at = push(buf, 0, until)
+  /** Notes the error; true when it is worth waiting for (EAGAIN: a reader that is behind). */
+  function failed(err: unknown): boolean {
+    lastError = (err as NodeJS.ErrnoException).code ?? 'EIO'
+    if (lastError === 'EPIPE') gone = true
+    return lastError === 'EAGAIN'
+  }
+
+  /**
+   * Writes `line` whole, or keeps what is left of it in `rest`; false if none of it went out. The
+   * string first: a Buffer only for what a partial write left (a line a write(2), as a rule).
+   */
+  function send(line: string, until: number): boolean {
+    let written: number
+    try {
+      written = writeSync(fd, line)
+    } catch (err) {
+      if (!failed(err) || until === 0) return false
+      written = 0
+    }
+    const buf = Buffer.from(line)
+    if (written === buf.length) return true
+    const at = push(buf, written, until)
     if (at === 0) return false
     if (at < buf.length) rest = buf.subarray(at)
     return true
@@ -66,12 +82,13 @@ export function createStdoutSink(opts: StdoutSinkOptions): (line: string) => voi
       const at = push(rest, 0, until)
       rest = at < rest.length ? rest.subarray(at) : undefined
     }
-    if (rest || !send(Buffer.from(line), until)) {
+    if (rest || !send(line, until)) {
       stalled = true
       dropped++
       return
     }
-    if (!stalled) return
+    // Said once the line that got through is whole: a rest still pending keeps the count.
+    if (!stalled || rest) return
     stalled = false
     if (dropped === 0) return
     const said = {
@@ -84,6 +101,6 @@ export function createStdoutSink(opts: StdoutSinkOptions): (line: string) => voi
       msg: `stdout took no lines for a while (${lastError}): ${dropped} lines were dropped`,
     }
     dropped = 0
-    if (!rest) send(Buffer.from(`${JSON.stringify(said)}\n`), 0)
+    send(`${JSON.stringify(said)}\n`, 0)
   }
 }

@@ -8,13 +8,17 @@ describe('redactRecord', () => {
     const err = Object.assign(new Error('refused'), {
       response: { headers: { Authorization: 'Bearer sekret-1', Cookie: 'sid=sekret-2', 'X-Api-Key': 'k' } },
     })
-    const out = redactRecord({ err, PASSWORD: 'sekret-3' })
+    // A token type's counts and a Kubernetes Secret's name are no secrets.
+    const counts = { updated: 1, failed: 0 }
+    const out = redactRecord({ err, PASSWORD: 'sekret-3', accesstoken: counts, secret: 'ns/name' })
     assert.deepEqual((out.err as unknown as typeof err).response.headers, {
       Authorization: CENSOR,
       Cookie: CENSOR,
       'X-Api-Key': CENSOR,
     })
     assert.equal(out.PASSWORD, CENSOR)
+    assert.equal(out.accesstoken, counts)
+    assert.equal(out.secret, 'ns/name')
   })
 
   it('replaces a secret key at the top level and in nested objects, to five levels', () => {

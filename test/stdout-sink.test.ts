@@ -134,6 +134,31 @@ describe('stdout sink', () => {
     }
   })
 
+  test('lines dropped, then a line that gets through only in part: the drop is said once that line is whole', () => {
+    const pipe = fifo()
+    try {
+      const write = createStdoutSink({ fd: pipe.writer, stallMs: 20, service: 'gateway' })
+      pipe.fill()
+      for (let i = 0; i < 5; i++) write(line(i))
+      pipe.drain()
+      write(line(5, 100_000)) // more than the pipe holds: its rest waits
+      let out = pipe.drain()
+      write(line(6))
+      out += pipe.drain()
+      write(line(7))
+      out += pipe.drain()
+      const got = records(out)
+      // Line 6 finishes the rest of 5 and goes whole: then the count is said.
+      assert.deepEqual(
+        got.map((r) => r.n ?? r.event),
+        [5, 6, 'log.stdout.dropped', 7],
+      )
+      assert.equal(got[2]?.dropped, 5)
+    } finally {
+      pipe.close()
+    }
+  })
+
   test('a full disk or a reader gone: the line is dropped, nothing is thrown', () => {
     const full = openSync('/dev/full', 'w')
     try {
