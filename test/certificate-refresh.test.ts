@@ -179,16 +179,25 @@ describe('identity refresh', () => {
       'a PEM block that does not parse': '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----',
       'another CA': other.certPem,
     }
+    const inFiles = { keyPem: good[0]!, certPem: good[1]!, caPem: good[2]! }
     for (const [why, caPem] of Object.entries(signers)) {
+      // What ZTS calls authenticate with: the identity in the files, again, once one is refused.
+      let current: typeof inFiles | undefined = inFiles
       const provider: CertProvider = {
         ...local,
         instance: async (csrPem, signal) => ({ ...(await local.instance(csrPem, signal)), caPem }),
+        useIdentity: (id) => {
+          const was = current
+          current = id
+          return was
+        },
       }
       await assert.rejects(
         refreshAll(createIdentityRefresher({ config: cfg, log, provider, pool })),
         { code: 'ERR_BAD_CERT' },
         why,
       )
+      assert.equal(current, inFiles, `${why}: the refused identity is not used`)
       assert.deepEqual(
         files.map((f) => readFileSync(f, 'utf8')),
         good,
@@ -226,6 +235,17 @@ describe('identity refresh', () => {
     const id = await createIdentityRefresher({ config: bundled, log, provider, pool }).refreshInstance(signal)
     assert.equal(readFileSync(bundled.caCertFile, 'utf8'), root.certPem)
     assert.equal(readFileSync(bundled.certFile, 'utf8'), id.certPem)
+    // The intermediate sent after the certificate itself, as a chain: a link too.
+    const chained: CertProvider = {
+      ...provider,
+      instance: async (csrPem, signal) => {
+        const issued = await provider.instance(csrPem, signal)
+        return { ...issued, certPem: `${issued.certPem}${intermediatePem}` }
+      },
+    }
+    const sentChain = config()
+    await createIdentityRefresher({ config: sentChain, log, provider: chained, pool }).refreshInstance(signal)
+    assert.equal(readFileSync(sentChain.caCertFile, 'utf8'), root.certPem)
     const alone = config()
     await assert.rejects(
       createIdentityRefresher({ config: alone, log, provider, pool }).refreshInstance(signal),

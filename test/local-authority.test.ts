@@ -164,6 +164,8 @@ test('an authority expired, within a day of its end, or not yet valid is set asi
     'ending within the day': [now - 10 * DAY, now + DAY / 2, false],
     'not yet valid (made with the clock ahead)': [now + DAY, now + 3650 * DAY, false],
     'two days left': [now - 10 * DAY, now + 2 * DAY, true],
+    // The clock stepped back two minutes since (an NTP correction): within a certificate's skew.
+    'valid from two minutes on': [now + 2 * 60_000, now + 3650 * DAY, true],
   }
   for (const [what, [notBefore, notAfter, kept]] of Object.entries(cases)) {
     const dataDir = fresh()

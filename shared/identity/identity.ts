@@ -7,7 +7,7 @@ import type { Logger } from '../logger.js'
 import type { CertProvider } from './cert-provider.js'
 import type { CsrPool } from './csr-pool.js'
 import { principalOf, roleCsrSpec, serviceCsrSpec } from './identity-spec.js'
-import { authorityPaths, generateRsaKey } from './local-authority.js'
+import { authorityPaths, generateRsaKey, NOT_BEFORE_SKEW_MS } from './local-authority.js'
 import { roleCertPath } from './naming.js'
 import { parseTargets } from './targets.js'
 
@@ -19,12 +19,6 @@ export interface Identity {
 }
 
 export { roleCertPath } from './naming.js'
-
-/**
- * How far ahead of our clock a certificate's notBefore may be: an issuer's clock a little ahead of
- * ours. Beyond it the certificate is refused: every peer would refuse it until then.
- */
-const NOT_BEFORE_SKEW_MS = 5 * 60_000
 
 /**
  * Refuses a certificate that would be worse than none: unparsable, for another key, another name,
@@ -84,7 +78,11 @@ function signedBy(cert: X509Certificate, issuer: X509Certificate): boolean {
 export function checkSigner(cert: X509Certificate, caPem: string, intermediatesPem: string): void {
   if (!caPem.trim()) return
   const signers = certificatesOf(caPem, 'the signing certificate')
-  const links = intermediatesPem ? certificatesOf(intermediatesPem, 'the CA bundle') : []
+  const links = intermediatesPem.trim()
+    ? certificatesOf(intermediatesPem, 'the CA bundle').filter(
+        (c) => c.fingerprint256 !== cert.fingerprint256,
+      )
+    : []
   // Up from the certificate, each intermediate used at most once: a loop in what was sent ends.
   const chains = (c: X509Certificate, unused: X509Certificate[]): boolean =>
     signers.some((s) => signedBy(c, s)) ||
@@ -288,13 +286,21 @@ export function createIdentityRefresher(deps: {
       const { certPem, caPem } = await provider.instance(csrPem, ask)
       const cert = checkIssued(certPem, keyPem, principal)
       const id = { keyPem, certPem, caPem }
-      // The new identity authenticates what follows, the CA bundle included.
-      provider.useIdentity?.(id)
-      const chain = await intermediates(signal)
-      checkSigner(cert, caPem, chain)
-      const stored = { ...id, certPem: id.certPem + chain }
-      await beforeWrite()
-      await storeIdentity(config, stored)
+      // The new identity authenticates what follows, the CA bundle included; refused, or not
+      // written, the one in the files authenticates again (ZTS calls went on with the refused one).
+      const previous = provider.useIdentity?.(id)
+      let stored: Identity
+      try {
+        const chain = await intermediates(signal)
+        // Intermediates ZTS sent after the certificate itself are links too.
+        checkSigner(cert, caPem, `${certPem}\n${chain}`)
+        stored = { ...id, certPem: id.certPem + chain }
+        await beforeWrite()
+        await storeIdentity(config, stored)
+      } catch (err) {
+        provider.useIdentity?.(previous)
+        throw err
+      }
       deps.onIssued?.(stored)
       log.info(
         { event: 'certificate.issued', kind: 'instance', file: config.certFile, ...describeCert(cert) },

@@ -154,6 +154,13 @@ async function publishInside(dir: string, keyPem: string, certPem: string): Prom
 const RENEW_BEFORE_MS = 24 * 3600 * 1000
 
 /**
+ * How far ahead of our clock a certificate's notBefore may be: an issuer's clock a little ahead of
+ * ours. Beyond it a certificate is refused (every peer would refuse it until then), and an
+ * authority made anew.
+ */
+export const NOT_BEFORE_SKEW_MS = 5 * 60_000
+
+/**
  * Both files, pairing, and the authority within its validity; ENOENT when neither is there;
  * ERR_AUTHORITY_BROKEN for anything between.
  */
@@ -186,7 +193,9 @@ function readPair(keyPem: string, certPem: string): Authority {
  */
 function checkCurrent(cert: X509Certificate, now = Date.now()): void {
   const [from, to] = [Date.parse(cert.validFrom), Date.parse(cert.validTo)]
-  if (from > now) {
+  // The skew a certificate is allowed: a clock stepped back a few minutes (an NTP correction)
+  // does not replace the authority, and with it every leaf's chain.
+  if (from > now + NOT_BEFORE_SKEW_MS) {
     throw codedError(
       'ERR_AUTHORITY_BROKEN',
       `the local authority is not valid until ${new Date(from).toISOString()}`,

@@ -11,7 +11,8 @@ import type { Identity } from './identity.js'
  */
 export interface ZtsClient {
   call<T>(method: string, path: string, body: ZtsBody | undefined, signal: AbortSignal): Promise<T>
-  setIdentity(identity: Identity | undefined): void
+  /** Returns the identity it replaces. */
+  setIdentity(identity: Identity | undefined): Identity | undefined
   hasIdentity(): boolean
   close(): void
 }
@@ -145,10 +146,12 @@ export function createZtsClient(opts: ZtsClientOptions): ZtsClient {
       }
     },
     setIdentity(id) {
-      if (id?.certPem === identity?.certPem) return
+      const was = identity
+      if (id?.certPem === was?.certPem) return was
       identity = id
       agent.destroy()
       agent = makeAgent(id)
+      return was
     },
     hasIdentity: () => identity !== undefined,
     close: () => agent.destroy(),
