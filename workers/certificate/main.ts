@@ -415,13 +415,22 @@ defineService({
           Math.max(MIN_TRY_MS, plan.expiresInMs - EXPIRY_MARGIN_MS),
         )
       }
-      let wait = retrying ? backoffDelay(0, INITIAL_BACKOFF_MS, maxBackoffMs) : freshMs || (await due())
+      // A failure's back-off, never so long that what is served ends first: half of what is left
+      // of it at most (5 s at least). Growing to REFRESH_INTERVAL / 4, it waited hours past a
+      // short certificate's end while the provider was back.
+      const retryIn = async (attempt: number) => {
+        const wait = backoffDelay(attempt, INITIAL_BACKOFF_MS, maxBackoffMs)
+        const plan = identity && (await refreshPlan(identity, config, Date.now(), rt.kind !== 'files'))
+        if (!plan || plan.expiresInMs <= 0) return wait
+        return Math.min(wait, Math.max(INITIAL_BACKOFF_MS, plan.expiresInMs / 2))
+      }
+      let wait = retrying ? await retryIn(0) : freshMs || (await due())
       for (;;) {
         const slept = await pause(wait, AbortSignal.any([t.signal, retrySoon.signal]))
         if (t.signal.aborted) break
         if (!slept) {
           retrySoon = new AbortController()
-          wait = backoffDelay(failures++, INITIAL_BACKOFF_MS, maxBackoffMs)
+          wait = await retryIn(failures++)
           continue
         }
         try {
@@ -438,7 +447,7 @@ defineService({
           failures = 0
         } catch (err) {
           if (t.signal.aborted) break
-          wait = backoffDelay(failures++, INITIAL_BACKOFF_MS, maxBackoffMs)
+          wait = await retryIn(failures++)
           log.warn(
             { event: 'certificate.refresh.failed', err, attempt: failures, retryInMs: wait },
             `refresh failed; keeping the current certificates, retrying in ${wait}ms`,
