@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import { loadConfig } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
-import { backoffDelay } from '../shared/identity/backoff.js'
+import { backoffDelay, capToEnd } from '../shared/identity/backoff.js'
 import type { CertProvider } from '../shared/identity/cert-provider.js'
 import { readCsr, signCsr } from '../shared/identity/csr.js'
 import { createCsrPool } from '../shared/identity/csr-pool.js'
@@ -294,5 +294,15 @@ describe('identity refresh', () => {
     )
     assert.equal(backoffDelay(0, 5_000, 500, none), 500)
     assert.ok(backoffDelay(3, 5_000, 60_000, () => 0) >= 30_000) // jitter only shortens, by at most 25%
+  })
+
+  it("a failed refresh's back-off stays within the certificate served: half of what is left, a minute apart once ended", () => {
+    const HOUR = 3_600_000
+    const sixHours = backoffDelay(20, 5_000, 6 * HOUR, () => 1)
+    assert.equal(capToEnd(sixHours, 2 * HOUR, 5_000, 60_000), HOUR)
+    assert.equal(capToEnd(sixHours, 4_000, 5_000, 60_000), 5_000, 'never under the first back-off')
+    assert.equal(capToEnd(sixHours, 0, 5_000, 60_000), 60_000, 'ended: a minute apart')
+    assert.equal(capToEnd(sixHours, -HOUR, 5_000, 60_000), 60_000)
+    assert.equal(capToEnd(10_000, 2 * HOUR, 5_000, 60_000), 10_000, 'a short back-off as it is')
   })
 })

@@ -363,6 +363,11 @@ export function refreshDueAt(pem: string, refreshInterval: number): number {
   return Math.min(from + refreshInterval, from + (to - from) / 2)
 }
 
+/** When the first certificate of `pem` ends (epoch ms). */
+export function endsAt(pem: string): number {
+  return Date.parse(new X509Certificate(pem).validTo)
+}
+
 /** When what a refresh renews is due, and when the first of it expires (ms from `now`). */
 export interface RefreshPlan {
   dueInMs: number

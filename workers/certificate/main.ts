@@ -3,11 +3,12 @@ import { monotonicMs } from '../../shared/clock.js'
 import { defineService } from '../../shared/define-service.js'
 import { codedError } from '../../shared/errors.js'
 import { createIdentityPublisher } from '../../shared/identity/announce.js'
-import { backoffDelay, pause } from '../../shared/identity/backoff.js'
+import { backoffDelay, capToEnd, pause } from '../../shared/identity/backoff.js'
 import { createBackupWriter, createSecretBackup, restoreIdentity } from '../../shared/identity/backup.js'
 import {
   commonNameOf,
   completeOutputs,
+  endsAt,
   freshForMs,
   type Identity,
   readIdentity,
@@ -415,14 +416,14 @@ defineService({
           Math.max(MIN_TRY_MS, plan.expiresInMs - EXPIRY_MARGIN_MS),
         )
       }
-      // A failure's back-off, never so long that what is served ends first: half of what is left
-      // of it at most (5 s at least). Growing to REFRESH_INTERVAL / 4, it waited hours past a
-      // short certificate's end while the provider was back.
+      // A failure's back-off within what is left of the certificate served (capToEnd); a role
+      // certificate not there (refused on a fresh pod): the instance's end.
       const retryIn = async (attempt: number) => {
         const wait = backoffDelay(attempt, INITIAL_BACKOFF_MS, maxBackoffMs)
-        const plan = identity && (await refreshPlan(identity, config, Date.now(), rt.kind !== 'files'))
-        if (!plan || plan.expiresInMs <= 0) return wait
-        return Math.min(wait, Math.max(INITIAL_BACKOFF_MS, plan.expiresInMs / 2))
+        if (!identity) return wait
+        const plan = await refreshPlan(identity, config, Date.now(), rt.kind !== 'files')
+        const left = plan?.expiresInMs ?? endsAt(identity.certPem) - Date.now()
+        return capToEnd(wait, left, INITIAL_BACKOFF_MS, MAX_IDLE_BACKOFF_MS)
       }
       let wait = retrying ? await retryIn(0) : freshMs || (await due())
       for (;;) {
