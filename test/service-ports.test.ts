@@ -297,7 +297,9 @@ describe('the scrape over service ports', () => {
       args: withConfig({ gateway: { watchdogTimeout: '5s', shutdownTimeout: '1s' } }),
     })
     const { ms, text } = await scrape(sc)
-    assert.ok(ms < 1000 + 500, `answered in ${ms}ms`)
+    // Not waiting for the blocked thread, which its watchdog ends at 5 s: well before that, with
+    // room for a loaded machine (1581 ms once, with three test files and a review beside it).
+    assert.ok(ms >= 1000 && ms < 3500, `answered in ${ms}ms`)
     assert.equal(up(text, 'gateway'), 0)
     for (const s of ['certificate', 'token', 'memory-reporter', 'metrics', 'healthcheck']) {
       assert.equal(up(text, s), 1, s)
