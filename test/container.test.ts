@@ -4,7 +4,7 @@ import { chownSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync } 
 import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { test } from 'node:test'
+import { type TestContext, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { ENTRYPOINT_INIT, ENTRYPOINT_NODE_FLAGS, IMAGE_NODE_FLAGS } from './support/image.js'
@@ -96,6 +96,23 @@ function childrenOf(pid: number): number[] {
   return text ? text.split(/\s+/).map(Number) : []
 }
 
+/** The built CLI as the ENTRYPOINT starts it, in the sandbox, with a DATA_DIR of its own; ended after `t`. */
+function startInImage(t: TestContext): Sidecar {
+  const dataDir = mkdtempSync(join(tmpdir(), 'sia-container-'))
+  chownSync(dataDir, USER, USER)
+  const sc = startSidecar({
+    dataDir,
+    env: { NODE_ENV: 'production' },
+    command: (node) => ({
+      file: 'unshare',
+      args: sandboxed(dataDir, [...ENTRYPOINT_INIT, node, ...ENTRYPOINT]),
+      cwd: APP,
+    }),
+  })
+  t.after(() => endSandbox(sc, dataDir))
+  return sc
+}
+
 /**
  * A failed assertion leaves the sandbox running: SIGKILL to a namespace's PID 1 ends every process
  * in it (SIGKILL to unshare alone would leave them, holding the test's pipes).
@@ -154,18 +171,7 @@ test('as in the image: PID 1, unprivileged, read-only but for DATA_DIR; ready, k
   const why = cannotSandbox()
   if (why) return t.skip(why)
 
-  const dataDir = mkdtempSync(join(tmpdir(), 'sia-container-'))
-  chownSync(dataDir, USER, USER)
-  const sc = startSidecar({
-    dataDir,
-    env: { NODE_ENV: 'production' },
-    command: (node) => ({
-      file: 'unshare',
-      args: sandboxed(dataDir, [...ENTRYPOINT_INIT, node, ...ENTRYPOINT]),
-      cwd: APP,
-    }),
-  })
-  t.after(() => endSandbox(sc, dataDir))
+  const sc = startInImage(t)
 
   const boot = await sc.waitForEvent('supervisor.boot', {}, 30_000)
   await sc.waitForEvent('supervisor.ready', {}, 30_000)
@@ -180,7 +186,7 @@ test('as in the image: PID 1, unprivileged, read-only but for DATA_DIR; ready, k
   assert.deepEqual(status.Gid, Array(4).fill(String(USER)))
   assert.equal(await get(`${await sc.url('healthcheck')}/readyz`), 200)
 
-  const key = statSync(join(dataDir, 'key.pem'))
+  const key = statSync(join(sc.dataDir, 'key.pem'))
   assert.equal((key.mode & 0o777).toString(8), '600', 'the private key is readable by its owner only')
   assert.deepEqual([key.uid, key.gid], [USER, USER], 'and owned by the user the sidecar runs as')
 
@@ -207,18 +213,7 @@ test('as in the image: a SIGTERM before node has run a line of ours (a pod delet
 }, async (t) => {
   const why = cannotSandbox()
   if (why) return t.skip(why)
-  const dataDir = mkdtempSync(join(tmpdir(), 'sia-container-'))
-  chownSync(dataDir, USER, USER)
-  const sc = startSidecar({
-    dataDir,
-    env: { NODE_ENV: 'production' },
-    command: (node) => ({
-      file: 'unshare',
-      args: sandboxed(dataDir, [...ENTRYPOINT_INIT, node, ...ENTRYPOINT]),
-      cwd: APP,
-    }),
-  })
-  t.after(() => endSandbox(sc, dataDir))
+  const sc = startInImage(t)
   // The moment the container's process is node (exec'd by the init, or as PID 1 itself): its own
   // boot, tens of ms before the CLI's first line installs the signal handlers.
   const nodeStarted = (pid: number) => readlinkSync(`/proc/${pid}/exe`) === process.execPath

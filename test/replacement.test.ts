@@ -251,6 +251,28 @@ test('crashes, a recycle and a SIGHUP reload under load: no refused connection, 
 })
 
 // Each test has its own sidecar and ports, and most wait on a failpoint's delay: two at a time.
+/**
+ * A sidecar ready on a config file of its own (`file`, rewritten by the test for a reload), every
+ * server on a free port, with `env` (failpoints…).
+ */
+async function readyOnConfigFile(file: object, env: Record<string, string> = {}) {
+  const configPath = join(mkdtempSync(join(tmpdir(), 'sia-reload-')), 'config.json')
+  writeFileSync(configPath, JSON.stringify(file))
+  const ports = await serverPorts()
+  const sc = await startReady({ args: ['--config', configPath], env: { ...ports.env, ...env } })
+  return { sc, configPath, ports }
+}
+
+/** One alert, named `name`, posted to the gateway at `url`: the answer's status. */
+function postAlert(url: string, name: string): Promise<number> {
+  return fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(webhook([alert(name)])),
+    signal: AbortSignal.timeout(20_000),
+  }).then((r) => r.status)
+}
+
 describe('worker replacement', { concurrency: 2 }, () => {
   test('SIGHUP with an invalid config file, or one changing what needs a restart: logged, nothing replaced, still serving; its warnings said', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
@@ -302,15 +324,11 @@ describe('worker replacement', { concurrency: 2 }, () => {
   })
 
   test('a reload whose successor cannot start on the new configuration: that service keeps its worker and its configuration, its restarts too; the reload is said failed', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
-    const configPath = join(dir, 'config.json')
-    writeFileSync(configPath, JSON.stringify({ logLevel: 'info' }))
-    const ports = await serverPorts()
     // The first webhook that reaches the sink crashes the gateway: after the reload, its restart.
-    const sc = await startReady({
-      args: ['--config', configPath],
-      env: { ...ports.env, SIA_FAILPOINTS: 'gateway.before-sink=1*crash' },
-    })
+    const { sc, configPath } = await readyOnConfigFile(
+      { logLevel: 'info' },
+      { SIA_FAILPOINTS: 'gateway.before-sink=1*crash' },
+    )
     try {
       // Valid, but no gateway thread can start within it.
       writeFileSync(configPath, JSON.stringify({ services: { gateway: { startTimeout: '1ms' } } }))
@@ -325,12 +343,7 @@ describe('worker replacement', { concurrency: 2 }, () => {
       )
       assert.deepEqual(sc.events('supervisor.reload.done'), [])
       const url = `${await sc.url('gateway')}${SIGNALS}`
-      const post = (name: string) =>
-        fetch(url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(webhook([alert(name)])),
-        }).then((r) => r.status)
+      const post = (name: string) => postAlert(url, name)
       // It crashes; its restart starts on the configuration it ran on, and serves.
       await post('Crash').catch(() => 0)
       await sc.waitForEvent('worker.restarting', { service: 'gateway' })
@@ -429,26 +442,17 @@ describe('worker replacement', { concurrency: 2 }, () => {
   })
 
   test('the worker a reload replaces crashes while its successor starts: its port is held, no connection refused', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
-    const configPath = join(dir, 'config.json')
-    writeFileSync(configPath, JSON.stringify({ logLevel: 'info' }))
-    const ports = await serverPorts()
     // Every start of the gateway takes 2 s; the first webhook that reaches the sink crashes it.
-    const sc = await startReady({
-      args: ['--config', configPath],
-      env: { ...ports.env, SIA_FAILPOINTS: 'gateway.start=delay(2000);gateway.before-sink=1*crash' },
-    })
+    const { sc } = await readyOnConfigFile(
+      { logLevel: 'info' },
+      { SIA_FAILPOINTS: 'gateway.start=delay(2000);gateway.before-sink=1*crash' },
+    )
     try {
       const url = `${await sc.url('gateway')}${SIGNALS}`
       sc.kill('SIGHUP')
       await sc.waitForEvent('worker.replacing', { service: 'gateway' }, 30_000)
       // Served by the worker being replaced, which crashes on it: its successor is 2 s from serving.
-      const post = (name: string) =>
-        fetch(url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(webhook([alert(name)])),
-        }).then((r) => r.status)
+      const post = (name: string) => postAlert(url, name)
       await post('Crash').catch(() => 0)
       await sc.waitForEvent('worker.port.held', { service: 'gateway' })
       // A connection made now is held, then answered by the successor.
@@ -463,24 +467,14 @@ describe('worker replacement', { concurrency: 2 }, () => {
   })
 
   test('the worker a reload replaces blocks while its successor starts: its watchdog ends it then, and its port is held until the successor serves', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
-    const configPath = join(dir, 'config.json')
-    writeFileSync(configPath, JSON.stringify({ services: { gateway: { watchdogTimeout: '2s' } } }))
-    const ports = await serverPorts()
     // Every start of the gateway takes 6 s; the first webhook that reaches the sink blocks its loop.
-    const sc = await startReady({
-      args: ['--config', configPath],
-      env: { ...ports.env, SIA_FAILPOINTS: 'gateway.start=delay(6000);gateway.before-sink=1*block' },
-    })
+    const { sc, ports } = await readyOnConfigFile(
+      { services: { gateway: { watchdogTimeout: '2s' } } },
+      { SIA_FAILPOINTS: 'gateway.start=delay(6000);gateway.before-sink=1*block' },
+    )
     try {
       const url = `${await sc.url('gateway')}${SIGNALS}`
-      const post = (name: string) =>
-        fetch(url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(webhook([alert(name)])),
-          signal: AbortSignal.timeout(20_000),
-        }).then((r) => r.status)
+      const post = (name: string) => postAlert(url, name)
       sc.kill('SIGHUP')
       await sc.waitForEvent('worker.replacing', { service: 'gateway' }, 30_000)
       // Served by the worker being replaced, which blocks on it; its successor is 6 s from serving.
@@ -511,19 +505,14 @@ describe('worker replacement', { concurrency: 2 }, () => {
   })
 
   test('the worker a reload replaces blocks while it drains: its watchdog ends it, not its drain deadline', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
-    const configPath = join(dir, 'config.json')
-    writeFileSync(configPath, JSON.stringify({ services: { gateway: { watchdogTimeout: '2s' } } }))
-    const ports = await serverPorts()
-    const sc = await startReady({
-      args: ['--config', configPath],
-      env: {
-        ...ports.env,
+    const { sc, ports } = await readyOnConfigFile(
+      { services: { gateway: { watchdogTimeout: '2s' } } },
+      {
         // The first gateway thread told to stop (the one the reload replaces) blocks its loop there.
         SIA_FAILPOINTS: 'gateway.shutdown=1*block',
         SHUTDOWN_TIMEOUT: '60s', // the drain's deadline: not what ends a blocked predecessor
       },
-    })
+    )
     try {
       sc.kill('SIGHUP')
       const watchdog = await sc.waitForEvent(
