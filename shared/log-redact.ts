@@ -44,7 +44,11 @@ export function redactRecord<T extends object>(record: T): T {
   return scrub(record, 0) as T
 }
 
-const isSecret = (key: string) => SECRET_KEYS.has(key) || ANY_CASE.has(key.toLowerCase())
+/** Their lengths: a key of another length is not lowered (a string made for every key of every record). */
+const ANY_CASE_LENGTHS: ReadonlySet<number> = new Set([...ANY_CASE].map((k) => k.length))
+
+const isSecret = (key: string) =>
+  SECRET_KEYS.has(key) || (ANY_CASE_LENGTHS.has(key.length) && ANY_CASE.has(key.toLowerCase()))
 
 function scrub(value: unknown, depth: number): unknown {
   if (depth === DEPTH || value === null || typeof value !== 'object' || ArrayBuffer.isView(value))
