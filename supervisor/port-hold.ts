@@ -5,12 +5,18 @@ import { codedError } from '../shared/errors.js'
 /**
  * The supervisor's stand-in on a service's port between a worker's death and its successor's
  * start (DESIGN.md §8): it listens on the same address (SO_REUSEPORT, as every worker does),
- * accepts and parks connections without reading them, and hands each to the successor once it
- * serves: a byte-for-byte relay to the port, which by then only the successor holds. A client sees
- * a slower first answer, never a refused connection.
+ * accepts and parks connections, and hands each to the successor once it serves: a byte-for-byte
+ * relay to the port, which by then only the successor holds. A client sees a slower first answer,
+ * never a refused connection.
+ *
+ * A parked connection is read ahead, up to a bound (then paused): a client that leaves is seen and
+ * let go (paused unread, it kept its place until the release, and a new client was reset once
+ * those filled the bound), and what it sent goes to the successor with the connection, so that
+ * the successor's idle-connection eviction does not take a request already made. Half-closed
+ * connections stay open for their answer (a client that sends its request and shuts its side).
  */
 export interface PortHold {
-  /** Connections parked so far. */
+  /** Connections parked now. */
   held(): number
   /** Stops listening; relays each parked connection to the service's port. */
   release(): void
@@ -18,40 +24,73 @@ export interface PortHold {
   drop(): void
 }
 
-/** Parked connections beyond this are reset: the hold costs file descriptors, not memory. */
+export interface HoldOptions {
+  /**
+   * Parked connections beyond this are reset: the successor's own cap (HTTP_MAX_CONNECTIONS, an
+   * eighth of the open-file limit by default), so that the hold takes no more descriptors than
+   * the worker it stands for, and the successor does not evict what it is handed.
+   */
+  maxConnections: number
+}
+
+/** The most the hold parks whatever the service's cap (0: none). */
 export const MAX_HELD_CONNECTIONS = 1024
+/** What a parked connection is read ahead before it is paused. */
+const READ_AHEAD_BYTES = 64 * 1024
+
+interface Parked {
+  socket: Socket
+  sent: Buffer[]
+  bytes: number
+  /** The client shut its side after `sent` (a half-close): the relay ends upstream's too. */
+  ended: boolean
+}
 
 /** Resolves once listening; rejects (ERR_PORT_HOLD) when the address cannot be shared. */
-export function holdPort(address: string): Promise<PortHold> {
+export function holdPort(address: string, opts: HoldOptions): Promise<PortHold> {
   const { host, port } = parseAddress(address)
-  const parked = new Set<Socket>()
-  const server = createServer({ pauseOnConnect: true }, (socket) => {
-    if (parked.size >= MAX_HELD_CONNECTIONS) return void socket.resetAndDestroy()
-    parked.add(socket)
+  const cap = Math.min(MAX_HELD_CONNECTIONS, opts.maxConnections || MAX_HELD_CONNECTIONS)
+  const parked = new Map<Socket, Parked>()
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
+    if (parked.size >= cap) return void socket.resetAndDestroy()
+    const p: Parked = { socket, sent: [], bytes: 0, ended: false }
+    parked.set(socket, p)
     socket.on('error', () => {})
     socket.once('close', () => parked.delete(socket))
+    socket.on('data', (chunk: Buffer) => {
+      p.sent.push(chunk)
+      p.bytes += chunk.length
+      if (p.bytes >= READ_AHEAD_BYTES) socket.pause()
+    })
+    socket.once('end', () => {
+      // Gone before it asked anything: nothing to hand over.
+      if (p.bytes === 0) return void socket.destroy()
+      p.ended = true
+    })
   })
-  const stop = (): Socket[] => {
+  const stop = (): Parked[] => {
     server.close()
-    const sockets = [...parked]
+    const all = [...parked.values()]
     parked.clear()
-    return sockets
+    return all
   }
   return new Promise((resolve, reject) => {
     server.once('error', (err) =>
       reject(codedError('ERR_PORT_HOLD', `cannot hold ${address}: ${err.message}`, err)),
     )
-    server.listen({ host, port, reusePort: true }, () =>
+    server.listen({ host, port, reusePort: true }, () => {
+      // An accept error once listening (EMFILE) costs that connection, not the supervisor.
+      server.on('error', () => {})
       resolve({
         held: () => parked.size,
         release: () => {
-          for (const socket of stop()) relay(socket, dialHost(host), port)
+          for (const p of stop()) relay(p, dialHost(host), port)
         },
         drop: () => {
-          for (const socket of stop()) socket.resetAndDestroy()
+          for (const p of stop()) p.socket.resetAndDestroy()
         },
-      }),
-    )
+      })
+    })
   })
 }
 
@@ -62,17 +101,23 @@ function dialHost(host: string | undefined): string {
   return host
 }
 
-function relay(client: Socket, host: string, port: number): void {
-  const upstream = connect({ host, port })
+function relay({ socket: client, sent, ended }: Parked, host: string, port: number): void {
+  // Parked no more: what comes now is piped (an end now is the relay's, not a client gone).
+  client.removeAllListeners('data')
+  client.removeAllListeners('end')
+  client.pause()
+  const upstream = connect({ host, port, allowHalfOpen: true })
   const end = () => {
     client.destroy()
     upstream.destroy()
   }
   client.on('error', end)
   upstream.on('error', end)
+  // Sent with the connection (queued until it is made): the request is there as it arrives.
+  for (const chunk of sent) upstream.write(chunk)
+  if (ended) upstream.end()
   upstream.once('connect', () => {
-    client.pipe(upstream)
+    if (!ended) client.pipe(upstream)
     upstream.pipe(client)
-    client.resume()
   })
 }

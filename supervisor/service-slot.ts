@@ -478,7 +478,8 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     if (!address) return undefined
     heldAt = monotonicMs()
     try {
-      const held = await holdPort(address)
+      // No more than the successor accepts: what it would evict, and the descriptors it would use.
+      const held = await holdPort(address, { maxConnections: config.httpMaxConnections })
       log.info(
         { event: 'worker.port.held', service, address },
         `${service} port held until a successor serves`,

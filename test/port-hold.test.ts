@@ -39,7 +39,7 @@ function ask(port: number, text: string): { connected: Promise<void>; answer: Pr
 test('connections made while the port is held reach the successor, byte for byte', async () => {
   const port = await freePort()
   const dead = await serve(port, () => 'dead')
-  const hold = await holdPort(`127.0.0.1:${port}`)
+  const hold = await holdPort(`127.0.0.1:${port}`, { maxConnections: 0 })
   await close(dead)
   const asks = Array.from({ length: 5 }, (_, i) => ask(port, `ping${i}`))
   await Promise.all(asks.map((a) => a.connected))
@@ -64,7 +64,7 @@ test('without a hold, the same gap refuses connections', async () => {
 
 test('dropped: parked connections are reset, and the port is let go', async () => {
   const port = await freePort()
-  const hold = await holdPort(`127.0.0.1:${port}`)
+  const hold = await holdPort(`127.0.0.1:${port}`, { maxConnections: 0 })
   const asks = Array.from({ length: 3 }, () => ask(port, 'x'))
   await Promise.all(asks.map((a) => a.connected))
   while (hold.held() < 3) await new Promise((r) => setImmediate(r))
@@ -77,6 +77,75 @@ test('a port held by a socket that does not share it cannot be held: ERR_PORT_HO
   const port = await freePort()
   const other = createServer()
   await new Promise<void>((resolve) => other.listen({ host: '127.0.0.1', port }, () => resolve()))
-  await assert.rejects(holdPort(`127.0.0.1:${port}`), { code: 'ERR_PORT_HOLD' })
+  await assert.rejects(holdPort(`127.0.0.1:${port}`, { maxConnections: 0 }), { code: 'ERR_PORT_HOLD' })
   await close(other)
+})
+
+/** Until `ok()`, a turn of the loop at a time. */
+async function until(ok: () => boolean): Promise<void> {
+  while (!ok()) await new Promise((r) => setImmediate(r))
+}
+
+test("a client that sends its request and shuts its side (a half-close) gets the successor's answer", {
+  timeout: 10_000,
+}, async () => {
+  const port = await freePort()
+  const hold = await holdPort(`127.0.0.1:${port}`, { maxConnections: 0 })
+  const socket = connect({ host: '127.0.0.1', port })
+  let got = ''
+  socket.on('data', (d) => {
+    got += d
+  })
+  const ended = new Promise((resolve) => socket.once('end', resolve))
+  socket.end('ping')
+  await until(() => hold.held() === 1)
+  const successor = await serve(port, (d) => `successor:${d}`)
+  hold.release()
+  await ended
+  assert.equal(got, 'successor:ping')
+  await close(successor)
+})
+
+test('clients that leave while parked are let go: they take no place, and no connection is made for them', {
+  timeout: 10_000,
+}, async () => {
+  const port = await freePort()
+  const hold = await holdPort(`127.0.0.1:${port}`, { maxConnections: 3 })
+  // Ten that come and go (a client retrying on a short timeout), then three that stay.
+  for (let i = 0; i < 10; i++) {
+    const gone = connect({ host: '127.0.0.1', port })
+    await new Promise((resolve) => gone.once('connect', resolve))
+    gone.destroy()
+  }
+  await until(() => hold.held() === 0)
+  const asks = Array.from({ length: 3 }, (_, i) => ask(port, `stay${i}`))
+  await Promise.all(asks.map((a) => a.connected))
+  await until(() => hold.held() === 3)
+  let accepted = 0
+  const successor = createServer((s) => {
+    accepted++
+    s.on('data', (d) => s.end(`successor:${d}`))
+  })
+  await new Promise<void>((resolve) =>
+    successor.listen({ host: '127.0.0.1', port, reusePort: true }, () => resolve()),
+  )
+  hold.release()
+  assert.deepEqual(
+    await Promise.all(asks.map((a) => a.answer)),
+    asks.map((_, i) => `successor:stay${i}`),
+  )
+  assert.equal(accepted, 3, 'one connection to the successor for each client still there')
+  await close(successor)
+})
+
+test('no more are parked than the successor accepts (HTTP_MAX_CONNECTIONS): the rest are reset at once', {
+  timeout: 10_000,
+}, async () => {
+  const port = await freePort()
+  const hold = await holdPort(`127.0.0.1:${port}`, { maxConnections: 2 })
+  const answered: string[] = []
+  for (const a of Array.from({ length: 4 }, () => ask(port, 'x'))) void a.answer.then((r) => answered.push(r))
+  await until(() => hold.held() === 2 && answered.length === 2)
+  assert.deepEqual(answered, ['error:ECONNRESET', 'error:ECONNRESET'])
+  hold.drop()
 })
