@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { monotonicMs } from '../shared/clock.js'
 import type { Config } from '../shared/config/types.js'
+import { codedError } from '../shared/errors.js'
 import type { Logger } from '../shared/logger.js'
 import type { ServiceName } from '../shared/services.js'
 import { HEARTBEAT_MS, type StatusBoard } from '../shared/status-board.js'
@@ -165,8 +166,33 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     if (model.state !== before) arm()
     if (model.state.tag === 'running' && handle && handle !== serving) {
       serving = handle
+      adopt(handle)
       deps.onServing(handle)
     }
+  }
+
+  /** A thread that serves makes its configuration the service's (a reload's, offered until then). */
+  function adopt(h: WorkerHandle): void {
+    const on = configOf.get(h)
+    if (!on || on === config) return
+    config = on
+    if (on === offered) offered = undefined
+  }
+
+  /**
+   * A restart on a reload's configuration (the reload met the service in back-off) whose thread
+   * ended before it served: that configuration is dropped, and the next restart runs on the one
+   * the service ran on; kept, it was a crash loop (exit 1) where the reload of a running service
+   * would have kept the previous one (settle-replace). A shutdown's cancelled start is not its fault.
+   */
+  function dropOfferOnFailedStart(h: WorkerHandle): void {
+    if (h === serving || !offered || configOf.get(h) !== offered || ctx.signal.aborted) return
+    offered = undefined
+    const err = codedError(
+      'ERR_RELOAD_PARTIAL',
+      `${service} did not start on the new configuration and restarts on the previous one`,
+    )
+    log.error({ event: 'supervisor.reload.failed', service, err }, err.message)
   }
 
   /** One timer per slot: the current state's deadline. */
@@ -198,13 +224,9 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   }
 
   function spawn(successor = false): void {
-    // A restart runs on the newest configuration (a reload that met the service in back-off);
-    // a successor too, but the service keeps it only once the successor is up (settle-replace).
+    // A restart runs on the newest configuration (a reload that met the service in back-off), a
+    // successor too; the service keeps it once a thread on it serves (adopt).
     const on = offered ?? config
-    if (!successor) {
-      config = on
-      offered = undefined
-    }
     const h = deps.spawnWorker(service, successor, on)
     configOf.set(h, on)
     handle = h
@@ -217,6 +239,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
       return null
     })
     void h.exited.then((exit) => {
+      if (h === handle && !successor) dropOfferOnFailedStart(h)
       if (h === handle) dispatch({ type: 'exit', exit })
       else if (h === predecessor) dispatch({ type: 'predecessor-exit', exit })
     })
@@ -435,11 +458,9 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         break
       case 'settle-replace': {
         // Said while the successor is still the current thread. One on a reload's configuration
-        // that started makes it the service's; one that failed drops it (a successor on the
-        // previous one, a recycle's, leaves a reload deferred to it for its own successor).
-        const on = h && configOf.get(h)
-        if (on && e.outcome === 'replaced') config = on
-        if (on === offered && (e.outcome === 'replaced' || e.outcome === 'failed')) offered = undefined
+        // that failed drops it (a successor on the previous one, a recycle's, leaves a reload
+        // deferred to it for its own successor); one that started serves and is adopted.
+        if (h && e.outcome === 'failed' && configOf.get(h) === offered) offered = undefined
         const settle = settleReplace
         settleReplace = undefined
         settle?.(e.outcome)

@@ -356,6 +356,44 @@ describe('worker replacement', { concurrency: 2 }, () => {
     }
   })
 
+  test('a reload that meets a service in back-off: its restart that cannot start on the new configuration drops it and restarts on the previous one (no crash loop); the reload is said failed for it', async () => {
+    // The first two webhooks that reach the sink crash the gateway: the second restart waits
+    // 4 to 8 s, time for the reload to replace the five services before it and meet it there.
+    const gateway = { restartBackoff: '8s', restartBackoffMax: '8s' }
+    const { sc, configPath } = await readyOnConfigFile(
+      { logLevel: 'info', services: { gateway } },
+      { SIA_FAILPOINTS: 'gateway.before-sink=2*crash' },
+    )
+    try {
+      const url = `${await sc.url('gateway')}${SIGNALS}`
+      const post = (name: string) => postAlert(url, name)
+      await post('Crash').catch(() => 0)
+      await sc.waitForEvent('worker.port.released', { service: 'gateway', handedOver: true }, 30_000)
+      await post('Crash again').catch(() => 0)
+      assert.equal((await sc.waitForCount('worker.restarting', 2, { service: 'gateway' })).attempt, 2)
+      // Valid, but no gateway thread can start within it.
+      const next = { services: { gateway: { ...gateway, startTimeout: '1ms', restartBackoff: '100ms' } } }
+      writeFileSync(configPath, JSON.stringify(next))
+      sc.kill('SIGHUP')
+      const done = await sc.waitForEvent('supervisor.reload.done', {}, 30_000)
+      assert.deepEqual(
+        (done.outcomes as { service: string; outcome: string }[]).filter((o) => o.outcome !== 'replaced'),
+        [{ service: 'gateway', outcome: 'skipped' }],
+      )
+      // Its restart starts on the new configuration, and cannot: that configuration is dropped.
+      await sc.waitForEvent('service.start.timeout', { service: 'gateway' }, 30_000)
+      const failed = await sc.waitForEvent('supervisor.reload.failed', { service: 'gateway' }, 30_000)
+      assert.equal((failed.err as { code?: string }).code, 'ERR_RELOAD_PARTIAL')
+      // The next restart starts on the configuration the service ran on, and serves.
+      await sc.waitForCount('worker.restarted', 2, { service: 'gateway' }, 30_000)
+      assert.equal(await post('After'), 201)
+      assert.equal(sc.events('service.start.timeout').length, 1)
+      assert.deepEqual(sc.events('worker.crash-loop'), [])
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
+  })
+
   test('a SIGHUP during boot or during a reload is not lost: one more reload runs once that ends', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
     const configPath = join(dir, 'config.json')
