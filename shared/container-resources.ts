@@ -12,7 +12,7 @@
  *   /metrics scraped every second): peak (VmHWM) 348–363 MiB; with Redis, 321 MiB;
  * - the in-memory dedup store full (GATEWAY_DEDUP_MAX_ENTRIES 100000 fingerprints): 357 MiB.
  * Every worker has a default heap limit (shared/config/limits.ts, 548 MiB in all, old and young
- * generations): their sum plus the non-heap share must stay under the container limit, so a leak
+ * generations, and 50 MiB for the CSR pool's two threads): their sum plus the non-heap share must stay under the container limit, so a leak
  * ends one thread (reason oom) rather than the whole pod (the test checks it).
  */
 export const MEASURED_IDLE_RSS_MB = 230
@@ -22,7 +22,7 @@ export const MEASURED_PEAK_RSS_MB = 363
 export const DEFAULT_CONTAINER_MEMORY_REQUEST_MB = 256
 
 /**
- * resources.limits.memory: the workers' heap limits plus the non-heap share (548 + 160 MiB), with room; it
+ * resources.limits.memory: the workers' heap limits plus the non-heap share (548 + 50 + 160 MiB), with room; it
  * is also more than twice the measured peak.
  */
 export const DEFAULT_CONTAINER_MEMORY_MB = 768

@@ -23,6 +23,15 @@ export const DEFAULT_RESOURCE_LIMITS: Record<ServiceName, ResourceLimits> = {
   healthcheck: { maxOldGenerationSizeMb: 32, maxYoungGenerationSizeMb: 1 },
 }
 
+/**
+ * The certificate service's CSR pool (shared/identity/csr-pool.ts): at most two threads, each
+ * with heap limits of its own (a thread a worker starts does not inherit the worker's). One
+ * builds or signs one certificate at a time: 12 MiB of heap used at most over a hundred role
+ * certificates, forge included (measured on Node 26).
+ */
+export const CSR_POOL_THREADS = 2
+export const CSR_POOL_LIMITS: ResourceLimits = { maxOldGenerationSizeMb: 24, maxYoungGenerationSizeMb: 1 }
+
 /** The most connections a server holds at once by default, whatever the open-file limit. */
 const MAX_CONNECTIONS_CAP = 4096
 
