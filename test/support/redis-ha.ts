@@ -7,6 +7,7 @@ import { Redis } from 'ioredis'
 import { eventually } from './eventually.js'
 import { freePort } from './ports.js'
 import { waitForRedis } from './redis.js'
+import { type RedisProxy, startRedisProxy } from './redis-proxy.js'
 
 const run = promisify(execFile)
 
@@ -158,6 +159,33 @@ export async function startCluster(opts: { size: number; password: string }): Pr
     return { ports, client: g.client, pause: g.pause, resume: g.resume, stop: g.stop }
   } catch (err) {
     await g.stop()
+    throw err
+  }
+}
+
+/**
+ * A proxy in front of each node of `cluster` (in the order of its ports), each node announcing its
+ * proxy's port, once every node's slot map says so: a cluster client, seeded with a proxy, reaches
+ * every node through one, and a proxy's traps (a lost reply) strike its data connections.
+ */
+export async function proxyCluster(cluster: RedisGroup): Promise<RedisProxy[]> {
+  const proxies: RedisProxy[] = []
+  try {
+    for (const port of cluster.ports) proxies.push(await startRedisProxy(port))
+    for (const [i, port] of cluster.ports.entries()) {
+      await cluster.client(port).config('SET', 'cluster-announce-port', String(proxies[i]!.port))
+    }
+    const announced = new Set(proxies.map((p) => p.port))
+    for (const port of cluster.ports) {
+      const c = cluster.client(port)
+      await eventually(async () => {
+        const slots = (await c.call('CLUSTER', 'SLOTS')) as [number, number, [string, number]][]
+        return slots.every(([, , [, p]]) => announced.has(Number(p))) ? true : undefined
+      })
+    }
+    return proxies
+  } catch (err) {
+    await Promise.all(proxies.map((p) => p.close()))
     throw err
   }
 }

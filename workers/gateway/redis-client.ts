@@ -67,6 +67,12 @@ export function createRedisClient(opts: RedisClientOptions, log: Logger): RedisC
       client = new Cluster(target.nodes, {
         ...common,
         clusterRetryStrategy: retry,
+        // ioredis ends a node's connection rather than reconnecting it, so autoResendUnfulfilledCommands
+        // never applies: the Cluster itself sends a command whose reply was lost with it again
+        // ("Connection is closed.") after this delay, a check-and-lease then finding its own lease.
+        // 0: such a command fails at once (503). MOVED, ASK, TRYAGAIN and CLUSTERDOWN are still
+        // retried: a command redirected did not run.
+        retryDelayOnFailover: 0,
         redisOptions: {
           ...perConnection,
           username: target.username,
