@@ -591,6 +591,8 @@ test('TARGET_DOMAIN_ROLES, REDIS_URL and the rest are validated at load, naming 
       { [k]: '0' },
       new RegExp(`${k}: must be greater than 0`),
     ]),
+    // Rounded to 0: deduplication off (the CLI's own test has 0).
+    [{ GATEWAY_DEDUP_TTL: '0.1ms' }, /GATEWAY_DEDUP_TTL: must be greater than 0/],
     [{ DELAY_JITTER_SECONDS: '100000000' }, /DELAY_JITTER_SECONDS: must be at most 2147483/],
     [{ TOKEN_CACHE_MAX_ENTRIES: '10000000' }, /TOKEN_CACHE_MAX_ENTRIES: must be at most 1000000/],
     [{ ROLE_AUTH_HEADER: 'Content-Length' }, /ROLE_AUTH_HEADER: "Content-Length" frames the answer/],
@@ -645,6 +647,10 @@ describe('the CLI', () => {
     spawnSync(process.execPath, [CLI, ...args], {
       env: { PATH: process.env.PATH ?? '', ...env },
       encoding: 'utf8',
+      // A configuration accepted starts the sidecar, which runs until it is stopped: ended, so the
+      // test fails on its status rather than hanging.
+      timeout: 10_000,
+      killSignal: 'SIGKILL',
     })
 
   test('invalid configuration: one line naming the setting on stderr, exit 2, nothing started', () => {
@@ -706,6 +712,15 @@ describe('the CLI', () => {
     )
     const missing = SIA_VARIABLES.filter((v) => !listed.has(v))
     assert.deepEqual(missing, [], `not in --help: ${missing.join(', ')}`)
+  })
+
+  // 0 would make no repeat a duplicate: every AlertManager retry and HA peer's copy stored
+  // again, with no word of it.
+  test('GATEWAY_DEDUP_TTL=0: exit 2 naming it, nothing started', () => {
+    const r = run([], { GATEWAY_DEDUP_TTL: '0', DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')) })
+    assert.equal(r.status, 2)
+    assert.equal(r.stdout, '')
+    assert.match(r.stderr, /^sia-supervisor: invalid setting GATEWAY_DEDUP_TTL: must be greater than 0/)
   })
 
   test('SHUTDOWN_TIMEOUT=99999999999h: exit 2 naming it, nothing started', () => {

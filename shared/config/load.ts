@@ -243,6 +243,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     'gatewaySinkTimeout',
     'metricsScrapeTimeout',
     'serviceCallTimeout',
+    // No repeat would be a duplicate: deduplication off, silently.
+    'gatewayDedupTtl',
     // Every webhook would be 413, which AlertManager does not retry: every alert dropped.
     'gatewayMaxBodyBytes',
   ] as const) {
