@@ -1,6 +1,7 @@
 import { dirname, join } from 'node:path'
 import type { Config } from '../config/types.js'
-import type { Target } from './targets.js'
+import { providerKind } from './provider.js'
+import { parseTargets, type Target } from './targets.js'
 
 /**
  * SIA's file naming templates (ROLE_CERT_NAMING_FORMAT, ROLE_CERT_KEY_NAMING_FORMAT,
@@ -59,4 +60,28 @@ export function tokenFilePath(config: Config, t: Target, type: TokenFileType): s
   const delimiter =
     type === 'accesstoken' ? config.accessTokenFilenameDelimiter : config.roleTokenFilenameDelimiter
   return renderTemplate(template, t, delimiter)
+}
+
+/**
+ * What the certificate service writes: the key, certificate and CA files (not with the files
+ * provider: a third party's, only read here) and each target's role certificate, with its key
+ * file under ROLE_CERT_KEY_FILE_OUTPUT.
+ */
+export function certificateOutputs(config: Config): string[] {
+  const own =
+    providerKind(config) === 'files' ? [] : [...config.keyFiles, ...config.certFiles, config.caCertFile]
+  return [
+    ...own,
+    ...parseTargets(config.targetDomainRoles).flatMap((t) => [
+      roleCertPath(config, t),
+      ...(config.roleCertKeyFileOutput ? [roleCertPath(config, t, 'key')] : []),
+    ]),
+  ]
+}
+
+/** What the token service may write: each target's token file of either type. */
+export function tokenOutputs(config: Config): string[] {
+  return parseTargets(config.targetDomainRoles).flatMap((t) =>
+    (['roletoken', 'accesstoken'] as const).flatMap((type) => tokenFilePath(config, t, type) ?? []),
+  )
 }

@@ -1,9 +1,8 @@
 import { sweepLeftoversAtStart } from '../../shared/atomic-file.js'
-import { monotonicMs } from '../../shared/clock.js'
 import { defineService } from '../../shared/define-service.js'
 import { codedError } from '../../shared/errors.js'
 import { createIdentityPublisher } from '../../shared/identity/announce.js'
-import { backoffDelay, capToEnd, pause } from '../../shared/identity/backoff.js'
+import { backoffDelay, capToEnd, pause, retryAtBoot } from '../../shared/identity/backoff.js'
 import { createBackupWriter, createSecretBackup, restoreIdentity } from '../../shared/identity/backup.js'
 import {
   commonNameOf,
@@ -19,6 +18,7 @@ import {
   roleCertPath,
   sayIfAnotherPrincipal,
 } from '../../shared/identity/identity.js'
+import { certificateOutputs } from '../../shared/identity/naming.js'
 import { providerKind } from '../../shared/identity/provider.js'
 import { createCertRuntime } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
@@ -49,18 +49,7 @@ defineService({
   async start({ config, log, go, registry, signal, onStop, expose, failpoint }) {
     // A thread ended between staging and renaming (watchdog, out of heap, SIGKILL) left its staged
     // files, a private key among them, beside the outputs: removed before anything is written.
-    // Files: the key and certificate are a third party's, never written here; the role
-    // certificates are ours.
-    const own =
-      providerKind(config) === 'files' ? [] : [...config.keyFiles, ...config.certFiles, config.caCertFile]
-    const outputs = [
-      ...own,
-      ...parseTargets(config.targetDomainRoles).flatMap((t) => [
-        roleCertPath(config, t),
-        ...(config.roleCertKeyFileOutput ? [roleCertPath(config, t, 'key')] : []),
-      ]),
-    ]
-    await sweepLeftoversAtStart(outputs, log, 'certificate.leftovers.removed')
+    await sweepLeftoversAtStart(certificateOutputs(config), log, 'certificate.leftovers.removed')
     // The boot fetch ends before the start's deadline: a provider that hangs or keeps failing is
     // answered as such (the identity on disk kept, or the start failed naming its error).
     const bootEnds = bootDeadline(config.services.certificate.startTimeout)
@@ -170,40 +159,21 @@ defineService({
     // to a minute, as at boot: a quarter of 0 had a provider that keeps failing asked every 1 ms.
     const maxBackoffMs =
       config.refreshInterval > 0 ? Math.max(1, Math.floor(config.refreshInterval / 4)) : MAX_IDLE_BACKOFF_MS
-    // SIA's schedule at boot (5 s, doubling), whatever REFRESH_INTERVAL (0, or so short that a
-    // quarter of it would have every try of the boot make a new key at once), capped at a minute.
-    const bootBackoffMaxMs = Math.max(INITIAL_BACKOFF_MS, Math.min(maxBackoffMs, MAX_IDLE_BACKOFF_MS))
-    /** `refreshOnce` up to `tries` times, each and all within `bootEnds`. */
-    const bootFetch = async (tries: number) => {
-      for (let attempt = 0; ; attempt++) {
-        const left = Math.max(0, Math.floor(bootEnds - monotonicMs()))
-        const expired = AbortSignal.timeout(left)
-        try {
-          return await refreshOnce(AbortSignal.any([signal, expired]))
-        } catch (caught) {
-          const err =
-            !signal.aborted && expired.aborted
-              ? codedError('ERR_PROVIDER_TIMEOUT', `the provider issued nothing within ${left}ms`, caught)
-              : caught
-          const wait = backoffDelay(attempt, INITIAL_BACKOFF_MS, bootBackoffMaxMs)
-          // Another try only with time for it (a ZTS call's own deadline is 10 s an attempt), and
-          // only while no instance identity was issued: then what failed is its role certificates,
-          // retried in the background as for an identity on disk.
-          if (
-            signal.aborted ||
-            issued ||
-            attempt + 1 >= tries ||
-            monotonicMs() + wait + MIN_TRY_MS >= bootEnds
-          )
-            throw err
+    /** `refreshOnce` up to `tries` times, within `bootEnds`. */
+    const bootFetch = (tries: number) =>
+      retryAtBoot(refreshOnce, signal, {
+        ends: bootEnds,
+        refreshInterval: config.refreshInterval,
+        tries,
+        // Once an instance identity was issued, what failed is its role certificates: retried in
+        // the background as for an identity on disk.
+        retryable: () => !issued,
+        onRetry: (err, attempt, wait) =>
           log.warn(
-            { event: 'certificate.boot.retry', err, attempt: attempt + 1, retryInMs: wait },
+            { event: 'certificate.boot.retry', err, attempt, retryInMs: wait },
             `the provider could not issue at start; retrying in ${wait}ms`,
-          )
-          if (!(await pause(wait, signal))) throw err
-        }
-      }
-    }
+          ),
+      })
 
     if (rt.kind === 'files') {
       if (!identity)

@@ -10,8 +10,9 @@ import { createServer as createHttpServer } from '../../shared/http-builtin.js'
 import { subscribeIdentity } from '../../shared/identity/announce.js'
 import { backoffDelay } from '../../shared/identity/backoff.js'
 import { readIdentity } from '../../shared/identity/identity.js'
+import { tokenOutputs } from '../../shared/identity/naming.js'
 import { providerKind } from '../../shared/identity/provider.js'
-import { tokenFilePath, tokenSourceFor, ztsClientFor } from '../../shared/identity/runtime.js'
+import { tokenSourceFor, ztsClientFor } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
 import type { AccessToken, RoleToken, TokenSource } from '../../shared/identity/tokens.js'
 import { watchFiles } from '../../shared/identity/watch.js'
@@ -229,10 +230,7 @@ defineService({
     const startEnds = monotonicMs() + config.services.token.startTimeout
     const bootEnds = bootDeadline(config.services.token.startTimeout)
     // What a write this thread's predecessor did not finish left beside the token files.
-    const paths = parseTargets(config.targetDomainRoles).flatMap((t) =>
-      (['roletoken', 'accesstoken'] as const).flatMap((type) => tokenFilePath(config, t, type) ?? []),
-    )
-    await sweepLeftoversAtStart(paths, log, 'token.leftovers.removed')
+    await sweepLeftoversAtStart(tokenOutputs(config), log, 'token.leftovers.removed')
     // ZTS: mutual TLS with the certificate service's identity: asked for over its port at start,
     // then each new one as it announces it. Without a certificate service, the files are it.
     let client: ZtsClient | undefined
