@@ -79,3 +79,21 @@ test('MODE=init writes a key file whose name is 250 bytes long (its staged file,
   assert.match(readFileSync(key, 'utf8'), /PRIVATE KEY/)
   assert.deepEqual(readdirSync(dir), [basename(key)], 'nothing left beside it')
 })
+
+test('MODE=init with an unreadable SERVER_CA_CERT fails as an init (init.failed), not as an internal error', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-init-'))
+  const env = { ENDPOINT: 'https://127.0.0.1:1/zts/v1', PROVIDER_SERVICE: 'athenz.k8s' }
+  for (const ca of [join(dir, 'missing.pem'), dir]) {
+    const sc = startSidecar({
+      dataDir: dir,
+      env: { MODE: 'init', DATA_DIR: dir, ...env, SERVER_CA_CERT: ca },
+    })
+    t.after(() => sc.kill('SIGKILL'))
+    assert.equal((await sc.exited).code, 1, sc.stderr())
+    assert.match(JSON.stringify(sc.events('init.failed')[0]?.err), /ENOENT|EISDIR/)
+    assert.deepEqual(
+      sc.events('supervisor.exit').map((r) => [r.code, r.cause]),
+      [[1, 'init']],
+    )
+  }
+})

@@ -7,7 +7,7 @@ import { createBackupWriter, createSecretBackup, restoreIdentity, type SecretBac
 import { readIdentity, readOwnIdentity, sayIfAnotherPrincipal } from './identity.js'
 import { type TokenFileType, tokenFilePath } from './naming.js'
 import { providerKind } from './provider.js'
-import { createCertRuntime, tokenSourceFor } from './runtime.js'
+import { type CertRuntime, createCertRuntime, tokenSourceFor } from './runtime.js'
 import { parseTargets } from './targets.js'
 
 /**
@@ -29,13 +29,15 @@ export async function runInit(
   }
   const writer = backup && createBackupWriter(backup, log, signal)
   let issued = false
-  const rt = await createCertRuntime(config, log, {
-    onIssued: (stored) => {
-      issued = true
-      writer?.write(stored)
-    },
-  })
+  let rt: CertRuntime | undefined
   try {
+    // Inside the try: a SERVER_CA_CERT that cannot be read is an init that failed, said as such.
+    rt = await createCertRuntime(config, log, {
+      onIssued: (stored) => {
+        issued = true
+        writer?.write(stored)
+      },
+    })
     const onDisk = rt.kind === 'files' ? await readIdentity(config) : await readOwnIdentity(config)
     let identity = onDisk
     if (rt.kind === 'files') {
@@ -111,11 +113,14 @@ export async function runInit(
     )
     return 0
   } catch (err) {
-    log.error({ event: 'init.failed', provider: rt.kind, err }, 'could not fetch the credentials')
+    log.error(
+      { event: 'init.failed', provider: providerKind(config), err },
+      'could not fetch the credentials',
+    )
     return 1
   } finally {
     await writer?.settled()
     backup?.close()
-    await rt.close()
+    await rt?.close()
   }
 }
