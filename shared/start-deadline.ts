@@ -1,4 +1,5 @@
 import { monotonicMs } from './clock.js'
+import type { Config } from './config/types.js'
 
 /** What a service's boot work leaves of its start's deadline, for the start to answer before it. */
 const START_MARGIN_MS = 2_000
@@ -15,4 +16,12 @@ export function bootDeadline(startTimeoutMs: number, now = monotonicMs()): numbe
 /** `signal`, or the time left until `deadline` (an integer, as AbortSignal.timeout needs). */
 export function untilDeadline(signal: AbortSignal, deadline: number): AbortSignal {
   return AbortSignal.any([signal, AbortSignal.timeout(Math.max(0, Math.floor(deadline - monotonicMs())))])
+}
+
+/**
+ * MODE=init's budget: the start deadlines of the two services that would fetch what it does
+ * (certificate, then token), together.
+ */
+export function initBudgetMs(config: Config): number {
+  return config.services.certificate.startTimeout + config.services.token.startTimeout
 }

@@ -3,6 +3,7 @@ import type { Invocation } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
 import { distUrl } from '../shared/dist-url.js'
 import { createLogger, type Logger } from '../shared/logger.js'
+import { initBudgetMs } from '../shared/start-deadline.js'
 import { hardExit } from './hard-exit.js'
 import { loadConfigOnce } from './load-config.js'
 import type { Prespawned } from './prespawn.js'
@@ -68,8 +69,7 @@ const INIT_GRACE_MS = 1000
  * never end, its pod never start.
  */
 async function init(config: Config, log: Logger, signals: SignalRouter): Promise<never> {
-  const { certificate, token } = config.services
-  const budgetMs = certificate.startTimeout + token.startTimeout
+  const budgetMs = initBudgetMs(config)
   const cut = new AbortController()
   const timer = setTimeout(() => cut.abort(), budgetMs)
   signals.attach({

@@ -4,6 +4,7 @@ import { mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
 import { test } from 'node:test'
+import { providerEnv, startZtsDouble } from './doubles/zts.js'
 import { startSidecar } from './support/sidecar.js'
 
 test('MODE=init writes key and certificate once and exits 0 without starting any service', async () => {
@@ -96,4 +97,50 @@ test('MODE=init with an unreadable SERVER_CA_CERT fails as an init (init.failed)
       [[1, 'init']],
     )
   }
+})
+
+test('MODE=init retries what ZTS fails to answer on SIA boot schedule (instance, role certificate, token) and exits 0', async (t) => {
+  const zts = await startZtsDouble()
+  t.after(() => zts.close())
+  // Each step's first try fails (the ZTS client's three attempts, 503 each): a ZTS rollout.
+  zts.failNext('register', 503, 3)
+  zts.failNext('rolecert', 503, 3)
+  zts.failNext('oauth2', 503, 3)
+  const dir = mkdtempSync(join(tmpdir(), 'sia-init-'))
+  const env = { ...providerEnv(zts), TARGET_DOMAIN_ROLES: 'demo:role.reader', TOKEN_TYPE: 'accesstoken' }
+  const sc = startSidecar({
+    dataDir: dir,
+    env: { MODE: 'init', DATA_DIR: dir, TOKEN_DIR: join(dir, 'tok'), ...env },
+  })
+  t.after(() => sc.kill('SIGKILL'))
+  assert.equal((await sc.exited).code, 0, sc.stderr())
+  assert.deepEqual(
+    sc
+      .events('init.retry')
+      .map((r) => [r.step, r.attempt, (r.err as { message: string }).message.match(/\d{3}/)?.[0]]),
+    [
+      ['instance', 1, '503'],
+      ['roles', 1, undefined], // ERR_ROLE_CERTS: "1 of 1 role certificates failed"
+      ['accesstoken', 1, '503'],
+    ],
+  )
+  assert.deepEqual([zts.counts.register, zts.counts.rolecert, zts.counts.oauth2], [4, 4, 4])
+  assert.equal(statSync(join(dir, 'key.pem')).mode & 0o777, 0o600)
+  assert.ok(statSync(join(dir, 'demo:role.reader.cert.pem')).isFile())
+  assert.match(
+    readFileSync(join(dir, 'tok', 'demo:role.reader.accesstoken'), 'utf8'),
+    /^[\w-]+\.[\w-]+\.[\w-]+$/,
+  )
+})
+
+test('MODE=init does not retry a refusal: a ZTS 403 exits 1 at its first answer', async (t) => {
+  const zts = await startZtsDouble()
+  t.after(() => zts.close())
+  zts.failNext('register', 403, 5)
+  const sc = startSidecar({ env: { MODE: 'init', ...providerEnv(zts) } })
+  t.after(() => sc.kill('SIGKILL'))
+  assert.equal((await sc.exited).code, 1, sc.stderr())
+  assert.equal(zts.counts.register, 1, 'asked once')
+  assert.deepEqual(sc.events('init.retry'), [])
+  assert.match(JSON.stringify(sc.events('init.failed')[0]?.err), /answered 403/)
 })

@@ -200,7 +200,10 @@ export interface IdentityRefresher {
    * bundle, the write) has all of `signal`, since nothing else could stand in for what it issued.
    */
   refreshInstance(signal: AbortSignal, ask?: AbortSignal): Promise<Identity>
-  /** Role certificates for `keyPem`; throws if any failed (the others are written). */
+  /**
+   * Role certificates for `keyPem`; throws ERR_ROLE_CERTS if any failed (the others are written),
+   * the failures as its `cause`.
+   */
   refreshRoles(keyPem: string, signal: AbortSignal): Promise<void>
 }
 
@@ -313,7 +316,12 @@ export function createIdentityRefresher(deps: {
     async refreshRoles(keyPem, signal) {
       const failed = await roleCerts(keyPem, signal)
       if (failed.length) {
-        throw codedError('ERR_ROLE_CERTS', `${failed.length} of ${targets.length} role certificates failed`)
+        // The failures themselves as its cause, for a caller that tells a refusal from a blip.
+        throw codedError(
+          'ERR_ROLE_CERTS',
+          `${failed.length} of ${targets.length} role certificates failed`,
+          failed,
+        )
       }
     },
   }

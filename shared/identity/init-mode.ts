@@ -2,24 +2,47 @@ import { writeFileAtomic } from '../atomic-file.js'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
 import type { Logger } from '../logger.js'
-import { bootDeadline, untilDeadline } from '../start-deadline.js'
+import { bootDeadline, initBudgetMs } from '../start-deadline.js'
+import { retryAtBoot } from './backoff.js'
 import { createBackupWriter, createSecretBackup, restoreIdentity, type SecretBackup } from './backup.js'
 import { readIdentity, readOwnIdentity, sayIfAnotherPrincipal } from './identity.js'
 import { type TokenFileType, tokenFilePath } from './naming.js'
 import { providerKind } from './provider.js'
 import { type CertRuntime, createCertRuntime, tokenSourceFor } from './runtime.js'
 import { parseTargets } from './targets.js'
+import { transient } from './zts-client.js'
 
 /**
  * MODE=init (a Kubernetes init container): obtain the certificates, and the token files when
  * TOKEN_DIR is set, once; resolve 0 on success and 1 on any failure. Runs on the supervisor's main
- * thread before any worker is spawned; it starts no server and leaves nothing running.
+ * thread before any worker is spawned; it starts no server and leaves nothing running. Each step
+ * (the instance certificate, the role certificates, each token) is retried on SIA's schedule at
+ * boot while the init's deadline has time, as SIA's init does, but not a refusal.
  */
 export async function runInit(
   config: Config,
   log: Logger,
   signal = new AbortController().signal,
 ): Promise<0 | 1> {
+  // The init's deadline (supervisor/main.ts) less a margin: a provider that keeps failing is
+  // answered with its own error before the deadline cuts the init short.
+  const ends = bootDeadline(initBudgetMs(config))
+  const retry = <T>(
+    step: Record<string, string>,
+    work: (s: AbortSignal) => Promise<T>,
+    until: number,
+    within: AbortSignal,
+  ) =>
+    retryAtBoot(work, within, {
+      ends: until,
+      refreshInterval: config.refreshInterval,
+      retryable: worthRetrying,
+      onRetry: (err, attempt, wait) =>
+        log.warn(
+          { event: 'init.retry', ...step, err, attempt, retryInMs: wait },
+          `${Object.values(step).join(' ')} failed; retrying in ${wait}ms`,
+        ),
+    })
   let backup: SecretBackup | undefined
   try {
     backup = config.backup && providerKind(config) !== 'files' ? await createSecretBackup(config) : undefined
@@ -38,30 +61,35 @@ export async function runInit(
         writer?.write(stored)
       },
     })
+    const { refresher, provider } = rt
     const onDisk = rt.kind === 'files' ? await readIdentity(config) : await readOwnIdentity(config)
     let identity = onDisk
     if (rt.kind === 'files') {
       if (!identity)
         throw codedError('ERR_NO_IDENTITY', `no valid key/cert in ${config.keyFile}, ${config.certFile}`)
       sayIfAnotherPrincipal(config, identity, log)
-      rt.provider.useIdentity?.(identity)
-      await rt.refresher.refreshRoles(identity.keyPem, signal)
+      provider.useIdentity?.(identity)
+      const { keyPem } = identity
+      await retry({ step: 'roles' }, (s) => refresher.refreshRoles(keyPem, s), ends, signal)
     } else {
-      if (onDisk) rt.provider.useIdentity?.(onDisk)
+      if (onDisk) provider.useIdentity?.(onDisk)
       // With a backup to stand in, the provider's answer is awaited only until the certificate
       // service's boot fetch would give up: what is left of the deadline is the restore's. Once
       // it answered, what it issued is finished with all of it (nothing could stand in for it).
-      const ask =
-        backup?.canRead && !onDisk
-          ? untilDeadline(signal, bootDeadline(config.services.certificate.startTimeout))
-          : signal
+      const asked = backup?.canRead && !onDisk ? bootDeadline(config.services.certificate.startTimeout) : ends
       try {
-        identity = await rt.refresher.refreshInstance(signal, ask)
-        await rt.refresher.refreshRoles(identity.keyPem, signal)
+        const id = await retry(
+          { step: 'instance' },
+          (ask) => refresher.refreshInstance(signal, ask),
+          asked,
+          signal,
+        )
+        identity = id
+        await retry({ step: 'roles' }, (s) => refresher.refreshRoles(id.keyPem, s), ends, signal)
       } catch (err) {
         // BACKUP=read: no certificate from the provider and none on disk, the backup stands in.
         const from = backup
-        if (onDisk || issued || !from?.canRead) throw err
+        if (onDisk || issued || !from?.canRead || signal.aborted) throw err
         log.warn({ event: 'certificate.boot.failed', err, backup: from.secret }, 'reading the backup secret')
         const restored = await restoreIdentity(config, from, signal).catch((readErr: unknown) => {
           log.error(
@@ -71,7 +99,7 @@ export async function runInit(
           throw err
         })
         identity = restored.identity
-        rt.provider.useIdentity?.(identity)
+        provider.useIdentity?.(identity)
         log.warn(
           { event: 'certificate.backup.restored', secret: from.secret, notAfter: restored.notAfter },
           `using the certificate from the secret ${from.secret}`,
@@ -94,10 +122,15 @@ export async function runInit(
       await Promise.all(
         files.map(async ({ t, type, file }) => {
           const req = { domain: t.domain, role: t.role, proxyForPrincipal: '' }
-          const token =
-            type === 'roletoken'
-              ? (await source.roleToken({ ...req, minExpiry: expiry, maxExpiry: 0 }, signal)).token
-              : (await source.accessToken({ ...req, expiry }, signal)).access_token
+          const token = await retry(
+            { step: type, target: `${t.domain}:role.${t.role}` },
+            async (s) =>
+              type === 'roletoken'
+                ? (await source.roleToken({ ...req, minExpiry: expiry, maxExpiry: 0 }, s)).token
+                : (await source.accessToken({ ...req, expiry }, s)).access_token,
+            ends,
+            signal,
+          )
           await writeFileAtomic(file, token, 0o600)
         }),
       )
@@ -123,4 +156,13 @@ export async function runInit(
     backup?.close()
     await rt?.close()
   }
+}
+
+/**
+ * A refusal (a ZTS 4xx) is answered the same when asked again: the init fails at once. Role
+ * certificates (ERR_ROLE_CERTS, its failures as its cause) are asked again while one may pass.
+ */
+function worthRetrying(err: unknown): boolean {
+  const failures = (err as Error).cause
+  return Array.isArray(failures) ? failures.some(transient) : transient(err)
 }

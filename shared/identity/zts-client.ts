@@ -30,6 +30,15 @@ export interface ZtsClientOptions {
   timeoutMs?: number
 }
 
+/**
+ * Whether a failure may pass when asked again: no answer, or a 5xx. An answer that refuses (a 4xx:
+ * not authorized, no such role) gets the same answer again.
+ */
+export function transient(err: unknown): boolean {
+  const status = (err as { status?: number }).status
+  return status === undefined || status >= 500
+}
+
 const MAX_BACKOFF_MS = 2_000
 /** Far above any certificate chain or token ZTS returns; a larger answer is not read. */
 const MAX_ANSWER_BYTES = 1 << 20
@@ -128,18 +137,13 @@ export function createZtsClient(opts: ZtsClientOptions): ZtsClient {
     })
   }
 
-  const retryable = (err: unknown) => {
-    const status = (err as { status?: number }).status
-    return status === undefined || status >= 500
-  }
-
   return {
     async call<T>(method: string, path: string, body: ZtsBody | undefined, signal: AbortSignal) {
       for (let attempt = 0; ; attempt++) {
         try {
           return await once<T>(method, path, body, signal)
         } catch (err) {
-          if (signal.aborted || attempt + 1 >= attempts || !retryable(err)) throw err
+          if (signal.aborted || attempt + 1 >= attempts || !transient(err)) throw err
           if (!(await pause(backoffDelay(attempt, opts.initialBackoffMs ?? 200, MAX_BACKOFF_MS), signal)))
             throw err
         }
