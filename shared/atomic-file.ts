@@ -160,7 +160,8 @@ export async function sweepLeftoversAtStart(
   paths: readonly string[],
   log: Logger,
   event: string,
+  minAgeMs = STALE_MS,
 ): Promise<void> {
-  const files = await sweepLeftovers(paths)
+  const files = await sweepLeftovers(paths, minAgeMs)
   if (files.length > 0) log.info({ event, files }, 'removed files an interrupted write left')
 }

@@ -57,29 +57,38 @@ export async function main(signals: SignalRouter, prespawned: Prespawned): Promi
   })
 }
 
-/** How long an init cut short at its deadline has to answer before it is taken as stuck. */
+/**
+ * How long an init cut short (at its deadline, or told to stop) has to answer before it is taken
+ * as stuck: a write under way finishes or undoes itself, leaving no staged file (a private key).
+ */
 const INIT_GRACE_MS = 1000
 
 /**
  * MODE=init (an init container): fetch the identity once on this thread, spawn nothing, within
  * the start deadlines of the two services that would (certificate, then token). It always leaves
  * with hardExit: a file operation may still be stuck in libuv's thread pool (a read of a FIFO or
- * of a hung NFS mount, left behind by a Promise.all that failed on another file, or cut short by a
- * signal or the deadline), and process.exit() joins that pool for ever: the init container would
- * never end, its pod never start.
+ * of a hung NFS mount, or cut short by a signal or the deadline), and process.exit() joins that
+ * pool for ever: the init container would never end, its pod never start.
  */
 async function init(config: Config, log: Logger, signals: SignalRouter): Promise<never> {
   const budgetMs = initBudgetMs(config)
   const cut = new AbortController()
   const timer = setTimeout(() => cut.abort(), budgetMs)
+  let stoppedBy: NodeJS.Signals | undefined
+  const stopped = (signal: NodeJS.Signals): never => {
+    // An init container told to stop has not fetched its identity: that is a failure.
+    log.info(
+      { event: 'supervisor.exit', code: 1, cause: 'signal', signal },
+      'stopped before the identity was fetched',
+    )
+    hardExit(1)
+  }
   signals.attach({
     stop(signal) {
-      // An init container told to stop has not fetched its identity: that is a failure.
-      log.info(
-        { event: 'supervisor.exit', code: 1, cause: 'signal', signal },
-        'stopped before the identity was fetched',
-      )
-      hardExit(1)
+      // The init is cut short and given INIT_GRACE_MS, as at its deadline; told again, it leaves.
+      if (stoppedBy) stopped(signal)
+      stoppedBy = signal
+      cut.abort()
     },
     reload: (signal) => log.info({ event: 'supervisor.signal.ignored', signal }, `ignoring ${signal}`),
     other: (signal) => log.info({ event: 'supervisor.signal.ignored', signal }, `ignoring ${signal}`),
@@ -89,13 +98,16 @@ async function init(config: Config, log: Logger, signals: SignalRouter): Promise
   // alone loads webcrypto at every boot).
   const initMode = distUrl('shared/identity/init-mode.js').href
   const { runInit } = (await import(initMode)) as typeof import('../shared/identity/init-mode.js')
-  // At the deadline its waits abort and it answers for itself (a backup write cut short after
+  // Cut short, its waits abort and it answers for itself (a backup write cut short after
   // init.done is still 0); one that cannot answer within INIT_GRACE_MS is stuck.
-  const timedOut = new Promise<'timeout'>((resolve) =>
-    cut.signal.addEventListener('abort', () => setTimeout(() => resolve('timeout'), INIT_GRACE_MS)),
-  )
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    const grace = () => setTimeout(() => resolve('timeout'), INIT_GRACE_MS)
+    if (cut.signal.aborted) grace()
+    else cut.signal.addEventListener('abort', grace)
+  })
   const outcome = await Promise.race([runInit(config, log, cut.signal), timedOut])
   clearTimeout(timer)
+  if (stoppedBy) stopped(stoppedBy)
   if (outcome === 'timeout') log.error({ event: 'init.failed', budgetMs }, `no identity within ${budgetMs}ms`)
   const code = outcome === 'timeout' ? 1 : outcome
   log.info({ event: 'supervisor.exit', code, cause: 'init' }, `exiting with ${code}`)

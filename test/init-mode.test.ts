@@ -1,10 +1,19 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
 import { test } from 'node:test'
 import { providerEnv, startZtsDouble } from './doubles/zts.js'
+import { eventually } from './support/eventually.js'
 import { startSidecar } from './support/sidecar.js'
 
 test('MODE=init writes key and certificate once and exits 0 without starting any service', async () => {
@@ -59,7 +68,7 @@ test('MODE=init never waits on a file read that never ends: it leaves with its c
     [[1, 'init']],
   )
 
-  // Told to stop meanwhile: exit 1 at once, not held by the read.
+  // Told to stop meanwhile: exit 1 within the init's grace (a second), not held by the read.
   const stopped = startSidecar({ env: { MODE: 'init', ...paths, START_TIMEOUT: '60s' } })
   t.after(() => stopped.kill('SIGKILL'))
   await stopped.waitForEvent('supervisor.boot')
@@ -143,4 +152,94 @@ test('MODE=init does not retry a refusal: a ZTS 403 exits 1 at its first answer'
   assert.equal(zts.counts.register, 1, 'asked once')
   assert.deepEqual(sc.events('init.retry'), [])
   assert.match(JSON.stringify(sc.events('init.failed')[0]?.err), /answered 403/)
+})
+
+/** NODE_OPTIONS and settings that hold the renames of staged files matching `pattern` for `ms`. */
+function slowRename(dir: string, pattern: string, ms: number): { env: Record<string, string>; mark: string } {
+  const mark = join(dir, 'held.mark')
+  const preload = new URL('./support/slow-rename.js', import.meta.url).href
+  return {
+    mark,
+    env: {
+      NODE_OPTIONS: `--import=${preload}`,
+      SLOW_RENAME: pattern,
+      SLOW_RENAME_MS: String(ms),
+      SLOW_RENAME_MARK: mark,
+    },
+  }
+}
+
+/** Every file under `dir` that a write staged or linked aside (`<file>.<hex>.tmp`, `.old`). */
+function leftovers(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) =>
+    /\.[0-9a-f]{12}\.(tmp|old)$/.test(f),
+  )
+}
+
+test('MODE=init failing on one token lets the write of another finish: no staged token file is left', async (t) => {
+  const zts = await startZtsDouble()
+  t.after(() => zts.close())
+  // The access token is refused once the role token is being written: its rename is held.
+  zts.delay('oauth2', 200)
+  zts.failNext('oauth2', 403, 1)
+  const dir = mkdtempSync(join(tmpdir(), 'sia-init-'))
+  const held = slowRename(dir, '\\.roletoken\\.[0-9a-f]+\\.tmp$', 1000)
+  const sc = startSidecar({
+    dataDir: dir,
+    env: {
+      MODE: 'init',
+      ...providerEnv(zts),
+      ...held.env,
+      DATA_DIR: dir,
+      TARGET_DOMAIN_ROLES: 'demo:role.reader',
+      TOKEN_DIR: join(dir, 'tok'),
+      TOKEN_TYPE: 'roletoken+accesstoken',
+    },
+  })
+  t.after(() => sc.kill('SIGKILL'))
+  assert.equal((await sc.exited).code, 1, sc.stderr())
+  assert.ok(existsSync(held.mark), 'the role token was being written as the refusal came')
+  assert.match(JSON.stringify(sc.events('init.failed')[0]?.err), /answered 403/)
+  assert.deepEqual(leftovers(dir), [])
+})
+
+test('MODE=init stopped while it writes: the write finishes before it exits 1, no staged key is left', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-init-'))
+  // The key, the first of the identity's files to be renamed: all three are staged by then.
+  const held = slowRename(dir, '/key\\.pem\\.[0-9a-f]+\\.tmp$', 300)
+  const sc = startSidecar({ dataDir: dir, env: { MODE: 'init', DATA_DIR: dir, ...held.env } })
+  t.after(() => sc.kill('SIGKILL'))
+  await eventually(async () => existsSync(held.mark) || undefined)
+  sc.kill('SIGTERM')
+  assert.equal((await sc.exited).code, 1, sc.stderr())
+  assert.deepEqual(
+    sc.events('supervisor.exit').map((r) => [r.code, r.cause]),
+    [[1, 'signal']],
+  )
+  assert.deepEqual(leftovers(dir), [])
+  assert.match(readFileSync(join(dir, 'key.pem'), 'utf8'), /PRIVATE KEY/)
+})
+
+test('MODE=init removes what an init killed between staging and renaming left beside its outputs', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-init-'))
+  const env = {
+    MODE: 'init',
+    DATA_DIR: dir,
+    TARGET_DOMAIN_ROLES: 'demo:role.reader',
+    TOKEN_DIR: join(dir, 'tok'),
+  }
+  mkdirSync(join(dir, 'tok'))
+  const staged = [
+    join(dir, 'key.pem.0123456789ab.tmp'),
+    join(dir, 'tok', 'demo:role.reader.roletoken.0123456789ab.tmp'),
+  ]
+  for (const f of staged) writeFileSync(f, 'staged', { mode: 0o600 })
+  const sc = startSidecar({ dataDir: dir, env })
+  t.after(() => sc.kill('SIGKILL'))
+  assert.equal((await sc.exited).code, 0, sc.stderr())
+  assert.deepEqual(
+    sc.events('init.leftovers.removed').map((r) => (r.files as string[]).sort()),
+    [staged.sort()],
+  )
+  assert.deepEqual(leftovers(dir), [])
 })

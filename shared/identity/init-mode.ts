@@ -1,4 +1,4 @@
-import { writeFileAtomic } from '../atomic-file.js'
+import { sweepLeftoversAtStart, writeFileAtomic } from '../atomic-file.js'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
 import type { Logger } from '../logger.js'
@@ -6,7 +6,7 @@ import { bootDeadline, initBudgetMs } from '../start-deadline.js'
 import { retryAtBoot } from './backoff.js'
 import { createBackupWriter, createSecretBackup, restoreIdentity, type SecretBackup } from './backup.js'
 import { readIdentity, readOwnIdentity, sayIfAnotherPrincipal } from './identity.js'
-import { type TokenFileType, tokenFilePath } from './naming.js'
+import { certificateOutputs, type TokenFileType, tokenFilePath, tokenOutputs } from './naming.js'
 import { providerKind } from './provider.js'
 import { type CertRuntime, createCertRuntime, tokenSourceFor } from './runtime.js'
 import { parseTargets } from './targets.js'
@@ -24,6 +24,14 @@ export async function runInit(
   log: Logger,
   signal = new AbortController().signal,
 ): Promise<0 | 1> {
+  // What an init ended between staging and renaming (SIGKILL, out of memory) left beside the
+  // outputs, whatever its age: no service runs during an init, and nothing else writes them.
+  await sweepLeftoversAtStart(
+    [...certificateOutputs(config), ...tokenOutputs(config)],
+    log,
+    'init.leftovers.removed',
+    0,
+  )
   // The init's deadline (supervisor/main.ts) less a margin: a provider that keeps failing is
   // answered with its own error before the deadline cuts the init short.
   const ends = bootDeadline(initBudgetMs(config))
@@ -119,21 +127,32 @@ export async function runInit(
       // As the token service's targets (workers/token/keys.ts): TOKEN_EXPIRY is a role token's
       // least lifetime and an access token's lifetime.
       const expiry = Math.floor(config.tokenExpiry / 1000)
-      await Promise.all(
+      // The first failure fails the init: the other fetches stop, but a write under way is let
+      // finish (or undo itself), so that no staged file is left beside a token file.
+      const failing = new AbortController()
+      const fetching = AbortSignal.any([signal, failing.signal])
+      let failure: { err: unknown } | undefined
+      await Promise.allSettled(
         files.map(async ({ t, type, file }) => {
           const req = { domain: t.domain, role: t.role, proxyForPrincipal: '' }
-          const token = await retry(
-            { step: type, target: `${t.domain}:role.${t.role}` },
-            async (s) =>
-              type === 'roletoken'
-                ? (await source.roleToken({ ...req, minExpiry: expiry, maxExpiry: 0 }, s)).token
-                : (await source.accessToken({ ...req, expiry }, s)).access_token,
-            ends,
-            signal,
-          )
-          await writeFileAtomic(file, token, 0o600)
+          try {
+            const token = await retry(
+              { step: type, target: `${t.domain}:role.${t.role}` },
+              async (s) =>
+                type === 'roletoken'
+                  ? (await source.roleToken({ ...req, minExpiry: expiry, maxExpiry: 0 }, s)).token
+                  : (await source.accessToken({ ...req, expiry }, s)).access_token,
+              ends,
+              fetching,
+            )
+            await writeFileAtomic(file, token, 0o600)
+          } catch (err) {
+            failure ??= { err }
+            failing.abort()
+          }
         }),
       )
+      if (failure) throw failure.err
     }
     log.info(
       {
