@@ -5,11 +5,12 @@ import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type BrowserContext, chromium, type Page } from 'playwright-core'
+import type { MetricValue } from 'prom-client'
 import { loadConfig } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
 import { SERVICES } from '../shared/services.js'
 import { createStatusBoard } from '../shared/status-board.js'
-import type { StatusView } from '../workers/metrics/status.js'
+import type { StatusSources, StatusView } from '../workers/metrics/status.js'
 import { buildStatus, redact } from '../workers/metrics/status.js'
 import {
   bytes,
@@ -108,6 +109,33 @@ test('a worker with no thread (down, stopped) shows no heap or loop figures: its
   )
   assert.deepEqual([row('token').heapPercent, row('token').eventLoopUtilization], [15.6, 0.01])
   assert.match(renderStatusPage(view, 0), /id="worker-memory-reporter"/)
+})
+
+test('a view in which the gateway did not answer counts nothing: the rate after it is against the view before it', async () => {
+  const board = createStatusBoard()
+  board.setPhase('running')
+  const config = (loadConfig([], {}) as { config: Config }).config
+  const counter = (name: string, values: MetricValue<string>[]) =>
+    ({
+      name,
+      help: name,
+      type: 'counter',
+      aggregator: 'sum',
+      values,
+    }) as unknown as StatusSources['metrics'][number]
+  const gateway = (requests: number, created: number) => [
+    counter('gateway_requests_total', [{ labels: { code: '201', service: 'gateway' }, value: requests }]),
+    counter('gateway_signals_created_total', [{ labels: { service: 'gateway' }, value: created }]),
+  ]
+  // Views of their own: far from any other test's in this process (rates look 10 minutes back).
+  const t0 = Date.now() + 86_400_000
+  const view = async (at: number, metrics: StatusSources['metrics'], up: string[]) =>
+    (await buildStatus({ config, board, metrics, upServices: new Set(up), lastErrors: {}, now: at })).gateway
+  await view(t0, gateway(100_000, 90_000), ['gateway'])
+  const silent = await view(t0 + 10_000, [], [])
+  assert.deepEqual([silent.requestRate, silent.createdRate], [null, null])
+  const after = await view(t0 + 12_000, gateway(100_024, 90_012), ['gateway'])
+  assert.deepEqual([after.requestRate, after.createdRate], [2, 1])
 })
 
 describe('status page: rendering', () => {

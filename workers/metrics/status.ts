@@ -215,15 +215,18 @@ export async function buildStatus(src: StatusSources): Promise<StatusView> {
   const requestTotal = Object.values(requests).reduce((n, x) => n + x, 0)
   const created = sum('gateway_signals_created_total')
   const totals: Totals = { at: now, requests: requestTotal, created: created ?? 0 }
+  // A gateway that did not answer this view counted nothing: its zeros are not totals, and a
+  // rate against them was the whole count since it started, spread over a few seconds.
+  const counted = src.upServices.has('gateway')
   // Rates against the newest earlier view at least a second old (counters restart with a worker).
   const earlier = history.findLast((h) => now - h.at >= 1000 && now - h.at <= 600_000)
   const rate = (pick: (t: Totals) => number) => {
-    if (!earlier || pick(totals) < pick(earlier)) return null
+    if (!counted || !earlier || pick(totals) < pick(earlier)) return null
     return Math.round((100 * (pick(totals) - pick(earlier))) / ((now - earlier.at) / 1000)) / 100
   }
   const requestRate = rate((t) => t.requests)
   const createdRate = rate((t) => t.created)
-  history.push(totals)
+  if (counted) history.push(totals)
   if (history.length > HISTORY_MAX) history.splice(0, history.length - HISTORY_MAX)
   const histogram = values('gateway_request_duration_seconds') as (MetricValue<string> & {
     metricName?: string
