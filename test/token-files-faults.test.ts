@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
@@ -13,21 +13,23 @@ import { type Sidecar, startReady, stop } from './support/sidecar.js'
 const START_TIMEOUT_MS = 3_000
 const TARGETS = 'demo:role.reader,other:role.writer'
 
-function boot(failpoint: string): Promise<Sidecar> {
+/** The token service with TARGETS, its files as `files` has them (given the data directory). */
+function boot(files: (dataDir: string) => Record<string, string>): Promise<Sidecar> {
   const dataDir = mkdtempSync(join(tmpdir(), 'sia-token-files-'))
   const config = join(dataDir, 'sia.json')
   writeFileSync(config, JSON.stringify({ services: { token: { startTimeout: `${START_TIMEOUT_MS}ms` } } }))
   return startReady({
     dataDir,
     args: ['--config', config],
-    env: {
-      GATEWAY_ADDR: '',
-      TARGET_DOMAIN_ROLES: TARGETS,
-      TOKEN_DIR: join(dataDir, 'tokens'),
-      SIA_FAILPOINTS: `token.before-write=${failpoint}`,
-    },
+    env: { GATEWAY_ADDR: '', TARGET_DOMAIN_ROLES: TARGETS, ...files(dataDir) },
   })
 }
+
+/** The files in TOKEN_DIR, each write meeting `failpoint` first. */
+const withFailpoint = (failpoint: string) => (dataDir: string) => ({
+  TOKEN_DIR: join(dataDir, 'tokens'),
+  SIA_FAILPOINTS: `token.before-write=${failpoint}`,
+})
 
 const tokenFiles = (sc: Sidecar) => {
   try {
@@ -39,7 +41,7 @@ const tokenFiles = (sc: Sidecar) => {
 
 describe('token files under faults', { concurrency: 2 }, () => {
   test('a write that hangs: the start goes on at its deadline, the write is said to be stuck (a log record and a gauge), tokens are served, and SIGTERM exits 0 with every service stopped', async () => {
-    const sc = await boot('hang')
+    const sc = await boot(withFailpoint('hang'))
     const failed = await sc.waitForEvent('token.files.failed')
     assert.equal((failed.err as { name?: string }).name, 'TimeoutError', 'abandoned at the boot deadline')
     const stuck = await sc.waitForEvent('token.files.stuck')
@@ -59,7 +61,7 @@ describe('token files under faults', { concurrency: 2 }, () => {
   })
 
   test('a write that fails is retried on the back-off schedule by writing the files again, not by fetching every target again', async () => {
-    const sc = await boot('1*error')
+    const sc = await boot(withFailpoint('1*error'))
     await sc.waitForEvent('token.files.failed')
     assert.equal(sc.events('token.cache.updated').length, 1, 'the boot fetch')
     // The retry (5 s, less up to a quarter) writes the files from the cache.
@@ -75,5 +77,32 @@ describe('token files under faults', { concurrency: 2 }, () => {
     assert.equal(sc.events('token.cache.updated').length, 1, 'no second fetch of the targets')
     assert.equal(sc.events('token.files.failed').length, 1)
     assert.equal(await stop(sc), 0)
+  })
+
+  test("a file that cannot be written keeps no other target's file from being refreshed, and the failure names that file alone", async () => {
+    const sc = await boot((dataDir) => ({
+      TOKEN_TYPE: 'accesstoken',
+      TOKEN_REFRESH_INTERVAL: '2s',
+      ACCESS_TOKEN_NAMING_FORMAT: join(dataDir, 'out', '{{domain}}', '{{role}}.at'),
+    }))
+    try {
+      const out = join(sc.dataDir, 'out')
+      const other = join(out, 'other', 'writer.at')
+      const before = readFileSync(other, 'utf8')
+      // The first target's directory (the first file in the cache's order) becomes a file.
+      rmSync(join(out, 'demo'), { recursive: true })
+      writeFileSync(join(out, 'demo'), 'not a directory')
+      const failed = await sc.waitForEvent('token.files.failed')
+      const { message } = failed.err as { message: string }
+      assert.ok(
+        message.startsWith(`1 of 2 token file(s) not written: ${join(out, 'demo', 'reader.at')}`),
+        message,
+      )
+      assert.ok(!message.includes('writer'), message)
+      assert.notEqual(readFileSync(other, 'utf8'), before, "the other target's file is written anew")
+      assert.equal(statSync(other).mode & 0o777, 0o600)
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
   })
 })

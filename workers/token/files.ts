@@ -1,5 +1,6 @@
 import { writeFileAtomic } from '../../shared/atomic-file.js'
 import type { Config } from '../../shared/config/types.js'
+import { codedError } from '../../shared/errors.js'
 import { tokenFilePath } from '../../shared/identity/runtime.js'
 import type { AccessToken, RoleToken } from '../../shared/identity/tokens.js'
 import type { Logger } from '../../shared/logger.js'
@@ -43,7 +44,12 @@ export function createTokenFiles(opts: {
     },
   })
 
-  /** One file at a time: a volume that hangs holds one thread of libuv's pool, not four (all of them). */
+  /**
+   * One file at a time: a volume that hangs holds one thread of libuv's pool, not four (all of them).
+   * Every file is tried: one that cannot be written (its directory replaced by a file, a mount gone
+   * read-only) left every file after it in the cache's order unwritten, the same ones at each
+   * retry, until their tokens expired. The error names each file that failed (paths, no token).
+   */
   async function writeAll(): Promise<void> {
     const files: [string, string][] = []
     for (const e of caches.roleTokens?.entries() ?? []) {
@@ -56,7 +62,16 @@ export function createTokenFiles(opts: {
     }
     if (files.length === 0) return
     await opts.beforeWrite()
-    for (const [file, token] of files) await writeFileAtomic(file, token, 0o600)
+    const failed: { file: string; err: unknown }[] = []
+    for (const [file, token] of files)
+      await writeFileAtomic(file, token, 0o600).catch((err: unknown) => failed.push({ file, err }))
+    if (failed.length > 0) {
+      const why = failed.map((f) => `${f.file} (${f.err instanceof Error ? f.err.message : String(f.err)})`)
+      throw codedError(
+        'ERR_TOKEN_FILES',
+        `${failed.length} of ${files.length} token file(s) not written: ${why.join('; ')}`,
+      )
+    }
   }
 
   /** Writes that failed (or found one still hanging) since the files were last written. */
