@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
@@ -77,6 +77,48 @@ describe('token files under faults', { concurrency: 2 }, () => {
     assert.equal(sc.events('token.cache.updated').length, 1, 'no second fetch of the targets')
     assert.equal(sc.events('token.files.failed').length, 1)
     assert.equal(await stop(sc), 0)
+  })
+
+  test('a write that fails after the local authority is made anew is retried on the back-off schedule, not left to the next interval', async () => {
+    const sc = await boot((dataDir) => ({
+      TOKEN_TYPE: 'accesstoken',
+      TOKEN_DIR: join(dataDir, 'tokens'),
+      TOKEN_REFRESH_INTERVAL: '1h',
+    }))
+    try {
+      const dir = join(sc.dataDir, 'tokens')
+      const kidsOfFiles = () =>
+        tokenFiles(sc).map(
+          (f) =>
+            (
+              JSON.parse(
+                Buffer.from(readFileSync(join(dir, f), 'utf8').split('.')[0]!, 'base64url').toString(),
+              ) as { kid: string }
+            ).kid,
+        )
+      const before = kidsOfFiles()
+      assert.equal(before.length, 2)
+      // The directory cannot be written (a file in its place) when the authority is made anew; the
+      // token service loads the new one at its next use, the JWKS asked for.
+      renameSync(dir, `${dir}.aside`)
+      writeFileSync(dir, '')
+      rmSync(join(sc.dataDir, 'authority'), { recursive: true })
+      const jwks = (await (await fetch(`${await sc.url('token')}/oauth2/keys`)).json()) as {
+        keys: { kid: string }[]
+      }
+      const kids = jwks.keys.map((k) => k.kid)
+      assert.ok(!kids.includes(before[0]!), 'a new authority signs')
+      await sc.waitForEvent('token.cache.cleared')
+      await sc.waitForEvent('token.files.failed')
+      rmSync(dir)
+      renameSync(`${dir}.aside`, dir)
+      const recovered = await sc.waitForEvent('token.files.recovered')
+      assert.equal(recovered.failures, 1)
+      for (const kid of kidsOfFiles()) assert.ok(kids.includes(kid), `${kid} is the new authority's`)
+      assert.equal(sc.events('token.files.failed').length, 1)
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
   })
 
   test("a file that cannot be written keeps no other target's file from being refreshed, and the failure names that file alone", async () => {

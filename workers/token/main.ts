@@ -19,7 +19,7 @@ import { watchFiles } from '../../shared/identity/watch.js'
 import type { ZtsClient } from '../../shared/identity/zts-client.js'
 import type { Logger } from '../../shared/logger.js'
 import { bootDeadline, untilDeadline } from '../../shared/start-deadline.js'
-import { timerTask } from '../../shared/timer-task.js'
+import { timerTask, timerWake } from '../../shared/timer-task.js'
 import { createTokenApi, MAX_BODY_BYTES } from './api.js'
 import { type CacheKey, createTokenCache, describeKey, type TokenCache } from './cache.js'
 import { expiryOf, stampExpiry } from './expiry.js'
@@ -304,32 +304,6 @@ defineService({
       // half of what the start has left after it.
       filesSignal: untilDeadline(signal, (bootEnds + startEnds) / 2),
     })
-    // The local authority made anew (deleted or broken on disk): what it signed before verifies
-    // against no key of the JWKS now, yet was served from the cache for up to its lifetime. Every
-    // cached token is dropped; the targets are fetched, and their files written, again.
-    let resetting = Promise.resolve()
-    source.onSignerChange?.(() => {
-      resetting = resetting.then(async () => {
-        caches.roleTokens?.clear()
-        caches.accessTokens?.clear()
-        log.warn(
-          { event: 'token.cache.cleared', reason: 'authority' },
-          'the local authority changed: cached tokens dropped, the targets fetched again',
-        )
-        await updateTokens(config, caches, targets, files, log, { kind: 'boot', signal: stop.signal }).catch(
-          (err: unknown) => log.error({ err }, 'token fetch after the authority changed failed'),
-        )
-      })
-    })
-
-    // No token server (TOKEN_SERVER_ADDR empty, or USE_TOKEN_SERVER=false): the target token files
-    // alone, written and refreshed as with one.
-    if (config.tokenServerAddr !== '') await serveTokens(config, caches, source, ctx)
-    else log.info({ event: 'token.files.only' }, 'no token server: writing the token files only')
-    log.info(
-      { event: 'token.refresh.scheduled', everyMs: config.tokenRefreshInterval },
-      `will refresh tokens every ${config.tokenRefreshInterval}ms`,
-    )
     // Keys used since the last refresh that succeeded began are worth refreshing (with the
     // targets). A pass with a failure is retried on SIA's back-off schedule (5 s, doubling,
     // capped at a quarter of the interval), not a whole interval later: a token left to expire
@@ -342,21 +316,53 @@ defineService({
     let lastFetchAt = monotonicMs()
     let failedPasses = boot.fetched && boot.filesWritten ? 0 : 1
     let filesOwed = boot.fetched && !boot.filesWritten
+    // The local authority changed: a pass that fetches every target is owed now, whatever is due.
+    let forced = false
     const interval = config.tokenRefreshInterval
     const retryMaxMs = Math.max(RETRY_INITIAL_MS, interval / 4)
-    // When the pass after the last one is due: an interval after the last fetch (not after a
-    // retry that wrote only the files), or, after a failure, SIA's back-off (drawn once: it is
-    // jittered); never with no interval.
+    // When the pass after the last one is due: at once when forced; an interval after the last
+    // fetch (not after a retry that wrote only the files), or, after a failure, SIA's back-off
+    // (drawn once: it is jittered); never with no interval.
     const nextRefreshAt = () =>
-      interval <= 0
-        ? Number.POSITIVE_INFINITY
-        : failedPasses
-          ? monotonicMs() + Math.min(interval, backoffDelay(failedPasses - 1, RETRY_INITIAL_MS, retryMaxMs))
-          : lastFetchAt + interval
+      forced
+        ? monotonicMs()
+        : interval <= 0
+          ? Number.POSITIVE_INFINITY
+          : failedPasses
+            ? monotonicMs() + Math.min(interval, backoffDelay(failedPasses - 1, RETRY_INITIAL_MS, retryMaxMs))
+            : lastFetchAt + interval
+    let refreshAt = nextRefreshAt()
+    const wake = timerWake()
+    // The local authority made anew (deleted or broken on disk): what it signed before verifies
+    // against no key of the JWKS now, yet was served from the cache for up to its lifetime. Every
+    // cached token is dropped at once; the targets are fetched, and their files written, again by
+    // a pass of the refresh timer, where every pass runs: its failures are retried as any pass's
+    // (run beside the timer, a write that failed was never retried), and it never meets a pass
+    // under way (whose write, of tokens gathered before the clear, found the slot busy and was
+    // dropped unsaid: the files kept the old key's tokens for an interval).
+    source.onSignerChange?.(() => {
+      caches.roleTokens?.clear()
+      caches.accessTokens?.clear()
+      log.warn(
+        { event: 'token.cache.cleared', reason: 'authority' },
+        'the local authority changed: cached tokens dropped, the targets fetched again',
+      )
+      forced = true
+      refreshAt = nextRefreshAt()
+      wake.wake()
+    })
+
+    // No token server (TOKEN_SERVER_ADDR empty, or USE_TOKEN_SERVER=false): the target token files
+    // alone, written and refreshed as with one.
+    if (config.tokenServerAddr !== '') await serveTokens(config, caches, source, ctx)
+    else log.info({ event: 'token.files.only' }, 'no token server: writing the token files only')
+    log.info(
+      { event: 'token.refresh.scheduled', everyMs: config.tokenRefreshInterval },
+      `will refresh tokens every ${config.tokenRefreshInterval}ms`,
+    )
     // Idle and expired tokens are dropped on a schedule of their own, in the same task: only at a
     // refresh, TOKEN_REFRESH_INTERVAL=0 kept them for ever (counted, exported) and the 30-minute
     // default made a TOKEN_CACHE_IDLE_EVICT of 5 minutes one of 30.
-    let refreshAt = nextRefreshAt()
     const evictEveryMs = evictionPeriod(config.tokenCacheIdleEvict)
     let evictAt = monotonicMs() + evictEveryMs
     const evict = () => {
@@ -369,9 +375,10 @@ defineService({
       const now = Date.now()
       const at = monotonicMs()
       let r: PassResult
-      if (filesOwed && at - lastFetchAt < interval) {
+      if (filesOwed && !forced && at - lastFetchAt < interval) {
         r = { fetched: true, filesWritten: await files.write(tickSignal) }
       } else {
+        forced = false
         const pass = { kind: 'refresh', usedSince: lastRefresh, signal: tickSignal } as const
         r = await updateTokens(config, caches, targets, files, log, pass).catch((err: unknown) => {
           log.error({ err }, 'token refresh failed')
@@ -398,6 +405,7 @@ defineService({
           }
           if (at >= refreshAt) await refreshPass(tickSignal)
         },
+        wake,
       ),
     )
   },
