@@ -55,6 +55,11 @@ describe('token files under faults', { concurrency: 2 }, () => {
     })
     assert.equal(res.status, 200, 'the cache serves whatever the files do')
     assert.deepEqual(tokenFiles(sc), [])
+    // The retry finds the write still under way: said, and owed, not written beside it.
+    const busy = await sc.waitFor(
+      (r) => r.event === 'token.files.failed' && (r.err as { code?: string }).code === 'ERR_TOKEN_FILES_BUSY',
+    )
+    assert.equal(busy.level, 'error')
     assert.equal(await stop(sc), 0)
     assert.equal(sc.events('service.shutdown.timeout').length, 0, 'the hung write does not hold the shutdown')
     assert.equal(sc.events('service.shutdown.done').length, sc.events('service.shutdown.begin').length)

@@ -11,9 +11,9 @@ import { type CacheKey, describeKey, type TokenCache } from './cache.js'
 export interface TokenFiles {
   /**
    * Writes the targets' token files (TOKEN_DIR or the naming formats) from the caches, 0600; true
-   * once they are on disk. False, and said, when a write failed; false at once while an earlier
-   * write still hangs (a frozen volume: said once by the slot, the gauge says how long). Stops
-   * waiting when `signal` aborts (the boot's deadline, the shutdown).
+   * once they are on disk. False, and said, when a write failed, or at once while an earlier write
+   * still runs (one the boot stopped waiting for; a frozen volume: the slot says it is stuck, the
+   * gauge how long). Stops waiting when `signal` aborts (the boot's deadline, the shutdown).
    */
   write(signal: AbortSignal): Promise<boolean>
 }
@@ -80,11 +80,11 @@ export function createTokenFiles(opts: {
     async write(signal) {
       // No time left to wait for it (a start at its deadline): owed, written by the first retry.
       if (signal.aborted) return false
-      if (slot.busy()) {
-        failures++
-        return false
-      }
       try {
+        // Not written beside it (its late rename would land over the newer file), nor dropped
+        // unsaid: a write owed, retried as any that failed.
+        if (slot.busy())
+          throw codedError('ERR_TOKEN_FILES_BUSY', 'an earlier write of the token files has not ended')
         await slot.run(writeAll, signal)
       } catch (err) {
         failures++
