@@ -407,6 +407,48 @@ describe('BACKUP', { concurrency: 6 }, () => {
     }
   })
 
+  test("a 200 that is not the object (a proxy's sign-in page) is a failed write, said so; an owner read so answered keeps the uid last seen", async (t) => {
+    const { api, saUid, env, close } = await doubles()
+    t.after(close)
+    api.impostorNext(1_000_000)
+    const sc = await startReady({
+      env: env({
+        BACKUP: 'write',
+        CERT_SECRET: 'api-cert',
+        NAMESPACE: 'payments',
+        BACKUP_KUBE_API: api.url,
+        REFRESH_INTERVAL: '2s',
+      }),
+    })
+    try {
+      const failed = await sc.waitForEvent('certificate.backup.failed')
+      assert.equal((failed.err as { code?: string }).code, 'ERR_KUBE_API')
+      assert.match(
+        String(failed.msg),
+        /the answer 200 is not the Secret "api-cert" \(not a Kubernetes API server\?\): <html>/,
+      )
+      assert.deepEqual(sc.events('certificate.backup.written'), [])
+      assert.ok(!api.secrets.has('payments/api-cert'), 'the page stored nothing')
+      api.impostorNext(0)
+      assert.equal((await sc.waitForEvent('certificate.backup.written')).ownerReference, true)
+      // The next request is the next write's read of the ServiceAccount (a write each issue).
+      const owners = sc.events('certificate.backup.owner.failed').length
+      api.impostorNext(1)
+      const owner = await sc.waitForCount('certificate.backup.owner.failed', owners + 1)
+      assert.match(String(owner.msg), /is not the ServiceAccount "api" \(not a Kubernetes API server\?\)/)
+      const written = await sc.waitFor(
+        (r) => r.event === 'certificate.backup.written' && sc.records.indexOf(r) > sc.records.indexOf(owner),
+      )
+      assert.equal(written.ownerReference, true)
+      const applied = api.applies.filter((a) => a.status === 200 || a.status === 201).at(-1)!
+      assert.deepEqual((applied.body as CoreObject).metadata.ownerReferences, [
+        { apiVersion: 'v1', kind: 'ServiceAccount', name: 'api', uid: saUid },
+      ])
+    } finally {
+      await stop(sc)
+    }
+  })
+
   test('BACKUP=read with the provider down and no secret: the start fails, saying so (exit 1)', async (t) => {
     const { zts, api, env, close } = await doubles()
     t.after(close)

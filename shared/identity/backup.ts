@@ -4,7 +4,16 @@ import { monotonicMs } from '../clock.js'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
 import { readFile } from '../fs-async.js'
-import { apiUrl, inClusterApi, kubeAgent, kubeRequest, readOptional } from '../kube/in-cluster.js'
+import {
+  apiUrl,
+  expectObject,
+  inClusterApi,
+  type KubeAnswer,
+  kubeAgent,
+  kubeRequest,
+  parseAnswer,
+  readOptional,
+} from '../kube/in-cluster.js'
 import type { Logger } from '../logger.js'
 import { pause } from './backoff.js'
 import { checkIssued, type Identity, storeIdentity } from './identity.js'
@@ -54,13 +63,15 @@ export async function createSecretBackup(config: Config): Promise<SecretBackup> 
   const saPath = `/api/v1/namespaces/${ns}/serviceaccounts/${encodeURIComponent(config.serviceAccount)}`
   let ownerUid: string | undefined
 
+  /** One call for the object `expected` is (a 404 for a GET: none), else throws saying why. */
   const call = async (
     method: string,
     path: string,
     what: string,
+    expected: { kind: string; name: string },
     signal: AbortSignal,
     body?: { type: string; text: string },
-  ) => {
+  ): Promise<{ status: number; json: KubeAnswer }> => {
     const [token, agent] = await Promise.all([
       readOptional(config.backupKubeTokenFile).then((t) => t?.trim()),
       agents.current(),
@@ -72,8 +83,13 @@ export async function createSecretBackup(config: Config): Promise<SecretBackup> 
       ...(body ? { body } : {}),
       signal,
     })
-    if (res.status >= 200 && res.status < 300) return { status: res.status, json: parse(res.text) }
-    if (res.status === 404 && method === 'GET') return { status: 404, json: undefined }
+    if (res.status >= 200 && res.status < 300) {
+      // A 200 page of a proxy in front of the API server: no secret written, no owner read.
+      const json = parseAnswer(res.text)
+      expectObject(res.status, res.text, json, expected.kind, expected.name)
+      return { status: res.status, json }
+    }
+    if (res.status === 404 && method === 'GET') return { status: 404, json: {} }
     throw Object.assign(apiError(res.status, res.text, what), { retryAfterMs: res.retryAfterMs })
   }
 
@@ -82,9 +98,15 @@ export async function createSecretBackup(config: Config): Promise<SecretBackup> 
     canWrite: config.backup.includes('write'),
     secret: `${namespace}/${name}`,
     async read(signal) {
-      const { status, json } = await call('GET', secretPath, `get secret ${namespace}/${name}`, signal)
+      const { status, json } = await call(
+        'GET',
+        secretPath,
+        `get secret ${namespace}/${name}`,
+        { kind: 'Secret', name },
+        signal,
+      )
       if (status === 404) return undefined
-      const data = (json as { data?: Record<string, string> } | undefined)?.data ?? {}
+      const data = (json.data ?? {}) as Record<string, string>
       const certPem = decode(data['tls.crt'])
       const keyPem = decode(data['tls.key'])
       if (!certPem || !keyPem) {
@@ -102,6 +124,7 @@ export async function createSecretBackup(config: Config): Promise<SecretBackup> 
           'GET',
           saPath,
           `get serviceaccount ${namespace}/${config.serviceAccount}`,
+          { kind: 'ServiceAccount', name: config.serviceAccount },
           signal,
         )
         if (status === 404) {
@@ -111,7 +134,14 @@ export async function createSecretBackup(config: Config): Promise<SecretBackup> 
             `serviceaccount ${namespace}/${config.serviceAccount} not found (SERVICEACCOUNT)`,
           )
         }
-        ownerUid = (json as { metadata?: { uid?: string } } | undefined)?.metadata?.uid
+        const uid = json.metadata?.uid
+        if (typeof uid !== 'string' || !uid) {
+          throw codedError(
+            'ERR_KUBE_API',
+            `serviceaccount ${namespace}/${config.serviceAccount} has no uid (not a Kubernetes API server?)`,
+          )
+        }
+        ownerUid = uid
       } catch (err) {
         if (signal.aborted) throw err
         ownerError = err as Error
@@ -138,10 +168,17 @@ export async function createSecretBackup(config: Config): Promise<SecretBackup> 
       }
       const query = new URLSearchParams({ fieldManager: FIELD_MANAGER, force: 'true' })
       // JSON is YAML: the apply-patch content type takes it as it is.
-      await call('PATCH', `${secretPath}?${query}`, `apply secret ${namespace}/${name}`, signal, {
-        type: 'application/apply-patch+yaml',
-        text: JSON.stringify(secret),
-      })
+      await call(
+        'PATCH',
+        `${secretPath}?${query}`,
+        `apply secret ${namespace}/${name}`,
+        { kind: 'Secret', name },
+        signal,
+        {
+          type: 'application/apply-patch+yaml',
+          text: JSON.stringify(secret),
+        },
+      )
       return { ownerReference: Boolean(ownerUid), ...(ownerError ? { ownerError } : {}) }
     },
     close: () => agents.destroy(),
@@ -273,19 +310,11 @@ function decode(b64: string | undefined): string {
   return b64 ? Buffer.from(b64, 'base64').toString('utf8') : ''
 }
 
-function parse(text: string): unknown {
-  try {
-    return text ? JSON.parse(text) : undefined
-  } catch {
-    return undefined
-  }
-}
-
 /** A metav1.Status failure, in words an operator can act on (RBAC above all). */
 function apiError(status: number, text: string, what: string) {
-  const s = (parse(text) ?? {}) as { reason?: string; message?: string }
-  const reason = s.reason ?? ''
-  const message = (s.message ?? text.slice(0, 200)).replace(/\s+/g, ' ')
+  const s = parseAnswer(text)
+  const reason = typeof s.reason === 'string' ? s.reason : ''
+  const message = (typeof s.message === 'string' ? s.message : text.slice(0, 200)).replace(/\s+/g, ' ')
   if (status === 403) {
     return Object.assign(
       codedError(

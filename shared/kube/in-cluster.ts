@@ -26,6 +26,41 @@ export async function readOptional(path: string): Promise<string | undefined> {
   }
 }
 
+/** What this project reads of an API server's answer: an object, or a metav1.Status. */
+export interface KubeAnswer {
+  kind?: unknown
+  reason?: unknown
+  message?: unknown
+  metadata?: { name?: unknown; uid?: unknown }
+  data?: unknown
+}
+
+/** The answer's JSON object, or {} for one that is none (a proxy's page, an empty body). */
+export function parseAnswer(text: string): KubeAnswer {
+  try {
+    const json = JSON.parse(text) as unknown
+    return json && typeof json === 'object' ? (json as KubeAnswer) : {}
+  } catch {
+    return {}
+  }
+}
+
+/**
+ * A 2xx is the API server's only if its answer is the object asked for (`kind`, named `name`):
+ * one from something else (a proxy's sign-in page, a catch-all ingress) stored and read nothing.
+ * Throws ERR_KUBE_API otherwise; the answer is quoted unless it is of that kind (a Secret's data
+ * is never quoted).
+ */
+export function expectObject(status: number, text: string, answer: KubeAnswer, kind: string, name: string) {
+  if (answer.kind === kind && answer.metadata?.name === name) return
+  const what =
+    answer.kind === kind ? `a ${kind} named ${JSON.stringify(answer.metadata?.name)}` : text.slice(0, 200)
+  throw codedError(
+    'ERR_KUBE_API',
+    `the answer ${status} is not the ${kind} "${name}" (not a Kubernetes API server?): ${what}`,
+  )
+}
+
 /** How long one request to the API server may take. */
 const REQUEST_TIMEOUT_MS = 10_000
 

@@ -1,6 +1,14 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { codedError } from '../../shared/errors.js'
-import { apiUrl, inClusterApi, kubeAgent, kubeRequest, readOptional } from '../../shared/kube/in-cluster.js'
+import {
+  apiUrl,
+  expectObject,
+  inClusterApi,
+  kubeAgent,
+  kubeRequest,
+  parseAnswer,
+  readOptional,
+} from '../../shared/kube/in-cluster.js'
 import { eachSliced } from '../../shared/slices.js'
 import type { Sink, SinkRecord } from './sink.js'
 
@@ -70,19 +78,9 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
       body: { type: 'application/json', text: body },
       ...(signal ? { signal } : {}),
     })
-    let answer: { kind?: unknown; reason?: unknown; message?: unknown; metadata?: { name?: unknown } } = {}
-    try {
-      answer = (JSON.parse(text) as typeof answer | null) ?? {}
-    } catch {}
-    // Created (or, dry run, would be) only if the answer is the object: a 2xx from something
-    // that is not the API server (a proxy's login page, a catch-all ingress) stored nothing.
-    if (status >= 200 && status < 300) {
-      if (answer.kind === opts.kind && answer.metadata?.name === name) return
-      throw codedError(
-        'ERR_KUBE_API',
-        `the answer ${status} is not the ${opts.kind} "${name}" (not a Kubernetes API server?): ${text.slice(0, 200)}`,
-      )
-    }
+    const answer = parseAnswer(text)
+    // Created (or, dry run, would be) only if the answer is the object.
+    if (status >= 200 && status < 300) return expectObject(status, text, answer, opts.kind, name)
     const reason = typeof answer.reason === 'string' ? answer.reason : ''
     // Bounded: it goes into the log line and the 503's detail.
     const message = (typeof answer.message === 'string' ? answer.message : text).slice(0, 500)
