@@ -379,6 +379,37 @@ describe('BACKUP', { concurrency: 6 }, () => {
     }
   })
 
+  test('MODE=init, BACKUP=write, an API server that answers late: the write in flight is abandoned at the init deadline, logged, exit 0', async (t) => {
+    const { api, env, close } = await doubles()
+    t.after(close)
+    api.latency(15_000)
+    // START_TIMEOUT 4s: the init's deadline is 8 s, less 2 s for its answer; a write may take 20 s.
+    const sc = startSidecar({
+      env: env({
+        MODE: 'init',
+        BACKUP: 'write',
+        CERT_SECRET: 'api-cert',
+        NAMESPACE: 'payments',
+        BACKUP_KUBE_API: api.url,
+        START_TIMEOUT: '4s',
+      }),
+    })
+    try {
+      assert.equal((await sc.exited).code, 0, JSON.stringify(sc.events('init.failed')))
+      const [done, ...moreDone] = sc.events('init.done')
+      const [failed, ...moreFailed] = sc.events('certificate.backup.failed')
+      assert.deepEqual([moreDone, moreFailed], [[], []])
+      assert.match(String(failed?.msg), /abandoned at the init deadline/)
+      assert.ok(sc.records.indexOf(done!) < sc.records.indexOf(failed!))
+      // Not tried again once abandoned: its retries ran into the supervisor's cut.
+      assert.deepEqual(sc.events('certificate.backup.retry'), [])
+      assert.deepEqual(sc.events('init.failed'), [])
+    } finally {
+      api.latency(0)
+      await stop(sc)
+    }
+  })
+
   test('a backup write still in flight at SIGTERM is abandoned at the shutdown deadline: logged, the stop clean, exit 0', async (t) => {
     const { api, env, close } = await doubles()
     t.after(close)

@@ -205,12 +205,16 @@ function transient(err: unknown): boolean {
  * RBAC said as such) and never fails the refresh. A write the API server could not take just then
  * (429, 5xx, no answer) is tried twice more, after 1 s and 4 s or its Retry-After (up to 10 s):
  * else the secret would stay stale until the next issue (a day by default), and a pod restarted
- * meanwhile with its provider down would have no backup. No new try once `stop` is aborted.
- * `settled()` waits for the writes in flight (until a deadline, if given).
+ * meanwhile with its provider down would have no backup. No new try once `stop` is aborted or
+ * the write abandoned.
+ * `settled()` waits for the writes in flight, until a deadline.
  */
 export function createBackupWriter(backup: SecretBackup, log: Logger, stop: AbortSignal) {
   let chain: Promise<void> = Promise.resolve()
   const abandon = new AbortController()
+  // Abandoned, a write is not tried again: the abort failed its request as a transport error, and
+  // its retries outlived the deadline that abandoned it.
+  const halt = AbortSignal.any([stop, abandon.signal])
   const attempt = async (id: BackupIdentity) => {
     for (let tries = 0; ; tries++) {
       try {
@@ -220,14 +224,14 @@ export function createBackupWriter(backup: SecretBackup, log: Logger, stop: Abor
         )
       } catch (err) {
         const wait = RETRY_MS[tries]
-        if (wait === undefined || !transient(err) || stop.aborted) throw err
+        if (wait === undefined || !transient(err) || halt.aborted) throw err
         const after = (err as { retryAfterMs?: number }).retryAfterMs
         const retryInMs = Math.min(after ?? wait, RETRY_AFTER_MAX_MS)
         log.warn(
           { event: 'certificate.backup.retry', secret: backup.secret, err, retryInMs },
           `the secret ${backup.secret} could not be written now; trying again in ${retryInMs}ms`,
         )
-        if (!(await pause(retryInMs, stop))) throw err
+        if (!(await pause(retryInMs, halt))) throw err
       }
     }
   }
@@ -248,7 +252,7 @@ export function createBackupWriter(backup: SecretBackup, log: Logger, stop: Abor
             `backed up the certificate to the secret ${backup.secret}`,
           )
         } catch (caught) {
-          // The client says only that it was aborted: the shutdown's deadline says why.
+          // The client says only that it was aborted: the deadline says why.
           const err = abandon.signal.aborted ? (abandon.signal.reason as Error) : caught
           log.error(
             { event: 'certificate.backup.failed', secret: backup.secret, err },
@@ -259,14 +263,14 @@ export function createBackupWriter(backup: SecretBackup, log: Logger, stop: Abor
     },
     /**
      * Resolves once the writes asked for are done, or at `deadline` (shared/clock.ts), the one in
-     * flight then abandoned (logged as failed): a write to a slow API server held the shutdown
-     * past the service's deadline, and its thread was terminated (exit 1).
+     * flight then abandoned at `what` (logged as failed): a write to a slow API server held the
+     * shutdown past the service's deadline, and its thread was terminated (exit 1), or an init
+     * done past its deadline (exit 1).
      */
-    async settled(deadline = Number.POSITIVE_INFINITY): Promise<void> {
-      if (!Number.isFinite(deadline)) return chain // MODE=init: the write is what it runs for
+    async settled(deadline: number, what: string): Promise<void> {
       const left = Math.max(0, deadline - monotonicMs())
       if (await Promise.race([chain.then(() => true), sleep(left, false, { ref: false })])) return
-      abandon.abort(codedError('ERR_BACKUP', 'abandoned at the shutdown deadline'))
+      abandon.abort(codedError('ERR_BACKUP', `abandoned at ${what}`))
       await chain
     },
   }

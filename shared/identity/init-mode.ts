@@ -171,7 +171,10 @@ export async function runInit(
     )
     return 1
   } finally {
-    await writer?.settled()
+    // A backup write is never what the init fails for: one still under way at the init's deadline
+    // (an API server slow or hung) is abandoned, logged as failed, before the supervisor's cut
+    // would have the init stuck (exit 1) with its credentials written.
+    await writer?.settled(ends, 'the init deadline')
     backup?.close()
     await rt?.close()
   }

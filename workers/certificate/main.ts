@@ -62,7 +62,7 @@ defineService({
     }
     if (backup) onStop(() => backup.close())
     const backupWriter = backup && createBackupWriter(backup, log, signal)
-    if (backupWriter) onStop(({ deadline }) => backupWriter.settled(deadline))
+    if (backupWriter) onStop(({ deadline }) => backupWriter.settled(deadline, 'the shutdown deadline'))
     /** The last instance identity this worker had issued (the role certificates may still have failed). */
     let issued: Identity | undefined
     const rt = await createCertRuntime(config, log, {
