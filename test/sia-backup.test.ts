@@ -480,6 +480,45 @@ describe('BACKUP', { concurrency: 6 }, () => {
     }
   })
 
+  test('BACKUP=read, nothing on disk, a ZTS blip at boot (no secret yet): the provider is retried on the boot schedule, ready', async (t) => {
+    const { zts, env, readBackup, close } = await doubles()
+    t.after(close)
+    zts.failNext('register', 503, 3) // the ZTS client's three tries of the first boot fetch
+    const sc = startSidecar({ env: env(readBackup) })
+    try {
+      await sc.waitForEvent('supervisor.ready', {}, 30_000)
+      const retry = await sc.waitForEvent('certificate.boot.retry')
+      const issued = await sc.waitForEvent('certificate.issued')
+      assert.ok(sc.records.indexOf(retry) < sc.records.indexOf(issued))
+      assert.deepEqual(sc.events('certificate.boot.failed'), [])
+      assert.deepEqual(sc.events('certificate.backup.read.failed'), [])
+    } finally {
+      zts.failNext('register', 503, 0)
+      await stop(sc)
+    }
+  })
+
+  test('BACKUP=read, nothing on disk, ZTS hanging, an API server 3 s slow: the provider is given half the start, the read the other half, ready from the backup', async (t) => {
+    const { zts, api, env, seedBackup, readBackup, close } = await doubles()
+    t.after(close)
+    const backup = await seedBackup()
+    zts.delay('register', 120_000)
+    api.latency(3_000)
+    // START_TIMEOUT 10s: the boot fetch ends by 8 s, the provider's tries by 4 s.
+    const sc = startSidecar({ env: env({ ...readBackup, START_TIMEOUT: '10s' }) })
+    try {
+      await sc.waitForEvent('supervisor.ready', {}, 30_000)
+      const failed = await sc.waitForEvent('certificate.boot.failed')
+      assert.equal((failed.err as { code?: string }).code, 'ERR_PROVIDER_TIMEOUT')
+      await sc.waitForEvent('certificate.backup.restored')
+      assert.equal(readFileSync(join(sc.dataDir, 'cert.pem'), 'utf8'), backup.certPem)
+    } finally {
+      zts.delay('register', 0)
+      api.latency(0)
+      await stop(sc)
+    }
+  })
+
   test('BACKUP=read with the provider down and no secret: the start fails, saying so (exit 1)', async (t) => {
     const { zts, api, env, close } = await doubles()
     t.after(close)

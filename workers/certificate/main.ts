@@ -1,4 +1,5 @@
 import { sweepLeftoversAtStart } from '../../shared/atomic-file.js'
+import { monotonicMs } from '../../shared/clock.js'
 import { defineService } from '../../shared/define-service.js'
 import { codedError } from '../../shared/errors.js'
 import { createIdentityPublisher } from '../../shared/identity/announce.js'
@@ -159,10 +160,10 @@ defineService({
     // to a minute, as at boot: a quarter of 0 had a provider that keeps failing asked every 1 ms.
     const maxBackoffMs =
       config.refreshInterval > 0 ? Math.max(1, Math.floor(config.refreshInterval / 4)) : MAX_IDLE_BACKOFF_MS
-    /** `refreshOnce` up to `tries` times, within `bootEnds`. */
-    const bootFetch = (tries: number) =>
+    /** `refreshOnce` up to `tries` times, within `ends`. */
+    const bootFetch = (tries: number, ends: number) =>
       retryAtBoot(refreshOnce, signal, {
-        ends: bootEnds,
+        ends,
         refreshInterval: config.refreshInterval,
         tries,
         // Once an instance identity was issued, what failed is its role certificates: retried in
@@ -223,10 +224,17 @@ defineService({
       // asked for, so `identity` may have changed by the time a role certificate fails.
       const onDisk = identity
       try {
-        // With an identity on disk or a backup to read, one try (the identity is kept, or the
-        // backup read, if that fails, and the provider retried in the background); with neither,
-        // tries on SIA's back-off schedule while the start has time.
-        await bootFetch(onDisk || backup?.canRead ? 1 : Number.POSITIVE_INFINITY)
+        // With an identity on disk, one try (the identity is kept if that fails, and the provider
+        // retried in the background); without, tries on SIA's back-off schedule while the start
+        // has time, or, with a backup to read, half of it: the other half is the read's (a call to
+        // the API server), as MODE=init leaves it the token service's start deadline. One try, as
+        // for an identity on disk, failed a start on a ZTS blip of a second when there was no
+        // secret yet, and a provider that hung left the read only the start's 2 s margin.
+        const now = monotonicMs()
+        await bootFetch(
+          onDisk ? 1 : Number.POSITIVE_INFINITY,
+          backup?.canRead && !onDisk ? now + (bootEnds - now) / 2 : bootEnds,
+        )
       } catch (err) {
         if (!onDisk && !issued && backup?.canRead && !signal.aborted) {
           // No certificate from the provider and none on disk: serve with the backup, if there is
