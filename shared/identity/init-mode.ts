@@ -1,4 +1,5 @@
 import { sweepLeftoversAtStart, writeFileAtomic } from '../atomic-file.js'
+import { monotonicMs } from '../clock.js'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
 import type { Logger } from '../logger.js'
@@ -32,8 +33,10 @@ export async function runInit(
     'init.leftovers.removed',
     0,
   )
-  // The init's deadline (supervisor/main.ts) less a margin: a provider that keeps failing is
-  // answered with its own error before the deadline cuts the init short.
+  // The init's deadline (supervisor/main.ts): a try under way has all of it (the cut aborts it),
+  // another starts only with time left for it. A backup write under way is abandoned before it
+  // (`ends`), for the init to answer within the cut's grace.
+  const cutAt = monotonicMs() + initBudgetMs(config)
   const ends = bootDeadline(initBudgetMs(config))
   const retry = <T>(
     step: Record<string, string>,
@@ -78,13 +81,14 @@ export async function runInit(
       sayIfAnotherPrincipal(config, identity, log)
       provider.useIdentity?.(identity)
       const { keyPem } = identity
-      await retry({ step: 'roles' }, (s) => refresher.refreshRoles(keyPem, s), ends, signal)
+      await retry({ step: 'roles' }, (s) => refresher.refreshRoles(keyPem, s), cutAt, signal)
     } else {
       if (onDisk) provider.useIdentity?.(onDisk)
       // With a backup to stand in, the provider's answer is awaited only until the certificate
       // service's boot fetch would give up: what is left of the deadline is the restore's. Once
       // it answered, what it issued is finished with all of it (nothing could stand in for it).
-      const asked = backup?.canRead && !onDisk ? bootDeadline(config.services.certificate.startTimeout) : ends
+      const asked =
+        backup?.canRead && !onDisk ? bootDeadline(config.services.certificate.startTimeout) : cutAt
       try {
         const id = await retry(
           { step: 'instance' },
@@ -93,7 +97,7 @@ export async function runInit(
           signal,
         )
         identity = id
-        await retry({ step: 'roles' }, (s) => refresher.refreshRoles(id.keyPem, s), ends, signal)
+        await retry({ step: 'roles' }, (s) => refresher.refreshRoles(id.keyPem, s), cutAt, signal)
       } catch (err) {
         // BACKUP=read: no certificate from the provider and none on disk, the backup stands in.
         const from = backup
@@ -142,7 +146,7 @@ export async function runInit(
                 type === 'roletoken'
                   ? (await source.roleToken({ ...req, minExpiry: expiry, maxExpiry: 0 }, s)).token
                   : (await source.accessToken({ ...req, expiry }, s)).access_token,
-              ends,
+              cutAt,
               fetching,
             )
             await writeFileAtomic(file, token, 0o600)
