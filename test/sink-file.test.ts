@@ -6,6 +6,7 @@ import {
   mkdtempSync,
   openSync,
   readFileSync,
+  renameSync,
   statSync,
   symlinkSync,
   writeFileSync,
@@ -118,6 +119,36 @@ test("a successor's sink leaves the file's end alone: it may be its predecessor'
   assert.deepEqual(
     lines(path).map((r) => r.alertname),
     ['Answered', 'InFlight'],
+  )
+})
+
+test('another file renamed over the sink file is repaired before the next append, by a gateway and by its successor: no line glued to a torn one', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-sink-'))
+  const path = join(dir, 'alerts.jsonl')
+  const lock = threadLock(new Int32Array(new SharedArrayBuffer(4)), 0)
+  const draining = await createFileSink(path, log, undefined, { lock })
+  const serving = await createFileSink(path, log, undefined, { repair: false, lock })
+  t.after(async () => {
+    await draining.close()
+    await serving.close()
+  })
+  const replace = (name: string) => {
+    const other = join(dir, 'other')
+    writeFileSync(other, `${JSON.stringify(record(`${name}Whole`))}\n{"alertname":"${name}Tor`)
+    renameSync(other, path)
+  }
+  await draining.write([record('Before')])
+  replace('Old')
+  await draining.write([record('AfterDraining')])
+  assert.deepEqual(
+    lines(path).map((r) => r.alertname),
+    ['OldWhole', 'AfterDraining'],
+  )
+  replace('Older')
+  await serving.write([record('AfterServing')])
+  assert.deepEqual(
+    lines(path).map((r) => r.alertname),
+    ['OlderWhole', 'AfterServing'],
   )
 })
 

@@ -66,9 +66,11 @@ const APPEND_DURABLY = constants.O_APPEND | constants.O_CREAT | constants.O_RDWR
  * the middle of an append) is cut back to the last newline and logged (`gateway.sink.repaired`);
  * a failed append (ENOSPC, EIO, a failed sync) is cut back to the size the file had before it, so
  * the next append starts on a clean line. Only a regular file is repaired (not /dev/stdout, a FIFO),
- * and not by a successor (`repair: false`): while its predecessor drains, the file's end may be the
- * predecessor's append still being copied in, whose lines were answered 2xx; a torn line a crash
- * left was cut back when that predecessor opened the file.
+ * and not by a successor (`repair: false`) at its start: while its predecessor drains, the file's
+ * end may be the predecessor's append still being copied in, whose lines were answered 2xx; a torn
+ * line a crash left was cut back when that predecessor opened the file. A file opened later (the
+ * path could not be opened at start, or another file is there now) is repaired by either: that
+ * open is made in an append or a probe, under the lock, so no append of the other's is under way.
  */
 export async function createFileSink(
   path: string,
@@ -81,9 +83,7 @@ export async function createFileSink(
   /** Set when a failed append could not be cut back: cut it before anything else is appended. */
   let cutTo: number | undefined
   let checkAt = 0
-  /** The first open repairs (unless a successor's), whenever it succeeds: at start, or later. */
-  let repairOwed = repair
-  const openFile = async (): Promise<OpenFile> => {
+  const openFile = async (repairNow: boolean): Promise<OpenFile> => {
     await ensureDir(dirname(path))
     const fd = await open(path, APPEND_DURABLY, 0o640)
     try {
@@ -92,8 +92,7 @@ export async function createFileSink(
       // O_DSYNC makes the file's data durable, not its name: a file just created, and the alerts
       // answered 2xx in it, would be lost with its name in a power cut.
       if (regular) await syncDir(dirname(path))
-      if (regular && repairOwed) await repairTail(fd, path, log)
-      repairOwed = false
+      if (regular && repairNow) await repairTail(fd, path, log)
       checkAt = monotonicMs() + PATH_CHECK_MS
       return { fd, regular, dev: st.dev, ino: st.ino }
     } catch (err) {
@@ -122,18 +121,20 @@ export async function createFileSink(
       if (cutTo !== undefined) await ftruncate(old.fd, cutTo).catch(() => {})
       cutTo = undefined
       await close(old.fd).catch(() => {})
-      file = await openFile()
+      // Another file renamed over ours may end in a line its writer left torn: appended to as it
+      // is, our first line was glued to it.
+      file = await openFile(true)
       log.warn(
         { event: 'gateway.sink.reopened', path },
         `${path} was moved or deleted: appending to a new file there`,
       )
       return file
     }
-    file = await openFile()
+    file = await openFile(true)
     return file
   }
   try {
-    file = await openFile()
+    file = await openFile(repair)
   } catch (err) {
     // Not the start's failure: the gateway starts not ready and probes the path every second
     // (a crash-restarted gateway whose path broke meanwhile failed every start: a crash loop
