@@ -119,6 +119,34 @@ describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
       assert.equal(metric(metrics, 'gateway_sink_errors_total', { sink: 'kubernetes' }), 1)
     })
 
+    test('an alert whose object is being deleted (409 AlreadyExists "object is being deleted"): 503 and the gateway stays ready; the retry after the deletion stores it', async () => {
+      const episodes = sc.events('gateway.not-ready').length
+      const held = alert('KubeDeleting', { fingerprint: 'kube-deleting' })
+      const name = resourceName({
+        fingerprint: 'kube-deleting',
+        status: 'firing',
+        startsAt: held.startsAt,
+      } as SinkRecord)
+      const id = `signals/monitoring/${name}`
+      // Created before (by another gateway, or this one past its dedup TTL), and a consumer is
+      // deleting it: a finalizer is pending.
+      api.objects.set(id, {
+        apiVersion: 'alerts.example.com/v1',
+        kind: 'Signal',
+        metadata: { name, namespace: 'monitoring', deletionTimestamp: new Date().toISOString() },
+      })
+      const batch = webhook([alert('BesideDeleting'), held])
+      const r = await post(base, batch)
+      assert.deepEqual([r.status, r.body.created], [503, 1], 'the other alert is stored')
+      assert.equal(api.requests.at(-1)?.status, 409)
+      assert.equal(sc.events('gateway.not-ready').length, episodes, 'the sink is not down')
+      assert.equal((await fetch(`${base}/ready`)).status, 200)
+      api.objects.delete(id) // the deletion ends
+      const retry = await post(base, batch)
+      assert.deepEqual([retry.status, retry.body.created, retry.body.duplicates], [201, 1, 1])
+      assert.equal(api.objects.get(id)?.metadata.deletionTimestamp, undefined, 'created anew')
+    })
+
     test('an alert the API server refuses for what it holds: logged whole, 201 for the rest, not retried for ever', async () => {
       const episodes = sc.events('gateway.not-ready').length
       api.refuseObjects((o) => (o.spec?.labels as Record<string, string> | undefined)?.poison !== undefined)

@@ -11,7 +11,14 @@ import { issueCertificate } from './issue-certificate.js'
 export interface KubeObject {
   apiVersion: string
   kind: string
-  metadata: { name: string; namespace: string; uid?: string; labels?: Record<string, string> }
+  metadata: {
+    name: string
+    namespace: string
+    uid?: string
+    labels?: Record<string, string>
+    /** Set: its deletion is under way (a finalizer pending); a create of its name is refused. */
+    deletionTimestamp?: string
+  }
   spec?: Record<string, unknown>
 }
 
@@ -96,7 +103,8 @@ const DNS1123 = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)
 /**
  * A Kubernetes API server double over HTTPS: the custom-resource REST paths
  * (POST/GET /apis/{group}/{version}/namespaces/{ns}/{plural}), bearer auth, and metav1.Status
- * errors (401, 404, 409 AlreadyExists, 422 Invalid) as the real one answers them.
+ * errors (401, 404, 409 AlreadyExists, also for an object being deleted, 422 Invalid) as the real
+ * one answers them.
  */
 export async function startKubeApi(opts: {
   token: string
@@ -318,7 +326,16 @@ export async function startKubeApi(opts: {
       )
     }
     const id = `${plural}/${namespace}/${name}`
-    if (objects.has(id)) return failure(409, 'AlreadyExists', `${plural}.${group} "${name}" already exists`)
+    const existing = objects.get(id)
+    if (existing) {
+      // As the generic registry's Create says it of an object with a deletionTimestamp.
+      const exists = `${plural}.${group} "${name}" already exists`
+      return failure(
+        409,
+        'AlreadyExists',
+        existing.metadata.deletionTimestamp ? `object is being deleted: ${exists}` : exists,
+      )
+    }
     const stored: KubeObject = {
       ...obj,
       metadata: { ...obj.metadata, namespace: namespace!, uid: `uid-${++uid}` },

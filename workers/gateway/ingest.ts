@@ -11,7 +11,7 @@ import { type DedupEntry, type DedupResult, type DedupStore, KEY_REFUSED } from 
 import { fingerprintOf } from './fingerprint.js'
 import type { GatewayMetrics } from './metrics.js'
 import type { Alert, Webhook } from './payload.js'
-import { isSinkRefusal, type Sink, type SinkRecord, toSinkRecord } from './sink.js'
+import { isSinkDeferral, isSinkRefusal, type Sink, type SinkRecord, toSinkRecord } from './sink.js'
 
 /** DESIGN.md §3: inside the gateway, after deduplication and before the sink write of a batch. */
 export const BEFORE_SINK = 'gateway.before-sink'
@@ -179,10 +179,10 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         return sinkTookIt(fresh, owner)
       }
       // A sink that stored some of the batch before its deadline ran out is slow, not down:
-      // readiness is not taken away. One that failed (Redis out of memory after a few dozen
-      // records, a disk full) is down, whatever it took first.
+      // readiness is not taken away, nor by a write it deferred. One that failed (Redis out of
+      // memory after a few dozen records, a disk full) is down, whatever it took first.
       const slow = stored !== undefined && (err as { code?: string }).code === 'ERR_SINK_TIMEOUT'
-      opts.onSinkWrite?.(slow)
+      opts.onSinkWrite?.(slow || isSinkDeferral(err))
       metrics.sinkErrors.inc({ sink: sink.name })
       if (sinkFailures++ === 0) {
         const { message, code } = err as NodeJS.ErrnoException

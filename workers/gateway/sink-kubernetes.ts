@@ -15,6 +15,8 @@ import type { Sink, SinkRecord } from './sink.js'
 const SERVICE_ACCOUNT_NAMESPACE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace'
 /** Creates in flight per batch; the agent's connections are bounded by the same number. */
 const CREATES_AT_ONCE = 16
+/** How kube-apiserver's generic registry begins an AlreadyExists for an object being deleted. */
+const BEING_DELETED = 'object is being deleted: '
 
 export interface KubeSinkOptions {
   /** API server base URL; empty: in-cluster (KUBERNETES_SERVICE_HOST/PORT). */
@@ -33,7 +35,8 @@ export interface KubeSinkOptions {
 /**
  * One custom resource per new alert, created with POST on the API server's REST path. The name is
  * derived from the fingerprint, status and start, so AlertManager's retry after a failed request
- * finds its own resource: 409 AlreadyExists counts as success.
+ * finds its own resource: 409 AlreadyExists counts as success, unless that resource is being
+ * deleted (then the write fails, and the retry after the deletion creates it again).
  */
 export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink> {
   const api = opts.api || inClusterApi()
@@ -84,8 +87,12 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
     const reason = typeof answer.reason === 'string' ? answer.reason : ''
     // Bounded: it goes into the log line and the 503's detail.
     const message = (typeof answer.message === 'string' ? answer.message : text).slice(0, 500)
-    if (status === 409 && reason === 'AlreadyExists') return
+    const exists = status === 409 && reason === 'AlreadyExists'
+    if (exists && !message.startsWith(BEING_DELETED)) return
     const err = codedError('ERR_KUBE_API', `API server answered ${status} ${reason}: ${message}`)
+    // An object whose deletion is under way (a finalizer pending) will be gone, and the alert
+    // with it; its name is free once the deletion ends: a retry then creates it.
+    if (exists) throw Object.assign(err, { deferred: true })
     // Perhaps the object itself: bad, too large, against the resource's schema, or denied by an
     // admission webhook (403, as RBAC's: a dry run of an ordinary alert tells them apart), as
     // opposed to the credentials, the server, or the resource type, which fail every object alike.
@@ -100,6 +107,7 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
       let created = 0
       let failed: { err: unknown } | undefined
       const invalid: { index: number; reason: string }[] = []
+      let deferred: { reason: string; count: number } | undefined
       // Once a create failed for a reason that is not its object (429, 5xx, a reset), no more are
       // started: the rest would meet the same server (one batch of hundreds against an API server
       // that throttles). Those in flight finish, and what they create is kept.
@@ -113,9 +121,12 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
             created++
             stored?.(index)
           } catch (err) {
-            if ((err as { invalid?: boolean }).invalid)
-              invalid.push({ index, reason: (err as Error).message })
-            else {
+            const tags = err as { invalid?: boolean; deferred?: boolean }
+            if (tags.invalid) invalid.push({ index, reason: (err as Error).message })
+            else if (tags.deferred) {
+              deferred ??= { reason: (err as Error).message, count: 0 }
+              deferred.count++
+            } else {
               failed ??= { err }
               halt.abort()
             }
@@ -124,8 +135,15 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
         signal ? AbortSignal.any([signal, halt.signal]) : halt.signal,
       )
       if (failed) throw failed.err
-      if (created + invalid.length < records.length) {
+      if (created + invalid.length + (deferred?.count ?? 0) < records.length) {
         throw signal?.reason ?? new Error('not every record was created')
+      }
+      // Before the refused are told apart: the retry meets them again.
+      if (deferred) {
+        throw codedError(
+          'ERR_SINK_DEFERRED',
+          `${deferred.count} alert(s) name an object being deleted: ${deferred.reason}`,
+        )
       }
       if (invalid.length === 0) return
       // One alert refused for what it holds must not hold back every later webhook of its

@@ -31,11 +31,25 @@ export function isSinkRefusal(err: unknown): err is SinkRefusal {
   return (err as { code?: unknown } | undefined)?.code === 'ERR_SINK_REFUSED'
 }
 
+/**
+ * A write in which some records could not be stored yet for the state of what is already there
+ * (an API server still deleting the object of the same name), while the sink works and took the
+ * others: the write failed (503: a retry stores them), and the sink is not down.
+ */
+export interface SinkDeferral extends Error {
+  code: 'ERR_SINK_DEFERRED'
+}
+
+export function isSinkDeferral(err: unknown): err is SinkDeferral {
+  return (err as { code?: unknown } | undefined)?.code === 'ERR_SINK_DEFERRED'
+}
+
 export interface Sink {
   readonly name: 'file' | 'redis-stream' | 'kubernetes'
   /**
    * Resolves once every record is durably handed over; rejects if any was not (with a
-   * `SinkRefusal` when the only ones not stored can never be). When `signal` aborts, a write not
+   * `SinkRefusal` when the only ones not stored can never be, a `SinkDeferral` when they can only
+   * later). When `signal` aborts, a write not
    * yet begun is dropped and rejects with its reason; one already handed to the disk or the
    * network may still complete. A sink that stores records one by one calls `stored` with the
    * index of each as it is, so that a write that fails (or is cut at its deadline) half-way still
