@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test'
 import type { SinkRecord } from '../workers/gateway/sink.js'
 import { resourceName } from '../workers/gateway/sink-kubernetes.js'
 import { type KubeApiDouble, startKubeApi } from './doubles/kube-api.js'
+import { eventually } from './support/eventually.js'
 import { alert, FIXTURE, gatewayEnv, metric, post, webhook } from './support/gateway.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
 
@@ -206,6 +207,44 @@ describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
         // failed sink, 503, retried.
         api.refuseObjects(() => true, 'admission')
         assert.equal((await post(base, webhook([alert('AllDenied')]))).status, 503)
+      } finally {
+        api.refuseObjects(() => false)
+      }
+    })
+
+    test('an API server that refuses every object (422, or 403 as RBAC): a few creates a batch and one dry run, not a create per alert; one bad object among many leaves the rest stored', async () => {
+      const batchOf = (n: number, name: string, bad?: number) =>
+        webhook(
+          Array.from({ length: n }, (_, i) =>
+            alert(`${name}${i}`, { fingerprint: `${name}-${i}`, labels: i === bad ? { poison: 'x' } : {} }),
+          ),
+        )
+      const since = (at: number) => ({
+        creates: api.requests.slice(at).filter((q) => !q.dryRun).length,
+        dryRuns: api.requests.slice(at).filter((q) => q.dryRun).length,
+      })
+      // Ready first: the probes (dry runs) of a sink left down by a test before would count here.
+      await eventually(async () => ((await fetch(`${base}/ready`)).status === 200 ? true : undefined))
+      try {
+        for (const by of ['schema', 'admission'] as const) {
+          const recoveries = sc.events('gateway.ready-again').length
+          api.refuseObjects(() => true, by)
+          const at = api.requests.length
+          assert.equal((await post(base, batchOf(200, `Refused-${by}`))).status, 503)
+          const { creates, dryRuns } = since(at)
+          assert.ok(
+            creates <= 16,
+            `${creates} creates for 200 alerts refused by ${by} (16 at most: those in flight)`,
+          )
+          assert.equal(dryRuns, 1)
+          api.refuseObjects(() => false)
+          await sc.waitForCount('gateway.ready-again', recoveries + 1)
+        }
+        api.refuseObjects((o) => (o.spec?.labels as Record<string, string> | undefined)?.poison !== undefined)
+        const at = api.requests.length
+        const r = await post(base, batchOf(100, 'OneBad', 3))
+        assert.deepEqual([r.status, r.body.created, r.body.rejected], [201, 99, 1])
+        assert.deepEqual(since(at), { creates: 100, dryRuns: 1 })
       } finally {
         api.refuseObjects(() => false)
       }

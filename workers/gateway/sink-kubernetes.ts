@@ -112,18 +112,42 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
       // started: the rest would meet the same server (one batch of hundreds against an API server
       // that throttles). Those in flight finish, and what they create is kept.
       const halt = new AbortController()
+      // One alert refused for what it holds must not hold back every later webhook of its
+      // group (AlertManager retries a 503 for ever): refused for good only if a record like any
+      // other passes a dry run. If not, the sink refuses everything (RBAC, a wrong resource type
+      // or schema): a failure, as any other, and no more creates are started. So the first
+      // refusal of a batch runs that dry run, and creates not yet started wait for it: they were
+      // one per alert, hundreds a batch at every retry, all refused.
+      let ordinary: Promise<Error | undefined> | undefined
       await eachSliced(
         records.map((r, index) => ({ r, index })),
         CREATES_AT_ONCE,
         async ({ r, index }) => {
+          if (ordinary) await ordinary
+          if (halt.signal.aborted) return
           try {
             await create(r, url, signal)
             created++
             stored?.(index)
           } catch (err) {
             const tags = err as { invalid?: boolean; deferred?: boolean }
-            if (tags.invalid) invalid.push({ index, reason: (err as Error).message })
-            else if (tags.deferred) {
+            if (tags.invalid) {
+              const reason = (err as Error).message
+              invalid.push({ index, reason })
+              ordinary ??= create(probeRecord(), dryRun, signal).then(
+                () => undefined,
+                (e: unknown) => e as Error,
+              )
+              const refusesAll = await ordinary
+              if (!refusesAll) return
+              failed ??= {
+                err: codedError(
+                  'ERR_KUBE_API',
+                  `${reason}; a dry run of an ordinary alert failed too: ${refusesAll.message}`,
+                ),
+              }
+              halt.abort()
+            } else if (tags.deferred) {
               deferred ??= { reason: (err as Error).message, count: 0 }
               deferred.count++
             } else {
@@ -146,18 +170,6 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
         )
       }
       if (invalid.length === 0) return
-      // One alert refused for what it holds must not hold back every later webhook of its
-      // group (AlertManager retries a 503 for ever): refused for good only if a record like any
-      // other passes a dry run now. If not, the sink refuses everything (a wrong resource type or
-      // schema): a failure, as any other.
-      try {
-        await create(probeRecord(), dryRun, signal)
-      } catch (err) {
-        throw codedError(
-          'ERR_KUBE_API',
-          `${invalid[0]!.reason}; a dry run of an ordinary alert failed too: ${(err as Error).message}`,
-        )
-      }
       throw Object.assign(
         codedError(
           'ERR_SINK_REFUSED',
