@@ -45,3 +45,20 @@ test('an answer larger than any object is not read to its end', async () => {
     api.drip(0)
   }
 })
+
+test("the deadline of a request starts once it has its connection: the time it queued in its agent (all the agent's connections busy) is not the API server's", async (t) => {
+  const one = new Agent({ ca: api.caPem, keepAlive: true, maxSockets: 1 })
+  t.after(() => one.destroy())
+  api.latency(600)
+  try {
+    // The second waits for the first's answer (600 ms) before it is sent, then takes 600 ms of
+    // its 1000: counted from the call, it timed out with a healthy API server.
+    const [first, second] = await Promise.all([
+      kubeRequest(secret(), { method: 'GET', agent: one, token: 't' }, 5_000),
+      kubeRequest(secret(), { method: 'GET', agent: one, token: 't' }, 1_000),
+    ])
+    assert.deepEqual([first.status, second.status], [404, 404])
+  } finally {
+    api.latency(0)
+  }
+})

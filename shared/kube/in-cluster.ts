@@ -132,8 +132,11 @@ const MAX_ANSWER_BYTES = 4 << 20
 
 /**
  * One request to the API server, its answer read whole. Transport failures reject with
- * ERR_KUBE_API; no whole answer within `timeoutMs` (the socket's idle timeout alone never fires
- * for an answer that trickles in) with ERR_KUBE_TIMEOUT; any HTTP status resolves.
+ * ERR_KUBE_API; no whole answer within `timeoutMs` of the request getting its connection (the
+ * socket's idle timeout alone never fires for an answer that trickles in) with ERR_KUBE_TIMEOUT;
+ * any HTTP status resolves. The time a request waits in its agent's queue (an agent whose
+ * connections are bounded, all busy) is not the API server's: counted, a busy queue failed as a
+ * dead server; the caller bounds it with `signal`, and each request ahead is bounded.
  *
  * A kept-alive connection the server (or a load balancer on the way) closed while it sat idle in
  * the pool fails the request sent on it before any answer: sent again once, on a new connection,
@@ -145,15 +148,21 @@ export function kubeRequest(
   r: KubeRequest,
   timeoutMs = REQUEST_TIMEOUT_MS,
 ): Promise<{ status: number; text: string; retryAfterMs?: number }> {
-  const deadline = AbortSignal.timeout(timeoutMs)
-  return send(url, r, timeoutMs, deadline, true)
+  const timeout = new AbortController()
+  let timer: NodeJS.Timeout | undefined
+  const connected = () => {
+    timer ??= setTimeout(() => timeout.abort(), timeoutMs).unref()
+  }
+  return send(url, r, timeoutMs, { signal: timeout.signal, connected }, true).finally(() =>
+    clearTimeout(timer),
+  )
 }
 
 function send(
   url: URL,
   r: KubeRequest,
   timeoutMs: number,
-  deadline: AbortSignal,
+  deadline: { signal: AbortSignal; connected(): void },
   mayRepeat: boolean,
 ): Promise<{ status: number; text: string; retryAfterMs?: number }> {
   const timedOut = () => codedError('ERR_KUBE_TIMEOUT', 'the API server did not answer in time')
@@ -164,7 +173,7 @@ function send(
       {
         method: r.method,
         agent: r.agent,
-        signal: r.signal ? AbortSignal.any([r.signal, deadline]) : deadline,
+        signal: r.signal ? AbortSignal.any([r.signal, deadline.signal]) : deadline.signal,
         timeout: timeoutMs,
         headers: {
           accept: 'application/json',
@@ -201,18 +210,20 @@ function send(
         })
         res.on('error', (err) =>
           reject(
-            deadline.aborted && !r.signal?.aborted
+            deadline.signal.aborted && !r.signal?.aborted
               ? timedOut()
               : codedError('ERR_KUBE_API', `API server ${url.host}: ${err.message}`, err),
           ),
         )
       },
     )
+    // A repeat, sent on a new connection, keeps the first one's deadline.
+    req.once('socket', deadline.connected)
     req.on('timeout', () => req.destroy(timedOut()))
     req.on('error', (err) => {
       const code = (err as { code?: string }).code
       if (code === 'ERR_KUBE_TIMEOUT' || code === 'ERR_KUBE_API') return reject(err)
-      if (deadline.aborted && !r.signal?.aborted) return reject(timedOut())
+      if (deadline.signal.aborted && !r.signal?.aborted) return reject(timedOut())
       const closedIdle = code === 'ECONNRESET' || code === 'EPIPE'
       if (mayRepeat && closedIdle && req.reusedSocket && !answered && !r.signal?.aborted) {
         // The agent has let go of that connection; one it closed earlier is out of its pool too.
