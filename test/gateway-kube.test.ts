@@ -18,7 +18,32 @@ async function waitFor(ok: () => boolean, timeoutMs = 10_000): Promise<void> {
   }
 }
 
-// The shared sidecar's tests and the slow batch's own sidecar and API server: side by side.
+/** A sidecar whose gateway writes to `api`, an API server of its own (token `t`). */
+async function kubeGateway(api: KubeApiDouble, env: Record<string, string>): Promise<Sidecar> {
+  const dir = mkdtempSync(join(tmpdir(), 'sa-'))
+  writeFileSync(join(dir, 'token'), 't')
+  writeFileSync(join(dir, 'ca.crt'), api.caPem)
+  return startReady({
+    env: gatewayEnv({
+      GATEWAY_SINK: 'kubernetes',
+      GATEWAY_KUBE_API: api.url,
+      GATEWAY_KUBE_TOKEN_FILE: join(dir, 'token'),
+      GATEWAY_KUBE_CA_FILE: join(dir, 'ca.crt'),
+      GATEWAY_KUBE_NAMESPACE: 'monitoring',
+      ...env,
+    }),
+  })
+}
+
+/** `n` webhooks of 16 new alerts each. */
+const webhooks = (n: number, tag: string) =>
+  Array.from({ length: n }, (_, b) =>
+    webhook(
+      Array.from({ length: 16 }, (_, i) => alert(`${tag}${b}-${i}`, { fingerprint: `${tag}-${b}-${i}` })),
+    ),
+  )
+
+// The shared sidecar's tests and the slow batches' own sidecars and API servers: side by side.
 describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
   describe('gateway: kubernetes sink against an HTTPS API server', { concurrency: 1 }, () => {
     let api: KubeApiDouble
@@ -347,19 +372,7 @@ describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
 
   test('a batch slower than GATEWAY_SINK_TIMEOUT: what each try stored is kept, the retries write the rest, and the gateway stays ready', async () => {
     const api = await startKubeApi({ token: 't' })
-    const dir = mkdtempSync(join(tmpdir(), 'sa-'))
-    writeFileSync(join(dir, 'token'), 't')
-    writeFileSync(join(dir, 'ca.crt'), api.caPem)
-    const sc = await startReady({
-      env: gatewayEnv({
-        GATEWAY_SINK: 'kubernetes',
-        GATEWAY_KUBE_API: api.url,
-        GATEWAY_KUBE_TOKEN_FILE: join(dir, 'token'),
-        GATEWAY_KUBE_CA_FILE: join(dir, 'ca.crt'),
-        GATEWAY_KUBE_NAMESPACE: 'monitoring',
-        GATEWAY_SINK_TIMEOUT: '1s',
-      }),
-    })
+    const sc = await kubeGateway(api, { GATEWAY_SINK_TIMEOUT: '1s' })
     try {
       const base = await sc.url('gateway')
       // 400 creates, 16 at a time, 100 ms each: 2.5 s, where one try has 1 s.
@@ -387,6 +400,41 @@ describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
         'each alert created once, by one try',
       )
       await waitFor(() => api.objects.size === 400)
+    } finally {
+      assert.equal(await stop(sc), 0)
+      await api.close()
+    }
+  })
+
+  test('concurrent webhooks against a slow but healthy API server: those queued behind the others past GATEWAY_SINK_TIMEOUT are answered 503, the retries store them, and the gateway stays ready', async () => {
+    const api = await startKubeApi({ token: 't' })
+    const sc = await kubeGateway(api, { GATEWAY_SINK_TIMEOUT: '1s' })
+    try {
+      const base = await sc.url('gateway')
+      // 20 webhooks at once, 320 creates over the 16 connections, 200 ms each: 4 s, where each
+      // webhook has 1 s. Those queued behind the first few store nothing in theirs.
+      api.latency(200)
+      const batches = webhooks(20, 'queued')
+      const statuses: number[][] = []
+      for (let i = 0; i < 10 && !statuses.at(-1)?.every((s) => s < 300); i++) {
+        statuses.push((await Promise.all(batches.map((b) => post(base, b)))).map((r) => r.status))
+        if (i === 0) {
+          assert.ok(statuses[0]!.includes(503), `some queued past their deadline: ${statuses[0]}`)
+          // Logged after the readiness it changed, by the same thread: that is in the log by now.
+          await sc.waitForEvent('gateway.sink.failed')
+        }
+        assert.deepEqual(sc.events('gateway.not-ready'), [], 'a slow API server is not a failed one')
+      }
+      assert.ok(
+        statuses.at(-1)!.every((s) => s < 300),
+        JSON.stringify(statuses),
+      )
+      assert.equal(api.objects.size, 320)
+      assert.ok(
+        // A create answered as its webhook's deadline cut it: the retry finds it (409).
+        api.requests.every((q) => q.status === 201 || q.status === 409),
+        'every create the API server saw, it made',
+      )
     } finally {
       assert.equal(await stop(sc), 0)
       await api.close()

@@ -115,6 +115,8 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   let requests = 0
   // One log line per failure episode of the sink: the first failure, then the recovery.
   let sinkFailures = 0
+  /** Counts every write, or record of one, that the sink stored: what any batch got through. */
+  let sinkProgress = 0
 
   /** A store call that failed, as every request meets it while the store fails: said once a window. */
   const storeFailed = (event: string, err: unknown, msg: string) => {
@@ -151,6 +153,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
     let records: SinkRecord[] = []
     // Only a sink that stores records one by one reports them (sink.ts), and only then is a set made.
     let stored: Set<Item> | undefined
+    const progressBefore = sinkProgress
     try {
       await opts.failpoint(BEFORE_SINK)
       records = await mapSliced(toSink, (a) => toSinkRecord(a.alert, a.fingerprint, webhook, receivedAt))
@@ -160,6 +163,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
           sink.write(records, signal, (i) => {
             stored ??= new Set()
             stored.add(toSink[i]!)
+            sinkProgress++
           }),
         () =>
           codedError('ERR_SINK_TIMEOUT', `the sink did not take the batch within ${opts.sinkTimeoutMs}ms`),
@@ -178,10 +182,13 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
         metrics.rejected.inc(err.refused.length)
         return sinkTookIt(fresh, owner)
       }
-      // A sink that stored some of the batch before its deadline ran out is slow, not down:
-      // readiness is not taken away, nor by a write it deferred. One that failed (Redis out of
-      // memory after a few dozen records, a disk full) is down, whatever it took first.
-      const slow = stored !== undefined && (err as { code?: string }).code === 'ERR_SINK_TIMEOUT'
+      // A sink that stored some of the batch before its deadline ran out, or some of the other
+      // batches' meanwhile (this one queued behind them), is slow, not down: readiness is not
+      // taken away, nor by a write it deferred. One that failed (Redis out of memory after a few
+      // dozen records, a disk full) is down, whatever it took first.
+      const slow =
+        (err as { code?: string }).code === 'ERR_SINK_TIMEOUT' &&
+        (stored !== undefined || sinkProgress !== progressBefore)
       opts.onSinkWrite?.(slow || isSinkDeferral(err))
       metrics.sinkErrors.inc({ sink: sink.name })
       if (sinkFailures++ === 0) {
@@ -214,6 +221,7 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
   }
 
   const sinkTookIt = (fresh: readonly Item[], owner: string): true => {
+    sinkProgress++
     opts.onSinkWrite?.(true)
     if (sinkFailures > 0) {
       log.info(
