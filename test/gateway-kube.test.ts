@@ -447,4 +447,31 @@ describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
       await api.close()
     }
   })
+
+  test('the readiness probe of a sink marked down is not queued behind the creates in flight', async () => {
+    const api = await startKubeApi({ token: 't' })
+    const sc = await kubeGateway(api, { GATEWAY_SINK_TIMEOUT: '20s' })
+    try {
+      const base = await sc.url('gateway')
+      api.failNext(1, 500)
+      assert.equal((await post(base, webhook([alert('Failed')]))).status, 503)
+      await sc.waitForEvent('gateway.not-ready', { degraded: 'sink' })
+      // Then creates answered after 5 s (a slow etcd; a dry run stores nothing, answered at once):
+      // a webhook of 16 holds every connection. The probe, a dry run a second after the failure,
+      // queued behind its creates, waited for their answers.
+      const since = api.requests.length
+      api.latency(5_000, 'stores')
+      const held = post(base, webhooks(1, 'held')[0]!)
+      await sc.waitForEvent('gateway.ready-again', {}, 15_000)
+      assert.deepEqual(
+        api.requests.slice(since).filter((q) => !q.dryRun),
+        [],
+        'ready again before any create was answered',
+      )
+      assert.equal((await held).status, 201)
+    } finally {
+      assert.equal(await stop(sc), 0)
+      await api.close()
+    }
+  })
 })

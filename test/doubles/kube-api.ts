@@ -43,8 +43,11 @@ export interface KubeApiDouble {
    * (or a proxy) that trickles, which no idle timeout catches, or one that floods (0: off).
    */
   drip(ms: number, bytes?: number): void
-  /** Every request is answered `ms` later, as by an API server under load (0: at once). */
-  latency(ms: number): void
+  /**
+   * Every request is answered `ms` later, as by an API server under load (0: at once); or only
+   * those that store (not a dry run), as by one whose etcd is slow.
+   */
+  latency(ms: number, of?: 'all' | 'stores'): void
   /** The next request is answered 200 with half of the body its length announces, then the connection is cut. */
   cutNext(): void
   /** The next `n` requests are answered 200 with an HTML page, as by a proxy's sign-in page in front of the API server. */
@@ -346,6 +349,7 @@ export async function startKubeApi(opts: {
 
   let drip = { ms: 0, bytes: 1 }
   let latencyMs = 0
+  let latencyOf: 'all' | 'stores' = 'all'
   let cut = false
   const server: Server = createServer({ key: key.privateKeyPem, cert }, (req, res) => {
     if (cut) {
@@ -363,7 +367,8 @@ export async function startKubeApi(opts: {
       return
     }
     const serve = () => handle(req, res).catch(() => res.destroy())
-    if (latencyMs) setTimeout(serve, latencyMs)
+    const dryRun = new URL(req.url ?? '/', 'https://x').searchParams.get('dryRun') === 'All'
+    if (latencyMs && !(dryRun && latencyOf === 'stores')) setTimeout(serve, latencyMs)
     else serve()
   })
   let open = 0
@@ -388,8 +393,9 @@ export async function startKubeApi(opts: {
     drip(ms, bytes = 1) {
       drip = { ms, bytes }
     },
-    latency(ms) {
+    latency(ms, of = 'all') {
       latencyMs = ms
+      latencyOf = of
     },
     url: `https://127.0.0.1:${port}${opts.pathPrefix ?? ''}`,
     caPem: ca.certPem,

@@ -4,6 +4,7 @@ import {
   apiUrl,
   expectObject,
   inClusterApi,
+  type KubeAgent,
   kubeAgent,
   kubeRequest,
   parseAnswer,
@@ -44,8 +45,6 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
     throw codedError('ERR_CONFIG', 'GATEWAY_KUBE_API is empty and KUBERNETES_SERVICE_HOST is not set')
   }
   const namespace = opts.namespace || (await readOptional(SERVICE_ACCOUNT_NAMESPACE))?.trim() || 'default'
-  // Connections bounded across the batches in flight: more requests wait in the agent's queue.
-  const agents = kubeAgent(opts.caFile, { keepAlive: true, maxSockets: CREATES_AT_ONCE })
   const plural = opts.plural || `${opts.kind.toLowerCase()}s`
   const url = apiUrl(
     api,
@@ -54,14 +53,23 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
 
   // A server-side dry run goes through authentication, authorization, admission and the schema,
   // and stores nothing: what a create needs, checked without creating.
-  const dryRun = new URL(url)
-  dryRun.searchParams.set('dryRun', 'All')
+  const dryRunUrl = new URL(url)
+  dryRunUrl.searchParams.set('dryRun', 'All')
+  // Creates: connections bounded across the batches in flight, more wait in the agent's queue.
+  const creating: Via = {
+    url,
+    agents: kubeAgent(opts.caFile, { keepAlive: true, maxSockets: CREATES_AT_ONCE }),
+  }
+  // Dry runs on a connection of their own: the readiness probe of a sink marked down, queued
+  // behind the creates in flight, waited for their answers (seconds with a slow etcd; a dry run
+  // stores nothing) before it could tell that the server takes creates again.
+  const dryRun: Via = { url: dryRunUrl, agents: kubeAgent(opts.caFile, { keepAlive: true, maxSockets: 1 }) }
 
-  const create = async (r: SinkRecord, target = url, signal?: AbortSignal) => {
+  const create = async (r: SinkRecord, via = creating, signal?: AbortSignal) => {
     // Projected service-account tokens and the cluster's CA rotate: read the files on every write.
     const [token, agent] = await Promise.all([
       readOptional(opts.tokenFile).then((t) => t?.trim()),
-      agents.current(),
+      via.agents.current(),
     ])
     const name = resourceName(r)
     const body = JSON.stringify({
@@ -74,7 +82,7 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
       },
       spec: r,
     })
-    const { status, text } = await kubeRequest(target, {
+    const { status, text } = await kubeRequest(via.url, {
       method: 'POST',
       agent,
       token,
@@ -126,7 +134,7 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
           if (ordinary) await ordinary
           if (halt.signal.aborted) return
           try {
-            await create(r, url, signal)
+            await create(r, creating, signal)
             created++
             stored?.(index)
           } catch (err) {
@@ -181,9 +189,16 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
     /** A failed sink is ready again once the API server would accept a create (DESIGN.md §7). */
     probe: () => create(probeRecord(), dryRun),
     async close() {
-      agents.destroy()
+      creating.agents.destroy()
+      dryRun.agents.destroy()
     },
   }
+}
+
+/** Where a create goes: its URL, and the agents of its connections. */
+interface Via {
+  url: URL
+  agents: KubeAgent
 }
 
 /** A valid DNS-1123 name, stable for one fingerprint, status and start. */
