@@ -122,6 +122,8 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   let offered: Config | undefined
   /** Each thread's configuration. */
   const configOf = new WeakMap<WorkerHandle, Config>()
+  /** Threads spawned to replace one that serves: their failed start is settle-replace's. */
+  const successors = new WeakSet<WorkerHandle>()
   /** The worker the state machine follows. */
   let handle: WorkerHandle | undefined
   /** During a replacement: the worker that still serves while its successor starts. */
@@ -229,6 +231,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     const on = offered ?? config
     const h = deps.spawnWorker(service, successor, on)
     configOf.set(h, on)
+    if (successor) successors.add(h)
     handle = h
     // Its last word: the worker blocks until its port is held (bounded on its side too).
     h.rpc.handle('dying', async () => {
@@ -239,7 +242,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
       return null
     })
     void h.exited.then((exit) => {
-      if (h === handle && !successor) dropOfferOnFailedStart(h)
+      if (h === handle && !successors.has(h)) dropOfferOnFailedStart(h)
       if (h === handle) dispatch({ type: 'exit', exit })
       else if (h === predecessor) dispatch({ type: 'predecessor-exit', exit })
     })
@@ -435,7 +438,11 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         ctx.cancel({ cause: 'crash-loop', service })
         break
       case 'stuck':
-        if (h) deps.onStuck(h)
+        if (!h) break
+        deps.onStuck(h)
+        // A thread that cannot be ended never exits (its exit would have dropped it): the restart
+        // after it must not start on the same configuration.
+        if (!successors.has(h)) dropOfferOnFailedStart(h)
         break
       case 'spawn-successor':
         predecessor = h
