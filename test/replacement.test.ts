@@ -529,11 +529,14 @@ describe('worker replacement', { concurrency: 2 }, () => {
         [],
       )
       await sc.waitForEvent('worker.port.held', { service: 'gateway' })
-      // A connection made now is held, then answered by the successor.
-      assert.equal(await post('Held'), 201)
-      await sc.waitForEvent('worker.port.released', { service: 'gateway', handedOver: true })
+      // Once the blocked thread is gone (until then a connection may still be queued on its
+      // listener, and is reset with it: README, Worker replacement), one made is held, then
+      // answered by the successor.
       const crashed = await sc.waitForEvent('worker.crashed', { service: 'gateway' })
       assert.equal(crashed.reason, 'watchdog')
+      assert.deepEqual(sc.events('worker.port.released'), [], 'still held: the successor is not up')
+      assert.equal(await post('Held'), 201)
+      await sc.waitForEvent('worker.port.released', { service: 'gateway', handedOver: true })
       const replaced = await sc.waitForEvent('worker.replaced', { service: 'gateway' })
       assert.deepEqual([replaced.reason, replaced.overlapMs], ['restart', 0])
       assert.equal((await fetch(`http://127.0.0.1:${ports.health}/healthz`)).status, 200)
