@@ -480,6 +480,22 @@ describe('BACKUP', { concurrency: 6 }, () => {
     }
   })
 
+  test('BACKUP=read, nothing on disk, no secret yet, ZTS slow (6 s of a 10 s start): the provider has the whole boot, ready with what it issued', async (t) => {
+    const { zts, env, readBackup, close } = await doubles()
+    t.after(close)
+    zts.delay('register', 6_000)
+    const sc = startSidecar({ env: env({ ...readBackup, START_TIMEOUT: '10s' }) })
+    try {
+      await sc.waitForEvent('supervisor.ready', {}, 30_000)
+      await sc.waitForEvent('certificate.issued')
+      assert.deepEqual(sc.events('certificate.boot.failed'), [])
+      assert.deepEqual(sc.events('certificate.backup.read.failed'), [])
+    } finally {
+      zts.delay('register', 0)
+      await stop(sc)
+    }
+  })
+
   test('BACKUP=read, nothing on disk, a ZTS blip at boot (no secret yet): the provider is retried on the boot schedule, ready', async (t) => {
     const { zts, env, readBackup, close } = await doubles()
     t.after(close)
@@ -498,13 +514,13 @@ describe('BACKUP', { concurrency: 6 }, () => {
     }
   })
 
-  test('BACKUP=read, nothing on disk, ZTS hanging, an API server 3 s slow: the provider is given half the start, the read the other half, ready from the backup', async (t) => {
+  test('BACKUP=read, nothing on disk, ZTS hanging, an API server 3 s slow: the backup is read while the provider is asked, ready from it when the provider gives up', async (t) => {
     const { zts, api, env, seedBackup, readBackup, close } = await doubles()
     t.after(close)
     const backup = await seedBackup()
     zts.delay('register', 120_000)
     api.latency(3_000)
-    // START_TIMEOUT 10s: the boot fetch ends by 8 s, the provider's tries by 4 s.
+    // START_TIMEOUT 10s: the boot fetch, the provider's tries with it, ends by 8 s.
     const sc = startSidecar({ env: env({ ...readBackup, START_TIMEOUT: '10s' }) })
     try {
       await sc.waitForEvent('supervisor.ready', {}, 30_000)
@@ -525,6 +541,8 @@ describe('BACKUP', { concurrency: 6 }, () => {
     zts.failNext('register', 503, 1_000_000)
     const sc = startSidecar({
       env: env({
+        // The provider is asked for the whole boot, the backup read beside it.
+        START_TIMEOUT: '6s',
         BACKUP: 'read',
         CERT_SECRET: 'no-such-secret',
         NAMESPACE: 'payments',
@@ -551,6 +569,8 @@ describe('BACKUP', { concurrency: 6 }, () => {
     writeFileSync(blocker, '')
     const sc = startSidecar({
       env: env({
+        // The provider is asked for the whole boot, the backup read beside it.
+        START_TIMEOUT: '6s',
         ...readBackup,
         KEY_FILE: join(blocker, 'key.pem'),
       }),
@@ -574,7 +594,14 @@ describe('BACKUP', { concurrency: 6 }, () => {
     zts.failNext('register', 503, 1_000_000)
     api.deny('get', 'secrets')
     const sc = startSidecar({
-      env: env({ BACKUP: 'read', CERT_SECRET: 'api-cert', NAMESPACE: 'payments', BACKUP_KUBE_API: api.url }),
+      env: env({
+        // The provider is asked for the whole boot, the backup read beside it.
+        START_TIMEOUT: '6s',
+        BACKUP: 'read',
+        CERT_SECRET: 'api-cert',
+        NAMESPACE: 'payments',
+        BACKUP_KUBE_API: api.url,
+      }),
     })
     try {
       const failed = await sc.waitForEvent('certificate.backup.read.failed')

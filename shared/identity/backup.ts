@@ -285,6 +285,17 @@ export async function restoreIdentity(
   backup: SecretBackup,
   signal: AbortSignal,
 ): Promise<{ identity: Identity; notAfter: string }> {
+  const found = await readBackupIdentity(config, backup, signal)
+  await storeRestored(config, backup, found.identity)
+  return found
+}
+
+/** The identity the backup holds, checked (this principal's, valid, its key's), not yet written. */
+export async function readBackupIdentity(
+  config: Config,
+  backup: SecretBackup,
+  signal: AbortSignal,
+): Promise<{ identity: Identity; notAfter: string }> {
   const saved = await backup.read(signal)
   if (!saved) throw codedError('ERR_BACKUP', `there is no secret ${backup.secret}`)
   const principal = `${config.athenzDomain}.${config.serviceAccount}`
@@ -298,7 +309,11 @@ export async function restoreIdentity(
     )
   }
   const caPem = await readFile(config.caCertFile, 'utf8').catch(() => '')
-  const identity = { keyPem: saved.keyPem, certPem: saved.certPem, caPem }
+  return { identity: { keyPem: saved.keyPem, certPem: saved.certPem, caPem }, notAfter }
+}
+
+/** Writes a backup's identity to the files, a failure named as the disk's. */
+export async function storeRestored(config: Config, backup: SecretBackup, identity: Identity): Promise<void> {
   // The disk's failure, named as such: said as the secret's, a full disk read as a bad backup.
   await storeIdentity(config, identity).catch((err: NodeJS.ErrnoException) => {
     throw codedError(
@@ -307,7 +322,6 @@ export async function restoreIdentity(
       err,
     )
   })
-  return { identity, notAfter }
 }
 
 function decode(b64: string | undefined): string {

@@ -1,10 +1,14 @@
 import { sweepLeftoversAtStart } from '../../shared/atomic-file.js'
-import { monotonicMs } from '../../shared/clock.js'
 import { defineService } from '../../shared/define-service.js'
 import { codedError } from '../../shared/errors.js'
 import { createIdentityPublisher } from '../../shared/identity/announce.js'
 import { backoffDelay, capToEnd, pause, retryAtBoot } from '../../shared/identity/backoff.js'
-import { createBackupWriter, createSecretBackup, restoreIdentity } from '../../shared/identity/backup.js'
+import {
+  createBackupWriter,
+  createSecretBackup,
+  readBackupIdentity,
+  storeRestored,
+} from '../../shared/identity/backup.js'
 import {
   commonNameOf,
   completeOutputs,
@@ -24,7 +28,7 @@ import { providerKind } from '../../shared/identity/provider.js'
 import { createCertRuntime } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
 import { watchFiles } from '../../shared/identity/watch.js'
-import { bootDeadline } from '../../shared/start-deadline.js'
+import { bootDeadline, untilDeadline } from '../../shared/start-deadline.js'
 import { aborted } from '../../shared/timer-task.js'
 import { createWatchedSlot } from '../../shared/watched-slot.js'
 import { registerBuildInfo } from './build-info.js'
@@ -136,14 +140,15 @@ defineService({
     let rolesOwed: string | undefined
     /** One refresh: the whole identity, or only the role certs of someone else's identity. */
     const refreshOnce = (signal: AbortSignal) => slot.run(refreshWork, signal)
-    const refreshWork = async (s: AbortSignal) => {
+    /** `ask` bounds the provider's answer only; what follows it (the CA bundle, the files) has `s`. */
+    const refreshWork = async (s: AbortSignal, ask = s) => {
       if (rt.kind !== 'files') {
         const owed =
           rolesOwed !== undefined &&
           identity?.keyPem === rolesOwed &&
           Date.now() < refreshDueAt(identity.certPem, config.refreshInterval || Number.POSITIVE_INFINITY)
         if (!owed) {
-          const issuedNow = await rt.refresher.refreshInstance(s)
+          const issuedNow = await rt.refresher.refreshInstance(s, ask)
           adopt(issuedNow)
           rolesOwed = issuedNow.keyPem
         }
@@ -162,7 +167,8 @@ defineService({
       config.refreshInterval > 0 ? Math.max(1, Math.floor(config.refreshInterval / 4)) : MAX_IDLE_BACKOFF_MS
     /** `refreshOnce` up to `tries` times, within `ends`. */
     const bootFetch = (tries: number, ends: number) =>
-      retryAtBoot(refreshOnce, signal, {
+      // The provider's answer by `ends`; an identity it issued by then is finished within the boot.
+      retryAtBoot((ask) => slot.run((s) => refreshWork(s, ask), untilDeadline(signal, bootEnds)), signal, {
         ends,
         refreshInterval: config.refreshInterval,
         tries,
@@ -223,20 +229,30 @@ defineService({
       // What was on disk: a new instance identity is adopted before its role certificates are
       // asked for, so `identity` may have changed by the time a role certificate fails.
       const onDisk = identity
+      // Nothing on disk and a backup that may stand in: it is read while the provider is asked,
+      // so the provider has the whole boot either way (given half of it, a slow one failed a
+      // first deployment's start with no secret to read; given one try, a blip did), and the
+      // backup is in hand when it gives up (read after, a slow API server had 2 s).
+      const issuedFirst = new AbortController()
+      const standIn =
+        backup?.canRead && !onDisk
+          ? readBackupIdentity(
+              config,
+              backup,
+              AbortSignal.any([untilDeadline(signal, bootEnds), issuedFirst.signal]),
+            ).then(
+              (found) => ({ found }),
+              (readErr: unknown) => ({ readErr }),
+            )
+          : undefined
       try {
         // With an identity on disk, one try (the identity is kept if that fails, and the provider
         // retried in the background); without, tries on SIA's back-off schedule while the start
-        // has time, or, with a backup to read, half of it: the other half is the read's (a call to
-        // the API server), as MODE=init leaves it the token service's start deadline. One try, as
-        // for an identity on disk, failed a start on a ZTS blip of a second when there was no
-        // secret yet, and a provider that hung left the read only the start's 2 s margin.
-        const now = monotonicMs()
-        await bootFetch(
-          onDisk ? 1 : Number.POSITIVE_INFINITY,
-          backup?.canRead && !onDisk ? now + (bootEnds - now) / 2 : bootEnds,
-        )
+        // has time.
+        await bootFetch(onDisk ? 1 : Number.POSITIVE_INFINITY, bootEnds)
+        issuedFirst.abort() // the backup's read is not needed
       } catch (err) {
-        if (!onDisk && !issued && backup?.canRead && !signal.aborted) {
+        if (backup && standIn && !issued && !signal.aborted) {
           // No certificate from the provider and none on disk: serve with the backup, if there is
           // one, and keep trying the provider with back-off.
           log.warn(
@@ -244,7 +260,10 @@ defineService({
             'the provider could not issue at start; reading the backup secret',
           )
           try {
-            const restored = await restoreIdentity(config, backup, signal)
+            const read = await standIn
+            if ('readErr' in read) throw read.readErr
+            const restored = read.found
+            await storeRestored(config, backup, restored.identity)
             adopt(restored.identity)
             retrying = true
             log.warn(
