@@ -107,7 +107,9 @@ async function init(config: Config, log: Logger, signals: SignalRouter): Promise
   })
   const outcome = await Promise.race([runInit(config, log, cut.signal), timedOut])
   clearTimeout(timer)
-  if (stoppedBy) stopped(stoppedBy)
+  // Stopped once the identity was fetched (init.done; a backup write still under way is given up,
+  // said so), the init did its work: 0, as it would have been a moment earlier.
+  if (stoppedBy && outcome !== 0) stopped(stoppedBy)
   if (outcome === 'timeout') log.error({ event: 'init.failed', budgetMs }, `no identity within ${budgetMs}ms`)
   const code = outcome === 'timeout' ? 1 : outcome
   log.info({ event: 'supervisor.exit', code, cause: 'init' }, `exiting with ${code}`)

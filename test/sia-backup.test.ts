@@ -410,6 +410,38 @@ describe('BACKUP', { concurrency: 6 }, () => {
     }
   })
 
+  test('MODE=init, BACKUP=write, SIGTERM after init.done with the write in flight: it is given up at once, said so, exit 0', async (t) => {
+    const { api, env, close } = await doubles()
+    t.after(close)
+    api.latency(15_000)
+    const sc = startSidecar({
+      env: env({
+        MODE: 'init',
+        BACKUP: 'write',
+        CERT_SECRET: 'api-cert',
+        NAMESPACE: 'payments',
+        BACKUP_KUBE_API: api.url,
+        START_TIMEOUT: '10s',
+      }),
+    })
+    try {
+      const done = await sc.waitForEvent('init.done', {}, 15_000)
+      sc.kill('SIGTERM')
+      assert.equal((await sc.exited).code, 0, JSON.stringify(sc.events('supervisor.exit')))
+      const [failed, ...more] = sc.events('certificate.backup.failed')
+      assert.deepEqual(more, [])
+      assert.match(String(failed?.msg), /abandoned at the stop/)
+      assert.ok(sc.records.indexOf(done) < sc.records.indexOf(failed!))
+      assert.deepEqual(
+        sc.events('supervisor.exit').map((r) => [r.code, r.cause]),
+        [[0, 'init']],
+      )
+    } finally {
+      api.latency(0)
+      await stop(sc)
+    }
+  })
+
   test('a backup write still in flight at SIGTERM is abandoned at the shutdown deadline: logged, the stop clean, exit 0', async (t) => {
     const { api, env, close } = await doubles()
     t.after(close)

@@ -267,10 +267,12 @@ export function createBackupWriter(backup: SecretBackup, log: Logger, stop: Abor
      * shutdown past the service's deadline, and its thread was terminated (exit 1), or an init
      * done past its deadline (exit 1).
      */
-    async settled(deadline: number, what: string): Promise<void> {
+    async settled(deadline: number, what: string, stopped?: AbortSignal): Promise<void> {
       const left = Math.max(0, deadline - monotonicMs())
-      if (await Promise.race([chain.then(() => true), sleep(left, false, { ref: false })])) return
-      abandon.abort(codedError('ERR_BACKUP', `abandoned at ${what}`))
+      const waited = sleep(left, false, { ref: false, ...(stopped ? { signal: stopped } : {}) })
+      // Told to stop (an init's SIGTERM) before the deadline: abandoned now, not at the deadline.
+      if (await Promise.race([chain.then(() => true), waited.catch(() => false)])) return
+      abandon.abort(codedError('ERR_BACKUP', `abandoned at ${stopped?.aborted ? 'the stop' : what}`))
       await chain
     },
   }

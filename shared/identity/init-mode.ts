@@ -178,7 +178,7 @@ export async function runInit(
     // A backup write is never what the init fails for: one still under way at the init's deadline
     // (an API server slow or hung) is abandoned, logged as failed, before the supervisor's cut
     // would have the init stuck (exit 1) with its credentials written.
-    await writer?.settled(ends, 'the init deadline')
+    await writer?.settled(ends, 'the init deadline', signal)
     backup?.close()
     await rt?.close()
   }
