@@ -4,7 +4,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { after, before, describe, it, test } from 'node:test'
+import { after, before, describe, it, type TestContext, test } from 'node:test'
 import { type CoreObject, type KubeApiDouble, startKubeApi } from './doubles/kube-api.js'
 import { providerEnv, startZtsDouble, type ZtsDouble } from './doubles/zts.js'
 import { CLI, type Sidecar, startReady, startSidecar, stop } from './support/sidecar.js'
@@ -379,21 +379,25 @@ describe('BACKUP', { concurrency: 6 }, () => {
     }
   })
 
-  test('MODE=init, BACKUP=write, an API server that answers late: the write in flight is abandoned at the init deadline, logged, exit 0', async (t) => {
+  /** MODE=init with BACKUP=write to an API server that answers 15 s late. */
+  async function initWritingLate(t: TestContext, startTimeout: string) {
     const { api, env, close } = await doubles()
     t.after(close)
     api.latency(15_000)
-    // START_TIMEOUT 4s: the init's deadline is 8 s, less 2 s for its answer; a write may take 20 s.
-    const sc = startSidecar({
-      env: env({
-        MODE: 'init',
-        BACKUP: 'write',
-        CERT_SECRET: 'api-cert',
-        NAMESPACE: 'payments',
-        BACKUP_KUBE_API: api.url,
-        START_TIMEOUT: '4s',
-      }),
+    const settings = env({
+      MODE: 'init',
+      BACKUP: 'write',
+      CERT_SECRET: 'api-cert',
+      NAMESPACE: 'payments',
+      BACKUP_KUBE_API: api.url,
+      START_TIMEOUT: startTimeout,
     })
+    return { sc: startSidecar({ env: settings }), api }
+  }
+
+  test('MODE=init, BACKUP=write, an API server that answers late: the write in flight is abandoned at the init deadline, logged, exit 0', async (t) => {
+    // START_TIMEOUT 4s: the init's deadline is 8 s, less 2 s for its answer; a write may take 20 s.
+    const { sc, api } = await initWritingLate(t, '4s')
     try {
       assert.equal((await sc.exited).code, 0, JSON.stringify(sc.events('init.failed')))
       const [done, ...moreDone] = sc.events('init.done')
@@ -411,19 +415,7 @@ describe('BACKUP', { concurrency: 6 }, () => {
   })
 
   test('MODE=init, BACKUP=write, SIGTERM after init.done with the write in flight: it is given up at once, said so, exit 0', async (t) => {
-    const { api, env, close } = await doubles()
-    t.after(close)
-    api.latency(15_000)
-    const sc = startSidecar({
-      env: env({
-        MODE: 'init',
-        BACKUP: 'write',
-        CERT_SECRET: 'api-cert',
-        NAMESPACE: 'payments',
-        BACKUP_KUBE_API: api.url,
-        START_TIMEOUT: '10s',
-      }),
-    })
+    const { sc, api } = await initWritingLate(t, '10s')
     try {
       const done = await sc.waitForEvent('init.done', {}, 15_000)
       sc.kill('SIGTERM')
