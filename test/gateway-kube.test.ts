@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import type { SinkRecord } from '../workers/gateway/sink.js'
 import { resourceName } from '../workers/gateway/sink-kubernetes.js'
-import { type KubeApiDouble, startKubeApi } from './doubles/kube-api.js'
+import { type KubeApiDouble, type KubeObject, startKubeApi } from './doubles/kube-api.js'
 import { eventually } from './support/eventually.js'
 import { alert, FIXTURE, gatewayEnv, metric, post, webhook } from './support/gateway.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
@@ -278,6 +278,47 @@ describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
         assert.deepEqual([r.status, r.body.created, r.body.rejected], [201, 99, 1])
         assert.deepEqual(since(at), { creates: 100, dryRuns: 1 })
       } finally {
+        api.refuseObjects(() => false)
+      }
+    })
+
+    test('an API server that refuses every object from after a dry run passed: 503, none committed as rejected, the retry stores them', async () => {
+      const poison = (o: KubeObject) =>
+        (o.spec?.labels as Record<string, string> | undefined)?.poison !== undefined
+      const batch = webhook(
+        Array.from({ length: 100 }, (_, i) =>
+          alert(`Stale${i}`, { fingerprint: `stale-${i}`, labels: i === 0 ? { poison: 'x' } : {} }),
+        ),
+      )
+      await eventually(async () => ((await fetch(`${base}/ready`)).status === 200 ? true : undefined))
+      const at = api.requests.length
+      const rejections = sc.events('gateway.sink.rejected').length
+      const recoveries = sc.events('gateway.ready-again').length
+      // The bad alert's refusal runs a dry run, which passes; from its answer on, the server
+      // refuses every object (a stricter schema rolled out). Creates take 100 ms: most of the
+      // batch's are sent after that answer.
+      const dryRunPassed = () => api.requests.slice(at).some((q) => q.dryRun && q.status === 201)
+      api.latency(100)
+      api.refuseObjects((o) => poison(o) || dryRunPassed())
+      try {
+        const r = await post(base, batch)
+        assert.equal(r.status, 503, JSON.stringify({ ...r.body, alerts: undefined }))
+        const stored = r.body.created as number
+        assert.equal(r.body.failed, 100 - stored, 'every alert not stored is retried, none rejected')
+        assert.equal(sc.events('gateway.sink.rejected').length, rejections, 'no alert logged as refused')
+        // The server takes them again (only the bad one refused): AlertManager's retry stores the rest.
+        api.latency(0)
+        api.refuseObjects(poison)
+        await sc.waitForCount('gateway.ready-again', recoveries + 1)
+        const retry = await post(base, batch)
+        assert.deepEqual(
+          [retry.status, retry.body.created, retry.body.duplicates, retry.body.rejected],
+          [201, 99 - stored, stored, 1],
+        )
+        const alertnames = [...api.objects.values()].map((o) => (o.spec as SinkRecord | undefined)?.alertname)
+        assert.equal(alertnames.filter((n) => n?.startsWith('Stale')).length, 99)
+      } finally {
+        api.latency(0)
         api.refuseObjects(() => false)
       }
     })

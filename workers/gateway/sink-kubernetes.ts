@@ -123,16 +123,39 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
       // One alert refused for what it holds must not hold back every later webhook of its
       // group (AlertManager retries a 503 for ever): refused for good only if a record like any
       // other passes a dry run. If not, the sink refuses everything (RBAC, a wrong resource type
-      // or schema): a failure, as any other, and no more creates are started. So the first
-      // refusal of a batch runs that dry run, and creates not yet started wait for it: they were
-      // one per alert, hundreds a batch at every retry, all refused.
-      let ordinary: Promise<Error | undefined> | undefined
+      // or schema): a failure, as any other, and no more creates are started. So a refusal runs
+      // that dry run, and creates not yet started wait for it: they were one per alert, hundreds
+      // a batch at every retry, all refused. Its answer speaks only for the creates started
+      // before it came: the server may refuse everything from then on (a stricter schema rolled
+      // out, an admission policy), and a later create's refusal, taken on the old answer, was
+      // committed as "rejected", the alert lost. Such a refusal runs a dry run of its own (about
+      // one per 16 creates when many alerts are bad: the lanes resume together after each).
+      let started = 0
+      let ordinary: DryRunAnswer | undefined
+      const ordinaryFor = (sent: number): Promise<Error | undefined> => {
+        if (!ordinary || sent >= ordinary.covers) {
+          const next: DryRunAnswer = {
+            covers: Number.POSITIVE_INFINITY,
+            refusal: create(probeRecord(), dryRun, signal).then(
+              () => undefined,
+              (e: unknown) => e as Error,
+            ),
+          }
+          // Before any waiter resumes: the creates they start are not covered.
+          void next.refusal.then(() => {
+            next.covers = started
+          })
+          ordinary = next
+        }
+        return ordinary.refusal
+      }
       await eachSliced(
         records.map((r, index) => ({ r, index })),
         CREATES_AT_ONCE,
         async ({ r, index }) => {
-          if (ordinary) await ordinary
+          if (ordinary) await ordinary.refusal
           if (halt.signal.aborted) return
+          const sent = started++
           try {
             await create(r, creating, signal)
             created++
@@ -142,11 +165,7 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
             if (tags.invalid) {
               const reason = (err as Error).message
               invalid.push({ index, reason })
-              ordinary ??= create(probeRecord(), dryRun, signal).then(
-                () => undefined,
-                (e: unknown) => e as Error,
-              )
-              const refusesAll = await ordinary
+              const refusesAll = await ordinaryFor(sent)
               if (!refusesAll) return
               failed ??= {
                 err: codedError(
@@ -193,6 +212,13 @@ export async function createKubernetesSink(opts: KubeSinkOptions): Promise<Sink>
       dryRun.agents.destroy()
     },
   }
+}
+
+/** A dry run of an ordinary alert: its refusal, if any, for the creates sent before it was answered. */
+interface DryRunAnswer {
+  /** How many of the batch's creates were started when it was answered (until then: all). */
+  covers: number
+  refusal: Promise<Error | undefined>
 }
 
 /** Where a create goes: its URL, and the agents of its connections. */
