@@ -489,6 +489,42 @@ describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
     }
   })
 
+  test('a batch that runs past GATEWAY_SINK_TIMEOUT after the API server broke leaves the gateway not ready', async () => {
+    const api = await startKubeApi({ token: 't' })
+    const sc = await kubeGateway(api, { GATEWAY_SINK_TIMEOUT: '5s' })
+    try {
+      const base = await sc.url('gateway')
+      // Creates answered after 2 s; three webhooks of 16 share the 16 connections: the first's
+      // creates are sent at once, the second's when those are answered, the third's after that,
+      // answered past its deadline. Once the first is stored, the API server answers 500 to
+      // everything: the second fails, and the third runs out of time with the first's records
+      // stored during its own: it was taken for slow, and made the sink up again.
+      api.latency(2_000, 'stores')
+      const [first, second, third] = webhooks(3, 'broke').map((b) => post(base, b))
+      await waitFor(() => api.requests.filter((q) => q.status === 201).length === 16)
+      api.failNext(1e9, 500)
+      assert.deepEqual(
+        (await Promise.all([first!, second!, third!])).map((r) => r.status),
+        [201, 503, 503],
+      )
+      await sc.waitForEvent('gateway.not-ready', { degraded: 'sink' })
+      const notReady = async (when: string) => {
+        assert.equal((await fetch(`${base}/ready`)).status, 503, when)
+        assert.deepEqual(sc.events('gateway.ready-again'), [], when)
+      }
+      await notReady('once the third ran out of time')
+      const since = api.requests.length
+      await waitFor(() => api.requests.slice(since).some((q) => q.dryRun && q.status === 500))
+      await notReady('after a probe the API server failed too')
+      api.failNext(0, 500)
+      await sc.waitForEvent('gateway.ready-again')
+      assert.equal((await fetch(`${base}/ready`)).status, 200)
+    } finally {
+      assert.equal(await stop(sc), 0)
+      await api.close()
+    }
+  })
+
   test('the readiness probe of a sink marked down is not queued behind the creates in flight', async () => {
     const api = await startKubeApi({ token: 't' })
     const sc = await kubeGateway(api, { GATEWAY_SINK_TIMEOUT: '20s' })

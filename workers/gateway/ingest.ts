@@ -43,7 +43,10 @@ export interface IngestOptions {
    */
   sinkTimeoutMs: number
   failpoint: HitFailpoint
-  /** Told of every sink write's outcome (readiness follows the sink). */
+  /**
+   * Told of a sink write that stored its batch (true) or failed it (false): readiness follows the
+   * sink. A write only slow or deferred is told neither.
+   */
   onSinkWrite?(ok: boolean): void
   /** Whether the dedup store answered a batch (readiness: health.ts). */
   onStoreCall?(ok: boolean): void
@@ -184,12 +187,14 @@ export function createIngest(opts: IngestOptions): (webhook: Webhook) => Promise
       }
       // A sink that stored some of the batch before its deadline ran out, or some of the other
       // batches' meanwhile (this one queued behind them), is slow, not down: readiness is not
-      // taken away, nor by a write it deferred. One that failed (Redis out of memory after a few
-      // dozen records, a disk full) is down, whatever it took first.
+      // taken away, nor by a write it deferred. Nor given back: what was stored may predate a
+      // newer batch's failure (an API server that broke while this one waited in the queue), and
+      // taken for a success it made the gateway ready while every create failed. One that failed
+      // (Redis out of memory after a few dozen records, a disk full) is down, whatever it took first.
       const slow =
         (err as { code?: string }).code === 'ERR_SINK_TIMEOUT' &&
         (stored !== undefined || sinkProgress !== progressBefore)
-      opts.onSinkWrite?.(slow || isSinkDeferral(err))
+      if (!slow && !isSinkDeferral(err)) opts.onSinkWrite?.(false)
       metrics.sinkErrors.inc({ sink: sink.name })
       if (sinkFailures++ === 0) {
         const { message, code } = err as NodeJS.ErrnoException
