@@ -152,6 +152,59 @@ test('another file renamed over the sink file is repaired before the next append
   )
 })
 
+test("a failed append whose cut-back failed too is cut by the next append, either generation's: never past the other's lines", (t) => {
+  const path = join(mkdtempSync(join(tmpdir(), 'sia-sink-cut-')), 'alerts.jsonl')
+  const url = (m: string) => JSON.stringify(new URL(m, import.meta.url).href)
+  // In a process of its own: node:fs patched before the sink loads it. The next append lands in
+  // part, then fails (EIO), and its cut-back fails once, as on a flaky device.
+  const script = `
+    const fs = process.getBuiltinModule('node:fs')
+    const fault = { writes: 0, truncs: 0 }
+    const eio = (call) => Object.assign(new Error('EIO: i/o error, ' + call), { code: 'EIO' })
+    const { writev, ftruncate } = fs
+    fs.writev = Object.assign((fd, bufs, ...rest) => {
+      if (fault.writes === 0) return writev(fd, bufs, ...rest)
+      fault.writes--
+      fs.writeSync(fd, Buffer.concat(bufs).subarray(0, 25))
+      process.nextTick(rest.at(-1), eio('write'))
+    }, Object.fromEntries(Object.getOwnPropertySymbols(writev).map((k) => [k, writev[k]])))
+    fs.ftruncate = (fd, len, done) => {
+      if (fault.truncs === 0) return ftruncate(fd, len, done)
+      fault.truncs--
+      process.nextTick(done, eio('ftruncate'))
+    }
+    const { createLogger } = await import(${url('../shared/logger.js')})
+    const { threadLock } = await import(${url('../shared/thread-lock.js')})
+    const { createFileSink } = await import(${url('../workers/gateway/sink-file.js')})
+    const log = createLogger('gateway', 'silent')
+    const lock = threadLock(new Int32Array(new SharedArrayBuffer(4)), 0)
+    const draining = await createFileSink(${JSON.stringify(path)}, log, undefined, { lock })
+    const serving = await createFileSink(${JSON.stringify(path)}, log, undefined, { repair: false, lock })
+    const rec = (alertname) => ({ ...${JSON.stringify(record('x'))}, fingerprint: alertname, alertname })
+    const outcome = (w) => w.then(() => 'stored', (e) => e.code)
+    const outcomes = []
+    await draining.write([rec('DrainingOk')])
+    await serving.write([rec('ServingOk')])
+    Object.assign(fault, { writes: 1, truncs: 1 })
+    outcomes.push(await outcome(draining.write([rec('DrainingFailed')])))
+    outcomes.push(await outcome(serving.write([rec('ServingAcked')])))
+    outcomes.push(await outcome(draining.write([rec('DrainingLater')])))
+    await draining.close()
+    await serving.close()
+    console.log(JSON.stringify(outcomes))`
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  })
+  t.diagnostic(r.stderr)
+  assert.equal(r.status, 0, r.stderr)
+  assert.deepEqual(JSON.parse(r.stdout), ['EIO', 'stored', 'stored'])
+  assert.deepEqual(
+    lines(path).map((l) => l.alertname),
+    ['DrainingOk', 'ServingOk', 'ServingAcked', 'DrainingLater'],
+  )
+})
+
 test("a write that comes once the sink is closed is refused: its descriptor number may be another file's by then", async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sia-sink-'))
   const path = join(dir, 'alerts.jsonl')

@@ -65,7 +65,8 @@ const APPEND_DURABLY = constants.O_APPEND | constants.O_CREAT | constants.O_RDWR
  * The file never holds a torn line: at open, a partial trailing line (a crash or a full disk in
  * the middle of an append) is cut back to the last newline and logged (`gateway.sink.repaired`);
  * a failed append (ENOSPC, EIO, a failed sync) is cut back to the size the file had before it, so
- * the next append starts on a clean line. Only a regular file is repaired (not /dev/stdout, a FIFO),
+ * the next append starts on a clean line; if that cut fails, the next append or probe, either
+ * generation's, cuts the partial line first. Only a regular file is repaired (not /dev/stdout, a FIFO),
  * and not by a successor (`repair: false`) at its start: while its predecessor drains, the file's
  * end may be the predecessor's append still being copied in, whose lines were answered 2xx; a torn
  * line a crash left was cut back when that predecessor opened the file. A file opened later (the
@@ -80,8 +81,6 @@ export async function createFileSink(
 ): Promise<Sink> {
   /** The file open, and which one it is; none while the path cannot be opened. */
   let file: OpenFile | undefined
-  /** Set when a failed append could not be cut back: cut it before anything else is appended. */
-  let cutTo: number | undefined
   let checkAt = 0
   const openFile = async (repairNow: boolean): Promise<OpenFile> => {
     await ensureDir(dirname(path))
@@ -116,10 +115,6 @@ export async function createFileSink(
       if (onDisk?.ino === file.ino && onDisk.dev === file.dev) return file
       const old = file
       file = undefined
-      // A cut owed to the old file is made there (its torn batch, answered 5xx, would be resent
-      // and its whole lines found twice), not in the new one.
-      if (cutTo !== undefined) await ftruncate(old.fd, cutTo).catch(() => {})
-      cutTo = undefined
       await close(old.fd).catch(() => {})
       // Another file renamed over ours may end in a line its writer left torn: appended to as it
       // is, our first line was glued to it.
@@ -157,17 +152,24 @@ export async function createFileSink(
   const cutBack = async (fd: number, size: number) => {
     try {
       await ftruncate(fd, size)
-      cutTo = undefined
     } catch (err) {
-      if (cutTo === undefined) {
-        log.error(
-          { event: 'gateway.sink.repair.failed', path, err: { message: (err as Error).message } },
-          'cannot cut a failed append back; no append until it can',
-        )
-      }
-      cutTo = size
+      log.error(
+        { event: 'gateway.sink.repair.failed', path, err: { message: (err as Error).message } },
+        'cannot cut a failed append back; the next append or probe cuts its partial line first',
+      )
       throw err
     }
+  }
+  /**
+   * Under the lock, before every append and probe: a partial last line (an append or a probe
+   * whose cut-back failed, this generation's or the other's) is cut back to the last newline.
+   * Never past a whole line: a size owed by one generation and cut later took the other's lines
+   * appended meanwhile, answered 2xx. One read of the last byte per append (a group's).
+   */
+  const cleanEnd = async (fd: number, size: number): Promise<number> => {
+    if (!(await torn(fd, size))) return size
+    await repairTail(fd, path, log)
+    return (await fstat(fd)).size
   }
 
   const append = async (bufs: Buffer[]) => {
@@ -182,11 +184,7 @@ export async function createFileSink(
       ;({ fd, regular } = await current(true))
       st = regular ? fstatSync(fd) : undefined
     }
-    let before = st?.size ?? 0
-    if (cutTo !== undefined) {
-      before = cutTo
-      await cutBack(fd, cutTo)
-    }
+    const before = st ? await cleanEnd(fd, st.size) : 0
     try {
       await writevAll(fd, bufs)
     } catch (err) {
@@ -204,8 +202,7 @@ export async function createFileSink(
   /** Room for `buf` right now: appended durably, then cut back whatever happens. */
   const probeOnce = async (bufs: Buffer[]) => {
     const { fd } = await current()
-    if (cutTo !== undefined) await cutBack(fd, cutTo)
-    const before = (await fstat(fd)).size
+    const before = await cleanEnd(fd, (await fstat(fd)).size)
     try {
       await writevAll(fd, bufs)
     } finally {
@@ -313,6 +310,14 @@ export async function createFileSink(
       return closing
     },
   }
+}
+
+/** Whether the file's last byte is not a newline: it ends in a partial line. */
+async function torn(fd: number, size: number): Promise<boolean> {
+  if (size === 0) return false
+  const last = Buffer.alloc(1)
+  const { bytesRead } = await read(fd, last, 0, 1, size - 1)
+  return bytesRead === 1 && last[0] !== 0x0a
 }
 
 /** Cuts a partial trailing line (no final newline) back to the last newline, and logs it. */
