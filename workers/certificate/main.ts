@@ -140,15 +140,14 @@ defineService({
     let rolesOwed: string | undefined
     /** One refresh: the whole identity, or only the role certs of someone else's identity. */
     const refreshOnce = (signal: AbortSignal) => slot.run(refreshWork, signal)
-    /** `ask` bounds the provider's answer only; what follows it (the CA bundle, the files) has `s`. */
-    const refreshWork = async (s: AbortSignal, ask = s) => {
+    const refreshWork = async (s: AbortSignal) => {
       if (rt.kind !== 'files') {
         const owed =
           rolesOwed !== undefined &&
           identity?.keyPem === rolesOwed &&
           Date.now() < refreshDueAt(identity.certPem, config.refreshInterval || Number.POSITIVE_INFINITY)
         if (!owed) {
-          const issuedNow = await rt.refresher.refreshInstance(s, ask)
+          const issuedNow = await rt.refresher.refreshInstance(s)
           adopt(issuedNow)
           rolesOwed = issuedNow.keyPem
         }
@@ -165,11 +164,10 @@ defineService({
     // to a minute, as at boot: a quarter of 0 had a provider that keeps failing asked every 1 ms.
     const maxBackoffMs =
       config.refreshInterval > 0 ? Math.max(1, Math.floor(config.refreshInterval / 4)) : MAX_IDLE_BACKOFF_MS
-    /** `refreshOnce` up to `tries` times, within `ends`. */
-    const bootFetch = (tries: number, ends: number) =>
-      // The provider's answer by `ends`; an identity it issued by then is finished within the boot.
-      retryAtBoot((ask) => slot.run((s) => refreshWork(s, ask), untilDeadline(signal, bootEnds)), signal, {
-        ends,
+    /** `refreshOnce` up to `tries` times, within the boot (`bootEnds`). */
+    const bootFetch = (tries: number) =>
+      retryAtBoot(refreshOnce, signal, {
+        ends: bootEnds,
         refreshInterval: config.refreshInterval,
         tries,
         // Once an instance identity was issued, what failed is its role certificates: retried in
@@ -249,7 +247,7 @@ defineService({
         // With an identity on disk, one try (the identity is kept if that fails, and the provider
         // retried in the background); without, tries on SIA's back-off schedule while the start
         // has time.
-        await bootFetch(onDisk ? 1 : Number.POSITIVE_INFINITY, bootEnds)
+        await bootFetch(onDisk ? 1 : Number.POSITIVE_INFINITY)
         issuedFirst.abort() // the backup's read is not needed
       } catch (err) {
         if (backup && standIn && !issued && !signal.aborted) {
