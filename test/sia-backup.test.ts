@@ -476,7 +476,8 @@ describe('BACKUP', { concurrency: 6 }, () => {
       }),
     })
     try {
-      const failed = await sc.waitForEvent('certificate.backup.failed')
+      // A write is tried three times (1 s and 4 s apart): 15 s was short on a loaded machine.
+      const failed = await sc.waitForEvent('certificate.backup.failed', {}, 30_000)
       assert.equal((failed.err as { code?: string }).code, 'ERR_KUBE_API')
       assert.match(
         String(failed.msg),
@@ -485,14 +486,15 @@ describe('BACKUP', { concurrency: 6 }, () => {
       assert.deepEqual(sc.events('certificate.backup.written'), [])
       assert.ok(!api.secrets.has('payments/api-cert'), 'the page stored nothing')
       api.impostorNext(0)
-      assert.equal((await sc.waitForEvent('certificate.backup.written')).ownerReference, true)
+      assert.equal((await sc.waitForEvent('certificate.backup.written', {}, 30_000)).ownerReference, true)
       // The next request is the next write's read of the ServiceAccount (a write each issue).
       const owners = sc.events('certificate.backup.owner.failed').length
       api.impostorNext(1)
-      const owner = await sc.waitForCount('certificate.backup.owner.failed', owners + 1)
+      const owner = await sc.waitForCount('certificate.backup.owner.failed', owners + 1, {}, 30_000)
       assert.match(String(owner.msg), /is not the ServiceAccount "api" \(not a Kubernetes API server\?\)/)
       const written = await sc.waitFor(
         (r) => r.event === 'certificate.backup.written' && sc.records.indexOf(r) > sc.records.indexOf(owner),
+        30_000,
       )
       assert.equal(written.ownerReference, true)
       const applied = api.applies.filter((a) => a.status === 200 || a.status === 201).at(-1)!
