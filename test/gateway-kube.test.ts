@@ -507,7 +507,7 @@ describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
         (await Promise.all([first!, second!, third!])).map((r) => r.status),
         [201, 503, 503],
       )
-      await sc.waitForEvent('gateway.not-ready', { degraded: 'sink' })
+      await sc.waitForEvent('gateway.not-ready', { degraded: 'sink' }, 30_000)
       const notReady = async (when: string) => {
         assert.equal((await fetch(`${base}/ready`)).status, 503, when)
         assert.deepEqual(sc.events('gateway.ready-again'), [], when)
@@ -517,7 +517,7 @@ describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
       await waitFor(() => api.requests.slice(since).some((q) => q.dryRun && q.status === 500))
       await notReady('after a probe the API server failed too')
       api.failNext(0, 500)
-      await sc.waitForEvent('gateway.ready-again')
+      await sc.waitForEvent('gateway.ready-again', {}, 30_000)
       assert.equal((await fetch(`${base}/ready`)).status, 200)
     } finally {
       assert.equal(await stop(sc), 0)
