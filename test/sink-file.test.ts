@@ -13,7 +13,7 @@ import {
 } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { test } from 'node:test'
+import { type TestContext, test } from 'node:test'
 import { createLogger } from '../shared/logger.js'
 import { threadLock } from '../shared/thread-lock.js'
 import type { SinkRecord } from '../workers/gateway/sink.js'
@@ -122,7 +122,8 @@ test("a successor's sink leaves the file's end alone: it may be its predecessor'
   )
 })
 
-test('another file renamed over the sink file is repaired before the next append, by a gateway and by its successor: no line glued to a torn one', async (t) => {
+/** A gateway draining and its successor serving, appending to one file under one lock. */
+async function generations(t: TestContext) {
   const dir = mkdtempSync(join(tmpdir(), 'sia-sink-'))
   const path = join(dir, 'alerts.jsonl')
   const lock = threadLock(new Int32Array(new SharedArrayBuffer(4)), 0)
@@ -132,6 +133,11 @@ test('another file renamed over the sink file is repaired before the next append
     await draining.close()
     await serving.close()
   })
+  return { dir, path, draining, serving }
+}
+
+test('another file renamed over the sink file is repaired before the next append, by a gateway and by its successor: no line glued to a torn one', async (t) => {
+  const { dir, path, draining, serving } = await generations(t)
   const replace = (name: string) => {
     const other = join(dir, 'other')
     writeFileSync(other, `${JSON.stringify(record(`${name}Whole`))}\n{"alertname":"${name}Tor`)
@@ -276,15 +282,7 @@ test('a path that could not be opened at start is repaired when it first opens: 
 })
 
 test('a gateway and its successor appending to one file while one probes: the probe cuts back only its own filler (the lock between them)', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-sink-'))
-  const path = join(dir, 'alerts.jsonl')
-  const lock = threadLock(new Int32Array(new SharedArrayBuffer(4)), 0)
-  const draining = await createFileSink(path, log, undefined, { lock })
-  const serving = await createFileSink(path, log, undefined, { repair: false, lock })
-  t.after(async () => {
-    await draining.close()
-    await serving.close()
-  })
+  const { path, draining, serving } = await generations(t)
   // A probe (the one sink found the disk full) while the other appends what it answers 2xx for:
   // without the lock nearly every record went with a probe's cut-back.
   const n = 200
