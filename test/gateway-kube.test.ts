@@ -429,7 +429,8 @@ describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
         Array.from({ length: 400 }, (_, i) => alert(`Slow${i}`, { fingerprint: `slow-${i}` })),
       )
       const tries: { status: number; created: number }[] = []
-      for (let i = 0; i < 6; i++) {
+      // As many tries as AlertManager would make: a loaded run stored 19 to 103 a try.
+      for (let i = 0; i < 30; i++) {
         const r = await post(base, batch)
         tries.push({ status: r.status, created: (r.body as { created: number }).created })
         if (r.status < 300) break
@@ -456,12 +457,14 @@ describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
 
   test('concurrent webhooks against a slow but healthy API server: those queued behind the others past GATEWAY_SINK_TIMEOUT are answered 503, the retries store them, and the gateway stays ready', async () => {
     const api = await startKubeApi({ token: 't' })
-    const sc = await kubeGateway(api, { GATEWAY_SINK_TIMEOUT: '1s' })
+    const sc = await kubeGateway(api, { GATEWAY_SINK_TIMEOUT: '3s' })
     try {
       const base = await sc.url('gateway')
-      // 20 webhooks at once, 320 creates over the 16 connections, 200 ms each: 4 s, where each
-      // webhook has 1 s. Those queued behind the first few store nothing in theirs.
-      api.latency(200)
+      // 20 webhooks at once, 320 creates over the 16 connections, 500 ms each: 10 s, where each
+      // webhook has 3 s. Those queued behind the first few store nothing in theirs. (With 1 s and
+      // 200 ms, a loaded run's 16 TLS handshakes took the whole second: nothing was stored by
+      // anyone in time, and that is a sink down.)
+      api.latency(500)
       const batches = webhooks(20, 'queued')
       const statuses: number[][] = []
       for (let i = 0; i < 10 && !statuses.at(-1)?.every((s) => s < 300); i++) {
@@ -500,7 +503,11 @@ describe('gateway: kubernetes sink', { concurrency: 2 }, () => {
       // everything: the second fails, and the third runs out of time with the first's records
       // stored during its own: it was taken for slow, and made the sink up again.
       api.latency(2_000, 'stores')
-      const [first, second, third] = webhooks(3, 'broke').map((b) => post(base, b))
+      const [b1, b2, b3] = webhooks(3, 'broke')
+      // The first's creates hold every connection before the others queue behind them.
+      const first = post(base, b1!)
+      await waitFor(() => api.received() >= 16)
+      const [second, third] = [post(base, b2!), post(base, b3!)]
       await waitFor(() => api.requests.filter((q) => q.status === 201).length === 16)
       api.failNext(1e9, 500)
       assert.deepEqual(

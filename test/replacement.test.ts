@@ -455,14 +455,15 @@ describe('worker replacement', { concurrency: 2 }, () => {
     writeFileSync(configPath, JSON.stringify({ memoryReportInterval: '60s' }))
     const sc = await startReady({
       args: ['--config', configPath],
-      // The memory reporter crashes once after its start; every start of it takes 1.5 s.
+      // The memory reporter crashes once after its start; every start of it takes 4 s (the reload
+      // replaces two services before it: 1.5 s was not enough on a loaded run).
       env: {
-        SIA_FAILPOINTS: 'memory-reporter.before-task:reporter=1*crash;memory-reporter.start=delay(1500)',
+        SIA_FAILPOINTS: 'memory-reporter.before-task:reporter=1*crash;memory-reporter.start=delay(4000)',
       },
     })
     try {
       const restarting = await sc.waitForEvent('worker.restarting', { service: 'memory-reporter' })
-      // Half a second into its restart's 1.5 s start: that thread was spawned on the old file.
+      // Half a second into its restart's 4 s start: that thread was spawned on the old file.
       await sleep((restarting.delayMs as number) + 500)
       writeFileSync(configPath, JSON.stringify({ memoryReportInterval: '300ms' }))
       sc.kill('SIGHUP')

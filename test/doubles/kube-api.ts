@@ -38,6 +38,8 @@ export interface KubeApiDouble {
   }[]
   /** The most connections open at once since the double started. */
   peakConnections(): number
+  /** Requests received so far, answered or not (`requests` holds those answered). */
+  received(): number
   /**
    * Every request answers 200 at once, then `bytes` of body every `ms`, never ending: an API server
    * (or a proxy) that trickles, which no idle timeout catches, or one that floods (0: off).
@@ -50,8 +52,11 @@ export interface KubeApiDouble {
   latency(ms: number, of?: 'all' | 'stores'): void
   /** The next request is answered 200 with half of the body its length announces, then the connection is cut. */
   cutNext(): void
-  /** The next `n` requests are answered 200 with an HTML page, as by a proxy's sign-in page in front of the API server. */
-  impostorNext(n: number): void
+  /**
+   * The next `n` requests (whose path matches `only`, if given) are answered 200 with an HTML
+   * page, as by a proxy's sign-in page in front of the API server.
+   */
+  impostorNext(n: number, only?: RegExp): void
   /**
    * The next request's connection is closed with no answer, as when a load balancer closes a
    * kept-alive connection at the moment the client sends on it.
@@ -127,6 +132,7 @@ export async function startKubeApi(opts: {
   let token = opts.token
   let failures: { n: number; status: number; retryAfterSec?: number } = { n: 0, status: 0 }
   let impostor = 0
+  let impostorOnly: RegExp | undefined
   let hangUp = false
   let refuse: (obj: KubeObject) => boolean = () => false
   let refuseBy: 'schema' | 'admission' = 'schema'
@@ -139,7 +145,9 @@ export async function startKubeApi(opts: {
   const denied = new Set<string>()
   const user = opts.user ?? 'system:serviceaccount:default:default'
 
+  let received = 0
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    received++
     const reqUrl = new URL(req.url ?? '/', 'https://x')
     const prefix = opts.pathPrefix ?? ''
     const path = reqUrl.pathname.startsWith(`${prefix}/`)
@@ -186,7 +194,7 @@ export async function startKubeApi(opts: {
       })
       return void req.socket.destroy()
     }
-    if (impostor > 0) {
+    if (impostor > 0 && (!impostorOnly || impostorOnly.test(path))) {
       impostor--
       requests.push({
         method: req.method ?? '',
@@ -381,11 +389,13 @@ export async function startKubeApi(opts: {
   const { port } = server.address() as AddressInfo
   return {
     peakConnections: () => peak,
+    received: () => received,
     cutNext() {
       cut = true
     },
-    impostorNext(n) {
+    impostorNext(n, only) {
       impostor = n
+      impostorOnly = only
     },
     hangUpNext() {
       hangUp = true
