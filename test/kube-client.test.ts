@@ -96,3 +96,26 @@ test('an answer cut off in its body is ERR_KUBE_API naming the API server', asyn
     message: /^API server 127\.0\.0\.1:\d+: /,
   })
 })
+
+test('a secret whose tls.crt or tls.key is not a string is ERR_BACKUP naming it, not a TypeError', async (t) => {
+  const api = await startKubeApi({ token: 't' })
+  t.after(() => api.close())
+  const [sink, backup] = await clients(api.url, serviceAccount(api.caPem))
+  t.after(() => Promise.all([sink.close(), backup.close()]))
+  for (const data of [
+    { 'tls.crt': 42, 'tls.key': 'a2V5' },
+    { 'tls.crt': 'Y2VydA==', 'tls.key': { k: 1 } },
+  ]) {
+    api.secrets.set('payments/api-cert', {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'api-cert', namespace: 'payments', uid: 'u' },
+      // Not what the API server's schema allows: what a broken proxy or a hand-made double could send.
+      data: data as unknown as Record<string, string>,
+    })
+    await assert.rejects(backup.read(AbortSignal.timeout(5000)), {
+      code: 'ERR_BACKUP',
+      message: 'secret payments/api-cert has no tls.crt and tls.key',
+    })
+  }
+})

@@ -106,7 +106,7 @@ export async function createSecretBackup(config: Config): Promise<SecretBackup> 
         signal,
       )
       if (status === 404) return undefined
-      const data = (json.data ?? {}) as Record<string, string>
+      const data = (json.data ?? {}) as Record<string, unknown>
       const certPem = decode(data['tls.crt'])
       const keyPem = decode(data['tls.key'])
       if (!certPem || !keyPem) {
@@ -326,8 +326,9 @@ export async function storeRestored(config: Config, backup: SecretBackup, identi
   })
 }
 
-function decode(b64: string | undefined): string {
-  return b64 ? Buffer.from(b64, 'base64').toString('utf8') : ''
+/** A field of the secret's `data`; anything but a base64 string (a number, an object) is none. */
+function decode(b64: unknown): string {
+  return typeof b64 === 'string' && b64 ? Buffer.from(b64, 'base64').toString('utf8') : ''
 }
 
 /** A metav1.Status failure, in words an operator can act on (RBAC above all). */
