@@ -257,6 +257,8 @@ describe('BACKUP', { concurrency: 6 }, () => {
             CERT_SECRET: 'api-cert',
             BACKUP_KUBE_API: api.url,
             REFRESH_INTERVAL: '4s',
+            // The provider has the whole boot: 6 s, not the default 30 s, before the backup stands in.
+            START_TIMEOUT: '6s',
           }),
         })
       })
@@ -303,8 +305,10 @@ describe('BACKUP', { concurrency: 6 }, () => {
     zts.failNext('register', 503, 1_000_000)
     const sc = startSidecar({
       dataDir,
+      // START_TIMEOUT 4s: the provider's tries end by ~3 s, the init's deadline is 8 s.
       env: env({
         MODE: 'init',
+        START_TIMEOUT: '4s',
         ...readBackup,
       }),
     })
