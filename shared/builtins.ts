@@ -9,6 +9,7 @@
  */
 export const {
   accessSync,
+  closeSync,
   constants,
   fstatSync,
   mkdirSync,

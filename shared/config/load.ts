@@ -3,7 +3,7 @@ import { isIP } from 'node:net'
 import { dirname, join, resolve, sep } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseAddress } from '../address.js'
-import { readFileSync, statSync } from '../builtins.js'
+import { statSync } from '../builtins.js'
 import { formatDuration, MAX_DURATION_MS } from '../duration.js'
 import { codedError } from '../errors.js'
 import { parseFailpoints } from '../failpoints.js'
@@ -19,6 +19,7 @@ import { isAthenzName, parseTargets, type Target } from '../identity/targets.js'
 import { SERVICES, type ServiceName } from '../services.js'
 import { ADDRESS_OF } from './addresses.js'
 import { DEFAULT_RESOURCE_LIMITS } from './limits.js'
+import { readSmallFile } from './read-small-file.js'
 import { parseRedisUrl } from './redis-url.js'
 import { servicesSchema, settingSchema, type TuningInput } from './schema.js'
 import { envName, flagName, SETTINGS, type SettingKey, type SettingSpec } from './settings.js'
@@ -697,15 +698,19 @@ function secretFile(name: string, env: NodeJS.ProcessEnv): [string, unknown] {
 }
 
 /**
- * A file's text. Bytes that are not UTF-8 are an error: decoded leniently, each became U+FFFD, and
- * a path or a password other than the one written was used without a word.
+ * A file's text, from a regular file of at most MAX_FILE_BYTES (read-small-file.ts: a FIFO held the
+ * main thread past SIGTERM). Bytes that are not UTF-8 are an error: decoded leniently, each became
+ * U+FFFD, and a path or a password other than the one written was used without a word.
  */
 function readUtf8(path: string, from: string): string {
   let bytes: Buffer
   try {
-    bytes = readFileSync(path)
+    bytes = readSmallFile(path)
   } catch (err) {
-    throw configError(from, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`)
+    const { code } = err as NodeJS.ErrnoException
+    if (code === 'ERR_NOT_REGULAR_FILE' || code === 'ERR_FILE_TOO_LARGE')
+      throw configError(from, (err as Error).message)
+    throw configError(from, `cannot read ${path}: ${code ?? err}`)
   }
   try {
     return new TextDecoder('utf-8', { fatal: true }).decode(bytes)
@@ -722,10 +727,10 @@ function asString(v: unknown, spec: SettingSpec, from: string): unknown {
   return v.join(',')
 }
 
-/** A file's text, or undefined when it cannot be read. */
+/** A file's text, or undefined when it cannot be read (or is no small regular file). */
 function readText(path: string): string | undefined {
   try {
-    return readFileSync(path, 'utf8')
+    return readSmallFile(path).toString('utf8')
   } catch {
     return undefined
   }
