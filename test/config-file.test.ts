@@ -4,13 +4,14 @@ import { mkdtempSync, renameSync, symlinkSync, truncateSync, writeFileSync } fro
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
+import { alert, SIGNALS, webhook } from './support/gateway.js'
 import { freePort } from './support/ports.js'
 import { CLI, type Sidecar, startReady, stop } from './support/sidecar.js'
 
 /**
  * The config file and `<SETTING>_FILE` secrets as the built CLI reads them, at boot and on SIGHUP:
- * files that are not small regular files (a FIFO blocked the main thread before any log, past
- * SIGTERM).
+ * what YAML does with a value starting with one of its indicators, and files that are not small
+ * regular files (a FIFO blocked the main thread before any log, past SIGTERM).
  */
 
 const SECRET = 'Sup3rS3cretTok'
@@ -52,6 +53,91 @@ function refused(r: ReturnType<typeof cli>, reason: RegExp, what: string): void 
   assert.match(r.stderr.trim(), reason, what)
   assert.ok(!r.stderr.includes(SECRET), `${what}: the secret is not quoted: ${r.stderr}`)
 }
+
+describe('a value starting with a YAML indicator in the config file', () => {
+  test('exit 2 naming the setting and where, never the value or its line, nothing else on stderr', () => {
+    const d = dir()
+    // `!` was an unknown tag: a warning on stderr quoting the line, and the value "" (webhook auth
+    // off, dedup in memory, the gateway disabled). `*`, `|`, `>` were exit 2 quoting the value.
+    for (const key of ['gatewayAuthToken', 'redisUrl', 'gatewayAddr']) {
+      for (const indicator of ['!', '*', '|', '>', '&', '!!str ', '%', '@']) {
+        const path = join(d, 'c.yaml')
+        writeFileSync(path, `logLevel: info\n${key}: ${indicator}${SECRET}\n`)
+        refused(
+          cli(['--config', path]),
+          new RegExp(`^sia-supervisor: invalid setting ${key} \\(in ${path}\\): line 2, column \\d+: `),
+          `${key}: ${indicator}…`,
+        )
+      }
+    }
+    // JSON is read by the same parser: alike.
+    const json = join(d, 'c.json')
+    writeFileSync(json, `{"logLevel": "info", "gatewayAuthToken": *${SECRET}}`)
+    refused(
+      cli([], { SIA_CONFIG_FILE: json }),
+      /^sia-supervisor: invalid setting gatewayAuthToken \(in .*\): line 1, column \d+: /,
+      'JSON alias',
+    )
+    writeFileSync(json, `{"logLevel": "info", "gatewayAuthToken": "${SECRET}`)
+    refused(
+      cli([], { SIA_CONFIG_FILE: json }),
+      /^sia-supervisor: invalid setting gatewayAuthToken \(in .*\): line 1, column \d+: missing char$/,
+      'JSON unterminated',
+    )
+    // A mistake under a key that is no setting names the file's variable: the key is not quoted.
+    writeFileSync(json, `{"x${SECRET}": [1`)
+    refused(
+      cli([], { SIA_CONFIG_FILE: json }),
+      /^sia-supervisor: invalid setting SIA_CONFIG_FILE: .*c\.json is not valid JSON or YAML: line 1, column \d+: /,
+      'JSON under an unknown key',
+    )
+    // Quoted, each is the value written.
+    const quoted = join(d, 'q.yaml')
+    writeFileSync(quoted, `gatewayAuthToken: '!${SECRET}'\nfoo: bar\n`)
+    refused(cli(['--config', quoted]), /invalid setting foo \(in .*\): unknown setting$/, 'quoted')
+  })
+
+  test('on SIGHUP: the reload is refused naming the setting, the old token still guards the webhooks', async () => {
+    const d = dir()
+    const config = join(d, 'sia.yaml')
+    const head = 'services: {certificate: {enabled: false}, token: {enabled: false}}\n'
+    writeFileSync(config, `${head}gatewayAuthToken: ${SECRET}\n`)
+    const gateway = `127.0.0.1:${await freePort()}`
+    const sc = await startReady({
+      args: ['--config', config],
+      env: { GATEWAY_ADDR: gateway, TOKEN_SERVER_ADDR: '', METRICS_SERVER_ADDR: '' },
+    })
+    try {
+      const post = (auth?: string) =>
+        fetch(`http://${gateway}${SIGNALS}`, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            ...(auth ? { authorization: `Bearer ${auth}` } : {}),
+          },
+          body: JSON.stringify(webhook([alert(`A${Math.random()}`)])),
+          signal: AbortSignal.timeout(10_000),
+        }).then((r) => r.status)
+      assert.equal(await post(), 401)
+      writeFileSync(config, `${head}gatewayAuthToken: !N3w${SECRET}\n`)
+      sc.kill('SIGHUP')
+      // It used to be taken: supervisor.reload.done, and webhooks with no token answered 201.
+      const outcome = await sc.waitFor((r) => /^supervisor\.reload\.(done|failed)$/.test(r.event ?? ''))
+      assert.equal(outcome.event, 'supervisor.reload.failed')
+      assert.match(JSON.stringify(outcome.err), /gatewayAuthToken \(in .*\): line 2, column \d+/)
+      assert.deepEqual(sc.events('worker.replacing'), [])
+      assert.equal(await post(), 401, 'authentication is still on')
+      assert.equal(await post(SECRET), 201, 'with the token it was given at boot')
+      assert.equal(await stop(sc), 0)
+      const out = JSON.stringify(sc.records) + sc.junk.join('\n')
+      assert.ok(!out.includes(SECRET), 'no token in the logs')
+      assert.equal(sc.stderr(), '', 'nothing printed by the YAML parser')
+    } finally {
+      // Still running when an assertion failed: a main thread blocked in a read ignores SIGTERM.
+      sc.kill('SIGKILL')
+    }
+  })
+})
 
 describe('a config or secret file that is not a small regular file', () => {
   test('a FIFO, a directory, a file over 1 MiB: exit 2 at once naming the setting and why; a symlink to a file is read', () => {

@@ -513,13 +513,18 @@ describe('loadConfig', () => {
       {},
       /services\.gateway\.restartWindow .*expected a duration such as 30s/,
     )
-    // An alias that holds itself: one line naming a setting, not a stack overflow.
+    // Anchors and aliases are refused (an unquoted secret starting with `*` or `&` was one), those
+    // that hold themselves too: one line naming the setting, not a stack overflow.
     rejects(
       ['--config', file('c.yaml', 'services: &x\n  token:\n    resourceLimits: *x\n')],
       {},
-      /services\.token/,
+      /^invalid setting services \(in .*\): line 1, column 11: a YAML anchor/,
     )
-    rejects(['--config', file('c.yaml', 'targetDomainRoles: &x [*x]\n')], {}, /targetDomainRoles .*string/)
+    rejects(
+      ['--config', file('c.yaml', 'targetDomainRoles: &x [*x]\n')],
+      {},
+      /^invalid setting targetDomainRoles \(in .*\): line 1, column 20: a YAML anchor/,
+    )
   })
 
   test('files that are not UTF-8 and empty answers are errors, not a value decoded or guessed', () => {

@@ -1,4 +1,3 @@
-import { createRequire } from 'node:module'
 import { isIP } from 'node:net'
 import { dirname, join, resolve, sep } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -19,6 +18,7 @@ import { isAthenzName, parseTargets, type Target } from '../identity/targets.js'
 import { SERVICES, type ServiceName } from '../services.js'
 import { ADDRESS_OF } from './addresses.js'
 import { DEFAULT_RESOURCE_LIMITS } from './limits.js'
+import { parseYaml } from './parse-yaml.js'
 import { readSmallFile } from './read-small-file.js'
 import { parseRedisUrl } from './redis-url.js'
 import { servicesSchema, settingSchema, type TuningInput } from './schema.js'
@@ -612,19 +612,6 @@ function tuningFor(name: ServiceName, s: Settings, t: TuningInput): ServiceTunin
 }
 
 /**
- * The file as YAML reads it, and as written: the same file with every scalar kept as its text
- * (YAML's failsafe schema). The YAML parser is loaded only when there is a config file to read
- * (~30 ms of boot otherwise).
- */
-function parseYaml(text: string): { typed: unknown; written: unknown } {
-  const yaml = createRequire(import.meta.url)('yaml') as typeof import('yaml')
-  return {
-    typed: yaml.parse(text),
-    written: yaml.parse(text, { schema: 'failsafe', logLevel: 'error' }),
-  }
-}
-
-/**
  * A setting's value as the environment would give it: where YAML read a number or a boolean, the
  * text that was written. `String()` of what YAML read is not always that text: `0123` became 123,
  * `0x1F` 31, a 20-digit number another one, and a token, password or name silently another.
@@ -632,7 +619,7 @@ function parseYaml(text: string): { typed: unknown; written: unknown } {
 function asWritten(typed: unknown, written: unknown): unknown {
   const scalar = (v: unknown) => typeof v === 'number' || typeof v === 'boolean'
   if (scalar(typed)) return written
-  // A list's items, one level: a setting's list holds text (an alias may make it hold itself).
+  // A list's items, one level: a setting's list holds text.
   if (Array.isArray(typed) && Array.isArray(written)) return typed.map((v, i) => (scalar(v) ? written[i] : v))
   return typed
 }
@@ -644,11 +631,15 @@ function readConfigFile(path: string, from: string): Record<string, unknown> {
   let written: Record<string, unknown>
   try {
     // YAML is a superset of JSON: one parser for both.
-    const parsed = parseYaml(text)
+    const parsed = parseYaml(text, (key) => key === 'services' || Object.hasOwn(SETTINGS, key))
     doc = parsed.typed ?? {}
     written = (parsed.written ?? {}) as Record<string, unknown>
   } catch (err) {
-    throw configError(from, `${path} is not valid JSON or YAML: ${(err as Error).message.split('\n')[0]}`)
+    const { code, key } = err as { code?: string; key?: string }
+    // Any other error's message may quote the file, as the parser's did: not repeated.
+    const reason = code === 'ERR_CONFIG_YAML' ? (err as Error).message : (err as Error).name
+    if (key !== undefined) throw configError(`${key} (in ${path})`, reason)
+    throw configError(from, `${path} is not valid JSON or YAML: ${reason}`)
   }
   if (typeof doc !== 'object' || Array.isArray(doc)) throw configError(from, `${path} must hold a mapping`)
   const proto = protoKey(doc)
@@ -667,16 +658,11 @@ function readConfigFile(path: string, from: string): Record<string, unknown> {
  * The path of a `__proto__` key anywhere in the file: YAML and JSON keep it as a key, and the
  * schema's records and objects pass over it in silence (a service's tuning under it was ignored).
  */
-function protoKey(
-  v: unknown,
-  path: readonly string[] = [],
-  seen = new WeakSet<object>(),
-): string | undefined {
-  // An alias can point back at its own anchor: each node once.
-  if (typeof v !== 'object' || v === null || seen.has(v)) return undefined
-  seen.add(v)
+function protoKey(v: unknown, path: readonly string[] = []): string | undefined {
+  // No node holds itself: the file has no aliases (parse-yaml.ts).
+  if (typeof v !== 'object' || v === null) return undefined
   for (const [k, x] of Object.entries(v)) {
-    const found = k === '__proto__' ? [...path, k].join('.') : protoKey(x, [...path, k], seen)
+    const found = k === '__proto__' ? [...path, k].join('.') : protoKey(x, [...path, k])
     if (found) return found
   }
   return undefined
