@@ -8,7 +8,14 @@ import { collectDefaultMetrics } from './default-metrics.js'
 import type { ExitReason } from './worker-handle.js'
 
 /** The reasons a restart is counted under (`terminated` ends a run, it restarts nothing). */
-const RESTART_REASONS: readonly ExitReason[] = ['exception', 'oom', 'exit', 'watchdog', 'recycled']
+const RESTART_REASONS: readonly ExitReason[] = [
+  'exception',
+  'oom',
+  'exit',
+  'watchdog',
+  'recycled',
+  'spawn-failed',
+]
 
 /**
  * The main thread's registry: process-wide default metrics (collected here only, once for the

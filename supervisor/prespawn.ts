@@ -33,12 +33,20 @@ export function prespawnWorkers(
 ): Prespawned {
   const ahead = new Map<ServiceName, Worker>()
   for (const service of SERVICES.slice(0, count)) {
-    const worker = spawn(workerFile(service), {
-      name: service,
-      workerData: AWAIT_INIT,
-      resourceLimits: DEFAULT_RESOURCE_LIMITS[service],
-      env: workerEnv(),
-    })
+    let worker: Worker
+    try {
+      worker = spawn(workerFile(service), {
+        name: service,
+        workerData: AWAIT_INIT,
+        resourceLimits: DEFAULT_RESOURCE_LIMITS[service],
+        env: workerEnv(),
+      })
+    } catch {
+      // No thread to be had (EAGAIN: the pids limit): only a head start is lost. The run asks
+      // for this service's thread again, where a thread that cannot be made fails its start
+      // (a logged, budgeted exit 1); here it would end the CLI before it could say anything.
+      break
+    }
     worker.unref()
     // A thread that failed before it was taken is not taken (its error has no other listener).
     const drop = () => ahead.get(service) === worker && ahead.delete(service)

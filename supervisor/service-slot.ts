@@ -150,7 +150,25 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   let hold: Promise<PortHold | undefined> | undefined
   let heldAt = 0
 
+  /**
+   * Events that arise while a step's effects run (a spawn that failed): each is stepped once the
+   * step before it is done (its effects run, its deadline armed), never in the middle of it.
+   */
+  const pending: SlotEvent[] = []
+  let stepping = false
+
   function dispatch(ev: SlotEvent): void {
+    pending.push(ev)
+    if (stepping) return
+    stepping = true
+    try {
+      for (let next = pending.shift(); next; next = pending.shift()) stepOnce(next)
+    } finally {
+      stepping = false
+    }
+  }
+
+  function stepOnce(ev: SlotEvent): void {
     const sample = board.sample(service)
     const before = model.state
     const result = step(model, ev, {
@@ -186,9 +204,10 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
    * ended before it served: that configuration is dropped, and the next restart runs on the one
    * the service ran on; kept, it was a crash loop (exit 1) where the reload of a running service
    * would have kept the previous one (settle-replace). A shutdown's cancelled start is not its fault.
+   * `on`: that thread's configuration (or the one a thread that could not be made was to run on).
    */
-  function dropOfferOnFailedStart(h: WorkerHandle): void {
-    if (h === serving || !offered || configOf.get(h) !== offered || ctx.signal.aborted) return
+  function dropOfferOnFailedStart(on: Config | undefined): void {
+    if (!offered || on !== offered || ctx.signal.aborted) return
     offered = undefined
     const err = codedError(
       'ERR_RELOAD_PARTIAL',
@@ -229,7 +248,21 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     // A restart runs on the newest configuration (a reload that met the service in back-off), a
     // successor too; the service keeps it once a thread on it serves (adopt).
     const on = offered ?? config
-    const h = deps.spawnWorker(service, successor, on)
+    let h: WorkerHandle
+    try {
+      h = deps.spawnWorker(service, successor, on)
+    } catch (err) {
+      // No thread to follow: what was asked of it (send-start) finds none; a successor's
+      // predecessor stays the one restored. The machine takes it as that thread's end.
+      handle = undefined
+      // It was to run on the newest configuration (`on`), which did not start, as for a thread
+      // that ended before it served: a successor's reload leaves this service on the previous
+      // one (the reload says so: `failed`), a restart's is dropped and said so.
+      if (successor) offered = undefined
+      else dropOfferOnFailedStart(on)
+      dispatch({ type: 'spawn-failed', err: err as Error })
+      return
+    }
     configOf.set(h, on)
     if (successor) successors.add(h)
     handle = h
@@ -242,7 +275,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
       return null
     })
     void h.exited.then((exit) => {
-      if (h === handle && !successors.has(h)) dropOfferOnFailedStart(h)
+      if (h === handle && h !== serving && !successors.has(h)) dropOfferOnFailedStart(configOf.get(h))
       if (h === handle) dispatch({ type: 'exit', exit })
       else if (h === predecessor) dispatch({ type: 'predecessor-exit', exit })
     })
@@ -442,7 +475,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         deps.onStuck(h)
         // A thread that cannot be ended never exits (its exit would have dropped it): the restart
         // after it must not start on the same configuration.
-        if (!successors.has(h)) dropOfferOnFailedStart(h)
+        if (h !== serving && !successors.has(h)) dropOfferOnFailedStart(configOf.get(h))
         break
       case 'spawn-successor':
         predecessor = h
@@ -525,10 +558,11 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
   return {
     service,
     spawn() {
-      if (!handle) spawn()
+      if (!handle && model.state.tag === 'idle') spawn()
     },
     start() {
-      if (!handle) spawn()
+      // Not again for a service whose thread could not be made: its start fails (it is down).
+      if (!handle && model.state.tag === 'idle') spawn()
       return new Promise((resolve) => {
         settleStart = resolve
         dispatch({ type: 'start' })

@@ -108,6 +108,8 @@ export type SlotEvent =
   | { type: 'shutdown-ack'; timedOut: boolean }
   | { type: 'shutdown-error'; err: Error }
   | { type: 'exit'; exit: WorkerExit }
+  /** The thread a `spawn` or `spawn-successor` asked for could not be made (`new Worker()` threw). */
+  | { type: 'spawn-failed'; err: Error }
   | { type: 'deadline' }
   /** The run context was cancelled. */
   | { type: 'cancel' }
@@ -316,6 +318,15 @@ function advance(model: SlotModel, ev: SlotEvent, env: SlotEnv): Step {
       },
     )
     return next({ tag: 'backoff', until: now + decision.delayMs }, { faults: [...model.faults, now] })
+  }
+
+  // A thread that could not be made (EAGAIN: the pids limit reached) is the current thread ended
+  // before it began, whatever state asked for it: a boot start that fails, a restart's fault (its
+  // back-off, and the crash loop past maxRestarts), a successor that fails its start while the
+  // worker it was to replace keeps serving. Never a fault of the process.
+  if (ev.type === 'spawn-failed') {
+    const exit: WorkerExit = { reason: 'spawn-failed', exitCode: 1, err: ev.err }
+    return advance(model, { type: 'exit', exit }, env)
   }
 
   // A stop for a slot that has no thread, or whose thread is already ending.

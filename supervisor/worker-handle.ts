@@ -11,8 +11,18 @@ import { releaseLocksOf } from '../shared/status-board.js'
 import type { Prespawned } from './prespawn.js'
 import { workerFile } from './worker-file.js'
 
-/** Why a worker thread ended, as `worker.crashed` reports it. */
-export type ExitReason = 'exception' | 'oom' | 'exit' | 'watchdog' | 'recycled' | 'terminated'
+/**
+ * Why a worker thread ended, as `worker.crashed` reports it; `spawn-failed`: it could not be made
+ * at all (`new Worker()` threw; no thread ran, its exit code is said to be 1).
+ */
+export type ExitReason =
+  | 'exception'
+  | 'oom'
+  | 'exit'
+  | 'watchdog'
+  | 'recycled'
+  | 'terminated'
+  | 'spawn-failed'
 
 export interface WorkerExit {
   reason: ExitReason

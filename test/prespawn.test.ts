@@ -41,3 +41,18 @@ test('threads started ahead: each taken once with its default limits, ended when
   assert.equal(ahead.take('memory-reporter', DEFAULT_RESOURCE_LIMITS['memory-reporter']), undefined)
   await certificate!.terminate()
 })
+
+test('a thread that cannot be made (EAGAIN at the pids limit) is no head start, not a failed CLI: the run asks again', async () => {
+  const made: Worker[] = []
+  const ahead = prespawnWorkers(3, (file: URL, options: WorkerOptions) => {
+    if (made.length === 1) throw Object.assign(new Error('EAGAIN'), { code: 'ERR_WORKER_INIT_FAILED' })
+    const worker = new Worker(file, options)
+    made.push(worker)
+    return worker
+  })
+  assert.equal(made.length, 1, 'none tried after the first refusal')
+  assert.equal(ahead.take('token', DEFAULT_RESOURCE_LIMITS.token), undefined)
+  const certificate = ahead.take('certificate', DEFAULT_RESOURCE_LIMITS.certificate)
+  assert.equal(certificate, made[0])
+  await certificate!.terminate()
+})

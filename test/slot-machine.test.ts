@@ -255,6 +255,63 @@ describe('backoff', () => {
   })
 })
 
+describe('a thread that could not be made (spawn-failed: new Worker() threw)', () => {
+  const eagain = Object.assign(new Error('EAGAIN'), { code: 'ERR_WORKER_INIT_FAILED' })
+  const failed: SlotEvent = { type: 'spawn-failed', err: eagain }
+  const crashedFields = (effects: SlotEffect[]) =>
+    effects.find(
+      (e): e is Extract<SlotEffect, { do: 'log' }> => e.do === 'log' && e.event === 'worker.crashed',
+    )?.fields
+
+  test('at boot: the service is down, its start fails and its stop is clean', () => {
+    const r = run(initialModel(), failed)
+    assert.equal(r.model.state.tag, 'down')
+    assert.deepEqual(crashedFields(r.effects), { reason: 'spawn-failed', exitCode: 1, err: eagain })
+    assert.equal(startResult(run(r.model, { type: 'start' }).effects), 'failed')
+    assert.equal(
+      settled(run(r.model, { type: 'stop', deadline: NOW }).effects, 'settle-stop')?.outcome,
+      'clean',
+    )
+  })
+  test("a restart's: one more fault of the service, restarted after its back-off; nothing to terminate", () => {
+    const due = run(at({ tag: 'backoff', until: NOW }, { faults: [NOW - 10] }), { type: 'deadline' })
+    assert.deepEqual(does(due.effects), ['spawn', 'send-start'])
+    const r = run(due.model, failed)
+    assert.deepEqual(r.model.state, { tag: 'backoff', until: NOW + tuning.restartBackoff })
+    assert.deepEqual(r.model.faults, [NOW - 10, NOW])
+    assert.deepEqual(does(r.effects), [
+      'log:worker.crashed',
+      'board',
+      'count-restart',
+      'log:worker.restarting',
+    ])
+    assert.deepEqual(r.effects[2], { do: 'count-restart', reason: 'spawn-failed' })
+    assert.deepEqual(crashedFields(r.effects), { reason: 'spawn-failed', exitCode: 1, err: eagain })
+  })
+  test("a restart's past maxRestarts in the window: a crash loop (the run ends, exit 1)", () => {
+    const r = run(
+      at({ tag: 'starting', boot: false, until: NOW + 1000 }, { faults: [NOW - 20, NOW - 10] }),
+      failed,
+    )
+    assert.equal(r.model.state.tag, 'down')
+    assert.deepEqual(does(r.effects).slice(-2), ['log:worker.crash-loop', 'escalate'])
+  })
+  test("a successor's (reload, recycle): the replacement fails, the worker that serves stays current", () => {
+    for (const reason of ['reload', 'recycle'] as const) {
+      const replacing = at({ tag: 'replacing', reason, startUntil: NOW + 30_000, until: NOW + 5000 })
+      const r = run(replacing, failed)
+      assert.deepEqual(r.model.state, { tag: 'running', until: NOW + tuning.watchdogTimeout }, reason)
+      assert.deepEqual(r.model.faults, [], 'no fault of the worker that serves')
+      assert.deepEqual(
+        does(r.effects),
+        ['log:worker.replace.failed', 'settle-replace', 'restore-predecessor', 'board'],
+        reason,
+      )
+      assert.deepEqual(r.effects[1], { do: 'settle-replace', outcome: 'failed' })
+    }
+  })
+})
+
 describe('replacing (recycle, reload): the successor starts beside the worker that serves', () => {
   const replacing = at({ tag: 'replacing', reason: 'reload', startUntil: NOW + 30_000, until: NOW + 30_000 })
   test('running + replace: a successor is spawned and started; readiness is untouched', () => {
