@@ -246,8 +246,8 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
         // happened: either way the lines land in a file, after those before them).
         fd ??= openFileSync()
         // The batch in flight too, at its own offset: its write is in libuv's thread pool, which
-        // an exit through hardExit (init mode, a stuck thread) does not wait for. Written twice,
-        // the same bytes land in the same place.
+        // the exit (hardExit) does not wait for. Written twice, the same bytes land in the same
+        // place.
         writeSync(fd, queue.join(''), size)
         queue = queue.slice(0, inflight)
       } catch {}

@@ -13,13 +13,19 @@ export interface ProcessExit {
   stuck(handle: WorkerHandle): void
   /**
    * The one way out: logs `supervisor.exit` (once, whoever calls first), ends the threads still
-   * up, and exits with `code`. `process.exit()` joins every thread, so when one is still up
-   * (stuck in native code) the exit skips the join instead of waiting for it forever.
+   * up, and exits with `code` through hardExit, which waits for no thread of the process.
    */
   leave(code: number, fields: Record<string, unknown>): Promise<never>
 }
 
-export function createProcessExit(log: Logger): ProcessExit {
+/**
+ * `end`: how the process ends once all is said (tests stand in for it). Always hardExit, never
+ * `process.exit()`, which joins every worker thread and libuv's thread pool: a thread stuck in
+ * native code, or a file request that never returns (the LOG_DIR writer's, a worker's sink or
+ * certificate read, on a hung volume), would hold the process past its budget for good. Its
+ * 'exit' listeners run all the same (the LOG_DIR file's last lines, unless that disk hangs).
+ */
+export function createProcessExit(log: Logger, end: (code: number) => never = hardExit): ProcessExit {
   const threads = new Set<WorkerHandle>()
   const stuck = new Set<WorkerHandle>()
   let leaving = false
@@ -56,10 +62,7 @@ export function createProcessExit(log: Logger): ProcessExit {
         },
         `exiting with ${code}`,
       )
-      // process.exit() joins every thread: one still up now (stuck, or not yet found to be, as
-      // when the budget's watchdog leaves mid-shutdown) would hold the process past its budget.
-      if ([...threads].some((h) => stuck.has(h) || h.alive())) hardExit(code)
-      process.exit(code)
+      end(code)
     },
   }
 }

@@ -7,10 +7,10 @@ declare const WebAssembly: {
 }
 
 /**
- * Ends the process with `code` without waiting for its other threads: used when a thread could
- * not be terminated, and by init mode, which may leave a file operation stuck in libuv's thread
- * pool. `process.exit()` joins every worker thread and that pool, so one stuck in native code
- * would hold the process forever.
+ * Ends the process with `code` without waiting for its other threads: every exit of a run
+ * (exit.ts) and of init mode, either of which may leave a thread that could not be terminated or
+ * a file operation stuck in libuv's thread pool (a hung volume). `process.exit()` joins every
+ * worker thread and that pool, so one stuck in native code would hold the process forever.
  *
  * The process image is replaced (execve) by a Node that only exits with `code`: the kernel ends
  * every other thread at once, the PID and the exit code are the ones the container runtime

@@ -127,6 +127,40 @@ describe('LOG_DIR through the CLI', { concurrency: 2 }, () => {
   })
 })
 
+test('LOG_DIR on a volume that hangs: SIGTERM still ends the process within its budget, code 0, supervisor.exit on stdout', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-logdir-hung-'))
+  const fifo = join(dir, 'fifo')
+  spawnSync('mkfifo', [fifo])
+  // The file's writes never return (HUNG_WRITE): one of libuv's pool threads waits for good, which
+  // process.exit() would join.
+  const sc = await startReady({
+    env: {
+      LOG_DIR: dir,
+      SHUTDOWN_TIMEOUT: '3s',
+      NODE_OPTIONS: `--import=${new URL('./support/hung-write.js', import.meta.url).pathname}`,
+      HUNG_WRITE: join(dir, 'sia-supervisor.info.log'),
+      HUNG_WRITE_FIFO: fifo,
+    },
+  })
+  t.after(() => sc.kill('SIGKILL'))
+  // Its first write has waited past the writer's second: a hung disk, not a slow one.
+  await sleep(1500)
+  const t0 = performance.now()
+  sc.kill('SIGTERM')
+  const exit = await Promise.race([sc.exited, sleep(20_000, undefined, { ref: false })])
+  const ms = Math.round(performance.now() - t0)
+  assert.ok(exit, `still running ${ms} ms after SIGTERM`)
+  assert.equal(exit.code, 0)
+  // SHUTDOWN_DELAY (0) + SHUTDOWN_TIMEOUT + 1 s, and a second for a loaded machine.
+  assert.ok(ms < 5000, `out ${ms} ms after SIGTERM`)
+  assert.deepEqual(
+    sc.events('supervisor.exit').map(({ code, cause }) => ({ code, cause })),
+    [{ code: 0, cause: 'signal' }],
+  )
+  assert.equal(sc.records.at(-1)?.event, 'supervisor.exit')
+  assert.equal(readFileSync(join(dir, 'sia-supervisor.info.log'), 'utf8'), '', 'its writes hung to the end')
+})
+
 const byText = (a: object, b: object) => JSON.stringify(a).localeCompare(JSON.stringify(b))
 
 test('rotation: by size, the newest in .1, at most the configured number of old files, lines whole', async () => {
