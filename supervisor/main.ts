@@ -53,7 +53,8 @@ export async function main(signals: SignalRouter, prespawned: Prespawned): Promi
     config.mode === 'init' ? init(config, log, signals) : run(config, log, signals, reread, prespawned)
   done.catch((err: unknown) => {
     log.fatal({ event: 'supervisor.exit', code: 1, cause: 'internal-error', err }, 'supervisor failed')
-    process.exit(1)
+    // Threads may be up, some stuck: process.exit() would join them (exit.ts says why not).
+    hardExit(1)
   })
 }
 
