@@ -48,6 +48,25 @@ function wellFormed(msg: unknown): msg is Message {
   return m.k === 'req' ? typeof m.op === 'string' : m.k === 'res'
 }
 
+/**
+ * Settles `p` with its reply. An error of another shape (`error: null`, a bug in the other thread)
+ * is not deserialised: that threw inside the port's listener, an uncaught exception on this thread
+ * (on the supervisor's, the end of every service), and the request, already taken off, never settled.
+ */
+function settle(p: Pending, msg: Extract<Message, { k: 'res' }>): void {
+  if (msg.ok === true) return void p.resolve(msg.value)
+  const error: unknown = msg.ok === false ? msg.error : undefined
+  const isError =
+    typeof error === 'object' &&
+    error !== null &&
+    typeof (error as { message?: unknown }).message === 'string'
+  p.reject(
+    isError
+      ? deserializeError(error as SerializedError)
+      : codedError('ERR_RPC_BAD_REPLY', 'the other side answered with neither a value nor an error'),
+  )
+}
+
 export function createRpc<Out extends OpMap, In extends OpMap>(port: MessagePort): Rpc<Out, In> {
   const pending = new Map<number, Pending>()
   const handlers = new Map<string, (args: unknown) => unknown>()
@@ -63,8 +82,7 @@ export function createRpc<Out extends OpMap, In extends OpMap>(port: MessagePort
       if (!p) return // answered after its deadline: the caller has moved on
       pending.delete(msg.id)
       clearTimeout(p.timer)
-      if (msg.ok) p.resolve(msg.value)
-      else p.reject(deserializeError(msg.error))
+      settle(p, msg)
       return
     }
     const fn = handlers.get(msg.op)

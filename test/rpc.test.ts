@@ -82,3 +82,45 @@ test('a message of another shape is dropped, not thrown on the receiving thread;
     server.close(codedError('ERR_TEST_DONE', 'done'))
   }
 })
+
+test('a reply with neither a value nor an error rejects its request at once with ERR_RPC_BAD_REPLY, nothing thrown on the receiving thread', async () => {
+  // The other side played here, with no rpc of its own on its port.
+  const { port1, port2 } = new MessageChannel()
+  const client = createRpc<Ops, OpMap>(port1)
+  const uncaught: unknown[] = []
+  const onUncaught = (err: unknown) => uncaught.push(err)
+  process.on('uncaughtException', onUncaught)
+  // The other thread's answers: an error that is not one, one without a message, no `ok` at all.
+  const replies = [
+    { ok: false, error: null },
+    { ok: false, error: { message: 5 } },
+    { ok: false, error: 'it broke' },
+    { value: 'X' },
+  ]
+  port2.on('message', (m: { k: string; id: number }) => {
+    if (m.k === 'req') port2.postMessage({ k: 'res', id: m.id, ...replies[m.id - 1] })
+  })
+  try {
+    for (const _ of replies) {
+      // Well before its deadline: the request is not left to time out.
+      await assert.rejects(client.request('echo', 'x', 10_000), { code: 'ERR_RPC_BAD_REPLY' })
+    }
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.deepEqual(uncaught, [])
+  } finally {
+    process.off('uncaughtException', onUncaught)
+    client.close(codedError('ERR_TEST_DONE', 'done'))
+    port2.close()
+  }
+})
+
+test('a malformed reply still queued when the worker exits: close() rejects it and every other pending request', async () => {
+  const { client, port2 } = pair()
+  const answered = client.request('echo', 'x', 10_000)
+  const other = client.request('never', null, 10_000)
+  const req = receiveMessageOnPort(port2)?.message as { id: number }
+  port2.postMessage({ k: 'res', id: req.id, ok: false, error: null })
+  client.close(codedError('ERR_WORKER_EXITED', 'worker exited'))
+  await assert.rejects(answered, { code: 'ERR_RPC_BAD_REPLY' })
+  await assert.rejects(other, { code: 'ERR_WORKER_EXITED' })
+})
