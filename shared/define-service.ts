@@ -106,8 +106,16 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
   const board = createStatusBoard(init.board)
   const log = createLogger(service, config.logLevel, { logDir: config.logDir })
   const rpc = createRpc<SupervisorOps, WorkerOps>(init.control)
-  const ports = createServicePorts(rpc, config.serviceCallTimeout)
   const repeats = createRepeatGate(log, REPEAT_WINDOW_MS)
+  const ports = createServicePorts(rpc, config.serviceCallTimeout, (type) =>
+    repeats.log(
+      'warn',
+      { event: 'ports.call.refused', target: service },
+      type,
+      { type },
+      `a caller sent ${service} a port message that is not a call of its methods: not run`,
+    ),
+  )
   // Observes, never handles: the exception still ends the thread, once its port is held.
   process.on('uncaughtExceptionMonitor', () => {
     try {

@@ -1,5 +1,6 @@
 import { MessageChannel } from 'node:worker_threads'
 import { codedError } from '../shared/errors.js'
+import { createRepeatGate, REPEAT_WINDOW_MS } from '../shared/log-repeats.js'
 import type { Logger } from '../shared/logger.js'
 import { CALLS, type ServiceApis, type Target } from '../shared/ports/apis.js'
 import { serveOn } from '../shared/ports/comlink.js'
@@ -47,6 +48,17 @@ export function createPortBroker(supervisorApi: ServiceApis['supervisor'], log: 
   /** Requests that wait for their target to come up: answered once it is wired. */
   const waiting = new Map<Target, Map<WorkerHandle, () => void>>()
 
+  /** A caller that sends the supervisor's port anything but its calls: said, not once per message. */
+  const repeats = createRepeatGate(log, REPEAT_WINDOW_MS)
+  const refusedFrom = (caller: ServiceName) => (type: string) =>
+    repeats.log(
+      'warn',
+      { event: 'ports.call.refused', caller, target: 'supervisor' },
+      type,
+      { type },
+      `${caller} sent the supervisor a port message that is not a call of its methods: not run`,
+    )
+
   const ignore = (what: string) => (err: unknown) =>
     log.debug({ event: 'ports.control.failed', what, err }, 'a port message found its worker gone')
 
@@ -55,7 +67,7 @@ export function createPortBroker(supervisorApi: ServiceApis['supervisor'], log: 
     if (!server) throw codedError('ERR_SERVICE_DOWN', `${target} is down`)
     const methods = allowed.get(caller)?.[target] ?? []
     const { port1, port2 } = new MessageChannel()
-    if (server === 'main') serveOn(port2, supervisorApi, methods)
+    if (server === 'main') serveOn(port2, supervisorApi, methods, refusedFrom(caller.service))
     else
       server.rpc.request('port.serve', { port: port2, methods }, CONTROL_MS, [port2]).catch(ignore('serve'))
     caller.rpc

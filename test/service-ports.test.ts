@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
-import { MessageChannel } from 'node:worker_threads'
+import { MessageChannel, type MessagePort, type Transferable } from 'node:worker_threads'
 import { codedError } from '../shared/errors.js'
 import { createLogger } from '../shared/logger.js'
 import type { Target } from '../shared/ports/apis.js'
@@ -29,14 +29,14 @@ function harness(timeoutMs: number) {
   const control = new MessageChannel()
   const worker = createRpc<SupervisorOps, WorkerOps>(control.port1)
   const supervisor = createRpc<WorkerOps, SupervisorOps>(control.port2)
-  const ports = createServicePorts(worker, timeoutMs)
+  const ports = createServicePorts(worker, timeoutMs, () => {})
   let api: object | undefined
   let server = 0
   const served: MessageChannel['port2'][] = []
   const wire = async (target: Target) => {
     if (!api) throw codedError('ERR_SERVICE_DOWN', `${target} is down`)
     const { port1, port2 } = new MessageChannel()
-    serveOn(port2, api, Object.keys(api))
+    serveOn(port2, api, Object.keys(api), () => {})
     served.push(port2)
     await supervisor.request('port.connect', { target, port: port1, server: ++server }, 1000, [port1])
   }
@@ -62,6 +62,32 @@ function harness(timeoutMs: number) {
   }
 }
 
+/**
+ * Posts comlink's wire messages on `port` as any caller can, each with an id of its own: resolves
+ * with the reply to it.
+ */
+function comlinkMessages(port: MessagePort) {
+  let n = 0
+  return (msg: object, transfer: Transferable[] = []) => {
+    const id = `raw-${++n}`
+    return new Promise<Record<string, unknown>>((resolve) => {
+      const on = (m: { id?: string }) => {
+        if (m.id !== id) return
+        port.off('message', on)
+        resolve(m as Record<string, unknown>)
+      }
+      port.on('message', on)
+      port.postMessage({ ...msg, id }, transfer)
+    })
+  }
+}
+
+/** The code of the error a comlink reply carries, or undefined when it answers with a value. */
+function refusal(reply: Record<string, unknown>): unknown {
+  if (reply.type !== 'HANDLER' || reply.name !== 'throw') return undefined
+  return (reply.value as { code?: unknown }).code
+}
+
 describe('service ports', () => {
   test('a caller is served only the methods it may call: no other method, no field, no write into the serving thread', async () => {
     const { port1, port2 } = new MessageChannel()
@@ -70,48 +96,106 @@ describe('service ports', () => {
       identity: () => ({ keyPem: 'PRIVATE KEY' }),
       secret: 'a field',
     }
-    serveOn(port2, api, ['collect'])
+    const refused: string[] = []
+    serveOn(port2, api, ['collect'], (type) => refused.push(type))
     const remote = remoteOn<{ collect(): string; identity(): unknown; secret: string }>(port1)
-    // comlink's own messages, as any caller can post them: a write through the prototype.
-    const answer = (id: string) =>
-      new Promise((resolve) => {
-        const on = (m: { id?: string }) => {
-          if (m.id !== id) return
-          port1.off('message', on)
-          resolve(m)
-        }
-        port1.on('message', on)
-      })
+    const send = comlinkMessages(port1)
     try {
       assert.equal(await remote.collect(), 'metrics')
-      await assert.rejects(remote.identity())
-      assert.equal(await remote.secret, undefined)
-      const set = answer('pollute')
-      port1.postMessage({
-        id: 'pollute',
-        type: 'SET',
-        path: ['__proto__', 'polluted'],
-        value: { type: 'RAW', value: 'from a caller' },
-      })
-      await set
-      assert.equal(({} as Record<string, unknown>).polluted, undefined)
+      await assert.rejects(remote.identity(), { code: 'ERR_NO_METHOD' })
+      await assert.rejects(async () => await remote.secret, { code: 'ERR_PORT_REFUSED' })
+      // comlink's own messages, as any caller can post them: writes through the prototype chain
+      // of the facade and of a served method (Function.prototype, then Object.prototype).
+      const raw = { type: 'RAW', value: 'from a caller' }
+      for (const path of [
+        ['__proto__', 'polluted'],
+        ['collect', '__proto__', 'polluted'],
+        ['collect', '__proto__', '__proto__', 'polluted'],
+      ]) {
+        assert.equal(
+          refusal(await send({ type: 'SET', path, value: raw })),
+          'ERR_PORT_REFUSED',
+          `SET ${path}`,
+        )
+      }
+      assert.equal(Object.hasOwn(Object.prototype, 'polluted'), false)
+      assert.equal(Object.hasOwn(Function.prototype, 'polluted'), false)
+      // A read along a method, a construction, a new endpoint: none is answered but as refused.
+      assert.equal(
+        refusal(await send({ type: 'GET', path: ['collect', 'constructor', 'name'] })),
+        'ERR_PORT_REFUSED',
+      )
+      assert.equal(
+        refusal(await send({ type: 'CONSTRUCT', path: ['collect'], argumentList: [] })),
+        'ERR_PORT_REFUSED',
+      )
+      const endpoint = await send({ type: 'ENDPOINT' })
+      assert.equal(refusal(endpoint), 'ERR_PORT_REFUSED', 'no port of its own, unguarded')
+      assert.equal(refusal(await send({ type: 'RELEASE' })), 'ERR_PORT_REFUSED')
+      assert.deepEqual(refused, [
+        'APPLY',
+        'GET',
+        'SET',
+        'SET',
+        'SET',
+        'GET',
+        'CONSTRUCT',
+        'ENDPOINT',
+        'RELEASE',
+      ])
+      assert.equal(await remote.collect(), 'metrics', 'still served')
     } finally {
       port1.close()
       port2.close()
     }
   })
 
-  test('a comlink message of another shape is dropped by the serving thread, not thrown there; calls after it are answered', async () => {
+  test('a comlink message of another shape is not run and not thrown on the serving thread; calls after it are answered', async () => {
     const { port1, port2 } = new MessageChannel()
-    serveOn(port2, { collect: () => 'metrics' }, ['collect'])
+    const seen: unknown[][] = []
+    serveOn(
+      port2,
+      {
+        collect: (...args: unknown[]) => {
+          seen.push(args)
+          return 'metrics'
+        },
+      },
+      ['collect'],
+      () => {},
+    )
     const remote = remoteOn<{ collect(): string }>(port1)
+    const send = comlinkMessages(port1)
     const uncaught: unknown[] = []
     const onUncaught = (err: unknown) => uncaught.push(err)
     process.on('uncaughtException', onUncaught)
     try {
-      port1.postMessage({ id: 'junk', type: 'APPLY', path: ['collect'], argumentList: 5 })
-      port1.postMessage({ id: 'junk2', type: 'APPLY', path: 'collect' })
+      const proxied = new MessageChannel()
+      const junk: [object, Transferable[]][] = [
+        [{ type: 'APPLY', path: ['collect'], argumentList: 5 }, []],
+        [{ type: 'APPLY', path: 'collect', argumentList: [] }, []],
+        [{ type: 'APPLY', path: ['collect'] }, []],
+        [{ type: 'APPLY', path: ['collect', 'call'], argumentList: [] }, []],
+        [{ type: 'APPLY', path: [['collect']], argumentList: [] }, []],
+        // Arguments this thread would deserialise as the caller chose: a proxy to a port of its own.
+        [
+          {
+            type: 'APPLY',
+            path: ['collect'],
+            argumentList: [{ type: 'HANDLER', name: 'proxy', value: proxied.port1 }],
+          },
+          [proxied.port1],
+        ],
+        [{ type: 'APPLY', path: ['collect'], argumentList: [{ type: 'HANDLER', name: 'nosuch' }] }, []],
+        [{ type: 'NOSUCH', path: ['collect'], argumentList: [] }, []],
+      ]
+      for (const [msg, transfer] of junk)
+        assert.equal(refusal(await send(msg, transfer)), 'ERR_PORT_REFUSED', JSON.stringify(msg))
+      proxied.port2.close()
+      port1.postMessage(null)
+      port1.postMessage(7)
       assert.equal(await remote.collect(), 'metrics')
+      assert.deepEqual(seen, [[]], 'only the well-formed call ran')
       await new Promise((resolve) => setImmediate(resolve))
       assert.deepEqual(uncaught, [])
     } finally {
@@ -364,6 +448,68 @@ describe('the scrape over service ports', () => {
     assert.match(after.text, /^sia_worker_tasks\{service="gateway"\} 1$/m)
     assert.equal(await stop(sc), 0)
   })
+})
+
+/**
+ * A preload (`--import`) that makes the metrics worker a hostile caller: on every port it is wired
+ * to (the supervisor's registry, each worker's), before its first call, a write through a served
+ * method's prototype chain into Object.prototype, then ENDPOINT, and on a port that brings back, a
+ * call whose argument list is not a list (what threw on comlink's serving thread).
+ */
+const HOSTILE_METRICS = `import { isMainThread, MessagePort, parentPort, workerData } from 'node:worker_threads'
+if (!isMainThread) {
+  let service = typeof workerData === 'object' ? workerData?.service : undefined
+  if (typeof workerData === 'string') parentPort.once('message', (m) => { service = m?.service })
+  const on = MessagePort.prototype.on
+  const wired = new Set()
+  const attack = (port) => {
+    on.call(port, 'message', (m) => {
+      if (m?.id === 'hostile-endpoint' && m.value instanceof MessagePort)
+        m.value.postMessage({ id: 'hostile-apply', type: 'APPLY', path: ['collect'], argumentList: 5 })
+    })
+    port.postMessage({ id: 'hostile-set', type: 'SET', path: ['collect', '__proto__', '__proto__', 'polluted'], value: { type: 'RAW', value: 'from the metrics worker' } })
+    port.postMessage({ id: 'hostile-endpoint', type: 'ENDPOINT' })
+  }
+  MessagePort.prototype.on = function (event, listener) {
+    if (event !== 'message') return on.call(this, event, listener)
+    return on.call(this, event, function (msg) {
+      if (service === 'metrics' && msg?.k === 'req' && msg.op === 'port.connect' && !wired.has(msg.args.target)) {
+        wired.add(msg.args.target)
+        attack(msg.args.port)
+      }
+      return listener.apply(this, arguments)
+    })
+  }
+}
+`
+
+test('a hostile caller on the service ports (a write through the prototype chain, ENDPOINT, a malformed call) is refused: the sidecar and every service go on, exit 0', async () => {
+  const preload = join(mkdtempSync(join(tmpdir(), 'sia-ports-hostile-')), 'hostile-metrics.mjs')
+  writeFileSync(preload, HOSTILE_METRICS)
+  const sc = await startReady({
+    command: (node, argv) => ({ file: node, args: ['--import', preload, ...argv] }),
+  })
+  try {
+    // The first scrape wires the metrics worker to the supervisor and to every other worker.
+    await fetch(`${await sc.url('metrics')}/metrics`).catch(() => undefined)
+    const refused = (service: string, type: string) =>
+      sc.waitFor((r) => r.event === 'ports.call.refused' && r.service === service && r.type === type)
+    for (const type of ['SET', 'ENDPOINT']) {
+      await refused('supervisor', type)
+      await refused('certificate', type)
+    }
+    const bySupervisor = sc.events('ports.call.refused').find((r) => r.service === 'supervisor')
+    assert.equal(bySupervisor?.caller, 'metrics')
+    const { text } = await scrape(sc)
+    for (const s of ['certificate', 'token', 'memory-reporter', 'gateway', 'metrics', 'healthcheck'])
+      assert.equal(up(text, s), 1, s)
+    assert.match(text, /^process_resident_memory_bytes /m, "the supervisor's own registry")
+    assert.equal((await fetch(`${await sc.url('healthcheck')}/readyz`)).status, 200)
+    assert.deepEqual(sc.events('worker.crashed'), [])
+  } finally {
+    assert.equal(await stop(sc), 0)
+  }
+  assert.equal(sc.events('supervisor.exit').at(-1)?.code, 0)
 })
 
 test('identity through ports: the certificate service restarted, then the token service: mutual TLS to ZTS keeps working', async () => {

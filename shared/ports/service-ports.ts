@@ -38,9 +38,11 @@ interface Wire {
   retired?: boolean
 }
 
+/** `refused`: told the type of each port message that was not a call of a method served (serveOn). */
 export function createServicePorts(
   rpc: Rpc<SupervisorOps, WorkerOps>,
   defaultTimeoutMs: number,
+  refused: (type: string) => void,
 ): ServicePorts {
   const api: Record<string, unknown> = {}
   const wires = new Map<Target, Wire>()
@@ -56,7 +58,7 @@ export function createServicePorts(
   }
 
   rpc.handle('port.serve', ({ port, methods }) => {
-    serveOn(port, api, methods)
+    serveOn(port, api, methods, refused)
     return null
   })
   rpc.handle('port.connect', ({ target, port, server }) => {
