@@ -101,18 +101,32 @@ function dialHost(host: string | undefined): string {
   return host
 }
 
+/**
+ * How long a relayed connection stays once the successor has ended its side (its last answer
+ * passed on to the client, and the end with it): time for the client to read it and close.
+ * Then both sockets are destroyed: a client that never closed its side kept the pair, two
+ * descriptors on the main thread, for as long as it lived.
+ */
+export const RELAY_LINGER_MS = 2000
+
 function relay({ socket: client, sent, ended }: Parked, host: string, port: number): void {
   // Parked no more: what comes now is piped (an end now is the relay's, not a client gone).
   client.removeAllListeners('data')
   client.removeAllListeners('end')
   client.pause()
   const upstream = connect({ host, port, allowHalfOpen: true })
+  let linger: NodeJS.Timeout | undefined
   const end = () => {
+    clearTimeout(linger)
     client.destroy()
     upstream.destroy()
   }
   client.on('error', end)
   upstream.on('error', end)
+  client.once('close', end)
+  upstream.once('end', () => {
+    linger = setTimeout(end, RELAY_LINGER_MS).unref()
+  })
   // Sent with the connection (queued until it is made): the request is there as it arrives.
   for (const chunk of sent) upstream.write(chunk)
   if (ended) upstream.end()

@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { Agent, get, request } from 'node:http'
+import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, type TestContext, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { RELAY_LINGER_MS } from '../supervisor/port-hold.js'
+import { eventually } from './support/eventually.js'
 import { alert, readJsonLines, SIGNALS, webhook } from './support/gateway.js'
 import { serverPorts } from './support/ports.js'
 import { parsePromText } from './support/prom-text.js'
@@ -273,6 +276,35 @@ function postAlert(url: string, name: string): Promise<number> {
   }).then((r) => r.status)
 }
 
+/**
+ * The TCP sockets process `pid` holds that relay to `port` or from one of `clientPorts` to it
+ * (/proc/<pid>/fd for its sockets, /proc/<pid>/net/tcp* for their addresses).
+ */
+function relayedSockets(pid: number, port: number, clientPorts: ReadonlySet<number | undefined>): number {
+  const inodes = new Set<string>()
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target: string
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`, { encoding: 'utf8' })
+    } catch {
+      continue // closed since the listing
+    }
+    const socket = /^socket:\[(\d+)\]$/.exec(target)
+    if (socket) inodes.add(socket[1]!)
+  }
+  let n = 0
+  for (const table of ['tcp', 'tcp6']) {
+    for (const line of readFileSync(`/proc/${pid}/net/${table}`, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/)
+      if (f.length < 10 || !inodes.has(f[9]!)) continue
+      const local = Number.parseInt(f[1]!.split(':')[1]!, 16)
+      const remote = Number.parseInt(f[2]!.split(':')[1]!, 16)
+      if (remote === port || (local === port && clientPorts.has(remote))) n++
+    }
+  }
+  return n
+}
+
 describe('worker replacement', { concurrency: 2 }, () => {
   test('SIGHUP with an invalid config file, or one changing what needs a restart: logged, nothing replaced, still serving; its warnings said', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sia-reload-'))
@@ -501,6 +533,51 @@ describe('worker replacement', { concurrency: 2 }, () => {
       const replaced = await sc.waitForEvent('worker.replaced', { service: 'gateway' })
       assert.deepEqual([replaced.reason, replaced.overlapMs], ['restart', 0])
     } finally {
+      assert.equal(await stop(sc), 0)
+    }
+  })
+
+  test('clients parked on a held port that never close their side, once answered: the supervisor lets go of their relayed connections', async () => {
+    // Every start of the gateway takes 3 s (its successor's, while the port is held, too); the
+    // first webhook that reaches the sink crashes it.
+    const { sc, ports } = await readyOnConfigFile(
+      { logLevel: 'info' },
+      { SIA_FAILPOINTS: 'gateway.start=delay(3000);gateway.before-sink=1*crash' },
+    )
+    const clients: Socket[] = []
+    try {
+      await postAlert(`${await sc.url('gateway')}${SIGNALS}`, 'Crash').catch(() => 0)
+      await sc.waitForEvent('worker.port.held', { service: 'gateway' })
+      // Its thread gone, nothing else listens: each client is parked by the supervisor.
+      await sc.waitForEvent('worker.crashed', { service: 'gateway' })
+      // Each asks, reads the answer and the server's end (it asked for `connection: close`), and
+      // never ends its own side.
+      const answers = Array.from({ length: 20 }, () => {
+        const c = connect({ host: '127.0.0.1', port: ports.gateway, allowHalfOpen: true })
+        clients.push(c)
+        let got = ''
+        c.on('data', (d) => {
+          got += d
+        })
+        c.write('GET /readyz HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n')
+        return new Promise<string>((resolve, reject) => {
+          c.once('end', () => resolve(got))
+          c.once('error', reject)
+        })
+      })
+      await Promise.all(clients.map((c) => new Promise((resolve) => c.once('connect', resolve))))
+      const released = await sc.waitForEvent('worker.port.released', { service: 'gateway' })
+      assert.deepEqual([released.handedOver, released.connections], [true, 20], 'all 20 parked, then relayed')
+      for (const answer of await Promise.all(answers)) assert.match(answer, /^HTTP\/1\.1 \d{3} /)
+      // The successor has closed its side of each: the supervisor's two sockets for each (the
+      // client's, the one to the successor) go once the relay's linger is over.
+      const clientPorts = new Set(clients.map((c) => c.localPort))
+      const relayed = () => relayedSockets(sc.proc.pid!, ports.gateway, clientPorts)
+      await eventually(async () => (relayed() === 0 ? true : undefined), RELAY_LINGER_MS + 5000).catch(() => {
+        assert.fail(`${relayed()} sockets still open on the supervisor's side`)
+      })
+    } finally {
+      for (const c of clients) c.destroy()
       assert.equal(await stop(sc), 0)
     }
   })
