@@ -444,7 +444,11 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
         )
         break
       case 'terminate':
-        void h?.terminate(e.reason)
+        // A kill that holds the port (the watchdog's) ends the thread once the supervisor listens
+        // beside it: the connections queued unaccepted on the thread's listener then migrate to
+        // the hold (net.ipv4.tcp_migrate_req=1) rather than being reset with no listener left.
+        if (hold) void hold.then(() => h?.terminate(e.reason))
+        else void h?.terminate(e.reason)
         break
       case 'log':
         log[e.level]({ event: e.event, service, ...e.fields }, e.msg)

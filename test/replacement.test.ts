@@ -623,6 +623,36 @@ describe('worker replacement', { concurrency: 2 }, () => {
     }
   })
 
+  test('the worker its watchdog ends: the connections queued on its listener while it was blocked are answered by its successor (tcp_migrate_req)', async (t) => {
+    // Where the kernel migrates them (README, Worker replacement); the watchdog ends the thread
+    // only once the supervisor listens beside it. Ended first, in about half the kills every
+    // queued connection was reset, with no listener left to migrate to.
+    if (!migrateRequests(t)) return t.skip('net.ipv4.tcp_migrate_req cannot be set here')
+    const { sc } = await readyOnConfigFile(
+      { services: { gateway: { watchdogTimeout: '2s' } } },
+      { SIA_FAILPOINTS: 'gateway.before-sink=1*block' },
+    )
+    try {
+      const url = `${await sc.url('gateway')}${SIGNALS}`
+      const blocked = postAlert(url, 'Block').catch(() => 0)
+      // Its loop blocks on that webhook's sink step; every connection made from now on is queued,
+      // unaccepted, on the blocked thread's listener (the only one until the watchdog).
+      await sleep(500)
+      assert.deepEqual(sc.events('worker.watchdog'), [], 'queued before the watchdog')
+      const queued = Array.from({ length: 20 }, (_, i) =>
+        postAlert(url, `Queued${i}`).catch((err: Error) =>
+          String((err.cause as Error | undefined)?.message ?? err),
+        ),
+      )
+      await sc.waitForEvent('worker.watchdog', { service: 'gateway' }, 30_000)
+      assert.deepEqual(await Promise.all(queued), Array(20).fill(201))
+      await blocked
+      await sc.waitForEvent('worker.port.released', { service: 'gateway', handedOver: true })
+    } finally {
+      assert.equal(await stop(sc), 0)
+    }
+  })
+
   test('the worker a reload replaces blocks while it drains: its watchdog ends it, not its drain deadline', async () => {
     const { sc, ports } = await readyOnConfigFile(
       { services: { gateway: { watchdogTimeout: '2s' } } },
