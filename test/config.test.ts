@@ -267,6 +267,40 @@ describe('loadConfig', () => {
     assert.equal(c.services.token.startTimeout, 30_000)
   })
 
+  test('a restart policy whose settings disagree is refused, naming the one given', () => {
+    const restart = (tuning: string) => ['--config', file('restart.yaml', `services:\n  gateway:\n${tuning}`)]
+    // A window of 0: every fault the first of its window, restarted at once, never a crash loop.
+    rejects(
+      restart('    restartWindow: 0s\n'),
+      {},
+      /services\.gateway\.restartWindow .*: must be at least 1s/,
+    )
+    rejects(
+      restart('    restartWindow: 999ms\n'),
+      {},
+      /services\.gateway\.restartWindow .*: must be at least 1s/,
+    )
+    assert.equal(config(restart('    restartWindow: 1s\n')).services.gateway.restartWindow, 1000)
+    // A back-off past its cap would never grow.
+    rejects(
+      restart('    restartBackoff: 30s\n'),
+      {},
+      /services\.gateway\.restartBackoff .*: must not be longer than restartBackoffMax \(15s, its default\)/,
+    )
+    rejects(
+      restart('    restartBackoffMax: 50ms\n'),
+      {},
+      /services\.gateway\.restartBackoffMax .*: must not be shorter than restartBackoff \(100ms\)/,
+    )
+    rejects(
+      restart('    restartBackoff: 2s\n    restartBackoffMax: 1s\n'),
+      {},
+      /services\.gateway\.restartBackoffMax .*: must not be shorter than restartBackoff \(2s\)/,
+    )
+    const equal = config(restart('    restartBackoff: 2s\n    restartBackoffMax: 2s\n')).services.gateway
+    assert.deepEqual([equal.restartBackoff, equal.restartBackoffMax], [2000, 2000])
+  })
+
   test('lists and booleans', () => {
     const c = config([], { TARGET_DOMAIN_ROLES: 'a:role.x, b:role.y,' })
     assert.deepEqual(c.targetDomainRoles, ['a:role.x', 'b:role.y'])
@@ -735,6 +769,21 @@ describe('the CLI', () => {
     assert.match(
       r.stderr,
       /^sia-supervisor: invalid setting SHUTDOWN_TIMEOUT: .*longer than a timer can hold/,
+    )
+  })
+
+  test('restartWindow: 0s: exit 2 naming it, nothing started', () => {
+    // Hundreds of restarts a second of a worker that crashes at start, never a crash loop.
+    const window = file('window.yaml', 'services:\n  memory-reporter:\n    restartWindow: 0s\n')
+    const r = run(['--config', window], {
+      DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')),
+      SIA_FAILPOINTS: 'memory-reporter.start=crash',
+    })
+    assert.equal(r.status, 2)
+    assert.equal(r.stdout, '')
+    assert.match(
+      r.stderr,
+      /^sia-supervisor: invalid setting services\.memory-reporter\.restartWindow \(in .*\): must be at least 1s/,
     )
   })
 

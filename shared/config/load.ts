@@ -368,6 +368,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
         )
     }
     services[name] = tuningFor(name, s, parsed.data[name] ?? {})
+    checkRestartTuning(name, services[name], parsed.data[name] ?? {}, configPath)
     // SHUTDOWN_TIMEOUT (with SHUTDOWN_DELAY) bounds the whole shutdown (DESIGN.md §1): a service
     // given longer never has it, and may take all the services stopped after it are owed.
     if (services[name].shutdownTimeout > s.shutdownTimeout) {
@@ -388,6 +389,29 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   }
   checkPortsApart(s, services, named, given)
   return { kind: 'run', config: { ...s, ...identity, services }, warnings }
+}
+
+/**
+ * A service's restart policy, whose settings are each valid alone: a back-off that starts past
+ * its own cap would never grow (every restart waited the cap, whatever restartBackoff said).
+ */
+function checkRestartTuning(
+  name: ServiceName,
+  tuning: ServiceTuning,
+  t: TuningInput,
+  configPath: string | undefined,
+): void {
+  if (tuning.restartBackoffMax >= tuning.restartBackoff) return
+  const key = (k: string) => `services.${name}.${k} (in ${configPath})`
+  throw t.restartBackoffMax !== undefined
+    ? configError(
+        key('restartBackoffMax'),
+        `must not be shorter than restartBackoff (${formatDuration(tuning.restartBackoff)})`,
+      )
+    : configError(
+        key('restartBackoff'),
+        `must not be longer than restartBackoffMax (${formatDuration(tuning.restartBackoffMax)}, its default)`,
+      )
 }
 
 /**

@@ -87,6 +87,12 @@ export function settingSchema(spec: SettingSpec): z.ZodMiniType {
  */
 export const MAX_STACK_MB = 1024
 
+/**
+ * The shortest restart intensity window: with 0 every fault was the first of its window, restarted
+ * at once with no back-off, and no number of them a crash loop (hundreds of restarts a second).
+ */
+const MIN_RESTART_WINDOW_MS = 1000
+
 /** Per-service tuning, only from the config file (`services.<name>`). */
 export const tuningSchema = z.strictObject({
   enabled: z.optional(z.boolean()),
@@ -104,7 +110,9 @@ export const tuningSchema = z.strictObject({
   ),
   restart: z.optional(z.enum(['permanent', 'transient', 'temporary'])),
   maxRestarts: z.optional(z.int().check(z.gte(0))),
-  restartWindow: z.optional(fileDuration),
+  restartWindow: z.optional(
+    z.pipe(fileDuration, z.number().check(z.gte(MIN_RESTART_WINDOW_MS, 'must be at least 1s'))),
+  ),
   restartBackoff: z.optional(fileDuration),
   restartBackoffMax: z.optional(fileDuration),
   // Workers beat once a second: anything shorter would kill healthy workers.
