@@ -19,9 +19,24 @@ export function untilDeadline(signal: AbortSignal, deadline: number): AbortSigna
 }
 
 /**
- * MODE=init's budget: the start deadlines of the two services that would fetch what it does
- * (certificate, then token), together.
+ * The certificate service's start deadline: its start timeout (`services.certificate.startTimeout`,
+ * else START_TIMEOUT) for its boot fetch, after the pause of up to DELAY_JITTER_SECONDS it may
+ * make first. Added whichever gave the timeout: an explicit one that left the pause out failed the
+ * start at random (a 5 s start, a pause of up to 600 s).
+ */
+export function certificateStartMs(startTimeoutMs: number, delayJitterSeconds: number): number {
+  return startTimeoutMs + delayJitterSeconds * 1000
+}
+
+/** What the certificate service's start gives its boot fetch: its deadline less the jitter pause. */
+export function certificateFetchMs(config: Config): number {
+  return config.services.certificate.startTimeout - config.delayJitterSeconds * 1000
+}
+
+/**
+ * MODE=init's budget: the time the two services that would fetch what it does (certificate, then
+ * token) give their fetches, together. The init makes no jitter pause, so none is in its budget.
  */
 export function initBudgetMs(config: Config): number {
-  return config.services.certificate.startTimeout + config.services.token.startTimeout
+  return certificateFetchMs(config) + config.services.token.startTimeout
 }

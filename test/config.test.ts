@@ -261,10 +261,15 @@ describe('loadConfig', () => {
     rejects([], { USE_TOKEN_SERVER: 'maybe' }, /USE_TOKEN_SERVER/)
   })
 
-  test("the certificate service's start deadline makes room for DELAY_JITTER_SECONDS", () => {
+  test("the certificate service's start deadline makes room for DELAY_JITTER_SECONDS, whichever gave its start timeout", () => {
     const c = config([], { DELAY_JITTER_SECONDS: '20', START_TIMEOUT: '30s' })
     assert.equal(c.services.certificate.startTimeout, 50_000)
     assert.equal(c.services.token.startTimeout, 30_000)
+    // An explicit one too: without the pause in it, a 5 s start with up to 20 s of pause failed at random.
+    const explicit = file('jitter.yaml', 'services:\n  certificate:\n    startTimeout: 5s\n')
+    const e = config(['--config', explicit], { DELAY_JITTER_SECONDS: '20' })
+    assert.equal(e.services.certificate.startTimeout, 25_000)
+    assert.equal(e.services.token.startTimeout, 30_000)
   })
 
   test('a restart policy whose settings disagree is refused, naming the one given', () => {

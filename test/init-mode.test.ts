@@ -80,6 +80,22 @@ test('MODE=init never waits on a file read that never ends: it leaves with its c
   )
 })
 
+test('MODE=init makes no DELAY_JITTER_SECONDS pause, and its deadline holds none: the start timeouts alone', async (t) => {
+  // Key and certificate FIFOs nobody writes: the identity on disk is never read, so the init ends
+  // at its deadline. The jitter (an hour) was in it, and the init waited for an hour.
+  const dir = mkdtempSync(join(tmpdir(), 'sia-init-'))
+  const paths = { KEY_FILE: join(dir, 'key.pem'), CERT_FILE: join(dir, 'cert.pem') }
+  for (const fifo of Object.values(paths)) execFileSync('mkfifo', [fifo])
+  const sc = startSidecar({
+    env: { MODE: 'init', ...paths, START_TIMEOUT: '1s', DELAY_JITTER_SECONDS: '3600' },
+  })
+  t.after(() => sc.kill('SIGKILL'))
+  const failed = await sc.waitForEvent('init.failed')
+  assert.equal(failed.budgetMs, 2000)
+  assert.equal((await sc.exited).code, 1, sc.stderr())
+  assert.deepEqual(sc.events('certificate.boot.delayed'), [])
+})
+
 test('MODE=init writes a key file whose name is 250 bytes long (its staged file, 17 bytes longer, failed ENAMETOOLONG)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sia-init-'))
   const key = join(dir, `${'k'.repeat(246)}.pem`)

@@ -110,6 +110,26 @@ test('SIGTERM during a long boot step: the start winds down at once, exit 0 with
   assertLifecycle(sc.records)
 })
 
+test('an explicit services.certificate.startTimeout has DELAY_JITTER_SECONDS added too: the pause never fails the start', async () => {
+  // A 1 s start and a pause of up to an hour: the start was failed at 1 s (start-failed, exit 1)
+  // unless the pause happened to be shorter.
+  const dir = mkdtempSync(join(tmpdir(), 'sia-jitter-'))
+  const path = join(dir, 'config.yaml')
+  writeFileSync(path, 'services:\n  certificate:\n    startTimeout: 1s\n')
+  const sc = startSidecar({
+    args: ['--config', path],
+    env: { DELAY_JITTER_SECONDS: '3600', SHUTDOWN_TIMEOUT: '3s' },
+  })
+  await sc.waitForEvent('certificate.boot.delayed')
+  await sleep(2500) // well past the second the start would have had
+  assert.deepEqual(sc.events('service.start.failed'), [])
+  sc.kill('SIGTERM')
+  assert.equal((await sc.exited).code, 0)
+  assert.equal(exitRecord(sc).cause, 'signal')
+  assert.deepEqual(sc.events('service.start.failed'), [])
+  assertLifecycle(sc.records)
+})
+
 test('SIGTERM during a restart back-off: no restart begins, exit 0', async () => {
   const path = `${process.env.TMPDIR ?? '/tmp'}/sia-backoff-${process.pid}.json`
   await import('node:fs').then((fs) =>

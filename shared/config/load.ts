@@ -16,6 +16,7 @@ import {
 import { parseSubject } from '../identity/subject.js'
 import { isAthenzName, parseTargets, type Target } from '../identity/targets.js'
 import { SERVICES, type ServiceName } from '../services.js'
+import { certificateStartMs } from '../start-deadline.js'
 import { ADDRESS_OF } from './addresses.js'
 import { DEFAULT_RESOURCE_LIMITS } from './limits.js'
 import { parseYaml } from './parse-yaml.js'
@@ -620,7 +621,9 @@ function tuningFor(name: ServiceName, s: Settings, t: TuningInput): ServiceTunin
     enabled: t.enabled ?? (listens || (name === 'token' && writesTokenFiles(s))),
     // The certificate service may wait up to DELAY_JITTER_SECONDS before its boot fetch.
     startTimeout:
-      t.startTimeout ?? s.startTimeout + (name === 'certificate' ? s.delayJitterSeconds * 1000 : 0),
+      name === 'certificate'
+        ? certificateStartMs(t.startTimeout ?? s.startTimeout, s.delayJitterSeconds)
+        : (t.startTimeout ?? s.startTimeout),
     shutdownTimeout: t.shutdownTimeout ?? s.shutdownTimeout,
     // Field by field: a file setting only stackSizeMb (or only the old generation) dropped the
     // other defaults, and V8 then sized that worker's heap from the host's memory (4 GiB here).

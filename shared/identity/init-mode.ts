@@ -3,7 +3,7 @@ import { monotonicMs } from '../clock.js'
 import type { Config } from '../config/types.js'
 import { codedError } from '../errors.js'
 import type { Logger } from '../logger.js'
-import { bootDeadline, initBudgetMs } from '../start-deadline.js'
+import { bootDeadline, certificateFetchMs, initBudgetMs } from '../start-deadline.js'
 import { retryAtBoot } from './backoff.js'
 import { createBackupWriter, createSecretBackup, restoreIdentity, type SecretBackup } from './backup.js'
 import { readIdentity, readOwnIdentity, sayIfAnotherPrincipal } from './identity.js'
@@ -87,8 +87,7 @@ export async function runInit(
       // With a backup to stand in, the provider's answer is awaited only until the certificate
       // service's boot fetch would give up: what is left of the deadline is the restore's. Once
       // it answered, what it issued is finished with all of it (nothing could stand in for it).
-      const asked =
-        backup?.canRead && !onDisk ? bootDeadline(config.services.certificate.startTimeout) : cutAt
+      const asked = backup?.canRead && !onDisk ? bootDeadline(certificateFetchMs(config)) : cutAt
       try {
         const id = await retry(
           { step: 'instance' },
