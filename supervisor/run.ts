@@ -262,13 +262,11 @@ export async function run(
 
 /**
  * The last line of defence of the budget: whatever is still waiting (a bug, a failpoint that never
- * returns), the process is out by the budget plus the second it has to end threads.
+ * returns), the process is out by the budget plus the second it has to end threads. The budget
+ * and that second fit in a timer (shared/config/deadlines.ts).
  */
 function armBudgetWatchdog(budgetMs: number, exit: ProcessExit): void {
-  setTimeout(
-    () => void exit.leave(1, { cause: 'budget-exceeded' }),
-    Math.min(2 ** 31 - 1, budgetMs + TERMINATE_PAST_BUDGET_MS + 50),
-  )
+  setTimeout(() => void exit.leave(1, { cause: 'budget-exceeded' }), budgetMs + TERMINATE_PAST_BUDGET_MS + 50)
 }
 
 /** A supervisor-side failpoint that hangs must not hold the start loop once the run is cancelled. */

@@ -306,6 +306,48 @@ describe('loadConfig', () => {
     assert.deepEqual([equal.restartBackoff, equal.restartBackoffMax], [2000, 2000])
   })
 
+  test('a deadline made by adding settings must fit a timer too: exit 2 naming the one given', () => {
+    // Each alone within 596h; their sum would have been a timer firing after 1 ms.
+    rejects(
+      [],
+      { MODE: 'init', START_TIMEOUT: '300h' },
+      /START_TIMEOUT: MODE=init's deadline \(START_TIMEOUT 300h \+ START_TIMEOUT 300h\) is longer than a timer can hold/,
+    )
+    const tokenStart = file('start.yaml', 'services:\n  token:\n    startTimeout: 400h\n')
+    rejects(
+      ['--config', tokenStart],
+      { MODE: 'init', START_TIMEOUT: '200h' },
+      /services\.token\.startTimeout \(in .*start\.yaml\): MODE=init's deadline/,
+    )
+    // Not a run's: its services start one at a time, each with its own deadline.
+    assert.equal(
+      config(['--config', tokenStart], { START_TIMEOUT: '300h' }).services.token.startTimeout,
+      1_440_000_000,
+    )
+    rejects(
+      [],
+      { START_TIMEOUT: '596h', DELAY_JITTER_SECONDS: '3600' },
+      /DELAY_JITTER_SECONDS: the certificate service's start deadline \(START_TIMEOUT 596h \+ DELAY_JITTER_SECONDS 1h\) is longer than a timer can hold/,
+    )
+    rejects(
+      ['--config', file('cert.yaml', 'services:\n  certificate:\n    startTimeout: 596h\n')],
+      { DELAY_JITTER_SECONDS: '3600' },
+      /DELAY_JITTER_SECONDS: the certificate service's start deadline \(services\.certificate\.startTimeout .* 596h/,
+    )
+    rejects(
+      [],
+      { SHUTDOWN_DELAY: '300h', SHUTDOWN_TIMEOUT: '300h' },
+      /SHUTDOWN_TIMEOUT: the shutdown budget \(SHUTDOWN_DELAY 300h \+ SHUTDOWN_TIMEOUT 300h \+ 1s\) is longer than a timer can hold/,
+    )
+    // The second to end threads past the budget counts: a budget of the whole 2^31-1 ms does not fit.
+    rejects([], { SHUTDOWN_TIMEOUT: '2147483647ms' }, /SHUTDOWN_TIMEOUT: the shutdown budget/)
+    assert.equal(config([], { SHUTDOWN_TIMEOUT: '2147482647ms' }).shutdownTimeout, 2_147_482_647)
+    assert.equal(
+      config([], { SHUTDOWN_DELAY: '298h', SHUTDOWN_TIMEOUT: '298h' }).shutdownTimeout,
+      1_072_800_000,
+    )
+  })
+
   test('lists and booleans', () => {
     const c = config([], { TARGET_DOMAIN_ROLES: 'a:role.x, b:role.y,' })
     assert.deepEqual(c.targetDomainRoles, ['a:role.x', 'b:role.y'])
@@ -775,6 +817,14 @@ describe('the CLI', () => {
       r.stderr,
       /^sia-supervisor: invalid setting SHUTDOWN_TIMEOUT: .*longer than a timer can hold/,
     )
+  })
+
+  test('MODE=init with START_TIMEOUT=300h: exit 2 naming it, nothing started', () => {
+    // Twice 300h was a deadline past what a timer holds: init.failed at once, exit 1.
+    const r = run([], { MODE: 'init', START_TIMEOUT: '300h', DATA_DIR: mkdtempSync(join(tmpdir(), 'sia-')) })
+    assert.equal(r.status, 2)
+    assert.equal(r.stdout, '')
+    assert.match(r.stderr, /^sia-supervisor: invalid setting START_TIMEOUT: MODE=init's deadline/)
   })
 
   test('restartWindow: 0s: exit 2 naming it, nothing started', () => {

@@ -18,6 +18,7 @@ import { isAthenzName, parseTargets, type Target } from '../identity/targets.js'
 import { SERVICES, type ServiceName } from '../services.js'
 import { certificateStartMs } from '../start-deadline.js'
 import { ADDRESS_OF } from './addresses.js'
+import { deadlineTooLong, PAST_BUDGET_MS, type Term } from './deadlines.js'
 import { DEFAULT_RESOURCE_LIMITS } from './limits.js'
 import { parseYaml } from './parse-yaml.js'
 import { readSmallFile } from './read-small-file.js'
@@ -389,7 +390,64 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
     })
   }
   checkPortsApart(s, services, named, given)
+  checkDerivedDeadlines(s, services, parsed.data, named, given, configPath)
   return { kind: 'run', config: { ...s, ...identity, services }, warnings }
+}
+
+/**
+ * The deadlines made by adding settings (deadlines.ts), each named by what the operator wrote:
+ * the certificate service's start (its start timeout and the jitter pause), MODE=init's (the
+ * certificate's and the token's start timeouts) and the shutdown budget.
+ */
+function checkDerivedDeadlines(
+  s: Settings,
+  services: Record<ServiceName, ServiceTuning>,
+  file: Partial<Record<ServiceName, TuningInput>>,
+  named: (key: SettingKey) => string,
+  given: ReadonlySet<SettingKey>,
+  configPath: string | undefined,
+): void {
+  /** A service's start timeout as given (the certificate's without the jitter it is given too). */
+  const start = (name: ServiceName): Term => {
+    const set = file[name]?.startTimeout
+    return set !== undefined
+      ? { setting: `services.${name}.startTimeout (in ${configPath})`, ms: set, given: true }
+      : { setting: named('startTimeout'), ms: s.startTimeout, given: given.has('startTimeout') }
+  }
+  const term = (key: 'shutdownDelay' | 'shutdownTimeout'): Term => ({
+    setting: named(key),
+    ms: s[key],
+    given: given.has(key),
+  })
+  const jitter: Term = {
+    setting: named('delayJitterSeconds'),
+    ms: s.delayJitterSeconds * 1000,
+    given: given.has('delayJitterSeconds'),
+  }
+  const tooLong = deadlineTooLong([
+    ...(services.certificate.enabled
+      ? [
+          {
+            what: "the certificate service's start deadline",
+            terms: [start('certificate'), jitter],
+          },
+        ]
+      : []),
+    ...(s.mode === 'init'
+      ? [
+          {
+            what: "MODE=init's deadline",
+            terms: [start('certificate'), start('token')],
+          },
+        ]
+      : []),
+    {
+      what: 'the shutdown budget',
+      terms: [term('shutdownDelay'), term('shutdownTimeout')],
+      pastMs: PAST_BUDGET_MS,
+    },
+  ])
+  if (tooLong) throw configError(tooLong.setting, tooLong.reason)
 }
 
 /**
