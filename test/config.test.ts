@@ -165,7 +165,7 @@ describe('loadConfig', () => {
         services: {
           gateway: {
             shutdownTimeout: '45s',
-            resourceLimits: { maxOldGenerationSizeMb: 64 },
+            resourceLimits: { maxOldGenerationSizeMb: 128 },
             restart: 'transient',
             restartBackoff: 0, // a number, as a top-level setting may be
           },
@@ -205,7 +205,7 @@ describe('loadConfig', () => {
     assert.deepEqual(noGateway.kind === 'run' && noGateway.warnings, [])
     // Each field given replaces its default; the others stay (V8's own would be the host's).
     assert.deepEqual(c.services.gateway.resourceLimits, {
-      maxOldGenerationSizeMb: 64,
+      maxOldGenerationSizeMb: 128,
       maxYoungGenerationSizeMb: 16,
     })
     const stack = config([
@@ -461,7 +461,15 @@ describe('loadConfig', () => {
     const padded = config([], { GATEWAY_AUTH_TOKEN_FILE: file('padded.tok', 's3cret \n\n') })
     assert.equal(padded.gatewayAuthToken, 's3cret')
     assert.equal(config([], { GATEWAY_AUTH_TOKEN: 's3cret\n' }).gatewayAuthToken, 's3cret')
-    assert.equal(config([], { TOKEN_CACHE_MAX_ENTRIES: '1000000' }).tokenCacheMaxEntries, 1_000_000)
+    // The most it takes, with a token heap that holds what lru-cache sets aside for it.
+    const bigHeap = file(
+      'heap.yaml',
+      'services:\n  token:\n    resourceLimits:\n      maxOldGenerationSizeMb: 512\n',
+    )
+    assert.equal(
+      config(['--config', bigHeap], { TOKEN_CACHE_MAX_ENTRIES: '1000000' }).tokenCacheMaxEntries,
+      1_000_000,
+    )
     assert.equal(config([], { HEALTH_CHECK_ENDPOINT: '/sant%C3%A9' }).healthCheckEndpoint, '/sant%C3%A9')
     rejects([], { GATEWAY_SINK: 'kubernetes' }, /GATEWAY_KUBE_API.*outside a cluster/)
     // What goes into the resource's URL: a query in the plural would make every create a dry run.

@@ -188,7 +188,8 @@ describe('crash isolation', { concurrency: 2 }, () => {
 
   test('OOM against resourceLimits: reason oom, the process lives on, the worker restarts', async (t) => {
     const sc = launch(t, {
-      env: { SIA_FAILPOINTS: 'gateway.before-task:server=1*oom' },
+      // A 32 MiB heap holds an in-memory dedup store of a thousand fingerprints, not the default 100,000.
+      env: { SIA_FAILPOINTS: 'gateway.before-task:server=1*oom', GATEWAY_DEDUP_MAX_ENTRIES: '1000' },
       args: withConfig({ gateway: { ...FAST, resourceLimits: { maxOldGenerationSizeMb: 32 } } }),
     })
     const crash = await nth(sc, 'worker.crashed', 'gateway', 1)
@@ -328,8 +329,12 @@ describe('crash isolation', { concurrency: 2 }, () => {
 
   test('recycling: a worker over recycleAtPercent is replaced gracefully, in-flight requests complete', async (t) => {
     const sc = launch(t, {
-      // Its start waits a moment, so the requests below are in flight before it is recycled.
-      env: { SIA_FAILPOINTS: 'token.before-task:refresh-timer=1*delay(1500)' },
+      // Its start waits a moment, so the requests below are in flight before it is recycled. A
+      // 64 MiB heap holds token caches of a thousand tokens each, not the default ten thousand.
+      env: {
+        SIA_FAILPOINTS: 'token.before-task:refresh-timer=1*delay(1500)',
+        TOKEN_CACHE_MAX_ENTRIES: '1000',
+      },
       args: withConfig({
         token: { ...FAST, recycleAtPercent: 1, resourceLimits: { maxOldGenerationSizeMb: 64 } },
       }),

@@ -3,9 +3,12 @@ import { dirname, join, resolve, sep } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseAddress } from '../address.js'
 import { statSync } from '../builtins.js'
+import { containerMemoryLimitSync } from '../cgroup-memory.js'
+import { NON_HEAP_RSS_MB } from '../container-resources.js'
 import { formatDuration, MAX_DURATION_MS } from '../duration.js'
 import { codedError } from '../errors.js'
 import { parseFailpoints } from '../failpoints.js'
+import { HEAP_SHARE } from '../http/connection-cap.js'
 import {
   checkTemplate,
   roleCertPath,
@@ -20,6 +23,7 @@ import { certificateStartMs } from '../start-deadline.js'
 import { ADDRESS_OF } from './addresses.js'
 import { deadlineTooLong, PAST_BUDGET_MS, type Term } from './deadlines.js'
 import { DEFAULT_RESOURCE_LIMITS } from './limits.js'
+import { dedupStoreMb, heapNeededMb, IDLE_HEAP_MB, processMemoryMb, tokenCachesMb } from './memory-fit.js'
 import { parseYaml } from './parse-yaml.js'
 import { readSmallFile } from './read-small-file.js'
 import { parseRedisUrl } from './redis-url.js'
@@ -62,8 +66,16 @@ function configError(setting: string, reason: string) {
   return Object.assign(err, { setting })
 }
 
-/** Flags > environment > config file > defaults. Throws ERR_CONFIG naming the setting. */
-export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Invocation {
+/**
+ * Flags > environment > config file > defaults. Throws ERR_CONFIG naming the setting.
+ * `memoryLimitBytes`: the container's memory limit (null: none), which the workers' heap limits
+ * must fit in.
+ */
+export function loadConfig(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+  memoryLimitBytes: number | null = containerMemoryLimitSync((path) => readText(path) ?? ''),
+): Invocation {
   const options: Record<string, { type: 'string' | 'boolean' }> = {
     help: { type: 'boolean' },
     version: { type: 'boolean' },
@@ -391,6 +403,12 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Inv
   }
   checkPortsApart(s, services, named, given)
   checkDerivedDeadlines(s, services, parsed.data, named, given, configPath)
+  if (s.mode !== 'init') {
+    checkBoundsFit(s, services, parsed.data, named, given, configPath)
+    const fit = containerFit(services, parsed.data, memoryLimitBytes, configPath)
+    if (fit?.refuse) throw configError(fit.setting, fit.reason)
+    if (fit) warnings.push({ setting: fit.setting, reason: fit.reason })
+  }
   return { kind: 'run', config: { ...s, ...identity, services }, warnings }
 }
 
@@ -471,6 +489,99 @@ function checkRestartTuning(
         key('restartBackoff'),
         `must not be longer than restartBackoffMax (${formatDuration(tuning.restartBackoffMax)}, its default)`,
       )
+}
+
+/**
+ * What a worker holds at a bound of its own settings must fit in its heap, beside its idle heap,
+ * in what its connections leave (memory-fit.ts): a 24 MiB token heap with the default token cache
+ * bounds ended the thread out of heap after ~8,200 distinct keys, before either cache was full.
+ * The token caches are filled by a token server only (token files hold the targets alone); the
+ * dedup store is the gateway's when there is no Redis. Names the bound the operator set (the
+ * first of `bounds` given), else the heap limit.
+ */
+function checkBoundsFit(
+  s: Settings,
+  services: Record<ServiceName, ServiceTuning>,
+  file: Partial<Record<ServiceName, TuningInput>>,
+  named: (key: SettingKey) => string,
+  given: ReadonlySet<SettingKey>,
+  configPath: string | undefined,
+): void {
+  const types = s.tokenType.split('+').length
+  const held: { service: 'token' | 'gateway'; what: string; mb: number; bounds: SettingKey[] }[] = []
+  if (services.token.enabled && s.tokenServerAddr !== '') {
+    const mb = tokenCachesMb(types, s.tokenCacheMaxEntries, s.tokenCacheMaxBytes)
+    held.push({
+      service: 'token',
+      what: `the token caches at their bounds (${named('tokenCacheMaxEntries')} ${s.tokenCacheMaxEntries}, ${named('tokenCacheMaxBytes')} ${s.tokenCacheMaxBytes}, for each of ${types} token types: ${Math.ceil(mb)} MiB of heap)`,
+      mb,
+      bounds: ['tokenCacheMaxBytes', 'tokenCacheMaxEntries'],
+    })
+  }
+  if (services.gateway.enabled && s.redisUrl === '' && s.gatewayDedupMaxEntries > 0) {
+    const mb = dedupStoreMb(s.gatewayDedupMaxEntries)
+    held.push({
+      service: 'gateway',
+      what: `the in-memory dedup store at its bound (${named('gatewayDedupMaxEntries')} ${s.gatewayDedupMaxEntries}: ${Math.ceil(mb)} MiB of heap)`,
+      mb,
+      bounds: ['gatewayDedupMaxEntries'],
+    })
+  }
+  for (const { service, what, mb, bounds } of held) {
+    const heap = services[service].resourceLimits.maxOldGenerationSizeMb ?? Number.POSITIVE_INFINITY
+    const needMb = heapNeededMb(service, mb)
+    if (heap >= needMb) continue
+    const heapKey = `services.${service}.resourceLimits.maxOldGenerationSizeMb`
+    const bound = bounds.find((k) => given.has(k))
+    const room = `beside its idle ${IDLE_HEAP_MB[service]} MiB, in the ${(1 - HEAP_SHARE) * 100}% of its heap its connections leave`
+    throw bound && file[service]?.resourceLimits?.maxOldGenerationSizeMb === undefined
+      ? configError(
+          named(bound),
+          `${what} needs a ${service} heap of ${needMb} MiB (${room}), and the ${service} worker's is ${heap} MiB (${heapKey}): lower the bound or raise the heap`,
+        )
+      : configError(
+          bound ? named(bound) : `${heapKey} (in ${configPath})`,
+          `${heap} MiB is too small a ${service} heap for ${what} ${room}: at least ${needMb} MiB, or a smaller bound`,
+        )
+  }
+}
+
+/**
+ * The workers' heap limits, with the CSR pool and what the process holds besides, against the
+ * container's memory limit (null: none known): past it a leak is the pod OOM-killed, not one
+ * thread's `oom` (DESIGN.md §8). Refused when the heap limits the operator raised make it so,
+ * named; a container smaller than the defaults need is said (they still run).
+ */
+function containerFit(
+  services: Record<ServiceName, ServiceTuning>,
+  file: Partial<Record<ServiceName, TuningInput>>,
+  limitBytes: number | null,
+  configPath: string | undefined,
+): (ConfigWarning & { refuse: boolean }) | undefined {
+  if (limitBytes === null) return undefined
+  const needMb = processMemoryMb(services)
+  const limitMb = Math.floor(limitBytes / 2 ** 20)
+  if (needMb <= limitMb) return undefined
+  const fields = ['maxOldGenerationSizeMb', 'maxYoungGenerationSizeMb'] as const
+  const raised = SERVICES.filter((name) => services[name].enabled).flatMap((name) =>
+    fields
+      .filter((f) => (file[name]?.resourceLimits?.[f] ?? 0) > (DEFAULT_RESOURCE_LIMITS[name][f] ?? 0))
+      .map((f) => `services.${name}.resourceLimits.${f} (in ${configPath})`),
+  )
+  const sum = `the workers' heap limits, the CSR pool's and the ${NON_HEAP_RSS_MB} MiB the process holds besides come to ${needMb} MiB, over the container's memory limit (${limitMb} MiB)`
+  if (raised.length > 0) {
+    const also = raised.length > 1 ? ` (with ${raised.slice(1).join(', ')})` : ''
+    return {
+      refuse: true,
+      setting: raised[0]!,
+      reason: `${sum}${also}: a leak would get the pod OOM-killed instead of ending one thread; lower it or raise the container's limit`,
+    }
+  }
+  return {
+    refuse: false,
+    setting: 'services.*.resourceLimits',
+    reason: `${sum}: a leak may get the pod OOM-killed instead of ending one thread; give the container ${needMb} MiB or set smaller resourceLimits`,
+  }
 }
 
 /**

@@ -88,6 +88,14 @@ export function settingSchema(spec: SettingSpec): z.ZodMiniType {
 export const MAX_STACK_MB = 1024
 
 /**
+ * The largest heap limits a config may give a worker (16 GiB old, 1 GiB young): far past what any
+ * service needs (128 and 16 MiB are the token service's defaults), short of figures no host has
+ * (1000000000 was taken: a limit that bounds nothing). Where the container's memory limit can be
+ * read, the sum of them all is checked against it too (load.ts, memory-fit.ts).
+ */
+const MAX_OLD_GENERATION_MB = 16_384
+const MAX_YOUNG_GENERATION_MB = 1024
+/**
  * The shortest restart intensity window: with 0 every fault was the first of its window, restarted
  * at once with no back-off, and no number of them a crash loop (hundreds of restarts a second).
  */
@@ -101,8 +109,8 @@ export const tuningSchema = z.strictObject({
   shutdownTimeout: z.optional(fileDuration),
   resourceLimits: z.optional(
     z.strictObject({
-      maxOldGenerationSizeMb: z.optional(z.int().check(z.gte(8))),
-      maxYoungGenerationSizeMb: z.optional(z.int().check(z.gte(1))),
+      maxOldGenerationSizeMb: z.optional(z.int().check(z.gte(8), z.lte(MAX_OLD_GENERATION_MB))),
+      maxYoungGenerationSizeMb: z.optional(z.int().check(z.gte(1), z.lte(MAX_YOUNG_GENERATION_MB))),
       // A thread's stack is reserved whole when it is made: past what the host gives, the worker
       // cannot be made at all (EAGAIN), and the boot fails with no setting named.
       stackSizeMb: z.optional(z.number().check(z.gte(1), z.lte(MAX_STACK_MB))),

@@ -9,7 +9,7 @@ export const MAX_HEADER_LINES = 100
 const CONNECTION_BYTES = 36 * 1024
 
 /** The share of a worker's heap its connections may hold together; the rest is the service's. */
-const HEAP_SHARE = 0.5
+export const HEAP_SHARE = 0.5
 
 /**
  * The most connections a server holds at once: HTTP_MAX_CONNECTIONS (0: no limit), and no more

@@ -15,7 +15,7 @@ export interface Plan {
   sigtermAfterMs: number
   shutdownDelayMs: number
   shutdownTimeoutMs: number
-  config: { services: Record<string, Record<string, unknown>> }
+  config: { services: Record<string, Record<string, unknown>>; [setting: string]: unknown }
   /** After the CLI's signal handlers are in: ms until each SIGHUP (all before the SIGTERM). */
   reloadsAtMs: number[]
   /** Webhooks posted one after another from the start to the exit, each answered 2xx checked in the sink. */
@@ -92,7 +92,13 @@ export function planFor(seed: number, { basic = false }: { basic?: boolean } = {
     sigtermAfterMs: Math.floor(rnd() * 3000),
     shutdownDelayMs: pick([0, 0, 200]),
     shutdownTimeoutMs: pick([1000, 1500, 2500]),
-    config: { services: Object.fromEntries(SERVICES.map((s) => [s, tuning])) },
+    config: {
+      // What the small heaps hold (load.ts refuses bounds a heap cannot): a thousand tokens a
+      // cache, a thousand fingerprints in the gateway's store.
+      tokenCacheMaxEntries: '1000',
+      gatewayDedupMaxEntries: '1000',
+      services: Object.fromEntries(SERVICES.map((s) => [s, tuning])),
+    },
     reloadsAtMs: [],
     traffic: false,
   }

@@ -1,5 +1,5 @@
-import { join } from 'node:path'
 import type { MetricObjectWithValues, MetricValue } from 'prom-client'
+import { memoryLimitFiles, parseMemoryLimit } from '../../shared/cgroup-memory.js'
 import { monotonicMs } from '../../shared/clock.js'
 import type { Config } from '../../shared/config/types.js'
 import { withDeadline } from '../../shared/deadline.js'
@@ -333,29 +333,12 @@ function memoryLimitSoon(): Promise<number | null> {
   ).catch(() => null)
 }
 
-/**
- * The container's memory limit (its cgroup's hard limit, v1 `memory.limit_in_bytes` or v2
- * `memory.max`), or null: none, or not Linux. The cgroup is this process's, from /proc/self/cgroup,
- * else the mount's root (a container's own cgroup without a cgroup namespace). libuv's
- * `process.constrainedMemory()` gives the lower of it and a soft limit; v2's root file alone
- * left a v1 host's limit unshown.
- */
+/** The container's memory limit (shared/cgroup-memory.ts), or null: none, or not Linux. */
 async function containerMemoryLimit(): Promise<number | null> {
   const self = await readFile('/proc/self/cgroup', 'utf8').catch(() => '')
-  const v1 = /^\d+:(?:[^:\n]*,)?memory(?:,[^:\n]*)?:(.*)$/m.exec(self)?.[1]
-  const v2 = /^0::(.*)$/m.exec(self)?.[1]
-  const files =
-    v1 !== undefined
-      ? [
-          join('/sys/fs/cgroup/memory', v1, 'memory.limit_in_bytes'),
-          '/sys/fs/cgroup/memory/memory.limit_in_bytes',
-        ]
-      : [join('/sys/fs/cgroup', v2 ?? '/', 'memory.max'), '/sys/fs/cgroup/memory.max']
-  for (const file of files) {
-    const text = (await readFile(file, 'utf8').catch(() => '')).trim()
-    // v2 says "max", v1 a figure near 2^63 when there is none.
-    if (text === 'max') return null
-    if (/^\d+$/.test(text)) return Number(text) < 2 ** 60 ? Number(text) : null
+  for (const file of memoryLimitFiles(self)) {
+    const limit = parseMemoryLimit(await readFile(file, 'utf8').catch(() => ''))
+    if (limit !== undefined) return limit
   }
   return null
 }
