@@ -15,6 +15,7 @@ import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createStdoutSink } from '../shared/stdout-sink.js'
+import { eventually } from './support/eventually.js'
 import { startSidecar } from './support/sidecar.js'
 
 /**
@@ -33,9 +34,9 @@ function fifo() {
   return {
     dir,
     writer,
-    /** Fills the pipe until it takes nothing more. */
+    /** Fills the pipe until it takes nothing more, with lines of dots. */
     fill() {
-      const filler = Buffer.alloc(4096, 0x2e)
+      const filler = Buffer.from(`${'.'.repeat(4095)}\n`)
       for (;;) {
         try {
           writeSync(writer, filler)
@@ -44,18 +45,20 @@ function fifo() {
         }
       }
     },
-    /** Everything the pipe holds now. */
-    drain(): string {
+    /** Everything the pipe holds now, or its first `max` bytes. */
+    drain(max = Number.POSITIVE_INFINITY): string {
       let out = ''
-      for (;;) {
+      for (let left = max; left > 0; ) {
         try {
-          const n = readSync(reader, chunk)
+          const n = readSync(reader, chunk, 0, Math.min(chunk.length, left), null)
+          left -= n
           if (n === 0) return out
           out += chunk.subarray(0, n).toString()
         } catch {
           return out
         }
       }
+      return out
     },
     close() {
       for (const fd of [reader, writer]) {
@@ -83,7 +86,7 @@ describe('stdout sink', () => {
       // Without a bound each of these would wait for a reader that never comes.
       for (let i = 0; i < 100; i++) write(line(i))
       const before = pipe.drain()
-      assert.equal(before.replaceAll('.', ''), '', 'nothing of the dropped lines reached the pipe')
+      assert.equal(before.replace(/[.\n]/g, ''), '', 'nothing of the dropped lines reached the pipe')
       write(line(100))
       const after = records(pipe.drain())
       assert.deepEqual(
@@ -175,6 +178,37 @@ describe('stdout sink', () => {
   })
 })
 
+/** The pipe read every few milliseconds, as a log collector reads it, unless paused. */
+function collector(pipe: ReturnType<typeof fifo>) {
+  let out = ''
+  let paused = false
+  const timer = setInterval(() => {
+    if (!paused) out += pipe.drain()
+  }, 5)
+  return {
+    text: () => out,
+    pause() {
+      paused = true
+    },
+    resume() {
+      paused = false
+    },
+    /** Reads `bytes` once, paused or not. */
+    readOnce(bytes: number) {
+      out += pipe.drain(bytes)
+    },
+    /** Stops reading; all it read. */
+    stop(): string {
+      clearInterval(timer)
+      out += pipe.drain()
+      return out
+    },
+  }
+}
+
+/** The lines that are neither a record nor a filler's dots. */
+const junk = (text: string) => text.split('\n').filter((l) => l && !l.startsWith('{') && !/^\.+$/.test(l))
+
 describe('the sidecar on a stdout that cannot take its lines', () => {
   /** Ready as its LOG_DIR file says (stdout is not read). */
   async function readyIn(dir: string, exited: () => boolean): Promise<void> {
@@ -229,5 +263,52 @@ describe('the sidecar on a stdout that cannot take its lines', () => {
       sc.kill('SIGKILL')
       closeSync(full)
     }
+  })
+  test("a client's long URL, quoted twice by its record, on a reader that stops then reads 8 KiB: every line on stdout is a whole record, each once, the URL cut to 1 KiB", {
+    timeout: 60_000,
+  }, async (t) => {
+    const pipe = fifo()
+    const reader = collector(pipe)
+    const sc = startSidecar({ stdout: pipe.writer })
+    t.after(() => {
+      sc.kill('SIGKILL')
+      reader.stop()
+      pipe.close()
+    })
+    const seen = (pred: (r: Record<string, unknown>) => boolean) =>
+      eventually(async () => records(reader.text()).find(pred), 30_000)
+    const { port } = await seen((r) => r.event === 'server.listening' && r.service === 'token')
+    await seen((r) => r.event === 'supervisor.ready')
+    reader.pause()
+    await sleep(50)
+    pipe.fill()
+    const url = `/${'x'.repeat(12_000)}`
+    const answered = fetch(`http://127.0.0.1:${port}${url}`).then((res) => res.status)
+    await sleep(100)
+    reader.readOnce(8192) // room for part of a long line
+    await sleep(500) // the token thread has given up waiting
+    reader.resume()
+    assert.equal(await answered, 400)
+    // Records of the main thread, while the token thread logs nothing more.
+    for (let i = 0; i < 3; i++) {
+      sc.kill('SIGUSR2')
+      await sleep(200)
+    }
+    sc.kill('SIGTERM')
+    assert.equal((await sc.exited).code, 0)
+    const out = reader.stop()
+    assert.deepEqual(
+      junk(out).map((l) => `${l.length} characters: ${l.slice(0, 60)} … ${l.slice(-60)}`),
+      [],
+      'every line a whole record',
+    )
+    const got = records(out)
+    const requests = got.filter((r) => r.event === 'token.request')
+    assert.equal(requests.length, 1, 'the record of the request, once')
+    const path = String(requests[0]?.path)
+    assert.ok(path.startsWith(url.slice(0, 1024)) && path.length < 1100, `path of ${path.length} characters`)
+    assert.match(path, /12001 characters, cut/)
+    assert.ok(String(requests[0]?.msg).length < 1200)
+    assert.equal(got.filter((r) => r.event === 'supervisor.signal.ignored').length, 3)
   })
 })

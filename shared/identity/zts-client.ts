@@ -1,6 +1,7 @@
 import type { Agent } from 'node:https'
 import { https } from '../builtins.js'
 import { codedError } from '../errors.js'
+import { quoted } from '../log-quote.js'
 import { backoffDelay, pause } from './backoff.js'
 import type { Identity } from './identity.js'
 
@@ -65,13 +66,15 @@ export function createZtsClient(opts: ZtsClientOptions): ZtsClient {
           ? { type: 'application/json', data: JSON.stringify(body.json) }
           : { type: 'application/x-www-form-urlencoded', data: new URLSearchParams(body.form).toString() }
     const timeoutMs = opts.timeoutMs ?? 10_000
+    // As errors quote it: it holds the domain and role names a token request asked for.
+    const call = `${method} ${quoted(path)}`
     // A deadline on the whole attempt: the socket's idle timeout alone never fires for an answer
     // that trickles in a byte at a time.
     const deadline = AbortSignal.timeout(timeoutMs)
     const failed = (err: Error) =>
       codedError(
         'ERR_UPSTREAM',
-        `ZTS ${method} ${path}: ${deadline.aborted && !signal.aborted ? `no answer within ${timeoutMs}ms` : err.message}`,
+        `ZTS ${call}: ${deadline.aborted && !signal.aborted ? `no answer within ${timeoutMs}ms` : err.message}`,
         err,
       )
     return new Promise<T>((resolve, reject) => {
@@ -113,7 +116,7 @@ export function createZtsClient(opts: ZtsClientOptions): ZtsClient {
               if (method === 'DELETE' || (json !== null && typeof json === 'object'))
                 return resolve(json as T)
               return reject(
-                codedError('ERR_UPSTREAM', `ZTS ${method} ${path} answered ${status} without a JSON object`),
+                codedError('ERR_UPSTREAM', `ZTS ${call} answered ${status} without a JSON object`),
               )
             }
             // ZTS's own error (its ResourceError: `{code, message}`), or a page of something else
@@ -123,10 +126,10 @@ export function createZtsClient(opts: ZtsClientOptions): ZtsClient {
             const fromZts = typeof said?.code === 'number' && typeof said.message === 'string'
             const message = fromZts ? (said.message as string).slice(0, 500) : text.slice(0, 200)
             reject(
-              Object.assign(
-                codedError('ERR_UPSTREAM', `ZTS ${method} ${path} answered ${status}: ${message}`),
-                { status, fromZts },
-              ),
+              Object.assign(codedError('ERR_UPSTREAM', `ZTS ${call} answered ${status}: ${message}`), {
+                status,
+                fromZts,
+              }),
             )
           })
         },

@@ -1,4 +1,5 @@
 import { monotonicMs } from '../../shared/clock.js'
+import { quoted } from '../../shared/log-quote.js'
 import type { Logger } from '../../shared/logger.js'
 import type { Counter } from '../../shared/prom.js'
 import type { Webhook } from './payload.js'
@@ -28,8 +29,8 @@ export function truncationNotes(counter: Counter, log: Logger): (webhook: Webhoo
         {
           event: 'gateway.alerts.truncated',
           count: unsaid,
-          groupKey: webhook.groupKey,
-          receiver: webhook.receiver,
+          groupKey: webhook.groupKey && quoted(webhook.groupKey),
+          receiver: webhook.receiver && quoted(webhook.receiver),
         },
         'AlertManager left alerts out of a notification (max_alerts): they were never sent, so never stored; set max_alerts: 0',
       )

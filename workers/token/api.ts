@@ -8,6 +8,7 @@ import { targetPath } from '../../shared/http/target.js'
 import { closeUnread } from '../../shared/http/unread-body.js'
 import type { AccessToken, RoleToken } from '../../shared/identity/tokens.js'
 import { isUpstreamError, refusedByProvider } from '../../shared/identity/tokens.js'
+import { quoted } from '../../shared/log-quote.js'
 import type { RepeatGate } from '../../shared/log-repeats.js'
 import type { Logger } from '../../shared/logger.js'
 import type { CacheKey, TokenCache } from './cache.js'
@@ -66,7 +67,8 @@ function isClientError(err: unknown): err is ClientError {
 /** A field SIA does not know is refused, as SIA refuses it: a misspelt `expires_in` is not ignored. */
 function knownFields(body: Record<string, unknown>, fields: ReadonlySet<string>): Record<string, unknown> {
   for (const field of Object.keys(body)) {
-    if (!fields.has(field)) throw clientError(`unknown field "${field}" (expected ${[...fields].join(', ')})`)
+    if (!fields.has(field))
+      throw clientError(`unknown field "${quoted(field)}" (expected ${[...fields].join(', ')})`)
   }
   return body
 }
@@ -256,7 +258,9 @@ export function createTokenApi(opts: TokenApiOptions): TokenApi {
     const domain = req.headers['x-athenz-domain']
     const role = req.headers['x-athenz-role']
     if (typeof domain !== 'string' || typeof role !== 'string' || !domain || !role) {
-      throw clientError(`http headers not set: X-Athenz-Domain[${domain ?? ''}] X-Athenz-Role[${role ?? ''}]`)
+      throw clientError(
+        `http headers not set: X-Athenz-Domain[${quoted(String(domain ?? ''))}] X-Athenz-Role[${quoted(String(role ?? ''))}]`,
+      )
     }
     if (!NAME.test(domain) || !ROLES.test(role)) throw clientError('X-Athenz-Domain or X-Athenz-Role invalid')
     const expiry = opts.defaultExpirySec
@@ -369,9 +373,10 @@ export function createTokenApi(opts: TokenApiOptions): TokenApi {
     const failed = res.statusCode >= 400
     if (!failed && !log.isLevelEnabled('debug')) return
     const fields = { event: 'token.request', status: res.statusCode }
-    const detail = { method: req.method, path: req.url, ms: Math.round((performance.now() - t0) * 10) / 10 }
-    const msg = `${req.method} ${req.url} ${res.statusCode}`
-    if (failed) repeats.log('info', fields, `${req.method} ${req.url}`, detail, msg)
+    const path = quoted(req.url ?? '')
+    const detail = { method: req.method, path, ms: Math.round((performance.now() - t0) * 10) / 10 }
+    const msg = `${req.method} ${path} ${res.statusCode}`
+    if (failed) repeats.log('info', fields, `${req.method} ${path}`, detail, msg)
     else log.debug({ ...fields, ...detail }, msg)
   }
 
