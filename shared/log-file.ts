@@ -1,4 +1,5 @@
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { constants, fstatSync, mkdirSync, openSync, readSync, writeSync } from './builtins.js'
 import { monotonicMs } from './clock.js'
 import { close, fstat, ftruncate, mkdir, open, read, rename, stat, writeAll } from './fs-async.js'
@@ -9,12 +10,19 @@ import { close, fstat, ftruncate, mkdir, open, read, rename, stat, writeAll } fr
  * process, on the main thread: workers forward their lines to it, so no two threads ever rotate
  * the same file. Writes are asynchronous and queued up to a bound: a slow, full or unwritable disk
  * costs dropped file lines (counted, and said once on stdout), never a blocked or failed service.
- * Each batch is written at its offset (the file is not opened O_APPEND): at exit, the lines queued
- * behind a batch still in flight go after it, whichever write ends first. What others do to the
+ * Each batch is written at its offset (the file is not opened O_APPEND). What others do to the
  * file is looked for before a write: moved or deleted (an external logrotate, an operator; looked
  * for at most once a `checkMs`), it is opened again at its path; truncated (logrotate's
- * copytruncate; looked for at each batch), the writes go on from its new end, leaving no hole. A last line left unfinished by a process
- * killed mid-write is ended at open, so the next line starts on a line of its own.
+ * copytruncate; looked for at each batch), the writes go on from its new end, leaving no hole. A
+ * last line left unfinished by a process killed mid-write is ended at open, so the next line
+ * starts on a line of its own.
+ *
+ * At exit, the file ends with the process's last lines unless its disk hangs, and the exit never
+ * waits on that disk past a bound: the exit first gives the writes under way a bounded time to
+ * finish (`settle`), then writes what is left synchronously (`flushSync`), but only if no write,
+ * open or rename is still under way: on a disk that hangs (a network file system), a synchronous
+ * call would hang the exit itself, which must happen whatever the disk does. The lines are then
+ * on stdout only, and that is said there.
  */
 export interface LogFileOptions {
   maxBytes?: number
@@ -30,14 +38,19 @@ export interface LogFileOptions {
 export interface LogFileWriter {
   readonly path: string
   write(line: string): void
-  /** At process exit: what is queued, synchronously, unless the disk hangs. */
+  /**
+   * Before the process's last lines: waits up to `ms` for the writes under way, and from now on
+   * writes nothing in the background (the lines are queued for `flushSync`). False, and said on
+   * stdout, if a write is still under way: the lines from here on are on stdout only.
+   */
+  settle(ms: number): Promise<boolean>
+  /** At process exit: what is queued, synchronously, unless a write is still under way. */
   flushSync(): void
   close(): Promise<void>
 }
 
 const BATCH_BYTES = 64 * 1024
 const NEWLINE = 0x0a
-const HUNG_MS = 1000
 
 export function createLogFileWriter(dir: string, level: string, opts: LogFileOptions = {}): LogFileWriter {
   const maxBytes = opts.maxBytes ?? 1024 * 1024
@@ -55,14 +68,12 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   let draining: Promise<void> | undefined
   /** Set by close(): no line is taken or written after it. */
   let closing: Promise<void> | undefined
+  /** Set by settle(): lines are queued for flushSync, not written in the background. */
+  let settled = false
   /** Since a write failed (or the queue overflowed) until one succeeds: file lines are dropped. */
   let failing = false
   let retryAt = 0
   let dropped = 0
-  /** Lines at the head of the queue being written right now. */
-  let inflight = 0
-  /** When the drain's current step (open, check, rotate, write) began; 0 when no drain runs. */
-  let stepSince = 0
 
   /** Said on stdout directly (not through the logger, which would feed the file again). */
   const say = (lvl: 'warn' | 'info', event: string, msg: string, extra: object) => {
@@ -92,9 +103,6 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
         end++
       }
     }
-    // The exit's flush opened the file meanwhile (tests only: the process is gone otherwise).
-    if (fd !== undefined) return void (await close(opened))
-    // Only now, with its end known: a flush at exit writes at `size` whenever `fd` is set.
     fd = opened
     size = end
     checkAt = monotonicMs() + checkMs
@@ -143,17 +151,13 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   async function drain(): Promise<void> {
     try {
       while (queue.length && !closing) {
-        stepSince = monotonicMs()
         if (fd === undefined) await openFile()
         else if (monotonicMs() >= checkAt) await followFile()
         // Truncated since (copytruncate, which runs at any instant, not at checkMs): the batch
         // goes at its new end, not at the old one past a hole of NUL bytes. One fstat a batch.
         else size = Math.min(size, (await fstat(fd)).size)
-        // The exit's flush may have taken the lines during any wait here (tests only).
-        if (queue.length === 0) break
         // A file never grows past maxBytes (a single longer line gets a file of its own).
         if (size > 0 && size + Buffer.byteLength(queue[0]!) > maxBytes) await rotate()
-        if (queue.length === 0) break // as above
         let batch = ''
         let bytes = 0
         let n = 0
@@ -164,9 +168,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
           bytes += next
           n++
         }
-        inflight = n
         await writeAll(fd!, Buffer.from(batch), size)
-        inflight = 0
         size += bytes
         queue = queue.slice(n)
         queuedBytes -= batch.length
@@ -179,7 +181,6 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
         }
       }
     } catch (err) {
-      inflight = 0
       const code = (err as NodeJS.ErrnoException).code ?? 'EIO'
       if (fd !== undefined) {
         // A write that failed part way (ENOSPC) left the start of a line: cut it, so that the
@@ -227,29 +228,43 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
       }
       queue.push(line)
       queuedBytes += line.length
+      if (settled) return
       draining ??= drain().finally(() => {
         draining = undefined
-        stepSince = 0
       })
+    },
+    async settle(ms) {
+      settled = true
+      if (draining) {
+        // Its timer holds the loop, as a real write's request does (a test's fake write does not).
+        const ac = new AbortController()
+        await Promise.race([draining, sleep(ms, undefined, { signal: ac.signal }).catch(() => {})])
+        ac.abort()
+      }
+      if (!draining) return true
+      say(
+        'warn',
+        'log.file.failed',
+        `a write to ${path} has not returned for ${Math.round(ms)} ms at exit: the last lines are on stdout only`,
+        { err: { code: 'ETIMEDOUT', message: 'the disk did not finish a write before the exit' } },
+      )
+      return false
     },
     flushSync() {
       // Not skipped for `failing`: a failed write emptied the queue already, and one that fails
-      // here is caught; an overflow (a slow disk, not a failing one) leaves lines to write.
-      if (closing || queue.length === 0) return
-      // A step of the drain (a write, an open, a rename) that has not returned for a second: a
-      // hung disk (a network file system), where a synchronous call would hang the exit itself,
-      // which must happen whatever the disk does.
-      if (stepSince > 0 && monotonicMs() - stepSince > HUNG_MS) return
+      // here is caught; an overflow (a slow disk, not a failing one) leaves lines to write. Skipped
+      // while a write, an open or a rename is under way (settle gave it its time): on a disk
+      // that hangs, a synchronous call would hang the exit too, and a write behind it could land
+      // before it.
+      if (closing || queue.length === 0 || draining) return
       try {
-        // No file open: the first open, or a rotation between its close and its reopen, is
-        // still under way; the path is opened here (the rotation's renames may or may not have
-        // happened: either way the lines land in a file, after those before them).
+        // No file yet: the first line is one of the last, or a failure closed it.
         fd ??= openFileSync()
-        // The batch in flight too, at its own offset: its write is in libuv's thread pool, which
-        // the exit (hardExit) does not wait for. Written twice, the same bytes land in the same
-        // place.
-        writeSync(fd, queue.join(''), size)
-        queue = queue.slice(0, inflight)
+        const text = queue.join('')
+        writeSync(fd, text, size)
+        size += Buffer.byteLength(text)
+        queue = []
+        queuedBytes = 0
       } catch {}
     },
     /** Once, whoever asks: a descriptor closed twice could be another file's by then. */

@@ -1,5 +1,6 @@
 import { BroadcastChannel, isMainThread } from 'node:worker_threads'
 import { type DestinationStream, type Logger, pino } from 'pino'
+import { monotonicMs } from './clock.js'
 import { createLogFileWriter, type LogFileWriter } from './log-file.js'
 import { redactRecord } from './log-redact.js'
 import { SERVICES } from './services.js'
@@ -17,7 +18,8 @@ let fileWriter: LogFileWriter | undefined
 
 /**
  * The process's one LOG_DIR writer, on the main thread: its own lines and every worker's. Created
- * once (a second logger on the main thread shares it), flushed synchronously at exit.
+ * once (a second logger on the main thread shares it); at exit, settled (`lastLines`), then
+ * flushed synchronously.
  */
 function mainThreadFile(dir: string, level: string): (line: string) => void {
   if (!fileWriter) {
@@ -32,6 +34,19 @@ function mainThreadFile(dir: string, level: string): (line: string) => void {
   }
   const writer = fileWriter
   return (line) => writer.write(line)
+}
+
+/** The most of the exit's time the LOG_DIR file's writes under way get to finish. */
+const LAST_FILE_MS = 500
+
+/**
+ * Before the process's last records (`supervisor.exit`), on the main thread, with `by` the instant
+ * (monotonic ms) the process must be out by: the LOG_DIR file's writes under way get half of what
+ * is left, at most LAST_FILE_MS, to finish (the last records are then written to it at exit,
+ * synchronously, unless one is still under way: log-file.ts).
+ */
+export async function lastLines(by: number): Promise<void> {
+  if (fileWriter) await fileWriter.settle(Math.max(0, Math.min(LAST_FILE_MS, (by - monotonicMs()) / 2)))
 }
 
 function workerForwarder(service: string): (line: string) => void {

@@ -1,10 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Logger } from '../shared/logger.js'
+import { monotonicMs } from '../shared/clock.js'
+import { type Logger, lastLines } from '../shared/logger.js'
 import { hardExit } from './hard-exit.js'
 import type { WorkerHandle } from './worker-handle.js'
 
 /** What ending the threads still up may take once the exit is decided. */
 const END_THREADS_MS = 250
+/** Without a budget (init mode), what the exit's last lines may take. */
+const LAST_LINES_MS = 1000
 
 export interface ProcessExit {
   /** Threads not yet exited; the supervisor adds each one it spawns. */
@@ -12,20 +15,32 @@ export interface ProcessExit {
   /** A thread that `terminate()` could not end: the exit must not wait for it. */
   stuck(handle: WorkerHandle): void
   /**
-   * The one way out: logs `supervisor.exit` (once, whoever calls first), ends the threads still
-   * up, and exits with `code` through hardExit, which waits for no thread of the process.
+   * The one way out: ends the threads still up, gives the logs their last chance (lastLines),
+   * logs `supervisor.exit` (once, whoever calls first), and exits with `code` through hardExit,
+   * which waits for no thread of the process.
    */
   leave(code: number, fields: Record<string, unknown>): Promise<never>
 }
 
-/**
- * `end`: how the process ends once all is said (tests stand in for it). Always hardExit, never
- * `process.exit()`, which joins every worker thread and libuv's thread pool: a thread stuck in
- * native code, or a file request that never returns (the LOG_DIR writer's, a worker's sink or
- * certificate read, on a hung volume), would hold the process past its budget for good. Its
- * 'exit' listeners run all the same (the LOG_DIR file's last lines, unless that disk hangs).
- */
-export function createProcessExit(log: Logger, end: (code: number) => never = hardExit): ProcessExit {
+export interface ProcessExitOptions {
+  /**
+   * The instant (monotonic ms) the process must be out by: a run's, its budget's end plus the
+   * second the contract gives to end threads. Asked as the exit begins; by default, LAST_LINES_MS on.
+   */
+  outBy?: () => number
+  /**
+   * How the process ends once all is said (tests stand in for it). Always hardExit, never
+   * `process.exit()`, which joins every worker thread and libuv's thread pool: a thread stuck in
+   * native code, or a file request that never returns (the LOG_DIR writer's, a worker's sink or
+   * certificate read, on a hung volume), would hold the process past its budget for good. Its
+   * 'exit' listeners run all the same (the LOG_DIR file's last lines, unless a write to that
+   * disk is still under way).
+   */
+  end?: (code: number) => never
+}
+
+export function createProcessExit(log: Logger, opts: ProcessExitOptions = {}): ProcessExit {
+  const { outBy = () => monotonicMs() + LAST_LINES_MS, end = hardExit } = opts
   const threads = new Set<WorkerHandle>()
   const stuck = new Set<WorkerHandle>()
   let leaving = false
@@ -35,9 +50,13 @@ export function createProcessExit(log: Logger, end: (code: number) => never = ha
     async leave(code, fields) {
       if (leaving) return new Promise<never>(() => {})
       leaving = true
+      const by = outBy()
       // A thread marked stuck may only have been slow (a loaded machine): it gets the same wait.
       const ending = [...threads].map((h) => (stuck.has(h) ? h.exited : h.terminate('terminated')))
       await Promise.race([Promise.all(ending), sleep(END_THREADS_MS, undefined, { ref: false })])
+      // The file's writes under way finish, or are given up, before the last records, within
+      // what is left until `by`.
+      await lastLines(by)
       // A thread still up now is stuck, whether or not its stop had time to find it so; and a
       // stuck thread makes the exit unclean, whatever its stop answered (DESIGN.md §1: code 1).
       // (One marked stuck that has ended since was only slow: its stop said how it went.)
@@ -62,7 +81,7 @@ export function createProcessExit(log: Logger, end: (code: number) => never = ha
         },
         `exiting with ${code}`,
       )
-      end(code)
+      return end(code)
     },
   }
 }

@@ -1,9 +1,11 @@
 import { readFileSync } from '../shared/builtins.js'
+import { monotonicMs } from '../shared/clock.js'
 import type { Invocation } from '../shared/config/load.js'
 import type { Config } from '../shared/config/types.js'
 import { distUrl } from '../shared/dist-url.js'
-import { createLogger, type Logger } from '../shared/logger.js'
+import { createLogger, type Logger, lastLines } from '../shared/logger.js'
 import { initBudgetMs } from '../shared/start-deadline.js'
+import { createProcessExit } from './exit.js'
 import { hardExit } from './hard-exit.js'
 import { loadConfigOnce } from './load-config.js'
 import type { Prespawned } from './prespawn.js'
@@ -51,12 +53,16 @@ export async function main(signals: SignalRouter, prespawned: Prespawned): Promi
   }
   const done =
     config.mode === 'init' ? init(config, log, signals) : run(config, log, signals, reread, prespawned)
-  done.catch((err: unknown) => {
+  done.catch(async (err: unknown) => {
+    await lastLines(monotonicMs() + INTERNAL_ERROR_EXIT_MS)
     log.fatal({ event: 'supervisor.exit', code: 1, cause: 'internal-error', err }, 'supervisor failed')
     // Threads may be up, some stuck: process.exit() would join them (exit.ts says why not).
     hardExit(1)
   })
 }
+
+/** What the last lines of a run that failed inside the supervisor itself may take (lastLines). */
+const INTERNAL_ERROR_EXIT_MS = 1000
 
 /**
  * How long an init cut short (at its deadline, or told to stop) has to answer before it is taken
@@ -69,25 +75,22 @@ const INIT_GRACE_MS = 1000
  * the start deadlines of the two services that would (certificate, then token). It always leaves
  * with hardExit: a file operation may still be stuck in libuv's thread pool (a read of a FIFO or
  * of a hung NFS mount, or cut short by a signal or the deadline), and process.exit() joins that
- * pool for ever: the init container would never end, its pod never start.
+ * pool for ever: the init container would never end, its pod never start. It leaves as a run
+ * does (exit.ts), with no thread to end: the LOG_DIR file's writes and a stalled stdout get their
+ * bounded chance at its last lines.
  */
 async function init(config: Config, log: Logger, signals: SignalRouter): Promise<never> {
   const budgetMs = initBudgetMs(config)
   const cut = new AbortController()
   const timer = setTimeout(() => cut.abort(), budgetMs)
+  const exit = createProcessExit(log)
   let stoppedBy: NodeJS.Signals | undefined
-  const stopped = (signal: NodeJS.Signals): never => {
-    // An init container told to stop has not fetched its identity: that is a failure.
-    log.info(
-      { event: 'supervisor.exit', code: 1, cause: 'signal', signal },
-      'stopped before the identity was fetched',
-    )
-    hardExit(1)
-  }
+  // An init container told to stop has not fetched its identity: that is a failure.
+  const stopped = (signal: NodeJS.Signals) => exit.leave(1, { cause: 'signal', signal })
   signals.attach({
     stop(signal) {
       // The init is cut short and given INIT_GRACE_MS, as at its deadline; told again, it leaves.
-      if (stoppedBy) stopped(signal)
+      if (stoppedBy) void stopped(signal)
       stoppedBy = signal
       cut.abort()
     },
@@ -110,9 +113,7 @@ async function init(config: Config, log: Logger, signals: SignalRouter): Promise
   clearTimeout(timer)
   // Stopped once the identity was fetched (init.done; a backup write still under way is given up,
   // said so), the init did its work: 0, as it would have been a moment earlier.
-  if (stoppedBy && outcome !== 0) stopped(stoppedBy)
+  if (stoppedBy && outcome !== 0) return stopped(stoppedBy)
   if (outcome === 'timeout') log.error({ event: 'init.failed', budgetMs }, `no identity within ${budgetMs}ms`)
-  const code = outcome === 'timeout' ? 1 : outcome
-  log.info({ event: 'supervisor.exit', code, cause: 'init' }, `exiting with ${code}`)
-  hardExit(code)
+  return exit.leave(outcome === 'timeout' ? 1 : outcome, { cause: 'init' })
 }

@@ -21,6 +21,12 @@ import { TERMINATE_PAST_BUDGET_MS } from './slot-machine.js'
 import { spawnWorker } from './worker-handle.js'
 
 /**
+ * How long past the shutdown budget the process may take to be out: the contract's second to end
+ * threads, less what hardExit takes once the last line is out (a Node that only exits: tens of ms).
+ */
+const OUT_PAST_BUDGET_MS = 900
+
+/**
  * The supervisor's whole run, in the order of the seed's sequence diagram (DESIGN.md §1).
  * This is the file that answers "what happens on SIGTERM".
  */
@@ -40,7 +46,7 @@ export async function run(
   const failpointCounters = createFailpointCounters(failpointSpecs)
   const failpoint = createFailpoints(failpointSpecs, { board, counters: failpointCounters })
   const slots = new Map<ServiceName, ServiceSlot>()
-  const exit = createProcessExit(log)
+  const exit = createProcessExit(log, { outBy: () => ctx.budgetEnd() + OUT_PAST_BUDGET_MS })
 
   // The run context: the first cause wins. At that instant readiness drops (503 for the whole of
   // shutdown), the one shutdown budget starts, every start in flight is told to wind down, and

@@ -25,7 +25,9 @@ function thread(service: string): WorkerHandle {
 async function exitCode(setup: (exit: ReturnType<typeof createProcessExit>) => void) {
   const codes: number[] = []
   const end = (code: number) => void codes.push(code)
-  const exit = createProcessExit(createLogger('supervisor', 'silent'), end as (code: number) => never)
+  const exit = createProcessExit(createLogger('supervisor', 'silent'), {
+    end: end as (code: number) => never,
+  })
   setup(exit)
   await exit.leave(0, { cause: 'signal' })
   return codes

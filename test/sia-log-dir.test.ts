@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import {
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -14,9 +15,10 @@ import {
 } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { describe, it, test } from 'node:test'
+import { describe, it, type TestContext, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createLogFileWriter } from '../shared/log-file.js'
+import { eventually } from './support/eventually.js'
 import { ORDER } from './support/lifecycle.js'
 import { type Sidecar, startReady, stop } from './support/sidecar.js'
 import { smallTmpfs } from './support/tmpfs.js'
@@ -127,38 +129,69 @@ describe('LOG_DIR through the CLI', { concurrency: 2 }, () => {
   })
 })
 
-test('LOG_DIR on a volume that hangs: SIGTERM still ends the process within its budget, code 0, supervisor.exit on stdout', async (t) => {
+/** A sidecar whose LOG_DIR file's writes never return (support/hung-write.ts), from `from` on if given. */
+async function onHungVolume(t: TestContext, from?: NodeJS.Signals) {
   const dir = mkdtempSync(join(tmpdir(), 'sia-logdir-hung-'))
   const fifo = join(dir, 'fifo')
   spawnSync('mkfifo', [fifo])
-  // The file's writes never return (HUNG_WRITE): one of libuv's pool threads waits for good, which
-  // process.exit() would join.
+  const file = join(dir, 'sia-supervisor.info.log')
   const sc = await startReady({
     env: {
       LOG_DIR: dir,
       SHUTDOWN_TIMEOUT: '3s',
       NODE_OPTIONS: `--import=${new URL('./support/hung-write.js', import.meta.url).pathname}`,
-      HUNG_WRITE: join(dir, 'sia-supervisor.info.log'),
+      HUNG_WRITE: file,
       HUNG_WRITE_FIFO: fifo,
+      ...(from ? { HUNG_WRITE_FROM: from } : {}),
     },
   })
   t.after(() => sc.kill('SIGKILL'))
-  // Its first write has waited past the writer's second: a hung disk, not a slow one.
-  await sleep(1500)
+  return { sc, file }
+}
+
+/** SIGTERM; the exit, within SHUTDOWN_TIMEOUT (3 s) + 1 s and a second for a loaded machine. */
+async function stopWithinBudget(sc: Sidecar) {
   const t0 = performance.now()
   sc.kill('SIGTERM')
   const exit = await Promise.race([sc.exited, sleep(20_000, undefined, { ref: false })])
   const ms = Math.round(performance.now() - t0)
   assert.ok(exit, `still running ${ms} ms after SIGTERM`)
   assert.equal(exit.code, 0)
-  // SHUTDOWN_DELAY (0) + SHUTDOWN_TIMEOUT + 1 s, and a second for a loaded machine.
   assert.ok(ms < 5000, `out ${ms} ms after SIGTERM`)
   assert.deepEqual(
     sc.events('supervisor.exit').map(({ code, cause }) => ({ code, cause })),
     [{ code: 0, cause: 'signal' }],
   )
   assert.equal(sc.records.at(-1)?.event, 'supervisor.exit')
-  assert.equal(readFileSync(join(dir, 'sia-supervisor.info.log'), 'utf8'), '', 'its writes hung to the end')
+}
+
+test('LOG_DIR on a volume that hangs: SIGTERM still ends the process within its budget, code 0, supervisor.exit on stdout', async (t) => {
+  // The file's writes never return: one of libuv's pool threads waits for good, which
+  // process.exit() would join.
+  const { sc, file } = await onHungVolume(t)
+  // Its first write has waited long before the exit.
+  await sleep(1500)
+  await stopWithinBudget(sc)
+  assert.equal(readFileSync(file, 'utf8'), '', 'its writes hung to the end')
+})
+
+test('LOG_DIR on a volume that hangs from the SIGTERM on: the write of the exit lines hangs; the exit gives it its half second, says so, and ends within its budget, code 0', async (t) => {
+  const { sc, file } = await onHungVolume(t, 'SIGTERM')
+  // Written while the volume answered.
+  await eventually(
+    async () => (existsSync(file) && readFileSync(file, 'utf8').includes('"supervisor.ready"')) || undefined,
+  )
+  await stopWithinBudget(sc)
+  // Said on stdout, just before the exit record: the file does not have the last lines.
+  const [failed, ...rest] = sc.records.slice(-2)
+  assert.deepEqual(
+    rest.map((r) => r.event),
+    ['supervisor.exit'],
+  )
+  assert.equal(failed?.event, 'log.file.failed')
+  assert.equal((failed?.err as { code?: string } | undefined)?.code, 'ETIMEDOUT')
+  const written = lines(file).map((l) => JSON.parse(l) as { event?: string })
+  assert.ok(!written.some((r) => r.event === 'supervisor.cancelled'), 'what came from the SIGTERM on hung')
 })
 
 const byText = (a: object, b: object) => JSON.stringify(a).localeCompare(JSON.stringify(b))
@@ -296,7 +329,7 @@ describe('what others do to the log file', () => {
   })
 })
 
-test('lines still queued at exit reach the file while it is first opened, or rotated', async (t) => {
+test('at exit, a first open or a rotation under way is given its time (settle), then the last lines are written synchronously, after the others', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'sia-exit-flush-'))
   // A last line cut by a killed run, and the exit coming before the first (asynchronous) open.
   mkdirSync(join(dir, 'a'))
@@ -304,8 +337,13 @@ test('lines still queued at exit reach the file while it is first opened, or rot
   const first = createLogFileWriter(join(dir, 'a'), 'info', { maxBytes: 1000 })
   t.after(() => first.close())
   first.write('{"msg":"early"}\n')
+  assert.equal(await first.settle(5000), true)
+  first.write('{"event":"supervisor.exit"}\n')
   first.flushSync()
-  assert.equal(readFileSync(first.path, 'utf8'), '{"msg":"whole"}\n{"msg":"cut\n{"msg":"early"}\n')
+  assert.equal(
+    readFileSync(first.path, 'utf8'),
+    '{"msg":"whole"}\n{"msg":"cut\n{"msg":"early"}\n{"event":"supervisor.exit"}\n',
+  )
 
   const w = createLogFileWriter(join(dir, 'b'), 'info', { maxBytes: 1000 })
   t.after(() => w.close())
@@ -314,73 +352,89 @@ test('lines still queued at exit reach the file while it is first opened, or rot
   await once(w.path, '"i":3')
   // This one goes past maxBytes: the file is closed for its rotation as the process exits.
   w.write(line(4))
+  assert.equal(await w.settle(5000), true)
   w.write('{"event":"supervisor.exit"}\n')
   w.flushSync()
   const text = readFileSync(w.path, 'utf8')
-  assert.ok(text.endsWith(`${line(4)}{"event":"supervisor.exit"}\n`), text.slice(-120))
+  assert.equal(text, `${line(4)}{"event":"supervisor.exit"}\n`)
 })
 
-test('lines queued when the queue overflowed (a slow disk, not a failing one) still reach the file at exit', (t) => {
+test('lines queued when the queue overflowed (a slow disk, not a failing one) still reach the file at exit', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'sia-exit-overflow-'))
   const w = createLogFileWriter(dir, 'info', { maxQueueBytes: 100 })
   t.after(() => w.close())
   w.write('{"msg":"queued"}\n')
   w.write(`${JSON.stringify({ msg: 'x'.repeat(200) })}\n`) // over the bound: dropped, said
+  assert.equal(await w.settle(5000), true)
   w.write('{"event":"supervisor.exit"}\n')
   w.flushSync()
   assert.equal(readFileSync(w.path, 'utf8'), '{"msg":"queued"}\n{"event":"supervisor.exit"}\n')
 })
 
-test('an exit flush writes the batch still in flight too: an exit that does not wait for the thread pool keeps it', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sia-exit-inflight-'))
-  // The asynchronous write never completes, as one left in libuv's thread pool by hardExit.
+/** Runs `body` in a Node of its own, after `prelude`, with a writer `w` on `dir`; its stdout. */
+function exitScript(dir: string, prelude: string, body: string): string {
   const script = `
     import fs from 'node:fs'
-    let stuck = false
-    fs.write = () => { stuck = true }
+    ${prelude}
     const { createLogFileWriter } = await import(${JSON.stringify(new URL('../shared/log-file.js', import.meta.url).href)})
     const w = createLogFileWriter(${JSON.stringify(dir)}, 'info')
-    w.write('{"msg":"in flight"}\\n')
-    const exit = () => {
-      if (!stuck) return setTimeout(exit, 5)
-      w.write('{"event":"supervisor.exit"}\\n')
-      w.flushSync()
-      process.exit(0)
-    }
-    exit()`
+    ${body}`
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
     encoding: 'utf8',
     timeout: 20_000,
   })
   assert.equal(r.status, 0, r.stderr)
-  assert.equal(
-    readFileSync(join(dir, 'sia-supervisor.info.log'), 'utf8'),
-    '{"msg":"in flight"}\n{"event":"supervisor.exit"}\n',
+  return r.stdout
+}
+
+test('a write still under way at exit (a disk that hangs): settle gives it its time and says so on stdout; the exit flush writes nothing behind it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-exit-inflight-'))
+  // The asynchronous write never completes, as one of a volume that hangs; a synchronous one
+  // behind it would hang the exit too.
+  const stdout = exitScript(
+    dir,
+    `const { writeSync } = fs
+     fs.write = () => {}
+     fs.writeSync = (fd, ...rest) => {
+       if (fd !== 1) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0)
+       return Reflect.apply(writeSync, fs, [fd, ...rest])
+     }`,
+    `w.write('{"msg":"in flight"}\\n')
+     const settled = await w.settle(100)
+     w.write('{"event":"supervisor.exit"}\\n')
+     w.flushSync()
+     console.log(JSON.stringify({ settled }))
+     process.exit(0)`,
   )
+  const said = stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+  assert.deepEqual(
+    said.map((r) => r.event ?? r.settled),
+    ['log.file.failed', false],
+  )
+  assert.equal((said[0]?.err as { code?: string } | undefined)?.code, 'ETIMEDOUT')
+  assert.equal(readFileSync(join(dir, 'sia-supervisor.info.log'), 'utf8'), '')
 })
 
-test('an exit flush while the file is being opened writes at its end, not over the previous run', () => {
+test("at exit, a first open still under way is given its time: the last lines go at the file's end, not over the previous run", () => {
   const dir = mkdtempSync(join(tmpdir(), 'sia-exit-open-'))
   const path = join(dir, 'sia-supervisor.info.log')
   writeFileSync(path, '{"msg":"previous run 1"}\n{"msg":"previous run 2"}\n')
   // fstat made slow: the exit comes while the writer's first open waits for it.
-  const script = `
-    import fs from 'node:fs'
-    const fstat = fs.fstat
-    fs.fstat = (fd, cb) => setTimeout(() => fstat(fd, cb), 100)
-    const { createLogFileWriter } = await import(${JSON.stringify(new URL('../shared/log-file.js', import.meta.url).href)})
-    const w = createLogFileWriter(${JSON.stringify(dir)}, 'info')
-    w.write('{"msg":"early"}\\n')
-    setTimeout(() => {
-      w.write('{"event":"supervisor.exit"}\\n')
-      w.flushSync()
-      process.exit(0)
-    }, 30)`
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-    encoding: 'utf8',
-    timeout: 20_000,
-  })
-  assert.equal(r.status, 0, r.stderr)
+  exitScript(
+    dir,
+    `const fstat = fs.fstat
+     fs.fstat = (fd, cb) => setTimeout(() => fstat(fd, cb), 100)`,
+    `w.write('{"msg":"early"}\\n')
+     setTimeout(async () => {
+       await w.settle(2000)
+       w.write('{"event":"supervisor.exit"}\\n')
+       w.flushSync()
+       process.exit(0)
+     }, 30)`,
+  )
   assert.equal(
     readFileSync(path, 'utf8'),
     '{"msg":"previous run 1"}\n{"msg":"previous run 2"}\n{"msg":"early"}\n{"event":"supervisor.exit"}\n',
