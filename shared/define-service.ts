@@ -104,7 +104,7 @@ export function defineService(def: ServiceDefinition): void {
 function serve(def: ServiceDefinition, init: WorkerInit): void {
   const { service, config } = init
   const board = createStatusBoard(init.board)
-  const log = createLogger(service, config.logLevel, { logDir: config.logDir })
+  const log = createLogger(service, config.logLevel, { logDir: config.logDir, stdout: init.stdout })
   const rpc = createRpc<SupervisorOps, WorkerOps>(init.control)
   const repeats = createRepeatGate(log, REPEAT_WINDOW_MS)
   const ports = createServicePorts(rpc, config.serviceCallTimeout, (type) =>

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { constants, fstatSync, mkdirSync, openSync, readSync, writeSync } from './builtins.js'
 import { monotonicMs } from './clock.js'
 import { close, fstat, ftruncate, mkdir, open, read, rename, stat, writeAll } from './fs-async.js'
+import { createStdoutSink } from './stdout-sink.js'
 
 /**
  * LOG_DIR: the JSON lines also go to `<dir>/sia-supervisor.<LEVEL>.log`, rotated by size as SIA
@@ -75,7 +76,8 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
   let retryAt = 0
   let dropped = 0
 
-  /** Said on stdout directly (not through the logger, which would feed the file again). */
+  const toStdout = createStdoutSink({ service: 'supervisor' })
+  /** Said on stdout only (not through the logger, which would feed the file again). */
   const say = (lvl: 'warn' | 'info', event: string, msg: string, extra: object) => {
     const rec = {
       time: new Date().toISOString(),
@@ -86,9 +88,7 @@ export function createLogFileWriter(dir: string, level: string, opts: LogFileOpt
       ...extra,
       msg,
     }
-    try {
-      writeSync(1, `${JSON.stringify(rec)}\n`)
-    } catch {}
+    toStdout(`${JSON.stringify(rec)}\n`)
   }
 
   async function openFile(): Promise<void> {

@@ -4,7 +4,7 @@ import { monotonicMs } from './clock.js'
 import { createLogFileWriter, type LogFileWriter } from './log-file.js'
 import { redactRecord } from './log-redact.js'
 import { SERVICES } from './services.js'
-import { createStdoutSink } from './stdout-sink.js'
+import { createStdoutSink, waitForStdoutUntil } from './stdout-sink.js'
 
 export type { Logger }
 
@@ -38,15 +38,19 @@ function mainThreadFile(dir: string, level: string): (line: string) => void {
 
 /** The most of the exit's time the LOG_DIR file's writes under way get to finish. */
 const LAST_FILE_MS = 500
+/** The most a stalled stdout is waited for by the process's last lines. */
+const LAST_STDOUT_MS = 1000
 
 /**
  * Before the process's last records (`supervisor.exit`), on the main thread, with `by` the instant
  * (monotonic ms) the process must be out by: the LOG_DIR file's writes under way get half of what
  * is left, at most LAST_FILE_MS, to finish (the last records are then written to it at exit,
- * synchronously, unless one is still under way: log-file.ts).
+ * synchronously, unless one is still under way: log-file.ts), and the records from now on wait for
+ * a stalled stdout until `by`, at most LAST_STDOUT_MS (stdout-sink.ts).
  */
 export async function lastLines(by: number): Promise<void> {
   if (fileWriter) await fileWriter.settle(Math.max(0, Math.min(LAST_FILE_MS, (by - monotonicMs()) / 2)))
+  waitForStdoutUntil(Math.min(by, monotonicMs() + LAST_STDOUT_MS))
 }
 
 function workerForwarder(service: string): (line: string) => void {
@@ -59,13 +63,18 @@ function workerForwarder(service: string): (line: string) => void {
 
 /**
  * JSON lines on stdout with `time`, `level`, `service` and `msg`. The destination is synchronous
- * (a write(2) per record), so a record logged just before `worker.terminate()` or `process.exit()`
- * is never lost, and lines from different threads never interleave mid-record; a stdout that
+ * (a write(2) per record), so a record logged just before `worker.terminate()` or an exit is
+ * never lost, and lines from different threads never interleave mid-record (the threads share
+ * stdout's state, `stdout`: a worker's is the main thread's, from its WorkerInit); a stdout that
  * cannot take them costs lines, not a thread (stdout-sink.ts). With `logDir` (LOG_DIR), each line
  * also goes to the main thread's file writer; stdout stays the primary.
  */
-export function createLogger(service: string, level: string, opts: { logDir?: string } = {}): Logger {
-  const toStdout = createStdoutSink({ service })
+export function createLogger(
+  service: string,
+  level: string,
+  opts: { logDir?: string; stdout?: SharedArrayBuffer } = {},
+): Logger {
+  const toStdout = createStdoutSink({ service, state: opts.stdout })
   let dest: DestinationStream = { write: toStdout }
   if (opts.logDir) {
     const toFile = isMainThread ? mainThreadFile(opts.logDir, level) : workerForwarder(service)

@@ -18,6 +18,8 @@ export interface WorkerInit {
   failpointCounters: SharedArrayBuffer
   /** The cell of this thread's death notice (death-notice.ts). */
   deathNotice: SharedArrayBuffer
+  /** The state every thread's stdout lines share (stdout-sink.ts). */
+  stdout: SharedArrayBuffer
   /** Started to replace a worker that still serves (a reload, a recycle), not after one ended. */
   successor: boolean
   control: MessagePort

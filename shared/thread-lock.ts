@@ -1,11 +1,12 @@
 import { threadId } from 'node:worker_threads'
+import { monotonicMs } from './clock.js'
 
 /**
  * A lock between threads in one cell of a SharedArrayBuffer: the cell holds the id of its holder
  * (its thread id + 1), negated once another waits for it, 0 when free. For what two generations
- * of a worker share while one drains and the other serves (the gateway's sink file). A holder
- * that ends without releasing (a crash, a terminate) is freed by the supervisor when it sees the
- * thread end (`releaseHeldBy`).
+ * of a worker share while one drains and the other serves (the gateway's sink file), and for
+ * stdout, which every thread writes (stdout-sink.ts). A holder that ends without releasing (a
+ * crash, a terminate) is freed by the supervisor when it sees the thread end (`releaseHeldBy`).
  */
 export interface ThreadLock {
   /**
@@ -14,6 +15,12 @@ export interface ThreadLock {
    * take it back each time before the waiter wakes.
    */
   acquire(): Promise<() => boolean>
+  /**
+   * As `acquire`, for a caller that cannot wait for a promise (a log line, written synchronously):
+   * blocks this thread until it holds the lock, until `until` (monotonic ms), or until
+   * `giveUp()`, asked before each wait and after each wake-up, says to stop; then undefined.
+   */
+  acquireSync(until: number, giveUp: () => boolean): (() => boolean) | undefined
 }
 
 /** How long a wait sleeps before it looks again (a release wakes it; this is a backstop). */
@@ -37,6 +44,17 @@ export function threadLock(cells: Int32Array, index: number, me = threadId + 1):
         if (held > 0 && Atomics.compareExchange(cells, index, held, marked) !== held) continue
         const w = Atomics.waitAsync(cells, index, marked, RECHECK_MS)
         if (w.async) await w.value
+      }
+    },
+    acquireSync(until, giveUp) {
+      for (;;) {
+        const held = Atomics.compareExchange(cells, index, 0, me)
+        if (held === 0) return release
+        const left = until - monotonicMs()
+        if (left <= 0 || giveUp()) return undefined
+        const marked = held < 0 ? held : -held
+        if (held > 0 && Atomics.compareExchange(cells, index, held, marked) !== held) continue
+        Atomics.wait(cells, index, marked, Math.min(left, RECHECK_MS))
       }
     },
   }

@@ -54,8 +54,8 @@ export function createProcessExit(log: Logger, opts: ProcessExitOptions = {}): P
       // A thread marked stuck may only have been slow (a loaded machine): it gets the same wait.
       const ending = [...threads].map((h) => (stuck.has(h) ? h.exited : h.terminate('terminated')))
       await Promise.race([Promise.all(ending), sleep(END_THREADS_MS, undefined, { ref: false })])
-      // The file's writes under way finish, or are given up, before the last records, within
-      // what is left until `by`.
+      // The file's writes under way finish, or are given up, before the last records, and a
+      // stalled stdout is waited for by those: all within what is left until `by`.
       await lastLines(by)
       // A thread still up now is stuck, whether or not its stop had time to find it so; and a
       // stuck thread makes the exit unclean, whatever its stop answered (DESIGN.md §1: code 1).

@@ -8,6 +8,7 @@ import type { SupervisorOps, WorkerInit, WorkerOps } from '../shared/protocol.js
 import { createRpc, type Rpc } from '../shared/rpc.js'
 import type { ServiceName } from '../shared/services.js'
 import { releaseLocksOf } from '../shared/status-board.js'
+import { releaseStdoutOf, stdoutState } from '../shared/stdout-sink.js'
 import type { Prespawned } from './prespawn.js'
 import { workerFile } from './worker-file.js'
 
@@ -63,6 +64,7 @@ export function spawnWorker(service: ServiceName, opts: SpawnOptions): WorkerHan
     board: opts.board,
     failpointCounters: opts.failpointCounters,
     deathNotice,
+    stdout: stdoutState(),
     control: port2,
     successor: opts.successor ?? false,
   }
@@ -95,6 +97,7 @@ export function spawnWorker(service: ServiceName, opts: SpawnOptions): WorkerHan
     worker.once('exit', (exitCode) => {
       alive = false
       releaseLocksOf(opts.board, tid)
+      releaseStdoutOf(tid)
       const reason: ExitReason =
         requested ??
         ((error as { code?: string } | undefined)?.code === 'ERR_WORKER_OUT_OF_MEMORY'

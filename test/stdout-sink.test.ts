@@ -14,13 +14,15 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { createStdoutSink } from '../shared/stdout-sink.js'
+import { Worker } from 'node:worker_threads'
+import { createStdoutSink, newStdoutState, releaseStdoutOf } from '../shared/stdout-sink.js'
 import { eventually } from './support/eventually.js'
 import { startSidecar } from './support/sidecar.js'
 
 /**
  * stdout that cannot take the log lines: a reader that stops reading (a log collector stalled,
- * a full pipe), a full disk, a reader gone. Lines are lost, counted and said; no thread waits.
+ * a full pipe), a full disk, a reader gone. Lines are lost, counted and said; no thread waits
+ * past the first; no record is cut or interleaved with another thread's.
  */
 
 /** A FIFO whose reader is open but reads only when told: both ends non-blocking. */
@@ -71,6 +73,9 @@ function fifo() {
 }
 
 const line = (n: number, pad = 200) => `${JSON.stringify({ n, pad: 'x'.repeat(pad) })}\n`
+/** A sink with a state of its own, as a process's threads share one. */
+const sinkOn = (fd: number, service: string, state = newStdoutState()) =>
+  createStdoutSink({ fd, stallMs: 20, service, state })
 const records = (text: string) =>
   text
     .split('\n')
@@ -78,10 +83,10 @@ const records = (text: string) =>
     .map((l) => JSON.parse(l) as Record<string, unknown>)
 
 describe('stdout sink', () => {
-  test('a reader that stops: a line waits for it once, then lines are dropped without waiting; once it reads again they go on, and the drop is said with its count', () => {
+  test('a reader that stops: a line waits for it once, then lines are dropped without waiting; once it reads again they go on, the drop said with its count just before the first', () => {
     const pipe = fifo()
     try {
-      const write = createStdoutSink({ fd: pipe.writer, stallMs: 20, service: 'gateway' })
+      const write = sinkOn(pipe.writer, 'gateway')
       pipe.fill()
       // Without a bound each of these would wait for a reader that never comes.
       for (let i = 0; i < 100; i++) write(line(i))
@@ -91,11 +96,11 @@ describe('stdout sink', () => {
       const after = records(pipe.drain())
       assert.deepEqual(
         after.map((r) => r.n ?? r.event),
-        [100, 'log.stdout.dropped'],
+        ['log.stdout.dropped', 100],
       )
-      assert.equal(after[1]?.dropped, 100)
-      assert.equal(after[1]?.code, 'EAGAIN')
-      assert.equal(after[1]?.service, 'gateway')
+      assert.equal(after[0]?.dropped, 100)
+      assert.equal(after[0]?.code, 'EAGAIN')
+      assert.equal(after[0]?.service, 'gateway')
       // Said once: the next line is just a line.
       write(line(101))
       assert.deepEqual(
@@ -110,7 +115,7 @@ describe('stdout sink', () => {
   test('a line longer than the pipe holds, written in part when the reader stops, is finished before any other line: none is cut or interleaved', () => {
     const pipe = fifo()
     try {
-      const write = createStdoutSink({ fd: pipe.writer, stallMs: 20, service: 'token' })
+      const write = sinkOn(pipe.writer, 'token')
       const long = line(1, 200_000)
       write(long) // part of it fits; the rest waits for the reader
       write(line(2)) // dropped: the long line's rest comes first
@@ -137,10 +142,10 @@ describe('stdout sink', () => {
     }
   })
 
-  test('lines dropped, then a line that gets through only in part: the drop is said once that line is whole', () => {
+  test('lines dropped, then a line that gets through only in part: the drop is said just before it, and the next line finishes it', () => {
     const pipe = fifo()
     try {
-      const write = createStdoutSink({ fd: pipe.writer, stallMs: 20, service: 'gateway' })
+      const write = sinkOn(pipe.writer, 'gateway')
       pipe.fill()
       for (let i = 0; i < 5; i++) write(line(i))
       pipe.drain()
@@ -151,12 +156,12 @@ describe('stdout sink', () => {
       write(line(7))
       out += pipe.drain()
       const got = records(out)
-      // Line 6 finishes the rest of 5 and goes whole: then the count is said.
+      // Line 6 finishes the rest of 5 and goes whole.
       assert.deepEqual(
         got.map((r) => r.n ?? r.event),
-        [5, 6, 'log.stdout.dropped', 7],
+        ['log.stdout.dropped', 5, 6, 7],
       )
-      assert.equal(got[2]?.dropped, 5)
+      assert.equal(got[0]?.dropped, 5)
     } finally {
       pipe.close()
     }
@@ -165,16 +170,123 @@ describe('stdout sink', () => {
   test('a full disk or a reader gone: the line is dropped, nothing is thrown', () => {
     const full = openSync('/dev/full', 'w')
     try {
-      const write = createStdoutSink({ fd: full, stallMs: 20, service: 'metrics' })
+      const write = sinkOn(full, 'metrics')
       for (let i = 0; i < 10; i++) write(line(i))
     } finally {
       closeSync(full)
     }
     const pipe = fifo()
-    const write = createStdoutSink({ fd: pipe.writer, stallMs: 20, service: 'metrics' })
+    const write = sinkOn(pipe.writer, 'metrics')
     pipe.close() // the reader too: EPIPE (SIGPIPE is ignored by Node)
     write(line(1))
     write(line(2))
+  })
+})
+
+/**
+ * A thread that writes `line` through a sink on `state`, says so, then stays up and idle (it logs
+ * nothing more): as a service's thread whose request was its last log line for a while.
+ */
+function writerThread(fd: number, state: SharedArrayBuffer, line: string, stallMs: number): Worker {
+  const url = JSON.stringify(new URL('../shared/stdout-sink.js', import.meta.url).href)
+  const code = `
+    const { workerData, parentPort } = require('node:worker_threads')
+    import(${url}).then(({ createStdoutSink }) => {
+      const { fd, state, line, stallMs } = workerData
+      createStdoutSink({ fd, stallMs, service: 'token', state })(line)
+      parentPort.postMessage('written')
+      setInterval(() => {}, 60_000)
+    })`
+  return new Worker(code, { eval: true, workerData: { fd, state, line, stallMs } })
+}
+
+const written = (w: Worker) => new Promise((resolve) => w.once('message', resolve))
+
+/** Reads the pipe a pipeful at a time, a line of this thread's written after each, until `done`. */
+function readWhileWriting(
+  pipe: ReturnType<typeof fifo>,
+  write: (line: string) => void,
+  done: (out: string) => boolean,
+) {
+  let out = ''
+  for (let i = 2; i < 40 && !done(out); i++) {
+    out += pipe.drain()
+    write(line(i))
+  }
+  return out + pipe.drain()
+}
+
+describe('stdout shared by threads', () => {
+  test('a line a thread left in part (the reader stopped) is finished first by the next line of another thread: that thread, idle, need not log again', async (t) => {
+    const pipe = fifo()
+    t.after(() => pipe.close())
+    const state = newStdoutState()
+    const long = line(1, 200_000) // more than the pipe holds: part goes in, the rest waits
+    const token = writerThread(pipe.writer, state, long, 20)
+    t.after(() => token.terminate())
+    await written(token)
+    const write = sinkOn(pipe.writer, 'supervisor', state)
+    const out = readWhileWriting(pipe, write, (o) => o.includes('"n":5'))
+    assert.deepEqual(
+      out.split('\n').filter((l) => l && !l.startsWith('{')),
+      [],
+      'every line whole',
+    )
+    const got = records(out)
+    assert.equal(got[0]?.n, 1, 'the token line, finished before any other')
+    assert.equal(String(got[0]?.pad).length, 200_000)
+    assert.equal(got.filter((r) => r.n === 1).length, 1)
+    assert.ok(got.some((r) => r.n === 5))
+  })
+
+  test('a thread that ends holding stdout mid-line (terminated while it waits for the reader): freed as it ends, its line is finished by the next line of another thread, never glued to it', async (t) => {
+    const pipe = fifo()
+    t.after(() => pipe.close())
+    const state = newStdoutState()
+    // It waits for the reader as long as it can: it is terminated in that wait.
+    const token = writerThread(pipe.writer, state, line(1, 200_000), 60_000)
+    await sleep(300)
+    const tid = token.threadId
+    await token.terminate()
+    releaseStdoutOf(tid, state) // what the supervisor does when a worker ends (worker-handle.ts)
+    const write = sinkOn(pipe.writer, 'supervisor', state)
+    const out = readWhileWriting(pipe, write, (o) => o.includes('"n":5'))
+    assert.deepEqual(
+      out.split('\n').filter((l) => l && !l.startsWith('{')),
+      [],
+      'every line whole',
+    )
+    const got = records(out)
+    assert.equal(got[0]?.n, 1)
+    assert.equal(String(got[0]?.pad).length, 200_000)
+    assert.ok(got.some((r) => r.n === 5))
+  })
+
+  test('while the first thread to meet a stalled reader waits for it, another thread drops its line at once, and the drop is said before the next line', async (t) => {
+    const pipe = fifo()
+    t.after(() => pipe.close())
+    const state = newStdoutState()
+    pipe.fill()
+    const token = writerThread(pipe.writer, state, line(1), 60_000)
+    t.after(() => token.terminate())
+    await sleep(300) // it waits for the reader, holding stdout
+    const write = createStdoutSink({ fd: pipe.writer, stallMs: 5000, service: 'supervisor', state })
+    const t0 = performance.now()
+    write(line(2))
+    const ms = performance.now() - t0
+    assert.ok(ms < 1000, `the second thread waited ${Math.round(ms)} ms`)
+    // The reader reads again: the first thread's line goes out, then the next is told of the drop.
+    let out = pipe.drain()
+    await written(token)
+    out += pipe.drain()
+    write(line(3))
+    out += pipe.drain()
+    const got = records(out)
+    assert.deepEqual(
+      got.map((r) => r.n ?? r.event),
+      [1, 'log.stdout.dropped', 3],
+    )
+    assert.equal(got[1]?.dropped, 1)
   })
 })
 
@@ -210,14 +322,16 @@ function collector(pipe: ReturnType<typeof fifo>) {
 const junk = (text: string) => text.split('\n').filter((l) => l && !l.startsWith('{') && !/^\.+$/.test(l))
 
 describe('the sidecar on a stdout that cannot take its lines', () => {
-  /** Ready as its LOG_DIR file says (stdout is not read). */
-  async function readyIn(dir: string, exited: () => boolean): Promise<void> {
+  /** Once a record of its LOG_DIR file (stdout is not read) matches `pred`. */
+  async function seenIn(dir: string, pred: (r: Record<string, unknown>) => boolean, exited: () => boolean) {
     const file = join(dir, 'sia-supervisor.info.log')
-    while (!(existsSync(file) && readFileSync(file, 'utf8').includes('"supervisor.ready"'))) {
-      assert.ok(!exited(), 'the sidecar exited before it was ready')
-      await sleep(50)
+    while (!(existsSync(file) && records(readFileSync(file, 'utf8')).some(pred))) {
+      assert.ok(!exited(), 'the sidecar exited before it logged what was waited for')
+      await sleep(20)
     }
   }
+  const readyIn = (dir: string, exited: () => boolean) =>
+    seenIn(dir, (r) => r.event === 'supervisor.ready', exited)
   const exitRecord = (dir: string) =>
     records(readFileSync(join(dir, 'sia-supervisor.info.log'), 'utf8')).find(
       (r) => r.event === 'supervisor.exit',
@@ -310,5 +424,43 @@ describe('the sidecar on a stdout that cannot take its lines', () => {
     assert.match(path, /12001 characters, cut/)
     assert.ok(String(requests[0]?.msg).length < 1200)
     assert.equal(got.filter((r) => r.event === 'supervisor.signal.ignored').length, 3)
+  })
+
+  test('a reader paused across SIGTERM (SHUTDOWN_TIMEOUT=1s): one thread waits for it, once, the others drop their lines, the run exits 0; once the reader is back, the last records are the count dropped and supervisor.exit', {
+    timeout: 60_000,
+  }, async (t) => {
+    const pipe = fifo()
+    const reader = collector(pipe)
+    const sc = startSidecar({ stdout: pipe.writer, env: { LOG_DIR: pipe.dir, SHUTDOWN_TIMEOUT: '1s' } })
+    t.after(() => {
+      sc.kill('SIGKILL')
+      reader.stop()
+      pipe.close()
+    })
+    let gone = false
+    void sc.exited.then(() => {
+      gone = true
+    })
+    await readyIn(pipe.dir, () => gone)
+    reader.pause()
+    await sleep(50)
+    pipe.fill()
+    sc.kill('SIGTERM')
+    // The last service stopped, as the LOG_DIR file says: all that is left to log is the exit's.
+    await seenIn(
+      pipe.dir,
+      (r) => r.event === 'service.shutdown.done' && r.service === 'certificate',
+      () => gone,
+    )
+    reader.resume()
+    assert.deepEqual(await sc.exited, { code: 0, signal: null })
+    const got = records(reader.stop())
+    const [dropped, exit] = got.slice(-2)
+    assert.equal(dropped?.event, 'log.stdout.dropped')
+    assert.ok(Number(dropped?.dropped) > 0)
+    assert.equal(dropped?.code, 'EAGAIN')
+    assert.equal(exit?.event, 'supervisor.exit')
+    assert.equal(exit?.code, 0)
+    assert.equal(exitRecord(pipe.dir)?.code, 0)
   })
 })
