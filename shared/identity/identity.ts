@@ -380,6 +380,8 @@ export function endsAt(pem: string): number {
 export interface RefreshPlan {
   dueInMs: number
   expiresInMs: number
+  /** When the last of them becomes valid (ms from `now`; > 0: one is not valid yet). */
+  startsInMs: number
 }
 
 /**
@@ -394,19 +396,21 @@ export async function refreshPlan(
   /** False for a third party's certificate (files): only the role certificates are ours to renew. */
   instance = true,
 ): Promise<RefreshPlan | undefined> {
-  const dueAt = (pem: string) => refreshDueAt(pem, config.refreshInterval)
+  // REFRESH_INTERVAL=0: no periodic refresh, but none is let expire either (half-way through it).
+  const dueAt = (pem: string) => refreshDueAt(pem, config.refreshInterval || Number.POSITIVE_INFINITY)
   try {
     const roles = await Promise.all(
       parseTargets(config.targetDomainRoles).map((t) => readFile(roleCertPath(config, t), 'utf8')),
     )
     const ours = [...(instance ? [identity.certPem] : []), ...roles]
     const expiresInMs = Math.min(...ours.map((pem) => Date.parse(new X509Certificate(pem).validTo))) - now
+    const startsInMs = Math.max(...ours.map((pem) => Date.parse(new X509Certificate(pem).validFrom))) - now
     // A role certificate for another key (its refresh failed after the key was renewed) is due.
     const key = roles.length ? createPrivateKey(identity.keyPem) : undefined
     if (key && !roles.every((pem) => new X509Certificate(pem).checkPrivateKey(key))) {
-      return { dueInMs: 0, expiresInMs }
+      return { dueInMs: 0, expiresInMs, startsInMs }
     }
-    return { dueInMs: Math.max(0, Math.min(...ours.map(dueAt)) - now), expiresInMs }
+    return { dueInMs: Math.max(0, Math.min(...ours.map(dueAt)) - now), expiresInMs, startsInMs }
   } catch {
     return undefined
   }

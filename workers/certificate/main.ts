@@ -1,4 +1,5 @@
 import { sweepLeftoversAtStart } from '../../shared/atomic-file.js'
+import { pauseOnWall } from '../../shared/clock.js'
 import { defineService } from '../../shared/define-service.js'
 import { codedError } from '../../shared/errors.js'
 import { createIdentityPublisher } from '../../shared/identity/announce.js'
@@ -29,7 +30,6 @@ import { createCertRuntime } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
 import { watchFiles } from '../../shared/identity/watch.js'
 import { bootDeadline, untilDeadline } from '../../shared/start-deadline.js'
-import { aborted } from '../../shared/timer-task.js'
 import { createWatchedSlot } from '../../shared/watched-slot.js'
 import { registerBuildInfo } from './build-info.js'
 import { registerX509Metrics } from './x509-metrics.js'
@@ -385,10 +385,9 @@ defineService({
       `will refresh key[${config.keyFile}], cert[${config.certFile}] and certificates for roles[${config.targetDomainRoles.join(',')}] with provider[${rt.kind}] after ${config.refreshInterval}ms`,
     )
     await go('refresh-timer', async (t) => {
-      // REFRESH_INTERVAL=0 disables the periodic refresh, as in SIA (rather than refreshing in a
-      // loop); not the retries below, which end once the provider has issued.
-      const periodic = config.refreshInterval > 0
-      if (!periodic && !retrying) return void (await aborted(t.signal))
+      // REFRESH_INTERVAL=0 disables the periodic refresh, as in SIA, not the refresh half-way
+      // through a certificate (refreshPlan): the local authority's lived an hour, then expired.
+      const interval = config.refreshInterval || Number.POSITIVE_INFINITY
       // Serving from the backup, or a boot refresh that failed: the provider is retried on the
       // back-off schedule, not in a day.
       let failures = retrying ? 1 : 0
@@ -399,17 +398,13 @@ defineService({
       // seconds. Files: a third party renews its certificate, only the role certificates are ours.
       const due = async () => {
         const plan = identity && (await refreshPlan(identity, config, Date.now(), rt.kind !== 'files'))
-        if (!plan) return config.refreshInterval
+        if (!plan) return config.refreshInterval || MAX_IDLE_BACKOFF_MS
         // Due already when issued (short-lived, or backdated past half its life or the interval):
         // half-way through what is left. A day's wait had it expire while served; the first
         // back-off made every refresh of a certificate backdated past a short interval 5 s apart.
         const next = Math.max(INITIAL_BACKOFF_MS, plan.dueInMs > 0 ? plan.dueInMs : plan.expiresInMs / 2)
         // Never past its end less a margin (at least MIN_TRY_MS: no refresh loop without a pause).
-        return Math.min(
-          config.refreshInterval,
-          next,
-          Math.max(MIN_TRY_MS, plan.expiresInMs - EXPIRY_MARGIN_MS),
-        )
+        return Math.min(interval, next, Math.max(MIN_TRY_MS, plan.expiresInMs - EXPIRY_MARGIN_MS))
       }
       // A failure's back-off within what is left of the certificate served (capToEnd); a role
       // certificate not there (refused on a fresh pod): the instance's end.
@@ -422,16 +417,27 @@ defineService({
       }
       let wait = retrying ? await retryIn(0) : freshMs || (await due())
       for (;;) {
-        const slept = await pause(wait, AbortSignal.any([t.signal, retrySoon.signal]))
+        const slept = await pauseOnWall(wait, AbortSignal.any([t.signal, retrySoon.signal]))
         if (t.signal.aborted) break
-        if (!slept) {
+        if (slept === 'aborted') {
           retrySoon = new AbortController()
           wait = await retryIn(failures++)
           continue
         }
+        if (slept === 'stepped') {
+          // The wait was planned on a wall clock that has since been stepped: planned again, and
+          // a certificate the step put outside its validity is refreshed at once.
+          const plan = identity && (await refreshPlan(identity, config, Date.now(), rt.kind !== 'files'))
+          const outside = plan !== undefined && (plan.expiresInMs <= 0 || plan.startsInMs > 0)
+          wait = outside ? 0 : failures > 0 ? await retryIn(failures - 1) : await due()
+          log.info(
+            { event: 'certificate.clock.stepped', outsideValidity: outside, nextInMs: wait },
+            `the wall clock was stepped; next refresh in ${wait}ms`,
+          )
+          continue
+        }
         try {
           await refreshOnce(t.signal)
-          if (!periodic) return void (await aborted(t.signal)) // the task lasts as the service
           // Back on the interval: the wait a failure (or a reused identity's freshness) set is
           // not kept, or every refresh after one failure came a back-off apart, each a new key.
           wait = await due()
