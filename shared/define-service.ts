@@ -54,6 +54,8 @@ export interface ServiceContext {
    * they share (a file being appended to) is that worker's until it has drained.
    */
   successor: boolean
+  /** The configuration the service ran on before this thread's, when a reload changed it. */
+  previous?: Config
   log: Logger
   /**
    * Where a record that repeats (every request failing the same way during an outage) is written
@@ -191,6 +193,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     service,
     config,
     successor: init.successor,
+    previous: init.previous,
     log,
     repeats,
     registry,

@@ -22,6 +22,8 @@ export interface WorkerInit {
   stdout: SharedArrayBuffer
   /** Started to replace a worker that still serves (a reload, a recycle), not after one ended. */
   successor: boolean
+  /** The configuration the service ran on before this thread's (a reload's): what it wrote may be owed a cleanup. */
+  previous?: Config
   control: MessagePort
 }
 

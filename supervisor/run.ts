@@ -161,9 +161,10 @@ export async function run(
       log,
       ctx,
       metrics,
-      spawnWorker(s, successor, on) {
+      spawnWorker(s, successor, on, previous) {
         const h = spawnWorker(s, {
           config: on,
+          previous,
           board: board.buffer,
           failpointCounters,
           prespawned,

@@ -55,8 +55,11 @@ export interface SlotDeps {
   ctx: RunContext
   metrics: SupervisorMetrics
   /** Spawns a new worker thread for this service, its supervisor handlers installed. */
-  /** `successor`: it replaces a worker that still serves; `config`: the one it runs on. */
-  spawnWorker(service: ServiceName, successor: boolean, config: Config): WorkerHandle
+  /**
+   * `successor`: it replaces a worker that still serves; `config`: the one it runs on; `previous`:
+   * the service's, when that is another (a reload's thread).
+   */
+  spawnWorker(service: ServiceName, successor: boolean, config: Config, previous?: Config): WorkerHandle
   /** A thread of this service could not be terminated. */
   onStuck(handle: WorkerHandle): void
   /** `handle` now serves this service (its start, or a successor's, was acknowledged). */
@@ -250,7 +253,7 @@ export function createServiceSlot(service: ServiceName, deps: SlotDeps): Service
     const on = offered ?? config
     let h: WorkerHandle
     try {
-      h = deps.spawnWorker(service, successor, on)
+      h = deps.spawnWorker(service, successor, on, on === config ? undefined : config)
     } catch (err) {
       // No thread to follow: what was asked of it (send-start) finds none; a successor's
       // predecessor stays the one restored. The machine takes it as that thread's end.

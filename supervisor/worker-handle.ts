@@ -51,6 +51,8 @@ export interface SpawnOptions {
   prespawned?: Prespawned
   /** It replaces a worker that still serves (WorkerInit.successor). */
   successor?: boolean
+  /** The configuration the service ran on, when this thread runs on another (WorkerInit.previous). */
+  previous?: Config
 }
 
 /** Spawns a service's worker by file path (the supervisor never imports a worker's code). */
@@ -67,6 +69,7 @@ export function spawnWorker(service: ServiceName, opts: SpawnOptions): WorkerHan
     stdout: stdoutState(),
     control: port2,
     successor: opts.successor ?? false,
+    ...(opts.previous && { previous: configFor(service, opts.previous) }),
   }
   const { resourceLimits } = opts.config.services[service]
   const ahead = opts.prespawned?.take(service, resourceLimits)

@@ -70,13 +70,15 @@ export function tokenFilePath(config: Config, t: Target, type: TokenFileType): s
 export function certificateOutputs(config: Config): string[] {
   const own =
     providerKind(config) === 'files' ? [] : [...config.keyFiles, ...config.certFiles, config.caCertFile]
-  return [
-    ...own,
-    ...parseTargets(config.targetDomainRoles).flatMap((t) => [
-      roleCertPath(config, t),
-      ...(config.roleCertKeyFileOutput ? [roleCertPath(config, t, 'key')] : []),
-    ]),
-  ]
+  return [...own, ...roleCertOutputs(config)]
+}
+
+/** Each target's role certificate, with its key file under ROLE_CERT_KEY_FILE_OUTPUT. */
+export function roleCertOutputs(config: Config): string[] {
+  return parseTargets(config.targetDomainRoles).flatMap((t) => [
+    roleCertPath(config, t),
+    ...(config.roleCertKeyFileOutput ? [roleCertPath(config, t, 'key')] : []),
+  ])
 }
 
 /** What the token service may write: each target's token file of either type. */

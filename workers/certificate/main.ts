@@ -32,6 +32,7 @@ import { watchFiles } from '../../shared/identity/watch.js'
 import { bootDeadline, untilDeadline } from '../../shared/start-deadline.js'
 import { createWatchedSlot } from '../../shared/watched-slot.js'
 import { registerBuildInfo } from './build-info.js'
+import { removeDroppedRoleFiles } from './dropped-roles.js'
 import { registerX509Metrics } from './x509-metrics.js'
 
 const INITIAL_BACKOFF_MS = 5_000
@@ -51,7 +52,7 @@ const EXPIRY_MARGIN_MS = 30_000
  * Each new identity is announced in-process (the token service's mutual TLS to ZTS).
  */
 defineService({
-  async start({ config, log, go, registry, signal, onStop, expose, failpoint }) {
+  async start({ config, previous, log, go, registry, signal, onStop, expose, failpoint }) {
     // A thread ended between staging and renaming (watchdog, out of heap, SIGKILL) left its staged
     // files, a private key among them, beside the outputs: removed before anything is written.
     await sweepLeftoversAtStart(certificateOutputs(config), log, 'certificate.leftovers.removed')
@@ -373,6 +374,8 @@ defineService({
       })
     }
 
+    // A reload that dropped roles: their files go once this thread is up on the new targets.
+    if (previous) await removeDroppedRoleFiles(previous, config, log)
     log.info(
       {
         event: 'certificate.refresh.scheduled',
