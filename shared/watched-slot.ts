@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import { monotonicMs } from './clock.js'
 import { untilAborted } from './deadline.js'
 import type { Logger } from './logger.js'
@@ -9,12 +10,15 @@ import { Gauge, type Registry } from './prom.js'
  * to be stuck once it outlasts `stuckAfterMs`, and said again if it ever ends. The next waits for
  * it rather than write beside it (a late rename of the older file would land over the newer). A
  * caller stops waiting when its signal aborts (a boot's deadline, the shutdown); the work it
- * started stays in the slot.
+ * started stays in the slot: a shutdown waits for it (`idle`), or the thread was ended between
+ * the renames of a key and its certificate, leaving a key beside another key's certificate.
  */
 export interface WatchedSlot {
   run(work: (signal: AbortSignal) => Promise<void>, signal: AbortSignal): Promise<void>
   /** Whether work is in the slot (a caller that would rather skip than wait asks). */
   busy(): boolean
+  /** Resolves once no work is in the slot, or at `deadline` (monotonic ms): whether it is empty. */
+  idle(deadline: number): Promise<boolean>
   /** How long the work in the slot has run, once it is stuck; 0 otherwise. */
   stuckSeconds(): number
 }
@@ -83,6 +87,14 @@ export function createWatchedSlot({ stuckAfterMs, log, event, what, gauge }: Slo
       return untilAborted(outcome, signal)
     },
     busy: () => current !== undefined,
+    async idle(deadline) {
+      while (current) {
+        const left = deadline - monotonicMs()
+        if (left <= 0) return false
+        await Promise.race([current.settled, sleep(left, undefined, { ref: false })])
+      }
+      return true
+    },
     stuckSeconds,
   }
 }

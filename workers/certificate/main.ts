@@ -91,6 +91,16 @@ defineService({
       },
     })
     onStop(() => rt.close())
+    // Run before the client closes (cleanups run in reverse): a refresh the shutdown aborted may
+    // be renaming its files still; the thread, ended at the acknowledgement, cut it between the
+    // key's rename and the certificate's (a key beside another key's certificate).
+    onStop(async ({ deadline }) => {
+      if (!(await slot.idle(deadline)))
+        log.error(
+          { event: 'certificate.refresh.unfinished' },
+          'a refresh was still under way at the shutdown deadline',
+        )
+    })
     const deleteInstance = rt.provider.deleteInstance
     if (config.deleteInstanceId && deleteInstance) {
       // Runs before rt.close() (cleanups run in reverse): the client is still open. As SIA, when

@@ -1,0 +1,55 @@
+import assert from 'node:assert/strict'
+import { createPrivateKey, X509Certificate } from 'node:crypto'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { eventually } from './support/eventually.js'
+import { startSidecar } from './support/sidecar.js'
+
+/** Whether the key file holds the private key of the certificate file. */
+function pairs(dir: string): boolean {
+  const cert = new X509Certificate(readFileSync(join(dir, 'cert.pem'), 'utf8'))
+  return cert.checkPrivateKey(createPrivateKey(readFileSync(join(dir, 'key.pem'), 'utf8')))
+}
+
+/** Every file under `dir` that a write staged or linked aside (`<file>.<hex>.tmp`, `.old`). */
+function leftovers(dir: string): string[] {
+  return readdirSync(dir).filter((f) => /\.[0-9a-f]{12}\.(tmp|old)$/.test(f))
+}
+
+/** A sidecar refreshing every 3 s whose certificate renames (after the key's) are held `ms`. */
+function heldAtCertRename(ms: number) {
+  const dir = mkdtempSync(join(tmpdir(), 'sia-pair-'))
+  const mark = join(dir, 'held.mark')
+  const sc = startSidecar({
+    dataDir: dir,
+    env: {
+      REFRESH_INTERVAL: '3s',
+      GATEWAY_ADDR: '',
+      DELAY_JITTER_SECONDS: '0',
+      NODE_OPTIONS: `--import=${new URL('./support/slow-rename.js', import.meta.url).href}`,
+      SLOW_RENAME: '/cert\\.pem\\.[0-9a-f]+\\.tmp$',
+      SLOW_RENAME_MS: String(ms),
+      SLOW_RENAME_MARK: mark,
+    },
+  })
+  /** Resolves once a periodic refresh has renamed its key and holds its certificate's rename. */
+  const held = async () => {
+    await sc.waitForEvent('supervisor.ready', {}, 30_000)
+    rmSync(mark, { force: true }) // the boot's write was held too
+    await eventually(async () => existsSync(mark) || undefined, 30_000)
+  }
+  return { dir, sc, held }
+}
+
+test('SIGTERM while a refresh is between its key and certificate renames: the write finishes, the pair matches, exit 0', async (t) => {
+  const { dir, sc, held } = heldAtCertRename(1500)
+  t.after(() => sc.kill('SIGKILL'))
+  await held()
+  sc.kill('SIGTERM')
+  assert.equal((await sc.exited).code, 0, sc.stderr())
+  assert.equal(pairs(dir), true, 'the key on disk is the certificate’s')
+  assert.deepEqual(leftovers(dir), [])
+  assert.deepEqual(sc.events('certificate.refresh.unfinished'), [])
+})
