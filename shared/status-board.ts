@@ -69,6 +69,11 @@ export interface StatusBoard {
   sample(service: ServiceName): WorkerSample
   /** The gateway's sink file, appended to by a gateway and its successor while one drains. */
   sinkLock(): ThreadLock
+  /**
+   * The identity files (key, certificate, CA, role certificates), written by a certificate worker
+   * and its successor while one drains: a key of one beside the certificate of the other otherwise.
+   */
+  identityLock(): ThreadLock
 }
 
 const I_PHASE = 0
@@ -80,7 +85,9 @@ const F_SUPERVISOR = 0
 const F_SERVICES = 1
 const F_PER_SERVICE = 4 // heartbeat, heap used, heap limit, event-loop utilisation
 
-const INT_BYTES = (I_SINK_LOCK + 1) * 4
+const I_IDENTITY_LOCK = I_SINK_LOCK + 1
+const LOCKS = [I_SINK_LOCK, I_IDENTITY_LOCK]
+const INT_BYTES = (I_IDENTITY_LOCK + 1) * 4
 const FLOAT_OFFSET = Math.ceil(INT_BYTES / 8) * 8
 const BYTES = FLOAT_OFFSET + (F_SERVICES + SERVICES.length * F_PER_SERVICE) * 8
 
@@ -131,6 +138,7 @@ export function createStatusBoard(buffer = new SharedArrayBuffer(BYTES)): Status
       floats[base + 3] = elu
     },
     sinkLock: () => threadLock(ints, I_SINK_LOCK),
+    identityLock: () => threadLock(ints, I_IDENTITY_LOCK),
     sample(s) {
       const base = beatCell(s)
       return {
@@ -146,5 +154,6 @@ export function createStatusBoard(buffer = new SharedArrayBuffer(BYTES)): Status
 
 /** Frees every lock of the board a thread that has ended still held (the supervisor, at its exit). */
 export function releaseLocksOf(buffer: SharedArrayBuffer, threadId: number): void {
-  releaseHeldBy(new Int32Array(buffer, 0, INT_BYTES / 4), I_SINK_LOCK, threadId)
+  const ints = new Int32Array(buffer, 0, INT_BYTES / 4)
+  for (const lock of LOCKS) releaseHeldBy(ints, lock, threadId)
 }

@@ -18,8 +18,11 @@ function leftovers(dir: string): string[] {
   return readdirSync(dir).filter((f) => /\.[0-9a-f]{12}\.(tmp|old)$/.test(f))
 }
 
-/** A sidecar refreshing every 3 s whose certificate renames (after the key's) are held `ms`. */
-function heldAtCertRename(ms: number) {
+/**
+ * A sidecar refreshing every 3 s whose certificate renames (after the key's) are held `ms`; with
+ * `once`, only the first one after `held()` begins to wait (a successor's write is not held).
+ */
+function heldAtCertRename(ms: number, once = false) {
   const dir = mkdtempSync(join(tmpdir(), 'sia-pair-'))
   const mark = join(dir, 'held.mark')
   const sc = startSidecar({
@@ -32,6 +35,7 @@ function heldAtCertRename(ms: number) {
       SLOW_RENAME: '/cert\\.pem\\.[0-9a-f]+\\.tmp$',
       SLOW_RENAME_MS: String(ms),
       SLOW_RENAME_MARK: mark,
+      ...(once ? { SLOW_RENAME_ONCE: '1' } : {}),
     },
   })
   /** Resolves once a periodic refresh has renamed its key and holds its certificate's rename. */
@@ -52,4 +56,18 @@ test('SIGTERM while a refresh is between its key and certificate renames: the wr
   assert.equal(pairs(dir), true, 'the key on disk is the certificate’s')
   assert.deepEqual(leftovers(dir), [])
   assert.deepEqual(sc.events('certificate.refresh.unfinished'), [])
+})
+
+test('SIGHUP while a refresh is between its key and certificate renames: the successor writes after it, never beside it; the pair matches', async (t) => {
+  const { dir, sc, held } = heldAtCertRename(1500, true)
+  t.after(() => sc.kill('SIGKILL'))
+  await held()
+  sc.kill('SIGHUP')
+  // Logged once the predecessor's thread has ended: whatever it wrote has landed.
+  await sc.waitForEvent('worker.replaced', { service: 'certificate' }, 30_000)
+  assert.equal(pairs(dir), true, 'the key on disk is the certificate’s')
+  assert.deepEqual(leftovers(dir), [])
+  sc.kill('SIGTERM')
+  assert.equal((await sc.exited).code, 0, sc.stderr())
+  assert.equal(pairs(dir), true)
 })

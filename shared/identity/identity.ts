@@ -191,6 +191,9 @@ export async function completeOutputs(config: Config, id: Identity): Promise<boo
   return !held || missing.length > 0
 }
 
+/** Runs `write` holding what keeps another thread from writing the same files meanwhile. */
+export type Exclusive = <T>(write: () => Promise<T>) => Promise<T>
+
 export interface IdentityRefresher {
   /**
    * Fetches a new instance identity (key and certificate) and writes it. The role certificates
@@ -216,8 +219,10 @@ export function createIdentityRefresher(deps: {
   onIssued?: (stored: Identity) => void
   /** Before each set of files is written (the failpoint `certificate.before-write`). */
   beforeWrite?: () => Promise<void>
+  /** Runs each write of a set of files alone (a successor's thread writes the same files). */
+  exclusive?: Exclusive
 }): IdentityRefresher {
-  const { config, log, provider, pool, beforeWrite = async () => {} } = deps
+  const { config, log, provider, pool, beforeWrite = async () => {}, exclusive = (write) => write() } = deps
   const targets = parseTargets(config.targetDomainRoles)
   const principal = principalOf(config)
 
@@ -255,12 +260,14 @@ export function createIdentityRefresher(deps: {
         const cert = checkIssued(certPem, keyPem, `${t.domain}:role.${t.role}`)
         const file = roleCertPath(config, t)
         await beforeWrite()
-        await writeFilesAtomic([
-          ...(config.roleCertKeyFileOutput
-            ? [{ path: roleCertPath(config, t, 'key'), data: keyPem, mode: 0o600 }]
-            : []),
-          { path: file, data: certPem, mode: 0o644 },
-        ])
+        await exclusive(() =>
+          writeFilesAtomic([
+            ...(config.roleCertKeyFileOutput
+              ? [{ path: roleCertPath(config, t, 'key'), data: keyPem, mode: 0o600 }]
+              : []),
+            { path: file, data: certPem, mode: 0o644 },
+          ]),
+        )
         log.info(
           { event: 'certificate.issued', kind: 'role', file, ...describeCert(cert) },
           `new role certificate for ${t.domain}:role.${t.role}`,
@@ -299,7 +306,7 @@ export function createIdentityRefresher(deps: {
         checkSigner(cert, caPem, `${certPem}\n${chain}`)
         stored = { ...id, certPem: id.certPem + chain }
         await beforeWrite()
-        await storeIdentity(config, stored)
+        await exclusive(() => storeIdentity(config, stored))
       } catch (err) {
         provider.useIdentity?.(previous)
         throw err

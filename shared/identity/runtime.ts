@@ -3,7 +3,7 @@ import { readFile } from '../fs-async.js'
 import type { Logger } from '../logger.js'
 import type { CertProvider } from './cert-provider.js'
 import { type CsrPool, createCsrPool } from './csr-pool.js'
-import { createIdentityRefresher, type Identity, type IdentityRefresher } from './identity.js'
+import { createIdentityRefresher, type Exclusive, type Identity, type IdentityRefresher } from './identity.js'
 import { createLocalCertProvider } from './local-cert-provider.js'
 import { createLocalTokenSource } from './local-token-source.js'
 import { type ProviderKind, providerKind } from './provider.js'
@@ -30,7 +30,11 @@ export async function ztsClientFor(config: Config): Promise<ZtsClient> {
 export async function createCertRuntime(
   config: Config,
   log: Logger,
-  hooks: { onIssued?: (stored: Identity) => void; beforeWrite?: () => Promise<void> } = {},
+  hooks: {
+    onIssued?: (stored: Identity) => void
+    beforeWrite?: () => Promise<void>
+    exclusive?: Exclusive
+  } = {},
 ): Promise<CertRuntime> {
   const kind = providerKind(config)
   const pool = createCsrPool()

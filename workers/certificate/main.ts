@@ -13,6 +13,7 @@ import {
 import {
   commonNameOf,
   completeOutputs,
+  type Exclusive,
   endsAt,
   freshForMs,
   type Identity,
@@ -52,7 +53,19 @@ const EXPIRY_MARGIN_MS = 30_000
  * Each new identity is announced in-process (the token service's mutual TLS to ZTS).
  */
 defineService({
-  async start({ config, previous, log, go, registry, signal, onStop, expose, failpoint }) {
+  async start({ config, previous, log, go, registry, signal, onStop, expose, failpoint, board }) {
+    // A reload starts a successor while this thread drains, a refresh of its own perhaps under
+    // way: each set of identity files is written, and read at the start, holding the board's
+    // lock (freed by the supervisor if its holder's thread ends), never the two at once.
+    const lock = board.identityLock()
+    const exclusive: Exclusive = async (write) => {
+      const release = await lock.acquire()
+      try {
+        return await write()
+      } finally {
+        release()
+      }
+    }
     // A thread ended between staging and renaming (watchdog, out of heap, SIGKILL) left its staged
     // files, a private key among them, beside the outputs: removed before anything is written.
     await sweepLeftoversAtStart(certificateOutputs(config), log, 'certificate.leftovers.removed')
@@ -77,6 +90,7 @@ defineService({
         backupWriter?.write(stored)
       },
       beforeWrite: () => failpoint('certificate.before-write'),
+      exclusive,
     })
     // A refresh is given what the boot fetch is: the service's start deadline.
     const slot = createWatchedSlot({
@@ -128,8 +142,9 @@ defineService({
     ])
 
     // Someone else's (files), or ours: another principal's, or another provider's, is not kept.
-    let identity: Identity | undefined =
-      rt.kind === 'files' ? await readIdentity(config) : await readOwnIdentity(config)
+    let identity: Identity | undefined = await exclusive(() =>
+      rt.kind === 'files' ? readIdentity(config) : readOwnIdentity(config),
+    )
     // The current identity, for whoever asks (the token service at its start); each new one is
     // also announced as it is adopted.
     expose({ identity: () => identity })
@@ -211,7 +226,8 @@ defineService({
         'the identity on disk is fresh: reusing it',
       )
       // Every other KEY_FILE/CERT_FILE path holds it too, or is written now, not at the next refresh.
-      await completeOutputs(config, identity).then(
+      const reused = identity
+      await exclusive(() => completeOutputs(config, reused)).then(
         (wrote) =>
           wrote &&
           log.info(
@@ -272,7 +288,7 @@ defineService({
             const read = await standIn
             if ('readErr' in read) throw read.readErr
             const restored = read.found
-            await storeRestored(config, backup, restored.identity)
+            await exclusive(() => storeRestored(config, backup, restored.identity))
             adopt(restored.identity)
             retrying = true
             log.warn(
