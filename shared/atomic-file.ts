@@ -114,6 +114,15 @@ async function stage({ path, data, mode }: FileContent): Promise<string> {
   return tmp
 }
 
+/** The old files linked aside beside `path` (`<file>.<hex>.old`) that a write left, if any. */
+export async function linkedAside(path: string): Promise<string[]> {
+  const prefix = `${besideName(basename(path))}.`
+  const entries = await readdir(dirname(path)).catch(() => [] as string[])
+  return entries
+    .filter((e) => e.startsWith(prefix) && /^[0-9a-f]{12}\.old$/.test(e.slice(prefix.length)))
+    .map((e) => join(dirname(path), e))
+}
+
 /** Older than this, a staged or linked-aside file beside an output belongs to no write under way. */
 const STALE_MS = 60_000
 const LEFTOVER = /^(.*)\.[0-9a-f]{12}\.(?:tmp|old)$/

@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
+import { providerEnv, startZtsDouble } from './doubles/zts.js'
 import { eventually } from './support/eventually.js'
 import { startSidecar } from './support/sidecar.js'
 
@@ -70,4 +71,41 @@ test('SIGHUP while a refresh is between its key and certificate renames: the suc
   sc.kill('SIGTERM')
   assert.equal((await sc.exited).code, 0, sc.stderr())
   assert.equal(pairs(dir), true)
+})
+
+test('SIGKILL between the key and certificate renames: the restart, with ZTS down, puts the old key back and serves the pair', async (t) => {
+  const zts = await startZtsDouble()
+  t.after(() => zts.close())
+  const dir = mkdtempSync(join(tmpdir(), 'sia-pair-'))
+  const mark = join(dir, 'held.mark')
+  const env = { ...providerEnv(zts), GATEWAY_ADDR: '', TOKEN_SERVER_ADDR: '', DELAY_JITTER_SECONDS: '0' }
+  const first = startSidecar({
+    dataDir: dir,
+    env: {
+      ...env,
+      REFRESH_INTERVAL: '3s',
+      NODE_OPTIONS: `--import=${new URL('./support/slow-rename.js', import.meta.url).href}`,
+      SLOW_RENAME: '/cert\\.pem\\.[0-9a-f]+\\.tmp$',
+      SLOW_RENAME_MS: '5000',
+      SLOW_RENAME_MARK: mark,
+      SLOW_RENAME_ONCE: '1',
+    },
+  })
+  t.after(() => first.kill('SIGKILL'))
+  await first.waitForEvent('supervisor.ready', {}, 30_000)
+  rmSync(mark, { force: true }) // the boot's write was held: the next refresh's is
+  await eventually(async () => existsSync(mark) || undefined, 30_000)
+  first.kill('SIGKILL')
+  await first.exited
+  assert.equal(pairs(dir), false, 'cut between the renames: a new key beside the old certificate')
+  await zts.close()
+  const again = startSidecar({ dataDir: dir, env: { ...env, REFRESH_INTERVAL: '24h' } })
+  t.after(() => again.kill('SIGKILL'))
+  await again.waitForEvent('supervisor.ready', {}, 30_000)
+  assert.equal(again.events('certificate.pair.restored').length, 1)
+  assert.equal(again.events('certificate.reused').length, 1, 'served without the provider')
+  assert.equal(pairs(dir), true, 'the key on disk is the certificate’s')
+  assert.deepEqual(leftovers(dir), [])
+  again.kill('SIGTERM')
+  assert.equal((await again.exited).code, 0, again.stderr())
 })

@@ -27,6 +27,7 @@ import {
 } from '../../shared/identity/identity.js'
 import { certificateOutputs } from '../../shared/identity/naming.js'
 import { providerKind } from '../../shared/identity/provider.js'
+import { restoreInterruptedPair } from '../../shared/identity/restore-pair.js'
 import { createCertRuntime } from '../../shared/identity/runtime.js'
 import { parseTargets } from '../../shared/identity/targets.js'
 import { watchFiles } from '../../shared/identity/watch.js'
@@ -66,9 +67,24 @@ defineService({
         release()
       }
     }
+    // A process ended between the renames of a key and its certificate left the old key linked
+    // aside, the pair with the certificate in place: put back, not swept (the provider issues
+    // nothing for the files provider: the files are a third party's).
+    if (providerKind(config) !== 'files') {
+      const restored = await exclusive(() => restoreInterruptedPair(config))
+      if (restored.length > 0)
+        log.warn(
+          { event: 'certificate.pair.restored', keyFiles: restored, certFile: config.certFile },
+          'a write was cut between the key and the certificate: the key that pairs with the certificate is back',
+        )
+    }
     // A thread ended between staging and renaming (watchdog, out of heap, SIGKILL) left its staged
     // files, a private key among them, beside the outputs: removed before anything is written.
-    await sweepLeftoversAtStart(certificateOutputs(config), log, 'certificate.leftovers.removed')
+    // Whatever their age: with the lock held no write of them is under way (a predecessor's is
+    // done or was cut with its thread).
+    await exclusive(() =>
+      sweepLeftoversAtStart(certificateOutputs(config), log, 'certificate.leftovers.removed', 0),
+    )
     // The boot fetch ends before the start's deadline: a provider that hangs or keeps failing is
     // answered as such (the identity on disk kept, or the start failed naming its error).
     const bootEnds = bootDeadline(config.services.certificate.startTimeout)
