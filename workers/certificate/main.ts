@@ -416,8 +416,9 @@ defineService({
       })
     }
 
-    // A reload that dropped roles: their files go once this thread is up on the new targets.
-    if (previous) await removeDroppedRoleFiles(previous, config, log)
+    // A reload that dropped roles: their files go once this thread is up on the new targets, under
+    // the lock (a refresh of the thread it replaces may be writing them).
+    if (previous) await exclusive(() => removeDroppedRoleFiles(previous, config, log))
     log.info(
       {
         event: 'certificate.refresh.scheduled',
