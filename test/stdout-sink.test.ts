@@ -269,7 +269,8 @@ describe('stdout shared by threads', () => {
     pipe.fill()
     const token = writerThread(pipe.writer, state, line(1), 60_000)
     t.after(() => token.terminate())
-    await sleep(300) // it waits for the reader, holding stdout
+    // It waits for the reader, holding stdout; full for 250 ms, the reader is taken as stalled.
+    await sleep(600)
     const write = createStdoutSink({ fd: pipe.writer, stallMs: 5000, service: 'supervisor', state })
     const t0 = performance.now()
     write(line(2))
