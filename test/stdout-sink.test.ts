@@ -291,6 +291,38 @@ describe('stdout shared by threads', () => {
   })
 })
 
+test('four threads logging bursts into a pipe its reader keeps reading lose no line: a pipe full for a moment is not a stalled reader', async (t) => {
+  const pipe = fifo()
+  t.after(() => pipe.close())
+  const reader = collector(pipe)
+  t.after(() => reader.stop())
+  const state = newStdoutState()
+  const url = JSON.stringify(new URL('../shared/stdout-sink.js', import.meta.url).href)
+  // Each burst is several pipefuls (1,000 lines of ~260 bytes); the reader reads every 5 ms.
+  const code = `
+    const { workerData, parentPort } = require('node:worker_threads')
+    import(${url}).then(async ({ createStdoutSink }) => {
+      const write = createStdoutSink({ fd: workerData.fd, service: 'token', state: workerData.state })
+      for (let burst = 0; burst < 5; burst++) {
+        for (let i = 0; i < 1000; i++)
+          write(JSON.stringify({ n: workerData.id * 10000 + burst * 1000 + i, pad: 'x'.repeat(220) }) + '\\n')
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+      parentPort.postMessage('written')
+    })`
+  const threads = [0, 1, 2, 3].map(
+    (id) => new Worker(code, { eval: true, workerData: { fd: pipe.writer, state, id } }),
+  )
+  t.after(() => Promise.all(threads.map((w) => w.terminate())))
+  await Promise.all(threads.map(written))
+  const got = records(reader.stop())
+  assert.deepEqual(
+    got.filter((r) => r.event === 'log.stdout.dropped'),
+    [],
+  )
+  assert.equal(new Set(got.map((r) => r.n)).size, 20_000)
+})
+
 /** The pipe read every few milliseconds, as a log collector reads it, unless paused. */
 function collector(pipe: ReturnType<typeof fifo>) {
   let out = ''
