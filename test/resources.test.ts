@@ -168,6 +168,9 @@ test("the workers' heap limits must fit in the container's memory: the ones rais
   assert.equal(small[0]!.setting, 'services.*.resourceLimits')
   assert.match(small[0]!.reason, /come to 758 MiB, over the container's memory limit \(512 MiB\)/)
   assert.equal(run(['--config', tuningFile(heapOf('gateway', 96))], {}, 512 * MIB).warnings.length, 1)
+  // Raised, but needing no more than the defaults (the gateway's lowered by more): a warning too.
+  const moved = tuningFile({ ...heapOf('gateway', 96), ...heapOf('token', 160) })
+  assert.equal(run(['--config', moved], {}, 512 * MIB).warnings[0]?.setting, 'services.*.resourceLimits')
   // An init starts no worker.
   assert.deepEqual(run(['--config', raised], { MODE: 'init' }, 768 * MIB).warnings, [])
 })

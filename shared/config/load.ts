@@ -569,7 +569,17 @@ function containerFit(
       .map((f) => `services.${name}.resourceLimits.${f} (in ${configPath})`),
   )
   const sum = `the workers' heap limits, the CSR pool's and the ${NON_HEAP_RSS_MB} MiB the process holds besides come to ${needMb} MiB, over the container's memory limit (${limitMb} MiB)`
-  if (raised.length > 0) {
+  // Refused only for what the raise adds: limits moved between workers, or raised by less than
+  // others were lowered, need no more than the defaults, which run here with a warning.
+  const defaultsMb = processMemoryMb(
+    Object.fromEntries(
+      SERVICES.map((name) => [
+        name,
+        { enabled: services[name].enabled, resourceLimits: DEFAULT_RESOURCE_LIMITS[name] },
+      ]),
+    ) as Record<ServiceName, Pick<ServiceTuning, 'enabled' | 'resourceLimits'>>,
+  )
+  if (raised.length > 0 && needMb > defaultsMb) {
     const also = raised.length > 1 ? ` (with ${raised.slice(1).join(', ')})` : ''
     return {
       refuse: true,
