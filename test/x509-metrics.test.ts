@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict'
-import { X509Certificate } from 'node:crypto'
+import { generateKeyPairSync, X509Certificate } from 'node:crypto'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
+import forge from 'node-forge'
 import { Registry } from '../shared/prom.js'
 import { registerX509Metrics } from '../workers/certificate/x509-metrics.js'
 import { startZtsDouble } from './doubles/zts.js'
@@ -12,20 +13,47 @@ import { startZtsDouble } from './doubles/zts.js'
 const zts = await startZtsDouble()
 after(() => zts.close())
 
+/** The serial_number label of each x509_cert_not_after series, in order. */
+const serialsIn = async (registry: Registry) =>
+  (await registry.getMetricsAsJSON())
+    .find((m) => m.name === 'x509_cert_not_after')!
+    .values.map((v) => v.labels.serial_number)
+
+/** A certificate's serial as the x509-certificate-exporter labels it: decimal. */
+const decimalSerial = (pem: string) => BigInt(`0x${new X509Certificate(pem).serialNumber}`).toString()
+
+test('serial_number is decimal, as the x509-certificate-exporter labels it (Go’s big.Int String()), not hex', async () => {
+  const keys = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  const cert = forge.pki.createCertificate()
+  cert.publicKey = forge.pki.publicKeyFromPem(
+    keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+  )
+  cert.serialNumber = '7fedcba9876543210fedcba987654321'
+  cert.validity.notBefore = new Date(Date.now() - 60_000)
+  cert.validity.notAfter = new Date(Date.now() + 3_600_000)
+  cert.setSubject([{ name: 'commonName', value: 'serial.test' }])
+  cert.setIssuer(cert.subject.attributes)
+  cert.sign(
+    forge.pki.privateKeyFromPem(keys.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()),
+    forge.md.sha256.create(),
+  )
+  const file = join(mkdtempSync(join(tmpdir(), 'sia-x509-')), 'cert.pem')
+  writeFileSync(file, forge.pki.certificateToPem(cert))
+  const registry = new Registry()
+  registerX509Metrics(registry, () => [file])
+  assert.deepEqual(await serialsIn(registry), ['170046660580768971048621704818733695777'])
+})
+
 test('a wall clock stepped back does not freeze the certificate series: a replaced file is read at the next scrape', async (t) => {
   const file = join(mkdtempSync(join(tmpdir(), 'sia-x509-')), 'cert.pem')
   const [first, second] = [await zts.issue('a.one'), await zts.issue('a.two')]
   writeFileSync(file, first.certPem)
   const registry = new Registry()
   registerX509Metrics(registry, () => [file])
-  const serials = async () =>
-    (await registry.getMetricsAsJSON())
-      .find((m) => m.name === 'x509_cert_not_after')!
-      .values.map((v) => v.labels.serial_number)
-  assert.deepEqual(await serials(), [new X509Certificate(first.certPem).serialNumber])
+  assert.deepEqual(await serialsIn(registry), [decimalSerial(first.certPem)])
   const now = Date.now()
   t.mock.method(Date, 'now', () => now - 3_600_000) // an hour back
   writeFileSync(file, second.certPem)
   await sleep(600) // past the snapshot's 500 ms
-  assert.deepEqual(await serials(), [new X509Certificate(second.certPem).serialNumber])
+  assert.deepEqual(await serialsIn(registry), [decimalSerial(second.certPem)])
 })

@@ -51,7 +51,8 @@ async function readRows(files: string[]): Promise<Snapshot> {
           labels: {
             filepath,
             filename: basename(filepath),
-            serial_number: cert.serialNumber,
+            // Decimal, as the exporter's (Go's big.Int String()); Node gives it in hex.
+            serial_number: BigInt(`0x${cert.serialNumber}`).toString(),
             ...nameLabels('subject', cert.subject),
             ...nameLabels('issuer', cert.issuer),
           },
