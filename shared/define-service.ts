@@ -12,7 +12,7 @@ import { heapVitals } from './heap-vitals.js'
 import { serveTask } from './http-server.js'
 import { createRepeatGate, REPEAT_WINDOW_MS, type RepeatGate } from './log-repeats.js'
 import { createLogger, type Logger } from './logger.js'
-import { type Collect, registerLoopDelay } from './loop-delay.js'
+import { type Collect, type Collection, idleCollection, registerLoopDelay } from './loop-delay.js'
 import { createServicePorts, type ServicePorts } from './ports/service-ports.js'
 import { Gauge, Registry } from './prom.js'
 import { AWAIT_INIT, type SupervisorOps, type WorkerInit, type WorkerOps } from './protocol.js'
@@ -67,6 +67,8 @@ export interface ServiceContext {
   registry: Registry
   /** The registry's series, for a Prometheus scrape or (`view`) a look that starts no new period. */
   collect: Collect
+  /** The collection under way, for a metric's collect() (its deadline: shared/loop-delay.ts). */
+  collection: Readonly<Collection>
   board: StatusBoard
   /**
    * Aborted when shutdown begins, or when the run is cancelled while this start is in flight: a
@@ -185,7 +187,8 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     registers: [registry],
   })
 
-  const collect = registerLoopDelay(registry)
+  const collection = idleCollection()
+  const collect = registerLoopDelay(registry, collection)
 
   const cleanups: ((stop: StopInfo) => Promise<void> | void)[] = []
   const startCancel = new AbortController()
@@ -198,6 +201,7 @@ function serve(def: ServiceDefinition, init: WorkerInit): void {
     repeats,
     registry,
     collect,
+    collection,
     board: rowBoard,
     signal: AbortSignal.any([group.signal, startCancel.signal]),
     go: group.go,

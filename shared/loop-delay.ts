@@ -8,12 +8,12 @@ import type { MetricsJson } from './protocol.js'
  * previous Prometheus scrape (as prom-client's nodejs_eventloop_lag_max_seconds): how long a
  * request could wait behind one piece of work. Returns the registry's collection: a scrape starts
  * a new period, a view (the status page) reads the maximum so far and leaves it for the scrape.
+ * `period`: where the collection under way is told to the registry's other metrics.
  */
-export function registerLoopDelay(registry: Registry): Collect {
+export function registerLoopDelay(registry: Registry, period: Collection = idleCollection()): Collect {
   const monitor = monitorEventLoopDelay({ resolution: 20 })
   monitor.enable()
   let longestSec = 0
-  const period = { viewing: false }
   new Gauge({
     name: 'sia_worker_event_loop_delay_max_seconds',
     help: 'Longest event-loop delay of the worker since the previous scrape',
@@ -37,17 +37,33 @@ export function registerLoopDelay(registry: Registry): Collect {
 export type Collect = (view: boolean, answerBy?: number) => Promise<MetricsJson>
 
 /**
- * The registry's collection, `period.viewing` true for a view's: what its metrics' collect() read
- * to leave a period (since the last scrape) to the next scrape. prom-client calls every collect()
- * in the same turn as getMetricsAsJSON() is called.
+ * The collection under way, as a metric's collect() reads it: prom-client calls every collect() in
+ * the same turn as getMetricsAsJSON() is called, and this is set for that turn only.
  */
-export function collectFor(registry: Registry, period: { viewing: boolean }): Collect {
+export interface Collection {
+  /** A view's: a metric leaves its period (since the last scrape) to the next scrape. */
+  viewing: boolean
+  /**
+   * When the answer is due (shared/clock.ts; infinite: no deadline): a collect() that waits (a
+   * file's read) stops waiting in time for the answer to arrive by then.
+   */
+  answerBy: number
+}
+
+/** A collection's state between collections. */
+export function idleCollection(): Collection {
+  return { viewing: false, answerBy: Number.POSITIVE_INFINITY }
+}
+
+/** The registry's collection, told to its metrics' collect() through `period`. */
+export function collectFor(registry: Registry, period: Collection): Collect {
   return (view, answerBy = Number.POSITIVE_INFINITY) => {
     period.viewing = view || monotonicMs() > answerBy
+    period.answerBy = answerBy
     try {
       return registry.getMetricsAsJSON() as Promise<MetricsJson>
     } finally {
-      period.viewing = false
+      Object.assign(period, idleCollection())
     }
   }
 }

@@ -1,5 +1,5 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import { collectFor } from '../shared/loop-delay.js'
+import { collectFor, idleCollection } from '../shared/loop-delay.js'
 import { Gauge, type Registry } from '../shared/prom.js'
 import type { MetricsJson } from '../shared/protocol.js'
 
@@ -15,7 +15,7 @@ export function registerEventLoopLag(registry: Registry): (view: boolean) => Pro
   const registers = [registry]
   const histogram = monitorEventLoopDelay({ resolution: 10 })
   histogram.enable()
-  const period = { viewing: false }
+  const period = idleCollection()
   const lag: Gauge = new Gauge({
     name: 'nodejs_eventloop_lag_seconds',
     help: 'Lag of event loop in seconds.',

@@ -54,7 +54,7 @@ const EXPIRY_MARGIN_MS = 30_000
  * Each new identity is announced in-process (the token service's mutual TLS to ZTS).
  */
 defineService({
-  async start({ config, previous, log, go, registry, signal, onStop, expose, failpoint, board }) {
+  async start({ config, previous, log, go, registry, collection, signal, onStop, expose, failpoint, board }) {
     // A reload starts a successor while this thread drains, a refresh of its own perhaps under
     // way: each set of identity files is written, and read at the start, holding the board's
     // lock (freed by the supervisor if its holder's thread ends), never the two at once.
@@ -151,11 +151,11 @@ defineService({
     }
     const targets = parseTargets(config.targetDomainRoles)
     registerBuildInfo(registry)
-    registerX509Metrics(registry, () => [
-      ...config.certFiles,
-      config.caCertFile,
-      ...targets.map((t) => roleCertPath(config, t)),
-    ])
+    registerX509Metrics(
+      registry,
+      () => [...config.certFiles, config.caCertFile, ...targets.map((t) => roleCertPath(config, t))],
+      collection,
+    )
 
     // Someone else's (files), or ours: another principal's, or another provider's, is not kept.
     let identity: Identity | undefined = await exclusive(() =>

@@ -2,7 +2,9 @@ import { X509Certificate } from 'node:crypto'
 import { basename } from 'node:path'
 import { monotonicMs } from '../../shared/clock.js'
 import { readFile } from '../../shared/fs-async.js'
+import type { Collection } from '../../shared/loop-delay.js'
 import { Gauge, type Registry } from '../../shared/prom.js'
+import { createSingleFlight } from '../../shared/single-flight.js'
 
 /**
  * The x509-certificate-exporter's series for our files, read at scrape time: one series per
@@ -37,57 +39,98 @@ interface Snapshot {
   failed: string[]
 }
 
-async function readRows(files: string[]): Promise<Snapshot> {
-  const rows: Row[] = []
-  const failed: string[] = []
-  let errors = 0
-  for (const filepath of files) {
-    try {
-      const pems = (await readFile(filepath, 'utf8')).match(PEM)
-      if (!pems) throw new Error('no certificate')
-      for (const pem of pems) {
-        const cert = new X509Certificate(pem)
-        rows.push({
-          labels: {
-            filepath,
-            filename: basename(filepath),
-            // Decimal, as the exporter's (Go's big.Int String()); Node gives it in hex.
-            serial_number: BigInt(`0x${cert.serialNumber}`).toString(),
-            ...nameLabels('subject', cert.subject),
-            ...nameLabels('issuer', cert.issuer),
-          },
-          notAfter: Date.parse(cert.validTo) / 1000,
-          notBefore: Date.parse(cert.validFrom) / 1000,
-        })
+/** A file's certificates, or undefined if it could not be read or parsed. */
+async function readRows(filepath: string): Promise<Row[] | undefined> {
+  try {
+    const pems = (await readFile(filepath, 'utf8')).match(PEM)
+    if (!pems) return undefined
+    return pems.map((pem) => {
+      const cert = new X509Certificate(pem)
+      return {
+        labels: {
+          filepath,
+          filename: basename(filepath),
+          // Decimal, as the exporter's (Go's big.Int String()); Node gives it in hex.
+          serial_number: BigInt(`0x${cert.serialNumber}`).toString(),
+          ...nameLabels('subject', cert.subject),
+          ...nameLabels('issuer', cert.issuer),
+        },
+        notAfter: Date.parse(cert.validTo) / 1000,
+        notBefore: Date.parse(cert.validFrom) / 1000,
       }
-    } catch {
-      errors++
-      failed.push(filepath)
-    }
+    })
+  } catch {
+    return undefined
   }
-  return { rows, errors, failed }
 }
 
-/** Every series of one scrape comes from one read of the files. */
-const SNAPSHOT_MS = 500
+/** A file is read at most once in this long: scrapes close together report the same read. */
+const FRESH_MS = 500
+/**
+ * Kept back from a scrape's deadline for the rest of the answer (the other series, the message to
+ * the metrics service): at most a quarter of the time the scrape gives.
+ */
+const ANSWER_MARGIN_MS = 50
 
-export function registerX509Metrics(registry: Registry, files: () => string[]): void {
-  let snapshot: { at: number; data: Promise<Snapshot>; settled: boolean } | undefined
-  const read = () => {
-    // Its age on the monotonic clock: after the wall clock stepped back an hour, the files were
-    // not read again for an hour (a replaced certificate's expiry went on being reported).
-    // A read not yet settled is waited for, not joined by another: a file whose read hangs (a
-    // frozen volume, a FIFO) holds a thread of libuv's pool, which every worker of the process
-    // shares; a read a scrape had used up the pool in four scrapes, and with it the gateway's
-    // sink and every file the sidecar writes. That scrape reports this worker down instead.
-    if (!snapshot || (snapshot.settled && monotonicMs() - snapshot.at > SNAPSHOT_MS)) {
-      const next = { at: monotonicMs(), data: readRows(files()), settled: false }
-      void next.data.finally(() => {
-        next.settled = true
+/**
+ * One file's reads, and what the last one gave. A read under way is joined, never doubled: a file
+ * whose read hangs (a frozen volume, a FIFO) holds a thread of libuv's pool, which every worker of
+ * the process shares, and a read a scrape had used up the pool in four scrapes, and with it the
+ * gateway's sink and every file the sidecar writes. Each asker stops waiting at its own deadline
+ * and leaves nothing behind (shared/single-flight.ts): a scrape that awaited the hung read kept
+ * its whole collection (4.5 to 10 KiB a scrape) until the thread was recycled.
+ */
+function fileReader(filepath: string): (until: number) => Promise<Row[] | undefined> {
+  let last: { at: number; rows: Row[] | undefined } | undefined
+  const flight = createSingleFlight(async () => {
+    const at = monotonicMs()
+    const rows = await readRows(filepath)
+    last = { at, rows }
+    return rows
+  })
+  // Its age on the monotonic clock: after the wall clock stepped back an hour, the files were
+  // not read again for an hour (a replaced certificate's expiry went on being reported).
+  return (until) =>
+    last && monotonicMs() - last.at <= FRESH_MS ? Promise.resolve(last.rows) : flight.join(until)
+}
+
+/**
+ * `collection`: the collection under way, whose deadline a read that has not ended by then is
+ * reported at (as a file that could not be read, x509_cert_error 1), so that the rest still answers.
+ */
+export function registerX509Metrics(
+  registry: Registry,
+  files: () => string[],
+  collection: Readonly<Collection>,
+): void {
+  const readers = new Map<string, (until: number) => Promise<Row[] | undefined>>()
+  const readAll = async (until: number): Promise<Snapshot> => {
+    const list = files()
+    const read = await Promise.all(
+      list.map((filepath) => {
+        let reader = readers.get(filepath)
+        if (!reader) {
+          reader = fileReader(filepath)
+          readers.set(filepath, reader)
+        }
+        return reader(until)
+      }),
+    )
+    const failed = list.filter((_, i) => read[i] === undefined)
+    return { rows: read.flatMap((rows) => rows ?? []), errors: failed.length, failed }
+  }
+  // Every series of one collection comes from one snapshot: prom-client calls each gauge's
+  // collect() in the turn the collection begins, and the snapshot is theirs for that turn.
+  let current: Promise<Snapshot> | undefined
+  const snapshot = () => {
+    if (!current) {
+      const { answerBy } = collection
+      current = readAll(answerBy - Math.min(ANSWER_MARGIN_MS, Math.max(0, answerBy - monotonicMs()) / 4))
+      queueMicrotask(() => {
+        current = undefined
       })
-      snapshot = next
     }
-    return snapshot.data
+    return current
   }
   const gauge = (name: string, help: string, value: (r: Row, nowSec: number) => number) =>
     new Gauge({
@@ -96,7 +139,7 @@ export function registerX509Metrics(registry: Registry, files: () => string[]): 
       labelNames: LABELS,
       registers: [registry],
       async collect() {
-        const { rows } = await read()
+        const { rows } = await snapshot()
         this.reset()
         const now = Date.now() / 1000
         for (const r of rows) this.set(r.labels, value(r, now))
@@ -117,7 +160,7 @@ export function registerX509Metrics(registry: Registry, files: () => string[]): 
     labelNames: ['filepath', 'filename'],
     registers: [registry],
     async collect() {
-      const { failed } = await read()
+      const { failed } = await snapshot()
       this.reset()
       for (const filepath of failed) this.set({ filepath, filename: basename(filepath) }, 1)
     },
@@ -127,7 +170,7 @@ export function registerX509Metrics(registry: Registry, files: () => string[]): 
     help: 'Certificate files that could not be read or parsed at this scrape',
     registers: [registry],
     async collect() {
-      this.set((await read()).errors)
+      this.set((await snapshot()).errors)
     },
   })
 }
