@@ -1,7 +1,7 @@
 import { monotonicMs } from './clock.js'
 import type { Config } from './config/types.js'
 import { SERVICES, type ServiceName } from './services.js'
-import { HEARTBEAT_MS, type ServiceState, type StatusBoard } from './status-board.js'
+import { HEARTBEAT_MS, hasLiveThread, type ServiceState, type StatusBoard } from './status-board.js'
 
 /** What the status board says about the process; read lock-free on every probe. */
 export interface Readiness {
@@ -58,4 +58,33 @@ export function liveness(board: StatusBoard, config: Config, now = monotonicMs()
     if (stale(board, config, s, now)) names.push(s)
   }
   return { alive: names.length === 0, stale: names }
+}
+
+/** A worker's heap and event-loop figures, as /metrics and the status page show them. */
+export interface WorkerVitals {
+  /** Undefined while its loop is blocked: the last figure was measured before the block. */
+  heapUsedBytes?: number
+  heapLimitBytes: number
+  eventLoopUtilization: number
+}
+
+/**
+ * A worker's vitals from its row of the board, or undefined with no thread (down, stopped: the row
+ * holds its last one's). A running worker whose heartbeat is stale has not turned its loop since
+ * its last beat: its loop is busy (1) and its heap not known. Its last beat's figures read as live
+ * (an idle loop's 0.001) for the whole block, beside sia_worker_up 0 and a stale liveness.
+ */
+export function workerVitals(
+  board: StatusBoard,
+  config: Config,
+  s: ServiceName,
+  now = monotonicMs(),
+): WorkerVitals | undefined {
+  const sample = board.sample(s)
+  if (!hasLiveThread(sample.state)) return undefined
+  if (sample.state === 'running' && stale(board, config, s, now)) {
+    return { heapLimitBytes: sample.heapLimitBytes, eventLoopUtilization: 1 }
+  }
+  const { heapUsedBytes, heapLimitBytes, eventLoopUtilization } = sample
+  return { heapUsedBytes, heapLimitBytes, eventLoopUtilization }
 }

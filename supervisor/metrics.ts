@@ -1,7 +1,9 @@
 import { monotonicMs } from '../shared/clock.js'
+import type { Config } from '../shared/config/types.js'
 import type { Collect } from '../shared/loop-delay.js'
 import { Counter, Gauge, Registry } from '../shared/prom.js'
 import type { LastWorkerError } from '../shared/protocol.js'
+import { workerVitals } from '../shared/readiness.js'
 import type { ServiceName } from '../shared/services.js'
 import { hasLiveThread, type StatusBoard } from '../shared/status-board.js'
 import { collectDefaultMetrics } from './default-metrics.js'
@@ -37,11 +39,12 @@ export interface SupervisorMetrics {
 export function createSupervisorMetrics(
   board: StatusBoard,
   services: readonly ServiceName[],
+  config: () => Config,
 ): SupervisorMetrics {
   const registry = new Registry()
   const collect = collectDefaultMetrics(registry)
   const registers = [registry]
-  const fromBoard = (name: string, help: string, read: (s: ServiceName) => number) =>
+  const perWorker = (name: string, help: string, read: (s: ServiceName, now: number) => number | undefined) =>
     new Gauge({
       name,
       help,
@@ -51,23 +54,34 @@ export function createSupervisorMetrics(
       // its last figures reported on would keep firing alerts on heap use for a thread long gone.
       collect() {
         this.reset()
-        for (const s of services) if (hasLiveThread(board.state(s))) this.set({ service: s }, read(s))
+        const now = monotonicMs()
+        for (const s of services) {
+          const value = read(s, now)
+          if (value !== undefined) this.set({ service: s }, value)
+        }
       },
     })
-  fromBoard('sia_worker_heap_used_bytes', 'V8 heap used by the worker', (s) => board.sample(s).heapUsedBytes)
-  fromBoard(
+  const vitals = (s: ServiceName, now: number) => workerVitals(board, config(), s, now)
+  perWorker(
+    'sia_worker_heap_used_bytes',
+    'V8 heap used by the worker',
+    (s, now) => vitals(s, now)?.heapUsedBytes,
+  )
+  perWorker(
     'sia_worker_heap_limit_bytes',
     'V8 heap limit of the worker',
-    (s) => board.sample(s).heapLimitBytes,
+    (s, now) => vitals(s, now)?.heapLimitBytes,
   )
-  fromBoard(
+  perWorker(
     'sia_worker_event_loop_utilization',
-    'Event-loop utilisation of the worker over the last heartbeat',
-    (s) => board.sample(s).eventLoopUtilization,
+    'Event-loop utilisation of the worker over the last heartbeat (1 while its heartbeat is stale)',
+    (s, now) => vitals(s, now)?.eventLoopUtilization,
   )
-  fromBoard('sia_worker_heartbeat_age_seconds', 'Seconds since the worker last beat', (s) =>
-    board.sample(s).heartbeatMs ? (monotonicMs() - board.sample(s).heartbeatMs) / 1000 : Number.NaN,
-  )
+  perWorker('sia_worker_heartbeat_age_seconds', 'Seconds since the worker last beat', (s, now) => {
+    const sample = board.sample(s)
+    if (!hasLiveThread(sample.state)) return undefined
+    return sample.heartbeatMs ? (now - sample.heartbeatMs) / 1000 : Number.NaN
+  })
   const restarts = new Counter({
     name: 'sia_worker_restarts_total',
     help: 'Worker restarts by reason',

@@ -41,7 +41,7 @@ export async function run(
   let config = boot // SIGHUP replaces it
   const board = createStatusBoard()
   const services = SERVICES.filter((s) => config.services[s].enabled)
-  const metrics = createSupervisorMetrics(board, services)
+  const metrics = createSupervisorMetrics(board, services, () => config)
   const failpointSpecs = parseFailpoints(config.failpoints)
   const failpointCounters = createFailpointCounters(failpointSpecs)
   const failpoint = createFailpoints(failpointSpecs, { board, counters: failpointCounters })

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, type TestContext, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { alert, post, webhook } from './support/gateway.js'
 import { type LogRecord, type Sidecar, type SidecarOptions, startSidecar, stop } from './support/sidecar.js'
 
 /**
@@ -414,6 +415,47 @@ describe('a blocked event loop before its watchdog', () => {
     const live = await httpRequest(`${latestUrl(sc, 'healthcheck')}/healthz`)
     assert.equal(live.status, 503)
     assert.match(live.body, /gateway/)
+    assert.equal(eventsOf(sc, 'worker.watchdog', 'gateway').length, 0, 'before the watchdog')
+    await stop(sc)
+  })
+  test('its heartbeat stale, /metrics and the status page show its loop busy (1) and no heap figure, not its last beat’s', async (t) => {
+    const sc = launch(t, {
+      env: { SIA_FAILPOINTS: 'gateway.before-sink=1*block' },
+      args: withConfig({ gateway: { ...FAST, watchdogTimeout: '30s', shutdownTimeout: '1s' } }),
+    })
+    await sc.waitForEvent('supervisor.ready')
+    await sleep(2 * HEARTBEAT_MS + 500) // beats of an idle loop: the last one before the block says ~0.001
+    // Its first webhook blocks the gateway's loop before the sink (no answer: the block ends with the worker).
+    void post(latestUrl(sc, 'gateway'), webhook([alert('WhileBlocked')])).catch(() => {})
+    // Once liveness says the gateway is stale, as the figures below judge it.
+    for (let i = 0; ; i++) {
+      const live = await httpRequest(`${latestUrl(sc, 'healthcheck')}/healthz`)
+      if (live.status === 503 && /gateway/.test(live.body)) break
+      assert.ok(i < 100, `liveness never named the gateway stale: ${live.status} ${live.body}`)
+      await sleep(100)
+    }
+    const text = await metricsText(sc)
+    const of = (name: string, service = 'gateway') => sample(text, `${name}{service="${service}"}`)
+    assert.equal(of('sia_worker_up'), 0)
+    assert.equal(of('sia_worker_event_loop_utilization'), 1)
+    assert.equal(of('sia_worker_heap_used_bytes'), undefined)
+    assert.doesNotMatch(text, /^memory_report_heap_used_bytes\{[^}]*worker="gateway"/m)
+    assert.ok((of('sia_worker_heap_limit_bytes') ?? 0) > 0, 'its limit is no reading: still shown')
+    assert.ok((of('sia_worker_heap_used_bytes', 'token') ?? 0) > 0, 'a worker that beats keeps its figures')
+    assert.ok((of('sia_worker_event_loop_utilization', 'token') ?? 1) < 1)
+    const view = JSON.parse((await httpRequest(`${latestUrl(sc, 'metrics')}/status.json`)).body) as {
+      workers: {
+        service: string
+        eventLoopUtilization: number | null
+        heapUsedBytes: number | null
+        heapPercent: number | null
+      }[]
+    }
+    const gateway = view.workers.find((w) => w.service === 'gateway')!
+    assert.deepEqual(
+      [gateway.eventLoopUtilization, gateway.heapUsedBytes, gateway.heapPercent],
+      [1, null, null],
+    )
     assert.equal(eventsOf(sc, 'worker.watchdog', 'gateway').length, 0, 'before the watchdog')
     await stop(sc)
   })

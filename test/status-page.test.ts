@@ -93,6 +93,7 @@ test('a worker with no thread (down, stopped) shows no heap or loop figures: its
   for (const s of SERVICES) {
     board.setState(s, 'running')
     board.setVitals(s, 10 * 2 ** 20, 64 * 2 ** 20, 0.01)
+    board.beat(s)
   }
   board.setVitals('memory-reporter', 10 * 2 ** 20, 64 * 2 ** 20, 1)
   board.setState('memory-reporter', 'down')

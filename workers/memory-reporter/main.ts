@@ -1,7 +1,7 @@
 import { defineService } from '../../shared/define-service.js'
 import { Gauge } from '../../shared/prom.js'
+import { type WorkerVitals, workerVitals } from '../../shared/readiness.js'
 import { SERVICES } from '../../shared/services.js'
-import { hasLiveThread, type WorkerSample } from '../../shared/status-board.js'
 import { timerTask } from '../../shared/timer-task.js'
 
 /** Every MEMORY_REPORT_INTERVAL: one record with process RSS and each worker's heap, and gauges. */
@@ -19,12 +19,15 @@ defineService({
         this.set(process.memoryUsage.rss())
       },
     })
-    const liveWorkers = (read: (s: WorkerSample) => number) =>
+    // As sia_worker_heap_*: a worker whose loop is blocked has no heap figure (its last beat's is
+    // from before the block).
+    const liveWorkers = (read: (v: WorkerVitals) => number | undefined) =>
       function (this: Gauge<'worker'>) {
         this.reset()
         for (const worker of workers) {
-          const sample = board.sample(worker)
-          if (hasLiveThread(sample.state)) this.set({ worker }, read(sample))
+          const vitals = workerVitals(board, config, worker)
+          const value = vitals && read(vitals)
+          if (value !== undefined) this.set({ worker }, value)
         }
       }
     new Gauge({

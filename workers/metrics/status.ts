@@ -5,9 +5,9 @@ import type { Config } from '../../shared/config/types.js'
 import { withDeadline } from '../../shared/deadline.js'
 import { readFile } from '../../shared/fs-async.js'
 import type { LastWorkerError } from '../../shared/protocol.js'
-import { readiness } from '../../shared/readiness.js'
+import { readiness, workerVitals } from '../../shared/readiness.js'
 import { SERVICES, type ServiceName } from '../../shared/services.js'
-import { hasLiveThread, type StatusBoard } from '../../shared/status-board.js'
+import type { StatusBoard } from '../../shared/status-board.js'
 
 /**
  * The data of the status page (`GET /status`, and `GET /status.json` as is): the status board read
@@ -141,7 +141,8 @@ export async function buildStatus(src: StatusSources): Promise<StatusView> {
     return counts
   }
 
-  const r = readiness(board, config)
+  const monotonicNow = src.monotonicNow ?? monotonicMs()
+  const r = readiness(board, config, monotonicNow)
   const processStart = sum('process_start_time_seconds')
   const budget = config.shutdownDelay + config.shutdownTimeout
 
@@ -151,8 +152,10 @@ export async function buildStatus(src: StatusSources): Promise<StatusView> {
     const restarts = nonZero(groupBy('sia_worker_restarts_total', 'reason', of(service)))
     const startedAt = sum('sia_worker_start_time_seconds', of(service))
     const running = sample.state === 'running'
-    // As /metrics: a thread that has ended has no heap or loop to show (its row keeps its last).
-    const live = enabled && hasLiveThread(sample.state)
+    // As /metrics: a thread that has ended has no heap or loop to show (its row keeps its last),
+    // and a blocked one a busy loop and no heap figure.
+    const vitals = enabled ? workerVitals(board, config, service, monotonicNow) : undefined
+    const heapUsed = vitals?.heapUsedBytes
     const last = src.lastErrors[service]
     return {
       service,
@@ -162,18 +165,15 @@ export async function buildStatus(src: StatusSources): Promise<StatusView> {
       uptimeSeconds: running && startedAt ? Math.max(0, Math.round(now / 1000 - startedAt)) : null,
       restarts,
       restartsTotal: Object.values(restarts).reduce((n, x) => n + x, 0),
-      ...(live
-        ? {
-            heapUsedBytes: sample.heapUsedBytes,
-            heapLimitBytes: sample.heapLimitBytes,
-            heapPercent: sample.heapLimitBytes
-              ? Math.round((1000 * sample.heapUsedBytes) / sample.heapLimitBytes) / 10
-              : null,
-            eventLoopUtilization: Math.round(sample.eventLoopUtilization * 1000) / 1000,
-          }
-        : { heapUsedBytes: null, heapLimitBytes: null, heapPercent: null, eventLoopUtilization: null }),
+      heapUsedBytes: heapUsed ?? null,
+      heapLimitBytes: vitals?.heapLimitBytes ?? null,
+      heapPercent:
+        heapUsed !== undefined && vitals?.heapLimitBytes
+          ? Math.round((1000 * heapUsed) / vitals.heapLimitBytes) / 10
+          : null,
+      eventLoopUtilization: vitals ? Math.round(vitals.eventLoopUtilization * 1000) / 1000 : null,
       heartbeatAgeSeconds: sample.heartbeatMs
-        ? Math.max(0, ((src.monotonicNow ?? monotonicMs()) - sample.heartbeatMs) / 1000)
+        ? Math.max(0, (monotonicNow - sample.heartbeatMs) / 1000)
         : null,
       startSeconds: sum('sia_service_start_duration_seconds', of(service)),
       lastError: last
