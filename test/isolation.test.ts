@@ -418,7 +418,7 @@ describe('a blocked event loop before its watchdog', () => {
     assert.equal(eventsOf(sc, 'worker.watchdog', 'gateway').length, 0, 'before the watchdog')
     await stop(sc)
   })
-  test('its heartbeat stale, /metrics and the status page show its loop busy (1) and no heap figure, not its last beat’s', async (t) => {
+  test('its heartbeat stale, /metrics and the status page show its loop busy (1) and no heap figure, not its last beat’s; the status page says it did not answer, not “none yet”', async (t) => {
     const sc = launch(t, {
       env: { SIA_FAILPOINTS: 'gateway.before-sink=1*block' },
       args: withConfig({ gateway: { ...FAST, watchdogTimeout: '30s', shutdownTimeout: '1s' } }),
@@ -444,6 +444,8 @@ describe('a blocked event loop before its watchdog', () => {
     assert.ok((of('sia_worker_heap_used_bytes', 'token') ?? 0) > 0, 'a worker that beats keeps its figures')
     assert.ok((of('sia_worker_event_loop_utilization', 'token') ?? 1) < 1)
     const view = JSON.parse((await httpRequest(`${latestUrl(sc, 'metrics')}/status.json`)).body) as {
+      unanswered: string[]
+      gateway: { sinkErrors: number | null }
       workers: {
         service: string
         eventLoopUtilization: number | null
@@ -456,6 +458,12 @@ describe('a blocked event loop before its watchdog', () => {
       [gateway.eventLoopUtilization, gateway.heapUsedBytes, gateway.heapPercent],
       [1, null, null],
     )
+    // The gateway did not answer the view: its counts are not known, not "none yet" nor 0.
+    assert.deepEqual(view.unanswered, ['gateway'])
+    assert.equal(view.gateway.sinkErrors, null)
+    const page = (await httpRequest(`${latestUrl(sc, 'metrics')}/status?refresh=0`)).body
+    assert.match(page, /gateway did not answer/)
+    assert.doesNotMatch(page, /none yet/)
     assert.equal(eventsOf(sc, 'worker.watchdog', 'gateway').length, 0, 'before the watchdog')
     await stop(sc)
   })

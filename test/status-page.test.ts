@@ -69,6 +69,7 @@ function sampleView(): StatusView {
       startSeconds: 0.01,
       lastError: null,
     })),
+    unanswered: [],
     certificates: { readErrors: 0, files: [] },
     tokens: { enabled: true, types: [], soonestExpirySeconds: null, fetchErrors: 0 },
     gateway: {
@@ -137,6 +138,30 @@ test('a view in which the gateway did not answer counts nothing: the rate after 
   assert.deepEqual([silent.requestRate, silent.createdRate], [null, null])
   const after = await view(t0 + 12_000, gateway(100_024, 90_012), ['gateway'])
   assert.deepEqual([after.requestRate, after.createdRate], [2, 1])
+})
+
+test('services that did not answer the view are said so, not shown as "none": status.json lists them, their counts null', async () => {
+  const board = createStatusBoard()
+  board.setPhase('running')
+  const config = (loadConfig([], {}) as { config: Config }).config
+  const view = await buildStatus({
+    config,
+    board,
+    metrics: [],
+    upServices: new Set(['memory-reporter', 'healthcheck']),
+    lastErrors: {},
+  })
+  assert.deepEqual(view.unanswered, ['certificate', 'token', 'gateway'])
+  assert.deepEqual(
+    [view.certificates.readErrors, view.tokens.fetchErrors, view.gateway.sinkErrors],
+    [null, null, null],
+  )
+  const html = renderStatusPage(view, 0)
+  for (const s of view.unanswered) assert.match(html, new RegExp(`${s} did not answer`))
+  for (const none of ['no read errors', 'no certificate', 'none yet', '>empty<']) {
+    assert.ok(!html.includes(none), `not "${none}"`)
+  }
+  assert.match(html, /<dt>sink errors<\/dt><dd>—<\/dd>/, 'sink errors not known, not 0')
 })
 
 describe('status page: rendering', () => {

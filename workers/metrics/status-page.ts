@@ -1,3 +1,4 @@
+import type { ServiceName } from '../../shared/services.js'
 import type { StatusView, WorkerStatus } from './status.js'
 
 /**
@@ -109,6 +110,11 @@ function workerRow(w: WorkerStatus): string {
 
 export function renderStatusPage(view: StatusView, refresh: number): string {
   const p = view.process
+  // A section of a service that did not answer the view: its figures are not known, not none.
+  const silent = (service: ServiceName) =>
+    view.unanswered.includes(service)
+      ? `<span class="badge warn unanswered">${escapeHtml(service)} did not answer</span>`
+      : undefined
   const readyBadge = p.ready
     ? '<span class="badge ok" id="readiness">ready</span>'
     : `<span class="badge bad" id="readiness">not ready</span> <small>${p.notReady.map((n) => `${escapeHtml(n.service)}: ${escapeHtml(n.state)}`).join(', ')}</small>`
@@ -177,11 +183,11 @@ ${view.workers.map(workerRow).join('\n')}
 </table>
 
 <h2>Certificates</h2>
-<p>${view.certificates.readErrors ? `<span class="badge bad">${escapeHtml(view.certificates.readErrors)} read errors</span>` : '<span class="muted">no read errors</span>'}</p>
+<p>${silent('certificate') ?? (view.certificates.readErrors ? `<span class="badge bad">${escapeHtml(view.certificates.readErrors)} read errors</span>` : '<span class="muted">no read errors</span>')}</p>
 <table id="certificates">
 <thead><tr><th>file</th><th>subject</th><th>issuer</th><th>not after</th><th>expires in</th></tr></thead>
 <tbody>
-${certRows || '<tr><td colspan="5" class="muted">no certificate</td></tr>'}
+${certRows || `<tr><td colspan="5" class="muted">${silent('certificate') ?? 'no certificate'}</td></tr>`}
 </tbody>
 </table>
 
@@ -191,7 +197,7 @@ ${
     ? `<table id="tokens">
 <thead><tr><th>type</th><th>entries</th><th>bytes</th></tr></thead>
 <tbody>
-${tokenRows || '<tr><td colspan="3" class="muted">empty</td></tr>'}
+${tokenRows || `<tr><td colspan="3" class="muted">${silent('token') ?? 'empty'}</td></tr>`}
 </tbody>
 </table>
 <p>soonest expiry: <strong>${escapeHtml(duration(t.soonestExpirySeconds))}</strong> · fetch errors: <strong id="token-fetch-errors">${escapeHtml(num(t.fetchErrors))}</strong></p>`
@@ -202,13 +208,13 @@ ${tokenRows || '<tr><td colspan="3" class="muted">empty</td></tr>'}
 ${
   g.enabled
     ? `<dl id="gateway">
-<dt>requests</dt><dd>${codes || '<span class="muted">none yet</span>'}</dd>
+<dt>requests</dt><dd>${codes || silent('gateway') || '<span class="muted">none yet</span>'}</dd>
 <dt>request rate</dt><dd>${g.requestRate === null ? '<span class="muted">— (needs an earlier view)</span>' : `${escapeHtml(num(g.requestRate, 2))}/s`}</dd>
-<dt>alerts received</dt><dd>${received || '<span class="muted">none yet</span>'}</dd>
+<dt>alerts received</dt><dd>${received || silent('gateway') || '<span class="muted">none yet</span>'}</dd>
 <dt>created / duplicates</dt><dd>${escapeHtml(num(g.created))} / ${escapeHtml(num(g.duplicates))}${g.createdRate === null ? '' : ` <small>(${escapeHtml(num(g.createdRate, 2))} created/s)</small>`}</dd>
 <dt>mean latency</dt><dd>${g.meanLatencySeconds === null ? '—' : `${escapeHtml(num(g.meanLatencySeconds * 1000, 1))} ms`}</dd>
 <dt>in flight</dt><dd>${escapeHtml(num(g.inflight))}</dd>
-<dt>sink errors</dt><dd>${g.sinkErrors ? `<span class="badge bad">${escapeHtml(g.sinkErrors)}</span>` : '0'}</dd>
+<dt>sink errors</dt><dd>${g.sinkErrors ? `<span class="badge bad">${escapeHtml(g.sinkErrors)}</span>` : escapeHtml(num(g.sinkErrors))}</dd>
 <dt>dedup store</dt><dd id="dedup-store">${g.dedupStoreUp === null ? '—' : g.dedupStoreUp ? '<span class="badge ok">up</span>' : '<span class="badge bad">down</span>'}</dd>
 </dl>`
     : '<p class="muted" id="gateway">gateway disabled</p>'

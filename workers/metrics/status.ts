@@ -37,6 +37,11 @@ export interface StatusView {
     minGracePeriodSeconds: number
   }
   workers: WorkerStatus[]
+  /**
+   * The enabled services that did not answer this view's scrape: their sections' figures are not
+   * known (null, or empty lists), never "none".
+   */
+  unanswered: ServiceName[]
   certificates: {
     readErrors: number | null
     files: CertificateStatus[]
@@ -57,7 +62,7 @@ export interface StatusView {
     received: Record<string, number>
     created: number | null
     duplicates: number | null
-    sinkErrors: number
+    sinkErrors: number | null
     inflight: number | null
     dedupStoreUp: boolean | null
     meanLatencySeconds: number | null
@@ -186,6 +191,10 @@ export async function buildStatus(src: StatusSources): Promise<StatusView> {
     }
   })
 
+  const unanswered = SERVICES.filter(
+    (s) => s !== 'metrics' && config.services[s].enabled && !src.upServices.has(s),
+  )
+
   const notBefore = new Map(
     values('x509_cert_not_before').map((v) => [`${v.labels.filepath}\0${v.labels.serial_number}`, v.value]),
   )
@@ -253,6 +262,7 @@ export async function buildStatus(src: StatusSources): Promise<StatusView> {
       minGracePeriodSeconds: Math.ceil((budget + 2000) / 1000),
     },
     workers,
+    unanswered,
     certificates: { readErrors: sum('x509_read_errors'), files: certificates },
     tokens: {
       enabled: config.services.token.enabled,
@@ -272,7 +282,7 @@ export async function buildStatus(src: StatusSources): Promise<StatusView> {
       received: groupBy('gateway_signals_received_total', 'status'),
       created,
       duplicates: sum('gateway_signals_deduplicated_total'),
-      sinkErrors: sum('gateway_sink_errors_total') ?? 0,
+      sinkErrors: sum('gateway_sink_errors_total'),
       inflight: sum('gateway_inflight_requests'),
       dedupStoreUp: storeUp === null ? null : storeUp > 0,
       meanLatencySeconds: latencyCount ? Math.round((latencyTotal / latencyCount) * 1e4) / 1e4 : null,
