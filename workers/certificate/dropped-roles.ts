@@ -1,5 +1,5 @@
-import { rm } from 'node:fs/promises'
 import type { Config } from '../../shared/config/types.js'
+import { rm } from '../../shared/fs-async.js'
 import { roleCertOutputs } from '../../shared/identity/naming.js'
 import type { Logger } from '../../shared/logger.js'
 
