@@ -46,11 +46,15 @@ const LAST_STDOUT_MS = 1000
  * (monotonic ms) the process must be out by: the LOG_DIR file's writes under way get half of what
  * is left, at most LAST_FILE_MS, to finish (the last records are then written to it at exit,
  * synchronously, unless one is still under way: log-file.ts), and the records from now on wait for
- * a stalled stdout until `by`, at most LAST_STDOUT_MS (stdout-sink.ts).
+ * a stalled stdout until `by`, at most LAST_STDOUT_MS (stdout-sink.ts). False if a write is still
+ * under way: the exit must not wait for libuv's pool (exit.ts).
  */
-export async function lastLines(by: number): Promise<void> {
-  if (fileWriter) await fileWriter.settle(Math.max(0, Math.min(LAST_FILE_MS, (by - monotonicMs()) / 2)))
+export async function lastLines(by: number): Promise<boolean> {
+  const settled = fileWriter
+    ? await fileWriter.settle(Math.max(0, Math.min(LAST_FILE_MS, (by - monotonicMs()) / 2)))
+    : true
   waitForStdoutUntil(Math.min(by, monotonicMs() + LAST_STDOUT_MS))
+  return settled
 }
 
 function workerForwarder(service: string): (line: string) => void {

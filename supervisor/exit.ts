@@ -16,8 +16,8 @@ export interface ProcessExit {
   stuck(handle: WorkerHandle): void
   /**
    * The one way out: ends the threads still up, gives the logs their last chance (lastLines),
-   * logs `supervisor.exit` (once, whoever calls first), and exits with `code` through hardExit,
-   * which waits for no thread of the process.
+   * logs `supervisor.exit` (once, whoever calls first), and exits with `code`: through hardExit,
+   * which waits for no thread of the process, when one may hold `process.exit()`.
    */
   leave(code: number, fields: Record<string, unknown>): Promise<never>
 }
@@ -29,18 +29,18 @@ export interface ProcessExitOptions {
    */
   outBy?: () => number
   /**
-   * How the process ends once all is said (tests stand in for it). Always hardExit, never
-   * `process.exit()`, which joins every worker thread and libuv's thread pool: a thread stuck in
-   * native code, or a file request that never returns (the LOG_DIR writer's, a worker's sink or
-   * certificate read, on a hung volume), would hold the process past its budget for good. Its
-   * 'exit' listeners run all the same (the LOG_DIR file's last lines, unless a write to that
-   * disk is still under way).
+   * How the process ends once all is said (tests stand in for it): `hard`, through hardExit when
+   * a thread is still up (stuck in native code) or the LOG_DIR file has a write under way (a hung
+   * volume: its request holds libuv's pool), either of which `process.exit()` would join for
+   * good; else `process.exit()`. Not hardExit always: its execve starts a Node that only exits,
+   * and a signal in those ~40 ms (a second SIGTERM, a SIGUSR1 to Node 22's inspector) ended the
+   * process by that signal, or with 134, after `supervisor.exit` said 0.
    */
-  end?: (code: number) => never
+  end?: (code: number, hard: boolean) => never
 }
 
 export function createProcessExit(log: Logger, opts: ProcessExitOptions = {}): ProcessExit {
-  const { outBy = () => monotonicMs() + LAST_LINES_MS, end = hardExit } = opts
+  const { outBy = () => monotonicMs() + LAST_LINES_MS, end = exitProcess } = opts
   const threads = new Set<WorkerHandle>()
   const stuck = new Set<WorkerHandle>()
   let leaving = false
@@ -56,7 +56,7 @@ export function createProcessExit(log: Logger, opts: ProcessExitOptions = {}): P
       await Promise.race([Promise.all(ending), sleep(END_THREADS_MS, undefined, { ref: false })])
       // The file's writes under way finish, or are given up, before the last records, and a
       // stalled stdout is waited for by those: all within what is left until `by`.
-      await lastLines(by)
+      const settled = await lastLines(by)
       // A thread still up now is stuck, whether or not its stop had time to find it so; and a
       // stuck thread makes the exit unclean, whatever its stop answered (DESIGN.md §1: code 1).
       // (One marked stuck that has ended since was only slow: its stop said how it went.)
@@ -81,7 +81,13 @@ export function createProcessExit(log: Logger, opts: ProcessExitOptions = {}): P
         },
         `exiting with ${code}`,
       )
-      return end(code)
+      const threadUp = [...threads].some((h) => stuck.has(h) || h.alive())
+      return end(code, threadUp || !settled)
     },
   }
+}
+
+function exitProcess(code: number, hard: boolean): never {
+  if (hard) hardExit(code)
+  process.exit(code)
 }
