@@ -202,6 +202,23 @@ function writerThread(fd: number, state: SharedArrayBuffer, line: string, stallM
 
 const written = (w: Worker) => new Promise((resolve) => w.once('message', resolve))
 
+/**
+ * `out`'s records, once every line is whole, the long line 1 (200,000 bytes of pad) is the first,
+ * finished before any other, and line 5 came after it.
+ */
+function longLineFirst(out: string) {
+  assert.deepEqual(
+    out.split('\n').filter((l) => l && !l.startsWith('{')),
+    [],
+    'every line whole',
+  )
+  const got = records(out)
+  assert.equal(got[0]?.n, 1, 'the token line, finished before any other')
+  assert.equal(String(got[0]?.pad).length, 200_000)
+  assert.ok(got.some((r) => r.n === 5))
+  return got
+}
+
 /** Reads the pipe a pipeful at a time, a line of this thread's written after each, until `done`. */
 function readWhileWriting(
   pipe: ReturnType<typeof fifo>,
@@ -226,17 +243,8 @@ describe('stdout shared by threads', () => {
     t.after(() => token.terminate())
     await written(token)
     const write = sinkOn(pipe.writer, 'supervisor', state)
-    const out = readWhileWriting(pipe, write, (o) => o.includes('"n":5'))
-    assert.deepEqual(
-      out.split('\n').filter((l) => l && !l.startsWith('{')),
-      [],
-      'every line whole',
-    )
-    const got = records(out)
-    assert.equal(got[0]?.n, 1, 'the token line, finished before any other')
-    assert.equal(String(got[0]?.pad).length, 200_000)
+    const got = longLineFirst(readWhileWriting(pipe, write, (o) => o.includes('"n":5')))
     assert.equal(got.filter((r) => r.n === 1).length, 1)
-    assert.ok(got.some((r) => r.n === 5))
   })
 
   test('a thread that ends holding stdout mid-line (terminated while it waits for the reader): freed as it ends, its line is finished by the next line of another thread, never glued to it', async (t) => {
@@ -250,16 +258,7 @@ describe('stdout shared by threads', () => {
     await token.terminate()
     releaseStdoutOf(tid, state) // what the supervisor does when a worker ends (worker-handle.ts)
     const write = sinkOn(pipe.writer, 'supervisor', state)
-    const out = readWhileWriting(pipe, write, (o) => o.includes('"n":5'))
-    assert.deepEqual(
-      out.split('\n').filter((l) => l && !l.startsWith('{')),
-      [],
-      'every line whole',
-    )
-    const got = records(out)
-    assert.equal(got[0]?.n, 1)
-    assert.equal(String(got[0]?.pad).length, 200_000)
-    assert.ok(got.some((r) => r.n === 5))
+    longLineFirst(readWhileWriting(pipe, write, (o) => o.includes('"n":5')))
   })
 
   test('while the first thread to meet a stalled reader waits for it, another thread drops its line at once, and the drop is said before the next line', async (t) => {
