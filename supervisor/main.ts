@@ -83,7 +83,7 @@ async function init(config: Config, log: Logger, signals: SignalRouter): Promise
   const budgetMs = initBudgetMs(config)
   const cut = new AbortController()
   const timer = setTimeout(() => cut.abort(), budgetMs)
-  const exit = createProcessExit(log)
+  const exit = createProcessExit(log, { end: (code) => hardExit(code) })
   let stoppedBy: NodeJS.Signals | undefined
   // An init container told to stop has not fetched its identity: that is a failure.
   const stopped = (signal: NodeJS.Signals) => exit.leave(1, { cause: 'signal', signal })
