@@ -74,6 +74,7 @@ test('a run that never ends: asks that gave up leave nothing behind, however man
   t.diagnostic(`${perAsk.toFixed(1)} bytes of heap kept per ask`)
   assert.equal(runs, 1, 'one run for every ask')
   // Each ask that awaited the run itself (a Promise.race with a timer) kept ~255 bytes on it; what
-  // is measured here without a leak is 0-32 (the heap's pages, not the asks).
-  assert.ok(perAsk < 64, `${perAsk.toFixed(1)} bytes of heap kept per ask`)
+  // is measured here without a leak is 0-32 (the heap's pages, not the asks), 69 once on Node 22
+  // with four test files at a time: the bound is halfway.
+  assert.ok(perAsk < 128, `${perAsk.toFixed(1)} bytes of heap kept per ask`)
 })
