@@ -15,19 +15,25 @@ import type { ServiceTuning, Settings } from './types.js'
 // Checks of settings each valid alone that together are not (loadConfig calls them once each
 // setting has passed its own): deadlines past a timer, a restart policy, memory, ports.
 
+/** What the checks are given: the settings, each service's tuning, and how to name a setting. */
+export interface Checked {
+  s: Settings
+  services: Record<ServiceName, ServiceTuning>
+  /** `services` as the config file gave them. */
+  file: Partial<Record<ServiceName, TuningInput>>
+  /** A setting as the operator wrote it (its flag, variable or key, and where). */
+  named: (key: SettingKey) => string
+  /** The settings the operator set (not defaults). */
+  given: ReadonlySet<SettingKey>
+  configPath: string | undefined
+}
+
 /**
  * The deadlines made by adding settings (deadlines.ts), each named by what the operator wrote:
  * the certificate service's start (its start timeout and the jitter pause), MODE=init's (the
  * certificate's and the token's start timeouts) and the shutdown budget.
  */
-export function checkDerivedDeadlines(
-  s: Settings,
-  services: Record<ServiceName, ServiceTuning>,
-  file: Partial<Record<ServiceName, TuningInput>>,
-  named: (key: SettingKey) => string,
-  given: ReadonlySet<SettingKey>,
-  configPath: string | undefined,
-): void {
+export function checkDerivedDeadlines({ s, services, file, named, given, configPath }: Checked): void {
   /** A service's start timeout as given (the certificate's without the jitter it is given too). */
   const start = (name: ServiceName): Term => {
     const set = file[name]?.startTimeout
@@ -102,14 +108,7 @@ export function checkRestartTuning(
  * dedup store is the gateway's when there is no Redis. Names the bound the operator set (the
  * first of `bounds` given), else the heap limit.
  */
-export function checkBoundsFit(
-  s: Settings,
-  services: Record<ServiceName, ServiceTuning>,
-  file: Partial<Record<ServiceName, TuningInput>>,
-  named: (key: SettingKey) => string,
-  given: ReadonlySet<SettingKey>,
-  configPath: string | undefined,
-): void {
+export function checkBoundsFit({ s, services, file, named, given, configPath }: Checked): void {
   const types = s.tokenType.split('+').length
   const held: { service: 'token' | 'gateway'; what: string; mb: number; bounds: SettingKey[] }[] = []
   if (services.token.enabled && s.tokenServerAddr !== '') {
@@ -202,12 +201,7 @@ export function containerFit(
  * can share its predecessor's port, DESIGN.md §8), so two services given one port would both bind
  * it and the kernel would split connections between them: refused here, whatever the hosts.
  */
-export function checkPortsApart(
-  s: Settings,
-  services: Record<ServiceName, ServiceTuning>,
-  named: (key: SettingKey) => string,
-  given: ReadonlySet<SettingKey>,
-): void {
+export function checkPortsApart({ s, services, named, given }: Checked): void {
   const owner = new Map<number, SettingKey>()
   for (const name of SERVICES) {
     const key = ADDRESS_OF[name]

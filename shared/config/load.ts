@@ -398,10 +398,11 @@ export function loadConfig(
       reason: `not longer than ${named('gatewaySinkTimeout')} (${formatDuration(s.gatewaySinkTimeout)}): a lease that runs out during a slow sink write lets another request write the alert again`,
     })
   }
-  checkPortsApart(s, services, named, given)
-  checkDerivedDeadlines(s, services, parsed.data, named, given, configPath)
+  const checked = { s, services, file: parsed.data, named, given, configPath }
+  checkPortsApart(checked)
+  checkDerivedDeadlines(checked)
   if (s.mode !== 'init') {
-    checkBoundsFit(s, services, parsed.data, named, given, configPath)
+    checkBoundsFit(checked)
     const fit = containerFit(services, parsed.data, memoryLimitBytes, configPath)
     if (fit?.refuse) throw configError(fit.setting, fit.reason)
     if (fit) warnings.push({ setting: fit.setting, reason: fit.reason })
