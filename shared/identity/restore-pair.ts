@@ -23,6 +23,10 @@ function pairs(cert: X509Certificate, keyPem: string): boolean {
  * restored.
  */
 export async function restoreInterruptedPair(config: Config): Promise<string[]> {
+  // The usual start, no write cut: a listing of each key's folder, and nothing read or parsed
+  // (the identity on disk is read and checked next, by the start itself).
+  const aside = await Promise.all(config.keyFiles.map(linkedAside))
+  if (aside.every((olds) => olds.length === 0)) return []
   const certPem = await readFile(config.certFile, 'utf8').catch(() => '')
   let cert: X509Certificate
   try {
@@ -31,9 +35,9 @@ export async function restoreInterruptedPair(config: Config): Promise<string[]> 
     return [] // no certificate to pair a key with: nothing to restore
   }
   const restored: string[] = []
-  for (const keyFile of config.keyFiles) {
-    if (pairs(cert, await readFile(keyFile, 'utf8').catch(() => ''))) continue
-    for (const old of await linkedAside(keyFile)) {
+  for (const [i, keyFile] of config.keyFiles.entries()) {
+    if (aside[i]!.length === 0 || pairs(cert, await readFile(keyFile, 'utf8').catch(() => ''))) continue
+    for (const old of aside[i]!) {
       if (!pairs(cert, await readFile(old, 'utf8').catch(() => ''))) continue
       await rename(old, keyFile)
       await syncDir(dirname(keyFile))
